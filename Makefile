@@ -1,0 +1,64 @@
+# Docket — the two commands a user needs: `make run` and `make test`.
+# Everything else here is a step of those two, runnable on its own.
+SHELL := /bin/bash
+JOBS  ?= 2
+PY    := /usr/bin/python3
+
+.PHONY: all deps deps-test build build-clang build-asan run test unit system \
+        format format-check lint-openapi docs-check clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+deps-test:
+	@scripts/install-deps.sh test
+
+# Release build (gcc): what `make run` starts.
+build: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc >/dev/null
+	@cmake --build build -j$(JOBS)
+
+# The same code under clang with -Werror (warnings differ between compilers).
+build-clang:
+	@cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang >/dev/null
+	@cmake --build build-clang -j$(JOBS)
+
+# AddressSanitizer + UndefinedBehaviorSanitizer: unit and system tests run against this one.
+build-asan:
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc -DDOCKET_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+
+run: build
+	./build/docket all
+
+unit: build-asan
+	@scripts/with-test-servers.sh ctest --test-dir build-asan --output-on-failure -j$(JOBS)
+
+system: build-asan
+	@DOCKET_BIN=$(CURDIR)/build-asan/docket $(PY) -m pytest tests/system -q -p no:cacheprovider
+
+format:
+	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')
+
+format-check:
+	@clang-format --dry-run --Werror $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h') \
+	  && echo "format-check: ok"
+
+lint-openapi:
+	@scripts/lint-openapi.sh
+
+docs-check: build
+	@./build/docket config-docs | diff -u docs/configuration.md - \
+	  && echo "docs-check: docs/configuration.md matches the config table"
+
+test: deps-test
+	@$(MAKE) --no-print-directory format-check
+	@$(MAKE) --no-print-directory build build-clang build-asan
+	@$(MAKE) --no-print-directory docs-check lint-openapi
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory system
+
+clean:
+	rm -rf build build-clang build-asan

@@ -1,0 +1,800 @@
+/* db_postgres.c — the SQL port on PostgreSQL through libpq (dk_db_postgres_ops).
+ * Connections are opened lazily, up to pool_size, with the non-blocking libpq API so that every
+ * wait is bounded: connects by connect_timeout_ms, statements by statement_timeout_ms (set on the
+ * server) plus a client-side guard of PG_GUARD_SLACK_MS for a server that stopped answering.
+ * TCP keepalives and tcp_user_timeout are added unless the URL sets them. Zero options mean
+ * defaults: pool_size 4, acquire 5000 ms, connect 5000 ms, statement 30000 ms. A connection that
+ * saw a connection-level failure (SQLSTATE class 08, 57P0x, a lost socket, a guard timeout) is
+ * marked broken, answers DK_E_UNAVAILABLE, and is closed by release; the next acquire reconnects.
+ * Statements are prepared per connection (names s1, s2, …) in a 128-entry LRU cache. */
+#include "ports/db.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/banned.h"
+
+#define PG_CACHE_MAX            128
+#define PG_DEFAULT_POOL         4
+#define PG_DEFAULT_ACQUIRE_MS   5000
+#define PG_DEFAULT_CONNECT_MS   5000
+#define PG_DEFAULT_STATEMENT_MS 30000
+#define PG_GUARD_SLACK_MS       2000
+#define PG_ERR_MAX              512
+#define PG_MAX_KEYWORDS         12
+
+struct pg_stmt {
+    char *sql; /* NULL = free slot */
+    uint64_t hash;
+    uint64_t last_used;
+    char name[16];
+};
+
+struct dk_db_conn {
+    struct dk_db *db;
+    PGconn *pg; /* NULL until connected */
+    bool in_use;
+    bool broken; /* saw a connection-level failure: release closes it */
+    uint64_t tick;
+    unsigned next_name;
+    struct pg_stmt cache[PG_CACHE_MAX];
+    char err[PG_ERR_MAX];
+};
+
+struct dk_db {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int size;
+    struct dk_db_conn *conns;
+    int acquire_timeout_ms;
+    int connect_timeout_ms;
+    int statement_timeout_ms;
+    char *search_path;
+    char *statement_timeout_text;
+    /* PQconnectStartParams arrays: our defaults first, then dbname=URL, whose settings win. */
+    const char *kw[PG_MAX_KEYWORDS];
+    const char *val[PG_MAX_KEYWORDS];
+    char *owned[PG_MAX_KEYWORDS]; /* the values we allocated */
+};
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int64_t pg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t pg_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static int64_t pg_min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Copies msg into the connection's error buffer, without the trailing newline libpq adds. */
+static void pg_set_err(struct dk_db_conn *c, const char *prefix, const char *msg)
+{
+    if (!msg || !*msg)
+        msg = "unknown error";
+    int n = snprintf(c->err, sizeof c->err, "%s%s", prefix ? prefix : "", msg);
+    if (n > 0) {
+        size_t len = strlen(c->err);
+        while (len > 0 && (c->err[len - 1] == '\n' || c->err[len - 1] == ' '))
+            c->err[--len] = '\0';
+    }
+}
+
+/* Waits for events on fd until deadline: the poll revents, 0 on timeout, -1 on error. */
+static int pg_wait(int fd, short events, int64_t deadline)
+{
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        int64_t left = deadline - pg_now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = events};
+        int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (r > 0)
+            return p.revents ? p.revents : events;
+        if (r < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+static void pg_notice_discard(void *arg, const PGresult *res)
+{
+    (void)arg;
+    (void)res;
+}
+
+/* Marks the connection broken with a message; always DK_E_UNAVAILABLE. */
+static dk_status pg_broken(struct dk_db_conn *c, const char *prefix, const char *msg)
+{
+    c->broken = true;
+    pg_set_err(c, prefix, msg);
+    return DK_E_UNAVAILABLE;
+}
+
+static bool pg_sqlstate_is_connection_failure(const char *state)
+{
+    if (!state)
+        return false;
+    if (state[0] == '0' && state[1] == '8')
+        return strcmp(state, "08P01") != 0; /* a protocol violation leaves the session usable */
+    return strncmp(state, "57P0", 4) == 0;  /* admin/crash shutdown, cannot connect, … */
+}
+
+/* Classifies a result: records the error text and returns the port's status. */
+static dk_status pg_result_status(struct dk_db_conn *c, const PGresult *r, bool allow_empty)
+{
+    ExecStatusType es = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK || (allow_empty && es == PGRES_EMPTY_QUERY))
+        return DK_OK;
+    if (es == PGRES_EMPTY_QUERY) {
+        pg_set_err(c, NULL, "empty statement");
+        return DK_E_INTERNAL;
+    }
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!msg)
+        msg = PQerrorMessage(c->pg);
+    char prefix[16] = "";
+    if (state)
+        snprintf(prefix, sizeof prefix, "%s: ", state);
+    pg_set_err(c, prefix, msg);
+    if (state && state[0] == '2' && state[1] == '2') {
+        /* Data exceptions quote the offending input ('invalid input syntax for type integer:
+         * "abc"'): keep the message, drop the value, which may be a parameter. */
+        char *quote = strstr(c->err, ": \"");
+        if (quote)
+            *quote = '\0';
+    }
+    if (PQstatus(c->pg) != CONNECTION_OK || pg_sqlstate_is_connection_failure(state)) {
+        c->broken = true;
+        return DK_E_UNAVAILABLE;
+    }
+    if (state && strcmp(state, "23505") == 0)
+        return DK_E_CONFLICT;
+    if (state && strcmp(state, "57014") == 0)
+        return DK_E_UNAVAILABLE; /* statement timeout: the session stays usable */
+    return DK_E_INTERNAL;
+}
+
+/* Flushes what was sent and collects the results, within deadline. The result kept is the first
+ * error, or else the last result. A lost connection or a timeout marks c broken. */
+static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
+{
+    PGconn *pg = c->pg;
+    for (;;) {
+        int f = PQflush(pg);
+        if (f == 0)
+            break;
+        if (f < 0)
+            return pg_broken(c, "send failed: ", PQerrorMessage(pg));
+        int w = pg_wait(PQsocket(pg), POLLIN | POLLOUT, deadline);
+        if (w == 0)
+            return pg_broken(c, NULL, "timed out sending to the server");
+        if (w < 0)
+            return pg_broken(c, "poll failed: ", strerror(errno));
+        if ((w & POLLIN) && !PQconsumeInput(pg))
+            return pg_broken(c, "receive failed: ", PQerrorMessage(pg));
+    }
+    PGresult *keep = NULL;
+    for (;;) {
+        while (PQisBusy(pg)) {
+            int w = pg_wait(PQsocket(pg), POLLIN, deadline);
+            if (w <= 0) {
+                PQclear(keep);
+                return pg_broken(c, NULL,
+                                 w == 0 ? "timed out waiting for the server"
+                                        : "connection lost while waiting for the server");
+            }
+            if (!PQconsumeInput(pg)) {
+                PQclear(keep);
+                return pg_broken(c, "connection lost: ", PQerrorMessage(pg));
+            }
+        }
+        PGresult *r = PQgetResult(pg);
+        if (!r)
+            break;
+        ExecStatusType es = PQresultStatus(r);
+        bool keep_is_error = keep && PQresultStatus(keep) == PGRES_FATAL_ERROR;
+        if (keep_is_error || es == PGRES_COPY_IN || es == PGRES_COPY_OUT || es == PGRES_COPY_BOTH) {
+            PQclear(r);
+            if (!keep_is_error) { /* COPY is not supported through the port */
+                PQclear(keep);
+                return pg_broken(c, NULL, "COPY is not supported");
+            }
+            continue;
+        }
+        PQclear(keep);
+        keep = r;
+    }
+    if (!keep) {
+        if (PQstatus(pg) != CONNECTION_OK)
+            return pg_broken(c, "connection lost: ", PQerrorMessage(pg));
+        pg_set_err(c, NULL, "no result");
+        return DK_E_INTERNAL;
+    }
+    *ret_res = keep;
+    return DK_OK;
+}
+
+/* After a PQsend* call returned 0. */
+static dk_status pg_send_failed(struct dk_db_conn *c)
+{
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return pg_broken(c, "connection lost: ", PQerrorMessage(c->pg));
+    pg_set_err(c, NULL, PQerrorMessage(c->pg));
+    return DK_E_INTERNAL;
+}
+
+/* Runs a simple-protocol statement (or script); *ret_res may be NULL to discard the result. */
+static dk_status pg_exec_simple(struct dk_db_conn *c, const char *sql, int64_t deadline,
+                                PGresult **ret_res)
+{
+    if (!PQsendQuery(c->pg, sql))
+        return pg_send_failed(c);
+    PGresult *r = NULL;
+    dk_status s = pg_collect(c, deadline, &r);
+    if (s != DK_OK)
+        return s;
+    s = pg_result_status(c, r, true);
+    if (s == DK_OK && ret_res)
+        *ret_res = r;
+    else
+        PQclear(r);
+    return s;
+}
+
+static int64_t pg_guard_deadline(const struct dk_db *db)
+{
+    return pg_now_ms() + db->statement_timeout_ms + PG_GUARD_SLACK_MS;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+static void pg_conn_drop(struct dk_db_conn *c)
+{
+    for (int i = 0; i < PG_CACHE_MAX; i++) {
+        dk_free(c->cache[i].sql);
+        memset(&c->cache[i], 0, sizeof c->cache[i]);
+    }
+    if (c->pg)
+        PQfinish(c->pg);
+    c->pg = NULL;
+    c->broken = false;
+    c->tick = 0;
+    c->next_name = 0;
+}
+
+/* Session settings run once per new connection. */
+static dk_status pg_conn_setup(struct dk_db_conn *c, int64_t deadline)
+{
+    const struct dk_db *db = c->db;
+    const char *params[2] = {db->statement_timeout_text, db->search_path};
+    const char *sql = db->search_path ? "SELECT set_config('statement_timeout', $1, false), "
+                                        "set_config('search_path', $2, false)"
+                                      : "SELECT set_config('statement_timeout', $1, false)";
+    if (!PQsendQueryParams(c->pg, sql, db->search_path ? 2 : 1, NULL, params, NULL, NULL, 0))
+        return pg_send_failed(c);
+    PGresult *r = NULL;
+    dk_status s = pg_collect(c, deadline, &r);
+    if (s != DK_OK)
+        return s;
+    s = pg_result_status(c, r, false);
+    PQclear(r);
+    return s;
+}
+
+/* Opens c->pg within deadline (monotonic ms). Never blocks past it, except for DNS. */
+static dk_status pg_conn_open(struct dk_db_conn *c, int64_t deadline)
+{
+    struct dk_db *db = c->db;
+    pg_conn_drop(c);
+    c->err[0] = '\0';
+    PGconn *pg = PQconnectStartParams(db->kw, db->val, 1);
+    if (!pg)
+        return pg_broken(c, NULL, "out of memory");
+    c->pg = pg;
+    PQsetNoticeReceiver(pg, pg_notice_discard, NULL);
+    if (PQstatus(pg) == CONNECTION_BAD) {
+        dk_status s = pg_broken(c, "connect failed: ", PQerrorMessage(pg));
+        pg_conn_drop(c);
+        return s;
+    }
+    PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
+    while (ps != PGRES_POLLING_OK) {
+        const char *why = NULL;
+        if (ps == PGRES_POLLING_FAILED) {
+            why = PQerrorMessage(pg);
+        } else {
+            int w = pg_wait(PQsocket(pg), ps == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+            if (w == 0)
+                why = "timed out";
+            else if (w < 0)
+                why = "lost the socket";
+        }
+        if (why) {
+            dk_status s = pg_broken(c, "connect failed: ", why);
+            pg_conn_drop(c);
+            return s;
+        }
+        ps = PQconnectPoll(pg);
+    }
+    dk_status s = DK_OK;
+    if (PQsetnonblocking(pg, 1) != 0)
+        s = pg_broken(c, "connect failed: ", PQerrorMessage(pg));
+    if (s == DK_OK)
+        s = pg_conn_setup(c, deadline);
+    if (s != DK_OK) {
+        bool lost = c->broken;
+        pg_conn_drop(c);
+        return lost ? DK_E_UNAVAILABLE : s;
+    }
+    return DK_OK;
+}
+
+/* Reads whatever an idle connection has received (a termination notice, end of file) so that
+ * a connection the server closed while it sat in the pool is noticed before it is handed out. */
+static bool pg_conn_alive(struct dk_db_conn *c)
+{
+    PGconn *pg = c->pg;
+    if (!pg || c->broken || PQstatus(pg) != CONNECTION_OK)
+        return false;
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {.fd = PQsocket(pg), .events = POLLIN};
+        if (p.fd < 0)
+            return false;
+        if (poll(&p, 1, 0) <= 0)
+            break;
+        if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK)
+            return false;
+        PGnotify *n;
+        while ((n = PQnotifies(pg)) != NULL)
+            PQfreemem(n);
+    }
+    return PQtransactionStatus(pg) == PQTRANS_IDLE;
+}
+
+/* ---- the statement cache ---------------------------------------------------------------- */
+
+static struct pg_stmt *pg_cache_find(struct dk_db_conn *c, const char *sql, uint64_t h)
+{
+    for (int i = 0; i < PG_CACHE_MAX; i++) {
+        struct pg_stmt *e = &c->cache[i];
+        if (e->sql && e->hash == h && strcmp(e->sql, sql) == 0) {
+            e->last_used = ++c->tick;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Forgets a cached statement, deallocating it on the server unless the transaction is in an
+ * aborted state (where DEALLOCATE would fail; a leftover server-side statement is harmless). */
+static dk_status pg_cache_evict(struct dk_db_conn *c, struct pg_stmt *e, int64_t deadline)
+{
+    if (PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
+        char sql[40];
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", e->name);
+        (void)pg_exec_simple(c, sql, deadline, NULL); /* only a lost connection matters */
+    }
+    dk_free(e->sql);
+    memset(e, 0, sizeof *e);
+    return c->broken ? DK_E_UNAVAILABLE : DK_OK;
+}
+
+static dk_status pg_prepare(struct dk_db_conn *c, const char *sql, uint64_t h, int64_t deadline,
+                            struct pg_stmt **ret)
+{
+    struct pg_stmt *slot = NULL;
+    for (int i = 0; i < PG_CACHE_MAX; i++) {
+        struct pg_stmt *e = &c->cache[i];
+        if (!slot || (slot->sql && (!e->sql || e->last_used < slot->last_used)))
+            slot = e;
+    }
+    if (slot->sql) {
+        dk_status s = pg_cache_evict(c, slot, deadline);
+        if (s != DK_OK)
+            return s;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "s%u", ++c->next_name);
+    if (!PQsendPrepare(c->pg, name, sql, 0, NULL))
+        return pg_send_failed(c);
+    PGresult *r = NULL;
+    dk_status s = pg_collect(c, deadline, &r);
+    if (s != DK_OK)
+        return s;
+    s = pg_result_status(c, r, false);
+    PQclear(r);
+    if (s != DK_OK)
+        return s;
+    slot->sql = dk_strdup(sql);
+    slot->hash = h;
+    slot->last_used = ++c->tick;
+    memcpy(slot->name, name, sizeof name);
+    *ret = slot;
+    return DK_OK;
+}
+
+/* ---- the ops ---------------------------------------------------------------------------- */
+
+static dk_status pg_usable(struct dk_db_conn *c)
+{
+    if (!c->pg || c->broken) {
+        if (!c->err[0])
+            pg_set_err(c, NULL, "connection is broken: release it");
+        return DK_E_UNAVAILABLE;
+    }
+    return DK_OK;
+}
+
+static void pg_materialise(const PGresult *r, dk_arena *arena, dk_db_rows **ret_rows)
+{
+    dk_db_rows *rows = dk_arena_alloc(arena, sizeof *rows);
+    rows->nrows = PQntuples(r);
+    rows->ncols = PQnfields(r);
+    size_t n = (size_t)rows->nrows * (size_t)rows->ncols;
+    const char **vals = dk_arena_alloc(arena, (n ? n : 1) * sizeof *vals);
+    for (int i = 0; i < rows->nrows; i++) {
+        for (int j = 0; j < rows->ncols; j++) {
+            size_t k = (size_t)i * (size_t)rows->ncols + (size_t)j;
+            if (PQgetisnull(r, i, j))
+                vals[k] = NULL;
+            else
+                vals[k] =
+                    dk_arena_strndup(arena, PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j));
+        }
+    }
+    rows->values = vals;
+    const char *cmd = PQcmdStatus((PGresult *)r);
+    if (strncmp(cmd, "INSERT", 6) == 0 || strncmp(cmd, "UPDATE", 6) == 0 ||
+        strncmp(cmd, "DELETE", 6) == 0 || strncmp(cmd, "MERGE", 5) == 0)
+        rows->affected = strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
+    *ret_rows = rows;
+}
+
+static dk_status pg_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                          const char *const *params, dk_db_rows **ret_rows)
+{
+    dk_status s = pg_usable(c);
+    if (s != DK_OK)
+        return s;
+    if (nparams < 0 || (nparams > 0 && !params) || (ret_rows && !arena)) {
+        pg_set_err(c, NULL, "invalid query arguments");
+        return DK_E_INTERNAL;
+    }
+    int64_t deadline = pg_guard_deadline(c->db);
+    uint64_t h = pg_hash(sql);
+    for (int attempt = 0;; attempt++) {
+        struct pg_stmt *e = pg_cache_find(c, sql, h);
+        bool cached = e != NULL;
+        if (!e) {
+            s = pg_prepare(c, sql, h, deadline, &e);
+            if (s != DK_OK)
+                return s;
+        }
+        if (!PQsendQueryPrepared(c->pg, e->name, nparams, params, NULL, NULL, 0))
+            return pg_send_failed(c);
+        PGresult *r = NULL;
+        s = pg_collect(c, deadline, &r);
+        if (s != DK_OK)
+            return s;
+        s = pg_result_status(c, r, false);
+        if (s == DK_OK) {
+            if (ret_rows)
+                pg_materialise(r, arena, ret_rows);
+            PQclear(r);
+            return DK_OK;
+        }
+        /* A cached plan whose result type changed under it (a migration altered the table):
+         * forget it, and outside a transaction prepare it again once. */
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        bool stale = cached && state && strcmp(state, "0A000") == 0;
+        PQclear(r);
+        if (!stale)
+            return s;
+        dk_status es = pg_cache_evict(c, e, deadline);
+        if (es != DK_OK)
+            return es;
+        if (attempt > 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+            return s;
+    }
+}
+
+static dk_status pg_exec_script(dk_db_conn *c, const char *sql)
+{
+    dk_status s = pg_usable(c);
+    if (s != DK_OK)
+        return s;
+    return pg_exec_simple(c, sql, pg_guard_deadline(c->db), NULL);
+}
+
+static dk_status pg_begin(dk_db_conn *c)
+{
+    return pg_exec_script(c, "BEGIN");
+}
+
+static dk_status pg_commit(dk_db_conn *c)
+{
+    dk_status s = pg_usable(c);
+    if (s != DK_OK)
+        return s;
+    PGresult *r = NULL;
+    s = pg_exec_simple(c, "COMMIT", pg_guard_deadline(c->db), &r);
+    if (s != DK_OK)
+        return s;
+    /* COMMIT of a transaction that failed earlier rolls back and says so without an error. */
+    bool rolled_back = strcmp(PQcmdStatus(r), "ROLLBACK") == 0;
+    PQclear(r);
+    if (rolled_back) {
+        pg_set_err(c, NULL, "the transaction had failed and was rolled back");
+        return DK_E_INTERNAL;
+    }
+    return DK_OK;
+}
+
+static dk_status pg_rollback(dk_db_conn *c)
+{
+    dk_status s = pg_usable(c);
+    if (s != DK_OK)
+        return s;
+    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        return DK_OK;
+    return pg_exec_simple(c, "ROLLBACK", pg_guard_deadline(c->db), NULL);
+}
+
+static const char *pg_last_error(dk_db_conn *c)
+{
+    return c->err;
+}
+
+static void pg_close(dk_db *db)
+{
+    if (!db)
+        return;
+    for (int i = 0; db->conns && i < db->size; i++)
+        pg_conn_drop(&db->conns[i]);
+    dk_free(db->conns);
+    for (int i = 0; i < PG_MAX_KEYWORDS; i++)
+        dk_free(db->owned[i]);
+    dk_free(db->search_path);
+    dk_free(db->statement_timeout_text);
+    pthread_cond_destroy(&db->cv);
+    pthread_mutex_destroy(&db->mu);
+    dk_free(db);
+}
+
+/* Appends a connection keyword; value is copied. */
+static void pg_add_keyword(dk_db *db, int *n, const char *kw, const char *value)
+{
+    db->kw[*n] = kw;
+    db->owned[*n] = dk_strdup(value);
+    db->val[*n] = db->owned[*n];
+    (*n)++;
+}
+
+static dk_status pg_open(const dk_db_options *opt, dk_db **ret_db)
+{
+    const char *url = opt ? opt->url : NULL;
+    if (!url || (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0))
+        return DK_E_INTERNAL;
+    char *perr = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(url, &perr);
+    if (!parsed) {
+        PQfreemem(perr);
+        return DK_E_INTERNAL;
+    }
+    PQconninfoFree(parsed);
+
+    dk_db *db = DK_NEW(dk_db);
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    db->size = opt->pool_size > 0 ? opt->pool_size : PG_DEFAULT_POOL;
+    db->acquire_timeout_ms =
+        opt->acquire_timeout_ms > 0 ? opt->acquire_timeout_ms : PG_DEFAULT_ACQUIRE_MS;
+    db->connect_timeout_ms =
+        opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : PG_DEFAULT_CONNECT_MS;
+    db->statement_timeout_ms =
+        opt->statement_timeout_ms > 0 ? opt->statement_timeout_ms : PG_DEFAULT_STATEMENT_MS;
+    db->search_path = opt->search_path && *opt->search_path ? dk_strdup(opt->search_path) : NULL;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d", db->statement_timeout_ms);
+    db->statement_timeout_text = dk_strdup(buf);
+
+    /* Defaults before dbname: settings in the URL override them. We time connects ourselves
+     * (non-blocking), but connect_timeout keeps libpq's own waits bounded too. */
+    int n = 0;
+    snprintf(buf, sizeof buf, "%d", (db->connect_timeout_ms + 999) / 1000);
+    pg_add_keyword(db, &n, "connect_timeout", buf);
+    pg_add_keyword(db, &n, "keepalives", "1");
+    pg_add_keyword(db, &n, "keepalives_idle", "5");
+    pg_add_keyword(db, &n, "keepalives_interval", "2");
+    pg_add_keyword(db, &n, "keepalives_count", "2");
+    snprintf(buf, sizeof buf, "%d", db->connect_timeout_ms > 5000 ? db->connect_timeout_ms : 5000);
+    pg_add_keyword(db, &n, "tcp_user_timeout", buf);
+    pg_add_keyword(db, &n, "fallback_application_name", "docket");
+    pg_add_keyword(db, &n, "dbname", url);
+    db->kw[n] = NULL;
+    db->val[n] = NULL;
+
+    db->conns = dk_calloc((size_t)db->size, sizeof *db->conns);
+    for (int i = 0; i < db->size; i++)
+        db->conns[i].db = db;
+    *ret_db = db;
+    return DK_OK;
+}
+
+/* Hands a slot back to the pool (after closing its connection if it is broken). */
+static void pg_slot_put(dk_db *db, struct dk_db_conn *c)
+{
+    if (c->broken)
+        pg_conn_drop(c);
+    pthread_mutex_lock(&db->mu);
+    c->in_use = false;
+    pthread_cond_signal(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* Takes a free slot, preferring one with an open connection; waits until deadline. */
+static struct dk_db_conn *pg_slot_take(dk_db *db, int64_t deadline)
+{
+    struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
+    struct dk_db_conn *c = NULL;
+    pthread_mutex_lock(&db->mu);
+    for (;;) {
+        for (int i = 0; i < db->size; i++) {
+            struct dk_db_conn *e = &db->conns[i];
+            if (e->in_use)
+                continue;
+            if (!c || (!c->pg && e->pg))
+                c = e;
+        }
+        if (c || pg_now_ms() >= deadline)
+            break;
+        int rc = pthread_cond_timedwait(&db->cv, &db->mu, &ts);
+        if (rc == ETIMEDOUT && pg_now_ms() >= deadline) {
+            for (int i = 0; i < db->size && !c; i++) {
+                if (!db->conns[i].in_use)
+                    c = &db->conns[i];
+            }
+            break;
+        }
+    }
+    if (c)
+        c->in_use = true;
+    pthread_mutex_unlock(&db->mu);
+    return c;
+}
+
+static dk_status pg_acquire(dk_db *db, dk_db_conn **ret_conn)
+{
+    struct dk_db_conn *c = pg_slot_take(db, pg_now_ms() + db->acquire_timeout_ms);
+    if (!c)
+        return DK_E_UNAVAILABLE;
+    c->err[0] = '\0';
+    if (!pg_conn_alive(c)) {
+        dk_status s = pg_conn_open(c, pg_now_ms() + db->connect_timeout_ms);
+        if (s != DK_OK) {
+            c->broken = true;
+            pg_slot_put(db, c);
+            return s;
+        }
+    }
+    *ret_conn = c;
+    return DK_OK;
+}
+
+static void pg_release(dk_db *db, dk_db_conn *c)
+{
+    if (!c)
+        return;
+    if (c->pg && !c->broken) {
+        PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+        if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+            if (pg_rollback(c) != DK_OK)
+                c->broken = true;
+        } else if (ts != PQTRANS_IDLE) {
+            c->broken = true;
+        }
+    }
+    pg_slot_put(db, c);
+}
+
+/* SELECT 1 on c within deadline. */
+static dk_status pg_select1(struct dk_db_conn *c, int64_t deadline)
+{
+    return pg_exec_simple(c, "SELECT 1", deadline, NULL);
+}
+
+static dk_status pg_ping(dk_db *db, int timeout_ms)
+{
+    int64_t deadline = pg_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    /* An idle pooled connection answers cheaply; when there is none (or it fails), a fresh
+     * connection tells whether the server is reachable. Both are bounded by the deadline. */
+    struct dk_db_conn *c = NULL;
+    pthread_mutex_lock(&db->mu);
+    for (int i = 0; i < db->size && !c; i++) {
+        if (!db->conns[i].in_use && db->conns[i].pg)
+            c = &db->conns[i];
+    }
+    if (c)
+        c->in_use = true;
+    pthread_mutex_unlock(&db->mu);
+    if (c) {
+        dk_status s = pg_conn_alive(c) ? pg_select1(c, deadline) : DK_E_UNAVAILABLE;
+        if (s != DK_OK)
+            c->broken = true;
+        pg_slot_put(db, c);
+        if (s == DK_OK)
+            return DK_OK;
+    }
+    struct dk_db_conn *fresh = DK_NEW(struct dk_db_conn);
+    fresh->db = db;
+    dk_status s = pg_conn_open(fresh, pg_min64(deadline, pg_now_ms() + db->connect_timeout_ms));
+    if (s == DK_OK)
+        s = pg_select1(fresh, deadline);
+    pg_conn_drop(fresh);
+    dk_free(fresh);
+    return s == DK_OK ? DK_OK : DK_E_UNAVAILABLE;
+}
+
+static void pg_stats(dk_db *db, int *ret_idle, int *ret_busy)
+{
+    int idle = 0, busy = 0;
+    pthread_mutex_lock(&db->mu);
+    for (int i = 0; i < db->size; i++) {
+        if (db->conns[i].in_use)
+            busy++;
+        else if (db->conns[i].pg)
+            idle++;
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (ret_idle)
+        *ret_idle = idle;
+    if (ret_busy)
+        *ret_busy = busy;
+}
+
+const struct dk_db_ops dk_db_postgres_ops = {
+    .name = "postgres",
+    .engine = DK_DB_POSTGRES,
+    .open = pg_open,
+    .close = pg_close,
+    .acquire = pg_acquire,
+    .release = pg_release,
+    .query = pg_query,
+    .exec_script = pg_exec_script,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .ping = pg_ping,
+    .stats = pg_stats,
+    .last_error = pg_last_error,
+};

@@ -1,0 +1,571 @@
+/* db_sqlite.c — the SQL port on SQLite (dk_db_sqlite_ops).
+ * URL: sqlite:PATH, sqlite://PATH, or sqlite::memory: (one in-memory database shared by every
+ * connection of the pool, through SQLite's memdb VFS). All pool_size connections are opened by
+ * open(), each in WAL mode with synchronous=NORMAL, foreign_keys=ON and a busy timeout of
+ * acquire_timeout_ms. Zero options mean defaults: pool_size 4, acquire_timeout_ms 5000.
+ * Statements are prepared once per connection and kept in a 64-entry LRU cache keyed by SQL text.
+ * $1…$n parameters are bound as text; every $k from 1 to nparams must appear in the statement and
+ * no other parameter may (as on PostgreSQL). */
+#include "ports/db.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/banned.h"
+
+#define SQ_CACHE_MAX          64
+#define SQ_DEFAULT_POOL       4
+#define SQ_DEFAULT_TIMEOUT_MS 5000
+#define SQ_ERR_MAX            512
+
+struct sq_stmt {
+    char *sql; /* NULL = free slot */
+    uint64_t hash;
+    uint64_t last_used;
+    sqlite3_stmt *stmt;
+};
+
+struct dk_db_conn {
+    struct dk_db *db;
+    sqlite3 *h; /* NULL after a failure that closed it: acquire re-opens it */
+    bool in_use;
+    uint64_t tick;
+    struct sq_stmt cache[SQ_CACHE_MAX];
+    char err[SQ_ERR_MAX];
+};
+
+struct dk_db {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *open_name; /* file path, or a memdb URI */
+    int open_flags;
+    int busy_timeout_ms;
+    int acquire_timeout_ms;
+    int size;
+    struct dk_db_conn *conns;
+};
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int64_t sq_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t sq_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void sq_set_err(struct dk_db_conn *c, const char *msg)
+{
+    snprintf(c->err, sizeof c->err, "%s", msg ? msg : "unknown error");
+}
+
+/* Maps an extended SQLite result code to the port's status. */
+static dk_status sq_map(int xrc)
+{
+    switch (xrc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+    case SQLITE_CONSTRAINT_ROWID:
+        return DK_E_CONFLICT;
+    default:
+        break;
+    }
+    switch (xrc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_CANTOPEN:
+        return DK_E_UNAVAILABLE;
+    default:
+        return DK_E_INTERNAL;
+    }
+}
+
+/* Records the connection's current error and returns its status. */
+static dk_status sq_fail(struct dk_db_conn *c)
+{
+    int xrc = sqlite3_extended_errcode(c->h);
+    snprintf(c->err, sizeof c->err, "%s (sqlite %d)", sqlite3_errmsg(c->h), xrc);
+    return sq_map(xrc);
+}
+
+/* mkdir -p for the directory part of path. */
+static dk_status sq_make_parent_dirs(const char *path)
+{
+    DK_AUTOFREE char *dir = dk_strdup(path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return DK_OK;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+            return DK_E_UNAVAILABLE;
+        *p = '/';
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return DK_E_UNAVAILABLE;
+    return DK_OK;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+static void sq_conn_close(struct dk_db_conn *c)
+{
+    for (int i = 0; i < SQ_CACHE_MAX; i++) {
+        struct sq_stmt *e = &c->cache[i];
+        if (!e->sql)
+            continue;
+        sqlite3_finalize(e->stmt);
+        dk_free(e->sql);
+        memset(e, 0, sizeof *e);
+    }
+    if (c->h)
+        sqlite3_close_v2(c->h);
+    c->h = NULL;
+}
+
+static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
+{
+    sqlite3 *h = NULL;
+    int rc = sqlite3_open_v2(db->open_name, &h, db->open_flags, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(c->err, sizeof c->err, "cannot open database: %s",
+                 h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
+        sqlite3_close_v2(h);
+        return sq_map(rc);
+    }
+    c->h = h;
+    sqlite3_extended_result_codes(h, 1);
+    sqlite3_busy_timeout(h, db->busy_timeout_ms);
+    /* WAL needs a brief exclusive lock the first time: the busy timeout above covers it. The
+     * memdb VFS has no WAL and keeps its own journal mode, which the pragma reports without
+     * failing. */
+    char *msg = NULL;
+    rc = sqlite3_exec(h,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                      "PRAGMA foreign_keys=ON;",
+                      NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        snprintf(c->err, sizeof c->err, "cannot configure database: %s",
+                 msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        dk_status st = sq_map(sqlite3_extended_errcode(h));
+        sq_conn_close(c);
+        return st;
+    }
+    return DK_OK;
+}
+
+/* Finds or prepares the statement for sql in the connection's LRU cache. */
+static dk_status sq_prepare_cached(struct dk_db_conn *c, const char *sql, sqlite3_stmt **ret)
+{
+    uint64_t h = sq_hash(sql);
+    struct sq_stmt *victim = NULL;
+    for (int i = 0; i < SQ_CACHE_MAX; i++) {
+        struct sq_stmt *e = &c->cache[i];
+        if (e->sql && e->hash == h && strcmp(e->sql, sql) == 0) {
+            e->last_used = ++c->tick;
+            *ret = e->stmt;
+            return DK_OK;
+        }
+        if (!victim || (victim->sql && (!e->sql || e->last_used < victim->last_used)))
+            victim = e;
+    }
+
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v3(c->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, &tail);
+    if (rc != SQLITE_OK)
+        return sq_fail(c);
+    if (!st) {
+        sq_set_err(c, "empty statement");
+        return DK_E_INTERNAL;
+    }
+    for (; tail && *tail; tail++) {
+        if (*tail != ';' && *tail != ' ' && *tail != '\t' && *tail != '\n' && *tail != '\r') {
+            sqlite3_finalize(st);
+            sq_set_err(c, "several statements in one query (use exec_script)");
+            return DK_E_INTERNAL;
+        }
+    }
+
+    if (victim->sql) {
+        sqlite3_finalize(victim->stmt);
+        dk_free(victim->sql);
+    }
+    victim->sql = dk_strdup(sql);
+    victim->hash = h;
+    victim->stmt = st;
+    victim->last_used = ++c->tick;
+    *ret = st;
+    return DK_OK;
+}
+
+/* Parses a parameter name "$k" (k without leading zeros) into k; 0 when it is not one. */
+static long sq_param_number(const char *name)
+{
+    if (!name || name[0] != '$' || name[1] < '1' || name[1] > '9')
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long k = strtol(name + 1, &end, 10);
+    if (errno || *end != '\0' || k <= 0)
+        return 0;
+    return k;
+}
+
+/* Binds params[k-1] to every "$k" of the statement. The statement's distinct parameter names
+ * must be exactly $1…$nparams. */
+static dk_status sq_bind(struct dk_db_conn *c, sqlite3_stmt *st, int nparams,
+                         const char *const *params)
+{
+    int count = sqlite3_bind_parameter_count(st);
+    for (int i = 1; i <= count; i++) {
+        const char *name = sqlite3_bind_parameter_name(st, i);
+        long k = sq_param_number(name);
+        if (k == 0) {
+            snprintf(c->err, sizeof c->err,
+                     "unsupported parameter '%s': use $1…$n (and CAST($1 AS type), not $1::type)",
+                     name ? name : "?");
+            return DK_E_INTERNAL;
+        }
+        if (k > nparams) {
+            snprintf(c->err, sizeof c->err, "statement uses $%ld but only %d parameters given", k,
+                     nparams);
+            return DK_E_INTERNAL;
+        }
+        const char *v = params[k - 1];
+        int rc = v ? sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+        if (rc != SQLITE_OK)
+            return sq_fail(c);
+    }
+    /* count distinct names, all within 1..nparams: equal counts mean each $k appears. */
+    if (count != nparams) {
+        snprintf(c->err, sizeof c->err, "statement has %d parameters but %d given", count, nparams);
+        return DK_E_INTERNAL;
+    }
+    return DK_OK;
+}
+
+/* ---- the ops ---------------------------------------------------------------------------- */
+
+static dk_status sq_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                          const char *const *params, dk_db_rows **ret_rows)
+{
+    if (!c->h) {
+        sq_set_err(c, "connection is closed");
+        return DK_E_UNAVAILABLE;
+    }
+    if (nparams < 0 || (nparams > 0 && !params) || (ret_rows && !arena)) {
+        sq_set_err(c, "invalid query arguments");
+        return DK_E_INTERNAL;
+    }
+    sqlite3_stmt *st = NULL;
+    dk_status s = sq_prepare_cached(c, sql, &st);
+    if (s != DK_OK)
+        return s;
+    s = sq_bind(c, st, nparams, params);
+    if (s != DK_OK) {
+        sqlite3_clear_bindings(st);
+        return s;
+    }
+
+    int ncols = 0; /* read after the first step: a stale statement is re-prepared by it */
+    int64_t total_before = sqlite3_total_changes64(c->h);
+    const char **vals = NULL; /* grows while stepping, then copied into the arena */
+    size_t nvals = 0, cap = 0;
+    int nrows = 0;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            ncols = sqlite3_column_count(st);
+            break;
+        }
+        if (rc != SQLITE_ROW) {
+            s = sq_fail(c);
+            break;
+        }
+        ncols = sqlite3_column_count(st);
+        nrows++;
+        if (!ret_rows)
+            continue;
+        if (nvals + (size_t)ncols > cap) {
+            cap = cap ? cap * 2 : 64;
+            while (cap < nvals + (size_t)ncols)
+                cap *= 2;
+            vals = dk_realloc(vals, cap * sizeof *vals);
+        }
+        for (int j = 0; j < ncols; j++) {
+            if (sqlite3_column_type(st, j) == SQLITE_NULL) {
+                vals[nvals++] = NULL;
+                continue;
+            }
+            const unsigned char *text = sqlite3_column_text(st, j);
+            if (!text) {
+                s = sq_fail(c); /* out of memory inside SQLite */
+                break;
+            }
+            int len = sqlite3_column_bytes(st, j);
+            vals[nvals++] = dk_arena_strndup(arena, (const char *)text, (size_t)len);
+        }
+        if (s != DK_OK)
+            break;
+    }
+    int64_t affected = 0;
+    if (s == DK_OK && sqlite3_total_changes64(c->h) != total_before)
+        affected = sqlite3_changes64(c->h);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+
+    if (s == DK_OK && ret_rows) {
+        dk_db_rows *r = dk_arena_alloc(arena, sizeof *r);
+        r->nrows = nrows;
+        r->ncols = ncols;
+        r->affected = affected;
+        size_t n = nvals ? nvals : 1;
+        const char **out = dk_arena_alloc(arena, n * sizeof *out);
+        if (nvals)
+            memcpy(out, vals, nvals * sizeof *out);
+        r->values = out;
+        *ret_rows = r;
+    }
+    dk_free(vals);
+    return s;
+}
+
+static dk_status sq_simple(dk_db_conn *c, const char *sql)
+{
+    return sq_query(c, NULL, sql, 0, NULL, NULL);
+}
+
+static dk_status sq_exec_script(dk_db_conn *c, const char *sql)
+{
+    if (!c->h) {
+        sq_set_err(c, "connection is closed");
+        return DK_E_UNAVAILABLE;
+    }
+    char *msg = NULL;
+    int rc = sqlite3_exec(c->h, sql, NULL, NULL, &msg);
+    if (rc == SQLITE_OK)
+        return DK_OK;
+    int xrc = sqlite3_extended_errcode(c->h);
+    snprintf(c->err, sizeof c->err, "%s (sqlite %d)", msg ? msg : sqlite3_errstr(rc), xrc);
+    sqlite3_free(msg);
+    return sq_map(xrc);
+}
+
+static dk_status sq_begin(dk_db_conn *c)
+{
+    return sq_simple(c, "BEGIN IMMEDIATE");
+}
+
+static dk_status sq_commit(dk_db_conn *c)
+{
+    return sq_simple(c, "COMMIT");
+}
+
+static dk_status sq_rollback(dk_db_conn *c)
+{
+    if (!c->h)
+        return DK_E_UNAVAILABLE;
+    if (sqlite3_get_autocommit(c->h))
+        return DK_OK;
+    return sq_simple(c, "ROLLBACK");
+}
+
+static const char *sq_last_error(dk_db_conn *c)
+{
+    return c->err;
+}
+
+static void sq_close(dk_db *db)
+{
+    if (!db)
+        return;
+    for (int i = 0; db->conns && i < db->size; i++)
+        sq_conn_close(&db->conns[i]);
+    dk_free(db->conns);
+    dk_free(db->open_name);
+    pthread_cond_destroy(&db->cv);
+    pthread_mutex_destroy(&db->mu);
+    dk_free(db);
+}
+
+static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
+{
+    const char *url = opt ? opt->url : NULL;
+    const char *path = NULL;
+    if (url && strncmp(url, "sqlite://", 9) == 0)
+        path = url + 9;
+    else if (url && strncmp(url, "sqlite:", 7) == 0)
+        path = url + 7;
+    if (!path || !*path)
+        return DK_E_INTERNAL;
+
+    dk_db *db = DK_NEW(dk_db);
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    db->size = opt->pool_size > 0 ? opt->pool_size : SQ_DEFAULT_POOL;
+    db->acquire_timeout_ms =
+        opt->acquire_timeout_ms > 0 ? opt->acquire_timeout_ms : SQ_DEFAULT_TIMEOUT_MS;
+    db->busy_timeout_ms = db->acquire_timeout_ms;
+    db->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    dk_status s = DK_OK;
+    if (strcmp(path, ":memory:") == 0) {
+        /* A name starting with '/' makes the memdb database shared by the pool's connections;
+         * it lives until the last of them closes. */
+        char name[128];
+        snprintf(name, sizeof name, "file:/docket-memdb-%ld-%p?vfs=memdb", (long)getpid(),
+                 (void *)db);
+        db->open_name = dk_strdup(name);
+        db->open_flags |= SQLITE_OPEN_URI;
+    } else {
+        db->open_name = dk_strdup(path);
+        s = sq_make_parent_dirs(path);
+        if (s != DK_OK)
+            goto fail;
+    }
+    db->conns = dk_calloc((size_t)db->size, sizeof *db->conns);
+    for (int i = 0; i < db->size; i++) {
+        db->conns[i].db = db;
+        s = sq_conn_open(db, &db->conns[i]);
+        if (s != DK_OK)
+            goto fail;
+    }
+    *ret_db = db;
+    return DK_OK;
+fail:
+    sq_close(db);
+    return s;
+}
+
+/* Takes a free connection, waiting until deadline (monotonic ms). */
+static dk_status sq_take(dk_db *db, int64_t deadline, dk_db_conn **ret_conn)
+{
+    struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
+    struct dk_db_conn *c = NULL;
+    pthread_mutex_lock(&db->mu);
+    for (;;) {
+        for (int i = 0; i < db->size && !c; i++) {
+            if (!db->conns[i].in_use)
+                c = &db->conns[i];
+        }
+        if (c || sq_now_ms() >= deadline)
+            break;
+        if (pthread_cond_timedwait(&db->cv, &db->mu, &ts) == ETIMEDOUT) {
+            for (int i = 0; i < db->size && !c; i++) {
+                if (!db->conns[i].in_use)
+                    c = &db->conns[i];
+            }
+            break;
+        }
+    }
+    if (c)
+        c->in_use = true;
+    pthread_mutex_unlock(&db->mu);
+    if (!c)
+        return DK_E_UNAVAILABLE;
+
+    if (!c->h) {
+        dk_status s = sq_conn_open(db, c);
+        if (s != DK_OK) {
+            pthread_mutex_lock(&db->mu);
+            c->in_use = false;
+            pthread_cond_signal(&db->cv);
+            pthread_mutex_unlock(&db->mu);
+            return s;
+        }
+    }
+    c->err[0] = '\0';
+    *ret_conn = c;
+    return DK_OK;
+}
+
+static dk_status sq_acquire(dk_db *db, dk_db_conn **ret_conn)
+{
+    return sq_take(db, sq_now_ms() + db->acquire_timeout_ms, ret_conn);
+}
+
+static void sq_release(dk_db *db, dk_db_conn *c)
+{
+    if (!c)
+        return;
+    /* A connection whose transaction cannot be rolled back is closed and re-opened later. */
+    if (c->h && !sqlite3_get_autocommit(c->h) && sq_rollback(c) != DK_OK)
+        sq_conn_close(c);
+    pthread_mutex_lock(&db->mu);
+    c->in_use = false;
+    pthread_cond_signal(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+static dk_status sq_ping(dk_db *db, int timeout_ms)
+{
+    dk_db_conn *c = NULL;
+    dk_status s = sq_take(db, sq_now_ms() + (timeout_ms > 0 ? timeout_ms : 0), &c);
+    if (s != DK_OK)
+        return s;
+    s = sq_simple(c, "SELECT 1");
+    sq_release(db, c);
+    return s;
+}
+
+static void sq_stats(dk_db *db, int *ret_idle, int *ret_busy)
+{
+    int idle = 0, busy = 0;
+    pthread_mutex_lock(&db->mu);
+    for (int i = 0; i < db->size; i++) {
+        if (db->conns[i].in_use)
+            busy++;
+        else if (db->conns[i].h)
+            idle++;
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (ret_idle)
+        *ret_idle = idle;
+    if (ret_busy)
+        *ret_busy = busy;
+}
+
+const struct dk_db_ops dk_db_sqlite_ops = {
+    .name = "sqlite",
+    .engine = DK_DB_SQLITE,
+    .open = sq_open,
+    .close = sq_close,
+    .acquire = sq_acquire,
+    .release = sq_release,
+    .query = sq_query,
+    .exec_script = sq_exec_script,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .ping = sq_ping,
+    .stats = sq_stats,
+    .last_error = sq_last_error,
+};

@@ -1,0 +1,166 @@
+#include "core/arena.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/banned.h"
+
+#define DK_ARENA_BLOCK 8192
+#define DK_ARENA_ALIGN 16
+
+struct dk_arena_block {
+    struct dk_arena_block *next;
+    size_t cap;
+    size_t used;
+    _Alignas(DK_ARENA_ALIGN) unsigned char data[];
+};
+
+struct dk_arena_cleanup {
+    struct dk_arena_cleanup *next;
+    void (*fn)(void *);
+    void *ptr;
+};
+
+struct dk_arena {
+    struct dk_arena_block *head; /* current block first */
+    struct dk_arena_cleanup *cleanups;
+    size_t total;
+};
+
+static struct dk_arena_block *dk_arena_block_new(size_t cap)
+{
+    struct dk_arena_block *b = dk_malloc(sizeof(*b) + cap);
+    b->next = NULL;
+    b->cap = cap;
+    b->used = 0;
+    return b;
+}
+
+dk_arena *dk_arena_new(void)
+{
+    dk_arena *a = DK_NEW(dk_arena);
+    a->head = dk_arena_block_new(DK_ARENA_BLOCK);
+    return a;
+}
+
+static void dk_arena_run_cleanups(dk_arena *a)
+{
+    while (a->cleanups) {
+        struct dk_arena_cleanup *c = a->cleanups;
+        a->cleanups = c->next;
+        c->fn(c->ptr);
+    }
+}
+
+void dk_arena_reset(dk_arena *a)
+{
+    if (!a)
+        return;
+    dk_arena_run_cleanups(a);
+    struct dk_arena_block *b = a->head;
+    /* keep the last (oldest, first allocated) block */
+    while (b && b->next) {
+        struct dk_arena_block *next = b->next;
+        dk_free(b);
+        b = next;
+    }
+    a->head = b;
+    if (b)
+        b->used = 0;
+    a->total = 0;
+}
+
+void dk_arena_free(dk_arena *a)
+{
+    if (!a)
+        return;
+    dk_arena_run_cleanups(a);
+    struct dk_arena_block *b = a->head;
+    while (b) {
+        struct dk_arena_block *next = b->next;
+        dk_free(b);
+        b = next;
+    }
+    dk_free(a);
+}
+
+void *dk_arena_alloc(dk_arena *a, size_t n)
+{
+    size_t need = (n + DK_ARENA_ALIGN - 1) & ~(size_t)(DK_ARENA_ALIGN - 1);
+    if (need == 0)
+        need = DK_ARENA_ALIGN;
+    struct dk_arena_block *b = a->head;
+    if (!b || b->cap - b->used < need) {
+        size_t cap = need > DK_ARENA_BLOCK / 2 ? need : DK_ARENA_BLOCK;
+        struct dk_arena_block *nb = dk_arena_block_new(cap);
+        if (need > DK_ARENA_BLOCK / 2 && b) {
+            /* big allocation: its own block behind the current one, so the current
+             * block's free space stays usable */
+            nb->next = b->next;
+            b->next = nb;
+            nb->used = need;
+            a->total += need;
+            memset(nb->data, 0, need);
+            return nb->data;
+        }
+        nb->next = b;
+        a->head = nb;
+        b = nb;
+    }
+    void *p = b->data + b->used;
+    b->used += need;
+    a->total += need;
+    memset(p, 0, need);
+    return p;
+}
+
+char *dk_arena_strndup(dk_arena *a, const char *s, size_t n)
+{
+    char *p = dk_arena_alloc(a, n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *dk_arena_strdup(dk_arena *a, const char *s)
+{
+    return s ? dk_arena_strndup(a, s, strlen(s)) : NULL;
+}
+
+char *dk_arena_vprintf(dk_arena *a, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return dk_arena_strdup(a, "");
+    char *p = dk_arena_alloc(a, (size_t)n + 1);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    return p;
+}
+
+char *dk_arena_printf(dk_arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = dk_arena_vprintf(a, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+void dk_arena_defer(dk_arena *a, void (*fn)(void *), void *ptr)
+{
+    struct dk_arena_cleanup *c = dk_arena_alloc(a, sizeof(*c));
+    c->fn = fn;
+    c->ptr = ptr;
+    c->next = a->cleanups;
+    a->cleanups = c;
+}
+
+size_t dk_arena_used(const dk_arena *a)
+{
+    return a->total;
+}

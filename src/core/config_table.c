@@ -1,0 +1,164 @@
+/* config_table.c — every configuration key of Docket, one row each (see core/config.h).
+ * Rows of a section stay together; the order here is the order of --help and the docs. */
+#include "core/config.h"
+
+#include "core/banned.h"
+
+#define MS_S  INT64_C(1000)
+#define MS_M  (60 * MS_S)
+#define MS_H  (60 * MS_M)
+#define MS_D  (24 * MS_H)
+#define B_KIB INT64_C(1024)
+#define B_MIB (1024 * B_KIB)
+
+#define ROW_STR(k, d, e, fl, text)                                                                 \
+    {                                                                                              \
+        .key = k, .type = DK_CFG_STRING, .def = d, .env = e, .flags = fl, .doc = text              \
+    }
+#define ROW_INT(k, d, lo, hi, text)                                                                \
+    {                                                                                              \
+        .key = k, .type = DK_CFG_INT, .def = d, .min = lo, .max = hi, .doc = text                  \
+    }
+#define ROW_BOOL(k, d, text)                                                                       \
+    {                                                                                              \
+        .key = k, .type = DK_CFG_BOOL, .def = d, .doc = text                                       \
+    }
+#define ROW_DUR(k, d, lo, hi, text)                                                                \
+    {                                                                                              \
+        .key = k, .type = DK_CFG_DURATION, .def = d, .min = lo, .max = hi, .doc = text             \
+    }
+#define ROW_SIZE(k, d, lo, hi, text)                                                               \
+    {                                                                                              \
+        .key = k, .type = DK_CFG_SIZE, .def = d, .min = lo, .max = hi, .doc = text                 \
+    }
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+const dk_config_row dk_config_rows[] = {
+    ROW_STR("server.host", "0.0.0.0", NULL, 0,
+            "Address the HTTP server listens on (`0.0.0.0` = every IPv4 interface)."),
+    ROW_INT("server.port", "0", 0, 65535,
+            "TCP port; 0 = the command's default: 3000 `all` and `gateway`, 3001 `auth`, "
+            "3002 `users`, 3003 `tasks`, 3004 `notifications`."),
+    ROW_INT("server.threads", "0", 0, 256,
+            "HTTP worker threads; 0 = 4 per CPU core (handlers wait on the database)."),
+    ROW_SIZE("server.body_limit", "1MiB", B_KIB, 64 * B_MIB,
+             "Largest request body accepted; a bigger one is answered 413."),
+    ROW_DUR("server.drain_timeout", "10s", 0, 10 * MS_M,
+            "On SIGTERM, how long in-flight requests may run before the process exits."),
+
+    ROW_STR("storage.data_dir", "./data", NULL, 0,
+            "Directory for embedded data: the SQLite database, local objects and the generated JWT "
+            "secret."),
+
+    ROW_STR("database.url", "", "DATABASE_URL", DK_CFG_SECRET,
+            "`postgres://user:password@host:5432/db` or `sqlite:PATH`; empty = "
+            "`sqlite:<data_dir>/docket.db`."),
+    ROW_INT("database.pool_size", "0", 0, 1024,
+            "Database connections per process; 0 = one per server thread."),
+    ROW_DUR("database.acquire_timeout", "2s", 1, 10 * MS_M,
+            "How long a request waits for a free pooled connection before it is answered 503."),
+    ROW_DUR("database.connect_timeout", "2s", 1, 10 * MS_M,
+            "Timeout for opening a database connection."),
+    ROW_DUR("database.statement_timeout", "5s", 1, MS_H,
+            "Longest one SQL statement may run before it is cancelled."),
+
+    ROW_STR("redis.url", "", "REDIS_URL", DK_CFG_SECRET,
+            "Redis for cache, counters, revocations and events: "
+            "`redis://[user:password@]host:port[/db]`; empty = in-process cache."),
+    ROW_DUR("redis.timeout", "500ms", 1, 10 * MS_M, "Connect and command timeout for Redis."),
+    ROW_INT("redis.pool_size", "0", 0, 1024,
+            "Redis connections per process; 0 = one per server thread."),
+
+    ROW_STR(
+        "auth.jwt_secret", "", "JWT_SECRET", DK_CFG_SECRET,
+        "HMAC key of the HS256 access tokens, the same for every service; empty = generated once "
+        "and kept in the data directory."),
+    ROW_DUR("auth.jwt_expiry", "15m", MS_S, MS_D, "Access-token lifetime (`expires_in`)."),
+    ROW_DUR("auth.refresh_expiry", "7d", MS_M, 365 * MS_D,
+            "Refresh-token lifetime (`refresh_expires_in`)."),
+    ROW_INT("auth.max_sessions", "5", 1, 1000,
+            "Active sessions per user; a login beyond it revokes the least recently used one."),
+    ROW_INT("auth.argon2_memory_kib", "19456", 1024, 4194304, "Argon2id memory cost in KiB."),
+    ROW_INT("auth.argon2_iterations", "2", 1, 100, "Argon2id time cost (passes over the memory)."),
+    ROW_INT("auth.argon2_parallelism", "1", 1, 64, "Argon2id lanes (threads per hash)."),
+    ROW_INT("auth.hash_workers", "0", 0, 256,
+            "Threads that compute password hashes; 0 = one per CPU core."),
+    ROW_INT("auth.hash_queue", "64", 0, 100000,
+            "Logins that may wait for a hash worker; beyond it a login is answered 503."),
+
+    ROW_BOOL("rate_limiting.enabled", "true", "Rate-limit `/api/v1/auth/*` per client IP."),
+    ROW_INT("rate_limiting.window_ms", "900000", 1000, 86400000,
+            "Rate-limit window in milliseconds (900000 = 15 minutes)."),
+    ROW_INT("rate_limiting.max_requests", "100", 1, 10000000,
+            "Requests one client IP may make per window; beyond it 429."),
+
+    {.key = "log.level",
+     .type = DK_CFG_STRING,
+     .def = "info",
+     .doc = "Lowest level written to the JSON log on stdout.",
+     .choices = log_levels},
+
+    ROW_INT("gateway.rate_limit_rps", "100", 0, 10000000,
+            "Requests per second the gateway admits per client IP; 0 = no limit."),
+    ROW_STR("gateway.cors_origins", "", NULL, 0,
+            "Origins allowed by CORS, comma-separated; empty = CORS off."),
+    ROW_STR(
+        "gateway.auth_url", "", NULL, 0,
+        "Split mode: base URLs of the auth service, comma-separated (e.g. `http://auth:3001`)."),
+    ROW_STR("gateway.users_url", "", NULL, 0,
+            "Split mode: base URLs of the users service, comma-separated."),
+    ROW_STR("gateway.tasks_url", "", NULL, 0,
+            "Split mode: base URLs of the tasks service, comma-separated."),
+    ROW_STR("gateway.notifications_url", "", NULL, 0,
+            "Split mode: base URLs of the notifications service, comma-separated."),
+    ROW_DUR("gateway.connect_timeout", "1s", 1, MS_M,
+            "Timeout for connecting to an upstream service; then 503."),
+    ROW_DUR("gateway.timeout", "10s", 1, 10 * MS_M,
+            "Longest the gateway waits for an upstream response; then 504."),
+
+    ROW_INT("notification.due_soon_minutes", "60", 1, 525600,
+            "A `task.due_soon` notification is sent this many minutes before `due_at`."),
+    ROW_DUR("notification.scheduler_interval", "30s", MS_S, MS_D,
+            "How often the scheduler looks for tasks coming due."),
+    ROW_BOOL("notification.webhook_allow_private", "false",
+             "Allow webhook URLs that resolve to loopback, private or link-local addresses."),
+
+    ROW_STR("s3.endpoint", "", "S3_ENDPOINT", 0,
+            "S3-compatible endpoint URL; empty = objects stored in the data directory."),
+    ROW_STR("s3.bucket", "", "S3_BUCKET", 0, "Bucket that holds the objects (avatars)."),
+    ROW_STR("s3.region", "us-east-1", "S3_REGION", 0, "Region used to sign S3 requests (SigV4)."),
+    ROW_STR("s3.access_key_id", "", "AWS_ACCESS_KEY_ID", DK_CFG_SECRET, "S3 access key id."),
+    ROW_STR("s3.secret_access_key", "", "AWS_SECRET_ACCESS_KEY", DK_CFG_SECRET,
+            "S3 secret access key."),
+
+    ROW_STR("smtp.url", "", "SMTP_URL", DK_CFG_SECRET,
+            "SMTP server for email notifications, `smtp://[user:password@]host:port`; empty = no "
+            "email."),
+    ROW_STR("smtp.from", "docket@localhost", "MAIL_FROM", 0,
+            "Sender address of notification emails."),
+
+    ROW_STR("otel.endpoint", "", "OTEL_EXPORTER_OTLP_ENDPOINT", 0,
+            "OTLP/HTTP collector base URL; traces are exported when it is set."),
+    ROW_STR("otel.service_name", "", "OTEL_SERVICE_NAME", 0,
+            "`service.name` of exported spans; empty = the name of the running service."),
+};
+
+const size_t dk_config_nrows = sizeof dk_config_rows / sizeof dk_config_rows[0];
+
+const dk_config_section dk_config_sections[] = {
+    {"server", "The HTTP listener of every command."},
+    {"storage", "Local files."},
+    {"database", "SQL database: SQLite (embedded, the default) or PostgreSQL."},
+    {"redis", "Optional Redis for cache, counters, token revocation and events."},
+    {"auth", "Tokens, sessions and password hashing."},
+    {"rate_limiting", "Rate limit of the auth routes (the seed's keys)."},
+    {"log", "JSON-lines logging."},
+    {"gateway", "The edge: CORS, rate limit, upstreams in split mode."},
+    {"notification", "Notification delivery and the due-soon scheduler."},
+    {"s3", "Object storage over the S3 API; unset = local directory."},
+    {"smtp", "Email delivery."},
+    {"otel", "OpenTelemetry trace export."},
+};
+
+const size_t dk_config_nsections = sizeof dk_config_sections / sizeof dk_config_sections[0];

@@ -1,0 +1,139 @@
+#include "core/crypto.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/banned.h"
+
+void dk_random_bytes(void *buf, size_t n)
+{
+    if (RAND_bytes(buf, (int)n) != 1) {
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"CSPRNG failure\"}\n");
+        abort();
+    }
+}
+
+bool dk_ct_equal(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+bool dk_ct_streq(const char *a, const char *b)
+{
+    if (!a || !b)
+        return false;
+    size_t la = strlen(a), lb = strlen(b);
+    if (la != lb)
+        return false;
+    return CRYPTO_memcmp(a, b, la) == 0;
+}
+
+void dk_sha256(const void *data, size_t n, unsigned char out[32])
+{
+    SHA256(data, n, out);
+}
+
+void dk_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n,
+                    unsigned char out[32])
+{
+    unsigned int len = 32;
+    HMAC(EVP_sha256(), key, (int)keylen, data, n, out, &len);
+}
+
+void dk_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+char *dk_base64url(dk_arena *a, const unsigned char *in, size_t n)
+{
+    char *out = dk_arena_alloc(a, (n + 2) / 3 * 4 + 1);
+    size_t o = 0;
+    size_t i = 0;
+    for (; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = b64url[(v >> 18) & 63];
+        out[o++] = b64url[(v >> 12) & 63];
+        out[o++] = b64url[(v >> 6) & 63];
+        out[o++] = b64url[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = b64url[(v >> 18) & 63];
+        out[o++] = b64url[(v >> 12) & 63];
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = b64url[(v >> 18) & 63];
+        out[o++] = b64url[(v >> 12) & 63];
+        out[o++] = b64url[(v >> 6) & 63];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int b64url_val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+unsigned char *dk_base64url_decode(dk_arena *a, const char *in, size_t *ret_len)
+{
+    size_t n = strlen(in);
+    while (n > 0 && in[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)
+        return NULL;
+    unsigned char *out = dk_arena_alloc(a, n / 4 * 3 + 3);
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64url_val(in[i]);
+        if (v < 0)
+            return NULL;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)((acc >> bits) & 0xFF);
+        }
+    }
+    /* leftover bits must be zero (canonical encoding) */
+    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+        return NULL;
+    *ret_len = o;
+    return out;
+}
+
+char *dk_random_token(dk_arena *a, size_t nbytes)
+{
+    unsigned char buf[64];
+    if (nbytes > sizeof buf)
+        nbytes = sizeof buf;
+    dk_random_bytes(buf, nbytes);
+    return dk_base64url(a, buf, nbytes);
+}

@@ -1,0 +1,31 @@
+/* crypto.h — secure randomness, constant-time comparison, hashes and encodings (OpenSSL).
+ * Thread-safe. Output buffers are the caller's; arena variants allocate in the arena.
+ * dk_random_bytes aborts if the system CSPRNG fails (there is no safe way to continue). */
+#ifndef DK_CRYPTO_H
+#define DK_CRYPTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dk_arena dk_arena;
+
+void dk_random_bytes(void *buf, size_t n);
+/* Constant-time equality of two equal-length buffers. */
+bool dk_ct_equal(const void *a, const void *b, size_t n);
+/* Constant-time equality of two strings (time depends only on the lengths). */
+bool dk_ct_streq(const char *a, const char *b);
+void dk_sha256(const void *data, size_t n, unsigned char out[32]);
+/* HMAC-SHA256 */
+void dk_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n,
+                    unsigned char out[32]);
+/* Lower-case hex; out must hold 2n+1 bytes. */
+void dk_hex(const unsigned char *in, size_t n, char *out);
+/* base64url without padding. */
+char *dk_base64url(dk_arena *a, const unsigned char *in, size_t n);
+/* Decodes base64url (padding optional); NULL when malformed. */
+unsigned char *dk_base64url_decode(dk_arena *a, const char *in, size_t *ret_len);
+/* n random bytes as base64url text (a token of n*8 bits). */
+char *dk_random_token(dk_arena *a, size_t nbytes);
+
+#endif

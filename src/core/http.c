@@ -1,0 +1,835 @@
+#include "core/http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/app.h"
+#include "core/arena.h"
+#include "core/crypto.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/ratelimit.h"
+#include "core/session_guard.h"
+#include "core/str.h"
+#include "core/timeutil.h"
+#include "core/token.h"
+#include "core/banned.h"
+
+#define DK_MAX_ROUTES   128
+#define DK_MAX_SEGMENTS 12
+#define DK_MAX_READY    8
+
+struct dk_route_entry {
+    const char *service_name;
+    const char *method;
+    char *pattern; /* full pattern, e.g. /api/v1/auth/sessions/{id} */
+    int nsegs;
+    char *segs[DK_MAX_SEGMENTS];
+    dk_handler_fn handler;
+    unsigned flags;
+    void *state;
+};
+
+struct dk_http_server {
+    dk_http_options opt;
+    dk_app *app;
+    struct MHD_Daemon *daemon;
+    int nroutes;
+    struct dk_route_entry routes[DK_MAX_ROUTES];
+    int nready;
+    struct {
+        const char *name;
+        dk_ready_fn fn;
+        void *ctx;
+    } ready[DK_MAX_READY];
+    atomic_bool draining;
+    atomic_int inflight;
+    int bound_port;
+};
+
+/* Per-request state, allocated in the request's arena. */
+struct dk_exchange {
+    dk_req req;
+    dk_res res;
+    dk_identity identity;
+    char *buf; /* body being received (malloc'd, capped at body_limit) */
+    size_t len, cap;
+    bool too_large;
+    double t0;
+    const char *metric_service;
+    const char *metric_route;
+    const char *metric_method;
+    dk_http_server *srv;
+};
+
+static const char *dk_static_method(const char *m)
+{
+    static const char *known[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0)
+            return known[i];
+    return "OTHER";
+}
+
+/* ---------- request accessors ---------- */
+
+const char *dk_req_param(const dk_req *req, const char *name)
+{
+    for (int i = 0; i < req->nparams; i++)
+        if (strcmp(req->param_names[i], name) == 0)
+            return req->param_values[i];
+    return NULL;
+}
+
+const char *dk_req_header(const dk_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *dk_req_query(const dk_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static bool dk_content_type_is_json(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    const char *want = "application/json";
+    size_t n = strlen(want);
+    if (strncasecmp(ct, want, n) != 0)
+        return false;
+    const char *rest = ct + n;
+    while (*rest == ' ')
+        rest++;
+    return *rest == '\0' || *rest == ';';
+}
+
+dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj)
+{
+    if (!dk_content_type_is_json(dk_req_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        dk_res_problem(res, DK_E_MEDIA_TYPE, "the request body must be sent as application/json");
+        return DK_E_MEDIA_TYPE;
+    }
+    json_error_t err;
+    json_t *v = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &err);
+    if (!v) {
+        dk_res_problem(res, DK_E_BAD_REQUEST, "malformed JSON at line %d, column %d: %s", err.line,
+                       err.column, err.text);
+        return DK_E_BAD_REQUEST;
+    }
+    dk_json_own(req->arena, v);
+    if (!json_is_object(v)) {
+        dk_errors e;
+        dk_errors_init(&e);
+        dk_errors_add(&e, "body", "must be a JSON object");
+        dk_res_validation(res, &e);
+        return DK_E_VALIDATION;
+    }
+    *ret_obj = v;
+    return DK_OK;
+}
+
+/* ---------- responses ---------- */
+
+void dk_res_header(dk_res *res, const char *name, const char *value)
+{
+    if (res->nheaders >= DK_MAX_RES_HEADERS)
+        return;
+    res->header_names[res->nheaders] = name;
+    res->header_values[res->nheaders] = dk_arena_strdup(res->arena, value);
+    res->nheaders++;
+}
+
+void dk_res_json(dk_res *res, int status, json_t *body)
+{
+    res->status = status;
+    res->content_type = "application/json";
+    res->body = dk_json_render(res->arena, body, &res->body_len);
+    json_decref(body);
+}
+
+void dk_res_empty(dk_res *res, int status)
+{
+    res->status = status;
+    res->content_type = NULL;
+    res->body = "";
+    res->body_len = 0;
+}
+
+void dk_res_text(dk_res *res, int status, const char *content_type, const char *body, size_t len)
+{
+    res->status = status;
+    res->content_type = content_type;
+    res->body = body;
+    res->body_len = len;
+}
+
+static void dk_res_problem_v(dk_res *res, dk_status st, json_t *ext, const char *fmt, va_list ap)
+{
+    char detail[1024];
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    int http = dk_status_http(st);
+    json_t *p = json_object();
+    json_object_set_new(p, "type", json_string("about:blank"));
+    json_object_set_new(p, "title", json_string(dk_status_title(st)));
+    json_object_set_new(p, "status", json_integer(http));
+    json_t *d = json_string(detail);
+    json_object_set_new(p, "detail", d ? d : json_string("(detail not valid UTF-8)"));
+    json_object_set_new(p, "request_id", json_string(res->request_id ? res->request_id : ""));
+    if (ext) {
+        json_object_update(p, ext);
+        json_decref(ext);
+    }
+    if (st == DK_E_UNAUTHORIZED) {
+        bool has = false;
+        for (int i = 0; i < res->nheaders; i++)
+            if (strcasecmp(res->header_names[i], "WWW-Authenticate") == 0)
+                has = true;
+        if (!has)
+            dk_res_header(res, "WWW-Authenticate", "Bearer realm=\"docket\"");
+    }
+    res->status = http;
+    res->content_type = "application/problem+json";
+    res->body = dk_json_render(res->arena, p, &res->body_len);
+    json_decref(p);
+}
+
+void dk_res_problem(dk_res *res, dk_status st, const char *detail_fmt, ...)
+{
+    va_list ap;
+    va_start(ap, detail_fmt);
+    dk_res_problem_v(res, st, NULL, detail_fmt, ap);
+    va_end(ap);
+}
+
+void dk_res_problem_ext(dk_res *res, dk_status st, json_t *ext, const char *detail_fmt, ...)
+{
+    va_list ap;
+    va_start(ap, detail_fmt);
+    dk_res_problem_v(res, st, ext, detail_fmt, ap);
+    va_end(ap);
+}
+
+void dk_errors_init(dk_errors *e)
+{
+    e->list = NULL;
+}
+
+void dk_errors_add(dk_errors *e, const char *field, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!e->list)
+        e->list = json_array();
+    json_t *item = json_object();
+    json_object_set_new(item, "field", json_string(field));
+    json_object_set_new(item, "message", json_string(msg));
+    json_array_append_new(e->list, item);
+}
+
+bool dk_errors_any(const dk_errors *e)
+{
+    return e->list && json_array_size(e->list) > 0;
+}
+
+void dk_errors_release(dk_errors *e)
+{
+    json_decref(e->list);
+    e->list = NULL;
+}
+
+void dk_res_validation(dk_res *res, dk_errors *e)
+{
+    json_t *ext = json_object();
+    json_object_set_new(ext, "errors", e->list ? e->list : json_array());
+    e->list = NULL;
+    size_t n = json_array_size(json_object_get(ext, "errors"));
+    dk_res_problem_ext(res, DK_E_VALIDATION, ext, "%zu field%s failed validation", n,
+                       n == 1 ? "" : "s");
+}
+
+/* ---------- server set-up ---------- */
+
+dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
+{
+    dk_http_server *srv = DK_NEW(dk_http_server);
+    srv->opt = *opt;
+    srv->opt.host = dk_strdup(opt->host ? opt->host : "0.0.0.0");
+    srv->opt.process_name = dk_strdup(opt->process_name ? opt->process_name : "docket");
+    srv->app = app;
+    atomic_init(&srv->draining, false);
+    atomic_init(&srv->inflight, 0);
+    return srv;
+}
+
+void dk_http_free(dk_http_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->daemon)
+        dk_http_stop(srv);
+    for (int i = 0; i < srv->nroutes; i++) {
+        dk_free(srv->routes[i].pattern);
+        for (int s = 0; s < srv->routes[i].nsegs; s++)
+            dk_free(srv->routes[i].segs[s]);
+    }
+    dk_free((char *)srv->opt.host);
+    dk_free((char *)srv->opt.process_name);
+    dk_free(srv);
+}
+
+void dk_http_mount(dk_http_server *srv, const char *service_name, const char *prefix,
+                   const dk_route *routes, size_t nroutes, void *state)
+{
+    for (size_t i = 0; i < nroutes; i++) {
+        if (srv->nroutes >= DK_MAX_ROUTES) {
+            fprintf(stderr, "too many routes\n");
+            abort();
+        }
+        struct dk_route_entry *r = &srv->routes[srv->nroutes++];
+        size_t plen = strlen(prefix), rlen = strlen(routes[i].pattern);
+        /* "/" relative pattern means the prefix itself */
+        bool root = strcmp(routes[i].pattern, "/") == 0;
+        r->pattern = dk_malloc(plen + rlen + 1);
+        memcpy(r->pattern, prefix, plen);
+        if (root) {
+            r->pattern[plen] = '\0';
+        } else {
+            memcpy(r->pattern + plen, routes[i].pattern, rlen + 1);
+        }
+        r->service_name = service_name;
+        r->method = routes[i].method;
+        r->handler = routes[i].handler;
+        r->flags = routes[i].flags;
+        r->state = state;
+        const char *p = r->pattern;
+        while (*p) {
+            while (*p == '/')
+                p++;
+            if (!*p)
+                break;
+            const char *e = strchr(p, '/');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            if (r->nsegs >= DK_MAX_SEGMENTS) {
+                fprintf(stderr, "route %s has too many segments\n", r->pattern);
+                abort();
+            }
+            r->segs[r->nsegs++] = dk_strndup(p, n);
+            p += n;
+        }
+    }
+}
+
+void dk_http_add_ready_check(dk_http_server *srv, const char *name, dk_ready_fn fn, void *ctx)
+{
+    if (srv->nready >= DK_MAX_READY)
+        return;
+    srv->ready[srv->nready].name = name;
+    srv->ready[srv->nready].fn = fn;
+    srv->ready[srv->nready].ctx = ctx;
+    srv->nready++;
+}
+
+int dk_http_port(const dk_http_server *srv)
+{
+    return srv->bound_port;
+}
+
+/* ---------- routing ---------- */
+
+/* Splits path into segments in the arena; false when there are too many. */
+static int dk_split_path(dk_arena *a, const char *path, char **segs, int max)
+{
+    int n = 0;
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n >= max)
+            return -1;
+        segs[n++] = dk_arena_strndup(a, p, len);
+        p += len;
+    }
+    return n;
+}
+
+static bool dk_route_matches(const struct dk_route_entry *r, char **segs, int nsegs, dk_req *req)
+{
+    if (r->nsegs != nsegs)
+        return false;
+    int np = 0;
+    for (int i = 0; i < nsegs; i++) {
+        const char *s = r->segs[i];
+        if (s[0] == '{') {
+            if (np >= DK_MAX_PARAMS)
+                return false;
+            if (req) {
+                size_t n = strlen(s);
+                req->param_names[np] = dk_arena_strndup(req->arena, s + 1, n - 2);
+                req->param_values[np] = segs[i];
+            }
+            np++;
+        } else if (strcmp(s, segs[i]) != 0) {
+            return false;
+        }
+    }
+    if (req)
+        req->nparams = np;
+    return true;
+}
+
+/* ---------- ops routes ---------- */
+
+static void dk_ops_health(dk_res *res)
+{
+    dk_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void dk_ops_ready(dk_http_server *srv, dk_res *res)
+{
+    json_t *checks = json_object();
+    bool ok = true;
+    char failing[256] = "";
+    if (atomic_load(&srv->draining)) {
+        ok = false;
+        json_object_set_new(checks, "server", json_string("shutting down"));
+        dk_strlcpy(failing, "server", sizeof failing);
+    }
+    for (int i = 0; i < srv->nready; i++) {
+        char reason[256] = "";
+        dk_status st = srv->ready[i].fn(srv->ready[i].ctx, reason, sizeof reason);
+        if (st == DK_OK) {
+            json_object_set_new(checks, srv->ready[i].name, json_string("ok"));
+        } else {
+            ok = false;
+            json_t *r = json_string(reason[0] ? reason : dk_status_title(st));
+            json_object_set_new(checks, srv->ready[i].name, r ? r : json_string("unavailable"));
+            size_t fl = strlen(failing);
+            snprintf(failing + fl, sizeof failing - fl, "%s%s", fl ? ", " : "", srv->ready[i].name);
+        }
+    }
+    if (ok) {
+        dk_res_json(res, 200, json_pack("{s:s,s:o}", "status", "ok", "checks", checks));
+    } else {
+        json_t *ext = json_pack("{s:o}", "checks", checks);
+        dk_res_header(res, "Retry-After", "1");
+        dk_res_problem_ext(res, DK_E_UNAVAILABLE, ext, "not ready: %s", failing);
+    }
+}
+
+static void dk_ops_metrics(dk_req *req, dk_res *res)
+{
+    size_t len = 0;
+    char *text = dk_metrics_render(req->arena, &len);
+    dk_res_text(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ---------- edge duties ---------- */
+
+static bool dk_rate_limit(struct dk_exchange *x)
+{
+    dk_app *app = x->srv->app;
+    if (!app->rate_limit_enabled)
+        return true;
+    dk_ratelimit_result rl;
+    dk_status st = dk_ratelimit_hit(&app->store, "auth", x->req.client_ip, app->rate_limit_max,
+                                    app->rate_limit_window_ms, &rl);
+    if (st != DK_OK) {
+        dk_log_error("rate limiter unavailable: %s", dk_status_title(st));
+        dk_res_header(&x->res, "Retry-After", "1");
+        dk_res_problem(&x->res, DK_E_UNAVAILABLE, "the rate limiter's store is unavailable");
+        return false;
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)rl.limit);
+    dk_res_header(&x->res, "RateLimit-Limit", buf);
+    snprintf(buf, sizeof buf, "%lld", (long long)rl.remaining);
+    dk_res_header(&x->res, "RateLimit-Remaining", buf);
+    snprintf(buf, sizeof buf, "%lld", (long long)rl.reset_s);
+    dk_res_header(&x->res, "RateLimit-Reset", buf);
+    if (!rl.allowed) {
+        snprintf(buf, sizeof buf, "%lld", (long long)rl.retry_after_s);
+        dk_res_header(&x->res, "Retry-After", buf);
+        dk_res_problem(&x->res, DK_E_RATE_LIMITED,
+                       "too many requests from this client: %lld per %lld s; retry in %lld s",
+                       (long long)rl.limit, (long long)(app->rate_limit_window_ms / 1000),
+                       (long long)rl.retry_after_s);
+        return false;
+    }
+    return true;
+}
+
+static bool dk_authenticate(struct dk_exchange *x)
+{
+    dk_app *app = x->srv->app;
+    const char *h = dk_req_header(&x->req, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *token = NULL;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        token = h + 7;
+        while (*token == ' ')
+            token++;
+    }
+    dk_status st = DK_E_UNAUTHORIZED;
+    if (token && *token)
+        st = dk_tokens_verify(app->tokens, x->req.arena, token, &x->identity);
+    if (st == DK_OK)
+        st = dk_session_check(&app->store, x->identity.session_id);
+    if (st == DK_OK) {
+        dk_status tst = dk_session_touch(&app->store, x->identity.session_id, app->refresh_ttl_ms);
+        if (tst != DK_OK)
+            dk_log_warn("could not record session use: %s", dk_status_title(tst));
+        x->req.identity = &x->identity;
+        return true;
+    }
+    if (st == DK_E_UNAUTHORIZED) {
+        dk_res_header(&x->res, "WWW-Authenticate",
+                      token ? "Bearer realm=\"docket\", error=\"invalid_token\""
+                            : "Bearer realm=\"docket\"");
+        dk_res_problem(&x->res, DK_E_UNAUTHORIZED,
+                       token ? "the access token is invalid, expired or revoked"
+                             : "this endpoint needs an access token (Authorization: Bearer …)");
+    } else {
+        dk_res_header(&x->res, "Retry-After", "1");
+        dk_res_problem(&x->res, DK_E_UNAVAILABLE, "the session store is unavailable");
+    }
+    return false;
+}
+
+static void dk_dispatch(struct dk_exchange *x)
+{
+    dk_http_server *srv = x->srv;
+    dk_req *req = &x->req;
+    const char *path = req->path;
+
+    x->metric_service = srv->opt.process_name;
+    x->metric_route = "unmatched";
+    if (strcmp(req->method, "GET") == 0) {
+        if (strcmp(path, "/health") == 0) {
+            x->metric_route = "/health";
+            dk_ops_health(&x->res);
+            return;
+        }
+        if (strcmp(path, "/ready") == 0) {
+            x->metric_route = "/ready";
+            dk_ops_ready(srv, &x->res);
+            return;
+        }
+        if (strcmp(path, "/metrics") == 0) {
+            x->metric_route = "/metrics";
+            dk_ops_metrics(req, &x->res);
+            return;
+        }
+    }
+
+    char *segs[DK_MAX_SEGMENTS + 1];
+    int nsegs = dk_split_path(req->arena, path, segs, DK_MAX_SEGMENTS + 1);
+    const struct dk_route_entry *found = NULL;
+    char allow[128] = "";
+    if (nsegs >= 0) {
+        for (int i = 0; i < srv->nroutes; i++) {
+            const struct dk_route_entry *r = &srv->routes[i];
+            if (!dk_route_matches(r, segs, nsegs, NULL))
+                continue;
+            if (strcmp(r->method, req->method) == 0) {
+                found = r;
+                break;
+            }
+            size_t al = strlen(allow);
+            if (!strstr(allow, r->method))
+                snprintf(allow + al, sizeof allow - al, "%s%s", al ? ", " : "", r->method);
+        }
+    }
+    if (!found) {
+        if (allow[0]) {
+            dk_res_header(&x->res, "Allow", allow);
+            dk_res_problem(&x->res, DK_E_METHOD, "%s is not allowed here; allowed: %s", req->method,
+                           allow);
+        } else {
+            dk_res_problem(&x->res, DK_E_NOT_FOUND, "no such resource: %s", path);
+        }
+        return;
+    }
+    (void)dk_route_matches(found, segs, nsegs, req);
+    x->metric_service = found->service_name;
+    x->metric_route = found->pattern;
+    req->service = found->state;
+    req->service_name = found->service_name;
+    req->route_pattern = found->pattern;
+
+    if ((found->flags & DK_ROUTE_RATE_LIMIT) && !dk_rate_limit(x))
+        return;
+    if (x->too_large) {
+        dk_res_problem(&x->res, DK_E_TOO_LARGE, "the request body exceeds the limit of %zu bytes",
+                       srv->opt.body_limit);
+        return;
+    }
+    if ((found->flags & DK_ROUTE_AUTH) && !dk_authenticate(x))
+        return;
+    found->handler(req, &x->res);
+    if (x->res.status == 0)
+        dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
+}
+
+/* ---------- libmicrohttpd callbacks ---------- */
+
+static bool dk_hex_n(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static void dk_trace_init(dk_req *req, const char *traceparent)
+{
+    /* W3C: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
+    unsigned char rnd[16];
+    if (traceparent && strlen(traceparent) >= 55 && traceparent[2] == '-' &&
+        traceparent[35] == '-' && traceparent[52] == '-' && dk_hex_n(traceparent, 2) &&
+        dk_hex_n(traceparent + 3, 32) && dk_hex_n(traceparent + 36, 16) &&
+        strncmp(traceparent, "ff", 2) != 0 &&
+        strncmp(traceparent + 3, "00000000000000000000000000000000", 32) != 0) {
+        memcpy(req->trace_id, traceparent + 3, 32);
+        req->trace_id[32] = '\0';
+        memcpy(req->parent_span_id, traceparent + 36, 16);
+        req->parent_span_id[16] = '\0';
+    } else {
+        dk_random_bytes(rnd, 16);
+        dk_hex(rnd, 16, req->trace_id);
+        req->parent_span_id[0] = '\0';
+    }
+    dk_random_bytes(rnd, 8);
+    dk_hex(rnd, 8, req->span_id);
+}
+
+static const char *dk_client_ip(dk_arena *a, struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char buf[INET6_ADDRSTRLEN] = "unknown";
+    if (ci && ci->client_addr) {
+        if (ci->client_addr->sa_family == AF_INET) {
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, buf,
+                      sizeof buf);
+        } else if (ci->client_addr->sa_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, buf,
+                      sizeof buf);
+        }
+    }
+    return dk_arena_strdup(a, buf);
+}
+
+static void dk_exchange_free_buf(void *p)
+{
+    struct dk_exchange *x = p;
+    dk_free(x->buf);
+    x->buf = NULL;
+}
+
+static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    dk_http_server *srv = cls;
+    struct dk_exchange *x = *con_cls;
+    if (!x) {
+        dk_arena *a = dk_arena_new();
+        x = dk_arena_alloc(a, sizeof *x);
+        x->srv = srv;
+        x->t0 = dk_mono_s();
+        x->req.arena = a;
+        x->res.arena = a;
+        x->req.conn = conn;
+        x->req.app = srv->app;
+        x->req.method = dk_static_method(method);
+        x->metric_method = x->req.method;
+        x->req.path = dk_arena_strdup(a, url);
+        const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        if (dk_request_id_valid(rid)) {
+            x->req.request_id = dk_arena_strdup(a, rid);
+        } else {
+            char *id = dk_arena_alloc(a, DK_UUID_LEN);
+            dk_uuid7(id);
+            x->req.request_id = id;
+        }
+        x->res.request_id = x->req.request_id;
+        dk_trace_init(&x->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
+        x->req.client_ip = dk_client_ip(a, conn);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        int64_t declared = 0;
+        if (cl && dk_parse_i64(cl, 0, INT64_MAX, &declared) &&
+            (uint64_t)declared > srv->opt.body_limit)
+            x->too_large = true;
+        atomic_fetch_add(&srv->inflight, 1);
+        *con_cls = x;
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (!x->too_large) {
+            if (x->len + *upload_size > srv->opt.body_limit) {
+                x->too_large = true;
+            } else {
+                if (x->len + *upload_size + 1 > x->cap) {
+                    size_t ncap = x->cap ? x->cap * 2 : 1024;
+                    while (ncap < x->len + *upload_size + 1)
+                        ncap *= 2;
+                    if (ncap > srv->opt.body_limit + 1)
+                        ncap = srv->opt.body_limit + 1;
+                    if (!x->buf)
+                        dk_arena_defer(x->req.arena, dk_exchange_free_buf, x);
+                    x->buf = dk_realloc(x->buf, ncap);
+                    x->cap = ncap;
+                }
+                memcpy(x->buf + x->len, upload_data, *upload_size);
+                x->len += *upload_size;
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    /* The whole request is here: handle it and queue the response. */
+    if (x->buf) {
+        x->buf[x->len] = '\0';
+        x->req.body = x->buf;
+        x->req.body_len = x->len;
+    } else {
+        x->req.body = "";
+    }
+    dk_log_set_context(x->req.request_id, x->req.trace_id);
+    dk_dispatch(x);
+    dk_log_set_context(NULL, NULL);
+
+    struct MHD_Response *r = MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    if (x->res.content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, x->res.content_type);
+    MHD_add_response_header(r, "X-Request-Id", x->req.request_id);
+    for (int i = 0; i < x->res.nheaders; i++)
+        MHD_add_response_header(r, x->res.header_names[i], x->res.header_values[i]);
+    if (atomic_load(&srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)x->res.status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    dk_http_server *srv = cls;
+    struct dk_exchange *x = *con_cls;
+    if (!x)
+        return;
+    double elapsed = dk_mono_s() - x->t0;
+    int status = x->res.status ? x->res.status : 499; /* client went away before a response */
+    dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
+                    x->metric_route ? x->metric_route : "unmatched", status, elapsed);
+    dk_log_level lvl = status >= 500 ? DK_LOG_ERROR : DK_LOG_DEBUG;
+    if (dk_log_enabled(lvl)) {
+        char extra[512];
+        char epath[256];
+        dk_json_escape(epath, sizeof epath, x->req.path ? x->req.path : "");
+        snprintf(extra, sizeof extra,
+                 ",\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"duration_ms\":%.3f,"
+                 "\"client_ip\":\"%s\"",
+                 x->metric_method, epath, status, elapsed * 1000, x->req.client_ip);
+        dk_log_set_context(x->req.request_id, x->req.trace_id);
+        dk_log_with(lvl, extra, "request completed");
+        dk_log_set_context(NULL, NULL);
+    }
+    *con_cls = NULL;
+    dk_arena_free(x->req.arena);
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void dk_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    dk_log_warn("http: %s", msg);
+}
+
+dk_status dk_http_start(dk_http_server *srv)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv->opt.port);
+    int gai = getaddrinfo(srv->opt.host, port, &hints, &res);
+    if (gai != 0 || !res) {
+        dk_log_error("cannot resolve listen address %s: %s", srv->opt.host, gai_strerror(gai));
+        return DK_E_INTERNAL;
+    }
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (res->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    int threads = srv->opt.threads > 0 ? srv->opt.threads : 8;
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)srv->opt.port, NULL, NULL, dk_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        dk_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, res->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    freeaddrinfo(res);
+    if (!srv->daemon) {
+        dk_log_error("cannot listen on %s:%d", srv->opt.host, srv->opt.port);
+        return DK_E_INTERNAL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->bound_port = di ? di->port : srv->opt.port;
+    return DK_OK;
+}
+
+void dk_http_stop(dk_http_server *srv)
+{
+    if (!srv->daemon)
+        return;
+    atomic_store(&srv->draining, true);
+    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    int64_t deadline = dk_mono_ms() + srv->opt.drain_timeout_ms;
+    while (atomic_load(&srv->inflight) > 0 && dk_mono_ms() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    int left = atomic_load(&srv->inflight);
+    if (left > 0)
+        dk_log_warn("drain timeout: %d request(s) still in flight are cut off", left);
+    MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+}

@@ -1,0 +1,138 @@
+/* http.h — the HTTP core: a libmicrohttpd server, the router, requests and responses.
+ * The server owns the edge duties every route shares: request ids, trace context, body limits,
+ * Content-Type checks, bearer-token authentication and revocation checks, per-client rate
+ * limits, problem+json errors, metrics and access logs. Handlers receive a dk_req whose memory
+ * (the arena) lives until the response has been sent, and fill a dk_res. A handler runs on one
+ * of the server's threads and may block (database calls); it must not keep pointers into the
+ * request after it returns. */
+#ifndef DK_HTTP_H
+#define DK_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef struct dk_arena dk_arena;
+typedef struct dk_app dk_app;
+typedef struct dk_req dk_req;
+typedef struct dk_res dk_res;
+typedef struct dk_http_server dk_http_server;
+struct MHD_Connection;
+
+typedef void (*dk_handler_fn)(dk_req *req, dk_res *res);
+
+enum {
+    DK_ROUTE_AUTH = 1u << 0,       /* requires a valid, unrevoked access token */
+    DK_ROUTE_RATE_LIMIT = 1u << 1, /* counted against rate_limiting.* per client IP */
+};
+
+typedef struct dk_route {
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* relative to the service prefix: "/sessions/{id}" */
+    dk_handler_fn handler;
+    unsigned flags;
+} dk_route;
+
+/* Who is calling, from a verified access token. */
+typedef struct dk_identity {
+    const char *user_id;
+    const char *session_id;
+    const char *role;
+    int64_t expires_at_ms;
+} dk_identity;
+
+#define DK_MAX_PARAMS 4
+
+struct dk_req {
+    dk_arena *arena;
+    const char *method;
+    const char *path; /* without the query string */
+    const char *body; /* NUL-terminated copy of the body, "" when none */
+    size_t body_len;
+    const char *request_id;
+    char trace_id[33];
+    char span_id[17];
+    char parent_span_id[17];
+    const char *client_ip;
+    const dk_identity *identity; /* set on DK_ROUTE_AUTH routes */
+    void *service;               /* the state of the service owning the route */
+    const char *service_name;
+    const char *route_pattern; /* full pattern, for metrics */
+    int nparams;
+    const char *param_names[DK_MAX_PARAMS];
+    const char *param_values[DK_MAX_PARAMS];
+    struct MHD_Connection *conn;
+    dk_app *app;
+};
+
+#define DK_MAX_RES_HEADERS 16
+
+struct dk_res {
+    int status;
+    const char *content_type;
+    const char *body;
+    size_t body_len;
+    int nheaders;
+    const char *header_names[DK_MAX_RES_HEADERS];
+    const char *header_values[DK_MAX_RES_HEADERS];
+    dk_arena *arena;
+    const char *request_id;
+};
+
+/* Request accessors. */
+const char *dk_req_param(const dk_req *req, const char *name); /* path parameter */
+const char *dk_req_header(const dk_req *req, const char *name);
+const char *dk_req_query(const dk_req *req, const char *name);
+/* Parses a JSON object body. On failure (415 wrong Content-Type, 400 malformed JSON, 422 not an
+ * object) it has already written the problem into res and returns the status. */
+dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj) DK_MUSTCHECK;
+
+/* Responses. */
+void dk_res_header(dk_res *res, const char *name, const char *value); /* copied */
+void dk_res_json(dk_res *res, int status, json_t *body);              /* steals body */
+void dk_res_empty(dk_res *res, int status);
+void dk_res_text(dk_res *res, int status, const char *content_type, const char *body, size_t len);
+void dk_res_problem(dk_res *res, dk_status st, const char *detail_fmt, ...) DK_PRINTF(3, 4);
+/* A problem with extension members merged in (steals ext). */
+void dk_res_problem_ext(dk_res *res, dk_status st, json_t *ext, const char *detail_fmt, ...)
+    DK_PRINTF(4, 5);
+
+/* Validation errors (422): collect, then send. */
+typedef struct dk_errors {
+    json_t *list;
+} dk_errors;
+void dk_errors_init(dk_errors *e);
+void dk_errors_add(dk_errors *e, const char *field, const char *fmt, ...) DK_PRINTF(3, 4);
+bool dk_errors_any(const dk_errors *e);
+/* Sends 422 with the collected errors and releases them. */
+void dk_res_validation(dk_res *res, dk_errors *e);
+void dk_errors_release(dk_errors *e);
+
+/* A readiness check: DK_OK when the dependency answers; else writes a short reason. */
+typedef dk_status (*dk_ready_fn)(void *ctx, char *reason, size_t cap);
+
+typedef struct dk_http_options {
+    const char *host;
+    int port;
+    int threads;
+    size_t body_limit;
+    int drain_timeout_ms;
+    const char *process_name; /* "all", "auth", ... for the ops routes' metrics label */
+} dk_http_options;
+
+dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app);
+void dk_http_free(dk_http_server *srv); /* accepts NULL; stops first if running */
+/* Mounts a service's routes under prefix; state is handed to its handlers as req->service. */
+void dk_http_mount(dk_http_server *srv, const char *service_name, const char *prefix,
+                   const dk_route *routes, size_t nroutes, void *state);
+void dk_http_add_ready_check(dk_http_server *srv, const char *name, dk_ready_fn fn, void *ctx);
+dk_status dk_http_start(dk_http_server *srv) DK_MUSTCHECK;
+int dk_http_port(const dk_http_server *srv); /* the bound port (after start) */
+/* Graceful stop: readiness turns 503, the listener closes, in-flight requests finish (bounded
+ * by the drain timeout), then the server stops. */
+void dk_http_stop(dk_http_server *srv);
+
+#endif

@@ -1,0 +1,280 @@
+#include "core/metrics.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/banned.h"
+
+static const double dk_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+#define DK_NBUCKETS       (sizeof dk_buckets / sizeof dk_buckets[0])
+#define DK_SERIES_SLOTS   1024
+#define DK_MAX_COLLECTORS 16
+
+struct dk_series {
+    const char *service, *method, *route;
+    int status;
+    uint64_t count;
+};
+struct dk_hist {
+    const char *service, *method, *route;
+    uint64_t buckets[DK_NBUCKETS];
+    uint64_t count;
+    double sum;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct dk_series series[DK_SERIES_SLOTS];
+    struct dk_hist hists[DK_SERIES_SLOTS];
+    int ncollectors;
+    dk_metrics_collector collectors[DK_MAX_COLLECTORS];
+    void *collector_ctx[DK_MAX_COLLECTORS];
+} dk_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static unsigned dk_hash_ptrs(const void *a, const void *b, const void *c, int d)
+{
+    uintptr_t h = (uintptr_t)a * 31u + (uintptr_t)b * 131u + (uintptr_t)c * 1313u + (unsigned)d;
+    h ^= h >> 17;
+    h *= 0xed5ad4bbu;
+    h ^= h >> 11;
+    return (unsigned)(h % DK_SERIES_SLOTS);
+}
+
+static bool dk_same(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+void dk_metrics_http(const char *service, const char *method, const char *route, int status,
+                     double seconds)
+{
+    pthread_mutex_lock(&dk_reg.lock);
+    unsigned h = dk_hash_ptrs(service, method, route, status);
+    for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
+        struct dk_series *s = &dk_reg.series[(h + i) % DK_SERIES_SLOTS];
+        if (!s->route) {
+            s->service = service, s->method = method, s->route = route, s->status = status;
+        }
+        if (dk_same(s->service, service) && dk_same(s->method, method) &&
+            dk_same(s->route, route) && s->status == status) {
+            s->count++;
+            break;
+        }
+    }
+    h = dk_hash_ptrs(service, method, route, 0);
+    for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
+        struct dk_hist *hs = &dk_reg.hists[(h + i) % DK_SERIES_SLOTS];
+        if (!hs->route) {
+            hs->service = service, hs->method = method, hs->route = route;
+        }
+        if (dk_same(hs->service, service) && dk_same(hs->method, method) &&
+            dk_same(hs->route, route)) {
+            for (size_t b = 0; b < DK_NBUCKETS; b++)
+                if (seconds <= dk_buckets[b])
+                    hs->buckets[b]++;
+            hs->count++;
+            hs->sum += seconds;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&dk_reg.lock);
+}
+
+void dk_metrics_add_collector(dk_metrics_collector fn, void *ctx)
+{
+    pthread_mutex_lock(&dk_reg.lock);
+    if (dk_reg.ncollectors < DK_MAX_COLLECTORS) {
+        dk_reg.collectors[dk_reg.ncollectors] = fn;
+        dk_reg.collector_ctx[dk_reg.ncollectors] = ctx;
+        dk_reg.ncollectors++;
+    }
+    pthread_mutex_unlock(&dk_reg.lock);
+}
+
+void dk_metrics_clear_collectors(void)
+{
+    pthread_mutex_lock(&dk_reg.lock);
+    dk_reg.ncollectors = 0;
+    pthread_mutex_unlock(&dk_reg.lock);
+}
+
+/* A growing text buffer (render only; bounded by the number of series). */
+struct dk_metrics_out {
+    char *buf;
+    size_t len, cap;
+};
+
+static void dk_out_printf(dk_metrics_out *o, const char *fmt, ...) DK_PRINTF(2, 3);
+static void dk_out_printf(dk_metrics_out *o, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        o->cap = o->cap * 2 + (size_t)n;
+        o->buf = dk_realloc(o->buf, o->cap);
+    }
+}
+
+static void dk_out_value(dk_metrics_out *o, double v)
+{
+    if (isnan(v))
+        dk_out_printf(o, "NaN\n");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        dk_out_printf(o, "%.0f\n", v);
+    else
+        dk_out_printf(o, "%.9g\n", v);
+}
+
+void dk_metrics_family(dk_metrics_out *out, const char *name, const char *type, const char *help)
+{
+    dk_out_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void dk_metrics_sample(dk_metrics_out *out, const char *name, const char *labels, double value)
+{
+    if (labels && *labels)
+        dk_out_printf(out, "%s{%s} ", name, labels);
+    else
+        dk_out_printf(out, "%s ", name);
+    dk_out_value(out, value);
+}
+
+static void dk_metrics_process(dk_metrics_out *o)
+{
+    long ticks = sysconf(_SC_CLK_TCK);
+    long page = sysconf(_SC_PAGESIZE);
+    double cpu = 0, start = 0, vsize = 0, rss = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        char *p = strrchr(buf, ')');
+        if (p) {
+            /* fields after ") ": state(3) ... utime(14) stime(15) ... starttime(22) vsize(23) rss(24) */
+            unsigned long long utime = 0, stime = 0, starttime = 0, vs = 0;
+            long long rs = 0;
+            if (sscanf(p + 2,
+                       "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+                       "%*d %llu %llu %lld",
+                       &utime, &stime, &starttime, &vs, &rs) == 5) {
+                cpu = (double)(utime + stime) / (double)ticks;
+                vsize = (double)vs;
+                rss = (double)rs * (double)page;
+                double boot = 0;
+                FILE *sf = fopen("/proc/stat", "r");
+                if (sf) {
+                    char line[256];
+                    while (fgets(line, sizeof line, sf)) {
+                        unsigned long long bt;
+                        if (sscanf(line, "btime %llu", &bt) == 1) {
+                            boot = (double)bt;
+                            break;
+                        }
+                    }
+                    fclose(sf);
+                }
+                start = boot + (double)starttime / (double)ticks;
+            }
+        }
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.')
+                fds++;
+        closedir(d);
+        fds--; /* the directory stream itself */
+    }
+    struct rlimit rl;
+    double maxfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (double)rl.rlim_cur : 0;
+    dk_metrics_family(o, "process_cpu_seconds_total", "counter",
+                      "Total user and system CPU time spent in seconds.");
+    dk_metrics_sample(o, "process_cpu_seconds_total", "", cpu);
+    dk_metrics_family(o, "process_resident_memory_bytes", "gauge",
+                      "Resident memory size in bytes.");
+    dk_metrics_sample(o, "process_resident_memory_bytes", "", rss);
+    dk_metrics_family(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    dk_metrics_sample(o, "process_virtual_memory_bytes", "", vsize);
+    dk_metrics_family(o, "process_open_fds", "gauge", "Number of open file descriptors.");
+    dk_metrics_sample(o, "process_open_fds", "", fds);
+    dk_metrics_family(o, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    dk_metrics_sample(o, "process_max_fds", "", maxfds);
+    dk_metrics_family(o, "process_start_time_seconds", "gauge",
+                      "Start time of the process since unix epoch in seconds.");
+    dk_metrics_sample(o, "process_start_time_seconds", "", start);
+}
+
+char *dk_metrics_render(dk_arena *a, size_t *ret_len)
+{
+    dk_metrics_out o = {.buf = dk_malloc(16384), .len = 0, .cap = 16384};
+    o.buf[0] = '\0';
+    pthread_mutex_lock(&dk_reg.lock);
+    dk_metrics_family(&o, "http_requests_total", "counter", "HTTP requests handled.");
+    for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
+        struct dk_series *s = &dk_reg.series[i];
+        if (!s->route)
+            continue;
+        dk_out_printf(
+            &o,
+            "http_requests_total{service=\"%s\",method=\"%s\",route=\"%s\",status=\"%d\"} "
+            "%llu\n",
+            s->service, s->method, s->route, s->status, (unsigned long long)s->count);
+    }
+    dk_metrics_family(&o, "http_request_duration_seconds", "histogram",
+                      "HTTP request latency in seconds.");
+    for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
+        struct dk_hist *h = &dk_reg.hists[i];
+        if (!h->route)
+            continue;
+        char labels[512];
+        snprintf(labels, sizeof labels, "service=\"%s\",method=\"%s\",route=\"%s\"", h->service,
+                 h->method, h->route);
+        for (size_t b = 0; b < DK_NBUCKETS; b++)
+            dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", labels,
+                          dk_buckets[b], (unsigned long long)h->buckets[b]);
+        dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", labels,
+                      (unsigned long long)h->count);
+        dk_out_printf(&o, "http_request_duration_seconds_sum{%s} %.9g\n", labels, h->sum);
+        dk_out_printf(&o, "http_request_duration_seconds_count{%s} %llu\n", labels,
+                      (unsigned long long)h->count);
+    }
+    int ncollectors = dk_reg.ncollectors;
+    dk_metrics_collector collectors[DK_MAX_COLLECTORS];
+    void *ctx[DK_MAX_COLLECTORS];
+    memcpy(collectors, dk_reg.collectors, sizeof collectors);
+    memcpy(ctx, dk_reg.collector_ctx, sizeof ctx);
+    pthread_mutex_unlock(&dk_reg.lock);
+    dk_metrics_process(&o);
+    for (int i = 0; i < ncollectors; i++)
+        collectors[i](ctx[i], &o);
+    char *text = dk_arena_strndup(a, o.buf, o.len);
+    if (ret_len)
+        *ret_len = o.len;
+    dk_free(o.buf);
+    return text;
+}

@@ -1,0 +1,30 @@
+/* metrics.h — the process's Prometheus registry: HTTP request counters and latency histograms
+ * recorded by the HTTP core for every route, process_* metrics read from /proc, and gauges that
+ * modules contribute through collectors (pool sizes, queue lag). Rendering produces the text
+ * exposition format 0.0.4. Thread-safe. Label values must be static or long-lived strings. */
+#ifndef DK_METRICS_H
+#define DK_METRICS_H
+
+#include <stddef.h>
+
+typedef struct dk_arena dk_arena;
+typedef struct dk_metrics_out dk_metrics_out;
+
+/* Records one finished request. service, method and route must outlive the process (route
+ * patterns, string literals). */
+void dk_metrics_http(const char *service, const char *method, const char *route, int status,
+                     double seconds);
+
+/* A collector writes gauge/counter families at render time. */
+typedef void (*dk_metrics_collector)(void *ctx, dk_metrics_out *out);
+void dk_metrics_add_collector(dk_metrics_collector fn, void *ctx);
+void dk_metrics_clear_collectors(void);
+/* Writes "# HELP", "# TYPE" once per family; call before the family's samples. */
+void dk_metrics_family(dk_metrics_out *out, const char *name, const char *type, const char *help);
+/* One sample line: name{labels} value; labels is "" or `a="x",b="y"` (already escaped). */
+void dk_metrics_sample(dk_metrics_out *out, const char *name, const char *labels, double value);
+
+/* The whole exposition, in the arena. */
+char *dk_metrics_render(dk_arena *a, size_t *ret_len);
+
+#endif

@@ -1,0 +1,148 @@
+#include "core/token.h"
+
+#include <errno.h>
+#include <jwt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/crypto.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/timeutil.h"
+#include "core/banned.h"
+
+#define DK_TOKEN_ISSUER  "docket"
+#define DK_TOKEN_MAX_LEN 4096
+
+struct dk_tokens {
+    unsigned char *secret;
+    size_t secret_len;
+    int64_t ttl_ms;
+};
+
+dk_tokens *dk_tokens_new(const unsigned char *secret, size_t secret_len, int64_t access_ttl_ms)
+{
+    dk_tokens *t = DK_NEW(dk_tokens);
+    t->secret = dk_malloc(secret_len);
+    memcpy(t->secret, secret, secret_len);
+    t->secret_len = secret_len;
+    t->ttl_ms = access_ttl_ms;
+    return t;
+}
+
+void dk_tokens_free(dk_tokens *t)
+{
+    if (!t)
+        return;
+    if (t->secret) {
+        memset(t->secret, 0, t->secret_len);
+        dk_free(t->secret);
+    }
+    dk_free(t);
+}
+
+int64_t dk_tokens_ttl_ms(const dk_tokens *t)
+{
+    return t->ttl_ms;
+}
+
+dk_status dk_tokens_issue(const dk_tokens *t, dk_arena *a, const char *user_id,
+                          const char *session_id, const char *role, char **ret_token)
+{
+    jwt_t *jwt = NULL;
+    dk_status st = DK_E_INTERNAL;
+    if (jwt_new(&jwt) != 0)
+        return DK_E_INTERNAL;
+    int64_t now = dk_now_ms() / 1000;
+    char jti[DK_UUID_LEN];
+    dk_uuid7(jti);
+    if (jwt_set_alg(jwt, JWT_ALG_HS256, t->secret, (int)t->secret_len) != 0 ||
+        jwt_add_grant(jwt, "iss", DK_TOKEN_ISSUER) != 0 ||
+        jwt_add_grant(jwt, "sub", user_id) != 0 || jwt_add_grant(jwt, "sid", session_id) != 0 ||
+        jwt_add_grant(jwt, "role", role) != 0 || jwt_add_grant_int(jwt, "iat", (long)now) != 0 ||
+        jwt_add_grant_int(jwt, "exp", (long)(now + t->ttl_ms / 1000)) != 0 ||
+        jwt_add_grant(jwt, "jti", jti) != 0)
+        goto out;
+    char *s = jwt_encode_str(jwt);
+    if (!s)
+        goto out;
+    *ret_token = dk_arena_strdup(a, s);
+    free(s); /* libjwt 1.10 allocates with malloc */
+    st = DK_OK;
+out:
+    jwt_free(jwt);
+    return st;
+}
+
+/* The header must say {"alg":"HS256"} (typ optional): checked before libjwt sees the token, so
+ * "none" and every other algorithm are refused whatever the library would do with them. */
+static bool dk_token_header_ok(dk_arena *a, const char *token)
+{
+    const char *dot = strchr(token, '.');
+    if (!dot || dot == token)
+        return false;
+    char *head = dk_arena_strndup(a, token, (size_t)(dot - token));
+    size_t n = 0;
+    unsigned char *raw = dk_base64url_decode(a, head, &n);
+    if (!raw)
+        return false;
+    json_error_t err;
+    json_t *h = json_loadb((const char *)raw, n, 0, &err);
+    if (!h)
+        return false;
+    bool ok = json_is_object(h) && json_is_string(json_object_get(h, "alg")) &&
+              strcmp(json_string_value(json_object_get(h, "alg")), "HS256") == 0;
+    json_decref(h);
+    return ok;
+}
+
+dk_status dk_tokens_verify(const dk_tokens *t, dk_arena *a, const char *token,
+                           dk_identity *ret_identity)
+{
+    if (!token || !*token || strlen(token) > DK_TOKEN_MAX_LEN)
+        return DK_E_UNAUTHORIZED;
+    /* three non-empty base64url parts */
+    int dots = 0;
+    for (const char *p = token; *p; p++) {
+        if (*p == '.')
+            dots++;
+        else if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                   (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return DK_E_UNAUTHORIZED;
+    }
+    const char *last = strrchr(token, '.');
+    if (dots != 2 || !last || !last[1])
+        return DK_E_UNAUTHORIZED;
+    if (!dk_token_header_ok(a, token))
+        return DK_E_UNAUTHORIZED;
+
+    jwt_t *jwt = NULL;
+    if (jwt_decode(&jwt, token, t->secret, (int)t->secret_len) != 0 || !jwt)
+        return DK_E_UNAUTHORIZED;
+    dk_status st = DK_E_UNAUTHORIZED;
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256)
+        goto out;
+    const char *iss = jwt_get_grant(jwt, "iss");
+    const char *sub = jwt_get_grant(jwt, "sub");
+    const char *sid = jwt_get_grant(jwt, "sid");
+    const char *role = jwt_get_grant(jwt, "role");
+    errno = 0;
+    long exp = jwt_get_grant_int(jwt, "exp");
+    if (errno != 0)
+        goto out;
+    if (!iss || strcmp(iss, DK_TOKEN_ISSUER) != 0 || !sub || !*sub || !sid || !*sid || !role)
+        goto out;
+    int64_t now = dk_now_ms();
+    if ((int64_t)exp * 1000 <= now)
+        goto out;
+    ret_identity->user_id = dk_arena_strdup(a, sub);
+    ret_identity->session_id = dk_arena_strdup(a, sid);
+    ret_identity->role = dk_arena_strdup(a, role);
+    ret_identity->expires_at_ms = (int64_t)exp * 1000;
+    st = DK_OK;
+out:
+    jwt_free(jwt);
+    return st;
+}

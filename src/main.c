@@ -1,0 +1,427 @@
+/* docket — the one binary. `docket all` runs every service in one process; `docket migrate`
+ * applies the database migrations; `docket config` prints the effective configuration. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/app.h"
+#include "core/arena.h"
+#include "core/config.h"
+#include "core/crypto.h"
+#include "core/http.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/sql.h"
+#include "core/str.h"
+#include "core/timeutil.h"
+#include "services/service.h"
+#include "core/banned.h"
+
+#define DK_EXIT_USAGE 2
+#define DK_VERSION    "0.1.0"
+
+/* The services in start order (a service starts after those it depends on). */
+static const dk_service *const dk_services[] = {&dk_users_service, &dk_auth_service};
+#define DK_NSERVICES (sizeof dk_services / sizeof dk_services[0])
+
+static void dk_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: docket COMMAND [--config PATH] [--KEY=VALUE ...]\n"
+            "\n"
+            "Commands:\n"
+            "  all          run every service in one process (gateway on port 3000)\n"
+            "  migrate      apply the database migrations of every service, then exit\n"
+            "  config       print the effective configuration (secrets redacted), then exit\n"
+            "  config-docs  print docs/configuration.md (generated from the config table)\n"
+            "  version      print the version\n"
+            "  help         this text\n"
+            "\n"
+            "Every configuration key can be given as a flag (--server.port=8080), in the YAML\n"
+            "file (--config PATH, or /app/config/config.yaml when present) or in the\n"
+            "environment (DOCKET_SERVER_PORT=8080). Precedence: flag > environment > file >\n"
+            "default.\n\n");
+    dk_config_print_help(out);
+}
+
+/* The database URL: database.url, or SQLite in the data directory. */
+static char *dk_database_url(const dk_config *c)
+{
+    const char *url = dk_config_str(c, "database.url");
+    if (url && *url)
+        return dk_strdup(url);
+    const char *dir = dk_config_str(c, "storage.data_dir");
+    size_t n = strlen(dir) + 32;
+    char *out = dk_malloc(n);
+    snprintf(out, n, "sqlite:%s/docket.db", dir);
+    return out;
+}
+
+static int dk_mkdir_p(const char *path)
+{
+    char buf[4096];
+    if (dk_strlcpy(buf, path, sizeof buf) >= sizeof buf - 1)
+        return -1;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* JWT secret: auth.jwt_secret, or one generated once and kept in <data_dir>/jwt_secret. */
+static int dk_jwt_secret(const dk_config *c, char *out, size_t cap)
+{
+    const char *s = dk_config_str(c, "auth.jwt_secret");
+    if (s && *s) {
+        if (strlen(s) < 32) {
+            fprintf(stderr, "config: auth.jwt_secret must be at least 32 characters\n");
+            return -1;
+        }
+        dk_strlcpy(out, s, cap);
+        return 0;
+    }
+    const char *dir = dk_config_str(c, "storage.data_dir");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/jwt_secret", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, out, cap - 1);
+        close(fd);
+        if (n < 32) {
+            fprintf(stderr, "error: %s is shorter than 32 bytes; remove it to regenerate\n", path);
+            return -1;
+        }
+        out[n] = '\0';
+        while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+            out[--n] = '\0';
+        return 0;
+    }
+    if (dk_mkdir_p(dir) != 0) {
+        fprintf(stderr, "error: cannot create the data directory %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    dk_arena *a = dk_arena_new();
+    char *secret = dk_random_token(a, 48);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, secret, strlen(secret)) == (ssize_t)strlen(secret);
+    if (fd >= 0)
+        close(fd);
+    if (ok)
+        dk_strlcpy(out, secret, cap);
+    dk_arena_free(a);
+    if (!ok) {
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    dk_log_info("generated a JWT secret in %s", path);
+    return 0;
+}
+
+static dk_status dk_ready_db(void *ctx, char *reason, size_t cap)
+{
+    dk_app *app = ctx;
+    dk_status st = app->db.ops->ping(app->db.db, 1000);
+    if (st != DK_OK)
+        snprintf(reason, cap, "database unreachable (%s)", dk_status_title(st));
+    return st;
+}
+
+static dk_status dk_ready_kv(void *ctx, char *reason, size_t cap)
+{
+    dk_app *app = ctx;
+    dk_status st = app->store.ops->ping(app->store.kv, 1000);
+    if (st != DK_OK)
+        snprintf(reason, cap, "cache unreachable (%s)", dk_status_title(st));
+    return st;
+}
+
+static void dk_collect_pool(void *ctx, dk_metrics_out *out)
+{
+    dk_app *app = ctx;
+    int idle = 0, busy = 0;
+    app->db.ops->stats(app->db.db, &idle, &busy);
+    dk_metrics_family(out, "docket_db_pool_connections", "gauge",
+                      "Database connections in the pool by state.");
+    dk_metrics_sample(out, "docket_db_pool_connections", "state=\"idle\"", idle);
+    dk_metrics_sample(out, "docket_db_pool_connections", "state=\"busy\"", busy);
+}
+
+static int dk_server_threads(const dk_config *c)
+{
+    int t = (int)dk_config_int(c, "server.threads");
+    if (t > 0)
+        return t;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return (int)(cores > 0 ? cores : 1) * 4;
+}
+
+static int dk_open_database(dk_app *app, const dk_config *c, int pool)
+{
+    char *url = dk_database_url(c);
+    app->db.ops = dk_db_ops_for_url(url);
+    if (!app->db.ops) {
+        fprintf(stderr,
+                "config: database.url: unsupported scheme (use postgres://… or sqlite:PATH)\n");
+        dk_free(url);
+        return -1;
+    }
+    if (app->db.ops->engine == DK_DB_SQLITE && !(dk_config_is_set(c, "database.url"))) {
+        if (dk_mkdir_p(dk_config_str(c, "storage.data_dir")) != 0) {
+            fprintf(stderr, "error: cannot create the data directory %s: %s\n",
+                    dk_config_str(c, "storage.data_dir"), strerror(errno));
+            dk_free(url);
+            return -1;
+        }
+    }
+    char search_path[128] = "";
+    for (size_t i = 0; i < DK_NSERVICES; i++) {
+        size_t n = strlen(search_path);
+        snprintf(search_path + n, sizeof search_path - n, "%s,", dk_services[i]->name);
+    }
+    size_t n = strlen(search_path);
+    snprintf(search_path + n, sizeof search_path - n, "public");
+    dk_db_options o = {
+        .url = url,
+        .pool_size = pool,
+        .acquire_timeout_ms = (int)dk_config_int(c, "database.acquire_timeout"),
+        .connect_timeout_ms = (int)dk_config_int(c, "database.connect_timeout"),
+        .statement_timeout_ms = (int)dk_config_int(c, "database.statement_timeout"),
+        .search_path = search_path,
+    };
+    dk_status st = app->db.ops->open(&o, &app->db.db);
+    dk_free(url);
+    if (st != DK_OK) {
+        fprintf(stderr, "error: cannot open the database (%s)\n", dk_status_title(st));
+        return -1;
+    }
+    return 0;
+}
+
+static int dk_migrate_all(dk_app *app)
+{
+    for (size_t i = 0; i < DK_NSERVICES; i++) {
+        int applied = 0;
+        dk_status st = dk_migrate_apply(&app->db, dk_services[i]->name, dk_services[i]->migrations,
+                                        dk_services[i]->nmigrations, &applied);
+        if (st != DK_OK) {
+            dk_log_error("migrations of %s failed: %s", dk_services[i]->name, dk_status_title(st));
+            return -1;
+        }
+        dk_log_info("migrations of %s: %d applied, %zu known", dk_services[i]->name, applied,
+                    dk_services[i]->nmigrations);
+    }
+    return 0;
+}
+
+/* On PostgreSQL the schema is `docket migrate`'s job: refuse to serve an old schema. */
+static int dk_check_migrated(dk_app *app)
+{
+    dk_arena *a = dk_arena_new();
+    int rc = 0;
+    for (size_t i = 0; i < DK_NSERVICES && rc == 0; i++) {
+        const char *p[] = {dk_services[i]->name};
+        dk_db_rows *rows = NULL;
+        dk_status st = dk_sql(&app->db, a,
+                              "SELECT COALESCE(MAX(version), 0) FROM public.docket_migrations "
+                              "WHERE service = $1",
+                              1, p, &rows);
+        int64_t have = st == DK_OK && rows->nrows == 1 ? dk_sql_get_int(rows, 0, 0) : -1;
+        int64_t want = dk_services[i]->migrations[dk_services[i]->nmigrations - 1].version;
+        if (have < want) {
+            dk_log_error("the database schema of %s is at version %lld, this binary needs %lld: "
+                         "run `docket migrate` first",
+                         dk_services[i]->name, (long long)(have < 0 ? 0 : have), (long long)want);
+            rc = -1;
+        }
+    }
+    dk_arena_free(a);
+    return rc;
+}
+
+static int dk_open_store(dk_app *app, const dk_config *c, int pool)
+{
+    const char *url = dk_config_str(c, "redis.url");
+    app->store.ops = (url && *url) ? &dk_kv_redis_ops : &dk_kv_memory_ops;
+    int rpool = (int)dk_config_int(c, "redis.pool_size");
+    dk_kv_options o = {
+        .url = url,
+        .pool_size = rpool > 0 ? rpool : pool,
+        .timeout_ms = (int)dk_config_int(c, "redis.timeout"),
+        .key_prefix = "docket:",
+    };
+    dk_status st = app->store.ops->open(&o, &app->store.kv);
+    if (st != DK_OK) {
+        fprintf(stderr, "error: cannot open the cache (%s)\n", dk_status_title(st));
+        return -1;
+    }
+    return 0;
+}
+
+static int dk_run_all(dk_config *c)
+{
+    int rc = 1;
+    dk_app app = {0};
+    app.config = c;
+    app.process = "all";
+    int threads = dk_server_threads(c);
+    int pool = (int)dk_config_int(c, "database.pool_size");
+    if (pool <= 0)
+        pool = threads + 2;
+    void *states[DK_NSERVICES] = {0};
+    size_t started = 0;
+    dk_http_server *srv = NULL;
+    char secret[512];
+
+    /* SIGTERM/SIGINT are taken by sigwait below: block them before any thread starts */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (dk_open_database(&app, c, pool) != 0 || dk_open_store(&app, c, pool) != 0)
+        goto out;
+    if (app.db.ops->engine == DK_DB_SQLITE ? dk_migrate_all(&app) : dk_check_migrated(&app))
+        goto out;
+    if (dk_jwt_secret(c, secret, sizeof secret) != 0)
+        goto out;
+    app.tokens = dk_tokens_new((const unsigned char *)secret, strlen(secret),
+                               dk_config_int(c, "auth.jwt_expiry"));
+    memset(secret, 0, sizeof secret);
+    app.refresh_ttl_ms = dk_config_int(c, "auth.refresh_expiry");
+    app.rate_limit_enabled = dk_config_bool(c, "rate_limiting.enabled");
+    app.rate_limit_window_ms = dk_config_int(c, "rate_limiting.window_ms");
+    app.rate_limit_max = dk_config_int(c, "rate_limiting.max_requests");
+    app.bus.ops = &dk_events_inproc_ops;
+    if (app.bus.ops->open(&app.bus.ev) != DK_OK)
+        goto out;
+
+    for (; started < DK_NSERVICES; started++) {
+        dk_status st = dk_services[started]->init(&app, &states[started]);
+        if (st != DK_OK) {
+            dk_log_error("service %s failed to start: %s", dk_services[started]->name,
+                         dk_status_title(st));
+            goto out;
+        }
+    }
+
+    int port = (int)dk_config_int(c, "server.port");
+    dk_http_options ho = {
+        .host = dk_config_str(c, "server.host"),
+        .port = port > 0 ? port : 3000,
+        .threads = threads,
+        .body_limit = (size_t)dk_config_int(c, "server.body_limit"),
+        .drain_timeout_ms = (int)dk_config_int(c, "server.drain_timeout"),
+        .process_name = "all",
+    };
+    srv = dk_http_new(&ho, &app);
+    for (size_t i = 0; i < DK_NSERVICES; i++)
+        dk_http_mount(srv, dk_services[i]->name, dk_services[i]->prefix, dk_services[i]->routes,
+                      dk_services[i]->nroutes, states[i]);
+    dk_http_add_ready_check(srv, "database", dk_ready_db, &app);
+    dk_http_add_ready_check(srv, "cache", dk_ready_kv, &app);
+    dk_metrics_add_collector(dk_collect_pool, &app);
+    if (dk_http_start(srv) != DK_OK)
+        goto out;
+    dk_log_info("docket all listening on http://%s:%d (database: %s, cache: %s, %d threads)",
+                ho.host, dk_http_port(srv), app.db.ops->name, app.store.ops->name, threads);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    dk_log_info("received %s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    dk_http_stop(srv);
+    rc = 0;
+    dk_log_info("stopped");
+out:
+    dk_http_free(srv);
+    dk_metrics_clear_collectors();
+    while (started > 0) {
+        started--;
+        dk_services[started]->shutdown(states[started]);
+    }
+    if (app.bus.ev)
+        app.bus.ops->close(app.bus.ev);
+    dk_tokens_free(app.tokens);
+    if (app.store.kv)
+        app.store.ops->close(app.store.kv);
+    if (app.db.db)
+        app.db.ops->close(app.db.db);
+    return rc;
+}
+
+static int dk_run_migrate(dk_config *c)
+{
+    dk_app app = {0};
+    app.config = c;
+    if (dk_open_database(&app, c, 1) != 0)
+        return 1;
+    int rc = dk_migrate_all(&app) == 0 ? 0 : 1;
+    app.db.ops->close(app.db.db);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        dk_usage(stderr);
+        return DK_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        dk_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("docket %s\n", DK_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "config-docs")) {
+        dk_config_print_markdown(stdout);
+        return 0;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            dk_usage(stdout);
+            return 0;
+        }
+    }
+    bool known = !strcmp(cmd, "all") || !strcmp(cmd, "migrate") || !strcmp(cmd, "config");
+    if (!known) {
+        fprintf(stderr, "docket: unknown command '%s' (see `docket help`)\n", cmd);
+        return DK_EXIT_USAGE;
+    }
+    char err[512] = "";
+    dk_config *c = NULL;
+    if (dk_config_load(argc - 2, argv + 2, &c, err, sizeof err) != DK_OK) {
+        fprintf(stderr, "%s\n", err);
+        return DK_EXIT_USAGE;
+    }
+    dk_log_level level = DK_LOG_INFO;
+    (void)dk_log_level_parse(dk_config_str(c, "log.level"), &level);
+    dk_log_init(strcmp(cmd, "all") == 0 ? "all" : cmd, level);
+    int rc;
+    if (!strcmp(cmd, "config")) {
+        dk_config_print_effective(c, stdout);
+        rc = 0;
+    } else if (!strcmp(cmd, "migrate")) {
+        rc = dk_run_migrate(c);
+    } else {
+        rc = dk_run_all(c);
+    }
+    dk_config_free(c);
+    return rc;
+}

@@ -1,0 +1,50 @@
+/* users_directory.h — how other services reach user accounts (the users service owns them):
+ * create an account at registration, find one by e-mail at login, read one, remove one.
+ * In `docket all` the users service provides it in-process; in split mode an HTTP client does.
+ * Registered in dk_app under DK_USERS_DIRECTORY. Strings returned live in the caller's arena.
+ * Errors: DK_E_NOT_FOUND, DK_E_CONFLICT (e-mail taken), DK_E_UNAVAILABLE, DK_E_INTERNAL. */
+#ifndef DK_PORTS_USERS_DIRECTORY_H
+#define DK_PORTS_USERS_DIRECTORY_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "core/timeutil.h"
+
+typedef struct dk_arena dk_arena;
+
+#define DK_USERS_DIRECTORY "users.directory"
+
+typedef struct dk_user {
+    const char *id;
+    const char *email;
+    const char *name;
+    const char *role;
+    const char *avatar_url; /* NULL when none */
+    int64_t created_at;     /* ms since the epoch */
+    int64_t updated_at;
+} dk_user;
+
+struct dk_users_directory_ops {
+    dk_status (*create)(void *h, dk_arena *a, const char *email, const char *name,
+                        dk_user *ret_user) DK_MUSTCHECK;
+    dk_status (*find_by_email)(void *h, dk_arena *a, const char *email,
+                               dk_user *ret_user) DK_MUSTCHECK;
+    dk_status (*get)(void *h, dk_arena *a, const char *id, dk_user *ret_user) DK_MUSTCHECK;
+    dk_status (*remove)(void *h, const char *id) DK_MUSTCHECK;
+};
+
+/* The contract's {user} object. */
+static inline json_t *dk_user_json(const dk_user *u)
+{
+    char created[DK_RFC3339_LEN], updated[DK_RFC3339_LEN];
+    dk_time_format(u->created_at, created);
+    dk_time_format(u->updated_at, updated);
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:s}", "id", u->id, "email", u->email, "name",
+                     u->name, "role", u->role, "avatar_url",
+                     u->avatar_url ? json_string(u->avatar_url) : json_null(), "created_at",
+                     created, "updated_at", updated);
+}
+
+#endif

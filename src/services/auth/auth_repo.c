@@ -1,0 +1,391 @@
+#include "services/auth/auth_repo.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/crypto.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "core/session_guard.h"
+#include "core/sql.h"
+#include "core/timeutil.h"
+#include "core/banned.h"
+
+#define AUTH_REVOKE_MARGIN_MS 60000
+#define AUTH_REFRESH_BYTES    32 /* 256 bits */
+
+const dk_migration dk_auth_migrations[DK_AUTH_NMIGRATIONS] = {
+    {1, "credentials_sessions_refresh_tokens",
+     "CREATE TABLE credentials (\n"
+     "  user_id TEXT PRIMARY KEY,\n"
+     "  password_hash TEXT NOT NULL,\n"
+     "  updated_at INTEGER NOT NULL\n"
+     ");\n"
+     "CREATE TABLE sessions (\n"
+     "  id TEXT PRIMARY KEY,\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  created_at INTEGER NOT NULL,\n"
+     "  last_used_at INTEGER NOT NULL,\n"
+     "  expires_at INTEGER NOT NULL,\n"
+     "  revoked_at INTEGER,\n"
+     "  user_agent TEXT,\n"
+     "  ip TEXT\n"
+     ");\n"
+     "CREATE INDEX sessions_user_idx ON sessions (user_id, revoked_at);\n"
+     "CREATE TABLE refresh_tokens (\n"
+     "  token_hash TEXT PRIMARY KEY,\n"
+     "  session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,\n"
+     "  created_at INTEGER NOT NULL,\n"
+     "  used_at INTEGER\n"
+     ");\n"
+     "CREATE INDEX refresh_tokens_session_idx ON refresh_tokens (session_id);\n",
+     "CREATE TABLE auth.credentials (\n"
+     "  user_id TEXT PRIMARY KEY,\n"
+     "  password_hash TEXT NOT NULL,\n"
+     "  updated_at BIGINT NOT NULL\n"
+     ");\n"
+     "CREATE TABLE auth.sessions (\n"
+     "  id TEXT PRIMARY KEY,\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  created_at BIGINT NOT NULL,\n"
+     "  last_used_at BIGINT NOT NULL,\n"
+     "  expires_at BIGINT NOT NULL,\n"
+     "  revoked_at BIGINT,\n"
+     "  user_agent TEXT,\n"
+     "  ip TEXT\n"
+     ");\n"
+     "CREATE INDEX sessions_user_idx ON auth.sessions (user_id, revoked_at);\n"
+     "CREATE TABLE auth.refresh_tokens (\n"
+     "  token_hash TEXT PRIMARY KEY,\n"
+     "  session_id TEXT NOT NULL REFERENCES auth.sessions (id) ON DELETE CASCADE,\n"
+     "  created_at BIGINT NOT NULL,\n"
+     "  used_at BIGINT\n"
+     ");\n"
+     "CREATE INDEX refresh_tokens_session_idx ON auth.refresh_tokens (session_id);\n"},
+};
+
+static const char *auth_token_hash(dk_arena *a, const char *token)
+{
+    unsigned char h[32];
+    dk_sha256(token, strlen(token), h);
+    char *hex = dk_arena_alloc(a, 65);
+    dk_hex(h, 32, hex);
+    return hex;
+}
+
+static int64_t auth_revoke_ttl(const auth_repo *r)
+{
+    return r->access_ttl_ms + AUTH_REVOKE_MARGIN_MS;
+}
+
+static dk_status auth_kv_revoke(const auth_repo *r, const char *sid)
+{
+    dk_status st = dk_session_revoke(r->kv, sid, auth_revoke_ttl(r));
+    if (st != DK_OK)
+        dk_log_error("could not record the revocation of a session: %s", dk_status_title(st));
+    return st;
+}
+
+dk_status auth_repo_credentials_put(const auth_repo *r, dk_arena *a, const char *user_id,
+                                    const char *hash)
+{
+    const char *p[] = {user_id, hash, dk_sql_int(a, dk_now_ms())};
+    return dk_sql(
+        r->db, a,
+        "INSERT INTO credentials (user_id, password_hash, updated_at) VALUES ($1, $2, $3) "
+        "ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, "
+        "updated_at = excluded.updated_at",
+        3, p, NULL);
+}
+
+dk_status auth_repo_credentials_get(const auth_repo *r, dk_arena *a, const char *user_id,
+                                    char **ret_hash)
+{
+    const char *p[] = {user_id};
+    dk_db_rows *rows = NULL;
+    dk_status st =
+        dk_sql(r->db, a, "SELECT password_hash FROM credentials WHERE user_id = $1", 1, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_NOT_FOUND;
+    *ret_hash = (char *)dk_db_value(rows, 0, 0);
+    return DK_OK;
+}
+
+/* Effective last use: the later of the database record and the kv record. */
+static int64_t auth_last_used(const auth_repo *r, dk_arena *a, const char *sid, int64_t db_value)
+{
+    int64_t kv_value = 0;
+    if (dk_session_last_used(r->kv, a, sid, &kv_value) != DK_OK)
+        return db_value;
+    return kv_value > db_value ? kv_value : db_value;
+}
+
+static int auth_session_lru_cmp(const void *pa, const void *pb)
+{
+    const auth_session *x = pa, *y = pb;
+    if (x->last_used_at != y->last_used_at)
+        return x->last_used_at < y->last_used_at ? -1 : 1;
+    if (x->created_at != y->created_at)
+        return x->created_at < y->created_at ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+dk_status auth_repo_session_open(const auth_repo *r, dk_arena *a, const char *user_id,
+                                 const char *user_agent, const char *ip, char **ret_session_id,
+                                 char **ret_refresh)
+{
+    int64_t now = dk_now_ms();
+    const char *nows = dk_sql_int(a, now);
+    dk_tx tx;
+    dk_status st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    const char *pu[] = {user_id, nows};
+    dk_db_rows *rows = NULL;
+    if (r->db->ops->engine == DK_DB_POSTGRES) {
+        /* serialise logins of one user so two at once cannot exceed max_sessions */
+        st = dk_tx_query(&tx, a, "SELECT user_id FROM credentials WHERE user_id = $1 FOR UPDATE", 1,
+                         pu, NULL);
+        if (st != DK_OK)
+            return dk_tx_end(&tx, st);
+    }
+    st = dk_tx_query(&tx, a,
+                     "SELECT id, created_at, last_used_at FROM sessions WHERE user_id = $1 "
+                     "AND revoked_at IS NULL AND expires_at > $2",
+                     2, pu, &rows);
+    if (st != DK_OK)
+        return dk_tx_end(&tx, st);
+    int n = rows->nrows;
+    if (n >= r->max_sessions) {
+        auth_session *active = dk_arena_alloc(a, sizeof(auth_session) * (size_t)n);
+        for (int i = 0; i < n; i++) {
+            active[i].id = dk_db_value(rows, i, 0);
+            active[i].created_at = dk_sql_get_int(rows, i, 1);
+            active[i].last_used_at = auth_last_used(r, a, active[i].id, dk_sql_get_int(rows, i, 2));
+        }
+        qsort(active, (size_t)n, sizeof *active, auth_session_lru_cmp);
+        for (int i = 0; i < n - r->max_sessions + 1; i++) {
+            const char *pr[] = {active[i].id, nows};
+            st = dk_tx_query(&tx, a, "UPDATE sessions SET revoked_at = $2 WHERE id = $1", 2, pr,
+                             NULL);
+            if (st != DK_OK)
+                return dk_tx_end(&tx, st);
+            st = auth_kv_revoke(r, active[i].id);
+            if (st != DK_OK)
+                return dk_tx_end(&tx, st);
+            dk_log_info("session evicted: more than %d active sessions", r->max_sessions);
+        }
+    }
+    char *sid = dk_arena_alloc(a, DK_UUID_LEN);
+    dk_uuid7(sid);
+    char *refresh = dk_random_token(a, AUTH_REFRESH_BYTES);
+    const char *ps[] = {sid, user_id, nows, dk_sql_int(a, now + r->refresh_ttl_ms), user_agent, ip};
+    st = dk_tx_query(&tx, a,
+                     "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, "
+                     "user_agent, ip) VALUES ($1, $2, $3, $3, $4, $5, $6)",
+                     6, ps, NULL);
+    if (st != DK_OK)
+        return dk_tx_end(&tx, st);
+    const char *pt[] = {auth_token_hash(a, refresh), sid, nows};
+    st = dk_tx_query(&tx, a,
+                     "INSERT INTO refresh_tokens (token_hash, session_id, created_at) "
+                     "VALUES ($1, $2, $3)",
+                     3, pt, NULL);
+    st = dk_tx_end(&tx, st);
+    if (st == DK_OK) {
+        *ret_session_id = sid;
+        *ret_refresh = refresh;
+    }
+    return st;
+}
+
+dk_status auth_repo_session_refresh(const auth_repo *r, dk_arena *a, const char *refresh_token,
+                                    char **ret_session_id, char **ret_user_id,
+                                    char **ret_new_refresh)
+{
+    int64_t now = dk_now_ms();
+    const char *nows = dk_sql_int(a, now);
+    const char *hash = auth_token_hash(a, refresh_token);
+    dk_tx tx;
+    dk_status st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    const char *p1[] = {hash, nows};
+    dk_db_rows *rows = NULL;
+    st = dk_tx_query(&tx, a,
+                     "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 "
+                     "AND used_at IS NULL RETURNING session_id",
+                     2, p1, &rows);
+    if (st != DK_OK)
+        return dk_tx_end(&tx, st);
+    if (rows->nrows == 0) {
+        const char *p2[] = {hash};
+        st = dk_tx_query(&tx, a, "SELECT session_id FROM refresh_tokens WHERE token_hash = $1", 1,
+                         p2, &rows);
+        if (st != DK_OK)
+            return dk_tx_end(&tx, st);
+        if (rows->nrows == 0) {
+            dk_tx_abort(&tx);
+            return DK_E_UNAUTHORIZED;
+        }
+        /* A rotated token came back: someone holds a copy. Kill the whole session. */
+        const char *sid = dk_db_value(rows, 0, 0);
+        const char *p3[] = {sid, nows};
+        st = dk_tx_query(&tx, a,
+                         "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                         2, p3, NULL);
+        if (st == DK_OK)
+            st = auth_kv_revoke(r, sid);
+        st = dk_tx_end(&tx, st);
+        if (st != DK_OK)
+            return st;
+        dk_log_warn("refresh token reuse detected: session revoked");
+        return DK_E_UNAUTHORIZED;
+    }
+    char *sid = (char *)dk_db_value(rows, 0, 0);
+    const char *p4[] = {sid};
+    st = dk_tx_query(&tx, a, "SELECT user_id, revoked_at, expires_at FROM sessions WHERE id = $1",
+                     1, p4, &rows);
+    if (st != DK_OK)
+        return dk_tx_end(&tx, st);
+    if (rows->nrows == 0 || dk_db_value(rows, 0, 1) != NULL || dk_sql_get_int(rows, 0, 2) <= now) {
+        dk_tx_abort(&tx);
+        return DK_E_UNAUTHORIZED;
+    }
+    char *user_id = (char *)dk_db_value(rows, 0, 0);
+    char *fresh = dk_random_token(a, AUTH_REFRESH_BYTES);
+    const char *p5[] = {auth_token_hash(a, fresh), sid, nows};
+    st = dk_tx_query(&tx, a,
+                     "INSERT INTO refresh_tokens (token_hash, session_id, created_at) "
+                     "VALUES ($1, $2, $3)",
+                     3, p5, NULL);
+    if (st != DK_OK)
+        return dk_tx_end(&tx, st);
+    const char *p6[] = {sid, nows, dk_sql_int(a, now + r->refresh_ttl_ms)};
+    st = dk_tx_query(&tx, a, "UPDATE sessions SET last_used_at = $2, expires_at = $3 WHERE id = $1",
+                     3, p6, NULL);
+    st = dk_tx_end(&tx, st);
+    if (st == DK_OK) {
+        *ret_session_id = sid;
+        *ret_user_id = user_id;
+        *ret_new_refresh = fresh;
+    }
+    return st;
+}
+
+dk_status auth_repo_session_revoke(const auth_repo *r, dk_arena *a, const char *user_id,
+                                   const char *session_id)
+{
+    const char *p[] = {session_id, user_id, dk_sql_int(a, dk_now_ms())};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "UPDATE sessions SET revoked_at = $3 WHERE id = $1 AND user_id = $2 "
+                          "AND revoked_at IS NULL AND expires_at > $3",
+                          3, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->affected == 0)
+        return DK_E_NOT_FOUND;
+    return auth_kv_revoke(r, session_id);
+}
+
+dk_status auth_repo_session_revoke_all(const auth_repo *r, dk_arena *a, const char *user_id,
+                                       const char *keep_id)
+{
+    const char *nows = dk_sql_int(a, dk_now_ms());
+    const char *p[] = {user_id, keep_id ? keep_id : "", nows};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 "
+                          "AND revoked_at IS NULL RETURNING id",
+                          3, p, &rows);
+    if (st != DK_OK)
+        return st;
+    for (int i = 0; i < rows->nrows; i++) {
+        dk_status kst = auth_kv_revoke(r, dk_db_value(rows, i, 0));
+        if (kst != DK_OK)
+            st = kst;
+    }
+    return st;
+}
+
+dk_status auth_repo_session_list(const auth_repo *r, dk_arena *a, const char *user_id,
+                                 auth_session **ret, int *ret_n)
+{
+    const char *p[] = {user_id, dk_sql_int(a, dk_now_ms())};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "SELECT id, created_at, last_used_at, expires_at, user_agent, ip "
+                          "FROM sessions WHERE user_id = $1 AND revoked_at IS NULL "
+                          "AND expires_at > $2 ORDER BY created_at, id",
+                          2, p, &rows);
+    if (st != DK_OK)
+        return st;
+    auth_session *out = dk_arena_alloc(a, sizeof(auth_session) * (size_t)(rows->nrows + 1));
+    for (int i = 0; i < rows->nrows; i++) {
+        out[i].id = dk_db_value(rows, i, 0);
+        out[i].user_id = user_id;
+        out[i].created_at = dk_sql_get_int(rows, i, 1);
+        out[i].last_used_at = auth_last_used(r, a, out[i].id, dk_sql_get_int(rows, i, 2));
+        out[i].expires_at = dk_sql_get_int(rows, i, 3);
+        out[i].user_agent = dk_db_value(rows, i, 4);
+        out[i].ip = dk_db_value(rows, i, 5);
+    }
+    *ret = out;
+    *ret_n = rows->nrows;
+    return DK_OK;
+}
+
+dk_status auth_repo_forget_user(const auth_repo *r, dk_arena *a, const char *user_id)
+{
+    /* Sessions stay as revoked rows (no personal data) until housekeeping drops them, so a
+     * restart of an in-process store still knows their tokens are dead. */
+    dk_status st = auth_repo_session_revoke_all(r, a, user_id, NULL);
+    if (st != DK_OK)
+        return st;
+    const char *p[] = {user_id};
+    dk_tx tx;
+    st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    st = dk_tx_query(&tx, a,
+                     "DELETE FROM refresh_tokens WHERE session_id IN "
+                     "(SELECT id FROM sessions WHERE user_id = $1)",
+                     1, p, NULL);
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a,
+                         "UPDATE sessions SET user_agent = NULL, ip = NULL WHERE user_id = $1", 1,
+                         p, NULL);
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a, "DELETE FROM credentials WHERE user_id = $1", 1, p, NULL);
+    return dk_tx_end(&tx, st);
+}
+
+dk_status auth_repo_housekeeping(const auth_repo *r, dk_arena *a)
+{
+    int64_t now = dk_now_ms();
+    int64_t horizon = now - auth_revoke_ttl(r);
+    const char *p[] = {dk_sql_int(a, horizon)};
+    dk_db_rows *rows = NULL;
+    dk_status st =
+        dk_sql(r->db, a, "SELECT id, revoked_at FROM sessions WHERE revoked_at > $1", 1, p, &rows);
+    if (st != DK_OK)
+        return st;
+    for (int i = 0; i < rows->nrows; i++) {
+        int64_t left = dk_sql_get_int(rows, i, 1) + auth_revoke_ttl(r) - now;
+        if (left > 0) {
+            st = dk_session_revoke(r->kv, dk_db_value(rows, i, 0), left);
+            if (st != DK_OK)
+                return st;
+        }
+    }
+    /* dead long enough that no token of theirs can still verify */
+    const char *pd[] = {dk_sql_int(a, horizon), dk_sql_int(a, now)};
+    return dk_sql(r->db, a,
+                  "DELETE FROM sessions WHERE (revoked_at IS NOT NULL AND revoked_at < $1) "
+                  "OR expires_at < $2",
+                  2, pd, NULL);
+}

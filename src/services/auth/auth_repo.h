@@ -1,0 +1,61 @@
+/* auth_repo.h — the auth service's tables (schema `auth` on PostgreSQL): credentials
+ * (password hashes by user id), sessions, and refresh tokens (stored only as SHA-256 hashes).
+ * Multi-statement operations run in one transaction. Strings live in the caller's arena.
+ * Errors: DK_E_NOT_FOUND, DK_E_UNAUTHORIZED (refresh refused), and the db port's. */
+#ifndef DK_AUTH_REPO_H
+#define DK_AUTH_REPO_H
+
+#include <stdint.h>
+
+#include "core/migrate.h"
+#include "ports/db.h"
+#include "ports/kv.h"
+
+#define DK_AUTH_NMIGRATIONS 1
+extern const dk_migration dk_auth_migrations[DK_AUTH_NMIGRATIONS];
+
+typedef struct auth_session {
+    const char *id;
+    const char *user_id;
+    int64_t created_at, last_used_at, expires_at;
+    const char *user_agent, *ip;
+} auth_session;
+
+typedef struct auth_repo {
+    const dk_database *db;
+    const dk_store *kv;
+    int64_t access_ttl_ms;  /* revocation records live this long (plus a margin) */
+    int64_t refresh_ttl_ms; /* a session expires this long after its last refresh */
+    int max_sessions;
+} auth_repo;
+
+dk_status auth_repo_credentials_put(const auth_repo *r, dk_arena *a, const char *user_id,
+                                    const char *hash) DK_MUSTCHECK;
+dk_status auth_repo_credentials_get(const auth_repo *r, dk_arena *a, const char *user_id,
+                                    char **ret_hash) DK_MUSTCHECK;
+
+/* Opens a session with its first refresh token, evicting the least recently used sessions
+ * beyond max_sessions. ret_refresh receives the plaintext refresh token. */
+dk_status auth_repo_session_open(const auth_repo *r, dk_arena *a, const char *user_id,
+                                 const char *user_agent, const char *ip, char **ret_session_id,
+                                 char **ret_refresh) DK_MUSTCHECK;
+/* Rotates a refresh token. Reuse of a rotated token revokes the session. */
+dk_status auth_repo_session_refresh(const auth_repo *r, dk_arena *a, const char *refresh_token,
+                                    char **ret_session_id, char **ret_user_id,
+                                    char **ret_new_refresh) DK_MUSTCHECK;
+/* Revokes one session of user_id (DK_E_NOT_FOUND when it is not an active session of theirs). */
+dk_status auth_repo_session_revoke(const auth_repo *r, dk_arena *a, const char *user_id,
+                                   const char *session_id) DK_MUSTCHECK;
+/* Revokes every active session of the user except keep_id (NULL: all). */
+dk_status auth_repo_session_revoke_all(const auth_repo *r, dk_arena *a, const char *user_id,
+                                       const char *keep_id) DK_MUSTCHECK;
+/* Active sessions, oldest first, last_used_at including use recorded in the kv store. */
+dk_status auth_repo_session_list(const auth_repo *r, dk_arena *a, const char *user_id,
+                                 auth_session **ret, int *ret_n) DK_MUSTCHECK;
+/* Deletes what the auth service holds about a user (their account was deleted). */
+dk_status auth_repo_forget_user(const auth_repo *r, dk_arena *a, const char *user_id) DK_MUSTCHECK;
+/* Start-up: re-publishes recent revocations to the kv store (an in-process store starts empty)
+ * and drops sessions long dead. */
+dk_status auth_repo_housekeeping(const auth_repo *r, dk_arena *a) DK_MUSTCHECK;
+
+#endif

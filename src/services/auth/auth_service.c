@@ -1,0 +1,403 @@
+/* The auth service (/api/v1/auth): registration, login, refresh-token rotation with reuse
+ * detection, sessions, logout and password changes. Accounts themselves belong to the users
+ * service and are reached through the users.directory port. */
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "ports/users_directory.h"
+#include "services/auth/auth_repo.h"
+#include "services/auth/password.h"
+#include "services/service.h"
+#include "services/validate.h"
+#include "core/banned.h"
+
+typedef struct auth_svc {
+    dk_app *app;
+    auth_repo repo;
+    auth_hasher *hasher;
+    const struct dk_users_directory_ops *users;
+    void *users_h;
+} auth_svc;
+
+static void auth_fail(dk_res *res, dk_status st)
+{
+    switch (st) {
+    case DK_E_UNAVAILABLE:
+        dk_res_header(res, "Retry-After", "1");
+        dk_res_problem(res, st, "a dependency is unavailable or busy; try again shortly");
+        break;
+    case DK_E_UNAUTHORIZED:
+        dk_res_problem(res, st, "not authorised");
+        break;
+    case DK_E_NOT_FOUND:
+        dk_res_problem(res, st, "not found");
+        break;
+    case DK_E_CONFLICT:
+        dk_res_problem(res, st, "this e-mail address is already registered");
+        break;
+    default:
+        dk_res_problem(res, DK_E_INTERNAL, "unexpected error");
+    }
+}
+
+/* A required string member; adds a validation error when missing or not a string. */
+static const char *auth_field(const json_t *body, const char *key, dk_errors *errs)
+{
+    bool present = false, wrong = false;
+    const char *v = dk_json_get_str(body, key, &present, &wrong);
+    if (!present || (!v && !wrong))
+        dk_errors_add(errs, key, "is required");
+    else if (wrong)
+        dk_errors_add(errs, key, "must be a string");
+    return v;
+}
+
+static void auth_tokens_reply(auth_svc *s, dk_req *req, dk_res *res, const dk_user *u,
+                              const char *sid, const char *refresh)
+{
+    char *access = NULL;
+    dk_status st = dk_tokens_issue(s->app->tokens, req->arena, u->id, sid, u->role, &access);
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    dk_res_header(res, "Cache-Control", "no-store");
+    dk_res_json(res, 200,
+                json_pack("{s:s,s:s,s:I,s:s,s:I,s:o}", "access_token", access, "token_type",
+                          "Bearer", "expires_in",
+                          (json_int_t)(dk_tokens_ttl_ms(s->app->tokens) / 1000), "refresh_token",
+                          refresh, "refresh_expires_in",
+                          (json_int_t)(s->repo.refresh_ttl_ms / 1000), "user", dk_user_json(u)));
+}
+
+static void auth_register(dk_req *req, dk_res *res)
+{
+    auth_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    const char *email = auth_field(body, "email", &errs);
+    const char *password = auth_field(body, "password", &errs);
+    const char *name = auth_field(body, "name", &errs);
+    if (email && dk_validate_email(email))
+        dk_errors_add(&errs, "email", "%s", dk_validate_email(email));
+    if (password && dk_validate_password(password))
+        dk_errors_add(&errs, "password", "%s", dk_validate_password(password));
+    if (name && dk_validate_name(name))
+        dk_errors_add(&errs, "name", "%s", dk_validate_name(name));
+    if (dk_errors_any(&errs)) {
+        dk_res_validation(res, &errs);
+        return;
+    }
+    /* a cheap check first, so a taken address costs no hash; the unique index decides races */
+    dk_user existing;
+    dk_status st = s->users->find_by_email(s->users_h, req->arena, email, &existing);
+    if (st == DK_OK) {
+        auth_fail(res, DK_E_CONFLICT);
+        return;
+    }
+    if (st != DK_E_NOT_FOUND) {
+        auth_fail(res, st);
+        return;
+    }
+    char *hash = NULL;
+    st = auth_password_hash(s->hasher, req->arena, password, &hash);
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    dk_user u;
+    st = s->users->create(s->users_h, req->arena, email, name, &u);
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    st = auth_repo_credentials_put(&s->repo, req->arena, u.id, hash);
+    if (st != DK_OK) {
+        /* undo the account so the address can register again */
+        if (s->users->remove(s->users_h, u.id) != DK_OK)
+            dk_log_error("registration failed half-way; account %s left without credentials", u.id);
+        auth_fail(res, st);
+        return;
+    }
+    dk_log_info("account registered");
+    dk_res_header(res, "Location", dk_arena_printf(req->arena, "/api/v1/users/%s", u.id));
+    dk_res_json(res, 201, dk_user_json(&u));
+}
+
+static const char *auth_user_agent(dk_req *req)
+{
+    const char *ua = dk_req_header(req, "User-Agent");
+    if (!ua)
+        return NULL;
+    size_t n = strlen(ua);
+    return dk_arena_strndup(req->arena, ua, n > 512 ? 512 : n);
+}
+
+static void auth_login(dk_req *req, dk_res *res)
+{
+    auth_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    const char *email = auth_field(body, "email", &errs);
+    const char *password = auth_field(body, "password", &errs);
+    if (dk_errors_any(&errs)) {
+        dk_res_validation(res, &errs);
+        return;
+    }
+    dk_user u;
+    char *hash = NULL;
+    dk_status st = s->users->find_by_email(s->users_h, req->arena, email, &u);
+    if (st == DK_OK)
+        st = auth_repo_credentials_get(&s->repo, req->arena, u.id, &hash);
+    if (st == DK_E_NOT_FOUND) {
+        st = auth_password_dummy_verify(s->hasher, password);
+    } else if (st == DK_OK) {
+        st = auth_password_verify(s->hasher, hash, password);
+    }
+    if (st == DK_E_UNAUTHORIZED || st == DK_E_NOT_FOUND) {
+        dk_res_problem(res, DK_E_UNAUTHORIZED, "wrong e-mail address or password");
+        return;
+    }
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    char *sid = NULL, *refresh = NULL;
+    st = auth_repo_session_open(&s->repo, req->arena, u.id, auth_user_agent(req), req->client_ip,
+                                &sid, &refresh);
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    auth_tokens_reply(s, req, res, &u, sid, refresh);
+}
+
+static void auth_refresh(dk_req *req, dk_res *res)
+{
+    auth_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    const char *token = auth_field(body, "refresh_token", &errs);
+    if (dk_errors_any(&errs)) {
+        dk_res_validation(res, &errs);
+        return;
+    }
+    char *sid = NULL, *user_id = NULL, *fresh = NULL;
+    dk_status st = auth_repo_session_refresh(&s->repo, req->arena, token, &sid, &user_id, &fresh);
+    if (st == DK_E_UNAUTHORIZED) {
+        dk_res_problem(res, st, "the refresh token is invalid, expired or already used");
+        return;
+    }
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    dk_user u;
+    st = s->users->get(s->users_h, req->arena, user_id, &u);
+    if (st != DK_OK) {
+        auth_fail(res, st == DK_E_NOT_FOUND ? DK_E_UNAUTHORIZED : st);
+        return;
+    }
+    auth_tokens_reply(s, req, res, &u, sid, fresh);
+}
+
+static void auth_logout(dk_req *req, dk_res *res)
+{
+    auth_svc *s = req->service;
+    dk_status st = auth_repo_session_revoke(&s->repo, req->arena, req->identity->user_id,
+                                            req->identity->session_id);
+    if (st != DK_OK && st != DK_E_NOT_FOUND) {
+        auth_fail(res, st);
+        return;
+    }
+    dk_res_empty(res, 204);
+}
+
+static void auth_sessions_list(dk_req *req, dk_res *res)
+{
+    auth_svc *s = req->service;
+    auth_session *list = NULL;
+    int n = 0;
+    dk_status st = auth_repo_session_list(&s->repo, req->arena, req->identity->user_id, &list, &n);
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    json_t *items = json_array();
+    for (int i = 0; i < n; i++) {
+        char created[DK_RFC3339_LEN], used[DK_RFC3339_LEN];
+        dk_time_format(list[i].created_at, created);
+        dk_time_format(list[i].last_used_at, used);
+        json_array_append_new(items,
+                              json_pack("{s:s,s:s,s:s,s:o,s:o,s:b}", "id", list[i].id, "created_at",
+                                        created, "last_used_at", used, "user_agent",
+                                        dk_json_str_or_null(list[i].user_agent), "ip",
+                                        dk_json_str_or_null(list[i].ip), "current",
+                                        strcmp(list[i].id, req->identity->session_id) == 0));
+    }
+    dk_res_json(res, 200, json_pack("{s:o}", "sessions", items));
+}
+
+static void auth_sessions_delete(dk_req *req, dk_res *res)
+{
+    auth_svc *s = req->service;
+    dk_status st = auth_repo_session_revoke(&s->repo, req->arena, req->identity->user_id,
+                                            dk_req_param(req, "id"));
+    if (st == DK_E_NOT_FOUND) {
+        dk_res_problem(res, st, "no such active session");
+        return;
+    }
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    dk_res_empty(res, 204);
+}
+
+static void auth_password_change(dk_req *req, dk_res *res)
+{
+    auth_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    const char *current = auth_field(body, "current_password", &errs);
+    const char *fresh = auth_field(body, "new_password", &errs);
+    if (fresh && dk_validate_password(fresh))
+        dk_errors_add(&errs, "new_password", "%s", dk_validate_password(fresh));
+    if (dk_errors_any(&errs)) {
+        dk_res_validation(res, &errs);
+        return;
+    }
+    const char *uid = req->identity->user_id;
+    char *hash = NULL;
+    dk_status st = auth_repo_credentials_get(&s->repo, req->arena, uid, &hash);
+    if (st == DK_OK)
+        st = auth_password_verify(s->hasher, hash, current);
+    if (st == DK_E_UNAUTHORIZED || st == DK_E_NOT_FOUND) {
+        dk_res_problem(res, DK_E_UNAUTHORIZED, "the current password is wrong");
+        return;
+    }
+    char *new_hash = NULL;
+    if (st == DK_OK)
+        st = auth_password_hash(s->hasher, req->arena, fresh, &new_hash);
+    if (st == DK_OK)
+        st = auth_repo_credentials_put(&s->repo, req->arena, uid, new_hash);
+    if (st == DK_OK)
+        st = auth_repo_session_revoke_all(&s->repo, req->arena, uid, req->identity->session_id);
+    if (st != DK_OK) {
+        auth_fail(res, st);
+        return;
+    }
+    dk_log_info("password changed; other sessions revoked");
+    dk_res_empty(res, 204);
+}
+
+/* user.deleted: the account is going away — its sessions die and its credentials go. */
+static dk_status auth_on_user_deleted(void *ctx, const char *type, const char *payload)
+{
+    auth_svc *s = ctx;
+    json_error_t err;
+    json_t *ev = json_loads(payload, 0, &err);
+    const char *uid = json_string_value(json_object_get(ev, "user_id"));
+    dk_status st = DK_OK;
+    if (uid) {
+        dk_arena *a = dk_arena_new();
+        st = auth_repo_forget_user(&s->repo, a, uid);
+        dk_arena_free(a);
+    }
+    json_decref(ev);
+    return st;
+}
+
+static dk_status auth_init(dk_app *app, void **ret_state)
+{
+    auth_svc *s = DK_NEW(auth_svc);
+    s->app = app;
+    const void *ops = NULL;
+    if (!dk_app_port(app, DK_USERS_DIRECTORY, &ops, &s->users_h)) {
+        dk_log_error("auth needs the users service (users.directory) and nothing provides it");
+        dk_free(s);
+        return DK_E_INTERNAL;
+    }
+    s->users = ops;
+    const dk_config *c = app->config;
+    s->repo.db = &app->db;
+    s->repo.kv = &app->store;
+    s->repo.access_ttl_ms = dk_tokens_ttl_ms(app->tokens);
+    s->repo.refresh_ttl_ms = app->refresh_ttl_ms;
+    s->repo.max_sessions = (int)dk_config_int(c, "auth.max_sessions");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = (int)dk_config_int(c, "auth.hash_workers");
+    auth_hasher_options ho = {
+        .memory_kib = (uint32_t)dk_config_int(c, "auth.argon2_memory_kib"),
+        .iterations = (uint32_t)dk_config_int(c, "auth.argon2_iterations"),
+        .parallelism = (uint32_t)dk_config_int(c, "auth.argon2_parallelism"),
+        .workers = workers > 0 ? workers : (int)(cores > 0 ? cores : 1),
+        .queue = (int)dk_config_int(c, "auth.hash_queue"),
+        .max_wait_ms = 5000,
+    };
+    s->hasher = auth_hasher_new(&ho);
+    dk_status st = app->bus.ops->subscribe(app->bus.ev, "user.deleted", auth_on_user_deleted, s);
+    if (st == DK_OK) {
+        dk_arena *a = dk_arena_new();
+        st = auth_repo_housekeeping(&s->repo, a);
+        dk_arena_free(a);
+        if (st != DK_OK)
+            dk_log_error("auth start-up housekeeping failed: %s", dk_status_title(st));
+    }
+    if (st != DK_OK) {
+        auth_hasher_free(s->hasher);
+        dk_free(s);
+        return st;
+    }
+    *ret_state = s;
+    return DK_OK;
+}
+
+static void auth_shutdown(void *state)
+{
+    auth_svc *s = state;
+    if (!s)
+        return;
+    auth_hasher_free(s->hasher);
+    dk_free(s);
+}
+
+#define RL DK_ROUTE_RATE_LIMIT
+static const dk_route auth_routes[] = {
+    {"POST", "/register", auth_register, RL},
+    {"POST", "/login", auth_login, RL},
+    {"POST", "/refresh", auth_refresh, RL},
+    {"POST", "/logout", auth_logout, RL | DK_ROUTE_AUTH},
+    {"GET", "/sessions", auth_sessions_list, RL | DK_ROUTE_AUTH},
+    {"DELETE", "/sessions/{id}", auth_sessions_delete, RL | DK_ROUTE_AUTH},
+    {"POST", "/password", auth_password_change, RL | DK_ROUTE_AUTH},
+};
+
+const dk_service dk_auth_service = {
+    .name = "auth",
+    .prefix = "/api/v1/auth",
+    .default_port = 3001,
+    .routes = auth_routes,
+    .nroutes = sizeof auth_routes / sizeof auth_routes[0],
+    .migrations = dk_auth_migrations,
+    .nmigrations = DK_AUTH_NMIGRATIONS,
+    .init = auth_init,
+    .shutdown = auth_shutdown,
+};

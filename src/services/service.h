@@ -1,0 +1,30 @@
+/* service.h — the declaration every service makes: its name, URL prefix, default port, route
+ * table, migrations, and start/stop hooks. main.c lists the services; the HTTP core mounts the
+ * routes, `docket migrate` applies the migrations, and the gateway and metrics read the same
+ * tables. A service's init receives the shared dk_app and returns its own state. */
+#ifndef DK_SERVICE_H
+#define DK_SERVICE_H
+
+#include <stddef.h>
+
+#include "core/app.h"
+#include "core/http.h"
+#include "core/migrate.h"
+
+typedef struct dk_service {
+    const char *name;   /* "auth" — also its PostgreSQL schema */
+    const char *prefix; /* "/api/v1/auth" */
+    int default_port;
+    const dk_route *routes;
+    size_t nroutes;
+    const dk_migration *migrations;
+    size_t nmigrations;
+    /* Starts the service (after its dependencies); registers ports it provides. */
+    dk_status (*init)(dk_app *app, void **ret_state) DK_MUSTCHECK;
+    void (*shutdown)(void *state); /* accepts NULL */
+} dk_service;
+
+extern const dk_service dk_auth_service;
+extern const dk_service dk_users_service;
+
+#endif

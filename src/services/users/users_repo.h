@@ -1,0 +1,25 @@
+/* users_repo.h — the users service's SQL: the `users` table (schema `users` on PostgreSQL).
+ * The same parameterised statements run on SQLite and PostgreSQL. Results live in the caller's
+ * arena. Errors: DK_E_NOT_FOUND, DK_E_CONFLICT (e-mail taken), and the db port's. */
+#ifndef DK_USERS_REPO_H
+#define DK_USERS_REPO_H
+
+#include "core/migrate.h"
+#include "ports/db.h"
+#include "ports/users_directory.h"
+
+#define DK_USERS_NMIGRATIONS 1
+extern const dk_migration dk_users_migrations[DK_USERS_NMIGRATIONS];
+
+dk_status users_repo_create(const dk_database *db, dk_arena *a, const char *email, const char *name,
+                            dk_user *ret) DK_MUSTCHECK;
+dk_status users_repo_get(const dk_database *db, dk_arena *a, const char *id,
+                         dk_user *ret) DK_MUSTCHECK;
+dk_status users_repo_find_by_email(const dk_database *db, dk_arena *a, const char *email,
+                                   dk_user *ret) DK_MUSTCHECK;
+/* name/email NULL = unchanged; updated_at moves only when something changed. */
+dk_status users_repo_update(const dk_database *db, dk_arena *a, const char *id, const char *name,
+                            const char *email, dk_user *ret) DK_MUSTCHECK;
+dk_status users_repo_delete(const dk_database *db, dk_arena *a, const char *id) DK_MUSTCHECK;
+
+#endif

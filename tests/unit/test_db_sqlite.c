@@ -1,0 +1,601 @@
+/* test_db_sqlite.c — the SQLite adapter of the db port, against real database files. */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "ports/db.h"
+
+static const struct dk_db_ops *ops = &dk_db_sqlite_ops;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static dk_db *open_db(const char *url, int pool, int acquire_ms)
+{
+    dk_db_options o = {.url = url, .pool_size = pool, .acquire_timeout_ms = acquire_ms};
+    dk_db *db = NULL;
+    assert_int_equal(ops->open(&o, &db), DK_OK);
+    assert_non_null(db);
+    return db;
+}
+
+/* "sqlite:<fresh dir>/<sub>/test.db"; the caller frees it. */
+static char *file_url(const char *test, const char *sub)
+{
+    char *dir = dk_test_tmpdir(test);
+    size_t n = strlen(dir) + strlen(sub) + 32;
+    char *url = malloc(n);
+    snprintf(url, n, "sqlite:%s/%s/test.db", dir, sub);
+    free(dir);
+    return url;
+}
+
+static dk_db_rows *q(dk_db_conn *c, dk_arena *a, const char *sql, int n, const char *const *p)
+{
+    dk_db_rows *r = NULL;
+    dk_status s = ops->query(c, a, sql, n, p, &r);
+    if (s != DK_OK)
+        fail_msg("%s -> %d: %s", sql, s, ops->last_error(c));
+    assert_non_null(r);
+    return r;
+}
+
+static void ok(dk_db_conn *c, const char *sql)
+{
+    dk_status s = ops->exec_script(c, sql);
+    if (s != DK_OK)
+        fail_msg("%s -> %d: %s", sql, s, ops->last_error(c));
+}
+
+static const char *scalar(dk_db_conn *c, dk_arena *a, const char *sql)
+{
+    dk_db_rows *r = q(c, a, sql, 0, NULL);
+    assert_int_equal(r->nrows, 1);
+    return dk_db_value(r, 0, 0);
+}
+
+static void test_url_selection(void **state)
+{
+    (void)state;
+    assert_ptr_equal(dk_db_ops_for_url("sqlite:/tmp/x.db"), &dk_db_sqlite_ops);
+    assert_ptr_equal(dk_db_ops_for_url("sqlite::memory:"), &dk_db_sqlite_ops);
+    assert_ptr_equal(dk_db_ops_for_url("sqlite:///tmp/x.db"), &dk_db_sqlite_ops);
+    assert_ptr_equal(dk_db_ops_for_url("postgres://u@h/d"), &dk_db_postgres_ops);
+    assert_ptr_equal(dk_db_ops_for_url("postgresql://u@h/d"), &dk_db_postgres_ops);
+    assert_null(dk_db_ops_for_url("mysql://h/d"));
+    assert_null(dk_db_ops_for_url(""));
+    assert_null(dk_db_ops_for_url(NULL));
+    assert_int_equal(ops->engine, DK_DB_SQLITE);
+
+    dk_db *db = NULL;
+    dk_db_options bad = {.url = "sqlite:"};
+    assert_int_not_equal(ops->open(&bad, &db), DK_OK);
+    dk_db_options pg = {.url = "postgres://h/d"};
+    assert_int_not_equal(ops->open(&pg, &db), DK_OK);
+    assert_null(db);
+    ops->close(NULL);
+}
+
+static void test_open_file_creates_dirs_and_sets_pragmas(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-open", "a/b/c");
+    /* the sqlite:// form too */
+    char url2[4096];
+    snprintf(url2, sizeof url2, "sqlite://%s", url + strlen("sqlite:"));
+    dk_db *db = open_db(url2, 2, 1000);
+    struct stat st;
+    assert_int_equal(stat(url + strlen("sqlite:"), &st), 0);
+
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    assert_string_equal(scalar(c, a, "PRAGMA journal_mode"), "wal");
+    assert_string_equal(scalar(c, a, "PRAGMA synchronous"), "1"); /* NORMAL */
+    assert_string_equal(scalar(c, a, "PRAGMA foreign_keys"), "1");
+    assert_string_equal(scalar(c, a, "PRAGMA busy_timeout"), "1000");
+    ops->release(db, c);
+    ops->close(db);
+
+    /* the plain sqlite:PATH form reopens the same file */
+    db = open_db(url, 1, 0);
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    assert_string_equal(scalar(c, a, "PRAGMA busy_timeout"), "5000"); /* the default */
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
+static void test_params_and_values(void **state)
+{
+    (void)state;
+    dk_db *db = open_db("sqlite::memory:", 1, 1000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+
+    const char *p[] = {"ab", NULL, "x"};
+    dk_db_rows *r = q(c, a, "SELECT $1 || $1, $2 IS NULL, $2, $3, $1", 3, p);
+    assert_int_equal(r->nrows, 1);
+    assert_int_equal(r->ncols, 5);
+    assert_string_equal(dk_db_value(r, 0, 0), "abab");
+    assert_string_equal(dk_db_value(r, 0, 1), "1");
+    assert_null(dk_db_value(r, 0, 2));
+    assert_string_equal(dk_db_value(r, 0, 3), "x");
+    assert_string_equal(dk_db_value(r, 0, 4), "ab");
+    assert_int_equal(r->affected, 0);
+
+    /* numbers come back as text; text params take part in arithmetic */
+    const char *n[] = {"41"};
+    r = q(c, a, "SELECT $1 + 1, 1.5, NULL, 'a''b', 1 = 1", 1, n);
+    assert_string_equal(dk_db_value(r, 0, 0), "42");
+    assert_string_equal(dk_db_value(r, 0, 1), "1.5");
+    assert_null(dk_db_value(r, 0, 2));
+    assert_string_equal(dk_db_value(r, 0, 3), "a'b");
+    assert_true(dk_db_bool(dk_db_value(r, 0, 4)));
+
+    /* the parameter list must match the statement, as on PostgreSQL */
+    dk_db_rows *none = NULL;
+    assert_int_equal(ops->query(c, a, "SELECT $1", 0, NULL, &none), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "SELECT $1", 3, p, &none), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "SELECT $2", 2, p, &none), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "SELECT $1::text", 1, p, &none), DK_E_INTERNAL);
+    assert_non_null(strstr(ops->last_error(c), "CAST"));
+    assert_int_equal(ops->query(c, a, "SELECT ?", 1, p, &none), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "SELECT 1; SELECT 2", 0, NULL, &none), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "  ", 0, NULL, &none), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "SELEC 1", 0, NULL, &none), DK_E_INTERNAL);
+    assert_non_null(strstr(ops->last_error(c), "syntax error"));
+    assert_null(none);
+    /* a trailing semicolon is fine; no rows wanted is fine */
+    assert_int_equal(ops->query(c, NULL, "SELECT 1;", 0, NULL, NULL), DK_OK);
+
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+static void test_rows_nulls_and_affected(void **state)
+{
+    (void)state;
+    dk_db *db = open_db("sqlite::memory:", 1, 1000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, note TEXT);");
+
+    dk_db_rows *r = q(c, a, "CREATE INDEX t_note ON t (note)", 0, NULL);
+    assert_int_equal(r->affected, 0);
+    const char *names[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        const char *p[] = {names[i], i == 1 ? NULL : "n"};
+        r = q(c, a, "INSERT INTO t (name, note) VALUES ($1, $2)", 2, p);
+        assert_int_equal(r->affected, 1);
+        assert_int_equal(r->nrows, 0);
+        assert_int_equal(r->ncols, 0);
+    }
+    const char *d[] = {"d"};
+    r = q(c, a, "INSERT INTO t (name) VALUES ($1) RETURNING id, name, note", 1, d);
+    assert_int_equal(r->affected, 1);
+    assert_int_equal(r->nrows, 1);
+    assert_string_equal(dk_db_value(r, 0, 0), "4");
+    assert_string_equal(dk_db_value(r, 0, 1), "d");
+    assert_null(dk_db_value(r, 0, 2));
+
+    r = q(c, a, "SELECT id, name, note FROM t ORDER BY id", 0, NULL);
+    assert_int_equal(r->nrows, 4);
+    assert_int_equal(r->ncols, 3);
+    assert_int_equal(r->affected, 0);
+    assert_string_equal(dk_db_value(r, 1, 1), "b");
+    assert_null(dk_db_value(r, 1, 2));
+    assert_string_equal(dk_db_value(r, 2, 2), "n");
+    assert_string_equal(dk_db_value(r, 3, 0), "4");
+
+    r = q(c, a, "SELECT id FROM t WHERE name = 'nobody'", 0, NULL);
+    assert_int_equal(r->nrows, 0);
+    assert_int_equal(r->ncols, 1);
+
+    const char *u[] = {"m"};
+    r = q(c, a, "UPDATE t SET note = $1 WHERE note IS NOT NULL", 1, u);
+    assert_int_equal(r->affected, 2);
+    r = q(c, a, "UPDATE t SET note = 'z' WHERE id > 100", 0, NULL);
+    assert_int_equal(r->affected, 0);
+    r = q(c, a, "DELETE FROM t WHERE note IS NULL", 0, NULL);
+    assert_int_equal(r->affected, 2);
+    r = q(c, a, "SELECT count(*) FROM t", 0, NULL);
+    assert_string_equal(dk_db_value(r, 0, 0), "2");
+    assert_int_equal(r->affected, 0);
+
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+static void test_constraint_errors(void **state)
+{
+    (void)state;
+    dk_db *db = open_db("sqlite::memory:", 1, 1000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE p (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL);"
+          "CREATE TABLE k (code TEXT PRIMARY KEY);"
+          "CREATE TABLE ch (id INTEGER PRIMARY KEY, p_id INTEGER NOT NULL REFERENCES p(id));");
+    const char *p1[] = {"1", "a@x"};
+    assert_int_equal(ops->query(c, a, "INSERT INTO p VALUES ($1, $2)", 2, p1, NULL), DK_OK);
+    const char *p2[] = {"2", "a@x"};
+    assert_int_equal(ops->query(c, a, "INSERT INTO p VALUES ($1, $2)", 2, p2, NULL), DK_E_CONFLICT);
+    assert_non_null(strstr(ops->last_error(c), "UNIQUE"));
+    const char *p3[] = {"1", "b@x"};
+    assert_int_equal(ops->query(c, a, "INSERT INTO p VALUES ($1, $2)", 2, p3, NULL), DK_E_CONFLICT);
+    const char *k[] = {"k1"};
+    assert_int_equal(ops->query(c, a, "INSERT INTO k VALUES ($1)", 1, k, NULL), DK_OK);
+    assert_int_equal(ops->query(c, a, "INSERT INTO k VALUES ($1)", 1, k, NULL), DK_E_CONFLICT);
+
+    /* other constraints are not conflicts; foreign keys are enforced */
+    const char *nul[] = {"3", NULL};
+    assert_int_equal(ops->query(c, a, "INSERT INTO p VALUES ($1, $2)", 2, nul, NULL),
+                     DK_E_INTERNAL);
+    const char *fk[] = {"99"};
+    assert_int_equal(ops->query(c, a, "INSERT INTO ch (p_id) VALUES ($1)", 1, fk, NULL),
+                     DK_E_INTERNAL);
+    assert_non_null(strstr(ops->last_error(c), "FOREIGN KEY"));
+    assert_int_equal(ops->query(c, a, "SELECT * FROM missing", 0, NULL, NULL), DK_E_INTERNAL);
+    assert_non_null(strstr(ops->last_error(c), "no such table"));
+
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+static void test_transactions(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-tx", "d");
+    dk_db *db = open_db(url, 1, 1000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE t (v TEXT)");
+    assert_int_equal(ops->rollback(c), DK_OK); /* nothing open: fine */
+
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->begin(c), DK_E_INTERNAL); /* no nesting */
+    assert_int_equal(ops->query(c, a, "INSERT INTO t VALUES ('rolled back')", 0, NULL, NULL),
+                     DK_OK);
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM t"), "0");
+
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, "INSERT INTO t VALUES ('kept')", 0, NULL, NULL), DK_OK);
+    assert_int_equal(ops->commit(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT v FROM t"), "kept");
+    assert_int_not_equal(ops->commit(c), DK_OK); /* nothing open */
+
+    /* release rolls back what the holder left open */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, "INSERT INTO t VALUES ('abandoned')", 0, NULL, NULL), DK_OK);
+    ops->release(db, c);
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM t"), "1");
+
+    /* a failed statement inside a transaction leaves it open for rollback */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, "INSERT INTO t VALUES ('x')", 0, NULL, NULL), DK_OK);
+    assert_int_equal(ops->query(c, a, "INSERT INTO nope VALUES (1)", 0, NULL, NULL), DK_E_INTERNAL);
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM t"), "1");
+
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
+static void test_statement_cache(void **state)
+{
+    (void)state;
+    dk_db *db = open_db("sqlite::memory:", 1, 1000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+
+    for (int i = 0; i < 500; i++) {
+        char v[16], want[16];
+        snprintf(v, sizeof v, "%d", i);
+        snprintf(want, sizeof want, "%d", i + 1);
+        const char *p[] = {v};
+        dk_db_rows *r = q(c, a, "SELECT $1 + 1", 1, p);
+        assert_string_equal(dk_db_value(r, 0, 0), want);
+        dk_arena_reset(a);
+    }
+    /* SQLite lists a connection's prepared statements: one statement, run 500 times */
+    dk_db_rows *r = q(c, a, "SELECT run FROM sqlite_stmt WHERE sql = 'SELECT $1 + 1'", 0, NULL);
+    assert_int_equal(r->nrows, 1);
+    assert_string_equal(dk_db_value(r, 0, 0), "500");
+
+    /* many distinct statements: the cache stays bounded and evicts the oldest */
+    for (int i = 0; i < 200; i++) {
+        char sql[64], want[16];
+        snprintf(sql, sizeof sql, "SELECT %d", i);
+        snprintf(want, sizeof want, "%d", i);
+        assert_string_equal(scalar(c, a, sql), want);
+    }
+    int cached = (int)strtol(scalar(c, a, "SELECT count(*) FROM sqlite_stmt"), NULL, 10);
+    assert_true(cached >= 2 && cached <= 64);
+    r = q(c, a, "SELECT count(*) FROM sqlite_stmt WHERE sql = 'SELECT 0'", 0, NULL);
+    assert_string_equal(dk_db_value(r, 0, 0), "0");
+    const char *p[] = {"1"};
+    r = q(c, a, "SELECT $1 + 1", 1, p); /* re-prepared after eviction */
+    assert_string_equal(dk_db_value(r, 0, 0), "2");
+
+    /* a cached statement survives a schema change under it */
+    ok(c, "CREATE TABLE s (a INT); INSERT INTO s VALUES (1);");
+    r = q(c, a, "SELECT * FROM s", 0, NULL);
+    assert_int_equal(r->ncols, 1);
+    ok(c, "ALTER TABLE s ADD COLUMN b INT DEFAULT 7");
+    r = q(c, a, "SELECT * FROM s", 0, NULL);
+    assert_int_equal(r->ncols, 2);
+    assert_string_equal(dk_db_value(r, 0, 1), "7");
+
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+struct releaser {
+    dk_db *db;
+    dk_db_conn *conn;
+    int delay_ms;
+};
+
+static void *release_later(void *arg)
+{
+    struct releaser *r = arg;
+    usleep((useconds_t)r->delay_ms * 1000);
+    ops->release(r->db, r->conn);
+    return NULL;
+}
+
+static void test_pool_exhaustion(void **state)
+{
+    (void)state;
+    dk_db *db = open_db("sqlite::memory:", 2, 200);
+    int idle = -1, busy = -1;
+    ops->stats(db, &idle, &busy);
+    assert_int_equal(idle, 2);
+    assert_int_equal(busy, 0);
+
+    dk_db_conn *c1 = NULL, *c2 = NULL, *c3 = NULL;
+    assert_int_equal(ops->acquire(db, &c1), DK_OK);
+    assert_int_equal(ops->acquire(db, &c2), DK_OK);
+    assert_ptr_not_equal(c1, c2);
+    ops->stats(db, &idle, &busy);
+    assert_int_equal(idle, 0);
+    assert_int_equal(busy, 2);
+
+    int64_t t0 = now_ms();
+    assert_int_equal(ops->acquire(db, &c3), DK_E_UNAVAILABLE);
+    int64_t waited = now_ms() - t0;
+    assert_true(waited >= 190 && waited < 2000);
+    assert_null(c3);
+    assert_int_equal(ops->ping(db, 50), DK_E_UNAVAILABLE); /* no connection free in time */
+
+    /* a waiting acquire is woken by a release from another thread */
+    struct releaser rel = {.db = db, .conn = c2, .delay_ms = 50};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, release_later, &rel), 0);
+    t0 = now_ms();
+    assert_int_equal(ops->acquire(db, &c3), DK_OK);
+    assert_true(now_ms() - t0 < 190);
+    assert_ptr_equal(c3, c2);
+    pthread_join(th, NULL);
+
+    ops->release(db, c1);
+    ops->release(db, c3);
+    ops->stats(db, &idle, &busy);
+    assert_int_equal(idle, 2);
+    assert_int_equal(busy, 0);
+    assert_int_equal(ops->ping(db, 1000), DK_OK);
+    ops->close(db);
+}
+
+static void test_locked_database_is_unavailable(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-busy", "d");
+    dk_db *db1 = open_db(url, 1, 5000);
+    dk_db *db2 = open_db(url, 1, 200); /* busy timeout 200 ms */
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c1 = NULL, *c2 = NULL;
+    assert_int_equal(ops->acquire(db1, &c1), DK_OK);
+    assert_int_equal(ops->acquire(db2, &c2), DK_OK);
+    ok(c1, "CREATE TABLE t (v TEXT)");
+
+    assert_int_equal(ops->begin(c1), DK_OK);
+    assert_int_equal(ops->query(c1, a, "INSERT INTO t VALUES ('1')", 0, NULL, NULL), DK_OK);
+    int64_t t0 = now_ms();
+    assert_int_equal(ops->begin(c2), DK_E_UNAVAILABLE);
+    int64_t waited = now_ms() - t0;
+    assert_true(waited >= 150 && waited < 3000);
+    assert_int_equal(ops->query(c2, a, "INSERT INTO t VALUES ('2')", 0, NULL, NULL),
+                     DK_E_UNAVAILABLE);
+    /* WAL: readers are not blocked by the writer */
+    assert_string_equal(scalar(c2, a, "SELECT count(*) FROM t"), "0");
+    assert_int_equal(ops->commit(c1), DK_OK);
+
+    assert_int_equal(ops->begin(c2), DK_OK);
+    assert_int_equal(ops->query(c2, a, "INSERT INTO t VALUES ('2')", 0, NULL, NULL), DK_OK);
+    assert_int_equal(ops->commit(c2), DK_OK);
+    assert_string_equal(scalar(c1, a, "SELECT count(*) FROM t"), "2");
+
+    ops->release(db1, c1);
+    ops->release(db2, c2);
+    ops->close(db1);
+    ops->close(db2);
+    dk_arena_free(a);
+    free(url);
+}
+
+static void test_memory_database_is_shared_by_the_pool(void **state)
+{
+    (void)state;
+    dk_db *db = open_db("sqlite::memory:", 2, 1000);
+    dk_db *other = open_db("sqlite::memory:", 1, 1000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c1 = NULL, *c2 = NULL, *c3 = NULL;
+    assert_int_equal(ops->acquire(db, &c1), DK_OK);
+    assert_int_equal(ops->acquire(db, &c2), DK_OK);
+    ok(c1, "CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('shared');");
+    assert_string_equal(scalar(c2, a, "SELECT v FROM t"), "shared");
+    assert_int_equal(ops->acquire(other, &c3), DK_OK);
+    assert_int_equal(ops->query(c3, a, "SELECT v FROM t", 0, NULL, NULL), DK_E_INTERNAL);
+    ops->release(other, c3);
+    ops->release(db, c1);
+    ops->release(db, c2);
+    ops->close(other);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+static void test_exec_script(void **state)
+{
+    (void)state;
+    dk_db *db = open_db("sqlite::memory:", 1, 1000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE a (x INT);\n-- a comment\nINSERT INTO a VALUES (1);\n"
+          "INSERT INTO a VALUES (2);\nCREATE TABLE b (y TEXT UNIQUE);");
+    assert_string_equal(scalar(c, a, "SELECT sum(x) FROM a"), "3");
+    assert_int_equal(ops->exec_script(c, "INSERT INTO b VALUES ('u'); INSERT INTO b VALUES ('u');"),
+                     DK_E_CONFLICT);
+    assert_int_equal(ops->exec_script(c, "CREATE TABLE oops (;"), DK_E_INTERNAL);
+    assert_true(strlen(ops->last_error(c)) > 0);
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+#define THREADS 4
+#define ROUNDS  150
+
+struct worker {
+    dk_db *db;
+    int id;
+    int failures;
+};
+
+static void *work(void *arg)
+{
+    struct worker *w = arg;
+    dk_arena *a = dk_arena_new();
+    char id[16];
+    snprintf(id, sizeof id, "%d", w->id);
+    for (int i = 0; i < ROUNDS; i++) {
+        dk_db_conn *c = NULL;
+        if (ops->acquire(w->db, &c) != DK_OK) {
+            w->failures++;
+            continue;
+        }
+        char n[16];
+        snprintf(n, sizeof n, "%d", i);
+        const char *p[] = {id, n};
+        dk_db_rows *r = NULL;
+        dk_status s = ops->begin(c);
+        if (s == DK_OK)
+            s = ops->query(c, a, "INSERT INTO t (worker, n) VALUES ($1, $2)", 2, p, NULL);
+        if (s == DK_OK)
+            s = ops->query(c, a, "SELECT count(*) FROM t WHERE worker = $1", 1, p, &r);
+        if (s == DK_OK && strtol(dk_db_value(r, 0, 0), NULL, 10) != i + 1)
+            s = DK_E_INTERNAL;
+        if (s == DK_OK)
+            s = ops->commit(c);
+        if (s != DK_OK) {
+            w->failures++;
+            (void)ops->rollback(c);
+        }
+        ops->release(w->db, c);
+        dk_arena_reset(a);
+    }
+    dk_arena_free(a);
+    return NULL;
+}
+
+static void run_concurrently(const char *url, int pool)
+{
+    dk_db *db = open_db(url, pool, 5000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE t (worker INT, n INT, PRIMARY KEY (worker, n))");
+    ops->release(db, c);
+
+    pthread_t th[THREADS];
+    struct worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){.db = db, .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    char want[16];
+    snprintf(want, sizeof want, "%d", THREADS * ROUNDS);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM t"), want);
+    ops->release(db, c);
+    int idle = 0, busy = 0;
+    ops->stats(db, &idle, &busy);
+    assert_int_equal(busy, 0);
+    assert_int_equal(idle, pool);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+static void test_concurrent_threads_file(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-threads", "d");
+    run_concurrently(url, 3); /* fewer connections than threads: acquire waits too */
+    free(url);
+}
+
+static void test_concurrent_threads_memory(void **state)
+{
+    (void)state;
+    run_concurrently("sqlite::memory:", 4);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url_selection),
+        cmocka_unit_test(test_open_file_creates_dirs_and_sets_pragmas),
+        cmocka_unit_test(test_params_and_values),
+        cmocka_unit_test(test_rows_nulls_and_affected),
+        cmocka_unit_test(test_constraint_errors),
+        cmocka_unit_test(test_transactions),
+        cmocka_unit_test(test_statement_cache),
+        cmocka_unit_test(test_pool_exhaustion),
+        cmocka_unit_test(test_locked_database_is_unavailable),
+        cmocka_unit_test(test_memory_database_is_shared_by_the_pool),
+        cmocka_unit_test(test_exec_script),
+        cmocka_unit_test(test_concurrent_threads_file),
+        cmocka_unit_test(test_concurrent_threads_memory),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
