@@ -21,7 +21,7 @@ void *dk_arena_alloc(dk_arena *a, size_t n); /* zeroed, 16-byte aligned; aborts 
 char *dk_arena_strdup(dk_arena *a, const char *s);
 char *dk_arena_strndup(dk_arena *a, const char *s, size_t n);
 char *dk_arena_printf(dk_arena *a, const char *fmt, ...) DK_PRINTF(2, 3);
-char *dk_arena_vprintf(dk_arena *a, const char *fmt, va_list ap);
+char *dk_arena_vprintf(dk_arena *a, const char *fmt, va_list ap) DK_PRINTF(2, 0);
 /* Runs fn(ptr) when the arena is freed or reset. */
 void dk_arena_defer(dk_arena *a, void (*fn)(void *), void *ptr);
 /* Bytes handed out so far (for tests and metrics). */

@@ -182,6 +182,8 @@ void dk_res_text(dk_res *res, int status, const char *content_type, const char *
 }
 
 static void dk_res_problem_v(dk_res *res, dk_status st, json_t *ext, const char *fmt, va_list ap)
+    DK_PRINTF(4, 0);
+static void dk_res_problem_v(dk_res *res, dk_status st, json_t *ext, const char *fmt, va_list ap)
 {
     char detail[1024];
     vsnprintf(detail, sizeof detail, fmt, ap);
@@ -770,6 +772,7 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     atomic_fetch_sub(&srv->inflight, 1);
 }
 
+static void dk_mhd_log(void *cls, const char *fmt, va_list ap) DK_PRINTF(2, 0);
 static void dk_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];

@@ -85,6 +85,8 @@ size_t dk_json_escape(char *out, size_t cap, const char *s)
 }
 
 static void dk_log_v(dk_log_level level, const char *extra, const char *fmt, va_list ap)
+    DK_PRINTF(3, 0);
+static void dk_log_v(dk_log_level level, const char *extra, const char *fmt, va_list ap)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
     char msg[2048];
