@@ -301,6 +301,7 @@ static int dk_run_all(dk_config *c)
         goto out;
     app.tokens = dk_tokens_new((const unsigned char *)secret, strlen(secret),
                                dk_config_int(c, "auth.jwt_expiry"));
+    dk_hmac_sha256(secret, strlen(secret), "docket-cursor-v1", 16, app.cursor_key);
     memset(secret, 0, sizeof secret);
     app.refresh_ttl_ms = dk_config_int(c, "auth.refresh_expiry");
     app.rate_limit_enabled = dk_config_bool(c, "rate_limiting.enabled");

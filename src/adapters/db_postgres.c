@@ -269,7 +269,7 @@ static dk_status pg_exec_simple(struct dk_db_conn *c, const char *sql, int64_t d
 
 static int64_t pg_guard_deadline(const struct dk_db *db)
 {
-    return pg_now_ms() + 3600000;
+    return pg_now_ms() + db->statement_timeout_ms + PG_GUARD_SLACK_MS;
 }
 
 /* ---- connections ------------------------------------------------------------------------ */

@@ -23,6 +23,9 @@ struct dk_app {
     dk_store store;
     dk_bus bus;
     dk_tokens *tokens;
+    /* A key for signing opaque values handed to clients (pagination cursors), derived from the
+     * JWT secret so every replica shares it: HMAC-SHA256(secret, "docket-cursor-v1"). */
+    unsigned char cursor_key[32];
     bool rate_limit_enabled;
     int64_t rate_limit_window_ms;
     int64_t rate_limit_max;

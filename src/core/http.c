@@ -272,6 +272,8 @@ void dk_res_validation(dk_res *res, dk_errors *e)
 
 /* ---------- server set-up ---------- */
 
+static const dk_route dk_ops_routes[3]; /* /health, /ready, /metrics: defined below */
+
 dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
 {
     dk_http_server *srv = DK_NEW(dk_http_server);
@@ -281,6 +283,8 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     srv->app = app;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->inflight, 0);
+    dk_http_mount(srv, srv->opt.process_name, "", dk_ops_routes,
+                  sizeof dk_ops_routes / sizeof dk_ops_routes[0], srv);
     return srv;
 }
 
@@ -406,13 +410,14 @@ static bool dk_route_matches(const struct dk_route_entry *r, char **segs, int ns
 
 /* ---------- ops routes ---------- */
 
-static void dk_ops_health(dk_res *res)
+static void dk_ops_health(dk_req *req, dk_res *res)
 {
     dk_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-static void dk_ops_ready(dk_http_server *srv, dk_res *res)
+static void dk_ops_ready(dk_req *req, dk_res *res)
 {
+    dk_http_server *srv = req->service;
     json_t *checks = json_object();
     bool ok = true;
     char failing[256] = "";
@@ -449,6 +454,12 @@ static void dk_ops_metrics(dk_req *req, dk_res *res)
     char *text = dk_metrics_render(req->arena, &len);
     dk_res_text(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
+
+static const dk_route dk_ops_routes[] = {
+    {"GET", "/health", dk_ops_health, 0},
+    {"GET", "/ready", dk_ops_ready, 0},
+    {"GET", "/metrics", dk_ops_metrics, 0},
+};
 
 /* ---------- edge duties ---------- */
 
@@ -529,23 +540,6 @@ static void dk_dispatch(struct dk_exchange *x)
 
     x->metric_service = srv->opt.process_name;
     x->metric_route = "unmatched";
-    if (strcmp(req->method, "GET") == 0) {
-        if (strcmp(path, "/health") == 0) {
-            x->metric_route = "/health";
-            dk_ops_health(&x->res);
-            return;
-        }
-        if (strcmp(path, "/ready") == 0) {
-            x->metric_route = "/ready";
-            dk_ops_ready(srv, &x->res);
-            return;
-        }
-        if (strcmp(path, "/metrics") == 0) {
-            x->metric_route = "/metrics";
-            dk_ops_metrics(req, &x->res);
-            return;
-        }
-    }
 
     char *segs[DK_MAX_SEGMENTS + 1];
     int nsegs = dk_split_path(req->arena, path, segs, DK_MAX_SEGMENTS + 1);

@@ -82,7 +82,8 @@ def unique_email(prefix="user"):
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
     """Polls predicate() until it returns a truthy value (returned) or timeout seconds pass
-    (AssertionError naming `what` and the last value or exception seen)."""
+    (AssertionError naming `what` and the last value or exception seen). Mind that a
+    requests.Response is falsy when its status is >= 400: return a tuple or a bool."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -515,7 +516,7 @@ class Docket:
 
     def register(self, email=None, password=PASSWORD, name=None, **kw):
         """POST /auth/register; returns the response (the test asserts its status)."""
-        body = {"email": email or unique_email(), "password": password,
+        body = {"email": email if email is not None else unique_email(), "password": password,
                 "name": name if name is not None else "Test User"}
         return self.post("/api/v1/auth/register", json=body, **kw)
 

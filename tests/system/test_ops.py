@@ -263,8 +263,10 @@ def test_postgres_outage_fails_fast_and_recovers(docket_factory, own_pg):
 
     own_pg.stop("fast")
     t0 = time.monotonic()
-    resp = wait_until(lambda: (lambda r: r if r.status_code == 503 else None)(
-        d.get("/ready", timeout=3)), 3, what="/ready to report 503")
+    def ready_503():
+        r = d.get("/ready", timeout=3)
+        return (r,) if r.status_code == 503 else None
+    [resp] = wait_until(ready_503, 3, what="/ready to report 503")
     elapsed = time.monotonic() - t0
     assert elapsed <= 3.0, f"/ready took {elapsed:.2f}s to notice the database was gone"
     body = assert_problem(resp, 503)
