@@ -20,6 +20,8 @@
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "adapters/users_http.h"
+#include "services/gateway/gateway.h"
 #include "services/service.h"
 #include "core/banned.h"
 
@@ -27,7 +29,8 @@
 #define DK_VERSION    "0.1.0"
 
 /* The services in start order (a service starts after those it depends on). */
-static const dk_service *const dk_services[] = {&dk_users_service, &dk_auth_service};
+static const dk_service *const dk_services[] = {&dk_users_service, &dk_auth_service,
+                                                &dk_tasks_service};
 #define DK_NSERVICES (sizeof dk_services / sizeof dk_services[0])
 
 static void dk_usage(FILE *out)
@@ -37,6 +40,9 @@ static void dk_usage(FILE *out)
             "\n"
             "Commands:\n"
             "  all          run every service in one process (gateway on port 3000)\n"
+            "  gateway      run the API gateway alone (split mode, port 3000); upstreams from\n"
+            "               gateway.auth_url, gateway.users_url, gateway.tasks_url, …\n"
+            "  auth, users  run one service alone (split mode; ports 3001, 3002)\n"
             "  migrate      apply the database migrations of every service, then exit\n"
             "  config       print the effective configuration (secrets redacted), then exit\n"
             "  config-docs  print docs/configuration.md (generated from the config table)\n"
@@ -168,7 +174,37 @@ static int dk_server_threads(const dk_config *c)
     return (int)(cores > 0 ? cores : 1) * 4;
 }
 
-static int dk_open_database(dk_app *app, const dk_config *c, int pool)
+/* The services a command runs in this process: all of them, or one (split mode). */
+typedef struct dk_plan {
+    const char *process; /* "all", "gateway", or a service name */
+    bool gateway;        /* forwards to upstream processes instead of running services */
+    size_t n;
+    const dk_service *local[DK_NSERVICES];
+} dk_plan;
+
+static bool dk_plan_for(const char *cmd, dk_plan *plan)
+{
+    memset(plan, 0, sizeof *plan);
+    plan->process = cmd;
+    if (strcmp(cmd, "all") == 0 || strcmp(cmd, "migrate") == 0) {
+        for (size_t i = 0; i < DK_NSERVICES; i++)
+            plan->local[plan->n++] = dk_services[i];
+        return true;
+    }
+    if (strcmp(cmd, "gateway") == 0) {
+        plan->gateway = true;
+        return true;
+    }
+    for (size_t i = 0; i < DK_NSERVICES; i++) {
+        if (strcmp(cmd, dk_services[i]->name) == 0) {
+            plan->local[plan->n++] = dk_services[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+static int dk_open_database(dk_app *app, const dk_config *c, int pool, const dk_plan *plan)
 {
     char *url = dk_database_url(c);
     app->db.ops = dk_db_ops_for_url(url);
@@ -186,10 +222,11 @@ static int dk_open_database(dk_app *app, const dk_config *c, int pool)
             return -1;
         }
     }
+    /* a process sees only the schemas of the services it runs */
     char search_path[128] = "";
-    for (size_t i = 0; i < DK_NSERVICES; i++) {
+    for (size_t i = 0; i < plan->n; i++) {
         size_t n = strlen(search_path);
-        snprintf(search_path + n, sizeof search_path - n, "%s,", dk_services[i]->name);
+        snprintf(search_path + n, sizeof search_path - n, "%s,", plan->local[i]->name);
     }
     size_t n = strlen(search_path);
     snprintf(search_path + n, sizeof search_path - n, "public");
@@ -210,40 +247,42 @@ static int dk_open_database(dk_app *app, const dk_config *c, int pool)
     return 0;
 }
 
-static int dk_migrate_all(dk_app *app)
+static int dk_migrate_plan(dk_app *app, const dk_plan *plan)
 {
-    for (size_t i = 0; i < DK_NSERVICES; i++) {
+    for (size_t i = 0; i < plan->n; i++) {
+        const dk_service *svc = plan->local[i];
         int applied = 0;
-        dk_status st = dk_migrate_apply(&app->db, dk_services[i]->name, dk_services[i]->migrations,
-                                        dk_services[i]->nmigrations, &applied);
+        dk_status st =
+            dk_migrate_apply(&app->db, svc->name, svc->migrations, svc->nmigrations, &applied);
         if (st != DK_OK) {
-            dk_log_error("migrations of %s failed: %s", dk_services[i]->name, dk_status_title(st));
+            dk_log_error("migrations of %s failed: %s", svc->name, dk_status_title(st));
             return -1;
         }
-        dk_log_info("migrations of %s: %d applied, %zu known", dk_services[i]->name, applied,
-                    dk_services[i]->nmigrations);
+        dk_log_info("migrations of %s: %d applied, %zu known", svc->name, applied,
+                    svc->nmigrations);
     }
     return 0;
 }
 
 /* On PostgreSQL the schema is `docket migrate`'s job: refuse to serve an old schema. */
-static int dk_check_migrated(dk_app *app)
+static int dk_check_migrated(dk_app *app, const dk_plan *plan)
 {
     dk_arena *a = dk_arena_new();
     int rc = 0;
-    for (size_t i = 0; i < DK_NSERVICES && rc == 0; i++) {
-        const char *p[] = {dk_services[i]->name};
+    for (size_t i = 0; i < plan->n && rc == 0; i++) {
+        const dk_service *svc = plan->local[i];
+        const char *p[] = {svc->name};
         dk_db_rows *rows = NULL;
         dk_status st = dk_sql(&app->db, a,
                               "SELECT COALESCE(MAX(version), 0) FROM public.docket_migrations "
                               "WHERE service = $1",
                               1, p, &rows);
         int64_t have = st == DK_OK && rows->nrows == 1 ? dk_sql_get_int(rows, 0, 0) : -1;
-        int64_t want = dk_services[i]->migrations[dk_services[i]->nmigrations - 1].version;
+        int64_t want = svc->migrations[svc->nmigrations - 1].version;
         if (have < want) {
             dk_log_error("the database schema of %s is at version %lld, this binary needs %lld: "
                          "run `docket migrate` first",
-                         dk_services[i]->name, (long long)(have < 0 ? 0 : have), (long long)want);
+                         svc->name, (long long)(have < 0 ? 0 : have), (long long)want);
             rc = -1;
         }
     }
@@ -270,12 +309,64 @@ static int dk_open_store(dk_app *app, const dk_config *c, int pool)
     return 0;
 }
 
-static int dk_run_all(dk_config *c)
+/* Events: in-process when everything runs here; Redis Streams between split processes. */
+static int dk_open_bus(dk_app *app, const dk_config *c, const dk_plan *plan)
+{
+    const char *url = dk_config_str(c, "redis.url");
+    bool split = strcmp(plan->process, "all") != 0;
+    app->bus.ops = (split && url && *url) ? &dk_events_redis_ops : &dk_events_inproc_ops;
+    if (split && !(url && *url))
+        dk_log_warn("split mode without redis.url: events (e.g. user.deleted) stay inside this "
+                    "process and never reach the other services");
+    char consumer[128], host[64] = "docket";
+    (void)gethostname(host, sizeof host - 1);
+    snprintf(consumer, sizeof consumer, "%s-%ld", host, (long)getpid());
+    dk_events_options eo = {.url = url,
+                            .group = plan->process,
+                            .consumer = consumer,
+                            .timeout_ms = (int)dk_config_int(c, "redis.timeout")};
+    if (app->bus.ops->open(&eo, &app->bus.ev) != DK_OK) {
+        fprintf(stderr, "error: cannot open the event bus\n");
+        app->bus.ev = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Services of other processes: the users directory over HTTP when users runs elsewhere. */
+static int dk_remote_ports(dk_app *app, const dk_config *c, const dk_plan *plan,
+                           dk_users_http **ret_users)
+{
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->local[i] == &dk_users_service)
+            return 0;
+    const char *urls = dk_config_str(c, "gateway.users_url");
+    if (!urls || !*urls)
+        return 0; /* a service that needs it says so when it starts */
+    dk_status st = dk_users_http_new(urls, app->tokens, plan->process,
+                                     (int)dk_config_int(c, "gateway.connect_timeout"),
+                                     (int)dk_config_int(c, "gateway.timeout"), ret_users);
+    if (st != DK_OK) {
+        fprintf(stderr, "config: gateway.users_url: not a usable list of base URLs\n");
+        return -1;
+    }
+    dk_app_register_port(app, DK_USERS_DIRECTORY, &dk_users_directory_http_ops, *ret_users);
+    return 0;
+}
+
+static int dk_default_port(const dk_plan *plan)
+{
+    if (plan->gateway || strcmp(plan->process, "all") == 0)
+        return 3000;
+    return plan->local[0]->default_port;
+}
+
+static int dk_run(dk_config *c, const dk_plan *plan)
 {
     int rc = 1;
     dk_app app = {0};
     app.config = c;
-    app.process = "all";
+    app.process = plan->process;
     int threads = dk_server_threads(c);
     int pool = (int)dk_config_int(c, "database.pool_size");
     if (pool <= 0)
@@ -283,7 +374,10 @@ static int dk_run_all(dk_config *c)
     void *states[DK_NSERVICES] = {0};
     size_t started = 0;
     dk_http_server *srv = NULL;
+    dk_gateway *gw = NULL;
+    dk_users_http *users_http = NULL;
     char secret[512];
+    bool all = strcmp(plan->process, "all") == 0;
 
     /* SIGTERM/SIGINT are taken by sigwait below: block them before any thread starts */
     sigset_t sigs;
@@ -293,9 +387,14 @@ static int dk_run_all(dk_config *c)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (dk_open_database(&app, c, pool) != 0 || dk_open_store(&app, c, pool) != 0)
-        goto out;
-    if (app.db.ops->engine == DK_DB_SQLITE ? dk_migrate_all(&app) : dk_check_migrated(&app))
+    if (plan->n > 0) {
+        if (dk_open_database(&app, c, pool, plan) != 0)
+            goto out;
+        if (app.db.ops->engine == DK_DB_SQLITE ? dk_migrate_plan(&app, plan)
+                                               : dk_check_migrated(&app, plan))
+            goto out;
+    }
+    if (dk_open_store(&app, c, pool) != 0)
         goto out;
     if (dk_jwt_secret(c, secret, sizeof secret) != 0)
         goto out;
@@ -307,39 +406,59 @@ static int dk_run_all(dk_config *c)
     app.rate_limit_enabled = dk_config_bool(c, "rate_limiting.enabled");
     app.rate_limit_window_ms = dk_config_int(c, "rate_limiting.window_ms");
     app.rate_limit_max = dk_config_int(c, "rate_limiting.max_requests");
-    app.bus.ops = &dk_events_inproc_ops;
-    if (app.bus.ops->open(&app.bus.ev) != DK_OK)
+    if (dk_open_bus(&app, c, plan) != 0)
+        goto out;
+    if (dk_remote_ports(&app, c, plan, &users_http) != 0)
         goto out;
 
-    for (; started < DK_NSERVICES; started++) {
-        dk_status st = dk_services[started]->init(&app, &states[started]);
+    for (; started < plan->n; started++) {
+        dk_status st = plan->local[started]->init(&app, &states[started]);
         if (st != DK_OK) {
-            dk_log_error("service %s failed to start: %s", dk_services[started]->name,
+            dk_log_error("service %s failed to start: %s", plan->local[started]->name,
                          dk_status_title(st));
             goto out;
         }
     }
+    if (app.bus.ops->start(app.bus.ev) != DK_OK) {
+        dk_log_error("the event bus failed to start");
+        goto out;
+    }
+    if (plan->gateway && dk_gateway_new(&app, dk_services, DK_NSERVICES, &gw) != DK_OK)
+        goto out;
 
     int port = (int)dk_config_int(c, "server.port");
+    bool edge = all || plan->gateway; /* the public listener */
     dk_http_options ho = {
         .host = dk_config_str(c, "server.host"),
-        .port = port > 0 ? port : 3000,
+        .port = port > 0 ? port : dk_default_port(plan),
         .threads = threads,
         .body_limit = (size_t)dk_config_int(c, "server.body_limit"),
         .drain_timeout_ms = (int)dk_config_int(c, "server.drain_timeout"),
-        .process_name = "all",
+        .process_name = plan->process,
+        .cors_origins = edge ? dk_config_str(c, "gateway.cors_origins") : NULL,
+        .edge_rate_limit_rps = edge ? dk_config_int(c, "gateway.rate_limit_rps") : 0,
+        .trust_forwarded_for = dk_config_bool(c, "server.trust_forwarded_for"),
     };
     srv = dk_http_new(&ho, &app);
-    for (size_t i = 0; i < DK_NSERVICES; i++)
-        dk_http_mount(srv, dk_services[i]->name, dk_services[i]->prefix, dk_services[i]->routes,
-                      dk_services[i]->nroutes, states[i]);
-    dk_http_add_ready_check(srv, "database", dk_ready_db, &app);
+    for (size_t i = 0; i < plan->n; i++) {
+        const dk_service *svc = plan->local[i];
+        dk_http_mount(srv, svc->name, svc->prefix, svc->routes, svc->nroutes, states[i]);
+        if (!all && svc->ninternal_routes > 0)
+            dk_http_mount(srv, svc->name, svc->internal_prefix, svc->internal_routes,
+                          svc->ninternal_routes, states[i]);
+    }
+    if (gw)
+        dk_gateway_mount(gw, srv);
+    if (app.db.ops) {
+        dk_http_add_ready_check(srv, "database", dk_ready_db, &app);
+        dk_metrics_add_collector(dk_collect_pool, &app);
+    }
     dk_http_add_ready_check(srv, "cache", dk_ready_kv, &app);
-    dk_metrics_add_collector(dk_collect_pool, &app);
     if (dk_http_start(srv) != DK_OK)
         goto out;
-    dk_log_info("docket all listening on http://%s:%d (database: %s, cache: %s, %d threads)",
-                ho.host, dk_http_port(srv), app.db.ops->name, app.store.ops->name, threads);
+    dk_log_info("docket %s listening on http://%s:%d (database: %s, cache: %s, %d threads)",
+                plan->process, ho.host, dk_http_port(srv), app.db.ops ? app.db.ops->name : "none",
+                app.store.ops->name, threads);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -349,13 +468,16 @@ static int dk_run_all(dk_config *c)
     dk_log_info("stopped");
 out:
     dk_http_free(srv);
+    dk_gateway_free(gw);
     dk_metrics_clear_collectors();
-    while (started > 0) {
-        started--;
-        dk_services[started]->shutdown(states[started]);
-    }
+    /* the bus first: its consumer thread may still call into the services */
     if (app.bus.ev)
         app.bus.ops->close(app.bus.ev);
+    while (started > 0) {
+        started--;
+        plan->local[started]->shutdown(states[started]);
+    }
+    dk_users_http_free(users_http);
     dk_tokens_free(app.tokens);
     if (app.store.kv)
         app.store.ops->close(app.store.kv);
@@ -364,13 +486,13 @@ out:
     return rc;
 }
 
-static int dk_run_migrate(dk_config *c)
+static int dk_run_migrate(dk_config *c, const dk_plan *plan)
 {
     dk_app app = {0};
     app.config = c;
-    if (dk_open_database(&app, c, 1) != 0)
+    if (dk_open_database(&app, c, 1, plan) != 0)
         return 1;
-    int rc = dk_migrate_all(&app) == 0 ? 0 : 1;
+    int rc = dk_migrate_plan(&app, plan) == 0 ? 0 : 1;
     app.db.ops->close(app.db.db);
     return rc;
 }
@@ -400,7 +522,8 @@ int main(int argc, char **argv)
             return 0;
         }
     }
-    bool known = !strcmp(cmd, "all") || !strcmp(cmd, "migrate") || !strcmp(cmd, "config");
+    dk_plan plan;
+    bool known = dk_plan_for(cmd, &plan) || !strcmp(cmd, "config");
     if (!known) {
         fprintf(stderr, "docket: unknown command '%s' (see `docket help`)\n", cmd);
         return DK_EXIT_USAGE;
@@ -413,15 +536,15 @@ int main(int argc, char **argv)
     }
     dk_log_level level = DK_LOG_INFO;
     (void)dk_log_level_parse(dk_config_str(c, "log.level"), &level);
-    dk_log_init(strcmp(cmd, "all") == 0 ? "all" : cmd, level);
+    dk_log_init(cmd, level);
     int rc;
     if (!strcmp(cmd, "config")) {
         dk_config_print_effective(c, stdout);
         rc = 0;
     } else if (!strcmp(cmd, "migrate")) {
-        rc = dk_run_migrate(c);
+        rc = dk_run_migrate(c, &plan);
     } else {
-        rc = dk_run_all(c);
+        rc = dk_run(c, &plan);
     }
     dk_config_free(c);
     return rc;

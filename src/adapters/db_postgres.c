@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <libpq-fe.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -121,6 +122,15 @@ static int pg_wait(int fd, short events, int64_t deadline)
     }
 }
 
+/* Over TLS, OpenSSL may hold decrypted bytes the socket no longer signals: read those first. */
+static bool pg_ssl_pending(PGconn *pg)
+{
+    if (!PQsslInUse(pg))
+        return false;
+    SSL *ssl = PQsslStruct(pg, "OpenSSL");
+    return ssl && SSL_pending(ssl) > 0;
+}
+
 static void pg_notice_discard(void *arg, const PGresult *res)
 {
     (void)arg;
@@ -202,7 +212,7 @@ static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **r
     PGresult *keep = NULL;
     for (;;) {
         while (PQisBusy(pg)) {
-            int w = pg_wait(PQsocket(pg), POLLIN, deadline);
+            int w = pg_ssl_pending(pg) ? POLLIN : pg_wait(PQsocket(pg), POLLIN, deadline);
             if (w <= 0) {
                 PQclear(keep);
                 return pg_broken(c, NULL,

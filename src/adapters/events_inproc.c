@@ -18,9 +18,16 @@ struct dk_events {
     } subs[DK_EVENTS_MAX_SUBS];
 };
 
-static dk_status inproc_open(dk_events **ret)
+static dk_status inproc_open(const dk_events_options *opt, dk_events **ret)
 {
+    (void)opt;
     *ret = DK_NEW(dk_events);
+    return DK_OK;
+}
+
+static dk_status inproc_start(dk_events *ev)
+{
+    (void)ev;
     return DK_OK;
 }
 
@@ -56,6 +63,7 @@ static dk_status inproc_publish(dk_events *ev, const char *type, const char *pay
 const struct dk_events_ops dk_events_inproc_ops = {
     .name = "inproc",
     .open = inproc_open,
+    .start = inproc_start,
     .close = inproc_close,
     .subscribe = inproc_subscribe,
     .publish = inproc_publish,

@@ -5,28 +5,24 @@
  * DK_E_UNAVAILABLE, never a hang. A connection that saw an I/O error is freed and its slot
  * reconnects on the next call; an idle connection the server has closed (restart, CLIENT KILL,
  * idle timeout) is noticed before use and replaced, so the store recovers without a restart.
- * The URL's password is kept only for AUTH and wiped on close; it never appears in a status. */
+ * The URL's password is kept only for AUTH and wiped on close; it never appears in a status.
+ * URL parsing, connecting (AUTH, SELECT) and the SIGPIPE guard are shared: adapters/redis_url.h. */
 #include "ports/kv.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
 
+#include "adapters/redis_url.h"
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/timeutil.h"
 #include "core/banned.h"
 
-#define KVR_DEFAULT_PORT       6379
 #define KVR_DEFAULT_POOL       4
 #define KVR_MAX_POOL           1024
 #define KVR_DEFAULT_TIMEOUT_MS 1000
@@ -43,12 +39,7 @@ static const char kvr_incr_window_lua[] = "local c = redis.call('INCR', KEYS[1])
                                           "return {c, t}\n";
 
 struct dk_kv {
-    char *host;
-    int port;
-    int db;
-    char *user;     /* NULL: AUTH with the password alone */
-    char *password; /* NULL: no AUTH */
-    size_t password_len;
+    dk_redis_url url;
     char *prefix;
     size_t prefix_len;
     int timeout_ms;
@@ -61,255 +52,7 @@ struct dk_kv {
     int size;
 };
 
-/* --- URL ------------------------------------------------------------------------------------- */
-
-static int kvr_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into a new string; NULL when malformed or when it would hold a NUL. */
-static char *kvr_pct_decode(const char *s, size_t n, size_t *ret_len)
-{
-    char *out = dk_malloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            out[o++] = s[i];
-            continue;
-        }
-        int hi = i + 2 < n ? kvr_hex(s[i + 1]) : -1;
-        int lo = i + 2 < n ? kvr_hex(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            explicit_bzero(out, n + 1);
-            dk_free(out);
-            return NULL;
-        }
-        out[o++] = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    out[o] = '\0';
-    if (ret_len)
-        *ret_len = o;
-    return out;
-}
-
-/* Decimal digits only, within [min, max]. */
-static bool kvr_parse_uint(const char *s, size_t n, long min, long max, long *ret)
-{
-    if (n == 0 || n > 10)
-        return false;
-    long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < min || v > max)
-        return false;
-    *ret = v;
-    return true;
-}
-
-/* redis://[[user]:password@]host[:port][/db], the form redis-cli accepts: userinfo without a
- * ':' is a password alone; user and password may be percent-encoded; host may be [IPv6]. */
-static dk_status kvr_parse_url(dk_kv *kv, const char *url)
-{
-    static const char scheme[] = "redis://";
-    if (!url || strncasecmp(url, scheme, sizeof scheme - 1) != 0)
-        return DK_E_VALIDATION;
-    const char *auth = url + sizeof scheme - 1;
-    const char *auth_end = auth + strcspn(auth, "/?#");
-    if (*auth_end == '?' || *auth_end == '#')
-        return DK_E_VALIDATION;
-
-    /* userinfo ends at the last '@' of the authority (an unencoded '@' in a password works) */
-    const char *at = NULL;
-    for (const char *p = auth; p < auth_end; p++)
-        if (*p == '@')
-            at = p;
-    const char *host = auth;
-    if (at) {
-        const char *colon = memchr(auth, ':', (size_t)(at - auth));
-        const char *pw = colon ? colon + 1 : auth;
-        if (colon && colon > auth) {
-            kv->user = kvr_pct_decode(auth, (size_t)(colon - auth), NULL);
-            if (!kv->user)
-                return DK_E_VALIDATION;
-        }
-        if (at > pw) {
-            kv->password = kvr_pct_decode(pw, (size_t)(at - pw), &kv->password_len);
-            if (!kv->password)
-                return DK_E_VALIDATION;
-        }
-        host = at + 1;
-    }
-
-    const char *host_end, *port = NULL;
-    if (*host == '[') {
-        const char *close = memchr(host, ']', (size_t)(auth_end - host));
-        if (!close || close == host + 1)
-            return DK_E_VALIDATION;
-        kv->host = dk_strndup(host + 1, (size_t)(close - host - 1));
-        host_end = close + 1;
-        if (host_end < auth_end) {
-            if (*host_end != ':')
-                return DK_E_VALIDATION;
-            port = host_end + 1;
-        }
-    } else {
-        const char *colon = memchr(host, ':', (size_t)(auth_end - host));
-        host_end = colon ? colon : auth_end;
-        if (host_end == host)
-            return DK_E_VALIDATION;
-        kv->host = dk_strndup(host, (size_t)(host_end - host));
-        if (colon)
-            port = colon + 1;
-    }
-    long v = KVR_DEFAULT_PORT;
-    if (port && !kvr_parse_uint(port, (size_t)(auth_end - port), 1, 65535, &v))
-        return DK_E_VALIDATION;
-    kv->port = (int)v;
-
-    v = 0;
-    if (*auth_end == '/' && auth_end[1] != '\0' &&
-        !kvr_parse_uint(auth_end + 1, strlen(auth_end + 1), 0, INT_MAX, &v))
-        return DK_E_VALIDATION;
-    kv->db = (int)v;
-    return DK_OK;
-}
-
-/* --- SIGPIPE ----------------------------------------------------------------------------------
- * hiredis writes with write(2): a peer that has gone away would raise SIGPIPE and kill the
- * process. Block it on this thread around each exchange and swallow the one a failed write
- * left pending, without touching the process's signal dispositions. */
-
-struct kvr_sigpipe {
-    sigset_t old;
-};
-
-static void kvr_sigpipe_block(struct kvr_sigpipe *sp)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, &sp->old);
-}
-
-static void kvr_sigpipe_restore(struct kvr_sigpipe *sp, bool io_failed)
-{
-    if (sigismember(&sp->old, SIGPIPE))
-        return; /* the caller blocks SIGPIPE itself: leave its pending set alone */
-    if (io_failed) {
-        sigset_t set, pending;
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
-            const struct timespec zero = {0, 0};
-            while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
-            }
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
-}
-
 /* --- connections ----------------------------------------------------------------------------- */
-
-static struct timeval kvr_tv(int ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
-
-/* Maps an error reply: a server that is loading, busy, failing over or read-only is
- * temporarily unavailable; anything else (wrong type, bad password, bad db) is ours. */
-static dk_status kvr_error_status(const redisReply *r)
-{
-    static const char *const transient[] = {"LOADING",  "BUSY ",    "MASTERDOWN",
-                                            "TRYAGAIN", "READONLY", "CLUSTERDOWN"};
-    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
-        if (r->str && strncmp(r->str, transient[i], strlen(transient[i])) == 0)
-            return DK_E_UNAVAILABLE;
-    return DK_E_INTERNAL;
-}
-
-/* Runs one setup command on a fresh connection; the status reply is checked and dropped. */
-static dk_status kvr_setup_command(redisContext *c, int argc, const char **argv,
-                                   const size_t *argvlen)
-{
-    struct kvr_sigpipe sp;
-    kvr_sigpipe_block(&sp);
-    redisReply *r = redisCommandArgv(c, argc, argv, argvlen);
-    kvr_sigpipe_restore(&sp, c->err != 0);
-    dk_status st = DK_OK;
-    if (!r || c->err)
-        st = DK_E_UNAVAILABLE;
-    else if (r->type == REDIS_REPLY_ERROR)
-        st = kvr_error_status(r);
-    if (r)
-        freeReplyObject(r);
-    return st;
-}
-
-static dk_status kvr_connect(dk_kv *kv, int timeout_ms, redisContext **ret)
-{
-    struct timeval tv = kvr_tv(timeout_ms);
-    redisContext *c = redisConnectWithTimeout(kv->host, kv->port, tv);
-    if (!c)
-        return DK_E_INTERNAL; /* out of memory */
-    if (c->err || redisSetTimeout(c, tv) != REDIS_OK) {
-        redisFree(c);
-        return DK_E_UNAVAILABLE;
-    }
-    (void)redisEnableKeepAlive(c); /* best effort: notices a vanished peer on idle slots */
-    dk_status st = DK_OK;
-    if (kv->password) {
-        bool with_user = kv->user && *kv->user && strcmp(kv->user, "default") != 0;
-        const char *argv[3] = {"AUTH"};
-        size_t argvlen[3] = {4};
-        int argc = 1;
-        if (with_user) {
-            argv[argc] = kv->user;
-            argvlen[argc++] = strlen(kv->user);
-        }
-        argv[argc] = kv->password;
-        argvlen[argc++] = kv->password_len;
-        st = kvr_setup_command(c, argc, argv, argvlen);
-    }
-    if (st == DK_OK && kv->db != 0) {
-        char db[16];
-        int n = snprintf(db, sizeof db, "%d", kv->db);
-        const char *argv[2] = {"SELECT", db};
-        size_t argvlen[2] = {6, (size_t)n};
-        st = kvr_setup_command(c, 2, argv, argvlen);
-    }
-    if (st != DK_OK) {
-        redisFree(c);
-        return st;
-    }
-    *ret = c;
-    return DK_OK;
-}
-
-/* An idle connection is healthy when nothing is waiting to be read on it: in RESP2 the server
- * never speaks unasked, so readable means it closed the socket or sent a parting error. */
-static bool kvr_idle_alive(redisContext *c)
-{
-    if (c->err)
-        return false;
-    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-    int n;
-    do {
-        n = poll(&pfd, 1, 0);
-    } while (n < 0 && errno == EINTR);
-    return n == 0;
-}
 
 static void kvr_deadline(struct timespec *ts, int timeout_ms)
 {
@@ -352,14 +95,14 @@ static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, redisContext **ret, bool
     pthread_mutex_unlock(&kv->lock);
 
     if (c) {
-        if (kvr_idle_alive(c)) {
+        if (dk_redis_idle_alive(c)) {
             *ret = c;
             *ret_reused = true;
             return DK_OK;
         }
         redisFree(c); /* closed by the server while idle: reconnect in the same slot */
     }
-    dk_status st = kvr_connect(kv, timeout_ms, &c);
+    dk_status st = dk_redis_connect(&kv->url, timeout_ms, &c);
     if (st != DK_OK) {
         pthread_mutex_lock(&kv->lock);
         kv->open--;
@@ -401,14 +144,14 @@ static dk_status kvr_command(dk_kv *kv, int timeout_ms, bool idempotent, int arg
         if (st != DK_OK)
             return st;
         bool custom_timeout = timeout_ms != kv->timeout_ms;
-        if (custom_timeout && redisSetTimeout(c, kvr_tv(timeout_ms)) != REDIS_OK) {
+        if (custom_timeout && !dk_redis_set_timeout(c, timeout_ms)) {
             kvr_release(kv, c, false);
             return DK_E_UNAVAILABLE;
         }
-        struct kvr_sigpipe sp;
-        kvr_sigpipe_block(&sp);
+        dk_redis_sigpipe sp;
+        dk_redis_sigpipe_block(&sp);
         redisReply *r = redisCommandArgv(c, argc, argv, argvlen);
-        kvr_sigpipe_restore(&sp, c->err != 0);
+        dk_redis_sigpipe_restore(&sp, c->err != 0);
         if (!r || c->err) {
             if (r)
                 freeReplyObject(r);
@@ -418,10 +161,10 @@ static dk_status kvr_command(dk_kv *kv, int timeout_ms, bool idempotent, int arg
             return DK_E_UNAVAILABLE;
         }
         bool keep = true;
-        if (custom_timeout && redisSetTimeout(c, kvr_tv(kv->timeout_ms)) != REDIS_OK)
+        if (custom_timeout && !dk_redis_set_timeout(c, kv->timeout_ms))
             keep = false;
         if (r->type == REDIS_REPLY_ERROR) {
-            st = kvr_error_status(r);
+            st = dk_redis_error_status(r);
             if (r->str && strncmp(r->str, "READONLY", 8) == 0)
                 keep = false; /* a replica after failover: reconnect to find the new primary */
             freeReplyObject(r);
@@ -482,12 +225,7 @@ static void kvr_close(dk_kv *kv)
     dk_free(kv->idle);
     pthread_cond_destroy(&kv->cond);
     pthread_mutex_destroy(&kv->lock);
-    if (kv->password) {
-        explicit_bzero(kv->password, kv->password_len);
-        dk_free(kv->password);
-    }
-    dk_free(kv->user);
-    dk_free(kv->host);
+    dk_redis_url_release(&kv->url);
     dk_free(kv->prefix);
     dk_free(kv);
 }
@@ -513,7 +251,7 @@ DK_MUSTCHECK static dk_status kvr_open(const dk_kv_options *opt, dk_kv **ret_kv)
         kv->size = KVR_MAX_POOL;
     kv->idle = dk_calloc((size_t)kv->size, sizeof(*kv->idle));
 
-    dk_status st = kvr_parse_url(kv, opt->url);
+    dk_status st = dk_redis_url_parse(opt->url, &kv->url);
     if (st != DK_OK) {
         kvr_close(kv);
         return st;

@@ -1,6 +1,7 @@
 #include "core/arena.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,13 +25,18 @@ struct dk_arena_cleanup {
 };
 
 struct dk_arena {
-    struct dk_arena_block *head; /* current block first */
+    struct dk_arena_block *head;  /* current block first */
+    struct dk_arena_block *first; /* the block made with the arena, kept by reset */
     struct dk_arena_cleanup *cleanups;
     size_t total;
 };
 
 static struct dk_arena_block *dk_arena_block_new(size_t cap)
 {
+    if (cap > SIZE_MAX / 2) {
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"arena allocation of %zu bytes\"}\n", cap);
+        abort();
+    }
     struct dk_arena_block *b = dk_malloc(sizeof(*b) + cap);
     b->next = NULL;
     b->cap = cap;
@@ -42,6 +48,7 @@ dk_arena *dk_arena_new(void)
 {
     dk_arena *a = DK_NEW(dk_arena);
     a->head = dk_arena_block_new(DK_ARENA_BLOCK);
+    a->first = a->head;
     return a;
 }
 
@@ -60,15 +67,15 @@ void dk_arena_reset(dk_arena *a)
         return;
     dk_arena_run_cleanups(a);
     struct dk_arena_block *b = a->head;
-    /* keep the last (oldest, first allocated) block */
-    while (b && b->next) {
+    while (b) {
         struct dk_arena_block *next = b->next;
-        dk_free(b);
+        if (b != a->first)
+            dk_free(b);
         b = next;
     }
-    a->head = b;
-    if (b)
-        b->used = 0;
+    a->head = a->first;
+    a->first->next = NULL;
+    a->first->used = 0;
     a->total = 0;
 }
 
@@ -88,6 +95,10 @@ void dk_arena_free(dk_arena *a)
 
 void *dk_arena_alloc(dk_arena *a, size_t n)
 {
+    if (n > SIZE_MAX / 2) {
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"arena allocation of %zu bytes\"}\n", n);
+        abort();
+    }
     size_t need = (n + DK_ARENA_ALIGN - 1) & ~(size_t)(DK_ARENA_ALIGN - 1);
     if (need == 0)
         need = DK_ARENA_ALIGN;

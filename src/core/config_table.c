@@ -46,6 +46,9 @@ const dk_config_row dk_config_rows[] = {
              "Largest request body accepted; a bigger one is answered 413."),
     ROW_DUR("server.drain_timeout", "10s", 0, 10 * MS_M,
             "On SIGTERM, how long in-flight requests may run before the process exits."),
+    ROW_BOOL("server.trust_forwarded_for", "false",
+             "Take the client IP from the last `X-Forwarded-For` entry (set it on services behind "
+             "the Docket gateway or another trusted proxy, never on a public listener)."),
 
     ROW_STR("storage.data_dir", "./data", NULL, 0,
             "Directory for embedded data: the SQLite database, local objects and the generated JWT "
@@ -103,11 +106,12 @@ const dk_config_row dk_config_rows[] = {
             "Requests per second the gateway admits per client IP; 0 = no limit."),
     ROW_STR("gateway.cors_origins", "", NULL, 0,
             "Origins allowed by CORS, comma-separated; empty = CORS off."),
-    ROW_STR(
-        "gateway.auth_url", "", NULL, 0,
-        "Split mode: base URLs of the auth service, comma-separated (e.g. `http://auth:3001`)."),
+    ROW_STR("gateway.auth_url", "", NULL, 0,
+            "Split mode: base URLs of the auth service, comma-separated (e.g. "
+            "`http://auth:3001`); the gateway balances over them."),
     ROW_STR("gateway.users_url", "", NULL, 0,
-            "Split mode: base URLs of the users service, comma-separated."),
+            "Split mode: base URLs of the users service, comma-separated (the gateway, and the "
+            "auth and tasks services, which call it)."),
     ROW_STR("gateway.tasks_url", "", NULL, 0,
             "Split mode: base URLs of the tasks service, comma-separated."),
     ROW_STR("gateway.notifications_url", "", NULL, 0,
@@ -116,6 +120,12 @@ const dk_config_row dk_config_rows[] = {
             "Timeout for connecting to an upstream service; then 503."),
     ROW_DUR("gateway.timeout", "10s", 1, 10 * MS_M,
             "Longest the gateway waits for an upstream response; then 504."),
+    ROW_INT("gateway.circuit_failures", "5", 1, 1000,
+            "Consecutive failures after which an upstream is taken out of rotation."),
+    ROW_DUR("gateway.circuit_cooldown", "5s", 100, 10 * MS_M,
+            "How long an upstream stays out of rotation before it is tried again."),
+    ROW_DUR("gateway.health_interval", "1s", 100, MS_M,
+            "How often the gateway probes each upstream's `/ready`."),
 
     ROW_INT("notification.due_soon_minutes", "60", 1, 525600,
             "A `task.due_soon` notification is sent this many minutes before `due_at`."),

@@ -131,9 +131,7 @@ unsigned char *dk_base64url_decode(dk_arena *a, const char *in, size_t *ret_len)
 
 char *dk_random_token(dk_arena *a, size_t nbytes)
 {
-    unsigned char buf[64];
-    if (nbytes > sizeof buf)
-        nbytes = sizeof buf;
+    unsigned char *buf = dk_arena_alloc(a, nbytes ? nbytes : 1);
     dk_random_bytes(buf, nbytes);
     return dk_base64url(a, buf, nbytes);
 }

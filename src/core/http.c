@@ -69,6 +69,8 @@ struct dk_exchange {
     char *buf; /* body being received (malloc'd, capped at body_limit) */
     size_t len, cap;
     bool too_large;
+    bool suspended;
+    bool dispatched;
     double t0;
     const char *metric_service;
     const char *metric_route;
@@ -103,6 +105,82 @@ const char *dk_req_header(const dk_req *req, const char *name)
 const char *dk_req_query(const dk_req *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+struct dk_query_build {
+    dk_arena *arena;
+    char *buf;
+    size_t len, cap;
+};
+
+static void dk_qb_append(struct dk_query_build *q, const char *s, size_t n)
+{
+    if (q->len + n + 1 > q->cap) {
+        size_t ncap = (q->cap ? q->cap * 2 : 256) + n;
+        char *nb = dk_arena_alloc(q->arena, ncap);
+        if (q->len)
+            memcpy(nb, q->buf, q->len);
+        q->buf = nb;
+        q->cap = ncap;
+    }
+    memcpy(q->buf + q->len, s, n);
+    q->len += n;
+    q->buf[q->len] = '\0';
+}
+
+static void dk_qb_escape(struct dk_query_build *q, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            dk_qb_append(q, (const char *)p, 1);
+        } else {
+            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+            dk_qb_append(q, e, 3);
+        }
+    }
+}
+
+static enum MHD_Result dk_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct dk_query_build *q = cls;
+    if (q->len)
+        dk_qb_append(q, "&", 1);
+    dk_qb_escape(q, key);
+    if (value) {
+        dk_qb_append(q, "=", 1);
+        dk_qb_escape(q, value);
+    }
+    return MHD_YES;
+}
+
+const char *dk_req_query_string(dk_req *req)
+{
+    struct dk_query_build q = {.arena = req->arena};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, dk_query_arg, &q);
+    return q.buf ? q.buf : "";
+}
+
+struct dk_header_iter {
+    void (*fn)(void *ctx, const char *name, const char *value);
+    void *ctx;
+};
+
+static enum MHD_Result dk_header_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct dk_header_iter *it = cls;
+    it->fn(it->ctx, key, value ? value : "");
+    return MHD_YES;
+}
+
+void dk_req_each_header(const dk_req *req,
+                        void (*fn)(void *ctx, const char *name, const char *value), void *ctx)
+{
+    struct dk_header_iter it = {fn, ctx};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, dk_header_cb, &it);
 }
 
 static bool dk_content_type_is_json(const char *ct)
@@ -146,13 +224,26 @@ dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj)
     return DK_OK;
 }
 
+struct dk_exchange;
+void dk_req_suspend(dk_req *req)
+{
+    struct dk_exchange *x = (struct dk_exchange *)req; /* req is the first member */
+    x->suspended = true;
+    MHD_suspend_connection(req->conn);
+}
+
+void dk_req_resume(dk_req *req)
+{
+    MHD_resume_connection(req->conn);
+}
+
 /* ---------- responses ---------- */
 
 void dk_res_header(dk_res *res, const char *name, const char *value)
 {
     if (res->nheaders >= DK_MAX_RES_HEADERS)
         return;
-    res->header_names[res->nheaders] = name;
+    res->header_names[res->nheaders] = dk_arena_strdup(res->arena, name);
     res->header_values[res->nheaders] = dk_arena_strdup(res->arena, value);
     res->nheaders++;
 }
@@ -280,6 +371,8 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     srv->opt = *opt;
     srv->opt.host = dk_strdup(opt->host ? opt->host : "0.0.0.0");
     srv->opt.process_name = dk_strdup(opt->process_name ? opt->process_name : "docket");
+    srv->opt.cors_origins =
+        opt->cors_origins && *opt->cors_origins ? dk_strdup(opt->cors_origins) : NULL;
     srv->app = app;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->inflight, 0);
@@ -301,6 +394,7 @@ void dk_http_free(dk_http_server *srv)
     }
     dk_free((char *)srv->opt.host);
     dk_free((char *)srv->opt.process_name);
+    dk_free((char *)srv->opt.cors_origins);
     dk_free(srv);
 }
 
@@ -456,9 +550,9 @@ static void dk_ops_metrics(dk_req *req, dk_res *res)
 }
 
 static const dk_route dk_ops_routes[] = {
-    {"GET", "/health", dk_ops_health, 0},
-    {"GET", "/ready", dk_ops_ready, 0},
-    {"GET", "/metrics", dk_ops_metrics, 0},
+    {"GET", "/health", dk_ops_health, DK_ROUTE_OPS},
+    {"GET", "/ready", dk_ops_ready, DK_ROUTE_OPS},
+    {"GET", "/metrics", dk_ops_metrics, DK_ROUTE_OPS},
 };
 
 /* ---------- edge duties ---------- */
@@ -496,7 +590,7 @@ static bool dk_rate_limit(struct dk_exchange *x)
     return true;
 }
 
-static bool dk_authenticate(struct dk_exchange *x)
+static bool dk_authenticate(struct dk_exchange *x, bool internal)
 {
     dk_app *app = x->srv->app;
     const char *h = dk_req_header(&x->req, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -509,6 +603,17 @@ static bool dk_authenticate(struct dk_exchange *x)
     dk_status st = DK_E_UNAUTHORIZED;
     if (token && *token)
         st = dk_tokens_verify(app->tokens, x->req.arena, token, &x->identity);
+    if (st == DK_OK && internal) {
+        /* service tokens have no session: the role is what admits them */
+        if (strcmp(x->identity.role, "service") != 0) {
+            dk_res_problem(&x->res, DK_E_NOT_FOUND, "no such resource: %s", x->req.path);
+            return false;
+        }
+        x->req.identity = &x->identity;
+        return true;
+    }
+    if (st == DK_OK && strcmp(x->identity.role, "service") == 0)
+        st = DK_E_UNAUTHORIZED; /* a service token is not a user's */
     if (st == DK_OK)
         st = dk_session_check(&app->store, x->identity.session_id);
     if (st == DK_OK) {
@@ -529,6 +634,81 @@ static bool dk_authenticate(struct dk_exchange *x)
         dk_res_header(&x->res, "Retry-After", "1");
         dk_res_problem(&x->res, DK_E_UNAVAILABLE, "the session store is unavailable");
     }
+    return false;
+}
+
+static bool dk_origin_allowed(const char *list, const char *origin)
+{
+    if (!list || !origin || !*origin)
+        return false;
+    size_t on = strlen(origin);
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ')
+            t--;
+        size_t n = (size_t)(t - p);
+        if ((n == 1 && *p == '*') || (n == on && strncmp(p, origin, n) == 0))
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+/* CORS: adds the response headers for an allowed Origin; answers preflights. Returns true
+ * when the request has been answered. */
+static bool dk_cors(struct dk_exchange *x, const char *allow_methods)
+{
+    const char *origin = dk_req_header(&x->req, "Origin");
+    if (!dk_origin_allowed(x->srv->opt.cors_origins, origin))
+        return false;
+    dk_res_header(&x->res, "Access-Control-Allow-Origin", origin);
+    dk_res_header(&x->res, "Vary", "Origin");
+    dk_res_header(&x->res, "Access-Control-Expose-Headers",
+                  "X-Request-Id, ETag, Location, Retry-After, RateLimit-Limit, "
+                  "RateLimit-Remaining, RateLimit-Reset");
+    if (strcmp(x->req.method, "OPTIONS") == 0 &&
+        dk_req_header(&x->req, "Access-Control-Request-Method") && allow_methods) {
+        dk_res_header(&x->res, "Access-Control-Allow-Methods", allow_methods);
+        dk_res_header(&x->res, "Access-Control-Allow-Headers",
+                      "Authorization, Content-Type, If-Match, If-None-Match, X-Request-Id, "
+                      "traceparent, Last-Event-ID");
+        dk_res_header(&x->res, "Access-Control-Max-Age", "600");
+        dk_res_empty(&x->res, 204);
+        return true;
+    }
+    return false;
+}
+
+static bool dk_edge_rate_limit(struct dk_exchange *x)
+{
+    int64_t rps = x->srv->opt.edge_rate_limit_rps;
+    if (rps <= 0)
+        return true;
+    dk_ratelimit_result rl;
+    dk_status st = dk_ratelimit_hit(&x->srv->app->store, "edge", x->req.client_ip, rps, 1000, &rl);
+    if (st != DK_OK) {
+        dk_log_error("edge rate limiter unavailable: %s", dk_status_title(st));
+        dk_res_header(&x->res, "Retry-After", "1");
+        dk_res_problem(&x->res, DK_E_UNAVAILABLE, "the rate limiter's store is unavailable");
+        return false;
+    }
+    if (rl.allowed)
+        return true;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)rl.limit);
+    dk_res_header(&x->res, "RateLimit-Limit", buf);
+    dk_res_header(&x->res, "RateLimit-Remaining", "0");
+    snprintf(buf, sizeof buf, "%lld", (long long)rl.reset_s);
+    dk_res_header(&x->res, "RateLimit-Reset", buf);
+    dk_res_header(&x->res, "Retry-After", buf);
+    dk_res_problem(&x->res, DK_E_RATE_LIMITED,
+                   "more than %lld requests per second from this client", (long long)rps);
     return false;
 }
 
@@ -560,6 +740,8 @@ static void dk_dispatch(struct dk_exchange *x)
         }
     }
     if (!found) {
+        if (allow[0] && dk_cors(x, allow))
+            return;
         if (allow[0]) {
             dk_res_header(&x->res, "Allow", allow);
             dk_res_problem(&x->res, DK_E_METHOD, "%s is not allowed here; allowed: %s", req->method,
@@ -576,6 +758,11 @@ static void dk_dispatch(struct dk_exchange *x)
     req->service_name = found->service_name;
     req->route_pattern = found->pattern;
 
+    if (!(found->flags & DK_ROUTE_OPS)) {
+        (void)dk_cors(x, NULL);
+        if (!dk_edge_rate_limit(x))
+            return;
+    }
     if ((found->flags & DK_ROUTE_RATE_LIMIT) && !dk_rate_limit(x))
         return;
     if (x->too_large) {
@@ -583,10 +770,11 @@ static void dk_dispatch(struct dk_exchange *x)
                        srv->opt.body_limit);
         return;
     }
-    if ((found->flags & DK_ROUTE_AUTH) && !dk_authenticate(x))
+    if ((found->flags & (DK_ROUTE_AUTH | DK_ROUTE_INTERNAL)) &&
+        !dk_authenticate(x, (found->flags & DK_ROUTE_INTERNAL) != 0))
         return;
     found->handler(req, &x->res);
-    if (x->res.status == 0)
+    if (x->res.status == 0 && !x->suspended)
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 }
 
@@ -639,6 +827,27 @@ static const char *dk_client_ip(dk_arena *a, struct MHD_Connection *c)
     return dk_arena_strdup(a, buf);
 }
 
+/* The last address of X-Forwarded-For (the one our proxy added), when it is a valid IP. */
+static const char *dk_forwarded_ip(dk_arena *a, const char *xff)
+{
+    if (!xff || !*xff)
+        return NULL;
+    const char *last = strrchr(xff, ',');
+    last = last ? last + 1 : xff;
+    while (*last == ' ')
+        last++;
+    size_t n = strlen(last);
+    while (n > 0 && last[n - 1] == ' ')
+        n--;
+    if (n == 0 || n >= INET6_ADDRSTRLEN)
+        return NULL;
+    char *ip = dk_arena_strndup(a, last, n);
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1)
+        return NULL;
+    return ip;
+}
+
 static void dk_exchange_free_buf(void *p)
 {
     struct dk_exchange *x = p;
@@ -675,6 +884,12 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         x->res.request_id = x->req.request_id;
         dk_trace_init(&x->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
         x->req.client_ip = dk_client_ip(a, conn);
+        if (srv->opt.trust_forwarded_for) {
+            const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
+            const char *fwd = dk_forwarded_ip(a, xff);
+            if (fwd)
+                x->req.client_ip = fwd;
+        }
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t declared = 0;
@@ -710,16 +925,23 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
     }
 
     /* The whole request is here: handle it and queue the response. */
-    if (x->buf) {
-        x->buf[x->len] = '\0';
-        x->req.body = x->buf;
-        x->req.body_len = x->len;
-    } else {
-        x->req.body = "";
+    if (!x->dispatched) {
+        x->dispatched = true;
+        if (x->buf) {
+            x->buf[x->len] = '\0';
+            x->req.body = x->buf;
+            x->req.body_len = x->len;
+        } else {
+            x->req.body = "";
+        }
+        dk_log_set_context(x->req.request_id, x->req.trace_id);
+        dk_dispatch(x);
+        dk_log_set_context(NULL, NULL);
+        if (x->suspended)
+            return MHD_YES; /* answered later, after dk_req_resume */
     }
-    dk_log_set_context(x->req.request_id, x->req.trace_id);
-    dk_dispatch(x);
-    dk_log_set_context(NULL, NULL);
+    if (x->res.status == 0)
+        dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 
     struct MHD_Response *r = MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
                                                              MHD_RESPMEM_PERSISTENT);
@@ -790,8 +1012,8 @@ dk_status dk_http_start(dk_http_server *srv)
         dk_log_error("cannot resolve listen address %s: %s", srv->opt.host, gai_strerror(gai));
         return DK_E_INTERNAL;
     }
-    unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (res->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     int threads = srv->opt.threads > 0 ? srv->opt.threads : 8;

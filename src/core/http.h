@@ -27,6 +27,8 @@ typedef void (*dk_handler_fn)(dk_req *req, dk_res *res);
 enum {
     DK_ROUTE_AUTH = 1u << 0,       /* requires a valid, unrevoked access token */
     DK_ROUTE_RATE_LIMIT = 1u << 1, /* counted against rate_limiting.* per client IP */
+    DK_ROUTE_INTERNAL = 1u << 2,   /* service-to-service only: a token with role "service" */
+    DK_ROUTE_OPS = 1u << 3,        /* /health, /ready, /metrics: no edge limits */
 };
 
 typedef struct dk_route {
@@ -68,7 +70,7 @@ struct dk_req {
     dk_app *app;
 };
 
-#define DK_MAX_RES_HEADERS 16
+#define DK_MAX_RES_HEADERS 32
 
 struct dk_res {
     int status;
@@ -86,9 +88,20 @@ struct dk_res {
 const char *dk_req_param(const dk_req *req, const char *name); /* path parameter */
 const char *dk_req_header(const dk_req *req, const char *name);
 const char *dk_req_query(const dk_req *req, const char *name);
+/* The query string re-encoded from the parsed arguments ("" when none, no leading '?'). */
+const char *dk_req_query_string(dk_req *req);
+/* Calls fn for every request header, in the order received. */
+void dk_req_each_header(const dk_req *req,
+                        void (*fn)(void *ctx, const char *name, const char *value), void *ctx);
 /* Parses a JSON object body. On failure (415 wrong Content-Type, 400 malformed JSON, 422 not an
  * object) it has already written the problem into res and returns the status. */
 dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj) DK_MUSTCHECK;
+
+/* Answering later (the gateway): the handler calls dk_req_suspend and returns without a
+ * response; another thread fills res and calls dk_req_resume, after which the response is
+ * sent. Between the two, the request's arena stays alive. */
+void dk_req_suspend(dk_req *req);
+void dk_req_resume(dk_req *req);
 
 /* Responses. */
 void dk_res_header(dk_res *res, const char *name, const char *value); /* copied */
@@ -120,7 +133,10 @@ typedef struct dk_http_options {
     int threads;
     size_t body_limit;
     int drain_timeout_ms;
-    const char *process_name; /* "all", "auth", ... for the ops routes' metrics label */
+    const char *process_name;    /* "all", "auth", ... for the ops routes' metrics label */
+    const char *cors_origins;    /* comma-separated allowed origins, "*" for any; NULL/"" = off */
+    int64_t edge_rate_limit_rps; /* per client IP per second on service routes; 0 = none */
+    bool trust_forwarded_for;    /* take the client IP from X-Forwarded-For (behind a proxy) */
 } dk_http_options;
 
 dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app);

@@ -17,7 +17,7 @@ json_t *dk_json_own(dk_arena *a, json_t *v)
 
 char *dk_json_render(dk_arena *a, const json_t *v, size_t *ret_len)
 {
-    const size_t flags = JSON_COMPACT | JSON_ENSURE_ASCII * 0 | JSON_REAL_PRECISION(17);
+    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17);
     size_t n = json_dumpb(v, NULL, 0, flags);
     char *buf = dk_arena_alloc(a, n + 1);
     if (n > 0)

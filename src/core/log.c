@@ -12,8 +12,8 @@
 
 static char dk_log_service[32] = "docket";
 static dk_log_level dk_log_min = DK_LOG_INFO;
-static _Thread_local const char *dk_log_request_id;
-static _Thread_local const char *dk_log_trace_id;
+static _Thread_local const char *dk_log_tl_request_id;
+static _Thread_local const char *dk_log_tl_trace_id;
 
 void dk_log_init(const char *service, dk_log_level level)
 {
@@ -40,8 +40,13 @@ bool dk_log_enabled(dk_log_level level)
 
 void dk_log_set_context(const char *request_id, const char *trace_id)
 {
-    dk_log_request_id = request_id;
-    dk_log_trace_id = trace_id;
+    dk_log_tl_request_id = request_id;
+    dk_log_tl_trace_id = trace_id;
+}
+
+const char *dk_log_request_id(void)
+{
+    return dk_log_tl_request_id;
 }
 
 size_t dk_json_escape(char *out, size_t cap, const char *s)
@@ -98,11 +103,12 @@ static void dk_log_v(dk_log_level level, const char *extra, const char *fmt, va_
     char line[8192];
     int n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":\"%s\"", ts,
                      names[level], dk_log_service);
-    if (dk_log_request_id && n > 0 && (size_t)n < sizeof line)
+    if (dk_log_tl_request_id && n > 0 && (size_t)n < sizeof line)
         n += snprintf(line + n, sizeof line - (size_t)n, ",\"request_id\":\"%s\"",
-                      dk_log_request_id);
-    if (dk_log_trace_id && n > 0 && (size_t)n < sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, ",\"trace_id\":\"%s\"", dk_log_trace_id);
+                      dk_log_tl_request_id);
+    if (dk_log_tl_trace_id && n > 0 && (size_t)n < sizeof line)
+        n +=
+            snprintf(line + n, sizeof line - (size_t)n, ",\"trace_id\":\"%s\"", dk_log_tl_trace_id);
     if (n > 0 && (size_t)n < sizeof line)
         n += snprintf(line + n, sizeof line - (size_t)n, ",\"msg\":\"%s\"%s}\n", emsg,
                       extra ? extra : "");

@@ -18,6 +18,8 @@ bool dk_log_level_parse(const char *s, dk_log_level *ret);
 bool dk_log_enabled(dk_log_level level);
 /* Context of the current thread's request; NULL clears. The strings must outlive the request. */
 void dk_log_set_context(const char *request_id, const char *trace_id);
+/* The current thread's request id (NULL outside a request), e.g. to pass on to an upstream. */
+const char *dk_log_request_id(void);
 
 void dk_log(dk_log_level level, const char *fmt, ...) DK_PRINTF(2, 3);
 /* A line with extra JSON members: `extra` is a pre-rendered ",\"k\":v,..." fragment or NULL. */

@@ -44,13 +44,18 @@ static struct {
     void *collector_ctx[DK_MAX_COLLECTORS];
 } dk_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static unsigned dk_hash_ptrs(const void *a, const void *b, const void *c, int d)
+/* FNV-1a over the label texts (not their addresses: equal labels are one series). */
+static unsigned dk_hash_labels(const char *a, const char *b, const char *c, int d)
 {
-    uintptr_t h = (uintptr_t)a * 31u + (uintptr_t)b * 131u + (uintptr_t)c * 1313u + (unsigned)d;
-    h ^= h >> 17;
-    h *= 0xed5ad4bbu;
-    h ^= h >> 11;
-    return (unsigned)(h % DK_SERIES_SLOTS);
+    uint32_t h = 2166136261u;
+    const char *parts[] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        for (const char *p = parts[i]; p && *p; p++)
+            h = (h ^ (unsigned char)*p) * 16777619u;
+        h = (h ^ 0xff) * 16777619u;
+    }
+    h = (h ^ (uint32_t)d) * 16777619u;
+    return h % DK_SERIES_SLOTS;
 }
 
 static bool dk_same(const char *a, const char *b)
@@ -62,11 +67,14 @@ void dk_metrics_http(const char *service, const char *method, const char *route,
                      double seconds)
 {
     pthread_mutex_lock(&dk_reg.lock);
-    unsigned h = dk_hash_ptrs(service, method, route, status);
+    /* label strings are copied into the registry (kept for the life of the process), so
+     * the series outlives whatever server or route table produced it */
+    unsigned h = dk_hash_labels(service, method, route, status);
     for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
         struct dk_series *s = &dk_reg.series[(h + i) % DK_SERIES_SLOTS];
         if (!s->route) {
-            s->service = service, s->method = method, s->route = route, s->status = status;
+            s->service = dk_strdup(service), s->method = dk_strdup(method);
+            s->route = dk_strdup(route), s->status = status;
         }
         if (dk_same(s->service, service) && dk_same(s->method, method) &&
             dk_same(s->route, route) && s->status == status) {
@@ -74,11 +82,12 @@ void dk_metrics_http(const char *service, const char *method, const char *route,
             break;
         }
     }
-    h = dk_hash_ptrs(service, method, route, 0);
+    h = dk_hash_labels(service, method, route, 0);
     for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
         struct dk_hist *hs = &dk_reg.hists[(h + i) % DK_SERIES_SLOTS];
         if (!hs->route) {
-            hs->service = service, hs->method = method, hs->route = route;
+            hs->service = dk_strdup(service), hs->method = dk_strdup(method);
+            hs->route = dk_strdup(route);
         }
         if (dk_same(hs->service, service) && dk_same(hs->method, method) &&
             dk_same(hs->route, route)) {

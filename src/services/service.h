@@ -19,6 +19,11 @@ typedef struct dk_service {
     size_t nroutes;
     const dk_migration *migrations;
     size_t nmigrations;
+    /* Service-to-service routes (DK_ROUTE_INTERNAL), mounted only when the service runs in a
+     * process of its own (split mode); the gateway never routes to them. */
+    const char *internal_prefix;
+    const dk_route *internal_routes;
+    size_t ninternal_routes;
     /* Starts the service (after its dependencies); registers ports it provides. */
     dk_status (*init)(dk_app *app, void **ret_state) DK_MUSTCHECK;
     void (*shutdown)(void *state); /* accepts NULL */
@@ -26,5 +31,6 @@ typedef struct dk_service {
 
 extern const dk_service dk_auth_service;
 extern const dk_service dk_users_service;
+extern const dk_service dk_tasks_service;
 
 #endif

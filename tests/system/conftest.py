@@ -10,6 +10,7 @@ fails the test. The log of every docket a failed test started is attached to its
 import functools
 import os
 import pathlib
+import shutil
 import tempfile
 
 import pytest
@@ -45,6 +46,7 @@ def pytest_runtest_makereport(item, call):
 def server_log_dir():
     d = tempfile.mkdtemp(prefix="docket-systest-")
     yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -136,10 +138,13 @@ def docket_factory(request, tmp_path):
                     data_dir.mkdir()
                 args.append(f"--storage.data_dir={data_dir}")
         args += list(extra_args or [])
-        d = Docket(mode=mode, args=args, env=env, cwd=str(cwd), port=port,
-                   log_path=str(workdir / "docket.log"),
-                   data_dir=str(data_dir) if data_dir else None, db_url=db_url,
-                   jwt_secret=jwt_secret, name=f"docket-{n}")
+        if mode.split:
+            d = _split_docket(mode, args, env, cwd, workdir, port, db_url, jwt_secret, n)
+        else:
+            d = Docket(mode=mode, args=args, env=env, cwd=str(cwd), port=port,
+                       log_path=str(workdir / "docket.log"),
+                       data_dir=str(data_dir) if data_dir else None, db_url=db_url,
+                       jwt_secret=jwt_secret, name=f"docket-{n}")
         started.append(d)
         if mode.storage == "postgres" and migrate:
             r = helpers.run_cli(["migrate"], env=env, cwd=str(cwd), timeout=60)
@@ -172,6 +177,34 @@ def docket_factory(request, tmp_path):
             pass  # the server may be gone at session end; the cluster is thrown away anyway
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+def _split_docket(mode, args, env, cwd, workdir, port, db_url, jwt_secret, n):
+    """The processes of split mode: each service on its own port, the gateway on `port`
+    with the same public flags as `docket all` would get."""
+    extra = [a for a in args[1:] if not a.startswith(("--server.port=", "--server.host="))]
+    services = {}
+    urls = {}
+    for name in helpers.SPLIT_SERVICES:
+        sport = helpers.free_port()
+        urls[name] = f"http://127.0.0.1:{sport}"
+        senv = dict(env)
+        senv["DOCKET_SERVER_TRUST_FORWARDED_FOR"] = "true"
+        senv["DOCKET_GATEWAY_USERS_URL"] = "http://127.0.0.1:0"  # replaced below
+        services[name] = Docket(mode=mode, args=[name, f"--server.port={sport}",
+                                                 "--server.host=127.0.0.1"] + extra,
+                                env=senv, cwd=str(cwd), port=sport,
+                                log_path=str(workdir / f"{name}.log"), db_url=db_url,
+                                jwt_secret=jwt_secret, name=f"docket-{n}-{name}")
+    for svc in services.values():
+        svc.env["DOCKET_GATEWAY_USERS_URL"] = urls["users"]
+    genv = dict(env)
+    for name, url in urls.items():
+        genv[f"DOCKET_GATEWAY_{name.upper()}_URL"] = url
+    gargs = ["gateway"] + args[1:]
+    return helpers.SplitDocket(services=services, mode=mode, args=gargs, env=genv, cwd=str(cwd),
+                               port=port, log_path=str(workdir / "gateway.log"), db_url=db_url,
+                               jwt_secret=jwt_secret, name=f"docket-{n}")
 
 
 @pytest.fixture(params=MODES, ids=[m.id for m in MODES])

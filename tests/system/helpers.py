@@ -34,6 +34,10 @@ STOP_DEADLINE = 15.0
 
 PASSWORD = "correct horse battery staple"
 
+# Argon2 settings that make one hash take a noticeable time (~0.5 s here), for tests of the
+# hashing pool and of draining in-flight requests.
+SLOW_HASH = {"DOCKET_AUTH_ARGON2_MEMORY_KIB": "65536", "DOCKET_AUTH_ARGON2_ITERATIONS": "10"}
+
 # Sanitizer reports that fail a test when they appear in a docket log.
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
@@ -49,18 +53,23 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """How a docket under test is deployed. `storage` is "sqlite" or "postgres"."""
+    """How a docket under test is deployed. `storage` is "sqlite" or "postgres"; `split` runs
+    one process per service behind `docket gateway` instead of `docket all`."""
     name: str
     id: str
     storage: str
+    split: bool = False
 
 
-# The one list of deployment modes every `docket` test runs in. A split (microservices)
-# mode is added here when it exists.
+# The one list of deployment modes every `docket` test runs in.
 MODES = [
     Mode(name="sqlite", id="sqlite", storage="sqlite"),
     Mode(name="postgres", id="pg", storage="postgres"),
+    Mode(name="split", id="split", storage="postgres", split=True),
 ]
+
+# The services split mode starts, each on its own port behind the gateway.
+SPLIT_SERVICES = ("users", "auth", "tasks")
 MODE_BY_NAME = {m.name: m for m in MODES}
 
 
@@ -190,6 +199,7 @@ def assert_problem(resp, status, fields=None):
     assert isinstance(body["title"], str) and body["title"], body
     assert isinstance(body["detail"], str), body
     assert body["status"] == status, body
+    assert resp.headers.get("X-Request-Id"), "no X-Request-Id header"
     assert body["request_id"] == resp.headers.get("X-Request-Id"), \
         (body["request_id"], resp.headers.get("X-Request-Id"))
     if status == 422:
@@ -495,6 +505,8 @@ class Docket:
             hdrs.update(auth_headers(token))
         resp = requests.request(method, self.url(path), headers=hdrs, timeout=timeout, **kw)
         self.transcript.append((method, path, resp.status_code, resp.text))
+        assert resp.headers.get("X-Request-Id"), \
+            f"{method} {path} -> {resp.status_code} without X-Request-Id"
         return resp
 
     def get(self, path, **kw):
@@ -550,3 +562,38 @@ class Docket:
 
     def refresh(self, refresh_token, **kw):
         return self.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token}, **kw)
+
+
+class SplitDocket(Docket):
+    """Split mode: one `docket <service>` process per service plus `docket gateway` in front
+    of them. Behaves like one Docket: requests go to the gateway, the log is every process's
+    log, stop() stops them all (gateway first), signal() goes to the gateway."""
+
+    def __init__(self, *, services, **kw):
+        super().__init__(**kw)
+        self.services = services  # name -> Docket (the service processes)
+
+    def start(self, deadline=START_DEADLINE):
+        for svc in self.services.values():
+            svc.start(deadline)
+        return super().start(deadline)
+
+    def running(self):
+        return super().running() and all(s.running() for s in self.services.values())
+
+    def stop(self, timeout=STOP_DEADLINE):
+        rc = super().stop(timeout)
+        codes = [rc] + [s.stop(timeout) for s in self.services.values()]
+        bad = [c for c in codes if c not in (0, None)]
+        return bad[0] if bad else rc
+
+    def log_text(self):
+        parts = [super().log_text()] + [s.log_text() for s in self.services.values()]
+        return "\n".join(parts)
+
+    def log_tail(self, lines=300):
+        own = Docket.log_text(self).splitlines()[-lines:]
+        out = ["--- gateway ---\n" + "\n".join(own)]
+        for name, svc in self.services.items():
+            out.append(f"--- {name} ---\n{svc.log_tail(lines)}")
+        return "\n".join(out)

@@ -10,9 +10,9 @@ import uuid
 
 import jwt
 
-from helpers import (PASSWORD, assert_problem, assert_unauthorized, assert_user, check_each,
-                     forge_jwt,
-                     jwt_claims, jwt_header, parse_time, random_secret, unique_email, wait_until)
+from helpers import (PASSWORD, SLOW_HASH, assert_problem, assert_unauthorized, assert_user,
+                     check_each, forge_jwt, jwt_claims, jwt_header, parse_time, random_secret,
+                     unique_email, wait_until)
 
 REGISTER = "/api/v1/auth/register"
 LOGOUT = "/api/v1/auth/logout"
@@ -445,9 +445,6 @@ def test_auth_rate_limit(start_docket, mode, request):
 
 
 # --------------------------------------------------------------------------- hashing
-
-SLOW_HASH = {"DOCKET_AUTH_ARGON2_MEMORY_KIB": "65536", "DOCKET_AUTH_ARGON2_ITERATIONS": "8"}
-
 
 def test_hash_pool_overload_sheds_load(start_docket):
     d = start_docket(fast_hash=False, extra_env=dict(SLOW_HASH, DOCKET_AUTH_HASH_WORKERS="1",

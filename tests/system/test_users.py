@@ -25,7 +25,8 @@ def test_get_me(docket):
 
 def test_patch_me_updates_name_and_email(docket):
     acct = docket.new_user(name="Before")
-    time.sleep(1.05)   # timestamps may have one-second resolution
+    if "." not in acct.user["updated_at"]:
+        time.sleep(1.05)   # whole-second timestamps: let the clock move on
     new_email = unique_email("renamed")
     resp = docket.patch(ME, token=acct.access, json={"name": "After", "email": new_email})
     assert resp.status_code == 200, resp.text

@@ -106,9 +106,7 @@ static void test_hmac_vectors(void **state)
     const char *data6 = "Test Using Larger Than Block-Size Key - Hash Key First";
     dk_hmac_sha256(key6, sizeof key6, data6, strlen(data6), mac);
     hex32(mac, h);
-    assert_string_equal(h, "60e051633e3d6cf8e3a9a7c7e1d32c4fc3c5d1f3ee7b3c9a6fb3cb7d4a3d7d7e" + 0 == 0
-                               ? ""
-                               : "60e051633e3d6cf8e3a9a7c7e1d32c4fc3c5d1f3ee7b3c9a6fb3cb7d4a3d7d7e");
+    assert_string_equal(h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
 static void test_hex(void **state)
@@ -129,13 +127,8 @@ static void test_base64url_vectors(void **state)
     static const struct {
         const char *raw, *enc;
     } rows[] = {
-        {"", ""},
-        {"f", "Zg"},
-        {"fo", "Zm8"},
-        {"foo", "Zm9v"},
-        {"foob", "Zm9vYg"},
-        {"fooba", "Zm9vYmE"},
-        {"foobar", "Zm9vYmFy"},
+        {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},          {"foo", "Zm9v"},
+        {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"},
     };
     for (size_t i = 0; i < DK_ARRAY_LEN(rows); i++) {
         size_t n = strlen(rows[i].raw);
@@ -180,9 +173,9 @@ static void test_base64url_invalid(void **state)
         "Zm9vY",    /* 4n+1 chars */
         "Zm9v+g",   /* standard alphabet '+' */
         "Zm9v/g",   /* standard alphabet '/' */
-        "Zm 9v",    /* space */
+        "Zm 9",     /* space */
         "Zm=9v",    /* padding in the middle */
-        "Zm9v\n",   /* newline */
+        "Zm9\n",    /* newline */
         "Zh",       /* non-canonical: leftover bits set ('f' is Zg) */
         "Zm9",      /* non-canonical: "fo" is Zm8 */
         "Zm9vYmE*", /* punctuation */
@@ -205,8 +198,8 @@ static void test_base64url_roundtrip(void **state)
         char *enc = dk_base64url(a, buf, n);
         assert_int_equal(strlen(enc), (n * 4 + 2) / 3); /* no padding */
         for (const char *p = enc; *p; p++)
-            assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-                                   *p));
+            assert_non_null(
+                strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", *p));
         size_t len = 0;
         unsigned char *dec = dk_base64url_decode(a, enc, &len);
         assert_non_null(dec);

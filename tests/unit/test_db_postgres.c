@@ -371,6 +371,16 @@ static void test_params_rows_and_nulls(void **state)
     /* the session stays usable after all of that */
     assert_string_equal(scalar(c, a, "SELECT 40 + 2"), "42");
 
+    /* a result much larger than one read (or one TLS record) */
+    r = q(c, a, "SELECT i, repeat(chr(97 + i % 26), 3000) FROM generate_series(0, 1999) i", 0,
+          NULL);
+    assert_int_equal(r->nrows, 2000);
+    for (int i = 0; i < r->nrows; i++) {
+        const char *v = dk_db_value(r, i, 1);
+        assert_int_equal(strlen(v), 3000);
+        assert_int_equal(v[2999], 'a' + i % 26);
+    }
+
     ops->release(db, c);
     ops->close(db);
     dk_arena_free(a);

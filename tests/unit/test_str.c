@@ -106,18 +106,18 @@ static void test_utf8_valid(void **state)
 {
     assert_int_equal(dk_utf8_len("", 0), 0);
     assert_int_equal(u8len("hello"), 5);
-    assert_int_equal(u8len("\xc3\xa9"), 1);          /* é */
-    assert_int_equal(u8len("\xe2\x82\xac"), 1);      /* € */
-    assert_int_equal(u8len("\xf0\x9f\x98\x80"), 1);  /* U+1F600 */
+    assert_int_equal(u8len("\xc3\xa9"), 1);         /* é */
+    assert_int_equal(u8len("\xe2\x82\xac"), 1);     /* € */
+    assert_int_equal(u8len("\xf0\x9f\x98\x80"), 1); /* U+1F600 */
     assert_int_equal(u8len("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80z"), 5);
-    assert_int_equal(u8len("\xc2\x80"), 1);          /* U+0080, smallest 2-byte */
-    assert_int_equal(u8len("\xdf\xbf"), 1);          /* U+07FF */
-    assert_int_equal(u8len("\xe0\xa0\x80"), 1);      /* U+0800, smallest 3-byte */
-    assert_int_equal(u8len("\xed\x9f\xbf"), 1);      /* U+D7FF, just below the surrogates */
-    assert_int_equal(u8len("\xee\x80\x80"), 1);      /* U+E000, just above */
-    assert_int_equal(u8len("\xef\xbf\xbf"), 1);      /* U+FFFF */
-    assert_int_equal(u8len("\xf0\x90\x80\x80"), 1);  /* U+10000, smallest 4-byte */
-    assert_int_equal(u8len("\xf4\x8f\xbf\xbf"), 1);  /* U+10FFFF, the last code point */
+    assert_int_equal(u8len("\xc2\x80"), 1);         /* U+0080, smallest 2-byte */
+    assert_int_equal(u8len("\xdf\xbf"), 1);         /* U+07FF */
+    assert_int_equal(u8len("\xe0\xa0\x80"), 1);     /* U+0800, smallest 3-byte */
+    assert_int_equal(u8len("\xed\x9f\xbf"), 1);     /* U+D7FF, just below the surrogates */
+    assert_int_equal(u8len("\xee\x80\x80"), 1);     /* U+E000, just above */
+    assert_int_equal(u8len("\xef\xbf\xbf"), 1);     /* U+FFFF */
+    assert_int_equal(u8len("\xf0\x90\x80\x80"), 1); /* U+10000, smallest 4-byte */
+    assert_int_equal(u8len("\xf4\x8f\xbf\xbf"), 1); /* U+10FFFF, the last code point */
     /* length-delimited: an embedded NUL is one code point, bytes past n are ignored */
     assert_int_equal(dk_utf8_len("a\0b", 3), 3);
     assert_int_equal(dk_utf8_len("\xc3\xa9\xc3\xa9", 2), 1);
@@ -221,14 +221,10 @@ static void test_str_lower(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_i64_accepts),
-        cmocka_unit_test(test_parse_i64_rejects),
-        cmocka_unit_test(test_parse_i64_bounds),
-        cmocka_unit_test(test_parse_i64n),
-        cmocka_unit_test(test_utf8_valid),
-        cmocka_unit_test(test_utf8_invalid),
-        cmocka_unit_test(test_str_ieq),
-        cmocka_unit_test(test_strlcpy),
+        cmocka_unit_test(test_parse_i64_accepts), cmocka_unit_test(test_parse_i64_rejects),
+        cmocka_unit_test(test_parse_i64_bounds),  cmocka_unit_test(test_parse_i64n),
+        cmocka_unit_test(test_utf8_valid),        cmocka_unit_test(test_utf8_invalid),
+        cmocka_unit_test(test_str_ieq),           cmocka_unit_test(test_strlcpy),
         cmocka_unit_test(test_str_lower),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

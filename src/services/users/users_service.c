@@ -121,6 +121,82 @@ static void users_get_one(dk_req *req, dk_res *res)
                           u.avatar_url ? json_string(u.avatar_url) : json_null()));
 }
 
+/* ---------- the internal API: the users.directory port for other processes ---------- */
+
+static void users_internal_create(dk_req *req, dk_res *res)
+{
+    users_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    const char *email = json_string_value(json_object_get(body, "email"));
+    const char *name = json_string_value(json_object_get(body, "name"));
+    dk_errors errs;
+    dk_errors_init(&errs);
+    if (!email || dk_validate_email(email))
+        dk_errors_add(&errs, "email", "%s", email ? dk_validate_email(email) : "is required");
+    if (!name || dk_validate_name(name))
+        dk_errors_add(&errs, "name", "%s", name ? dk_validate_name(name) : "is required");
+    if (dk_errors_any(&errs)) {
+        dk_res_validation(res, &errs);
+        return;
+    }
+    dk_user u;
+    dk_status st = users_repo_create(s->db, req->arena, email, name, &u);
+    if (st != DK_OK) {
+        users_fail(res, st, "user");
+        return;
+    }
+    dk_res_json(res, 201, dk_user_json(&u));
+}
+
+static void users_internal_by_email(dk_req *req, dk_res *res)
+{
+    users_svc *s = req->service;
+    const char *email = dk_req_query(req, "email");
+    if (!email || !*email) {
+        dk_res_problem(res, DK_E_BAD_REQUEST, "the email query parameter is required");
+        return;
+    }
+    dk_user u;
+    dk_status st = users_repo_find_by_email(s->db, req->arena, email, &u);
+    if (st != DK_OK) {
+        users_fail(res, st, "user");
+        return;
+    }
+    dk_res_json(res, 200, dk_user_json(&u));
+}
+
+static void users_internal_get(dk_req *req, dk_res *res)
+{
+    users_svc *s = req->service;
+    dk_user u;
+    dk_status st = users_repo_get(s->db, req->arena, dk_req_param(req, "id"), &u);
+    if (st != DK_OK) {
+        users_fail(res, st, "user");
+        return;
+    }
+    dk_res_json(res, 200, dk_user_json(&u));
+}
+
+static void users_internal_delete(dk_req *req, dk_res *res)
+{
+    users_svc *s = req->service;
+    dk_status st = users_repo_delete(s->db, req->arena, dk_req_param(req, "id"));
+    if (st != DK_OK) {
+        users_fail(res, st, "user");
+        return;
+    }
+    dk_res_empty(res, 204);
+}
+
+static const dk_route users_internal_routes[] = {
+    {"POST", "/", users_internal_create, DK_ROUTE_INTERNAL},
+    {"GET", "/by-email", users_internal_by_email, DK_ROUTE_INTERNAL},
+    {"GET", "/{id}", users_internal_get, DK_ROUTE_INTERNAL},
+    {"DELETE", "/{id}", users_internal_delete, DK_ROUTE_INTERNAL},
+};
+
 /* ---------- the users.directory port, in-process ---------- */
 
 static dk_status users_dir_create(void *h, dk_arena *a, const char *email, const char *name,
@@ -188,6 +264,9 @@ const dk_service dk_users_service = {
     .nroutes = sizeof users_routes / sizeof users_routes[0],
     .migrations = dk_users_migrations,
     .nmigrations = DK_USERS_NMIGRATIONS,
+    .internal_prefix = "/internal/v1/users",
+    .internal_routes = users_internal_routes,
+    .ninternal_routes = sizeof users_internal_routes / sizeof users_internal_routes[0],
     .init = users_init,
     .shutdown = users_shutdown,
 };

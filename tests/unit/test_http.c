@@ -1,0 +1,1563 @@
+/* test_http.c — the HTTP core end to end: a real server on an ephemeral 127.0.0.1 port, called
+ * with libcurl. Routing and path parameters, problem+json (404/405/415/400/422/413/500),
+ * request ids, trace context, bearer authentication and revocation, rate limits, /health,
+ * /ready, /metrics, and the graceful drain of dk_http_stop. */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/app.h"
+#include "core/arena.h"
+#include "core/http.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "core/session_guard.h"
+#include "core/timeutil.h"
+#include "core/token.h"
+#include "ports/kv.h"
+#include "core/banned.h"
+
+#define SECRET       "http-test-secret-0123456789abcdef"
+#define BODY_LIMIT   1024
+#define SERVICE_NAME "things"
+#define PROCESS_NAME "httptest"
+
+struct fixture {
+    dk_app app;
+    dk_http_server *srv;
+    int port;
+    dk_http_server *edge; /* CORS, forwarded-for and an edge rate limit switched on */
+    int edge_port;
+    atomic_bool ready_fails;
+    atomic_bool slow_started;
+    dk_arena *arena; /* test-side allocations */
+};
+
+static struct fixture *F;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---------- the routes under test ---------- */
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static void h_get_thing(dk_req *req, dk_res *res)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", str_or_null(dk_req_param(req, "id")));
+    json_object_set_new(o, "nparams", json_integer(req->nparams));
+    json_object_set_new(o, "missing_param", str_or_null(dk_req_param(req, "nope")));
+    json_object_set_new(o, "q", str_or_null(dk_req_query(req, "q")));
+    json_object_set_new(o, "x_test", str_or_null(dk_req_header(req, "X-Test")));
+    json_object_set_new(o, "service", str_or_null(req->service_name));
+    json_object_set_new(o, "state_ok", json_boolean(req->service == F));
+    json_object_set_new(o, "app_ok", json_boolean(req->app == &F->app));
+    json_object_set_new(o, "route", str_or_null(req->route_pattern));
+    json_object_set_new(o, "method", str_or_null(req->method));
+    json_object_set_new(o, "path", str_or_null(req->path));
+    json_object_set_new(o, "request_id", str_or_null(req->request_id));
+    json_object_set_new(o, "trace_id", json_string(req->trace_id));
+    json_object_set_new(o, "span_id", json_string(req->span_id));
+    json_object_set_new(o, "parent_span_id", json_string(req->parent_span_id));
+    json_object_set_new(o, "client_ip", str_or_null(req->client_ip));
+    json_object_set_new(o, "has_identity", json_boolean(req->identity != NULL));
+    dk_res_json(res, 200, o);
+}
+
+static void h_get_part(dk_req *req, dk_res *res)
+{
+    dk_res_json(res, 200,
+                json_pack("{s:s,s:s,s:i}", "id", dk_req_param(req, "id"), "part",
+                          dk_req_param(req, "part"), "nparams", req->nparams));
+}
+
+static void h_post_thing(dk_req *req, dk_res *res)
+{
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    dk_errors e;
+    dk_errors_init(&e);
+    json_t *name = json_object_get(body, "name");
+    if (!name)
+        dk_errors_add(&e, "name", "is required");
+    else if (!json_is_string(name))
+        dk_errors_add(&e, "name", "must be a string");
+    json_t *count = json_object_get(body, "count");
+    if (count && !json_is_integer(count))
+        dk_errors_add(&e, "count", "must be an integer, not %s", "that");
+    if (dk_errors_any(&e)) {
+        dk_res_validation(res, &e);
+        return;
+    }
+    dk_errors_release(&e);
+    dk_res_header(res, "Location", "/api/v1/things/new");
+    dk_res_json(res, 201,
+                json_pack("{s:O,s:I}", "name", name, "body_len", (json_int_t)req->body_len));
+}
+
+static void h_delete_thing(dk_req *req, dk_res *res)
+{
+    dk_res_empty(res, 204);
+}
+
+static void h_me(dk_req *req, dk_res *res)
+{
+    const dk_identity *id = req->identity;
+    if (!id) {
+        dk_res_problem(res, DK_E_INTERNAL, "no identity on an authenticated route");
+        return;
+    }
+    dk_res_json(res, 200,
+                json_pack("{s:s,s:s,s:s,s:I}", "user_id", id->user_id, "session_id", id->session_id,
+                          "role", id->role, "expires_at_ms", (json_int_t)id->expires_at_ms));
+}
+
+static void h_limited(dk_req *req, dk_res *res)
+{
+    dk_res_json(res, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static void h_counted(dk_req *req, dk_res *res)
+{
+    dk_res_json(res, 200, json_object());
+}
+
+static void h_silent(dk_req *req, dk_res *res)
+{
+    /* forgets to answer */
+}
+
+static void h_problem(dk_req *req, dk_res *res)
+{
+    dk_res_header(res, "X-Custom", "custom value");
+    dk_res_problem_ext(res, DK_E_CONFLICT,
+                       json_pack("{s:s,s:i}", "resource", "thing", "version", 7),
+                       "version %d is stale", 6);
+}
+
+static void h_text(dk_req *req, dk_res *res)
+{
+    static const char text[] = "plain text\n";
+    dk_res_header(res, "Cache-Control", "no-store");
+    dk_res_text(res, 200, "text/plain; charset=utf-8", text, sizeof text - 1);
+}
+
+static void h_root(dk_req *req, dk_res *res)
+{
+    dk_res_json(res, 200, json_pack("{s:s}", "root", req->route_pattern));
+}
+
+static void h_dynamic_header(dk_req *req, dk_res *res)
+{
+    /* a header name built at run time, reused by the handler right after the call */
+    static char name[32];
+    snprintf(name, sizeof name, "X-Dynamic");
+    dk_res_header(res, name, "first");
+    snprintf(name, sizeof name, "X-Clobbered");
+    dk_res_empty(res, 204);
+}
+
+static void add_header(void *ctx, const char *name, const char *value)
+{
+    json_object_set_new(ctx, name, json_string(value));
+}
+
+static void h_echo(dk_req *req, dk_res *res)
+{
+    json_t *headers = json_object();
+    dk_req_each_header(req, add_header, headers);
+    dk_res_json(res, 200,
+                json_pack("{s:s,s:o,s:s}", "query", dk_req_query_string(req), "headers", headers,
+                          "client_ip", req->client_ip));
+}
+
+static void h_internal(dk_req *req, dk_res *res)
+{
+    dk_res_json(res, 200,
+                json_pack("{s:s,s:s}", "caller", req->identity ? req->identity->user_id : "",
+                          "role", req->identity ? req->identity->role : ""));
+}
+
+/* Answers from another thread, as the gateway does. */
+struct later {
+    dk_req *req;
+    dk_res *res;
+};
+
+static void *resume_main(void *p)
+{
+    struct later *l = p;
+    sleep_ms(50);
+    dk_res_header(l->res, "X-Answered", "later");
+    dk_res_json(l->res, 200, json_pack("{s:s}", "answered", "later"));
+    dk_req_resume(l->req);
+    return NULL;
+}
+
+static void h_suspended(dk_req *req, dk_res *res)
+{
+    struct later *l = dk_arena_alloc(req->arena, sizeof *l);
+    l->req = req;
+    l->res = res;
+    dk_req_suspend(req);
+    pthread_t th;
+    if (pthread_create(&th, NULL, resume_main, l) != 0)
+        abort();
+    pthread_detach(th);
+}
+
+static void h_slow(dk_req *req, dk_res *res)
+{
+    atomic_store(&F->slow_started, true);
+    sleep_ms(300);
+    dk_res_json(res, 200, json_pack("{s:s}", "slow", "done"));
+}
+
+static const dk_route ROUTES[] = {
+    {"GET", "/things/{id}", h_get_thing, 0},
+    {"DELETE", "/things/{id}", h_delete_thing, 0},
+    {"POST", "/things", h_post_thing, 0},
+    {"GET", "/things/{id}/parts/{part}", h_get_part, 0},
+    {"GET", "/me", h_me, DK_ROUTE_AUTH},
+    {"POST", "/limited", h_limited, DK_ROUTE_RATE_LIMIT},
+    {"GET", "/counted", h_counted, 0},
+    {"GET", "/silent", h_silent, 0},
+    {"GET", "/problem", h_problem, 0},
+    {"GET", "/text", h_text, 0},
+    {"GET", "/slow", h_slow, 0},
+    {"GET", "/", h_root, 0},
+    {"GET", "/dynamic", h_dynamic_header, 0},
+    {"GET", "/echo", h_echo, 0},
+    {"POST", "/echo", h_echo, 0},
+    {"GET", "/internal/{id}", h_internal, DK_ROUTE_INTERNAL},
+};
+
+static dk_status ready_check(void *ctx, char *reason, size_t cap)
+{
+    struct fixture *f = ctx;
+    if (atomic_load(&f->ready_fails)) {
+        snprintf(reason, cap, "database down");
+        return DK_E_UNAVAILABLE;
+    }
+    return DK_OK;
+}
+
+static int group_setup(void **state)
+{
+    dk_log_init(PROCESS_NAME, DK_LOG_ERROR);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    struct fixture *f = calloc(1, sizeof *f);
+    F = f;
+    dk_kv_options kvo = {.key_prefix = "httptest:"};
+    f->app.store.ops = &dk_kv_memory_ops;
+    if (dk_kv_memory_ops.open(&kvo, &f->app.store.kv) != DK_OK)
+        return -1;
+    f->app.tokens = dk_tokens_new((const unsigned char *)SECRET, sizeof SECRET - 1, 900000);
+    f->app.rate_limit_enabled = true;
+    f->app.rate_limit_window_ms = 60000;
+    f->app.rate_limit_max = 2;
+    f->app.refresh_ttl_ms = 604800000;
+    f->app.process = PROCESS_NAME;
+    atomic_init(&f->ready_fails, false);
+    atomic_init(&f->slow_started, false);
+    f->arena = dk_arena_new();
+    dk_http_options opt = {.host = "127.0.0.1",
+                           .port = 0,
+                           .threads = 2,
+                           .body_limit = BODY_LIMIT,
+                           .drain_timeout_ms = 1000,
+                           .process_name = PROCESS_NAME};
+    f->srv = dk_http_new(&opt, &f->app);
+    dk_http_mount(f->srv, SERVICE_NAME, "/api/v1", ROUTES, sizeof ROUTES / sizeof ROUTES[0], f);
+    dk_http_add_ready_check(f->srv, "database", ready_check, f);
+    if (dk_http_start(f->srv) != DK_OK)
+        return -1;
+    f->port = dk_http_port(f->srv);
+    if (f->port <= 0 || f->port > 65535)
+        return -1;
+    /* The second server lives as long as the first: see test_server_can_be_recreated. */
+    dk_http_options eopt = opt;
+    eopt.process_name = "edgetest";
+    eopt.cors_origins = "https://app.example, https://other.example";
+    eopt.edge_rate_limit_rps = 3;
+    eopt.trust_forwarded_for = true;
+    f->edge = dk_http_new(&eopt, &f->app);
+    dk_http_mount(f->edge, "edge", "/api/v1", ROUTES, sizeof ROUTES / sizeof ROUTES[0], f);
+    if (dk_http_start(f->edge) != DK_OK)
+        return -1;
+    f->edge_port = dk_http_port(f->edge);
+    *state = f;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    struct fixture *f = F;
+    dk_http_free(f->srv);
+    dk_http_free(f->edge);
+    dk_tokens_free(f->app.tokens);
+    f->app.store.ops->close(f->app.store.kv);
+    dk_arena_free(f->arena);
+    free(f);
+    F = NULL;
+    curl_global_cleanup();
+    return 0;
+}
+
+/* ---------- a small libcurl client ---------- */
+
+struct resp {
+    long status;
+    CURLcode rc;
+    char *body; /* NUL-terminated; in the fixture arena */
+    size_t len;
+    char *headers; /* raw header block of the final response */
+    json_t *json;  /* body parsed when it is JSON; owned by the fixture arena */
+};
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        assert_non_null(p);
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    buf_add(ud, data, size * n);
+    return size * n;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ud)
+{
+    struct buf *b = ud;
+    if (size * n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+        b->len = 0; /* a new response (after 100 Continue): keep only the last */
+    buf_add(b, data, size * n);
+    return size * n;
+}
+
+struct upload {
+    const char *data;
+    size_t len, off, piece;
+};
+
+static size_t on_read(char *out, size_t size, size_t n, void *ud)
+{
+    struct upload *u = ud;
+    size_t want = size * n;
+    if (want > u->piece)
+        want = u->piece;
+    if (want > u->len - u->off)
+        want = u->len - u->off;
+    memcpy(out, u->data + u->off, want);
+    u->off += want;
+    return want;
+}
+
+static void json_decref_cb(void *p)
+{
+    json_decref(p);
+}
+
+enum body_mode { PLAIN, CHUNKED };
+
+/* One request to 127.0.0.1:port. headers: NULL-terminated list of "Name: value" lines. body
+ * NULL: none. */
+static struct resp request_at(int port, const char *method, const char *path,
+                              const char *const *headers, const char *body, size_t body_len,
+                              enum body_mode mode)
+{
+    struct resp r = {0};
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct buf bb = {0}, hb = {0};
+    struct curl_slist *hl = NULL;
+    hl = curl_slist_append(hl, "Expect:");
+    for (const char *const *h = headers; h && *h; h++)
+        hl = curl_slist_append(hl, *h);
+    struct upload up = {.data = body, .len = body_len, .piece = 100};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &bb);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &hb);
+    if (body && mode == PLAIN) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
+    } else if (body && mode == CHUNKED) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, &up);
+        hl = curl_slist_append(hl, "Transfer-Encoding: chunked");
+    }
+    if (strcmp(method, "GET") != 0 && !(strcmp(method, "POST") == 0 && body))
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    r.rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    r.body = dk_arena_strndup(F->arena, bb.p ? bb.p : "", bb.len);
+    r.len = bb.len;
+    r.headers = dk_arena_strdup(F->arena, hb.p ? hb.p : "");
+    free(bb.p);
+    free(hb.p);
+    json_error_t err;
+    r.json = json_loadb(r.body, r.len, JSON_DECODE_ANY, &err);
+    if (r.json)
+        dk_arena_defer(F->arena, json_decref_cb, r.json);
+    return r;
+}
+
+static struct resp request_full(const char *method, const char *path, const char *const *headers,
+                                const char *body, size_t body_len, enum body_mode mode)
+{
+    return request_at(F->port, method, path, headers, body, body_len, mode);
+}
+
+/* A request to the second server (CORS, forwarded-for, edge rate limit). */
+static struct resp edge_request(const char *method, const char *path, const char *const *headers)
+{
+    return request_at(F->edge_port, method, path, headers, NULL, 0, PLAIN);
+}
+
+static struct resp request(const char *method, const char *path, const char *const *headers,
+                           const char *body)
+{
+    return request_full(method, path, headers, body, body ? strlen(body) : 0, PLAIN);
+}
+
+static struct resp get(const char *path)
+{
+    return request("GET", path, NULL, NULL);
+}
+
+/* The value of header name in r (first occurrence; NULL when absent); *ret_count (optional)
+ * gets the number of occurrences. */
+static const char *header_n(const struct resp *r, const char *name, int *ret_count)
+{
+    size_t nl = strlen(name);
+    const char *found = NULL;
+    int count = 0;
+    for (const char *p = r->headers; *p;) {
+        const char *eol = strstr(p, "\r\n");
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            count++;
+            if (!found) {
+                const char *v = p + nl + 1;
+                while (*v == ' ')
+                    v++;
+                found = dk_arena_strndup(F->arena, v, (size_t)(eol - v));
+            }
+        }
+        p = eol + 2;
+    }
+    if (ret_count)
+        *ret_count = count;
+    return found;
+}
+
+static const char *header(const struct resp *r, const char *name)
+{
+    return header_n(r, name, NULL);
+}
+
+static void expect_header(const struct resp *r, const char *name, const char *want)
+{
+    const char *got = header(r, name);
+    if (!got || strcmp(got, want) != 0)
+        fail_msg("header %s: %s%s%s, want \"%s\"", name, got ? "\"" : "", got ? got : "absent",
+                 got ? "\"" : "", want);
+}
+
+static long long header_int(const struct resp *r, const char *name)
+{
+    const char *v = header(r, name);
+    if (!v)
+        fail_msg("no %s header", name);
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end)
+        fail_msg("header %s: \"%s\" is not an integer", name, v);
+    return n;
+}
+
+static const char *jstr(const struct resp *r, const char *key)
+{
+    json_t *v = json_object_get(r->json, key);
+    if (!json_is_string(v))
+        fail_msg("member %s is not a string in %s", key, r->body);
+    return json_string_value(v);
+}
+
+static json_int_t jint(const struct resp *r, const char *key)
+{
+    json_t *v = json_object_get(r->json, key);
+    if (!json_is_integer(v))
+        fail_msg("member %s is not an integer in %s", key, r->body);
+    return json_integer_value(v);
+}
+
+static void expect_status(const struct resp *r, long want)
+{
+    if (r->rc != CURLE_OK)
+        fail_msg("request failed: %s", curl_easy_strerror(r->rc));
+    if (r->status != want)
+        fail_msg("status %ld, want %ld; body %s", r->status, want, r->body);
+}
+
+/* A problem+json response with the given status and title whose request_id is the response's
+ * X-Request-Id header. */
+static void expect_problem(const struct resp *r, long status, const char *title)
+{
+    expect_status(r, status);
+    expect_header(r, "Content-Type", "application/problem+json");
+    if (!json_is_object(r->json))
+        fail_msg("not a JSON object: %s", r->body);
+    assert_string_equal(jstr(r, "type"), "about:blank");
+    assert_string_equal(jstr(r, "title"), title);
+    assert_int_equal(jint(r, "status"), status);
+    assert_true(strlen(jstr(r, "detail")) > 0);
+    const char *rid = header(r, "X-Request-Id");
+    assert_non_null(rid);
+    assert_string_equal(jstr(r, "request_id"), rid);
+}
+
+/* ---------- routing ---------- */
+
+static void test_path_params_query_headers(void **state)
+{
+    static const char *const hdrs[] = {"X-Test: hello there", NULL};
+    struct resp r = request("GET", "/api/v1/things/abc-123?q=x%20y&other=1", hdrs, NULL);
+    expect_status(&r, 200);
+    expect_header(&r, "Content-Type", "application/json");
+    assert_string_equal(jstr(&r, "id"), "abc-123");
+    assert_int_equal(jint(&r, "nparams"), 1);
+    assert_true(json_is_null(json_object_get(r.json, "missing_param")));
+    assert_string_equal(jstr(&r, "q"), "x y");
+    assert_string_equal(jstr(&r, "x_test"), "hello there");
+    assert_string_equal(jstr(&r, "service"), SERVICE_NAME);
+    assert_true(json_is_true(json_object_get(r.json, "state_ok")));
+    assert_true(json_is_true(json_object_get(r.json, "app_ok")));
+    assert_string_equal(jstr(&r, "route"), "/api/v1/things/{id}");
+    assert_string_equal(jstr(&r, "method"), "GET");
+    assert_string_equal(jstr(&r, "path"), "/api/v1/things/abc-123");
+    assert_string_equal(jstr(&r, "client_ip"), "127.0.0.1");
+    assert_true(json_is_false(json_object_get(r.json, "has_identity")));
+    /* the handler saw the same request id the response carries */
+    assert_string_equal(jstr(&r, "request_id"), header(&r, "X-Request-Id"));
+
+    r = get("/api/v1/things/t1/parts/p2");
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "id"), "t1");
+    assert_string_equal(jstr(&r, "part"), "p2");
+    assert_int_equal(jint(&r, "nparams"), 2);
+
+    /* parameters arrive percent-decoded */
+    r = get("/api/v1/things/a%20b%C3%A9");
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "id"), "a b\xc3\xa9");
+
+    /* "/" mounts the prefix itself */
+    r = get("/api/v1");
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "root"), "/api/v1");
+
+    /* a parameter is one whole segment */
+    r = get("/api/v1/things/t1/parts");
+    expect_problem(&r, 404, "Not Found");
+}
+
+static void test_not_found(void **state)
+{
+    static const char *paths[] = {
+        "/api/v1/nope",
+        "/api/v1/things/1/extra",
+        "/api/v2/things/1",
+        "/",
+        "/api",
+        "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t", /* more segments than any route */
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        struct resp r = get(paths[i]);
+        expect_problem(&r, 404, "Not Found");
+        assert_null(header(&r, "Allow"));
+    }
+}
+
+static void test_method_not_allowed(void **state)
+{
+    struct resp r = request("PUT", "/api/v1/things/1", NULL, NULL);
+    expect_problem(&r, 405, "Method Not Allowed");
+    expect_header(&r, "Allow", "GET, DELETE");
+
+    r = request("PATCH", "/api/v1/things", NULL, NULL);
+    expect_problem(&r, 405, "Method Not Allowed");
+    expect_header(&r, "Allow", "POST");
+
+    r = get("/api/v1/things");
+    expect_problem(&r, 405, "Method Not Allowed");
+    expect_header(&r, "Allow", "POST");
+
+    r = request("POST", "/api/v1/me", NULL, NULL);
+    expect_problem(&r, 405, "Method Not Allowed");
+    expect_header(&r, "Allow", "GET");
+
+    /* an unknown method */
+    r = request("BREW", "/api/v1/things/1", NULL, NULL);
+    expect_problem(&r, 405, "Method Not Allowed");
+    expect_header(&r, "Allow", "GET, DELETE");
+
+    /* and the allowed one works */
+    r = request("DELETE", "/api/v1/things/1", NULL, NULL);
+    expect_status(&r, 204);
+    assert_int_equal(r.len, 0);
+    assert_null(header(&r, "Content-Type"));
+    assert_non_null(header(&r, "X-Request-Id"));
+}
+
+/* ---------- request bodies ---------- */
+
+static const char *const JSON_CT[] = {"Content-Type: application/json", NULL};
+
+static void test_json_body_accepted(void **state)
+{
+    struct resp r = request("POST", "/api/v1/things", JSON_CT, "{\"name\":\"first\"}");
+    expect_status(&r, 201);
+    assert_string_equal(jstr(&r, "name"), "first");
+    assert_int_equal(jint(&r, "body_len"), 16);
+    expect_header(&r, "Location", "/api/v1/things/new");
+
+    static const char *cts[] = {
+        "Content-Type: application/json; charset=utf-8",
+        "Content-Type: application/json;charset=UTF-8",
+        "Content-Type: Application/JSON",
+    };
+    for (size_t i = 0; i < sizeof cts / sizeof cts[0]; i++) {
+        const char *hdrs[] = {cts[i], NULL};
+        r = request("POST", "/api/v1/things", hdrs, "{\"name\":\"x\"}");
+        if (r.status != 201)
+            fail_msg("%s: status %ld, body %s", cts[i], r.status, r.body);
+    }
+}
+
+static void test_content_type_required(void **state)
+{
+    static const char *cts[] = {
+        "Content-Type:", /* curl: send no Content-Type at all */
+        "Content-Type: text/plain",
+        "Content-Type: application/x-www-form-urlencoded",
+        "Content-Type: application/jsonx",
+        "Content-Type: application/json-patch+json",
+        "Content-Type: text/json",
+        "Content-Type: multipart/form-data; boundary=x",
+    };
+    for (size_t i = 0; i < sizeof cts / sizeof cts[0]; i++) {
+        const char *hdrs[] = {cts[i], NULL};
+        struct resp r = request("POST", "/api/v1/things", hdrs, "{\"name\":\"x\"}");
+        if (r.status != 415)
+            fail_msg("%s: status %ld, body %s", cts[i], r.status, r.body);
+        expect_problem(&r, 415, "Unsupported Media Type");
+    }
+}
+
+static void test_malformed_json(void **state)
+{
+    static const char *bodies[] = {
+        "{\"name\":", "{name: \"x\"}", "{\"name\":\"x\",}", "", "{\"name\":\"x\"} trailing",
+        "\xff\xfe",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        struct resp r = request("POST", "/api/v1/things", JSON_CT, bodies[i]);
+        if (r.status != 400)
+            fail_msg("body \"%s\": status %ld", bodies[i], r.status);
+        expect_problem(&r, 400, "Bad Request");
+    }
+}
+
+static void test_json_not_an_object(void **state)
+{
+    static const char *bodies[] = {"[1,2]", "\"text\"", "42", "null", "true"};
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        struct resp r = request("POST", "/api/v1/things", JSON_CT, bodies[i]);
+        if (r.status != 422)
+            fail_msg("body %s: status %ld", bodies[i], r.status);
+        expect_problem(&r, 422, "Unprocessable Content");
+        json_t *errors = json_object_get(r.json, "errors");
+        assert_true(json_is_array(errors));
+        assert_int_equal(json_array_size(errors), 1);
+        json_t *e0 = json_array_get(errors, 0);
+        assert_string_equal(json_string_value(json_object_get(e0, "field")), "body");
+        assert_string_equal(json_string_value(json_object_get(e0, "message")),
+                            "must be a JSON object");
+    }
+}
+
+static void test_validation_errors(void **state)
+{
+    struct resp r = request("POST", "/api/v1/things", JSON_CT, "{}");
+    expect_problem(&r, 422, "Unprocessable Content");
+    assert_string_equal(jstr(&r, "detail"), "1 field failed validation");
+    json_t *errors = json_object_get(r.json, "errors");
+    assert_int_equal(json_array_size(errors), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 0), "field")),
+                        "name");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 0), "message")),
+                        "is required");
+
+    r = request("POST", "/api/v1/things", JSON_CT, "{\"name\":5,\"count\":\"x\",\"extra\":1}");
+    expect_problem(&r, 422, "Unprocessable Content");
+    assert_string_equal(jstr(&r, "detail"), "2 fields failed validation");
+    errors = json_object_get(r.json, "errors");
+    assert_int_equal(json_array_size(errors), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 0), "field")),
+                        "name");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 1), "field")),
+                        "count");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 1), "message")),
+                        "must be an integer, not that");
+}
+
+/* {"name":"xxx…"} padded to exactly n bytes */
+static char *json_of_size(size_t n)
+{
+    char *s = dk_arena_alloc(F->arena, n + 1);
+    memset(s, 'x', n);
+    memcpy(s, "{\"name\":\"", 9);
+    memcpy(s + n - 2, "\"}", 2);
+    s[n] = '\0';
+    return s;
+}
+
+static void test_body_limit_with_content_length(void **state)
+{
+    /* exactly the limit is fine */
+    char *at = json_of_size(BODY_LIMIT);
+    struct resp r = request("POST", "/api/v1/things", JSON_CT, at);
+    expect_status(&r, 201);
+    assert_int_equal(jint(&r, "body_len"), BODY_LIMIT);
+    /* one byte more is 413 */
+    char *over = json_of_size(BODY_LIMIT + 1);
+    r = request("POST", "/api/v1/things", JSON_CT, over);
+    expect_problem(&r, 413, "Content Too Large");
+    /* far more too, and the connection is answered, not hung */
+    char *big = json_of_size(200000);
+    r = request("POST", "/api/v1/things", JSON_CT, big);
+    expect_problem(&r, 413, "Content Too Large");
+}
+
+static void test_body_limit_chunked(void **state)
+{
+    /* no Content-Length: the limit is enforced while the chunks arrive */
+    static const char *const hdrs[] = {"Content-Type: application/json", NULL};
+    char *under = json_of_size(900);
+    struct resp r = request_full("POST", "/api/v1/things", hdrs, under, 900, CHUNKED);
+    expect_status(&r, 201);
+    assert_int_equal(jint(&r, "body_len"), 900);
+    char *at = json_of_size(BODY_LIMIT);
+    r = request_full("POST", "/api/v1/things", hdrs, at, BODY_LIMIT, CHUNKED);
+    expect_status(&r, 201);
+    assert_int_equal(jint(&r, "body_len"), BODY_LIMIT);
+    char *over = json_of_size(BODY_LIMIT + 1);
+    r = request_full("POST", "/api/v1/things", hdrs, over, BODY_LIMIT + 1, CHUNKED);
+    expect_problem(&r, 413, "Content Too Large");
+    char *big = json_of_size(50000);
+    r = request_full("POST", "/api/v1/things", hdrs, big, 50000, CHUNKED);
+    expect_problem(&r, 413, "Content Too Large");
+}
+
+/* ---------- request ids and trace context ---------- */
+
+static void test_request_id_echoed(void **state)
+{
+    static const char *ids[] = {"abc-123", "a", "req.1_2:3-4",
+                                "0190a3b2-7c4d-7e5f-8a6b-1c2d3e4f5a6b"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char h[200];
+        snprintf(h, sizeof h, "X-Request-Id: %s", ids[i]);
+        const char *hdrs[] = {h, NULL};
+        struct resp r = request("GET", "/api/v1/things/1", hdrs, NULL);
+        expect_status(&r, 200);
+        expect_header(&r, "X-Request-Id", ids[i]);
+        assert_string_equal(jstr(&r, "request_id"), ids[i]);
+        /* problems carry it too */
+        r = request("GET", "/api/v1/nope", hdrs, NULL);
+        expect_problem(&r, 404, "Not Found");
+        assert_string_equal(jstr(&r, "request_id"), ids[i]);
+    }
+    char h[200] = "X-Request-Id: ";
+    size_t n = strlen(h);
+    memset(h + n, 'r', 128);
+    h[n + 128] = '\0';
+    const char *hdrs[] = {h, NULL};
+    struct resp r = request("GET", "/api/v1/things/1", hdrs, NULL);
+    expect_header(&r, "X-Request-Id", h + n); /* 128 characters: kept */
+}
+
+static void test_request_id_replaced(void **state)
+{
+    char long_id[200] = "X-Request-Id: ";
+    size_t n = strlen(long_id);
+    memset(long_id + n, 'r', 129);
+    long_id[n + 129] = '\0';
+    const char *bad[] = {
+        long_id,
+        "X-Request-Id: has spaces in it",
+        "X-Request-Id: semi;colon",
+        "X-Request-Id: <script>",
+        "X-Request-Id: caf\xc3\xa9",
+    };
+    char seen[8][DK_UUID_LEN];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *hdrs[] = {bad[i], NULL};
+        struct resp r = request("GET", "/api/v1/things/1", hdrs, NULL);
+        expect_status(&r, 200);
+        const char *rid = header(&r, "X-Request-Id");
+        assert_non_null(rid);
+        if (!dk_uuid_valid(rid) || rid[14] != '7')
+            fail_msg("%s: replaced by %s, want a UUIDv7", bad[i], rid);
+        assert_string_equal(jstr(&r, "request_id"), rid);
+        memcpy(seen[i], rid, DK_UUID_LEN);
+    }
+    /* none sent: generated, and different every time */
+    struct resp r = get("/api/v1/things/1");
+    const char *rid = header(&r, "X-Request-Id");
+    assert_true(dk_uuid_valid(rid));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_string_not_equal(seen[i], rid);
+}
+
+static bool is_hex(const char *s, size_t n)
+{
+    if (strlen(s) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789abcdef", s[i]))
+            return false;
+    return true;
+}
+
+static void test_traceparent(void **state)
+{
+    static const char *const good[] = {
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", NULL};
+    struct resp r = request("GET", "/api/v1/things/1", good, NULL);
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_string_equal(jstr(&r, "parent_span_id"), "00f067aa0ba902b7");
+    assert_true(is_hex(jstr(&r, "span_id"), 16));
+    assert_string_not_equal(jstr(&r, "span_id"), "00f067aa0ba902b7");
+
+    static const char *bad[] = {
+        "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01", /* zero id */
+        "traceparent: ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* version ff */
+        "traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", /* upper case */
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  /* short */
+        "traceparent: garbage",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *hdrs[] = {bad[i], NULL};
+        r = request("GET", "/api/v1/things/1", hdrs, NULL);
+        expect_status(&r, 200);
+        const char *tid = jstr(&r, "trace_id");
+        if (!is_hex(tid, 32) || strcmp(tid, "4bf92f3577b34da6a3ce929d0e0e4736") == 0 ||
+            strcmp(tid, "00000000000000000000000000000000") == 0)
+            fail_msg("%s: trace id %s", bad[i], tid);
+        assert_string_equal(jstr(&r, "parent_span_id"), "");
+    }
+    /* none: a fresh trace per request */
+    struct resp a = get("/api/v1/things/1"), b = get("/api/v1/things/1");
+    assert_true(is_hex(jstr(&a, "trace_id"), 32));
+    assert_string_not_equal(jstr(&a, "trace_id"), jstr(&b, "trace_id"));
+}
+
+/* ---------- authentication ---------- */
+
+static void expect_unauthorized(const struct resp *r, bool invalid_token)
+{
+    expect_problem(r, 401, "Unauthorized");
+    int n = 0;
+    const char *www = header_n(r, "WWW-Authenticate", &n);
+    assert_non_null(www);
+    assert_int_equal(n, 1);
+    assert_int_equal(strncmp(www, "Bearer", 6), 0);
+    if (invalid_token != (strstr(www, "error=\"invalid_token\"") != NULL))
+        fail_msg("WWW-Authenticate: %s", www);
+}
+
+static char *issue(const char *user, const char *sid, const char *role)
+{
+    char *tok = NULL;
+    assert_int_equal(dk_tokens_issue(F->app.tokens, F->arena, user, sid, role, &tok), DK_OK);
+    return tok;
+}
+
+static const char *bearer(const char *token)
+{
+    return dk_arena_printf(F->arena, "Authorization: Bearer %s", token);
+}
+
+static void test_auth_missing_or_bad(void **state)
+{
+    struct resp r = get("/api/v1/me");
+    expect_unauthorized(&r, false);
+
+    static const char *bad[] = {
+        "Authorization: Bearer garbage",
+        "Authorization: Bearer a.b.c",
+        "Authorization: Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *hdrs[] = {bad[i], NULL};
+        r = request("GET", "/api/v1/me", hdrs, NULL);
+        expect_unauthorized(&r, true);
+    }
+    /* not a bearer credential at all */
+    static const char *const basic[] = {"Authorization: Basic dXNlcjpwYXNz", NULL};
+    r = request("GET", "/api/v1/me", basic, NULL);
+    expect_unauthorized(&r, false);
+
+    /* a token signed with another key */
+    dk_tokens *other = dk_tokens_new((const unsigned char *)"not-our-secret", 14, 900000);
+    char *tok = NULL;
+    assert_int_equal(dk_tokens_issue(other, F->arena, "u1", "s-other", "user", &tok), DK_OK);
+    dk_tokens_free(other);
+    const char *hdrs[] = {bearer(tok), NULL};
+    r = request("GET", "/api/v1/me", hdrs, NULL);
+    expect_unauthorized(&r, true);
+}
+
+static void test_auth_ok_then_revoked(void **state)
+{
+    char sid[DK_UUID_LEN];
+    dk_uuid7(sid);
+    char *tok = issue("user-42", sid, "admin");
+    const char *hdrs[] = {bearer(tok), NULL};
+    struct resp r = request("GET", "/api/v1/me", hdrs, NULL);
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "user_id"), "user-42");
+    assert_string_equal(jstr(&r, "session_id"), sid);
+    assert_string_equal(jstr(&r, "role"), "admin");
+    json_int_t exp = jint(&r, "expires_at_ms");
+    assert_true(exp > dk_now_ms() + 899000 - 1000 && exp <= dk_now_ms() + 900000);
+    assert_null(header(&r, "WWW-Authenticate"));
+
+    /* the scheme is case-insensitive */
+    const char *lower[] = {dk_arena_printf(F->arena, "Authorization: bearer %s", tok), NULL};
+    r = request("GET", "/api/v1/me", lower, NULL);
+    expect_status(&r, 200);
+
+    /* the session's use was recorded */
+    int64_t used = 0;
+    assert_int_equal(dk_session_last_used(&F->app.store, F->arena, sid, &used), DK_OK);
+    assert_true(used > 0 && used <= dk_now_ms());
+
+    /* revoked: the same token stops working at once */
+    assert_int_equal(dk_session_revoke(&F->app.store, sid, 60000), DK_OK);
+    r = request("GET", "/api/v1/me", hdrs, NULL);
+    expect_unauthorized(&r, true);
+
+    /* another session of the same user is unaffected */
+    char sid2[DK_UUID_LEN];
+    dk_uuid7(sid2);
+    const char *hdrs2[] = {bearer(issue("user-42", sid2, "user")), NULL};
+    r = request("GET", "/api/v1/me", hdrs2, NULL);
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "role"), "user");
+}
+
+/* ---------- rate limits ---------- */
+
+static void test_rate_limit(void **state)
+{
+    struct resp r = request("POST", "/api/v1/limited", NULL, NULL);
+    expect_status(&r, 200);
+    expect_header(&r, "RateLimit-Limit", "2");
+    expect_header(&r, "RateLimit-Remaining", "1");
+    long long reset = header_int(&r, "RateLimit-Reset");
+    assert_true(reset >= 1 && reset <= 60);
+    assert_null(header(&r, "Retry-After"));
+
+    r = request("POST", "/api/v1/limited", NULL, NULL);
+    expect_status(&r, 200);
+    expect_header(&r, "RateLimit-Remaining", "0");
+
+    r = request("POST", "/api/v1/limited", NULL, NULL);
+    expect_problem(&r, 429, "Too Many Requests");
+    expect_header(&r, "RateLimit-Limit", "2");
+    expect_header(&r, "RateLimit-Remaining", "0");
+    long long retry = header_int(&r, "Retry-After");
+    assert_true(retry >= 1 && retry <= 60);
+    assert_int_equal(retry, header_int(&r, "RateLimit-Reset"));
+
+    /* routes without the flag carry no rate-limit headers and are not limited */
+    r = get("/api/v1/things/1");
+    expect_status(&r, 200);
+    assert_null(header(&r, "RateLimit-Limit"));
+}
+
+/* ---------- responses ---------- */
+
+static void test_handler_without_response(void **state)
+{
+    struct resp r = get("/api/v1/silent");
+    expect_problem(&r, 500, "Internal Server Error");
+}
+
+static void test_problem_ext_and_headers(void **state)
+{
+    struct resp r = get("/api/v1/problem");
+    expect_problem(&r, 409, "Conflict");
+    assert_string_equal(jstr(&r, "detail"), "version 6 is stale");
+    assert_string_equal(jstr(&r, "resource"), "thing");
+    assert_int_equal(jint(&r, "version"), 7);
+    expect_header(&r, "X-Custom", "custom value");
+
+    r = get("/api/v1/text");
+    expect_status(&r, 200);
+    expect_header(&r, "Content-Type", "text/plain; charset=utf-8");
+    expect_header(&r, "Cache-Control", "no-store");
+    assert_string_equal(r.body, "plain text\n");
+}
+
+static void test_response_header_name_copied(void **state)
+{
+    /* dk_res_header is documented as copying: a name the handler reuses afterwards must
+     * still arrive as it was at the call */
+    struct resp r = get("/api/v1/dynamic");
+    expect_status(&r, 204);
+    expect_header(&r, "X-Dynamic", "first");
+    assert_null(header(&r, "X-Clobbered"));
+}
+
+static void test_start_fails_on_taken_port(void **state)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t slen = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+    dk_http_options opt = {.host = "127.0.0.1",
+                           .port = ntohs(sa.sin_port),
+                           .threads = 1,
+                           .body_limit = BODY_LIMIT,
+                           .drain_timeout_ms = 100};
+    dk_http_server *srv = dk_http_new(&opt, &F->app);
+    dk_status st = dk_http_start(srv);
+    dk_http_free(srv);
+    close(fd);
+    assert_int_equal(st, DK_E_INTERNAL);
+}
+
+/* ---------- ops routes ---------- */
+
+static void test_health(void **state)
+{
+    struct resp r = get("/health");
+    expect_status(&r, 200);
+    expect_header(&r, "Content-Type", "application/json");
+    assert_string_equal(jstr(&r, "status"), "ok");
+    assert_non_null(header(&r, "X-Request-Id"));
+    /* the ops routes are GET only */
+    r = request("POST", "/health", NULL, NULL);
+    expect_problem(&r, 405, "Method Not Allowed");
+    expect_header(&r, "Allow", "GET");
+    /* health does not ask the dependencies */
+    atomic_store(&F->ready_fails, true);
+    r = get("/health");
+    atomic_store(&F->ready_fails, false);
+    expect_status(&r, 200);
+}
+
+static void test_ready(void **state)
+{
+    struct resp r = get("/ready");
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "status"), "ok");
+    json_t *checks = json_object_get(r.json, "checks");
+    assert_string_equal(json_string_value(json_object_get(checks, "database")), "ok");
+
+    atomic_store(&F->ready_fails, true);
+    r = get("/ready");
+    atomic_store(&F->ready_fails, false);
+    expect_problem(&r, 503, "Service Unavailable");
+    checks = json_object_get(r.json, "checks");
+    assert_true(json_is_object(checks));
+    assert_string_equal(json_string_value(json_object_get(checks, "database")), "database down");
+    assert_non_null(strstr(jstr(&r, "detail"), "database"));
+    expect_header(&r, "Retry-After", "1");
+
+    r = get("/ready");
+    expect_status(&r, 200);
+}
+
+/* Polls /metrics until the line with prefix shows want (metrics are recorded once a response
+ * has been sent, so the last request may land a moment later). */
+static void expect_metric(const char *prefix, long long want)
+{
+    int64_t deadline = dk_mono_ms() + 3000;
+    long long got = -1;
+    for (;;) {
+        struct resp r = get("/metrics");
+        expect_status(&r, 200);
+        const char *p = strstr(r.body, prefix);
+        if (p) {
+            const char *sp = strchr(p + strlen(prefix), ' ');
+            got = sp ? strtoll(sp + 1, NULL, 10) : -1;
+            if (got == want)
+                return;
+        }
+        if (dk_mono_ms() > deadline)
+            fail_msg("metric %s is %lld, want %lld", prefix, got, want);
+        sleep_ms(20);
+    }
+}
+
+static void test_metrics(void **state)
+{
+    for (int i = 0; i < 3; i++) {
+        struct resp r = get("/api/v1/counted");
+        expect_status(&r, 200);
+    }
+    expect_metric("http_requests_total{service=\"" SERVICE_NAME "\",method=\"GET\","
+                  "route=\"/api/v1/counted\",status=\"200\"}",
+                  3);
+    expect_metric("http_request_duration_seconds_count{service=\"" SERVICE_NAME
+                  "\",method=\"GET\",route=\"/api/v1/counted\"}",
+                  3);
+    expect_metric("http_request_duration_seconds_bucket{service=\"" SERVICE_NAME
+                  "\",method=\"GET\",route=\"/api/v1/counted\",le=\"+Inf\"}",
+                  3);
+    struct resp r = get("/metrics");
+    expect_status(&r, 200);
+    expect_header(&r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    static const char *want[] = {
+        "# TYPE http_requests_total counter\n",
+        "# TYPE http_request_duration_seconds histogram\n",
+        "http_requests_total{service=\"" SERVICE_NAME
+        "\",method=\"GET\",route=\"/api/v1/things/{id}\",status=\"200\"}",
+        "http_requests_total{service=\"" SERVICE_NAME
+        "\",method=\"POST\",route=\"/api/v1/things\",status=\"201\"}",
+        "http_requests_total{service=\"" PROCESS_NAME
+        "\",method=\"GET\",route=\"/health\",status=\"200\"}",
+        "http_requests_total{service=\"" PROCESS_NAME
+        "\",method=\"GET\",route=\"unmatched\",status=\"404\"}",
+        "route=\"/api/v1/counted\",le=\"0.005\"}",
+        "# TYPE process_resident_memory_bytes gauge\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(r.body, want[i]))
+            fail_msg("/metrics lacks %s", want[i]);
+    assert_int_equal(r.body[r.len - 1], '\n');
+}
+
+/* ---------- request details, internal routes ---------- */
+
+static const char *json_key_ci(json_t *obj, const char *name)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        if (strcasecmp(key, name) == 0)
+            return json_string_value(v);
+    }
+    return NULL;
+}
+
+static void test_query_string_and_header_iteration(void **state)
+{
+    static const char *const hdrs[] = {"X-Test: v1", "X-Other: two words", NULL};
+    struct resp r = request("GET", "/api/v1/echo?b=2&a=x%20y&flag&e=%C3%A9", hdrs, NULL);
+    expect_status(&r, 200);
+    /* re-encoded from the parsed arguments, in order */
+    assert_string_equal(jstr(&r, "query"), "b=2&a=x%20y&flag&e=%C3%A9");
+    json_t *h = json_object_get(r.json, "headers");
+    const char *v = json_key_ci(h, "X-Test");
+    assert_non_null(v);
+    assert_string_equal(v, "v1");
+    v = json_key_ci(h, "X-Other");
+    assert_non_null(v);
+    assert_string_equal(v, "two words");
+    assert_non_null(json_key_ci(h, "Host"));
+
+    r = get("/api/v1/echo");
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "query"), "");
+    /* reserved characters in values come back escaped */
+    r = get("/api/v1/echo?q=a%26b%3Dc%2Bd");
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "query"), "q=a%26b%3Dc%2Bd");
+}
+
+static void test_internal_routes(void **state)
+{
+    /* a service token opens internal routes */
+    const char *svc[] = {bearer(issue("gateway", "svc", "service")), NULL};
+    struct resp r = request("GET", "/api/v1/internal/7", svc, NULL);
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "caller"), "gateway");
+    assert_string_equal(jstr(&r, "role"), "service");
+
+    /* a user's token does not, and the route does not admit to existing */
+    char sid[DK_UUID_LEN];
+    dk_uuid7(sid);
+    const char *user[] = {bearer(issue("user-1", sid, "admin")), NULL};
+    r = request("GET", "/api/v1/internal/7", user, NULL);
+    expect_problem(&r, 404, "Not Found");
+
+    /* no token */
+    r = get("/api/v1/internal/7");
+    expect_status(&r, 401);
+
+    /* and a service token is not a user's token */
+    r = request("GET", "/api/v1/me", svc, NULL);
+    expect_unauthorized(&r, true);
+}
+
+/* ---------- the edge server: CORS, X-Forwarded-For, edge rate limit ---------- */
+
+/* A fresh client address per call, so the edge limiter (3/s per client) stays out of the way. */
+static const char *fresh_xff(void)
+{
+    static int n;
+    n++;
+    return dk_arena_printf(F->arena, "X-Forwarded-For: 10.1.%d.%d", n / 250, n % 250 + 1);
+}
+
+static void test_cors(void **state)
+{
+    const char *ok[] = {"Origin: https://app.example", fresh_xff(), NULL};
+    struct resp r = edge_request("GET", "/api/v1/things/1", ok);
+    expect_status(&r, 200);
+    expect_header(&r, "Access-Control-Allow-Origin", "https://app.example");
+    expect_header(&r, "Vary", "Origin");
+    const char *expose = header(&r, "Access-Control-Expose-Headers");
+    assert_non_null(expose);
+    assert_non_null(strstr(expose, "X-Request-Id"));
+
+    const char *other[] = {"Origin: https://other.example", fresh_xff(), NULL};
+    r = edge_request("GET", "/api/v1/things/1", other);
+    expect_header(&r, "Access-Control-Allow-Origin", "https://other.example");
+
+    static const char *denied[] = {"Origin: https://evil.example",
+                                   "Origin: https://app.example.evil", "Origin: http://app.example",
+                                   "Origin: null"};
+    for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {
+        const char *hdrs[] = {denied[i], fresh_xff(), NULL};
+        r = edge_request("GET", "/api/v1/things/1", hdrs);
+        expect_status(&r, 200);
+        assert_null(header(&r, "Access-Control-Allow-Origin"));
+    }
+
+    /* preflight */
+    const char *pre[] = {"Origin: https://app.example", "Access-Control-Request-Method: DELETE",
+                         "Access-Control-Request-Headers: authorization", fresh_xff(), NULL};
+    r = edge_request("OPTIONS", "/api/v1/things/1", pre);
+    expect_status(&r, 204);
+    expect_header(&r, "Access-Control-Allow-Origin", "https://app.example");
+    expect_header(&r, "Access-Control-Allow-Methods", "GET, DELETE");
+    const char *allow_headers = header(&r, "Access-Control-Allow-Headers");
+    assert_non_null(allow_headers);
+    assert_non_null(strstr(allow_headers, "Authorization"));
+    assert_non_null(strstr(allow_headers, "Content-Type"));
+    expect_header(&r, "Access-Control-Max-Age", "600");
+
+    /* a preflight from elsewhere is an ordinary OPTIONS: 405 */
+    const char *bad_pre[] = {"Origin: https://evil.example",
+                             "Access-Control-Request-Method: DELETE", fresh_xff(), NULL};
+    r = edge_request("OPTIONS", "/api/v1/things/1", bad_pre);
+    expect_problem(&r, 405, "Method Not Allowed");
+    assert_null(header(&r, "Access-Control-Allow-Origin"));
+    /* on an unknown path: 404 */
+    r = edge_request("OPTIONS", "/api/v1/nothing", pre);
+    expect_problem(&r, 404, "Not Found");
+    /* and the server without CORS configured answers no preflight */
+    r = request("OPTIONS", "/api/v1/things/1", pre, NULL);
+    expect_problem(&r, 405, "Method Not Allowed");
+    assert_null(header(&r, "Access-Control-Allow-Origin"));
+}
+
+static void test_forwarded_for(void **state)
+{
+    static const struct {
+        const char *xff, *want;
+    } rows[] = {
+        {"203.0.113.7", "203.0.113.7"},
+        {"1.2.3.4, 198.51.100.9", "198.51.100.9"}, /* the last hop is our proxy's */
+        {"1.2.3.4,198.51.100.10 ", "198.51.100.10"},
+        {"2001:db8::1", "2001:db8::1"},
+        {"not-an-ip", "127.0.0.1"},
+        {"1.2.3.4, 999.1.1.1", "127.0.0.1"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char h[128];
+        snprintf(h, sizeof h, "X-Forwarded-For: %s", rows[i].xff);
+        const char *hdrs[] = {h, NULL};
+        struct resp r = edge_request("GET", "/api/v1/echo", hdrs);
+        expect_status(&r, 200);
+        if (strcmp(jstr(&r, "client_ip"), rows[i].want) != 0)
+            fail_msg("X-Forwarded-For %s: client %s, want %s", rows[i].xff, jstr(&r, "client_ip"),
+                     rows[i].want);
+    }
+    /* a server that does not trust the header ignores it */
+    static const char *const spoof[] = {"X-Forwarded-For: 203.0.113.7", NULL};
+    struct resp r = request("GET", "/api/v1/echo", spoof, NULL);
+    expect_status(&r, 200);
+    assert_string_equal(jstr(&r, "client_ip"), "127.0.0.1");
+}
+
+static void test_edge_rate_limit(void **state)
+{
+    static const char *const me[] = {"X-Forwarded-For: 192.0.2.77", NULL};
+    for (int i = 0; i < 3; i++) {
+        struct resp r = edge_request("GET", "/api/v1/things/1", me);
+        expect_status(&r, 200);
+    }
+    struct resp r = edge_request("GET", "/api/v1/things/1", me);
+    expect_problem(&r, 429, "Too Many Requests");
+    expect_header(&r, "RateLimit-Limit", "3");
+    expect_header(&r, "RateLimit-Remaining", "0");
+    long long retry = header_int(&r, "Retry-After");
+    assert_int_equal(retry, 1);
+    /* the ops routes are not limited */
+    r = edge_request("GET", "/health", me);
+    expect_status(&r, 200);
+    /* another client is not affected */
+    static const char *const other[] = {"X-Forwarded-For: 192.0.2.78", NULL};
+    r = edge_request("GET", "/api/v1/things/1", other);
+    expect_status(&r, 200);
+    /* the window passes */
+    sleep_ms(1100);
+    r = edge_request("GET", "/api/v1/things/1", me);
+    expect_status(&r, 200);
+}
+
+/* ---------- graceful stop ---------- */
+
+struct slow_call {
+    struct resp r;
+};
+
+static void *slow_main(void *p)
+{
+    struct slow_call *c = p;
+    c->r = get("/api/v1/slow");
+    return NULL;
+}
+
+static void test_stop_drains_in_flight(void **state)
+{
+    /* runs last: it stops the shared server */
+    struct slow_call call;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, slow_main, &call), 0);
+    int64_t deadline = dk_mono_ms() + 3000;
+    while (!atomic_load(&F->slow_started)) {
+        if (dk_mono_ms() > deadline)
+            fail_msg("the slow handler never started");
+        sleep_ms(2);
+    }
+    int64_t t0 = dk_mono_ms();
+    dk_http_stop(F->srv);
+    int64_t took = dk_mono_ms() - t0;
+    assert_int_equal(pthread_join(th, NULL), 0);
+    expect_status(&call.r, 200);
+    assert_string_equal(jstr(&call.r, "slow"), "done");
+    /* the in-flight request was waited for, within the drain timeout */
+    if (took < 150 || took > 1500)
+        fail_msg("dk_http_stop took %lld ms with a 300 ms request in flight", (long long)took);
+    /* the response said the connection closes */
+    const char *conn = header(&call.r, "Connection");
+    assert_non_null(conn);
+    assert_string_equal(conn, "close");
+    /* and nothing listens any more */
+    struct resp r = get("/health");
+    assert_int_not_equal(r.rc, CURLE_OK);
+    dk_http_stop(F->srv);  /* a second stop is harmless */
+    dk_http_stop(F->edge); /* the tests after this one fork: no server threads then */
+}
+
+/* ---------- server lifetime ---------- */
+
+static void h_ok(dk_req *req, dk_res *res)
+{
+    dk_res_json(res, 200, json_object());
+}
+
+static const dk_route SHORT_ROUTES[] = {{"GET", "/probe/{id}", h_ok, 0}};
+
+/* One short-lived server: start, one request to /short/probe/1 and /metrics, free. */
+static bool short_lived_server(const char *process)
+{
+    dk_http_options opt = {.host = "127.0.0.1",
+                           .port = 0,
+                           .threads = 1,
+                           .body_limit = BODY_LIMIT,
+                           .drain_timeout_ms = 500,
+                           .process_name = process};
+    dk_http_server *srv = dk_http_new(&opt, &F->app);
+    dk_http_mount(srv, "short", "/short", SHORT_ROUTES, 1, NULL);
+    if (dk_http_start(srv) != DK_OK)
+        return false;
+    int saved = F->port;
+    F->port = dk_http_port(srv);
+    struct resp a = get("/short/probe/1");
+    struct resp m = get("/metrics");
+    struct resp n = get("/nothing-here");
+    F->port = saved;
+    dk_http_free(srv);
+    return a.status == 200 && m.status == 200 && n.status == 404 &&
+           strstr(m.body, "route=\"/short/probe/{id}\"") != NULL;
+}
+
+static void two_servers_one_after_another(void)
+{
+    /* Metrics outlive a server: a second server's /metrics must not read the first one's
+     * freed route patterns or process name (AddressSanitizer reports it if it does). */
+    bool ok = short_lived_server("first-process") && short_lived_server("second-process");
+    _exit(ok ? 0 : 3);
+}
+
+/* Runs fn in a child process, so that a crash is reported as the test's failure; returns the
+ * wait status. Used after the shared servers have stopped (no threads left to upset fork). */
+static int run_isolated(void (*fn)(void))
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        fn();
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return st;
+}
+
+static void test_server_can_be_recreated(void **state)
+{
+    int st = run_isolated(two_servers_one_after_another);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("a second server in the same process failed (wait status %#x); see the "
+                 "sanitizer report above",
+                 (unsigned)st);
+}
+
+static const dk_route SUSPEND_ROUTES[] = {{"GET", "/suspended", h_suspended, 0}};
+
+static void suspend_and_resume(void)
+{
+    dk_http_options opt = {.host = "127.0.0.1",
+                           .port = 0,
+                           .threads = 2,
+                           .body_limit = BODY_LIMIT,
+                           .drain_timeout_ms = 500,
+                           .process_name = PROCESS_NAME};
+    dk_http_server *srv = dk_http_new(&opt, &F->app);
+    dk_http_mount(srv, "later", "/api/v1", SUSPEND_ROUTES, 1, NULL);
+    if (dk_http_start(srv) != DK_OK)
+        _exit(4);
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; i++) {
+        struct resp r =
+            request_at(dk_http_port(srv), "GET", "/api/v1/suspended", NULL, NULL, 0, PLAIN);
+        const char *h = header(&r, "X-Answered");
+        const char *a = json_string_value(json_object_get(r.json, "answered"));
+        ok = r.rc == CURLE_OK && r.status == 200 && h && strcmp(h, "later") == 0 && a &&
+             strcmp(a, "later") == 0;
+        if (!ok)
+            fprintf(stderr, "suspended request: rc %d status %ld body %s\n", (int)r.rc, r.status,
+                    r.body);
+    }
+    _exit(ok ? 0 : 3);
+}
+
+static void test_suspend_resume(void **state)
+{
+    /* a handler that suspends and answers from another thread (the gateway's way) */
+    int st = run_isolated(suspend_and_resume);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("suspend/resume failed (wait status %#x); see the output above", (unsigned)st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_path_params_query_headers),
+        cmocka_unit_test(test_not_found),
+        cmocka_unit_test(test_method_not_allowed),
+        cmocka_unit_test(test_json_body_accepted),
+        cmocka_unit_test(test_content_type_required),
+        cmocka_unit_test(test_malformed_json),
+        cmocka_unit_test(test_json_not_an_object),
+        cmocka_unit_test(test_validation_errors),
+        cmocka_unit_test(test_body_limit_with_content_length),
+        cmocka_unit_test(test_body_limit_chunked),
+        cmocka_unit_test(test_request_id_echoed),
+        cmocka_unit_test(test_request_id_replaced),
+        cmocka_unit_test(test_traceparent),
+        cmocka_unit_test(test_auth_missing_or_bad),
+        cmocka_unit_test(test_auth_ok_then_revoked),
+        cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_handler_without_response),
+        cmocka_unit_test(test_problem_ext_and_headers),
+        cmocka_unit_test(test_response_header_name_copied),
+        cmocka_unit_test(test_start_fails_on_taken_port),
+        cmocka_unit_test(test_health),
+        cmocka_unit_test(test_ready),
+        cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_query_string_and_header_iteration),
+        cmocka_unit_test(test_internal_routes),
+        cmocka_unit_test(test_cors),
+        cmocka_unit_test(test_forwarded_for),
+        cmocka_unit_test(test_edge_rate_limit),
+        cmocka_unit_test(test_stop_drains_in_flight),
+        cmocka_unit_test(test_suspend_resume),
+        cmocka_unit_test(test_server_can_be_recreated),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

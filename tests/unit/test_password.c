@@ -1,0 +1,339 @@
+/* test_password.c — Argon2id hashing in a bounded pool: the PHC string's parameters, verify
+ * match/mismatch, salts, the dummy verification, malformed hashes, and the pool's bound (a
+ * second concurrent caller is refused with DK_E_UNAVAILABLE, or waits when a queue allows). */
+#include "testutil.h"
+
+#include <argon2.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/timeutil.h"
+#include "services/auth/password.h"
+#include "core/banned.h"
+
+/* Small parameters keep the file fast; the pool tests use a slower set. */
+static const auth_hasher_options FAST = {.memory_kib = 1024,
+                                         .iterations = 1,
+                                         .parallelism = 1,
+                                         .workers = 2,
+                                         .queue = 4,
+                                         .max_wait_ms = 2000};
+
+struct fixture {
+    auth_hasher *h;
+    dk_arena *arena;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = test_calloc(1, sizeof *f);
+    f->h = auth_hasher_new(&FAST);
+    f->arena = dk_arena_new();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    auth_hasher_free(f->h);
+    dk_arena_free(f->arena);
+    test_free(f);
+    return 0;
+}
+
+static void test_hash_format(void **state)
+{
+    struct fixture *f = *state;
+    char *enc = NULL;
+    assert_int_equal(auth_password_hash(f->h, f->arena, "correct horse", &enc), DK_OK);
+    assert_non_null(enc);
+    const char *prefix = "$argon2id$v=19$m=1024,t=1,p=1$";
+    if (strncmp(enc, prefix, strlen(prefix)) != 0)
+        fail_msg("hash %s lacks the prefix %s", enc, prefix);
+    /* $salt$hash: 16-byte salt (22 base64 chars) and 32-byte hash (43 chars), unpadded */
+    const char *salt = enc + strlen(prefix);
+    const char *dollar = strchr(salt, '$');
+    assert_non_null(dollar);
+    assert_int_equal(dollar - salt, 22);
+    assert_int_equal(strlen(dollar + 1), 43);
+    assert_null(strchr(dollar + 1, '$'));
+    assert_null(strchr(salt, '=')); /* no padding */
+
+    /* other parameters show in the string */
+    auth_hasher_options o = FAST;
+    o.memory_kib = 2048;
+    o.iterations = 2;
+    o.parallelism = 2;
+    auth_hasher *h2 = auth_hasher_new(&o);
+    char *enc2 = NULL;
+    assert_int_equal(auth_password_hash(h2, f->arena, "pw", &enc2), DK_OK);
+    prefix = "$argon2id$v=19$m=2048,t=2,p=2$";
+    if (strncmp(enc2, prefix, strlen(prefix)) != 0)
+        fail_msg("hash %s lacks the prefix %s", enc2, prefix);
+    /* hashes verify whatever hasher's parameters are current: they come from the string */
+    assert_int_equal(auth_password_verify(f->h, enc2, "pw"), DK_OK);
+    assert_int_equal(auth_password_verify(h2, enc, "correct horse"), DK_OK);
+    auth_hasher_free(h2);
+    auth_hasher_free(NULL); /* accepted */
+}
+
+static void test_verify(void **state)
+{
+    struct fixture *f = *state;
+    static const char *pws[] = {"correct horse battery staple", "p\xc3\xa4ssw\xc3\xb6rd", "",
+                                "12345678"};
+    for (size_t i = 0; i < sizeof pws / sizeof pws[0]; i++) {
+        char *enc = NULL;
+        assert_int_equal(auth_password_hash(f->h, f->arena, pws[i], &enc), DK_OK);
+        assert_int_equal(auth_password_verify(f->h, enc, pws[i]), DK_OK);
+        assert_int_equal(auth_password_verify(f->h, enc, "wrong password"), DK_E_UNAUTHORIZED);
+    }
+    char *enc = NULL;
+    assert_int_equal(auth_password_hash(f->h, f->arena, "Secret123", &enc), DK_OK);
+    assert_int_equal(auth_password_verify(f->h, enc, "secret123"), DK_E_UNAUTHORIZED);
+    assert_int_equal(auth_password_verify(f->h, enc, "Secret123 "), DK_E_UNAUTHORIZED);
+    assert_int_equal(auth_password_verify(f->h, enc, "Secret12"), DK_E_UNAUTHORIZED);
+    assert_int_equal(auth_password_verify(f->h, enc, ""), DK_E_UNAUTHORIZED);
+
+    /* a long password (256 characters of 4 bytes) */
+    char longpw[1025];
+    for (int i = 0; i < 256; i++)
+        memcpy(longpw + 4 * i, "\xf0\x9f\x98\x80", 4);
+    longpw[1024] = '\0';
+    assert_int_equal(auth_password_hash(f->h, f->arena, longpw, &enc), DK_OK);
+    assert_int_equal(auth_password_verify(f->h, enc, longpw), DK_OK);
+    longpw[1023] = '\x81';
+    assert_int_equal(auth_password_verify(f->h, enc, longpw), DK_E_UNAUTHORIZED);
+}
+
+static void test_salted(void **state)
+{
+    struct fixture *f = *state;
+    char *a = NULL, *b = NULL;
+    assert_int_equal(auth_password_hash(f->h, f->arena, "same password", &a), DK_OK);
+    assert_int_equal(auth_password_hash(f->h, f->arena, "same password", &b), DK_OK);
+    assert_string_not_equal(a, b);
+    /* the salts differ, not only the hashes */
+    const char *sa = strrchr(a, '$'), *sb = strrchr(b, '$');
+    assert_int_equal(sa - a, sb - b);
+    assert_memory_not_equal(a, b, (size_t)(sa - a));
+    assert_int_equal(auth_password_verify(f->h, a, "same password"), DK_OK);
+    assert_int_equal(auth_password_verify(f->h, b, "same password"), DK_OK);
+}
+
+static void test_interoperates_with_libargon2(void **state)
+{
+    /* a hash made by libargon2 directly verifies, and ours verifies with libargon2 */
+    struct fixture *f = *state;
+    char ref[256];
+    const unsigned char salt[16] = "0123456789abcdef";
+    assert_int_equal(
+        argon2id_hash_encoded(1, 1024, 1, "pw-ref", 6, salt, sizeof salt, 32, ref, sizeof ref),
+        ARGON2_OK);
+    assert_int_equal(auth_password_verify(f->h, ref, "pw-ref"), DK_OK);
+    assert_int_equal(auth_password_verify(f->h, ref, "pw-reF"), DK_E_UNAUTHORIZED);
+    char *enc = NULL;
+    assert_int_equal(auth_password_hash(f->h, f->arena, "ours", &enc), DK_OK);
+    assert_int_equal(argon2id_verify(enc, "ours", 4), ARGON2_OK);
+    assert_int_equal(argon2id_verify(enc, "ourz", 4), ARGON2_VERIFY_MISMATCH);
+}
+
+static void test_malformed_hash(void **state)
+{
+    struct fixture *f = *state;
+    char argon2i[256];
+    const unsigned char salt[16] = "0123456789abcdef";
+    assert_int_equal(
+        argon2i_hash_encoded(1, 1024, 1, "pw", 2, salt, sizeof salt, 32, argon2i, sizeof argon2i),
+        ARGON2_OK);
+    static const char *bad[] = {
+        "",
+        "not a hash",
+        "$argon2id$v=19$m=1024,t=1,p=1$",
+        "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0$",
+        "$2b$12$abcdefghijklmnopqrstuu5rZV0rJ3VsK1r8vGqF3zH6i0yQxkA9i", /* bcrypt */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dk_status st = auth_password_verify(f->h, bad[i], "pw");
+        if (st != DK_E_INTERNAL)
+            fail_msg("\"%s\": status %d, want DK_E_INTERNAL", bad[i], (int)st);
+    }
+    /* an argon2i hash is not an argon2id hash */
+    assert_int_equal(auth_password_verify(f->h, argon2i, "pw"), DK_E_INTERNAL);
+}
+
+static void test_dummy_verify(void **state)
+{
+    struct fixture *f = *state;
+    /* whatever the password, it is "wrong", and it costs about one verification */
+    static const char *pws[] = {"", "guess", "correct horse battery staple"};
+    for (size_t i = 0; i < sizeof pws / sizeof pws[0]; i++)
+        assert_int_equal(auth_password_dummy_verify(f->h, pws[i]), DK_E_UNAUTHORIZED);
+}
+
+static double time_of(auth_hasher *h, const char *enc, bool dummy)
+{
+    double t0 = dk_mono_s();
+    dk_status st = dummy ? auth_password_dummy_verify(h, "pw") : auth_password_verify(h, enc, "x");
+    assert_int_equal(st, DK_E_UNAUTHORIZED);
+    return dk_mono_s() - t0;
+}
+
+static void test_dummy_verify_costs_a_verification(void **state)
+{
+    /* with a parameter set slow enough to measure, the dummy costs what a real one does */
+    struct fixture *f = *state;
+    auth_hasher_options o = FAST;
+    o.memory_kib = 16384;
+    o.iterations = 2;
+    auth_hasher *h = auth_hasher_new(&o);
+    char *enc = NULL;
+    assert_int_equal(auth_password_hash(h, f->arena, "pw", &enc), DK_OK);
+    double real = 1e9, dummy = 1e9;
+    for (int i = 0; i < 3; i++) {
+        double r = time_of(h, enc, false), d = time_of(h, NULL, true);
+        real = r < real ? r : real;
+        dummy = d < dummy ? d : dummy;
+    }
+    if (dummy < real * 0.5 || dummy > real * 2)
+        fail_msg("dummy verification took %.1f ms, a real one %.1f ms", dummy * 1e3, real * 1e3);
+    auth_hasher_free(h);
+}
+
+/* ---- the pool ---- */
+
+struct racer {
+    auth_hasher *h;
+    pthread_barrier_t *start;
+    dk_status st;
+    double seconds;
+};
+
+static void *racer_main(void *p)
+{
+    struct racer *r = p;
+    dk_arena *a = dk_arena_new();
+    pthread_barrier_wait(r->start);
+    double t0 = dk_mono_s();
+    char *enc = NULL;
+    r->st = auth_password_hash(r->h, a, "racing", &enc);
+    r->seconds = dk_mono_s() - t0;
+    dk_arena_free(a);
+    return NULL;
+}
+
+/* Starts n hashes at once on h; fills r[]. */
+static void race(auth_hasher *h, struct racer *r, int n)
+{
+    pthread_barrier_t start;
+    pthread_t th[8];
+    assert_true(n <= 8);
+    assert_int_equal(pthread_barrier_init(&start, NULL, (unsigned)n), 0);
+    for (int i = 0; i < n; i++) {
+        r[i] = (struct racer){.h = h, .start = &start};
+        assert_int_equal(pthread_create(&th[i], NULL, racer_main, &r[i]), 0);
+    }
+    for (int i = 0; i < n; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&start);
+}
+
+/* A parameter set that takes a few hundred milliseconds per hash. */
+static const auth_hasher_options SLOW = {.memory_kib = 65536,
+                                         .iterations = 3,
+                                         .parallelism = 1,
+                                         .workers = 1,
+                                         .queue = 0,
+                                         .max_wait_ms = 0};
+
+static void test_pool_refuses_beyond_workers(void **state)
+{
+    auth_hasher *h = auth_hasher_new(&SLOW);
+    struct racer r[2];
+    race(h, r, 2);
+    int ok = 0, refused = 0;
+    double slow = 0, fast = 1e9;
+    for (int i = 0; i < 2; i++) {
+        if (r[i].st == DK_OK) {
+            ok++;
+            slow = r[i].seconds;
+        } else if (r[i].st == DK_E_UNAVAILABLE) {
+            refused++;
+            fast = r[i].seconds;
+        }
+    }
+    if (ok != 1 || refused != 1)
+        fail_msg("statuses %d and %d: want one DK_OK and one DK_E_UNAVAILABLE", (int)r[0].st,
+                 (int)r[1].st);
+    /* the refusal is immediate: it does not wait for the running hash */
+    if (fast > slow / 2)
+        fail_msg("refused after %.1f ms while the hash took %.1f ms", fast * 1e3, slow * 1e3);
+    /* verification shares the pool: once the hash is done, there is room again */
+    assert_int_equal(auth_password_dummy_verify(h, "pw"), DK_E_UNAUTHORIZED);
+    auth_hasher_free(h);
+}
+
+static void test_pool_queue_waits(void **state)
+{
+    /* with a queue of 1 and a generous max wait, the second caller waits and succeeds */
+    auth_hasher_options o = SLOW;
+    o.iterations = 1;
+    o.queue = 1;
+    o.max_wait_ms = 10000;
+    auth_hasher *h = auth_hasher_new(&o);
+    struct racer r[2];
+    race(h, r, 2);
+    assert_int_equal(r[0].st, DK_OK);
+    assert_int_equal(r[1].st, DK_OK);
+    /* one of them waited for the other: together they took about two hashes */
+    double longer = r[0].seconds > r[1].seconds ? r[0].seconds : r[1].seconds;
+    double shorter = r[0].seconds < r[1].seconds ? r[0].seconds : r[1].seconds;
+    if (longer < shorter * 1.5)
+        fail_msg("the two hashes took %.1f and %.1f ms: they ran side by side", shorter * 1e3,
+                 longer * 1e3);
+    auth_hasher_free(h);
+}
+
+static void test_pool_max_wait(void **state)
+{
+    /* with a queue but a short max wait, the second caller gives up after that wait */
+    auth_hasher_options o = SLOW;
+    o.queue = 1;
+    o.max_wait_ms = 30;
+    auth_hasher *h = auth_hasher_new(&o);
+    struct racer r[2];
+    race(h, r, 2);
+    int ok = 0, refused = -1;
+    for (int i = 0; i < 2; i++) {
+        if (r[i].st == DK_OK)
+            ok++;
+        else if (r[i].st == DK_E_UNAVAILABLE)
+            refused = i;
+    }
+    assert_int_equal(ok, 1);
+    assert_true(refused >= 0);
+    if (r[refused].seconds < 0.025 || r[refused].seconds > 0.5)
+        fail_msg("refused after %.1f ms with a max wait of 30 ms", r[refused].seconds * 1e3);
+    auth_hasher_free(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_hash_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_salted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interoperates_with_libargon2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dummy_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dummy_verify_costs_a_verification, setup, teardown),
+        cmocka_unit_test(test_pool_refuses_beyond_workers),
+        cmocka_unit_test(test_pool_queue_waits),
+        cmocka_unit_test(test_pool_max_wait),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
