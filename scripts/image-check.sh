@@ -9,9 +9,13 @@
 #      image deploy/backup/Dockerfile;
 #   3. checks of the image: USER 10001:10001, HEALTHCHECK, EXPOSE, no build tools, no missing
 #      shared library (ldd), no secret-looking environment;
-#   4. a container of it: /health and /ready answer, the process runs as uid 10001 (read from
-#      /proc on the host), the HEALTHCHECK passes, deploy/smoke-test.sh passes (register →
-#      login → /users/me), SIGTERM stops it cleanly.
+#   4. a container of it (`docket all`, embedded SQLite): /health and /ready answer, the process
+#      runs as uid 10001 (read from /proc on the host), the HEALTHCHECK passes,
+#      deploy/smoke-test.sh passes (register → login → /users/me), SIGTERM stops it cleanly;
+#   5. split mode, as Kubernetes runs it: a throwaway PostgreSQL and Redis
+#      (scripts/with-test-servers.sh), `docket migrate` as a one-shot container, then one
+#      container per service of the image under its service name (docket/user-service … each
+#      with its command) and docket/api-gateway in front; the smoke test through the gateway.
 # Usage: scripts/image-check.sh [--rev REV] [--refresh-base] [--keep]
 #   --rev REV       build the source of git revision REV (src/, CMakeLists.txt, scripts/; e.g.
 #                   HEAD while the work tree is half-edited) with the work tree's deploy/ files
@@ -43,6 +47,12 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "image-check: needs root (rootful podman and debootstrap); skipped" >&2
   exit 2
 fi
+# step 5 needs PostgreSQL and Redis: run the whole check under scripts/with-test-servers.sh
+if [ -z "${DOCKET_TEST_PG_URL:-}" ] && [ -z "${DOCKET_IMAGE_CHECK_INNER:-}" ] \
+   && [ -x /usr/lib/postgresql/15/bin/initdb ] && command -v redis-server >/dev/null; then
+  export DOCKET_IMAGE_CHECK_INNER=1
+  exec scripts/with-test-servers.sh "$0" "$@"
+fi
 
 # ---- tools ------------------------------------------------------------------------------------
 missing=()
@@ -60,8 +70,9 @@ fi
 work=$(mktemp -d /tmp/docket-image-check.XXXXXX)
 name=docket-image-check-$$
 volume=$name-data
+split_containers=()
 cleanup() {
-  podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  podman rm -f -t 0 "$name" "${split_containers[@]+"${split_containers[@]}"}" >/dev/null 2>&1 || true
   podman volume rm -f "$volume" >/dev/null 2>&1 || true
   if [ $keep = 0 ]; then
     podman rmi -f docket/docket:check docket/api-gateway:check docket/auth-service:check \
@@ -158,7 +169,7 @@ t=$(date +%s)
 podman build --format docker --pull=never --network=host --build-arg DEBIAN_IMAGE="$base" \
   -f "$context/deploy/backup/Dockerfile" -t docket/pg-backup:check "$context" >"$work/build-backup.log" 2>&1 \
   || { tail -40 "$work/build-backup.log" >&2; die "podman build of deploy/backup/Dockerfile failed"; }
-say "ok   built docket/pg-backup:check in $(elapsed "$t") s ($(podman run --rm --entrypoint pg_dump docket/pg-backup:check --version))"
+say "ok   built docket/pg-backup:check in $(elapsed "$t") s ($(podman run --rm --no-healthcheck --entrypoint pg_dump docket/pg-backup:check --version))"
 
 # ---- 3. the image -----------------------------------------------------------------------------
 ids=$(for s in docket api-gateway auth-service user-service task-service notification-service; do
@@ -180,13 +191,13 @@ say "ok   no secret in the image environment"
 if podman history --no-trunc --format '{{.CreatedBy}}' docket/docket:check | grep -iE 'JWT_SECRET=|PASSWORD=|AWS_SECRET'; then
   die "secret-looking value in the image history"
 fi
-lib_out=$(podman run --rm --network=none --entrypoint ldd docket/docket:check /usr/local/bin/docket)
+lib_out=$(podman run --rm --no-healthcheck --network=none --entrypoint ldd docket/docket:check /usr/local/bin/docket)
 if grep -q 'not found' <<<"$lib_out"; then
   grep 'not found' <<<"$lib_out" >&2
   die "shared libraries missing from the runtime image"
 fi
 say "ok   every shared library of /usr/local/bin/docket is in the image ($(grep -c '=>' <<<"$lib_out") resolved)"
-if tools=$(podman run --rm --network=none --entrypoint sh docket/docket:check -c \
+if tools=$(podman run --rm --no-healthcheck --network=none --entrypoint sh docket/docket:check -c \
     'for t in cc gcc clang cmake make pkg-config; do command -v $t; done; ls /usr/include 2>/dev/null | head -n 3'); [ -n "$tools" ]; then
   die "build tools or headers in the runtime image: $tools"
 fi
@@ -194,7 +205,8 @@ say "ok   no compiler, cmake or headers in the runtime image"
 
 # ---- 4. a container ---------------------------------------------------------------------------
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-run_args=(--name "$name" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
+# no systemd here to time the HEALTHCHECK: it is run by hand below (podman healthcheck run)
+run_args=(--name "$name" --health-interval=disable --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
   -v "$volume:/var/lib/docket" docket/docket:check all)
 base_url=http://127.0.0.1:$port
 t=$(date +%s)
@@ -233,5 +245,68 @@ code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || { podman logs --tail 20 "$name" >&2; die "exit code $code after SIGTERM (137 = killed)"; }
 say "ok   SIGTERM: clean exit 0 in $(elapsed "$t") s"
 podman logs "$name" 2>&1 | tail -n 3 | sed 's/^/image-check:      log: /'
+
+# ---- 5. split mode ----------------------------------------------------------------------------
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# which split-mode commands this build has (a command it lacks is "unknown command")
+has_command() {
+  ! podman run --rm --no-healthcheck --network=none docket/docket:check "$1" --server.port=x 2>&1 \
+    | grep -q 'unknown command'
+}
+if [ -z "${DOCKET_TEST_PG_URL:-}" ]; then
+  say "skip split mode: no PostgreSQL/Redis (needs postgresql-15 and redis-server: make deps-test)"
+elif ! has_command gateway; then
+  say "skip split mode: this build has no \`docket gateway\`"
+else
+  t=$(date +%s)
+  common=(--network=host --health-interval=disable --read-only --tmpfs /tmp --cap-drop ALL
+    --security-opt no-new-privileges -e DATABASE_URL="$DOCKET_TEST_PG_URL"
+    -e REDIS_URL="$DOCKET_TEST_REDIS_URL" -e JWT_SECRET=image-check-only-secret-0123456789abcdef)
+  podman run --rm --no-healthcheck "${common[@]}" docket/docket:check migrate >"$work/migrate.log" 2>&1 \
+    || { cat "$work/migrate.log" >&2; die "split mode: docket migrate failed"; }
+  say "ok   split mode: \`docket migrate\` (one-shot container) applied the schema"
+  declare -A port image
+  image=([users]=user-service [auth]=auth-service [tasks]=task-service [notifications]=notification-service)
+  services=()
+  for svc in users auth tasks notifications; do
+    if has_command "$svc"; then services+=("$svc"); else say "     split mode: this build has no \`docket $svc\` yet: not started"; fi
+  done
+  for svc in "${services[@]}"; do port[$svc]=$(free_port); done
+  port[gateway]=$(free_port)
+  for svc in "${services[@]}" gateway; do
+    c=$name-$svc
+    split_containers+=("$c")
+    img=docket/${image[$svc]:-api-gateway}:check
+    extra=(-e DOCKET_SERVER_PORT="${port[$svc]}")
+    [ -n "${port[users]:-}" ] && extra+=(-e DOCKET_GATEWAY_USERS_URL="http://127.0.0.1:${port[users]}")
+    if [ "$svc" = gateway ]; then
+      for up in auth tasks notifications; do
+        [ -n "${port[$up]:-}" ] && extra+=(-e "DOCKET_GATEWAY_${up^^}_URL=http://127.0.0.1:${port[$up]}")
+      done
+    else
+      extra+=(-e DOCKET_SERVER_TRUST_FORWARDED_FOR=true)
+    fi
+    podman run -d --name "$c" "${common[@]}" "${extra[@]}" "$img" "$svc" >/dev/null
+    for _ in $(seq 200); do
+      curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$svc]}/ready" 2>/dev/null && break
+      [ "$(podman inspect --format '{{.State.Running}}' "$c")" = true ] || break
+      sleep 0.1
+    done
+    curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${port[$svc]}/ready" \
+      || { podman logs "$c" >&2; die "split mode: $img $svc is not ready"; }
+    cpid=$(podman inspect --format '{{.State.Pid}}' "$c")
+    cuid=$(awk '/^Uid:/ {print $3}' "/proc/$cpid/status")
+    [ "$cuid" = 10001 ] || die "split mode: $svc runs as uid $cuid"
+    say "ok   split mode: $img \`docket $svc\` ready on :${port[$svc]}, uid $cuid"
+  done
+  SMOKE_TIMEOUT=30 deploy/smoke-test.sh "http://127.0.0.1:${port[gateway]}" | sed 's/^/image-check:      /' \
+    || { for c in "${split_containers[@]}"; do podman logs --tail 20 "$c" >&2; done; die "split mode: smoke test through the gateway failed"; }
+  for c in "${split_containers[@]}"; do
+    podman stop -t 20 "$c" >/dev/null
+    code=$(podman inspect --format '{{.State.ExitCode}}' "$c")
+    [ "$code" = 0 ] || { podman logs --tail 20 "$c" >&2; die "split mode: $c exited $code after SIGTERM"; }
+  done
+  say "ok   split mode: smoke test through the gateway, then every container stopped cleanly ($(elapsed "$t") s)"
+fi
 
 say "all checks passed in $(elapsed "$t0") s (image build $build_s s)"

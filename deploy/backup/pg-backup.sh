@@ -28,14 +28,17 @@ BACKUP_RETENTION_DAYS=${BACKUP_RETENTION_DAYS:-7}
 S3_VIRTUAL_HOST=${S3_VIRTUAL_HOST:-false}
 TMPDIR=${TMPDIR:-/tmp}
 
-# URL of KEY (empty KEY: the bucket itself)
+# URL of KEY; a KEY of "?query" addresses the bucket itself (…/bucket?query, no slash)
 s3_url() {
   endpoint=${S3_ENDPOINT%/}
+  sep=/
+  case $1 in \?*) sep="" ;; esac
   if [ "$S3_VIRTUAL_HOST" = true ]; then
     scheme=${endpoint%%://*}
-    printf '%s://%s.%s/%s' "$scheme" "$S3_BUCKET" "${endpoint#*://}" "$1"
+    [ -z "$sep" ] && sep=/ # virtual-hosted: https://bucket.host/?query
+    printf '%s://%s.%s%s%s' "$scheme" "$S3_BUCKET" "${endpoint#*://}" "$sep" "$1"
   else
-    printf '%s/%s/%s' "$endpoint" "$S3_BUCKET" "$1"
+    printf '%s/%s%s%s' "$endpoint" "$S3_BUCKET" "$sep" "$1"
   fi
 }
 
@@ -59,14 +62,16 @@ check_s3_env() { for v in S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACC
 list_keys() {
   prefix_q=$(printf '%s' "$BACKUP_PREFIX" | sed 's|/|%2F|g')
   # query parameters in name order, RFC 3986-encoded, as SigV4 signs them
-  s3 GET "?list-type=2&max-keys=1000&prefix=$prefix_q" |
-    tr '<' '\n' | sed -n 's|^Key>||p' | grep -E '[0-9]{8}T[0-9]{6}Z\.dump$' | sort || true
+  listing=$(s3 GET "?list-type=2&max-keys=1000&prefix=$prefix_q") || die "cannot list s3://$S3_BUCKET/$BACKUP_PREFIX"
+  case $listing in *"<IsTruncated>true</IsTruncated>"*) log "warning: more than 1000 objects under the prefix; only the first 1000 are considered" ;; esac
+  printf '%s\n' "$listing" | tr '<' '\n' | sed -n 's|^Key>||p' | grep -E '[0-9]{8}T[0-9]{6}Z\.dump$' | sort || true
 }
 
 prune() {
   cutoff=$(date -u -d "@$(($(date +%s) - BACKUP_RETENTION_DAYS * 86400))" +%Y%m%dT%H%M%SZ)
   kept=0 deleted=0
-  for key in $(list_keys); do
+  keys=$(list_keys) || exit 1
+  for key in $keys; do
     stamp=$(printf '%s' "$key" | grep -oE '[0-9]{8}T[0-9]{6}Z' | tail -n1)
     if [ "$(printf '%s' "$stamp" | tr -d TZ)" -lt "$(printf '%s' "$cutoff" | tr -d TZ)" ]; then
       s3 DELETE "$key" >/dev/null
@@ -81,7 +86,8 @@ prune() {
 
 resolve_key() {
   if [ "$1" = latest ]; then
-    key=$(list_keys | tail -n1)
+    keys=$(list_keys) || exit 1
+    key=$(printf '%s\n' "$keys" | tail -n1)
     [ -n "$key" ] || die "no dump under s3://$S3_BUCKET/$BACKUP_PREFIX"
     printf '%s' "$key"
   else
@@ -110,7 +116,8 @@ case $cmd in
     ;;
   list)
     check_s3_env
-    list_keys
+    keys=$(list_keys) || exit 1
+    [ -z "$keys" ] || printf '%s\n' "$keys"
     ;;
   prune)
     check_s3_env

@@ -52,10 +52,10 @@ struct server {
     struct stored_user users[MAX_USERS];
     int nusers;
     /* behaviour switches */
-    int delay_ms;     /* sleep before answering */
-    int force_status; /* answer every request with this status (and a small body) */
-    const char *force_body;
-    bool huge_body; /* answer with a 100 KiB body */
+    atomic_int delay_ms;     /* sleep before answering */
+    atomic_int force_status; /* answer every request with this status (and a small body) */
+    _Atomic(const char *) force_body;
+    atomic_bool huge_body; /* answer with a 100 KiB body */
     /* what the last request looked like */
     atomic_int hits;
     atomic_int refused;
@@ -159,8 +159,9 @@ static enum MHD_Result handle(struct server *s, struct MHD_Connection *conn, con
     snprintf(s->last_method, sizeof s->last_method, "%s", method);
     pthread_mutex_unlock(&s->lock);
 
-    if (s->delay_ms)
-        sleep_ms(s->delay_ms);
+    int delay = atomic_load(&s->delay_ms);
+    if (delay)
+        sleep_ms(delay);
 
     /* the bearer token must verify and name a service */
     dk_arena *a = dk_arena_new();
@@ -180,11 +181,14 @@ static enum MHD_Result handle(struct server *s, struct MHD_Connection *conn, con
         return respond_problem(conn, 401, "Unauthorized");
     }
 
-    if (s->force_status) {
-        const char *b = s->force_body ? s->force_body : "{}";
-        return respond(conn, (unsigned)s->force_status, "application/json", b, strlen(b));
+    int force = atomic_load(&s->force_status);
+    if (force) {
+        const char *b = atomic_load(&s->force_body);
+        if (!b)
+            b = "{}";
+        return respond(conn, (unsigned)force, "application/json", b, strlen(b));
     }
-    if (s->huge_body) {
+    if (atomic_load(&s->huge_body)) {
         size_t n = 100 * 1024;
         char *big = malloc(n);
         memset(big, ' ', n);
@@ -294,6 +298,26 @@ static void server_stop(struct server *s)
 
 /* --- helpers --------------------------------------------------------------------------------- */
 
+/* A copy, taken under the server's lock, of one of its last_* strings (test thread only). */
+static const char *srv_last(struct server *s, const char *field)
+{
+    static char copies[4][512];
+    static int next;
+    char *out = copies[next++ % 4];
+    pthread_mutex_lock(&s->lock);
+    snprintf(out, sizeof copies[0], "%s", field);
+    pthread_mutex_unlock(&s->lock);
+    return out;
+}
+
+static int srv_users(struct server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int n = s->nusers;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
 struct fixture {
     struct server *srv;
     dk_tokens *tokens;
@@ -368,7 +392,7 @@ static void test_create_get_find_remove(void **state)
     assert_null(u.avatar_url);
     assert_true(u.created_at >= before && u.created_at <= dk_now_ms());
     assert_int_equal(u.updated_at, u.created_at + 1);
-    assert_string_equal(f->srv->last_method, "POST");
+    assert_string_equal(srv_last(f->srv, f->srv->last_method), "POST");
 
     dk_user g;
     assert_int_equal(ops->get(f->h, f->a, u.id, &g), DK_OK);
@@ -381,7 +405,7 @@ static void test_create_get_find_remove(void **state)
     assert_string_equal(e.id, u.id);
 
     assert_int_equal(ops->remove(f->h, u.id), DK_OK);
-    assert_string_equal(f->srv->last_method, "DELETE");
+    assert_string_equal(srv_last(f->srv, f->srv->last_method), "DELETE");
     assert_int_equal(ops->get(f->h, f->a, u.id, &g), DK_E_NOT_FOUND);
     assert_int_equal(ops->find_by_email(f->h, f->a, "ada@example.com", &e), DK_E_NOT_FOUND);
     assert_int_equal(ops->remove(f->h, u.id), DK_E_NOT_FOUND);
@@ -405,17 +429,17 @@ static void test_token_identity_and_request_id(void **state)
     dk_user u;
     dk_log_set_context("req-abc.123:x", NULL);
     assert_int_equal(ops->find_by_email(f->h, f->a, "nobody@example.com", &u), DK_E_NOT_FOUND);
-    assert_string_equal(f->srv->last_request_id, "req-abc.123:x");
-    assert_string_equal(f->srv->last_sub, "service:tests");
-    assert_string_equal(f->srv->last_role, "service");
+    assert_string_equal(srv_last(f->srv, f->srv->last_request_id), "req-abc.123:x");
+    assert_string_equal(srv_last(f->srv, f->srv->last_sub), "service:tests");
+    assert_string_equal(srv_last(f->srv, f->srv->last_role), "service");
 
     /* outside a request (or with an id unfit for a header) a fresh one is sent */
     dk_log_set_context("bad id\r\nX-Evil: 1", NULL);
     assert_int_equal(ops->find_by_email(f->h, f->a, "nobody@example.com", &u), DK_E_NOT_FOUND);
-    assert_true(dk_uuid_valid(f->srv->last_request_id));
+    assert_true(dk_uuid_valid(srv_last(f->srv, f->srv->last_request_id)));
     dk_log_set_context(NULL, NULL);
     assert_int_equal(ops->find_by_email(f->h, f->a, "nobody@example.com", &u), DK_E_NOT_FOUND);
-    assert_true(dk_uuid_valid(f->srv->last_request_id));
+    assert_true(dk_uuid_valid(srv_last(f->srv, f->srv->last_request_id)));
 }
 
 static void test_bad_token_refused(void **state)
@@ -431,7 +455,7 @@ static void test_bad_token_refused(void **state)
     assert_int_equal(ops->get(h, f->a, "x", &u), DK_E_INTERNAL);
     assert_int_equal(ops->remove(h, "x"), DK_E_INTERNAL);
     assert_int_equal(atomic_load(&f->srv->refused), 3);
-    assert_int_equal(f->srv->nusers, 0);
+    assert_int_equal(srv_users(f->srv), 0);
     dk_users_http_free(h);
     dk_tokens_free(other);
 }
@@ -445,7 +469,8 @@ static void test_email_encoding(void **state)
     assert_string_equal(u.email, email);
     assert_int_equal(ops->find_by_email(f->h, f->a, email, &e), DK_OK);
     assert_string_equal(e.id, u.id);
-    assert_string_equal(f->srv->last_uri, "/internal/v1/users/by-email?email=a%2Bb%20c%40x.io");
+    assert_string_equal(srv_last(f->srv, f->srv->last_uri),
+                        "/internal/v1/users/by-email?email=a%2Bb%20c%40x.io");
     /* '+' must not turn into a space: "a b c@x.io" is somebody else */
     assert_int_equal(ops->find_by_email(f->h, f->a, "a b c@x.io", &e), DK_E_NOT_FOUND);
     /* reserved characters that would cut the query short */
@@ -455,7 +480,7 @@ static void test_email_encoding(void **state)
     assert_string_equal(e.email, tricky);
     /* an id is a path segment: encoded too */
     assert_int_equal(ops->get(f->h, f->a, "../by-email", &e), DK_E_NOT_FOUND);
-    assert_string_equal(f->srv->last_uri, "/internal/v1/users/..%2Fby-email");
+    assert_string_equal(srv_last(f->srv, f->srv->last_uri), "/internal/v1/users/..%2Fby-email");
 }
 
 static void test_statuses(void **state)
@@ -554,7 +579,7 @@ static void test_failover_to_live_url(void **state)
         assert_int_equal(ops->get(h, f->a, u.id, &g), DK_OK);
     }
     assert_int_equal(atomic_load(&f->srv->hits), 7);
-    assert_int_equal(f->srv->nusers, 1); /* created once, never twice */
+    assert_int_equal(srv_users(f->srv), 1); /* created once, never twice */
     dk_users_http_free(h);
     free(dead);
     free(live);

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -334,14 +335,20 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
 
 /* ---------- the statement ---------- */
 
+/* At most 13 are ever used: caller, one owner/assignee, five filters, three search texts,
+ * two cursor values, the limit. */
+#define TQ_MAX_PARAMS 16
+
 typedef struct tq_params {
-    const char *v[24];
+    const char *v[TQ_MAX_PARAMS];
     int n;
 } tq_params;
 
 /* Adds a parameter; returns its number ($n). */
 static int tq_param(tq_params *p, const char *v)
 {
+    if (p->n >= TQ_MAX_PARAMS)
+        abort(); /* a builder bug, not input: the count depends only on which filters exist */
     p->v[p->n++] = v;
     return p->n;
 }

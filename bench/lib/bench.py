@@ -1,0 +1,632 @@
+#!/usr/bin/python3
+"""The measuring half of bench/run.sh (run.sh starts and stops the servers; this runs the load
+generators, reads /proc, and writes the report).
+
+Subcommands (state lives in $BENCH_WORK: meta.json, rows.jsonl):
+  scenario NAME...   run wrk (or pgbench for db_ceiling) for each scenario, append one row each
+  startup            start a command N times, time exec -> first 200 from /ready, stop it
+  rss KEY NAME=PID.. record the resident memory of processes (e.g. idle split services)
+  meta KEY JSON      record a value (seeding stats, the raw Argon2id rate, ...)
+  report             print the table and the targets, write bench/results/<...>.json
+
+Environment (set by run.sh): BENCH_WORK, BENCH_URL (Docket), BENCH_CEILING_URL (nginx),
+BENCH_DOCKET_PIDS, BENCH_DB_PIDS (postmaster, redis), BENCH_NGINX_PID, BENCH_DATA,
+BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_LOGIN_CONNS, BENCH_STORM_CONNS,
+BENCH_STORM_ME_CONNS, BENCH_NUSERS, BENCH_NTASKS, BENCH_PG_PORT, BENCH_PG_DB, PGBIN.
+"""
+
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(BENCH)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CHILDREN = []  # load generators still running, stopped on any exit
+
+
+def env(name, default=None):
+    v = os.environ.get(name, "")
+    if v == "":
+        if default is None:
+            sys.exit(f"bench.py: {name} is not set")
+        return default
+    return v
+
+
+def env_int(name, default=None):
+    return int(env(name, None if default is None else str(default)))
+
+
+def work(*parts):
+    return os.path.join(env("BENCH_WORK"), *parts)
+
+
+def load_meta():
+    try:
+        with open(work("meta.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def save_meta(key, value):
+    m = load_meta()
+    m[key] = value
+    tmp = work("meta.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(m, f, indent=1)
+    os.replace(tmp, work("meta.json"))
+
+
+def on_term(signum, frame):
+    raise SystemExit(f"bench.py: signal {signum}")
+
+
+def stop_children():
+    for p in CHILDREN:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    CHILDREN.clear()
+
+
+# ----------------------------------------------------------------------------- /proc
+
+def _stat(pid):
+    """(ppid, utime+stime, cutime+cstime) in ticks, or None when pid is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14])
+
+
+def _children(root):
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            s = _stat(int(d))
+            if s and s[0] == root:
+                kids.append(int(d))
+    return kids
+
+
+def _rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def cpu_ticks(roots):
+    """CPU ticks used so far by each root, its live children and its reaped children (the
+    children a server forks and reaps, e.g. PostgreSQL backends, are counted too)."""
+    total = 0
+    for root in roots:
+        s = _stat(root)
+        if not s:
+            continue
+        total += s[1] + s[2]
+        for kid in _children(root):
+            k = _stat(kid)
+            if k:
+                total += k[1]
+    return total
+
+
+def rss_kib(roots, children=True):
+    total = 0
+    for root in roots:
+        total += _rss_kib(root)
+        if children:
+            total += sum(_rss_kib(k) for k in _children(root))
+    return total
+
+
+def pids(name):
+    return [int(p) for p in os.environ.get(name, "").split()]
+
+
+# ----------------------------------------------------------------------------- wrk
+
+def wrk_cmd(script, url, conns, seconds, timeout_s):
+    return ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", f"--timeout={timeout_s}s",
+            "-s", os.path.join(BENCH, "lua", script), url]
+
+
+def start_wrk(tag, script, url, conns, seconds, timeout_s=5, user_range=None):
+    out = work(f"wrk-{tag}.json")
+    if os.path.exists(out):
+        os.unlink(out)
+    e = dict(os.environ, BENCH_LUA_DIR=os.path.join(BENCH, "lua"), BENCH_OUT=out)
+    if user_range:
+        e["BENCH_USER_RANGE"] = user_range
+    else:
+        e.pop("BENCH_USER_RANGE", None)
+    log = open(work(f"wrk-{tag}.log"), "w")
+    p = subprocess.Popen(wrk_cmd(script, url, conns, seconds, timeout_s), env=e,
+                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    p.bench_out = out
+    p.bench_tag = tag
+    CHILDREN.append(p)
+    return p
+
+
+def finish_wrk(p, seconds):
+    """Waits for wrk (bounded), returns (result dict, wrk's own CPU seconds)."""
+    deadline = time.monotonic() + seconds + 30
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            p.kill()
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.02)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    CHILDREN.remove(p)
+    try:
+        with open(p.bench_out) as f:
+            res = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        with open(work(f"wrk-{p.bench_tag}.log")) as f:
+            log = f.read()
+        raise SystemExit(f"bench.py: wrk ({p.bench_tag}) exited {p.returncode} without a "
+                         f"result:\n{log[-2000:]}")
+    return res, ru.ru_utime + ru.ru_stime
+
+
+def row_from_wrk(name, server, res, conns, cpu_s, db_cpu_s, rss, client_cpu, note=""):
+    secs = res["duration_us"] / 1e6
+    n = res["requests"]
+    e = res["errors"]
+    return {
+        "scenario": name, "server": server, "connections": conns, "seconds": round(secs, 2),
+        "requests": n, "rps": round(n / secs, 1) if secs else 0.0,
+        "p50_ms": res["latency_us"]["p50"] / 1000, "p90_ms": res["latency_us"]["p90"] / 1000,
+        "p99_ms": res["latency_us"]["p99"] / 1000, "p999_ms": res["latency_us"]["p999"] / 1000,
+        "max_ms": res["latency_us"]["max"] / 1000,
+        "non2xx": res["non2xx"], "codes": res["codes"],
+        "socket_errors": e["connect"] + e["read"] + e["write"] + e["timeout"],
+        "errors": e,
+        "rss_kib": rss,
+        "cpu_s": round(cpu_s, 3),
+        "cpu_s_per_1k": round(cpu_s / n * 1000, 4) if n and cpu_s is not None else None,
+        "db_cpu_s_per_1k": round(db_cpu_s / n * 1000, 4) if n and db_cpu_s is not None
+        else None,
+        "client_cpu_s": round(client_cpu, 2), "note": note,
+    }
+
+
+# Scenario name -> (script, user range ("lower"/"upper" half or None), connections env, timeout)
+WRK_SCENARIOS = {
+    "health": ("health.lua", None, "BENCH_CONNS", 5),
+    "ceiling": ("health.lua", None, "BENCH_CONNS", 5),
+    "me": ("me.lua", None, "BENCH_CONNS", 5),
+    "task_get": ("task_get.lua", None, "BENCH_CONNS", 5),
+    "task_list": ("task_list.lua", None, "BENCH_CONNS", 5),
+    "search": ("search.lua", None, "BENCH_CONNS", 5),
+    "task_create": ("task_create.lua", None, "BENCH_CONNS", 5),
+    "task_patch": ("task_patch.lua", None, "BENCH_CONNS", 5),
+    "mixed": ("mixed.lua", None, "BENCH_CONNS", 5),
+    "login": ("login.lua", "upper", "BENCH_LOGIN_CONNS", 30),
+    "me_low": ("me.lua", "lower", "BENCH_STORM_ME_CONNS", 5),
+}
+
+
+def user_range(which):
+    n = env_int("BENCH_NUSERS")
+    half = max(1, n // 2)
+    if which == "lower":
+        return f"1-{half}"
+    if which == "upper":
+        return f"{half + 1 if n > 1 else 1}-{n}"
+    return None
+
+
+def server_of(name):
+    return "nginx" if name == "ceiling" else "docket"
+
+
+def measure_wrk(name, runs, seconds):
+    """runs: [(tag, script, url, conns, timeout, range)] started together; returns the
+    results, server CPU, db CPU and the RSS sampled just before the end."""
+    srv = pids("BENCH_NGINX_PID") if name == "ceiling" else pids("BENCH_DOCKET_PIDS")
+    db = pids("BENCH_DB_PIDS") if name != "ceiling" else []
+    warm = env_int("BENCH_WARMUP", 1)
+    if warm > 0:
+        ps = [start_wrk(t + "-warmup", s, u, c, warm, to, r) for t, s, u, c, to, r in runs]
+        for p in ps:
+            finish_wrk(p, warm)
+    c0, d0 = cpu_ticks(srv), cpu_ticks(db)
+    ps = [start_wrk(t, s, u, c, seconds, to, r) for t, s, u, c, to, r in runs]
+    time.sleep(max(0.0, seconds - 0.3))
+    rss = rss_kib(srv)
+    results = [finish_wrk(p, seconds) for p in ps]
+    c1, d1 = cpu_ticks(srv), cpu_ticks(db)
+    cpu = (c1 - c0) / CLK_TCK
+    dbcpu = (d1 - d0) / CLK_TCK if db else None
+    return results, cpu, dbcpu, rss
+
+
+def run_wrk_scenario(name):
+    seconds = env_int("BENCH_DURATION")
+    script, which, conns_env, timeout_s = WRK_SCENARIOS[name]
+    url = env("BENCH_CEILING_URL") if name == "ceiling" else env("BENCH_URL")
+    conns = env_int(conns_env)
+    [(res, client)], cpu, dbcpu, rss = measure_wrk(
+        name, [(name, script, url, conns, timeout_s, user_range(which))], seconds)
+    return [row_from_wrk(name, server_of(name), res, conns, cpu, dbcpu, rss, client)]
+
+
+def run_storm():
+    """login with BENCH_STORM_CONNS connections (upper half of the users) while `me` runs
+    at BENCH_STORM_ME_CONNS connections (lower half): two wrk processes at once."""
+    seconds = env_int("BENCH_DURATION")
+    url = env("BENCH_URL")
+    sc, mc = env_int("BENCH_STORM_CONNS"), env_int("BENCH_STORM_ME_CONNS")
+    runs = [("login_storm", "login.lua", url, sc, 30, user_range("upper")),
+            ("me@storm", "me.lua", url, mc, 5, user_range("lower"))]
+    [(sres, sclient), (mres, mclient)], cpu, dbcpu, rss = measure_wrk("login_storm", runs,
+                                                                        seconds)
+    total = sres["requests"] + mres["requests"]
+    # The server's CPU cannot be split between the two loads: it is given per 1000 requests of
+    # both together, on the storm's row.
+    srow = row_from_wrk("login_storm", "docket", sres, sc, cpu, dbcpu, rss, sclient,
+                        note="cpu over both wrk runs")
+    if total:
+        srow["cpu_s_per_1k"] = round(cpu / total * 1000, 4)
+        srow["db_cpu_s_per_1k"] = round(dbcpu / total * 1000, 4) if dbcpu is not None else None
+    mrow = row_from_wrk("me@storm", "docket", mres, mc, None, None, rss, mclient,
+                        note="during login_storm")
+    mrow["cpu_s"] = None
+    return [srow, mrow]
+
+
+# ----------------------------------------------------------------------------- pgbench
+
+def run_db_ceiling():
+    seconds = env_int("BENCH_DURATION")
+    conns = env_int("BENCH_CONNS")
+    port, db = env("BENCH_PG_PORT"), env("BENCH_PG_DB")
+    ntasks = env_int("BENCH_NTASKS")
+    pgbench = os.path.join(env("PGBIN", "/usr/lib/postgresql/15/bin"), "pgbench")
+    srv = pids("BENCH_DB_PIDS")[:1]  # the postmaster
+    prefix = work("pgbench")
+
+    def run(secs, log):
+        for f in os.listdir(env("BENCH_WORK")):
+            if f.startswith("pgbench."):
+                os.unlink(work(f))
+        cmd = [pgbench, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-n", "-M", "prepared",
+               "-c", str(conns), "-j", "1", "-T", str(secs), "-D", f"ntasks={ntasks}",
+               "-f", os.path.join(BENCH, "pgbench_task_get.sql")]
+        if log:
+            cmd += ["-l", f"--log-prefix={prefix}"]
+        p = subprocess.Popen(cmd + [db], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, stdin=subprocess.DEVNULL, cwd=env("BENCH_WORK"))
+        CHILDREN.append(p)
+        try:
+            out, _ = p.communicate(timeout=secs + 60)
+        finally:
+            CHILDREN.remove(p)
+        with open(work("pgbench.out"), "a") as f:
+            f.write(out)
+        if p.returncode != 0:
+            raise SystemExit(f"bench.py: pgbench exited {p.returncode}:\n{out[-2000:]}")
+        return out
+
+    warm = env_int("BENCH_WARMUP", 1)
+    if warm > 0:
+        run(warm, False)
+    # No RSS for this row: PostgreSQL's backends share their buffers, a sum of RSS means little.
+    c0 = cpu_ticks(srv)
+    out = run(seconds, True)
+    time.sleep(0.2)  # let the postmaster reap the backends, so their CPU is counted
+    c1 = cpu_ticks(srv)
+    tps = float(re.search(r"tps = ([0-9.]+) \(without initial", out).group(1))
+    done = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+    m = re.search(r"number of failed transactions: (\d+)", out)
+    failed = int(m.group(1)) if m else 0
+    lat = []
+    for f in os.listdir(env("BENCH_WORK")):
+        if f.startswith("pgbench."):
+            with open(work(f)) as fh:
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[2].isdigit():
+                        lat.append(int(parts[2]))
+    lat.sort()
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q / 100 * len(lat)))] / 1000 if lat else None
+
+    cpu = (c1 - c0) / CLK_TCK
+    return [{
+        "scenario": "db_ceiling", "server": "postgres", "connections": conns,
+        "seconds": seconds, "requests": done, "rps": round(tps, 1),
+        "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "p999_ms": pct(99.9),
+        "max_ms": lat[-1] / 1000 if lat else None, "non2xx": failed, "codes": {},
+        "socket_errors": 0, "errors": {}, "rss_kib": None, "cpu_s": round(cpu, 3),
+        "cpu_s_per_1k": round(cpu / done * 1000, 4) if done else None,
+        "db_cpu_s_per_1k": None, "client_cpu_s": None,
+        "note": "pgbench -M prepared, the task_get SELECT (non-2xx = failed transactions)",
+    }]
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+def cmd_scenario(names):
+    for name in names:
+        if name == "db_ceiling":
+            rows = run_db_ceiling()
+        elif name == "login_storm":
+            rows = run_storm()
+        elif name in WRK_SCENARIOS:
+            rows = run_wrk_scenario(name)
+        else:
+            sys.exit(f"bench.py: unknown scenario {name!r}")
+        with open(work("rows.jsonl"), "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        for r in rows:
+            print(f"  {r['scenario']:<12} {r['rps']:>10.1f} req/s  p50 {fmt_ms(r['p50_ms'])} ms"
+                  f"  p99 {fmt_ms(r['p99_ms'])} ms  non-2xx {r['non2xx']}"
+                  f"{'  socket errors ' + str(r['socket_errors']) if r['socket_errors'] else ''}",
+                  flush=True)
+
+
+def cmd_startup(argv):
+    """startup KEY PORT TRIALS -- CMD...: time from exec to the first 200 of /ready."""
+    key, port, trials = argv[0], int(argv[1]), int(argv[2])
+    cmd = argv[argv.index("--") + 1:]
+    times = []
+    for i in range(trials):
+        log = open(work(f"startup-{key}-{i}.log"), "w")
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        CHILDREN.append(p)
+        log.close()
+        ready = None
+        while time.perf_counter() - t0 < 30:
+            if p.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        ready = (time.perf_counter() - t0) * 1000
+                        break
+            except OSError:
+                pass  # refused while starting, or 503 (HTTPError is an OSError)
+            time.sleep(0.001)
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        CHILDREN.remove(p)
+        if ready is None:
+            with open(work(f"startup-{key}-{i}.log")) as f:
+                raise SystemExit(f"bench.py: {key} never became ready (exit {p.returncode}):\n"
+                                 f"{f.read()[-2000:]}")
+        times.append(round(ready, 1))
+    save_meta(f"startup_{key}", {"trials_ms": times, "median_ms": statistics.median(times)})
+    print(f"  start to /ready ({key}): {', '.join(f'{t:.1f}' for t in times)} ms")
+
+
+def cmd_rss(argv):
+    key = argv[0]
+    out = {}
+    for item in argv[1:]:
+        name, pid = item.split("=")
+        out[name] = rss_kib([int(pid)], children=False)
+    save_meta(key, out)
+    print(f"  RSS ({key}): " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in out.items()))
+
+
+def cmd_meta(argv):
+    save_meta(argv[0], json.loads(argv[1]))
+
+
+# ----------------------------------------------------------------------------- report
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def git(*args):
+    try:
+        return subprocess.run(["git", "-C", REPO] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def host_info():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "loadavg_at_end": [round(x, 2) for x in load]}
+
+
+def targets(rows, meta, mode):
+    """[(text, measured, met or None)]: the issue's targets, reported, never asserted."""
+    by = {r["scenario"]: r for r in rows}
+    out = []
+
+    def ratio(a, b):
+        if a in by and b in by and by[b]["rps"]:
+            return by[a]["rps"] / by[b]["rps"]
+        return None
+
+    r = ratio("health", "ceiling")
+    if r is not None:
+        out.append(("health >= 80 % of nginx (ceiling)", f"{r * 100:.0f} %", r >= 0.8))
+    if mode == "sqlite":
+        r = ratio("task_get", "ceiling")
+        if r is not None:
+            out.append(("SQLite task_get >= 30 % of the ceiling (nginx)", f"{r * 100:.0f} %",
+                        r >= 0.3))
+    else:
+        r = ratio("task_get", "db_ceiling")
+        if r is not None:
+            out.append(("task_get >= 60 % of pgbench (db_ceiling)", f"{r * 100:.0f} %",
+                        r >= 0.6))
+        r = ratio("me", "db_ceiling")
+        if r is not None:
+            out.append(("me >= 60 % of pgbench (db_ceiling)", f"{r * 100:.0f} %", r >= 0.6))
+    if "mixed" in by:
+        p = by["mixed"]["p99_ms"]
+        out.append((f"mixed p99 < 10 ms at {by['mixed']['connections']} connections",
+                    f"{p:.2f} ms", p < 10))
+    bad = [f"{r['scenario']} {r['non2xx']}" for r in rows if r["non2xx"] or r["socket_errors"]]
+    out.append(("0 non-2xx (and 0 socket errors)", ", ".join(bad) if bad else "0", not bad))
+    loaded = [r["rss_kib"] for r in rows if r["server"] == "docket" and r["rss_kib"]]
+    if loaded:
+        peak = max(loaded) / 1024
+        label = "docket all" if mode != "split" else "sum of the 4 split processes"
+        out.append((f"RSS of {label} under load < 32 MiB (largest end-of-run sample)",
+                    f"{peak:.1f} MiB", peak < 32 if mode != "split" else None))
+    if mode == "split":
+        for key in ("idle_rss_start", "idle_rss_end"):
+            if key in meta:
+                worst = max(meta[key].values()) / 1024
+                out.append((f"each split service < 16 MiB idle ({key[9:]} of run)",
+                            ", ".join(f"{k} {v / 1024:.1f}" for k, v in meta[key].items()) +
+                            " MiB", worst < 16))
+    limit = 50 if mode == "sqlite" else 200
+    for key, val in sorted(meta.items()):
+        if key.startswith("startup_"):
+            what = key[8:]
+            lim = limit if what in ("all", "all_first") else 200 if mode == "split" else limit
+            out.append((f"start to /ready < {lim} ms ({what}, median of "
+                        f"{len(val['trials_ms'])})", f"{val['median_ms']:.1f} ms",
+                        val["median_ms"] < lim))
+    if "login" in by and "argon2_rate" in meta:
+        raw = meta["argon2_rate"]["rate"]
+        r = by["login"]["rps"] / raw if raw else 0
+        out.append((f"login within 10 % of raw Argon2id ({raw:.1f} hash/s on "
+                    f"{meta['argon2_rate']['threads']} threads)", f"{r * 100:.0f} %",
+                    r >= 0.9))
+    if "me@storm" in by:
+        p = by["me@storm"]["p99_ms"]
+        ok = p < 50 and by["me@storm"]["non2xx"] == 0
+        out.append((f"me p99 < 50 ms during a {by['login_storm']['connections']}-connection "
+                    "login storm", f"{p:.2f} ms, non-2xx {by['me@storm']['non2xx']}", ok))
+    return out
+
+
+def cmd_report(argv):
+    mode = argv[0]
+    rows = []
+    with open(work("rows.jsonl")) as f:
+        for line in f:
+            rows.append(json.loads(line))
+    meta = load_meta()
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    host = host_info()
+    config = {k[6:].lower(): os.environ[k] for k in sorted(os.environ)
+              if k.startswith("BENCH_") and k[6:] in (
+                  "DURATION", "WARMUP", "CONNS", "LOGIN_CONNS", "STORM_CONNS",
+                  "STORM_ME_CONNS", "NUSERS", "NTASKS")}
+    docket_env = {k: v for k, v in sorted(os.environ.items())
+                  if k.startswith("DOCKET_") or k.startswith("BENCH_DOCKET_ENV_")}
+    result = {"format": 1, "mode": mode, "commit": commit, "dirty": dirty,
+              "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "host": host, "config": config,
+              "docket_env": docket_env, "rows": rows, "meta": meta,
+              "targets": [{"target": t, "measured": m, "met": ok}
+                          for t, m, ok in targets(rows, meta, mode)]}
+
+    print()
+    print(f"Docket benchmark — mode {mode}, commit {commit[:12]}{' (dirty)' if dirty else ''}, "
+          f"{result['date']}")
+    print(f"host: {host['cpus']} CPUs ({host['cpu_model']}), load average at the end "
+          f"{host['loadavg_at_end'][0]}; wrk -t1 shares these CPUs with the server, the "
+          f"database and Redis")
+    print(f"{config.get('duration')} s per scenario after {config.get('warmup')} s of warm-up, "
+          f"{config.get('conns')} connections (login {config.get('login_conns')}, storm "
+          f"{config.get('storm_conns')} + me {config.get('storm_me_conns')}); "
+          f"{config.get('nusers')} users, {meta.get('seed', {}).get('tasks', '?')} tasks")
+    print()
+    head = (f"{'scenario':<12} {'server':<8} {'conns':>5} {'req/s':>10} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'non-2xx':>8} {'RSS MiB':>8} {'cpu s/1k':>9} {'db cpu s/1k':>11}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        rss = r["rss_kib"] / 1024 if r["rss_kib"] else None
+        non = str(r["non2xx"]) + (f"+{r['socket_errors']}e" if r["socket_errors"] else "")
+        print(f"{r['scenario']:<12} {r['server']:<8} {r['connections']:>5} {r['rps']:>10.1f} "
+              f"{fmt_ms(r['p50_ms']):>8} {fmt_ms(r['p99_ms']):>8} {non:>8} "
+              f"{fmt(rss, '.1f'):>8} {fmt(r['cpu_s_per_1k'], '.3f'):>9} "
+              f"{fmt(r['db_cpu_s_per_1k'], '.3f'):>11}")
+    odd = [r for r in rows if r["non2xx"] or r["socket_errors"]]
+    for r in odd:
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(r["codes"].items()))
+        print(f"  {r['scenario']}: status counts {codes or '-'}; socket errors {r['errors']}")
+    print("(RSS: sum of VmRSS of the server's processes sampled 0.3 s before the end of the "
+          "run; cpu s/1k: the server's CPU seconds per 1000 requests, from /proc; db cpu: "
+          "PostgreSQL + Redis)")
+    print()
+    print("Targets (reported, not asserted):")
+    for t in result["targets"]:
+        mark = {True: "met", False: "MISSED", None: "info"}[t["met"]]
+        print(f"  [{mark:>6}] {t['target']}: {t['measured']}")
+    print()
+    outdir = env("BENCH_RESULTS", os.path.join(BENCH, "results"))
+    os.makedirs(outdir, exist_ok=True)
+    path = os.path.join(outdir, f"{now.strftime('%Y%m%dT%H%M%SZ')}-{commit[:12] or 'nogit'}-"
+                                f"{mode}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    print(f"written: {os.path.relpath(path)}")
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd, argv = sys.argv[1], sys.argv[2:]
+    try:
+        {"scenario": cmd_scenario, "startup": cmd_startup, "rss": cmd_rss, "meta": cmd_meta,
+         "report": cmd_report}.get(cmd, lambda a: sys.exit(__doc__))(argv)
+    finally:
+        stop_children()
+
+
+if __name__ == "__main__":
+    main()
