@@ -16,6 +16,7 @@
 # npm; npm ci in tools/deploy). Without kubectl (not installable from Debian's archive in a
 # usable version) the Kubernetes part is skipped with a message; everything else still runs.
 # The binary: $DOCKET_BIN, else build/docket; without one the config checks are skipped.
+# kubectl: $KUBECTL, else kubectl on PATH.
 # Usage: scripts/deploy-check.sh     Exit 0 when every check passed, 1 when one failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,10 +83,11 @@ bin=${DOCKET_BIN:-$root/build/docket}
 [ -x "$bin" ] || bin=""
 
 # ---- Kubernetes -------------------------------------------------------------------------------
-if command -v kubectl >/dev/null; then
+kubectl=${KUBECTL:-kubectl}
+if command -v "$kubectl" >/dev/null; then
   mkdir -p "$tmp/render" "$tmp/configs"
   for env in development testing staging production; do
-    if kubectl kustomize "deploy/k8s/overlays/$env" >"$tmp/render/$env.yaml" 2>"$tmp/render/$env.err"; then
+    if "$kubectl" kustomize "deploy/k8s/overlays/$env" >"$tmp/render/$env.yaml" 2>"$tmp/render/$env.err"; then
       ok "kustomize render overlays/$env ($(grep -c '^kind:' "$tmp/render/$env.yaml") objects)"
       run "schemas, unknown fields, policy: overlays/$env" \
         node tools/deploy/k8s-validate.mjs --policy docket --label "$env" \
@@ -97,7 +99,7 @@ if command -v kubectl >/dev/null; then
   done
   for k in backup/velero monitoring; do
     name=${k//\//-}
-    if kubectl kustomize "deploy/$k" >"$tmp/render/$name.yaml" 2>"$tmp/render/$name.err"; then
+    if "$kubectl" kustomize "deploy/$k" >"$tmp/render/$name.yaml" 2>"$tmp/render/$name.err"; then
       ok "kustomize render deploy/$k"
       run "schemas, unknown fields: deploy/$k" node tools/deploy/k8s-validate.mjs --label "deploy/$k" "$tmp/render/$name.yaml"
     else

@@ -250,8 +250,9 @@ podman logs "$name" 2>&1 | tail -n 3 | sed 's/^/image-check:      log: /'
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # which split-mode commands this build has (a command it lacks is "unknown command")
 has_command() {
-  ! podman run --rm --no-healthcheck --network=none docket/docket:check "$1" --server.port=x 2>&1 \
-    | grep -q 'unknown command'
+  local out
+  out=$(podman run --rm --no-healthcheck --network=none docket/docket:check "$1" --server.port=x 2>&1) || true
+  [[ $out != *"unknown command"* ]]
 }
 if [ -z "${DOCKET_TEST_PG_URL:-}" ]; then
   say "skip split mode: no PostgreSQL/Redis (needs postgresql-15 and redis-server: make deps-test)"

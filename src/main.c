@@ -46,6 +46,7 @@ static void dk_usage(FILE *out)
             "  migrate      apply the database migrations of every service, then exit\n"
             "  config       print the effective configuration (secrets redacted), then exit\n"
             "  config-docs  print docs/configuration.md (generated from the config table)\n"
+            "  routes       list the public HTTP routes of every service\n"
             "  version      print the version\n"
             "  help         this text\n"
             "\n"
@@ -165,6 +166,16 @@ static void dk_collect_pool(void *ctx, dk_metrics_out *out)
     dk_metrics_sample(out, "docket_db_pool_connections", "state=\"busy\"", busy);
 }
 
+/* Password hashing runs on this many offload threads (one per core by default). */
+static int dk_hash_workers(const dk_config *c)
+{
+    int w = (int)dk_config_int(c, "auth.hash_workers");
+    if (w > 0)
+        return w;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return (int)(cores > 0 ? cores : 1);
+}
+
 static int dk_server_threads(const dk_config *c)
 {
     int t = (int)dk_config_int(c, "server.threads");
@@ -201,6 +212,14 @@ static bool dk_plan_for(const char *cmd, dk_plan *plan)
             return true;
         }
     }
+    return false;
+}
+
+static bool dk_plan_has(const dk_plan *plan, const dk_service *svc)
+{
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->local[i] == svc)
+            return true;
     return false;
 }
 
@@ -337,9 +356,8 @@ static int dk_open_bus(dk_app *app, const dk_config *c, const dk_plan *plan)
 static int dk_remote_ports(dk_app *app, const dk_config *c, const dk_plan *plan,
                            dk_users_http **ret_users)
 {
-    for (size_t i = 0; i < plan->n; i++)
-        if (plan->local[i] == &dk_users_service)
-            return 0;
+    if (dk_plan_has(plan, &dk_users_service))
+        return 0;
     const char *urls = dk_config_str(c, "gateway.users_url");
     if (!urls || !*urls)
         return 0; /* a service that needs it says so when it starts */
@@ -438,6 +456,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         .cors_origins = edge ? dk_config_str(c, "gateway.cors_origins") : NULL,
         .edge_rate_limit_rps = edge ? dk_config_int(c, "gateway.rate_limit_rps") : 0,
         .trust_forwarded_for = dk_config_bool(c, "server.trust_forwarded_for"),
+        .offload_workers = dk_plan_has(plan, &dk_auth_service) ? dk_hash_workers(c) : 0,
+        .offload_queue = (int)dk_config_int(c, "auth.hash_queue"),
     };
     srv = dk_http_new(&ho, &app);
     for (size_t i = 0; i < plan->n; i++) {
@@ -514,6 +534,17 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "config-docs")) {
         dk_config_print_markdown(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "routes")) {
+        /* the public route tables, as the gateway and the OpenAPI coverage test read them */
+        printf("GET /health\nGET /ready\nGET /metrics\n");
+        for (size_t i = 0; i < DK_NSERVICES; i++) {
+            const dk_service *svc = dk_services[i];
+            for (size_t r = 0; r < svc->nroutes; r++)
+                printf("%s %s%s\n", svc->routes[r].method, svc->prefix,
+                       strcmp(svc->routes[r].pattern, "/") == 0 ? "" : svc->routes[r].pattern);
+        }
         return 0;
     }
     for (int i = 2; i < argc; i++) {

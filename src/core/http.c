@@ -27,6 +27,7 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "core/token.h"
+#include "core/workpool.h"
 #include "core/banned.h"
 
 #define DK_MAX_ROUTES   128
@@ -59,6 +60,7 @@ struct dk_http_server {
     atomic_bool draining;
     atomic_int inflight;
     int bound_port;
+    dk_workpool *offload;
 };
 
 /* Per-request state, allocated in the request's arena. */
@@ -71,6 +73,7 @@ struct dk_exchange {
     bool too_large;
     bool suspended;
     bool dispatched;
+    dk_handler_fn offload_handler;
     double t0;
     const char *metric_service;
     const char *metric_route;
@@ -376,6 +379,8 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     srv->app = app;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->inflight, 0);
+    if (opt->offload_workers > 0)
+        srv->offload = dk_workpool_new(opt->offload_workers, opt->offload_queue);
     dk_http_mount(srv, srv->opt.process_name, "", dk_ops_routes,
                   sizeof dk_ops_routes / sizeof dk_ops_routes[0], srv);
     return srv;
@@ -387,6 +392,7 @@ void dk_http_free(dk_http_server *srv)
         return;
     if (srv->daemon)
         dk_http_stop(srv);
+    dk_workpool_free(srv->offload);
     for (int i = 0; i < srv->nroutes; i++) {
         dk_free(srv->routes[i].pattern);
         for (int s = 0; s < srv->routes[i].nsegs; s++)
@@ -712,6 +718,18 @@ static bool dk_edge_rate_limit(struct dk_exchange *x)
     return false;
 }
 
+/* A handler on the offload pool: the connection is suspended meanwhile. */
+static void dk_offloaded(void *arg)
+{
+    struct dk_exchange *x = arg;
+    dk_log_set_context(x->req.request_id, x->req.trace_id);
+    x->offload_handler(&x->req, &x->res);
+    if (x->res.status == 0)
+        dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
+    dk_log_set_context(NULL, NULL);
+    dk_req_resume(&x->req);
+}
+
 static void dk_dispatch(struct dk_exchange *x)
 {
     dk_http_server *srv = x->srv;
@@ -773,6 +791,17 @@ static void dk_dispatch(struct dk_exchange *x)
     if ((found->flags & (DK_ROUTE_AUTH | DK_ROUTE_INTERNAL)) &&
         !dk_authenticate(x, (found->flags & DK_ROUTE_INTERNAL) != 0))
         return;
+    if ((found->flags & DK_ROUTE_OFFLOAD) && srv->offload) {
+        x->offload_handler = found->handler;
+        dk_req_suspend(req);
+        if (dk_workpool_submit(srv->offload, dk_offloaded, x) != DK_OK) {
+            dk_res_header(&x->res, "Retry-After", "1");
+            dk_res_problem(&x->res, DK_E_UNAVAILABLE,
+                           "the server is busy with other sign-ins; try again shortly");
+            dk_req_resume(req);
+        }
+        return;
+    }
     found->handler(req, &x->res);
     if (x->res.status == 0 && !x->suspended)
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");

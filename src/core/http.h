@@ -29,6 +29,7 @@ enum {
     DK_ROUTE_RATE_LIMIT = 1u << 1, /* counted against rate_limiting.* per client IP */
     DK_ROUTE_INTERNAL = 1u << 2,   /* service-to-service only: a token with role "service" */
     DK_ROUTE_OPS = 1u << 3,        /* /health, /ready, /metrics: no edge limits */
+    DK_ROUTE_OFFLOAD = 1u << 4,    /* runs on the offload pool (CPU-heavy: password hashing) */
 };
 
 typedef struct dk_route {
@@ -137,6 +138,8 @@ typedef struct dk_http_options {
     const char *cors_origins;    /* comma-separated allowed origins, "*" for any; NULL/"" = off */
     int64_t edge_rate_limit_rps; /* per client IP per second on service routes; 0 = none */
     bool trust_forwarded_for;    /* take the client IP from X-Forwarded-For (behind a proxy) */
+    int offload_workers;         /* threads for DK_ROUTE_OFFLOAD handlers (0: run inline) */
+    int offload_queue;           /* such requests waiting beyond the workers; more → 503 */
 } dk_http_options;
 
 dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app);

@@ -381,13 +381,13 @@ static void auth_shutdown(void *state)
 
 #define RL DK_ROUTE_RATE_LIMIT
 static const dk_route auth_routes[] = {
-    {"POST", "/register", auth_register, RL},
-    {"POST", "/login", auth_login, RL},
+    {"POST", "/register", auth_register, RL | DK_ROUTE_OFFLOAD},
+    {"POST", "/login", auth_login, RL | DK_ROUTE_OFFLOAD},
     {"POST", "/refresh", auth_refresh, RL},
     {"POST", "/logout", auth_logout, RL | DK_ROUTE_AUTH},
     {"GET", "/sessions", auth_sessions_list, RL | DK_ROUTE_AUTH},
     {"DELETE", "/sessions/{id}", auth_sessions_delete, RL | DK_ROUTE_AUTH},
-    {"POST", "/password", auth_password_change, RL | DK_ROUTE_AUTH},
+    {"POST", "/password", auth_password_change, RL | DK_ROUTE_AUTH | DK_ROUTE_OFFLOAD},
 };
 
 const dk_service dk_auth_service = {

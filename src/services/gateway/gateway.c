@@ -331,7 +331,7 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
             p->routes[r].handler = gw_forward;
             /* the auth rate limit is the service's (it sees the client through
              * X-Forwarded-For); the gateway verifies tokens at the edge */
-            p->routes[r].flags &= ~(unsigned)DK_ROUTE_RATE_LIMIT;
+            p->routes[r].flags &= ~(unsigned)(DK_ROUTE_RATE_LIMIT | DK_ROUTE_OFFLOAD);
         }
     }
     dk_http_client_options o = {.max_connections = 512};
