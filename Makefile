@@ -5,7 +5,8 @@ JOBS  ?= 2
 PY    := /usr/bin/python3
 
 .PHONY: all deps deps-test build build-clang build-asan run test unit system \
-        format format-check lint-openapi docs-check clean
+        format format-check lint-openapi docs-check deploy-check image-check pg-backup-drill \
+        static-analysis coverage bench clean
 
 all: build
 
@@ -53,12 +54,44 @@ docs-check: build
 	@./build/docket config-docs | diff -u docs/configuration.md - \
 	  && echo "docs-check: docs/configuration.md matches the config table"
 
+# Deployment artefacts (kustomize, schemas, compose, Dockerfile, promtool, actionlint).
+deploy-check: build
+	@scripts/deploy-check.sh
+
+# Builds the container image with podman from a bootstrapped Debian base and runs it (slow:
+# about 1.5 minutes; not part of `make test`).
+image-check:
+	@scripts/image-check.sh
+
+# Backup/restore drill on a throwaway PostgreSQL, timed against the 15-minute RTO.
+pg-backup-drill: build
+	@scripts/pg-backup-drill.sh
+
+static-analysis: deps-test
+	@scripts/install-deps.sh analysis
+	@cmake -S . -B build-tidy -DCMAKE_C_COMPILER=clang >/dev/null
+	@run-clang-tidy-14 -p build-tidy -quiet 'src/.*\.c$$'
+	@cppcheck --project=build-tidy/compile_commands.json --enable=warning,performance,portability \
+	  --error-exitcode=1 --quiet --suppress='*:/usr/*'
+
+coverage: deps-test
+	@scripts/install-deps.sh analysis
+	@cmake -S . -B build-coverage -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=--coverage >/dev/null
+	@cmake --build build-coverage -j$(JOBS)
+	@scripts/with-test-servers.sh ctest --test-dir build-coverage -j$(JOBS)
+	@mkdir -p build-coverage/coverage && gcovr -r . --filter src/ \
+	  --xml build-coverage/coverage/coverage.xml --html-details build-coverage/coverage/index.html build-coverage
+
+# The load benchmark (see bench/README.md).
+bench: build
+	@bench/run.sh
+
 test: deps-test
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory build build-clang build-asan
-	@$(MAKE) --no-print-directory docs-check lint-openapi
+	@$(MAKE) --no-print-directory docs-check lint-openapi deploy-check
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory system
 
 clean:
-	rm -rf build build-clang build-asan
+	rm -rf build build-clang build-asan build-tidy build-coverage

@@ -122,7 +122,9 @@ if [ -z "$scenarios" ]; then
     scenarios+=" me_low login login_storm"
 fi
 if [ "$mode" = sqlite ]; then
-    scenarios=$(echo "$scenarios" | tr ' ' '\n' | grep -vx db_ceiling | tr '\n' ' ')
+    kept=
+    for s in $scenarios; do [ "$s" = db_ceiling ] || kept+="$s "; done
+    scenarios=$kept
 fi
 
 t_start=${EPOCHREALTIME/./}
@@ -217,7 +219,8 @@ cleanup() {
         if [ "$ok" = 0 ]; then
             echo "bench: FAILED (exit $rc). Logs:" >&2
             local f
-            for f in "$WORK"/*.log; do
+            for f in "$WORK"/docket-*.log "$WORK"/migrate.log "$WORK"/redis.log \
+                "$WORK"/pg/pg.log "$WORK"/nginx/error.log; do
                 [ -f "$f" ] || continue
                 echo "--- $f (last 15 lines)" >&2
                 tail -n 15 "$f" >&2
@@ -456,15 +459,10 @@ if [ "$mode" = split ]; then
     $PY "$BENCH/lib/bench.py" rss idle_rss_end "${rss_args[@]}"
 fi
 
-# Server log lines at warn or error level, for the report.
-for pid in "${docket_pids[@]}"; do
-    f=$WORK/docket-${docket_names[$pid]}.log
-    n=$(grep -c -E '"level":"(warn|error|fatal)"' "$f" || true)
-    if [ "$n" != 0 ]; then
-        echo "docket ${docket_names[$pid]}: $n log lines at warn/error level; the first ones:"
-        grep -E '"level":"(warn|error|fatal)"' "$f" | head -n 5 | cut -c1-400
-    fi
-done
+# Server log lines at warn or error level, counted by message, for the report.
+log_args=()
+for pid in "${docket_pids[@]}"; do log_args+=("${docket_names[$pid]}=$WORK/docket-${docket_names[$pid]}.log"); done
+$PY "$BENCH/lib/bench.py" logs "${log_args[@]}"
 
 $PY "$BENCH/lib/bench.py" meta run_seconds "$(elapsed)"
 $PY "$BENCH/lib/bench.py" report "$mode"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Docket needs to build, run or test, when they are missing.
-# Usage: scripts/install-deps.sh build|test   (test ⊇ build). Never upgrades what is installed.
+# Usage: scripts/install-deps.sh build|test|analysis  (each ⊇ build). Never upgrades what is
+# installed.
 set -euo pipefail
 what=${1:-build}
 
@@ -11,8 +12,11 @@ test_pkgs=(clang libcmocka-dev postgresql-15 redis-server prometheus curl
   python3-pytest python3-requests python3-jwt python3-psycopg2 python3-redis python3-yaml
   nodejs npm)
 
+analysis_pkgs=(clang-tidy cppcheck gcovr)
+
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+[ "$what" = analysis ] && pkgs+=("${analysis_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do

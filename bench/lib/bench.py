@@ -7,6 +7,7 @@ Subcommands (state lives in $BENCH_WORK: meta.json, rows.jsonl):
   startup            start a command N times, time exec -> first 200 from /ready, stop it
   rss KEY NAME=PID.. record the resident memory of processes (e.g. idle split services)
   meta KEY JSON      record a value (seeding stats, the raw Argon2id rate, ...)
+  logs NAME=FILE...  count the servers' warn/error log lines by message and status
   report             print the table and the targets, write bench/results/<...>.json
 
 Environment (set by run.sh): BENCH_WORK, BENCH_URL (Docket), BENCH_CEILING_URL (nginx),
@@ -206,7 +207,7 @@ def row_from_wrk(name, server, res, conns, cpu_s, db_cpu_s, rss, client_cpu, not
         "socket_errors": e["connect"] + e["read"] + e["write"] + e["timeout"],
         "errors": e,
         "rss_kib": rss,
-        "cpu_s": round(cpu_s, 3),
+        "cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
         "cpu_s_per_1k": round(cpu_s / n * 1000, 4) if n and cpu_s is not None else None,
         "db_cpu_s_per_1k": round(db_cpu_s / n * 1000, 4) if n and db_cpu_s is not None
         else None,
@@ -295,7 +296,6 @@ def run_storm():
         srow["db_cpu_s_per_1k"] = round(dbcpu / total * 1000, 4) if dbcpu is not None else None
     mrow = row_from_wrk("me@storm", "docket", mres, mc, None, None, rss, mclient,
                         note="during login_storm")
-    mrow["cpu_s"] = None
     return [srow, mrow]
 
 
@@ -441,6 +441,36 @@ def cmd_rss(argv):
     print(f"  RSS ({key}): " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in out.items()))
 
 
+def cmd_logs(argv):
+    """logs NAME=FILE...: counts the warn/error lines of each docket log by level, message,
+    method, path and status (JSON lines; other lines are counted as unparsed)."""
+    summary = {}
+    for item in argv:
+        name, path = item.split("=", 1)
+        counts, examples = {}, {}
+        with open(path, errors="replace") as f:
+            for line in f:
+                if '"level":"warn"' not in line and '"level":"error"' not in line and \
+                        '"level":"fatal"' not in line:
+                    continue
+                try:
+                    e = json.loads(line)
+                except json.JSONDecodeError:
+                    e = {"level": "?", "msg": line.strip()[:200]}
+                key = " ".join(str(e[k]) for k in ("level", "msg", "method", "path", "status")
+                               if k in e)
+                key = re.sub(r"/[0-9a-f]{8}-[0-9a-f-]{27}", "/{id}", key)
+                counts[key] = counts.get(key, 0) + 1
+                examples.setdefault(key, line.strip()[:500])
+        if counts:
+            summary[name] = [{"count": n, "what": k, "example": examples[k]}
+                             for k, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+            print(f"docket {name}: {sum(counts.values())} log lines at warn/error level:")
+            for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:10]:
+                print(f"  {n:>8}  {k}")
+    save_meta("server_log_warnings", summary)
+
+
 def cmd_meta(argv):
     save_meta(argv[0], json.loads(argv[1]))
 
@@ -536,14 +566,21 @@ def targets(rows, meta, mode):
     if "login" in by and "argon2_rate" in meta:
         raw = meta["argon2_rate"]["rate"]
         r = by["login"]["rps"] / raw if raw else 0
-        out.append((f"login within 10 % of raw Argon2id ({raw:.1f} hash/s on "
-                    f"{meta['argon2_rate']['threads']} threads)", f"{r * 100:.0f} %",
-                    r >= 0.9))
+        out.append(("login within 10 % of the raw Argon2id rate (same parameters and library)",
+                    f"{by['login']['rps']:.1f} req/s = {r * 100:.0f} % of {raw:.1f} hash/s on "
+                    f"{meta['argon2_rate']['threads']} threads", r >= 0.9))
     if "me@storm" in by:
-        p = by["me@storm"]["p99_ms"]
-        ok = p < 50 and by["me@storm"]["non2xx"] == 0
+        # wrk is a closed loop: a request that stalls holds its connection, so stalls show as
+        # lost throughput more than in p99. Compare with me at the same concurrency alone.
+        m = by["me@storm"]
+        ok = m["p99_ms"] < 50 and m["non2xx"] == 0 and m["socket_errors"] == 0
+        text = f"p99 {m['p99_ms']:.2f} ms, non-2xx {m['non2xx']}, {m['rps']:.0f} req/s"
+        if "me_low" in by and by["me_low"]["rps"]:
+            r = m["rps"] / by["me_low"]["rps"]
+            text += f" = {r * 100:.0f} % of me_low's {by['me_low']['rps']:.0f} req/s"
+            ok = ok and r >= 0.5
         out.append((f"me p99 < 50 ms during a {by['login_storm']['connections']}-connection "
-                    "login storm", f"{p:.2f} ms, non-2xx {by['me@storm']['non2xx']}", ok))
+                    "login storm (and >= 50 % of me_low's rate)", text, ok))
     return out
 
 
@@ -595,7 +632,10 @@ def cmd_report(argv):
     odd = [r for r in rows if r["non2xx"] or r["socket_errors"]]
     for r in odd:
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(r["codes"].items()))
-        print(f"  {r['scenario']}: status counts {codes or '-'}; socket errors {r['errors']}")
+        ok = sum(v for k, v in r["codes"].items() if k.startswith("2"))
+        rate = f" ({ok / r['seconds']:.1f} 2xx/s)" if r["seconds"] and r["codes"] else ""
+        print(f"  {r['scenario']}: status counts {codes or '-'}{rate}; socket errors, timeouts: "
+              f"{r['socket_errors']}")
     print("(RSS: sum of VmRSS of the server's processes sampled 0.3 s before the end of the "
           "run; cpu s/1k: the server's CPU seconds per 1000 requests, from /proc; db cpu: "
           "PostgreSQL + Redis)")
@@ -623,7 +663,7 @@ def main():
     cmd, argv = sys.argv[1], sys.argv[2:]
     try:
         {"scenario": cmd_scenario, "startup": cmd_startup, "rss": cmd_rss, "meta": cmd_meta,
-         "report": cmd_report}.get(cmd, lambda a: sys.exit(__doc__))(argv)
+         "logs": cmd_logs, "report": cmd_report}.get(cmd, lambda a: sys.exit(__doc__))(argv)
     finally:
         stop_children()
 

@@ -10,6 +10,7 @@
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "ports/http_client.h"
@@ -350,16 +351,25 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
     return DK_OK;
 }
 
-/* Ready when at least one upstream of the service is in rotation. */
-static dk_status gw_ready(void *ctx, char *reason, size_t cap)
+/* docket_gateway_upstream_up{service,upstream}: 1 while the upstream is in rotation. The
+ * gateway's own /ready does not depend on upstreams: one service being down must not take the
+ * whole edge out of the load balancer (its routes answer 502/503 instead). */
+static void gw_collect(void *ctx, dk_metrics_out *out)
 {
-    gw_pool *p = ctx;
+    dk_gateway *gw = ctx;
     int64_t now = dk_mono_ms();
-    for (int i = 0; i < p->n; i++)
-        if (gw_up_available(&p->ups[i], now))
-            return DK_OK;
-    snprintf(reason, cap, "no ready upstream of the %s service", p->service->name);
-    return DK_E_UNAVAILABLE;
+    dk_metrics_family(out, "docket_gateway_upstream_up", "gauge",
+                      "1 while the upstream is in the gateway's rotation (ready, circuit closed).");
+    for (int i = 0; i < gw->npools; i++) {
+        gw_pool *p = &gw->pools[i];
+        for (int k = 0; k < p->n; k++) {
+            char labels[600];
+            snprintf(labels, sizeof labels, "service=\"%s\",upstream=\"%s\"", p->service->name,
+                     p->ups[k].base);
+            dk_metrics_sample(out, "docket_gateway_upstream_up", labels,
+                              gw_up_available(&p->ups[k], now) ? 1 : 0);
+        }
+    }
 }
 
 void dk_gateway_mount(dk_gateway *gw, dk_http_server *srv)
@@ -367,8 +377,8 @@ void dk_gateway_mount(dk_gateway *gw, dk_http_server *srv)
     for (int i = 0; i < gw->npools; i++) {
         gw_pool *p = &gw->pools[i];
         dk_http_mount(srv, p->service->name, p->service->prefix, p->routes, p->service->nroutes, p);
-        dk_http_add_ready_check(srv, p->service->name, gw_ready, p);
     }
+    dk_metrics_add_collector(gw_collect, gw);
 }
 
 void dk_gateway_free(dk_gateway *gw)
