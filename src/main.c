@@ -44,6 +44,9 @@ static void dk_usage(FILE *out)
             "               gateway.auth_url, gateway.users_url, gateway.tasks_url, …\n"
             "  auth, users  run one service alone (split mode; ports 3001, 3002)\n"
             "  migrate      apply the database migrations of every service, then exit\n"
+            "  backup PATH  copy the embedded SQLite database to a new file (online, safe while\n"
+            "               docket runs); PostgreSQL is backed up with pg_dump\n"
+            "  restore PATH replace the embedded database with a backup (stop docket first)\n"
             "  config       print the effective configuration (secrets redacted), then exit\n"
             "  config-docs  print docs/configuration.md (generated from the config table)\n"
             "  routes       list the public HTTP routes of every service\n"
@@ -517,6 +520,47 @@ static int dk_run_migrate(dk_config *c, const dk_plan *plan)
     return rc;
 }
 
+/* docket backup PATH | docket restore PATH — the embedded (SQLite) database. */
+static int dk_run_backup(dk_config *c, bool restore, const char *path)
+{
+    dk_plan plan;
+    (void)dk_plan_for("all", &plan);
+    dk_app app = {0};
+    app.config = c;
+    if (dk_open_database(&app, c, 1, &plan) != 0)
+        return 1;
+    int rc = 1;
+    dk_db_conn *conn = NULL;
+    dk_status st = app.db.ops->acquire(app.db.db, &conn);
+    if (st == DK_OK) {
+        double t0 = dk_mono_s();
+        st = restore ? app.db.ops->restore(conn, path) : app.db.ops->backup(conn, path);
+        if (st == DK_OK) {
+            dk_log_info("%s %s in %.3f s", restore ? "restored from" : "backed up to", path,
+                        dk_mono_s() - t0);
+            rc = 0;
+        } else if (st == DK_E_BAD_REQUEST) {
+            fprintf(stderr,
+                    "docket %s: the database is PostgreSQL; use pg_dump/pg_restore "
+                    "(docs/operations.md)\n",
+                    restore ? "restore" : "backup");
+            rc = DK_EXIT_USAGE;
+        } else {
+            fprintf(stderr, "docket %s: %s: %s\n", restore ? "restore" : "backup", path,
+                    app.db.ops->last_error(conn));
+        }
+        app.db.ops->release(app.db.db, conn);
+    } else {
+        fprintf(stderr, "docket: cannot open the database (%s)\n", dk_status_title(st));
+    }
+    if (rc == 0 && restore) {
+        /* a backup from an older version gets the newer migrations now */
+        rc = dk_migrate_plan(&app, &plan) == 0 ? 0 : 1;
+    }
+    app.db.ops->close(app.db.db);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -554,14 +598,26 @@ int main(int argc, char **argv)
         }
     }
     dk_plan plan;
-    bool known = dk_plan_for(cmd, &plan) || !strcmp(cmd, "config");
+    bool backup = !strcmp(cmd, "backup") || !strcmp(cmd, "restore");
+    bool known = dk_plan_for(cmd, &plan) || !strcmp(cmd, "config") || backup;
     if (!known) {
         fprintf(stderr, "docket: unknown command '%s' (see `docket help`)\n", cmd);
         return DK_EXIT_USAGE;
     }
+    const char *path = NULL;
+    int first_flag = 2;
+    if (backup) {
+        if (argc < 3 || strncmp(argv[2], "--", 2) == 0 || !argv[2][0]) {
+            fprintf(stderr, "docket %s: which file? usage: docket %s PATH [--KEY=VALUE ...]\n", cmd,
+                    cmd);
+            return DK_EXIT_USAGE;
+        }
+        path = argv[2];
+        first_flag = 3;
+    }
     char err[512] = "";
     dk_config *c = NULL;
-    if (dk_config_load(argc - 2, argv + 2, &c, err, sizeof err) != DK_OK) {
+    if (dk_config_load(argc - first_flag, argv + first_flag, &c, err, sizeof err) != DK_OK) {
         fprintf(stderr, "%s\n", err);
         return DK_EXIT_USAGE;
     }
@@ -572,6 +628,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "config")) {
         dk_config_print_effective(c, stdout);
         rc = 0;
+    } else if (backup) {
+        rc = dk_run_backup(c, !strcmp(cmd, "restore"), path);
     } else if (!strcmp(cmd, "migrate")) {
         rc = dk_run_migrate(c, &plan);
     } else {

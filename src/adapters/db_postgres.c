@@ -792,6 +792,20 @@ static void pg_stats(dk_db *db, int *ret_idle, int *ret_busy)
         *ret_busy = busy;
 }
 
+static dk_status pg_backup(dk_db_conn *c, const char *dest_path)
+{
+    (void)c;
+    (void)dest_path;
+    return DK_E_BAD_REQUEST; /* pg_dump / pg_restore: see docs/operations.md */
+}
+
+static dk_status pg_restore(dk_db_conn *c, const char *src_path)
+{
+    (void)c;
+    (void)src_path;
+    return DK_E_BAD_REQUEST;
+}
+
 const struct dk_db_ops dk_db_postgres_ops = {
     .name = "postgres",
     .engine = DK_DB_POSTGRES,
@@ -807,4 +821,6 @@ const struct dk_db_ops dk_db_postgres_ops = {
     .ping = pg_ping,
     .stats = pg_stats,
     .last_error = pg_last_error,
+    .backup = pg_backup,
+    .restore = pg_restore,
 };

@@ -553,6 +553,98 @@ static void sq_stats(dk_db *db, int *ret_idle, int *ret_busy)
         *ret_busy = busy;
 }
 
+/* ---- backup and restore (the online backup API) -------------------------------------------- */
+
+static dk_status sq_copy(struct dk_db_conn *c, sqlite3 *to, sqlite3 *from)
+{
+    sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+    if (!b) {
+        sq_set_err(c, sqlite3_errmsg(to));
+        return DK_E_INTERNAL;
+    }
+    int rc;
+    int tries = 0;
+    while ((rc = sqlite3_backup_step(b, 256)) == SQLITE_OK || rc == SQLITE_BUSY ||
+           rc == SQLITE_LOCKED) {
+        if (rc != SQLITE_OK && ++tries > 200)
+            break;
+        if (rc != SQLITE_OK)
+            sqlite3_sleep(25);
+    }
+    int frc = sqlite3_backup_finish(b);
+    if (rc != SQLITE_DONE || frc != SQLITE_OK) {
+        sq_set_err(c, sqlite3_errmsg(to));
+        return rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? DK_E_UNAVAILABLE : DK_E_INTERNAL;
+    }
+    return DK_OK;
+}
+
+/* "ok" from PRAGMA integrity_check and a docket_migrations table: a Docket database. */
+static bool sq_sound(sqlite3 *h)
+{
+    sqlite3_stmt *st = NULL;
+    bool ok = false;
+    if (sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const unsigned char *v = sqlite3_column_text(st, 0);
+        ok = v && strcmp((const char *)v, "ok") == 0;
+    }
+    sqlite3_finalize(st);
+    if (!ok)
+        return false;
+    st = NULL;
+    ok = sqlite3_prepare_v2(h,
+                            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'docket_migrations'",
+                            -1, &st, NULL) == SQLITE_OK &&
+         sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return ok;
+}
+
+static dk_status sq_backup(dk_db_conn *c, const char *dest_path)
+{
+    if (access(dest_path, F_OK) == 0) {
+        sq_set_err(c, "the backup file exists already");
+        return DK_E_CONFLICT;
+    }
+    sqlite3 *to = NULL;
+    if (sqlite3_open_v2(dest_path, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        sq_set_err(c, to ? sqlite3_errmsg(to) : "cannot create the backup file");
+        sqlite3_close(to);
+        return DK_E_INTERNAL;
+    }
+    dk_status st = sq_copy(c, to, c->h);
+    if (st == DK_OK && !sq_sound(to)) {
+        sq_set_err(c, "the backup failed its integrity check");
+        st = DK_E_INTERNAL;
+    }
+    sqlite3_close(to);
+    if (st != DK_OK)
+        unlink(dest_path);
+    return st;
+}
+
+static dk_status sq_restore(dk_db_conn *c, const char *src_path)
+{
+    sqlite3 *from = NULL;
+    if (sqlite3_open_v2(src_path, &from, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sq_set_err(c, from ? sqlite3_errmsg(from) : "cannot open the backup file");
+        sqlite3_close(from);
+        return DK_E_VALIDATION;
+    }
+    dk_status st = DK_OK;
+    if (!sq_sound(from)) {
+        sq_set_err(c, "not a sound Docket database (integrity check or schema failed)");
+        st = DK_E_VALIDATION;
+    }
+    if (st == DK_OK)
+        st = sq_copy(c, c->h, from);
+    sqlite3_close(from);
+    return st;
+}
+
 const struct dk_db_ops dk_db_sqlite_ops = {
     .name = "sqlite",
     .engine = DK_DB_SQLITE,
@@ -568,4 +660,6 @@ const struct dk_db_ops dk_db_sqlite_ops = {
     .ping = sq_ping,
     .stats = sq_stats,
     .last_error = sq_last_error,
+    .backup = sq_backup,
+    .restore = sq_restore,
 };

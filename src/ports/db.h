@@ -62,6 +62,14 @@ struct dk_db_ops {
     void (*stats)(dk_db *db, int *ret_idle, int *ret_busy);
     /* Last error text of this connection, for logs (never contains parameters). */
     const char *(*last_error)(dk_db_conn *conn);
+    /* Online copy of the whole database into a new file dest_path (SQLite backup API), safe
+     * while the database is in use; DK_E_CONFLICT when dest_path exists. Engines backed up
+     * with their own tools (PostgreSQL: pg_dump) answer DK_E_BAD_REQUEST. */
+    dk_status (*backup)(dk_db_conn *conn, const char *dest_path) DK_MUSTCHECK;
+    /* Replaces the database's contents with a backup made by `backup` (checked for integrity
+     * first: DK_E_VALIDATION when it is not a sound Docket database). Nothing else may use
+     * the database meanwhile. */
+    dk_status (*restore)(dk_db_conn *conn, const char *src_path) DK_MUSTCHECK;
 };
 
 extern const struct dk_db_ops dk_db_sqlite_ops;
