@@ -87,7 +87,7 @@ const dk_config_row dk_config_rows[] = {
     ROW_INT("auth.argon2_parallelism", "1", 1, 64, "Argon2id lanes (threads per hash)."),
     ROW_INT("auth.hash_workers", "0", 0, 256,
             "Threads that compute password hashes; 0 = one per CPU core."),
-    ROW_INT("auth.hash_queue", "64", 0, 100000,
+    ROW_INT("auth.hash_queue", "256", 0, 100000,
             "Logins that may wait for a hash worker; beyond it a login is answered 503."),
 
     ROW_BOOL("rate_limiting.enabled", "true", "Rate-limit `/api/v1/auth/*` per client IP."),

@@ -988,6 +988,27 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
     return ret;
 }
 
+#define DK_FAILURE_LOG_PER_S 20
+
+/* A per-process budget of failure log lines per second; reports what it suppressed. */
+static bool dk_failure_log_admit(void)
+{
+    static atomic_llong second = 0;
+    static atomic_int used = 0, dropped = 0;
+    long long now = dk_mono_ms() / 1000;
+    long long was = atomic_load(&second);
+    if (now != was && atomic_compare_exchange_strong(&second, &was, now)) {
+        int d = atomic_exchange(&dropped, 0);
+        atomic_store(&used, 0);
+        if (d > 0)
+            dk_log_warn("%d more failed request(s) in the last second were not logged", d);
+    }
+    if (atomic_fetch_add(&used, 1) < DK_FAILURE_LOG_PER_S)
+        return true;
+    atomic_fetch_add(&dropped, 1);
+    return false;
+}
+
 static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             enum MHD_RequestTerminationCode toe)
 {
@@ -999,7 +1020,12 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     int status = x->res.status ? x->res.status : 499; /* client went away before a response */
     dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
                     x->metric_route ? x->metric_route : "unmatched", status, elapsed);
-    dk_log_level lvl = status >= 500 ? DK_LOG_ERROR : DK_LOG_DEBUG;
+    /* failures are logged (503 — shed load, a dependency away — as a warning), at most
+     * DK_FAILURE_LOG_PER_S lines a second so an outage or a storm cannot flood the log;
+     * everything else is a debug line */
+    dk_log_level lvl = status == 503 ? DK_LOG_WARN : status >= 500 ? DK_LOG_ERROR : DK_LOG_DEBUG;
+    if (lvl > DK_LOG_DEBUG && !dk_failure_log_admit())
+        lvl = DK_LOG_DEBUG;
     if (dk_log_enabled(lvl)) {
         char extra[512];
         char epath[256];
