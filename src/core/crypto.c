@@ -20,6 +20,46 @@ void dk_random_bytes(void *buf, size_t n)
     }
 }
 
+static _Thread_local uint64_t dk_xs[4];
+static _Thread_local bool dk_xs_seeded;
+
+static inline uint64_t dk_rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t dk_xoshiro(void)
+{
+    uint64_t *s = dk_xs;
+    uint64_t result = dk_rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = dk_rotl(s[3], 45);
+    return result;
+}
+
+void dk_fast_random(void *buf, size_t n)
+{
+    if (!dk_xs_seeded) {
+        do
+            dk_random_bytes(dk_xs, sizeof dk_xs);
+        while (!(dk_xs[0] | dk_xs[1] | dk_xs[2] | dk_xs[3]));
+        dk_xs_seeded = true;
+    }
+    unsigned char *p = buf;
+    while (n > 0) {
+        uint64_t v = dk_xoshiro();
+        size_t k = n < 8 ? n : 8;
+        memcpy(p, &v, k);
+        p += k;
+        n -= k;
+    }
+}
+
 bool dk_ct_equal(const void *a, const void *b, size_t n)
 {
     return CRYPTO_memcmp(a, b, n) == 0;

@@ -11,6 +11,9 @@
 typedef struct dk_arena dk_arena;
 
 void dk_random_bytes(void *buf, size_t n);
+/* Fast, non-cryptographic random bytes (xoshiro256**, per thread, seeded from the CSPRNG):
+ * for identifiers that need to be unique, not secret — request, trace and span ids. */
+void dk_fast_random(void *buf, size_t n);
 /* Constant-time equality of two equal-length buffers. */
 bool dk_ct_equal(const void *a, const void *b, size_t n);
 /* Constant-time equality of two strings (time depends only on the lengths). */

@@ -512,7 +512,8 @@ static bool dk_route_matches(const struct dk_route_entry *r, char **segs, int ns
 
 static void dk_ops_health(dk_req *req, dk_res *res)
 {
-    dk_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
+    static const char body[] = "{\"status\":\"ok\"}";
+    dk_res_text(res, 200, "application/json", body, sizeof body - 1);
 }
 
 static void dk_ops_ready(dk_req *req, dk_res *res)
@@ -831,11 +832,11 @@ static void dk_trace_init(dk_req *req, const char *traceparent)
         memcpy(req->parent_span_id, traceparent + 36, 16);
         req->parent_span_id[16] = '\0';
     } else {
-        dk_random_bytes(rnd, 16);
+        dk_fast_random(rnd, 16);
         dk_hex(rnd, 16, req->trace_id);
         req->parent_span_id[0] = '\0';
     }
-    dk_random_bytes(rnd, 8);
+    dk_fast_random(rnd, 8);
     dk_hex(rnd, 8, req->span_id);
 }
 
@@ -907,7 +908,7 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             x->req.request_id = dk_arena_strdup(a, rid);
         } else {
             char *id = dk_arena_alloc(a, DK_UUID_LEN);
-            dk_uuid7(id);
+            dk_uuid7_fast(id);
             x->req.request_id = id;
         }
         x->res.request_id = x->req.request_id;

@@ -8,11 +8,25 @@
 #include "core/timeutil.h"
 #include "core/banned.h"
 
+static void dk_uuid7_format(unsigned char b[16], char out[DK_UUID_LEN]);
+
 void dk_uuid7(char out[DK_UUID_LEN])
 {
     unsigned char b[16];
-    uint64_t ms = (uint64_t)dk_now_ms();
     dk_random_bytes(b + 6, 10);
+    dk_uuid7_format(b, out);
+}
+
+void dk_uuid7_fast(char out[DK_UUID_LEN])
+{
+    unsigned char b[16];
+    dk_fast_random(b + 6, 10);
+    dk_uuid7_format(b, out);
+}
+
+static void dk_uuid7_format(unsigned char b[16], char out[DK_UUID_LEN])
+{
+    uint64_t ms = (uint64_t)dk_now_ms();
     for (int i = 0; i < 6; i++)
         b[i] = (unsigned char)(ms >> (8 * (5 - i)));
     b[6] = (unsigned char)(0x70 | (b[6] & 0x0F));

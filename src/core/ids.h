@@ -9,6 +9,8 @@
 #define DK_UUID_LEN 37 /* 36 chars + NUL */
 
 void dk_uuid7(char out[DK_UUID_LEN]);
+/* The same layout with non-cryptographic random bits (request ids: unique, not secret). */
+void dk_uuid7_fast(char out[DK_UUID_LEN]);
 /* True for the canonical lower-case 8-4-4-4-12 hex form of any UUID. */
 bool dk_uuid_valid(const char *s);
 /* True when s is an acceptable client request id: 1–128 chars of [A-Za-z0-9._:-]. */
