@@ -84,7 +84,7 @@ coverage: deps-test
 
 # The load benchmark (see bench/README.md).
 bench: build
-	@bench/run.sh
+	@bench/run.sh --no-build $(BENCH_ARGS)
 
 test: deps-test
 	@$(MAKE) --no-print-directory format-check

@@ -87,7 +87,7 @@ while [ $# -gt 0 ]; do
         ;;
     esac
     case "$opt" in
-    --split) mode=split ;;
+    --split) mode='split' ;;
     --sqlite) mode=sqlite ;;
     --mode) mode=$val ;;
     --duration) duration=$val ;;
@@ -115,8 +115,10 @@ case "$mode" in all | split | sqlite) ;; *) echo "bench: unknown mode $mode" >&2
 for v in duration warmup conns login_conns storm_conns storm_me_conns users tasks max_seconds; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
 done
-[ "$duration" -ge 1 ] && [ "$users" -ge 2 ] && [ "$tasks" -ge 1 ] && [ "$conns" -ge 1 ] ||
-    { echo "bench: need --duration >= 1, --users >= 2, --tasks >= 1, --connections >= 1" >&2; exit 2; }
+if [ "$duration" -lt 1 ] || [ "$users" -lt 2 ] || [ "$tasks" -lt 1 ] || [ "$conns" -lt 1 ]; then
+    echo "bench: need --duration >= 1, --users >= 2, --tasks >= 1, --connections >= 1" >&2
+    exit 2
+fi
 if [ -z "$scenarios" ]; then
     scenarios="health ceiling me task_get db_ceiling task_list search task_create task_patch mixed"
     scenarios+=" me_low login login_storm"
@@ -231,7 +233,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM
+trap 'echo "bench: SIGTERM (the --max-seconds=$max_seconds limit, or from outside): stopping" >&2; exit 143' TERM
 trap 'exit 130' INT
 
 # Time limit: SIGTERM to this shell, whose trap stops everything.
@@ -241,7 +243,6 @@ trap 'exit 130' INT
     sleep "$max_seconds" &
     sp=$!
     wait "$sp"
-    echo "bench: --max-seconds=$max_seconds reached, stopping" >&2
     kill -TERM $$
 ) </dev/null >/dev/null 2>&1 &
 watchdog=$!
@@ -309,6 +310,10 @@ export BENCH_DURATION=$duration BENCH_WARMUP=$warmup BENCH_CONNS=$conns \
 log "mode $mode, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), binary $bin"
 log "work directory $WORK"
 $PY "$BENCH/lib/bench.py" meta loadavg_at_start "[$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)]"
+$PY "$BENCH/lib/bench.py" meta binary "$($PY -c 'import json, sys; print(json.dumps(dict(
+    zip(("path", "version", "sha256", "mtime"), sys.argv[1:]))))' "$bin" \
+    "$("$bin" version 2>/dev/null || true)" "$(sha256sum "$bin" | cut -d' ' -f1)" \
+    "$(date -u -r "$bin" +%Y-%m-%dT%H:%M:%SZ)")"
 
 # ---------------------------------------------------------------------------- servers
 
@@ -429,8 +434,8 @@ CREATE TABLE bench.task_ids (n integer PRIMARY KEY, id text COLLATE "C" NOT NULL
 INSERT INTO bench.task_ids SELECT row_number() OVER (ORDER BY id), id FROM tasks.tasks;
 ANALYZE;
 EOF
-    n=$("$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d docket -qAt \
-        -c "SELECT count(*) FROM bench.task_ids")
+    n=$("$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d docket -qAt -c \
+        "SELECT count(*) FROM bench.task_ids b JOIN tasks.tasks t ON t.id = b.id WHERE b.n <= $ntasks")
     [ "$n" = "$ntasks" ] || { echo "bench: $n tasks in the database, $ntasks seeded" >&2; exit 1; }
 fi
 
@@ -454,10 +459,8 @@ for s in $scenarios; do
 done
 alive
 
-if [ "$mode" = split ]; then
-    sleep 1
-    $PY "$BENCH/lib/bench.py" rss idle_rss_end "${rss_args[@]}"
-fi
+sleep 1
+$PY "$BENCH/lib/bench.py" rss idle_rss_end "${rss_args[@]}"
 
 # Server log lines at warn or error level, counted by message, for the report.
 log_args=()
