@@ -155,7 +155,9 @@ static void gw_done(dk_http_call *call)
     dk_gateway *gw = j->pool->gw;
     dk_res *res = j->res;
     if (call->error == DK_OK) {
-        gw_record(gw, j->up, call->status < 500 || call->status == 501);
+        /* a 503 is an upstream alive and shedding load (or waiting on its database): it
+         * must not open the circuit and turn a busy service into an absent one */
+        gw_record(gw, j->up, call->status < 500 || call->status == 501 || call->status == 503);
         res->status = call->status;
         res->body = call->response;
         res->body_len = call->response_len;
