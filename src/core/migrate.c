@@ -156,7 +156,15 @@ dk_status dk_migrate_apply(const dk_database *db, const char *service, const dk_
 
     int applied = 0;
     bool *done = dk_calloc(n ? n : 1, sizeof *done);
+    /* Several processes may start at once: creating the bookkeeping table can collide (a
+     * busy SQLite file, PostgreSQL's catalog race on CREATE … IF NOT EXISTS). Both are
+     * transient; try again for a couple of seconds. */
     s = mig_prepare(&x);
+    for (int tries = 0; (s == DK_E_UNAVAILABLE || s == DK_E_CONFLICT) && tries < 40; tries++) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        s = mig_prepare(&x);
+    }
 
     /* One read finds what is already there; each missing version is re-checked under the lock. */
     if (s == DK_OK) {
@@ -179,6 +187,13 @@ dk_status dk_migrate_apply(const dk_database *db, const char *service, const dk_
             continue;
         bool ran = false;
         s = mig_apply_one(&x, &m[i], &ran);
+        /* a busy database (another runner holds the write lock): each version is its own
+         * transaction, so running it again is safe */
+        for (int tries = 0; s == DK_E_UNAVAILABLE && tries < 40; tries++) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            s = mig_apply_one(&x, &m[i], &ran);
+        }
         if (s == DK_OK && ran)
             applied++;
     }
