@@ -34,8 +34,9 @@ build-asan:
 run: build
 	./build/docket all
 
+# One test binary at a time: several of them restart or kill clients of the shared servers.
 unit: build-asan
-	@scripts/with-test-servers.sh ctest --test-dir build-asan --output-on-failure -j$(JOBS)
+	@scripts/with-test-servers.sh ctest --test-dir build-asan --output-on-failure
 
 system: build-asan
 	@DOCKET_BIN=$(CURDIR)/build-asan/docket $(PY) -m pytest tests/system -q -p no:cacheprovider
