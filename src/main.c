@@ -487,12 +487,17 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     int sig = 0;
     sigwait(&sigs, &sig);
     dk_log_info("received %s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    dk_http_drain(srv);
+    /* forwarded calls still running after the drain are failed now, which resumes their
+     * connections before the server stops */
+    dk_gateway_free(gw);
+    gw = NULL;
     dk_http_stop(srv);
     rc = 0;
     dk_log_info("stopped");
 out:
-    dk_http_free(srv);
     dk_gateway_free(gw);
+    dk_http_free(srv);
     dk_metrics_clear_collectors();
     /* the bus first: its consumer thread may still call into the services */
     if (app.bus.ev)

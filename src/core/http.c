@@ -1089,9 +1089,9 @@ dk_status dk_http_start(dk_http_server *srv)
     return DK_OK;
 }
 
-void dk_http_stop(dk_http_server *srv)
+void dk_http_drain(dk_http_server *srv)
 {
-    if (!srv->daemon)
+    if (!srv->daemon || atomic_load(&srv->draining))
         return;
     atomic_store(&srv->draining, true);
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
@@ -1105,6 +1105,19 @@ void dk_http_stop(dk_http_server *srv)
     int left = atomic_load(&srv->inflight);
     if (left > 0)
         dk_log_warn("drain timeout: %d request(s) still in flight are cut off", left);
+}
+
+void dk_http_stop(dk_http_server *srv)
+{
+    if (!srv->daemon)
+        return;
+    dk_http_drain(srv);
+    /* requests answered later (offloaded) must have been resumed: the offload pool finishes
+     * its jobs first, each of which resumes its connection */
+    if (srv->offload) {
+        dk_workpool_free(srv->offload);
+        srv->offload = NULL;
+    }
     MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
 }

@@ -150,8 +150,11 @@ void dk_http_mount(dk_http_server *srv, const char *service_name, const char *pr
 void dk_http_add_ready_check(dk_http_server *srv, const char *name, dk_ready_fn fn, void *ctx);
 dk_status dk_http_start(dk_http_server *srv) DK_MUSTCHECK;
 int dk_http_port(const dk_http_server *srv); /* the bound port (after start) */
-/* Graceful stop: readiness turns 503, the listener closes, in-flight requests finish (bounded
- * by the drain timeout), then the server stops. */
+/* Graceful stop, first half: readiness turns 503, the listener closes, in-flight requests
+ * finish (bounded by the drain timeout). Requests still suspended afterwards must be resumed
+ * (e.g. by closing the component that answers them) before dk_http_stop. */
+void dk_http_drain(dk_http_server *srv);
+/* Drains (if not done yet), then stops the server. */
 void dk_http_stop(dk_http_server *srv);
 
 #endif

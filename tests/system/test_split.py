@@ -90,26 +90,34 @@ def test_killed_service_fails_fast_then_recovers(docket_factory):
     wait_until(lambda: d.me(acct.access).status_code == 200, 10, what="served again")
 
 
+class Slow(http.server.BaseHTTPRequestHandler):
+    """An upstream that is ready but takes 3 s for anything else."""
+    def do_GET(self):
+        if self.path == "/ready":
+            body = b'{"status":"ok"}'
+        else:
+            time.sleep(3)
+            body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def slow_upstream():
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Slow)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
 def test_upstream_timeout_is_504(docket_factory, tmp_path, extra_gateways):
     d = docket_factory("split")
     acct = d.new_user()
-
-    class Slow(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/ready":
-                body = b'{"status":"ok"}'
-            else:
-                time.sleep(3)
-                body = b"{}"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
     srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Slow)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -203,3 +211,33 @@ def test_sigterm_drains_the_gateway(docket_factory):
     d = docket_factory("split")
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
+
+
+def test_sigterm_with_a_forwarded_call_still_running(docket_factory, tmp_path, extra_gateways):
+    """Past the drain timeout the gateway fails the call still in flight and exits 0."""
+    d = docket_factory("split")
+    acct = d.new_user()
+    srv = slow_upstream()
+    try:
+        g = second_gateway(d, tmp_path, {
+            "DOCKET_GATEWAY_USERS_URL": f"http://127.0.0.1:{srv.server_address[1]}",
+            "DOCKET_SERVER_DRAIN_TIMEOUT": "300ms"})
+        got = {}
+
+        def call():
+            try:
+                got["status"] = g.me(acct.access, timeout=10).status_code
+            except requests.RequestException as exc:
+                got["error"] = exc
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.5)                       # the call is waiting on the slow upstream
+        g.signal(signal.SIGTERM)
+        assert g.wait(10) == 0
+        t.join(10)
+        assert got.get("status") in (502, 503, 504) or "error" in got, got
+        assert not helpers.sanitizer_reports(g.log_text()), g.log_tail()
+    finally:
+        srv.shutdown()
+        srv.server_close()
