@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "core/arena.h"
 #include "core/status.h"
 #include "core/timeutil.h"
 
@@ -34,6 +35,21 @@ struct dk_users_directory_ops {
     dk_status (*get)(void *h, dk_arena *a, const char *id, dk_user *ret_user) DK_MUSTCHECK;
     dk_status (*remove)(void *h, const char *id) DK_MUSTCHECK;
 };
+
+/* The event the users service publishes when an account is deleted (before it goes), with
+ * payload {"user_id": "..."}; subscribers remove what they hold about that user. */
+#define DK_EVENT_USER_DELETED "user.deleted"
+
+/* The user id of a user.deleted payload, copied into the arena; NULL when malformed. */
+static inline const char *dk_user_deleted_id(dk_arena *a, const char *payload)
+{
+    json_error_t err;
+    json_t *ev = json_loads(payload, 0, &err);
+    const char *uid = json_string_value(json_object_get(ev, "user_id"));
+    const char *out = uid ? dk_arena_strdup(a, uid) : NULL;
+    json_decref(ev);
+    return out;
+}
 
 /* The contract's {user} object. */
 static inline json_t *dk_user_json(const dk_user *u)

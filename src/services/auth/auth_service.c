@@ -312,16 +312,10 @@ static void auth_password_change(dk_req *req, dk_res *res)
 static dk_status auth_on_user_deleted(void *ctx, const char *type, const char *payload)
 {
     auth_svc *s = ctx;
-    json_error_t err;
-    json_t *ev = json_loads(payload, 0, &err);
-    const char *uid = json_string_value(json_object_get(ev, "user_id"));
-    dk_status st = DK_OK;
-    if (uid) {
-        dk_arena *a = dk_arena_new();
-        st = auth_repo_forget_user(&s->repo, a, uid);
-        dk_arena_free(a);
-    }
-    json_decref(ev);
+    dk_arena *a = dk_arena_new();
+    const char *uid = dk_user_deleted_id(a, payload);
+    dk_status st = uid ? auth_repo_forget_user(&s->repo, a, uid) : DK_OK;
+    dk_arena_free(a);
     return st;
 }
 
@@ -353,7 +347,8 @@ static dk_status auth_init(dk_app *app, void **ret_state)
         .max_wait_ms = 5000,
     };
     s->hasher = auth_hasher_new(&ho);
-    dk_status st = app->bus.ops->subscribe(app->bus.ev, "user.deleted", auth_on_user_deleted, s);
+    dk_status st =
+        app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, auth_on_user_deleted, s);
     if (st == DK_OK) {
         dk_arena *a = dk_arena_new();
         st = auth_repo_housekeeping(&s->repo, a);

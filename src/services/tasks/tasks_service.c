@@ -224,19 +224,13 @@ static void tasks_list(dk_req *req, dk_res *res)
 static dk_status tasks_on_user_deleted(void *ctx, const char *type, const char *payload)
 {
     tasks_svc *s = ctx;
-    json_error_t err;
-    json_t *ev = json_loads(payload, 0, &err);
-    const char *uid = json_string_value(json_object_get(ev, "user_id"));
-    dk_status st = DK_OK;
-    if (uid) {
-        dk_arena *a = dk_arena_new();
-        st = tasks_repo_forget_user(&s->repo, a, uid);
-        dk_arena_free(a);
-        if (st != DK_OK)
-            dk_log_error("tasks: could not remove the tasks of a deleted user: %s",
-                         dk_status_title(st));
-    }
-    json_decref(ev);
+    dk_arena *a = dk_arena_new();
+    const char *uid = dk_user_deleted_id(a, payload);
+    dk_status st = uid ? tasks_repo_forget_user(&s->repo, a, uid) : DK_OK;
+    dk_arena_free(a);
+    if (st != DK_OK)
+        dk_log_error("tasks: could not remove the tasks of a deleted user: %s",
+                     dk_status_title(st));
     return st;
 }
 
@@ -253,7 +247,8 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
         return DK_E_INTERNAL;
     }
     s->users = ops;
-    dk_status st = app->bus.ops->subscribe(app->bus.ev, "user.deleted", tasks_on_user_deleted, s);
+    dk_status st =
+        app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, tasks_on_user_deleted, s);
     if (st != DK_OK) {
         dk_free(s);
         return st;

@@ -93,7 +93,7 @@ static void users_delete_me(dk_req *req, dk_res *res)
     json_t *ev = json_pack("{s:s}", "user_id", id);
     char *payload = dk_json_render(req->arena, ev, NULL);
     json_decref(ev);
-    dk_status st = s->app->bus.ops->publish(s->app->bus.ev, "user.deleted", payload);
+    dk_status st = s->app->bus.ops->publish(s->app->bus.ev, DK_EVENT_USER_DELETED, payload);
     if (st != DK_OK) {
         users_fail(res, st == DK_E_UNAVAILABLE ? st : DK_E_INTERNAL, "user");
         return;
