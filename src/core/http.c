@@ -4,6 +4,8 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -61,6 +63,8 @@ struct dk_http_server {
     atomic_int inflight;
     int bound_port;
     dk_workpool *offload;
+    pthread_mutex_t streams_lock;
+    struct dk_stream *streams; /* open streaming responses (ended on drain) */
 };
 
 /* Per-request state, allocated in the request's arena. */
@@ -74,6 +78,7 @@ struct dk_exchange {
     bool suspended;
     bool dispatched;
     dk_handler_fn offload_handler;
+    struct dk_stream *stream; /* set by dk_res_stream */
     double t0;
     const char *metric_service;
     const char *metric_route;
@@ -240,6 +245,223 @@ void dk_req_resume(dk_req *req)
     MHD_resume_connection(req->conn);
 }
 
+/* ---------- streaming responses ---------- */
+
+#define DK_STREAM_HIGH_WATER (256u * 1024u)
+
+struct dk_stream {
+    pthread_mutex_t lock;
+    int refs; /* the producer's, and the connection's once a response reads from it */
+    char *buf;
+    size_t off, len, cap; /* unsent bytes are buf[off, len) */
+    bool ended, err, gone, suspended, want_drain, listed;
+    struct MHD_Connection *conn;
+    void (*on_drained)(void *ctx);
+    void *ctx;
+    dk_http_server *srv;
+    struct dk_stream *prev, *next; /* srv->streams */
+};
+
+void dk_stream_end(dk_stream *s, bool err);
+
+static void dk_stream_unref(dk_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&s->lock);
+    dk_free(s->buf);
+    dk_free(s);
+}
+
+dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
+                         void (*on_drained)(void *ctx), void *ctx)
+{
+    struct dk_exchange *x =
+        (struct dk_exchange *)(void *)((char *)res - offsetof(struct dk_exchange, res));
+    dk_stream *s = dk_calloc(1, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+    s->refs = 1;
+    s->on_drained = on_drained;
+    s->ctx = ctx;
+    s->srv = x->srv;
+    res->status = status;
+    res->content_type = content_type;
+    res->body = "";
+    res->body_len = 0;
+    x->stream = s;
+    return s;
+}
+
+/* Hands data to libmicrohttpd; with nothing buffered the connection is suspended until the
+ * producer writes or ends (returning 0 with the connection suspended is MHD's way to wait). */
+static ssize_t dk_stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    dk_stream *s = cls;
+    pthread_mutex_lock(&s->lock);
+    size_t avail = s->len - s->off;
+    if (avail > 0) {
+        size_t n = avail < max ? avail : max;
+        memcpy(out, s->buf + s->off, n);
+        s->off += n;
+        bool drained = false;
+        if (s->off == s->len) {
+            s->off = s->len = 0;
+            drained = s->want_drain;
+            s->want_drain = false;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (drained && s->on_drained)
+            s->on_drained(s->ctx);
+        return (ssize_t)n;
+    }
+    if (s->ended) {
+        bool err = s->err;
+        pthread_mutex_unlock(&s->lock);
+        return err ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    s->suspended = true;
+    MHD_suspend_connection(s->conn);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+/* The connection is done with the response (sent, or the client went away). */
+static void dk_stream_conn_done(void *cls)
+{
+    dk_stream *s = cls;
+    dk_http_server *srv = s->srv;
+    pthread_mutex_lock(&srv->streams_lock);
+    if (s->listed) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            srv->streams = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        s->listed = false;
+    }
+    pthread_mutex_unlock(&srv->streams_lock);
+    pthread_mutex_lock(&s->lock);
+    s->gone = true;
+    s->conn = NULL;
+    pthread_mutex_unlock(&s->lock);
+    dk_stream_unref(s);
+}
+
+static struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn)
+{
+    pthread_mutex_lock(&s->lock);
+    s->conn = conn;
+    s->refs++;
+    pthread_mutex_unlock(&s->lock);
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 16 * 1024, dk_stream_read, s, dk_stream_conn_done);
+    if (!r) {
+        pthread_mutex_lock(&s->lock);
+        s->gone = true;
+        s->conn = NULL;
+        pthread_mutex_unlock(&s->lock);
+        dk_stream_unref(s);
+        return NULL;
+    }
+    dk_http_server *srv = s->srv;
+    pthread_mutex_lock(&srv->streams_lock);
+    s->listed = true;
+    s->prev = NULL;
+    s->next = srv->streams;
+    if (srv->streams)
+        srv->streams->prev = s;
+    srv->streams = s;
+    pthread_mutex_unlock(&srv->streams_lock);
+    if (atomic_load(&srv->draining))
+        dk_stream_end(s, false);
+    return r;
+}
+
+bool dk_stream_write(dk_stream *s, const void *data, size_t len)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->gone || s->ended) {
+        pthread_mutex_unlock(&s->lock);
+        return false;
+    }
+    if (s->len + len > s->cap) {
+        if (s->off > 0) {
+            memmove(s->buf, s->buf + s->off, s->len - s->off);
+            s->len -= s->off;
+            s->off = 0;
+        }
+        if (s->len + len > s->cap) {
+            size_t ncap = s->cap ? s->cap * 2 : 4096;
+            while (ncap < s->len + len)
+                ncap *= 2;
+            s->buf = dk_realloc(s->buf, ncap);
+            s->cap = ncap;
+        }
+    }
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    if (s->len - s->off >= DK_STREAM_HIGH_WATER)
+        s->want_drain = true;
+    if (s->suspended && s->conn) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
+size_t dk_stream_buffered(dk_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->len - s->off;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void dk_stream_end(dk_stream *s, bool err)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->ended) {
+        s->ended = true;
+        s->err = err;
+        if (s->suspended && s->conn) {
+            s->suspended = false;
+            MHD_resume_connection(s->conn);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+bool dk_stream_closed(dk_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool closed = s->gone || s->ended;
+    pthread_mutex_unlock(&s->lock);
+    return closed;
+}
+
+void dk_stream_release(dk_stream *s)
+{
+    if (!s)
+        return;
+    dk_stream_end(s, false);
+    dk_stream_unref(s);
+}
+
+/* Ends every open stream (drain): their clients see the end and reconnect elsewhere. */
+static void dk_streams_end_all(dk_http_server *srv)
+{
+    pthread_mutex_lock(&srv->streams_lock);
+    for (dk_stream *s = srv->streams; s; s = s->next)
+        dk_stream_end(s, false);
+    pthread_mutex_unlock(&srv->streams_lock);
+}
+
 /* ---------- responses ---------- */
 
 void dk_res_header(dk_res *res, const char *name, const char *value)
@@ -379,6 +601,7 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     srv->app = app;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->inflight, 0);
+    pthread_mutex_init(&srv->streams_lock, NULL);
     if (opt->offload_workers > 0)
         srv->offload = dk_workpool_new(opt->offload_workers, opt->offload_queue);
     dk_http_mount(srv, srv->opt.process_name, "", dk_ops_routes,
@@ -401,6 +624,7 @@ void dk_http_free(dk_http_server *srv)
     dk_free((char *)srv->opt.host);
     dk_free((char *)srv->opt.process_name);
     dk_free((char *)srv->opt.cors_origins);
+    pthread_mutex_destroy(&srv->streams_lock);
     dk_free(srv);
 }
 
@@ -973,8 +1197,10 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
     if (x->res.status == 0)
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 
-    struct MHD_Response *r = MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
-                                                             MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r =
+        x->stream ? dk_stream_response(x->stream, conn)
+                  : MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
+                                                    MHD_RESPMEM_PERSISTENT);
     if (!r)
         return MHD_NO;
     if (x->res.content_type)
@@ -1097,6 +1323,7 @@ void dk_http_drain(dk_http_server *srv)
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    dk_streams_end_all(srv);
     int64_t deadline = dk_mono_ms() + srv->opt.drain_timeout_ms;
     while (atomic_load(&srv->inflight) > 0 && dk_mono_ms() < deadline) {
         struct timespec ts = {0, 10 * 1000 * 1000};

@@ -30,6 +30,8 @@ enum {
     DK_ROUTE_INTERNAL = 1u << 2,   /* service-to-service only: a token with role "service" */
     DK_ROUTE_OPS = 1u << 3,        /* /health, /ready, /metrics: no edge limits */
     DK_ROUTE_OFFLOAD = 1u << 4,    /* runs on the offload pool (CPU-heavy: password hashing) */
+    DK_ROUTE_STREAM = 1u << 5,     /* a long-lived streaming response (SSE): proxies apply no
+                                      response timeout once its headers have arrived */
 };
 
 typedef struct dk_route {
@@ -103,6 +105,31 @@ dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj) DK_MUSTCHECK;
  * sent. Between the two, the request's arena stays alive. */
 void dk_req_suspend(dk_req *req);
 void dk_req_resume(dk_req *req);
+
+/* Streaming responses (Server-Sent Events, proxied bodies). A handler — or, for a suspended
+ * request, the thread that answers it — calls dk_res_stream instead of filling a body: the
+ * status and headers go out first, then whatever any thread writes, until dk_stream_end. The
+ * connection waits (suspended, no thread held) while nothing is buffered. The stream is
+ * reference-counted between the connection and the producer: the producer owns one reference
+ * from dk_res_stream until dk_stream_release. A drain or stop of the server ends every open
+ * stream. Writes are thread-safe. */
+typedef struct dk_stream dk_stream;
+/* on_drained (may be NULL) runs, on the connection's thread, when the buffer falls to zero
+ * after having reached the producer's high-water mark (for flow control). */
+dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
+                         void (*on_drained)(void *ctx), void *ctx);
+/* Appends data; false when the client has gone away or the stream has ended (the producer
+ * should stop). */
+bool dk_stream_write(dk_stream *s, const void *data, size_t len);
+/* Bytes written but not yet sent to the client. */
+size_t dk_stream_buffered(dk_stream *s);
+/* No more data: the response ends once the buffer is sent. err = true cuts the connection
+ * instead (the client sees a truncated response). Idempotent. */
+void dk_stream_end(dk_stream *s, bool err);
+/* True once the client is gone or the stream has ended. */
+bool dk_stream_closed(dk_stream *s);
+/* Drops the producer's reference (accepts NULL); ends the stream first if it is still open. */
+void dk_stream_release(dk_stream *s);
 
 /* Responses. */
 void dk_res_header(dk_res *res, const char *name, const char *value); /* copied */
