@@ -31,7 +31,7 @@
 
 /* The services in start order (a service starts after those it depends on). */
 static const dk_service *const dk_services[] = {&dk_users_service, &dk_auth_service,
-                                                &dk_tasks_service};
+                                                &dk_tasks_service, &dk_notifications_service};
 #define DK_NSERVICES (sizeof dk_services / sizeof dk_services[0])
 
 static void dk_usage(FILE *out)
@@ -43,7 +43,8 @@ static void dk_usage(FILE *out)
             "  all          run every service in one process (gateway on port 3000)\n"
             "  gateway      run the API gateway alone (split mode, port 3000); upstreams from\n"
             "               gateway.auth_url, gateway.users_url, gateway.tasks_url, …\n"
-            "  auth, users  run one service alone (split mode; ports 3001, 3002)\n"
+            "  auth, users, tasks, notifications\n"
+            "               run one service alone (split mode; ports 3001, 3002, 3003, 3004)\n"
             "  migrate      apply the database migrations of every service, then exit\n"
             "  backup PATH  copy the embedded SQLite database to a new file (online, safe while\n"
             "               docket runs); PostgreSQL is backed up with pg_dump\n"
@@ -394,7 +395,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     if (pool <= 0)
         pool = threads + 2;
     void *states[DK_NSERVICES] = {0};
-    size_t started = 0;
+    size_t started = 0, running = 0;
     dk_http_server *srv = NULL;
     dk_gateway *gw = NULL;
     dk_users_http *users_http = NULL;
@@ -445,6 +446,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         dk_log_error("the event bus failed to start");
         goto out;
     }
+    for (size_t i = 0; i < started; i++)
+        if (plan->local[i]->start)
+            plan->local[i]->start(states[i]);
+    running = started;
     if (plan->gateway && dk_gateway_new(&app, dk_services, DK_NSERVICES, &gw) != DK_OK)
         goto out;
 
@@ -499,7 +504,12 @@ out:
     dk_gateway_free(gw);
     dk_http_free(srv);
     dk_metrics_clear_collectors();
-    /* the bus first: its consumer thread may still call into the services */
+    while (running > 0) {
+        running--;
+        if (plan->local[running]->stop)
+            plan->local[running]->stop(states[running]);
+    }
+    /* the bus next: its consumer thread may still call into the services */
     if (app.bus.ev)
         app.bus.ops->close(app.bus.ev);
     while (started > 0) {

@@ -11,7 +11,8 @@
  * replaced; an XADD that failed on a reused connection is sent once more on a fresh one (a
  * duplicate is allowed: subscribers are idempotent).
  *
- * start() creates the group (at "$": the group sees events published from then on) and runs one
+ * start() creates the group (at "0": a group created after events were published still gets
+ * every event the stream keeps) and runs one
  * consumer thread with a connection of its own: XREADGROUP … COUNT 32 BLOCK 500 >, then every
  * local subscriber of the entry's type is called; the entry is acknowledged when all returned
  * DK_OK (or when nobody here subscribes to its type) and left pending otherwise. At start, after
@@ -305,10 +306,12 @@ static redisReply *er_cmd(redisContext *c, int argc, const char **argv)
     return r;
 }
 
-/* XGROUP CREATE … $ MKSTREAM; the group may exist already. */
+/* XGROUP CREATE … 0 MKSTREAM; the group may exist already. A new group starts from the
+ * oldest event kept, so a service deployed after others published misses nothing (its
+ * subscribers are idempotent). */
 static dk_status er_ensure_group(dk_events *ev, redisContext *c)
 {
-    const char *argv[] = {"XGROUP", "CREATE", ER_STREAM, ev->group, "$", "MKSTREAM"};
+    const char *argv[] = {"XGROUP", "CREATE", ER_STREAM, ev->group, "0", "MKSTREAM"};
     redisReply *r = er_cmd(c, 6, argv);
     if (!r)
         return DK_E_UNAVAILABLE;

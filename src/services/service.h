@@ -24,13 +24,20 @@ typedef struct dk_service {
     const char *internal_prefix;
     const dk_route *internal_routes;
     size_t ninternal_routes;
-    /* Starts the service (after its dependencies); registers ports it provides. */
+    /* Starts the service (after its dependencies); registers ports it provides and subscribes
+     * to events. */
     dk_status (*init)(dk_app *app, void **ret_state) DK_MUSTCHECK;
+    /* Optional: starts background work (outbox relays, schedulers) once every service of the
+     * process has subscribed and the bus runs; stop ends it, before the bus closes (services
+     * are stopped in reverse start order). */
+    void (*start)(void *state);
+    void (*stop)(void *state);
     void (*shutdown)(void *state); /* accepts NULL */
 } dk_service;
 
 extern const dk_service dk_auth_service;
 extern const dk_service dk_users_service;
 extern const dk_service dk_tasks_service;
+extern const dk_service dk_notifications_service;
 
 #endif

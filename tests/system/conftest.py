@@ -120,13 +120,14 @@ def docket_factory(request, tmp_path):
         if mode.storage == "postgres":
             shared_pg = pg is None
             pg = pg or request.getfixturevalue("pg_server")
+            shared_redis = redis is None
             redis = redis or request.getfixturevalue("redis_server")
             db = pg.create_database()
             if shared_pg:
                 databases.append((pg, db))
             db_url = pg.url(db)
             env["DATABASE_URL"] = db_url
-            env["REDIS_URL"] = redis.url()
+            env["REDIS_URL"] = redis.fresh_url() if shared_redis else redis.url()
         else:
             if redis is not None:
                 env["REDIS_URL"] = redis.url()

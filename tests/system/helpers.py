@@ -69,7 +69,7 @@ MODES = [
 ]
 
 # The services split mode starts, each on its own port behind the gateway.
-SPLIT_SERVICES = ("users", "auth", "tasks")
+SPLIT_SERVICES = ("users", "auth", "tasks", "notifications")
 MODE_BY_NAME = {m.name: m for m in MODES}
 
 
@@ -318,13 +318,18 @@ class PostgresServer:
 class RedisServer:
     """A throwaway Redis without persistence on a free 127.0.0.1 port."""
 
+    # One logical database per docket started on the shared server, so that event streams,
+    # consumer groups and counters of one test never reach another's processes.
+    DATABASES = 4096
+
     def __init__(self, log_dir):
         self.port = free_port()
+        self.next = 0
         self.log = os.path.join(log_dir, f"redis-{self.port}.log")
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no"],
+                 "--appendonly", "no", "--daemonize", "no", "--databases", str(self.DATABASES)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         import redis
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
@@ -333,6 +338,11 @@ class RedisServer:
 
     def url(self, db=0):
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def fresh_url(self):
+        """The URL of a logical database no docket has used yet."""
+        self.next = self.next % (self.DATABASES - 1) + 1
+        return self.url(self.next)
 
     def stop(self):
         if self.proc.poll() is None:

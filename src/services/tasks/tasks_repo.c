@@ -3,10 +3,13 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/json.h"
 #include "core/log.h"
+#include "core/outbox.h"
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "ports/task_events.h"
 #include "core/banned.h"
 
 /* Indexes: every list arm leads with an equality on owner_id or assignee_id followed by the
@@ -91,6 +94,7 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
                         "WHERE due_at IS NOT NULL;\n"
                         "CREATE INDEX tasks_labels_idx ON tasks.tasks USING GIN (labels);\n"
                         "CREATE INDEX tasks_search_idx ON tasks.tasks USING GIN (search);\n"},
+    {2, "outbox", DK_OUTBOX_SQLITE_DDL("tasks"), DK_OUTBOX_POSTGRES_DDL("tasks")},
 };
 
 /* ---------- rows ---------- */
@@ -145,6 +149,36 @@ static const char *tasks_labels_sql(const tasks_repo *r)
                : "$9";
 }
 
+/* ---------- events ---------- */
+
+static json_t *tasks_opt_ms(bool has, int64_t v)
+{
+    return has ? json_integer(v) : json_null();
+}
+
+static json_t *tasks_event_task(const tasks_task *t)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:I,s:I}", "id", t->id, "title", t->title, "status",
+                     tasks_status_name(t->status), "owner_id", t->owner_id, "assignee_id",
+                     dk_json_str_or_null(t->assignee_id), "due_at",
+                     tasks_opt_ms(t->has_due, t->due_at), "updated_at", (json_int_t)t->updated_at,
+                     "version", (json_int_t)t->version);
+}
+
+/* Records the event of a change in tx; before is NULL except for task.updated. */
+static dk_status tasks_event(dk_tx *tx, dk_arena *a, const char *type, const char *actor,
+                             const tasks_task *t, const tasks_task *before)
+{
+    json_t *ev =
+        dk_json_own(a, json_pack("{s:s,s:o}", "actor_id", actor, "task", tasks_event_task(t)));
+    if (before)
+        json_object_set_new(ev, "before",
+                            json_pack("{s:s,s:o,s:o}", "status", tasks_status_name(before->status),
+                                      "assignee_id", dk_json_str_or_null(before->assignee_id),
+                                      "due_at", tasks_opt_ms(before->has_due, before->due_at)));
+    return dk_outbox_add(tx, a, TASKS_OUTBOX, type, ev);
+}
+
 /* ---------- statements ---------- */
 
 dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t)
@@ -167,7 +201,14 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
         "$5, $6, CAST($7 AS INTEGER), CAST($8 AS BIGINT), %s, CAST($10 AS BIGINT), "
         "CAST($10 AS BIGINT), CAST($11 AS BIGINT), 1)",
         tasks_labels_sql(r));
-    return dk_sql(r->db, a, sql, 11, p, NULL);
+    dk_tx tx;
+    dk_status st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    st = dk_tx_query(&tx, a, sql, 11, p, NULL);
+    if (st == DK_OK)
+        st = tasks_event(&tx, a, DK_EVENT_TASK_CREATED, t->owner_id, t, NULL);
+    return dk_tx_end(&tx, st);
 }
 
 dk_status tasks_repo_get(const tasks_repo *r, dk_arena *a, const char *id, tasks_task *ret)
@@ -259,6 +300,8 @@ dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, con
         dk_log_error("tasks: a locked row changed under an update");
         st = DK_E_INTERNAL;
     }
+    if (st == DK_OK)
+        st = tasks_event(&tx, a, DK_EVENT_TASK_UPDATED, caller, &next, &cur);
     st = dk_tx_end(&tx, st);
     if (st == DK_OK)
         *ret = next;
@@ -286,6 +329,8 @@ dk_status tasks_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, co
     }
     const char *p[] = {id};
     st = dk_tx_query(&tx, a, "DELETE FROM tasks WHERE id = $1", 1, p, NULL);
+    if (st == DK_OK)
+        st = tasks_event(&tx, a, DK_EVENT_TASK_DELETED, caller, &cur, NULL);
     return dk_tx_end(&tx, st);
 }
 

@@ -15,13 +15,17 @@
 #include "services/tasks/tasks_model.h"
 #include "services/tasks/tasks_query.h"
 
-#define DK_TASKS_NMIGRATIONS 1
+#define DK_TASKS_NMIGRATIONS 2
 extern const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS];
 
 typedef struct tasks_repo {
     const dk_database *db;
     const unsigned char *cursor_key; /* 32 bytes, for next_cursor */
 } tasks_repo;
+
+/* Every create, patch and delete also records its task.* event (ports/task_events.h) in
+ * tasks_outbox, in the same transaction; the service's outbox relay publishes it. */
+#define TASKS_OUTBOX "tasks_outbox"
 
 dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t) DK_MUSTCHECK;
 /* The task by id, whoever may see it (the caller checks visibility). */

@@ -14,6 +14,7 @@
 #include "services/service.h"
 #include "services/tasks/tasks_model.h"
 #include "services/tasks/tasks_query.h"
+#include "core/outbox.h"
 #include "services/tasks/tasks_repo.h"
 #include "core/banned.h"
 
@@ -24,6 +25,7 @@ typedef struct tasks_svc {
     tasks_repo repo;
     const struct dk_users_directory_ops *users;
     void *users_h;
+    dk_outbox *outbox; /* relays task.* events; NULL until start */
 } tasks_svc;
 
 static void tasks_fail(dk_res *res, dk_status st)
@@ -111,6 +113,7 @@ static void tasks_create(dk_req *req, dk_res *res)
         tasks_fail(res, st);
         return;
     }
+    dk_outbox_kick(s->outbox);
     dk_res_header(res, "Location", dk_arena_printf(req->arena, TASKS_PREFIX "/%s", id));
     tasks_reply(req, res, 201, &t);
 }
@@ -166,6 +169,7 @@ static void tasks_patch(dk_req *req, dk_res *res)
         tasks_fail(res, st);
         return;
     }
+    dk_outbox_kick(s->outbox);
     tasks_reply(req, res, 200, &t);
 }
 
@@ -181,6 +185,7 @@ static void tasks_delete(dk_req *req, dk_res *res)
         tasks_fail(res, st);
         return;
     }
+    dk_outbox_kick(s->outbox);
     dk_res_empty(res, 204);
 }
 
@@ -257,6 +262,20 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
     return DK_OK;
 }
 
+static void tasks_start(void *state)
+{
+    tasks_svc *s = state;
+    s->outbox = dk_outbox_start(&s->app->db, &s->app->bus, TASKS_OUTBOX,
+                                dk_config_int(s->app->config, "events.outbox_interval"));
+}
+
+static void tasks_stop(void *state)
+{
+    tasks_svc *s = state;
+    dk_outbox_stop(s->outbox);
+    s->outbox = NULL;
+}
+
 static void tasks_shutdown(void *state)
 {
     dk_free(state);
@@ -279,5 +298,7 @@ const dk_service dk_tasks_service = {
     .migrations = dk_tasks_migrations,
     .nmigrations = DK_TASKS_NMIGRATIONS,
     .init = tasks_init,
+    .start = tasks_start,
+    .stop = tasks_stop,
     .shutdown = tasks_shutdown,
 };

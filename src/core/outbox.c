@@ -1,0 +1,156 @@
+/* The outbox relay: one thread per service table, woken by kicks or a timer. Rows are read in
+ * sequence order, published one by one and deleted once published; the first failure stops
+ * the pass (order is kept) and the rest waits for the next one. Several replicas may relay the
+ * same table: an event can then be published twice, which at-least-once consumers tolerate. */
+#include "core/outbox.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "core/banned.h"
+
+#define DK_OUTBOX_BATCH 100
+
+struct dk_outbox {
+    const dk_database *db;
+    dk_bus bus;
+    char table[64];
+    char select_sql[160];
+    char delete_sql[96];
+    int64_t interval_ms;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool kicked, stop;
+};
+
+dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *type,
+                        json_t *payload)
+{
+    char id[DK_UUID_LEN];
+    dk_uuid7(id);
+    int64_t now = dk_now_ms();
+    json_object_set_new(payload, "id", json_string(id));
+    json_object_set_new(payload, "occurred_at", json_integer(now));
+    const char *text = dk_json_render(a, payload, NULL);
+    char sql[128];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s (id, type, payload, created_at) VALUES ($1, $2, $3, $4)", table);
+    const char *p[] = {id, type, text, dk_sql_int(a, now)};
+    return dk_tx_query(tx, a, sql, 4, p, NULL);
+}
+
+/* One pass: publishes up to a batch; returns true when more rows may be waiting. */
+static bool dk_outbox_pass(dk_outbox *o)
+{
+    dk_arena *a = dk_arena_new();
+    dk_db_rows *rows = NULL;
+    const char *lim[] = {"100"};
+    bool more = false;
+    if (dk_sql(o->db, a, o->select_sql, 1, lim, &rows) != DK_OK) {
+        dk_arena_free(a);
+        return false;
+    }
+    int done = 0;
+    for (int i = 0; i < rows->nrows; i++) {
+        const char *seq = dk_db_value(rows, i, 0);
+        const char *type = dk_db_value(rows, i, 1);
+        const char *payload = dk_db_value(rows, i, 2);
+        dk_status st = o->bus.ops->publish(o->bus.ev, type, payload);
+        if (st != DK_OK) {
+            dk_log_warn("outbox %s: publishing %s failed (%s); retrying later", o->table, type,
+                        dk_status_title(st));
+            break;
+        }
+        const char *p[] = {seq};
+        if (dk_sql(o->db, a, o->delete_sql, 1, p, NULL) != DK_OK)
+            break; /* published but kept: it goes out again later (consumers de-duplicate) */
+        done++;
+    }
+    more = done == DK_OUTBOX_BATCH;
+    dk_arena_free(a);
+    return more;
+}
+
+static void *dk_outbox_loop(void *arg)
+{
+    dk_outbox *o = arg;
+    pthread_mutex_lock(&o->lock);
+    while (!o->stop) {
+        o->kicked = false;
+        pthread_mutex_unlock(&o->lock);
+        while (dk_outbox_pass(o))
+            ;
+        pthread_mutex_lock(&o->lock);
+        if (o->stop || o->kicked)
+            continue;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = (int64_t)ts.tv_nsec + (o->interval_ms % 1000) * 1000000;
+        ts.tv_sec += (time_t)(o->interval_ms / 1000 + ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        while (!o->stop && !o->kicked)
+            if (pthread_cond_timedwait(&o->cond, &o->lock, &ts) != 0)
+                break;
+    }
+    pthread_mutex_unlock(&o->lock);
+    return NULL;
+}
+
+dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char *table,
+                           int64_t interval_ms)
+{
+    dk_outbox *o = DK_NEW(dk_outbox);
+    o->db = db;
+    o->bus = *bus;
+    snprintf(o->table, sizeof o->table, "%s", table);
+    snprintf(o->select_sql, sizeof o->select_sql,
+             "SELECT seq, type, payload FROM %s ORDER BY seq LIMIT $1", table);
+    snprintf(o->delete_sql, sizeof o->delete_sql, "DELETE FROM %s WHERE seq = $1", table);
+    o->interval_ms = interval_ms > 0 ? interval_ms : 1000;
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->cond, NULL);
+    o->kicked = true;
+    if (pthread_create(&o->thread, NULL, dk_outbox_loop, o) != 0) {
+        dk_log_error("cannot start the outbox relay for %s", table);
+        pthread_cond_destroy(&o->cond);
+        pthread_mutex_destroy(&o->lock);
+        dk_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+void dk_outbox_kick(dk_outbox *o)
+{
+    if (!o)
+        return;
+    pthread_mutex_lock(&o->lock);
+    o->kicked = true;
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->lock);
+}
+
+void dk_outbox_stop(dk_outbox *o)
+{
+    if (!o)
+        return;
+    pthread_mutex_lock(&o->lock);
+    o->stop = true;
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->lock);
+    pthread_join(o->thread, NULL);
+    (void)dk_outbox_pass(o);
+    pthread_cond_destroy(&o->cond);
+    pthread_mutex_destroy(&o->lock);
+    dk_free(o);
+}

@@ -1,0 +1,43 @@
+/* outbox.h — the transactional outbox: a service records the events a change causes in the
+ * same transaction as the change (dk_outbox_add), and a relay thread publishes the recorded
+ * events to the bus in order, deleting each once the bus has taken it. A crash between commit
+ * and publish loses nothing (the row is published on a later pass) and a failed publish is
+ * retried every interval, so delivery is at least once; consumers de-duplicate by the event's
+ * "id". Each service has its own table (`<service>_outbox`, created by dk_outbox_migration_sql).
+ * Every event payload is a JSON object carrying "id" (uuid7) and "occurred_at" (ms) besides
+ * the service's fields. Thread-safe: kick from any thread. */
+#ifndef DK_OUTBOX_H
+#define DK_OUTBOX_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/sql.h"
+#include "ports/events.h"
+
+typedef struct dk_arena dk_arena;
+typedef struct dk_outbox dk_outbox;
+
+/* DDL of the outbox table for a service, for its migrations ("tasks" → tasks_outbox). */
+#define DK_OUTBOX_SQLITE_DDL(svc)                                                                 \
+    "CREATE TABLE " svc "_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "     \
+    "type TEXT NOT NULL, payload TEXT NOT NULL, created_at BIGINT NOT NULL);"
+#define DK_OUTBOX_POSTGRES_DDL(svc)                                                               \
+    "CREATE TABLE " svc "_outbox (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, "                  \
+    "type TEXT NOT NULL, payload TEXT NOT NULL, created_at BIGINT NOT NULL);"
+
+/* Records an event inside tx: sets "id" and "occurred_at" on payload (borrowed, modified) and
+ * inserts it into table (e.g. "tasks_outbox"; a constant, never user input). */
+dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *type,
+                        json_t *payload) DK_MUSTCHECK;
+
+/* Starts the relay for table: it publishes at once when kicked, and every interval_ms. NULL
+ * when its thread cannot start (logged). */
+dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char *table,
+                           int64_t interval_ms);
+/* New rows were committed: publish now (cheap; call after each commit that added events). */
+void dk_outbox_kick(dk_outbox *o);
+/* Publishes what is left once more, stops the relay and frees it; accepts NULL. */
+void dk_outbox_stop(dk_outbox *o);
+
+#endif

@@ -1,0 +1,100 @@
+/* notifications_repo.h — the notifications service's SQL: in-app notifications, delivery
+ * preferences, the delivery queue (worked by notifications_delivery) and the due-date table the
+ * scheduler reads (fed by task events). Tables are prefixed `notifications_` on both engines
+ * (schema `notifications` on PostgreSQL). Creating a notification is idempotent by a
+ * de-duplication key and queues its webhook/e-mail deliveries in the same transaction.
+ * Strings live in the caller's arena; thread-safe as the db port. Errors: DK_E_NOT_FOUND and
+ * the db port's. */
+#ifndef DK_NOTIFICATIONS_REPO_H
+#define DK_NOTIFICATIONS_REPO_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/migrate.h"
+#include "ports/db.h"
+
+#define DK_NOTIFICATIONS_NMIGRATIONS 1
+extern const dk_migration dk_notifications_migrations[DK_NOTIFICATIONS_NMIGRATIONS];
+
+typedef struct nt_repo {
+    const dk_database *db;
+    bool email_on; /* smtp.url is set: queue e-mail deliveries for users who enabled them */
+} nt_repo;
+
+typedef struct nt_item {
+    int64_t seq; /* creation order within the database */
+    const char *id;
+    const char *user_id;
+    const char *type;
+    const char *task_id;  /* NULL when none */
+    const char *actor_id; /* NULL when none (the scheduler) */
+    const char *message;
+    int64_t created_at;
+    bool has_read;
+    int64_t read_at;
+} nt_item;
+
+/* The contract's {notification}. */
+json_t *nt_item_json(const nt_item *n);
+
+/* Creates n (the repo sets id, seq and created_at) unless dedup_key was used before; then
+ * queues its deliveries. *ret_created tells which. */
+dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *dedup_key,
+                         bool *ret_created) DK_MUSTCHECK;
+/* The user's notifications, newest first, with seq < before (0: from the newest); up to
+ * limit + 1 rows so the caller can tell whether there is a next page. */
+dk_status nt_repo_list(const nt_repo *r, dk_arena *a, const char *user, bool unread_only,
+                       int64_t before, int limit, nt_item **ret, int *ret_n) DK_MUSTCHECK;
+/* The user's notifications with seq > after, oldest first, at most limit. */
+dk_status nt_repo_after(const nt_repo *r, dk_arena *a, const char *user, int64_t after, int limit,
+                        nt_item **ret, int *ret_n) DK_MUSTCHECK;
+/* The seq of the user's notification id (DK_E_NOT_FOUND), and of their newest (0 if none). */
+dk_status nt_repo_seq_of(const nt_repo *r, dk_arena *a, const char *user, const char *id,
+                         int64_t *ret) DK_MUSTCHECK;
+dk_status nt_repo_last_seq(const nt_repo *r, dk_arena *a, const char *user,
+                           int64_t *ret) DK_MUSTCHECK;
+/* Marks read (keeping an earlier read_at); DK_E_NOT_FOUND unless it is the user's. */
+dk_status nt_repo_read(const nt_repo *r, dk_arena *a, const char *user,
+                       const char *id) DK_MUSTCHECK;
+dk_status nt_repo_read_all(const nt_repo *r, dk_arena *a, const char *user) DK_MUSTCHECK;
+
+typedef struct nt_prefs {
+    bool email_enabled;
+    const char *webhook_url;    /* NULL when none */
+    const char *webhook_secret; /* NULL when none */
+} nt_prefs;
+/* The defaults (false, NULL) when the user never set any. */
+dk_status nt_repo_prefs_get(const nt_repo *r, dk_arena *a, const char *user,
+                            nt_prefs *ret) DK_MUSTCHECK;
+dk_status nt_repo_prefs_put(const nt_repo *r, dk_arena *a, const char *user,
+                            const nt_prefs *p) DK_MUSTCHECK;
+
+/* The user is gone: their notifications, preferences and deliveries go. */
+dk_status nt_repo_forget_user(const nt_repo *r, dk_arena *a, const char *user) DK_MUSTCHECK;
+
+/* What the scheduler knows of a task, from its events. */
+typedef struct nt_due {
+    const char *task_id;
+    const char *owner_id;
+    const char *assignee_id; /* NULL when unassigned */
+    const char *title;
+    const char *status; /* "todo" | "in_progress" | "done" | "deleted" */
+    bool has_due;
+    int64_t due_at;
+    int64_t version; /* the task's version; older events never overwrite newer ones */
+} nt_due;
+/* Records the task's state unless a newer version is stored. A changed due date may be
+ * notified again. */
+dk_status nt_repo_due_put(const nt_repo *r, dk_arena *a, const nt_due *d) DK_MUSTCHECK;
+/* Tasks not done whose due date is at or before horizon and has not been notified, and was
+ * not already past when it was set; at most limit. */
+dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int limit,
+                           nt_due **ret, int *ret_n) DK_MUSTCHECK;
+dk_status nt_repo_due_mark(const nt_repo *r, dk_arena *a, const char *task_id,
+                           int64_t due_at) DK_MUSTCHECK;
+/* Forgets deleted tasks' tombstones older than cutoff, and the user's tasks (user deleted). */
+dk_status nt_repo_due_prune(const nt_repo *r, dk_arena *a, int64_t cutoff) DK_MUSTCHECK;
+
+#endif

@@ -1,0 +1,93 @@
+#include "services/notifications/notifications_rules.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/timeutil.h"
+#include "ports/task_events.h"
+#include "core/banned.h"
+
+static const char *nt_str(dk_arena *a, const json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v ? dk_arena_strdup(a, v) : NULL;
+}
+
+static bool nt_same(const char *x, const char *y)
+{
+    return (!x && !y) || (x && y && strcmp(x, y) == 0);
+}
+
+static void nt_add(dk_arena *a, nt_plan *p, const char *event_id, const char *user,
+                   const char *type, const char *task_id, const char *actor, const char *message)
+{
+    nt_new *n = &p->items[p->n++];
+    memset(n, 0, sizeof *n);
+    n->item.user_id = user;
+    n->item.type = type;
+    n->item.task_id = task_id;
+    n->item.actor_id = actor;
+    n->item.message = message;
+    n->dedup_key = dk_arena_printf(a, "%s:%s:%s", event_id, type, user);
+}
+
+dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload, nt_plan *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    json_error_t jerr;
+    json_t *ev = json_loads(payload, 0, &jerr);
+    json_t *task = json_object_get(ev, "task");
+    const char *event_id = nt_str(a, ev, "id");
+    const char *actor = nt_str(a, ev, "actor_id");
+    nt_due *d = &ret->due;
+    d->task_id = nt_str(a, task, "id");
+    d->owner_id = nt_str(a, task, "owner_id");
+    d->assignee_id = nt_str(a, task, "assignee_id");
+    d->title = nt_str(a, task, "title");
+    d->status = nt_str(a, task, "status");
+    json_t *due = json_object_get(task, "due_at");
+    d->has_due = json_is_integer(due);
+    d->due_at = d->has_due ? (int64_t)json_integer_value(due) : 0;
+    d->version = (int64_t)json_integer_value(json_object_get(task, "version"));
+    if (!event_id || !actor || !d->task_id || !d->owner_id || !d->title || !d->status) {
+        json_decref(ev);
+        return DK_E_BAD_REQUEST;
+    }
+    bool created = strcmp(type, DK_EVENT_TASK_CREATED) == 0;
+    bool updated = strcmp(type, DK_EVENT_TASK_UPDATED) == 0;
+    if (strcmp(type, DK_EVENT_TASK_DELETED) == 0) {
+        d->status = "deleted";
+        d->version++; /* outranks the last update, which carried the same version */
+    } else if (created || updated) {
+        json_t *before = json_object_get(ev, "before");
+        const char *was_assignee = updated ? nt_str(a, before, "assignee_id") : NULL;
+        const char *was_status = updated ? nt_str(a, before, "status") : d->status;
+        if (d->assignee_id && strcmp(d->assignee_id, actor) != 0 &&
+            (created || !nt_same(was_assignee, d->assignee_id)))
+            nt_add(a, ret, event_id, d->assignee_id, NT_TYPE_ASSIGNED, d->task_id, actor,
+                   dk_arena_printf(a, "You were assigned \"%s\"", d->title));
+        if (updated && was_status && strcmp(was_status, d->status) != 0 &&
+            strcmp(actor, d->owner_id) != 0)
+            nt_add(a, ret, event_id, d->owner_id, NT_TYPE_STATUS_CHANGED, d->task_id, actor,
+                   dk_arena_printf(a, "\"%s\" is now %s", d->title, d->status));
+    } else {
+        json_decref(ev);
+        return DK_E_BAD_REQUEST;
+    }
+    json_decref(ev);
+    return DK_OK;
+}
+
+void nt_rules_due_soon(dk_arena *a, const nt_due *d, nt_new *ret)
+{
+    char when[DK_RFC3339_LEN];
+    dk_time_format(d->due_at, when);
+    memset(ret, 0, sizeof *ret);
+    ret->item.user_id = d->assignee_id ? d->assignee_id : d->owner_id;
+    ret->item.type = NT_TYPE_DUE_SOON;
+    ret->item.task_id = d->task_id;
+    ret->item.actor_id = NULL;
+    ret->item.message = dk_arena_printf(a, "\"%s\" is due %s", d->title, when);
+    ret->dedup_key = dk_arena_printf(a, "due:%s:%lld", d->task_id, (long long)d->due_at);
+}

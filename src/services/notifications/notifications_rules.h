@@ -1,0 +1,36 @@
+/* notifications_rules.h — who is told what, decided from task events (ports/task_events.h):
+ * task.assigned to a new assignee who is not the actor; task.status_changed to the owner when
+ * someone else changed the status; and, for the due-soon scheduler, the task's current state.
+ * Each notification carries a de-duplication key derived from the event id (or from the task
+ * and due date for task.due_soon), so redelivered events never show twice. Pure functions;
+ * strings in the caller's arena. */
+#ifndef DK_NOTIFICATIONS_RULES_H
+#define DK_NOTIFICATIONS_RULES_H
+
+#include "core/status.h"
+#include "services/notifications/notifications_repo.h"
+
+typedef struct dk_arena dk_arena;
+
+#define NT_TYPE_ASSIGNED       "task.assigned"
+#define NT_TYPE_STATUS_CHANGED "task.status_changed"
+#define NT_TYPE_DUE_SOON       "task.due_soon"
+
+typedef struct nt_new {
+    nt_item item; /* user_id, type, task_id, actor_id, message */
+    const char *dedup_key;
+} nt_new;
+
+typedef struct nt_plan {
+    int n;
+    nt_new items[2];
+    nt_due due; /* the task's state for the scheduler (status "deleted" on task.deleted) */
+} nt_plan;
+
+/* The plan for one task.* event; DK_E_BAD_REQUEST when the payload is malformed. */
+dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload,
+                              nt_plan *ret) DK_MUSTCHECK;
+/* The task.due_soon notification of a task coming due. */
+void nt_rules_due_soon(dk_arena *a, const nt_due *d, nt_new *ret);
+
+#endif

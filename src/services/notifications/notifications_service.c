@@ -1,0 +1,654 @@
+/* The notifications service (/api/v1/notifications): consumes task events into in-app
+ * notifications (rules in notifications_rules), lists them, streams them as Server-Sent Events,
+ * keeps each user's delivery preferences, runs the due-soon scheduler, and hands webhook and
+ * e-mail deliveries to the delivery worker.
+ *
+ * The event stream: a hub thread owns the open streams. It wakes when this process created a
+ * notification, and at least every second (a notification may have been created by another
+ * replica), reads each subscriber's notifications after the last one it sent, and writes them;
+ * it also writes the heartbeats and drops streams whose client has gone. */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/crypto.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/str.h"
+#include "core/timeutil.h"
+#include "ports/task_events.h"
+#include "ports/users_directory.h"
+#include "services/notifications/notifications_delivery.h"
+#include "services/notifications/notifications_repo.h"
+#include "services/notifications/notifications_rules.h"
+#include "services/notifications/webhook_url.h"
+#include "services/service.h"
+#include "core/banned.h"
+
+#define NT_PREFIX        "/api/v1/notifications"
+#define NT_LIMIT_DEFAULT 20
+#define NT_LIMIT_MAX     100
+#define NT_URL_MAX       2048
+#define NT_POLL_MS       1000
+#define NT_REPLAY_BATCH  100
+#define NT_DUE_BATCH     200
+#define NT_TOMBSTONE_MS  (7LL * 24 * 3600 * 1000)
+
+typedef struct nt_sub {
+    char user_id[DK_UUID_LEN];
+    dk_stream *stream;
+    int64_t last_seq;
+    int64_t last_write_ms;
+    struct nt_sub *next;
+} nt_sub;
+
+/* A background thread woken by kicks, a period, or stop. */
+typedef struct nt_loop {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool kicked, stop, running;
+} nt_loop;
+
+typedef struct nt_svc {
+    dk_app *app;
+    nt_repo repo;
+    unsigned char cursor_key[32];
+    bool allow_private;
+    int64_t heartbeat_ms, scheduler_ms, due_window_ms;
+    nt_delivery *delivery;
+    /* the event-stream hub */
+    nt_loop hub;
+    nt_sub *pending; /* new subscribers, under hub.lock; moved to subs by the hub thread */
+    nt_sub *subs;    /* hub thread only */
+    /* the due-soon scheduler */
+    nt_loop sched;
+} nt_svc;
+
+/* ---------- background loops ---------- */
+
+static void nt_loop_init(nt_loop *l)
+{
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->cond, NULL);
+}
+
+static void nt_loop_kick(nt_loop *l)
+{
+    pthread_mutex_lock(&l->lock);
+    l->kicked = true;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* Waits up to ms for a kick; false when the loop must stop. Called with l->lock held. */
+static bool nt_loop_wait(nt_loop *l, int64_t ms)
+{
+    if (!l->stop && !l->kicked) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = (int64_t)ts.tv_nsec + (ms % 1000) * 1000000;
+        ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        while (!l->stop && !l->kicked)
+            if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) != 0)
+                break;
+    }
+    l->kicked = false;
+    return !l->stop;
+}
+
+static void nt_loop_stop(nt_loop *l)
+{
+    if (!l->running)
+        return;
+    pthread_mutex_lock(&l->lock);
+    l->stop = true;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+    pthread_join(l->thread, NULL);
+    l->running = false;
+}
+
+static void nt_loop_destroy(nt_loop *l)
+{
+    pthread_cond_destroy(&l->cond);
+    pthread_mutex_destroy(&l->lock);
+}
+
+/* ---------- creating notifications ---------- */
+
+/* Creates n unless its key was seen; wakes the stream hub and the delivery worker. */
+static dk_status nt_create(nt_svc *s, dk_arena *a, nt_new *n)
+{
+    bool created = false;
+    dk_status st = nt_repo_create(&s->repo, a, &n->item, n->dedup_key, &created);
+    if (st == DK_OK && created) {
+        nt_loop_kick(&s->hub);
+        if (s->delivery)
+            nt_delivery_kick(s->delivery);
+    }
+    return st;
+}
+
+/* task.created / task.updated / task.deleted */
+static dk_status nt_on_task_event(void *ctx, const char *type, const char *payload)
+{
+    nt_svc *s = ctx;
+    dk_arena *a = dk_arena_new();
+    nt_plan plan;
+    dk_status st = nt_rules_task_event(a, type, payload, &plan);
+    if (st != DK_OK) {
+        dk_log_error("notifications: a malformed %s event was skipped", type);
+        dk_arena_free(a);
+        return DK_OK; /* retrying cannot mend it */
+    }
+    for (int i = 0; st == DK_OK && i < plan.n; i++)
+        st = nt_create(s, a, &plan.items[i]);
+    if (st == DK_OK)
+        st = nt_repo_due_put(&s->repo, a, &plan.due);
+    if (st != DK_OK)
+        dk_log_warn("notifications: handling %s failed (%s); it will be redelivered", type,
+                    dk_status_title(st));
+    dk_arena_free(a);
+    return st;
+}
+
+/* user.deleted: the account's notifications, preferences and deliveries go. */
+static dk_status nt_on_user_deleted(void *ctx, const char *type, const char *payload)
+{
+    (void)type;
+    nt_svc *s = ctx;
+    dk_arena *a = dk_arena_new();
+    const char *uid = dk_user_deleted_id(a, payload);
+    dk_status st = uid ? nt_repo_forget_user(&s->repo, a, uid) : DK_OK;
+    if (st != DK_OK)
+        dk_log_error("notifications: could not remove a deleted user's notifications: %s",
+                     dk_status_title(st));
+    dk_arena_free(a);
+    return st;
+}
+
+/* ---------- the due-soon scheduler ---------- */
+
+static void nt_scheduler_pass(nt_svc *s)
+{
+    dk_arena *a = dk_arena_new();
+    int64_t now = dk_now_ms();
+    nt_due *due = NULL;
+    int n = 0;
+    dk_status st = nt_repo_due_scan(&s->repo, a, now + s->due_window_ms, NT_DUE_BATCH, &due, &n);
+    for (int i = 0; st == DK_OK && i < n; i++) {
+        nt_new nn;
+        nt_rules_due_soon(a, &due[i], &nn);
+        st = nt_create(s, a, &nn);
+        if (st == DK_OK)
+            st = nt_repo_due_mark(&s->repo, a, due[i].task_id, due[i].due_at);
+    }
+    if (st == DK_OK)
+        st = nt_repo_due_prune(&s->repo, a, now - NT_TOMBSTONE_MS);
+    if (st != DK_OK)
+        dk_log_warn("notifications: the due-soon pass failed (%s); retrying next interval",
+                    dk_status_title(st));
+    dk_arena_free(a);
+}
+
+static void *nt_scheduler_main(void *arg)
+{
+    nt_svc *s = arg;
+    pthread_mutex_lock(&s->sched.lock);
+    for (;;) {
+        pthread_mutex_unlock(&s->sched.lock);
+        nt_scheduler_pass(s);
+        pthread_mutex_lock(&s->sched.lock);
+        if (!nt_loop_wait(&s->sched, s->scheduler_ms))
+            break;
+    }
+    pthread_mutex_unlock(&s->sched.lock);
+    return NULL;
+}
+
+/* ---------- the event-stream hub ---------- */
+
+static bool nt_sse_write(nt_sub *sub, const char *text)
+{
+    sub->last_write_ms = dk_mono_ms();
+    return dk_stream_write(sub->stream, text, strlen(text));
+}
+
+/* Sends the subscriber what it has not seen; false when its client is gone. */
+static bool nt_hub_feed(nt_svc *s, nt_sub *sub)
+{
+    dk_arena *a = dk_arena_new();
+    bool alive = true;
+    for (;;) {
+        nt_item *items = NULL;
+        int n = 0;
+        if (nt_repo_after(&s->repo, a, sub->user_id, sub->last_seq, NT_REPLAY_BATCH, &items, &n) !=
+            DK_OK)
+            break; /* the database is away: try again on the next wake */
+        for (int i = 0; i < n && alive; i++) {
+            json_t *j = nt_item_json(&items[i]);
+            const char *data = dk_json_render(a, j, NULL);
+            json_decref(j);
+            alive = nt_sse_write(
+                sub, dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n", items[i].id,
+                                     data));
+            sub->last_seq = items[i].seq;
+        }
+        if (!alive || n < NT_REPLAY_BATCH)
+            break;
+        dk_arena_reset(a);
+    }
+    if (alive && dk_mono_ms() - sub->last_write_ms >= s->heartbeat_ms)
+        alive = nt_sse_write(sub, ": heartbeat\n\n");
+    dk_arena_free(a);
+    return alive && !dk_stream_closed(sub->stream);
+}
+
+static void nt_hub_pass(nt_svc *s)
+{
+    pthread_mutex_lock(&s->hub.lock);
+    while (s->pending) {
+        nt_sub *n = s->pending;
+        s->pending = n->next;
+        n->next = s->subs;
+        s->subs = n;
+    }
+    pthread_mutex_unlock(&s->hub.lock);
+    nt_sub **pp = &s->subs;
+    while (*pp) {
+        nt_sub *sub = *pp;
+        if (nt_hub_feed(s, sub)) {
+            pp = &sub->next;
+            continue;
+        }
+        *pp = sub->next;
+        dk_stream_release(sub->stream);
+        dk_free(sub);
+    }
+}
+
+static void *nt_hub_main(void *arg)
+{
+    nt_svc *s = arg;
+    int64_t period = s->heartbeat_ms < NT_POLL_MS ? s->heartbeat_ms : NT_POLL_MS;
+    pthread_mutex_lock(&s->hub.lock);
+    while (nt_loop_wait(&s->hub, period)) {
+        pthread_mutex_unlock(&s->hub.lock);
+        nt_hub_pass(s);
+        pthread_mutex_lock(&s->hub.lock);
+    }
+    pthread_mutex_unlock(&s->hub.lock);
+    return NULL;
+}
+
+static void nt_hub_close_all(nt_svc *s)
+{
+    nt_sub *lists[2] = {s->subs, s->pending};
+    for (int i = 0; i < 2; i++) {
+        while (lists[i]) {
+            nt_sub *n = lists[i];
+            lists[i] = n->next;
+            dk_stream_release(n->stream);
+            dk_free(n);
+        }
+    }
+    s->subs = s->pending = NULL;
+}
+
+/* ---------- HTTP ---------- */
+
+static void nt_fail(dk_res *res, dk_status st)
+{
+    switch (st) {
+    case DK_E_NOT_FOUND:
+        dk_res_problem(res, st, "no such notification");
+        break;
+    case DK_E_UNAVAILABLE:
+        dk_res_header(res, "Retry-After", "1");
+        dk_res_problem(res, st, "a dependency is unavailable or busy; try again shortly");
+        break;
+    default:
+        dk_res_problem(res, DK_E_INTERNAL, "unexpected error");
+    }
+}
+
+#define NT_CURSOR_VERSION 1
+#define NT_CURSOR_MAC     16
+
+/* The list cursor: base64url of {version, unread flag, seq (8 bytes, big-endian)} and a
+ * truncated HMAC under the app's cursor key, domain-separated from other cursors. */
+static char *nt_cursor_encode(nt_svc *s, dk_arena *a, bool unread, int64_t seq)
+{
+    unsigned char buf[10 + NT_CURSOR_MAC], mac[32];
+    buf[0] = NT_CURSOR_VERSION;
+    buf[1] = unread ? 1 : 0;
+    for (int i = 0; i < 8; i++)
+        buf[2 + i] = (unsigned char)((uint64_t)seq >> (56 - 8 * i));
+    dk_hmac_sha256(s->cursor_key, sizeof s->cursor_key, buf, 10, mac);
+    memcpy(buf + 10, mac, NT_CURSOR_MAC);
+    return dk_base64url(a, buf, sizeof buf);
+}
+
+static bool nt_cursor_decode(nt_svc *s, dk_arena *a, const char *text, bool unread,
+                             int64_t *ret_seq)
+{
+    if (strlen(text) > 64)
+        return false;
+    size_t n = 0;
+    unsigned char *buf = dk_base64url_decode(a, text, &n);
+    unsigned char mac[32];
+    if (!buf || n != 10 + NT_CURSOR_MAC || buf[0] != NT_CURSOR_VERSION)
+        return false;
+    dk_hmac_sha256(s->cursor_key, sizeof s->cursor_key, buf, 10, mac);
+    if (!dk_ct_equal(mac, buf + 10, NT_CURSOR_MAC) || buf[1] != (unread ? 1 : 0))
+        return false;
+    uint64_t seq = 0;
+    for (int i = 0; i < 8; i++)
+        seq = (seq << 8) | buf[2 + i];
+    if (seq == 0 || seq > (uint64_t)INT64_MAX)
+        return false;
+    *ret_seq = (int64_t)seq;
+    return true;
+}
+
+static void nt_list(dk_req *req, dk_res *res)
+{
+    nt_svc *s = req->service;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    int64_t limit = NT_LIMIT_DEFAULT, before = 0;
+    bool unread = false;
+    const char *v;
+    if ((v = dk_req_query(req, "limit")) != NULL &&
+        (!dk_parse_i64(v, 1, NT_LIMIT_MAX, &limit) || v[0] == '-'))
+        dk_errors_add(&errs, "limit", "must be an integer from 1 to %d", NT_LIMIT_MAX);
+    if ((v = dk_req_query(req, "unread")) != NULL) {
+        if (strcmp(v, "true") == 0)
+            unread = true;
+        else if (strcmp(v, "false") != 0)
+            dk_errors_add(&errs, "unread", "must be true or false");
+    }
+    if ((v = dk_req_query(req, "cursor")) != NULL && *v &&
+        !nt_cursor_decode(s, req->arena, v, unread, &before))
+        dk_errors_add(&errs, "cursor",
+                      "is malformed, was altered, or belongs to another filter (keep `unread` "
+                      "as in the request that returned it)");
+    if (dk_errors_any(&errs)) {
+        size_t n = json_array_size(errs.list);
+        json_t *ext = json_object();
+        json_object_set_new(ext, "errors", errs.list);
+        errs.list = NULL;
+        dk_res_problem_ext(res, DK_E_BAD_REQUEST, ext, "%zu query parameter%s %s invalid", n,
+                           n == 1 ? "" : "s", n == 1 ? "is" : "are");
+        return;
+    }
+    nt_item *items = NULL;
+    int n = 0;
+    dk_status st = nt_repo_list(&s->repo, req->arena, req->identity->user_id, unread, before,
+                                (int)limit, &items, &n);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    const char *next = NULL;
+    if (n > limit) {
+        n = (int)limit;
+        next = nt_cursor_encode(s, req->arena, unread, items[n - 1].seq);
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(arr, nt_item_json(&items[i]));
+    dk_res_json(res, 200,
+                json_pack("{s:o,s:o}", "items", arr, "next_cursor", dk_json_str_or_null(next)));
+}
+
+static void nt_read(dk_req *req, dk_res *res)
+{
+    nt_svc *s = req->service;
+    const char *id = dk_req_param(req, "id");
+    dk_status st = id && dk_uuid_valid(id)
+                       ? nt_repo_read(&s->repo, req->arena, req->identity->user_id, id)
+                       : DK_E_NOT_FOUND;
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    dk_res_empty(res, 204);
+}
+
+static void nt_read_all(dk_req *req, dk_res *res)
+{
+    nt_svc *s = req->service;
+    dk_status st = nt_repo_read_all(&s->repo, req->arena, req->identity->user_id);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    dk_res_empty(res, 204);
+}
+
+static void nt_stream(dk_req *req, dk_res *res)
+{
+    nt_svc *s = req->service;
+    const char *user = req->identity->user_id;
+    int64_t from = 0;
+    dk_status st = DK_E_NOT_FOUND;
+    const char *last = dk_req_header(req, "Last-Event-ID");
+    if (last && dk_uuid_valid(last))
+        st = nt_repo_seq_of(&s->repo, req->arena, user, last, &from);
+    if (st == DK_E_NOT_FOUND) /* no (known) Last-Event-ID: from now on */
+        st = nt_repo_last_seq(&s->repo, req->arena, user, &from);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    nt_sub *sub = DK_NEW(nt_sub);
+    dk_strlcpy(sub->user_id, user, sizeof sub->user_id);
+    sub->last_seq = from;
+    dk_res_header(res, "Cache-Control", "no-cache");
+    dk_res_header(res, "X-Accel-Buffering", "no");
+    sub->stream = dk_res_stream(res, 200, "text/event-stream", NULL, NULL);
+    (void)nt_sse_write(sub, "retry: 3000\n: connected\n\n");
+    pthread_mutex_lock(&s->hub.lock);
+    sub->next = s->pending;
+    s->pending = sub;
+    s->hub.kicked = true;
+    pthread_cond_signal(&s->hub.cond);
+    pthread_mutex_unlock(&s->hub.lock);
+}
+
+static json_t *nt_prefs_json(const nt_prefs *p, bool with_secret)
+{
+    json_t *j = json_pack("{s:b,s:o}", "email_enabled", p->email_enabled, "webhook_url",
+                          dk_json_str_or_null(p->webhook_url));
+    if (with_secret)
+        json_object_set_new(j, "webhook_secret", dk_json_str_or_null(p->webhook_secret));
+    return j;
+}
+
+static void nt_prefs_get(dk_req *req, dk_res *res)
+{
+    nt_svc *s = req->service;
+    nt_prefs p;
+    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &p);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    dk_res_json(res, 200, nt_prefs_json(&p, false));
+}
+
+static void nt_prefs_put(dk_req *req, dk_res *res)
+{
+    nt_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    json_t *email = json_object_get(body, "email_enabled");
+    json_t *url = json_object_get(body, "webhook_url");
+    if (!email)
+        dk_errors_add(&errs, "email_enabled", "is required");
+    else if (!json_is_boolean(email))
+        dk_errors_add(&errs, "email_enabled", "must be true or false");
+    const char *u = json_string_value(url);
+    if (!url)
+        dk_errors_add(&errs, "webhook_url", "is required (null for none)");
+    else if (!json_is_null(url) && !u)
+        dk_errors_add(&errs, "webhook_url", "must be a string or null");
+    else if (u && (strlen(u) > NT_URL_MAX || dk_utf8_len(u, strlen(u)) < 0))
+        dk_errors_add(&errs, "webhook_url", "must be a URL of at most %d characters", NT_URL_MAX);
+    else if (u) {
+        char reason[256];
+        if (nt_webhook_url_check(u, s->allow_private, reason, sizeof reason) != DK_OK)
+            dk_errors_add(&errs, "webhook_url", "%s", reason);
+    }
+    if (dk_errors_any(&errs)) {
+        dk_res_validation(res, &errs);
+        return;
+    }
+    nt_prefs cur, next = {0};
+    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &cur);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    next.email_enabled = json_is_true(email);
+    next.webhook_url = u ? dk_arena_strdup(req->arena, u) : NULL;
+    bool url_changed = u && (!cur.webhook_url || strcmp(cur.webhook_url, u) != 0);
+    if (url_changed) {
+        unsigned char raw[32];
+        char hex[65];
+        dk_random_bytes(raw, sizeof raw);
+        dk_hex(raw, sizeof raw, hex);
+        next.webhook_secret = dk_arena_printf(req->arena, "whsec_%s", hex);
+    } else if (u) {
+        next.webhook_secret = cur.webhook_secret;
+    }
+    st = nt_repo_prefs_put(&s->repo, req->arena, req->identity->user_id, &next);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    dk_res_json(res, 200, nt_prefs_json(&next, url_changed));
+}
+
+/* ---------- lifecycle ---------- */
+
+static dk_status nt_init(dk_app *app, void **ret_state)
+{
+    const dk_config *c = app->config;
+    nt_svc *s = DK_NEW(nt_svc);
+    s->app = app;
+    s->repo.db = &app->db;
+    s->repo.email_on = dk_config_str(c, "smtp.url")[0] != '\0';
+    dk_hmac_sha256(app->cursor_key, sizeof app->cursor_key, "docket-notifications-cursor-v1", 30,
+                   s->cursor_key);
+    s->allow_private = dk_config_bool(c, "notification.webhook_allow_private");
+    s->heartbeat_ms = dk_config_int(c, "notification.sse_heartbeat");
+    s->scheduler_ms = dk_config_int(c, "notification.scheduler_interval");
+    s->due_window_ms = dk_config_int(c, "notification.due_soon_minutes") * 60 * 1000;
+    nt_loop_init(&s->hub);
+    nt_loop_init(&s->sched);
+    static const char *const types[] = {DK_EVENT_TASK_CREATED, DK_EVENT_TASK_UPDATED,
+                                        DK_EVENT_TASK_DELETED};
+    dk_status st = DK_OK;
+    for (size_t i = 0; st == DK_OK && i < sizeof types / sizeof types[0]; i++)
+        st = app->bus.ops->subscribe(app->bus.ev, types[i], nt_on_task_event, s);
+    if (st == DK_OK)
+        st = app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, nt_on_user_deleted, s);
+    if (st != DK_OK) {
+        nt_loop_destroy(&s->hub);
+        nt_loop_destroy(&s->sched);
+        dk_free(s);
+        return st;
+    }
+    *ret_state = s;
+    return DK_OK;
+}
+
+static void nt_start(void *state)
+{
+    nt_svc *s = state;
+    const dk_config *c = s->app->config;
+    const void *users_ops = NULL;
+    void *users_h = NULL;
+    (void)dk_app_port(s->app, DK_USERS_DIRECTORY, &users_ops, &users_h);
+    nt_delivery_options o = {
+        .db = &s->app->db,
+        .users = users_ops,
+        .users_handle = users_h,
+        .smtp_url = dk_config_str(c, "smtp.url"),
+        .mail_from = dk_config_str(c, "smtp.from"),
+        .allow_private = s->allow_private,
+        .max_attempts = (int)dk_config_int(c, "notification.webhook_max_attempts"),
+        .backoff_ms = dk_config_int(c, "notification.webhook_backoff"),
+        .max_backoff_ms = dk_config_int(c, "notification.webhook_max_backoff"),
+        .timeout_ms = dk_config_int(c, "notification.webhook_timeout"),
+        .interval_ms = dk_config_int(c, "notification.delivery_interval"),
+    };
+    if (nt_delivery_start(&o, &s->delivery) != DK_OK) {
+        dk_log_error("notifications: the delivery worker did not start; webhooks and e-mail "
+                     "wait until a restart");
+        s->delivery = NULL;
+    }
+    if (pthread_create(&s->hub.thread, NULL, nt_hub_main, s) == 0)
+        s->hub.running = true;
+    else
+        dk_log_error("notifications: the event-stream hub did not start");
+    if (pthread_create(&s->sched.thread, NULL, nt_scheduler_main, s) == 0)
+        s->sched.running = true;
+    else
+        dk_log_error("notifications: the due-soon scheduler did not start");
+}
+
+static void nt_stop(void *state)
+{
+    nt_svc *s = state;
+    nt_loop_stop(&s->sched);
+    nt_loop_stop(&s->hub);
+    nt_hub_close_all(s);
+    nt_delivery_stop(s->delivery);
+    s->delivery = NULL;
+}
+
+static void nt_shutdown(void *state)
+{
+    nt_svc *s = state;
+    if (!s)
+        return;
+    nt_hub_close_all(s);
+    nt_loop_destroy(&s->hub);
+    nt_loop_destroy(&s->sched);
+    dk_free(s);
+}
+
+static const dk_route nt_routes[] = {
+    {"GET", "/", nt_list, DK_ROUTE_AUTH},
+    {"POST", "/read-all", nt_read_all, DK_ROUTE_AUTH},
+    {"GET", "/stream", nt_stream, DK_ROUTE_AUTH | DK_ROUTE_STREAM},
+    {"GET", "/preferences", nt_prefs_get, DK_ROUTE_AUTH},
+    {"PUT", "/preferences", nt_prefs_put, DK_ROUTE_AUTH},
+    {"POST", "/{id}/read", nt_read, DK_ROUTE_AUTH},
+};
+
+const dk_service dk_notifications_service = {
+    .name = "notifications",
+    .prefix = NT_PREFIX,
+    .default_port = 3004,
+    .routes = nt_routes,
+    .nroutes = sizeof nt_routes / sizeof nt_routes[0],
+    .migrations = dk_notifications_migrations,
+    .nmigrations = DK_NOTIFICATIONS_NMIGRATIONS,
+    .init = nt_init,
+    .start = nt_start,
+    .stop = nt_stop,
+    .shutdown = nt_shutdown,
+};

@@ -1,0 +1,177 @@
+/* test_notifications_rules.c — who is notified of which task change: assignment to someone
+ * else (on create and on update), a status change by someone other than the owner, nothing for
+ * one's own changes, the due-date state handed to the scheduler, stable de-duplication keys,
+ * and malformed events refused. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "services/notifications/notifications_rules.h"
+#include "core/banned.h"
+
+#define OWNER "01936d5e-0000-7000-8000-000000000001"
+#define OTHER "01936d5e-0000-7000-8000-000000000002"
+#define THIRD "01936d5e-0000-7000-8000-000000000003"
+#define TASK  "01936d5e-0000-7000-8000-0000000000aa"
+#define EVID  "01936d5e-0000-7000-8000-0000000000ee"
+
+static const char *event(dk_arena *a, const char *actor, const char *assignee, const char *status,
+                         const char *before)
+{
+    return dk_arena_printf(
+        a,
+        "{\"id\":\"" EVID "\",\"occurred_at\":1,\"actor_id\":\"%s\",\"task\":{\"id\":\"" TASK
+        "\",\"title\":\"Write \\\"docs\\\"\",\"status\":\"%s\",\"owner_id\":\"" OWNER
+        "\",\"assignee_id\":%s,\"due_at\":1700000000000,\"updated_at\":5,\"version\":3}%s%s}",
+        actor, status, assignee, before ? ",\"before\":" : "", before ? before : "");
+}
+
+static void test_created_with_assignee(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    assert_int_equal(nt_rules_task_event(a, "task.created",
+                                         event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.items[0].item.type, NT_TYPE_ASSIGNED);
+    assert_string_equal(p.items[0].item.user_id, OTHER);
+    assert_string_equal(p.items[0].item.actor_id, OWNER);
+    assert_string_equal(p.items[0].item.task_id, TASK);
+    assert_string_equal(p.items[0].item.message, "You were assigned \"Write \"docs\"\"");
+    assert_string_equal(p.items[0].dedup_key, EVID ":task.assigned:" OTHER);
+    assert_string_equal(p.due.task_id, TASK);
+    assert_true(p.due.has_due);
+    assert_int_equal(p.due.due_at, 1700000000000LL);
+    assert_int_equal(p.due.version, 3);
+    assert_string_equal(p.due.status, "todo");
+    dk_arena_free(a);
+}
+
+static void test_self_assignment_and_unassigned_notify_nobody(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    assert_int_equal(nt_rules_task_event(a, "task.created",
+                                         event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 0);
+    assert_int_equal(
+        nt_rules_task_event(a, "task.created", event(a, OWNER, "null", "todo", NULL), &p), DK_OK);
+    assert_int_equal(p.n, 0);
+    assert_null(p.due.assignee_id);
+    dk_arena_free(a);
+}
+
+static void test_updated_assignment(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    /* reassigned from OTHER to THIRD by the owner: THIRD is told */
+    const char *before = "{\"status\":\"todo\",\"assignee_id\":\"" OTHER "\",\"due_at\":null}";
+    assert_int_equal(nt_rules_task_event(a, "task.updated",
+                                         event(a, OWNER, "\"" THIRD "\"", "todo", before), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.items[0].item.user_id, THIRD);
+    /* same assignee as before (another field changed): nobody */
+    before = "{\"status\":\"todo\",\"assignee_id\":\"" THIRD "\",\"due_at\":null}";
+    assert_int_equal(nt_rules_task_event(a, "task.updated",
+                                         event(a, OWNER, "\"" THIRD "\"", "todo", before), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 0);
+    dk_arena_free(a);
+}
+
+static void test_status_change(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    const char *before = "{\"status\":\"todo\",\"assignee_id\":\"" OTHER "\",\"due_at\":null}";
+    /* the assignee moves it: the owner is told */
+    assert_int_equal(nt_rules_task_event(a, "task.updated",
+                                         event(a, OTHER, "\"" OTHER "\"", "done", before), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.items[0].item.type, NT_TYPE_STATUS_CHANGED);
+    assert_string_equal(p.items[0].item.user_id, OWNER);
+    assert_string_equal(p.items[0].item.message, "\"Write \"docs\"\" is now done");
+    /* the owner moves it: nobody */
+    assert_int_equal(nt_rules_task_event(a, "task.updated",
+                                         event(a, OWNER, "\"" OTHER "\"", "done", before), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 0);
+    dk_arena_free(a);
+}
+
+static void test_deleted_is_a_tombstone(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    assert_int_equal(nt_rules_task_event(a, "task.deleted",
+                                         event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 0);
+    assert_string_equal(p.due.status, "deleted");
+    assert_int_equal(p.due.version, 4); /* outranks the last update's version */
+    dk_arena_free(a);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    assert_int_equal(nt_rules_task_event(a, "task.created", "not json", &p), DK_E_BAD_REQUEST);
+    assert_int_equal(nt_rules_task_event(a, "task.created", "{\"id\":\"x\"}", &p),
+                     DK_E_BAD_REQUEST);
+    assert_int_equal(nt_rules_task_event(a, "task.renamed",
+                                         event(a, OWNER, "null", "todo", NULL), &p),
+                     DK_E_BAD_REQUEST);
+    dk_arena_free(a);
+}
+
+static void test_due_soon(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_due d = {.task_id = TASK,
+                .owner_id = OWNER,
+                .assignee_id = NULL,
+                .title = "Ship",
+                .status = "todo",
+                .has_due = true,
+                .due_at = 1700000000000LL};
+    nt_new n;
+    nt_rules_due_soon(a, &d, &n);
+    assert_string_equal(n.item.user_id, OWNER); /* unassigned: the owner */
+    assert_string_equal(n.item.type, NT_TYPE_DUE_SOON);
+    assert_null(n.item.actor_id);
+    assert_string_equal(n.item.message, "\"Ship\" is due 2023-11-14T22:13:20.000Z");
+    assert_string_equal(n.dedup_key, "due:" TASK ":1700000000000");
+    d.assignee_id = OTHER;
+    nt_rules_due_soon(a, &d, &n);
+    assert_string_equal(n.item.user_id, OTHER);
+    dk_arena_free(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_created_with_assignee),
+        cmocka_unit_test(test_self_assignment_and_unassigned_notify_nobody),
+        cmocka_unit_test(test_updated_assignment),
+        cmocka_unit_test(test_status_change),
+        cmocka_unit_test(test_deleted_is_a_tombstone),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_due_soon),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
