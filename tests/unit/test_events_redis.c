@@ -265,7 +265,48 @@ static int unset_reclaim(void **state)
     return 0;
 }
 
+/* Every test starts from an empty stream: a new group reads the stream from its oldest entry,
+ * so entries of earlier tests would otherwise reach it. */
+static int fresh_stream(void **state)
+{
+    (void)state;
+    const char *url = dk_test_env("DOCKET_TEST_REDIS_URL");
+    if (url)
+        freeReplyObject(raw(url, "DEL " STREAM));
+    return 0;
+}
+
 /* --- tests ----------------------------------------------------------------------------------- */
+
+/* A group created after events were published still gets them (a service deployed after
+ * others had published misses nothing). */
+static void test_new_group_gets_earlier_events(void **state)
+{
+    (void)state;
+    const char *url = test_url();
+    char g[64];
+    group_name(g, "late");
+    static struct recorder r; /* static: see rec_init */
+    rec_init(&r);
+    dk_events *pub = open_bus(url, g, "publisher");
+    char p[64];
+    for (int i = 0; i < 3; i++) {
+        payload_of(p, i);
+        assert_int_equal(ops->publish(pub, "x", p), DK_OK);
+    }
+    dk_events *late = open_bus(url, g, "c1");
+    assert_int_equal(ops->subscribe(late, "x", on_event, &r), DK_OK);
+    assert_int_equal(ops->start(late), DK_OK);
+    struct recorder *one[] = {&r};
+    assert_true(wait_calls(one, 1, 3, 5000));
+    for (int i = 0; i < 3; i++) {
+        payload_of(p, i);
+        assert_int_equal(rec_count(&r, p), 1);
+    }
+    assert_true(timed_close(late) < 1000);
+    ops->close(pub);
+    destroy_group(url, g);
+}
 
 static void test_each_group_gets_each_event_once(void **state)
 {
@@ -601,12 +642,15 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_contract),
         cmocka_unit_test(test_redis_down),
-        cmocka_unit_test(test_each_group_gets_each_event_once),
-        cmocka_unit_test(test_consumers_of_a_group_share_the_work),
-        cmocka_unit_test_teardown(test_failed_handler_gets_the_event_again, unset_reclaim),
-        cmocka_unit_test_teardown(test_dead_consumers_entries_are_reclaimed, unset_reclaim),
-        cmocka_unit_test(test_recovers_after_client_kill),
-        cmocka_unit_test(test_recreates_a_lost_stream),
+        cmocka_unit_test_setup(test_each_group_gets_each_event_once, fresh_stream),
+        cmocka_unit_test_setup(test_new_group_gets_earlier_events, fresh_stream),
+        cmocka_unit_test_setup(test_consumers_of_a_group_share_the_work, fresh_stream),
+        cmocka_unit_test_setup_teardown(test_failed_handler_gets_the_event_again, fresh_stream,
+                                        unset_reclaim),
+        cmocka_unit_test_setup_teardown(test_dead_consumers_entries_are_reclaimed, fresh_stream,
+                                        unset_reclaim),
+        cmocka_unit_test_setup(test_recovers_after_client_kill, fresh_stream),
+        cmocka_unit_test_setup(test_recreates_a_lost_stream, fresh_stream),
         cmocka_unit_test(test_close_is_prompt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
