@@ -249,12 +249,17 @@ void dk_req_resume(dk_req *req)
 
 #define DK_STREAM_HIGH_WATER (256u * 1024u)
 
+/* References: the producer's (until dk_stream_release), the exchange's (until the request's
+ * arena is freed: the request is over, sent or abandoned) and, once the connection reads from
+ * it, the MHD response's (until libmicrohttpd destroys the response). The stream is "gone"
+ * when either of the last two lets go: nobody will read it any more. */
 struct dk_stream {
     pthread_mutex_t lock;
-    int refs; /* the producer's, and the connection's once a response reads from it */
+    pthread_mutex_t cb_lock; /* held while on_drained runs; dk_stream_release clears it */
+    int refs;
     char *buf;
     size_t off, len, cap; /* unsent bytes are buf[off, len) */
-    bool ended, err, gone, suspended, want_drain, listed;
+    bool ended, err, gone, suspended, want_drain, listed, long_lived, woken;
     struct MHD_Connection *conn;
     void (*on_drained)(void *ctx);
     void *ctx;
@@ -272,8 +277,51 @@ static void dk_stream_unref(dk_stream *s)
     if (!last)
         return;
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->cb_lock);
     dk_free(s->buf);
     dk_free(s);
+}
+
+/* Runs the producer's on_drained unless it has released the stream meanwhile. */
+static void dk_stream_notify(dk_stream *s)
+{
+    pthread_mutex_lock(&s->cb_lock);
+    if (s->on_drained)
+        s->on_drained(s->ctx);
+    pthread_mutex_unlock(&s->cb_lock);
+}
+
+/* Nobody reads the stream any more (the response is done or the request is over): later
+ * writes fail. A producer still producing is woken through on_drained (it may be waiting for
+ * a drain that will never come) and finds the stream closed. */
+static void dk_stream_gone(dk_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->gone = true;
+    s->conn = NULL;
+    bool wake = !s->ended && !s->woken;
+    s->woken = true;
+    pthread_mutex_unlock(&s->lock);
+    if (wake)
+        dk_stream_notify(s);
+}
+
+/* The request's arena is being freed (dk_on_completed): the exchange lets go. */
+static void dk_stream_exchange_done(void *p)
+{
+    dk_stream *s = p;
+    dk_stream_gone(s);
+    dk_stream_unref(s);
+}
+
+/* Whether the request's route is a long-lived stream (DK_ROUTE_STREAM): those are ended when
+ * the server drains; other streamed bodies are in-flight requests the drain waits for. */
+static bool dk_route_is_stream(const dk_http_server *srv, const char *route_pattern)
+{
+    for (int i = 0; route_pattern && i < srv->nroutes; i++)
+        if (srv->routes[i].pattern == route_pattern)
+            return (srv->routes[i].flags & DK_ROUTE_STREAM) != 0;
+    return false;
 }
 
 dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
@@ -283,10 +331,13 @@ dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
         (struct dk_exchange *)(void *)((char *)res - offsetof(struct dk_exchange, res));
     dk_stream *s = dk_calloc(1, sizeof *s);
     pthread_mutex_init(&s->lock, NULL);
-    s->refs = 1;
+    pthread_mutex_init(&s->cb_lock, NULL);
+    s->refs = 2; /* the producer's and the exchange's */
     s->on_drained = on_drained;
     s->ctx = ctx;
     s->srv = x->srv;
+    s->long_lived = dk_route_is_stream(x->srv, x->req.route_pattern);
+    dk_arena_defer(x->req.arena, dk_stream_exchange_done, s);
     res->status = status;
     res->content_type = content_type;
     res->body = "";
@@ -314,8 +365,8 @@ static ssize_t dk_stream_read(void *cls, uint64_t pos, char *out, size_t max)
             s->want_drain = false;
         }
         pthread_mutex_unlock(&s->lock);
-        if (drained && s->on_drained)
-            s->on_drained(s->ctx);
+        if (drained)
+            dk_stream_notify(s);
         return (ssize_t)n;
     }
     if (s->ended) {
@@ -345,26 +396,24 @@ static void dk_stream_conn_done(void *cls)
         s->listed = false;
     }
     pthread_mutex_unlock(&srv->streams_lock);
-    pthread_mutex_lock(&s->lock);
-    s->gone = true;
-    s->conn = NULL;
-    pthread_mutex_unlock(&s->lock);
+    dk_stream_gone(s);
     dk_stream_unref(s);
 }
 
 static struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn)
 {
     pthread_mutex_lock(&s->lock);
+    if (s->gone) { /* cannot happen while the exchange holds its reference; be safe */
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+    }
     s->conn = conn;
     s->refs++;
     pthread_mutex_unlock(&s->lock);
     struct MHD_Response *r = MHD_create_response_from_callback(
         MHD_SIZE_UNKNOWN, 16 * 1024, dk_stream_read, s, dk_stream_conn_done);
     if (!r) {
-        pthread_mutex_lock(&s->lock);
-        s->gone = true;
-        s->conn = NULL;
-        pthread_mutex_unlock(&s->lock);
+        dk_stream_gone(s);
         dk_stream_unref(s);
         return NULL;
     }
@@ -377,7 +426,7 @@ static struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connecti
         srv->streams->prev = s;
     srv->streams = s;
     pthread_mutex_unlock(&srv->streams_lock);
-    if (atomic_load(&srv->draining))
+    if (s->long_lived && atomic_load(&srv->draining))
         dk_stream_end(s, false);
     return r;
 }
@@ -445,20 +494,28 @@ bool dk_stream_closed(dk_stream *s)
     return closed;
 }
 
+/* After this returns on_drained is not running and will not run again, so the producer may
+ * free its context (on_drained must therefore not call dk_stream_release itself). */
 void dk_stream_release(dk_stream *s)
 {
     if (!s)
         return;
     dk_stream_end(s, false);
+    pthread_mutex_lock(&s->cb_lock);
+    s->on_drained = NULL;
+    pthread_mutex_unlock(&s->cb_lock);
     dk_stream_unref(s);
 }
 
-/* Ends every open stream (drain): their clients see the end and reconnect elsewhere. */
+/* Ends every open long-lived stream (drain): their clients see the end and reconnect
+ * elsewhere. Finite streamed bodies (a proxied download) go on: the drain waits for them like
+ * for any request in flight, and ending them here would truncate them silently. */
 static void dk_streams_end_all(dk_http_server *srv)
 {
     pthread_mutex_lock(&srv->streams_lock);
     for (dk_stream *s = srv->streams; s; s = s->next)
-        dk_stream_end(s, false);
+        if (s->long_lived)
+            dk_stream_end(s, false);
     pthread_mutex_unlock(&srv->streams_lock);
 }
 

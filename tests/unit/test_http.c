@@ -1,7 +1,8 @@
 /* test_http.c — the HTTP core end to end: a real server on an ephemeral 127.0.0.1 port, called
  * with libcurl. Routing and path parameters, problem+json (404/405/415/400/422/413/500),
  * request ids, trace context, bearer authentication and revocation, rate limits, /health,
- * /ready, /metrics, and the graceful drain of dk_http_stop. */
+ * /ready, /metrics, the graceful drain of dk_http_stop, and streaming responses (dk_stream:
+ * incremental delivery, flow control, clients that leave, drain). */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -42,6 +43,8 @@ struct fixture {
     int port;
     dk_http_server *edge; /* CORS, forwarded-for and an edge rate limit switched on */
     int edge_port;
+    dk_http_server *streams; /* streaming routes; drained by test_stream_drain */
+    int streams_port;
     atomic_bool ready_fails;
     atomic_bool slow_started;
     dk_arena *arena; /* test-side allocations */
@@ -235,6 +238,144 @@ static void h_slow(dk_req *req, dk_res *res)
     dk_res_json(res, 200, json_pack("{s:s}", "slow", "done"));
 }
 
+/* ---------- streaming routes (dk_stream) ---------- */
+
+/* A producer thread per streamed request, driven by query parameters:
+ *   n        pieces to write (0: until the client is gone)
+ *   size     bytes per piece (default: "piece <i>\n")
+ *   delay_ms pause between pieces
+ *   fail     1: end with an error after the pieces (the client sees a cut response)
+ *   flow     1: wait for on_drained whenever more than STREAM_BOUND bytes are buffered */
+#define STREAM_BOUND (256u * 1024u)
+
+struct producer {
+    dk_stream *s;
+    dk_req *req; /* set when the request is answered later (dk_req_resume after the stream) */
+    dk_res *res;
+    long n, size, delay_ms;
+    bool fail, flow;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool drained;
+};
+
+static struct stream_stats {
+    atomic_int running;         /* producer threads alive */
+    atomic_int write_refused;   /* producers that saw dk_stream_write return false */
+    atomic_int drained_calls;   /* on_drained callbacks */
+    atomic_size_t max_buffered; /* the most dk_stream_buffered reported after a write */
+    atomic_long written;        /* bytes accepted by dk_stream_write */
+} SS;
+
+static long query_long(dk_req *req, const char *name, long dflt)
+{
+    const char *v = dk_req_query(req, name);
+    return v ? strtol(v, NULL, 10) : dflt;
+}
+
+static void producer_drained(void *ctx)
+{
+    struct producer *p = ctx;
+    atomic_fetch_add(&SS.drained_calls, 1);
+    pthread_mutex_lock(&p->lock);
+    p->drained = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void *producer_main(void *arg)
+{
+    struct producer *p = arg;
+    if (p->req) {
+        /* answered later: the stream starts on this thread, then the request resumes */
+        sleep_ms(20);
+        p->s = dk_res_stream(p->res, 200, "text/event-stream", producer_drained, p);
+        dk_req_resume(p->req);
+    }
+    char *piece = malloc(p->size > 0 ? (size_t)p->size : 64);
+    assert_non_null(piece);
+    for (long i = 0; p->n == 0 || i < p->n; i++) {
+        size_t len;
+        if (p->size > 0) {
+            for (long k = 0; k < p->size; k++)
+                piece[k] = (char)('a' + (i * 7 + k) % 26);
+            len = (size_t)p->size;
+        } else {
+            len = (size_t)snprintf(piece, 64, "piece %ld\n", i);
+        }
+        if (!dk_stream_write(p->s, piece, len)) {
+            atomic_fetch_add(&SS.write_refused, 1);
+            break;
+        }
+        atomic_fetch_add(&SS.written, (long)len);
+        size_t b = dk_stream_buffered(p->s);
+        size_t was = atomic_load(&SS.max_buffered);
+        while (b > was && !atomic_compare_exchange_weak(&SS.max_buffered, &was, b))
+            ;
+        if (p->flow && b >= STREAM_BOUND) {
+            /* wait for the client to catch up (or to go away) */
+            pthread_mutex_lock(&p->lock);
+            while (!p->drained && !dk_stream_closed(p->s))
+                pthread_cond_wait(&p->cond, &p->lock);
+            p->drained = false;
+            pthread_mutex_unlock(&p->lock);
+        }
+        if (p->delay_ms > 0)
+            sleep_ms((int)p->delay_ms);
+    }
+    free(piece);
+    dk_stream_end(p->s, p->fail);
+    dk_stream_release(p->s);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+    atomic_fetch_sub(&SS.running, 1);
+    return NULL;
+}
+
+static void start_producer(dk_req *req, dk_res *res, bool later)
+{
+    struct producer *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    p->n = query_long(req, "n", 3);
+    p->size = query_long(req, "size", 0);
+    p->delay_ms = query_long(req, "delay_ms", 0);
+    p->fail = query_long(req, "fail", 0) == 1;
+    p->flow = query_long(req, "flow", 0) == 1;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    if (later) {
+        p->req = req;
+        p->res = res;
+        dk_req_suspend(req);
+    } else {
+        dk_res_header(res, "Cache-Control", "no-store");
+        p->s = dk_res_stream(res, 200, "text/event-stream", producer_drained, p);
+    }
+    atomic_fetch_add(&SS.running, 1);
+    pthread_t th;
+    if (pthread_create(&th, NULL, producer_main, p) != 0)
+        abort();
+    pthread_detach(th);
+}
+
+static void h_stream(dk_req *req, dk_res *res)
+{
+    start_producer(req, res, false);
+}
+
+static void h_stream_later(dk_req *req, dk_res *res)
+{
+    start_producer(req, res, true);
+}
+
+static const dk_route STREAM_ROUTES[] = {
+    {"GET", "/events", h_stream, DK_ROUTE_STREAM}, /* long-lived (SSE-like) */
+    {"GET", "/events/later", h_stream_later, DK_ROUTE_STREAM},
+    {"GET", "/download", h_stream, 0}, /* a finite streamed body */
+    {"GET", "/download/later", h_stream_later, 0},
+};
+
 static const dk_route ROUTES[] = {
     {"GET", "/things/{id}", h_get_thing, 0},
     {"DELETE", "/things/{id}", h_delete_thing, 0},
@@ -308,6 +449,14 @@ static int group_setup(void **state)
     if (dk_http_start(f->edge) != DK_OK)
         return -1;
     f->edge_port = dk_http_port(f->edge);
+    dk_http_options sopt = opt;
+    sopt.process_name = "streamtest";
+    f->streams = dk_http_new(&sopt, &f->app);
+    dk_http_mount(f->streams, "streams", "/api/v1", STREAM_ROUTES,
+                  sizeof STREAM_ROUTES / sizeof STREAM_ROUTES[0], f);
+    if (dk_http_start(f->streams) != DK_OK)
+        return -1;
+    f->streams_port = dk_http_port(f->streams);
     *state = f;
     return 0;
 }
@@ -317,6 +466,7 @@ static int group_teardown(void **state)
     struct fixture *f = F;
     dk_http_free(f->srv);
     dk_http_free(f->edge);
+    dk_http_free(f->streams);
     dk_tokens_free(f->app.tokens);
     f->app.store.ops->close(f->app.store.kv);
     dk_arena_free(f->arena);
@@ -1378,6 +1528,256 @@ static void test_edge_rate_limit(void **state)
     expect_status(&r, 200);
 }
 
+/* ---------- streaming responses (dk_stream) ---------- */
+
+struct stream_client {
+    const char *path;
+    size_t abort_after; /* the client hangs up once it has this many bytes (0: never) */
+    int read_delay_ms;  /* a slow reader: pause in every write callback */
+    long timeout_ms;    /* default 10 s */
+    CURLcode rc;
+    long status;
+    struct buf body, headers;
+    int64_t t_start, t_first, t_end; /* ms: request sent, first body byte, transfer over */
+};
+
+static size_t sc_body(char *data, size_t size, size_t n, void *ud)
+{
+    struct stream_client *c = ud;
+    if (c->body.len == 0)
+        c->t_first = dk_mono_ms();
+    buf_add(&c->body, data, size * n);
+    if (c->abort_after && c->body.len >= c->abort_after)
+        return 0; /* hang up */
+    if (c->read_delay_ms)
+        sleep_ms(c->read_delay_ms);
+    return size * n;
+}
+
+static int sc_small_rcvbuf(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+    int sz = 64 * 1024;
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    return CURL_SOCKOPT_OK;
+}
+
+static void stream_get(struct stream_client *c)
+{
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", F->streams_port, c->path);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms ? c->timeout_ms : 10000L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sc_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &c->headers);
+    if (c->read_delay_ms) {
+        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 16384L);
+        curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, sc_small_rcvbuf);
+    }
+    c->t_start = dk_mono_ms();
+    c->rc = curl_easy_perform(h);
+    c->t_end = dk_mono_ms();
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
+    curl_easy_cleanup(h);
+}
+
+static void stream_client_free(struct stream_client *c)
+{
+    free(c->body.p);
+    free(c->headers.p);
+}
+
+static void *stream_get_main(void *arg)
+{
+    stream_get(arg);
+    return NULL;
+}
+
+/* Waits until every producer thread has finished (they stop when the stream ends or the
+ * client is gone); fails after ms. */
+static void wait_producers(int ms, const char *what)
+{
+    int64_t deadline = dk_mono_ms() + ms;
+    while (atomic_load(&SS.running) > 0) {
+        if (dk_mono_ms() > deadline)
+            fail_msg("%d producer(s) still running %d ms after %s", atomic_load(&SS.running), ms,
+                     what);
+        sleep_ms(5);
+    }
+}
+
+static const char *sc_header(struct stream_client *c, const char *name)
+{
+    struct resp r = {.headers = c->headers.p ? c->headers.p : ""};
+    return header(&r, name);
+}
+
+static void test_stream_incremental(void **state)
+{
+    /* three pieces 400 ms apart: the first arrives long before the end */
+    struct stream_client c = {.path = "/api/v1/events?n=3&delay_ms=400"};
+    stream_get(&c);
+    if (c.rc != CURLE_OK)
+        fail_msg("stream failed: %s", curl_easy_strerror(c.rc));
+    assert_int_equal(c.status, 200);
+    assert_string_equal(c.body.p, "piece 0\npiece 1\npiece 2\n");
+    if (c.t_first - c.t_start > 300 || c.t_end - c.t_first < 600)
+        fail_msg("not incremental: first byte after %lld ms, end %lld ms later",
+                 (long long)(c.t_first - c.t_start), (long long)(c.t_end - c.t_first));
+    assert_string_equal(sc_header(&c, "Content-Type"), "text/event-stream");
+    assert_string_equal(sc_header(&c, "Cache-Control"), "no-store");
+    assert_non_null(sc_header(&c, "X-Request-Id"));
+    assert_string_equal(sc_header(&c, "Transfer-Encoding"), "chunked");
+    stream_client_free(&c);
+    wait_producers(2000, "the stream ended");
+}
+
+static void test_stream_answered_later(void **state)
+{
+    /* the gateway's way: suspend, then start the stream and resume from another thread */
+    for (int i = 0; i < 3; i++) {
+        struct stream_client c = {.path = "/api/v1/download/later?n=4&delay_ms=30"};
+        stream_get(&c);
+        if (c.rc != CURLE_OK)
+            fail_msg("stream failed: %s", curl_easy_strerror(c.rc));
+        assert_int_equal(c.status, 200);
+        assert_string_equal(c.body.p, "piece 0\npiece 1\npiece 2\npiece 3\n");
+        stream_client_free(&c);
+    }
+    /* many pieces written before the connection even has the response */
+    struct stream_client c = {.path = "/api/v1/download/later?n=2000&size=100"};
+    stream_get(&c);
+    assert_int_equal(c.rc, CURLE_OK);
+    assert_int_equal(c.body.len, 2000 * 100);
+    stream_client_free(&c);
+    wait_producers(2000, "the streams ended");
+}
+
+static void test_stream_end_with_error(void **state)
+{
+    struct stream_client c = {.path = "/api/v1/download?n=2&fail=1"};
+    stream_get(&c);
+    /* the response is cut: no terminating chunk */
+    if (c.rc == CURLE_OK)
+        fail_msg("a stream ended with an error looked complete: %s", c.body.p);
+    assert_int_equal(c.status, 200);
+    assert_string_equal(c.body.p, "piece 0\npiece 1\n");
+    stream_client_free(&c);
+    wait_producers(2000, "the stream was cut");
+}
+
+static void test_stream_client_goes_away(void **state)
+{
+    int refused = atomic_load(&SS.write_refused);
+    struct stream_client c = {.path = "/api/v1/events?n=0&delay_ms=20", .abort_after = 1};
+    stream_get(&c);
+    assert_int_equal(c.rc, CURLE_WRITE_ERROR);
+    /* the producer learns it from dk_stream_write and stops */
+    wait_producers(3000, "the client hung up");
+    assert_int_equal(atomic_load(&SS.write_refused), refused + 1);
+    stream_client_free(&c);
+}
+
+static void test_stream_client_gone_before_the_response(void **state)
+{
+    /* the client leaves while the request is suspended, before the stream is attached to
+     * the connection: writes must still fail once the request is over */
+    int refused = atomic_load(&SS.write_refused);
+    struct stream_client c = {.path = "/api/v1/events/later?n=0&delay_ms=10", .timeout_ms = 5};
+    stream_get(&c);
+    assert_int_equal(c.rc, CURLE_OPERATION_TIMEDOUT);
+    wait_producers(3000, "the client left before the response");
+    assert_int_equal(atomic_load(&SS.write_refused), refused + 1);
+    stream_client_free(&c);
+}
+
+static void expect_pattern(const struct stream_client *c, long pieces, long size)
+{
+    if ((long)c->body.len != pieces * size)
+        fail_msg("got %zu bytes, want %ld", c->body.len, pieces * size);
+    for (long i = 0; i < pieces; i++)
+        for (long k = 0; k < size; k++)
+            if (c->body.p[i * size + k] != (char)('a' + (i * 7 + k) % 26))
+                fail_msg("byte %ld of piece %ld is wrong", k, i);
+}
+
+static void test_stream_flow_control(void **state)
+{
+    /* 8 MiB to a slow reader: the producer waits for on_drained above the bound, so the
+     * server never holds much more than the bound */
+    atomic_store(&SS.max_buffered, 0);
+    int drained = atomic_load(&SS.drained_calls);
+    struct stream_client c = {.path = "/api/v1/download?n=128&size=65536&flow=1",
+                              .read_delay_ms = 2,
+                              .timeout_ms = 30000};
+    stream_get(&c);
+    if (c.rc != CURLE_OK)
+        fail_msg("stream failed: %s", curl_easy_strerror(c.rc));
+    expect_pattern(&c, 128, 65536);
+    if (atomic_load(&SS.drained_calls) == drained)
+        fail_msg("on_drained never ran for a slow reader");
+    size_t most = atomic_load(&SS.max_buffered);
+    if (most > STREAM_BOUND + 65536)
+        fail_msg("%zu bytes were buffered at once (bound %u)", most, STREAM_BOUND);
+    stream_client_free(&c);
+    wait_producers(2000, "the stream ended");
+}
+
+static void test_stream_client_gone_during_flow_control(void **state)
+{
+    /* the producer waits for a drain when the client hangs up: it must be woken */
+    int refused = atomic_load(&SS.write_refused);
+    struct stream_client c = {.path = "/api/v1/download?n=0&size=65536&flow=1",
+                              .read_delay_ms = 20,
+                              .abort_after = 512 * 1024};
+    stream_get(&c);
+    assert_int_equal(c.rc, CURLE_WRITE_ERROR);
+    wait_producers(5000, "the client hung up on a flow-controlled stream");
+    assert_int_equal(atomic_load(&SS.write_refused), refused + 1);
+    stream_client_free(&c);
+}
+
+static void test_stream_drain(void **state)
+{
+    /* runs last of the stream tests: it drains the stream server. A long-lived stream ends
+     * (cleanly: its client reconnects elsewhere); a finite streamed body still in flight
+     * is finished, like any in-flight request. */
+    struct stream_client ev = {.path = "/api/v1/events?n=0&delay_ms=20"};
+    struct stream_client dl = {.path = "/api/v1/download?n=6&delay_ms=100"};
+    pthread_t tev, tdl;
+    assert_int_equal(pthread_create(&tev, NULL, stream_get_main, &ev), 0);
+    assert_int_equal(pthread_create(&tdl, NULL, stream_get_main, &dl), 0);
+    int64_t deadline = dk_mono_ms() + 3000;
+    while (atomic_load(&SS.running) < 2) {
+        if (dk_mono_ms() > deadline)
+            fail_msg("the streams did not start");
+        sleep_ms(5);
+    }
+    sleep_ms(50);
+    int64_t t0 = dk_mono_ms();
+    dk_http_drain(F->streams);
+    int64_t took = dk_mono_ms() - t0;
+    assert_int_equal(pthread_join(tev, NULL), 0);
+    assert_int_equal(pthread_join(tdl, NULL), 0);
+    if (ev.rc != CURLE_OK)
+        fail_msg("the long-lived stream was not ended cleanly: %s", curl_easy_strerror(ev.rc));
+    if (ev.t_end - t0 > 500)
+        fail_msg("the long-lived stream ended %lld ms after the drain began",
+                 (long long)(ev.t_end - t0));
+    if (dl.rc != CURLE_OK)
+        fail_msg("the streamed download failed during the drain: %s", curl_easy_strerror(dl.rc));
+    assert_string_equal(dl.body.p, "piece 0\npiece 1\npiece 2\npiece 3\npiece 4\npiece 5\n");
+    if (took > 1500)
+        fail_msg("the drain took %lld ms", (long long)took);
+    wait_producers(2000, "the drain");
+    stream_client_free(&ev);
+    stream_client_free(&dl);
+}
+
 /* ---------- graceful stop ---------- */
 
 struct slow_call {
@@ -1555,6 +1955,14 @@ int main(void)
         cmocka_unit_test(test_cors),
         cmocka_unit_test(test_forwarded_for),
         cmocka_unit_test(test_edge_rate_limit),
+        cmocka_unit_test(test_stream_incremental),
+        cmocka_unit_test(test_stream_answered_later),
+        cmocka_unit_test(test_stream_end_with_error),
+        cmocka_unit_test(test_stream_client_goes_away),
+        cmocka_unit_test(test_stream_client_gone_before_the_response),
+        cmocka_unit_test(test_stream_flow_control),
+        cmocka_unit_test(test_stream_client_gone_during_flow_control),
+        cmocka_unit_test(test_stream_drain),
         cmocka_unit_test(test_stop_drains_in_flight),
         cmocka_unit_test(test_suspend_resume),
         cmocka_unit_test(test_server_can_be_recreated),
