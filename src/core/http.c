@@ -1335,7 +1335,11 @@ static void dk_mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    dk_log_warn("http: %s", msg);
+    /* a client that leaves mid-response (an event stream closed by the browser) is routine */
+    if (strstr(msg, "no longer available for sending") || strstr(msg, "Connection reset"))
+        dk_log_debug("http: %s", msg);
+    else
+        dk_log_warn("http: %s", msg);
 }
 
 dk_status dk_http_start(dk_http_server *srv)

@@ -22,6 +22,7 @@ static const double dk_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 #define DK_NBUCKETS       (sizeof dk_buckets / sizeof dk_buckets[0])
 #define DK_SERIES_SLOTS   1024
 #define DK_MAX_COLLECTORS 16
+#define DK_MAX_QUEUES     8
 
 struct dk_series {
     const char *service, *method, *route;
@@ -42,6 +43,11 @@ static struct {
     int ncollectors;
     dk_metrics_collector collectors[DK_MAX_COLLECTORS];
     void *collector_ctx[DK_MAX_COLLECTORS];
+    int nlags;
+    struct {
+        const char *service, *queue;
+        double seconds;
+    } lags[DK_MAX_QUEUES];
 } dk_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* FNV-1a over the label texts (not their addresses: equal labels are one series). */
@@ -99,6 +105,23 @@ void dk_metrics_http(const char *service, const char *method, const char *route,
             break;
         }
     }
+    pthread_mutex_unlock(&dk_reg.lock);
+}
+
+void dk_metrics_queue_lag(const char *service, const char *queue, double seconds)
+{
+    pthread_mutex_lock(&dk_reg.lock);
+    int i = 0;
+    while (i < dk_reg.nlags &&
+           !(dk_same(dk_reg.lags[i].service, service) && dk_same(dk_reg.lags[i].queue, queue)))
+        i++;
+    if (i == dk_reg.nlags && i < DK_MAX_QUEUES) {
+        dk_reg.lags[i].service = service;
+        dk_reg.lags[i].queue = queue;
+        dk_reg.nlags++;
+    }
+    if (i < dk_reg.nlags)
+        dk_reg.lags[i].seconds = seconds;
     pthread_mutex_unlock(&dk_reg.lock);
 }
 
@@ -272,6 +295,12 @@ char *dk_metrics_render(dk_arena *a, size_t *ret_len)
         dk_out_printf(&o, "http_request_duration_seconds_count{%s} %llu\n", labels,
                       (unsigned long long)h->count);
     }
+    if (dk_reg.nlags > 0)
+        dk_metrics_family(&o, "docket_queue_lag_seconds", "gauge",
+                          "Age of the oldest event a queue's consumer has not handled yet.");
+    for (int i = 0; i < dk_reg.nlags; i++)
+        dk_out_printf(&o, "docket_queue_lag_seconds{service=\"%s\",queue=\"%s\"} %.3f\n",
+                      dk_reg.lags[i].service, dk_reg.lags[i].queue, dk_reg.lags[i].seconds);
     int ncollectors = dk_reg.ncollectors;
     dk_metrics_collector collectors[DK_MAX_COLLECTORS];
     void *ctx[DK_MAX_COLLECTORS];

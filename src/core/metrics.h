@@ -15,6 +15,11 @@ typedef struct dk_metrics_out dk_metrics_out;
 void dk_metrics_http(const char *service, const char *method, const char *route, int status,
                      double seconds);
 
+/* Sets docket_queue_lag_seconds{service,queue}: how far a queue's consumer is behind (the age
+ * of the oldest event not yet handled, 0 when it is caught up). service and queue must be
+ * long-lived strings; up to 8 queues per process. */
+void dk_metrics_queue_lag(const char *service, const char *queue, double seconds);
+
 /* A collector writes gauge/counter families at render time. */
 typedef void (*dk_metrics_collector)(void *ctx, dk_metrics_out *out);
 void dk_metrics_add_collector(dk_metrics_collector fn, void *ctx);

@@ -15,6 +15,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "core/banned.h"
 
@@ -23,6 +24,7 @@
 struct dk_outbox {
     const dk_database *db;
     dk_bus bus;
+    const char *service;
     char table[64];
     char select_sql[160];
     char delete_sql[96];
@@ -61,7 +63,9 @@ static bool dk_outbox_pass(dk_outbox *o)
         return false;
     }
     int done = 0;
+    int64_t oldest = 0; /* created_at of the first event left unpublished */
     for (int i = 0; i < rows->nrows; i++) {
+        oldest = dk_sql_get_int(rows, i, 3);
         const char *seq = dk_db_value(rows, i, 0);
         const char *type = dk_db_value(rows, i, 1);
         const char *payload = dk_db_value(rows, i, 2);
@@ -75,8 +79,12 @@ static bool dk_outbox_pass(dk_outbox *o)
         if (dk_sql(o->db, a, o->delete_sql, 1, p, NULL) != DK_OK)
             break; /* published but kept: it goes out again later (consumers de-duplicate) */
         done++;
+        oldest = 0;
     }
     more = done == DK_OUTBOX_BATCH;
+    dk_metrics_queue_lag(o->service, "outbox",
+                         oldest > 0 && dk_now_ms() > oldest ? (double)(dk_now_ms() - oldest) / 1000
+                                                            : 0);
     dk_arena_free(a);
     return more;
 }
@@ -106,15 +114,16 @@ static void *dk_outbox_loop(void *arg)
     return NULL;
 }
 
-dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char *table,
-                           int64_t interval_ms)
+dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char *service,
+                           const char *table, int64_t interval_ms)
 {
     dk_outbox *o = DK_NEW(dk_outbox);
     o->db = db;
+    o->service = service;
     o->bus = *bus;
     snprintf(o->table, sizeof o->table, "%s", table);
     snprintf(o->select_sql, sizeof o->select_sql,
-             "SELECT seq, type, payload FROM %s ORDER BY seq LIMIT $1", table);
+             "SELECT seq, type, payload, created_at FROM %s ORDER BY seq LIMIT $1", table);
     snprintf(o->delete_sql, sizeof o->delete_sql, "DELETE FROM %s WHERE seq = $1", table);
     o->interval_ms = interval_ms > 0 ? interval_ms : 1000;
     pthread_mutex_init(&o->lock, NULL);

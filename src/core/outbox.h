@@ -19,11 +19,11 @@ typedef struct dk_arena dk_arena;
 typedef struct dk_outbox dk_outbox;
 
 /* DDL of the outbox table for a service, for its migrations ("tasks" → tasks_outbox). */
-#define DK_OUTBOX_SQLITE_DDL(svc)                                                                 \
-    "CREATE TABLE " svc "_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "     \
+#define DK_OUTBOX_SQLITE_DDL(svc)                                                                  \
+    "CREATE TABLE " svc "_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "       \
     "type TEXT NOT NULL, payload TEXT NOT NULL, created_at BIGINT NOT NULL);"
-#define DK_OUTBOX_POSTGRES_DDL(svc)                                                               \
-    "CREATE TABLE " svc "_outbox (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, "                  \
+#define DK_OUTBOX_POSTGRES_DDL(svc)                                                                \
+    "CREATE TABLE " svc "_outbox (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, "                   \
     "type TEXT NOT NULL, payload TEXT NOT NULL, created_at BIGINT NOT NULL);"
 
 /* Records an event inside tx: sets "id" and "occurred_at" on payload (borrowed, modified) and
@@ -32,9 +32,11 @@ dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *t
                         json_t *payload) DK_MUSTCHECK;
 
 /* Starts the relay for table: it publishes at once when kicked, and every interval_ms. NULL
- * when its thread cannot start (logged). */
-dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char *table,
-                           int64_t interval_ms);
+ * when its thread cannot start (logged). It reports docket_queue_lag_seconds{service,
+ * queue="outbox"} (the age of the oldest event it could not publish yet; service must be a
+ * long-lived string). */
+dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char *service,
+                           const char *table, int64_t interval_ms);
 /* New rows were committed: publish now (cheap; call after each commit that added events). */
 void dk_outbox_kick(dk_outbox *o);
 /* Publishes what is left once more, stops the relay and frees it; accepts NULL. */

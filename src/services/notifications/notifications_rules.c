@@ -40,6 +40,7 @@ dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload
     json_t *task = json_object_get(ev, "task");
     const char *event_id = nt_str(a, ev, "id");
     const char *actor = nt_str(a, ev, "actor_id");
+    ret->occurred_at = (int64_t)json_integer_value(json_object_get(ev, "occurred_at"));
     nt_due *d = &ret->due;
     d->task_id = nt_str(a, task, "id");
     d->owner_id = nt_str(a, task, "owner_id");

@@ -22,6 +22,7 @@ typedef struct nt_new {
 } nt_new;
 
 typedef struct nt_plan {
+    int64_t occurred_at; /* of the event, ms since the epoch (0 when absent) */
     int n;
     nt_new items[2];
     nt_due due; /* the task's state for the scheduler (status "deleted" on task.deleted) */

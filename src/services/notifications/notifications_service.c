@@ -18,6 +18,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "ports/task_events.h"
@@ -147,6 +148,11 @@ static dk_status nt_on_task_event(void *ctx, const char *type, const char *paylo
         dk_arena_free(a);
         return DK_OK; /* retrying cannot mend it */
     }
+    int64_t now = dk_now_ms();
+    dk_metrics_queue_lag("notifications", "task_events",
+                         plan.occurred_at > 0 && now > plan.occurred_at
+                             ? (double)(now - plan.occurred_at) / 1000
+                             : 0);
     for (int i = 0; st == DK_OK && i < plan.n; i++)
         st = nt_create(s, a, &plan.items[i]);
     if (st == DK_OK)
@@ -235,9 +241,9 @@ static bool nt_hub_feed(nt_svc *s, nt_sub *sub)
             json_t *j = nt_item_json(&items[i]);
             const char *data = dk_json_render(a, j, NULL);
             json_decref(j);
-            alive = nt_sse_write(
-                sub, dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n", items[i].id,
-                                     data));
+            alive =
+                nt_sse_write(sub, dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n",
+                                                  items[i].id, data));
             sub->last_seq = items[i].seq;
         }
         if (!alive || n < NT_REPLAY_BATCH)

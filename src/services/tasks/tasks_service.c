@@ -265,7 +265,7 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
 static void tasks_start(void *state)
 {
     tasks_svc *s = state;
-    s->outbox = dk_outbox_start(&s->app->db, &s->app->bus, TASKS_OUTBOX,
+    s->outbox = dk_outbox_start(&s->app->db, &s->app->bus, "tasks", TASKS_OUTBOX,
                                 dk_config_int(s->app->config, "events.outbox_interval"));
 }
 
