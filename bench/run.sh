@@ -395,17 +395,17 @@ sqlite)
     ;;
 split)
     declare -A sport=()
-    for s in users auth tasks; do sport[$s]=$(free_port); done
+    for s in users auth tasks notifications; do sport[$s]=$(free_port); done
     svc_env=("DOCKET_SERVER_TRUST_FORWARDED_FOR=true"
         "DOCKET_GATEWAY_USERS_URL=http://127.0.0.1:${sport[users]}")
     startup users "$(free_port)" "${svc_env[@]}" -- users
     start_docket users "${sport[users]}" "${svc_env[@]}" -- users
-    for s in auth tasks; do
+    for s in auth tasks notifications; do
         startup "$s" "$(free_port)" "${svc_env[@]}" -- "$s"
         start_docket "$s" "${sport[$s]}" "${svc_env[@]}" -- "$s"
     done
     gw_env=()
-    for s in users auth tasks; do gw_env+=("DOCKET_GATEWAY_${s^^}_URL=http://127.0.0.1:${sport[$s]}"); done
+    for s in users auth tasks notifications; do gw_env+=("DOCKET_GATEWAY_${s^^}_URL=http://127.0.0.1:${sport[$s]}"); done
     start_docket gateway "$port" "${gw_env[@]}" -- gateway
     startup gateway "$(free_port)" "${gw_env[@]}" -- gateway
     ;;
