@@ -113,14 +113,18 @@ class SseStream:
             if isinstance(item, Event):
                 return item
 
-    def until_heartbeat(self, timeout=10):
-        """Every Event received before the next comment (heartbeat); the comment ends it."""
+    def until_heartbeat(self, timeout=10, text="heartbeat"):
+        """Every Event received before the next `: heartbeat` comment (other comments are
+        skipped). A heartbeat is written after whatever the server had queued before it, so
+        an empty list shows that nothing was pending for this stream."""
         deadline = time.monotonic() + timeout
         events = []
         while True:
             item = self.next(max(0.01, deadline - time.monotonic()))
             if isinstance(item, Comment):
-                return events
+                if item.text == text:
+                    return events
+                continue
             events.append(item)
 
     # -- parsing

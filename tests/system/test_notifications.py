@@ -221,6 +221,7 @@ def open_stream(d, account, headers=None):
         assert s.status == 200, (s.status, s.body()[:500])
         ctype = s.headers.get("content-type", "")
         assert ctype.split(";")[0].strip() == "text/event-stream", ctype
+        assert s.headers.get("cache-control") == "no-cache", s.headers
     except BaseException:
         s.close()
         raise
@@ -429,6 +430,11 @@ def test_cursor_is_tamper_evident(docket):
                           {"cursor"})
 
     check_each(list(altered()), check)
+    # a cursor belongs to its filter: not for the unread listing
+    assert_bad_params(docket.get(NOTIFS, token=b.access,
+                                 params={"limit": 2, "cursor": cursor, "unread": "true"}),
+                      {"cursor"})
+    assert len(page(docket, b.access, limit=2, cursor=cursor)["items"]) == 2
 
 
 # --------------------------------------------------------------------------- read
@@ -549,6 +555,7 @@ def test_preferences_validation(docket):
         "gopher://93.184.215.14/", "ws://93.184.215.14/", "https://", "http:///path",
         "https://user:pw@93.184.215.14/hook", "https://user@93.184.215.14/hook",
         "https://93.184.215.14 /hook", "https://93.184.215.14/\r\nX: y", too_long,
+        "https://hooks.invalid/docket", "http://[fe80::1%25eth0]/",
         # loopback, private, link-local, unspecified, CGNAT, multicast — however written
         "http://127.0.0.1/hook", "http://127.0.0.2:8080/", "http://localhost/",
         "http://localhost:3000/api", "http://127.1/", "http://2130706433/", "http://0x7f000001/",
@@ -617,8 +624,9 @@ def test_webhook_delivery_is_signed(start_docket):
         assert set(body) == {"id", "type", "created_at", "notification"}, body
         assert isinstance(body["id"], str) and body["id"] and body["id"] != n1["id"], body
         assert body["type"] == "task.assigned"
-        parse_time(body["created_at"])
+        assert body["created_at"] == n1["created_at"]
         assert body["notification"] == n1
+        assert hit.headers.get("x-docket-delivery") == body["id"]
 
         # a new URL: a new secret signs from now on, and the old one no longer does
         secret2 = put_prefs(d, b, False, sink.url("/v2"))["webhook_secret"]
