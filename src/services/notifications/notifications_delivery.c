@@ -308,6 +308,9 @@ static void nt_finish(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t leas
         dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
                     "notification delivery failed: %s (attempt %lld of %d, next in %lld ms)", err,
                     (long long)attempts, d->max_attempts, (long long)delay);
+    else if (result == NT_RES_DEAD && outcome == NT_DEAD)
+        dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
+                    "notification delivery given up without an attempt: %s; the row is dead", err);
     else if (result == NT_RES_DEAD)
         dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
                     "notification delivery failed for good: %s (attempt %lld of %d); the row is "
