@@ -1,19 +1,32 @@
 /* The outbound HTTP port on libcurl: one thread drives a curl multi handle; calls are queued
  * from any thread and woken with curl_multi_wakeup. Finished easy handles are kept for reuse,
- * so connections stay alive (CURLMOPT_MAXCONNECTS). */
+ * so connections stay alive (CURLMOPT_MAXCONNECTS).
+ * Streaming calls: the body is buffered while it arrives within the same round of
+ * curl_multi_perform as the headers (a small response is then handed over whole, as without
+ * streaming); a transfer still running after that round, or whose buffer passes
+ * DK_CURL_STREAM_AFTER, switches to on_headers/on_data. Pausing is curl's own
+ * (CURL_WRITEFUNC_PAUSE); resume and cancel requests from other threads are flags on the call
+ * that this thread acts on after a wakeup (curl_easy_pause must run here). The headers
+ * timeout is checked here too: curl's CURLOPT_TIMEOUT covers the whole transfer only. */
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
+#include <stdint.h>
 #include <strings.h>
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/timeutil.h"
 #include "ports/http_client.h"
 #include "core/banned.h"
 
 #define DK_CURL_FREE_HANDLES 64
+/* A streaming call's body buffered before it switches to on_data. */
+#define DK_CURL_STREAM_AFTER (64u * 1024u)
+
+enum { DK_CURL_WAKE_RESUME = 1u, DK_CURL_WAKE_CANCEL = 2u };
 
 struct dk_http_pending {
     dk_http_call *call;
@@ -26,19 +39,25 @@ struct dk_http_client {
     pthread_mutex_t lock;
     struct dk_http_pending *queue, *queue_tail;
     atomic_bool stop;
+    atomic_bool wakes; /* some call has resume/cancel flags set */
     struct dk_http_transfer *active;
+    struct dk_http_transfer *fresh; /* got their headers in this round of perform */
+    int nwatch;                     /* active transfers waiting for headers with a deadline */
     int nfree;
     CURL *free_handles[DK_CURL_FREE_HANDLES];
 };
 
 struct dk_http_transfer {
     dk_http_call *call;
+    dk_http_client *owner;
     CURL *easy;
     struct dk_http_transfer *prev, *next; /* the client's active list */
+    struct dk_http_transfer *fresh_next;
     struct curl_slist *headers;
     char *buf;
-    size_t len, cap;
-    bool too_big;
+    size_t len, cap;  /* buffered body; for a streaming call, not yet delivered */
+    int64_t deadline; /* for the headers (monotonic ms); 0: none */
+    bool too_big, headers_done, streaming, paused, cancelled, watch, headers_late, in_fresh;
 };
 
 static pthread_once_t dk_curl_once = PTHREAD_ONCE_INIT;
@@ -47,15 +66,8 @@ static void dk_curl_global(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static size_t dk_curl_write(char *data, size_t size, size_t nmemb, void *userp)
+static void dk_curl_buffer(struct dk_http_transfer *t, const char *data, size_t n)
 {
-    struct dk_http_transfer *t = userp;
-    size_t n = size * nmemb;
-    size_t max = t->call->max_response ? t->call->max_response : (size_t)8 << 20;
-    if (t->len + n > max) {
-        t->too_big = true;
-        return 0; /* aborts the transfer */
-    }
     if (t->len + n + 1 > t->cap) {
         size_t ncap = t->cap ? t->cap * 2 : 4096;
         while (ncap < t->len + n + 1)
@@ -66,7 +78,67 @@ static size_t dk_curl_write(char *data, size_t size, size_t nmemb, void *userp)
     memcpy(t->buf + t->len, data, n);
     t->len += n;
     t->buf[t->len] = '\0';
-    return n;
+}
+
+/* Switches a streaming call to on_headers/on_data. */
+static void dk_curl_begin_stream(struct dk_http_transfer *t)
+{
+    t->streaming = true;
+    t->call->streamed = true;
+    t->call->on_headers(t->call);
+}
+
+/* Hands the buffered body to on_data; DK_HTTP_DATA_OK once nothing is left. */
+static dk_http_data_action dk_curl_flush(struct dk_http_transfer *t)
+{
+    if (t->len == 0)
+        return DK_HTTP_DATA_OK;
+    dk_http_data_action a = t->call->on_data(t->call, t->buf, t->len);
+    if (a == DK_HTTP_DATA_OK)
+        t->len = 0;
+    return a;
+}
+
+static size_t dk_curl_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct dk_http_transfer *t = userp;
+    size_t n = size * nmemb;
+    dk_http_call *c = t->call;
+    if (!t->streaming) {
+        if (!c->on_data) {
+            size_t max = c->max_response ? c->max_response : (size_t)8 << 20;
+            if (t->len + n > max) {
+                t->too_big = true;
+                return 0; /* aborts the transfer */
+            }
+            dk_curl_buffer(t, data, n);
+            return n;
+        }
+        if (t->len + n <= DK_CURL_STREAM_AFTER) {
+            dk_curl_buffer(t, data, n);
+            return n;
+        }
+        dk_curl_begin_stream(t);
+    }
+    dk_http_data_action a = dk_curl_flush(t);
+    if (a == DK_HTTP_DATA_OK)
+        a = c->on_data(c, data, n);
+    if (a == DK_HTTP_DATA_OK)
+        return n;
+    if (a == DK_HTTP_DATA_PAUSE) {
+        t->paused = true;
+        return CURL_WRITEFUNC_PAUSE; /* curl keeps this piece and offers it again */
+    }
+    t->cancelled = true;
+    return 0;
+}
+
+static void dk_curl_unwatch(dk_http_client *cl, struct dk_http_transfer *t)
+{
+    if (t->watch) {
+        t->watch = false;
+        cl->nwatch--;
+    }
 }
 
 static size_t dk_curl_header(char *data, size_t size, size_t nmemb, void *userp)
@@ -74,6 +146,24 @@ static size_t dk_curl_header(char *data, size_t size, size_t nmemb, void *userp)
     struct dk_http_transfer *t = userp;
     size_t n = size * nmemb;
     dk_http_call *c = t->call;
+    if (t->headers_done)
+        return n; /* trailers: the headers may already be on their way to the client */
+    if (n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
+        /* the end of a header block: the final response's, unless it was a 1xx */
+        long code = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+        if (code >= 200) {
+            t->headers_done = true;
+            c->status = (int)code;
+            if (c->on_data && !t->in_fresh) {
+                t->in_fresh = true;
+                t->fresh_next = t->owner->fresh;
+                t->owner->fresh = t;
+            }
+            dk_curl_unwatch(t->owner, t);
+        }
+        return n;
+    }
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         c->nresp_headers = 0; /* a new response (e.g. after 100 Continue) */
         return n;
@@ -123,18 +213,41 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
         cl->active = t->next;
     if (t->next)
         t->next->prev = t->prev;
-    if (rc == CURLE_OK) {
+    if (t->in_fresh) {
+        for (struct dk_http_transfer **p = &cl->fresh; *p; p = &(*p)->fresh_next) {
+            if (*p == t) {
+                *p = t->fresh_next;
+                break;
+            }
+        }
+    }
+    dk_curl_unwatch(cl, t);
+    c->streamed = t->streaming;
+    if (rc == CURLE_OK && !t->cancelled) {
         long code = 0;
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
         c->status = (int)code;
         c->error = DK_OK;
-        c->response = dk_arena_strndup(c->arena, t->buf ? t->buf : "", t->len);
-        c->response_len = t->len;
+        if (!t->streaming) {
+            c->response = dk_arena_strndup(c->arena, t->buf ? t->buf : "", t->len);
+            c->response_len = t->len;
+        }
     } else {
-        c->status = 0;
-        c->error = (rc == CURLE_OPERATION_TIMEDOUT) ? DK_E_TIMEOUT : DK_E_BAD_GATEWAY;
-        if (t->too_big)
+        if (!t->streaming)
+            c->status = 0;
+        c->cancelled = t->cancelled;
+        if (t->cancelled)
+            c->error = DK_E_UNAVAILABLE;
+        else if (rc == CURLE_OPERATION_TIMEDOUT || t->headers_late)
+            c->error = DK_E_TIMEOUT;
+        else
+            c->error = DK_E_BAD_GATEWAY;
+        if (t->cancelled)
+            snprintf(c->error_text, sizeof c->error_text, "cancelled");
+        else if (t->too_big)
             snprintf(c->error_text, sizeof c->error_text, "upstream response too large");
+        else if (t->headers_late)
+            snprintf(c->error_text, sizeof c->error_text, "no response headers in time");
         else
             snprintf(c->error_text, sizeof c->error_text, "%s", curl_easy_strerror(rc));
     }
@@ -151,6 +264,7 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
     CURL *e = dk_curl_take(cl);
     struct dk_http_transfer *t = DK_NEW(struct dk_http_transfer);
     t->call = c;
+    t->owner = cl;
     if (!e) {
         dk_free(t);
         c->error = DK_E_BAD_GATEWAY;
@@ -182,9 +296,15 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
         if (c->body_len > 0 || strcmp(c->method, "POST") == 0 || strcmp(c->method, "PUT") == 0 ||
             strcmp(c->method, "PATCH") == 0) {
-            curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+            /* copied: a streamed response can outlive the caller's request memory */
             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+            curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, c->body ? c->body : "");
         }
+    }
+    if (c->headers_timeout_ms > 0) {
+        t->deadline = dk_mono_ms() + c->headers_timeout_ms;
+        t->watch = true;
+        cl->nwatch++;
     }
     t->easy = e;
     t->next = cl->active;
@@ -195,6 +315,7 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
         cl->active = t->next;
         if (t->next)
             t->next->prev = NULL;
+        dk_curl_unwatch(cl, t);
         curl_slist_free_all(t->headers);
         dk_free(t);
         dk_curl_give(cl, e);
@@ -202,6 +323,84 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
         snprintf(c->error_text, sizeof c->error_text, "cannot start the transfer");
         c->done(c);
     }
+}
+
+/* Streaming calls whose headers came in the last round but whose body is still arriving:
+ * hand them to on_headers and what came so far to on_data. */
+static void dk_curl_start_streams(dk_http_client *cl)
+{
+    while (cl->fresh) {
+        struct dk_http_transfer *t = cl->fresh;
+        cl->fresh = t->fresh_next;
+        t->in_fresh = false;
+        if (t->streaming)
+            continue; /* switched already, by size */
+        dk_curl_begin_stream(t);
+        dk_http_data_action a = dk_curl_flush(t);
+        if (a == DK_HTTP_DATA_PAUSE) {
+            t->paused = true;
+            curl_easy_pause(t->easy, CURLPAUSE_RECV);
+        } else if (a == DK_HTTP_DATA_ABORT) {
+            t->cancelled = true;
+            dk_curl_finish(cl, t->easy, CURLE_ABORTED_BY_CALLBACK);
+        }
+    }
+}
+
+/* Resume and cancel requests from other threads. */
+static void dk_curl_wakes(dk_http_client *cl)
+{
+    if (!atomic_exchange(&cl->wakes, false))
+        return;
+    struct dk_http_transfer *next;
+    for (struct dk_http_transfer *t = cl->active; t; t = next) {
+        next = t->next;
+        unsigned w = atomic_exchange(&t->call->wake, 0u);
+        if (w & DK_CURL_WAKE_CANCEL) {
+            t->cancelled = true;
+            dk_curl_finish(cl, t->easy, CURLE_ABORTED_BY_CALLBACK);
+            continue;
+        }
+        if (!(w & DK_CURL_WAKE_RESUME) || !t->paused)
+            continue;
+        t->paused = false;
+        dk_http_data_action a = dk_curl_flush(t);
+        if (a == DK_HTTP_DATA_PAUSE) {
+            t->paused = true;
+            continue;
+        }
+        CURLcode rc = a == DK_HTTP_DATA_ABORT ? CURLE_ABORTED_BY_CALLBACK
+                                              : curl_easy_pause(t->easy, CURLPAUSE_CONT);
+        if (a == DK_HTTP_DATA_ABORT)
+            t->cancelled = true;
+        /* unpausing delivers what curl held back, through dk_curl_write: it may have been
+         * refused (cancelled) or failed */
+        if (rc != CURLE_OK)
+            dk_curl_finish(cl, t->easy, rc);
+    }
+}
+
+/* Fails the calls whose headers are late; returns the ms until the next such deadline (or
+ * fallback when none). */
+static int dk_curl_deadlines(dk_http_client *cl, int fallback)
+{
+    if (cl->nwatch == 0)
+        return fallback;
+    int64_t now = dk_mono_ms();
+    int64_t soonest = now + fallback;
+    struct dk_http_transfer *next;
+    for (struct dk_http_transfer *t = cl->active; t; t = next) {
+        next = t->next;
+        if (!t->watch)
+            continue;
+        if (t->deadline <= now) {
+            t->headers_late = true;
+            dk_curl_finish(cl, t->easy, CURLE_OPERATION_TIMEDOUT);
+        } else if (t->deadline < soonest) {
+            soonest = t->deadline;
+        }
+    }
+    return (int)(soonest - now);
 }
 
 static void *dk_curl_loop(void *arg)
@@ -218,6 +417,7 @@ static void *dk_curl_loop(void *arg)
             dk_free(q);
             q = next;
         }
+        dk_curl_wakes(cl);
         int running = 0;
         curl_multi_perform(cl->multi, &running);
         CURLMsg *msg;
@@ -226,7 +426,9 @@ static void *dk_curl_loop(void *arg)
             if (msg->msg == CURLMSG_DONE)
                 dk_curl_finish(cl, msg->easy_handle, msg->data.result);
         }
-        curl_multi_poll(cl->multi, NULL, 0, 1000, NULL);
+        dk_curl_start_streams(cl);
+        int wait_ms = dk_curl_deadlines(cl, 1000);
+        curl_multi_poll(cl->multi, NULL, 0, wait_ms, NULL);
     }
     return NULL;
 }
@@ -237,6 +439,7 @@ static dk_status dk_curl_open(const dk_http_client_options *opt, dk_http_client 
     dk_http_client *cl = DK_NEW(dk_http_client);
     pthread_mutex_init(&cl->lock, NULL);
     atomic_init(&cl->stop, false);
+    atomic_init(&cl->wakes, false);
     cl->multi = curl_multi_init();
     if (!cl->multi) {
         dk_free(cl);
@@ -282,6 +485,9 @@ static dk_status dk_curl_submit(dk_http_client *cl, dk_http_call *call)
 {
     if (atomic_load(&cl->stop))
         return DK_E_UNAVAILABLE;
+    atomic_store(&call->wake, 0u);
+    call->streamed = false;
+    call->cancelled = false;
     struct dk_http_pending *p = DK_NEW(struct dk_http_pending);
     p->call = call;
     pthread_mutex_lock(&cl->lock);
@@ -293,6 +499,23 @@ static dk_status dk_curl_submit(dk_http_client *cl, dk_http_call *call)
     pthread_mutex_unlock(&cl->lock);
     curl_multi_wakeup(cl->multi);
     return DK_OK;
+}
+
+static void dk_curl_wake(dk_http_client *cl, dk_http_call *call, unsigned what)
+{
+    atomic_fetch_or(&call->wake, what);
+    atomic_store(&cl->wakes, true);
+    curl_multi_wakeup(cl->multi);
+}
+
+static void dk_curl_resume(dk_http_client *cl, dk_http_call *call)
+{
+    dk_curl_wake(cl, call, DK_CURL_WAKE_RESUME);
+}
+
+static void dk_curl_cancel(dk_http_client *cl, dk_http_call *call)
+{
+    dk_curl_wake(cl, call, DK_CURL_WAKE_CANCEL);
 }
 
 static size_t dk_curl_discard(char *data, size_t size, size_t nmemb, void *userp)
@@ -322,5 +545,7 @@ const struct dk_http_client_ops dk_http_client_curl_ops = {
     .open = dk_curl_open,
     .close = dk_curl_close,
     .submit = dk_curl_submit,
+    .resume = dk_curl_resume,
+    .cancel = dk_curl_cancel,
     .probe = dk_curl_probe,
 };

@@ -1,11 +1,18 @@
 /* http_client.h — the outbound HTTP port: asynchronous calls to other services (the gateway's
  * upstreams) over keep-alive connection pools, plus a blocking probe for health checks.
- * A call's memory (request and response) lives in the arena the caller gives; `done` runs on
- * the client's own thread once the call has finished, successfully or not. The client is
- * thread-safe: submit from any thread. */
+ * A call's request strings must live until the call starts; its response headers are
+ * allocated in the arena the caller gives (on the client's thread, before on_headers or done).
+ * `done` runs on the client's own thread once the call has finished, successfully or not;
+ * until then the caller keeps the call alive. The client is thread-safe: submit, resume and
+ * cancel from any thread.
+ * Streaming (on_headers/on_data set): a response that has not arrived whole together with its
+ * headers is delivered as it comes — on_headers, then on_data per piece — instead of being
+ * buffered; on_data may pause the call (flow control) until resume. */
 #ifndef DK_PORTS_HTTP_CLIENT_H
 #define DK_PORTS_HTTP_CLIENT_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/status.h"
@@ -15,6 +22,13 @@ typedef struct dk_http_client dk_http_client;
 
 #define DK_HTTP_CALL_MAX_HEADERS 32
 
+/* What on_data did with a piece of the body. */
+typedef enum dk_http_data_action {
+    DK_HTTP_DATA_OK,    /* consumed */
+    DK_HTTP_DATA_PAUSE, /* not consumed: pause the call; the same data comes again after resume */
+    DK_HTTP_DATA_ABORT, /* not consumed: end the call (done reports it cancelled) */
+} dk_http_data_action;
+
 typedef struct dk_http_call {
     /* request */
     dk_arena *arena;
@@ -22,15 +36,29 @@ typedef struct dk_http_call {
     const char *url;
     int nheaders;
     const char *headers[DK_HTTP_CALL_MAX_HEADERS]; /* "Name: value" lines */
-    const char *body;
+    const char *body;                              /* copied when the call starts */
     size_t body_len;
     int connect_timeout_ms;
-    int timeout_ms;
-    size_t max_response; /* a larger response body fails the call (DK_E_BAD_GATEWAY) */
-    /* outcome: error is DK_OK when a response arrived (any status), else DK_E_BAD_GATEWAY
-     * (refused, reset, malformed), DK_E_TIMEOUT (connect or response timeout) */
+    int timeout_ms;         /* the whole response (headers and body); 0: no limit */
+    int headers_timeout_ms; /* status and headers; 0: only timeout_ms applies */
+    size_t max_response;    /* a larger buffered body fails the call (DK_E_BAD_GATEWAY) */
+    /* streaming (optional, both or neither): on_headers runs once the status and headers are
+     * in (status and resp_* set) and the body is still arriving; on_data then gets the body
+     * piece by piece (the first piece may hold what came with the headers). Both run on the
+     * client's thread. A body that arrives whole with its headers skips both: done gets it in
+     * `response`, as for a call without streaming. */
+    void (*on_headers)(struct dk_http_call *call);
+    dk_http_data_action (*on_data)(struct dk_http_call *call, const char *data, size_t len);
+    /* outcome: error is DK_OK when a response arrived whole (any status), else
+     * DK_E_BAD_GATEWAY (refused, reset, malformed, cut short), DK_E_TIMEOUT (connect, headers
+     * or response timeout), DK_E_UNAVAILABLE (cancelled — by cancel, or on_data said ABORT —
+     * or the client closed). `cancelled` tells the first apart; `streamed` says whether
+     * on_headers ran (then `response` is NULL and an error means the body was cut after the
+     * headers). */
     dk_status error;
     int status;
+    bool streamed;
+    bool cancelled;
     char *response;
     size_t response_len;
     int nresp_headers;
@@ -39,6 +67,7 @@ typedef struct dk_http_call {
     char error_text[128];
     void (*done)(struct dk_http_call *call);
     void *ctx;
+    atomic_uint wake; /* the client's: resume/cancel requests from other threads */
 } dk_http_call;
 
 typedef struct dk_http_client_options {
@@ -49,6 +78,11 @@ struct dk_http_client_ops {
     dk_status (*open)(const dk_http_client_options *opt, dk_http_client **ret) DK_MUSTCHECK;
     void (*close)(dk_http_client *c); /* finishes nothing: fails pending calls */
     dk_status (*submit)(dk_http_client *c, dk_http_call *call) DK_MUSTCHECK;
+    /* Resume a call paused by on_data, or cancel a call (done follows, `cancelled` set).
+     * Thread-safe and asynchronous (they take effect on the client's thread); the call must
+     * be alive while they run; once done has run they are ignored. */
+    void (*resume)(dk_http_client *c, dk_http_call *call);
+    void (*cancel)(dk_http_client *c, dk_http_call *call);
     /* Blocking GET; returns the HTTP status, or 0 when no response arrived in time. */
     int (*probe)(dk_http_client *c, const char *url, int timeout_ms);
 };

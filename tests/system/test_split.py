@@ -4,6 +4,7 @@ Each test starts the split deployment through docket_factory("split", ...) and t
 behind it: kills a service process, points the gateway at a server that never answers, or
 starts a second gateway on the same Redis."""
 
+import hashlib
 import http.server
 import signal
 import socketserver
@@ -15,6 +16,8 @@ import requests
 
 import helpers
 from helpers import Docket, assert_problem, forge_jwt, wait_until
+from stream_upstream import StreamUpstream
+from stream_upstream import body_bytes as stream_upstream_body
 
 
 def second_gateway(d, tmp_path, extra_env=None, name="gateway-2"):
@@ -241,3 +244,152 @@ def test_sigterm_with_a_forwarded_call_still_running(docket_factory, tmp_path, e
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# --------------------------------------------------------------------------- streamed responses
+# The gateway streams response bodies: a scripted upstream (stream_upstream.py) stands in for
+# the notifications service behind a second gateway.
+
+@pytest.fixture
+def stream_upstream():
+    up = StreamUpstream().start()
+    yield up
+    up.stop()
+
+
+def notifications_gateway(d, tmp_path, extra_gateways, upstream, **env):
+    """A second gateway whose notifications upstream is the scripted one."""
+    extra = {"DOCKET_GATEWAY_NOTIFICATIONS_URL": upstream.url}
+    extra.update(env)
+    g = second_gateway(d, tmp_path, extra, name="gateway-stream")
+    extra_gateways.append(g)
+    return g
+
+
+def open_stream(g, path, token, timeout=10):
+    return requests.get(g.url(path), headers=helpers.auth_headers(token), stream=True,
+                        timeout=timeout)
+
+
+def test_sse_arrives_incrementally_and_outlives_the_gateway_timeout(
+        docket_factory, tmp_path, extra_gateways, stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = notifications_gateway(d, tmp_path, extra_gateways, stream_upstream,
+                              DOCKET_GATEWAY_TIMEOUT="1s")
+    t0 = time.monotonic()
+    got_first = None
+    body = b""
+    with open_stream(g, "/api/v1/notifications/stream?mode=sse&gap=2.5", acct.access) as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Type"] == "text/event-stream"
+        assert r.headers["Cache-Control"] == "no-store"
+        assert r.headers["X-Upstream"] == "stream-test"     # upstream headers pass through
+        assert r.headers["X-Request-Id"]
+        for piece in r.iter_content(chunk_size=None):
+            body += piece
+            if got_first is None and b"event: first" in body:
+                got_first = time.monotonic()
+    took = time.monotonic() - t0
+    # the first event reached the client before the upstream even sent the second
+    assert got_first is not None, body
+    assert got_first < stream_upstream.wait_for("sending_second", 1), \
+        "the first event was held back until the second"
+    # the whole stream, cleanly ended, though it lasted longer than gateway.timeout (1 s)
+    assert body == (b'id: 1\nevent: first\ndata: {"n":1}\n\n'
+                    b'id: 2\nevent: second\ndata: {"n":2}\n\n')
+    assert took >= 2.4
+
+
+def test_ordinary_route_keeps_its_total_timeout(docket_factory, tmp_path, extra_gateways,
+                                                stream_upstream):
+    """The same slow body on a route without DK_ROUTE_STREAM is cut at gateway.timeout."""
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = notifications_gateway(d, tmp_path, extra_gateways, stream_upstream,
+                              DOCKET_GATEWAY_TIMEOUT="1s")
+    t0 = time.monotonic()
+    body = b""
+    with open_stream(g, "/api/v1/notifications?mode=sse&gap=2.5", acct.access) as r:
+        assert r.status_code == 200        # the headers had arrived: the body is cut
+        with pytest.raises(requests.exceptions.RequestException):
+            for piece in r.iter_content(chunk_size=None):
+                body += piece
+    took = time.monotonic() - t0
+    assert b"event: first" in body and b"event: second" not in body, body
+    assert 0.8 <= took < 2.4, took
+    assert g.get("/health").status_code == 200
+
+
+def test_stream_route_still_waits_only_so_long_for_headers(docket_factory, tmp_path,
+                                                           extra_gateways, stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = notifications_gateway(d, tmp_path, extra_gateways, stream_upstream,
+                              DOCKET_GATEWAY_TIMEOUT="1s")
+    t0 = time.monotonic()
+    r = g.get("/api/v1/notifications/stream?mode=slowhead&gap=3", token=acct.access)
+    took = time.monotonic() - t0
+    assert r.status_code == 504, r.text
+    assert_problem(r, 504)
+    assert 0.9 <= took < 2.0, took
+
+
+def test_large_body_reaches_a_slow_reader_intact(docket_factory, tmp_path, extra_gateways,
+                                                 stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = notifications_gateway(d, tmp_path, extra_gateways, stream_upstream)
+    size = 6 << 20
+    h = hashlib.sha256()
+    n = 0
+    with open_stream(g, f"/api/v1/notifications?mode=big&size={size}", acct.access,
+                     timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Type"] == "application/octet-stream"
+        for piece in r.iter_content(chunk_size=16384):
+            h.update(piece)
+            n += len(piece)
+            time.sleep(0.001)            # a slow reader: the gateway holds the upstream back
+    assert n == size
+    assert h.hexdigest() == hashlib.sha256(stream_upstream_body(size)).hexdigest()
+    # small answers still come whole (and the gateway still serves)
+    r = g.get("/api/v1/notifications?mode=big&size=1000", token=acct.access)
+    assert r.status_code == 200 and r.content == stream_upstream_body(1000)
+
+
+def test_upstream_dying_mid_body_cuts_the_response(docket_factory, tmp_path, extra_gateways,
+                                                   stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = notifications_gateway(d, tmp_path, extra_gateways, stream_upstream)
+    t0 = time.monotonic()
+    got = 0
+    with open_stream(g, "/api/v1/notifications?mode=die&size=1000000&after=100000",
+                     acct.access) as r:
+        assert r.status_code == 200
+        with pytest.raises(requests.exceptions.RequestException):
+            for piece in r.iter_content(chunk_size=None):
+                got += len(piece)
+    assert got == 100000, got              # what was sent, and not a byte presented as more
+    assert time.monotonic() - t0 < 5
+    # the gateway is fine
+    assert g.get("/health").status_code == 200
+    r = g.get("/api/v1/notifications?mode=big&size=5000", token=acct.access)
+    assert r.status_code == 200 and r.content == stream_upstream_body(5000)
+
+
+def test_client_leaving_a_stream_aborts_the_upstream(docket_factory, tmp_path, extra_gateways,
+                                                    stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = notifications_gateway(d, tmp_path, extra_gateways, stream_upstream)
+    with open_stream(g, "/api/v1/notifications/stream?mode=ping", acct.access) as r:
+        assert r.status_code == 200
+        for piece in r.iter_content(chunk_size=None):
+            if b"event: first" in piece:
+                break
+    left = time.monotonic()
+    gone = stream_upstream.wait_for("client_gone", 5)
+    assert gone - left < 5
+    assert g.get("/health").status_code == 200

@@ -18,6 +18,10 @@
 
 #define GW_MAX_UPSTREAMS 16
 #define GW_MAX_SERVICES  8
+/* A streamed response pauses its upstream transfer while this much is waiting for the client.
+ * Not below the core's high-water mark (256 KiB, src/core/http.c): on_drained, which resumes
+ * the transfer, only fires for a buffer that has reached it. */
+#define GW_STREAM_BOUND (256u * 1024u)
 
 typedef struct gw_upstream {
     char *base; /* "http://host:port", no trailing slash */
@@ -49,13 +53,16 @@ struct dk_gateway {
     bool stop;
 };
 
-/* One forwarded request, in the request's arena. */
+/* One forwarded request. On the heap, not in the request's arena: once a streamed response
+ * has started, the client may go away (and its arena with it) while the upstream transfer
+ * still runs. Freed in gw_done. */
 typedef struct gw_job {
     dk_http_call call;
-    dk_req *req;
+    dk_req *req; /* req and res: only until the client's request is resumed */
     dk_res *res;
     gw_pool *pool;
     gw_upstream *up;
+    dk_stream *stream; /* a streamed response (after gw_headers) */
 } gw_job;
 
 static bool gw_up_available(gw_upstream *u, int64_t now)
@@ -149,26 +156,85 @@ static const char *gw_escape_path(dk_arena *a, const char *path)
     return out;
 }
 
+/* The upstream's status tells the circuit breaker: a 503 is an upstream alive and shedding
+ * load (or waiting on its database): it must not open the circuit and turn a busy service into
+ * an absent one. */
+static bool gw_status_healthy(int status)
+{
+    return status < 500 || status == 501 || status == 503;
+}
+
+/* The upstream's headers, minus hop-by-hop ones, onto the client's response; returns the
+ * Content-Type (NULL when none). */
+static const char *gw_copy_headers(dk_http_call *call, dk_res *res)
+{
+    const char *content_type = NULL;
+    for (int i = 0; i < call->nresp_headers; i++) {
+        const char *n = call->resp_names[i];
+        if (strcasecmp(n, "Content-Type") == 0)
+            content_type = call->resp_values[i];
+        else if (!gw_hop_by_hop(n))
+            dk_res_header(res, n, call->resp_values[i]);
+    }
+    return content_type;
+}
+
+/* Runs on a connection thread when the client has taken what was buffered (or has gone):
+ * the transfer may go on (or stop). */
+static void gw_drained(void *ctx)
+{
+    gw_job *j = ctx;
+    dk_gateway *gw = j->pool->gw;
+    if (dk_stream_closed(j->stream))
+        gw->client_ops->cancel(gw->client, &j->call);
+    else
+        gw->client_ops->resume(gw->client, &j->call);
+}
+
+/* The upstream's status and headers are in and its body is on its way: answer the client
+ * with a streamed response (the client thread's side). */
+static void gw_headers(dk_http_call *call)
+{
+    gw_job *j = call->ctx;
+    gw_record(j->pool->gw, j->up, gw_status_healthy(call->status));
+    const char *ct = gw_copy_headers(call, j->res);
+    j->stream = dk_res_stream(j->res, call->status, ct, gw_drained, j);
+    dk_req_resume(j->req);
+    j->req = NULL;
+    j->res = NULL;
+}
+
+static dk_http_data_action gw_data(dk_http_call *call, const char *data, size_t len)
+{
+    gw_job *j = call->ctx;
+    if (dk_stream_buffered(j->stream) >= GW_STREAM_BOUND)
+        return DK_HTTP_DATA_PAUSE; /* until gw_drained */
+    return dk_stream_write(j->stream, data, len) ? DK_HTTP_DATA_OK : DK_HTTP_DATA_ABORT;
+}
+
 static void gw_done(dk_http_call *call)
 {
     gw_job *j = call->ctx;
     dk_gateway *gw = j->pool->gw;
+    if (call->streamed) {
+        /* the client has the status and headers: the body ends cleanly, or is cut */
+        bool ok = call->error == DK_OK;
+        if (!ok && !call->cancelled) {
+            gw_record(gw, j->up, false);
+            dk_log_warn("upstream %s failed after its headers: %s", j->up->base, call->error_text);
+        }
+        dk_stream_end(j->stream, !ok);
+        dk_stream_release(j->stream);
+        dk_free(j);
+        return;
+    }
     dk_res *res = j->res;
     if (call->error == DK_OK) {
-        /* a 503 is an upstream alive and shedding load (or waiting on its database): it
-         * must not open the circuit and turn a busy service into an absent one */
-        gw_record(gw, j->up, call->status < 500 || call->status == 501 || call->status == 503);
+        gw_record(gw, j->up, gw_status_healthy(call->status));
         res->status = call->status;
         res->body = call->response;
         res->body_len = call->response_len;
-        res->content_type = NULL;
-        for (int i = 0; i < call->nresp_headers; i++) {
-            const char *n = call->resp_names[i];
-            if (strcasecmp(n, "Content-Type") == 0)
-                res->content_type = call->resp_values[i];
-            else if (!gw_hop_by_hop(n))
-                dk_res_header(res, n, call->resp_values[i]);
-        }
+        res->content_type = gw_copy_headers(call, res);
     } else if (call->error == DK_E_TIMEOUT) {
         gw_record(gw, j->up, false);
         dk_log_warn("upstream %s timed out: %s", j->up->base, call->error_text);
@@ -181,9 +247,12 @@ static void gw_done(dk_http_call *call)
                        j->pool->service->name);
     }
     dk_req_resume(j->req);
+    dk_free(j);
 }
 
-static void gw_forward(dk_req *req, dk_res *res)
+/* Forwards a request; stream: the route is long-lived (DK_ROUTE_STREAM, e.g. SSE), so
+ * gateway.timeout bounds only the wait for the upstream's headers, not the whole response. */
+static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
 {
     gw_pool *p = req->service;
     dk_gateway *gw = p->gw;
@@ -196,7 +265,7 @@ static void gw_forward(dk_req *req, dk_res *res)
                        p->service->name);
         return;
     }
-    gw_job *j = dk_arena_alloc(req->arena, sizeof *j);
+    gw_job *j = DK_NEW(gw_job);
     j->req = req;
     j->res = res;
     j->pool = p;
@@ -218,16 +287,29 @@ static void gw_forward(dk_req *req, dk_res *res)
     c->body = req->body;
     c->body_len = req->body_len;
     c->connect_timeout_ms = gw->connect_timeout_ms;
-    c->timeout_ms = gw->timeout_ms;
-    c->max_response = (size_t)16 << 20;
+    c->timeout_ms = stream ? 0 : gw->timeout_ms;
+    c->headers_timeout_ms = stream ? gw->timeout_ms : 0;
+    c->on_headers = gw_headers;
+    c->on_data = gw_data;
     c->done = gw_done;
     c->ctx = j;
     dk_req_suspend(req);
     if (gw->client_ops->submit(gw->client, c) != DK_OK) {
+        dk_free(j);
         dk_res_header(res, "Retry-After", "1");
         dk_res_problem(res, DK_E_UNAVAILABLE, "the gateway is shutting down");
         dk_req_resume(req);
     }
+}
+
+static void gw_forward(dk_req *req, dk_res *res)
+{
+    gw_forward_with(req, res, false);
+}
+
+static void gw_forward_stream(dk_req *req, dk_res *res)
+{
+    gw_forward_with(req, res, true);
 }
 
 /* Probes every upstream's /ready until stopped. */
@@ -331,7 +413,8 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
         p->routes = dk_calloc(services[i]->nroutes, sizeof(dk_route));
         for (size_t r = 0; r < services[i]->nroutes; r++) {
             p->routes[r] = services[i]->routes[r];
-            p->routes[r].handler = gw_forward;
+            p->routes[r].handler =
+                (p->routes[r].flags & DK_ROUTE_STREAM) ? gw_forward_stream : gw_forward;
             /* the auth rate limit is the service's (it sees the client through
              * X-Forwarded-For); the gateway verifies tokens at the edge */
             p->routes[r].flags &= ~(unsigned)(DK_ROUTE_RATE_LIMIT | DK_ROUTE_OFFLOAD);

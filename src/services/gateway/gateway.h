@@ -3,7 +3,9 @@
  * core's (identical to `docket all`), and forwards each request to a healthy upstream of its
  * service over the http_client port. Upstreams are balanced round-robin, probed on /ready,
  * and taken out of rotation after repeated failures (circuit breaker). Errors answer fast:
- * 502 refused, 503 none ready / circuit open (Retry-After), 504 timeout. */
+ * 502 refused, 503 none ready / circuit open (Retry-After), 504 timeout. Response bodies
+ * stream (a body still arriving after its headers goes out as it comes, with flow control);
+ * on DK_ROUTE_STREAM routes gateway.timeout bounds only the wait for the headers. */
 #ifndef DK_GATEWAY_H
 #define DK_GATEWAY_H
 
