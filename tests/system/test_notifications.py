@@ -12,6 +12,7 @@ mail are real servers on 127.0.0.1 (webhook_sink.py, smtp_sink.py); the stream i
 sse_client.py.
 """
 
+import dataclasses
 import datetime
 import hashlib
 import hmac
@@ -663,9 +664,9 @@ def test_webhook_retried_with_backoff_until_it_succeeds(start_docket):
         assert hits[0].body == hits[1].body == hits[2].body
         assert all(verify_signature(h, secret) for h in hits)
         assert json.loads(hits[0].body)["notification"] == wait_assigned(d, b, t)
-        # exponential backoff from 100 ms: the waits are at least 100 ms, then 200 ms
-        assert hits[1].at - hits[0].at >= 0.09, [h.at for h in hits]
-        assert hits[2].at - hits[1].at >= 0.18, [h.at for h in hits]
+        # exponential backoff from 100 ms (±10 % jitter): waits of at least 90 ms, then 180 ms
+        assert hits[1].at - hits[0].at >= 0.085, [h.at for h in hits]
+        assert hits[2].at - hits[1].at >= 0.17, [h.at for h in hits]
         # delivered once: a later notification is the only further request
         t2 = new_task(d, a.access, title="Next one", assignee_id=b.id)
         hit4 = sink.wait_for(4, WAIT)[3]
@@ -841,6 +842,25 @@ def test_event_stream_live_heartbeat_and_replay(start_docket):
         assert s.until_heartbeat(5) == []
         t5 = new_task(d, a.access, title="After unknown id", assignee_id=b.id)
         assert event_notification(s.next_event(WAIT)) == wait_assigned(d, b, t5)
+
+
+def test_stream_stops_when_its_session_is_revoked(start_docket):
+    """Logout makes the session's access token stop working at once (contract, Auth): a stream
+    opened with it must not go on carrying the user's notifications."""
+    d = start_docket(extra_env={"DOCKET_NOTIFICATION_SSE_HEARTBEAT": "1s"})
+    a, b = d.new_user(), d.new_user()
+    b_other = dataclasses.replace(b, session=d.new_session(b))   # b's second session
+    with open_stream(d, b) as s:
+        assert s.until_heartbeat(5) == []
+        assert d.post("/api/v1/auth/logout", token=b.access).status_code == 204
+        wait_until(lambda: d.me(b.access).status_code == 401, 5, what="the token revoked")
+        t = new_task(d, a.access, title="After logout", assignee_id=b.id)
+        wait_assigned(d, b_other, t)
+        try:   # two heartbeats: whatever was pending for the stream has been written by then
+            events = s.until_heartbeat(5) + s.until_heartbeat(5)
+        except EOFError:
+            events = []                           # the stream was ended: fine
+        assert events == [], f"the revoked session's stream still delivers: {events}"
 
 
 def test_sigterm_ends_open_streams(start_docket):
