@@ -143,8 +143,9 @@ static void *nt_lookup_run(void *arg)
     return NULL;
 }
 
-/* Resolves host into l (returned with one reference held by the caller), waiting at most
- * timeout_ms. DK_E_UNAVAILABLE when the lookup could not even start (busy). */
+/* Starts resolving host on a helper thread; *ret holds the caller's reference (wait with
+ * nt_lookup_wait, then nt_lookup_unref). DK_E_UNAVAILABLE when the lookup could not even start
+ * (NT_WEBHOOK_MAX_LOOKUPS running, or no thread). */
 static dk_status nt_lookup_start(const char *host, nt_lookup **ret)
 {
     if (atomic_fetch_add(&nt_lookups_running, 1) >= NT_WEBHOOK_MAX_LOOKUPS) {
@@ -240,17 +241,15 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
                           char *reason, size_t cap)
 {
     if (!url || !*url)
-        return nt_fail(DK_E_VALIDATION, reason, cap,
-                       "webhook_url must be an absolute http or https URL");
+        return nt_fail(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
     size_t len = strlen(url);
     if (len > NT_WEBHOOK_URL_MAX)
-        return nt_fail(DK_E_VALIDATION, reason, cap,
-                       "webhook_url must be at most 2048 characters long");
+        return nt_fail(DK_E_VALIDATION, reason, cap, "must be at most 2048 characters long");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)url[i];
         if (c <= 0x20 || c >= 0x7f)
             return nt_fail(DK_E_VALIDATION, reason, cap,
-                           "webhook_url must not contain spaces, control or non-ASCII characters "
+                           "must not contain spaces, control or non-ASCII characters "
                            "(percent-encode them)");
     }
     CURLU *u = curl_url();
@@ -260,45 +259,43 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
     char *scheme = NULL, *host = NULL, *port = NULL;
     CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
     if (rc == CURLUE_BAD_PORT_NUMBER) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url has an invalid port");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
         goto out;
     }
     if (rc == CURLUE_NO_HOST) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url must include a host");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must include a host");
         goto out;
     }
     if (rc == CURLUE_UNSUPPORTED_SCHEME) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url must use http or https");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must use http or https");
         goto out;
     }
     if (rc != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap,
-                     "webhook_url must be an absolute http or https URL");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
         goto out;
     }
     if (!dk_str_ieq(scheme, "http") && !dk_str_ieq(scheme, "https")) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url must use http or https");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must use http or https");
         goto out;
     }
     if (nt_has_part(u, CURLUPART_USER) || nt_has_part(u, CURLUPART_PASSWORD) ||
         nt_has_part(u, CURLUPART_OPTIONS)) {
         st = nt_fail(DK_E_VALIDATION, reason, cap,
-                     "webhook_url must not contain user information (user:password@)");
+                     "must not contain user information (user:password@)");
         goto out;
     }
     if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url must include a host");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must include a host");
         goto out;
     }
     if (nt_has_part(u, CURLUPART_ZONEID)) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap,
-                     "webhook_url must not contain an IPv6 zone identifier");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must not contain an IPv6 zone identifier");
         goto out;
     }
     int64_t pn = 0;
     if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
         !dk_parse_i64(port, 1, 65535, &pn)) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url has an invalid port");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
         goto out;
     }
     /* an IPv6 literal comes back in brackets */
@@ -309,7 +306,7 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
         hl -= 2;
     }
     if (hl == 0 || hl > 253) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url has an invalid host");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
         goto out;
     }
     memcpy(t->host, h, hl);
@@ -325,7 +322,7 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
         in6->sin6_family = AF_INET6;
         t->literal = true;
     } else if (h != host) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url has an invalid host");
+        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
         goto out;
     }
 out:
@@ -382,12 +379,12 @@ dk_status nt_webhook_url_check(const char *url, bool allow_private, char *reason
         return st == DK_OK ? DK_OK : nt_fail(st, reason, cap, why);
     if (st == DK_E_FORBIDDEN)
         return nt_fail(DK_E_VALIDATION, reason, cap,
-                       "webhook_url resolves to an address that is not allowed (loopback, "
+                       "resolves to an address that is not allowed (loopback, "
                        "private, link-local, multicast or otherwise not public)");
     if (st == DK_E_UNAVAILABLE && strcmp(why, "does not resolve") == 0)
-        return nt_fail(DK_E_VALIDATION, reason, cap, "webhook_url host does not resolve");
+        return nt_fail(DK_E_VALIDATION, reason, cap, "host does not resolve");
     if (st == DK_E_UNAVAILABLE)
         return nt_fail(DK_E_UNAVAILABLE, reason, cap,
-                       "webhook_url could not be checked now: name resolution is busy");
+                       "could not be checked now: name resolution is busy");
     return nt_fail(st, reason, cap, why);
 }

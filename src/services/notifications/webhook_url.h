@@ -24,12 +24,12 @@ struct sockaddr;
 #define NT_WEBHOOK_CHECK_TIMEOUT 5000 /* ms nt_webhook_url_check waits for the resolver */
 #define NT_WEBHOOK_ADDR_LEN      48   /* "[v6 address]" or "v4 address", NUL-terminated */
 
-/* DK_OK when url is acceptable. Otherwise DK_E_VALIDATION with a one-line reason for the user
- * (a 422 detail naming webhook_url: not http/https, userinfo, too long, bad port, "does not
- * resolve" — including a resolver that did not answer within NT_WEBHOOK_CHECK_TIMEOUT — or an
- * address that is not allowed), or DK_E_UNAVAILABLE when the process is already running
- * NT_WEBHOOK_MAX_LOOKUPS resolutions (503: try again). reason may be NULL; it is written only
- * on failure. Blocks for the resolution. */
+/* DK_OK when url is acceptable. Otherwise DK_E_VALIDATION with a one-line reason for the user,
+ * phrased like the other field validators (no field name: "must use http or https", "host
+ * does not resolve" — also when the resolver did not answer within NT_WEBHOOK_CHECK_TIMEOUT —,
+ * "resolves to an address that is not allowed (...)"), or DK_E_UNAVAILABLE when the process is
+ * already running NT_WEBHOOK_MAX_LOOKUPS resolutions (a 503 would fit: try again). reason may
+ * be NULL; it is written only on failure. Blocks for the resolution. */
 dk_status nt_webhook_url_check(const char *url, bool allow_private, char *reason,
                                size_t cap) DK_MUSTCHECK;
 
