@@ -513,7 +513,13 @@ static void nt_prefs_put(dk_req *req, dk_res *res)
         dk_errors_add(&errs, "webhook_url", "must be a URL of at most %d characters", NT_URL_MAX);
     else if (u) {
         char reason[256];
-        if (nt_webhook_url_check(u, s->allow_private, reason, sizeof reason) != DK_OK)
+        dk_status chk = nt_webhook_url_check(u, s->allow_private, reason, sizeof reason);
+        if (chk == DK_E_UNAVAILABLE) { /* the resolver is saturated: not the user's fault */
+            dk_errors_release(&errs);
+            nt_fail(res, chk);
+            return;
+        }
+        if (chk != DK_OK)
             dk_errors_add(&errs, "webhook_url", "%s", reason);
     }
     if (dk_errors_any(&errs)) {
