@@ -760,6 +760,7 @@ def test_due_soon_once_per_due_date(start_docket):
     own = new_task(d, a.access, title="Due, unassigned", due_at=in_minutes(30))
     done = new_task(d, a.access, title="Due, done", due_at=in_minutes(30), status="done")
     far = new_task(d, a.access, title="Due later", due_at=in_minutes(180))
+    overdue = new_task(d, a.access, title="Already overdue", due_at=in_minutes(-5))
     n_b = wait_until(lambda: due_soon(d, b, assigned_task), WAIT,
                      what="task.due_soon for the assignee")[0]
     assert_notification(n_b, type="task.due_soon", task=assigned_task, actor=None)
@@ -778,6 +779,7 @@ def test_due_soon_once_per_due_date(start_docket):
     assert [n["task_id"] for n in due_soon(d, a)] == \
         [s["id"] for s in reversed(sentinels)] + [own["id"]]
     assert due_soon(d, a, done) == [] and due_soon(d, a, far) == []
+    assert due_soon(d, a, overdue) == []        # past when it was set: not "coming due"
     assert due_soon(d, a, assigned_task) == []
 
     # a new due date inside the window: one more; then none again
