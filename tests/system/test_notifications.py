@@ -901,6 +901,9 @@ def test_crash_loses_and_duplicates_nothing(start_docket):
         tasks += [new_task(d, a.access, title=f"While down {i}", assignee_id=b.id)
                   for i in range(4)]
     target.start()
+    # split: the gateway takes the service back once its probe sees it ready
+    wait_until(lambda: d.get(NOTIFS, token=b.access).status_code == 200, WAIT,
+               what="the notifications service answering again")
     items = wait_list(d, b, len(tasks), what=f"{len(tasks)} notifications after the restart")
     assert sorted(n["task_id"] for n in items) == sorted(t["id"] for t in tasks)
     assert sorted(summary(items)) == sorted(assigned(t, a) for t in tasks)
