@@ -19,6 +19,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/session_guard.h"
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "ports/task_events.h"
@@ -41,6 +42,8 @@
 
 typedef struct nt_sub {
     char user_id[DK_UUID_LEN];
+    char session_id[64];
+    int64_t expires_ms; /* the access token's expiry: the stream ends then */
     dk_stream *stream;
     int64_t last_seq;
     int64_t last_write_ms;
@@ -226,9 +229,14 @@ static bool nt_sse_write(nt_sub *sub, const char *text)
     return dk_stream_write(sub->stream, text, strlen(text));
 }
 
-/* Sends the subscriber what it has not seen; false when its client is gone. */
+/* Sends the subscriber what it has not seen; false when its client is gone, or when its token
+ * no longer works (expired, or its session revoked — or the revocation record is out of reach:
+ * the stream ends and a reconnect is answered like any request). */
 static bool nt_hub_feed(nt_svc *s, nt_sub *sub)
 {
+    if (dk_now_ms() >= sub->expires_ms ||
+        (sub->session_id[0] && dk_session_check(&s->app->store, sub->session_id) != DK_OK))
+        return false;
     dk_arena *a = dk_arena_new();
     bool alive = true;
     for (;;) {
@@ -456,6 +464,9 @@ static void nt_stream(dk_req *req, dk_res *res)
     }
     nt_sub *sub = DK_NEW(nt_sub);
     dk_strlcpy(sub->user_id, user, sizeof sub->user_id);
+    if (req->identity->session_id)
+        dk_strlcpy(sub->session_id, req->identity->session_id, sizeof sub->session_id);
+    sub->expires_ms = req->identity->expires_at_ms;
     sub->last_seq = from;
     dk_res_header(res, "Cache-Control", "no-cache");
     dk_res_header(res, "X-Accel-Buffering", "no");
