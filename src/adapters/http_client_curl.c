@@ -1,10 +1,10 @@
 /* The outbound HTTP port on libcurl: one thread drives a curl multi handle; calls are queued
  * from any thread and woken with curl_multi_wakeup. Finished easy handles are kept for reuse,
  * so connections stay alive (CURLMOPT_MAXCONNECTS).
- * Streaming calls: the body is buffered while it arrives within the same round of
- * curl_multi_perform as the headers (a small response is then handed over whole, as without
- * streaming); a transfer still running after that round, or whose buffer passes
- * DK_CURL_STREAM_AFTER, switches to on_headers/on_data. Pausing is curl's own
+ * Streaming calls: a body whose Content-Length fits DK_CURL_STREAM_AFTER is buffered and
+ * handed over whole, as without streaming; so is any body that arrives within the same round
+ * of curl_multi_perform as the headers. A transfer still running after that round, or whose
+ * buffer passes DK_CURL_STREAM_AFTER, switches to on_headers/on_data. Pausing is curl's own
  * (CURL_WRITEFUNC_PAUSE); resume and cancel requests from other threads are flags on the call
  * that this thread acts on after a wakeup (curl_easy_pause must run here). The headers
  * timeout is checked here too: curl's CURLOPT_TIMEOUT covers the whole transfer only. */
@@ -155,7 +155,12 @@ static size_t dk_curl_header(char *data, size_t size, size_t nmemb, void *userp)
         if (code >= 200) {
             t->headers_done = true;
             c->status = (int)code;
-            if (c->on_data && !t->in_fresh) {
+            /* a body of known length that fits the buffer is taken whole, however its
+             * pieces arrive; anything else streams unless it comes with the headers */
+            curl_off_t declared = -1;
+            curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &declared);
+            bool small = declared >= 0 && declared <= (curl_off_t)DK_CURL_STREAM_AFTER;
+            if (c->on_data && !small && !t->in_fresh) {
                 t->in_fresh = true;
                 t->fresh_next = t->owner->fresh;
                 t->owner->fresh = t;
@@ -223,6 +228,8 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
     }
     dk_curl_unwatch(cl, t);
     c->streamed = t->streaming;
+    if (rc == CURLE_OK && t->streaming && t->len > 0)
+        rc = CURLE_WRITE_ERROR; /* body left undelivered: never a clean end */
     if (rc == CURLE_OK && !t->cancelled) {
         long code = 0;
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);

@@ -45,8 +45,8 @@ typedef struct dk_http_call {
     /* streaming (optional, both or neither): on_headers runs once the status and headers are
      * in (status and resp_* set) and the body is still arriving; on_data then gets the body
      * piece by piece (the first piece may hold what came with the headers). Both run on the
-     * client's thread. A body that arrives whole with its headers skips both: done gets it in
-     * `response`, as for a call without streaming. */
+     * client's thread. A body that arrives whole with its headers, or a small one of declared
+     * length, skips both: done gets it in `response`, as for a call without streaming. */
     void (*on_headers)(struct dk_http_call *call);
     dk_http_data_action (*on_data)(struct dk_http_call *call, const char *data, size_t len);
     /* outcome: error is DK_OK when a response arrived whole (any status), else

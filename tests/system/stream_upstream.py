@@ -60,6 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         self.server.owner.requests.append((url.path, q, dict(self.headers)))
+        self._record("got_request")
         mode = q.get("mode", "sse")
         gap = float(q.get("gap", "2.5"))
         size = int(q.get("size", str(4 << 20)))

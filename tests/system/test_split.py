@@ -7,6 +7,7 @@ starts a second gateway on the same Redis."""
 import hashlib
 import http.server
 import signal
+import socket
 import socketserver
 import threading
 import time
@@ -353,9 +354,12 @@ def test_large_body_reaches_a_slow_reader_intact(docket_factory, tmp_path, extra
             time.sleep(0.001)            # a slow reader: the gateway holds the upstream back
     assert n == size
     assert h.hexdigest() == hashlib.sha256(stream_upstream_body(size)).hexdigest()
-    # small answers still come whole (and the gateway still serves)
+    # small answers still come whole, in one piece with their length (not streamed)
     r = g.get("/api/v1/notifications?mode=big&size=1000", token=acct.access)
     assert r.status_code == 200 and r.content == stream_upstream_body(1000)
+    assert r.headers["Content-Length"] == "1000" and "Transfer-Encoding" not in r.headers
+    r = d.me(acct.access)
+    assert r.status_code == 200 and "Transfer-Encoding" not in r.headers
 
 
 def test_upstream_dying_mid_body_cuts_the_response(docket_factory, tmp_path, extra_gateways,
@@ -393,3 +397,47 @@ def test_client_leaving_a_stream_aborts_the_upstream(docket_factory, tmp_path, e
     gone = stream_upstream.wait_for("client_gone", 5)
     assert gone - left < 5
     assert g.get("/health").status_code == 200
+
+
+def test_slow_client_holds_the_upstream_back(docket_factory, tmp_path, extra_gateways,
+                                             stream_upstream):
+    """Flow control: while the client reads nothing, the gateway stops reading the upstream
+    (it buffers at most GW_STREAM_BOUND, the kernel's socket buffers hold the rest), so a
+    64 MiB body cannot all have left the upstream; once the client reads, all of it arrives."""
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = notifications_gateway(d, tmp_path, extra_gateways, stream_upstream)
+    size = 64 << 20
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", g.port))
+    sock.sendall((f"GET /api/v1/notifications?mode=big&size={size} HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1\r\nAuthorization: Bearer {acct.access}\r\n"
+                  "Connection: close\r\n\r\n").encode())
+    stream_upstream.wait_for("got_request", 5)
+    time.sleep(2)
+    assert "big_sent" not in stream_upstream.events, \
+        "the upstream sent the whole body to a client that read nothing"
+    data = bytearray()
+    while True:
+        piece = sock.recv(1 << 20)
+        if not piece:
+            break
+        data += piece
+    sock.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    # undo the chunked framing
+    out = bytearray()
+    pos = 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        n = int(body[pos:eol], 16)
+        if n == 0:
+            break
+        out += body[eol + 2:eol + 2 + n]
+        pos = eol + 2 + n + 2
+    assert len(out) == size
+    assert hashlib.sha256(out).digest() == hashlib.sha256(stream_upstream_body(size)).digest()
