@@ -140,6 +140,28 @@ static void test_interoperates_with_libargon2(void **state)
     assert_int_equal(auth_password_hash(f->h, f->arena, "ours", &enc), DK_OK);
     assert_int_equal(argon2id_verify(enc, "ours", 4), ARGON2_OK);
     assert_int_equal(argon2id_verify(enc, "ourz", 4), ARGON2_VERIFY_MISMATCH);
+    /* other parameters, salt and hash lengths (every base64 tail length) are read from the
+     * string, not assumed */
+    static const struct {
+        uint32_t t, m, p, saltlen, hashlen;
+    } params[] = {{3, 2048, 2, 8, 4},
+                  {1, 1024, 1, 17, 33},
+                  {2, 4096, 4, 18, 34},
+                  {1, 1024, 3, 19, 35},
+                  {1, 8192, 1, 64, 64}};
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+        unsigned char s[64];
+        for (uint32_t k = 0; k < params[i].saltlen; k++)
+            s[k] = (unsigned char)(k * 37 + i);
+        char other[512];
+        assert_int_equal(argon2id_hash_encoded(params[i].t, params[i].m, params[i].p, "pw", 2, s,
+                                               params[i].saltlen, params[i].hashlen, other,
+                                               sizeof other),
+                         ARGON2_OK);
+        if (auth_password_verify(f->h, other, "pw") != DK_OK)
+            fail_msg("libargon2's %s does not verify", other);
+        assert_int_equal(auth_password_verify(f->h, other, "pW"), DK_E_UNAUTHORIZED);
+    }
 }
 
 static void test_malformed_hash(void **state)
@@ -156,6 +178,25 @@ static void test_malformed_hash(void **state)
         "$argon2id$v=19$m=1024,t=1,p=1$",
         "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0$",
         "$2b$12$abcdefghijklmnopqrstuu5rZV0rJ3VsK1r8vGqF3zH6i0yQxkA9i", /* bcrypt */
+        /* damaged variants of a sound hash (salt "saltsaltsaltsalt", any 32-byte hash) */
+        "$argon2id$v=16$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "$argon2id$v=19$m=01024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "$argon2id$v=19$m=99999999999,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "$argon2id$v=19$m=1024,t=0,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA==$"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdB$" /* trailing bits set */
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "$argon2id$v=19$m=1024,t=1,p=1$c2Fs$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* short
+                                                                                          salt */
+        "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$A", /* 1 mod 4 */
+        "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$AAAA*AAA",
+        "$argon2id$v=19$m=1024,t=1,p=1,x=2$c2FsdHNhbHRzYWx0c2FsdA$"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dk_status st = auth_password_verify(f->h, bad[i], "pw");
