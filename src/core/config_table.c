@@ -119,7 +119,8 @@ const dk_config_row dk_config_rows[] = {
     ROW_DUR("gateway.connect_timeout", "1s", 1, MS_M,
             "Timeout for connecting to an upstream service; then 503."),
     ROW_DUR("gateway.timeout", "10s", 1, 10 * MS_M,
-            "Longest the gateway waits for an upstream response; then 504."),
+            "Longest the gateway waits for an upstream response; then 504. On event-stream routes "
+            "it bounds only the wait for the response headers."),
     ROW_INT("gateway.circuit_failures", "5", 1, 1000,
             "Consecutive failures after which an upstream is taken out of rotation."),
     ROW_DUR("gateway.circuit_cooldown", "5s", 100, 10 * MS_M,

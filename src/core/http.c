@@ -1085,7 +1085,7 @@ static void dk_dispatch(struct dk_exchange *x)
         return;
     }
     found->handler(req, &x->res);
-    if (x->res.status == 0 && !x->suspended)
+    if (!x->suspended && x->res.status == 0) /* once suspended, res belongs to another thread */
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 }
 

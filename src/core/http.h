@@ -111,11 +111,15 @@ void dk_req_resume(dk_req *req);
  * status and headers go out first, then whatever any thread writes, until dk_stream_end. The
  * connection waits (suspended, no thread held) while nothing is buffered. The stream is
  * reference-counted between the connection and the producer: the producer owns one reference
- * from dk_res_stream until dk_stream_release. A drain or stop of the server ends every open
- * stream. Writes are thread-safe. */
+ * from dk_res_stream until dk_stream_release. A drain ends at once the open streams of
+ * DK_ROUTE_STREAM routes (event streams: their clients reconnect elsewhere); other streamed
+ * bodies count as in-flight requests and may finish within the drain timeout. Writes are
+ * thread-safe. */
 typedef struct dk_stream dk_stream;
 /* on_drained (may be NULL) runs, on the connection's thread, when the buffer falls to zero
- * after having reached the producer's high-water mark (for flow control). */
+ * after having reached the high-water mark (256 KiB; for flow control), and once more when the
+ * client leaves an open stream (the producer then finds it closed). It never runs after
+ * dk_stream_release has returned, and must not call dk_stream_release itself. */
 dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
                          void (*on_drained)(void *ctx), void *ctx);
 /* Appends data; false when the client has gone away or the stream has ended (the producer
