@@ -3,7 +3,10 @@
  * random per-store seed, so clients that choose keys (rate-limit ids) cannot flood one chain.
  * Expiry uses CLOCK_MONOTONIC ms: an expired entry is dropped when a lookup walks past it, and
  * every few inserts a sweep step visits the next buckets of the shard, so entries nobody asks
- * for again are reclaimed too and memory stays bounded by the live data. */
+ * for again are reclaimed too and memory stays bounded by the live data.
+ * Publish/subscribe is a fan-out inside the store: publish calls every subscriber of the channel
+ * in the publishing thread, under one lock (so a subscription's callbacks never overlap), before
+ * it returns; a subscription is live from subscribe on and never misses a message. */
 #include "ports/kv.h"
 
 #include <pthread.h>
@@ -45,11 +48,21 @@ struct kvm_shard {
     char pad[64];        /* keeps two shards' locks off one cache line */
 };
 
+struct dk_kv_sub {
+    dk_kv_sub *next;
+    char *channel;
+    dk_kv_on_message on_message;
+    dk_kv_on_state on_state;
+    void *ctx;
+};
+
 struct dk_kv {
     struct kvm_shard shards[KVM_SHARDS];
     uint64_t seed0, seed1;
     char *prefix;
     size_t prefix_len;
+    pthread_mutex_t subs_lock; /* held while callbacks run */
+    dk_kv_sub *subs;
 };
 
 /* --- hashing --------------------------------------------------------------------------------- */
@@ -293,6 +306,13 @@ static void kvm_close(dk_kv *kv)
         dk_free(s->buckets);
         pthread_mutex_destroy(&s->lock);
     }
+    while (kv->subs) {
+        dk_kv_sub *next = kv->subs->next;
+        dk_free(kv->subs->channel);
+        dk_free(kv->subs);
+        kv->subs = next;
+    }
+    pthread_mutex_destroy(&kv->subs_lock);
     dk_free(kv->prefix);
     dk_free(kv);
 }
@@ -313,6 +333,7 @@ DK_MUSTCHECK static dk_status kvm_open(const dk_kv_options *opt, dk_kv **ret_kv)
     const char *prefix = opt && opt->key_prefix ? opt->key_prefix : "";
     kv->prefix = dk_strdup(prefix);
     kv->prefix_len = strlen(prefix);
+    pthread_mutex_init(&kv->subs_lock, NULL);
     for (size_t i = 0; i < KVM_SHARDS; i++) {
         struct kvm_shard *s = &kv->shards[i];
         pthread_mutex_init(&s->lock, NULL);
@@ -468,6 +489,56 @@ DK_MUSTCHECK static dk_status kvm_ping(dk_kv *kv, int timeout_ms)
     return DK_OK;
 }
 
+DK_MUSTCHECK static dk_status kvm_publish(dk_kv *kv, const char *channel, const char *msg,
+                                          size_t len)
+{
+    if (!kv || !channel || (!msg && len))
+        return DK_E_INTERNAL;
+    char *copy = kvm_val_dup(msg, len); /* NUL-terminated, as the port promises */
+    pthread_mutex_lock(&kv->subs_lock);
+    for (dk_kv_sub *sub = kv->subs; sub; sub = sub->next)
+        if (strcmp(sub->channel, channel) == 0)
+            sub->on_message(sub->ctx, copy, len);
+    pthread_mutex_unlock(&kv->subs_lock);
+    dk_free(copy);
+    return DK_OK;
+}
+
+DK_MUSTCHECK static dk_status kvm_subscribe(dk_kv *kv, const char *channel,
+                                            dk_kv_on_message on_message, dk_kv_on_state on_state,
+                                            void *ctx, dk_kv_sub **ret_sub)
+{
+    if (!kv || !channel || !on_message || !on_state || !ret_sub)
+        return DK_E_INTERNAL;
+    dk_kv_sub *sub = DK_NEW(dk_kv_sub);
+    sub->channel = dk_strdup(channel);
+    sub->on_message = on_message;
+    sub->on_state = on_state;
+    sub->ctx = ctx;
+    pthread_mutex_lock(&kv->subs_lock);
+    sub->next = kv->subs;
+    kv->subs = sub;
+    on_state(ctx, true); /* before any message can reach it */
+    pthread_mutex_unlock(&kv->subs_lock);
+    *ret_sub = sub;
+    return DK_OK;
+}
+
+static void kvm_unsubscribe(dk_kv *kv, dk_kv_sub *sub)
+{
+    if (!kv || !sub)
+        return;
+    pthread_mutex_lock(&kv->subs_lock);
+    dk_kv_sub **link = &kv->subs;
+    while (*link && *link != sub)
+        link = &(*link)->next;
+    if (*link)
+        *link = sub->next;
+    pthread_mutex_unlock(&kv->subs_lock);
+    dk_free(sub->channel);
+    dk_free(sub);
+}
+
 /* For tests (declared there, not in a header): entries held, expired or not, in all shards. */
 size_t dk_kv_memory_entries(dk_kv *kv);
 size_t dk_kv_memory_entries(dk_kv *kv)
@@ -491,4 +562,7 @@ const struct dk_kv_ops dk_kv_memory_ops = {
     .exists = kvm_exists,
     .incr_window = kvm_incr_window,
     .ping = kvm_ping,
+    .publish = kvm_publish,
+    .subscribe = kvm_subscribe,
+    .unsubscribe = kvm_unsubscribe,
 };

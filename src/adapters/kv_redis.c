@@ -6,11 +6,23 @@
  * reconnects on the next call; an idle connection the server has closed (restart, CLIENT KILL,
  * idle timeout) is noticed before use and replaced, so the store recovers without a restart.
  * The URL's password is kept only for AUTH and wiped on close; it never appears in a status.
- * URL parsing, connecting (AUTH, SELECT) and the SIGPIPE guard are shared: adapters/redis_url.h. */
+ * URL parsing, connecting (AUTH, SELECT) and the SIGPIPE guard are shared: adapters/redis_url.h.
+ *
+ * PUBLISH goes through the pool like any command. Each subscription runs a thread with a
+ * connection of its own: SUBSCRIBE, then poll(2) on the socket in steps of KVR_SUB_POLL_MS (so
+ * unsubscribe and close return promptly) and replies parsed with redisBufferRead and
+ * redisGetReplyFromReader. When the connection has been quiet for min(timeout_ms, 1 s) it sends
+ * a PING, and a PING unanswered for timeout_ms counts as a lost connection, so a server that
+ * vanished without closing the socket is noticed too. A lost connection is reported
+ * (on_state(false)) and replaced at once; failed connects are retried with a backoff from
+ * 100 ms to 2 s. */
 #include "ports/kv.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +32,7 @@
 #include "adapters/redis_url.h"
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/log.h"
 #include "core/timeutil.h"
 #include "core/banned.h"
 
@@ -27,6 +40,10 @@
 #define KVR_MAX_POOL           1024
 #define KVR_DEFAULT_TIMEOUT_MS 1000
 #define KVR_KEY_INLINE         192
+#define KVR_SUB_POLL_MS        100 /* longest wait before a subscription notices a stop request */
+#define KVR_SUB_PING_MAX_MS    1000
+#define KVR_BACKOFF_MIN_MS     100
+#define KVR_BACKOFF_MAX_MS     2000
 
 /* INCR, and start the window when the counter is new or lost its expiry (a PEXPIRE that never
  * ran, or a key SET without a TTL). Returns {count, ms left}. */
@@ -50,6 +67,23 @@ struct dk_kv {
     int nidle;
     int open; /* contexts checked out, idle, or being connected */
     int size;
+
+    pthread_mutex_t subs_lock;
+    dk_kv_sub *subs; /* running subscriptions, ended by close */
+};
+
+struct dk_kv_sub {
+    dk_kv *kv;
+    dk_kv_sub *next;
+    char *channel; /* prefixed */
+    size_t channel_len;
+    dk_kv_on_message on_message;
+    dk_kv_on_state on_state;
+    void *ctx;
+    pthread_t thread;
+    atomic_bool stop;
+    pthread_mutex_t run_lock; /* with run_cond: backoff sleeps that a stop request cuts short */
+    pthread_cond_t run_cond;
 };
 
 /* --- connections ----------------------------------------------------------------------------- */
@@ -214,17 +248,219 @@ static dk_status kvr_key_command(dk_kv *kv, bool idempotent, const char *key, in
     return st;
 }
 
+/* --- publish/subscribe ----------------------------------------------------------------------- */
+
+/* Sleeps up to ms, or less when the subscription is being ended. */
+static void kvr_sub_pause(dk_kv_sub *sub, int ms)
+{
+    struct timespec deadline;
+    kvr_deadline(&deadline, ms);
+    pthread_mutex_lock(&sub->run_lock);
+    while (!atomic_load(&sub->stop) &&
+           pthread_cond_timedwait(&sub->run_cond, &sub->run_lock, &deadline) != ETIMEDOUT) {
+    }
+    pthread_mutex_unlock(&sub->run_lock);
+}
+
+/* A new connection, subscribed: SUBSCRIBE sent and its confirmation read. */
+static dk_status kvr_sub_connect(dk_kv_sub *sub, redisContext **ret)
+{
+    redisContext *c;
+    dk_status st = dk_redis_connect(&sub->kv->url, sub->kv->timeout_ms, &c);
+    if (st != DK_OK)
+        return st;
+    const char *argv[2] = {"SUBSCRIBE", sub->channel};
+    size_t argvlen[2] = {9, sub->channel_len};
+    redisReply *r = redisCommandArgv(c, 2, argv, argvlen);
+    if (!r || c->err)
+        st = DK_E_UNAVAILABLE;
+    else if (r->type == REDIS_REPLY_ERROR)
+        st = dk_redis_error_status(r);
+    else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+             r->element[0]->type != REDIS_REPLY_STRING ||
+             strcmp(r->element[0]->str, "subscribe") != 0)
+        st = DK_E_INTERNAL;
+    if (r)
+        freeReplyObject(r);
+    if (st != DK_OK) {
+        redisFree(c);
+        return st;
+    }
+    *ret = c;
+    return DK_OK;
+}
+
+/* One reply read on the subscribed connection: a message is delivered; the answer to PING and
+ * a repeated confirmation are accepted; anything else means the connection is not what we
+ * think it is (false). */
+static bool kvr_sub_reply(dk_kv_sub *sub, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return false;
+    const char *kind = r->element[0]->str;
+    if (strcmp(kind, "message") == 0) {
+        if (r->elements != 3 || r->element[1]->type != REDIS_REPLY_STRING ||
+            r->element[2]->type != REDIS_REPLY_STRING)
+            return false;
+        const redisReply *ch = r->element[1], *msg = r->element[2];
+        if (ch->len == sub->channel_len && memcmp(ch->str, sub->channel, ch->len) == 0)
+            sub->on_message(sub->ctx, msg->str, msg->len);
+        return true;
+    }
+    return strcmp(kind, "pong") == 0 || strcmp(kind, "subscribe") == 0;
+}
+
+/* Sends PING on the subscribed connection (its answer arrives as a "pong" message). */
+static bool kvr_sub_ping(redisContext *c)
+{
+    if (redisAppendCommand(c, "PING") != REDIS_OK)
+        return false;
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return false;
+    return true;
+}
+
+struct kvr_sub_conn {
+    redisContext *c;
+    int64_t last_rx; /* when the connection last gave a reply */
+    int64_t ping_at; /* when the PING still unanswered was sent; 0: none */
+};
+
+/* Delivers what has arrived, pings when quiet, and waits up to KVR_SUB_POLL_MS for more.
+ * false when the connection is lost. */
+static bool kvr_sub_step(dk_kv_sub *sub, struct kvr_sub_conn *sc, int ping_every)
+{
+    redisContext *c = sc->c;
+    for (;;) {
+        void *reply = NULL;
+        if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+            return false;
+        if (!reply)
+            break;
+        bool ok = kvr_sub_reply(sub, reply);
+        freeReplyObject(reply);
+        if (!ok)
+            return false;
+        sc->last_rx = dk_mono_ms();
+        sc->ping_at = 0;
+    }
+    int64_t now = dk_mono_ms();
+    if (sc->ping_at && now - sc->ping_at >= sub->kv->timeout_ms)
+        return false; /* the server has stopped answering */
+    if (!sc->ping_at && now - sc->last_rx >= ping_every) {
+        if (!kvr_sub_ping(c))
+            return false;
+        sc->ping_at = now;
+    }
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    int n = poll(&pfd, 1, KVR_SUB_POLL_MS);
+    if (n < 0)
+        return errno == EINTR;
+    if (n > 0 && redisBufferRead(c) != REDIS_OK)
+        return false; /* closed (EOF), reset, or a read error */
+    return true;
+}
+
+static void *kvr_sub_run(void *arg)
+{
+    dk_kv_sub *sub = arg;
+    /* writes to a vanished server fail with EPIPE instead of killing the process */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    int timeout = sub->kv->timeout_ms;
+    int ping_every = timeout < KVR_SUB_PING_MAX_MS ? timeout : KVR_SUB_PING_MAX_MS;
+    struct kvr_sub_conn sc = {0};
+    int backoff = KVR_BACKOFF_MIN_MS;
+    int64_t connected_at = 0;
+    bool down = false; /* a failure has been logged */
+    while (!atomic_load(&sub->stop)) {
+        if (!sc.c) {
+            dk_status st = kvr_sub_connect(sub, &sc.c);
+            if (st != DK_OK) {
+                sc.c = NULL;
+                if (!down)
+                    dk_log_warn("kv: cannot subscribe to Redis (%s); retrying",
+                                dk_status_title(st));
+                down = true;
+                kvr_sub_pause(sub, backoff);
+                backoff = backoff * 2 > KVR_BACKOFF_MAX_MS ? KVR_BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            if (down)
+                dk_log_info("kv: subscribed to Redis again");
+            down = false;
+            connected_at = sc.last_rx = dk_mono_ms();
+            sc.ping_at = 0;
+            sub->on_state(sub->ctx, true);
+        }
+        if (kvr_sub_step(sub, &sc, ping_every))
+            continue;
+        redisFree(sc.c);
+        sc.c = NULL;
+        if (atomic_load(&sub->stop))
+            break; /* being ended: no more callbacks */
+        sub->on_state(sub->ctx, false);
+        dk_log_warn("kv: lost the Redis subscription; subscribing again");
+        down = true;
+        /* resubscribe at once, unless connections keep dying young */
+        if (dk_mono_ms() - connected_at < KVR_SUB_PING_MAX_MS) {
+            kvr_sub_pause(sub, backoff);
+            backoff = backoff * 2 > KVR_BACKOFF_MAX_MS ? KVR_BACKOFF_MAX_MS : backoff * 2;
+        } else {
+            backoff = KVR_BACKOFF_MIN_MS;
+        }
+    }
+    if (sc.c)
+        redisFree(sc.c);
+    return NULL;
+}
+
+static void kvr_sub_free(dk_kv_sub *sub)
+{
+    pthread_cond_destroy(&sub->run_cond);
+    pthread_mutex_destroy(&sub->run_lock);
+    dk_free(sub->channel);
+    dk_free(sub);
+}
+
+/* Stops the thread, waits for it, frees the subscription. */
+static void kvr_sub_end(dk_kv_sub *sub)
+{
+    pthread_mutex_lock(&sub->run_lock);
+    atomic_store(&sub->stop, true);
+    pthread_cond_broadcast(&sub->run_cond);
+    pthread_mutex_unlock(&sub->run_lock);
+    pthread_join(sub->thread, NULL);
+    kvr_sub_free(sub);
+}
+
 /* --- the port -------------------------------------------------------------------------------- */
 
 static void kvr_close(dk_kv *kv)
 {
     if (!kv)
         return;
+    pthread_mutex_lock(&kv->subs_lock);
+    dk_kv_sub *subs = kv->subs;
+    kv->subs = NULL;
+    pthread_mutex_unlock(&kv->subs_lock);
+    while (subs) {
+        dk_kv_sub *next = subs->next;
+        kvr_sub_end(subs);
+        subs = next;
+    }
     for (int i = 0; i < kv->nidle; i++)
         redisFree(kv->idle[i]);
     dk_free(kv->idle);
     pthread_cond_destroy(&kv->cond);
     pthread_mutex_destroy(&kv->lock);
+    pthread_mutex_destroy(&kv->subs_lock);
     dk_redis_url_release(&kv->url);
     dk_free(kv->prefix);
     dk_free(kv);
@@ -236,6 +472,7 @@ DK_MUSTCHECK static dk_status kvr_open(const dk_kv_options *opt, dk_kv **ret_kv)
         return DK_E_INTERNAL;
     dk_kv *kv = DK_NEW(dk_kv);
     pthread_mutex_init(&kv->lock, NULL);
+    pthread_mutex_init(&kv->subs_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -389,6 +626,74 @@ DK_MUSTCHECK static dk_status kvr_ping(dk_kv *kv, int timeout_ms)
     return ok ? DK_OK : DK_E_INTERNAL;
 }
 
+DK_MUSTCHECK static dk_status kvr_publish(dk_kv *kv, const char *channel, const char *msg,
+                                          size_t len)
+{
+    if (!kv || !channel || (!msg && len))
+        return DK_E_INTERNAL;
+    const char *argv[3] = {"PUBLISH", NULL, msg ? msg : ""};
+    size_t argvlen[3] = {7, 0, len};
+    redisReply *r;
+    /* Retried on a fresh connection when a reused one failed: a message may arrive twice, as
+     * kv.h allows, but a publish does not fail because the server closed an idle connection. */
+    dk_status st = kvr_key_command(kv, true, channel, 3, argv, argvlen, &r);
+    if (st != DK_OK)
+        return st;
+    bool ok = r->type == REDIS_REPLY_INTEGER;
+    freeReplyObject(r);
+    return ok ? DK_OK : DK_E_INTERNAL;
+}
+
+DK_MUSTCHECK static dk_status kvr_subscribe(dk_kv *kv, const char *channel,
+                                            dk_kv_on_message on_message, dk_kv_on_state on_state,
+                                            void *ctx, dk_kv_sub **ret_sub)
+{
+    if (!kv || !channel || !on_message || !on_state || !ret_sub)
+        return DK_E_INTERNAL;
+    dk_kv_sub *sub = DK_NEW(dk_kv_sub);
+    sub->kv = kv;
+    struct kvr_key k;
+    kvr_key_init(&k, kv, channel);
+    sub->channel = dk_malloc(k.len + 1);
+    memcpy(sub->channel, k.p, k.len + 1);
+    sub->channel_len = k.len;
+    kvr_key_release(&k);
+    sub->on_message = on_message;
+    sub->on_state = on_state;
+    sub->ctx = ctx;
+    atomic_init(&sub->stop, false);
+    pthread_mutex_init(&sub->run_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sub->run_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&sub->thread, NULL, kvr_sub_run, sub) != 0) {
+        kvr_sub_free(sub);
+        return DK_E_INTERNAL;
+    }
+    pthread_mutex_lock(&kv->subs_lock);
+    sub->next = kv->subs;
+    kv->subs = sub;
+    pthread_mutex_unlock(&kv->subs_lock);
+    *ret_sub = sub;
+    return DK_OK;
+}
+
+static void kvr_unsubscribe(dk_kv *kv, dk_kv_sub *sub)
+{
+    if (!kv || !sub)
+        return;
+    pthread_mutex_lock(&kv->subs_lock);
+    dk_kv_sub **link = &kv->subs;
+    while (*link && *link != sub)
+        link = &(*link)->next;
+    if (*link)
+        *link = sub->next;
+    pthread_mutex_unlock(&kv->subs_lock);
+    kvr_sub_end(sub);
+}
+
 const struct dk_kv_ops dk_kv_redis_ops = {
     .name = "redis",
     .open = kvr_open,
@@ -399,4 +704,7 @@ const struct dk_kv_ops dk_kv_redis_ops = {
     .exists = kvr_exists,
     .incr_window = kvr_incr_window,
     .ping = kvr_ping,
+    .publish = kvr_publish,
+    .subscribe = kvr_subscribe,
+    .unsubscribe = kvr_unsubscribe,
 };

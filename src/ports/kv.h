@@ -1,4 +1,5 @@
-/* kv.h — the key-value port: rate-limit counters, session revocation, small cached values.
+/* kv.h — the key-value port: rate-limit counters, session revocation, small cached values,
+ * and a publish/subscribe channel between the processes sharing the store.
  * In-memory for one process (embedded mode), Redis when REDIS_URL is set (shared by every
  * replica). A dk_kv is thread-safe. Keys and values are binary-safe byte strings with an
  * optional time to live. Errors: DK_E_UNAVAILABLE when the server does not answer in time
@@ -14,6 +15,25 @@
 
 typedef struct dk_arena dk_arena;
 typedef struct dk_kv dk_kv;
+typedef struct dk_kv_sub dk_kv_sub;
+
+/* Publish/subscribe. A message published on a channel reaches every subscription to that
+ * channel on the same store, in this process and in every other process sharing it (Redis: the
+ * whole server, whatever the database; the key prefix is applied to channel names as to keys).
+ *
+ * A subscription is either live or not. It starts not live; on_state(ctx, true) says it is live
+ * from then on, on_state(ctx, false) says messages may have been missed since (connection lost,
+ * server gone) — and is followed by on_state(ctx, true) once it is subscribed again. While live,
+ * every message whose publish returned DK_OK after the subscription became live is delivered,
+ * in publish order per publisher, possibly twice (a publish retried after a lost reply). No
+ * message is delivered while not live. Redis: delivery runs on a thread of the subscription's
+ * own with a connection of its own, which reconnects with a backoff and notices a dead server
+ * within about twice timeout_ms (it pings when quiet). Memory: fan-out in the publishing thread
+ * before publish returns; live from subscribe on. A subscription's callbacks never run
+ * concurrently with each other; they must be quick and must not call publish, subscribe or
+ * unsubscribe on the same store. */
+typedef void (*dk_kv_on_message)(void *ctx, const char *msg, size_t len);
+typedef void (*dk_kv_on_state)(void *ctx, bool live);
 
 typedef struct dk_kv_options {
     const char *url;        /* redis://[user:pass@]host:port[/db]; ignored by the memory adapter */
@@ -40,6 +60,16 @@ struct dk_kv_ops {
     dk_status (*incr_window)(dk_kv *kv, const char *key, int64_t window_ms, int64_t *ret_count,
                              int64_t *ret_ttl_ms) DK_MUSTCHECK;
     dk_status (*ping)(dk_kv *kv, int timeout_ms) DK_MUSTCHECK;
+    /* Sends len bytes of msg to the channel's subscribers (none is not an error). */
+    dk_status (*publish)(dk_kv *kv, const char *channel, const char *msg, size_t len) DK_MUSTCHECK;
+    /* Starts a subscription (see above); on_message gets the bytes with a NUL after them, valid
+     * during the call. Fails only when it cannot start at all (no thread): an unreachable
+     * server is not an error, the subscription keeps trying. *ret_sub is written on success. */
+    dk_status (*subscribe)(dk_kv *kv, const char *channel, dk_kv_on_message on_message,
+                           dk_kv_on_state on_state, void *ctx, dk_kv_sub **ret_sub) DK_MUSTCHECK;
+    /* Ends a subscription: once it returns, no callback of it runs any more (it does not call
+     * on_state(false)). Accepts NULL. close ends the subscriptions still open. */
+    void (*unsubscribe)(dk_kv *kv, dk_kv_sub *sub);
 };
 
 extern const struct dk_kv_ops dk_kv_memory_ops;

@@ -1,7 +1,10 @@
-/* test_kv_memory.c — the in-process kv adapter: values, expiry, counters, threads, sweeping. */
+/* test_kv_memory.c — the in-process kv adapter: values, expiry, counters, threads, sweeping,
+ * publish/subscribe (fan-out before publish returns, channels, unsubscribe, callbacks that never
+ * overlap under concurrent publishers). */
 #include "testutil.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -326,6 +329,133 @@ static void test_many_keys_survive_resizes(void **state)
     dk_arena_free(a);
 }
 
+/* --- publish/subscribe ----------------------------------------------------------------------- */
+
+struct recorder {
+    int messages;
+    char last[64];
+    size_t last_len;
+    int live_calls, down_calls;
+    bool live;
+    atomic_int inside; /* callbacks running right now */
+    atomic_int overlaps;
+};
+
+static void rec_message(void *ctx, const char *msg, size_t len)
+{
+    struct recorder *r = ctx;
+    if (atomic_fetch_add(&r->inside, 1) != 0)
+        atomic_fetch_add(&r->overlaps, 1);
+    r->messages++;
+    r->last_len = len < sizeof r->last ? len : sizeof r->last - 1;
+    memcpy(r->last, msg, r->last_len);
+    r->last[r->last_len] = msg[len] == '\0' ? '\0' : '!'; /* the promised NUL after the bytes */
+    atomic_fetch_sub(&r->inside, 1);
+}
+
+static void rec_state(void *ctx, bool live)
+{
+    struct recorder *r = ctx;
+    r->live = live;
+    if (live)
+        r->live_calls++;
+    else
+        r->down_calls++;
+}
+
+static void test_publish_subscribe(void **state)
+{
+    dk_kv *kv = *state;
+    struct recorder a = {0}, b = {0}, other = {0};
+    dk_kv_sub *sa = NULL, *sb = NULL, *so = NULL;
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &a, &sa), DK_OK);
+    assert_true(a.live); /* live before subscribe returns */
+    assert_int_equal(a.live_calls, 1);
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &b, &sb), DK_OK);
+    assert_int_equal(ops->subscribe(kv, "other", rec_message, rec_state, &other, &so), DK_OK);
+
+    assert_int_equal(ops->publish(kv, "ch", "hello", 5), DK_OK);
+    /* delivered before publish returned, to the channel's subscribers only */
+    assert_int_equal(a.messages, 1);
+    assert_int_equal(b.messages, 1);
+    assert_int_equal(other.messages, 0);
+    assert_string_equal(a.last, "hello");
+    assert_int_equal(a.last_len, 5);
+
+    const char bin[] = {'x', '\0', 'y'};
+    assert_int_equal(ops->publish(kv, "other", bin, sizeof bin), DK_OK);
+    assert_int_equal(other.messages, 1);
+    assert_int_equal(other.last_len, 3);
+    assert_memory_equal(other.last, bin, 3);
+    assert_int_equal(a.messages, 1);
+
+    ops->unsubscribe(kv, sa);
+    assert_int_equal(ops->publish(kv, "ch", "again", 5), DK_OK);
+    assert_int_equal(a.messages, 1); /* gone */
+    assert_int_equal(b.messages, 2);
+    assert_string_equal(b.last, "again");
+    assert_int_equal(a.down_calls, 0); /* unsubscribe does not report a state */
+
+    assert_int_equal(ops->publish(kv, "nobody", "x", 1), DK_OK);
+    assert_int_equal(ops->publish(kv, "ch", "", 0), DK_OK);
+    assert_int_equal(b.messages, 3);
+    assert_int_equal(b.last_len, 0);
+    ops->unsubscribe(kv, NULL);
+    ops->unsubscribe(kv, so);
+    (void)sb; /* left for close to end */
+}
+
+static void test_pubsub_stays_in_its_store(void **state)
+{
+    dk_kv *kv = *state;
+    dk_kv *second = NULL;
+    dk_kv_options opt = {.key_prefix = "test:"};
+    assert_int_equal(ops->open(&opt, &second), DK_OK);
+    struct recorder r = {0};
+    dk_kv_sub *sub = NULL;
+    assert_int_equal(ops->subscribe(second, "ch", rec_message, rec_state, &r, &sub), DK_OK);
+    assert_int_equal(ops->publish(kv, "ch", "hello", 5), DK_OK);
+    assert_int_equal(r.messages, 0); /* another store is another process */
+    assert_int_equal(ops->publish(second, "ch", "hello", 5), DK_OK);
+    assert_int_equal(r.messages, 1);
+    ops->close(second); /* ends the subscription */
+}
+
+struct publisher {
+    dk_kv *kv;
+    int n;
+};
+
+static void *publish_many(void *arg)
+{
+    struct publisher *p = arg;
+    for (int i = 0; i < p->n; i++)
+        if (ops->publish(p->kv, "ch", "m", 1) != DK_OK)
+            return (void *)1;
+    return NULL;
+}
+
+static void test_pubsub_callbacks_never_overlap(void **state)
+{
+    dk_kv *kv = *state;
+    struct recorder r = {0};
+    dk_kv_sub *sub = NULL;
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &r, &sub), DK_OK);
+    enum { THREADS = 4, EACH = 2000 };
+    pthread_t th[THREADS];
+    struct publisher p = {.kv = kv, .n = EACH};
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, publish_many, &p), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *ret = (void *)1;
+        assert_int_equal(pthread_join(th[i], &ret), 0);
+        assert_null(ret);
+    }
+    assert_int_equal(r.messages, THREADS * EACH);
+    assert_int_equal(atomic_load(&r.overlaps), 0);
+    ops->unsubscribe(kv, sub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +467,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_increments, open_store, close_store),
         cmocka_unit_test_setup_teardown(test_sweep_bounds_memory, open_store, close_store),
         cmocka_unit_test_setup_teardown(test_many_keys_survive_resizes, open_store, close_store),
+        cmocka_unit_test_setup_teardown(test_publish_subscribe, open_store, close_store),
+        cmocka_unit_test_setup_teardown(test_pubsub_stays_in_its_store, open_store, close_store),
+        cmocka_unit_test_setup_teardown(test_pubsub_callbacks_never_overlap, open_store,
+                                        close_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

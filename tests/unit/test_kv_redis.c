@@ -1,7 +1,9 @@
 /* test_kv_redis.c — the Redis kv adapter against a real Redis (DOCKET_TEST_REDIS_URL; skipped
  * when unset): values, expiry, counters, prefixes, db selection, threads, failures that must be
  * fast (nothing listening, a server that never answers), recovery after CLIENT KILL and after a
- * restart, and AUTH from the URL against a redis-server this test starts itself. */
+ * restart, AUTH from the URL against a redis-server this test starts itself, and publish/
+ * subscribe: delivery between two stores, the prefix on channels, prompt unsubscribe, and the
+ * subscription's state through CLIENT KILL, a paused server, a restart and a silent server. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -755,6 +757,319 @@ static void test_auth_from_url(void **state)
     redis_stop(p);
 }
 
+/* --- publish/subscribe ----------------------------------------------------------------------- */
+
+/* What a subscription saw, filled by its thread. */
+struct recorder {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int messages;
+    char last[64];
+    size_t last_len;
+    bool live;
+    int live_calls, down_calls;
+};
+
+static void rec_init(struct recorder *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+}
+
+static void rec_release(struct recorder *r)
+{
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+}
+
+static void rec_message(void *ctx, const char *msg, size_t len)
+{
+    struct recorder *r = ctx;
+    pthread_mutex_lock(&r->lock);
+    r->messages++;
+    r->last_len = len < sizeof r->last ? len : sizeof r->last - 1;
+    memcpy(r->last, msg, r->last_len);
+    r->last[r->last_len] = msg[len] == '\0' ? '\0' : '!'; /* the promised NUL after the bytes */
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void rec_state(void *ctx, bool live)
+{
+    struct recorder *r = ctx;
+    pthread_mutex_lock(&r->lock);
+    r->live = live;
+    if (live)
+        r->live_calls++;
+    else
+        r->down_calls++;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+enum rec_what { REC_MESSAGES, REC_LIVE_CALLS, REC_DOWN_CALLS };
+
+/* Waits until the counter reaches at least n; the ms it took, or -1 after timeout_ms. */
+static int64_t rec_wait(struct recorder *r, enum rec_what what, int n, int timeout_ms)
+{
+    int64_t start = dk_mono_ms();
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        int have = what == REC_MESSAGES     ? r->messages
+                   : what == REC_LIVE_CALLS ? r->live_calls
+                                            : r->down_calls;
+        if (have >= n)
+            break;
+        int64_t left = timeout_ms - (dk_mono_ms() - start);
+        if (left <= 0) {
+            pthread_mutex_unlock(&r->lock);
+            return -1;
+        }
+        pthread_mutex_unlock(&r->lock);
+        sleep_ms(left < 5 ? (int)left : 5);
+        pthread_mutex_lock(&r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return dk_mono_ms() - start;
+}
+
+static int rec_get(struct recorder *r, enum rec_what what)
+{
+    pthread_mutex_lock(&r->lock);
+    int have = what == REC_MESSAGES     ? r->messages
+               : what == REC_LIVE_CALLS ? r->live_calls
+                                        : r->down_calls;
+    pthread_mutex_unlock(&r->lock);
+    return have;
+}
+
+static int64_t raw_numsub(redisContext *raw, const char *channel)
+{
+    redisReply *r = raw_cmd(raw, "PUBSUB NUMSUB %s", channel);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 2);
+    int64_t n = r->element[1]->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+static void test_publish_subscribe(void **state)
+{
+    (void)state;
+    /* two stores on one server with one prefix: two processes of one deployment */
+    dk_kv *a = open_test("ps", 2);
+    dk_kv *b = open_test("ps", 2);
+    struct recorder ra, rb;
+    rec_init(&ra);
+    rec_init(&rb);
+    dk_kv_sub *sa = NULL, *sb = NULL;
+    assert_int_equal(ops->subscribe(a, "ch", rec_message, rec_state, &ra, &sa), DK_OK);
+    assert_int_equal(ops->subscribe(b, "ch", rec_message, rec_state, &rb, &sb), DK_OK);
+    assert_true(rec_wait(&ra, REC_LIVE_CALLS, 1, 2000) >= 0);
+    assert_true(rec_wait(&rb, REC_LIVE_CALLS, 1, 2000) >= 0);
+
+    /* b publishes: both subscriptions get it, quickly */
+    assert_int_equal(ops->publish(b, "ch", "hello", 5), DK_OK);
+    int64_t took = rec_wait(&ra, REC_MESSAGES, 1, 1000);
+    assert_true(took >= 0 && took < 100);
+    assert_true(rec_wait(&rb, REC_MESSAGES, 1, 1000) >= 0);
+    assert_string_equal(ra.last, "hello");
+
+    /* binary-safe, and an empty message is a message */
+    const char bin[] = {'x', '\0', '\r', '\n', 'y'};
+    assert_int_equal(ops->publish(a, "ch", bin, sizeof bin), DK_OK);
+    assert_true(rec_wait(&rb, REC_MESSAGES, 2, 1000) >= 0);
+    assert_int_equal(rb.last_len, sizeof bin);
+    assert_memory_equal(rb.last, bin, sizeof bin);
+    assert_int_equal(ops->publish(a, "ch", "", 0), DK_OK);
+    assert_true(rec_wait(&rb, REC_MESSAGES, 3, 1000) >= 0);
+    assert_int_equal(rb.last_len, 0);
+
+    /* the prefix applies to channels: the server sees "<prefix>ch" */
+    char prefix[96], full[128];
+    snprintf(prefix, sizeof prefix, "t%d-ps:", (int)getpid());
+    snprintf(full, sizeof full, "%sch", prefix);
+    redisContext *raw = raw_test();
+    assert_int_equal(raw_numsub(raw, full), 2);
+    assert_int_equal(raw_numsub(raw, "ch"), 0);
+    freeReplyObject(raw_cmd(raw, "PUBLISH ch %s", "unprefixed")); /* not ours */
+    freeReplyObject(raw_cmd(raw, "PUBLISH %s raw", full));
+    assert_true(rec_wait(&ra, REC_MESSAGES, 4, 1000) >= 0);
+    assert_string_equal(ra.last, "raw"); /* "unprefixed", sent before it, never arrived */
+
+    /* a store with another prefix is another deployment */
+    dk_kv *c = open_test("ps-other", 1);
+    assert_int_equal(ops->publish(c, "ch", "elsewhere", 9), DK_OK);
+    assert_int_equal(ops->publish(b, "ch", "mine", 4), DK_OK);
+    assert_true(rec_wait(&ra, REC_MESSAGES, 5, 1000) >= 0);
+    assert_string_equal(ra.last, "mine");
+
+    /* unsubscribe is prompt and leaves the server */
+    int64_t start = dk_mono_ms();
+    ops->unsubscribe(a, sa);
+    assert_true(dk_mono_ms() - start < 500);
+    int64_t deadline = dk_mono_ms() + 2000;
+    while (raw_numsub(raw, full) != 1 && dk_mono_ms() < deadline)
+        sleep_ms(5);
+    assert_int_equal(raw_numsub(raw, full), 1);
+    assert_int_equal(ops->publish(b, "ch", "last", 4), DK_OK);
+    assert_true(rec_wait(&rb, REC_MESSAGES, 6, 1000) >= 0);
+    assert_string_equal(rb.last, "last");
+    assert_int_equal(rec_get(&ra, REC_MESSAGES), 5);
+    assert_int_equal(rec_get(&ra, REC_DOWN_CALLS), 0); /* no state change on unsubscribe */
+
+    ops->unsubscribe(b, NULL);
+    ops->close(c);
+    ops->close(a);
+    start = dk_mono_ms();
+    ops->close(b); /* ends sb */
+    assert_true(dk_mono_ms() - start < 500);
+    deadline = dk_mono_ms() + 2000;
+    while (raw_numsub(raw, full) != 0 && dk_mono_ms() < deadline)
+        sleep_ms(5);
+    assert_int_equal(raw_numsub(raw, full), 0);
+    redisFree(raw);
+    rec_release(&ra);
+    rec_release(&rb);
+}
+
+static void test_subscription_after_client_kill(void **state)
+{
+    (void)state;
+    dk_kv *kv = open_test("ps-kill", 1);
+    struct recorder r;
+    rec_init(&r);
+    dk_kv_sub *sub = NULL;
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &r, &sub), DK_OK);
+    assert_true(rec_wait(&r, REC_LIVE_CALLS, 1, 2000) >= 0);
+
+    redisContext *raw = raw_test();
+    redisReply *k = raw_cmd(raw, "CLIENT KILL TYPE pubsub", NULL);
+    assert_int_equal(k->type, REDIS_REPLY_INTEGER);
+    assert_true(k->integer >= 1);
+    freeReplyObject(k);
+    /* noticed at once (the socket closed), reported, and subscribed again */
+    int64_t took = rec_wait(&r, REC_DOWN_CALLS, 1, 1000);
+    assert_true(took >= 0 && took < 500);
+    assert_true(rec_wait(&r, REC_LIVE_CALLS, 2, 2000) >= 0);
+    assert_true(r.live);
+    assert_int_equal(ops->publish(kv, "ch", "after", 5), DK_OK);
+    assert_true(rec_wait(&r, REC_MESSAGES, 1, 1000) >= 0);
+    assert_string_equal(r.last, "after");
+    redisFree(raw);
+    ops->unsubscribe(kv, sub);
+    ops->close(kv);
+    rec_release(&r);
+}
+
+/* A server that stops answering without closing the socket: the subscription's PING goes
+ * unanswered, and within about twice the timeout it is reported lost. */
+static void test_subscription_notices_a_stalled_server(void **state)
+{
+    (void)state;
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "t%d-ps-pause:", (int)getpid());
+    dk_kv *kv = open_url(test_url(), prefix, 1, 300);
+    struct recorder r;
+    rec_init(&r);
+    dk_kv_sub *sub = NULL;
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &r, &sub), DK_OK);
+    assert_true(rec_wait(&r, REC_LIVE_CALLS, 1, 2000) >= 0);
+
+    redisContext *raw = raw_test();
+    int64_t start = dk_mono_ms();
+    freeReplyObject(raw_cmd(raw, "CLIENT PAUSE 1500 ALL", NULL));
+    int64_t took = rec_wait(&r, REC_DOWN_CALLS, 1, 1400);
+    assert_true(took >= 0);
+    assert_true(dk_mono_ms() - start <= 2 * 300 + 200);
+    /* the pause ends: subscribed again */
+    assert_true(rec_wait(&r, REC_LIVE_CALLS, 2, 4000) >= 0);
+    assert_int_equal(ops->publish(kv, "ch", "back", 4), DK_OK);
+    assert_true(rec_wait(&r, REC_MESSAGES, 1, 1000) >= 0);
+    redisFree(raw);
+    ops->unsubscribe(kv, sub);
+    ops->close(kv);
+    rec_release(&r);
+}
+
+static void test_subscription_across_a_restart(void **state)
+{
+    (void)state;
+    (void)test_url();
+    int port = free_port();
+    struct redis_proc *p = &spawned;
+    if (!redis_spawn(p, port, NULL))
+        skip();
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    dk_kv *kv = open_url(url, "r:", 1, 300);
+    struct recorder r;
+    rec_init(&r);
+    dk_kv_sub *sub = NULL;
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &r, &sub), DK_OK);
+    assert_true(rec_wait(&r, REC_LIVE_CALLS, 1, 2000) >= 0);
+
+    redis_stop(p);
+    assert_true(rec_wait(&r, REC_DOWN_CALLS, 1, 1000) >= 0);
+    assert_int_equal(ops->publish(kv, "ch", "lost", 4), DK_E_UNAVAILABLE);
+    sleep_ms(300); /* a few failed reconnects: still down, and not live */
+    assert_false(r.live);
+    assert_int_equal(rec_get(&r, REC_LIVE_CALLS), 1);
+
+    if (!redis_spawn(p, port, NULL)) {
+        ops->close(kv);
+        fail_msg("could not restart redis-server on port %d", port);
+    }
+    /* back within the backoff (at most 2 s) */
+    assert_true(rec_wait(&r, REC_LIVE_CALLS, 2, 3000) >= 0);
+    assert_int_equal(ops->publish(kv, "ch", "again", 5), DK_OK);
+    assert_true(rec_wait(&r, REC_MESSAGES, 1, 1000) >= 0);
+    assert_string_equal(r.last, "again");
+    ops->close(kv); /* ends the subscription */
+    redis_stop(p);
+    rec_release(&r);
+}
+
+/* Nothing listening, then a server that accepts but never answers: never live, and the
+ * subscription still ends promptly. */
+static void test_subscription_never_live_without_a_server(void **state)
+{
+    (void)state;
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", free_port());
+    dk_kv *kv = open_url(url, "x:", 1, 200);
+    struct recorder r;
+    rec_init(&r);
+    dk_kv_sub *sub = NULL;
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &r, &sub), DK_OK);
+    sleep_ms(300);
+    assert_int_equal(rec_get(&r, REC_LIVE_CALLS), 0);
+    assert_int_equal(rec_get(&r, REC_DOWN_CALLS), 0); /* never live, so never lost */
+    int64_t start = dk_mono_ms();
+    ops->unsubscribe(kv, sub);
+    assert_true(dk_mono_ms() - start < 500);
+    ops->close(kv);
+
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    socklen_t slen = sizeof sa;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(sa.sin_port));
+    kv = open_url(url, "x:", 1, 200);
+    assert_int_equal(ops->subscribe(kv, "ch", rec_message, rec_state, &r, &sub), DK_OK);
+    sleep_ms(500);
+    assert_int_equal(rec_get(&r, REC_LIVE_CALLS), 0);
+    start = dk_mono_ms();
+    ops->close(kv); /* at worst one connect or SUBSCRIBE timeout to wait out */
+    assert_true(dk_mono_ms() - start < 1000);
+    close(fd);
+    rec_release(&r);
+}
+
 int main(void)
 {
     /* The adapter must survive writes to closed sockets with SIGPIPE at its default. */
@@ -774,6 +1089,11 @@ int main(void)
         cmocka_unit_test(test_recovers_after_client_kill),
         cmocka_unit_test_teardown(test_recovers_after_restart, stop_spawned),
         cmocka_unit_test_teardown(test_auth_from_url, stop_spawned),
+        cmocka_unit_test(test_publish_subscribe),
+        cmocka_unit_test(test_subscription_after_client_kill),
+        cmocka_unit_test(test_subscription_notices_a_stalled_server),
+        cmocka_unit_test_teardown(test_subscription_across_a_restart, stop_spawned),
+        cmocka_unit_test(test_subscription_never_live_without_a_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
