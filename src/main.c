@@ -18,6 +18,7 @@
 #include "core/http.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/session_guard.h"
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
@@ -419,6 +420,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     }
     if (dk_open_store(&app, c, pool) != 0)
         goto out;
+    if (dk_session_guard_start(&app.store) != DK_OK) {
+        dk_log_error("could not start the session check cache");
+        goto out;
+    }
     if (dk_jwt_secret(c, secret, sizeof secret) != 0)
         goto out;
     app.tokens = dk_tokens_new((const unsigned char *)secret, strlen(secret),
@@ -518,6 +523,7 @@ out:
     }
     dk_users_http_free(users_http);
     dk_tokens_free(app.tokens);
+    dk_session_guard_stop();
     if (app.store.kv)
         app.store.ops->close(app.store.kv);
     if (app.db.db)

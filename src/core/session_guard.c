@@ -1,10 +1,13 @@
 #include "core/session_guard.h"
 
 #include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/log.h"
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "core/banned.h"
@@ -19,22 +22,176 @@ static struct {
     int64_t second[DK_TOUCH_SLOTS];
 } dk_touch_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static unsigned dk_touch_slot(const char *sid)
+/* FNV-1a: session ids come from tokens we signed, so nobody can aim them at one slot. */
+static unsigned dk_sid_hash(const char *sid)
 {
     unsigned h = 2166136261u;
     for (const char *p = sid; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % DK_TOUCH_SLOTS;
+    return h;
+}
+
+static unsigned dk_touch_slot(const char *sid)
+{
+    return dk_sid_hash(sid) % DK_TOUCH_SLOTS;
+}
+
+/* The check cache: which sessions this process found not revoked, and until when it believes
+ * that. Direct-mapped (a collision only costs a store call), DK_GUARD_SLOTS slots under
+ * DK_GUARD_LOCKS striped mutexes, so concurrent checks of different sessions rarely meet.
+ *
+ * Correctness rests on two counters:
+ * - epoch (global): odd while the subscription is live. Every change of the subscription's state
+ *   moves it to a value never used before, and an entry counts only in the epoch it was stored
+ *   in — so going down, coming back, start and stop each flush the whole cache at once.
+ * - gen (per slot): bumped by every eviction aimed at the slot, matching or not.
+ * A check that misses reads both before asking the store and stores its answer only if neither
+ * moved meanwhile: a revocation broadcast that arrives while the store's answer is on its way
+ * (the answer may predate the revocation) is never overwritten by that answer. */
+#define DK_GUARD_SLOTS   4096 /* a power of two */
+#define DK_GUARD_LOCKS   64
+#define DK_GUARD_SID_MAX 48 /* longer ids (never ours: UUIDs) are not cached */
+
+struct dk_guard_slot {
+    char sid[DK_GUARD_SID_MAX];
+    int64_t until;  /* monotonic ms */
+    uint64_t epoch; /* the epoch it was stored in */
+    uint64_t gen;   /* evictions aimed at this slot */
+};
+
+struct dk_guard_lock {
+    alignas(64) pthread_mutex_t m; /* one cache line each */
+};
+
+static struct {
+    _Atomic(dk_kv *) kv; /* the store whose checks are cached; NULL: not started */
+    atomic_uint_fast64_t epoch;
+    atomic_uint_fast64_t outages;
+    pthread_mutex_t start_lock; /* start and stop */
+    const struct dk_kv_ops *ops;
+    dk_kv *sub_kv;
+    dk_kv_sub *sub;
+    struct dk_guard_lock locks[DK_GUARD_LOCKS];
+    struct dk_guard_slot slots[DK_GUARD_SLOTS];
+} dk_guard = {.start_lock = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_once_t dk_guard_once = PTHREAD_ONCE_INIT;
+
+static void dk_guard_init(void)
+{
+    for (size_t i = 0; i < DK_GUARD_LOCKS; i++)
+        pthread_mutex_init(&dk_guard.locks[i].m, NULL);
+}
+
+/* Moves the epoch to a new value, odd when live. */
+static void dk_guard_set_live(bool live)
+{
+    uint_fast64_t e = atomic_load(&dk_guard.epoch), next;
+    do {
+        bool odd = (e & 1) != 0;
+        next = e + (odd == live ? 2 : 1);
+    } while (!atomic_compare_exchange_weak(&dk_guard.epoch, &e, next));
+}
+
+static void dk_guard_evict(const char *sid)
+{
+    if (strlen(sid) >= DK_GUARD_SID_MAX)
+        return;
+    unsigned i = dk_sid_hash(sid) & (DK_GUARD_SLOTS - 1);
+    struct dk_guard_slot *s = &dk_guard.slots[i];
+    pthread_mutex_t *m = &dk_guard.locks[i % DK_GUARD_LOCKS].m;
+    pthread_mutex_lock(m);
+    if (strcmp(s->sid, sid) == 0)
+        s->until = 0;
+    s->gen++;
+    pthread_mutex_unlock(m);
+}
+
+static void dk_guard_on_message(void *ctx, const char *msg, size_t len)
+{
+    (void)ctx;
+    if (len == strlen(msg)) /* a session id never holds a NUL */
+        dk_guard_evict(msg);
+}
+
+static void dk_guard_on_state(void *ctx, bool live)
+{
+    (void)ctx;
+    if (!live)
+        atomic_fetch_add(&dk_guard.outages, 1);
+    dk_guard_set_live(live);
+}
+
+dk_status dk_session_guard_start(const dk_store *kv)
+{
+    if (!kv || !kv->ops || !kv->kv || !kv->ops->subscribe)
+        return DK_E_INTERNAL;
+    pthread_once(&dk_guard_once, dk_guard_init);
+    pthread_mutex_lock(&dk_guard.start_lock);
+    if (dk_guard.sub) {
+        pthread_mutex_unlock(&dk_guard.start_lock);
+        return DK_E_INTERNAL;
+    }
+    dk_guard_set_live(false); /* nothing cached before counts */
+    dk_kv_sub *sub = NULL;
+    dk_status st = kv->ops->subscribe(kv->kv, DK_SESSION_GUARD_CHANNEL, dk_guard_on_message,
+                                      dk_guard_on_state, NULL, &sub);
+    if (st == DK_OK) {
+        dk_guard.ops = kv->ops;
+        dk_guard.sub_kv = kv->kv;
+        dk_guard.sub = sub;
+        atomic_store(&dk_guard.kv, kv->kv);
+    }
+    pthread_mutex_unlock(&dk_guard.start_lock);
+    return st;
+}
+
+void dk_session_guard_stop(void)
+{
+    pthread_mutex_lock(&dk_guard.start_lock);
+    if (dk_guard.sub) {
+        atomic_store(&dk_guard.kv, NULL);
+        dk_guard.ops->unsubscribe(dk_guard.sub_kv, dk_guard.sub);
+        dk_guard.sub = NULL;
+        dk_guard.sub_kv = NULL;
+        dk_guard_set_live(false);
+    }
+    pthread_mutex_unlock(&dk_guard.start_lock);
+}
+
+void dk_session_guard_stats_get(dk_session_guard_stats *ret)
+{
+    bool started = atomic_load(&dk_guard.kv) != NULL;
+    *ret = (dk_session_guard_stats){
+        .started = started,
+        .live = started && (atomic_load(&dk_guard.epoch) & 1) != 0,
+        .outages = atomic_load(&dk_guard.outages),
+    };
 }
 
 dk_status dk_session_revoke(const dk_store *kv, const char *session_id, int64_t ttl_ms)
 {
     char key[96];
     snprintf(key, sizeof key, "rev:%s", session_id);
-    return kv->ops->set(kv->kv, key, "1", 1, ttl_ms);
+    dk_status st = kv->ops->set(kv->kv, key, "1", 1, ttl_ms);
+    if (st != DK_OK)
+        return st;
+    if (atomic_load(&dk_guard.kv) == kv->kv)
+        dk_guard_evict(session_id);
+    /* Broadcast even when this process does not cache: others may. */
+    size_t n = strlen(session_id);
+    st = kv->ops->publish(kv->kv, DK_SESSION_GUARD_CHANNEL, session_id, n);
+    if (st != DK_OK)
+        st = kv->ops->publish(kv->kv, DK_SESSION_GUARD_CHANNEL, session_id, n);
+    if (st != DK_OK)
+        dk_log_error("a session was revoked in the store, but the revocation could not be "
+                     "broadcast to the other processes: %s",
+                     dk_status_title(st));
+    return st;
 }
 
-dk_status dk_session_check(const dk_store *kv, const char *session_id)
+/* The store's answer, uncached. */
+static dk_status dk_session_lookup(const dk_store *kv, const char *session_id)
 {
     char key[96];
     snprintf(key, sizeof key, "rev:%s", session_id);
@@ -43,6 +200,36 @@ dk_status dk_session_check(const dk_store *kv, const char *session_id)
     if (st != DK_OK)
         return st;
     return revoked ? DK_E_UNAUTHORIZED : DK_OK;
+}
+
+dk_status dk_session_check(const dk_store *kv, const char *session_id)
+{
+    dk_kv *cached = atomic_load(&dk_guard.kv);
+    size_t n = strlen(session_id);
+    if (!cached || cached != kv->kv || n >= DK_GUARD_SID_MAX)
+        return dk_session_lookup(kv, session_id);
+    unsigned i = dk_sid_hash(session_id) & (DK_GUARD_SLOTS - 1);
+    struct dk_guard_slot *s = &dk_guard.slots[i];
+    pthread_mutex_t *m = &dk_guard.locks[i % DK_GUARD_LOCKS].m;
+    uint64_t e0 = atomic_load(&dk_guard.epoch);
+    int64_t now = dk_mono_ms();
+    pthread_mutex_lock(m);
+    bool hit = (e0 & 1) && s->epoch == e0 && s->until > now && strcmp(s->sid, session_id) == 0;
+    uint64_t g0 = s->gen;
+    pthread_mutex_unlock(m);
+    if (hit)
+        return DK_OK;
+    dk_status st = dk_session_lookup(kv, session_id);
+    if (st != DK_OK || !(e0 & 1))
+        return st; /* revoked, an error, or not subscribed: nothing to remember */
+    pthread_mutex_lock(m);
+    if (atomic_load(&dk_guard.epoch) == e0 && s->gen == g0) {
+        memcpy(s->sid, session_id, n + 1);
+        s->until = now + DK_SESSION_GUARD_VALID_MS;
+        s->epoch = e0;
+    }
+    pthread_mutex_unlock(m);
+    return DK_OK;
 }
 
 dk_status dk_session_touch(const dk_store *kv, const char *session_id, int64_t ttl_ms)
