@@ -42,6 +42,7 @@
 #define KVR_KEY_INLINE         192
 #define KVR_SUB_POLL_MS        100 /* longest wait before a subscription notices a stop request */
 #define KVR_SUB_PING_MAX_MS    1000
+#define KVR_SUB_YOUNG_MS       1000 /* a connection lost sooner is not replaced at once */
 #define KVR_BACKOFF_MIN_MS     100
 #define KVR_BACKOFF_MAX_MS     2000
 
@@ -409,7 +410,7 @@ static void *kvr_sub_run(void *arg)
         dk_log_warn("kv: lost the Redis subscription; subscribing again");
         down = true;
         /* resubscribe at once, unless connections keep dying young */
-        if (dk_mono_ms() - connected_at < KVR_SUB_PING_MAX_MS) {
+        if (dk_mono_ms() - connected_at < KVR_SUB_YOUNG_MS) {
             kvr_sub_pause(sub, backoff);
             backoff = backoff * 2 > KVR_BACKOFF_MAX_MS ? KVR_BACKOFF_MAX_MS : backoff * 2;
         } else {
