@@ -287,8 +287,19 @@ dk_status auth_repo_session_revoke(const auth_repo *r, dk_arena *a, const char *
                           3, p, &rows);
     if (st != DK_OK)
         return st;
-    if (rows->affected == 0)
-        return DK_E_NOT_FOUND;
+    if (rows->affected == 0) {
+        /* Already revoked: record and broadcast it again, in case the first attempt reached
+         * the database but not the shared store (a retried logout after a 503). */
+        const char *pq[] = {session_id, user_id};
+        dk_db_rows *old = NULL;
+        st = dk_sql(r->db, a,
+                    "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NOT "
+                    "NULL",
+                    2, pq, &old);
+        if (st == DK_OK && old->nrows > 0)
+            st = auth_kv_revoke(r, session_id);
+        return st == DK_OK ? DK_E_NOT_FOUND : st;
+    }
     return auth_kv_revoke(r, session_id);
 }
 

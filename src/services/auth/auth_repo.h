@@ -43,7 +43,8 @@ dk_status auth_repo_session_open(const auth_repo *r, dk_arena *a, const char *us
 dk_status auth_repo_session_refresh(const auth_repo *r, dk_arena *a, const char *refresh_token,
                                     char **ret_session_id, char **ret_user_id,
                                     char **ret_new_refresh) DK_MUSTCHECK;
-/* Revokes one session of user_id (DK_E_NOT_FOUND when it is not an active session of theirs). */
+/* Revokes one session of user_id (DK_E_NOT_FOUND when it is not an active session of theirs;
+ * an already revoked one is recorded and broadcast in the shared store again first). */
 dk_status auth_repo_session_revoke(const auth_repo *r, dk_arena *a, const char *user_id,
                                    const char *session_id) DK_MUSTCHECK;
 /* Revokes every active session of the user except keep_id (NULL: all). */
