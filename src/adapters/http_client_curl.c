@@ -7,7 +7,10 @@
  * buffer passes DK_CURL_STREAM_AFTER, switches to on_headers/on_data. Pausing is curl's own
  * (CURL_WRITEFUNC_PAUSE); resume and cancel requests from other threads are flags on the call
  * that this thread acts on after a wakeup (curl_easy_pause must run here). The headers
- * timeout is checked here too: curl's CURLOPT_TIMEOUT covers the whole transfer only. */
+ * timeout is checked here too: curl's CURLOPT_TIMEOUT covers the whole transfer only.
+ * Streamed request bodies: curl's read callback asks on_read, whose pause is curl's
+ * (CURL_READFUNC_PAUSE) and is lifted by resume like the receiving side's (both directions
+ * are tracked apart: unpausing one must not unpause the other). */
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -58,6 +61,7 @@ struct dk_http_transfer {
     size_t len, cap;  /* buffered body; for a streaming call, not yet delivered */
     int64_t deadline; /* for the headers (monotonic ms); 0: none */
     bool too_big, headers_done, streaming, paused, cancelled, watch, headers_late, in_fresh;
+    bool send_paused; /* on_read had nothing: curl's sending is paused */
 };
 
 static pthread_once_t dk_curl_once = PTHREAD_ONCE_INIT;
@@ -131,6 +135,27 @@ static size_t dk_curl_write(char *data, size_t size, size_t nmemb, void *userp)
     }
     t->cancelled = true;
     return 0;
+}
+
+/* A streamed request body: ask on_read. The headers deadline is then an inactivity one: it
+ * runs while a piece is ready and after the end of the body, not while on_read waits. */
+static size_t dk_curl_read(char *buf, size_t size, size_t nmemb, void *userp)
+{
+    struct dk_http_transfer *t = userp;
+    size_t n = t->call->on_read(t->call, buf, size * nmemb);
+    if (n == DK_HTTP_READ_ABORT) {
+        t->cancelled = true;
+        return CURL_READFUNC_ABORT;
+    }
+    if (n == DK_HTTP_READ_PAUSE) {
+        t->send_paused = true;
+        if (t->watch)
+            t->deadline = INT64_MAX;
+        return CURL_READFUNC_PAUSE;
+    }
+    if (t->watch)
+        t->deadline = dk_mono_ms() + t->call->headers_timeout_ms;
+    return n;
 }
 
 static void dk_curl_unwatch(dk_http_client *cl, struct dk_http_transfer *t)
@@ -301,8 +326,14 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
-        if (c->body_len > 0 || strcmp(c->method, "POST") == 0 || strcmp(c->method, "PUT") == 0 ||
-            strcmp(c->method, "PATCH") == 0) {
+        if (c->on_read) {
+            curl_easy_setopt(e, CURLOPT_UPLOAD, 1L); /* the method stays CUSTOMREQUEST's */
+            curl_easy_setopt(e, CURLOPT_READFUNCTION, dk_curl_read);
+            curl_easy_setopt(e, CURLOPT_READDATA, t);
+            curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+                             (curl_off_t)(c->body_size >= 0 ? c->body_size : -1));
+        } else if (c->body_len > 0 || strcmp(c->method, "POST") == 0 ||
+                   strcmp(c->method, "PUT") == 0 || strcmp(c->method, "PATCH") == 0) {
             /* copied: a streamed response can outlive the caller's request memory */
             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
             curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, c->body ? c->body : "");
@@ -368,16 +399,30 @@ static void dk_curl_wakes(dk_http_client *cl)
             dk_curl_finish(cl, t->easy, CURLE_ABORTED_BY_CALLBACK);
             continue;
         }
-        if (!(w & DK_CURL_WAKE_RESUME) || !t->paused)
+        if (!(w & DK_CURL_WAKE_RESUME) || (!t->paused && !t->send_paused))
             continue;
-        t->paused = false;
-        dk_http_data_action a = dk_curl_flush(t);
-        if (a == DK_HTTP_DATA_PAUSE) {
-            t->paused = true;
-            continue;
+        bool unpause = false;
+        if (t->send_paused) { /* on_read has something now */
+            t->send_paused = false;
+            if (t->watch)
+                t->deadline = dk_mono_ms() + t->call->headers_timeout_ms;
+            unpause = true;
         }
-        CURLcode rc = a == DK_HTTP_DATA_ABORT ? CURLE_ABORTED_BY_CALLBACK
-                                              : curl_easy_pause(t->easy, CURLPAUSE_CONT);
+        dk_http_data_action a = DK_HTTP_DATA_OK;
+        if (t->paused) {
+            t->paused = false;
+            a = dk_curl_flush(t);
+            if (a == DK_HTTP_DATA_PAUSE)
+                t->paused = true;
+            else
+                unpause = true;
+        }
+        if (!unpause)
+            continue;
+        /* what stays paused stays paused */
+        int mask = (t->paused ? CURLPAUSE_RECV : 0) | (t->send_paused ? CURLPAUSE_SEND : 0);
+        CURLcode rc =
+            a == DK_HTTP_DATA_ABORT ? CURLE_ABORTED_BY_CALLBACK : curl_easy_pause(t->easy, mask);
         if (a == DK_HTTP_DATA_ABORT)
             t->cancelled = true;
         /* unpausing delivers what curl held back, through dk_curl_write: it may have been

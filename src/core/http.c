@@ -65,6 +65,7 @@ struct dk_http_server {
     dk_workpool *offload;
     pthread_mutex_t streams_lock;
     struct dk_stream *streams; /* open streaming responses (ended on drain) */
+    int body_stream_routes;    /* routes with DK_ROUTE_BODY_STREAM */
 };
 
 /* Per-request state, allocated in the request's arena. */
@@ -84,6 +85,22 @@ struct dk_exchange {
     const char *metric_route;
     const char *metric_method;
     dk_http_server *srv;
+    int edge_nheaders; /* response headers set by the edge duties, before the handler */
+    /* A streamed request body (DK_ROUTE_BODY_STREAM): dispatched when the headers are in.
+     * bs_lock guards the flags shared with the handler's threads; bs_cb_lock is held while a
+     * callback runs, so dk_req_resume can drop them and know none is running. */
+    bool bs;
+    bool bs_finished; /* the whole body has been read (the final access-handler call) */
+    pthread_mutex_t bs_lock, bs_cb_lock;
+    dk_body_chunk_fn on_chunk;
+    dk_body_end_fn on_end;
+    void *bs_ctx;
+    uint64_t bs_received; /* bytes taken by on_chunk, or discarded */
+    bool bs_paused;       /* connection suspended: on_chunk took less than it was offered */
+    bool bs_wake;         /* dk_req_body_resume came while not paused */
+    bool bs_answered;     /* the handler has resumed the request (its answer is in res) */
+    bool bs_waiting;      /* connection suspended after the body, waiting for the answer */
+    bool bs_orphaned;     /* the client left before the answer: dk_req_resume frees */
 };
 
 static const char *dk_static_method(const char *m)
@@ -233,16 +250,141 @@ dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj)
 }
 
 struct dk_exchange;
+static void dk_exchange_free(struct dk_exchange *x);
+
 void dk_req_suspend(dk_req *req)
 {
     struct dk_exchange *x = (struct dk_exchange *)req; /* req is the first member */
     x->suspended = true;
+    if (x->bs)
+        return; /* the connection goes on reading the body; it waits after it if need be */
     MHD_suspend_connection(req->conn);
 }
 
 void dk_req_resume(dk_req *req)
 {
-    MHD_resume_connection(req->conn);
+    struct dk_exchange *x = (struct dk_exchange *)req;
+    if (!x->bs) {
+        MHD_resume_connection(req->conn);
+        return;
+    }
+    pthread_mutex_lock(&x->bs_cb_lock); /* waits for a callback that is running */
+    x->on_chunk = NULL;
+    x->on_end = NULL;
+    pthread_mutex_unlock(&x->bs_cb_lock);
+    pthread_mutex_lock(&x->bs_lock);
+    x->bs_answered = true;
+    if (x->bs_orphaned) {
+        pthread_mutex_unlock(&x->bs_lock);
+        dk_exchange_free(x);
+        return;
+    }
+    /* a connection held back by on_chunk reads (and discards) the rest of the body; one
+     * waiting after the body sends the answer */
+    bool wake = x->bs_paused || x->bs_waiting;
+    x->bs_paused = x->bs_waiting = false;
+    if (wake)
+        MHD_resume_connection(req->conn);
+    pthread_mutex_unlock(&x->bs_lock);
+}
+
+/* ---------- streamed request bodies ---------- */
+
+bool dk_req_body_streaming(const dk_req *req)
+{
+    return ((const struct dk_exchange *)(const void *)req)->bs;
+}
+
+void dk_req_body_stream(dk_req *req, dk_body_chunk_fn on_chunk, dk_body_end_fn on_end, void *ctx)
+{
+    struct dk_exchange *x = (struct dk_exchange *)req;
+    if (!x->bs)
+        return;
+    pthread_mutex_lock(&x->bs_cb_lock);
+    x->on_chunk = on_chunk;
+    x->on_end = on_end;
+    x->bs_ctx = ctx;
+    pthread_mutex_unlock(&x->bs_cb_lock);
+}
+
+void dk_req_body_resume(dk_req *req)
+{
+    struct dk_exchange *x = (struct dk_exchange *)req;
+    if (!x->bs)
+        return;
+    pthread_mutex_lock(&x->bs_lock);
+    if (x->bs_paused) {
+        x->bs_paused = false;
+        MHD_resume_connection(req->conn);
+    } else if (!x->bs_orphaned && !x->bs_answered) {
+        x->bs_wake = true;
+    }
+    pthread_mutex_unlock(&x->bs_lock);
+}
+
+/* Offers data to on_chunk; returns what it took (everything once the callbacks are gone: the
+ * rest of the body is discarded). */
+static size_t dk_bs_chunk(struct dk_exchange *x, const char *data, size_t n)
+{
+    pthread_mutex_lock(&x->bs_cb_lock);
+    size_t took = x->on_chunk ? x->on_chunk(x->bs_ctx, data, n) : n;
+    pthread_mutex_unlock(&x->bs_cb_lock);
+    return took < n ? took : n;
+}
+
+/* Ends the body for the handler (once); no callback runs afterwards. */
+static void dk_bs_end(struct dk_exchange *x, bool ok)
+{
+    pthread_mutex_lock(&x->bs_cb_lock);
+    dk_body_end_fn fn = x->on_end;
+    x->on_chunk = NULL;
+    x->on_end = NULL;
+    if (fn)
+        fn(x->bs_ctx, ok);
+    pthread_mutex_unlock(&x->bs_cb_lock);
+}
+
+static void dk_bs_destroy(void *p)
+{
+    struct dk_exchange *x = p;
+    pthread_mutex_destroy(&x->bs_lock);
+    pthread_mutex_destroy(&x->bs_cb_lock);
+}
+
+/* Body data on a streaming exchange: to on_chunk until it takes less, then the connection is
+ * suspended with the rest left in libmicrohttpd's buffer (*upload_size) for after
+ * dk_req_body_resume. Past the body limit the handler is told (on_end false) and the rest is
+ * discarded; the final call answers 413. */
+static void dk_bs_upload(struct dk_exchange *x, const char *data, size_t *upload_size)
+{
+    size_t n = *upload_size;
+    if (!x->too_large && x->bs_received + n > x->srv->opt.body_limit) {
+        x->too_large = true;
+        dk_bs_end(x, false);
+    }
+    if (x->too_large) {
+        *upload_size = 0;
+        return;
+    }
+    while (n > 0) {
+        size_t took = dk_bs_chunk(x, data, n);
+        x->bs_received += took;
+        data += took;
+        n -= took;
+        if (n == 0)
+            break;
+        pthread_mutex_lock(&x->bs_lock);
+        if (x->bs_wake || x->bs_answered) { /* room came meanwhile, or nobody wants it */
+            x->bs_wake = false;
+            pthread_mutex_unlock(&x->bs_lock);
+            continue;
+        }
+        x->bs_paused = true;
+        MHD_suspend_connection(x->req.conn);
+        pthread_mutex_unlock(&x->bs_lock);
+        break;
+    }
+    *upload_size = n;
 }
 
 /* ---------- streaming responses ---------- */
@@ -709,6 +851,8 @@ void dk_http_mount(dk_http_server *srv, const char *service_name, const char *pr
         r->handler = routes[i].handler;
         r->flags = routes[i].flags;
         r->state = state;
+        if (r->flags & DK_ROUTE_BODY_STREAM)
+            srv->body_stream_routes++;
         const char *p = r->pattern;
         while (*p) {
             while (*p == '/')
@@ -1084,6 +1228,7 @@ static void dk_dispatch(struct dk_exchange *x)
         }
         return;
     }
+    x->edge_nheaders = x->res.nheaders;
     found->handler(req, &x->res);
     if (!x->suspended && x->res.status == 0) /* once suspended, res belongs to another thread */
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
@@ -1166,6 +1311,32 @@ static void dk_exchange_free_buf(void *p)
     x->buf = NULL;
 }
 
+static void dk_exchange_free(struct dk_exchange *x)
+{
+    dk_http_server *srv = x->srv;
+    dk_arena_free(x->req.arena);
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+/* Whether the request's body streams to its handler: a DK_ROUTE_BODY_STREAM route and a body
+ * of unknown length or declared larger than DK_BODY_STREAM_AFTER. */
+static bool dk_body_streams(dk_http_server *srv, struct dk_exchange *x, bool chunked,
+                            uint64_t declared)
+{
+    if (!srv->body_stream_routes || !(chunked || declared > DK_BODY_STREAM_AFTER))
+        return false;
+    char *segs[DK_MAX_SEGMENTS + 1];
+    int nsegs = dk_split_path(x->req.arena, x->req.path, segs, DK_MAX_SEGMENTS + 1);
+    for (int i = 0; nsegs >= 0 && i < srv->nroutes; i++) {
+        const struct dk_route_entry *r = &srv->routes[i];
+        if (strcmp(r->method, x->req.method) == 0 && dk_route_matches(r, segs, nsegs, NULL))
+            return (r->flags & DK_ROUTE_BODY_STREAM) != 0;
+    }
+    return false;
+}
+
+static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn);
+
 static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                      const char *method, const char *version,
                                      const char *upload_data, size_t *upload_size, void **con_cls)
@@ -1204,12 +1375,64 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t declared = 0;
-        if (cl && dk_parse_i64(cl, 0, INT64_MAX, &declared) &&
-            (uint64_t)declared > srv->opt.body_limit)
+        bool has_cl = cl && dk_parse_i64(cl, 0, INT64_MAX, &declared);
+        if (has_cl && (uint64_t)declared > srv->opt.body_limit)
             x->too_large = true;
         atomic_fetch_add(&srv->inflight, 1);
         *con_cls = x;
-        return MHD_YES;
+        if (!srv->body_stream_routes)
+            return MHD_YES;
+        const char *te =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        bool chunked = !has_cl && te && strcasestr(te, "chunked");
+        if (!dk_body_streams(srv, x, chunked, has_cl ? (uint64_t)declared : 0))
+            return MHD_YES;
+        /* the body streams: dispatch now, the body follows through the handler's callbacks */
+        x->bs = true;
+        pthread_mutex_init(&x->bs_lock, NULL);
+        pthread_mutex_init(&x->bs_cb_lock, NULL);
+        dk_arena_defer(a, dk_bs_destroy, x);
+        x->dispatched = true;
+        x->req.body = NULL;
+        dk_log_set_context(x->req.request_id, x->req.trace_id);
+        dk_dispatch(x);
+        dk_log_set_context(NULL, NULL);
+        pthread_mutex_lock(&x->bs_lock);
+        bool answered = !x->suspended || x->bs_answered;
+        pthread_mutex_unlock(&x->bs_lock);
+        if (!answered)
+            return MHD_YES;
+        /* answered before the body (an edge check, or at once): libmicrohttpd discards the
+         * body and closes the connection after the response */
+        dk_bs_end(x, false);
+        x->bs_finished = true;
+        return dk_queue(x, conn);
+    }
+    if (x->bs) {
+        if (*upload_size > 0) {
+            dk_bs_upload(x, upload_data, upload_size);
+            return MHD_YES;
+        }
+        /* the final call: the whole body has been read */
+        if (!x->bs_finished) {
+            x->bs_finished = true;
+            if (!x->too_large)
+                dk_bs_end(x, true);
+        }
+        pthread_mutex_lock(&x->bs_lock);
+        if (x->suspended && !x->bs_answered) {
+            x->bs_waiting = true;
+            MHD_suspend_connection(conn);
+            pthread_mutex_unlock(&x->bs_lock);
+            return MHD_YES; /* dk_req_resume wakes it */
+        }
+        pthread_mutex_unlock(&x->bs_lock);
+        if (x->too_large && !x->stream) {
+            x->res.nheaders = x->edge_nheaders; /* the handler's answer no longer applies */
+            dk_res_problem(&x->res, DK_E_TOO_LARGE,
+                           "the request body exceeds the limit of %zu bytes", srv->opt.body_limit);
+        }
+        return dk_queue(x, conn);
     }
     if (*upload_size > 0) {
         if (!x->too_large) {
@@ -1251,6 +1474,12 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         if (x->suspended)
             return MHD_YES; /* answered later, after dk_req_resume */
     }
+    return dk_queue(x, conn);
+}
+
+static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn)
+{
+    dk_http_server *srv = x->srv;
     if (x->res.status == 0)
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 
@@ -1300,8 +1529,18 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     struct dk_exchange *x = *con_cls;
     if (!x)
         return;
+    bool orphan = false;
+    if (x->bs) {
+        dk_bs_end(x, false); /* the client left mid-body (nothing runs when it has ended) */
+        pthread_mutex_lock(&x->bs_lock);
+        orphan = x->suspended && !x->bs_answered;
+        x->bs_paused = x->bs_waiting = false; /* the connection is gone: nothing to resume */
+        pthread_mutex_unlock(&x->bs_lock);
+    }
     double elapsed = dk_mono_s() - x->t0;
-    int status = x->res.status ? x->res.status : 499; /* client went away before a response */
+    /* 499: the client went away before a response (while a handler still answers, its res is
+     * not ours to read) */
+    int status = !orphan && x->res.status ? x->res.status : 499;
     dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
                     x->metric_route ? x->metric_route : "unmatched", status, elapsed);
     /* failures are logged (503 — shed load, a dependency away — as a warning), at most
@@ -1323,8 +1562,17 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
         dk_log_set_context(NULL, NULL);
     }
     *con_cls = NULL;
-    dk_arena_free(x->req.arena);
-    atomic_fetch_sub(&srv->inflight, 1);
+    if (orphan) {
+        /* the handler still owns the request: dk_req_resume frees it (unless it came
+         * meanwhile). Nothing here touches the exchange after the lock. */
+        pthread_mutex_lock(&x->bs_lock);
+        bool still = !x->bs_answered;
+        x->bs_orphaned = still;
+        pthread_mutex_unlock(&x->bs_lock);
+        if (still)
+            return;
+    }
+    dk_exchange_free(x);
 }
 
 static void dk_mhd_log(void *cls, const char *fmt, va_list ap) DK_PRINTF(2, 0);

@@ -25,13 +25,15 @@ struct MHD_Connection;
 typedef void (*dk_handler_fn)(dk_req *req, dk_res *res);
 
 enum {
-    DK_ROUTE_AUTH = 1u << 0,       /* requires a valid, unrevoked access token */
-    DK_ROUTE_RATE_LIMIT = 1u << 1, /* counted against rate_limiting.* per client IP */
-    DK_ROUTE_INTERNAL = 1u << 2,   /* service-to-service only: a token with role "service" */
-    DK_ROUTE_OPS = 1u << 3,        /* /health, /ready, /metrics: no edge limits */
-    DK_ROUTE_OFFLOAD = 1u << 4,    /* runs on the offload pool (CPU-heavy: password hashing) */
-    DK_ROUTE_STREAM = 1u << 5,     /* a long-lived streaming response (SSE): proxies apply no
+    DK_ROUTE_AUTH = 1u << 0,        /* requires a valid, unrevoked access token */
+    DK_ROUTE_RATE_LIMIT = 1u << 1,  /* counted against rate_limiting.* per client IP */
+    DK_ROUTE_INTERNAL = 1u << 2,    /* service-to-service only: a token with role "service" */
+    DK_ROUTE_OPS = 1u << 3,         /* /health, /ready, /metrics: no edge limits */
+    DK_ROUTE_OFFLOAD = 1u << 4,     /* runs on the offload pool (CPU-heavy: password hashing) */
+    DK_ROUTE_STREAM = 1u << 5,      /* a long-lived streaming response (SSE): proxies apply no
                                       response timeout once its headers have arrived */
+    DK_ROUTE_BODY_STREAM = 1u << 6, /* a large request body streams to the handler (proxies):
+                                       see dk_req_body_stream */
 };
 
 typedef struct dk_route {
@@ -105,6 +107,30 @@ dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj) DK_MUSTCHECK;
  * sent. Between the two, the request's arena stays alive. */
 void dk_req_suspend(dk_req *req);
 void dk_req_resume(dk_req *req);
+
+/* Streaming request bodies (DK_ROUTE_BODY_STREAM routes). A request on such a route whose body
+ * is of unknown length (chunked) or declared larger than DK_BODY_STREAM_AFTER is dispatched as
+ * soon as its headers are in, after the same edge duties (routing, CORS, rate limits, 413 on a
+ * declared Content-Length over server.body_limit, authentication); req->body is then NULL and
+ * dk_req_body_streaming is true. Any other request on the route is buffered and dispatched
+ * whole, as on every other route. The handler of a streaming body registers callbacks with
+ * dk_req_body_stream and answers later (dk_req_suspend ... dk_req_resume); it may answer before
+ * the body has ended. Callbacks run on the connection's thread:
+ *   on_chunk gets the body in order, as it arrives, and returns how much it took; when it took
+ *     less, the connection stops reading (suspended, memory bounded) and the rest is offered
+ *     again after dk_req_body_resume (thread-safe; harmless when nothing is held back);
+ *   on_end(ctx, true) at the end of the body; on_end(ctx, false) when the body passes
+ *     server.body_limit (the core then answers 413 unless the response has started, whatever
+ *     the handler's answer) or the client goes away. Nothing runs after on_end.
+ * dk_req_resume drops the callbacks (none runs after it has returned; the rest of the body is
+ * read and discarded before the response goes out) and must not be called from inside them.
+ * The request (and its arena) lives until dk_req_resume even when the client has gone. */
+#define DK_BODY_STREAM_AFTER (64u * 1024u)
+typedef size_t (*dk_body_chunk_fn)(void *ctx, const char *data, size_t len);
+typedef void (*dk_body_end_fn)(void *ctx, bool ok);
+bool dk_req_body_streaming(const dk_req *req);
+void dk_req_body_stream(dk_req *req, dk_body_chunk_fn on_chunk, dk_body_end_fn on_end, void *ctx);
+void dk_req_body_resume(dk_req *req);
 
 /* Streaming responses (Server-Sent Events, proxied bodies). A handler — or, for a suspended
  * request, the thread that answers it — calls dk_res_stream instead of filling a body: the

@@ -7,7 +7,9 @@
  * cancel from any thread.
  * Streaming (on_headers/on_data set): a response that has not arrived whole together with its
  * headers is delivered as it comes — on_headers, then on_data per piece — instead of being
- * buffered; on_data may pause the call (flow control) until resume. */
+ * buffered; on_data may pause the call (flow control) until resume.
+ * Streaming request bodies (on_read set): the body is pulled piece by piece as it is sent;
+ * on_read may pause the call until resume when it has nothing yet. */
 #ifndef DK_PORTS_HTTP_CLIENT_H
 #define DK_PORTS_HTTP_CLIENT_H
 
@@ -29,6 +31,9 @@ typedef enum dk_http_data_action {
     DK_HTTP_DATA_ABORT, /* not consumed: end the call (done reports it cancelled) */
 } dk_http_data_action;
 
+#define DK_HTTP_READ_PAUSE ((size_t)-1)
+#define DK_HTTP_READ_ABORT ((size_t)-2)
+
 typedef struct dk_http_call {
     /* request */
     dk_arena *arena;
@@ -38,6 +43,14 @@ typedef struct dk_http_call {
     const char *headers[DK_HTTP_CALL_MAX_HEADERS]; /* "Name: value" lines */
     const char *body;                              /* copied when the call starts */
     size_t body_len;
+    /* a streamed request body instead (optional): on_read (on the client's thread) copies up
+     * to max bytes into buf and returns how many, 0 at the end of the body, DK_HTTP_READ_PAUSE
+     * when it has nothing yet (the upload waits until resume) or DK_HTTP_READ_ABORT (the call
+     * fails, cancelled). body_size: the length when known (sent as Content-Length), -1 (sent
+     * chunked). With on_read, headers_timeout_ms bounds the upstream's inactivity instead:
+     * taking no body while some is ready, then sending no headers after the body's end. */
+    size_t (*on_read)(struct dk_http_call *call, char *buf, size_t max);
+    long long body_size;
     int connect_timeout_ms;
     int timeout_ms;         /* the whole response (headers and body); 0: no limit */
     int headers_timeout_ms; /* status and headers; 0: only timeout_ms applies */
@@ -78,7 +91,7 @@ struct dk_http_client_ops {
     dk_status (*open)(const dk_http_client_options *opt, dk_http_client **ret) DK_MUSTCHECK;
     void (*close)(dk_http_client *c); /* finishes nothing: fails pending calls */
     dk_status (*submit)(dk_http_client *c, dk_http_call *call) DK_MUSTCHECK;
-    /* Resume a call paused by on_data, or cancel a call (done follows, `cancelled` set).
+    /* Resume a call paused by on_data or on_read, or cancel a call (done follows, `cancelled` set).
      * Thread-safe and asynchronous (they take effect on the client's thread); the call must
      * be alive while they run; once done has run they are ignored. */
     void (*resume)(dk_http_client *c, dk_http_call *call);

@@ -10,9 +10,16 @@ query parameter:
   die        a Content-Length of `size`, `after` bytes, a 0.5 s pause, then the socket closes
   slowhead   the headers only after `gap` seconds (then a small JSON body)
 
+and uploads (POST, PUT) by the same parameter:
+
+  sink       reads the body (Content-Length or chunked) in 64 KiB pieces, sleeping `delay`
+             seconds after each, and answers 200 with its length and SHA-256 (JSON)
+  reject     answers 401 at once, without reading the body, and closes the connection
+
 What happened is recorded in `events` (name -> time.monotonic()) for the test to compare."""
 
 import hashlib
+import json
 import socketserver
 import threading
 import time
@@ -112,6 +119,76 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, OSError):
             self._record("client_gone")
             self.close_connection = True
+
+
+    def _read_body(self, piece):
+        """Yields the request body in pieces of at most `piece` bytes."""
+        length = self.headers.get("Content-Length")
+        if length is not None:
+            left = int(length)
+            while left > 0:
+                data = self.rfile.read(min(piece, left))
+                if not data:
+                    raise ConnectionResetError("body cut short")
+                left -= len(data)
+                yield data
+            return
+        while True:                                   # chunked
+            line = self.rfile.readline()
+            if not line:
+                raise ConnectionResetError("body cut short")
+            size = int(line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass                              # trailers
+                return
+            left = size
+            while left > 0:
+                data = self.rfile.read(min(piece, left))
+                if not data:
+                    raise ConnectionResetError("body cut short")
+                left -= len(data)
+                yield data
+            self.rfile.readline()
+
+    def _upload(self):
+        url = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        self.server.owner.requests.append((url.path, q, dict(self.headers)))
+        self._record("got_upload")
+        mode = q.get("mode", "sink")
+        if mode == "reject":
+            body = b'{"title":"no"}'
+            self._head(401, [("Content-Type", "application/problem+json"),
+                             ("Content-Length", str(len(body))), ("Connection", "close")])
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
+            self._record("rejected")
+            return
+        delay = float(q.get("delay", "0"))
+        h = hashlib.sha256()
+        n = 0
+        try:
+            for data in self._read_body(65536):
+                if n == 0:
+                    self._record("first_body_bytes")
+                h.update(data)
+                n += len(data)
+                if delay:
+                    time.sleep(delay)
+        except (ConnectionResetError, OSError, ValueError):
+            self._record("upload_cut")
+            self.close_connection = True
+            return
+        self._record("upload_done")
+        body = json.dumps({"bytes": n, "sha256": h.hexdigest()}).encode()
+        self._head(200, [("Content-Type", "application/json"),
+                         ("Content-Length", str(len(body)))])
+        self.wfile.write(body)
+
+    do_PUT = _upload
+    do_POST = _upload
 
 
 class _Server(socketserver.ThreadingTCPServer):

@@ -441,3 +441,138 @@ def test_slow_client_holds_the_upstream_back(docket_factory, tmp_path, extra_gat
         pos = eol + 2 + n + 2
     assert len(out) == size
     assert hashlib.sha256(out).digest() == hashlib.sha256(stream_upstream_body(size)).digest()
+
+
+# --------------------------------------------------------------------------- streamed uploads
+# Request bodies larger than 64 KiB, or chunked, go up to the upstream as they arrive: the
+# scripted upstream stands in for the notifications service (PUT /preferences, POST /{id}/read).
+
+UPLOAD_PATH = "/api/v1/notifications/preferences"
+
+
+def upload_gateway(d, tmp_path, extra_gateways, upstream, limit="64MiB", **env):
+    return notifications_gateway(d, tmp_path, extra_gateways, upstream,
+                                 DOCKET_SERVER_BODY_LIMIT=limit, **env)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_large_upload_streams_intact_in_bounded_memory(docket_factory, tmp_path,
+                                                       extra_gateways, stream_upstream):
+    """48 MiB (limit 64 MiB) to an upstream that reads slowly: it arrives whole and in order,
+    with its Content-Length, while the gateway's memory grows by far less than the body."""
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = upload_gateway(d, tmp_path, extra_gateways, stream_upstream)
+    size = 48 << 20
+    data = stream_upstream_body(size)
+    # warm up (connections, allocator) before the baseline
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"), data=data[:1 << 20],
+                     headers=helpers.auth_headers(acct.access), timeout=30)
+    assert r.status_code == 200 and r.json()["bytes"] == 1 << 20, r.text
+    base = rss_kib(g.proc.pid)
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(g.proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        r = requests.put(g.url(UPLOAD_PATH + "?mode=sink&delay=0.002"), data=data,
+                         headers=helpers.auth_headers(acct.access), timeout=120)
+    finally:
+        done.set()
+        sampler.join()
+    assert r.status_code == 200, r.text
+    assert r.json() == {"bytes": size, "sha256": hashlib.sha256(data).hexdigest()}
+    _, _, headers = stream_upstream.requests[-1]
+    assert headers.get("Content-Length") == str(size)
+    grew_mib = (peak[0] - base) / 1024
+    assert grew_mib < 12, f"the gateway grew by {grew_mib:.1f} MiB for a 48 MiB upload"
+
+
+def test_chunked_upload_reaches_the_upstream_incrementally(docket_factory, tmp_path,
+                                                           extra_gateways, stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = upload_gateway(d, tmp_path, extra_gateways, stream_upstream, limit="8MiB")
+    pieces = [stream_upstream_body(3 << 20)[i:i + (256 << 10)] for i in range(0, 3 << 20,
+                                                                               256 << 10)]
+    sent = {}
+
+    def body():
+        for i, p in enumerate(pieces):
+            yield p
+            if i < len(pieces) - 1:
+                time.sleep(0.25)
+        sent["end"] = time.monotonic()
+
+    r = requests.post(g.url("/api/v1/notifications/n1/read?mode=sink"), data=body(),
+                      headers=helpers.auth_headers(acct.access), timeout=30)
+    assert r.status_code == 200, r.text
+    whole = b"".join(pieces)
+    assert r.json() == {"bytes": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+    # the upstream had the first bytes long before the client had sent the last
+    first = stream_upstream.wait_for("first_body_bytes", 1)
+    assert first < sent["end"] - 2.0, (first, sent["end"])
+    # sent on chunked, as it came: no Content-Length was known
+    _, _, headers = stream_upstream.requests[-1]
+    assert "Content-Length" not in headers
+    assert headers.get("Transfer-Encoding") == "chunked"
+
+
+def test_upload_over_the_limit_is_413(docket_factory, tmp_path, extra_gateways,
+                                      stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = upload_gateway(d, tmp_path, extra_gateways, stream_upstream, limit="1MiB")
+    # chunked: found out on the way, after the upstream call began; it is abandoned
+    data = stream_upstream_body(3 << 20)
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"),
+                     data=(data[i:i + 65536] for i in range(0, len(data), 65536)),
+                     headers=helpers.auth_headers(acct.access), timeout=30)
+    assert_problem(r, 413)
+    stream_upstream.wait_for("upload_cut", 5)
+    assert "upload_done" not in stream_upstream.events
+    # a declared length over the limit: 413 before anything goes up
+    calls = len(stream_upstream.requests)
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"), data=data,
+                     headers={**helpers.auth_headers(acct.access),
+                              "Expect": "100-continue"}, timeout=30)
+    assert_problem(r, 413)
+    assert len(stream_upstream.requests) == calls
+    # and the gateway goes on
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"), data=data[:500000],
+                     headers=helpers.auth_headers(acct.access), timeout=30)
+    assert r.status_code == 200 and r.json()["bytes"] == 500000
+
+
+def test_upstream_answering_before_the_body_ends(docket_factory, tmp_path, extra_gateways,
+                                                 stream_upstream):
+    """An upstream that refuses at once (401 without reading): the client gets that answer."""
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = upload_gateway(d, tmp_path, extra_gateways, stream_upstream)
+    data = stream_upstream_body(4 << 20)
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=reject"), data=data,
+                     headers=helpers.auth_headers(acct.access), timeout=30)
+    assert r.status_code == 401, r.text
+    assert r.json() == {"title": "no"}
+    # unauthenticated uploads never reach the upstream
+    calls = len(stream_upstream.requests)
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"), data=data[:200000], timeout=30)
+    assert r.status_code == 401
+    assert len(stream_upstream.requests) == calls
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"), data=data[:200000],
+                     headers=helpers.auth_headers(acct.access), timeout=30)
+    assert r.status_code == 200 and r.json()["bytes"] == 200000

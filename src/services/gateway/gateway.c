@@ -22,6 +22,9 @@
  * Not below the core's high-water mark (256 KiB, src/core/http.c): on_drained, which resumes
  * the transfer, only fires for a buffer that has reached it. */
 #define GW_STREAM_BOUND (256u * 1024u)
+/* A streamed request body waiting for curl to send it: beyond this the client is held back
+ * (the core suspends its connection) until curl has taken half of it. */
+#define GW_UPLOAD_BOUND (256u * 1024u)
 
 typedef struct gw_upstream {
     char *base; /* "http://host:port", no trailing slash */
@@ -63,7 +66,26 @@ typedef struct gw_job {
     gw_pool *pool;
     gw_upstream *up;
     dk_stream *stream; /* a streamed response (after gw_headers) */
+    /* A streamed request body (dk_req_body_streaming): the client's connection thread puts
+     * (gw_up_chunk, gw_up_end), curl's thread takes (gw_up_read); up_lock guards the rest. */
+    bool upload;
+    pthread_mutex_t up_lock;
+    char *up_buf; /* GW_UPLOAD_BOUND bytes; the unsent part is [up_off, up_len) */
+    size_t up_off, up_len;
+    bool up_ended;       /* the body has arrived whole */
+    bool up_failed;      /* it will not: too large, or the client left */
+    bool up_curl_paused; /* gw_up_read had nothing: a chunk must resume the call */
+    bool up_client_held; /* gw_up_chunk took less than offered: the client waits for room */
 } gw_job;
+
+static void gw_job_free(gw_job *j)
+{
+    if (j->upload) {
+        pthread_mutex_destroy(&j->up_lock);
+        dk_free(j->up_buf);
+    }
+    dk_free(j);
+}
 
 static bool gw_up_available(gw_upstream *u, int64_t now)
 {
@@ -191,17 +213,128 @@ static void gw_drained(void *ctx)
         gw->client_ops->resume(gw->client, &j->call);
 }
 
+/* The client's request is answered (its response is in res): the core drops the body
+ * callbacks, and req and res are no longer ours. */
+static void gw_answer(gw_job *j)
+{
+    if (!j->req)
+        return;
+    dk_req_resume(j->req);
+    j->req = NULL;
+    j->res = NULL;
+}
+
 /* The upstream's status and headers are in and its body is on its way: answer the client
- * with a streamed response (the client thread's side). */
+ * with a streamed response (the client thread's side). While the request body still streams
+ * up, the client's request is resumed only at its end (gw_up_read): resuming drops the body. */
 static void gw_headers(dk_http_call *call)
 {
     gw_job *j = call->ctx;
     gw_record(j->pool->gw, j->up, gw_status_healthy(call->status));
     const char *ct = gw_copy_headers(call, j->res);
     j->stream = dk_res_stream(j->res, call->status, ct, gw_drained, j);
-    dk_req_resume(j->req);
-    j->req = NULL;
-    j->res = NULL;
+    bool body_open = false;
+    if (j->upload) {
+        pthread_mutex_lock(&j->up_lock);
+        body_open = !j->up_ended && !j->up_failed;
+        pthread_mutex_unlock(&j->up_lock);
+    }
+    if (!body_open)
+        gw_answer(j);
+}
+
+/* ---------- streamed request bodies ---------- */
+
+/* A piece of the client's body (on its connection's thread): into the buffer, as much as fits;
+ * a paused upload is resumed. */
+static size_t gw_up_chunk(void *ctx, const char *data, size_t len)
+{
+    gw_job *j = ctx;
+    pthread_mutex_lock(&j->up_lock);
+    if (j->up_off > 0 && j->up_len + len > GW_UPLOAD_BOUND) {
+        memmove(j->up_buf, j->up_buf + j->up_off, j->up_len - j->up_off);
+        j->up_len -= j->up_off;
+        j->up_off = 0;
+    }
+    size_t room = GW_UPLOAD_BOUND - j->up_len;
+    size_t take = len < room ? len : room;
+    memcpy(j->up_buf + j->up_len, data, take);
+    j->up_len += take;
+    if (take < len)
+        j->up_client_held = true;
+    bool wake = take > 0 && j->up_curl_paused;
+    if (wake)
+        j->up_curl_paused = false;
+    pthread_mutex_unlock(&j->up_lock);
+    if (wake)
+        j->pool->gw->client_ops->resume(j->pool->gw->client, &j->call);
+    return take;
+}
+
+/* The end of the client's body: whole (the upload ends once sent) or not (too large, the client
+ * left: the upstream call is abandoned). */
+static void gw_up_end(void *ctx, bool ok)
+{
+    gw_job *j = ctx;
+    dk_gateway *gw = j->pool->gw;
+    pthread_mutex_lock(&j->up_lock);
+    if (ok)
+        j->up_ended = true;
+    else
+        j->up_failed = true;
+    bool wake = j->up_curl_paused;
+    j->up_curl_paused = false;
+    pthread_mutex_unlock(&j->up_lock);
+    if (!ok)
+        gw->client_ops->cancel(gw->client, &j->call);
+    else if (wake)
+        gw->client_ops->resume(gw->client, &j->call);
+}
+
+/* curl wants body to send (its thread): what is buffered, else pause until a chunk comes, or
+ * the end. Taking makes room: a client held back is let go once half the buffer is free. */
+static size_t gw_up_read(dk_http_call *call, char *buf, size_t max)
+{
+    gw_job *j = call->ctx;
+    pthread_mutex_lock(&j->up_lock);
+    if (j->up_failed) {
+        pthread_mutex_unlock(&j->up_lock);
+        return DK_HTTP_READ_ABORT;
+    }
+    size_t avail = j->up_len - j->up_off;
+    if (avail == 0) {
+        bool ended = j->up_ended;
+        if (!ended)
+            j->up_curl_paused = true;
+        pthread_mutex_unlock(&j->up_lock);
+        if (!ended)
+            return DK_HTTP_READ_PAUSE;
+        if (j->stream)
+            gw_answer(j); /* the response started before the body's end */
+        return 0;
+    }
+    size_t n = avail < max ? avail : max;
+    memcpy(buf, j->up_buf + j->up_off, n);
+    j->up_off += n;
+    if (j->up_off == j->up_len)
+        j->up_off = j->up_len = 0;
+    bool release = j->up_client_held && j->up_len - j->up_off <= GW_UPLOAD_BOUND / 2;
+    if (release)
+        j->up_client_held = false;
+    pthread_mutex_unlock(&j->up_lock);
+    if (release && j->req)
+        dk_req_body_resume(j->req);
+    return n;
+}
+
+static bool gw_up_failed(gw_job *j)
+{
+    if (!j->upload)
+        return false;
+    pthread_mutex_lock(&j->up_lock);
+    bool failed = j->up_failed;
+    pthread_mutex_unlock(&j->up_lock);
+    return failed;
 }
 
 static dk_http_data_action gw_data(dk_http_call *call, const char *data, size_t len)
@@ -223,13 +356,18 @@ static void gw_done(dk_http_call *call)
             gw_record(gw, j->up, false);
             dk_log_warn("upstream %s failed after its headers: %s", j->up->base, call->error_text);
         }
+        gw_answer(j); /* when the request body had not ended (no callback may run after) */
         dk_stream_end(j->stream, !ok);
         dk_stream_release(j->stream);
-        dk_free(j);
+        gw_job_free(j);
         return;
     }
     dk_res *res = j->res;
-    if (call->error == DK_OK) {
+    if (call->cancelled && gw_up_failed(j)) {
+        /* the client's body did not arrive whole: the core answers 413 for one too large; a
+         * client that left gets nothing */
+        dk_res_problem(res, DK_E_BAD_REQUEST, "the request body did not arrive whole");
+    } else if (call->error == DK_OK) {
         gw_record(gw, j->up, gw_status_healthy(call->status));
         res->status = call->status;
         res->body = call->response;
@@ -246,8 +384,8 @@ static void gw_done(dk_http_call *call)
         dk_res_problem(res, DK_E_BAD_GATEWAY, "the %s service could not be reached",
                        j->pool->service->name);
     }
-    dk_req_resume(j->req);
-    dk_free(j);
+    gw_answer(j);
+    gw_job_free(j);
 }
 
 /* Forwards a request; stream: the route is long-lived (DK_ROUTE_STREAM, e.g. SSE), so
@@ -284,21 +422,38 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
     c->headers[c->nheaders++] = dk_arena_printf(req->arena, "X-Request-Id: %s", req->request_id);
     c->headers[c->nheaders++] =
         dk_arena_printf(req->arena, "traceparent: 00-%s-%s-01", req->trace_id, req->span_id);
-    c->body = req->body;
-    c->body_len = req->body_len;
     c->connect_timeout_ms = gw->connect_timeout_ms;
     c->timeout_ms = stream ? 0 : gw->timeout_ms;
     c->headers_timeout_ms = stream ? gw->timeout_ms : 0;
+    if (dk_req_body_streaming(req)) {
+        /* a large or chunked body: sent as it arrives; gateway.timeout bounds the upstream's
+         * inactivity (not taking the body, then not answering) rather than the whole call */
+        j->upload = true;
+        pthread_mutex_init(&j->up_lock, NULL);
+        j->up_buf = dk_malloc(GW_UPLOAD_BOUND);
+        c->on_read = gw_up_read;
+        const char *cl = dk_req_header(req, "Content-Length");
+        int64_t size = -1;
+        if (!cl || !dk_parse_i64(cl, 0, INT64_MAX, &size))
+            size = -1;
+        c->body_size = size;
+        c->timeout_ms = 0;
+        c->headers_timeout_ms = gw->timeout_ms;
+        dk_req_body_stream(req, gw_up_chunk, gw_up_end, j);
+    } else {
+        c->body = req->body;
+        c->body_len = req->body_len;
+    }
     c->on_headers = gw_headers;
     c->on_data = gw_data;
     c->done = gw_done;
     c->ctx = j;
     dk_req_suspend(req);
     if (gw->client_ops->submit(gw->client, c) != DK_OK) {
-        dk_free(j);
         dk_res_header(res, "Retry-After", "1");
         dk_res_problem(res, DK_E_UNAVAILABLE, "the gateway is shutting down");
-        dk_req_resume(req);
+        dk_req_resume(req); /* drops the body callbacks before j goes */
+        gw_job_free(j);
     }
 }
 
@@ -418,6 +573,8 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
             /* the auth rate limit is the service's (it sees the client through
              * X-Forwarded-For); the gateway verifies tokens at the edge */
             p->routes[r].flags &= ~(unsigned)(DK_ROUTE_RATE_LIMIT | DK_ROUTE_OFFLOAD);
+            /* large bodies go up as they arrive (small ones are buffered, as before) */
+            p->routes[r].flags |= DK_ROUTE_BODY_STREAM;
         }
     }
     dk_http_client_options o = {.max_connections = 512};

@@ -5,7 +5,9 @@
  * and taken out of rotation after repeated failures (circuit breaker). Errors answer fast:
  * 502 refused, 503 none ready / circuit open (Retry-After), 504 timeout. Response bodies
  * stream (a body still arriving after its headers goes out as it comes, with flow control);
- * on DK_ROUTE_STREAM routes gateway.timeout bounds only the wait for the headers. */
+ * on DK_ROUTE_STREAM routes gateway.timeout bounds only the wait for the headers. Request
+ * bodies over 64 KiB or chunked stream too (DK_ROUTE_BODY_STREAM: sent up as they arrive, the
+ * client held back while 256 KiB wait for the upstream; 413 when one passes the limit). */
 #ifndef DK_GATEWAY_H
 #define DK_GATEWAY_H
 
