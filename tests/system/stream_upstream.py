@@ -15,6 +15,7 @@ and uploads (POST, PUT) by the same parameter:
   sink       reads the body (Content-Length or chunked) in 64 KiB pieces, sleeping `delay`
              seconds after each, and answers 200 with its length and SHA-256 (JSON)
   reject     answers 401 at once, without reading the body, and closes the connection
+  stall      reads 64 KiB of the body, then nothing for `gap` seconds, then the rest (as sink)
 
 What happened is recorded in `events` (name -> time.monotonic()) for the test to compare."""
 
@@ -173,6 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
             for data in self._read_body(65536):
                 if n == 0:
                     self._record("first_body_bytes")
+                    if mode == "stall":
+                        self._record("stalling")
+                        time.sleep(float(q.get("gap", "5")))
                 h.update(data)
                 n += len(data)
                 if delay:

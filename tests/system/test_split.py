@@ -576,3 +576,45 @@ def test_upstream_answering_before_the_body_ends(docket_factory, tmp_path, extra
     r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"), data=data[:200000],
                      headers=helpers.auth_headers(acct.access), timeout=30)
     assert r.status_code == 200 and r.json()["bytes"] == 200000
+
+
+def test_client_leaving_mid_upload_cancels_the_upstream_call(docket_factory, tmp_path,
+                                                             extra_gateways, stream_upstream):
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = upload_gateway(d, tmp_path, extra_gateways, stream_upstream)
+    sock = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    sock.sendall((f"PUT {UPLOAD_PATH}?mode=sink HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  f"Authorization: Bearer {acct.access}\r\n"
+                  f"Content-Length: {8 << 20}\r\n\r\n").encode())
+    sock.sendall(stream_upstream_body(1 << 20))
+    stream_upstream.wait_for("first_body_bytes", 5)
+    sock.close()
+    # the upstream sees its request cut (never a clean end), and the gateway goes on
+    stream_upstream.wait_for("upload_cut", 5)
+    assert "upload_done" not in stream_upstream.events
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink"), data=stream_upstream_body(300000),
+                     headers=helpers.auth_headers(acct.access), timeout=30)
+    assert r.status_code == 200 and r.json()["bytes"] == 300000
+
+
+def test_upstream_stalling_during_an_upload_is_504(docket_factory, tmp_path, extra_gateways,
+                                                   stream_upstream):
+    """gateway.timeout bounds the upstream's inactivity during an upload (not its length)."""
+    d = docket_factory("split")
+    acct = d.new_user()
+    g = upload_gateway(d, tmp_path, extra_gateways, stream_upstream, DOCKET_GATEWAY_TIMEOUT="1s")
+    t0 = time.monotonic()
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=stall&gap=8"),
+                     data=stream_upstream_body(40 << 20),
+                     headers=helpers.auth_headers(acct.access), timeout=30)
+    took = time.monotonic() - t0
+    assert r.status_code == 504, r.text
+    assert_problem(r, 504)
+    assert took < 6, took
+    # an upload that takes longer than gateway.timeout but never stalls is fine
+    r = requests.put(g.url(UPLOAD_PATH + "?mode=sink&delay=0.01"),
+                     data=stream_upstream_body(12 << 20),
+                     headers=helpers.auth_headers(acct.access), timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["bytes"] == 12 << 20
