@@ -587,7 +587,10 @@ def test_client_leaving_mid_upload_cancels_the_upstream_call(docket_factory, tmp
     sock.sendall((f"PUT {UPLOAD_PATH}?mode=sink HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   f"Authorization: Bearer {acct.access}\r\n"
                   f"Content-Length: {8 << 20}\r\n\r\n").encode())
-    sock.sendall(stream_upstream_body(1 << 20))
+    # less than the gateway buffers (256 KiB), so the client is not being held back when it
+    # leaves: libmicrohttpd 0.9.75 may miss the end of a connection held back meanwhile until
+    # its connection timeout (docs/design/http-core.md)
+    sock.sendall(stream_upstream_body(200000))
     stream_upstream.wait_for("first_body_bytes", 5)
     sock.close()
     # the upstream sees its request cut (never a clean end), and the gateway goes on
