@@ -33,9 +33,9 @@ static void test_created_with_assignee(void **state)
     (void)state;
     dk_arena *a = dk_arena_new();
     nt_plan p;
-    assert_int_equal(nt_rules_task_event(a, "task.created",
-                                         event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
-                     DK_OK);
+    assert_int_equal(
+        nt_rules_task_event(a, "task.created", event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
+        DK_OK);
     assert_int_equal(p.n, 1);
     assert_string_equal(p.items[0].item.type, NT_TYPE_ASSIGNED);
     assert_string_equal(p.items[0].item.user_id, OTHER);
@@ -56,9 +56,9 @@ static void test_self_assignment_and_unassigned_notify_nobody(void **state)
     (void)state;
     dk_arena *a = dk_arena_new();
     nt_plan p;
-    assert_int_equal(nt_rules_task_event(a, "task.created",
-                                         event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
-                     DK_OK);
+    assert_int_equal(
+        nt_rules_task_event(a, "task.created", event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
+        DK_OK);
     assert_int_equal(p.n, 0);
     assert_int_equal(
         nt_rules_task_event(a, "task.created", event(a, OWNER, "null", "todo", NULL), &p), DK_OK);
@@ -115,9 +115,9 @@ static void test_deleted_is_a_tombstone(void **state)
     (void)state;
     dk_arena *a = dk_arena_new();
     nt_plan p;
-    assert_int_equal(nt_rules_task_event(a, "task.deleted",
-                                         event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
-                     DK_OK);
+    assert_int_equal(
+        nt_rules_task_event(a, "task.deleted", event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
+        DK_OK);
     assert_int_equal(p.n, 0);
     assert_string_equal(p.due.status, "deleted");
     assert_int_equal(p.due.version, 4); /* outranks the last update's version */
@@ -132,9 +132,9 @@ static void test_malformed(void **state)
     assert_int_equal(nt_rules_task_event(a, "task.created", "not json", &p), DK_E_BAD_REQUEST);
     assert_int_equal(nt_rules_task_event(a, "task.created", "{\"id\":\"x\"}", &p),
                      DK_E_BAD_REQUEST);
-    assert_int_equal(nt_rules_task_event(a, "task.renamed",
-                                         event(a, OWNER, "null", "todo", NULL), &p),
-                     DK_E_BAD_REQUEST);
+    assert_int_equal(
+        nt_rules_task_event(a, "task.renamed", event(a, OWNER, "null", "todo", NULL), &p),
+        DK_E_BAD_REQUEST);
     dk_arena_free(a);
 }
 

@@ -26,7 +26,7 @@
     "  read_at " big ",\n"                                                                         \
     "  dedup_key TEXT NOT NULL UNIQUE\n"                                                           \
     ");\n"                                                                                         \
-    "CREATE INDEX notifications_items_user_idx ON notifications_items (user_id, seq);\n"          \
+    "CREATE INDEX notifications_items_user_idx ON notifications_items (user_id, seq);\n"           \
     "CREATE INDEX notifications_items_unread_idx ON notifications_items (user_id, seq) "           \
     "WHERE read_at IS NULL;\n"                                                                     \
     "CREATE TABLE notifications_prefs (\n"                                                         \
@@ -52,7 +52,7 @@
     ");\n"                                                                                         \
     "CREATE INDEX notifications_deliveries_due_idx ON notifications_deliveries "                   \
     "(state, next_attempt_at);\n"                                                                  \
-    "CREATE INDEX notifications_deliveries_user_idx ON notifications_deliveries (user_id);\n"     \
+    "CREATE INDEX notifications_deliveries_user_idx ON notifications_deliveries (user_id);\n"      \
     "CREATE TABLE notifications_due (\n"                                                           \
     "  task_id TEXT PRIMARY KEY,\n"                                                                \
     "  owner_id TEXT NOT NULL,\n"                                                                  \
@@ -67,7 +67,7 @@
     ");\n"                                                                                         \
     "CREATE INDEX notifications_due_at_idx ON notifications_due (due_at) "                         \
     "WHERE due_at IS NOT NULL;\n"                                                                  \
-    "CREATE INDEX notifications_due_owner_idx ON notifications_due (owner_id);\n"                 \
+    "CREATE INDEX notifications_due_owner_idx ON notifications_due (owner_id);\n"                  \
     "CREATE INDEX notifications_due_assignee_idx ON notifications_due (assignee_id);\n"
 
 const dk_migration dk_notifications_migrations[DK_NOTIFICATIONS_NMIGRATIONS] = {
@@ -132,8 +132,7 @@ static dk_status nt_queue_delivery(dk_tx *tx, dk_arena *a, const nt_item *n, con
                                             "created_at", nt_time_or_null(true, n->created_at),
                                             "notification", nt_item_json(n)));
     const char *now = dk_sql_int(a, n->created_at);
-    const char *p[] = {id,      n->id, n->user_id, channel, target, dk_json_render(a, body, NULL),
-                       now};
+    const char *p[] = {id, n->id, n->user_id, channel, target, dk_json_render(a, body, NULL), now};
     return dk_tx_query(tx, a,
                        "INSERT INTO notifications_deliveries (id, notification_id, user_id, "
                        "channel, target, body, state, attempts, next_attempt_at, created_at, "
@@ -155,8 +154,14 @@ dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *
     dk_status st = dk_tx_begin(r->db, &tx);
     if (st != DK_OK)
         return st;
-    const char *p[] = {id,         n->user_id, n->type,   n->task_id, n->actor_id,
-                       n->message, dk_sql_int(a, n->created_at),      dedup_key};
+    const char *p[] = {id,
+                       n->user_id,
+                       n->type,
+                       n->task_id,
+                       n->actor_id,
+                       n->message,
+                       dk_sql_int(a, n->created_at),
+                       dedup_key};
     dk_db_rows *rows = NULL;
     st = dk_tx_query(&tx, a,
                      "INSERT INTO notifications_items (id, user_id, type, task_id, actor_id, "
@@ -170,9 +175,9 @@ dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *
     n->seq = dk_sql_get_int(rows, 0, 0);
     const char *up[] = {n->user_id};
     dk_db_rows *pr = NULL;
-    st = dk_tx_query(&tx, a,
-                     "SELECT email_enabled, webhook_url FROM notifications_prefs WHERE user_id = $1",
-                     1, up, &pr);
+    st = dk_tx_query(
+        &tx, a, "SELECT email_enabled, webhook_url FROM notifications_prefs WHERE user_id = $1", 1,
+        up, &pr);
     if (st == DK_OK && pr->nrows == 1) {
         if (dk_db_value(pr, 0, 1))
             st = nt_queue_delivery(&tx, a, n, "webhook", dk_db_value(pr, 0, 1));
@@ -222,9 +227,9 @@ dk_status nt_repo_seq_of(const nt_repo *r, dk_arena *a, const char *user, const 
 {
     const char *p[] = {user, id};
     dk_db_rows *rows = NULL;
-    dk_status st = dk_sql(r->db, a,
-                          "SELECT seq FROM notifications_items WHERE user_id = $1 AND id = $2", 2,
-                          p, &rows);
+    dk_status st =
+        dk_sql(r->db, a, "SELECT seq FROM notifications_items WHERE user_id = $1 AND id = $2", 2, p,
+               &rows);
     if (st != DK_OK)
         return st;
     if (rows->nrows == 0)
@@ -353,8 +358,8 @@ dk_status nt_repo_due_put(const nt_repo *r, dk_arena *a, const nt_due *d)
                   8, p, NULL);
 }
 
-dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int limit,
-                           nt_due **ret, int *ret_n)
+dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int limit, nt_due **ret,
+                           int *ret_n)
 {
     const char *p[] = {dk_sql_int(a, horizon), dk_sql_int(a, limit)};
     dk_db_rows *rows = NULL;

@@ -90,8 +90,8 @@ typedef struct nt_due {
 dk_status nt_repo_due_put(const nt_repo *r, dk_arena *a, const nt_due *d) DK_MUSTCHECK;
 /* Tasks not done whose due date is at or before horizon and has not been notified, and was
  * not already past when it was set; at most limit. */
-dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int limit,
-                           nt_due **ret, int *ret_n) DK_MUSTCHECK;
+dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int limit, nt_due **ret,
+                           int *ret_n) DK_MUSTCHECK;
 dk_status nt_repo_due_mark(const nt_repo *r, dk_arena *a, const char *task_id,
                            int64_t due_at) DK_MUSTCHECK;
 /* Forgets deleted tasks' tombstones older than cutoff, and the user's tasks (user deleted). */
