@@ -785,6 +785,16 @@ void dk_res_validation(dk_res *res, dk_errors *e)
                        n == 1 ? "" : "s");
 }
 
+void dk_res_bad_query(dk_res *res, dk_errors *e)
+{
+    json_t *ext = json_object();
+    json_object_set_new(ext, "errors", e->list ? e->list : json_array());
+    e->list = NULL;
+    size_t n = json_array_size(json_object_get(ext, "errors"));
+    dk_res_problem_ext(res, DK_E_BAD_REQUEST, ext, "%zu query parameter%s %s invalid", n,
+                       n == 1 ? "" : "s", n == 1 ? "is" : "are");
+}
+
 /* ---------- server set-up ---------- */
 
 static const dk_route dk_ops_routes[3]; /* /health, /ready, /metrics: defined below */

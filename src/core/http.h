@@ -180,6 +180,8 @@ void dk_errors_add(dk_errors *e, const char *field, const char *fmt, ...) DK_PRI
 bool dk_errors_any(const dk_errors *e);
 /* Sends 422 with the collected errors and releases them. */
 void dk_res_validation(dk_res *res, dk_errors *e);
+/* The same for invalid query parameters: 400 with the collected errors. */
+void dk_res_bad_query(dk_res *res, dk_errors *e);
 void dk_errors_release(dk_errors *e);
 
 /* A readiness check: DK_OK when the dependency answers; else writes a short reason. */

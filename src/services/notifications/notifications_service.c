@@ -394,12 +394,7 @@ static void nt_list(dk_req *req, dk_res *res)
                       "is malformed, was altered, or belongs to another filter (keep `unread` "
                       "as in the request that returned it)");
     if (dk_errors_any(&errs)) {
-        size_t n = json_array_size(errs.list);
-        json_t *ext = json_object();
-        json_object_set_new(ext, "errors", errs.list);
-        errs.list = NULL;
-        dk_res_problem_ext(res, DK_E_BAD_REQUEST, ext, "%zu query parameter%s %s invalid", n,
-                           n == 1 ? "" : "s", n == 1 ? "is" : "are");
+        dk_res_bad_query(res, &errs);
         return;
     }
     nt_item *items = NULL;

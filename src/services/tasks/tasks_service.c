@@ -202,12 +202,7 @@ static void tasks_list(dk_req *req, dk_res *res)
     tasks_list_query q;
     if (tasks_query_parse(req->arena, tasks_query_param, req, req->identity->user_id,
                           s->app->cursor_key, &q, &errs) != DK_OK) {
-        size_t n = errs.list ? json_array_size(errs.list) : 0;
-        json_t *ext = json_object();
-        json_object_set_new(ext, "errors", errs.list ? errs.list : json_array());
-        errs.list = NULL;
-        dk_res_problem_ext(res, DK_E_BAD_REQUEST, ext, "%zu query parameter%s %s invalid", n,
-                           n == 1 ? "" : "s", n == 1 ? "is" : "are");
+        dk_res_bad_query(res, &errs);
         return;
     }
     tasks_task *items = NULL;
