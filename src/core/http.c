@@ -4,6 +4,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdarg.h>
@@ -1155,11 +1156,31 @@ static bool dk_edge_rate_limit(struct dk_exchange *x)
 }
 
 /* A handler on the offload pool: the connection is suspended meanwhile. */
+bool dk_req_client_gone(const dk_req *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
+        return true;
+    char c;
+    return recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static void dk_offloaded(void *arg)
 {
     struct dk_exchange *x = arg;
     dk_log_set_context(x->req.request_id, x->req.trace_id);
-    x->offload_handler(&x->req, &x->res);
+    /* a request that waited in the queue while its client gave up is not worth its CPU (an
+     * Argon2 hash): 499, as for any client that leaves before its answer */
+    if (dk_req_client_gone(&x->req))
+        dk_res_empty(&x->res, 499);
+    else
+        x->offload_handler(&x->req, &x->res);
     if (x->res.status == 0)
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
     dk_log_set_context(NULL, NULL);

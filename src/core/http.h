@@ -107,6 +107,9 @@ dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj) DK_MUSTCHECK;
  * sent. Between the two, the request's arena stays alive. */
 void dk_req_suspend(dk_req *req);
 void dk_req_resume(dk_req *req);
+/* True when the client has closed its side of the connection (checked without blocking); for
+ * work that waited in a queue. DK_ROUTE_OFFLOAD handlers are skipped for such requests (499). */
+bool dk_req_client_gone(const dk_req *req);
 
 /* Streaming request bodies (DK_ROUTE_BODY_STREAM routes). A request on such a route whose body
  * is of unknown length (chunked) or declared larger than DK_BODY_STREAM_AFTER is dispatched as

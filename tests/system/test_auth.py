@@ -9,6 +9,8 @@ import time
 import uuid
 
 import jwt
+import pytest
+import requests
 
 from helpers import (PASSWORD, SLOW_HASH, assert_problem, assert_unauthorized, assert_user,
                      check_each, forge_jwt, jwt_claims, jwt_header, parse_time, random_secret,
@@ -476,6 +478,34 @@ def test_hash_pool_overload_sheds_load(start_docket):
     assert health.status_code == 200
     assert health_elapsed < 1.0, f"/health took {health_elapsed:.2f}s while hashing"
     assert busy, "every login finished before /health was asked: hashing too fast for this test"
+
+
+def test_queued_login_of_a_client_that_left_is_not_hashed(start_docket, mode):
+    if mode.split:
+        pytest.skip("the gateway does not notice a client leaving while it waits for the "
+                    "upstream's answer, so auth still sees its connection open")
+    d = start_docket(fast_hash=False, extra_env=dict(SLOW_HASH, DOCKET_AUTH_HASH_WORKERS="1",
+                                                     DOCKET_AUTH_HASH_QUEUE="16"))
+    acct = d.new_user(login=False)
+
+    def impatient_login():
+        try:
+            d.login(acct.email, acct.password, timeout=0.2)
+        except requests.exceptions.Timeout:
+            pass
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        for f in [pool.submit(impatient_login) for _ in range(6)]:
+            f.result()
+    # The first login was already hashing when its client left; the others waited in the
+    # queue and are dropped when their turn comes instead of costing a hash each.
+    def gone_counted():
+        text = d.get("/metrics").text
+        return any(line.startswith("http_requests_total{") and 'route="/api/v1/auth/login"' in line
+                   and 'status="499"' in line and float(line.rsplit(" ", 1)[1]) >= 3
+                   for line in text.splitlines())
+    wait_until(gone_counted, 30, what="queued logins of departed clients counted as 499")
+    assert d.login(acct.email, acct.password, timeout=30).status_code == 200
 
 
 def stored_hashes(d):
