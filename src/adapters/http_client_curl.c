@@ -46,6 +46,7 @@ struct dk_http_client {
     struct dk_http_transfer *active;
     struct dk_http_transfer *fresh; /* got their headers in this round of perform */
     int nwatch;                     /* active transfers waiting for headers with a deadline */
+    int64_t next_sweep_ms;          /* next poll of the calls' `abandoned` */
     int nfree;
     CURL *free_handles[DK_CURL_FREE_HANDLES];
 };
@@ -385,6 +386,24 @@ static void dk_curl_start_streams(dk_http_client *cl)
     }
 }
 
+/* About once a second: calls still waiting for their answer whose caller has given up
+ * (`abandoned`) are cancelled, so the upstream stops working for nobody. */
+static void dk_curl_sweep_abandoned(dk_http_client *cl)
+{
+    int64_t now = dk_mono_ms();
+    if (now < cl->next_sweep_ms)
+        return;
+    cl->next_sweep_ms = now + 1000;
+    struct dk_http_transfer *next;
+    for (struct dk_http_transfer *t = cl->active; t; t = next) {
+        next = t->next;
+        if (t->call->abandoned && !t->streaming && t->call->abandoned(t->call)) {
+            t->cancelled = true;
+            dk_curl_finish(cl, t->easy, CURLE_ABORTED_BY_CALLBACK);
+        }
+    }
+}
+
 /* Resume and cancel requests from other threads. */
 static void dk_curl_wakes(dk_http_client *cl)
 {
@@ -479,6 +498,7 @@ static void *dk_curl_loop(void *arg)
                 dk_curl_finish(cl, msg->easy_handle, msg->data.result);
         }
         dk_curl_start_streams(cl);
+        dk_curl_sweep_abandoned(cl);
         int wait_ms = dk_curl_deadlines(cl, 1000);
         curl_multi_poll(cl->multi, NULL, 0, wait_ms, NULL);
     }

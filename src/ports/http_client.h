@@ -79,6 +79,9 @@ typedef struct dk_http_call {
     const char *resp_values[DK_HTTP_CALL_MAX_HEADERS];
     char error_text[128];
     void (*done)(struct dk_http_call *call);
+    /* optional: asked on the client's thread about once a second while no answer has begun to
+     * stream; true cancels the call (done follows, `cancelled` set) — its caller has gone. */
+    bool (*abandoned)(struct dk_http_call *call);
     void *ctx;
     atomic_uint wake; /* the client's: resume/cancel requests from other threads */
 } dk_http_call;

@@ -213,6 +213,14 @@ static void gw_drained(void *ctx)
         gw->client_ops->resume(gw->client, &j->call);
 }
 
+/* Has the client left while its request waits for the upstream? (the http client's thread,
+ * which alone clears j->req, so the request is still suspended and alive here) */
+static bool gw_abandoned(dk_http_call *call)
+{
+    gw_job *j = call->ctx;
+    return j->req && dk_req_client_gone(j->req);
+}
+
 /* The client's request is answered (its response is in res): the core drops the body
  * callbacks, and req and res are no longer ours. */
 static void gw_answer(gw_job *j)
@@ -367,6 +375,10 @@ static void gw_done(dk_http_call *call)
         /* the client's body did not arrive whole: the core answers 413 for one too large; a
          * client that left gets nothing */
         dk_res_problem(res, DK_E_BAD_REQUEST, "the request body did not arrive whole");
+    } else if (call->cancelled) {
+        /* the client left while its request waited (gw_abandoned): nobody to answer, and no
+         * fault of the upstream's */
+        dk_res_empty(res, 499);
     } else if (call->error == DK_OK) {
         gw_record(gw, j->up, gw_status_healthy(call->status));
         res->status = call->status;
@@ -447,6 +459,7 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
     c->on_headers = gw_headers;
     c->on_data = gw_data;
     c->done = gw_done;
+    c->abandoned = gw_abandoned;
     c->ctx = j;
     dk_req_suspend(req);
     if (gw->client_ops->submit(gw->client, c) != DK_OK) {
