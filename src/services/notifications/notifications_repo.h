@@ -94,7 +94,7 @@ dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int l
                            int *ret_n) DK_MUSTCHECK;
 dk_status nt_repo_due_mark(const nt_repo *r, dk_arena *a, const char *task_id,
                            int64_t due_at) DK_MUSTCHECK;
-/* Forgets deleted tasks' tombstones older than cutoff, and the user's tasks (user deleted). */
+/* Forgets the tombstones of tasks deleted before cutoff. */
 dk_status nt_repo_due_prune(const nt_repo *r, dk_arena *a, int64_t cutoff) DK_MUSTCHECK;
 
 #endif
