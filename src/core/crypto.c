@@ -1,14 +1,17 @@
 #include "core/crypto.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/arena.h"
 #include "core/banned.h"
 
@@ -75,9 +78,69 @@ bool dk_ct_streq(const char *a, const char *b)
     return CRYPTO_memcmp(a, b, la) == 0;
 }
 
+/* Algorithms fetched once: OpenSSL 3 looks an implicitly named algorithm up in a locked store
+ * on every call (SHA256(), HMAC()), which threads contend for. Kept for the process's life. */
+static pthread_once_t dk_algs_once = PTHREAD_ONCE_INIT;
+static EVP_MD *dk_md_sha256;
+static EVP_MAC *dk_mac_hmac;
+
+static void dk_algs_fetch(void)
+{
+    dk_md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    dk_mac_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
 void dk_sha256(const void *data, size_t n, unsigned char out[32])
 {
-    SHA256(data, n, out);
+    pthread_once(&dk_algs_once, dk_algs_fetch);
+    if (!dk_md_sha256 || !EVP_Digest(data, n, out, NULL, dk_md_sha256, NULL))
+        SHA256(data, n, out);
+}
+
+struct dk_hmac_key {
+    EVP_MAC_CTX *ctx; /* keyed; never used itself, only copied */
+    unsigned char *key;
+    size_t keylen;
+};
+
+dk_hmac_key *dk_hmac_key_new(const void *key, size_t keylen)
+{
+    pthread_once(&dk_algs_once, dk_algs_fetch);
+    dk_hmac_key *k = DK_NEW(dk_hmac_key);
+    k->key = dk_malloc(keylen ? keylen : 1);
+    memcpy(k->key, key, keylen);
+    k->keylen = keylen;
+    if (dk_mac_hmac) {
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+            OSSL_PARAM_construct_end()};
+        k->ctx = EVP_MAC_CTX_new(dk_mac_hmac);
+        if (k->ctx && !EVP_MAC_init(k->ctx, key, keylen, params)) {
+            EVP_MAC_CTX_free(k->ctx);
+            k->ctx = NULL;
+        }
+    }
+    return k;
+}
+
+void dk_hmac_key_free(dk_hmac_key *k)
+{
+    if (!k)
+        return;
+    EVP_MAC_CTX_free(k->ctx);
+    OPENSSL_cleanse(k->key, k->keylen);
+    dk_free(k->key);
+    dk_free(k);
+}
+
+void dk_hmac_key_sign(const dk_hmac_key *k, const void *data, size_t n, unsigned char out[32])
+{
+    EVP_MAC_CTX *c = k->ctx ? EVP_MAC_CTX_dup(k->ctx) : NULL;
+    size_t len = 0;
+    bool ok = c && EVP_MAC_update(c, data, n) && EVP_MAC_final(c, out, &len, 32) && len == 32;
+    EVP_MAC_CTX_free(c);
+    if (!ok) /* no prepared state (OpenSSL out of memory): the slow path gives the same MAC */
+        dk_hmac_sha256(k->key, k->keylen, data, n, out);
 }
 
 void dk_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n,

@@ -22,6 +22,13 @@ void dk_sha256(const void *data, size_t n, unsigned char out[32]);
 /* HMAC-SHA256 */
 void dk_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n,
                     unsigned char out[32]);
+/* An HMAC-SHA256 key prepared once, for a key that signs or checks on every request (tokens,
+ * cursors): the algorithm lookup and the key schedule are done at creation, each use copies the
+ * prepared state. Immutable after creation, so one key serves every thread. */
+typedef struct dk_hmac_key dk_hmac_key;
+dk_hmac_key *dk_hmac_key_new(const void *key, size_t keylen);
+void dk_hmac_key_free(dk_hmac_key *k); /* accepts NULL */
+void dk_hmac_key_sign(const dk_hmac_key *k, const void *data, size_t n, unsigned char out[32]);
 /* Lower-case hex; out must hold 2n+1 bytes. */
 void dk_hex(const unsigned char *in, size_t n, char *out);
 /* base64url without padding. */

@@ -1,5 +1,9 @@
 #include "core/json.h"
 
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
 #include "core/arena.h"
 #include "core/banned.h"
 
@@ -15,17 +19,194 @@ json_t *dk_json_own(dk_arena *a, json_t *v)
     return v;
 }
 
+/* ---------- rendering ----------
+ * Compact text, byte for byte what json_dumpb(JSON_COMPACT | JSON_ENCODE_ANY |
+ * JSON_REAL_PRECISION(17)) writes (test_json compares them), in one pass. jansson's own dump
+ * checks every object and array for reference loops (an snprintf of its address and a hash
+ * table insert and delete each), which was a third of a task list's CPU; the values built here
+ * are trees by construction. */
+
+typedef struct dk_jbuf {
+    char *s;
+    size_t len, cap;
+} dk_jbuf;
+
+static void dk_jb_reserve(dk_jbuf *b, size_t n)
+{
+    if (b->len + n <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap * 2 : 1024;
+    while (cap < b->len + n)
+        cap *= 2;
+    b->s = dk_realloc(b->s, cap);
+    b->cap = cap;
+}
+
+static void dk_jb_put(dk_jbuf *b, const char *s, size_t n)
+{
+    dk_jb_reserve(b, n);
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+}
+
+static void dk_jb_string(dk_jbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    dk_jb_reserve(b, n + 2);
+    b->s[b->len++] = '"';
+    size_t run = 0; /* bytes copied as they are, pending */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        dk_jb_put(b, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', 0};
+        size_t en = 2;
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            en = 6;
+        }
+        dk_jb_put(b, esc, en);
+    }
+    dk_jb_put(b, s + run, n - run);
+    dk_jb_put(b, "\"", 1);
+}
+
+static void dk_jb_integer(dk_jbuf *b, json_int_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    dk_jb_put(b, tmp + i, sizeof tmp - i);
+}
+
+/* jansson's real format: %.17g with '.' as the point, ".0" when it would read as an integer,
+ * and the exponent without '+' or leading zeros. */
+static void dk_jb_real(dk_jbuf *b, double v)
+{
+    char tmp[64];
+    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    if (n <= 0 || (size_t)n >= sizeof tmp - 3)
+        return;
+    size_t len = (size_t)n;
+    for (size_t i = 0; i < len; i++)
+        if (tmp[i] == ',')
+            tmp[i] = '.'; /* a locale's decimal comma */
+    if (!memchr(tmp, '.', len) && !memchr(tmp, 'e', len)) {
+        memcpy(tmp + len, ".0", 3);
+        len += 2;
+    }
+    char *e = memchr(tmp, 'e', len);
+    if (e) {
+        char *start = e + 1, *end = e + 2;
+        if (*start == '-')
+            start++;
+        while (*end == '0')
+            end++;
+        if (end != start) {
+            memmove(start, end, len - (size_t)(end - tmp));
+            len -= (size_t)(end - start);
+        }
+    }
+    dk_jb_put(b, tmp, len);
+}
+
+static void dk_jb_value(dk_jbuf *b, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        dk_jb_put(b, "{", 1);
+        const char *key;
+        size_t klen;
+        json_t *m;
+        bool first = true;
+        json_object_keylen_foreach((json_t *)v, key, klen, m)
+        {
+            if (!first)
+                dk_jb_put(b, ",", 1);
+            first = false;
+            dk_jb_string(b, key, klen);
+            dk_jb_put(b, ":", 1);
+            dk_jb_value(b, m);
+        }
+        dk_jb_put(b, "}", 1);
+        break;
+    }
+    case JSON_ARRAY: {
+        dk_jb_put(b, "[", 1);
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                dk_jb_put(b, ",", 1);
+            dk_jb_value(b, json_array_get(v, i));
+        }
+        dk_jb_put(b, "]", 1);
+        break;
+    }
+    case JSON_STRING:
+        dk_jb_string(b, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        dk_jb_integer(b, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        dk_jb_real(b, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        dk_jb_put(b, "true", 4);
+        break;
+    case JSON_FALSE:
+        dk_jb_put(b, "false", 5);
+        break;
+    case JSON_NULL:
+        dk_jb_put(b, "null", 4);
+        break;
+    }
+}
+
 char *dk_json_render(dk_arena *a, const json_t *v, size_t *ret_len)
 {
-    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17);
-    size_t n = json_dumpb(v, NULL, 0, flags);
-    char *buf = dk_arena_alloc(a, n + 1);
-    if (n > 0)
-        (void)json_dumpb(v, buf, n, flags);
-    buf[n] = '\0';
+    dk_jbuf b = {0};
+    if (v)
+        dk_jb_value(&b, v);
+    dk_jb_put(&b, "", 1); /* the terminator, not counted */
+    dk_arena_defer(a, dk_free, b.s);
     if (ret_len)
-        *ret_len = n;
-    return buf;
+        *ret_len = b.len - 1;
+    return b.s;
 }
 
 json_t *dk_json_str_or_null(const char *s)

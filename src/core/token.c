@@ -1,7 +1,7 @@
 #include "core/token.h"
 
-#include <errno.h>
 #include <jwt.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +20,7 @@ struct dk_tokens {
     unsigned char *secret;
     size_t secret_len;
     int64_t ttl_ms;
+    dk_hmac_key *mac; /* the secret, prepared for verification */
 };
 
 dk_tokens *dk_tokens_new(const unsigned char *secret, size_t secret_len, int64_t access_ttl_ms)
@@ -29,6 +30,7 @@ dk_tokens *dk_tokens_new(const unsigned char *secret, size_t secret_len, int64_t
     memcpy(t->secret, secret, secret_len);
     t->secret_len = secret_len;
     t->ttl_ms = access_ttl_ms;
+    t->mac = dk_hmac_key_new(secret, secret_len);
     return t;
 }
 
@@ -36,6 +38,7 @@ void dk_tokens_free(dk_tokens *t)
 {
     if (!t)
         return;
+    dk_hmac_key_free(t->mac);
     if (t->secret) {
         memset(t->secret, 0, t->secret_len);
         dk_free(t->secret);
@@ -122,31 +125,40 @@ dk_status dk_tokens_verify(const dk_tokens *t, dk_arena *a, const char *token,
     if (!dk_token_header_ok(a, token))
         return DK_E_UNAUTHORIZED;
 
-    jwt_t *jwt = NULL;
-    if (jwt_decode(&jwt, token, t->secret, (int)t->secret_len) != 0 || !jwt)
+    /* The signature: the token's third part must be exactly the base64url text of the
+     * HMAC-SHA256 of the first two (so no other encoding of the same bytes is accepted),
+     * compared in constant time. Verified here rather than by libjwt, whose decode took a
+     * fifth of a task read's CPU (an algorithm lookup, BIOs and two JSON parses per call). */
+    unsigned char mac[32];
+    dk_hmac_key_sign(t->mac, token, (size_t)(last - token), mac);
+    if (!dk_ct_streq(last + 1, dk_base64url(a, mac, sizeof mac)))
         return DK_E_UNAUTHORIZED;
-    dk_status st = DK_E_UNAUTHORIZED;
-    if (jwt_get_alg(jwt) != JWT_ALG_HS256)
-        goto out;
-    const char *iss = jwt_get_grant(jwt, "iss");
-    const char *sub = jwt_get_grant(jwt, "sub");
-    const char *sid = jwt_get_grant(jwt, "sid");
-    const char *role = jwt_get_grant(jwt, "role");
-    errno = 0;
-    long exp = jwt_get_grant_int(jwt, "exp");
-    if (errno != 0)
-        goto out;
+
+    const char *dot = strchr(token, '.');
+    size_t n = 0;
+    unsigned char *raw =
+        dk_base64url_decode(a, dk_arena_strndup(a, dot + 1, (size_t)(last - dot - 1)), &n);
+    if (!raw)
+        return DK_E_UNAUTHORIZED;
+    json_error_t err;
+    json_t *claims = dk_json_own(a, json_loadb((const char *)raw, n, 0, &err));
+    if (!json_is_object(claims))
+        return DK_E_UNAUTHORIZED;
+    const char *iss = json_string_value(json_object_get(claims, "iss"));
+    const char *sub = json_string_value(json_object_get(claims, "sub"));
+    const char *sid = json_string_value(json_object_get(claims, "sid"));
+    const char *role = json_string_value(json_object_get(claims, "role"));
+    json_t *exp = json_object_get(claims, "exp");
+    if (!json_is_integer(exp))
+        return DK_E_UNAUTHORIZED;
     if (!iss || strcmp(iss, DK_TOKEN_ISSUER) != 0 || !sub || !*sub || !sid || !*sid || !role)
-        goto out;
-    int64_t now = dk_now_ms();
-    if ((int64_t)exp * 1000 <= now)
-        goto out;
+        return DK_E_UNAUTHORIZED;
+    json_int_t exp_s = json_integer_value(exp);
+    if (exp_s > INT64_MAX / 1000 || exp_s * 1000 <= dk_now_ms())
+        return DK_E_UNAUTHORIZED;
     ret_identity->user_id = dk_arena_strdup(a, sub);
     ret_identity->session_id = dk_arena_strdup(a, sid);
     ret_identity->role = dk_arena_strdup(a, role);
-    ret_identity->expires_at_ms = (int64_t)exp * 1000;
-    st = DK_OK;
-out:
-    jwt_free(jwt);
-    return st;
+    ret_identity->expires_at_ms = (int64_t)exp_s * 1000;
+    return DK_OK;
 }

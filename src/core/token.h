@@ -1,5 +1,5 @@
-/* token.h — access tokens: HS256 JWTs (libjwt) with claims iss "docket", sub, sid, role, iat,
- * exp, jti. Verification demands alg HS256 explicitly (never "none", never another algorithm or
+/* token.h — access tokens: HS256 JWTs with claims iss "docket", sub, sid, role, iat, exp, jti
+ * (signed with libjwt; checked here, on every request). Verification demands alg HS256 explicitly (never "none", never another algorithm or
  * key), the issuer, and an unexpired exp. A dk_tokens is immutable after creation and therefore
  * thread-safe. Errors: DK_E_UNAUTHORIZED for any token that does not verify. */
 #ifndef DK_TOKEN_H

@@ -234,10 +234,44 @@ static void test_random_token_longer_than_64_bytes(void **state)
     assert_int_equal(len, 100);
 }
 
+static void test_hmac_key_matches(void **state)
+{
+    (void)state;
+    /* a prepared key gives the one-shot HMAC for short, block-sized, long and empty keys, and
+     * stays usable for many messages */
+    unsigned char key[200];
+    for (size_t i = 0; i < sizeof key; i++)
+        key[i] = (unsigned char)(i * 7 + 3);
+    const size_t keylens[] = {0, 1, 32, 64, 65, 200};
+    char msg[300];
+    for (size_t i = 0; i < sizeof msg; i++)
+        msg[i] = (char)('a' + i % 26);
+    for (size_t k = 0; k < sizeof keylens / sizeof keylens[0]; k++) {
+        dk_hmac_key *hk = dk_hmac_key_new(key, keylens[k]);
+        for (size_t n = 0; n <= sizeof msg; n += 37) {
+            unsigned char want[32], got[32];
+            dk_hmac_sha256(key, keylens[k], msg, n, want);
+            dk_hmac_key_sign(hk, msg, n, got);
+            assert_memory_equal(got, want, 32);
+        }
+        dk_hmac_key_free(hk);
+    }
+    /* RFC 4231 test case 2 */
+    dk_hmac_key *hk = dk_hmac_key_new("Jefe", 4);
+    unsigned char mac[32];
+    dk_hmac_key_sign(hk, "what do ya want for nothing?", 28, mac);
+    char hex[65];
+    dk_hex(mac, 32, hex);
+    assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    dk_hmac_key_free(hk);
+    dk_hmac_key_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_hmac_key_matches),
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_hmac_vectors),

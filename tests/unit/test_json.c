@@ -4,6 +4,8 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/arena.h"
@@ -201,6 +203,93 @@ static void test_get_str(void **state)
     json_decref(o);
 }
 
+/* A random tree: objects, arrays, every scalar kind, strings with every ASCII byte (controls,
+ * quotes, backslashes), multi-byte UTF-8 and NULs inside. */
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+static json_t *rnd_string(void)
+{
+    static const char *const pieces[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                         "/",        "\\",           "\""};
+    char buf[64];
+    size_t n = 0, want = rnd() % 24;
+    while (n < want) {
+        if (rnd() % 4 == 0) {
+            const char *p = pieces[rnd() % (sizeof pieces / sizeof pieces[0])];
+            size_t pl = strlen(p);
+            if (n + pl > sizeof buf)
+                break;
+            memcpy(buf + n, p, pl);
+            n += pl;
+        } else {
+            buf[n++] = (char)(rnd() % 128); /* NUL and controls included */
+        }
+    }
+    return json_stringn(buf, n);
+}
+
+static json_t *rnd_value(int depth)
+{
+    switch (rnd() % (depth > 3 ? 6 : 8)) {
+    case 0: {
+        static const json_int_t ints[] = {0, -1, 7, 1234567890123LL, INT64_MAX, INT64_MIN};
+        return rnd() % 2 ? json_integer(ints[rnd() % 6]) : json_integer((json_int_t)rnd());
+    }
+    case 1: {
+        static const double reals[] = {0.0, -0.0, 1.0, 1e21, 1e-7, 2.5e-300, 0.1, -123.456, 1e300};
+        return json_real(reals[rnd() % 9] * (rnd() % 2 ? 1.0 : 3.0));
+    }
+    case 2:
+        return json_true();
+    case 3:
+        return json_false();
+    case 4:
+        return json_null();
+    case 5:
+        return rnd_string();
+    case 6: {
+        json_t *o = json_object();
+        for (int i = (int)(rnd() % 6); i > 0; i--) {
+            json_t *k = rnd_string();
+            json_object_setn_new_nocheck(o, json_string_value(k), json_string_length(k),
+                                         rnd_value(depth + 1));
+            json_decref(k);
+        }
+        return o;
+    }
+    default: {
+        json_t *arr = json_array();
+        for (int i = (int)(rnd() % 6); i > 0; i--)
+            json_array_append_new(arr, rnd_value(depth + 1));
+        return arr;
+    }
+    }
+}
+
+static void test_render_matches_jansson(void **state)
+{
+    /* dk_json_render is its own writer: it must say exactly what jansson's dump says */
+    dk_arena *a = *state;
+    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17);
+    for (int i = 0; i < 3000; i++) {
+        json_t *v = dk_json_own(a, rnd_value(0));
+        size_t len = 0;
+        char *got = dk_json_render(a, v, &len);
+        char *want = json_dumps(v, flags);
+        assert_non_null(want);
+        if (len != strlen(want) || memcmp(got, want, len) != 0 || got[len] != '\0')
+            fail_msg("value %d: rendered\n%s\njansson\n%s", i, got, want);
+        free(want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +298,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_render_reals_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_strings_utf8_and_escapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_render_matches_jansson, setup, teardown),
         cmocka_unit_test(test_own_decrefs_on_free),
         cmocka_unit_test(test_str_or_null),
         cmocka_unit_test(test_get_str),

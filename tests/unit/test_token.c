@@ -421,6 +421,55 @@ static void test_oversize_rejected(void **state)
     assert_int_equal(verify(f, tok, NULL), DK_OK);
 }
 
+static void test_strict_forms_rejected(void **state)
+{
+    /* verification is Docket's own (not libjwt's): the forms a lenient decoder might accept */
+    struct fixture *f = *state;
+    dk_arena *a = f->arena;
+    char *tok = build(a, HS256, payload(a, "docket", "u", "s", "user", now_s() + 60), SECRET, NULL);
+    assert_int_equal(verify(f, tok, NULL), DK_OK);
+    /* the same signature bytes in another spelling: 32 bytes are 43 characters whose last one
+     * carries 2 unused bits; setting them decodes to the same MAC */
+    char *other = dk_arena_strdup(a, tok);
+    char *lastc = other + strlen(other) - 1;
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    int v = (int)(strchr(alphabet, *lastc) - alphabet);
+    *lastc = alphabet[v | 1];
+    if (*lastc == tok[strlen(tok) - 1])
+        *lastc = alphabet[v & ~1];
+    assert_int_equal(verify(f, other, NULL), DK_E_UNAUTHORIZED);
+    /* a truncated or extended signature */
+    other = dk_arena_strndup(a, tok, strlen(tok) - 1);
+    assert_int_equal(verify(f, other, NULL), DK_E_UNAUTHORIZED);
+    assert_int_equal(verify(f, dk_arena_printf(a, "%sA", tok), NULL), DK_E_UNAUTHORIZED);
+    /* exp must be an integer */
+    char *p = dk_arena_printf(a,
+                              "{\"iss\":\"docket\",\"sub\":\"u\",\"sid\":\"s\",\"role\":\"user\","
+                              "\"exp\":\"%lld\"}",
+                              now_s() + 60);
+    assert_int_equal(verify(f, build(a, HS256, p, SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
+    p = dk_arena_printf(a,
+                        "{\"iss\":\"docket\",\"sub\":\"u\",\"sid\":\"s\",\"role\":\"user\","
+                        "\"exp\":%lld.5}",
+                        now_s() + 60);
+    assert_int_equal(verify(f, build(a, HS256, p, SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
+    /* an exp whose milliseconds overflow */
+    p = "{\"iss\":\"docket\",\"sub\":\"u\",\"sid\":\"s\",\"role\":\"user\","
+        "\"exp\":9223372036854775807}";
+    assert_int_equal(verify(f, build(a, HS256, p, SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
+    /* claims that are not an object, or not JSON */
+    assert_int_equal(verify(f, build(a, HS256, "[1,2]", SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
+    assert_int_equal(verify(f, build(a, HS256, "{\"iss\":", SECRET, NULL), NULL),
+                     DK_E_UNAUTHORIZED);
+    /* claims of the wrong type */
+    p = dk_arena_printf(a,
+                        "{\"iss\":\"docket\",\"sub\":1,\"sid\":\"s\",\"role\":\"user\","
+                        "\"exp\":%lld}",
+                        now_s() + 60);
+    assert_int_equal(verify(f, build(a, HS256, p, SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +483,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claims_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_forms_rejected, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
