@@ -1,5 +1,7 @@
 #include "core/arena.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -44,8 +46,35 @@ static struct dk_arena_block *dk_arena_block_new(size_t cap)
     return b;
 }
 
+/* Freed arenas (reset, with their first block) wait here for the next request: a request
+ * then costs no malloc of its first block (whose size also made glibc consolidate its fast
+ * bins on every request). Not under AddressSanitizer, which should see every block die. */
+#if defined(__SANITIZE_ADDRESS__)
+#define DK_ARENA_POOL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DK_ARENA_POOL 0
+#endif
+#endif
+#ifndef DK_ARENA_POOL
+#define DK_ARENA_POOL 64
+#endif
+
+static pthread_mutex_t dk_arena_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static dk_arena *dk_arena_pool[DK_ARENA_POOL + 1];
+static int dk_arena_pool_n;
+
 dk_arena *dk_arena_new(void)
 {
+    if (DK_ARENA_POOL > 0) {
+        dk_arena *a = NULL;
+        pthread_mutex_lock(&dk_arena_pool_lock);
+        if (dk_arena_pool_n > 0)
+            a = dk_arena_pool[--dk_arena_pool_n];
+        pthread_mutex_unlock(&dk_arena_pool_lock);
+        if (a)
+            return a;
+    }
     dk_arena *a = DK_NEW(dk_arena);
     a->head = dk_arena_block_new(DK_ARENA_BLOCK);
     a->first = a->head;
@@ -83,6 +112,16 @@ void dk_arena_free(dk_arena *a)
 {
     if (!a)
         return;
+    if (DK_ARENA_POOL > 0) {
+        dk_arena_reset(a);
+        pthread_mutex_lock(&dk_arena_pool_lock);
+        bool kept = dk_arena_pool_n < DK_ARENA_POOL;
+        if (kept)
+            dk_arena_pool[dk_arena_pool_n++] = a;
+        pthread_mutex_unlock(&dk_arena_pool_lock);
+        if (kept)
+            return;
+    }
     dk_arena_run_cleanups(a);
     struct dk_arena_block *b = a->head;
     while (b) {

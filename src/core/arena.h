@@ -13,7 +13,9 @@
 typedef struct dk_arena dk_arena;
 
 dk_arena *dk_arena_new(void);
-void dk_arena_free(dk_arena *a); /* accepts NULL */
+/* Releases everything; the arena (reset, first block kept) may be handed out again by a later
+ * dk_arena_new. Accepts NULL. */
+void dk_arena_free(dk_arena *a);
 /* Frees everything but keeps the first block, for reuse by the next request. */
 void dk_arena_reset(dk_arena *a);
 

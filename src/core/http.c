@@ -1644,7 +1644,7 @@ dk_status dk_http_start(dk_http_server *srv)
         dk_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, res->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(64 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        (size_t)(16 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     freeaddrinfo(res);
     if (!srv->daemon) {
         dk_log_error("cannot listen on %s:%d", srv->opt.host, srv->opt.port);

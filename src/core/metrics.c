@@ -4,6 +4,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,16 +25,23 @@ static const double dk_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 #define DK_MAX_COLLECTORS 16
 #define DK_MAX_QUEUES     8
 
+/* The request series are recorded without the lock: a slot is filled once, under the lock,
+ * and published by storing its route last (release); readers that see the route see the rest.
+ * Counts are relaxed atomic adds. A histogram counts each request in one bucket (the last one
+ * is +Inf) and its sum in nanoseconds; the exposition accumulates them. */
+struct dk_labels {
+    _Atomic(const char *) route;
+    const char *service, *method;
+    int status; /* 0 for histograms */
+};
 struct dk_series {
-    const char *service, *method, *route;
-    int status;
-    uint64_t count;
+    struct dk_labels l; /* first: a slot's address is its labels' */
+    atomic_uint_fast64_t count;
 };
 struct dk_hist {
-    const char *service, *method, *route;
-    uint64_t buckets[DK_NBUCKETS];
-    uint64_t count;
-    double sum;
+    struct dk_labels l;
+    atomic_uint_fast64_t buckets[DK_NBUCKETS + 1];
+    atomic_uint_fast64_t sum_ns;
 };
 
 static struct {
@@ -69,43 +77,56 @@ static bool dk_same(const char *a, const char *b)
     return a == b || (a && b && strcmp(a, b) == 0);
 }
 
+/* The slot of (service, method, route, status) in table (series or histograms, stride bytes
+ * apart), filled under the lock on first sight; NULL when the table is full. */
+static void *dk_slot(void *table, size_t stride, unsigned h, const char *service,
+                     const char *method, const char *route, int status)
+{
+    for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
+        unsigned char *slot = (unsigned char *)table + (size_t)((h + i) % DK_SERIES_SLOTS) * stride;
+        struct dk_labels *s = (struct dk_labels *)slot;
+        const char *r = atomic_load_explicit(&s->route, memory_order_acquire);
+        if (!r) {
+            pthread_mutex_lock(&dk_reg.lock);
+            r = atomic_load_explicit(&s->route, memory_order_relaxed);
+            if (!r) {
+                s->service = dk_strdup(service);
+                s->method = dk_strdup(method);
+                s->status = status;
+                r = dk_strdup(route);
+                atomic_store_explicit(&s->route, r, memory_order_release);
+            }
+            pthread_mutex_unlock(&dk_reg.lock);
+        }
+        if (dk_same(r, route) && dk_same(s->service, service) && dk_same(s->method, method) &&
+            s->status == status)
+            return slot;
+    }
+    return NULL;
+}
+
 void dk_metrics_http(const char *service, const char *method, const char *route, int status,
                      double seconds)
 {
-    pthread_mutex_lock(&dk_reg.lock);
     /* label strings are copied into the registry (kept for the life of the process), so
      * the series outlives whatever server or route table produced it */
-    unsigned h = dk_hash_labels(service, method, route, status);
-    for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
-        struct dk_series *s = &dk_reg.series[(h + i) % DK_SERIES_SLOTS];
-        if (!s->route) {
-            s->service = dk_strdup(service), s->method = dk_strdup(method);
-            s->route = dk_strdup(route), s->status = status;
-        }
-        if (dk_same(s->service, service) && dk_same(s->method, method) &&
-            dk_same(s->route, route) && s->status == status) {
-            s->count++;
-            break;
-        }
-    }
-    h = dk_hash_labels(service, method, route, 0);
-    for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
-        struct dk_hist *hs = &dk_reg.hists[(h + i) % DK_SERIES_SLOTS];
-        if (!hs->route) {
-            hs->service = dk_strdup(service), hs->method = dk_strdup(method);
-            hs->route = dk_strdup(route);
-        }
-        if (dk_same(hs->service, service) && dk_same(hs->method, method) &&
-            dk_same(hs->route, route)) {
-            for (size_t b = 0; b < DK_NBUCKETS; b++)
-                if (seconds <= dk_buckets[b])
-                    hs->buckets[b]++;
-            hs->count++;
-            hs->sum += seconds;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&dk_reg.lock);
+    struct dk_series *s =
+        dk_slot(dk_reg.series, sizeof dk_reg.series[0],
+                dk_hash_labels(service, method, route, status), service, method, route, status);
+    if (s)
+        atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+    struct dk_hist *hs =
+        dk_slot(dk_reg.hists, sizeof dk_reg.hists[0], dk_hash_labels(service, method, route, 0),
+                service, method, route, 0);
+    if (!hs)
+        return;
+    size_t b = 0;
+    while (b < DK_NBUCKETS && seconds > dk_buckets[b])
+        b++;
+    atomic_fetch_add_explicit(&hs->buckets[b], 1, memory_order_relaxed);
+    double ns = seconds > 0 ? seconds * 1e9 : 0;
+    atomic_fetch_add_explicit(&hs->sum_ns, ns < 1.8e19 ? (uint_fast64_t)ns : 0,
+                              memory_order_relaxed);
 }
 
 void dk_metrics_queue_lag(const char *service, const char *queue, double seconds)
@@ -269,31 +290,39 @@ char *dk_metrics_render(dk_arena *a, size_t *ret_len)
     dk_metrics_family(&o, "http_requests_total", "counter", "HTTP requests handled.");
     for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
         struct dk_series *s = &dk_reg.series[i];
-        if (!s->route)
+        const char *route = atomic_load_explicit(&s->l.route, memory_order_acquire);
+        if (!route)
             continue;
         dk_out_printf(
             &o,
             "http_requests_total{service=\"%s\",method=\"%s\",route=\"%s\",status=\"%d\"} "
             "%llu\n",
-            s->service, s->method, s->route, s->status, (unsigned long long)s->count);
+            s->l.service, s->l.method, route, s->l.status,
+            (unsigned long long)atomic_load_explicit(&s->count, memory_order_relaxed));
     }
     dk_metrics_family(&o, "http_request_duration_seconds", "histogram",
                       "HTTP request latency in seconds.");
     for (unsigned i = 0; i < DK_SERIES_SLOTS; i++) {
         struct dk_hist *h = &dk_reg.hists[i];
-        if (!h->route)
+        const char *route = atomic_load_explicit(&h->l.route, memory_order_acquire);
+        if (!route)
             continue;
         char labels[512];
-        snprintf(labels, sizeof labels, "service=\"%s\",method=\"%s\",route=\"%s\"", h->service,
-                 h->method, h->route);
-        for (size_t b = 0; b < DK_NBUCKETS; b++)
-            dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", labels,
-                          dk_buckets[b], (unsigned long long)h->buckets[b]);
+        snprintf(labels, sizeof labels, "service=\"%s\",method=\"%s\",route=\"%s\"", h->l.service,
+                 h->l.method, route);
+        /* one reading of each bucket, accumulated: +Inf and _count are the same total */
+        unsigned long long cum = 0;
+        for (size_t b = 0; b <= DK_NBUCKETS; b++) {
+            cum += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
+            if (b < DK_NBUCKETS)
+                dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n",
+                              labels, dk_buckets[b], cum);
+        }
         dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", labels,
-                      (unsigned long long)h->count);
-        dk_out_printf(&o, "http_request_duration_seconds_sum{%s} %.9g\n", labels, h->sum);
-        dk_out_printf(&o, "http_request_duration_seconds_count{%s} %llu\n", labels,
-                      (unsigned long long)h->count);
+                      cum);
+        dk_out_printf(&o, "http_request_duration_seconds_sum{%s} %.9g\n", labels,
+                      (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
+        dk_out_printf(&o, "http_request_duration_seconds_count{%s} %llu\n", labels, cum);
     }
     if (dk_reg.nlags > 0)
         dk_metrics_family(&o, "docket_queue_lag_seconds", "gauge",

@@ -5,6 +5,8 @@ import json
 import re
 import uuid
 
+import requests
+
 from helpers import PASSWORD, assert_problem, check_each, unique_email, wait_until
 
 REGISTER = "/api/v1/auth/register"
@@ -121,6 +123,19 @@ def test_body_over_limit_is_413(start_docket):
     assert_problem(resp, 413)
     # The server is still fine afterwards.
     assert d.get("/health").status_code == 200
+
+
+def test_request_headers_up_to_12_kib_are_read_larger_is_431(docket):
+    # A connection's memory (16 KiB) holds the request head: 12 KiB of headers (nginx allows
+    # 8 KiB per line by default) are served; a head that cannot fit is refused with 431 by
+    # libmicrohttpd, whose body is not problem+json, and the connection is closed.
+    big = {"X-Padding-%d" % i: "v" * 1000 for i in range(12)}
+    resp = docket.get("/health", headers=big)
+    assert resp.status_code == 200
+    resp = requests.get(docket.url("/health"), headers={"X-Too-Big": "v" * (20 * 1024)},
+                        timeout=10)
+    assert resp.status_code == 431
+    assert docket.get("/health").status_code == 200
 
 
 # --------------------------------------------------------------------------- request ids

@@ -241,8 +241,17 @@ struct hammer {
 static void *hammer_main(void *p)
 {
     struct hammer *h = p;
-    for (int i = 0; i < 2000; i++)
+    for (int i = 0; i < 2000; i++) {
         dk_metrics_http(h->service, "GET", "/hammer", i % 2 ? 200 : 503, 0.0001);
+        /* series first seen by several threads at once (recording takes no lock once a
+         * series exists, so these race to create it): each must end up as one series */
+        if (i % 40 == 0) {
+            static const char *const routes[] = {"/new/0", "/new/1", "/new/2", "/new/3", "/new/4",
+                                                 "/new/5", "/new/6", "/new/7", "/new/8", "/new/9"};
+            for (int r = 0; r < 10; r++)
+                dk_metrics_http(h->service, "POST", routes[r], 201, 0.002);
+        }
+    }
     return NULL;
 }
 
@@ -265,6 +274,21 @@ static void test_concurrent_updates(void **state)
     assert_int_equal(line_value(t, "http_request_duration_seconds_count{service=\"svc_hammer\","
                                    "method=\"GET\",route=\"/hammer\"} "),
                      8000);
+    for (int r = 0; r < 10; r++) {
+        char prefix[160];
+        snprintf(prefix, sizeof prefix,
+                 "http_requests_total{service=\"svc_hammer\",method=\"POST\",route=\"/new/%d\","
+                 "status=\"201\"} ",
+                 r);
+        assert_int_equal(count_lines(t, prefix), 1);
+        assert_int_equal(line_value(t, prefix), 4 * 50);
+        snprintf(prefix, sizeof prefix,
+                 "http_request_duration_seconds_bucket{service=\"svc_hammer\",method=\"POST\","
+                 "route=\"/new/%d\",le=\"0.0025\"} ",
+                 r);
+        assert_int_equal(count_lines(t, prefix), 1);
+        assert_int_equal(line_value(t, prefix), 4 * 50);
+    }
 }
 
 static void test_equal_labels_at_different_addresses_share_a_series(void **state)
