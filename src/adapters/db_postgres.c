@@ -31,6 +31,7 @@
 #define PG_DEFAULT_STATEMENT_MS 30000
 #define PG_GUARD_SLACK_MS       2000
 #define PG_ERR_MAX              512
+#define PG_RECHECK_MS           1000 /* a connection idle longer is checked before use */
 #define PG_MAX_KEYWORDS         12
 
 struct pg_stmt {
@@ -44,7 +45,8 @@ struct dk_db_conn {
     struct dk_db *db;
     PGconn *pg; /* NULL until connected */
     bool in_use;
-    bool broken; /* saw a connection-level failure: release closes it */
+    bool broken;         /* saw a connection-level failure: release closes it */
+    int64_t released_ms; /* when it was last given back healthy (pg_now_ms) */
     uint64_t tick;
     unsigned next_name;
     struct pg_stmt cache[PG_CACHE_MAX];
@@ -709,7 +711,12 @@ static dk_status pg_acquire(dk_db *db, dk_db_conn **ret_conn)
     if (!c)
         return DK_E_UNAVAILABLE;
     c->err[0] = '\0';
-    if (!pg_conn_alive(c)) {
+    /* A connection given back healthy moments ago is used without looking at its socket (a
+     * poll per request, like pgbouncer's server_check_delay): a server that dropped it within
+     * that second fails one query, as one that drops it mid-query does. */
+    bool recent = c->pg && !c->broken && pg_now_ms() - c->released_ms < PG_RECHECK_MS &&
+                  PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+    if (!recent && !pg_conn_alive(c)) {
         dk_status s = pg_conn_open(c, pg_now_ms() + db->connect_timeout_ms);
         if (s != DK_OK) {
             c->broken = true;
@@ -733,6 +740,8 @@ static void pg_release(dk_db *db, dk_db_conn *c)
         } else if (ts != PQTRANS_IDLE) {
             c->broken = true;
         }
+        if (!c->broken)
+            c->released_ms = pg_now_ms();
     }
     pg_slot_put(db, c);
 }
