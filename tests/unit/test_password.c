@@ -1,6 +1,7 @@
 /* test_password.c — Argon2id hashing in a bounded pool: the PHC string's parameters, verify
  * match/mismatch, salts, the dummy verification, malformed hashes, and the pool's bound (a
- * second concurrent caller is refused with DK_E_UNAVAILABLE, or waits when a queue allows). */
+ * second concurrent caller is refused with DK_E_UNAVAILABLE, or waits when a queue allows), and
+ * the work areas kept between hashes and released after a quiet second. */
 #include "testutil.h"
 
 #include <argon2.h>
@@ -8,6 +9,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/timeutil.h"
@@ -362,6 +364,56 @@ static void test_pool_max_wait(void **state)
     auth_hasher_free(h);
 }
 
+/* The process's resident set in KiB (VmRSS). */
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    assert_non_null(f);
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+static void test_work_areas_reused_then_released(void **state)
+{
+    (void)state;
+    /* 32 MiB areas: large against everything else this process holds */
+    auth_hasher_options o = {.memory_kib = 32768,
+                             .iterations = 1,
+                             .parallelism = 1,
+                             .workers = 2,
+                             .queue = 0,
+                             .max_wait_ms = 0};
+    auth_hasher *h = auth_hasher_new(&o); /* hashes its dummy: one area is now kept */
+    dk_arena *a = dk_arena_new();
+    long kept = rss_kib();
+    /* hashes one after another reuse that area: the resident set does not grow by another */
+    char *enc = NULL;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(auth_password_hash(h, a, "pw", &enc), DK_OK);
+    assert_int_equal(auth_password_verify(h, enc, "pw"), DK_OK);
+    long after = rss_kib();
+    if (after > kept + 8 * 1024)
+        fail_msg("RSS grew from %ld to %ld KiB over sequential hashes", kept, after);
+    /* about a second after the last hash the area is unmapped */
+    int64_t t0 = dk_mono_ms();
+    while (rss_kib() > after - 24 * 1024 && dk_mono_ms() - t0 < 5000)
+        usleep(50 * 1000);
+    long released = rss_kib();
+    if (released > after - 24 * 1024)
+        fail_msg("RSS %ld KiB 5 s after the last hash (%ld KiB right after it)", released, after);
+    assert_true(dk_mono_ms() - t0 >= 500);
+    /* and a later hash still works (on a fresh area) */
+    assert_int_equal(auth_password_verify(h, enc, "pw"), DK_OK);
+    assert_int_equal(auth_password_verify(h, enc, "wrong"), DK_E_UNAUTHORIZED);
+    dk_arena_free(a);
+    auth_hasher_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_pool_refuses_beyond_workers),
         cmocka_unit_test(test_pool_queue_waits),
         cmocka_unit_test(test_pool_max_wait),
+        cmocka_unit_test(test_work_areas_reused_then_released),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

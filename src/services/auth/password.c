@@ -1,44 +1,173 @@
 #include "services/auth/password.h"
 
 #include <argon2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/crypto.h"
 #include "core/limiter.h"
+#include "core/timeutil.h"
 #include "core/banned.h"
 
 #define AUTH_SALT_LEN 16
 #define AUTH_HASH_LEN 32
 
+#define AUTH_MAX_AREAS    16
+#define AUTH_AREA_IDLE_MS 1000
+
+/* Argon2 work areas (m KiB each) kept between hashes: a fresh mapping costs the kernel a
+ * zero-fill of every page (about 7 % of a hash at m = 19 MiB), so while logins keep coming the
+ * areas of finished hashes are reused (libargon2 wipes an area before giving it back). A
+ * reaper thread unmaps them once no hash has finished for AUTH_AREA_IDLE_MS, so the resident
+ * set falls back after a burst. At most `workers` areas are kept: no more hashes run at once. */
+struct auth_areas {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int cap, n;
+    struct {
+        void *p;
+        size_t size;
+    } idle[AUTH_MAX_AREAS];
+    int64_t last_put_ms;
+    bool stop;
+    pthread_t reaper;
+};
+
 struct auth_hasher {
     auth_hasher_options opt;
     dk_limiter *pool;
     char *dummy; /* a real hash of a random password, for dummy verifications */
+    struct auth_areas areas;
 };
 
-/* Argon2 working memory: a fresh anonymous mapping per hash, advised to use transparent huge
- * pages — the kernel then zero-fills a few 2 MiB pages instead of faulting in thousands of 4 KiB
- * ones (about 30 % less CPU per hash at m = 19 MiB) — and unmapped afterwards (the library wipes
- * it first), so the resident set falls back between logins. */
-static int auth_argon2_alloc(uint8_t **mem, size_t n)
+/* libargon2's allocation callbacks take no context: the hasher whose hash runs on this
+ * thread (none: plain mappings). */
+static _Thread_local auth_hasher *auth_current;
+
+static void *auth_area_map(size_t n)
 {
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        *mem = NULL;
-        return ARGON2_MEMORY_ALLOCATION_ERROR;
+    if (p == MAP_FAILED)
+        return NULL;
+    /* transparent huge pages: the kernel zero-fills a few 2 MiB pages instead of faulting in
+     * thousands of 4 KiB ones (about 30 % less CPU per fresh area); advice only */
+    (void)madvise(p, n, MADV_HUGEPAGE);
+    return p;
+}
+
+static int auth_argon2_alloc(uint8_t **mem, size_t n)
+{
+    auth_hasher *h = auth_current;
+    void *p = NULL;
+    if (h) {
+        struct auth_areas *ar = &h->areas;
+        pthread_mutex_lock(&ar->mu);
+        for (int i = 0; i < ar->n && !p; i++) {
+            if (ar->idle[i].size == n) {
+                p = ar->idle[i].p;
+                ar->idle[i] = ar->idle[--ar->n];
+            }
+        }
+        pthread_mutex_unlock(&ar->mu);
     }
-    (void)madvise(p, n, MADV_HUGEPAGE); /* advice only: without THP it still works */
+    if (!p)
+        p = auth_area_map(n);
     *mem = p;
-    return ARGON2_OK;
+    return p ? ARGON2_OK : ARGON2_MEMORY_ALLOCATION_ERROR;
 }
 
 static void auth_argon2_free(uint8_t *mem, size_t n)
 {
+    auth_hasher *h = auth_current;
+    if (h) {
+        struct auth_areas *ar = &h->areas;
+        pthread_mutex_lock(&ar->mu);
+        bool kept = !ar->stop && ar->n < ar->cap;
+        if (kept) {
+            ar->idle[ar->n].p = mem;
+            ar->idle[ar->n].size = n;
+            ar->n++;
+            ar->last_put_ms = dk_mono_ms();
+            pthread_cond_signal(&ar->cv);
+        }
+        pthread_mutex_unlock(&ar->mu);
+        if (kept)
+            return;
+    }
     munmap(mem, n);
+}
+
+/* Unmaps every idle area (called with the lock held; drops it meanwhile). */
+static void auth_areas_release(struct auth_areas *ar)
+{
+    while (ar->n > 0) {
+        void *p = ar->idle[ar->n - 1].p;
+        size_t size = ar->idle[ar->n - 1].size;
+        ar->n--;
+        pthread_mutex_unlock(&ar->mu);
+        munmap(p, size);
+        pthread_mutex_lock(&ar->mu);
+    }
+}
+
+static void *auth_reaper_main(void *arg)
+{
+    struct auth_areas *ar = arg;
+    pthread_mutex_lock(&ar->mu);
+    while (!ar->stop) {
+        if (ar->n == 0) {
+            pthread_cond_wait(&ar->cv, &ar->mu);
+            continue;
+        }
+        int64_t due = ar->last_put_ms + AUTH_AREA_IDLE_MS;
+        if (dk_mono_ms() >= due) {
+            auth_areas_release(ar);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t wait_ms = due - dk_mono_ms() + 1;
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&ar->cv, &ar->mu, &ts);
+    }
+    auth_areas_release(ar);
+    pthread_mutex_unlock(&ar->mu);
+    return NULL;
+}
+
+static void auth_areas_init(struct auth_areas *ar, int workers)
+{
+    pthread_mutex_init(&ar->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ar->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    ar->cap = workers < 1 ? 1 : workers > AUTH_MAX_AREAS ? AUTH_MAX_AREAS : workers;
+    if (pthread_create(&ar->reaper, NULL, auth_reaper_main, ar) != 0)
+        ar->cap = 0; /* no reaper: keep nothing */
+}
+
+static void auth_areas_destroy(struct auth_areas *ar)
+{
+    pthread_mutex_lock(&ar->mu);
+    ar->stop = true;
+    pthread_cond_signal(&ar->cv);
+    pthread_mutex_unlock(&ar->mu);
+    if (ar->cap > 0)
+        pthread_join(ar->reaper, NULL);
+    pthread_cond_destroy(&ar->cv);
+    pthread_mutex_destroy(&ar->mu);
 }
 
 /* PHC strings use standard base64 without padding. */
@@ -119,7 +248,10 @@ static dk_status auth_hash_raw(const auth_hasher *h, const char *password, char 
     c.pwdlen = (uint32_t)strlen(password);
     c.salt = salt;
     c.saltlen = sizeof salt;
-    if (argon2id_ctx(&c) != ARGON2_OK)
+    auth_current = (auth_hasher *)(uintptr_t)h;
+    int rc = argon2id_ctx(&c);
+    auth_current = NULL;
+    if (rc != ARGON2_OK)
         return DK_E_INTERNAL;
     char s64[AUTH_SALT_LEN * 2], h64[AUTH_HASH_LEN * 2];
     auth_b64_encode(salt, sizeof salt, s64);
@@ -196,6 +328,7 @@ auth_hasher *auth_hasher_new(const auth_hasher_options *opt)
     auth_hasher *h = DK_NEW(auth_hasher);
     h->opt = *opt;
     h->pool = dk_limiter_new(opt->workers, opt->queue, opt->max_wait_ms);
+    auth_areas_init(&h->areas, opt->workers);
     size_t cap = auth_encoded_len(h);
     h->dummy = dk_malloc(cap);
     unsigned char rnd[24];
@@ -212,6 +345,7 @@ void auth_hasher_free(auth_hasher *h)
     if (!h)
         return;
     dk_limiter_free(h->pool);
+    auth_areas_destroy(&h->areas);
     dk_free(h->dummy);
     dk_free(h);
 }
@@ -247,7 +381,9 @@ dk_status auth_password_verify(auth_hasher *h, const char *encoded, const char *
         c.pwdlen = (uint32_t)strlen(password);
         c.salt = phc.salt;
         c.saltlen = (uint32_t)phc.saltlen;
+        auth_current = h;
         rc = argon2_verify_ctx(&c, (const char *)phc.hash, Argon2_id);
+        auth_current = NULL;
     }
     dk_limiter_leave(h->pool);
     if (rc == ARGON2_OK)
