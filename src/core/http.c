@@ -681,6 +681,13 @@ void dk_res_json(dk_res *res, int status, json_t *body)
     json_decref(body);
 }
 
+void dk_res_jw(dk_res *res, int status, dk_jw *w)
+{
+    res->status = status;
+    res->content_type = "application/json";
+    res->body = dk_jw_finish(w, res->arena, &res->body_len);
+}
+
 void dk_res_empty(dk_res *res, int status)
 {
     res->status = status;

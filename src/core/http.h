@@ -167,6 +167,8 @@ void dk_stream_release(dk_stream *s);
 /* Responses. */
 void dk_res_header(dk_res *res, const char *name, const char *value); /* copied */
 void dk_res_json(dk_res *res, int status, json_t *body);              /* steals body */
+struct dk_jw;
+void dk_res_jw(dk_res *res, int status, struct dk_jw *w); /* the writer's text; empties it */
 void dk_res_empty(dk_res *res, int status);
 void dk_res_text(dk_res *res, int status, const char *content_type, const char *body, size_t len);
 void dk_res_problem(dk_res *res, dk_status st, const char *detail_fmt, ...) DK_PRINTF(3, 4);

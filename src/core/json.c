@@ -26,10 +26,7 @@ json_t *dk_json_own(dk_arena *a, json_t *v)
  * table insert and delete each), which was a third of a task list's CPU; the values built here
  * are trees by construction. */
 
-typedef struct dk_jbuf {
-    char *s;
-    size_t len, cap;
-} dk_jbuf;
+typedef dk_jw dk_jbuf;
 
 static void dk_jb_reserve(dk_jbuf *b, size_t n)
 {
@@ -197,16 +194,93 @@ static void dk_jb_value(dk_jbuf *b, const json_t *v)
     }
 }
 
+/* ---------- the writer ---------- */
+
+static void dk_jw_sep(dk_jw *w)
+{
+    if (w->comma)
+        dk_jb_put(w, ",", 1);
+    w->comma = false;
+}
+
+void dk_jw_object(dk_jw *w)
+{
+    dk_jw_sep(w);
+    dk_jb_put(w, "{", 1);
+}
+
+void dk_jw_object_end(dk_jw *w)
+{
+    dk_jb_put(w, "}", 1);
+    w->comma = true;
+}
+
+void dk_jw_array(dk_jw *w)
+{
+    dk_jw_sep(w);
+    dk_jb_put(w, "[", 1);
+}
+
+void dk_jw_array_end(dk_jw *w)
+{
+    dk_jb_put(w, "]", 1);
+    w->comma = true;
+}
+
+void dk_jw_key(dk_jw *w, const char *key)
+{
+    dk_jw_sep(w);
+    dk_jb_string(w, key, strlen(key));
+    dk_jb_put(w, ":", 1);
+}
+
+void dk_jw_stringn(dk_jw *w, const char *s, size_t n)
+{
+    dk_jw_sep(w);
+    dk_jb_string(w, s, n);
+    w->comma = true;
+}
+
+void dk_jw_string(dk_jw *w, const char *s)
+{
+    if (!s) {
+        dk_jw_null(w);
+        return;
+    }
+    dk_jw_stringn(w, s, strlen(s));
+}
+
+void dk_jw_int(dk_jw *w, long long v)
+{
+    dk_jw_sep(w);
+    dk_jb_integer(w, (json_int_t)v);
+    w->comma = true;
+}
+
+void dk_jw_null(dk_jw *w)
+{
+    dk_jw_sep(w);
+    dk_jb_put(w, "null", 4);
+    w->comma = true;
+}
+
+char *dk_jw_finish(dk_jw *w, dk_arena *a, size_t *ret_len)
+{
+    dk_jb_put(w, "", 1); /* the terminator, not counted */
+    dk_arena_defer(a, dk_free, w->s);
+    char *out = w->s;
+    if (ret_len)
+        *ret_len = w->len - 1;
+    *w = (dk_jw){0};
+    return out;
+}
+
 char *dk_json_render(dk_arena *a, const json_t *v, size_t *ret_len)
 {
     dk_jbuf b = {0};
     if (v)
         dk_jb_value(&b, v);
-    dk_jb_put(&b, "", 1); /* the terminator, not counted */
-    dk_arena_defer(a, dk_free, b.s);
-    if (ret_len)
-        *ret_len = b.len - 1;
-    return b.s;
+    return dk_jw_finish(&b, a, ret_len);
 }
 
 json_t *dk_json_str_or_null(const char *s)

@@ -21,4 +21,26 @@ json_t *dk_json_str_or_null(const char *s);
 const char *dk_json_get_str(const json_t *obj, const char *key, bool *ret_present,
                             bool *ret_wrong_type);
 
+/* A JSON writer: text produced directly, without jansson values, for responses on hot paths
+ * (a task list would otherwise allocate a value per field). Strings are escaped exactly as
+ * dk_json_render escapes them, so both paths give the same bytes for the same data; commas are
+ * placed by the writer, the nesting is the caller's. Zero-initialise, write, then
+ * dk_jw_finish. */
+typedef struct dk_jw {
+    char *s;
+    size_t len, cap;
+    bool comma; /* the next value or key needs a comma before it */
+} dk_jw;
+void dk_jw_object(dk_jw *w);
+void dk_jw_object_end(dk_jw *w);
+void dk_jw_array(dk_jw *w);
+void dk_jw_array_end(dk_jw *w);
+void dk_jw_key(dk_jw *w, const char *key);
+void dk_jw_string(dk_jw *w, const char *s); /* NULL writes null */
+void dk_jw_stringn(dk_jw *w, const char *s, size_t n);
+void dk_jw_int(dk_jw *w, long long v);
+void dk_jw_null(dk_jw *w);
+/* The text in the arena (NUL-terminated; *ret_len its length); the writer is emptied. */
+char *dk_jw_finish(dk_jw *w, dk_arena *a, size_t *ret_len);
+
 #endif

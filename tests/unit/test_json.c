@@ -290,6 +290,53 @@ static void test_render_matches_jansson(void **state)
     }
 }
 
+static void test_writer_matches_render(void **state)
+{
+    /* the writer gives the bytes dk_json_render gives for the same value */
+    dk_arena *a = *state;
+    for (int i = 0; i < 500; i++) {
+        json_t *k1 = rnd_string(), *s1 = rnd_string(), *s2 = rnd_string();
+        json_int_t n = (json_int_t)rnd();
+        json_t *v =
+            dk_json_own(a, json_pack("{s:O,s:[O,I,n,{}],s:n,s:{s:[]}}", json_string_value(k1), s1,
+                                     "list", s2, n, "none", "o", "e"));
+        /* json_pack takes the key as a C string: a key with a NUL ends there */
+        dk_jw w = {0};
+        dk_jw_object(&w);
+        dk_jw_key(&w, json_string_value(k1));
+        dk_jw_stringn(&w, json_string_value(s1), json_string_length(s1));
+        dk_jw_key(&w, "list");
+        dk_jw_array(&w);
+        dk_jw_stringn(&w, json_string_value(s2), json_string_length(s2));
+        dk_jw_int(&w, (long long)n);
+        dk_jw_string(&w, NULL);
+        dk_jw_object(&w);
+        dk_jw_object_end(&w);
+        dk_jw_array_end(&w);
+        dk_jw_key(&w, "none");
+        dk_jw_null(&w);
+        dk_jw_key(&w, "o");
+        dk_jw_object(&w);
+        dk_jw_key(&w, "e");
+        dk_jw_array(&w);
+        dk_jw_array_end(&w);
+        dk_jw_object_end(&w);
+        dk_jw_object_end(&w);
+        size_t len = 0;
+        char *got = dk_jw_finish(&w, a, &len);
+        assert_null(w.s);
+        size_t wlen = 0;
+        char *want = dk_json_render(a, v, &wlen);
+        if (!v) /* a key json_pack refused (not UTF-8 after the cut): nothing to compare */
+            want = got, wlen = len;
+        if (len != wlen || memcmp(got, want, len) != 0)
+            fail_msg("writer\n%s\nrender\n%s", got, want);
+        json_decref(k1);
+        json_decref(s1);
+        json_decref(s2);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_render_strings_utf8_and_escapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_matches_jansson, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_matches_render, setup, teardown),
         cmocka_unit_test(test_own_decrefs_on_free),
         cmocka_unit_test(test_str_or_null),
         cmocka_unit_test(test_get_str),

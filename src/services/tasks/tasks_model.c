@@ -379,29 +379,45 @@ bool tasks_labels_from_json(dk_arena *a, const char *text, const char ***ret, in
     return true;
 }
 
-static json_t *tasks_time_or_null(bool has, int64_t ms)
+static void tasks_write_time(dk_jw *w, const char *key, bool has, int64_t ms)
 {
-    if (!has)
-        return json_null();
+    dk_jw_key(w, key);
+    if (!has) {
+        dk_jw_null(w);
+        return;
+    }
     char buf[DK_RFC3339_LEN];
     dk_time_format(ms, buf);
-    return json_string(buf);
+    dk_jw_string(w, buf);
 }
 
-json_t *tasks_task_json(const tasks_task *t)
+void tasks_task_write(dk_jw *w, const tasks_task *t)
 {
-    json_t *labels = json_array();
+    dk_jw_object(w);
+    dk_jw_key(w, "id");
+    dk_jw_string(w, t->id);
+    dk_jw_key(w, "title");
+    dk_jw_string(w, t->title);
+    dk_jw_key(w, "description");
+    dk_jw_string(w, t->description);
+    dk_jw_key(w, "status");
+    dk_jw_string(w, tasks_status_name(t->status));
+    dk_jw_key(w, "priority");
+    dk_jw_string(w, tasks_priority_name(t->priority));
+    tasks_write_time(w, "due_at", t->has_due, t->due_at);
+    dk_jw_key(w, "labels");
+    dk_jw_array(w);
     for (int i = 0; i < t->nlabels; i++)
-        json_array_append_new(labels, json_string(t->labels[i]));
-    char created[DK_RFC3339_LEN], updated[DK_RFC3339_LEN];
-    dk_time_format(t->created_at, created);
-    dk_time_format(t->updated_at, updated);
-    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:s,s:o,s:s,s:s,s:o,s:I}", "id", t->id, "title",
-                     t->title, "description", t->description, "status",
-                     tasks_status_name(t->status), "priority", tasks_priority_name(t->priority),
-                     "due_at", tasks_time_or_null(t->has_due, t->due_at), "labels", labels,
-                     "owner_id", t->owner_id, "assignee_id", dk_json_str_or_null(t->assignee_id),
-                     "created_at", created, "updated_at", updated, "completed_at",
-                     tasks_time_or_null(t->has_completed, t->completed_at), "version",
-                     (json_int_t)t->version);
+        dk_jw_string(w, t->labels[i]);
+    dk_jw_array_end(w);
+    dk_jw_key(w, "owner_id");
+    dk_jw_string(w, t->owner_id);
+    dk_jw_key(w, "assignee_id");
+    dk_jw_string(w, t->assignee_id); /* NULL: null */
+    tasks_write_time(w, "created_at", true, t->created_at);
+    tasks_write_time(w, "updated_at", true, t->updated_at);
+    tasks_write_time(w, "completed_at", t->has_completed, t->completed_at);
+    dk_jw_key(w, "version");
+    dk_jw_int(w, (long long)t->version);
+    dk_jw_object_end(w);
 }

@@ -85,7 +85,9 @@ static dk_status tasks_check_assignee(tasks_svc *s, dk_req *req, dk_res *res,
 static void tasks_reply(dk_req *req, dk_res *res, int status, const tasks_task *t)
 {
     dk_res_header(res, "ETag", tasks_etag(req->arena, t->version));
-    dk_res_json(res, status, tasks_task_json(t));
+    dk_jw w = {0};
+    tasks_task_write(&w, t);
+    dk_res_jw(res, status, &w);
 }
 
 static void tasks_create(dk_req *req, dk_res *res)
@@ -213,11 +215,17 @@ static void tasks_list(dk_req *req, dk_res *res)
         tasks_fail(res, st);
         return;
     }
-    json_t *arr = json_array();
+    dk_jw w = {0};
+    dk_jw_object(&w);
+    dk_jw_key(&w, "items");
+    dk_jw_array(&w);
     for (int i = 0; i < n; i++)
-        json_array_append_new(arr, tasks_task_json(&items[i]));
-    dk_res_json(res, 200,
-                json_pack("{s:o,s:o}", "items", arr, "next_cursor", dk_json_str_or_null(next)));
+        tasks_task_write(&w, &items[i]);
+    dk_jw_array_end(&w);
+    dk_jw_key(&w, "next_cursor");
+    dk_jw_string(&w, next);
+    dk_jw_object_end(&w);
+    dk_res_jw(res, 200, &w);
 }
 
 /* user.deleted: the account is going away — its tasks go, its assignments are cleared. */
