@@ -64,6 +64,8 @@ Other:
   --max-seconds=S      stop everything and fail after S seconds (default $max_seconds)
   --keep               keep the work directory (logs, data file) under /tmp
 
+BENCH_PG_OPTIONS adds server options to the throwaway PostgreSQL, e.g. "-c
+shared_preload_libraries=pg_stat_statements" to see, with --keep, what each statement cost.
 DOCKET_* variables in the environment reach every docket process (e.g. DOCKET_SERVER_THREADS,
 DOCKET_DATABASE_POOL_SIZE) and are recorded in the result.
 EOF
@@ -324,7 +326,7 @@ if [ "$mode" != sqlite ]; then
     as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth-local=trust --auth-host=trust \
         -E UTF8 --locale=C.UTF-8 --no-sync >"$WORK/initdb.log" 2>&1
     as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/pg.log" -w -o \
-        "-c listen_addresses=127.0.0.1 -p $pg_port -k $WORK/pg -c fsync=off -c max_connections=300" \
+        "-c listen_addresses=127.0.0.1 -p $pg_port -k $WORK/pg -c fsync=off -c max_connections=300 ${BENCH_PG_OPTIONS:-}" \
         start >/dev/null </dev/null
     pg_started=1
     pg_pid=$(head -n 1 "$WORK/pg/data/postmaster.pid")
