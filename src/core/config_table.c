@@ -58,7 +58,8 @@ const dk_config_row dk_config_rows[] = {
             "`postgres://user:password@host:5432/db` or `sqlite:PATH`; empty = "
             "`sqlite:<data_dir>/docket.db`."),
     ROW_INT("database.pool_size", "0", 0, 1024,
-            "Database connections per process; 0 = one per server thread."),
+            "Database connections per process; 0 = one per server thread, plus two for "
+            "background work (event relays, schedulers)."),
     ROW_DUR("database.acquire_timeout", "2s", 1, 10 * MS_M,
             "How long a request waits for a free pooled connection before it is answered 503."),
     ROW_DUR("database.connect_timeout", "2s", 1, 10 * MS_M,
@@ -71,7 +72,7 @@ const dk_config_row dk_config_rows[] = {
             "`redis://[user:password@]host:port[/db]`; empty = in-process cache."),
     ROW_DUR("redis.timeout", "500ms", 1, 10 * MS_M, "Connect and command timeout for Redis."),
     ROW_INT("redis.pool_size", "0", 0, 1024,
-            "Redis connections per process; 0 = one per server thread."),
+            "Redis connections per process; 0 = one per server thread, plus two."),
 
     ROW_STR(
         "auth.jwt_secret", "", "JWT_SECRET", DK_CFG_SECRET,
