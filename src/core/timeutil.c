@@ -39,9 +39,21 @@ void dk_time_format(int64_t ms, char out[DK_RFC3339_LEN])
     unsigned mon = (unsigned)(tm.tm_mon + 1) % 13, day = (unsigned)tm.tm_mday % 32;
     unsigned hour = (unsigned)tm.tm_hour % 24, min = (unsigned)tm.tm_min % 60;
     unsigned sec = (unsigned)tm.tm_sec % 61, milli = (unsigned)frac % 1000;
-    if (snprintf(out, DK_RFC3339_LEN, "%04d-%02u-%02uT%02u:%02u:%02u.%03uZ", year, mon, day, hour,
-                 min, sec, milli) >= DK_RFC3339_LEN)
-        out[DK_RFC3339_LEN - 1] = '\0';
+    /* YYYY-MM-DDTHH:MM:SS.mmmZ written digit by digit (three of these per task in a list) */
+    const unsigned fields[] = {(unsigned)year, mon, day, hour, min, sec, milli};
+    static const int widths[] = {4, 2, 2, 2, 2, 2, 3};
+    static const char after[] = "--T::.Z";
+    int o = 0;
+    for (int f = 0; f < 7; f++) {
+        unsigned v = fields[f];
+        for (int d = widths[f] - 1; d >= 0; d--) {
+            out[o + d] = (char)('0' + v % 10);
+            v /= 10;
+        }
+        o += widths[f];
+        out[o++] = after[f];
+    }
+    out[o] = '\0';
 }
 
 static bool dk_digits(const char *s, int n, int *ret)
