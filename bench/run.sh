@@ -388,12 +388,14 @@ case "$mode" in
 all)
     startup all "$(free_port)" -- all
     start_docket all "$port" -- all
+    export BENCH_METRICS_URLS="$BENCH_URL/metrics"
     ;;
 sqlite)
     mkdir -p "$WORK/data"
     trials=1 startup all_first "$(free_port)" -- all --storage.data_dir="$WORK/data"
     startup all "$(free_port)" -- all --storage.data_dir="$WORK/data"
     start_docket all "$port" -- all --storage.data_dir="$WORK/data"
+    export BENCH_METRICS_URLS="$BENCH_URL/metrics"
     ;;
 split)
     declare -A sport=()
@@ -410,6 +412,11 @@ split)
     for s in users auth tasks notifications; do gw_env+=("DOCKET_GATEWAY_${s^^}_URL=http://127.0.0.1:${sport[$s]}"); done
     start_docket gateway "$port" "${gw_env[@]}" -- gateway
     startup gateway "$(free_port)" "${gw_env[@]}" -- gateway
+    BENCH_METRICS_URLS="$BENCH_URL/metrics"
+    for s in users auth tasks notifications; do
+        BENCH_METRICS_URLS+=" http://127.0.0.1:${sport[$s]}/metrics"
+    done
+    export BENCH_METRICS_URLS
     ;;
 esac
 export BENCH_DOCKET_PIDS="${docket_pids[*]}"

@@ -13,7 +13,8 @@ Subcommands (state lives in $BENCH_WORK: meta.json, rows.jsonl):
 Environment (set by run.sh): BENCH_WORK, BENCH_URL (Docket), BENCH_CEILING_URL (nginx),
 BENCH_DOCKET_PIDS, BENCH_DB_PIDS (postmaster, redis), BENCH_NGINX_PID, BENCH_DATA,
 BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_LOGIN_CONNS, BENCH_STORM_CONNS,
-BENCH_STORM_ME_CONNS, BENCH_NUSERS, BENCH_NTASKS, BENCH_PG_PORT, BENCH_PG_DB, PGBIN.
+BENCH_STORM_ME_CONNS, BENCH_NUSERS, BENCH_NTASKS, BENCH_PG_PORT, BENCH_PG_DB, PGBIN,
+BENCH_METRICS_URLS (every Docket process's /metrics, space-separated).
 """
 
 import datetime
@@ -211,7 +212,10 @@ def row_from_wrk(name, server, res, conns, cpu_s, db_cpu_s, rss, client_cpu, not
         "cpu_s_per_1k": round(cpu_s / n * 1000, 4) if n and cpu_s is not None else None,
         "db_cpu_s_per_1k": round(db_cpu_s / n * 1000, 4) if n and db_cpu_s is not None
         else None,
-        "client_cpu_s": round(client_cpu, 2), "note": note,
+        "client_cpu_s": round(client_cpu, 2), "settle_s": res.get("settle_s", 0.0),
+        "note": note if res.get("settle_s", 0.0) < 0.5 else
+        "; ".join(x for x in (note, f"queues drained {res['settle_s']:.1f} s after the load "
+                              "(in cpu)") if x),
     }
 
 
@@ -250,6 +254,38 @@ def server_of(name):
     return "nginx" if name == "ceiling" else "docket"
 
 
+SETTLE_LIMIT_S = 60
+LAG_LINE = re.compile(r'^docket_queue_lag_seconds\{[^}]*\} (\S+)$', re.M)
+
+
+def queues_lag():
+    """The largest docket_queue_lag_seconds over Docket's processes (0.0 when every event
+    queue is caught up), or None when no process reports one."""
+    worst = None
+    for url in env("BENCH_METRICS_URLS", "").split():
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for v in LAG_LINE.findall(text):
+            worst = max(worst or 0.0, float(v))
+    return worst
+
+
+def settle():
+    """Waits (at most SETTLE_LIMIT_S) until the event queues are drained: the work a scenario
+    left behind (notifications of the tasks it created) is charged to it, not to the next
+    one. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < SETTLE_LIMIT_S:
+        lag = queues_lag()
+        if not lag:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
 def measure_wrk(name, runs, seconds):
     """runs: [(tag, script, url, conns, timeout, range)] started together; returns the
     results, server CPU, db CPU and the RSS sampled just before the end."""
@@ -267,9 +303,12 @@ def measure_wrk(name, runs, seconds):
     time.sleep(max(0.0, seconds - 0.3))
     rss = rss_kib(srv)
     results = [finish_wrk(p, seconds) for p in ps]
+    settled = settle() if name != "ceiling" else 0.0
     c1, d1 = cpu_ticks(srv), cpu_ticks(db)
     cpu = (c1 - c0) / CLK_TCK
     dbcpu = (d1 - d0) / CLK_TCK if db else None
+    for r in results:
+        r[0]["settle_s"] = round(settled, 2)
     return results, cpu, dbcpu, rss
 
 
@@ -648,6 +687,10 @@ def cmd_report(argv):
         rate = f" ({ok / r['seconds']:.1f} 2xx/s)" if r["seconds"] and r["codes"] else ""
         print(f"  {r['scenario']}: status counts {codes or '-'}{rate}; socket errors, timeouts: "
               f"{r['socket_errors']}")
+    for r in rows:
+        if r.get("settle_s", 0) >= 0.5:
+            print(f"  {r['scenario']}: the event queues drained {r['settle_s']:.1f} s after the "
+                  "load; the cpu columns include that work")
     print("(RSS: sum of VmRSS of the server's processes sampled 0.3 s before the end of the "
           "run; cpu s/1k: the server's CPU seconds per 1000 requests, from /proc; db cpu: "
           "PostgreSQL + Redis)")
