@@ -95,11 +95,6 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
                         "CREATE INDEX tasks_labels_idx ON tasks.tasks USING GIN (labels);\n"
                         "CREATE INDEX tasks_search_idx ON tasks.tasks USING GIN (search);\n"},
     {2, "outbox", DK_OUTBOX_SQLITE_DDL("tasks"), DK_OUTBOX_POSTGRES_DDL("tasks")},
-    /* Every search is confined to the caller's tasks (owner or assignee), which the owner and
-     * assignee indexes find; a GIN index over every user's words made the planner intersect
-     * the global matches of a common word instead (tens of thousands of entries: twice the
-     * time), and cost every insert and edit. The word test runs on the caller's rows. */
-    {3, "search_by_visibility", NULL, "DROP INDEX IF EXISTS tasks.tasks_search_idx;\n"},
 };
 
 /* ---------- rows ---------- */
