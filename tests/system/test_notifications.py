@@ -936,6 +936,17 @@ def test_created_once_after_the_service_was_down(docket_factory):
     assert [n["task_id"] for n in list_notifications(d, b.access)].count(t1["id"]) == 1
     assert [n["task_id"] for n in list_notifications(d, a.access)].count(t1["id"]) == 1
     assert [n["task_id"] for n in list_notifications(d, b.access)].count(t0["id"]) == 1
+    # the lag gauge (the age of the events being handled) says 0 once the consumer has caught
+    # up: about 2 s without events
+    wait_until(lambda: task_events_lag(svc) == 0.0, 10, what="docket_queue_lag_seconds back to 0")
+
+
+def task_events_lag(svc):
+    text = requests.get(svc.url("/metrics"), timeout=10).text
+    m = re.search(r'^docket_queue_lag_seconds\{service="notifications",queue="task_events"\} '
+                  r'(\S+)$', text, re.M)
+    assert m, "no task_events lag gauge"
+    return float(m.group(1))
 
 
 # --------------------------------------------------------------------------- deleted users

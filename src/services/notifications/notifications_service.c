@@ -8,6 +8,7 @@
  * replica), reads each subscriber's notifications after the last one it sent, and writes them;
  * it also writes the heartbeats and drops streams whose client has gone. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -36,6 +37,7 @@
 #define NT_LIMIT_MAX     100
 #define NT_URL_MAX       2048
 #define NT_POLL_MS       1000
+#define NT_LAG_IDLE_MS   2000
 #define NT_REPLAY_BATCH  100
 #define NT_DUE_BATCH     200
 #define NT_TOMBSTONE_MS  (7LL * 24 * 3600 * 1000)
@@ -71,6 +73,8 @@ typedef struct nt_svc {
     nt_sub *subs;    /* hub thread only */
     /* the due-soon scheduler */
     nt_loop sched;
+    /* when the last task event was handled successfully (dk_mono_ms; 0: since reported) */
+    atomic_llong last_event_ok_ms;
 } nt_svc;
 
 /* ---------- background loops ---------- */
@@ -163,8 +167,21 @@ static dk_status nt_on_task_event(void *ctx, const char *type, const char *paylo
     if (st != DK_OK)
         dk_log_warn("notifications: handling %s failed (%s); it will be redelivered", type,
                     dk_status_title(st));
+    atomic_store(&s->last_event_ok_ms, st == DK_OK ? dk_mono_ms() : 0);
     dk_arena_free(a);
     return st;
+}
+
+/* The task_events lag is the age of the events being handled. Once the last one succeeded and
+ * none has come for NT_LAG_IDLE_MS the consumer has caught up, and the gauge says 0 (without
+ * this it would go on showing the age of the last event of a burst). A failed last event keeps
+ * it: the event comes again, older. */
+static void nt_lag_idle(nt_svc *s)
+{
+    long long last = atomic_load(&s->last_event_ok_ms);
+    if (last > 0 && dk_mono_ms() - last > NT_LAG_IDLE_MS &&
+        atomic_compare_exchange_strong(&s->last_event_ok_ms, &last, 0))
+        dk_metrics_queue_lag("notifications", "task_events", 0);
 }
 
 /* user.deleted: the account's notifications, preferences and deliveries go. */
@@ -294,6 +311,7 @@ static void *nt_hub_main(void *arg)
     pthread_mutex_lock(&s->hub.lock);
     while (nt_loop_wait(&s->hub, period)) {
         pthread_mutex_unlock(&s->hub.lock);
+        nt_lag_idle(s);
         nt_hub_pass(s);
         pthread_mutex_lock(&s->hub.lock);
     }
