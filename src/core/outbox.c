@@ -1,6 +1,7 @@
 /* The outbox relay: one thread per service table, woken by kicks or a timer. Rows are read in
- * sequence order, published one by one and deleted once published; the first failure stops
- * the pass (order is kept) and the rest waits for the next one. Several replicas may relay the
+ * sequence order, up to a batch, published one by one, and those published are deleted in one
+ * statement; the first failure stops the pass (order is kept) and the rest waits for the next
+ * one. Several replicas may relay the
  * same table: an event can then be published twice, which at-least-once consumers tolerate. */
 #include "core/outbox.h"
 
@@ -27,7 +28,7 @@ struct dk_outbox {
     const char *service;
     char table[64];
     char select_sql[160];
-    char delete_sql[96];
+    char delete_sql[160];
     int64_t interval_ms;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -64,6 +65,11 @@ static bool dk_outbox_pass(dk_outbox *o)
     }
     int done = 0;
     int64_t oldest = 0; /* created_at of the first event left unpublished */
+    /* the published rows' seqs, as an array literal: {1,2} (PostgreSQL) or [1,2] (SQLite) */
+    bool pg = o->db->ops->engine == DK_DB_POSTGRES;
+    char *list = dk_arena_alloc(a, (size_t)rows->nrows * 21 + 3);
+    size_t ll = 0;
+    list[ll++] = pg ? '{' : '[';
     for (int i = 0; i < rows->nrows; i++) {
         oldest = dk_sql_get_int(rows, i, 3);
         const char *seq = dk_db_value(rows, i, 0);
@@ -75,11 +81,22 @@ static bool dk_outbox_pass(dk_outbox *o)
                         dk_status_title(st));
             break;
         }
-        const char *p[] = {seq};
-        if (dk_sql(o->db, a, o->delete_sql, 1, p, NULL) != DK_OK)
-            break; /* published but kept: it goes out again later (consumers de-duplicate) */
+        size_t sl = strlen(seq);
+        if (sl > 20)
+            break; /* not a seq this table makes */
+        if (done > 0)
+            list[ll++] = ',';
+        memcpy(list + ll, seq, sl);
+        ll += sl;
         done++;
         oldest = 0;
+    }
+    list[ll++] = pg ? '}' : ']';
+    list[ll] = '\0';
+    if (done > 0) {
+        const char *p[] = {list};
+        if (dk_sql(o->db, a, o->delete_sql, 1, p, NULL) != DK_OK)
+            done = 0; /* published but kept: they go out again later (consumers de-duplicate) */
     }
     more = done == DK_OUTBOX_BATCH;
     dk_metrics_queue_lag(o->service, "outbox",
@@ -124,7 +141,13 @@ dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char 
     snprintf(o->table, sizeof o->table, "%s", table);
     snprintf(o->select_sql, sizeof o->select_sql,
              "SELECT seq, type, payload, created_at FROM %s ORDER BY seq LIMIT $1", table);
-    snprintf(o->delete_sql, sizeof o->delete_sql, "DELETE FROM %s WHERE seq = $1", table);
+    if (db->ops->engine == DK_DB_POSTGRES)
+        snprintf(o->delete_sql, sizeof o->delete_sql,
+                 "DELETE FROM %s WHERE seq = ANY(CAST($1 AS BIGINT[]))", table);
+    else
+        snprintf(o->delete_sql, sizeof o->delete_sql,
+                 "DELETE FROM %s WHERE seq IN (SELECT CAST(value AS INTEGER) FROM json_each($1))",
+                 table);
     o->interval_ms = interval_ms > 0 ? interval_ms : 1000;
     pthread_mutex_init(&o->lock, NULL);
     pthread_cond_init(&o->cond, NULL);
