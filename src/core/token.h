@@ -1,7 +1,9 @@
 /* token.h — access tokens: HS256 JWTs with claims iss "docket", sub, sid, role, iat, exp, jti
- * (signed with libjwt; checked here, on every request). Verification demands alg HS256 explicitly (never "none", never another algorithm or
- * key), the issuer, and an unexpired exp. A dk_tokens is immutable after creation and therefore
- * thread-safe. Errors: DK_E_UNAUTHORIZED for any token that does not verify. */
+ * (signed with libjwt; checked here, on every request). Verification demands alg HS256
+ * explicitly (never "none", never another algorithm or key), the issuer, and an unexpired exp;
+ * a token verified lately is recognised by its digest until it expires. A dk_tokens is
+ * thread-safe (its secret is immutable, its cache locked). Errors: DK_E_UNAUTHORIZED for any
+ * token that does not verify. */
 #ifndef DK_TOKEN_H
 #define DK_TOKEN_H
 

@@ -320,6 +320,8 @@ static void test_expiry(void **state)
     dk_tokens *brief = dk_tokens_new((const unsigned char *)SECRET, SECRET_LEN, 1000);
     char *b = NULL;
     assert_int_equal(dk_tokens_issue(brief, f->arena, "u", "s", "user", &b), DK_OK);
+    dk_identity first;
+    assert_int_equal(dk_tokens_verify(brief, f->arena, b, &first), DK_OK); /* now cached */
     struct timespec ts = {1, 100 * 1000 * 1000};
     nanosleep(&ts, NULL);
     dk_identity id;
@@ -470,6 +472,39 @@ static void test_strict_forms_rejected(void **state)
     assert_int_equal(verify(f, build(a, HS256, p, SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
 }
 
+static void test_cached_tokens(void **state)
+{
+    /* a token verified once is recognised again (same identity), but only that exact token,
+     * and only by the dk_tokens (the secret) that verified it */
+    struct fixture *f = *state;
+    dk_arena *a = f->arena;
+    char *tok = NULL;
+    assert_int_equal(dk_tokens_issue(f->tokens, a, "user-7", "sess-7", "admin", &tok), DK_OK);
+    dk_identity id1 = {0}, id2 = {0};
+    assert_int_equal(verify(f, tok, &id1), DK_OK);
+    assert_int_equal(verify(f, tok, &id2), DK_OK);
+    assert_string_equal(id2.user_id, "user-7");
+    assert_string_equal(id2.session_id, "sess-7");
+    assert_string_equal(id2.role, "admin");
+    assert_true(id2.expires_at_ms == id1.expires_at_ms);
+    /* every one-character change of the cached token is refused */
+    size_t n = strlen(tok);
+    for (size_t i = 0; i < n; i += 7) {
+        char *bad = dk_arena_strdup(a, tok);
+        bad[i] = bad[i] == 'A' ? 'B' : 'A';
+        if (verify(f, bad, NULL) != DK_E_UNAUTHORIZED)
+            fail_msg("accepted the cached token changed at %zu", i);
+    }
+    assert_int_equal(verify(f, dk_arena_strndup(a, tok, n - 1), NULL), DK_E_UNAUTHORIZED);
+    /* another secret does not see this one's cache */
+    dk_tokens *other =
+        dk_tokens_new((const unsigned char *)"another-secret-0123456789-abcdefghijkl", 38, TTL_MS);
+    dk_identity id3;
+    assert_int_equal(dk_tokens_verify(other, a, tok, &id3), DK_E_UNAUTHORIZED);
+    dk_tokens_free(other);
+    assert_int_equal(verify(f, tok, NULL), DK_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -484,6 +519,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_forms_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cached_tokens, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
