@@ -161,11 +161,13 @@ static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
     sqlite3_busy_timeout(h, db->busy_timeout_ms);
     /* WAL needs a brief exclusive lock the first time: the busy timeout above covers it. The
      * memdb VFS has no WAL and keeps its own journal mode, which the pragma reports without
-     * failing. */
+     * failing. Each connection's page cache is 1 MiB (SQLite's default is 2 MiB, times a
+     * connection per server thread): the OS page cache holds the file anyway, and the bench
+     * showed no slower reads, with 6 MiB less resident under load. */
     char *msg = NULL;
     rc = sqlite3_exec(h,
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                      "PRAGMA foreign_keys=ON;",
+                      "PRAGMA foreign_keys=ON; PRAGMA cache_size=-1024;",
                       NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
         snprintf(c->err, sizeof c->err, "cannot configure database: %s",
