@@ -18,12 +18,13 @@
 #define AUTH_HASH_LEN 32
 
 #define AUTH_MAX_AREAS    16
-#define AUTH_AREA_IDLE_MS 1000
+#define AUTH_AREA_IDLE_MS 250
 
 /* Argon2 work areas (m KiB each) kept between hashes: a fresh mapping costs the kernel a
  * zero-fill of every page (about 7 % of a hash at m = 19 MiB), so while logins keep coming the
  * areas of finished hashes are reused (libargon2 wipes an area before giving it back). A
- * reaper thread unmaps them once no hash has finished for AUTH_AREA_IDLE_MS, so the resident
+ * reaper thread unmaps them once no hash has finished for AUTH_AREA_IDLE_MS (a quarter of a
+ * second: under a login load each area is reused every few tens of ms), so the resident
  * set falls back after a burst. At most `workers` areas are kept: no more hashes run at once. */
 struct auth_areas {
     pthread_mutex_t mu;
