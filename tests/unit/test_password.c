@@ -388,7 +388,9 @@ static void test_work_areas_reused_then_released(void **state)
                              .workers = 2,
                              .queue = 0,
                              .max_wait_ms = 0};
-    auth_hasher *h = auth_hasher_new(&o); /* hashes its dummy: one area is now kept */
+    auth_hasher *h = auth_hasher_new(&o);
+    /* waits for the dummy hash (made on its own thread), then verifies: one area is kept */
+    assert_int_equal(auth_password_dummy_verify(h, "x"), DK_E_UNAUTHORIZED);
     dk_arena *a = dk_arena_new();
     long kept = rss_kib();
     /* hashes one after another reuse that area: the resident set does not grow by another */

@@ -43,6 +43,12 @@ struct auth_hasher {
     auth_hasher_options opt;
     dk_limiter *pool;
     char *dummy; /* a real hash of a random password, for dummy verifications */
+    /* the dummy is hashed on its own thread, so a start does not wait the hash out; a dummy
+     * verification waits for it (the first unknown e-mail, at most a hash's time) */
+    pthread_t dummy_thread;
+    bool dummy_thread_started, dummy_ready;
+    pthread_mutex_t dummy_mu;
+    pthread_cond_t dummy_cv;
     struct auth_areas areas;
 };
 
@@ -324,29 +330,63 @@ static size_t auth_encoded_len(const auth_hasher *h)
                              AUTH_SALT_LEN, AUTH_HASH_LEN, Argon2_id);
 }
 
+static void auth_dummy_make(auth_hasher *h)
+{
+    size_t cap = auth_encoded_len(h);
+    char *d = dk_malloc(cap);
+    unsigned char rnd[24];
+    char pw[64];
+    dk_random_bytes(rnd, sizeof rnd);
+    dk_hex(rnd, sizeof rnd, pw);
+    if (auth_hash_raw(h, pw, d, cap) != DK_OK)
+        d[0] = '\0';
+    pthread_mutex_lock(&h->dummy_mu);
+    h->dummy = d;
+    h->dummy_ready = true;
+    pthread_cond_broadcast(&h->dummy_cv);
+    pthread_mutex_unlock(&h->dummy_mu);
+}
+
+static void *auth_dummy_main(void *arg)
+{
+    auth_dummy_make(arg);
+    return NULL;
+}
+
 auth_hasher *auth_hasher_new(const auth_hasher_options *opt)
 {
     auth_hasher *h = DK_NEW(auth_hasher);
     h->opt = *opt;
     h->pool = dk_limiter_new(opt->workers, opt->queue, opt->max_wait_ms);
     auth_areas_init(&h->areas, opt->workers);
-    size_t cap = auth_encoded_len(h);
-    h->dummy = dk_malloc(cap);
-    unsigned char rnd[24];
-    char pw[64];
-    dk_random_bytes(rnd, sizeof rnd);
-    dk_hex(rnd, sizeof rnd, pw);
-    if (auth_hash_raw(h, pw, h->dummy, cap) != DK_OK)
-        h->dummy[0] = '\0';
+    pthread_mutex_init(&h->dummy_mu, NULL);
+    pthread_cond_init(&h->dummy_cv, NULL);
+    h->dummy_thread_started = pthread_create(&h->dummy_thread, NULL, auth_dummy_main, h) == 0;
+    if (!h->dummy_thread_started)
+        auth_dummy_make(h);
     return h;
+}
+
+/* The dummy hash, once made. */
+static const char *auth_dummy(auth_hasher *h)
+{
+    pthread_mutex_lock(&h->dummy_mu);
+    while (!h->dummy_ready)
+        pthread_cond_wait(&h->dummy_cv, &h->dummy_mu);
+    pthread_mutex_unlock(&h->dummy_mu);
+    return h->dummy;
 }
 
 void auth_hasher_free(auth_hasher *h)
 {
     if (!h)
         return;
+    if (h->dummy_thread_started)
+        pthread_join(h->dummy_thread, NULL);
     dk_limiter_free(h->pool);
     auth_areas_destroy(&h->areas);
+    pthread_cond_destroy(&h->dummy_cv);
+    pthread_mutex_destroy(&h->dummy_mu);
     dk_free(h->dummy);
     dk_free(h);
 }
@@ -396,9 +436,10 @@ dk_status auth_password_verify(auth_hasher *h, const char *encoded, const char *
 
 dk_status auth_password_dummy_verify(auth_hasher *h, const char *password)
 {
-    if (!h->dummy[0])
+    const char *dummy = auth_dummy(h);
+    if (!dummy[0])
         return DK_E_UNAUTHORIZED;
-    dk_status st = auth_password_verify(h, h->dummy, password);
+    dk_status st = auth_password_verify(h, dummy, password);
     if (st == DK_OK || st == DK_E_UNAUTHORIZED)
         return DK_E_UNAUTHORIZED;
     return st;
