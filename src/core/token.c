@@ -183,7 +183,7 @@ static dk_status dk_tokens_check(const dk_tokens *t, dk_arena *a, const char *to
     if (!iss || strcmp(iss, DK_TOKEN_ISSUER) != 0 || !sub || !*sub || !sid || !*sid || !role)
         return DK_E_UNAUTHORIZED;
     json_int_t exp_s = json_integer_value(exp);
-    if (exp_s > INT64_MAX / 1000 || exp_s * 1000 <= dk_now_ms())
+    if (exp_s <= 0 || exp_s > INT64_MAX / 1000 || exp_s * 1000 <= dk_now_ms())
         return DK_E_UNAUTHORIZED;
     ret_identity->user_id = dk_arena_strdup(a, sub);
     ret_identity->session_id = dk_arena_strdup(a, sid);

@@ -460,6 +460,10 @@ static void test_strict_forms_rejected(void **state)
     p = "{\"iss\":\"docket\",\"sub\":\"u\",\"sid\":\"s\",\"role\":\"user\","
         "\"exp\":9223372036854775807}";
     assert_int_equal(verify(f, build(a, HS256, p, SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
+    /* and one far in the past (signed by us, yet no arithmetic may overflow on it) */
+    p = "{\"iss\":\"docket\",\"sub\":\"u\",\"sid\":\"s\",\"role\":\"user\","
+        "\"exp\":-9223372036854775807}";
+    assert_int_equal(verify(f, build(a, HS256, p, SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
     /* claims that are not an object, or not JSON */
     assert_int_equal(verify(f, build(a, HS256, "[1,2]", SECRET, NULL), NULL), DK_E_UNAUTHORIZED);
     assert_int_equal(verify(f, build(a, HS256, "{\"iss\":", SECRET, NULL), NULL),
