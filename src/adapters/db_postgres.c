@@ -22,6 +22,7 @@
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/timeutil.h"
 #include "core/banned.h"
 
 #define PG_CACHE_MAX            128
@@ -623,11 +624,7 @@ static dk_status pg_open(const dk_db_options *opt, dk_db **ret_db)
 
     dk_db *db = DK_NEW(dk_db);
     pthread_mutex_init(&db->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&db->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(&db->cv);
     db->size = opt->pool_size > 0 ? opt->pool_size : PG_DEFAULT_POOL;
     db->acquire_timeout_ms =
         opt->acquire_timeout_ms > 0 ? opt->acquire_timeout_ms : PG_DEFAULT_ACQUIRE_MS;

@@ -114,11 +114,7 @@ static void er_deadline(struct timespec *ts, int64_t ms)
 
 static void er_cond_init(pthread_cond_t *c)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(c);
 }
 
 static bool er_reply_is(const redisReply *r, const char *prefix)

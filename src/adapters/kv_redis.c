@@ -474,11 +474,7 @@ DK_MUSTCHECK static dk_status kvr_open(const dk_kv_options *opt, dk_kv **ret_kv)
     dk_kv *kv = DK_NEW(dk_kv);
     pthread_mutex_init(&kv->lock, NULL);
     pthread_mutex_init(&kv->subs_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&kv->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(&kv->cond);
 
     const char *prefix = opt->key_prefix ? opt->key_prefix : "";
     kv->prefix = dk_strdup(prefix);
@@ -664,11 +660,7 @@ DK_MUSTCHECK static dk_status kvr_subscribe(dk_kv *kv, const char *channel,
     sub->ctx = ctx;
     atomic_init(&sub->stop, false);
     pthread_mutex_init(&sub->run_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&sub->run_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(&sub->run_cond);
     if (pthread_create(&sub->thread, NULL, kvr_sub_run, sub) != 0) {
         kvr_sub_free(sub);
         return DK_E_INTERNAL;

@@ -791,22 +791,28 @@ void dk_errors_release(dk_errors *e)
     e->list = NULL;
 }
 
-void dk_res_validation(dk_res *res, dk_errors *e)
+/* {"errors": [...]} taken from e (emptied); *ret_n gets how many. */
+static json_t *dk_errors_ext(dk_errors *e, size_t *ret_n)
 {
     json_t *ext = json_object();
     json_object_set_new(ext, "errors", e->list ? e->list : json_array());
     e->list = NULL;
-    size_t n = json_array_size(json_object_get(ext, "errors"));
+    *ret_n = json_array_size(json_object_get(ext, "errors"));
+    return ext;
+}
+
+void dk_res_validation(dk_res *res, dk_errors *e)
+{
+    size_t n = 0;
+    json_t *ext = dk_errors_ext(e, &n);
     dk_res_problem_ext(res, DK_E_VALIDATION, ext, "%zu field%s failed validation", n,
                        n == 1 ? "" : "s");
 }
 
 void dk_res_bad_query(dk_res *res, dk_errors *e)
 {
-    json_t *ext = json_object();
-    json_object_set_new(ext, "errors", e->list ? e->list : json_array());
-    e->list = NULL;
-    size_t n = json_array_size(json_object_get(ext, "errors"));
+    size_t n = 0;
+    json_t *ext = dk_errors_ext(e, &n);
     dk_res_problem_ext(res, DK_E_BAD_REQUEST, ext, "%zu query parameter%s %s invalid", n,
                        n == 1 ? "" : "s", n == 1 ? "is" : "are");
 }
@@ -1650,13 +1656,7 @@ static void *dk_trimmer_main(void *arg)
     unsigned long long seen = 0;
     pthread_mutex_lock(&srv->trim_lock);
     while (!srv->trim_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (long)DK_TRIM_EVERY_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = dk_mono_deadline(DK_TRIM_EVERY_MS);
         pthread_cond_timedwait(&srv->trim_cond, &srv->trim_lock, &ts);
         if (srv->trim_stop)
             break;
@@ -1677,11 +1677,7 @@ static void *dk_trimmer_main(void *arg)
 static void dk_trimmer_start(dk_http_server *srv)
 {
     pthread_mutex_init(&srv->trim_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->trim_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(&srv->trim_cond);
     srv->trim_stop = false;
     srv->trimmer_running = pthread_create(&srv->trimmer, NULL, dk_trimmer_main, srv) == 0;
 }

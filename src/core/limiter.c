@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/timeutil.h"
 #include "core/banned.h"
 
 struct dk_limiter {
@@ -18,11 +19,7 @@ dk_limiter *dk_limiter_new(int workers, int queue, int max_wait_ms)
 {
     dk_limiter *l = DK_NEW(dk_limiter);
     pthread_mutex_init(&l->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    dk_cond_init_monotonic(&l->cond);
     l->workers = workers < 1 ? 1 : workers;
     l->queue = queue < 0 ? 0 : queue;
     l->max_wait_ms = max_wait_ms;

@@ -136,15 +136,7 @@ static void *auth_reaper_main(void *arg)
             auth_areas_release(ar);
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t wait_ms = due - dk_mono_ms() + 1;
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = dk_mono_deadline(due - dk_mono_ms() + 1);
         pthread_cond_timedwait(&ar->cv, &ar->mu, &ts);
     }
     auth_areas_release(ar);
@@ -155,11 +147,7 @@ static void *auth_reaper_main(void *arg)
 static void auth_areas_init(struct auth_areas *ar, int workers)
 {
     pthread_mutex_init(&ar->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ar->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(&ar->cv);
     ar->cap = workers < 1 ? 1 : workers > AUTH_MAX_AREAS ? AUTH_MAX_AREAS : workers;
     if (pthread_create(&ar->reaper, NULL, auth_reaper_main, ar) != 0)
         ar->cap = 0; /* no reaper: keep nothing */

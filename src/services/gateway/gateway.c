@@ -559,11 +559,7 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
     gw->cooldown_ms = dk_config_int(c, "gateway.circuit_cooldown");
     gw->health_interval_ms = dk_config_int(c, "gateway.health_interval");
     pthread_mutex_init(&gw->health_lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&gw->health_cond, &attr);
-    pthread_condattr_destroy(&attr);
+    dk_cond_init_monotonic(&gw->health_cond);
     for (size_t i = 0; i < nservices && gw->npools < GW_MAX_SERVICES; i++) {
         char key[64];
         snprintf(key, sizeof key, "gateway.%s_url", services[i]->name);

@@ -771,11 +771,7 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
     }
     nt_delivery *d = DK_NEW(nt_delivery);
     pthread_mutex_init(&d->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(&d->cond);
     d->db = o->db;
     d->users = o->users;
     d->users_handle = o->users_handle;

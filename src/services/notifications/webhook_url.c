@@ -18,6 +18,7 @@
 #include "core/alloc.h"
 #include "core/common.h"
 #include "core/str.h"
+#include "core/timeutil.h"
 #include "core/banned.h"
 
 /* --- address classification ------------------------------------------------------------------ */
@@ -154,11 +155,7 @@ static dk_status nt_lookup_start(const char *host, nt_lookup **ret)
     }
     nt_lookup *l = DK_NEW(nt_lookup);
     pthread_mutex_init(&l->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    dk_cond_init_monotonic(&l->cond);
     l->refs = 2;
     dk_strlcpy(l->host, host, sizeof l->host);
 
