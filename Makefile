@@ -5,7 +5,8 @@ JOBS  ?= 2
 PY    := /usr/bin/python3
 
 .PHONY: all deps deps-test build build-clang build-asan run test unit system \
-        format format-check lint-openapi docs-check deploy-check image-check pg-backup-drill \
+        format format-check lint-openapi docs-check deploy-check image-check fresh-check \
+        install pg-backup-drill \
         static-analysis coverage bench clean
 
 all: build
@@ -17,9 +18,11 @@ deps-test:
 	@scripts/install-deps.sh test
 
 # Release build (gcc): what `make run` starts.
+# It needs no test library and builds only `docket`.
 build: deps
-	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc >/dev/null
-	@cmake --build build -j$(JOBS)
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc \
+	  -DDOCKET_TESTS=OFF >/dev/null
+	@cmake --build build -j$(JOBS) --target docket -- --no-print-directory
 
 # The same code under clang with -Werror (warnings differ between compilers).
 build-clang:
@@ -31,8 +34,9 @@ build-asan:
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc -DDOCKET_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j$(JOBS)
 
+# make run PORT=8080 ARGS='--log.level=debug'
 run: build
-	./build/docket all
+	./build/docket all $(if $(PORT),--server.port=$(PORT)) $(ARGS)
 
 # One test binary at a time: several of them restart or kill clients of the shared servers.
 unit: build-asan
@@ -63,6 +67,18 @@ deploy-check: build
 # about 1.5 minutes; not part of `make test`).
 image-check:
 	@scripts/image-check.sh
+
+# The first ten minutes on a machine that has never seen Docket: a clone in a podman container
+# from the bare Debian 12 base, `make run`, then the README's Try-it block (3-5 minutes; not part
+# of `make test`).
+fresh-check:
+	@scripts/fresh-check.sh
+
+# Installs the binary: make install [PREFIX=/usr/local] [DESTDIR=]
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 build/docket $(DESTDIR)$(PREFIX)/bin/docket
 
 # Backup/restore drill on a throwaway PostgreSQL, timed against the 15-minute RTO.
 pg-backup-drill: build

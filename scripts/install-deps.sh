@@ -10,7 +10,7 @@ build_pkgs=(build-essential cmake pkg-config clang-format
   libsqlite3-dev libhiredis-dev libyaml-dev libcurl4-openssl-dev)
 test_pkgs=(clang libcmocka-dev postgresql-15 redis-server prometheus curl
   python3-pytest python3-requests python3-jwt python3-psycopg2 python3-redis python3-yaml
-  nodejs npm)
+  jq nodejs npm)
 
 analysis_pkgs=(clang-tidy cppcheck gcovr)
 

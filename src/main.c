@@ -54,13 +54,103 @@ static void dk_usage(FILE *out)
             "  config-docs  print docs/configuration.md (generated from the config table)\n"
             "  routes       list the public HTTP routes of every service\n"
             "  version      print the version\n"
-            "  help         this text\n"
+            "  help [COMMAND]\n"
+            "               this text, or what COMMAND does and the keys it reads\n"
             "\n"
             "Every configuration key can be given as a flag (--server.port=8080), in the YAML\n"
             "file (--config PATH, or /app/config/config.yaml when present) or in the\n"
             "environment (DOCKET_SERVER_PORT=8080). Precedence: flag > environment > file >\n"
             "default.\n\n");
     dk_config_print_help(out);
+}
+
+/* Per-command help: what it does, its port, the configuration sections it reads. */
+typedef struct dk_command_help {
+    const char *name;
+    const char *usage;
+    const char *text;
+    const char *const sections[10];
+} dk_command_help;
+
+static const dk_command_help dk_command_helps[] = {
+    {"all",
+     "docket all [--KEY=VALUE ...]",
+     "Runs the gateway and every service (auth, users, tasks, notifications) in one process, on\n"
+     "port 3000 unless server.port says otherwise. With nothing configured it uses SQLite and\n"
+     "local files in storage.data_dir (./data), an in-process cache and queue, and a JWT secret\n"
+     "generated there; it applies the database migrations itself.",
+     {"server", "storage", "database", "redis", "auth", "rate_limiting", "log", "gateway",
+      "notification", NULL}},
+    {"gateway",
+     "docket gateway [--KEY=VALUE ...]",
+     "Runs the API gateway alone (split mode, port 3000): routes /api/v1/<service> to the\n"
+     "upstreams in gateway.auth_url, gateway.users_url, gateway.tasks_url and\n"
+     "gateway.notifications_url; verifies access tokens and revocations (needs redis.url and the\n"
+     "same auth.jwt_secret as the services).",
+     {"server", "redis", "auth", "log", "gateway", NULL}},
+    {"auth",
+     "docket auth [--KEY=VALUE ...]",
+     "Runs the auth service alone (split mode, port 3001): registration, login, refresh,\n"
+     "logout, sessions, password change. Needs database.url (PostgreSQL, migrated with\n"
+     "`docket migrate`), redis.url and auth.jwt_secret.",
+     {"server", "database", "redis", "auth", "rate_limiting", "log", "gateway", NULL}},
+    {"users",
+     "docket users [--KEY=VALUE ...]",
+     "Runs the users service alone (split mode, port 3002): profiles. Needs database.url,\n"
+     "redis.url and auth.jwt_secret.",
+     {"server", "database", "redis", "auth", "log", "s3", NULL}},
+    {"tasks",
+     "docket tasks [--KEY=VALUE ...]",
+     "Runs the tasks service alone (split mode, port 3003): tasks, search. Needs database.url,\n"
+     "redis.url, auth.jwt_secret, and gateway.users_url to look users up.",
+     {"server", "database", "redis", "auth", "log", "gateway", "events", NULL}},
+    {"notifications",
+     "docket notifications [--KEY=VALUE ...]",
+     "Runs the notifications service alone (split mode, port 3004): in-app notifications, the\n"
+     "event stream, e-mail and webhooks. Needs database.url, redis.url, auth.jwt_secret and\n"
+     "gateway.users_url.",
+     {"server", "database", "redis", "auth", "log", "gateway", "events", "notification", "smtp",
+      NULL}},
+    {"migrate",
+     "docket migrate [--KEY=VALUE ...]",
+     "Applies the database migrations of every service, then exits (0 when the schema is\n"
+     "current). Run it before starting split services on PostgreSQL; `docket all` on SQLite\n"
+     "migrates by itself.",
+     {"database", "storage", "log", NULL}},
+    {"backup",
+     "docket backup PATH [--KEY=VALUE ...]",
+     "Copies the embedded SQLite database to a new file PATH, online (safe while docket runs).\n"
+     "PostgreSQL is backed up with pg_dump (docs/operations.md).",
+     {"database", "storage", NULL}},
+    {"restore",
+     "docket restore PATH [--KEY=VALUE ...]",
+     "Replaces the embedded SQLite database with the backup PATH (stop docket first), then\n"
+     "applies newer migrations.",
+     {"database", "storage", NULL}},
+    {"config",
+     "docket config [--KEY=VALUE ...]",
+     "Prints the effective configuration, each key with where its value came from (default,\n"
+     "file, environment, flag); secrets are redacted.",
+     {NULL}},
+};
+
+static const dk_command_help *dk_command_help_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof dk_command_helps / sizeof dk_command_helps[0]; i++)
+        if (strcmp(dk_command_helps[i].name, name) == 0)
+            return &dk_command_helps[i];
+    return NULL;
+}
+
+static void dk_command_usage(FILE *out, const dk_command_help *h)
+{
+    fprintf(out, "Usage: %s\n\n%s\n\n", h->usage, h->text);
+    if (!h->sections[0]) {
+        fputs("Every key is listed by `docket help`.\n", out);
+        return;
+    }
+    fputs("The keys it reads (`docket help` lists every key):\n", out);
+    dk_config_print_help_for(out, h->sections);
 }
 
 /* The database URL: database.url, or SQLite in the data directory. */
@@ -101,7 +191,7 @@ static int dk_jwt_secret(const dk_config *c, char *out, size_t cap)
     if (s && *s) {
         if (strlen(s) < 32) {
             fprintf(stderr, "config: auth.jwt_secret must be at least 32 characters\n");
-            return -1;
+            return DK_EXIT_USAGE;
         }
         dk_strlcpy(out, s, cap);
         return 0;
@@ -237,7 +327,7 @@ static int dk_open_database(dk_app *app, const dk_config *c, int pool, const dk_
         fprintf(stderr,
                 "config: database.url: unsupported scheme (use postgres://… or sqlite:PATH)\n");
         dk_free(url);
-        return -1;
+        return DK_EXIT_USAGE;
     }
     if (app->db.ops->engine == DK_DB_SQLITE && !(dk_config_is_set(c, "database.url"))) {
         if (dk_mkdir_p(dk_config_str(c, "storage.data_dir")) != 0) {
@@ -265,11 +355,34 @@ static int dk_open_database(dk_app *app, const dk_config *c, int pool, const dk_
     };
     dk_status st = app->db.ops->open(&o, &app->db.db);
     dk_free(url);
+    if (st == DK_E_VALIDATION) {
+        fprintf(stderr, "config: database.url: not a valid %s URL\n", app->db.ops->name);
+        return DK_EXIT_USAGE;
+    }
     if (st != DK_OK) {
         fprintf(stderr, "error: cannot open the database (%s)\n", dk_status_title(st));
-        return -1;
+        return 1;
     }
     return 0;
+}
+
+/* Why a database call failed, for the user: the server's or the network's own words when a
+ * connection could not be made (host, port, refused, authentication, missing database). */
+static void dk_db_explain(const dk_app *app, dk_status st, char *buf, size_t cap)
+{
+    char why[256];
+    if (st == DK_E_UNAVAILABLE && app->db.ops->connect_error &&
+        app->db.ops->connect_error(app->db.db, why, sizeof why)) {
+        size_t n = strlen(why);
+        while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
+            why[--n] = '\0';
+        for (char *p = why; *p; p++)
+            if (*p == '\n' || *p == '\t')
+                *p = ' ';
+        snprintf(buf, cap, "cannot reach the database: %s", why);
+        return;
+    }
+    snprintf(buf, cap, "%s", dk_status_title(st));
 }
 
 static int dk_migrate_plan(dk_app *app, const dk_plan *plan)
@@ -280,7 +393,10 @@ static int dk_migrate_plan(dk_app *app, const dk_plan *plan)
         dk_status st =
             dk_migrate_apply(&app->db, svc->name, svc->migrations, svc->nmigrations, &applied);
         if (st != DK_OK) {
-            dk_log_error("migrations of %s failed: %s", svc->name, dk_status_title(st));
+            char why[320];
+            dk_db_explain(app, st, why, sizeof why);
+            dk_log_error("migrations of %s failed: %s", svc->name, why);
+            fprintf(stderr, "error: migrations of %s failed: %s\n", svc->name, why);
             return -1;
         }
         dk_log_info("migrations of %s: %d applied, %zu known", svc->name, applied,
@@ -304,7 +420,12 @@ static int dk_check_migrated(dk_app *app, const dk_plan *plan)
                               1, p, &rows);
         int64_t have = st == DK_OK && rows->nrows == 1 ? dk_sql_get_int(rows, 0, 0) : -1;
         int64_t want = svc->migrations[svc->nmigrations - 1].version;
-        if (have < want) {
+        if (st == DK_E_UNAVAILABLE) {
+            char why[320];
+            dk_db_explain(app, st, why, sizeof why);
+            fprintf(stderr, "error: %s\n", why);
+            rc = -1;
+        } else if (have < want) {
             dk_log_error("the database schema of %s is at version %lld, this binary needs %lld: "
                          "run `docket migrate` first",
                          svc->name, (long long)(have < 0 ? 0 : have), (long long)want);
@@ -327,9 +448,14 @@ static int dk_open_store(dk_app *app, const dk_config *c, int pool)
         .key_prefix = "docket:",
     };
     dk_status st = app->store.ops->open(&o, &app->store.kv);
+    if (st == DK_E_VALIDATION || st == DK_E_BAD_REQUEST) {
+        fprintf(stderr, "config: redis.url: not a valid Redis URL "
+                        "(redis://[user:password@]host:port[/db])\n");
+        return DK_EXIT_USAGE;
+    }
     if (st != DK_OK) {
         fprintf(stderr, "error: cannot open the cache (%s)\n", dk_status_title(st));
-        return -1;
+        return 1;
     }
     return 0;
 }
@@ -412,20 +538,29 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     signal(SIGPIPE, SIG_IGN);
 
     if (plan->n > 0) {
-        if (dk_open_database(&app, c, pool, plan) != 0)
+        int orc = dk_open_database(&app, c, pool, plan);
+        if (orc != 0) {
+            rc = orc;
             goto out;
+        }
         if (app.db.ops->engine == DK_DB_SQLITE ? dk_migrate_plan(&app, plan)
                                                : dk_check_migrated(&app, plan))
             goto out;
     }
-    if (dk_open_store(&app, c, pool) != 0)
+    int src = dk_open_store(&app, c, pool);
+    if (src != 0) {
+        rc = src;
         goto out;
+    }
     if (dk_session_guard_start(&app.store) != DK_OK) {
         dk_log_error("could not start the session check cache");
         goto out;
     }
-    if (dk_jwt_secret(c, secret, sizeof secret) != 0)
+    int jrc = dk_jwt_secret(c, secret, sizeof secret);
+    if (jrc != 0) {
+        rc = jrc == DK_EXIT_USAGE ? DK_EXIT_USAGE : 1;
         goto out;
+    }
     app.tokens = dk_tokens_new((const unsigned char *)secret, strlen(secret),
                                dk_config_int(c, "auth.jwt_expiry"));
     dk_hmac_sha256(secret, strlen(secret), "docket-cursor-v1", 16, app.cursor_key);
@@ -470,6 +605,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         .cors_origins = edge ? dk_config_str(c, "gateway.cors_origins") : NULL,
         .edge_rate_limit_rps = edge ? dk_config_int(c, "gateway.rate_limit_rps") : 0,
         .trust_forwarded_for = dk_config_bool(c, "server.trust_forwarded_for"),
+        .reuse_port = dk_config_bool(c, "server.reuse_port"),
+        .access_log = dk_config_bool(c, "log.access"),
         .offload_workers = dk_plan_has(plan, &dk_auth_service) ? dk_hash_workers(c) : 0,
         .offload_queue = (int)dk_config_int(c, "auth.hash_queue"),
     };
@@ -488,11 +625,19 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         dk_metrics_add_collector(dk_collect_pool, &app);
     }
     dk_http_add_ready_check(srv, "cache", dk_ready_kv, &app);
-    if (dk_http_start(srv) != DK_OK)
+    if (dk_http_start(srv) != DK_OK) {
+        fprintf(stderr, "error: %s\n", dk_http_start_error(srv));
         goto out;
+    }
     dk_log_info("docket %s listening on http://%s:%d (database: %s, cache: %s, %d threads)",
                 plan->process, ho.host, dk_http_port(srv), app.db.ops ? app.db.ops->name : "none",
                 app.store.ops->name, threads);
+    if (edge) {
+        const char *h = ho.host;
+        bool any = !strcmp(h, "0.0.0.0") || !strcmp(h, "::") || !*h;
+        dk_log_info("try: curl http://%s:%d/health (the API is described at /openapi.yaml)",
+                    any ? "localhost" : h, dk_http_port(srv));
+    }
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -535,8 +680,9 @@ static int dk_run_migrate(dk_config *c, const dk_plan *plan)
 {
     dk_app app = {0};
     app.config = c;
-    if (dk_open_database(&app, c, 1, plan) != 0)
-        return 1;
+    int orc = dk_open_database(&app, c, 1, plan);
+    if (orc != 0)
+        return orc;
     int rc = dk_migrate_plan(&app, plan) == 0 ? 0 : 1;
     app.db.ops->close(app.db.db);
     return rc;
@@ -549,8 +695,9 @@ static int dk_run_backup(dk_config *c, bool restore, const char *path)
     (void)dk_plan_for("all", &plan);
     dk_app app = {0};
     app.config = c;
-    if (dk_open_database(&app, c, 1, &plan) != 0)
-        return 1;
+    int orc = dk_open_database(&app, c, 1, &plan);
+    if (orc != 0)
+        return orc;
     int rc = 1;
     dk_db_conn *conn = NULL;
     dk_status st = app.db.ops->acquire(app.db.db, &conn);
@@ -603,6 +750,15 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        if (argc > 2) {
+            const dk_command_help *h = dk_command_help_find(argv[2]);
+            if (!h) {
+                fprintf(stderr, "docket help: unknown command '%s' (see `docket help`)\n", argv[2]);
+                return DK_EXIT_USAGE;
+            }
+            dk_command_usage(stdout, h);
+            return 0;
+        }
         dk_usage(stdout);
         return 0;
     }
@@ -616,7 +772,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "routes")) {
         /* the public route tables, as the gateway and the OpenAPI coverage test read them */
-        printf("GET /health\nGET /ready\nGET /metrics\n");
+        printf("GET /health\nGET /ready\nGET /metrics\nGET /openapi.yaml\nGET /openapi.json\n");
         for (size_t i = 0; i < DK_NSERVICES; i++) {
             const dk_service *svc = dk_services[i];
             for (size_t r = 0; r < svc->nroutes; r++)
@@ -627,8 +783,12 @@ int main(int argc, char **argv)
     }
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            dk_usage(stdout);
-            return 0;
+            const dk_command_help *h = dk_command_help_find(cmd);
+            if (h)
+                dk_command_usage(stdout, h);
+            else
+                dk_usage(stdout);
+            return h || !strcmp(cmd, "help") ? 0 : DK_EXIT_USAGE;
         }
     }
     dk_plan plan;

@@ -68,6 +68,7 @@ struct dk_db {
     const char *kw[PG_MAX_KEYWORDS];
     const char *val[PG_MAX_KEYWORDS];
     char *owned[PG_MAX_KEYWORDS]; /* the values we allocated */
+    char connect_err[512];        /* why the last connection attempt failed (under mu) */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -584,6 +585,16 @@ static const char *pg_last_error(dk_db_conn *c)
     return c->err;
 }
 
+static bool pg_connect_error(dk_db *db, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&db->mu);
+    bool any = db->connect_err[0] != '\0';
+    if (any)
+        snprintf(buf, cap, "%s", db->connect_err);
+    pthread_mutex_unlock(&db->mu);
+    return any;
+}
+
 static void pg_close(dk_db *db)
 {
     if (!db)
@@ -613,12 +624,12 @@ static dk_status pg_open(const dk_db_options *opt, dk_db **ret_db)
 {
     const char *url = opt ? opt->url : NULL;
     if (!url || (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0))
-        return DK_E_INTERNAL;
+        return DK_E_VALIDATION;
     char *perr = NULL;
     PQconninfoOption *parsed = PQconninfoParse(url, &perr);
     if (!parsed) {
         PQfreemem(perr);
-        return DK_E_INTERNAL;
+        return DK_E_VALIDATION;
     }
     PQconninfoFree(parsed);
 
@@ -716,6 +727,9 @@ static dk_status pg_acquire(dk_db *db, dk_db_conn **ret_conn)
     if (!recent && !pg_conn_alive(c)) {
         dk_status s = pg_conn_open(c, pg_now_ms() + db->connect_timeout_ms);
         if (s != DK_OK) {
+            pthread_mutex_lock(&db->mu);
+            snprintf(db->connect_err, sizeof db->connect_err, "%s", c->err);
+            pthread_mutex_unlock(&db->mu);
             c->broken = true;
             pg_slot_put(db, c);
             return s;
@@ -827,6 +841,7 @@ const struct dk_db_ops dk_db_postgres_ops = {
     .ping = pg_ping,
     .stats = pg_stats,
     .last_error = pg_last_error,
+    .connect_error = pg_connect_error,
     .backup = pg_backup,
     .restore = pg_restore,
 };

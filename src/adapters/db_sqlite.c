@@ -425,7 +425,7 @@ static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
     else if (url && strncmp(url, "sqlite:", 7) == 0)
         path = url + 7;
     if (!path || !*path)
-        return DK_E_INTERNAL;
+        return DK_E_VALIDATION;
 
     dk_db *db = DK_NEW(dk_db);
     pthread_mutex_init(&db->mu, NULL);

@@ -1046,21 +1046,47 @@ static void cfg_print_wrapped(FILE *out, const char *text, int indent, int width
         fputc('\n', out);
 }
 
+static bool cfg_section_wanted(const char *section, const char *const *sections)
+{
+    if (!sections)
+        return true;
+    for (; *sections; sections++)
+        if (strcmp(*sections, section) == 0)
+            return true;
+    return false;
+}
+
 void dk_config_print_help(FILE *out)
 {
-    fputs("Configuration. Every key below can be set in the YAML file, in the environment as\n"
-          "DOCKET_<KEY> (dots and dashes become _, upper case; some keys also read a standard\n"
-          "name, shown), or as a flag --key=VALUE or --key VALUE. Precedence, lowest to highest:\n"
-          "built-in defaults, YAML file, environment, flags. Durations: 500ms, 30s, 15m, 2h, 7d,\n"
-          "1h30m (a bare number means seconds). Sizes: 512KiB, 1MiB, 2MB (a bare number means\n"
-          "bytes). Booleans: true/false, yes/no, on/off, 1/0.\n\n"
-          "  --config PATH\n"
-          "      YAML configuration file (default: " DK_CONFIG_DEFAULT_PATH " when it exists).\n",
-          out);
+    dk_config_print_help_for(out, NULL);
+}
+
+void dk_config_print_help_for(FILE *out, const char *const *sections)
+{
+    if (sections) {
+        fputs("Each as a flag --key=VALUE, in the environment as DOCKET_<KEY> (or the standard "
+              "name\nshown), or in the YAML file given by --config PATH.\n",
+              out);
+    } else {
+        fputs("Configuration. Every key below can be set in the YAML file, in the environment as\n"
+              "DOCKET_<KEY> (dots and dashes become _, upper case; some keys also read a standard\n"
+              "name, shown), or as a flag --key=VALUE or --key VALUE. Precedence, lowest to "
+              "highest:\n"
+              "built-in defaults, YAML file, environment, flags. Durations: 500ms, 30s, 15m, 2h, "
+              "7d,\n"
+              "1h30m (a bare number means seconds). Sizes: 512KiB, 1MiB, 2MB (a bare number means\n"
+              "bytes). Booleans: true/false, yes/no, on/off, 1/0.\n\n"
+              "  --config PATH\n"
+              "      YAML configuration file (default: " DK_CONFIG_DEFAULT_PATH
+              " when it exists).\n",
+              out);
+    }
     char section[CFG_MAX_KEY] = "", cur[CFG_MAX_KEY];
     for (size_t i = 0; i < dk_config_nrows; i++) {
         const dk_config_row *r = &dk_config_rows[i];
         cfg_section_of(r->key, cur, sizeof cur);
+        if (!cfg_section_wanted(cur, sections))
+            continue;
         if (strcmp(cur, section) != 0) {
             snprintf(section, sizeof section, "%s", cur);
             const char *sdoc = cfg_section_doc(section);

@@ -76,7 +76,9 @@ bool dk_config_is_set(const dk_config *c, const char *key); /* set by file, env 
  * environment variable or flag set it. Aborts when value does not parse (programming error). */
 void dk_config_set_default(dk_config *c, const char *key, const char *value);
 
-void dk_config_print_help(FILE *out);     /* the table as text for `docket --help` */
+void dk_config_print_help(FILE *out); /* the table as text for `docket --help` */
+/* The same, only the rows of the named sections (NULL-terminated list; NULL = every row). */
+void dk_config_print_help_for(FILE *out, const char *const *sections);
 void dk_config_print_markdown(FILE *out); /* the whole docs/configuration.md; deterministic */
 /* One "key = value (source)" line per row; set secrets shown as <redacted>. */
 void dk_config_print_effective(const dk_config *c, FILE *out);

@@ -50,6 +50,10 @@ const dk_config_row dk_config_rows[] = {
              "Take the client IP from the last `X-Forwarded-For` entry (set it on services behind "
              "the Docket gateway or another trusted proxy, never on a public listener)."),
 
+    ROW_BOOL("server.reuse_port", "false",
+             "Let several processes listen on the same port (`SO_REUSEPORT`, for restarts without "
+             "downtime); off, a taken port is an error."),
+
     ROW_STR("storage.data_dir", "./data", NULL, 0,
             "Directory for embedded data: the SQLite database, local objects and the generated JWT "
             "secret."),
@@ -102,6 +106,9 @@ const dk_config_row dk_config_rows[] = {
      .def = "info",
      .doc = "Lowest level written to the JSON log on stdout.",
      .choices = log_levels},
+    ROW_BOOL("log.access", "true",
+             "One `info` line per request (method, route, status, duration, request id), like an "
+             "access log; `false` logs only failed requests."),
 
     ROW_INT("gateway.rate_limit_rps", "100", 0, 10000000,
             "Requests per second the gateway admits per client IP; 0 = no limit."),

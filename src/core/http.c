@@ -1,6 +1,7 @@
 #include "core/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -32,6 +33,7 @@
 #include "core/timeutil.h"
 #include "core/token.h"
 #include "core/workpool.h"
+#include "core/yaml_json.h"
 #include "core/banned.h"
 
 #define DK_MAX_ROUTES   128
@@ -64,6 +66,7 @@ struct dk_http_server {
     atomic_bool draining;
     atomic_int inflight;
     int bound_port;
+    char start_error[256]; /* why dk_http_start failed, for the user */
     dk_workpool *offload;
     pthread_mutex_t streams_lock;
     struct dk_stream *streams; /* open streaming responses (ended on drain) */
@@ -819,7 +822,7 @@ void dk_res_bad_query(dk_res *res, dk_errors *e)
 
 /* ---------- server set-up ---------- */
 
-static const dk_route dk_ops_routes[3]; /* /health, /ready, /metrics: defined below */
+static const dk_route dk_ops_routes[5]; /* /health, /ready, /metrics, /openapi.*: below */
 
 dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
 {
@@ -911,6 +914,11 @@ void dk_http_add_ready_check(dk_http_server *srv, const char *name, dk_ready_fn 
     srv->ready[srv->nready].fn = fn;
     srv->ready[srv->nready].ctx = ctx;
     srv->nready++;
+}
+
+const char *dk_http_start_error(const dk_http_server *srv)
+{
+    return srv->start_error;
 }
 
 int dk_http_port(const dk_http_server *srv)
@@ -1013,10 +1021,56 @@ static void dk_ops_metrics(dk_req *req, dk_res *res)
     dk_res_text(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
+/* The OpenAPI document, compiled in (cmake/embed.cmake); its JSON form is made once. */
+extern const unsigned char dk_openapi_yaml[];
+extern const size_t dk_openapi_yaml_len;
+static pthread_once_t dk_openapi_once = PTHREAD_ONCE_INIT;
+static char *dk_openapi_json_text;
+static size_t dk_openapi_json_len;
+
+static void dk_openapi_json_make(void)
+{
+    char err[256] = "";
+    json_t *doc =
+        dk_yaml_to_json((const char *)dk_openapi_yaml, dk_openapi_yaml_len, err, sizeof err);
+    if (!doc) {
+        dk_log_error("the compiled-in OpenAPI document does not convert to JSON: %s", err);
+        return;
+    }
+    dk_openapi_json_text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    dk_openapi_json_len = dk_openapi_json_text ? strlen(dk_openapi_json_text) : 0;
+    json_decref(doc);
+}
+
+static void dk_ops_openapi(dk_req *req, dk_res *res)
+{
+    dk_res_header(res, "Cache-Control", "public, max-age=300");
+    if (strstr(req->path, ".json")) {
+        pthread_once(&dk_openapi_once, dk_openapi_json_make);
+        if (!dk_openapi_json_text) {
+            dk_res_problem(res, DK_E_INTERNAL, "the OpenAPI document could not be converted");
+            return;
+        }
+        dk_res_text(res, 200, "application/json", dk_openapi_json_text, dk_openapi_json_len);
+        return;
+    }
+    dk_res_text(res, 200, "application/yaml", (const char *)dk_openapi_yaml, dk_openapi_yaml_len);
+}
+
+/* Frees what the ops routes made lazily (for leak checks at exit). */
+static void dk_openapi_json_free(void) __attribute__((destructor));
+static void dk_openapi_json_free(void)
+{
+    free(dk_openapi_json_text);
+    dk_openapi_json_text = NULL;
+}
+
 static const dk_route dk_ops_routes[] = {
     {"GET", "/health", dk_ops_health, DK_ROUTE_OPS},
     {"GET", "/ready", dk_ops_ready, DK_ROUTE_OPS},
     {"GET", "/metrics", dk_ops_metrics, DK_ROUTE_OPS},
+    {"GET", "/openapi.yaml", dk_ops_openapi, DK_ROUTE_OPS},
+    {"GET", "/openapi.json", dk_ops_openapi, DK_ROUTE_OPS},
 };
 
 /* ---------- edge duties ---------- */
@@ -1595,20 +1649,23 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     int status = !orphan && x->res.status ? x->res.status : 499;
     dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
                     x->metric_route ? x->metric_route : "unmatched", status, elapsed);
-    /* failures are logged (503 — shed load, a dependency away — as a warning), at most
-     * DK_FAILURE_LOG_PER_S lines a second so an outage or a storm cannot flood the log;
-     * everything else is a debug line */
+    /* the access log: a line per request at info (log.access); failures as warnings (503:
+     * shed load, a dependency away) or errors, at most DK_FAILURE_LOG_PER_S lines a second so
+     * an outage or a storm cannot flood the log; without log.access the rest are debug lines */
     dk_log_level lvl = status == 503 ? DK_LOG_WARN : status >= 500 ? DK_LOG_ERROR : DK_LOG_DEBUG;
     if (lvl > DK_LOG_DEBUG && !dk_failure_log_admit())
         lvl = DK_LOG_DEBUG;
+    if (lvl == DK_LOG_DEBUG && srv->opt.access_log)
+        lvl = DK_LOG_INFO;
     if (dk_log_enabled(lvl)) {
-        char extra[512];
-        char epath[256];
+        char extra[768];
+        char epath[256], eroute[160];
         dk_json_escape(epath, sizeof epath, x->req.path ? x->req.path : "");
+        dk_json_escape(eroute, sizeof eroute, x->metric_route ? x->metric_route : "unmatched");
         snprintf(extra, sizeof extra,
-                 ",\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"duration_ms\":%.3f,"
-                 "\"client_ip\":\"%s\"",
-                 x->metric_method, epath, status, elapsed * 1000, x->req.client_ip);
+                 ",\"method\":\"%s\",\"route\":\"%s\",\"path\":\"%s\",\"status\":%d,"
+                 "\"duration_ms\":%.3f,\"client_ip\":\"%s\"",
+                 x->metric_method, eroute, epath, status, elapsed * 1000, x->req.client_ip);
         dk_log_set_context(x->req.request_id, x->req.trace_id);
         dk_log_with(lvl, extra, "request completed");
         dk_log_set_context(NULL, NULL);
@@ -1696,7 +1753,10 @@ static void dk_trimmer_stop(dk_http_server *srv)
     pthread_mutex_destroy(&srv->trim_lock);
 }
 
-dk_status dk_http_start(dk_http_server *srv)
+/* The listening socket: made here rather than by libmicrohttpd so that a taken port is an error
+ * naming it (libmicrohttpd's address reuse would set SO_REUSEPORT and let a second process share
+ * the port silently). SO_REUSEPORT only when server.reuse_port asks for it. */
+static int dk_listen_socket(dk_http_server *srv, char *err, size_t errcap)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -1706,27 +1766,79 @@ dk_status dk_http_start(dk_http_server *srv)
     snprintf(port, sizeof port, "%d", srv->opt.port);
     int gai = getaddrinfo(srv->opt.host, port, &hints, &res);
     if (gai != 0 || !res) {
-        dk_log_error("cannot resolve listen address %s: %s", srv->opt.host, gai_strerror(gai));
-        return DK_E_INTERNAL;
+        snprintf(err, errcap, "cannot resolve the listen address %s (server.host): %s",
+                 srv->opt.host, gai_strerror(gai));
+        return -1;
     }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1, e = 0;
+    if (fd < 0) {
+        e = errno;
+    } else {
+        /* SO_REUSEADDR: restart while old connections sit in TIME_WAIT (on Linux it never lets
+         * two listeners share a port) */
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (srv->opt.reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+            e = errno;
+        if (!e && res->ai_family == AF_INET6)
+            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (!e && bind(fd, res->ai_addr, res->ai_addrlen) != 0)
+            e = errno;
+        if (!e && listen(fd, 1024) != 0)
+            e = errno;
+    }
+    freeaddrinfo(res);
+    if (e == 0)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    if (e == EADDRINUSE)
+        snprintf(err, errcap,
+                 "port %d on %s is already in use (another docket?): choose another with "
+                 "--server.port=PORT or DOCKET_SERVER_PORT=PORT",
+                 srv->opt.port, srv->opt.host);
+    else if (e == EACCES)
+        snprintf(err, errcap,
+                 "not allowed to listen on port %d (ports below 1024 need privileges): choose "
+                 "another with --server.port=PORT or DOCKET_SERVER_PORT=PORT",
+                 srv->opt.port);
+    else if (e == EADDRNOTAVAIL)
+        snprintf(err, errcap, "cannot listen on %s: no such local address (server.host)",
+                 srv->opt.host);
+    else
+        snprintf(err, errcap, "cannot listen on %s:%d: %s", srv->opt.host, srv->opt.port,
+                 strerror(e));
+    return -1;
+}
+
+dk_status dk_http_start(dk_http_server *srv)
+{
+    char *err = srv->start_error;
+    size_t errcap = sizeof srv->start_error;
+    err[0] = '\0';
+    int fd = dk_listen_socket(srv, err, errcap);
+    if (fd < 0)
+        return DK_E_UNAVAILABLE;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
-    if (res->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
     int threads = srv->opt.threads > 0 ? srv->opt.threads : 8;
     srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)srv->opt.port, NULL, NULL, dk_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
-        dk_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, res->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(16 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
-    freeaddrinfo(res);
+        flags, 0, NULL, NULL, dk_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, dk_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+        MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_END);
     if (!srv->daemon) {
-        dk_log_error("cannot listen on %s:%d", srv->opt.host, srv->opt.port);
+        close(fd);
+        snprintf(err, errcap, "cannot start the HTTP server on %s:%d", srv->opt.host,
+                 srv->opt.port);
         return DK_E_INTERNAL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    srv->bound_port = di ? di->port : srv->opt.port;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    srv->bound_port = srv->opt.port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        srv->bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                         : ((struct sockaddr_in *)&ss)->sin_port);
     dk_trimmer_start(srv);
     return DK_OK;
 }

@@ -202,6 +202,8 @@ typedef struct dk_http_options {
     const char *cors_origins;    /* comma-separated allowed origins, "*" for any; NULL/"" = off */
     int64_t edge_rate_limit_rps; /* per client IP per second on service routes; 0 = none */
     bool trust_forwarded_for;    /* take the client IP from X-Forwarded-For (behind a proxy) */
+    bool reuse_port;             /* SO_REUSEPORT: several processes share the port (opt-in) */
+    bool access_log;             /* an info line per request (else failures only) */
     int offload_workers;         /* threads for DK_ROUTE_OFFLOAD handlers (0: run inline) */
     int offload_queue;           /* such requests waiting beyond the workers; more → 503 */
 } dk_http_options;
@@ -212,7 +214,10 @@ void dk_http_free(dk_http_server *srv); /* accepts NULL; stops first if running 
 void dk_http_mount(dk_http_server *srv, const char *service_name, const char *prefix,
                    const dk_route *routes, size_t nroutes, void *state);
 void dk_http_add_ready_check(dk_http_server *srv, const char *name, dk_ready_fn fn, void *ctx);
+/* Binds and starts. A taken port is an error (SO_REUSEPORT only with opt.reuse_port); then
+ * dk_http_start_error says why in a sentence for the user (the port, and how to choose another). */
 dk_status dk_http_start(dk_http_server *srv) DK_MUSTCHECK;
+const char *dk_http_start_error(const dk_http_server *srv);
 int dk_http_port(const dk_http_server *srv); /* the bound port (after start) */
 /* Graceful stop, first half: readiness turns 503, the listener closes, in-flight requests
  * finish (bounded by the drain timeout). Requests still suspended afterwards must be resumed

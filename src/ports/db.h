@@ -40,6 +40,7 @@ typedef struct dk_db_options {
 struct dk_db_ops {
     const char *name;
     dk_db_engine engine;
+    /* DK_E_VALIDATION when the URL is not one this engine understands. */
     dk_status (*open)(const dk_db_options *opt, dk_db **ret_db) DK_MUSTCHECK;
     void (*close)(dk_db *db); /* accepts NULL; waits for nothing: release every conn first */
     dk_status (*acquire)(dk_db *db, dk_db_conn **ret_conn) DK_MUSTCHECK;
@@ -62,6 +63,10 @@ struct dk_db_ops {
     void (*stats)(dk_db *db, int *ret_idle, int *ret_busy);
     /* Last error text of this connection, for logs (never contains parameters). */
     const char *(*last_error)(dk_db_conn *conn);
+    /* Why the last attempt to connect failed (the server's or the network's words: host, port,
+     * refused, authentication, missing database), copied into buf; false when none failed.
+     * Optional (NULL for engines without connections). Never contains the password. */
+    bool (*connect_error)(dk_db *db, char *buf, size_t cap);
     /* Online copy of the whole database into a new file dest_path (SQLite backup API), safe
      * while the database is in use; DK_E_CONFLICT when dest_path exists. Engines backed up
      * with their own tools (PostgreSQL: pg_dump) answer DK_E_BAD_REQUEST. */

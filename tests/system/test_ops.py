@@ -3,6 +3,7 @@ file/env/flag precedence, embedded defaults), migrations, and a PostgreSQL outag
 
 import concurrent.futures
 import json
+import os
 import re
 import signal
 import stat
@@ -181,6 +182,118 @@ def test_help_lists_config(tmp_path):
                 "rate_limiting.window_ms", "migrate"):
         assert key in r.stdout, f"--help does not mention {key}"
     assert not helpers.sanitizer_reports(r.stdout + r.stderr), r.stderr
+
+
+@pytest.mark.parametrize("extra_env,names", [
+    ({"DATABASE_URL": "mysql://x"}, "database.url"),
+    ({"DATABASE_URL": "postgres://u@[bad"}, "database.url"),
+    ({"REDIS_URL": "http://x"}, "redis.url"),
+    ({"JWT_SECRET": "short"}, "auth.jwt_secret"),
+], ids=["db-scheme", "db-url", "redis-url", "short-secret"])
+def test_bad_dependency_settings_exit_2(tmp_path, extra_env, names):
+    args = ["migrate"] if "DATABASE_URL" in extra_env else serve_args(tmp_path)
+    r = cli(args, tmp_path, extra_env=extra_env)
+    assert r.returncode == 2, f"exit {r.returncode}\nstdout={r.stdout}\nstderr={r.stderr}"
+    assert names in r.stderr, r.stderr
+
+
+def test_unreachable_database_is_named(tmp_path):
+    port = helpers.free_port()
+    r = cli(["migrate"], tmp_path,
+            extra_env={"DATABASE_URL": f"postgres://docket:pw@127.0.0.1:{port}/docket"})
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert f"127.0.0.1" in r.stderr and str(port) in r.stderr, r.stderr
+    assert "refused" in r.stderr.lower(), r.stderr
+    assert "pw" not in r.stderr.replace("password", ""), "the password leaked into the message"
+
+
+@pytest.mark.parametrize("argv", [["all", "--help"], ["help", "all"], ["migrate", "--help"],
+                                  ["help", "migrate"], ["gateway", "-h"], ["help", "tasks"]])
+def test_each_command_has_its_own_help(tmp_path, argv):
+    r = cli(argv, tmp_path)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    command = argv[1] if argv[0] == "help" else argv[0]
+    assert r.stdout.startswith(f"Usage: docket {command}"), r.stdout[:200]
+    full = cli(["help"], tmp_path).stdout
+    assert len(r.stdout) < len(full), "a command's help is as long as the global one"
+    if command == "migrate":
+        assert "database.url" in r.stdout and "server.port" not in r.stdout, r.stdout
+        assert "gateway.cors_origins" not in r.stdout
+    if command == "gateway":
+        assert "gateway.auth_url" in r.stdout and "database.url" not in r.stdout, r.stdout
+
+
+def test_help_for_an_unknown_command_exits_2(tmp_path):
+    r = cli(["help", "frobnicate"], tmp_path)
+    assert r.returncode == 2 and "frobnicate" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_a_taken_port_is_an_error_naming_it(docket, tmp_path):
+    r = cli(["all", f"--server.port={docket.port}", "--server.host=127.0.0.1",
+             f"--storage.data_dir={tmp_path}"], tmp_path)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert f"port {docket.port}" in r.stderr and "already in use" in r.stderr, r.stderr
+    assert "--server.port" in r.stderr and "DOCKET_SERVER_PORT" in r.stderr, r.stderr
+    assert docket.get("/health").status_code == 200  # the first one still serves alone
+
+
+def test_reuse_port_is_opt_in(tmp_path, docket_factory):
+    first = docket_factory("sqlite", extra_args=["--server.reuse_port=true"])
+    env = helpers.base_env(jwt_secret=helpers.random_secret())
+    second = subprocess.Popen(
+        [helpers.DOCKET_BIN, "all", f"--server.port={first.port}", "--server.host=127.0.0.1",
+         f"--storage.data_dir={tmp_path}", "--server.reuse_port=true"],
+        env=env, cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = second.stdout.readline()
+        while line and "listening" not in line:
+            line = second.stdout.readline()
+        assert "listening" in line, second.stderr.read()
+        assert first.get("/health").status_code == 200
+    finally:
+        second.send_signal(signal.SIGTERM)
+        out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+
+
+def test_openapi_is_served_as_yaml_and_json(docket):
+    import yaml
+    with open(os.path.join(helpers.REPO, "api", "openapi.yaml"), "rb") as f:
+        source = f.read()
+    y = docket.get("/openapi.yaml")
+    assert y.status_code == 200 and y.headers["Content-Type"].startswith("application/yaml")
+    assert y.content == source
+    j = docket.get("/openapi.json")
+    assert j.status_code == 200 and j.headers["Content-Type"] == "application/json"
+    assert j.json() == yaml.safe_load(source)
+
+
+def test_one_access_log_line_per_request(docket_factory):
+    d = docket_factory("sqlite")
+    d.get("/health", headers={"X-Request-Id": "access-log-check"})
+    def log_lines(dk):
+        out = []
+        for text in dk.log_text().splitlines():
+            try:
+                out.append(json.loads(text))
+            except ValueError:
+                pass
+        return out
+
+    def logged():
+        for line in log_lines(d):
+            if line.get("request_id") == "access-log-check" and line.get("route") == "/health":
+                return line
+        return None
+    line = wait_until(logged, timeout=5)
+    assert line["level"] == "info" and line["status"] == 200 and line["method"] == "GET"
+    assert "duration_ms" in line
+    quiet = docket_factory("sqlite", extra_args=["--log.access=false"])
+    quiet.get("/health", headers={"X-Request-Id": "access-log-quiet"})
+    quiet.get("/nope", headers={"X-Request-Id": "access-log-quiet"})
+    time.sleep(0.3)
+    assert not [l for l in log_lines(quiet) if l.get("request_id") == "access-log-quiet"]
 
 
 def logins_evicting_first(d, logins):

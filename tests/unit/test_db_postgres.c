@@ -288,9 +288,9 @@ static void test_open_rejects_bad_urls(void **state)
     assert_int_equal(ops->engine, DK_DB_POSTGRES);
     dk_db *db = NULL;
     dk_db_options o = {.url = "sqlite:/tmp/x.db"};
-    assert_int_equal(ops->open(&o, &db), DK_E_INTERNAL);
+    assert_int_equal(ops->open(&o, &db), DK_E_VALIDATION);
     o.url = "postgres://h/d?nosuchoption=1";
-    assert_int_equal(ops->open(&o, &db), DK_E_INTERNAL);
+    assert_int_equal(ops->open(&o, &db), DK_E_VALIDATION);
     assert_null(db);
     ops->close(NULL);
 }

@@ -1620,25 +1620,53 @@ static void test_response_header_name_copied(void **state)
     assert_null(header(&r, "X-Clobbered"));
 }
 
-static void test_start_fails_on_taken_port(void **state)
+/* A listener on 127.0.0.1 (with SO_REUSEPORT when reuse, as another docket with
+ * server.reuse_port would have); its port in *ret_port. */
+static int listen_holder(bool reuse, int *ret_port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
+    int one = 1;
+    if (reuse)
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t slen = sizeof sa;
     assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     assert_int_equal(listen(fd, 4), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
-    dk_http_options opt = {.host = "127.0.0.1",
-                           .port = ntohs(sa.sin_port),
-                           .threads = 1,
-                           .body_limit = BODY_LIMIT,
-                           .drain_timeout_ms = 100};
-    dk_http_server *srv = dk_http_new(&opt, &F->app);
-    dk_status st = dk_http_start(srv);
-    dk_http_free(srv);
-    close(fd);
-    assert_int_equal(st, DK_E_INTERNAL);
+    *ret_port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void test_start_fails_on_taken_port(void **state)
+{
+    /* taken by a plain listener, and by one that allows sharing: either way an error naming
+     * the port, unless this server asks for sharing too */
+    for (int reuse = 0; reuse <= 1; reuse++) {
+        int port = 0;
+        int fd = listen_holder(reuse, &port);
+        dk_http_options opt = {.host = "127.0.0.1",
+                               .port = port,
+                               .threads = 1,
+                               .body_limit = BODY_LIMIT,
+                               .drain_timeout_ms = 100};
+        dk_http_server *srv = dk_http_new(&opt, &F->app);
+        dk_status st = dk_http_start(srv);
+        char want[64];
+        snprintf(want, sizeof want, "port %d on 127.0.0.1 is already in use", port);
+        assert_int_equal(st, DK_E_UNAVAILABLE);
+        assert_non_null(strstr(dk_http_start_error(srv), want));
+        assert_non_null(strstr(dk_http_start_error(srv), "--server.port"));
+        dk_http_free(srv);
+        if (reuse) {
+            opt.reuse_port = true;
+            srv = dk_http_new(&opt, &F->app);
+            assert_int_equal(dk_http_start(srv), DK_OK);
+            assert_int_equal(dk_http_port(srv), port);
+            dk_http_free(srv);
+        }
+        close(fd);
+    }
 }
 
 /* ---------- ops routes ---------- */
