@@ -303,6 +303,9 @@ docket_env=(
     "DOCKET_RATE_LIMITING_MAX_REQUESTS=${DOCKET_RATE_LIMITING_MAX_REQUESTS:-10000000}"
     # Tokens from the seeding must outlive the run even when it is slow.
     "DOCKET_AUTH_JWT_EXPIRY=${DOCKET_AUTH_JWT_EXPIRY:-1h}"
+    # No access log line per request, as the Node peer (log level warn, request logging off);
+    # DOCKET_LOG_ACCESS=true measures its cost.
+    "DOCKET_LOG_ACCESS=${DOCKET_LOG_ACCESS:-false}"
 )
 
 export BENCH_DURATION=$duration BENCH_WARMUP=$warmup BENCH_CONNS=$conns \
