@@ -301,6 +301,7 @@ docket_env=(
     # One client IP sends everything: the per-IP limits of the edge and of /auth are lifted.
     "DOCKET_GATEWAY_RATE_LIMIT_RPS=${DOCKET_GATEWAY_RATE_LIMIT_RPS:-0}"
     "DOCKET_RATE_LIMITING_MAX_REQUESTS=${DOCKET_RATE_LIMITING_MAX_REQUESTS:-10000000}"
+    "DOCKET_SERVER_MAX_CONNECTIONS_PER_IP=${DOCKET_SERVER_MAX_CONNECTIONS_PER_IP:-0}"
     # Tokens from the seeding must outlive the run even when it is slow.
     "DOCKET_AUTH_JWT_EXPIRY=${DOCKET_AUTH_JWT_EXPIRY:-1h}"
     # No access log line per request, as the Node peer (log level warn, request logging off);

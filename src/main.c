@@ -607,6 +607,9 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         .trust_forwarded_for = dk_config_bool(c, "server.trust_forwarded_for"),
         .reuse_port = dk_config_bool(c, "server.reuse_port"),
         .access_log = dk_config_bool(c, "log.access"),
+        .header_timeout_ms = (int)dk_config_int(c, "server.header_timeout"),
+        .max_connections = (int)dk_config_int(c, "server.max_connections"),
+        .max_connections_per_ip = edge ? (int)dk_config_int(c, "server.max_connections_per_ip") : 0,
         .offload_workers = dk_plan_has(plan, &dk_auth_service) ? dk_hash_workers(c) : 0,
         .offload_queue = (int)dk_config_int(c, "auth.hash_queue"),
     };

@@ -50,6 +50,16 @@ const dk_config_row dk_config_rows[] = {
              "Take the client IP from the last `X-Forwarded-For` entry (set it on services behind "
              "the Docket gateway or another trusted proxy, never on a public listener)."),
 
+    ROW_DUR("server.header_timeout", "10s", 100, 10 * MS_M,
+            "A request head (request line and headers) must be complete this long after the "
+            "connection opens or its request line arrives; a slower one is closed (slowloris)."),
+    ROW_INT("server.max_connections", "10000", 16, 1000000,
+            "Open connections a process serves; a request beyond them is answered 503 at once "
+            "(the open-file limit is raised to fit)."),
+    ROW_INT("server.max_connections_per_ip", "256", 0, 1000000,
+            "Open connections one client address may hold at the public listener (`all`, "
+            "`gateway`); more are refused. 0 = no limit: set it behind a proxy or load balancer "
+            "that connects from few addresses. Services in split mode apply none."),
     ROW_BOOL("server.reuse_port", "false",
              "Let several processes listen on the same port (`SO_REUSEPORT`, for restarts without "
              "downtime); off, a taken port is an error."),

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,12 @@ struct dk_http_server {
     atomic_int inflight;
     int bound_port;
     char start_error[256]; /* why dk_http_start failed, for the user */
+    /* the connection guard (see "the connection guard" below) */
+    pthread_mutex_t guard_lock;
+    struct dk_conn *conns; /* every open connection */
+    atomic_int nconns;
+    atomic_ullong reaped; /* connections closed for a late request head */
+    int header_timeout_ms, max_connections;
     dk_workpool *offload;
     pthread_mutex_t streams_lock;
     struct dk_stream *streams; /* open streaming responses (ended on drain) */
@@ -402,6 +409,9 @@ static void dk_bs_upload(struct dk_exchange *x, const char *data, size_t *upload
 /* ---------- streaming responses ---------- */
 
 #define DK_STREAM_HIGH_WATER (256u * 1024u)
+/* Unsent bytes a stream may hold; a write beyond it cuts the connection (a client that stopped
+ * reading an event stream). Producers that respect the high-water mark never reach it. */
+#define DK_STREAM_MAX_BUFFER (4u * DK_STREAM_HIGH_WATER)
 
 /* References: the producer's (until dk_stream_release), the exchange's (until the request's
  * arena is freed: the request is over, sent or abandoned) and, once the connection reads from
@@ -589,6 +599,26 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
 {
     pthread_mutex_lock(&s->lock);
     if (s->gone || s->ended) {
+        pthread_mutex_unlock(&s->lock);
+        return false;
+    }
+    if (s->len - s->off + len > DK_STREAM_MAX_BUFFER) {
+        /* a client that stopped reading: drop it rather than buffer without bound — the
+         * buffer goes now, and the connection is cut at once (libmicrohttpd would otherwise
+         * first wait for the client to take what its socket holds) */
+        s->ended = true;
+        s->err = true;
+        s->off = s->len = 0;
+        if (s->conn) {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (ci)
+                (void)shutdown(ci->connect_fd, SHUT_RDWR);
+        }
+        if (s->suspended && s->conn) {
+            s->suspended = false;
+            MHD_resume_connection(s->conn);
+        }
         pthread_mutex_unlock(&s->lock);
         return false;
     }
@@ -836,6 +866,9 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     atomic_init(&srv->draining, false);
     atomic_init(&srv->inflight, 0);
     pthread_mutex_init(&srv->streams_lock, NULL);
+    pthread_mutex_init(&srv->guard_lock, NULL);
+    atomic_init(&srv->nconns, 0);
+    atomic_init(&srv->reaped, 0);
     if (opt->offload_workers > 0)
         srv->offload = dk_workpool_new(opt->offload_workers, opt->offload_queue);
     dk_http_mount(srv, srv->opt.process_name, "", dk_ops_routes,
@@ -859,6 +892,7 @@ void dk_http_free(dk_http_server *srv)
     dk_free((char *)srv->opt.process_name);
     dk_free((char *)srv->opt.cors_origins);
     pthread_mutex_destroy(&srv->streams_lock);
+    pthread_mutex_destroy(&srv->guard_lock);
     dk_free(srv);
 }
 
@@ -1340,6 +1374,217 @@ static void dk_dispatch(struct dk_exchange *x)
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 }
 
+/* ---------- the connection guard ---------- */
+
+/* Every connection is tracked from accept to close (libmicrohttpd's socket context), so that
+ *  - the housekeeping thread closes a connection whose request head is not complete by its
+ *    deadline: server.header_timeout after the connection opened or its request line arrived,
+ *    DK_IDLE_TIMEOUT_S after its previous response (a client trickling header bytes — slowloris —
+ *    keeps libmicrohttpd's inactivity timer alive, not this deadline);
+ *  - a request beyond server.max_connections open connections is answered 503 at once;
+ *  - the raw request line is checked before libmicrohttpd decodes it into C strings, where a
+ *    percent-encoded NUL would cut a value short and invalid UTF-8 would reach the database.
+ * Locking: guard_lock protects the list and each entry's fd, deadline and reaped flag; the
+ * per-request URI flags are written and read on the connection's own thread only. */
+#define DK_IDLE_TIMEOUT_S 60
+
+struct dk_conn {
+    struct dk_conn *prev, *next;
+    int fd;
+    int64_t deadline_ms; /* close unless a request head completes by then; INT64_MAX = none */
+    bool reaped;
+    /* the current request line (connection thread only) */
+    bool bad_path;
+    char bad_param[64]; /* a query parameter with a NUL or invalid UTF-8; "" = none */
+};
+
+static struct dk_conn *dk_conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void dk_conn_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at, bool sooner_only)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&srv->guard_lock);
+    if (!sooner_only || at < c->deadline_ms)
+        c->deadline_ms = at;
+    pthread_mutex_unlock(&srv->guard_lock);
+}
+
+static void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                             enum MHD_ConnectionNotificationCode code)
+{
+    dk_http_server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct dk_conn *c = DK_NEW(struct dk_conn);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : -1;
+        c->deadline_ms = dk_mono_ms() + srv->header_timeout_ms;
+        pthread_mutex_lock(&srv->guard_lock);
+        c->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = c;
+        srv->conns = c;
+        pthread_mutex_unlock(&srv->guard_lock);
+        atomic_fetch_add(&srv->nconns, 1);
+        *socket_context = c;
+        return;
+    }
+    struct dk_conn *c = *socket_context;
+    if (!c)
+        return;
+    /* libmicrohttpd closes the socket after this returns: the housekeeper, which shuts sockets
+     * down under the lock, can no longer reach it */
+    pthread_mutex_lock(&srv->guard_lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&srv->guard_lock);
+    atomic_fetch_sub(&srv->nconns, 1);
+    dk_free(c);
+    *socket_context = NULL;
+}
+
+/* Closes the connections whose request head is late (the housekeeping thread). */
+static void dk_conns_reap(dk_http_server *srv)
+{
+    int64_t now = dk_mono_ms();
+    unsigned n = 0;
+    pthread_mutex_lock(&srv->guard_lock);
+    for (struct dk_conn *c = srv->conns; c; c = c->next) {
+        if (!c->reaped && c->fd >= 0 && now > c->deadline_ms) {
+            (void)shutdown(c->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
+            c->reaped = true;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&srv->guard_lock);
+    if (n) {
+        atomic_fetch_add(&srv->reaped, n);
+        dk_log_debug("closed %u connection(s) whose request head took longer than %d ms", n,
+                     srv->header_timeout_ms);
+    }
+}
+
+static int dk_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* True when s[0, n) percent-decodes (and '+' → ' ' when plus) to text without a NUL that is
+ * valid UTF-8. Raw bytes are taken as they are. */
+static bool dk_uri_part_clean(const char *s, size_t n, bool plus)
+{
+    char stackbuf[512];
+    char *buf = n < sizeof stackbuf ? stackbuf : dk_malloc(n + 1);
+    size_t m = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        char ch = s[i];
+        if (ch == '%' && i + 2 < n && dk_hexval(s[i + 1]) >= 0 && dk_hexval(s[i + 2]) >= 0) {
+            ch = (char)(dk_hexval(s[i + 1]) * 16 + dk_hexval(s[i + 2]));
+            i += 2;
+        } else if (ch == '+' && plus) {
+            ch = ' ';
+        }
+        if (ch == '\0')
+            ok = false;
+        buf[m++] = ch;
+    }
+    if (ok)
+        ok = dk_utf8_len(buf, m) >= 0;
+    if (buf != stackbuf)
+        dk_free(buf);
+    return ok;
+}
+
+/* Checks the raw request-target of the current request (path and query). */
+static void dk_uri_check(const char *uri, bool *ret_bad_path, char *bad_param, size_t cap)
+{
+    const char *q = strchr(uri, '?');
+    size_t plen = q ? (size_t)(q - uri) : strlen(uri);
+    *ret_bad_path = !dk_uri_part_clean(uri, plen, false);
+    bad_param[0] = '\0';
+    if (!q)
+        return;
+    const char *p = q + 1;
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t klen = eq ? (size_t)(eq - p) : len;
+        bool key_ok = dk_uri_part_clean(p, klen, true);
+        bool val_ok = !eq || dk_uri_part_clean(eq + 1, len - klen - 1, true);
+        if (!key_ok || !val_ok) {
+            /* name the parameter by its key, as the client wrote it (printable ASCII only) */
+            size_t o = 0;
+            for (size_t i = 0; i < klen && o + 1 < cap; i++)
+                bad_param[o++] = (p[i] > 0x20 && p[i] < 0x7f) ? p[i] : '?';
+            bad_param[o] = '\0';
+            if (!o)
+                dk_strlcpy(bad_param, "?", cap);
+            return;
+        }
+        if (!amp)
+            break;
+        p = amp + 1;
+    }
+}
+
+static void *dk_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    dk_http_server *srv = cls;
+    struct dk_conn *c = dk_conn_of(conn);
+    if (c) {
+        dk_uri_check(uri, &c->bad_path, c->bad_param, sizeof c->bad_param);
+        dk_conn_deadline(srv, c, dk_mono_ms() + srv->header_timeout_ms, true);
+    }
+    return NULL;
+}
+
+/* Answers what the guard refuses before anything else runs; false when the request may go on. */
+static bool dk_guard_refuses(dk_http_server *srv, struct dk_exchange *x,
+                             struct MHD_Connection *conn)
+{
+    struct dk_conn *c = dk_conn_of(conn);
+    if (srv->max_connections > 0 && atomic_load(&srv->nconns) > srv->max_connections) {
+        dk_res_header(&x->res, "Retry-After", "1");
+        dk_res_header(&x->res, "Connection", "close");
+        dk_res_problem(&x->res, DK_E_UNAVAILABLE,
+                       "the server has too many open connections; try again shortly");
+        return true;
+    }
+    if (c && c->bad_path) {
+        dk_res_problem(&x->res, DK_E_NOT_FOUND,
+                       "no such resource (the path holds a NUL byte or invalid UTF-8)");
+        return true;
+    }
+    if (c && c->bad_param[0]) {
+        dk_errors e;
+        dk_errors_init(&e);
+        dk_errors_add(&e, c->bad_param, "holds a NUL byte or invalid UTF-8");
+        dk_res_bad_query(&x->res, &e);
+        return true;
+    }
+    /* (a NUL inside a header value cannot be seen here: libmicrohttpd 0.9.75 ends the value
+     * at it before any callback runs) */
+    return false;
+}
+
 /* ---------- libmicrohttpd callbacks ---------- */
 
 static bool dk_hex_n(const char *s, size_t n)
@@ -1486,13 +1731,28 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             x->too_large = true;
         atomic_fetch_add(&srv->inflight, 1);
         *con_cls = x;
-        if (!srv->body_stream_routes)
-            return MHD_YES;
+        /* the head is complete: no deadline until the response has gone */
+        dk_conn_deadline(srv, dk_conn_of(conn), INT64_MAX, false);
+        if (dk_guard_refuses(srv, x, conn)) {
+            x->dispatched = true;
+            return dk_queue(x, conn);
+        }
         const char *te =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
         bool chunked = !has_cl && te && strcasestr(te, "chunked");
-        if (!dk_body_streams(srv, x, chunked, has_cl ? (uint64_t)declared : 0))
-            return MHD_YES;
+        if (!srv->body_stream_routes ||
+            !dk_body_streams(srv, x, chunked, has_cl ? (uint64_t)declared : 0)) {
+            if (!x->too_large)
+                return MHD_YES;
+            /* a declared body over the limit: answered now (413, or whatever the edge says
+             * first), without reading it; libmicrohttpd closes the connection afterwards */
+            x->dispatched = true;
+            x->req.body = "";
+            dk_log_set_context(x->req.request_id, x->req.trace_id);
+            dk_dispatch(x);
+            dk_log_set_context(NULL, NULL);
+            return dk_queue(x, conn);
+        }
         /* the body streams: dispatch now, the body follows through the handler's callbacks */
         x->bs = true;
         pthread_mutex_init(&x->bs_lock, NULL);
@@ -1672,6 +1932,8 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     }
     *con_cls = NULL;
     atomic_fetch_add(&srv->completed, 1);
+    /* a kept-alive connection has DK_IDLE_TIMEOUT_S for its next request head */
+    dk_conn_deadline(srv, dk_conn_of(conn), dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000, false);
     if (orphan) {
         /* the handler still owns the request: dk_req_resume frees it (unless it came
          * meanwhile). Nothing here touches the exchange after the lock. */
@@ -1700,7 +1962,8 @@ static void dk_mhd_log(void *cls, const char *fmt, va_list ap)
         dk_log_warn("http: %s", msg);
 }
 
-/* After a burst the heap keeps what its connections and requests freed (connection pools are
+/* The housekeeping thread: closes connections whose request head is late (the connection
+ * guard), and trims the heap. After a burst the heap keeps what its connections and requests freed (connection pools are
  * heap blocks): every DK_TRIM_EVERY_MS (half a second), if requests finished since the last
  * look and none is in flight now, malloc_trim gives the free pages back, so the resident set
  * falls back to idle size after the load (a gateway held 22 MiB after a 200-connection
@@ -1717,6 +1980,7 @@ static void *dk_trimmer_main(void *arg)
         pthread_cond_timedwait(&srv->trim_cond, &srv->trim_lock, &ts);
         if (srv->trim_stop)
             break;
+        dk_conns_reap(srv);
         unsigned long long done = atomic_load(&srv->completed);
         if (done != seen && atomic_load(&srv->inflight) == 0) {
             seen = done;
@@ -1822,11 +2086,34 @@ dk_status dk_http_start(dk_http_server *srv)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     int threads = srv->opt.threads > 0 ? srv->opt.threads : 8;
+    srv->header_timeout_ms = srv->opt.header_timeout_ms > 0 ? srv->opt.header_timeout_ms : 10000;
+    srv->max_connections = srv->opt.max_connections > 0 ? srv->opt.max_connections : 10000;
+    /* libmicrohttpd's own limit lies above ours, so that the requests beyond ours are answered
+     * 503 rather than cut; the file limit must hold both */
+    unsigned hard_limit = (unsigned)srv->max_connections + (unsigned)srv->max_connections / 8 + 16;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < hard_limit + 256) {
+        rlim_t want = hard_limit + 256;
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < hard_limit + 256) {
+            hard_limit = rl.rlim_cur > 512 ? (unsigned)rl.rlim_cur - 256 : 256;
+            if ((unsigned)srv->max_connections > hard_limit)
+                srv->max_connections = (int)hard_limit;
+            dk_log_warn("the open-file limit (%llu) allows %u connections, fewer than "
+                        "server.max_connections",
+                        (unsigned long long)rl.rlim_cur, hard_limit);
+        }
+    }
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, dk_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, dk_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
-        MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+        dk_on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, dk_on_uri, srv,
+        MHD_OPTION_CONNECTION_LIMIT, hard_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)(srv->opt.max_connections_per_ip > 0 ? srv->opt.max_connections_per_ip : 0),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)DK_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_END);
     if (!srv->daemon) {
         close(fd);
         snprintf(err, errcap, "cannot start the HTTP server on %s:%d", srv->opt.host,

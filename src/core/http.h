@@ -152,7 +152,8 @@ typedef struct dk_stream dk_stream;
 dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
                          void (*on_drained)(void *ctx), void *ctx);
 /* Appends data; false when the client has gone away or the stream has ended (the producer
- * should stop). */
+ * should stop). A write that would leave more than 1 MiB unsent ends the stream with an error
+ * (the connection is cut): a client that stops reading cannot grow it without bound. */
 bool dk_stream_write(dk_stream *s, const void *data, size_t len);
 /* Bytes written but not yet sent to the client. */
 size_t dk_stream_buffered(dk_stream *s);
@@ -204,6 +205,10 @@ typedef struct dk_http_options {
     bool trust_forwarded_for;    /* take the client IP from X-Forwarded-For (behind a proxy) */
     bool reuse_port;             /* SO_REUSEPORT: several processes share the port (opt-in) */
     bool access_log;             /* an info line per request (else failures only) */
+    int header_timeout_ms;       /* a request head must be complete this long after the
+                                    connection or its request line (0: 10 s) */
+    int max_connections;         /* open connections; beyond it requests get 503 (0: 10000) */
+    int max_connections_per_ip;  /* per client address; beyond it refused at accept (0: none) */
     int offload_workers;         /* threads for DK_ROUTE_OFFLOAD handlers (0: run inline) */
     int offload_queue;           /* such requests waiting beyond the workers; more → 503 */
 } dk_http_options;

@@ -202,7 +202,8 @@ def assert_problem(resp, status, fields=None):
     assert resp.headers.get("X-Request-Id"), "no X-Request-Id header"
     assert body["request_id"] == resp.headers.get("X-Request-Id"), \
         (body["request_id"], resp.headers.get("X-Request-Id"))
-    if status == 422:
+    if status == 422 or (status == 400 and "errors" in body):
+        # the contract: `errors` on 422, and on 400 naming invalid query parameters
         errors = body.get("errors")
         assert isinstance(errors, list) and errors, f"422 without errors: {body}"
         for e in errors:

@@ -2166,6 +2166,32 @@ static void test_stream_client_gone_during_flow_control(void **state)
     stream_client_free(&c);
 }
 
+static void test_stream_reader_that_stops_is_dropped(void **state)
+{
+    /* a producer that ignores flow control, a client that never reads: the stream's buffer
+     * stops at its cap (1 MiB), the write is refused and the connection cut */
+    atomic_store(&SS.max_buffered, 0);
+    int refused = atomic_load(&SS.write_refused);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    int small = 4096;
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)F->streams_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    static const char req[] = "GET /api/v1/events?n=0&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    for (int i = 0; i < 2000 && atomic_load(&SS.write_refused) == refused; i++)
+        sleep_ms(10);
+    wait_producers(20000, "the stream of a client that does not read was dropped");
+    assert_int_equal(atomic_load(&SS.write_refused), refused + 1);
+    size_t most = atomic_load(&SS.max_buffered);
+    if (most > 1024 * 1024)
+        fail_msg("%zu bytes were buffered at once (cap 1 MiB)", most);
+    close(fd);
+}
+
 static void test_stream_drain(void **state)
 {
     /* runs last of the stream tests: it drains the stream server. A long-lived stream ends
@@ -2393,6 +2419,7 @@ int main(void)
         cmocka_unit_test(test_stream_client_gone_before_the_response),
         cmocka_unit_test(test_stream_flow_control),
         cmocka_unit_test(test_stream_client_gone_during_flow_control),
+        cmocka_unit_test(test_stream_reader_that_stops_is_dropped),
         cmocka_unit_test(test_stream_drain),
         cmocka_unit_test(test_stop_drains_in_flight),
         cmocka_unit_test(test_suspend_resume),

@@ -47,7 +47,8 @@ static void test_scalars_are_typed_by_the_core_schema(void **state)
            "{\"a\":\"3.1.0\",\"b\":\"07:30\",\"c\":\"yes\",\"d\":\"1_000\",\"e\":\".inf\","
            "\"f\":\"0x\"}");
     /* quoted and block scalars stay strings */
-    expect("a: '1'\nb: \"true\"\nc: |\n  x\n  y\n", "{\"a\":\"1\",\"b\":\"true\",\"c\":\"x\\ny\\n\"}");
+    expect("a: '1'\nb: \"true\"\nc: |\n  x\n  y\n",
+           "{\"a\":\"1\",\"b\":\"true\",\"c\":\"x\\ny\\n\"}");
     /* keys are strings, order is kept */
     expect("200: ok\n'404': missing\nz: 1\na: 2",
            "{\"200\":\"ok\",\"404\":\"missing\",\"z\":1,\"a\":2}");
