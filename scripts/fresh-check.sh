@@ -98,13 +98,15 @@ step "3. make run PORT=$port"
 t=\$(date +%s)
 make run PORT=$port >/tmp/make-run.log 2>&1 &
 runpid=\$!
+# no curl yet (the README installs it for step 4): ask /health with bash's /dev/tcp
+health() { (exec 3<>/dev/tcp/127.0.0.1/$port && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 \
+  && head -c 12 <&3 | grep -q ' 200') 2>/dev/null; }
 for _ in \$(seq 1800); do
-  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && command -v curl >/dev/null \
-     && curl -fsS -o /dev/null http://127.0.0.1:$port/health; then break; fi
+  health && break
   if ! kill -0 \$runpid 2>/dev/null; then echo "make run exited:"; tail -40 /tmp/make-run.log; exit 1; fi
   sleep 0.5
 done
-curl -fsS http://127.0.0.1:$port/health >/dev/null || { tail -40 /tmp/make-run.log; exit 1; }
+health || { tail -40 /tmp/make-run.log; exit 1; }
 step "   /health answers, \$((\$(date +%s) - t)) s after make run; make run printed \$(wc -l </tmp/make-run.log) lines, ending:"
 grep -v '"request completed"' /tmp/make-run.log | tail -n 4 | sed 's/^/   | /'
 step "4. apt-get install curl jq (as the README says), then the README's Try-it block"
