@@ -78,14 +78,7 @@ static const char *auth_token_hash(dk_arena *a, const char *token)
  * (PostgreSQL refuses bytes that are not UTF-8). */
 static bool auth_sid_plausible(const char *sid)
 {
-    size_t n = 0;
-    for (const char *p = sid; *p; p++, n++) {
-        char c = *p;
-        if (n >= 64 || !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                         (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
-            return false;
-    }
-    return n > 0;
+    return dk_uuid_valid(sid);
 }
 
 static int64_t auth_revoke_ttl(const auth_repo *r)
