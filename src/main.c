@@ -466,9 +466,6 @@ static int dk_open_bus(dk_app *app, const dk_config *c, const dk_plan *plan)
     const char *url = dk_config_str(c, "redis.url");
     bool split = strcmp(plan->process, "all") != 0;
     app->bus.ops = (split && url && *url) ? &dk_events_redis_ops : &dk_events_inproc_ops;
-    if (split && !(url && *url))
-        dk_log_warn("split mode without redis.url: events (e.g. user.deleted) stay inside this "
-                    "process and never reach the other services");
     char consumer[128], host[64] = "docket";
     (void)gethostname(host, sizeof host - 1);
     snprintf(consumer, sizeof consumer, "%s-%ld", host, (long)getpid());
@@ -536,6 +533,17 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    /* Split processes share revocations, rate-limit counters and events only through Redis:
+     * without it a logout would never reach the gateway. */
+    const char *redis_url = dk_config_str(c, "redis.url");
+    if (!all && !(redis_url && *redis_url)) {
+        fprintf(stderr,
+                "config: redis.url (REDIS_URL) is required by `docket %s`: split processes "
+                "share revocations, rate limits and events through Redis\n",
+                plan->process);
+        return DK_EXIT_USAGE;
+    }
 
     if (plan->n > 0) {
         int orc = dk_open_database(&app, c, pool, plan);

@@ -399,6 +399,89 @@ DK_MUSTCHECK static dk_status kvm_set(dk_kv *kv, const char *key, const char *va
     return DK_OK;
 }
 
+DK_MUSTCHECK static dk_status kvm_set_nx(dk_kv *kv, const char *key, const char *val, size_t len,
+                                         int64_t ttl_ms, bool *ret_set)
+{
+    if (!kv || !key || (!val && len) || !ret_set)
+        return DK_E_INTERNAL;
+    struct kvm_key k;
+    kvm_key_init(&k, kv, key);
+    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
+    char *copy = kvm_val_dup(val, len); /* outside the lock */
+    pthread_mutex_lock(&s->lock);
+    int64_t now = dk_mono_ms();
+    bool set = kvm_find(s, &k, now) == NULL;
+    if (set) {
+        kvm_insert(s, &k, copy, len, kvm_deadline(now, ttl_ms), now);
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    dk_free(copy);
+    kvm_key_release(&k);
+    *ret_set = set;
+    return DK_OK;
+}
+
+DK_MUSTCHECK static dk_status kvm_expire(dk_kv *kv, const char *key, int64_t ttl_ms,
+                                         bool *ret_found)
+{
+    if (!kv || !key || !ret_found)
+        return DK_E_INTERNAL;
+    struct kvm_key k;
+    kvm_key_init(&k, kv, key);
+    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
+    pthread_mutex_lock(&s->lock);
+    int64_t now = dk_mono_ms();
+    struct kvm_entry **link = kvm_find(s, &k, now);
+    if (link)
+        (*link)->expires_ms = kvm_deadline(now, ttl_ms);
+    pthread_mutex_unlock(&s->lock);
+    kvm_key_release(&k);
+    *ret_found = link != NULL;
+    return DK_OK;
+}
+
+/* Both shards locked in address order (one lock when they are the same shard). */
+DK_MUSTCHECK static dk_status kvm_rename(dk_kv *kv, const char *from, const char *to)
+{
+    if (!kv || !from || !to)
+        return DK_E_INTERNAL;
+    struct kvm_key kf, kt;
+    kvm_key_init(&kf, kv, from);
+    kvm_key_init(&kt, kv, to);
+    struct kvm_shard *sf = kvm_shard_of(kv, kf.hash), *st = kvm_shard_of(kv, kt.hash);
+    struct kvm_shard *first = sf < st ? sf : st, *second = sf < st ? st : sf;
+    pthread_mutex_lock(&first->lock);
+    if (second != first)
+        pthread_mutex_lock(&second->lock);
+    int64_t now = dk_mono_ms();
+    struct kvm_entry *moved = NULL, *replaced = NULL;
+    struct kvm_entry **link = kvm_find(sf, &kf, now);
+    if (link) {
+        moved = *link;
+        *link = moved->next;
+        sf->count--;
+        struct kvm_entry **old = kvm_find(st, &kt, now);
+        if (old) {
+            replaced = *old;
+            *old = replaced->next;
+            st->count--;
+        }
+        kvm_insert(st, &kt, moved->val, moved->val_len, moved->expires_ms, now);
+        moved->val = NULL;
+    }
+    if (second != first)
+        pthread_mutex_unlock(&second->lock);
+    pthread_mutex_unlock(&first->lock);
+    if (moved)
+        kvm_entry_free(moved);
+    if (replaced)
+        kvm_entry_free(replaced);
+    kvm_key_release(&kf);
+    kvm_key_release(&kt);
+    return moved ? DK_OK : DK_E_NOT_FOUND;
+}
+
 DK_MUSTCHECK static dk_status kvm_del(dk_kv *kv, const char *key)
 {
     if (!kv || !key)
@@ -558,6 +641,9 @@ const struct dk_kv_ops dk_kv_memory_ops = {
     .close = kvm_close,
     .get = kvm_get,
     .set = kvm_set,
+    .set_nx = kvm_set_nx,
+    .expire = kvm_expire,
+    .rename = kvm_rename,
     .del = kvm_del,
     .exists = kvm_exists,
     .incr_window = kvm_incr_window,

@@ -576,6 +576,93 @@ DK_MUSTCHECK static dk_status kvr_exists(dk_kv *kv, const char *key, bool *ret_e
     return DK_OK;
 }
 
+DK_MUSTCHECK static dk_status kvr_set_nx(dk_kv *kv, const char *key, const char *val, size_t len,
+                                         int64_t ttl_ms, bool *ret_set)
+{
+    if (!kv || !key || (!val && len) || !ret_set)
+        return DK_E_INTERNAL;
+    char ttl[24];
+    const char *argv[6] = {"SET", NULL, val ? val : "", "NX", "PX", ttl};
+    size_t argvlen[6] = {3, 0, len, 2, 2, 0};
+    int argc = 4;
+    if (ttl_ms > 0) {
+        argvlen[5] = (size_t)snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+        argc = 6;
+    }
+    redisReply *r;
+    /* Not retried: a lost reply to a SET NX that took effect would read as "already there". */
+    dk_status st = kvr_key_command(kv, false, key, argc, argv, argvlen, &r);
+    if (st != DK_OK)
+        return st;
+    bool ok = r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_NIL;
+    bool set = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (!ok)
+        return DK_E_INTERNAL;
+    *ret_set = set;
+    return DK_OK;
+}
+
+DK_MUSTCHECK static dk_status kvr_expire(dk_kv *kv, const char *key, int64_t ttl_ms,
+                                         bool *ret_found)
+{
+    if (!kv || !key || !ret_found)
+        return DK_E_INTERNAL;
+    char ttl[24];
+    const char *argv[3] = {"PERSIST", NULL, ttl};
+    size_t argvlen[3] = {7, 0, 0};
+    int argc = 2;
+    redisReply *r;
+    if (ttl_ms > 0) {
+        argv[0] = "PEXPIRE";
+        argvlen[2] = (size_t)snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+        argc = 3;
+    } else {
+        /* PERSIST answers 0 for a key without expiry too: ask whether it exists instead */
+        bool exists = false;
+        dk_status est = kvr_exists(kv, key, &exists);
+        if (est != DK_OK)
+            return est;
+        if (!exists) {
+            *ret_found = false;
+            return DK_OK;
+        }
+    }
+    dk_status st = kvr_key_command(kv, true, key, argc, argv, argvlen, &r);
+    if (st != DK_OK)
+        return st;
+    bool ok = r->type == REDIS_REPLY_INTEGER;
+    bool found = argc == 2 || (ok && r->integer > 0);
+    freeReplyObject(r);
+    if (!ok)
+        return DK_E_INTERNAL;
+    *ret_found = found;
+    return DK_OK;
+}
+
+DK_MUSTCHECK static dk_status kvr_rename(dk_kv *kv, const char *from, const char *to)
+{
+    if (!kv || !from || !to)
+        return DK_E_INTERNAL;
+    struct kvr_key kf, kt;
+    kvr_key_init(&kf, kv, from);
+    kvr_key_init(&kt, kv, to);
+    const char *argv[3] = {"RENAME", kf.p, kt.p};
+    size_t argvlen[3] = {6, kf.len, kt.len};
+    redisReply *r = NULL;
+    /* Not retried: a RENAME whose reply was lost has moved the key, and a retry would say it
+     * is missing. */
+    dk_status st = kvr_command(kv, kv->timeout_ms, false, 3, argv, argvlen, &r);
+    kvr_key_release(&kf);
+    kvr_key_release(&kt);
+    if (st == DK_E_INTERNAL)
+        return DK_E_NOT_FOUND; /* ERR no such key: the only error RENAME gives on valid keys */
+    if (st != DK_OK)
+        return st;
+    freeReplyObject(r);
+    return DK_OK;
+}
+
 DK_MUSTCHECK static dk_status kvr_incr_window(dk_kv *kv, const char *key, int64_t window_ms,
                                               int64_t *ret_count, int64_t *ret_ttl_ms)
 {
@@ -693,6 +780,9 @@ const struct dk_kv_ops dk_kv_redis_ops = {
     .close = kvr_close,
     .get = kvr_get,
     .set = kvr_set,
+    .set_nx = kvr_set_nx,
+    .expire = kvr_expire,
+    .rename = kvr_rename,
     .del = kvr_del,
     .exists = kvr_exists,
     .incr_window = kvr_incr_window,

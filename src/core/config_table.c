@@ -83,7 +83,8 @@ const dk_config_row dk_config_rows[] = {
 
     ROW_STR("redis.url", "", "REDIS_URL", DK_CFG_SECRET,
             "Redis for cache, counters, revocations and events: "
-            "`redis://[user:password@]host:port[/db]`; empty = in-process cache."),
+            "`redis://[user:password@]host:port[/db]`; empty = in-process cache (`docket all` "
+            "only: split processes refuse to start without it)."),
     ROW_DUR("redis.timeout", "500ms", 1, 10 * MS_M, "Connect and command timeout for Redis."),
     ROW_INT("redis.pool_size", "0", 0, 1024,
             "Redis connections per process; 0 = one per server thread, plus two."),

@@ -1,5 +1,6 @@
 #include "core/ratelimit.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,11 +9,30 @@
 
 #define RL_KEY_INLINE 160
 
+const char *dk_ratelimit_client_key(const char *client, char out[DK_RATELIMIT_CLIENT_KEY_LEN])
+{
+    unsigned char b[16];
+    if (!client || !strchr(client, ':') || inet_pton(AF_INET6, client, b) != 1)
+        return client;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(b, mapped, sizeof mapped) == 0) {
+        snprintf(out, DK_RATELIMIT_CLIENT_KEY_LEN, "%u.%u.%u.%u", b[12], b[13], b[14], b[15]);
+        return out;
+    }
+    /* one subscriber usually holds a whole /64: its addresses count as one client */
+    snprintf(out, DK_RATELIMIT_CLIENT_KEY_LEN, "%x:%x:%x:%x::/64", (unsigned)(b[0] << 8 | b[1]),
+             (unsigned)(b[2] << 8 | b[3]), (unsigned)(b[4] << 8 | b[5]),
+             (unsigned)(b[6] << 8 | b[7]));
+    return out;
+}
+
 dk_status dk_ratelimit_hit(const dk_store *kv, const char *bucket, const char *client,
                            int64_t limit, int64_t window_ms, dk_ratelimit_result *ret)
 {
     if (!kv || !kv->ops || !kv->kv || !bucket || !client || !ret || limit < 0 || window_ms <= 0)
         return DK_E_INTERNAL;
+    char client_key[DK_RATELIMIT_CLIENT_KEY_LEN];
+    client = dk_ratelimit_client_key(client, client_key);
 
     char buf[RL_KEY_INLINE];
     char *key = buf;

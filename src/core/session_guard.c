@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/ids.h"
 #include "core/log.h"
 #include "core/str.h"
 #include "core/timeutil.h"
@@ -169,11 +170,46 @@ void dk_session_guard_stats_get(dk_session_guard_stats *ret)
     };
 }
 
+/* ---------- the record in the store ---------- */
+
+static struct {
+    _Atomic(dk_session_source_fn) fn;
+    _Atomic(void *) ctx;
+} dk_source;
+
+void dk_session_guard_set_source(dk_session_source_fn fn, void *ctx)
+{
+    atomic_store(&dk_source.fn, NULL);
+    atomic_store(&dk_source.ctx, ctx);
+    atomic_store(&dk_source.fn, fn);
+}
+
+static void dk_session_key(char *key, size_t cap, const char *session_id)
+{
+    snprintf(key, cap, "%s%s", DK_SESSION_KEY_PREFIX, session_id);
+}
+
+dk_status dk_session_open(const dk_store *kv, const char *session_id, int64_t ttl_ms)
+{
+    if (ttl_ms <= 0)
+        return DK_OK; /* already expired: absence says "not live" */
+    char key[128];
+    dk_session_key(key, sizeof key, session_id);
+    bool set = false;
+    dk_status st = kv->ops->set_nx(kv->kv, key, "1", 1, ttl_ms, &set);
+    if (st != DK_OK || set)
+        return st;
+    /* there already: "1" lives on for the new lifetime; a revocation ("0") stays a revocation
+     * (a longer life does it no harm) */
+    bool found = false;
+    return kv->ops->expire(kv->kv, key, ttl_ms, &found);
+}
+
 dk_status dk_session_revoke(const dk_store *kv, const char *session_id, int64_t ttl_ms)
 {
-    char key[96];
-    snprintf(key, sizeof key, "rev:%s", session_id);
-    dk_status st = kv->ops->set(kv->kv, key, "1", 1, ttl_ms);
+    char key[128];
+    dk_session_key(key, sizeof key, session_id);
+    dk_status st = kv->ops->set(kv->kv, key, "0", 1, ttl_ms);
     if (st != DK_OK)
         return st;
     if (atomic_load(&dk_guard.kv) == kv->kv)
@@ -190,16 +226,93 @@ dk_status dk_session_revoke(const dk_store *kv, const char *session_id, int64_t 
     return st;
 }
 
-/* The store's answer, uncached. */
+dk_status dk_session_seeded(const dk_store *kv, bool *ret_seeded)
+{
+    return kv->ops->exists(kv->kv, DK_SESSION_SEEDED_KEY, ret_seeded);
+}
+
+static void dk_seed_key(char *key, size_t cap, const char *token)
+{
+    snprintf(key, cap, "%sseeding:%s", DK_SESSION_KEY_PREFIX, token);
+}
+
+dk_status dk_session_seed_begin(const dk_store *kv, char token[DK_SESSION_SEED_TOKEN_LEN])
+{
+    dk_uuid7(token);
+    char key[128];
+    dk_seed_key(key, sizeof key, token);
+    /* the canary: gone if the store is emptied before the seed is done */
+    return kv->ops->set(kv->kv, key, "1", 1, DK_SESSION_SEED_MAX_MS);
+}
+
+dk_status dk_session_seed_end(const dk_store *kv, const char *token)
+{
+    char key[128];
+    dk_seed_key(key, sizeof key, token);
+    dk_status st = kv->ops->rename(kv->kv, key, DK_SESSION_SEEDED_KEY);
+    if (st != DK_OK)
+        return st; /* DK_E_NOT_FOUND: the store lost the canary, so maybe the seed too */
+    bool found = false;
+    st = kv->ops->expire(kv->kv, DK_SESSION_SEEDED_KEY, 0, &found);
+    /* if the marker keeps the canary's expiry, the next seed comes sooner: harmless */
+    return st;
+}
+
+/* The value recorded for a session: DK_OK ("1"), DK_E_UNAUTHORIZED ("0"), DK_E_NOT_FOUND
+ * (nothing), or the store's error. */
+static dk_status dk_session_record(const dk_store *kv, const char *session_id)
+{
+    char key[128];
+    dk_session_key(key, sizeof key, session_id);
+    dk_arena *a = dk_arena_new();
+    char *val = NULL;
+    size_t len = 0;
+    dk_status st = kv->ops->get(kv->kv, a, key, &val, &len);
+    if (st == DK_OK)
+        st = !val ? DK_E_NOT_FOUND : (len == 1 && val[0] == '1') ? DK_OK : DK_E_UNAUTHORIZED;
+    dk_arena_free(a);
+    return st;
+}
+
+/* The store's answer, uncached; on a miss, the source's (remembered in the store) or, without a
+ * source, "not live" once the store is seeded. */
 static dk_status dk_session_lookup(const dk_store *kv, const char *session_id)
 {
-    char key[96];
-    snprintf(key, sizeof key, "rev:%s", session_id);
-    bool revoked = false;
-    dk_status st = kv->ops->exists(kv->kv, key, &revoked);
+    dk_status st = dk_session_record(kv, session_id);
+    if (st != DK_E_NOT_FOUND)
+        return st;
+    dk_session_source_fn source = atomic_load(&dk_source.fn);
+    if (source) {
+        bool live = false;
+        int64_t ttl_ms = 0;
+        st = source(atomic_load(&dk_source.ctx), session_id, &live, &ttl_ms);
+        if (st != DK_OK)
+            return st;
+        /* remembered for the processes that have no source; a failure here only costs them
+         * a later lookup (or the seed writes it) */
+        dk_status wst = DK_OK;
+        if (live) {
+            wst = dk_session_open(kv, session_id, ttl_ms);
+        } else if (ttl_ms > 0) {
+            /* not live is final (revoked, expired, unknown): a plain write may replace a "1" */
+            char key[128];
+            dk_session_key(key, sizeof key, session_id);
+            wst = kv->ops->set(kv->kv, key, "0", 1, ttl_ms);
+        }
+        if (wst != DK_OK)
+            dk_log_warn("could not remember a session's state in the store: %s",
+                        dk_status_title(wst));
+        return live ? DK_OK : DK_E_UNAUTHORIZED;
+    }
+    bool seeded = false;
+    st = dk_session_seeded(kv, &seeded);
     if (st != DK_OK)
         return st;
-    return revoked ? DK_E_UNAUTHORIZED : DK_OK;
+    if (!seeded)
+        return DK_E_UNAVAILABLE; /* emptied, and not seeded again yet */
+    /* seeded now: ask again, in case the seed wrote this session after the first look */
+    st = dk_session_record(kv, session_id);
+    return st == DK_E_NOT_FOUND ? DK_E_UNAUTHORIZED : st;
 }
 
 dk_status dk_session_check(const dk_store *kv, const char *session_id)

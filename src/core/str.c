@@ -40,45 +40,79 @@ bool dk_parse_i64(const char *s, int64_t min, int64_t max, int64_t *ret)
     return true;
 }
 
+/* The length of the valid UTF-8 sequence at p[0..n), or 0 when it is not one. */
+static size_t dk_utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[k] & 0x3F);
+    }
+    /* overlong forms, surrogates and out-of-range code points are invalid */
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
 long dk_utf8_len(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     long count = 0;
     while (i < n) {
-        unsigned char c = p[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) {
-            len = 1;
-            cp = c;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return -1;
-        }
-        if (i + len > n)
-            return -1;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return -1;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        /* overlong forms, surrogates and out-of-range code points are invalid */
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        size_t len = dk_utf8_seq(p + i, n - i);
+        if (len == 0)
             return -1;
         i += len;
         count++;
     }
     return count;
+}
+
+size_t dk_utf8_scrub(char *dst, size_t cap, const char *src, size_t n)
+{
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+    const unsigned char *p = (const unsigned char *)src;
+    size_t i = 0, o = 0;
+    if (cap == 0)
+        return 0;
+    while (i < n) {
+        size_t len = dk_utf8_seq(p + i, n - i);
+        const char *piece = src + i;
+        size_t plen = len;
+        if (len == 0 || p[i] < 0x20 || p[i] == 0x7f) {
+            piece = replacement;
+            plen = 3;
+            len = 1;
+        }
+        if (o + plen > cap - 1)
+            break;
+        memcpy(dst + o, piece, plen);
+        o += plen;
+        i += len;
+    }
+    dst[o] = '\0';
+    return o;
 }
 
 bool dk_str_ieq(const char *a, const char *b)

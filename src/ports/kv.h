@@ -53,6 +53,15 @@ struct dk_kv_ops {
     /* ttl_ms <= 0: no expiry. */
     dk_status (*set)(dk_kv *kv, const char *key, const char *val, size_t len,
                      int64_t ttl_ms) DK_MUSTCHECK;
+    /* Like set, but only when the key is absent (SET NX); *ret_set says whether it was. */
+    dk_status (*set_nx)(dk_kv *kv, const char *key, const char *val, size_t len, int64_t ttl_ms,
+                        bool *ret_set) DK_MUSTCHECK;
+    /* Gives an existing key a new time to live (ttl_ms <= 0: none); *ret_found is false when
+     * the key is absent (nothing changes then). */
+    dk_status (*expire)(dk_kv *kv, const char *key, int64_t ttl_ms, bool *ret_found) DK_MUSTCHECK;
+    /* Atomically moves from's value and expiry to `to`, replacing what `to` held (RENAME);
+     * DK_E_NOT_FOUND when from is absent. */
+    dk_status (*rename)(dk_kv *kv, const char *from, const char *to) DK_MUSTCHECK;
     dk_status (*del)(dk_kv *kv, const char *key) DK_MUSTCHECK;
     dk_status (*exists)(dk_kv *kv, const char *key, bool *ret_exists) DK_MUSTCHECK;
     /* Fixed window counter: atomically increments key, starting a window of window_ms on the

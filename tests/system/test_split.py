@@ -621,3 +621,15 @@ def test_upstream_stalling_during_an_upload_is_504(docket_factory, tmp_path, ext
                      headers=helpers.auth_headers(acct.access), timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["bytes"] == 12 << 20
+
+
+@pytest.mark.parametrize("process", ["gateway", "auth", "users", "tasks", "notifications"])
+def test_split_process_refuses_to_start_without_redis(tmp_path, process):
+    """Split processes share revocations, rate limits and events only through Redis: without
+    REDIS_URL each one stops at once with exit code 2 (a configuration error), naming it."""
+    env = helpers.base_env(jwt_secret=helpers.random_secret())
+    env["DATABASE_URL"] = "postgres://nobody@127.0.0.1:1/none"
+    r = helpers.run_cli([process, f"--server.port={helpers.free_port()}"], env=env,
+                        cwd=str(tmp_path), timeout=20)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "REDIS_URL" in r.stderr and "redis.url" in r.stderr, r.stderr

@@ -1479,6 +1479,8 @@ static char *issue(const char *user, const char *sid, const char *role)
 {
     char *tok = NULL;
     assert_int_equal(dk_tokens_issue(F->app.tokens, F->arena, user, sid, role, &tok), DK_OK);
+    /* a live session, as a login records it (an unknown one is refused) */
+    assert_int_equal(dk_session_open(&F->app.store, sid, 600000), DK_OK);
     return tok;
 }
 

@@ -6,12 +6,15 @@
 
 #include <argon2.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/arena.h"
+#include "core/limiter.h"
 #include "core/timeutil.h"
 #include "services/auth/password.h"
 #include "core/banned.h"
@@ -320,24 +323,74 @@ static void test_pool_refuses_beyond_workers(void **state)
     auth_hasher_free(h);
 }
 
+struct queued_hash {
+    auth_hasher *h;
+    atomic_bool done;
+    dk_status st;
+};
+
+static void *queued_hash_main(void *p)
+{
+    struct queued_hash *q = p;
+    dk_arena *a = dk_arena_new();
+    char *enc = NULL;
+    q->st = auth_password_hash(q->h, a, "queued", &enc);
+    dk_arena_free(a);
+    atomic_store(&q->done, true);
+    return NULL;
+}
+
+/* Waits (bounded) until the pool shows `waiting` callers in its queue. */
+static bool pool_waiting(dk_limiter *pool, int waiting)
+{
+    for (int i = 0; i < 10000; i++) {
+        int a = 0, w = 0;
+        dk_limiter_stats(pool, &a, &w);
+        if (w == waiting)
+            return true;
+        struct timespec ts = {.tv_nsec = 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
 static void test_pool_queue_waits(void **state)
 {
-    /* with a queue of 1 and a generous max wait, the second caller waits and succeeds */
+    /* with one worker and a queue of 1, a caller that finds the worker busy waits in the queue
+     * (it does not run alongside, nor is it refused) and runs once the worker is free; a
+     * further caller finds the queue full. The test holds the worker's slot itself, so the
+     * order is fixed by the test, not by how long a hash takes. */
+    (void)state;
     auth_hasher_options o = SLOW;
     o.iterations = 1;
     o.queue = 1;
-    o.max_wait_ms = 10000;
+    o.max_wait_ms = 60000;
     auth_hasher *h = auth_hasher_new(&o);
-    struct racer r[2];
-    race(h, r, 2);
-    assert_int_equal(r[0].st, DK_OK);
-    assert_int_equal(r[1].st, DK_OK);
-    /* one of them waited for the other: together they took about two hashes */
-    double longer = r[0].seconds > r[1].seconds ? r[0].seconds : r[1].seconds;
-    double shorter = r[0].seconds < r[1].seconds ? r[0].seconds : r[1].seconds;
-    if (longer < shorter * 1.5)
-        fail_msg("the two hashes took %.1f and %.1f ms: they ran side by side", shorter * 1e3,
-                 longer * 1e3);
+    dk_limiter *pool = auth_hasher_pool(h);
+    assert_int_equal(dk_limiter_enter(pool), DK_OK); /* the only worker is busy */
+
+    struct queued_hash q = {.h = h};
+    atomic_init(&q.done, false);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, queued_hash_main, &q), 0);
+    bool queued = pool_waiting(pool, 1);
+    bool finished_early = atomic_load(&q.done);
+    /* the queue is full: a third caller is refused at once */
+    dk_arena *a = dk_arena_new();
+    char *enc = NULL;
+    dk_status third = auth_password_hash(h, a, "third", &enc);
+    dk_limiter_leave(pool); /* the worker is free: the queued hash runs */
+    assert_int_equal(pthread_join(th, NULL), 0);
+    dk_arena_free(a);
+
+    assert_true(queued);
+    assert_false(finished_early);
+    assert_int_equal(third, DK_E_UNAVAILABLE);
+    assert_int_equal(q.st, DK_OK);
+    int active = -1, waiting = -1;
+    dk_limiter_stats(pool, &active, &waiting);
+    assert_int_equal(active, 0);
+    assert_int_equal(waiting, 0);
     auth_hasher_free(h);
 }
 

@@ -137,6 +137,48 @@ static void test_key_layout(void **state)
     assert_false(r.allowed);
 }
 
+static void test_client_key(void **state)
+{
+    (void)state;
+    char out[DK_RATELIMIT_CLIENT_KEY_LEN];
+    assert_string_equal(dk_ratelimit_client_key("10.1.2.3", out), "10.1.2.3");
+    assert_string_equal(dk_ratelimit_client_key("2001:db8:1:2:3:4:5:6", out), "2001:db8:1:2::/64");
+    assert_string_equal(dk_ratelimit_client_key("2001:DB8:1:2::ffff", out), "2001:db8:1:2::/64");
+    assert_string_equal(dk_ratelimit_client_key("::1", out), "0:0:0:0::/64");
+    assert_string_equal(dk_ratelimit_client_key("::ffff:192.0.2.7", out), "192.0.2.7");
+    assert_string_equal(dk_ratelimit_client_key("not:an:address", out), "not:an:address");
+    assert_string_equal(dk_ratelimit_client_key("", out), "");
+}
+
+/* Addresses of one /64 share a counter; the next /64 has its own. */
+static void test_ipv6_counted_by_prefix(void **state)
+{
+    dk_store *s = store_or_skip(state);
+    unsigned tag = (unsigned)(getpid() ^ dk_mono_ms()) & 0xffff;
+    char a[64], b[64], other[64];
+    snprintf(a, sizeof a, "2001:db8:%x:1::1", tag);
+    snprintf(b, sizeof b, "2001:db8:%x:1:ffff:ffff:ffff:fffe", tag);
+    snprintf(other, sizeof other, "2001:db8:%x:2::1", tag);
+    dk_ratelimit_result r;
+    assert_int_equal(dk_ratelimit_hit(s, "v6", a, 2, 60000, &r), DK_OK);
+    assert_true(r.allowed);
+    assert_int_equal(dk_ratelimit_hit(s, "v6", b, 2, 60000, &r), DK_OK);
+    assert_true(r.allowed);
+    assert_int_equal(dk_ratelimit_hit(s, "v6", b, 2, 60000, &r), DK_OK);
+    assert_false(r.allowed); /* a and b are one client */
+    assert_int_equal(dk_ratelimit_hit(s, "v6", other, 2, 60000, &r), DK_OK);
+    assert_true(r.allowed);
+    char key[128];
+    snprintf(key, sizeof key, "rl:v6:2001:db8:%x:1::/64", tag);
+    dk_arena *ar = dk_arena_new();
+    char *val;
+    size_t len;
+    assert_int_equal(s->ops->get(s->kv, ar, key, &val, &len), DK_OK);
+    assert_non_null(val);
+    assert_string_equal(val, "3");
+    dk_arena_free(ar);
+}
+
 static void test_window_resets(void **state)
 {
     dk_store *s = store_or_skip(state);
@@ -213,6 +255,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_allowed_then_denied, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_key_layout, setup_memory, teardown),
+        cmocka_unit_test(test_client_key),
+        cmocka_unit_test_setup_teardown(test_ipv6_counted_by_prefix, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_window_resets, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_limit_zero_and_bad_args, setup_memory, teardown),
         /* the same tests over Redis, named apart */

@@ -80,7 +80,11 @@ static int setup_redis(void **state)
         *state = NULL;
         return 0;
     }
-    return open_store(state, &dk_kv_redis_ops, url);
+    if (open_store(state, &dk_kv_redis_ops, url) != 0)
+        return -1;
+    /* the server is shared with earlier tests: start unseeded */
+    struct fixture *f = *state;
+    return f->store.ops->del(f->store.kv, DK_SESSION_SEEDED_KEY) == DK_OK ? 0 : -1;
 }
 
 static struct fixture *fx(void **state)
@@ -106,12 +110,35 @@ static void new_sid(char sid[DK_UUID_LEN])
     dk_uuid7(sid);
 }
 
+/* A new session, recorded live in the store as the auth service does at login. */
+static void open_sid(const dk_store *s, char sid[DK_UUID_LEN])
+{
+    dk_uuid7(sid);
+    assert_int_equal(dk_session_open(s, sid, 600000), DK_OK);
+}
+
+static char *record(struct fixture *f, const char *sid)
+{
+    char key[96], *val = NULL;
+    size_t len = 0;
+    snprintf(key, sizeof key, "sess:%s", sid);
+    assert_int_equal(f->store.ops->get(f->store.kv, f->arena, key, &val, &len), DK_OK);
+    return val;
+}
+
+static void mark_seeded(const dk_store *s)
+{
+    char token[DK_SESSION_SEED_TOKEN_LEN];
+    assert_int_equal(dk_session_seed_begin(s, token), DK_OK);
+    assert_int_equal(dk_session_seed_end(s, token), DK_OK);
+}
+
 static void test_revoke_and_check(void **state)
 {
     struct fixture *f = fx(state);
     char a[DK_UUID_LEN], b[DK_UUID_LEN];
-    new_sid(a);
-    new_sid(b);
+    open_sid(&f->store, a);
+    open_sid(&f->store, b);
     assert_int_equal(dk_session_check(&f->store, a), DK_OK);
     assert_int_equal(dk_session_check(&f->store, b), DK_OK);
     assert_int_equal(dk_session_revoke(&f->store, a, 60000), DK_OK);
@@ -120,23 +147,125 @@ static void test_revoke_and_check(void **state)
     /* revoking twice is fine */
     assert_int_equal(dk_session_revoke(&f->store, a, 60000), DK_OK);
     assert_int_equal(dk_session_check(&f->store, a), DK_E_UNAUTHORIZED);
-    /* the record is the documented key */
-    char key[96], *val = NULL;
-    size_t len = 0;
-    snprintf(key, sizeof key, "rev:%s", a);
-    assert_int_equal(f->store.ops->get(f->store.kv, f->arena, key, &val, &len), DK_OK);
-    assert_non_null(val);
+    /* the records are the documented keys */
+    assert_string_equal(record(f, a), "0");
+    assert_string_equal(record(f, b), "1");
+    /* opening again (a refresh) never brings a revoked session back */
+    assert_int_equal(dk_session_open(&f->store, a, 600000), DK_OK);
+    assert_int_equal(dk_session_check(&f->store, a), DK_E_UNAUTHORIZED);
+}
+
+/* No record: without a source, unknown while the store is not seeded, dead once it is. */
+static void test_missing_record(void **state)
+{
+    struct fixture *f = fx(state);
+    char sid[DK_UUID_LEN];
+    new_sid(sid);
+    assert_int_equal(dk_session_check(&f->store, sid), DK_E_UNAVAILABLE);
+    bool seeded = true;
+    assert_int_equal(dk_session_seeded(&f->store, &seeded), DK_OK);
+    assert_false(seeded);
+    mark_seeded(&f->store);
+    assert_int_equal(dk_session_seeded(&f->store, &seeded), DK_OK);
+    assert_true(seeded);
+    assert_int_equal(dk_session_check(&f->store, sid), DK_E_UNAUTHORIZED); /* never issued */
+    /* the marker has no expiry */
+    bool found = false;
+    assert_int_equal(f->store.ops->expire(f->store.kv, DK_SESSION_SEEDED_KEY, 0, &found), DK_OK);
+    assert_true(found);
 }
 
 static void test_revocation_expires(void **state)
 {
     struct fixture *f = fx(state);
     char sid[DK_UUID_LEN];
-    new_sid(sid);
+    open_sid(&f->store, sid);
     assert_int_equal(dk_session_revoke(&f->store, sid, 80), DK_OK);
     assert_int_equal(dk_session_check(&f->store, sid), DK_E_UNAUTHORIZED);
     sleep_ms(150);
+    assert_null(record(f, sid));
+    /* the record is gone, but a gone record never means live */
+    assert_int_equal(dk_session_check(&f->store, sid), DK_E_UNAVAILABLE);
+    mark_seeded(&f->store);
+    assert_int_equal(dk_session_check(&f->store, sid), DK_E_UNAUTHORIZED);
+}
+
+static void test_open_sets_the_lifetime(void **state)
+{
+    struct fixture *f = fx(state);
+    mark_seeded(&f->store);
+    char sid[DK_UUID_LEN];
+    new_sid(sid);
+    assert_int_equal(dk_session_open(&f->store, sid, 80), DK_OK);
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
+    assert_int_equal(dk_session_open(&f->store, sid, 600000), DK_OK); /* a refresh: longer */
+    sleep_ms(150);
+    assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
+    char other[DK_UUID_LEN];
+    new_sid(other);
+    assert_int_equal(dk_session_open(&f->store, other, 80), DK_OK);
+    sleep_ms(150);
+    assert_int_equal(dk_session_check(&f->store, other), DK_E_UNAUTHORIZED); /* expired */
+    assert_int_equal(dk_session_open(&f->store, other, 0), DK_OK);           /* no-op */
+    assert_null(record(f, other));
+}
+
+/* The source (the sessions table in the auth service's process) answers for missing records,
+ * and its answer is remembered in the store for the processes that have none. */
+struct source_fake {
+    int calls;
+    const char *live_sid;
+    dk_status fail;
+};
+
+static dk_status source_lookup(void *ctx, const char *sid, bool *ret_live, int64_t *ret_ttl_ms)
+{
+    struct source_fake *src = ctx;
+    src->calls++;
+    if (src->fail != DK_OK)
+        return src->fail;
+    *ret_live = strcmp(sid, src->live_sid) == 0;
+    *ret_ttl_ms = 60000;
+    return DK_OK;
+}
+
+static void test_source_answers_missing_records(void **state)
+{
+    struct fixture *f = fx(state);
+    char live[DK_UUID_LEN], dead[DK_UUID_LEN];
+    new_sid(live);
+    new_sid(dead);
+    struct source_fake src = {.live_sid = live};
+    dk_session_guard_set_source(source_lookup, &src);
+    assert_int_equal(dk_session_check(&f->store, live), DK_OK);
+    assert_int_equal(dk_session_check(&f->store, dead), DK_E_UNAUTHORIZED);
+    assert_int_equal(src.calls, 2);
+    assert_string_equal(record(f, live), "1");
+    assert_string_equal(record(f, dead), "0");
+    assert_int_equal(dk_session_check(&f->store, live), DK_OK);
+    assert_int_equal(dk_session_check(&f->store, dead), DK_E_UNAUTHORIZED);
+    assert_int_equal(src.calls, 2); /* the store answered */
+    /* the source's errors pass through */
+    char other[DK_UUID_LEN];
+    new_sid(other);
+    src.fail = DK_E_UNAVAILABLE;
+    assert_int_equal(dk_session_check(&f->store, other), DK_E_UNAVAILABLE);
+    dk_session_guard_set_source(NULL, NULL);
+    assert_int_equal(dk_session_check(&f->store, other), DK_E_UNAVAILABLE); /* not seeded */
+}
+
+/* A seed whose canary vanished (the store was emptied meanwhile) does not mark the store. */
+static void test_seed_interrupted(void **state)
+{
+    struct fixture *f = fx(state);
+    char token[DK_SESSION_SEED_TOKEN_LEN], key[96];
+    assert_int_equal(dk_session_seed_begin(&f->store, token), DK_OK);
+    snprintf(key, sizeof key, "sess:seeding:%s", token);
+    assert_int_equal(f->store.ops->del(f->store.kv, key), DK_OK);
+    assert_int_equal(dk_session_seed_end(&f->store, token), DK_E_NOT_FOUND);
+    bool seeded = true;
+    assert_int_equal(dk_session_seeded(&f->store, &seeded), DK_OK);
+    assert_false(seeded);
 }
 
 /* Sleeps until the wall clock is early in a second, so that a few steps fit in one. */
@@ -284,8 +413,8 @@ static bool wait_not_live(int timeout_ms)
 static void revoke_record_only(const dk_store *s, const char *sid)
 {
     char key[96];
-    snprintf(key, sizeof key, "rev:%s", sid);
-    assert_int_equal(s->ops->set(s->kv, key, "1", 1, 60000), DK_OK);
+    snprintf(key, sizeof key, "sess:%s", sid);
+    assert_int_equal(s->ops->set(s->kv, key, "0", 1, 60000), DK_OK);
 }
 
 static void test_guard_memory(void **state)
@@ -299,8 +428,8 @@ static void test_guard_memory(void **state)
     assert_true(st.live); /* the memory store is live at once */
 
     char a[DK_UUID_LEN], b[DK_UUID_LEN];
-    new_sid(a);
-    new_sid(b);
+    open_sid(&f->store, a);
+    open_sid(&f->store, b);
     assert_int_equal(dk_session_check(&f->store, a), DK_OK);
     /* cached: a record written without the broadcast is not seen... */
     revoke_record_only(&f->store, a);
@@ -319,7 +448,7 @@ static void test_guard_memory(void **state)
 
     /* stopped: every check asks the store, as without the guard */
     char c[DK_UUID_LEN];
-    new_sid(c);
+    open_sid(&f->store, c);
     assert_int_equal(dk_session_check(&f->store, c), DK_OK);
     dk_session_guard_stop();
     assert_false(guard_stats().started);
@@ -329,7 +458,7 @@ static void test_guard_memory(void **state)
 
     /* a restart forgets what was cached before */
     char d[DK_UUID_LEN];
-    new_sid(d);
+    open_sid(&f->store, d);
     assert_int_equal(dk_session_guard_start(&f->store), DK_OK);
     assert_int_equal(dk_session_check(&f->store, d), DK_OK);
     dk_session_guard_stop();
@@ -342,7 +471,7 @@ static void test_guard_memory(void **state)
     dk_kv_options opt = {.key_prefix = "sgtest:"};
     assert_int_equal(other.ops->open(&opt, &other.kv), DK_OK);
     char e[DK_UUID_LEN];
-    new_sid(e);
+    open_sid(&f->store, e);
     assert_int_equal(dk_session_check(&f->store, e), DK_OK); /* cached for f's store */
     revoke_record_only(&other, e);
     assert_int_equal(dk_session_check(&other, e), DK_E_UNAUTHORIZED);
@@ -387,7 +516,7 @@ static void test_guard_no_stale_answer_after_revoke(void **state)
     struct race *r = test_calloc(1, sizeof *r);
     r->store = &f->store;
     for (int i = 0; i < RACE_ROUNDS; i++)
-        new_sid(r->sids[i]);
+        open_sid(&f->store, r->sids[i]);
     pthread_t th[RACE_THREADS];
     for (int i = 0; i < RACE_THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, race_checker, r), 0);
@@ -436,16 +565,16 @@ static void raw_do(redisContext *c, const char *cmd)
     freeReplyObject(r);
 }
 
-/* EXISTS calls the server has run since the last CONFIG RESETSTAT. */
-static long exists_calls(redisContext *c)
+/* GET calls the server has run since the last CONFIG RESETSTAT. */
+static long get_calls(redisContext *c)
 {
     redisReply *r = redisCommand(c, "INFO commandstats");
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STRING);
     long calls = 0;
-    const char *p = strstr(r->str, "cmdstat_exists:calls=");
+    const char *p = strstr(r->str, "cmdstat_get:calls=");
     if (p)
-        assert_int_equal(sscanf(p, "cmdstat_exists:calls=%ld", &calls), 1);
+        assert_int_equal(sscanf(p, "cmdstat_get:calls=%ld", &calls), 1);
     freeReplyObject(r);
     return calls;
 }
@@ -465,20 +594,20 @@ static void test_guard_redis_saves_calls_and_sees_remote_revocations(void **stat
     dk_store peer = open_peer(dk_test_env("DOCKET_TEST_REDIS_URL"));
     redisContext *raw = raw_redis();
     char sid[DK_UUID_LEN];
-    new_sid(sid);
+    open_sid(&f->store, sid);
 
-    /* without the guard: one EXISTS per check, as before */
+    /* without the guard: one GET per check */
     raw_do(raw, "CONFIG RESETSTAT");
     for (int i = 0; i < 50; i++)
         assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
-    assert_int_equal(exists_calls(raw), 50);
+    assert_int_equal(get_calls(raw), 50);
 
     assert_int_equal(dk_session_guard_start(&f->store), DK_OK);
     assert_true(wait_live(0, 2000));
     raw_do(raw, "CONFIG RESETSTAT");
     for (int i = 0; i < 500; i++)
         assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
-    assert_int_equal(exists_calls(raw), 1); /* the first one only */
+    assert_int_equal(get_calls(raw), 1); /* the first one only */
 
     /* revoked through the other process: refused here within 100 ms */
     int64_t start = dk_mono_ms();
@@ -491,7 +620,7 @@ static void test_guard_redis_saves_calls_and_sees_remote_revocations(void **stat
 
     /* what the broadcast buys: a record written without it stays unseen while cached */
     char quiet[DK_UUID_LEN];
-    new_sid(quiet);
+    open_sid(&f->store, quiet);
     assert_int_equal(dk_session_check(&f->store, quiet), DK_OK);
     revoke_record_only(&peer, quiet);
     sleep_ms(50);
@@ -508,11 +637,11 @@ static void test_guard_redis_client_kill_flushes(void **state)
     assert_int_equal(dk_session_guard_start(&f->store), DK_OK);
     assert_true(wait_live(0, 2000));
     char sid[DK_UUID_LEN];
-    new_sid(sid);
+    open_sid(&f->store, sid);
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
     raw_do(raw, "CONFIG RESETSTAT");
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
-    assert_int_equal(exists_calls(raw), 0); /* cached */
+    assert_int_equal(get_calls(raw), 0); /* cached */
 
     uint64_t outages = guard_stats().outages;
     raw_do(raw, "CLIENT KILL TYPE pubsub");
@@ -520,9 +649,9 @@ static void test_guard_redis_client_kill_flushes(void **state)
     assert_true(wait_live(outages + 1, 3000));
     raw_do(raw, "CONFIG RESETSTAT");
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
-    assert_int_equal(exists_calls(raw), 1); /* asked the store: the cache was flushed */
+    assert_int_equal(get_calls(raw), 1); /* asked the store: the cache was flushed */
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
-    assert_int_equal(exists_calls(raw), 1); /* and cached again */
+    assert_int_equal(get_calls(raw), 1); /* and cached again */
     redisFree(raw);
 }
 
@@ -533,7 +662,7 @@ static void test_guard_redis_down_asks_the_store(void **state)
     assert_int_equal(dk_session_guard_start(&f->store), DK_OK);
     assert_true(wait_live(0, 2000));
     char sid[DK_UUID_LEN];
-    new_sid(sid);
+    open_sid(&f->store, sid);
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
 
     /* the server stalls: the subscription notices (its PING goes unanswered), and checks go
@@ -551,7 +680,7 @@ static void test_guard_redis_down_asks_the_store(void **state)
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
     raw_do(raw, "CONFIG RESETSTAT");
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
-    assert_int_equal(exists_calls(raw), 0);
+    assert_int_equal(get_calls(raw), 0);
     redisFree(raw);
 }
 
@@ -575,7 +704,7 @@ static void test_guard_redis_broadcast_failure_is_an_error(void **state)
     assert_int_equal(dk_session_guard_start(&f->store), DK_OK);
     assert_true(wait_live(0, 2000));
     char sid[DK_UUID_LEN];
-    new_sid(sid);
+    open_sid(&f->store, sid);
     assert_int_equal(dk_session_check(&f->store, sid), DK_OK);
     assert_int_equal(dk_session_revoke(&mute, sid, 60000), DK_E_INTERNAL);
     /* the record is there (the source of truth), but this process never heard of it */
@@ -593,13 +722,21 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_revoke_and_check, setup_memory, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_record, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_revocation_expires, setup_memory, teardown),
+        cmocka_unit_test_setup_teardown(test_open_sets_the_lifetime, setup_memory, teardown),
+        cmocka_unit_test_setup_teardown(test_source_answers_missing_records, setup_memory,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_seed_interrupted, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_touch_and_last_used, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_touch_throttle_is_per_session, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_touch_ttl, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_last_used_garbage_reads_zero, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_and_check, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_record, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_revocation_expires, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_open_sets_the_lifetime, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_seed_interrupted, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_touch_and_last_used, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_touch_ttl, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_last_used_garbage_reads_zero, setup_redis, teardown),

@@ -162,6 +162,44 @@ static void test_utf8_invalid(void **state)
     }
 }
 
+static void test_utf8_scrub(void **state)
+{
+    (void)state;
+    char out[64];
+    /* valid text passes unchanged */
+    const char *ua = "Mozilla/5.0 (X11) \u00e9 \u20ac";
+    assert_int_equal(dk_utf8_scrub(out, sizeof out, ua, strlen(ua)), strlen(ua));
+    assert_string_equal(out, ua);
+    /* each bad byte and each control character becomes U+FFFD */
+    const char *cases[][2] = {
+        {"a\xff\xfe"
+         "b",
+         "a\xef\xbf\xbd\xef\xbf\xbd"
+         "b"},
+        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong '/' */
+        {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* a surrogate */
+        {"x\x80", "x\xef\xbf\xbd"},                               /* a lone continuation */
+        {"tab\there", "tab\xef\xbf\xbdhere"},
+        {"\x7f", "\xef\xbf\xbd"},
+        {"\xe2\x82", "\xef\xbf\xbd\xef\xbf\xbd"}, /* truncated sequence */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = dk_utf8_scrub(out, sizeof out, cases[i][0], strlen(cases[i][0]));
+        assert_string_equal(out, cases[i][1]);
+        assert_int_equal(n, strlen(cases[i][1]));
+        assert_true(dk_utf8_len(out, n) >= 0);
+    }
+    /* truncation never splits a character */
+    assert_int_equal(dk_utf8_scrub(out, 4, "ab€", 5), 2);
+    assert_string_equal(out, "ab");
+    assert_int_equal(dk_utf8_scrub(out, 6, "ab€", 5), 5);
+    assert_string_equal(out, "ab€");
+    assert_int_equal(dk_utf8_scrub(out, 3, "a\xff", 2), 1);
+    assert_string_equal(out, "a");
+    assert_int_equal(dk_utf8_scrub(out, 1, "abc", 3), 0);
+    assert_string_equal(out, "");
+}
+
 static void test_str_ieq(void **state)
 {
     assert_true(dk_str_ieq("", ""));
@@ -225,7 +263,7 @@ int main(void)
         cmocka_unit_test(test_parse_i64_bounds),  cmocka_unit_test(test_parse_i64n),
         cmocka_unit_test(test_utf8_valid),        cmocka_unit_test(test_utf8_invalid),
         cmocka_unit_test(test_str_ieq),           cmocka_unit_test(test_strlcpy),
-        cmocka_unit_test(test_str_lower),
+        cmocka_unit_test(test_str_lower),         cmocka_unit_test(test_utf8_scrub),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,17 +74,41 @@ static const char *auth_token_hash(dk_arena *a, const char *token)
     return hex;
 }
 
+/* Session ids are ours (UUIDs); anything else cannot be in the table, and must not reach SQL
+ * (PostgreSQL refuses bytes that are not UTF-8). */
+static bool auth_sid_plausible(const char *sid)
+{
+    return dk_uuid_valid(sid);
+}
+
 static int64_t auth_revoke_ttl(const auth_repo *r)
 {
     return r->access_ttl_ms + AUTH_REVOKE_MARGIN_MS;
 }
 
+/* Records a revocation (after its transaction committed). When the store does not take it, the
+ * keeper replays recent revocations until it does. */
 static dk_status auth_kv_revoke(const auth_repo *r, const char *sid)
 {
     dk_status st = dk_session_revoke(r->kv, sid, auth_revoke_ttl(r));
-    if (st != DK_OK)
+    if (st != DK_OK) {
         dk_log_error("could not record the revocation of a session: %s", dk_status_title(st));
+        if (r->owed)
+            atomic_store(&r->owed->revocations, true);
+    }
     return st;
+}
+
+/* Records a live session (after its transaction committed); a failure is made good by the
+ * keeper, and until then processes with the database find it there. */
+static void auth_kv_open(const auth_repo *r, const char *sid, int64_t ttl_ms)
+{
+    dk_status st = dk_session_open(r->kv, sid, ttl_ms);
+    if (st != DK_OK) {
+        dk_log_warn("could not record a session in the shared store: %s", dk_status_title(st));
+        if (r->owed)
+            atomic_store(&r->owed->lives, true);
+    }
 }
 
 dk_status auth_repo_credentials_put(const auth_repo *r, dk_arena *a, const char *user_id,
@@ -159,6 +183,8 @@ dk_status auth_repo_session_open(const auth_repo *r, dk_arena *a, const char *us
     if (st != DK_OK)
         return dk_tx_end(&tx, st);
     int n = rows->nrows;
+    auth_session *evicted = NULL;
+    int nevicted = 0;
     if (n >= r->max_sessions) {
         auth_session *active = dk_arena_alloc(a, sizeof(auth_session) * (size_t)n);
         for (int i = 0; i < n; i++) {
@@ -167,16 +193,14 @@ dk_status auth_repo_session_open(const auth_repo *r, dk_arena *a, const char *us
             active[i].last_used_at = auth_last_used(r, a, active[i].id, dk_sql_get_int(rows, i, 2));
         }
         qsort(active, (size_t)n, sizeof *active, auth_session_lru_cmp);
-        for (int i = 0; i < n - r->max_sessions + 1; i++) {
+        evicted = active;
+        nevicted = n - r->max_sessions + 1;
+        for (int i = 0; i < nevicted; i++) {
             const char *pr[] = {active[i].id, nows};
             st = dk_tx_query(&tx, a, "UPDATE sessions SET revoked_at = $2 WHERE id = $1", 2, pr,
                              NULL);
             if (st != DK_OK)
                 return dk_tx_end(&tx, st);
-            st = auth_kv_revoke(r, active[i].id);
-            if (st != DK_OK)
-                return dk_tx_end(&tx, st);
-            dk_log_info("session evicted: more than %d active sessions", r->max_sessions);
         }
     }
     char *sid = dk_arena_alloc(a, DK_UUID_LEN);
@@ -195,11 +219,18 @@ dk_status auth_repo_session_open(const auth_repo *r, dk_arena *a, const char *us
                      "VALUES ($1, $2, $3)",
                      3, pt, NULL);
     st = dk_tx_end(&tx, st);
-    if (st == DK_OK) {
-        *ret_session_id = sid;
-        *ret_refresh = refresh;
+    if (st != DK_OK)
+        return st;
+    /* the store learns of the eviction only once it is committed (a rolled back login must not
+     * leave a session revoked in the store but live in the database) */
+    for (int i = 0; i < nevicted; i++) {
+        (void)auth_kv_revoke(r, evicted[i].id); /* on failure the keeper replays it */
+        dk_log_info("session evicted: more than %d active sessions", r->max_sessions);
     }
-    return st;
+    auth_kv_open(r, sid, r->refresh_ttl_ms);
+    *ret_session_id = sid;
+    *ret_refresh = refresh;
+    return DK_OK;
 }
 
 dk_status auth_repo_session_refresh(const auth_repo *r, dk_arena *a, const char *refresh_token,
@@ -237,11 +268,10 @@ dk_status auth_repo_session_refresh(const auth_repo *r, dk_arena *a, const char 
         st = dk_tx_query(&tx, a,
                          "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
                          2, p3, NULL);
-        if (st == DK_OK)
-            st = auth_kv_revoke(r, sid);
         st = dk_tx_end(&tx, st);
         if (st != DK_OK)
             return st;
+        (void)auth_kv_revoke(r, sid); /* on failure the keeper replays it */
         dk_log_warn("refresh token reuse detected: session revoked");
         return DK_E_UNAUTHORIZED;
     }
@@ -268,17 +298,20 @@ dk_status auth_repo_session_refresh(const auth_repo *r, dk_arena *a, const char 
     st = dk_tx_query(&tx, a, "UPDATE sessions SET last_used_at = $2, expires_at = $3 WHERE id = $1",
                      3, p6, NULL);
     st = dk_tx_end(&tx, st);
-    if (st == DK_OK) {
-        *ret_session_id = sid;
-        *ret_user_id = user_id;
-        *ret_new_refresh = fresh;
-    }
-    return st;
+    if (st != DK_OK)
+        return st;
+    auth_kv_open(r, sid, r->refresh_ttl_ms); /* its new lifetime */
+    *ret_session_id = sid;
+    *ret_user_id = user_id;
+    *ret_new_refresh = fresh;
+    return DK_OK;
 }
 
 dk_status auth_repo_session_revoke(const auth_repo *r, dk_arena *a, const char *user_id,
                                    const char *session_id)
 {
+    if (!auth_sid_plausible(session_id))
+        return DK_E_NOT_FOUND;
     const char *p[] = {session_id, user_id, dk_sql_int(a, dk_now_ms())};
     dk_db_rows *rows = NULL;
     dk_status st = dk_sql(r->db, a,
@@ -375,7 +408,7 @@ dk_status auth_repo_forget_user(const auth_repo *r, dk_arena *a, const char *use
     return dk_tx_end(&tx, st);
 }
 
-dk_status auth_repo_housekeeping(const auth_repo *r, dk_arena *a)
+dk_status auth_repo_replay_revocations(const auth_repo *r, dk_arena *a)
 {
     int64_t now = dk_now_ms();
     int64_t horizon = now - auth_revoke_ttl(r);
@@ -393,6 +426,68 @@ dk_status auth_repo_housekeeping(const auth_repo *r, dk_arena *a)
                 return st;
         }
     }
+    return DK_OK;
+}
+
+dk_status auth_repo_session_state(const auth_repo *r, dk_arena *a, const char *session_id,
+                                  bool *ret_live, int64_t *ret_ttl_ms)
+{
+    int64_t now = dk_now_ms();
+    bool live = false;
+    int64_t ttl = auth_revoke_ttl(r);
+    if (auth_sid_plausible(session_id)) {
+        const char *p[] = {session_id};
+        dk_db_rows *rows = NULL;
+        dk_status st = dk_sql(r->db, a, "SELECT revoked_at, expires_at FROM sessions WHERE id = $1",
+                              1, p, &rows);
+        if (st != DK_OK)
+            return st;
+        if (rows->nrows == 1) {
+            int64_t expires = dk_sql_get_int(rows, 0, 1);
+            live = dk_db_value(rows, 0, 0) == NULL && expires > now;
+            if (live)
+                ttl = expires - now;
+        }
+    }
+    *ret_live = live;
+    *ret_ttl_ms = ttl;
+    return DK_OK;
+}
+
+dk_status auth_repo_seed(const auth_repo *r, dk_arena *a, bool full)
+{
+    char token[DK_SESSION_SEED_TOKEN_LEN];
+    dk_status st = DK_OK;
+    if (full) {
+        st = dk_session_seed_begin(r->kv, token);
+        if (st != DK_OK)
+            return st;
+    }
+    int64_t now = dk_now_ms();
+    const char *p[] = {dk_sql_int(a, now)};
+    dk_db_rows *rows = NULL;
+    st = dk_sql(r->db, a,
+                "SELECT id, expires_at FROM sessions WHERE revoked_at IS NULL AND expires_at > $1",
+                1, p, &rows);
+    if (st != DK_OK)
+        return st;
+    for (int i = 0; i < rows->nrows && st == DK_OK; i++)
+        st = dk_session_open(r->kv, dk_db_value(rows, i, 0), dk_sql_get_int(rows, i, 1) - now);
+    if (st == DK_OK && full)
+        st = dk_session_seed_end(r->kv, token);
+    if (st == DK_OK)
+        dk_log_info("shared session store %s: %d live sessions written",
+                    full ? "seeded" : "topped up", rows->nrows);
+    return st;
+}
+
+dk_status auth_repo_housekeeping(const auth_repo *r, dk_arena *a)
+{
+    int64_t now = dk_now_ms();
+    int64_t horizon = now - auth_revoke_ttl(r);
+    dk_status st = auth_repo_replay_revocations(r, a);
+    if (st != DK_OK)
+        return st;
     /* dead long enough that no token of theirs can still verify */
     const char *pd[] = {dk_sql_int(a, horizon), dk_sql_int(a, now)};
     return dk_sql(r->db, a,

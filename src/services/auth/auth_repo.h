@@ -5,6 +5,8 @@
 #ifndef DK_AUTH_REPO_H
 #define DK_AUTH_REPO_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/migrate.h"
@@ -21,12 +23,19 @@ typedef struct auth_session {
     const char *user_agent, *ip;
 } auth_session;
 
+/* Writes to the shared store that failed (it did not answer): the keeper makes them good. */
+typedef struct auth_cache_owed {
+    atomic_bool revocations; /* replay every recent revocation */
+    atomic_bool lives;       /* write every live session */
+} auth_cache_owed;
+
 typedef struct auth_repo {
     const dk_database *db;
     const dk_store *kv;
     int64_t access_ttl_ms;  /* revocation records live this long (plus a margin) */
     int64_t refresh_ttl_ms; /* a session expires this long after its last refresh */
     int max_sessions;
+    auth_cache_owed *owed;
 } auth_repo;
 
 dk_status auth_repo_credentials_put(const auth_repo *r, dk_arena *a, const char *user_id,
@@ -55,6 +64,15 @@ dk_status auth_repo_session_list(const auth_repo *r, dk_arena *a, const char *us
                                  auth_session **ret, int *ret_n) DK_MUSTCHECK;
 /* Deletes what the auth service holds about a user (their account was deleted). */
 dk_status auth_repo_forget_user(const auth_repo *r, dk_arena *a, const char *user_id) DK_MUSTCHECK;
+/* The source of truth for dk_session_check (dk_session_source_fn): whether the session is live,
+ * and for how long that holds. */
+dk_status auth_repo_session_state(const auth_repo *r, dk_arena *a, const char *session_id,
+                                  bool *ret_live, int64_t *ret_ttl_ms) DK_MUSTCHECK;
+/* Writes every live session to the shared store (dk_session_open), inside a seed (canary, then
+ * the marker) when `full`. DK_E_NOT_FOUND when the store was emptied meanwhile. */
+dk_status auth_repo_seed(const auth_repo *r, dk_arena *a, bool full) DK_MUSTCHECK;
+/* Writes the revocations still within their lifetime to the shared store again. */
+dk_status auth_repo_replay_revocations(const auth_repo *r, dk_arena *a) DK_MUSTCHECK;
 /* Start-up: re-publishes recent revocations to the kv store (an in-process store starts empty)
  * and drops sessions long dead. */
 dk_status auth_repo_housekeeping(const auth_repo *r, dk_arena *a) DK_MUSTCHECK;

@@ -1,6 +1,7 @@
 /* The auth service (/api/v1/auth): registration, login, refresh-token rotation with reuse
  * detection, sessions, logout and password changes. Accounts themselves belong to the users
  * service and are reached through the users.directory port. */
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include "core/arena.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/session_guard.h"
+#include "core/str.h"
 #include "core/timeutil.h"
 #include "ports/users_directory.h"
 #include "services/auth/auth_repo.h"
@@ -22,7 +25,16 @@ typedef struct auth_svc {
     auth_hasher *hasher;
     const struct dk_users_directory_ops *users;
     void *users_h;
+    auth_cache_owed owed;
+    /* the keeper: seeds an emptied shared store, makes good the writes it missed */
+    pthread_t keeper;
+    bool keeper_running;
+    bool keeper_stop; /* under keeper_lock */
+    pthread_mutex_t keeper_lock;
+    pthread_cond_t keeper_cond;
 } auth_svc;
+
+#define AUTH_KEEPER_INTERVAL_MS 1000
 
 static void auth_fail(dk_res *res, dk_status st)
 {
@@ -132,13 +144,20 @@ static void auth_register(dk_req *req, dk_res *res)
     dk_res_json(res, 201, dk_user_json(&u));
 }
 
+/* Text a client sent, as stored and shown: valid UTF-8 (bytes that are not become U+FFFD, so
+ * PostgreSQL accepts it and JSON can carry it), at most cap bytes. */
+static const char *auth_clean_text(dk_arena *a, const char *text, size_t cap)
+{
+    if (!text)
+        return NULL;
+    char *out = dk_arena_alloc(a, cap + 1);
+    (void)dk_utf8_scrub(out, cap + 1, text, strlen(text));
+    return out;
+}
+
 static const char *auth_user_agent(dk_req *req)
 {
-    const char *ua = dk_req_header(req, "User-Agent");
-    if (!ua)
-        return NULL;
-    size_t n = strlen(ua);
-    return dk_arena_strndup(req->arena, ua, n > 512 ? 512 : n);
+    return auth_clean_text(req->arena, dk_req_header(req, "User-Agent"), 512);
 }
 
 static void auth_login(dk_req *req, dk_res *res)
@@ -242,12 +261,13 @@ static void auth_sessions_list(dk_req *req, dk_res *res)
         char created[DK_RFC3339_LEN], used[DK_RFC3339_LEN];
         dk_time_format(list[i].created_at, created);
         dk_time_format(list[i].last_used_at, used);
-        json_array_append_new(items,
-                              json_pack("{s:s,s:s,s:s,s:o,s:o,s:b}", "id", list[i].id, "created_at",
-                                        created, "last_used_at", used, "user_agent",
-                                        dk_json_str_or_null(list[i].user_agent), "ip",
-                                        dk_json_str_or_null(list[i].ip), "current",
-                                        strcmp(list[i].id, req->identity->session_id) == 0));
+        json_array_append_new(
+            items,
+            json_pack("{s:s,s:s,s:s,s:o,s:o,s:b}", "id", list[i].id, "created_at", created,
+                      "last_used_at", used, "user_agent",
+                      dk_json_str_or_null(auth_clean_text(req->arena, list[i].user_agent, 1536)),
+                      "ip", dk_json_str_or_null(auth_clean_text(req->arena, list[i].ip, 64)),
+                      "current", strcmp(list[i].id, req->identity->session_id) == 0));
     }
     dk_res_json(res, 200, json_pack("{s:o}", "sessions", items));
 }
@@ -319,6 +339,84 @@ static dk_status auth_on_user_deleted(void *ctx, const char *type, const char *p
     return st;
 }
 
+/* dk_session_source_fn: the sessions table answers for an emptied or missing store record. */
+static dk_status auth_session_source(void *ctx, const char *session_id, bool *ret_live,
+                                     int64_t *ret_ttl_ms)
+{
+    auth_svc *s = ctx;
+    dk_arena *a = dk_arena_new();
+    dk_status st = auth_repo_session_state(&s->repo, a, session_id, ret_live, ret_ttl_ms);
+    dk_arena_free(a);
+    return st;
+}
+
+/* One round of the keeper: an emptied store is seeded; revocations and live sessions that did
+ * not reach the store are written again. A failed step is retried next round. */
+static void auth_keeper_round(auth_svc *s)
+{
+    dk_arena *a = dk_arena_new();
+    if (atomic_exchange(&s->owed.revocations, false)) {
+        dk_status st = auth_repo_replay_revocations(&s->repo, a);
+        if (st != DK_OK)
+            atomic_store(&s->owed.revocations, true);
+        else
+            dk_log_info("revocations that had missed the shared store were written again");
+    }
+    bool seeded = true;
+    if (dk_session_seeded(&s->app->store, &seeded) == DK_OK) {
+        bool topup = atomic_exchange(&s->owed.lives, false);
+        if (!seeded || topup) {
+            dk_status st = auth_repo_seed(&s->repo, a, !seeded);
+            if (st != DK_OK) {
+                dk_log_warn("seeding the shared session store failed (%s); retrying",
+                            dk_status_title(st));
+                if (topup)
+                    atomic_store(&s->owed.lives, true);
+            }
+        }
+    }
+    dk_arena_free(a);
+}
+
+static void *auth_keeper_run(void *arg)
+{
+    auth_svc *s = arg;
+    pthread_mutex_lock(&s->keeper_lock);
+    while (!s->keeper_stop) {
+        pthread_mutex_unlock(&s->keeper_lock);
+        auth_keeper_round(s);
+        pthread_mutex_lock(&s->keeper_lock);
+        struct timespec deadline = dk_mono_deadline(AUTH_KEEPER_INTERVAL_MS);
+        while (!s->keeper_stop &&
+               pthread_cond_timedwait(&s->keeper_cond, &s->keeper_lock, &deadline) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&s->keeper_lock);
+    return NULL;
+}
+
+static void auth_start(void *state)
+{
+    auth_svc *s = state;
+    s->keeper_stop = false;
+    s->keeper_running = pthread_create(&s->keeper, NULL, auth_keeper_run, s) == 0;
+    if (!s->keeper_running)
+        dk_log_error("auth: could not start the session store keeper");
+}
+
+static void auth_stop(void *state)
+{
+    auth_svc *s = state;
+    if (!s->keeper_running)
+        return;
+    pthread_mutex_lock(&s->keeper_lock);
+    s->keeper_stop = true;
+    pthread_cond_signal(&s->keeper_cond);
+    pthread_mutex_unlock(&s->keeper_lock);
+    pthread_join(s->keeper, NULL);
+    s->keeper_running = false;
+}
+
 static dk_status auth_init(dk_app *app, void **ret_state)
 {
     auth_svc *s = DK_NEW(auth_svc);
@@ -336,6 +434,9 @@ static dk_status auth_init(dk_app *app, void **ret_state)
     s->repo.access_ttl_ms = dk_tokens_ttl_ms(app->tokens);
     s->repo.refresh_ttl_ms = app->refresh_ttl_ms;
     s->repo.max_sessions = (int)dk_config_int(c, "auth.max_sessions");
+    s->repo.owed = &s->owed;
+    pthread_mutex_init(&s->keeper_lock, NULL);
+    dk_cond_init_monotonic(&s->keeper_cond);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int workers = (int)dk_config_int(c, "auth.hash_workers");
     auth_hasher_options ho = {
@@ -358,9 +459,12 @@ static dk_status auth_init(dk_app *app, void **ret_state)
     }
     if (st != DK_OK) {
         auth_hasher_free(s->hasher);
+        pthread_cond_destroy(&s->keeper_cond);
+        pthread_mutex_destroy(&s->keeper_lock);
         dk_free(s);
         return st;
     }
+    dk_session_guard_set_source(auth_session_source, s);
     *ret_state = s;
     return DK_OK;
 }
@@ -370,7 +474,10 @@ static void auth_shutdown(void *state)
     auth_svc *s = state;
     if (!s)
         return;
+    dk_session_guard_set_source(NULL, NULL);
     auth_hasher_free(s->hasher);
+    pthread_cond_destroy(&s->keeper_cond);
+    pthread_mutex_destroy(&s->keeper_lock);
     dk_free(s);
 }
 
@@ -394,5 +501,7 @@ const dk_service dk_auth_service = {
     .migrations = dk_auth_migrations,
     .nmigrations = DK_AUTH_NMIGRATIONS,
     .init = auth_init,
+    .start = auth_start,
+    .stop = auth_stop,
     .shutdown = auth_shutdown,
 };

@@ -355,6 +355,11 @@ auth_hasher *auth_hasher_new(const auth_hasher_options *opt)
     return h;
 }
 
+dk_limiter *auth_hasher_pool(auth_hasher *h)
+{
+    return h->pool;
+}
+
 /* The dummy hash, once made. */
 static const char *auth_dummy(auth_hasher *h)
 {

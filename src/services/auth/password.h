@@ -18,7 +18,11 @@ typedef struct auth_hasher_options {
     int workers, queue, max_wait_ms;
 } auth_hasher_options;
 
+typedef struct dk_limiter dk_limiter;
+
 auth_hasher *auth_hasher_new(const auth_hasher_options *opt);
+/* The pool every hash and verification passes through (its stats; tests hold its slots). */
+dk_limiter *auth_hasher_pool(auth_hasher *h);
 void auth_hasher_free(auth_hasher *h);
 dk_status auth_password_hash(auth_hasher *h, dk_arena *a, const char *password,
                              char **ret_encoded) DK_MUSTCHECK;

@@ -23,6 +23,7 @@
 #include "core/session_guard.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "core/workpool.h"
 #include "ports/task_events.h"
 #include "ports/users_directory.h"
 #include "services/notifications/notifications_delivery.h"
@@ -75,7 +76,13 @@ typedef struct nt_svc {
     nt_loop sched;
     /* when the last task event was handled successfully (dk_mono_ms; 0: since reported) */
     atomic_llong last_event_ok_ms;
+    /* webhook URL checks (name resolution, up to NT_WEBHOOK_CHECK_TIMEOUT) run here, never on
+     * an HTTP thread */
+    dk_workpool *checks;
 } nt_svc;
+
+#define NT_CHECK_WORKERS 4
+#define NT_CHECK_QUEUE   64
 
 /* ---------- background loops ---------- */
 
@@ -514,6 +521,66 @@ static void nt_prefs_get(dk_req *req, dk_res *res)
     dk_res_json(res, 200, nt_prefs_json(&p, false));
 }
 
+/* The preferences are valid: stores them and answers. */
+static void nt_prefs_save(nt_svc *s, dk_req *req, dk_res *res, bool email, const char *u)
+{
+    nt_prefs cur, next = {0};
+    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &cur);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    next.email_enabled = email;
+    next.webhook_url = u ? dk_arena_strdup(req->arena, u) : NULL;
+    bool url_changed = u && (!cur.webhook_url || strcmp(cur.webhook_url, u) != 0);
+    if (url_changed) {
+        unsigned char raw[32];
+        char hex[65];
+        dk_random_bytes(raw, sizeof raw);
+        dk_hex(raw, sizeof raw, hex);
+        next.webhook_secret = dk_arena_printf(req->arena, "whsec_%s", hex);
+    } else if (u) {
+        next.webhook_secret = cur.webhook_secret;
+    }
+    st = nt_repo_prefs_put(&s->repo, req->arena, req->identity->user_id, &next);
+    if (st != DK_OK) {
+        nt_fail(res, st);
+        return;
+    }
+    dk_res_json(res, 200, nt_prefs_json(&next, url_changed));
+}
+
+/* A suspended PUT /preferences whose webhook URL is being checked on the checks pool. */
+typedef struct nt_prefs_job {
+    nt_svc *s;
+    dk_req *req;
+    dk_res *res;
+    bool email;
+    const char *url;
+} nt_prefs_job;
+
+static void nt_prefs_check_run(void *arg)
+{
+    nt_prefs_job *job = arg;
+    dk_req *req = job->req;
+    dk_res *res = job->res;
+    dk_log_set_context(req->request_id, req->trace_id);
+    char reason[256];
+    dk_status chk = nt_webhook_url_check(job->url, job->s->allow_private, reason, sizeof reason);
+    if (chk == DK_E_UNAVAILABLE) { /* the resolver is saturated: not the user's fault */
+        nt_fail(res, chk);
+    } else if (chk != DK_OK) {
+        dk_errors errs;
+        dk_errors_init(&errs);
+        dk_errors_add(&errs, "webhook_url", "%s", reason);
+        dk_res_validation(res, &errs);
+    } else {
+        nt_prefs_save(job->s, req, res, job->email, job->url);
+    }
+    dk_log_set_context(NULL, NULL);
+    dk_req_resume(req);
+}
+
 static void nt_prefs_put(dk_req *req, dk_res *res)
 {
     nt_svc *s = req->service;
@@ -535,45 +602,29 @@ static void nt_prefs_put(dk_req *req, dk_res *res)
         dk_errors_add(&errs, "webhook_url", "must be a string or null");
     else if (u && (strlen(u) > NT_URL_MAX || dk_utf8_len(u, strlen(u)) < 0))
         dk_errors_add(&errs, "webhook_url", "must be a URL of at most %d characters", NT_URL_MAX);
-    else if (u) {
-        char reason[256];
-        dk_status chk = nt_webhook_url_check(u, s->allow_private, reason, sizeof reason);
-        if (chk == DK_E_UNAVAILABLE) { /* the resolver is saturated: not the user's fault */
-            dk_errors_release(&errs);
-            nt_fail(res, chk);
-            return;
-        }
-        if (chk != DK_OK)
-            dk_errors_add(&errs, "webhook_url", "%s", reason);
-    }
     if (dk_errors_any(&errs)) {
         dk_res_validation(res, &errs);
         return;
     }
-    nt_prefs cur, next = {0};
-    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &cur);
-    if (st != DK_OK) {
-        nt_fail(res, st);
+    if (!u) {
+        nt_prefs_save(s, req, res, json_is_true(email), NULL);
         return;
     }
-    next.email_enabled = json_is_true(email);
-    next.webhook_url = u ? dk_arena_strdup(req->arena, u) : NULL;
-    bool url_changed = u && (!cur.webhook_url || strcmp(cur.webhook_url, u) != 0);
-    if (url_changed) {
-        unsigned char raw[32];
-        char hex[65];
-        dk_random_bytes(raw, sizeof raw);
-        dk_hex(raw, sizeof raw, hex);
-        next.webhook_secret = dk_arena_printf(req->arena, "whsec_%s", hex);
-    } else if (u) {
-        next.webhook_secret = cur.webhook_secret;
+    /* the URL's host is resolved (up to NT_WEBHOOK_CHECK_TIMEOUT) on the checks pool: a slow
+     * name server must not hold an HTTP thread */
+    nt_prefs_job *job = dk_arena_alloc(req->arena, sizeof *job);
+    *job = (nt_prefs_job){.s = s,
+                          .req = req,
+                          .res = res,
+                          .email = json_is_true(email),
+                          .url = dk_arena_strdup(req->arena, u)};
+    dk_req_suspend(req);
+    if (dk_workpool_submit(s->checks, nt_prefs_check_run, job) != DK_OK) {
+        dk_res_header(res, "Retry-After", "1");
+        dk_res_problem(res, DK_E_UNAVAILABLE,
+                       "too many webhook URLs are being checked; try again shortly");
+        dk_req_resume(req);
     }
-    st = nt_repo_prefs_put(&s->repo, req->arena, req->identity->user_id, &next);
-    if (st != DK_OK) {
-        nt_fail(res, st);
-        return;
-    }
-    dk_res_json(res, 200, nt_prefs_json(&next, url_changed));
 }
 
 /* ---------- lifecycle ---------- */
@@ -593,6 +644,7 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     s->due_window_ms = dk_config_int(c, "notification.due_soon_minutes") * 60 * 1000;
     nt_loop_init(&s->hub);
     nt_loop_init(&s->sched);
+    s->checks = dk_workpool_new(NT_CHECK_WORKERS, NT_CHECK_QUEUE);
     static const char *const types[] = {DK_EVENT_TASK_CREATED, DK_EVENT_TASK_UPDATED,
                                         DK_EVENT_TASK_DELETED};
     dk_status st = DK_OK;
@@ -601,6 +653,7 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     if (st == DK_OK)
         st = app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, nt_on_user_deleted, s);
     if (st != DK_OK) {
+        dk_workpool_free(s->checks);
         nt_loop_destroy(&s->hub);
         nt_loop_destroy(&s->sched);
         dk_free(s);
@@ -661,6 +714,7 @@ static void nt_shutdown(void *state)
     if (!s)
         return;
     nt_hub_close_all(s);
+    dk_workpool_free(s->checks); /* the server has drained: no check is waiting */
     nt_loop_destroy(&s->hub);
     nt_loop_destroy(&s->sched);
     dk_free(s);

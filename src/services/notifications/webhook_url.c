@@ -25,14 +25,16 @@
 
 static bool nt_v4_private(const unsigned char b[4])
 {
-    return b[0] == 0 ||                            /* 0.0.0.0/8 "this network" */
-           b[0] == 10 ||                           /* 10/8 */
-           (b[0] == 100 && (b[1] & 0xc0) == 64) || /* 100.64/10 CGNAT */
-           b[0] == 127 ||                          /* 127/8 loopback */
-           (b[0] == 169 && b[1] == 254) ||         /* 169.254/16 link-local */
-           (b[0] == 172 && (b[1] & 0xf0) == 16) || /* 172.16/12 */
-           (b[0] == 192 && b[1] == 168) ||         /* 192.168/16 */
-           b[0] >= 224;                            /* 224/4 multicast, 240/4, broadcast */
+    return b[0] == 0 ||                               /* 0.0.0.0/8 "this network" */
+           b[0] == 10 ||                              /* 10/8 */
+           (b[0] == 100 && (b[1] & 0xc0) == 64) ||    /* 100.64/10 CGNAT */
+           b[0] == 127 ||                             /* 127/8 loopback */
+           (b[0] == 169 && b[1] == 254) ||            /* 169.254/16 link-local */
+           (b[0] == 172 && (b[1] & 0xf0) == 16) ||    /* 172.16/12 */
+           (b[0] == 192 && b[1] == 0 && b[2] == 0) || /* 192.0.0/24 IETF protocol assignments */
+           (b[0] == 192 && b[1] == 168) ||            /* 192.168/16 */
+           (b[0] == 198 && (b[1] & 0xfe) == 18) ||    /* 198.18/15 benchmarking */
+           b[0] >= 224;                               /* 224/4 multicast, 240/4, broadcast */
 }
 
 static bool nt_zero(const unsigned char *b, size_t n)
@@ -46,6 +48,12 @@ static bool nt_zero(const unsigned char *b, size_t n)
 static bool nt_v6_private(const unsigned char b[16])
 {
     static const unsigned char nat64[12] = {0x00, 0x64, 0xff, 0x9b};
+    static const unsigned char nat64_local[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
+    static const unsigned char teredo[4] = {0x20, 0x01, 0x00, 0x00};
+    if (memcmp(b, nat64_local, sizeof nat64_local) == 0) /* 64:ff9b:1::/48 local-use NAT64 */
+        return true;
+    if (memcmp(b, teredo, sizeof teredo) == 0) /* 2001::/32 Teredo: tunnels to anywhere */
+        return true;
     if (nt_zero(b, 10) && b[10] == 0xff && b[11] == 0xff) /* ::ffff:a.b.c.d mapped */
         return nt_v4_private(b + 12);
     if (nt_zero(b, 12)) /* ::a.b.c.d compatible, which covers :: and ::1 (0.0.0.0/8) */

@@ -50,8 +50,8 @@ dk_status nt_webhook_resolve(const char *url, bool allow_private, int64_t timeou
                              nt_webhook_target *ret, char *reason, size_t cap) DK_MUSTCHECK;
 
 /* True when sa is not a public unicast address: IPv4 0/8, 10/8, 100.64/10, 127/8, 169.254/16,
- * 172.16/12, 192.168/16, 224/4, 240/4 (so 255.255.255.255); IPv6 ::, ::1, fc00::/7, fe80::/10,
- * fec0::/10, ff00::/8, and IPv4 addresses embedded as IPv4-mapped (::ffff:0:0/96),
+ * 172.16/12, 192.0.0/24, 192.168/16, 198.18/15, 224/4, 240/4 (so 255.255.255.255); IPv6 ::, ::1,
+ * 64:ff9b:1::/48, 2001::/32 (Teredo), fc00::/7, fe80::/10, fec0::/10, ff00::/8, and IPv4 addresses embedded as IPv4-mapped (::ffff:0:0/96),
  * IPv4-compatible (::/96), NAT64 (64:ff9b::/96) or 6to4 (2002::/16) when the embedded address
  * is private. Any other family counts as private. */
 bool nt_addr_is_private(const struct sockaddr *sa);

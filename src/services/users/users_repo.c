@@ -1,5 +1,7 @@
 #include "services/users/users_repo.h"
 
+#include <string.h>
+
 #include "core/arena.h"
 #include "core/ids.h"
 #include "core/sql.h"
@@ -88,12 +90,16 @@ static dk_status users_one(const dk_database *db, dk_arena *a, const char *sql, 
 
 dk_status users_repo_get(const dk_database *db, dk_arena *a, const char *id, dk_user *ret)
 {
+    if (!dk_uuid_valid(id))
+        return DK_E_NOT_FOUND; /* names nobody; and PostgreSQL refuses bytes that are not UTF-8 */
     return users_one(db, a, "SELECT " USER_COLS " FROM users WHERE id = $1", id, ret);
 }
 
 dk_status users_repo_find_by_email(const dk_database *db, dk_arena *a, const char *email,
                                    dk_user *ret)
 {
+    if (!email || dk_utf8_len(email, strlen(email)) < 0)
+        return DK_E_NOT_FOUND;
     return users_one(db, a, "SELECT " USER_COLS " FROM users WHERE email_key = $1",
                      users_email_key(a, email), ret);
 }
@@ -123,6 +129,8 @@ dk_status users_repo_update(const dk_database *db, dk_arena *a, const char *id, 
 
 dk_status users_repo_delete(const dk_database *db, dk_arena *a, const char *id)
 {
+    if (!dk_uuid_valid(id))
+        return DK_E_NOT_FOUND;
     const char *p[] = {id};
     dk_db_rows *rows = NULL;
     dk_status st = dk_sql(db, a, "DELETE FROM users WHERE id = $1", 1, p, &rows);
