@@ -322,6 +322,7 @@ static int dk_open_store(dk_app *app, const dk_config *c, int pool)
     int rpool = (int)dk_config_int(c, "redis.pool_size");
     dk_kv_options o = {
         .url = url,
+        .tls_ca_file = dk_config_str(c, "redis.tls_ca_file"),
         .pool_size = rpool > 0 ? rpool : pool,
         .timeout_ms = (int)dk_config_int(c, "redis.timeout"),
         .key_prefix = "docket:",
@@ -347,6 +348,7 @@ static int dk_open_bus(dk_app *app, const dk_config *c, const dk_plan *plan)
     (void)gethostname(host, sizeof host - 1);
     snprintf(consumer, sizeof consumer, "%s-%ld", host, (long)getpid());
     dk_events_options eo = {.url = url,
+                            .tls_ca_file = dk_config_str(c, "redis.tls_ca_file"),
                             .group = plan->process,
                             .consumer = consumer,
                             .timeout_ms = (int)dk_config_int(c, "redis.timeout")};

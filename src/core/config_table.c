@@ -69,7 +69,11 @@ const dk_config_row dk_config_rows[] = {
 
     ROW_STR("redis.url", "", "REDIS_URL", DK_CFG_SECRET,
             "Redis for cache, counters, revocations and events: "
-            "`redis://[user:password@]host:port[/db]`; empty = in-process cache."),
+            "`redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS; empty = "
+            "in-process cache."),
+    ROW_STR("redis.tls_ca_file", "", "REDIS_TLS_CA_FILE", 0,
+            "`rediss://`: PEM file of the CA certificates to trust (e.g. a private CA); empty = "
+            "the system store, or the file named by `SSL_CERT_FILE`."),
     ROW_DUR("redis.timeout", "500ms", 1, 10 * MS_M, "Connect and command timeout for Redis."),
     ROW_INT("redis.pool_size", "0", 0, 1024,
             "Redis connections per process; 0 = one per server thread, plus two."),
