@@ -27,10 +27,10 @@
 #include "core/timeutil.h"
 #include "core/banned.h"
 
-#define RC_READ_CHUNK   16384
-#define RC_KEEPIDLE_S   15
-#define RC_KEEPINTVL_S  5
-#define RC_KEEPCNT      3
+#define RC_READ_CHUNK  16384
+#define RC_KEEPIDLE_S  15
+#define RC_KEEPINTVL_S 5
+#define RC_KEEPCNT     3
 
 struct dk_redis_conn {
     int fd;
@@ -120,7 +120,8 @@ static bool rc_tls_handshake(dk_redis_conn *c, const dk_redis_url *u, int64_t de
     if (is_ip) {
         if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), u->host) != 1)
             return false;
-    } else if (SSL_set_tlsext_host_name(c->ssl, u->host) != 1 || SSL_set1_host(c->ssl, u->host) != 1) {
+    } else if (SSL_set_tlsext_host_name(c->ssl, u->host) != 1 ||
+               SSL_set1_host(c->ssl, u->host) != 1) {
         return false;
     }
     for (;;) {
@@ -140,7 +141,8 @@ static bool rc_write_all(dk_redis_conn *c, const char *buf, size_t len, int64_t 
     while (off < len) {
         short ev;
         if (c->ssl) {
-            int n = SSL_write(c->ssl, buf + off, (int)(len - off > INT32_MAX ? INT32_MAX : len - off));
+            int n =
+                SSL_write(c->ssl, buf + off, (int)(len - off > INT32_MAX ? INT32_MAX : len - off));
             if (n > 0) {
                 off += (size_t)n;
                 continue;
