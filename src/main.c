@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/app.h"
 #include "core/arena.h"
+#include "core/client_addr.h"
 #include "core/config.h"
 #include "core/crypto.h"
 #include "core/http.h"
@@ -402,6 +403,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     dk_http_server *srv = NULL;
     dk_gateway *gw = NULL;
     dk_users_http *users_http = NULL;
+    dk_proxy_list proxies = {0};
     char secret[512];
     bool all = strcmp(plan->process, "all") == 0;
 
@@ -413,6 +415,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (dk_proxy_list_parse(dk_config_str(c, "server.trusted_proxies"), &proxies) != DK_OK) {
+        fprintf(stderr, "config: server.trusted_proxies: not a list of addresses or CIDRs\n");
+        goto out;
+    }
     if (plan->n > 0) {
         if (dk_open_database(&app, c, pool, plan) != 0)
             goto out;
@@ -472,6 +478,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         .cors_origins = edge ? dk_config_str(c, "gateway.cors_origins") : NULL,
         .edge_rate_limit_rps = edge ? dk_config_int(c, "gateway.rate_limit_rps") : 0,
         .trust_forwarded_for = dk_config_bool(c, "server.trust_forwarded_for"),
+        .trusted_proxies = proxies.n > 0 ? &proxies : NULL,
+        .forwarded_header = strcmp(dk_config_str(c, "server.forwarded_header"), "forwarded") == 0
+                                ? DK_FWD_FORWARDED
+                                : DK_FWD_X_FORWARDED_FOR,
         .offload_workers = dk_plan_has(plan, &dk_auth_service) ? dk_hash_workers(c) : 0,
         .offload_queue = (int)dk_config_int(c, "auth.hash_queue"),
     };
@@ -510,6 +520,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
 out:
     dk_gateway_free(gw);
     dk_http_free(srv);
+    dk_proxy_list_release(&proxies);
     dk_metrics_clear_collectors();
     while (running > 0) {
         running--;

@@ -33,6 +33,7 @@
     }
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const fwd_headers[] = {"x-forwarded-for", "forwarded", NULL};
 
 const dk_config_row dk_config_rows[] = {
     ROW_STR("server.host", "0.0.0.0", NULL, 0,
@@ -49,6 +50,16 @@ const dk_config_row dk_config_rows[] = {
     ROW_BOOL("server.trust_forwarded_for", "false",
              "Take the client IP from the last `X-Forwarded-For` entry (set it on services behind "
              "the Docket gateway or another trusted proxy, never on a public listener)."),
+    ROW_STR("server.trusted_proxies", "", NULL, 0,
+            "Peers (addresses or CIDRs, comma-separated, e.g. the ingress pods' "
+            "`10.0.0.0/8`) whose forwarded header names the client; from the right, the first "
+            "address outside these ranges is the client. Empty = none: the peer is the client."),
+    {.key = "server.forwarded_header",
+     .type = DK_CFG_STRING,
+     .def = "x-forwarded-for",
+     .doc = "The header the trusted proxies set: `x-forwarded-for`, or `forwarded` (RFC 7239). "
+            "The other one is ignored.",
+     .choices = fwd_headers},
 
     ROW_STR("storage.data_dir", "./data", NULL, 0,
             "Directory for embedded data: the SQLite database, local objects and the generated JWT "

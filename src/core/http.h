@@ -202,8 +202,10 @@ typedef struct dk_http_options {
     const char *cors_origins;    /* comma-separated allowed origins, "*" for any; NULL/"" = off */
     int64_t edge_rate_limit_rps; /* per client IP per second on service routes; 0 = none */
     bool trust_forwarded_for;    /* take the client IP from X-Forwarded-For (behind a proxy) */
-    int offload_workers;         /* threads for DK_ROUTE_OFFLOAD handlers (0: run inline) */
-    int offload_queue;           /* such requests waiting beyond the workers; more → 503 */
+    const struct dk_proxy_list *trusted_proxies; /* peers whose forwarded header is read; NULL */
+    int forwarded_header;                        /* a dk_fwd_header: which header they set */
+    int offload_workers; /* threads for DK_ROUTE_OFFLOAD handlers (0: run inline) */
+    int offload_queue;   /* such requests waiting beyond the workers; more → 503 */
 } dk_http_options;
 
 dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app);

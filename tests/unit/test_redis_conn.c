@@ -407,8 +407,8 @@ static void test_events_over_tls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tls_with_ca_file),  cmocka_unit_test(test_tls_with_ssl_cert_file),
-        cmocka_unit_test(test_tls_refusals),      cmocka_unit_test(test_kv_over_tls),
+        cmocka_unit_test(test_tls_with_ca_file), cmocka_unit_test(test_tls_with_ssl_cert_file),
+        cmocka_unit_test(test_tls_refusals),     cmocka_unit_test(test_kv_over_tls),
         cmocka_unit_test(test_events_over_tls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
