@@ -15,6 +15,7 @@
 #include "core/arena.h"
 #include "core/client_addr.h"
 #include "core/config.h"
+#include "core/cpus.h"
 #include "core/crypto.h"
 #include "core/http.h"
 #include "core/log.h"
@@ -177,19 +178,13 @@ static void dk_collect_pool(void *ctx, dk_metrics_out *out)
 static int dk_hash_workers(const dk_config *c)
 {
     int w = (int)dk_config_int(c, "auth.hash_workers");
-    if (w > 0)
-        return w;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return (int)(cores > 0 ? cores : 1);
+    return w > 0 ? w : dk_cpu_count();
 }
 
 static int dk_server_threads(const dk_config *c)
 {
     int t = (int)dk_config_int(c, "server.threads");
-    if (t > 0)
-        return t;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return (int)(cores > 0 ? cores : 1) * 4;
+    return t > 0 ? t : dk_cpu_count() * 4;
 }
 
 /* The services a command runs in this process: all of them, or one (split mode). */

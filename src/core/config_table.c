@@ -42,7 +42,8 @@ const dk_config_row dk_config_rows[] = {
             "TCP port; 0 = the command's default: 3000 `all` and `gateway`, 3001 `auth`, "
             "3002 `users`, 3003 `tasks`, 3004 `notifications`."),
     ROW_INT("server.threads", "0", 0, 256,
-            "HTTP worker threads; 0 = 4 per CPU core (handlers wait on the database)."),
+            "HTTP worker threads; 0 = 4 per usable CPU (handlers wait on the database). Usable "
+            "CPUs: the CPUs the process may run on, capped by its cgroup CPU limit, rounded up."),
     ROW_SIZE("server.body_limit", "1MiB", B_KIB, 64 * B_MIB,
              "Largest request body accepted; a bigger one is answered 413."),
     ROW_DUR("server.drain_timeout", "10s", 0, 10 * MS_M,
@@ -102,7 +103,7 @@ const dk_config_row dk_config_rows[] = {
     ROW_INT("auth.argon2_iterations", "2", 1, 100, "Argon2id time cost (passes over the memory)."),
     ROW_INT("auth.argon2_parallelism", "1", 1, 64, "Argon2id lanes (threads per hash)."),
     ROW_INT("auth.hash_workers", "0", 0, 256,
-            "Threads that compute password hashes; 0 = one per CPU core."),
+            "Threads that compute password hashes; 0 = one per usable CPU (see `server.threads`)."),
     ROW_INT("auth.hash_queue", "256", 0, 100000,
             "Logins that may wait for a hash worker; beyond it a login is answered 503."),
 

@@ -21,15 +21,14 @@ static void test_parse(void **state)
     assert_int_equal(l.n, 0);
     dk_proxy_list_release(&l);
     assert_int_equal(
-        dk_proxy_list_parse(" 10.0.0.0/8, 192.168.1.7 fd00::/8,,2001:db8::1 0.0.0.0/0", &l),
-        DK_OK);
+        dk_proxy_list_parse(" 10.0.0.0/8, 192.168.1.7 fd00::/8,,2001:db8::1 0.0.0.0/0", &l), DK_OK);
     assert_int_equal(l.n, 5);
     dk_proxy_list_release(&l);
     assert_null(l.ranges);
     dk_proxy_list_release(&l); /* twice is harmless */
 
-    const char *bad[] = {"10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8x",
-                         "::/129",      "10.0.0",    "hostname",    "10.0.0.0/8, nope",
+    const char *bad[] = {"10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1",  "10.0.0.0/8x",
+                         "::/129",      "10.0.0",    "hostname",     "10.0.0.0/8, nope",
                          "1.2.3.4:80",  "[::1]",     "10.0.0.0/0008"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dk_proxy_list u = {.n = 77};
@@ -45,10 +44,10 @@ static void test_contains(void **state)
     dk_proxy_list l;
     assert_int_equal(dk_proxy_list_parse("10.0.0.0/8 192.168.1.7 fd00::/8 172.16.0.0/12", &l),
                      DK_OK);
-    const char *in[] = {"10.0.0.1",        "10.255.255.255", "192.168.1.7",
-                        "fd12:3456::1",    "172.31.0.9",     "::ffff:10.1.2.3"};
-    const char *out[] = {"11.0.0.1", "192.168.1.8", "fe80::1", "172.32.0.1",
-                         "::10.1.2.3", "not an ip", "",        "2001:db8::1"};
+    const char *in[] = {"10.0.0.1",     "10.255.255.255", "192.168.1.7",
+                        "fd12:3456::1", "172.31.0.9",     "::ffff:10.1.2.3"};
+    const char *out[] = {"11.0.0.1",   "192.168.1.8", "fe80::1", "172.32.0.1",
+                         "::10.1.2.3", "not an ip",   "",        "2001:db8::1"};
     for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
         if (!dk_proxy_list_contains(&l, in[i]))
             fail_msg("%s should be inside", in[i]);

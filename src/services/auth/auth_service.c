@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/cpus.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -336,13 +337,12 @@ static dk_status auth_init(dk_app *app, void **ret_state)
     s->repo.access_ttl_ms = dk_tokens_ttl_ms(app->tokens);
     s->repo.refresh_ttl_ms = app->refresh_ttl_ms;
     s->repo.max_sessions = (int)dk_config_int(c, "auth.max_sessions");
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int workers = (int)dk_config_int(c, "auth.hash_workers");
     auth_hasher_options ho = {
         .memory_kib = (uint32_t)dk_config_int(c, "auth.argon2_memory_kib"),
         .iterations = (uint32_t)dk_config_int(c, "auth.argon2_iterations"),
         .parallelism = (uint32_t)dk_config_int(c, "auth.argon2_parallelism"),
-        .workers = workers > 0 ? workers : (int)(cores > 0 ? cores : 1),
+        .workers = workers > 0 ? workers : dk_cpu_count(),
         .queue = (int)dk_config_int(c, "auth.hash_queue"),
         .max_wait_ms = 5000,
     };
