@@ -125,6 +125,7 @@ static bool rc_tls_handshake(dk_redis_conn *c, const dk_redis_url *u, int64_t de
         return false;
     }
     for (;;) {
+        ERR_clear_error(); /* SSL_get_error reads this thread's queue: start it empty */
         int r = SSL_connect(c->ssl);
         if (r == 1)
             return true;
@@ -141,6 +142,7 @@ static bool rc_write_all(dk_redis_conn *c, const char *buf, size_t len, int64_t 
     while (off < len) {
         short ev;
         if (c->ssl) {
+            ERR_clear_error();
             int n =
                 SSL_write(c->ssl, buf + off, (int)(len - off > INT32_MAX ? INT32_MAX : len - off));
             if (n > 0) {
@@ -175,6 +177,7 @@ static int rc_read_once(dk_redis_conn *c, short *ret_ev)
     char buf[RC_READ_CHUNK];
     *ret_ev = POLLIN;
     if (c->ssl) {
+        ERR_clear_error();
         int n = SSL_read(c->ssl, buf, sizeof buf);
         if (n <= 0) {
             short ev = rc_ssl_wants(c, n);
