@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Machine checks of every deployment artefact (`make deploy-check`; `make test` runs it too):
-#   Kubernetes   render each overlay (and deploy/backup/velero, deploy/monitoring) with
-#                kubectl kustomize; validate every object against the Kubernetes schemas with an
-#                unknown-field check and Docket's policy (tools/deploy/k8s-validate.mjs); prove
+#   Kubernetes   render each overlay (and deploy/backup/velero/<cluster>, deploy/monitoring,
+#                deploy/monitoring/kube-prometheus-stack) with kubectl kustomize; validate every
+#                object against the Kubernetes schemas with an unknown-field check and Docket's
+#                policy (tools/deploy/k8s-validate.mjs: also registries, pool sizes and the
+#                connection budget, /api-only Ingress, cert-manager solver, webhook egress,
+#                backup prefix, trusted proxies, rollout strategy); across environments and
+#                clusters (cross-check.mjs: backup and Velero prefixes, images CI pushes); prove
 #                the checks catch breakage (selftest.mjs); the Secret template holds placeholders;
 #                every ConfigMap's config.yaml is accepted by the real binary (`docket config`)
 #   Compose      docker-compose config -q for deploy/compose.yaml and compose.all.yaml; the
 #                Docket services' environment accepted by `docket config`
 #   Dockerfiles  dockerfile-utils + Docket's rules (tools/deploy/dockerfile-lint.mjs)
 #   Prometheus   promtool check config / check rules / test rules: alert rules and their tests,
-#                every Grafana dashboard query, the prometheus-adapter rule (expanded and tested)
+#                every Grafana dashboard query, the prometheus-adapter rule (expanded and tested);
+#                the PrometheusRule is the rules file; every metric read exists (metric-names.mjs
+#                against the binary's own /metrics and kube-state-metrics' names)
+#   ingress-nginx the controller values keep the client address and answer 429
 #   CI           actionlint (+ shellcheck of every run: script) on .github/workflows/*.yml
 #   Shell        shellcheck of the deployment scripts
 # Installs what it needs when missing (Debian: docker-compose, prometheus, shellcheck, nodejs,
@@ -97,7 +104,7 @@ if command -v "$kubectl" >/dev/null; then
       sed 's/^/    /' "$tmp/render/$env.err" >&2
     fi
   done
-  for k in backup/velero monitoring; do
+  for k in backup/velero/staging-cluster backup/velero/production-cluster monitoring monitoring/kube-prometheus-stack; do
     name=${k//\//-}
     if "$kubectl" kustomize "deploy/$k" >"$tmp/render/$name.yaml" 2>"$tmp/render/$name.err"; then
       ok "kustomize render deploy/$k"
@@ -107,8 +114,30 @@ if command -v "$kubectl" >/dev/null; then
       sed 's/^/    /' "$tmp/render/$name.err" >&2
     fi
   done
+  # across environments and clusters: backup and Velero prefixes, images the workflow pushes
+  cross=(--workflow .github/workflows/ci.yml)
+  for env in development testing staging production; do
+    [ -s "$tmp/render/$env.yaml" ] && cross+=(--env "$env=$tmp/render/$env.yaml")
+  done
+  for c in staging-cluster production-cluster; do
+    [ -s "$tmp/render/backup-velero-$c.yaml" ] && cross+=(--cluster "$c=$tmp/render/backup-velero-$c.yaml")
+  done
+  run "across environments: backup prefixes, Velero prefixes per cluster, images CI pushes" \
+    node tools/deploy/cross-check.mjs "${cross[@]}"
+  if [ -s "$tmp/render/staging.yaml" ] && [ -s "$tmp/render/production.yaml" ]; then
+    sed 's|BACKUP_PREFIX: postgres/staging/|BACKUP_PREFIX: postgres/production/|' "$tmp/render/staging.yaml" >"$tmp/render/shared-prefix.yaml"
+    run_fails "the cross check refuses two environments sharing a backup prefix" \
+      node tools/deploy/cross-check.mjs --env staging="$tmp/render/shared-prefix.yaml" --env production="$tmp/render/production.yaml"
+    sed 's|type=ref,event=branch||' .github/workflows/ci.yml >"$tmp/ci-no-branch-tags.yml"
+    run_fails "the cross check refuses overlay tags the workflow does not push" \
+      node tools/deploy/cross-check.mjs --workflow "$tmp/ci-no-branch-tags.yml" --env production="$tmp/render/production.yaml"
+  fi
+  if [ -s "$tmp/render/backup-velero-staging-cluster.yaml" ]; then
+    run_fails "the cross check refuses two clusters sharing a Velero prefix" \
+      node tools/deploy/cross-check.mjs --cluster a="$tmp/render/backup-velero-staging-cluster.yaml" --cluster b="$tmp/render/backup-velero-staging-cluster.yaml"
+  fi
   if [ -s "$tmp/render/production.yaml" ]; then
-    run "the manifest checks catch 24 kinds of breakage (selftest)" \
+    run "the manifest checks catch 36 kinds of breakage (selftest)" \
       node tools/deploy/selftest.mjs "$tmp/render/production.yaml" deploy/k8s/secrets/secrets.template.yaml
   fi
   if [ -n "$bin" ]; then
@@ -186,6 +215,45 @@ if [ -f "$tmp/monitoring/prometheus.check.yml" ]; then
   sed "s|\.\./rules/docket-alerts.yml|$tmp/monitoring/weak-alerts.yml|" deploy/monitoring/tests/docket-alerts.test.yml >"$tmp/monitoring/weak.test.yml"
   run_fails "the alert tests fail on a weakened error-rate threshold" promtool test rules "$tmp/monitoring/weak.test.yml"
 fi
+
+node tools/deploy/prometheus-rule.mjs deploy/monitoring/rules/docket-alerts.yml >"$tmp/prometheusrule.yaml"
+run "kube-prometheus-stack: the PrometheusRule carries deploy/monitoring/rules/docket-alerts.yml (regenerate with tools/deploy/prometheus-rule.mjs)" \
+  diff -u deploy/monitoring/kube-prometheus-stack/prometheusrule.yaml "$tmp/prometheusrule.yaml"
+if [ -n "$bin" ] && [ -f "$tmp/monitoring/dashboard-exprs.yml" ]; then
+  # Docket's own metric names, from the real binary: one request so every family has samples
+  mport=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+  mkdir -p "$tmp/metrics-data"
+  (cd "$tmp" && exec env -i PATH=/usr/bin:/bin JWT_SECRET=deploy-check-metrics-only-0123456789abcdef \
+    "$bin" all --server.host=127.0.0.1 --server.port="$mport" --storage.data_dir="$tmp/metrics-data" \
+    >"$tmp/metrics-docket.log" 2>&1 </dev/null) &
+  mpid=$!
+  for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$mport/health" 2>/dev/null && break; sleep 0.1; done
+  curl -sS -o /dev/null "http://127.0.0.1:$mport/api/v1/users/me" 2>/dev/null || true
+  curl -fsS -o "$tmp/exposition.txt" "http://127.0.0.1:$mport/metrics" 2>/dev/null || : >"$tmp/exposition.txt"
+  kill "$mpid" 2>/dev/null || true
+  wait "$mpid" 2>/dev/null || true
+  run "every metric the alerts, the dashboard and the adapter read exists (Docket's /metrics or kube-state-metrics)" \
+    node tools/deploy/metric-names.mjs "$tmp/exposition.txt" deploy/monitoring/rules/docket-alerts.yml \
+    "$tmp/monitoring/dashboard-exprs.yml" "$tmp/monitoring/adapter-exprs.yml"
+  sed 's/kube_job_status_failed/kube_job_failed_total/' deploy/monitoring/rules/docket-alerts.yml >"$tmp/monitoring/renamed-metric.yml"
+  run_fails "the metric check refuses a rule reading a metric that does not exist" \
+    node tools/deploy/metric-names.mjs "$tmp/exposition.txt" "$tmp/monitoring/renamed-metric.yml"
+else
+  skip "metric names against the binary's /metrics (no build/docket)"
+fi
+
+# ---- ingress-nginx ----------------------------------------------------------------------------
+# shellcheck disable=SC2016 # JavaScript, not shell
+run "ingress-nginx values: client address kept (externalTrafficPolicy Local), 429 for limit-rps" \
+  node --input-type=module -e '
+    import YAML from "./tools/deploy/node_modules/yaml/dist/index.js";
+    import fs from "node:fs";
+    const v = YAML.parse(fs.readFileSync("deploy/ingress-nginx/values.yaml", "utf8"));
+    const c = v.controller ?? {}, bad = [];
+    if (c.service?.externalTrafficPolicy !== "Local" && c.config?.["use-proxy-protocol"] !== "true") bad.push("controller.service.externalTrafficPolicy must be Local (or proxy protocol on)");
+    if (c.config?.["limit-req-status-code"] !== "429") bad.push("controller.config.limit-req-status-code must be \"429\"");
+    if (c.config?.["use-forwarded-headers"] === "true" && !c.config?.["proxy-real-ip-cidr"]) bad.push("use-forwarded-headers without proxy-real-ip-cidr believes any client");
+    if (bad.length) { console.error(bad.join("\n")); process.exit(1); }'
 
 # ---- CI workflow ------------------------------------------------------------------------------
 for wf in .github/workflows/*.yml; do

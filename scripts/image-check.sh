@@ -126,7 +126,8 @@ build_s=$(elapsed "$t")
 size=$(podman image inspect --format '{{.Size}}' docket/docket:check)
 say "ok   built docket/docket:check in $build_s s ($((size / 1000000)) MB; same image as docket/{api-gateway,auth-service,user-service,task-service,notification-service}:check)"
 t=$(date +%s)
-podman build --format docker --pull=never --network=host --build-arg DEBIAN_IMAGE="$base" \
+# PG_MAJOR 15: Debian 12's own client (the PGDG repository may be out of reach here)
+podman build --format docker --pull=never --network=host --build-arg DEBIAN_IMAGE="$base" --build-arg PG_MAJOR=15 \
   -f "$context/deploy/backup/Dockerfile" -t docket/pg-backup:check "$context" >"$work/build-backup.log" 2>&1 \
   || { tail -40 "$work/build-backup.log" >&2; die "podman build of deploy/backup/Dockerfile failed"; }
 say "ok   built docket/pg-backup:check in $(elapsed "$t") s ($(podman run --rm --no-healthcheck --entrypoint pg_dump docket/pg-backup:check --version))"

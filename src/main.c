@@ -13,7 +13,9 @@
 #include "core/alloc.h"
 #include "core/app.h"
 #include "core/arena.h"
+#include "core/client_addr.h"
 #include "core/config.h"
+#include "core/cpus.h"
 #include "core/crypto.h"
 #include "core/http.h"
 #include "core/log.h"
@@ -266,19 +268,13 @@ static void dk_collect_pool(void *ctx, dk_metrics_out *out)
 static int dk_hash_workers(const dk_config *c)
 {
     int w = (int)dk_config_int(c, "auth.hash_workers");
-    if (w > 0)
-        return w;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return (int)(cores > 0 ? cores : 1);
+    return w > 0 ? w : dk_cpu_count();
 }
 
 static int dk_server_threads(const dk_config *c)
 {
     int t = (int)dk_config_int(c, "server.threads");
-    if (t > 0)
-        return t;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return (int)(cores > 0 ? cores : 1) * 4;
+    return t > 0 ? t : dk_cpu_count() * 4;
 }
 
 /* The services a command runs in this process: all of them, or one (split mode). */
@@ -443,6 +439,7 @@ static int dk_open_store(dk_app *app, const dk_config *c, int pool)
     int rpool = (int)dk_config_int(c, "redis.pool_size");
     dk_kv_options o = {
         .url = url,
+        .tls_ca_file = dk_config_str(c, "redis.tls_ca_file"),
         .pool_size = rpool > 0 ? rpool : pool,
         .timeout_ms = (int)dk_config_int(c, "redis.timeout"),
         .key_prefix = "docket:",
@@ -450,7 +447,7 @@ static int dk_open_store(dk_app *app, const dk_config *c, int pool)
     dk_status st = app->store.ops->open(&o, &app->store.kv);
     if (st == DK_E_VALIDATION || st == DK_E_BAD_REQUEST) {
         fprintf(stderr, "config: redis.url: not a valid Redis URL "
-                        "(redis://[user:password@]host:port[/db])\n");
+                        "(redis://[user:password@]host:port[/db], or rediss://… for TLS)\n");
         return DK_EXIT_USAGE;
     }
     if (st != DK_OK) {
@@ -470,6 +467,7 @@ static int dk_open_bus(dk_app *app, const dk_config *c, const dk_plan *plan)
     (void)gethostname(host, sizeof host - 1);
     snprintf(consumer, sizeof consumer, "%s-%ld", host, (long)getpid());
     dk_events_options eo = {.url = url,
+                            .tls_ca_file = dk_config_str(c, "redis.tls_ca_file"),
                             .group = plan->process,
                             .consumer = consumer,
                             .timeout_ms = (int)dk_config_int(c, "redis.timeout")};
@@ -523,6 +521,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     dk_http_server *srv = NULL;
     dk_gateway *gw = NULL;
     dk_users_http *users_http = NULL;
+    dk_proxy_list proxies = {0};
     char secret[512];
     bool all = strcmp(plan->process, "all") == 0;
 
@@ -545,6 +544,11 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         return DK_EXIT_USAGE;
     }
 
+    if (dk_proxy_list_parse(dk_config_str(c, "server.trusted_proxies"), &proxies) != DK_OK) {
+        fprintf(stderr, "config: server.trusted_proxies: not a list of addresses or CIDRs\n");
+        rc = DK_EXIT_USAGE;
+        goto out;
+    }
     if (plan->n > 0) {
         int orc = dk_open_database(&app, c, pool, plan);
         if (orc != 0) {
@@ -618,6 +622,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         .header_timeout_ms = (int)dk_config_int(c, "server.header_timeout"),
         .max_connections = (int)dk_config_int(c, "server.max_connections"),
         .max_connections_per_ip = edge ? (int)dk_config_int(c, "server.max_connections_per_ip") : 0,
+        .trusted_proxies = proxies.n > 0 ? &proxies : NULL,
+        .forwarded_header = strcmp(dk_config_str(c, "server.forwarded_header"), "forwarded") == 0
+                                ? DK_FWD_FORWARDED
+                                : DK_FWD_X_FORWARDED_FOR,
         .offload_workers = dk_plan_has(plan, &dk_auth_service) ? dk_hash_workers(c) : 0,
         .offload_queue = (int)dk_config_int(c, "auth.hash_queue"),
     };
@@ -664,6 +672,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
 out:
     dk_gateway_free(gw);
     dk_http_free(srv);
+    dk_proxy_list_release(&proxies);
     dk_metrics_clear_collectors();
     while (running > 0) {
         running--;

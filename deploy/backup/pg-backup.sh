@@ -1,7 +1,8 @@
 #!/bin/sh
 # PostgreSQL backups of Docket to S3-compatible object storage (the image docket/pg-backup runs
 # it from the CronJob in deploy/backup/postgres; an operator can run it anywhere with
-# pg_dump/pg_restore 15+ and curl 7.75+).
+# pg_dump/pg_restore of the server's major version or newer, and curl 7.75+; `backup` checks the
+# versions first).
 #
 #   pg-backup.sh backup            pg_dump -Fc → s3://$S3_BUCKET/$BACKUP_PREFIX<timestamp>.dump,
 #                                  then prune dumps older than $BACKUP_RETENTION_DAYS
@@ -13,7 +14,8 @@
 #
 # Environment: DATABASE_URL (postgres://…), S3_ENDPOINT (https://s3.us-west-2.amazonaws.com),
 # S3_BUCKET, S3_REGION (us-east-1), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-# BACKUP_PREFIX (postgres/), BACKUP_RETENTION_DAYS (7), S3_VIRTUAL_HOST (false: path-style
+# BACKUP_PREFIX (postgres/; one per environment, e.g. postgres/production/: `restore` refuses a
+# KEY outside it unless BACKUP_ALLOW_OTHER_PREFIX=1), BACKUP_RETENTION_DAYS (7), S3_VIRTUAL_HOST (false: path-style
 # URLs endpoint/bucket/key; true: bucket.host/key), TMPDIR (/tmp: where the dump is staged).
 # Requests are signed with AWS SigV4 by curl. Exit 0 on success, 1 on any failure, 2 on usage.
 set -eu
@@ -84,6 +86,19 @@ prune() {
   log "retention: $kept kept, $deleted deleted"
 }
 
+# pg_dump older than the server refuses to dump it ("server version mismatch"); say so plainly,
+# naming the build argument that fixes it, before any work is done.
+check_client_version() {
+  server=$(psql --no-psqlrc --tuples-only --no-align --dbname="$DATABASE_URL" \
+    --command='SHOW server_version_num') || die "cannot reach the database to read its version"
+  server_major=$((server / 10000))
+  client_major=$(pg_dump --version | sed -n 's/^pg_dump (PostgreSQL) \([0-9]*\).*/\1/p')
+  [ -n "$client_major" ] || die "cannot read pg_dump's version"
+  if [ "$client_major" -lt "$server_major" ]; then
+    die "pg_dump $client_major cannot dump PostgreSQL $server_major: rebuild docket/pg-backup with --build-arg PG_MAJOR=$server_major"
+  fi
+}
+
 resolve_key() {
   if [ "$1" = latest ]; then
     keys=$(list_keys) || exit 1
@@ -91,6 +106,11 @@ resolve_key() {
     [ -n "$key" ] || die "no dump under s3://$S3_BUCKET/$BACKUP_PREFIX"
     printf '%s' "$key"
   else
+    # another environment's dump is never restored by accident
+    case $1 in
+      "$BACKUP_PREFIX"*) ;;
+      *) [ "${BACKUP_ALLOW_OTHER_PREFIX:-0}" = 1 ] || die "$1 is not under this environment's prefix $BACKUP_PREFIX (set BACKUP_ALLOW_OTHER_PREFIX=1 to restore it anyway)" ;;
+    esac
     printf '%s' "$1"
   fi
 }
@@ -103,6 +123,7 @@ case $cmd in
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     upload="$TMPDIR/docket-$stamp.dump"
     trap 'rm -f "$upload"' EXIT
+    check_client_version
     start=$(date +%s)
     pg_dump --format=custom --compress=6 --no-owner --no-privileges \
       --dbname="$DATABASE_URL" --file="$upload"

@@ -1,4 +1,4 @@
-/* events_redis.c — the event port over Redis Streams (hiredis 0.14, blocking API), at least once
+/* events_redis.c — the event port over Redis Streams (plain or TLS: redis_conn.c), at least once
  * across processes.
  *
  * Every event is one entry of the stream ER_STREAM: XADD … MAXLEN ~ 100000 * type T payload P.
@@ -88,7 +88,7 @@ struct dk_events {
     pthread_mutex_t pub_lock;
     pthread_cond_t pub_cond; /* signalled when the connection is handed back */
     bool pub_busy;
-    redisContext *pub;
+    dk_redis_conn *pub;
 
     /* consuming */
     pthread_mutex_t run_lock;
@@ -96,7 +96,7 @@ struct dk_events {
     atomic_bool stop;
     bool running; /* the thread was created */
     pthread_t thread;
-    redisContext *first; /* the connection start() made, handed to the thread */
+    dk_redis_conn *first; /* the connection start() made, handed to the thread */
 };
 
 /* --- small helpers --------------------------------------------------------------------------- */
@@ -146,10 +146,14 @@ DK_MUSTCHECK static dk_status er_open(const dk_events_options *opt, dk_events **
         return DK_E_INTERNAL;
     if ((opt->group && !er_name_ok(opt->group)) || (opt->consumer && !er_name_ok(opt->consumer)))
         return DK_E_VALIDATION;
-    dk_redis_url url;
+    dk_redis_url url = {0};
     dk_status st = dk_redis_url_parse(opt->url, &url);
-    if (st != DK_OK)
+    if (st == DK_OK)
+        st = dk_redis_url_tls(&url, opt->tls_ca_file);
+    if (st != DK_OK) {
+        dk_redis_url_release(&url);
         return st;
+    }
 
     dk_events *ev = DK_NEW(dk_events);
     ev->url = url;
@@ -225,7 +229,7 @@ static void er_pub_release(dk_events *ev)
 static void er_pub_drop(dk_events *ev)
 {
     if (ev->pub)
-        redisFree(ev->pub);
+        dk_redis_conn_free(ev->pub);
     ev->pub = NULL;
 }
 
@@ -258,11 +262,9 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
         dk_redis_sigpipe sp;
         dk_redis_sigpipe_block(&sp);
         redisReply *r =
-            redisCommandArgv(ev->pub, (int)(sizeof argv / sizeof argv[0]), argv, argvlen);
-        dk_redis_sigpipe_restore(&sp, ev->pub->err != 0);
-        if (!r || ev->pub->err) {
-            if (r)
-                freeReplyObject(r);
+            dk_redis_command(ev->pub, (int)(sizeof argv / sizeof argv[0]), argv, argvlen);
+        dk_redis_sigpipe_restore(&sp, r == NULL);
+        if (!r) {
             er_pub_drop(ev);
             st = DK_E_UNAVAILABLE;
             if (reused && attempt == 0)
@@ -285,27 +287,20 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
 
 /* --- consuming ------------------------------------------------------------------------------- */
 
-/* One command on the consumer's connection; NULL after an I/O failure (c->err is then set and
- * the connection is unusable). */
-static redisReply *er_cmd(redisContext *c, int argc, const char **argv)
+/* One command on the consumer's connection; NULL after an I/O failure (the connection is then
+ * broken and unusable). */
+static redisReply *er_cmd(dk_redis_conn *c, int argc, const char **argv)
 {
     size_t argvlen[3 + 2 * ER_BATCH + 8];
     for (int i = 0; i < argc; i++)
         argvlen[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(c, argc, argv, argvlen);
-    if (r && c->err) {
-        freeReplyObject(r);
-        r = NULL;
-    }
-    if (!r && !c->err)
-        c->err = REDIS_ERR_OOM;
-    return r;
+    return dk_redis_command(c, argc, argv, argvlen);
 }
 
 /* XGROUP CREATE … 0 MKSTREAM; the group may exist already. A new group starts from the
  * oldest event kept, so a service deployed after others published misses nothing (its
  * subscribers are idempotent). */
-static dk_status er_ensure_group(dk_events *ev, redisContext *c)
+static dk_status er_ensure_group(dk_events *ev, dk_redis_conn *c)
 {
     const char *argv[] = {"XGROUP", "CREATE", ER_STREAM, ev->group, "0", "MKSTREAM"};
     redisReply *r = er_cmd(c, 6, argv);
@@ -320,15 +315,15 @@ static dk_status er_ensure_group(dk_events *ev, redisContext *c)
 
 /* A connection for the consumer thread: a short connect timeout, reads bounded a little past
  * the BLOCK time, a client name that shows who it is, and the group in place. */
-static dk_status er_consumer_connect(dk_events *ev, redisContext **ret)
+static dk_status er_consumer_connect(dk_events *ev, dk_redis_conn **ret)
 {
     int margin = ev->timeout_ms < ER_IO_MARGIN_MS ? ev->timeout_ms : ER_IO_MARGIN_MS;
-    redisContext *c = NULL;
+    dk_redis_conn *c = NULL;
     dk_status st = dk_redis_connect(&ev->url, margin, &c);
     if (st != DK_OK)
         return st;
     if (!dk_redis_set_timeout(c, ER_BLOCK_MS + margin)) {
-        redisFree(c);
+        dk_redis_conn_free(c);
         return DK_E_UNAVAILABLE;
     }
     char name[2 * ER_NAME_MAX + 32];
@@ -340,9 +335,9 @@ static dk_status er_consumer_connect(dk_events *ev, redisContext **ret)
     redisReply *r = er_cmd(c, 3, argv); /* best effort: only an I/O failure matters */
     if (r)
         freeReplyObject(r);
-    st = c->err ? DK_E_UNAVAILABLE : er_ensure_group(ev, c);
+    st = dk_redis_conn_broken(c) ? DK_E_UNAVAILABLE : er_ensure_group(ev, c);
     if (st != DK_OK) {
-        redisFree(c);
+        dk_redis_conn_free(c);
         return st;
     }
     *ret = c;
@@ -387,7 +382,7 @@ static bool er_deliver(dk_events *ev, const char *id, const redisReply *fields)
 
 /* Delivers an array of [id, fields] entries and acknowledges those that succeeded. Stops early
  * (leaving the rest pending) when close() asks. */
-static dk_status er_handle_entries(dk_events *ev, redisContext *c, const redisReply *entries)
+static dk_status er_handle_entries(dk_events *ev, dk_redis_conn *c, const redisReply *entries)
 {
     const char *argv[3 + ER_BATCH] = {"XACK", ER_STREAM, ev->group};
     int argc = 3;
@@ -413,7 +408,7 @@ static dk_status er_handle_entries(dk_events *ev, redisContext *c, const redisRe
 }
 
 /* XAUTOCLAIM: takes over entries pending longer than the idle time, anywhere in the group. */
-static dk_status er_reclaim(dk_events *ev, redisContext *c)
+static dk_status er_reclaim(dk_events *ev, dk_redis_conn *c)
 {
     char idle[24], cursor[64] = "0-0";
     snprintf(idle, sizeof idle, "%lld", (long long)ev->reclaim_idle_ms);
@@ -448,7 +443,7 @@ static dk_status er_reclaim(dk_events *ev, redisContext *c)
 }
 
 /* One XREADGROUP of new entries (blocks up to ER_BLOCK_MS). */
-static dk_status er_read_new(dk_events *ev, redisContext *c)
+static dk_status er_read_new(dk_events *ev, dk_redis_conn *c)
 {
     const char *argv[] = {"XREADGROUP", "GROUP", ev->group, ev->consumer, "COUNT", "32",
                           "BLOCK",      "500",   "STREAMS", ER_STREAM,    ">"};
@@ -479,7 +474,7 @@ static dk_status er_read_new(dk_events *ev, redisContext *c)
 
 /* On a clean exit: a consumer holding no pending entries leaves the group, so the group does
  * not collect one dead consumer per restart. One holding some stays, and others reclaim them. */
-static void er_forget_consumer(dk_events *ev, redisContext *c)
+static void er_forget_consumer(dk_events *ev, dk_redis_conn *c)
 {
     const char *argv[] = {"XPENDING", ER_STREAM, ev->group, "-", "+", "1", ev->consumer};
     redisReply *r = er_cmd(c, 7, argv);
@@ -516,7 +511,7 @@ static void *er_run(void *arg)
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    redisContext *c = ev->first;
+    dk_redis_conn *c = ev->first;
     ev->first = NULL;
     int backoff = ER_BACKOFF_MIN_MS;
     int64_t next_reclaim = 0;
@@ -550,8 +545,8 @@ static void *er_run(void *arg)
             backoff = ER_BACKOFF_MIN_MS;
             continue;
         }
-        if (c->err) {
-            redisFree(c);
+        if (dk_redis_conn_broken(c)) {
+            dk_redis_conn_free(c);
             c = NULL;
             if (!down)
                 dk_log_warn("events: lost the Redis connection; reconnecting");
@@ -561,9 +556,9 @@ static void *er_run(void *arg)
         backoff = backoff * 2 > ER_BACKOFF_MAX_MS ? ER_BACKOFF_MAX_MS : backoff * 2;
     }
     if (c) {
-        if (!c->err)
+        if (!dk_redis_conn_broken(c))
             er_forget_consumer(ev, c);
-        redisFree(c);
+        dk_redis_conn_free(c);
     }
     return NULL;
 }
@@ -589,7 +584,7 @@ DK_MUSTCHECK static dk_status er_start(dk_events *ev)
     }
     if (pthread_create(&ev->thread, NULL, er_run, ev) != 0) {
         if (ev->first)
-            redisFree(ev->first);
+            dk_redis_conn_free(ev->first);
         ev->first = NULL;
         return DK_E_INTERNAL;
     }
@@ -609,7 +604,7 @@ static void er_close(dk_events *ev)
         pthread_join(ev->thread, NULL);
     }
     if (ev->first)
-        redisFree(ev->first);
+        dk_redis_conn_free(ev->first);
     er_pub_drop(ev);
     pthread_cond_destroy(&ev->run_cond);
     pthread_mutex_destroy(&ev->run_lock);

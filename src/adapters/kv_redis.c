@@ -1,4 +1,4 @@
-/* kv_redis.c — the key-value port over Redis (hiredis 0.14, blocking API).
+/* kv_redis.c — the key-value port over Redis, plain or TLS (connections: redis_conn.c).
  * A fixed pool of pool_size connections, created on demand, guarded by a mutex and a condition
  * variable. Connect and every read/write are bounded by timeout_ms, and a call that finds the pool
  * busy waits at most timeout_ms, so a dead or stalled Redis costs a caller a bounded wait and
@@ -10,8 +10,7 @@
  *
  * PUBLISH goes through the pool like any command. Each subscription runs a thread with a
  * connection of its own: SUBSCRIBE, then poll(2) on the socket in steps of KVR_SUB_POLL_MS (so
- * unsubscribe and close return promptly) and replies parsed with redisBufferRead and
- * redisGetReplyFromReader. When the connection has been quiet for min(timeout_ms, 1 s) it sends
+ * unsubscribe and close return promptly) and replies parsed as they arrive. When the connection has been quiet for min(timeout_ms, 1 s) it sends
  * a PING, and a PING unanswered for timeout_ms counts as a lost connection, so a server that
  * vanished without closing the socket is noticed too. A lost connection is reported
  * (on_state(false)) and replaced at once; failed connects are retried with a backoff from
@@ -63,8 +62,8 @@ struct dk_kv {
     int timeout_ms;
 
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* signalled when a connection or a slot is handed back */
-    redisContext **idle; /* stack of connected, unused contexts */
+    pthread_cond_t cond;  /* signalled when a connection or a slot is handed back */
+    dk_redis_conn **idle; /* stack of connected, unused contexts */
     int nidle;
     int open; /* contexts checked out, idle, or being connected */
     int size;
@@ -102,11 +101,11 @@ static void kvr_deadline(struct timespec *ts, int timeout_ms)
 
 /* A connection for one exchange: an idle one (reused) or a new one in a free slot; waits up
  * to timeout_ms for a slot when all pool_size are in use. */
-static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, redisContext **ret, bool *ret_reused)
+static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, dk_redis_conn **ret, bool *ret_reused)
 {
     struct timespec deadline;
     bool have_deadline = false;
-    redisContext *c = NULL;
+    dk_redis_conn *c = NULL;
     pthread_mutex_lock(&kv->lock);
     for (;;) {
         if (kv->nidle > 0) {
@@ -135,7 +134,7 @@ static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, redisContext **ret, bool
             *ret_reused = true;
             return DK_OK;
         }
-        redisFree(c); /* closed by the server while idle: reconnect in the same slot */
+        dk_redis_conn_free(c); /* closed by the server while idle: reconnect in the same slot */
     }
     dk_status st = dk_redis_connect(&kv->url, timeout_ms, &c);
     if (st != DK_OK) {
@@ -151,10 +150,10 @@ static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, redisContext **ret, bool
 }
 
 /* Hands a connection back; a broken one is freed and its slot reopens on demand. */
-static void kvr_release(dk_kv *kv, redisContext *c, bool keep)
+static void kvr_release(dk_kv *kv, dk_redis_conn *c, bool keep)
 {
-    if (!keep || c->err) {
-        redisFree(c);
+    if (!keep || dk_redis_conn_broken(c)) {
+        dk_redis_conn_free(c);
         c = NULL;
     }
     pthread_mutex_lock(&kv->lock);
@@ -173,7 +172,7 @@ static dk_status kvr_command(dk_kv *kv, int timeout_ms, bool idempotent, int arg
                              const char **argv, const size_t *argvlen, redisReply **ret_reply)
 {
     for (int attempt = 0;; attempt++) {
-        redisContext *c;
+        dk_redis_conn *c;
         bool reused;
         dk_status st = kvr_acquire(kv, timeout_ms, &c, &reused);
         if (st != DK_OK)
@@ -185,11 +184,9 @@ static dk_status kvr_command(dk_kv *kv, int timeout_ms, bool idempotent, int arg
         }
         dk_redis_sigpipe sp;
         dk_redis_sigpipe_block(&sp);
-        redisReply *r = redisCommandArgv(c, argc, argv, argvlen);
-        dk_redis_sigpipe_restore(&sp, c->err != 0);
-        if (!r || c->err) {
-            if (r)
-                freeReplyObject(r);
+        redisReply *r = dk_redis_command(c, argc, argv, argvlen);
+        dk_redis_sigpipe_restore(&sp, r == NULL);
+        if (!r) {
             kvr_release(kv, c, false);
             if (reused && idempotent && attempt == 0)
                 continue;
@@ -264,16 +261,16 @@ static void kvr_sub_pause(dk_kv_sub *sub, int ms)
 }
 
 /* A new connection, subscribed: SUBSCRIBE sent and its confirmation read. */
-static dk_status kvr_sub_connect(dk_kv_sub *sub, redisContext **ret)
+static dk_status kvr_sub_connect(dk_kv_sub *sub, dk_redis_conn **ret)
 {
-    redisContext *c;
+    dk_redis_conn *c;
     dk_status st = dk_redis_connect(&sub->kv->url, sub->kv->timeout_ms, &c);
     if (st != DK_OK)
         return st;
     const char *argv[2] = {"SUBSCRIBE", sub->channel};
     size_t argvlen[2] = {9, sub->channel_len};
-    redisReply *r = redisCommandArgv(c, 2, argv, argvlen);
-    if (!r || c->err)
+    redisReply *r = dk_redis_command(c, 2, argv, argvlen);
+    if (!r)
         st = DK_E_UNAVAILABLE;
     else if (r->type == REDIS_REPLY_ERROR)
         st = dk_redis_error_status(r);
@@ -284,7 +281,7 @@ static dk_status kvr_sub_connect(dk_kv_sub *sub, redisContext **ret)
     if (r)
         freeReplyObject(r);
     if (st != DK_OK) {
-        redisFree(c);
+        dk_redis_conn_free(c);
         return st;
     }
     *ret = c;
@@ -313,19 +310,15 @@ static bool kvr_sub_reply(dk_kv_sub *sub, const redisReply *r)
 }
 
 /* Sends PING on the subscribed connection (its answer arrives as a "pong" message). */
-static bool kvr_sub_ping(redisContext *c)
+static bool kvr_sub_ping(dk_redis_conn *c)
 {
-    if (redisAppendCommand(c, "PING") != REDIS_OK)
-        return false;
-    int done = 0;
-    while (!done)
-        if (redisBufferWrite(c, &done) != REDIS_OK)
-            return false;
-    return true;
+    const char *argv[1] = {"PING"};
+    size_t argvlen[1] = {4};
+    return dk_redis_send(c, 1, argv, argvlen);
 }
 
 struct kvr_sub_conn {
-    redisContext *c;
+    dk_redis_conn *c;
     int64_t last_rx; /* when the connection last gave a reply */
     int64_t ping_at; /* when the PING still unanswered was sent; 0: none */
 };
@@ -334,10 +327,10 @@ struct kvr_sub_conn {
  * false when the connection is lost. */
 static bool kvr_sub_step(dk_kv_sub *sub, struct kvr_sub_conn *sc, int ping_every)
 {
-    redisContext *c = sc->c;
+    dk_redis_conn *c = sc->c;
     for (;;) {
-        void *reply = NULL;
-        if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+        redisReply *reply = NULL;
+        if (!dk_redis_get_reply(c, &reply))
             return false;
         if (!reply)
             break;
@@ -356,11 +349,10 @@ static bool kvr_sub_step(dk_kv_sub *sub, struct kvr_sub_conn *sc, int ping_every
             return false;
         sc->ping_at = now;
     }
-    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-    int n = poll(&pfd, 1, KVR_SUB_POLL_MS);
+    int n = dk_redis_wait_readable(c, KVR_SUB_POLL_MS);
     if (n < 0)
-        return errno == EINTR;
-    if (n > 0 && redisBufferRead(c) != REDIS_OK)
+        return false;
+    if (n > 0 && !dk_redis_read_some(c))
         return false; /* closed (EOF), reset, or a read error */
     return true;
 }
@@ -402,7 +394,7 @@ static void *kvr_sub_run(void *arg)
         }
         if (kvr_sub_step(sub, &sc, ping_every))
             continue;
-        redisFree(sc.c);
+        dk_redis_conn_free(sc.c);
         sc.c = NULL;
         if (atomic_load(&sub->stop))
             break; /* being ended: no more callbacks */
@@ -418,7 +410,7 @@ static void *kvr_sub_run(void *arg)
         }
     }
     if (sc.c)
-        redisFree(sc.c);
+        dk_redis_conn_free(sc.c);
     return NULL;
 }
 
@@ -457,7 +449,7 @@ static void kvr_close(dk_kv *kv)
         subs = next;
     }
     for (int i = 0; i < kv->nidle; i++)
-        redisFree(kv->idle[i]);
+        dk_redis_conn_free(kv->idle[i]);
     dk_free(kv->idle);
     pthread_cond_destroy(&kv->cond);
     pthread_mutex_destroy(&kv->lock);
@@ -486,6 +478,8 @@ DK_MUSTCHECK static dk_status kvr_open(const dk_kv_options *opt, dk_kv **ret_kv)
     kv->idle = dk_calloc((size_t)kv->size, sizeof(*kv->idle));
 
     dk_status st = dk_redis_url_parse(opt->url, &kv->url);
+    if (st == DK_OK)
+        st = dk_redis_url_tls(&kv->url, opt->tls_ca_file);
     if (st != DK_OK) {
         kvr_close(kv);
         return st;

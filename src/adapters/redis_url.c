@@ -1,4 +1,5 @@
-/* redis_url.c — redis:// URLs and blocking hiredis connections, shared by the Redis adapters. */
+/* redis_url.c — redis:// and rediss:// URLs, their TLS context, error replies and the SIGPIPE
+ * guard, shared by the Redis adapters (connections: redis_conn.c). */
 #include "adapters/redis_url.h"
 
 #include <errno.h>
@@ -10,6 +11,9 @@
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "core/alloc.h"
 #include "core/banned.h"
@@ -72,10 +76,16 @@ static bool ru_parse_uint(const char *s, size_t n, long min, long max, long *ret
 
 static dk_status ru_parse(const char *url, dk_redis_url *u)
 {
-    static const char scheme[] = "redis://";
-    if (!url || strncasecmp(url, scheme, sizeof scheme - 1) != 0)
+    static const char scheme[] = "redis://", tls_scheme[] = "rediss://";
+    const char *auth;
+    if (url && strncasecmp(url, scheme, sizeof scheme - 1) == 0) {
+        auth = url + sizeof scheme - 1;
+    } else if (url && strncasecmp(url, tls_scheme, sizeof tls_scheme - 1) == 0) {
+        auth = url + sizeof tls_scheme - 1;
+        u->tls = true;
+    } else {
         return DK_E_VALIDATION;
-    const char *auth = url + sizeof scheme - 1;
+    }
     const char *auth_end = auth + strcspn(auth, "/?#");
     if (*auth_end == '?' || *auth_end == '#')
         return DK_E_VALIDATION;
@@ -160,7 +170,39 @@ void dk_redis_url_release(dk_redis_url *u)
     }
     dk_free(u->user);
     dk_free(u->host);
+    SSL_CTX_free(u->tls_ctx);
     memset(u, 0, sizeof *u);
+}
+
+/* --- TLS ------------------------------------------------------------------------------------- */
+
+dk_status dk_redis_url_tls(dk_redis_url *u, const char *ca_file)
+{
+    if (!u)
+        return DK_E_INTERNAL;
+    if (!u->tls || u->tls_ctx)
+        return DK_OK;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return DK_E_INTERNAL;
+    dk_status st = DK_OK;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+        st = DK_E_INTERNAL;
+    else if (ca_file && *ca_file) {
+        if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)
+            st = DK_E_VALIDATION;
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        st = DK_E_INTERNAL;
+    }
+    ERR_clear_error(); /* the error queue is per thread: leave nothing behind */
+    if (st != DK_OK) {
+        SSL_CTX_free(ctx);
+        return st;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    u->tls_ctx = ctx;
+    return DK_OK;
 }
 
 /* --- SIGPIPE --------------------------------------------------------------------------------- */
@@ -190,18 +232,7 @@ void dk_redis_sigpipe_restore(dk_redis_sigpipe *sp, bool io_failed)
     pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
 }
 
-/* --- connections ----------------------------------------------------------------------------- */
-
-static struct timeval ru_tv(int ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
-
-bool dk_redis_set_timeout(redisContext *c, int timeout_ms)
-{
-    return redisSetTimeout(c, ru_tv(timeout_ms)) == REDIS_OK;
-}
+/* --- replies ---------------------------------------------------------------------------------- */
 
 dk_status dk_redis_error_status(const redisReply *r)
 {
@@ -211,76 +242,4 @@ dk_status dk_redis_error_status(const redisReply *r)
         if (r->str && strncmp(r->str, transient[i], strlen(transient[i])) == 0)
             return DK_E_UNAVAILABLE;
     return DK_E_INTERNAL;
-}
-
-/* Runs one setup command on a fresh connection; the status reply is checked and dropped. */
-static dk_status ru_setup_command(redisContext *c, int argc, const char **argv,
-                                  const size_t *argvlen)
-{
-    dk_redis_sigpipe sp;
-    dk_redis_sigpipe_block(&sp);
-    redisReply *r = redisCommandArgv(c, argc, argv, argvlen);
-    dk_redis_sigpipe_restore(&sp, c->err != 0);
-    dk_status st = DK_OK;
-    if (!r || c->err)
-        st = DK_E_UNAVAILABLE;
-    else if (r->type == REDIS_REPLY_ERROR)
-        st = dk_redis_error_status(r);
-    if (r)
-        freeReplyObject(r);
-    return st;
-}
-
-dk_status dk_redis_connect(const dk_redis_url *u, int timeout_ms, redisContext **ret)
-{
-    if (!u || !u->host || !ret || timeout_ms <= 0)
-        return DK_E_INTERNAL;
-    struct timeval tv = ru_tv(timeout_ms);
-    redisContext *c = redisConnectWithTimeout(u->host, u->port, tv);
-    if (!c)
-        return DK_E_INTERNAL; /* out of memory */
-    if (c->err || redisSetTimeout(c, tv) != REDIS_OK) {
-        redisFree(c);
-        return DK_E_UNAVAILABLE;
-    }
-    (void)redisEnableKeepAlive(c); /* best effort: notices a vanished peer on idle slots */
-    dk_status st = DK_OK;
-    if (u->password) {
-        bool with_user = u->user && *u->user && strcmp(u->user, "default") != 0;
-        const char *argv[3] = {"AUTH"};
-        size_t argvlen[3] = {4};
-        int argc = 1;
-        if (with_user) {
-            argv[argc] = u->user;
-            argvlen[argc++] = strlen(u->user);
-        }
-        argv[argc] = u->password;
-        argvlen[argc++] = u->password_len;
-        st = ru_setup_command(c, argc, argv, argvlen);
-    }
-    if (st == DK_OK && u->db != 0) {
-        char db[16];
-        int n = snprintf(db, sizeof db, "%d", u->db);
-        const char *argv[2] = {"SELECT", db};
-        size_t argvlen[2] = {6, (size_t)n};
-        st = ru_setup_command(c, 2, argv, argvlen);
-    }
-    if (st != DK_OK) {
-        redisFree(c);
-        return st;
-    }
-    *ret = c;
-    return DK_OK;
-}
-
-bool dk_redis_idle_alive(redisContext *c)
-{
-    if (c->err)
-        return false;
-    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-    int n;
-    do {
-        n = poll(&pfd, 1, 0);
-    } while (n < 0 && errno == EINTR);
-    return n == 0;
 }

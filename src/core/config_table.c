@@ -33,6 +33,7 @@
     }
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const fwd_headers[] = {"x-forwarded-for", "forwarded", NULL};
 
 const dk_config_row dk_config_rows[] = {
     ROW_STR("server.host", "0.0.0.0", NULL, 0,
@@ -41,7 +42,8 @@ const dk_config_row dk_config_rows[] = {
             "TCP port; 0 = the command's default: 3000 `all` and `gateway`, 3001 `auth`, "
             "3002 `users`, 3003 `tasks`, 3004 `notifications`."),
     ROW_INT("server.threads", "0", 0, 256,
-            "HTTP worker threads; 0 = 4 per CPU core (handlers wait on the database)."),
+            "HTTP worker threads; 0 = 4 per usable CPU (handlers wait on the database). Usable "
+            "CPUs: the CPUs the process may run on, capped by its cgroup CPU limit, rounded up."),
     ROW_SIZE("server.body_limit", "1MiB", B_KIB, 64 * B_MIB,
              "Largest request body accepted; a bigger one is answered 413."),
     ROW_DUR("server.drain_timeout", "10s", 0, 10 * MS_M,
@@ -49,6 +51,16 @@ const dk_config_row dk_config_rows[] = {
     ROW_BOOL("server.trust_forwarded_for", "false",
              "Take the client IP from the last `X-Forwarded-For` entry (set it on services behind "
              "the Docket gateway or another trusted proxy, never on a public listener)."),
+    ROW_STR("server.trusted_proxies", "", NULL, 0,
+            "Peers (addresses or CIDRs, comma-separated, e.g. the ingress pods' "
+            "`10.0.0.0/8`) whose forwarded header names the client; from the right, the first "
+            "address outside these ranges is the client. Empty = none: the peer is the client."),
+    {.key = "server.forwarded_header",
+     .type = DK_CFG_STRING,
+     .def = "x-forwarded-for",
+     .doc = "The header the trusted proxies set: `x-forwarded-for`, or `forwarded` (RFC 7239). "
+            "The other one is ignored.",
+     .choices = fwd_headers},
 
     ROW_DUR("server.header_timeout", "10s", 100, 10 * MS_M,
             "A request head (request line and headers) must be complete this long after the "
@@ -83,8 +95,11 @@ const dk_config_row dk_config_rows[] = {
 
     ROW_STR("redis.url", "", "REDIS_URL", DK_CFG_SECRET,
             "Redis for cache, counters, revocations and events: "
-            "`redis://[user:password@]host:port[/db]`; empty = in-process cache (`docket all` "
-            "only: split processes refuse to start without it)."),
+            "`redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS; empty = "
+            "in-process cache (`docket all` only: split processes refuse to start without it)."),
+    ROW_STR("redis.tls_ca_file", "", "REDIS_TLS_CA_FILE", 0,
+            "`rediss://`: PEM file of the CA certificates to trust (e.g. a private CA); empty = "
+            "the system store, or the file named by `SSL_CERT_FILE`."),
     ROW_DUR("redis.timeout", "500ms", 1, 10 * MS_M, "Connect and command timeout for Redis."),
     ROW_INT("redis.pool_size", "0", 0, 1024,
             "Redis connections per process; 0 = one per server thread, plus two."),
@@ -102,7 +117,7 @@ const dk_config_row dk_config_rows[] = {
     ROW_INT("auth.argon2_iterations", "2", 1, 100, "Argon2id time cost (passes over the memory)."),
     ROW_INT("auth.argon2_parallelism", "1", 1, 64, "Argon2id lanes (threads per hash)."),
     ROW_INT("auth.hash_workers", "0", 0, 256,
-            "Threads that compute password hashes; 0 = one per CPU core."),
+            "Threads that compute password hashes; 0 = one per usable CPU (see `server.threads`)."),
     ROW_INT("auth.hash_queue", "256", 0, 100000,
             "Logins that may wait for a hash worker; beyond it a login is answered 503."),
 

@@ -23,6 +23,7 @@
 #include "core/alloc.h"
 #include "core/app.h"
 #include "core/arena.h"
+#include "core/client_addr.h"
 #include "core/crypto.h"
 #include "core/ids.h"
 #include "core/json.h"
@@ -1634,25 +1635,36 @@ static const char *dk_client_ip(dk_arena *a, struct MHD_Connection *c)
     return dk_arena_strdup(a, buf);
 }
 
-/* The last address of X-Forwarded-For (the one our proxy added), when it is a valid IP. */
-static const char *dk_forwarded_ip(dk_arena *a, const char *xff)
+/* Every value of a request header, joined with ", " in the order received; NULL when absent. */
+struct dk_joined_header {
+    dk_arena *arena;
+    const char *name;
+    char *value;
+};
+
+static enum MHD_Result dk_join_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
 {
-    if (!xff || !*xff)
-        return NULL;
-    const char *last = strrchr(xff, ',');
-    last = last ? last + 1 : xff;
-    while (*last == ' ')
-        last++;
-    size_t n = strlen(last);
-    while (n > 0 && last[n - 1] == ' ')
-        n--;
-    if (n == 0 || n >= INET6_ADDRSTRLEN)
-        return NULL;
-    char *ip = dk_arena_strndup(a, last, n);
-    unsigned char buf[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1)
-        return NULL;
-    return ip;
+    (void)kind;
+    struct dk_joined_header *j = cls;
+    if (value && strcasecmp(key, j->name) == 0)
+        j->value = j->value ? dk_arena_printf(j->arena, "%s, %s", j->value, value)
+                            : dk_arena_strdup(j->arena, value);
+    return MHD_YES;
+}
+
+/* The client's address behind trusted proxies (core/client_addr.h). */
+static const char *dk_forwarded_client(dk_http_server *srv, dk_arena *a, struct MHD_Connection *c,
+                                       const char *peer)
+{
+    dk_fwd_header kind = srv->opt.forwarded_header;
+    struct dk_joined_header j = {a, kind == DK_FWD_FORWARDED ? "Forwarded" : "X-Forwarded-For",
+                                 NULL};
+    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, dk_join_header, &j);
+    char *out = dk_arena_alloc(a, DK_IP_STRLEN);
+    dk_client_addr_resolve(srv->opt.trusted_proxies, srv->opt.trust_forwarded_for, peer, kind,
+                           j.value, out);
+    return out;
 }
 
 static void dk_exchange_free_buf(void *p)
@@ -1717,12 +1729,8 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         x->res.request_id = x->req.request_id;
         dk_trace_init(&x->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
         x->req.client_ip = dk_client_ip(a, conn);
-        if (srv->opt.trust_forwarded_for) {
-            const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
-            const char *fwd = dk_forwarded_ip(a, xff);
-            if (fwd)
-                x->req.client_ip = fwd;
-        }
+        if (srv->opt.trust_forwarded_for || srv->opt.trusted_proxies)
+            x->req.client_ip = dk_forwarded_client(srv, a, conn, x->req.client_ip);
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t declared = 0;

@@ -209,8 +209,10 @@ typedef struct dk_http_options {
                                     connection or its request line (0: 10 s) */
     int max_connections;         /* open connections; beyond it requests get 503 (0: 10000) */
     int max_connections_per_ip;  /* per client address; beyond it refused at accept (0: none) */
-    int offload_workers;         /* threads for DK_ROUTE_OFFLOAD handlers (0: run inline) */
-    int offload_queue;           /* such requests waiting beyond the workers; more → 503 */
+    const struct dk_proxy_list *trusted_proxies; /* peers whose forwarded header is read; NULL */
+    int forwarded_header;                        /* a dk_fwd_header: which header they set */
+    int offload_workers; /* threads for DK_ROUTE_OFFLOAD handlers (0: run inline) */
+    int offload_queue;   /* such requests waiting beyond the workers; more → 503 */
 } dk_http_options;
 
 dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app);

@@ -14,10 +14,11 @@ typedef struct dk_events dk_events;
 typedef dk_status (*dk_event_fn)(void *ctx, const char *type, const char *payload);
 
 typedef struct dk_events_options {
-    const char *url;      /* redis://… for the Redis Streams adapter; ignored in-process */
-    const char *group;    /* consumer group: the service (or process) name, e.g. "auth" */
-    const char *consumer; /* this process within the group, e.g. "<hostname>-<pid>" */
-    int timeout_ms;       /* connect and command timeout */
+    const char *url;         /* redis[s]://… for the Redis Streams adapter; ignored in-process */
+    const char *tls_ca_file; /* rediss://: CA bundle to trust; NULL/empty = system store */
+    const char *group;       /* consumer group: the service (or process) name, e.g. "auth" */
+    const char *consumer;    /* this process within the group, e.g. "<hostname>-<pid>" */
+    int timeout_ms;          /* connect and command timeout */
 } dk_events_options;
 
 struct dk_events_ops {

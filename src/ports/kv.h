@@ -36,10 +36,11 @@ typedef void (*dk_kv_on_message)(void *ctx, const char *msg, size_t len);
 typedef void (*dk_kv_on_state)(void *ctx, bool live);
 
 typedef struct dk_kv_options {
-    const char *url;        /* redis://[user:pass@]host:port[/db]; ignored by the memory adapter */
-    int pool_size;          /* connections (Redis) */
-    int timeout_ms;         /* connect and command timeout (Redis) */
-    const char *key_prefix; /* prepended to every key, e.g. "docket:" */
+    const char *url; /* redis[s]://[user:pass@]host:port[/db]; ignored by the memory adapter */
+    const char *tls_ca_file; /* rediss://: CA bundle to trust; NULL/empty = system store */
+    int pool_size;           /* connections (Redis) */
+    int timeout_ms;          /* connect and command timeout (Redis) */
+    const char *key_prefix;  /* prepended to every key, e.g. "docket:" */
 } dk_kv_options;
 
 struct dk_kv_ops {

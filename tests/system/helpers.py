@@ -260,9 +260,9 @@ class PostgresServer:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert r.returncode == 0, f"initdb failed: {r.stdout}"
 
-    def start(self):
+    def start(self, extra_opts=""):
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                f"-c max_connections=300")
+                f"-c max_connections=300 {extra_opts}")
         r = run_as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", self.log, "-w",
                              "-o", opts, "start"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -6,11 +6,14 @@ import os
 import sqlite3
 import threading
 import time
+import types
 import uuid
 
 import jwt
 import pytest
 import requests
+
+import helpers
 
 from helpers import (PASSWORD, SLOW_HASH, assert_problem, assert_unauthorized, assert_user,
                      check_each, forge_jwt, jwt_claims, jwt_header, parse_time, random_secret,
@@ -444,6 +447,51 @@ def test_auth_rate_limit(start_docket, mode, request):
     for _ in range(8):
         assert d.me(token).status_code == 200
     assert d.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("mode_name", ["sqlite", "split"])
+def test_rate_limit_keys_on_the_client_behind_trusted_proxies(docket_factory, request,
+                                                              mode_name):
+    """Behind an ingress (here: our own 127.0.0.1 as the proxy), each client has its own bucket
+    when the proxy is trusted; a forged X-Forwarded-For or Forwarded from elsewhere changes
+    nothing. In split mode the gateway resolves the client and the auth service counts it."""
+    redis = request.getfixturevalue("own_redis") if mode_name == "split" else None
+    limits = {"DOCKET_RATE_LIMITING_MAX_REQUESTS": "2", "DOCKET_RATE_LIMITING_WINDOW_MS": "60000"}
+
+    def logins(d, headers):
+        return [d.login("nobody@example.com", headers=headers).status_code for _ in range(3)]
+
+    behind = docket_factory(mode_name, redis=redis, extra_env=dict(
+        limits, DOCKET_SERVER_TRUSTED_PROXIES="127.0.0.0/8, 10.0.0.0/8"))
+    # two clients behind two of our proxies: separate buckets, forged entries on the left ignored
+    assert logins(behind, {"X-Forwarded-For": "6.6.6.6, 198.51.100.1, 10.1.2.3"}) == \
+        [401, 401, 429]
+    assert logins(behind, {"X-Forwarded-For": "6.6.6.6, 198.51.100.2"}) == [401, 401, 429]
+    # the Forwarded header is not the one configured: it is ignored (the proxy is the client)
+    assert logins(behind, {"Forwarded": "for=198.51.100.3"}) == [401, 401, 429]
+    assert behind.login("nobody@example.com",
+                        headers={"Forwarded": "for=198.51.100.4"}).status_code == 429
+
+    # no trusted proxies (the default): forwarded headers are the client's own words
+    # (split: the same Redis, another logical database, so the buckets start empty)
+    other_db = types.SimpleNamespace(url=lambda: redis.url(1)) if redis else None
+    plain = docket_factory(mode_name, redis=other_db, extra_env=limits)
+    assert logins(plain, {"X-Forwarded-For": "198.51.100.5"}) == [401, 401, 429]
+    assert plain.login("nobody@example.com",
+                       headers={"X-Forwarded-For": "198.51.100.6"}).status_code == 429
+
+    fwd = docket_factory("sqlite", extra_env=dict(
+        limits, DOCKET_SERVER_TRUSTED_PROXIES="127.0.0.1", DOCKET_SERVER_FORWARDED_HEADER="forwarded"))
+    assert logins(fwd, {"Forwarded": 'for="[2001:db8::1]:443";proto=https'}) == [401, 401, 429]
+    assert logins(fwd, {"Forwarded": "for=198.51.100.7"}) == [401, 401, 429]
+
+
+def test_bad_trusted_proxies_is_a_configuration_error(tmp_path):
+    env = helpers.base_env(jwt_secret=helpers.random_secret())
+    r = helpers.run_cli(["all", "--server.port=0", f"--storage.data_dir={tmp_path}",
+                         "--server.trusted_proxies=10.0.0.0/33"], env=env, cwd=str(tmp_path))
+    assert r.returncode != 0
+    assert "server.trusted_proxies" in r.stderr
 
 
 # --------------------------------------------------------------------------- hashing

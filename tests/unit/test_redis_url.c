@@ -99,6 +99,14 @@ static void test_malformed(void **state)
     }
 }
 
+/* One command of one or two words on a connection of ours. */
+static redisReply *cmd(dk_redis_conn *c, const char *a, const char *b)
+{
+    const char *argv[2] = {a, b};
+    size_t argvlen[2] = {strlen(a), b ? strlen(b) : 0};
+    return dk_redis_command(c, b ? 2 : 1, argv, argvlen);
+}
+
 static void test_connect_selects_db(void **state)
 {
     (void)state;
@@ -109,30 +117,30 @@ static void test_connect_selects_db(void **state)
     snprintf(url, sizeof url, "%s/5", base);
     dk_redis_url u;
     assert_int_equal(dk_redis_url_parse(url, &u), DK_OK);
-    redisContext *c = NULL;
+    dk_redis_conn *c = NULL;
     assert_int_equal(dk_redis_connect(&u, 1000, &c), DK_OK);
     assert_non_null(c);
     assert_true(dk_redis_idle_alive(c));
-    redisReply *r = redisCommand(c, "CLIENT INFO");
+    redisReply *r = cmd(c, "CLIENT", "INFO");
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STRING);
     assert_non_null(strstr(r->str, " db=5 "));
     freeReplyObject(r);
     /* an error reply maps to a status */
-    r = redisCommand(c, "NOSUCHCOMMAND");
+    r = cmd(c, "NOSUCHCOMMAND", NULL);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ERROR);
     assert_int_equal(dk_redis_error_status(r), DK_E_INTERNAL);
     freeReplyObject(r);
     /* a connection the server closed is no longer alive */
-    r = redisCommand(c, "QUIT");
+    r = cmd(c, "QUIT", NULL);
     if (r)
         freeReplyObject(r);
     int64_t start = dk_mono_ms();
     while (dk_redis_idle_alive(c) && dk_mono_ms() - start < 1000)
         usleep(5000);
     assert_false(dk_redis_idle_alive(c));
-    redisFree(c);
+    dk_redis_conn_free(c);
     dk_redis_url_release(&u);
 }
 
@@ -150,7 +158,7 @@ static void test_connect_refused_is_unavailable(void **state)
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(sa.sin_port));
     dk_redis_url u;
     assert_int_equal(dk_redis_url_parse(url, &u), DK_OK);
-    redisContext *c = NULL;
+    dk_redis_conn *c = NULL;
     assert_int_equal(dk_redis_connect(&u, 300, &c), DK_E_UNAVAILABLE);
     assert_null(c);
     dk_redis_url_release(&u);

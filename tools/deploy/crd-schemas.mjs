@@ -1,5 +1,7 @@
 // Field lists of the custom resources Docket ships that kubernetes-models has no schema for:
-// Velero's Schedule and BackupStorageLocation (velero.io/v1, from Velero 1.13's API types).
+// Velero's Schedule and BackupStorageLocation (velero.io/v1, from Velero 1.13's API types);
+// the Prometheus Operator's PodMonitor and PrometheusRule (monitoring.coreos.com/v1, from
+// prometheus-operator 0.7x's API types: the fields Docket uses and their common siblings).
 // A small schema language: "string" | "boolean" | "integer" | "duration" | "cron" |
 // "stringMap" | ["string"] (array of) | { fields: {…}, required: [...] } | { enum: [...] }.
 // validateCrd(schema, object) returns a list of problems (unknown fields included).
@@ -54,7 +56,88 @@ const backupSpec = {
   },
 };
 
+const relabeling = {
+  fields: {
+    sourceLabels: ["string"],
+    separator: "string",
+    targetLabel: "string",
+    regex: "string",
+    modulus: "integer",
+    replacement: "string",
+    action: {
+      enum: ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod", "labelmap", "LabelMap",
+        "labeldrop", "LabelDrop", "labelkeep", "LabelKeep", "lowercase", "Lowercase", "uppercase", "Uppercase",
+        "keepequal", "KeepEqual", "dropequal", "DropEqual"],
+    },
+  },
+};
+
+const promRule = {
+  fields: {
+    record: "string",
+    alert: "string",
+    expr: "string",
+    for: "duration",
+    keep_firing_for: "duration",
+    labels: "stringMap",
+    annotations: "stringMap",
+  },
+  required: ["expr"],
+};
+
 export const crdSchemas = {
+  "monitoring.coreos.com/v1/PodMonitor": {
+    fields: {
+      apiVersion: "string",
+      kind: "string",
+      metadata: objectMeta,
+      spec: {
+        fields: {
+          jobLabel: "string",
+          podTargetLabels: ["string"],
+          selector: labelSelector,
+          namespaceSelector: { fields: { any: "boolean", matchNames: ["string"] } },
+          podMetricsEndpoints: [
+            {
+              fields: {
+                port: "string",
+                path: "string",
+                scheme: { enum: ["http", "https"] },
+                interval: "duration",
+                scrapeTimeout: "duration",
+                honorLabels: "boolean",
+                honorTimestamps: "boolean",
+                relabelings: [relabeling],
+                metricRelabelings: [relabeling],
+              },
+            },
+          ],
+          sampleLimit: "integer",
+        },
+        required: ["selector", "podMetricsEndpoints"],
+      },
+    },
+    required: ["apiVersion", "kind", "metadata", "spec"],
+  },
+  "monitoring.coreos.com/v1/PrometheusRule": {
+    fields: {
+      apiVersion: "string",
+      kind: "string",
+      metadata: objectMeta,
+      spec: {
+        fields: {
+          groups: [
+            {
+              fields: { name: "string", interval: "duration", limit: "integer", rules: [promRule] },
+              required: ["name", "rules"],
+            },
+          ],
+        },
+        required: ["groups"],
+      },
+    },
+    required: ["apiVersion", "kind", "metadata", "spec"],
+  },
   "velero.io/v1/Schedule": {
     fields: {
       apiVersion: "string",

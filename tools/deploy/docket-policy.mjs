@@ -18,7 +18,23 @@ export const SECRET_KEYS = {
   "s3-secret": ["access_key_id", "secret_access_key"],
   "smtp-secret": ["url"],
   "backup-s3-secret": ["access_key_id", "secret_access_key"],
+  "tls-ca": ["ca.pem"],
+  "registry-pull-secret": [".dockerconfigjson"],
 };
+
+// Threads and pools every Docket container sets (deploy/k8s/overlays/<env>/sizing.yaml).
+const SIZING_ENV = ["DOCKET_SERVER_THREADS", "DOCKET_DATABASE_POOL_SIZE", "DOCKET_REDIS_POOL_SIZE", "DOCKET_AUTH_HASH_WORKERS"];
+const ARGON2_DEFAULT_KIB = 19456;
+
+// Webhooks may go to any port of a public address; these ranges must stay excluded.
+const PRIVATE_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8", "100.64.0.0/10"];
+
+// An image reference that names its registry: the first path component is a host
+// (has a dot or a port, or is localhost), not a Docker Hub namespace.
+export function imageRegistry(image) {
+  const first = String(image ?? "").split("/")[0];
+  return String(image ?? "").includes("/") && (/[.:]/.test(first) || first === "localhost") ? first : null;
+}
 
 const SEED_HPA_BEHAVIOR = {
   scaleDown: { stabilizationWindowSeconds: 300, policies: [{ type: "Percent", value: 50, periodSeconds: 60 }] },
@@ -80,11 +96,18 @@ export function checkDocketPolicy(objects) {
     if (psc.runAsNonRoot !== true) say(o, "pod securityContext.runAsNonRoot must be true");
     if (!(Number.isInteger(psc.runAsUser) && psc.runAsUser > 0)) say(o, "pod securityContext.runAsUser must be a non-zero uid");
     if (pod.automountServiceAccountToken !== false) say(o, "automountServiceAccountToken must be false (Docket never calls the API server)");
+    for (const ps of pod.imagePullSecrets ?? []) {
+      if (!SECRET_KEYS[ps.name]) say(o, `imagePullSecrets names ${ps.name}, which secrets.template.yaml does not define`);
+    }
+    for (const v of pod.volumes ?? []) {
+      if (v.secret && !SECRET_KEYS[v.secret.secretName]) say(o, `volume ${v.name}: Secret ${v.secret.secretName} is not in secrets.template.yaml`);
+    }
     const volumes = new Map((pod.volumes ?? []).map((v) => [v.name, v]));
     for (const v of pod.volumes ?? []) {
       if (v.configMap && !configMaps.has(v.configMap.name)) say(o, `volume ${v.name}: ConfigMap ${v.configMap.name} is not in the render`);
     }
     for (const c of [...(pod.initContainers ?? []), ...(pod.containers ?? [])]) {
+      if (!imageRegistry(c.image)) say(o, `container ${c.name}: image ${c.image} names no registry (it would be pulled from Docker Hub)`);
       const sc = c.securityContext ?? {};
       if (sc.readOnlyRootFilesystem !== true) say(o, `container ${c.name}: readOnlyRootFilesystem must be true`);
       if (sc.allowPrivilegeEscalation !== false) say(o, `container ${c.name}: allowPrivilegeEscalation must be false`);
@@ -134,8 +157,13 @@ export function checkDocketPolicy(objects) {
     const pod = spec.template?.spec ?? {};
     const podLabels = spec.template?.metadata?.labels ?? {};
     if (spec.replicas !== undefined) say(d, "sets replicas: the HorizontalPodAutoscaler owns the count (set minReplicas instead)");
-    if (!same(spec.strategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 1, maxSurge: 1 } })) {
-      say(d, "strategy must be RollingUpdate with maxUnavailable 1 and maxSurge 1 (the seed's)");
+    const hpaOf = byKind("HorizontalPodAutoscaler").find((h) => h.spec?.scaleTargetRef?.name === name);
+    const single = hpaOf?.spec?.minReplicas === 1;
+    const wantUnavailable = single ? 0 : 1;
+    if (!same(spec.strategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: wantUnavailable, maxSurge: 1 } })) {
+      say(d, single
+        ? "strategy must be RollingUpdate with maxUnavailable 0 and maxSurge 1: with one replica, maxUnavailable 1 takes the only pod down for every rollout"
+        : "strategy must be RollingUpdate with maxUnavailable 1 and maxSurge 1 (the seed's)");
     }
     if (!matches(spec.selector?.matchLabels, podLabels)) say(d, "selector does not match the pod template's labels");
     if (pod.serviceAccountName !== name || !named("ServiceAccount", name)) say(d, `serviceAccountName must be ${name}, a ServiceAccount of the render`);
@@ -166,6 +194,22 @@ export function checkDocketPolicy(objects) {
       if (envRefs[v]?.name !== s || envRefs[v]?.key !== k || envRefs[v]?.optional) say(d, `env ${v} must come from secretKeyRef ${s}/${k}`);
     }
     if (!svc.database && envRefs.DATABASE_URL) say(d, "the gateway has no database: no DATABASE_URL");
+    // threads and pools: set, and within the container's CPU and memory
+    const envVal = Object.fromEntries((c.env ?? []).filter((e) => typeof e.value === "string").map((e) => [e.name, e.value]));
+    const cpus = Math.max(1, Math.ceil(quantity(c.resources?.limits?.cpu ?? "1")));
+    const need = ["DOCKET_SERVER_THREADS", "DOCKET_REDIS_POOL_SIZE", ...(svc.database ? ["DOCKET_DATABASE_POOL_SIZE"] : []),
+      ...(svc.command === "auth" ? ["DOCKET_AUTH_HASH_WORKERS"] : [])];
+    for (const v of need) {
+      if (!/^[1-9][0-9]*$/.test(envVal[v] ?? "")) say(d, `env ${v} must be set to a positive number (threads and pools per environment: overlays/<env>/sizing.yaml)`);
+    }
+    if (Number(envVal.DOCKET_SERVER_THREADS) > 8 * cpus) say(d, `DOCKET_SERVER_THREADS ${envVal.DOCKET_SERVER_THREADS} is more than 8 per CPU of its limit (${cpus})`);
+    if (svc.command === "auth") {
+      const workers = Number(envVal.DOCKET_AUTH_HASH_WORKERS);
+      if (workers > cpus) say(d, `DOCKET_AUTH_HASH_WORKERS ${workers} is more than the ${cpus} CPU(s) of its limit`);
+      const kib = Number(envVal.DOCKET_AUTH_ARGON2_MEMORY_KIB ?? ARGON2_DEFAULT_KIB);
+      const mem = quantity(c.resources?.limits?.memory);
+      if (workers * kib * 1024 > mem / 2) say(d, `${workers} hash workers × ${kib} KiB is more than half its memory limit`);
+    }
     const mount = (p) => (c.volumeMounts ?? []).find((m) => m.mountPath === p);
     const vol = (m) => (pod.volumes ?? []).find((v) => v.name === m?.name);
     if (!vol(mount("/app/config"))?.configMap) say(d, "/app/config must be a ConfigMap volume");
@@ -217,6 +261,57 @@ export function checkDocketPolicy(objects) {
     if (!byKind("Deployment").some((d) => matches(p.spec?.selector?.matchLabels, d.spec?.template?.metadata?.labels))) say(p, "selects no Deployment's pods");
   }
 
+  // the database connections of the namespace at the HPA maxima, within its budget
+  const budget = Number(namespaces[0]?.metadata?.annotations?.["docket.io/database-connection-budget"]);
+  if (!(budget > 0)) out.push(`Namespace ${ns}: needs the annotation docket.io/database-connection-budget (database connections it may hold)`);
+  else {
+    let used = 0;
+    const parts = [];
+    for (const [name, svc] of Object.entries(SERVICES)) {
+      if (!svc.database) continue;
+      const d = named("Deployment", name);
+      const hpa = byKind("HorizontalPodAutoscaler").find((h) => h.spec?.scaleTargetRef?.name === name);
+      const pool = Number((d?.spec?.template?.spec?.containers?.[0]?.env ?? []).find((e) => e.name === "DOCKET_DATABASE_POOL_SIZE")?.value);
+      if (hpa && pool > 0) {
+        used += hpa.spec.maxReplicas * pool;
+        parts.push(`${name} ${hpa.spec.maxReplicas}×${pool}`);
+      }
+    }
+    used += byKind("CronJob").length; // a backup holds one
+    if (used > budget) out.push(`Namespace ${ns}: ${used} database connections at the HPA maxima (${parts.join(" + ")} + backups) exceed its budget ${budget}`);
+  }
+
+  // backups under a prefix of this environment's own
+  for (const cm of byKind("ConfigMap").filter((x) => /^postgres-backup-config/.test(x.metadata?.name))) {
+    const prefix = cm.data?.BACKUP_PREFIX ?? "";
+    if (!prefix.endsWith(`/${ns}/`)) say(cm, `BACKUP_PREFIX "${prefix}" must end in "/${ns}/": one prefix per environment, or a restore of "latest" can fetch another environment's dump`);
+  }
+
+  // the gateway believes forwarded headers only from the proxies' ranges
+  const gwConfig = byKind("ConfigMap").find((x) => /^api-gateway-config/.test(x.metadata?.name));
+  if (gwConfig) {
+    const text = gwConfig.data?.["config.yaml"] ?? "";
+    if (/^\s*trust_forwarded_for:\s*true/m.test(text)) say(gwConfig, "the gateway is the public edge: never trust_forwarded_for (it would believe any peer); set server.trusted_proxies");
+    if (!/^\s*trusted_proxies:\s*"?[0-9a-fA-F:.]/m.test(text)) say(gwConfig, "server.trusted_proxies must name the ingress controller's ranges, or every client shares one rate-limit bucket");
+  }
+
+  // NetworkPolicies: cert-manager's HTTP-01 solver reachable; webhooks to any port of a public address
+  const policies = byKind("NetworkPolicy");
+  const solver = policies.find((p) => p.spec?.podSelector?.matchLabels?.["acme.cert-manager.io/http01-solver"] === "true");
+  if (!solver || !(solver.spec.ingress ?? []).some((r) => (r.ports ?? []).some((pt) => pt.port === 8089)
+      && (r.from ?? []).some((f) => f.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"] === "ingress-nginx"))) {
+    out.push("no NetworkPolicy lets ingress-nginx reach cert-manager's HTTP-01 solver pods (label acme.cert-manager.io/http01-solver, port 8089): no certificate could be issued");
+  }
+  const notifEgress = policies.filter((p) => p.spec?.podSelector?.matchLabels?.app === "notification-service" && (p.spec?.policyTypes ?? []).includes("Egress"))
+    .flatMap((p) => p.spec.egress ?? []);
+  const webhookRule = notifEgress.find((r) => !r.ports && (r.to ?? []).some((t) => t.ipBlock?.cidr === "0.0.0.0/0"));
+  if (!webhookRule) out.push("NetworkPolicy: notification-service needs an egress rule to 0.0.0.0/0 on every port (the API accepts webhook URLs with any port)");
+  else {
+    const except = (webhookRule.to.find((t) => t.ipBlock?.cidr === "0.0.0.0/0").ipBlock.except ?? []);
+    const missing = PRIVATE_V4.filter((c) => !except.includes(c));
+    if (missing.length) out.push(`NetworkPolicy: the webhook egress rule must except the private ranges ${missing.join(", ")}`);
+  }
+
   // the Ingress: TLS, rate limit, certificate issuer, only the gateway behind it
   const ingresses = byKind("Ingress");
   if (ingresses.length === 0) out.push("no Ingress");
@@ -230,6 +325,7 @@ export function checkDocketPolicy(objects) {
       for (const p of r.http?.paths ?? []) {
         const b = p.backend?.service;
         if (b?.name !== "api-gateway") say(ing, `path ${p.path} goes to ${b?.name}: only api-gateway is exposed`);
+        else if (!(p.path === "/api" || p.path?.startsWith("/api/"))) say(ing, `path ${p.path} exposes the gateway's ${p.path === "/" ? "/metrics and /ready" : "non-API routes"}: route only /api to api-gateway`);
         const s = named("Service", b?.name);
         if (!s || !(s.spec?.ports ?? []).some((sp) => sp.port === b?.port?.number || sp.name === b?.port?.name)) {
           say(ing, `path ${p.path}: backend ${b?.name}:${b?.port?.number ?? b?.port?.name} is not a Service port of the render`);

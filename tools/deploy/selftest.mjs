@@ -59,6 +59,31 @@ const cases = [
   ["image latest", (o) => { main(o, "notification-service").image = "docket/notification-service:latest"; }, "needs a tag other than latest"],
   ["missing ConfigMap", (o) => { o.splice(o.findIndex((x) => x.kind === "ConfigMap" && x.metadata.name.startsWith("task-service-config")), 1); }, "is not in the render"],
   ["Secret in the render", (o) => { o.push({ apiVersion: "v1", kind: "Secret", metadata: { name: "jwt-secret", namespace: "production" }, stringData: { secret: "x" } }); }, "Secrets never go into the manifests"],
+  ["image without a registry", (o) => { main(o, "task-service").image = "docket/task-service:main"; }, "names no registry"],
+  ["one replica rolled with maxUnavailable 1", (o) => { find(o, "HorizontalPodAutoscaler", "auth-service-hpa").spec.minReplicas = 1; }, "maxUnavailable 0 and maxSurge 1"],
+  ["Ingress path / to the gateway", (o) => { find(o, "Ingress", "api-ingress").spec.rules[0].http.paths[0].path = "/"; }, "route only /api to api-gateway"],
+  ["cert-manager solver blocked", (o) => { o.splice(o.findIndex((x) => x.kind === "NetworkPolicy" && x.metadata.name === "cert-manager-http01-solver"), 1); }, "HTTP-01 solver"],
+  ["webhooks only to port 443", (o) => {
+    const np = find(o, "NetworkPolicy", "notification-service-delivery");
+    np.spec.egress = [{ ports: [{ protocol: "TCP", port: 443 }] }];
+  }, "any port"],
+  ["webhooks to private ranges", (o) => {
+    const np = find(o, "NetworkPolicy", "notification-service-delivery");
+    const ip = np.spec.egress.flatMap((r) => r.to ?? []).find((t) => t.ipBlock?.cidr === "0.0.0.0/0").ipBlock;
+    ip.except = ip.except.filter((c) => c !== "10.0.0.0/8");
+  }, "must except the private ranges 10.0.0.0/8"],
+  ["pool size unset", (o) => {
+    const c = main(o, "task-service");
+    c.env = c.env.filter((e) => e.name !== "DOCKET_DATABASE_POOL_SIZE");
+  }, "env DOCKET_DATABASE_POOL_SIZE must be set"],
+  ["hash workers beyond the CPU limit", (o) => { main(o, "auth-service").env.find((e) => e.name === "DOCKET_AUTH_HASH_WORKERS").value = "32"; }, "DOCKET_AUTH_HASH_WORKERS 32 is more than"],
+  ["connection budget exceeded", (o) => { find(o, "HorizontalPodAutoscaler", "user-service-hpa").spec.maxReplicas = 100; }, "exceed its budget"],
+  ["shared backup prefix", (o) => { o.find((x) => x.kind === "ConfigMap" && /^postgres-backup-config/.test(x.metadata.name)).data.BACKUP_PREFIX = "postgres/"; }, "must end in \"/production/\""],
+  ["gateway trusting any peer", (o) => {
+    const cm = o.find((x) => x.kind === "ConfigMap" && /^api-gateway-config/.test(x.metadata.name));
+    cm.data["config.yaml"] = cm.data["config.yaml"].replace(/trusted_proxies:.*\n/, "trust_forwarded_for: true\n");
+  }, "never trust_forwarded_for"],
+  ["unknown pull secret", (o) => { dep(o, "user-service").spec.template.spec.imagePullSecrets = [{ name: "ghcr" }]; }, "imagePullSecrets names ghcr"],
   ["no default deny", (o) => { o.splice(o.findIndex((x) => x.kind === "NetworkPolicy" && x.metadata.name === "default-deny"), 1); }, "no default-deny NetworkPolicy"],
 ];
 

@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/cpus.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/session_guard.h"
@@ -437,13 +438,12 @@ static dk_status auth_init(dk_app *app, void **ret_state)
     s->repo.owed = &s->owed;
     pthread_mutex_init(&s->keeper_lock, NULL);
     dk_cond_init_monotonic(&s->keeper_cond);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int workers = (int)dk_config_int(c, "auth.hash_workers");
     auth_hasher_options ho = {
         .memory_kib = (uint32_t)dk_config_int(c, "auth.argon2_memory_kib"),
         .iterations = (uint32_t)dk_config_int(c, "auth.argon2_iterations"),
         .parallelism = (uint32_t)dk_config_int(c, "auth.argon2_parallelism"),
-        .workers = workers > 0 ? workers : (int)(cores > 0 ? cores : 1),
+        .workers = workers > 0 ? workers : dk_cpu_count(),
         .queue = (int)dk_config_int(c, "auth.hash_queue"),
         .max_wait_ms = 5000,
     };
