@@ -47,8 +47,7 @@ bool dk_blob_key_valid(const char *key)
             seg = key + i + 1;
             continue;
         }
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
             return false;
     }
     return true;
@@ -75,7 +74,7 @@ static void fs_err(dk_blob_err *err, const char *what, const char *key, int e)
  * cannot exist is ours. */
 static dk_status fs_status(int e)
 {
-    return e == ENOENT ? DK_E_NOT_FOUND
+    return e == ENOENT                   ? DK_E_NOT_FOUND
            : (e == EACCES || e == EPERM) ? DK_E_FORBIDDEN
            : (e == ENOSPC || e == EROFS || e == EIO || e == EDQUOT || e == EMFILE || e == ENFILE)
                ? DK_E_UNAVAILABLE

@@ -23,10 +23,10 @@
 #include "ports/blob.h"
 #include "core/banned.h"
 
-#define S3_POOL_MAX      16
-#define S3_ERR_BODY_MAX  (16u * 1024u)
-#define S3_HOST_MAX      255
-#define S3_HEADERS_MAX   16
+#define S3_POOL_MAX     16
+#define S3_ERR_BODY_MAX (16u * 1024u)
+#define S3_HOST_MAX     255
+#define S3_HEADERS_MAX  16
 
 struct dk_blob {
     char *base;   /* scheme://host[:port] the requests go to (with the bucket when virtual) */
@@ -61,8 +61,8 @@ static void s3_global_init(void)
 
 static bool s3_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 static char *s3_encode(dk_arena *a, const char *s)
@@ -297,8 +297,8 @@ static dk_status s3_call(dk_blob *b, const char *method, const char *key, const 
         return DK_E_INTERNAL;
     }
     dk_arena *a = dk_arena_new();
-    const char *path = key ? dk_arena_printf(a, "%s/%s", b->prefix, key)
-                           : (*b->prefix ? b->prefix : "/");
+    const char *path =
+        key ? dk_arena_printf(a, "%s/%s", b->prefix, key) : (*b->prefix ? b->prefix : "/");
     const char *hdrs[2];
     size_t nh = 0;
     if (content_type)
@@ -358,15 +358,14 @@ static dk_status s3_call(dk_blob *b, const char *method, const char *key, const 
         s3_release(b, h);
         resp->status = status;
         if (rc == CURLE_WRITE_ERROR && resp->overflow) {
-            s3_errf(err, "s3 %s %s: the response is larger than %zu bytes",
-                     method, key ? key : b->bucket, body_cap);
+            s3_errf(err, "s3 %s %s: the response is larger than %zu bytes", method,
+                    key ? key : b->bucket, body_cap);
             st = DK_E_TOO_LARGE;
             break;
         }
         if (rc != CURLE_OK) {
-            s3_errf(err, "s3 %s %s: %s (attempt %d of %d)", method,
-                     key ? key : b->bucket, errbuf[0] ? errbuf : curl_easy_strerror(rc), attempt,
-                     attempts);
+            s3_errf(err, "s3 %s %s: %s (attempt %d of %d)", method, key ? key : b->bucket,
+                    errbuf[0] ? errbuf : curl_easy_strerror(rc), attempt, attempts);
             st = s3_retryable_curl(rc) ? DK_E_UNAVAILABLE : DK_E_INTERNAL;
             if (st != DK_E_UNAVAILABLE)
                 break;
@@ -375,9 +374,8 @@ static dk_status s3_call(dk_blob *b, const char *method, const char *key, const 
         if (status >= 500 || status == 429) {
             char code[64];
             s3_xml_field(resp->buf, "Code", code, sizeof code);
-            s3_errf(err, "s3 %s %s: HTTP %ld%s%s (attempt %d of %d)",
-                     method, key ? key : b->bucket, status, code[0] ? " " : "", code, attempt,
-                     attempts);
+            s3_errf(err, "s3 %s %s: HTTP %ld%s%s (attempt %d of %d)", method, key ? key : b->bucket,
+                    status, code[0] ? " " : "", code, attempt, attempts);
             st = DK_E_UNAVAILABLE;
             continue;
         }
@@ -398,24 +396,23 @@ static dk_status s3_refusal(dk_blob *b, const char *method, const char *key, con
     const char *what = key ? key : b->bucket;
     if (resp->status == 403 || resp->status == 401) {
         s3_errf(err,
-                 "s3 %s %s: the store refused our credentials (HTTP %ld %s%s%s); check "
-                 "s3.access_key_id and s3.secret_access_key (AWS_ACCESS_KEY_ID, "
-                 "AWS_SECRET_ACCESS_KEY) and the region",
-                 method, what, resp->status, code[0] ? code : "", msg[0] ? ": " : "", msg);
+                "s3 %s %s: the store refused our credentials (HTTP %ld %s%s%s); check "
+                "s3.access_key_id and s3.secret_access_key (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY) and the region",
+                method, what, resp->status, code[0] ? code : "", msg[0] ? ": " : "", msg);
         return DK_E_FORBIDDEN;
     }
     if (resp->status == 404 && (!key || strcmp(code, "NoSuchBucket") == 0)) {
-        s3_errf(err,
-                 "s3 %s: the bucket %s does not exist at the endpoint (%s)", method, b->bucket,
-                 code[0] ? code : "HTTP 404");
+        s3_errf(err, "s3 %s: the bucket %s does not exist at the endpoint (%s)", method, b->bucket,
+                code[0] ? code : "HTTP 404");
         return DK_E_FORBIDDEN;
     }
     if (resp->status == 404) {
         s3_errf(err, "s3 %s %s: no such object", method, what);
         return DK_E_NOT_FOUND;
     }
-    s3_errf(err, "s3 %s %s: HTTP %ld %s%s%s", method, what, resp->status,
-             code, msg[0] ? ": " : "", msg);
+    s3_errf(err, "s3 %s %s: HTTP %ld %s%s%s", method, what, resp->status, code, msg[0] ? ": " : "",
+            msg);
     return DK_E_INTERNAL;
 }
 
@@ -460,28 +457,24 @@ static dk_status s3_open(const dk_blob_options *o, dk_blob **ret, dk_blob_err *e
     const char *ep = o->endpoint ? o->endpoint : "";
     size_t scheme = strncmp(ep, "https://", 8) == 0 ? 8 : strncmp(ep, "http://", 7) == 0 ? 7 : 0;
     if (!scheme) {
-        s3_errf(err,
-                 "s3.endpoint must be an http:// or https:// URL (scheme://host[:port])");
+        s3_errf(err, "s3.endpoint must be an http:// or https:// URL (scheme://host[:port])");
         return DK_E_INTERNAL;
     }
     const char *host = ep + scheme;
     size_t hn = strcspn(host, "/?#");
     if (hn == 0 || hn > S3_HOST_MAX || strspn(host + hn, "/") != strlen(host + hn) ||
         memchr(host, '@', hn)) {
-        s3_errf(err,
-                 "s3.endpoint must be scheme://host[:port] without a path or credentials");
+        s3_errf(err, "s3.endpoint must be scheme://host[:port] without a path or credentials");
         return DK_E_INTERNAL;
     }
     if (!o->bucket || !s3_bucket_valid(o->bucket)) {
-        s3_errf(err,
-                 "s3.bucket must be a bucket name (3-63 of a-z 0-9 . -)");
+        s3_errf(err, "s3.bucket must be a bucket name (3-63 of a-z 0-9 . -)");
         return DK_E_INTERNAL;
     }
     if (!o->access_key_id || !*o->access_key_id || !o->secret_access_key ||
         !*o->secret_access_key) {
-        s3_errf(err,
-                 "S3 needs credentials: s3.access_key_id and s3.secret_access_key "
-                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)");
+        s3_errf(err, "S3 needs credentials: s3.access_key_id and s3.secret_access_key "
+                     "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)");
         return DK_E_FORBIDDEN;
     }
     const char *style = o->url_style && *o->url_style ? o->url_style : "auto";
@@ -498,8 +491,7 @@ static dk_status s3_open(const dk_blob_options *o, dk_blob **ret, dk_blob_err *e
                !strchr(o->bucket, '.');
     }
     if (virt && strchr(o->bucket, '.') && scheme == 8) {
-        s3_errf(err,
-                 "s3.url_style virtual with a dotted bucket name breaks TLS; use path");
+        s3_errf(err, "s3.url_style virtual with a dotted bucket name breaks TLS; use path");
         return DK_E_INTERNAL;
     }
     dk_blob *b = DK_NEW(dk_blob);
@@ -547,9 +539,8 @@ static dk_status s3_put(dk_blob *b, const char *key, const void *data, size_t le
     if (st != DK_OK)
         return st;
     s3_resp resp = {0};
-    st = s3_call(b, "PUT", key, data, len,
-                 content_type ? content_type : "application/octet-stream", S3_ERR_BODY_MAX,
-                 b->max_attempts, &resp, err);
+    st = s3_call(b, "PUT", key, data, len, content_type ? content_type : "application/octet-stream",
+                 S3_ERR_BODY_MAX, b->max_attempts, &resp, err);
     if (st == DK_OK && resp.status != 200)
         st = s3_refusal(b, "PUT", key, &resp, err);
     if (st == DK_E_NOT_FOUND)
@@ -607,8 +598,7 @@ static dk_status s3_del(dk_blob *b, const char *key, dk_blob_err *err)
 static dk_status s3_ping(dk_blob *b, dk_blob_err *err)
 {
     s3_resp resp = {0};
-    dk_status st =
-        s3_call(b, "GET", S3_PROBE_KEY, NULL, 0, NULL, S3_ERR_BODY_MAX, 1, &resp, err);
+    dk_status st = s3_call(b, "GET", S3_PROBE_KEY, NULL, 0, NULL, S3_ERR_BODY_MAX, 1, &resp, err);
     if (st == DK_OK && resp.status != 200) {
         st = s3_refusal(b, "GET", S3_PROBE_KEY, &resp, err);
         if (st == DK_E_NOT_FOUND)

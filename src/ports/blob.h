@@ -21,7 +21,7 @@
 typedef struct dk_arena dk_arena;
 typedef struct dk_blob dk_blob;
 
-#define DK_BLOB_ERR_LEN 256
+#define DK_BLOB_ERR_LEN 512
 typedef struct dk_blob_err {
     char text[DK_BLOB_ERR_LEN];
 } dk_blob_err;
@@ -45,7 +45,8 @@ typedef struct dk_blob_options {
 
 struct dk_blob_ops {
     const char *name; /* "filesystem", "s3" */
-    dk_status (*open)(const dk_blob_options *opt, dk_blob **ret_blob, dk_blob_err *err) DK_MUSTCHECK;
+    dk_status (*open)(const dk_blob_options *opt, dk_blob **ret_blob,
+                      dk_blob_err *err) DK_MUSTCHECK;
     void (*close)(dk_blob *b); /* accepts NULL */
     dk_status (*put)(dk_blob *b, const char *key, const void *data, size_t len,
                      const char *content_type, dk_blob_err *err) DK_MUSTCHECK;
