@@ -123,9 +123,24 @@ static dk_status fs_open(const dk_blob_options *opt, dk_blob **ret, dk_blob_err 
             fs_errf(err, "no directory for objects");
         return DK_E_INTERNAL;
     }
-    if (mkdir(opt->dir, 0700) != 0 && errno != EEXIST) {
-        fs_err(err, "cannot create", opt->dir, errno);
+    /* mkdir -p: the data directory itself may not exist yet (PostgreSQL, a given secret) */
+    char tmp[PATH_MAX];
+    if (dk_strlcpy(tmp, opt->dir, sizeof tmp) >= sizeof tmp) {
+        fs_err(err, "too long:", opt->dir, ENAMETOOLONG);
         return DK_E_INTERNAL;
+    }
+    for (char *p = tmp + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
+            fs_err(err, "cannot create", tmp, errno);
+            return DK_E_INTERNAL;
+        }
+        *p = c;
+        if (!c)
+            break;
     }
     struct stat st;
     if (stat(opt->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {

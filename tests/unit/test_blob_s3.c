@@ -90,8 +90,7 @@ static void capture_stop(struct capture *c)
 }
 
 /* The value of a header in the captured request ("" when absent), into out. */
-static const char *captured_header(const struct capture *c, const char *name, char *out,
-                                   size_t cap)
+static const char *captured_header(const struct capture *c, const char *name, char *out, size_t cap)
 {
     char pat[128];
     snprintf(pat, sizeof pat, "\r\n%s:", name);
@@ -142,8 +141,9 @@ static const char *sign_via_curl(const dk_s3_request *r, const char *host, char 
 #define SUITE_SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 #define SUITE_DATE   "20150830T123600Z"
 #define SUITE_HOST   "example.amazonaws.com"
-#define SUITE_AUTHZ  "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
-#define UNRESERVED   "-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#define SUITE_AUTHZ                                                                                \
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+#define UNRESERVED "-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 struct suite_case {
     const char *name;
@@ -155,7 +155,11 @@ struct suite_case {
 };
 
 static const struct suite_case suite[] = {
-    {"get-vanilla", {{0}}, 0, "", NULL,
+    {"get-vanilla",
+     {{0}},
+     0,
+     "",
+     NULL,
      SUITE_AUTHZ "SignedHeaders=host;x-amz-date, "
                  "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
     {"get-vanilla-query-order-key-case",
@@ -193,7 +197,10 @@ static const struct suite_case suite[] = {
      NULL,
      SUITE_AUTHZ "SignedHeaders=host;x-amz-date, "
                  "Signature=2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04"},
-    {"get-vanilla-with-session-token", {{0}}, 0, "",
+    {"get-vanilla-with-session-token",
+     {{0}},
+     0,
+     "",
      "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267",
      SUITE_AUTHZ "SignedHeaders=host;x-amz-date;x-amz-security-token, "
                  "Signature=07ec1639c89043aa0e3e2de82b96708f198cceab042d4a97044c66dd9f74e7f8"},
@@ -271,10 +278,11 @@ static void test_signature_matches_the_s3_get_object_example(void **state)
     sign_via_curl(&r, "examplebucket.s3.amazonaws.com", got, sizeof got, &c);
     /* libcurl separates the three parts with ", " where the example has ","; the parts are
      * what the example signs */
-    assert_string_equal(got, "AWS4-HMAC-SHA256 "
-                             "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
-                             "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
-                             "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+    assert_string_equal(
+        got, "AWS4-HMAC-SHA256 "
+             "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+             "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+             "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
     assert_string_equal(captured_header(&c, "x-amz-content-sha256", sha, sizeof sha),
                         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
@@ -337,10 +345,10 @@ static void test_open_refuses_bad_settings(void **state)
     struct {
         const char *endpoint, *bucket, *key, *secret;
     } bad[] = {
-        {"ftp://x", "avatars", "k", "s"},         {"http://", "avatars", "k", "s"},
-        {"http://h/path", "avatars", "k", "s"},   {"http://u:p@h", "avatars", "k", "s"},
-        {"http://h", "Bad_Bucket", "k", "s"},     {"http://h", "ab", "k", "s"},
-        {"http://h", "avatars", "", "s"},         {"http://h", "avatars", "k", ""},
+        {"ftp://x", "avatars", "k", "s"},       {"http://", "avatars", "k", "s"},
+        {"http://h/path", "avatars", "k", "s"}, {"http://u:p@h", "avatars", "k", "s"},
+        {"http://h", "Bad_Bucket", "k", "s"},   {"http://h", "ab", "k", "s"},
+        {"http://h", "avatars", "", "s"},       {"http://h", "avatars", "k", ""},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dk_blob_options o = base;

@@ -18,8 +18,10 @@ static void test_media_types(void **state)
     assert_int_equal(dk_avatar_type_from_media("IMAGE/PNG"), DK_AVATAR_PNG);
     assert_int_equal(dk_avatar_type_from_media(" image/jpeg; q=1"), DK_AVATAR_JPEG);
     assert_int_equal(dk_avatar_type_from_media("image/webp"), DK_AVATAR_WEBP);
-    const char *bad[] = {NULL, "", "image/gif", "image/jpg", "image/pngx", "image/png2",
-                         "text/plain", "image/", "application/octet-stream", "image/svg+xml"};
+    const char *bad[] = {NULL,           "",           "image/gif",
+                         "image/jpg",    "image/pngx", "image/png2",
+                         "text/plain",   "image/",     "application/octet-stream",
+                         "image/svg+xml"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(dk_avatar_type_from_media(bad[i]), DK_AVATAR_NONE);
     assert_string_equal(dk_avatar_media(DK_AVATAR_JPEG), "image/jpeg");
