@@ -34,14 +34,33 @@ struct capture {
     pthread_t thread;
     int answer_status; /* what to answer */
     char request[16384];
+    /* more than one connection: statuses[i] answers the i-th (a 503 with a SlowDown body) */
+    int nstatuses;
+    int statuses[8];
+    int served;
 };
+
+static void capture_one(struct capture *c, int status);
 
 static void *capture_main(void *arg)
 {
     struct capture *c = arg;
+    if (c->nstatuses == 0) {
+        capture_one(c, c->answer_status);
+        return NULL;
+    }
+    for (int i = 0; i < c->nstatuses; i++) {
+        capture_one(c, c->statuses[i]);
+        c->served++;
+    }
+    return NULL;
+}
+
+static void capture_one(struct capture *c, int status)
+{
     int conn = accept(c->fd, NULL, NULL);
     if (conn < 0)
-        return NULL;
+        return;
     size_t len = 0;
     c->request[0] = '\0';
     while (len + 1 < sizeof c->request) {
@@ -59,19 +78,23 @@ static void *capture_main(void *arg)
         if (len >= (size_t)(end + 4 - c->request) + body)
             break;
     }
-    char resp[256];
+    static const char slow[] = "<Error><Code>SlowDown</Code><Message>Reduce your request "
+                               "rate.</Message></Error>";
+    const char *body = status == 503 ? slow : "";
+    char resp[512];
     int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                     c->answer_status);
+                     "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s", status,
+                     strlen(body), body);
     (void)send(conn, resp, (size_t)n, MSG_NOSIGNAL);
     close(conn);
-    return NULL;
 }
 
-static void capture_start(struct capture *c, int status)
+static void capture_start_seq(struct capture *c, int status, const int *seq, int nseq)
 {
     memset(c, 0, sizeof *c);
     c->answer_status = status;
+    for (int i = 0; i < nseq; i++)
+        c->statuses[c->nstatuses++] = seq[i];
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(c->fd >= 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -81,6 +104,11 @@ static void capture_start(struct capture *c, int status)
     c->port = ntohs(sa.sin_port);
     assert_int_equal(listen(c->fd, 4), 0);
     assert_int_equal(pthread_create(&c->thread, NULL, capture_main, c), 0);
+}
+
+static void capture_start(struct capture *c, int status)
+{
+    capture_start_seq(c, status, NULL, 0);
 }
 
 static void capture_stop(struct capture *c)
@@ -398,6 +426,61 @@ static void test_unreachable_store_is_unavailable(void **state)
     dk_blob_s3_ops.close(b);
 }
 
+static dk_blob *open_at(int port, int attempts)
+{
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", port);
+    dk_blob_options o = {.endpoint = endpoint,
+                         .bucket = "avatars",
+                         .url_style = "path",
+                         .access_key_id = "k",
+                         .secret_access_key = "s",
+                         .connect_timeout_ms = 1000,
+                         .timeout_ms = 2000,
+                         .max_attempts = attempts,
+                         .backoff_ms = 20};
+    dk_blob *b = NULL;
+    dk_blob_err err = {""};
+    assert_int_equal(dk_blob_s3_ops.open(&o, &b, &err), DK_OK);
+    return b;
+}
+
+/* 503 SlowDown and 500 are retried (with the backoff between), and the operation succeeds
+ * once the store answers; a store that keeps failing is unavailable after max_attempts; a 403
+ * is not retried. */
+static void test_retries_on_5xx_and_throttling(void **state)
+{
+    (void)state;
+    dk_blob_err err = {""};
+    struct capture c;
+    const int recover[] = {503, 500, 200};
+    capture_start_seq(&c, 0, recover, 3);
+    dk_blob *b = open_at(c.port, 3);
+    assert_int_equal(dk_blob_s3_ops.put(b, "avatars/u/k.png", "abc", 3, "image/png", &err), DK_OK);
+    dk_blob_s3_ops.close(b);
+    capture_stop(&c);
+    assert_int_equal(c.served, 3);
+
+    const int down[] = {503, 503, 429};
+    capture_start_seq(&c, 0, down, 3);
+    b = open_at(c.port, 3);
+    assert_int_equal(dk_blob_s3_ops.del(b, "avatars/u/k.png", &err), DK_E_UNAVAILABLE);
+    assert_non_null(strstr(err.text, "HTTP 429"));
+    assert_non_null(strstr(err.text, "attempt 3 of 3"));
+    dk_blob_s3_ops.close(b);
+    capture_stop(&c);
+
+    const int refused[] = {403};
+    capture_start_seq(&c, 0, refused, 1);
+    b = open_at(c.port, 3);
+    assert_int_equal(dk_blob_s3_ops.put(b, "avatars/u/k.png", "abc", 3, "image/png", &err),
+                     DK_E_FORBIDDEN);
+    assert_non_null(strstr(err.text, "s3.secret_access_key"));
+    dk_blob_s3_ops.close(b);
+    capture_stop(&c);
+    assert_int_equal(c.served, 1);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -408,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_path_and_virtual_host_style),
         cmocka_unit_test(test_open_refuses_bad_settings),
         cmocka_unit_test(test_unreachable_store_is_unavailable),
+        cmocka_unit_test(test_retries_on_5xx_and_throttling),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
