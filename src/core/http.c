@@ -1440,8 +1440,14 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t declared = 0;
         bool has_cl = cl && dk_parse_i64(cl, 0, INT64_MAX, &declared);
+        const char *te =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        bool chunked = !has_cl && te && strcasestr(te, "chunked");
+        /* the route matters before dispatch only for a body: its limit, whether it streams */
         const struct dk_route_entry *route =
-            srv->body_stream_routes || srv->body_limit_routes ? dk_route_lookup(srv, x) : NULL;
+            (srv->body_stream_routes || srv->body_limit_routes) && (chunked || declared > 0)
+                ? dk_route_lookup(srv, x)
+                : NULL;
         x->body_limit = route && route->body_limit ? route->body_limit : srv->opt.body_limit;
         if (has_cl && (uint64_t)declared > x->body_limit)
             x->too_large = true;
@@ -1449,9 +1455,6 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         *con_cls = x;
         if (!srv->body_stream_routes)
             return MHD_YES;
-        const char *te =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-        bool chunked = !has_cl && te && strcasestr(te, "chunked");
         if (!dk_body_streams(srv, route, chunked, has_cl ? (uint64_t)declared : 0))
             return MHD_YES;
         /* the body streams: dispatch now, the body follows through the handler's callbacks */
