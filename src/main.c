@@ -457,6 +457,57 @@ static int dk_open_store(dk_app *app, const dk_config *c, int pool)
     return 0;
 }
 
+/* Object storage for the users service (avatars): S3 when s3.endpoint and s3.bucket are set,
+ * else <storage.data_dir>/objects. A store that refuses our credentials stops the start (a
+ * configuration error, said plainly); one that does not answer yet is only a warning — avatar
+ * requests answer 503 until it does. */
+static int dk_open_blobs(dk_app *app, const dk_config *c, const dk_plan *plan)
+{
+    if (!dk_plan_has(plan, &dk_users_service))
+        return 0;
+    const char *endpoint = dk_config_str(c, "s3.endpoint");
+    const char *bucket = dk_config_str(c, "s3.bucket");
+    bool s3 = (endpoint && *endpoint) || (bucket && *bucket);
+    if (s3 && !(endpoint && *endpoint && bucket && *bucket)) {
+        fprintf(stderr, "config: s3.endpoint and s3.bucket go together: set both (S3) or "
+                        "neither (objects in the data directory)\n");
+        return -1;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/objects", dk_config_str(c, "storage.data_dir"));
+    dk_blob_options o = {
+        .dir = dir,
+        .endpoint = endpoint,
+        .bucket = bucket,
+        .region = dk_config_str(c, "s3.region"),
+        .url_style = dk_config_str(c, "s3.url_style"),
+        .access_key_id = dk_config_str(c, "s3.access_key_id"),
+        .secret_access_key = dk_config_str(c, "s3.secret_access_key"),
+        .session_token = dk_config_str(c, "s3.session_token"),
+        .connect_timeout_ms = (int)dk_config_int(c, "s3.connect_timeout"),
+        .timeout_ms = (int)dk_config_int(c, "s3.timeout"),
+        .max_attempts = (int)dk_config_int(c, "s3.max_attempts"),
+        .backoff_ms = (int)dk_config_int(c, "s3.retry_backoff"),
+    };
+    app->blobs.ops = s3 ? &dk_blob_s3_ops : &dk_blob_fs_ops;
+    dk_blob_err err = {""};
+    if (app->blobs.ops->open(&o, &app->blobs.blob, &err) != DK_OK) {
+        fprintf(stderr, "error: object storage (%s): %s\n", app->blobs.ops->name, err.text);
+        app->blobs.blob = NULL;
+        return -1;
+    }
+    dk_status st = app->blobs.ops->ping(app->blobs.blob, &err);
+    if (st == DK_E_FORBIDDEN) {
+        fprintf(stderr, "error: object storage (%s): %s\n", app->blobs.ops->name, err.text);
+        return -1;
+    }
+    if (st != DK_OK)
+        dk_log_warn("object storage (%s) not usable yet: %s", app->blobs.ops->name, err.text);
+    else
+        dk_log_info("object storage: %s", s3 ? "s3" : dir);
+    return 0;
+}
+
 /* Events: in-process when everything runs here; Redis Streams between split processes. */
 static int dk_open_bus(dk_app *app, const dk_config *c, const dk_plan *plan)
 {
@@ -585,6 +636,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         goto out;
     if (dk_remote_ports(&app, c, plan, &users_http) != 0)
         goto out;
+    if (dk_open_blobs(&app, c, plan) != 0)
+        goto out;
 
     for (; started < plan->n; started++) {
         dk_status st = plan->local[started]->init(&app, &states[started]);
@@ -687,6 +740,8 @@ out:
         plan->local[started]->shutdown(states[started]);
     }
     dk_users_http_free(users_http);
+    if (app.blobs.blob)
+        app.blobs.ops->close(app.blobs.blob);
     dk_tokens_free(app.tokens);
     dk_session_guard_stop();
     if (app.store.kv)

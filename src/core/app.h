@@ -10,6 +10,7 @@
 
 #include "core/config.h"
 #include "core/token.h"
+#include "ports/blob.h"
 #include "ports/db.h"
 #include "ports/events.h"
 #include "ports/kv.h"
@@ -22,6 +23,7 @@ struct dk_app {
     dk_database db;      /* ops NULL when the process has no database */
     dk_store store;
     dk_bus bus;
+    dk_blobstore blobs; /* object storage (avatars); ops NULL when no service here needs it */
     dk_tokens *tokens;
     /* A key for signing opaque values handed to clients (pagination cursors), derived from the
      * JWT secret so every replica shares it: HMAC-SHA256(secret, "docket-cursor-v1"). */

@@ -34,6 +34,7 @@
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const fwd_headers[] = {"x-forwarded-for", "forwarded", NULL};
+static const char *const s3_url_styles[] = {"auto", "path", "virtual", NULL};
 
 const dk_config_row dk_config_rows[] = {
     ROW_STR("server.host", "0.0.0.0", NULL, 0,
@@ -192,6 +193,20 @@ const dk_config_row dk_config_rows[] = {
     ROW_STR("s3.access_key_id", "", "AWS_ACCESS_KEY_ID", DK_CFG_SECRET, "S3 access key id."),
     ROW_STR("s3.secret_access_key", "", "AWS_SECRET_ACCESS_KEY", DK_CFG_SECRET,
             "S3 secret access key."),
+    ROW_STR("s3.session_token", "", "AWS_SESSION_TOKEN", DK_CFG_SECRET,
+            "Session token of temporary S3 credentials (sent as `x-amz-security-token`)."),
+    {.key = "s3.url_style",
+     .type = DK_CFG_STRING,
+     .def = "auto",
+     .doc = "`path` (`endpoint/bucket/key`), `virtual` (`bucket.endpoint-host/key`) or `auto` "
+            "(virtual on `amazonaws.com`, path elsewhere).",
+     .choices = s3_url_styles},
+    ROW_DUR("s3.connect_timeout", "1s", 1, MS_M, "Timeout for connecting to the S3 endpoint."),
+    ROW_DUR("s3.timeout", "5s", 1, 10 * MS_M, "Longest one S3 request may take."),
+    ROW_INT("s3.max_attempts", "3", 1, 10,
+            "Attempts of one S3 operation; 5xx, throttling and connection failures are retried."),
+    ROW_DUR("s3.retry_backoff", "100ms", 1, MS_M,
+            "Delay before the first S3 retry; it doubles with each attempt (with jitter)."),
 
     ROW_STR("smtp.url", "", "SMTP_URL", DK_CFG_SECRET,
             "SMTP server for email notifications, `smtp://[user:password@]host:port`; empty = no "

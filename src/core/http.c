@@ -50,6 +50,7 @@ struct dk_route_entry {
     char *segs[DK_MAX_SEGMENTS];
     dk_handler_fn handler;
     unsigned flags;
+    size_t body_limit; /* 0: the server's */
     void *state;
 };
 
@@ -79,6 +80,7 @@ struct dk_http_server {
     pthread_mutex_t streams_lock;
     struct dk_stream *streams; /* open streaming responses (ended on drain) */
     int body_stream_routes;    /* routes with DK_ROUTE_BODY_STREAM */
+    int body_limit_routes;     /* routes with a body limit of their own */
     /* the trimmer: gives freed heap memory back to the system once the server is idle */
     atomic_ullong completed; /* requests finished, ever */
     pthread_t trimmer;
@@ -95,6 +97,7 @@ struct dk_exchange {
     dk_identity identity;
     char *buf; /* body being received (malloc'd, capped at body_limit) */
     size_t len, cap;
+    size_t body_limit; /* the route's, else the server's */
     bool too_large;
     bool suspended;
     bool dispatched;
@@ -378,7 +381,7 @@ static void dk_bs_destroy(void *p)
 static void dk_bs_upload(struct dk_exchange *x, const char *data, size_t *upload_size)
 {
     size_t n = *upload_size;
-    if (!x->too_large && x->bs_received + n > x->srv->opt.body_limit) {
+    if (!x->too_large && x->bs_received + n > x->body_limit) {
         x->too_large = true;
         dk_bs_end(x, false);
     }
@@ -920,6 +923,9 @@ void dk_http_mount(dk_http_server *srv, const char *service_name, const char *pr
         r->method = routes[i].method;
         r->handler = routes[i].handler;
         r->flags = routes[i].flags;
+        r->body_limit = DK_ROUTE_BODY_LIMIT(routes[i].flags);
+        if (r->body_limit)
+            srv->body_limit_routes++;
         r->state = state;
         if (r->flags & DK_ROUTE_BODY_STREAM)
             srv->body_stream_routes++;
@@ -1352,7 +1358,7 @@ static void dk_dispatch(struct dk_exchange *x)
         return;
     if (x->too_large) {
         dk_res_problem(&x->res, DK_E_TOO_LARGE, "the request body exceeds the limit of %zu bytes",
-                       srv->opt.body_limit);
+                       x->body_limit);
         return;
     }
     if ((found->flags & (DK_ROUTE_AUTH | DK_ROUTE_INTERNAL)) &&
@@ -1681,21 +1687,27 @@ static void dk_exchange_free(struct dk_exchange *x)
     atomic_fetch_sub(&srv->inflight, 1);
 }
 
-/* Whether the request's body streams to its handler: a DK_ROUTE_BODY_STREAM route and a body
- * of unknown length or declared larger than DK_BODY_STREAM_AFTER. */
-static bool dk_body_streams(dk_http_server *srv, struct dk_exchange *x, bool chunked,
-                            uint64_t declared)
+/* The route a request will be dispatched to (method and path), or NULL. */
+static const struct dk_route_entry *dk_route_lookup(dk_http_server *srv, struct dk_exchange *x)
 {
-    if (!srv->body_stream_routes || !(chunked || declared > DK_BODY_STREAM_AFTER))
-        return false;
     char *segs[DK_MAX_SEGMENTS + 1];
     int nsegs = dk_split_path(x->req.arena, x->req.path, segs, DK_MAX_SEGMENTS + 1);
     for (int i = 0; nsegs >= 0 && i < srv->nroutes; i++) {
         const struct dk_route_entry *r = &srv->routes[i];
         if (strcmp(r->method, x->req.method) == 0 && dk_route_matches(r, segs, nsegs, NULL))
-            return (r->flags & DK_ROUTE_BODY_STREAM) != 0;
+            return r;
     }
-    return false;
+    return NULL;
+}
+
+/* Whether the request's body streams to its handler: a DK_ROUTE_BODY_STREAM route and a body
+ * of unknown length or declared larger than DK_BODY_STREAM_AFTER. */
+static bool dk_body_streams(dk_http_server *srv, const struct dk_route_entry *r, bool chunked,
+                            uint64_t declared)
+{
+    if (!srv->body_stream_routes || !(chunked || declared > DK_BODY_STREAM_AFTER))
+        return false;
+    return r && (r->flags & DK_ROUTE_BODY_STREAM) != 0;
 }
 
 static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn);
@@ -1735,7 +1747,16 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t declared = 0;
         bool has_cl = cl && dk_parse_i64(cl, 0, INT64_MAX, &declared);
-        if (has_cl && (uint64_t)declared > srv->opt.body_limit)
+        const char *te =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        bool chunked = !has_cl && te && strcasestr(te, "chunked");
+        /* the route matters before dispatch only for a body: its limit, whether it streams */
+        const struct dk_route_entry *route =
+            (srv->body_stream_routes || srv->body_limit_routes) && (chunked || declared > 0)
+                ? dk_route_lookup(srv, x)
+                : NULL;
+        x->body_limit = route && route->body_limit ? route->body_limit : srv->opt.body_limit;
+        if (has_cl && (uint64_t)declared > x->body_limit)
             x->too_large = true;
         atomic_fetch_add(&srv->inflight, 1);
         *con_cls = x;
@@ -1745,11 +1766,8 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             x->dispatched = true;
             return dk_queue(x, conn);
         }
-        const char *te =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-        bool chunked = !has_cl && te && strcasestr(te, "chunked");
         if (!srv->body_stream_routes ||
-            !dk_body_streams(srv, x, chunked, has_cl ? (uint64_t)declared : 0)) {
+            !dk_body_streams(srv, route, chunked, has_cl ? (uint64_t)declared : 0)) {
             if (!x->too_large)
                 return MHD_YES;
             /* a declared body over the limit: answered now (413, or whatever the edge says
@@ -1804,21 +1822,21 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         if (x->too_large && !x->stream) {
             x->res.nheaders = x->edge_nheaders; /* the handler's answer no longer applies */
             dk_res_problem(&x->res, DK_E_TOO_LARGE,
-                           "the request body exceeds the limit of %zu bytes", srv->opt.body_limit);
+                           "the request body exceeds the limit of %zu bytes", x->body_limit);
         }
         return dk_queue(x, conn);
     }
     if (*upload_size > 0) {
         if (!x->too_large) {
-            if (x->len + *upload_size > srv->opt.body_limit) {
+            if (x->len + *upload_size > x->body_limit) {
                 x->too_large = true;
             } else {
                 if (x->len + *upload_size + 1 > x->cap) {
                     size_t ncap = x->cap ? x->cap * 2 : 1024;
                     while (ncap < x->len + *upload_size + 1)
                         ncap *= 2;
-                    if (ncap > srv->opt.body_limit + 1)
-                        ncap = srv->opt.body_limit + 1;
+                    if (ncap > x->body_limit + 1)
+                        ncap = x->body_limit + 1;
                     if (!x->buf)
                         dk_arena_defer(x->req.arena, dk_exchange_free_buf, x);
                     x->buf = dk_realloc(x->buf, ncap);

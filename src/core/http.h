@@ -35,6 +35,11 @@ enum {
     DK_ROUTE_BODY_STREAM = 1u << 6, /* a large request body streams to the handler (proxies):
                                        see dk_req_body_stream */
 };
+/* A body limit of the route's own, in MiB (1-255), in the top byte of its flags, instead of
+ * server.body_limit: for routes whose contract fixes a size (avatars: 2 MiB). A larger body is
+ * answered 413 before the handler runs, by the gateway and by the service alike. */
+#define DK_ROUTE_BODY_MIB(n)       ((unsigned)(n) << 24)
+#define DK_ROUTE_BODY_LIMIT(flags) ((size_t)(((flags) >> 24) & 0xffu) * 1024u * 1024u)
 
 typedef struct dk_route {
     const char *method;  /* "GET", "POST", ... */

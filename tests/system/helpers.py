@@ -43,7 +43,8 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 
 # Environment inherited from the caller that must never leak into a docket under test.
 _SCRUBBED_ENV = ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "S3_ENDPOINT", "S3_BUCKET",
-                 "S3_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "SMTP_URL",
+                 "S3_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "SMTP_URL",
                  "MAIL_FROM", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME")
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")

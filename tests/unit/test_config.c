@@ -204,6 +204,7 @@ static void test_table_is_well_formed(void **state)
                    {"auth.jwt_secret", "JWT_SECRET"},
                    {"s3.access_key_id", "AWS_ACCESS_KEY_ID"},
                    {"s3.secret_access_key", "AWS_SECRET_ACCESS_KEY"},
+                   {"s3.session_token", "AWS_SESSION_TOKEN"},
                    {"smtp.url", "SMTP_URL"}};
     size_t nsecret = 0;
     for (size_t i = 0; i < dk_config_nrows; i++)

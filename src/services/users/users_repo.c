@@ -7,6 +7,7 @@
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "services/users/users_avatar.h"
 #include "core/banned.h"
 
 const dk_migration dk_users_migrations[DK_USERS_NMIGRATIONS] = {
@@ -35,13 +36,13 @@ const dk_migration dk_users_migrations[DK_USERS_NMIGRATIONS] = {
 
 #define USER_COLS "id, email, name, role, avatar_key, created_at, updated_at"
 
-static void users_row(const dk_db_rows *r, int row, dk_user *u)
+static void users_row(dk_arena *a, const dk_db_rows *r, int row, dk_user *u)
 {
     u->id = dk_db_value(r, row, 0);
     u->email = dk_db_value(r, row, 1);
     u->name = dk_db_value(r, row, 2);
     u->role = dk_db_value(r, row, 3);
-    u->avatar_url = NULL; /* avatars: URL derived from avatar_key once they exist */
+    u->avatar_url = dk_avatar_url(a, u->id, dk_db_value(r, row, 4));
     u->created_at = dk_sql_get_int(r, row, 5);
     u->updated_at = dk_sql_get_int(r, row, 6);
 }
@@ -70,7 +71,7 @@ dk_status users_repo_create(const dk_database *db, dk_arena *a, const char *emai
         return st;
     if (rows->nrows != 1)
         return DK_E_INTERNAL;
-    users_row(rows, 0, ret);
+    users_row(a, rows, 0, ret);
     return DK_OK;
 }
 
@@ -84,7 +85,7 @@ static dk_status users_one(const dk_database *db, dk_arena *a, const char *sql, 
         return st;
     if (rows->nrows == 0)
         return DK_E_NOT_FOUND;
-    users_row(rows, 0, ret);
+    users_row(a, rows, 0, ret);
     return DK_OK;
 }
 
@@ -123,7 +124,7 @@ dk_status users_repo_update(const dk_database *db, dk_arena *a, const char *id, 
         return st;
     if (rows->nrows == 0)
         return DK_E_NOT_FOUND;
-    users_row(rows, 0, ret);
+    users_row(a, rows, 0, ret);
     return DK_OK;
 }
 
@@ -137,4 +138,37 @@ dk_status users_repo_delete(const dk_database *db, dk_arena *a, const char *id)
     if (st != DK_OK)
         return st;
     return rows->affected > 0 ? DK_OK : DK_E_NOT_FOUND;
+}
+
+dk_status users_repo_avatar_key(const dk_database *db, dk_arena *a, const char *id,
+                                const char **ret_key)
+{
+    const char *p[] = {id};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(db, a, "SELECT avatar_key FROM users WHERE id = $1", 1, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_NOT_FOUND;
+    *ret_key = dk_db_value(rows, 0, 0);
+    return DK_OK;
+}
+
+dk_status users_repo_set_avatar(const dk_database *db, dk_arena *a, const char *id,
+                                const char *expect, const char *key, dk_user *ret)
+{
+    const char *p[] = {id, key, dk_sql_int(a, dk_now_ms()), expect};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(db, a,
+                          "UPDATE users SET avatar_key = $2, updated_at = $3 "
+                          "WHERE id = $1 AND COALESCE(avatar_key, '') = COALESCE($4, '') "
+                          "RETURNING " USER_COLS,
+                          4, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_PRECONDITION;
+    if (ret)
+        users_row(a, rows, 0, ret);
+    return DK_OK;
 }

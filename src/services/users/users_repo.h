@@ -20,6 +20,14 @@ dk_status users_repo_find_by_email(const dk_database *db, dk_arena *a, const cha
 /* name/email NULL = unchanged; updated_at moves only when something changed. */
 dk_status users_repo_update(const dk_database *db, dk_arena *a, const char *id, const char *name,
                             const char *email, dk_user *ret) DK_MUSTCHECK;
+/* The user's avatar object key (*ret_key NULL when none); DK_E_NOT_FOUND without the user. */
+dk_status users_repo_avatar_key(const dk_database *db, dk_arena *a, const char *id,
+                                const char **ret_key) DK_MUSTCHECK;
+/* Compare-and-set of the avatar key: sets key (NULL = none) when the current one is expect
+ * (NULL = none), moving updated_at; DK_E_PRECONDITION when it is not (or no such user).
+ * ret (may be NULL) gets the updated user. */
+dk_status users_repo_set_avatar(const dk_database *db, dk_arena *a, const char *id,
+                                const char *expect, const char *key, dk_user *ret) DK_MUSTCHECK;
 dk_status users_repo_delete(const dk_database *db, dk_arena *a, const char *id) DK_MUSTCHECK;
 
 #endif
