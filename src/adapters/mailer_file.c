@@ -98,8 +98,8 @@ static dk_status mf_send(void *h, const char *envelope_from, const char *rcpt, c
         snprintf(why, why_cap, "cannot create a mail file: %s", strerror(errno));
         return DK_E_UNAVAILABLE;
     }
-    bool ok = mf_write_all(fd, head, strlen(head)) && mf_write_all(fd, message, len) &&
-              fsync(fd) == 0;
+    bool ok =
+        mf_write_all(fd, head, strlen(head)) && mf_write_all(fd, message, len) && fsync(fd) == 0;
     int err = errno;
     ok = close(fd) == 0 && ok;
     if (ok && rename(tmp, final) != 0) {

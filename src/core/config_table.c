@@ -95,9 +95,9 @@ const dk_config_row dk_config_rows[] = {
     ROW_INT("auth.hash_queue", "256", 0, 100000,
             "Logins that may wait for a hash worker; beyond it a login is answered 503."),
 
-    ROW_DUR("auth.reset_token_ttl", "30m", MS_M, MS_D,
+    ROW_DUR("auth.reset_token_ttl", "30m", MS_S, MS_D,
             "Lifetime of a password-reset token (the link in the e-mail)."),
-    ROW_DUR("auth.verify_token_ttl", "24h", MS_M, 30 * MS_D,
+    ROW_DUR("auth.verify_token_ttl", "24h", MS_S, 30 * MS_D,
             "Lifetime of an e-mail verification token."),
     ROW_DUR("auth.mail_interval", "1m", MS_S, MS_D,
             "At most one password-reset e-mail, and one verification e-mail, per address in this "

@@ -123,6 +123,42 @@ char *dk_mail_subject(dk_arena *a, const char *prefix, const char *text)
 }
 
 /* s with CRLF line ends, base64-encoded in lines of 76 characters. */
+static char *mail_base64_body(dk_arena *a, const char *s);
+
+/* A body part as readable 8bit text (CRLF line ends) when every line fits in 900 bytes and
+ * no bare CR or NUL is in it, else base64. *ret_cte gets the transfer encoding. */
+static char *mail_body(dk_arena *a, const char *s, const char **ret_cte)
+{
+    size_t line = 0, n = strlen(s);
+    bool plain = true;
+    for (size_t i = 0; i <= n && plain; i++) {
+        if (i == n || s[i] == '\n') {
+            line = 0;
+            continue;
+        }
+        if (s[i] == '\r' || s[i] == '\0' || ++line > 900)
+            plain = false;
+    }
+    if (!plain) {
+        *ret_cte = "base64";
+        return mail_base64_body(a, s);
+    }
+    char *out = dk_arena_alloc(a, 2 * n + 3);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n')
+            out[o++] = '\r';
+        out[o++] = s[i];
+    }
+    if (o < 2 || out[o - 1] != '\n') {
+        out[o++] = '\r';
+        out[o++] = '\n';
+    }
+    out[o] = '\0';
+    *ret_cte = "8bit";
+    return out;
+}
+
 static char *mail_base64_body(dk_arena *a, const char *s)
 {
     size_t n = strlen(s), extra = 0;
@@ -160,30 +196,33 @@ char *dk_mail_compose(dk_arena *a, const dk_mail_sender *from, const dk_mail *m,
     dk_random_bytes(rnd, sizeof rnd);
     char id[33];
     dk_hex(rnd, sizeof rnd, id);
-    char *msg = dk_arena_printf(a, "Date: %s\r\nFrom: %s\r\nTo: %s\r\nMessage-ID: <%s@%s>\r\n%s",
-                                date, from->header, m->to, id, from->msgid_domain,
-                                dk_mail_subject(a, "[Docket]", dk_mail_one_line(a, m->subject, 240)));
+    char *msg =
+        dk_arena_printf(a, "Date: %s\r\nFrom: %s\r\nTo: %s\r\nMessage-ID: <%s@%s>\r\n%s", date,
+                        from->header, m->to, id, from->msgid_domain,
+                        dk_mail_subject(a, "[Docket]", dk_mail_one_line(a, m->subject, 240)));
     for (const char *const *h = m->headers; h && *h; h++)
         msg = dk_arena_printf(a, "%s%s\r\n", msg, dk_mail_one_line(a, *h, 900));
     msg = dk_arena_printf(a, "%sMIME-Version: 1.0\r\nAuto-Submitted: auto-generated\r\n", msg);
+    const char *tcte = NULL, *hcte = NULL;
+    char *text = mail_body(a, m->text, &tcte);
     if (!m->html) {
         msg = dk_arena_printf(a,
                               "%sContent-Type: text/plain; charset=utf-8\r\n"
-                              "Content-Transfer-Encoding: base64\r\n\r\n%s",
-                              msg, mail_base64_body(a, m->text));
+                              "Content-Transfer-Encoding: %s\r\n\r\n%s",
+                              msg, tcte, text);
     } else {
+        char *html = mail_body(a, m->html, &hcte);
         char boundary[48];
         snprintf(boundary, sizeof boundary, "=_docket_%.24s", id);
         msg = dk_arena_printf(a,
                               "%sContent-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n"
                               "This is a MIME message.\r\n"
                               "--%s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                              "Content-Transfer-Encoding: base64\r\n\r\n%s"
+                              "Content-Transfer-Encoding: %s\r\n\r\n%s"
                               "--%s\r\nContent-Type: text/html; charset=utf-8\r\n"
-                              "Content-Transfer-Encoding: base64\r\n\r\n%s"
+                              "Content-Transfer-Encoding: %s\r\n\r\n%s"
                               "--%s--\r\n",
-                              msg, boundary, boundary, mail_base64_body(a, m->text), boundary,
-                              mail_base64_body(a, m->html), boundary);
+                              msg, boundary, boundary, tcte, text, boundary, hcte, html, boundary);
     }
     if (ret_len)
         *ret_len = strlen(msg);
@@ -199,12 +238,24 @@ char *dk_mail_html_escape(dk_arena *a, const char *s)
     for (const char *p = s; *p; p++) {
         const char *rep = NULL;
         switch (*p) {
-        case '&': rep = "&amp;"; break;
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '"': rep = "&quot;"; break;
-        case '\'': rep = "&#39;"; break;
-        default: *o++ = *p; continue;
+        case '&':
+            rep = "&amp;";
+            break;
+        case '<':
+            rep = "&lt;";
+            break;
+        case '>':
+            rep = "&gt;";
+            break;
+        case '"':
+            rep = "&quot;";
+            break;
+        case '\'':
+            rep = "&#39;";
+            break;
+        default:
+            *o++ = *p;
+            continue;
         }
         size_t k = strlen(rep);
         memcpy(o, rep, k);

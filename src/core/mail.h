@@ -33,7 +33,8 @@ char *dk_mail_one_line(dk_arena *a, const char *s, size_t max);
 char *dk_mail_subject(dk_arena *a, const char *prefix, const char *text);
 
 /* A message with a plain-text and an HTML part (html NULL: text/plain only). Bodies are UTF-8
- * with LF or CRLF line ends; both parts go base64-encoded, so no line is ever too long. */
+ * with LF line ends; a part goes as readable 8bit text when its lines are short (<= 900 bytes),
+ * else base64-encoded, so no line is ever too long. */
 typedef struct dk_mail {
     const char *to;      /* addr-spec */
     const char *subject; /* after the "[Docket]" prefix */

@@ -69,8 +69,13 @@ static void test_base32(void **state)
     dk_arena *a = dk_arena_new();
     static const struct {
         const char *in, *out;
-    } v[] = {{"", ""},          {"f", "MY"},           {"fo", "MZXQ"},         {"foo", "MZXW6"},
-             {"foob", "MZXW6YQ"}, {"fooba", "MZXW6YTB"}, {"foobar", "MZXW6YTBOI"}};
+    } v[] = {{"", ""},
+             {"f", "MY"},
+             {"fo", "MZXQ"},
+             {"foo", "MZXW6"},
+             {"foob", "MZXW6YQ"},
+             {"fooba", "MZXW6YTB"},
+             {"foobar", "MZXW6YTBOI"}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         assert_string_equal(totp_base32(a, (const unsigned char *)v[i].in, strlen(v[i].in)),
                             v[i].out);
@@ -177,9 +182,9 @@ static void test_seal_and_rotate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc4226_hotp),     cmocka_unit_test(test_rfc6238_vectors),
-        cmocka_unit_test(test_window),           cmocka_unit_test(test_base32),
-        cmocka_unit_test(test_recovery_codes),   cmocka_unit_test(test_seal_and_rotate),
+        cmocka_unit_test(test_rfc4226_hotp),   cmocka_unit_test(test_rfc6238_vectors),
+        cmocka_unit_test(test_window),         cmocka_unit_test(test_base32),
+        cmocka_unit_test(test_recovery_codes), cmocka_unit_test(test_seal_and_rotate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

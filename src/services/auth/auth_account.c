@@ -45,9 +45,8 @@ static const char *auth_duration_text(dk_arena *a, int64_t ms)
 }
 
 /* The HTML part: the same words, the link as a button and as text. */
-static char *auth_mail_html(dk_arena *a, const char *title, const char *greeting,
-                            const char *intro, const char *action, const char *link,
-                            const char *outro)
+static char *auth_mail_html(dk_arena *a, const char *title, const char *greeting, const char *intro,
+                            const char *action, const char *link, const char *outro)
 {
     const char *l = dk_mail_html_escape(a, link);
     return dk_arena_printf(
@@ -127,8 +126,8 @@ static void auth_mail_send(auth_svc *s, dk_arena *a, const dk_mail *m, const cha
         return;
     }
     char why[200] = "";
-    dk_status st = s->mailer.ops->send(s->mailer.h, s->from.envelope, m->to, msg, len, NULL, why,
-                                       sizeof why);
+    dk_status st =
+        s->mailer.ops->send(s->mailer.h, s->from.envelope, m->to, msg, len, NULL, why, sizeof why);
     if (st != DK_OK)
         dk_log_warn("%s not sent: %s", what, why[0] ? why : dk_status_title(st));
     else
@@ -153,8 +152,8 @@ static void auth_job_forgot(auth_svc *s, dk_arena *a, const char *email)
     }
     char *token = NULL;
     if (st == DK_OK)
-        st = auth_repo_email_token_new(&s->repo, a, "reset", u.id, u.email, s->reset_ttl_ms,
-                                       &token);
+        st =
+            auth_repo_email_token_new(&s->repo, a, "reset", u.id, u.email, s->reset_ttl_ms, &token);
     if (st != DK_OK) {
         dk_log_warn("password-reset e-mail not sent: %s", dk_status_title(st));
         return;
@@ -216,8 +215,8 @@ static dk_status auth_job_submit(auth_svc *s, int kind, const char *user_id, con
     j->kind = kind;
     j->user_id = user_id ? dk_strdup(user_id) : NULL;
     j->email = dk_strdup(email);
-    dk_status st = s->mail_pool ? dk_workpool_submit(s->mail_pool, auth_job_run, j)
-                                : DK_E_UNAVAILABLE;
+    dk_status st =
+        s->mail_pool ? dk_workpool_submit(s->mail_pool, auth_job_run, j) : DK_E_UNAVAILABLE;
     if (st != DK_OK) {
         dk_free(j->user_id);
         dk_free(j->email);
@@ -282,8 +281,8 @@ dk_status auth_account_init(auth_svc *s)
         /* secrets sealed before the key was set were sealed under the JWT-derived key */
         s->keys = totp_keyring_new(key, strlen(key), prev, s->app->mfa_fallback_key);
     } else {
-        s->keys = totp_keyring_new(s->app->mfa_fallback_key, sizeof s->app->mfa_fallback_key,
-                                   prev, NULL);
+        s->keys =
+            totp_keyring_new(s->app->mfa_fallback_key, sizeof s->app->mfa_fallback_key, prev, NULL);
     }
     if (!s->keys) {
         dk_log_error("auth: cannot derive the TOTP encryption key");

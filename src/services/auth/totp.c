@@ -178,7 +178,8 @@ totp_keyring *totp_keyring_new(const void *current, size_t current_len, const ch
         dk_free(k);
         return NULL;
     }
-    if (fallback_previous && k->n < TOTP_MAX_KEYS && totp_derive(fallback_previous, 32, &k->keys[k->n]))
+    if (fallback_previous && k->n < TOTP_MAX_KEYS &&
+        totp_derive(fallback_previous, 32, &k->keys[k->n]))
         k->n++;
     const char *p = previous;
     while (p && *p && k->n < TOTP_MAX_KEYS) {
@@ -200,8 +201,8 @@ void totp_keyring_free(totp_keyring *k)
     dk_free(k);
 }
 
-char *totp_seal(dk_arena *a, const totp_keyring *k, const char *user_id, const unsigned char *secret,
-                size_t n)
+char *totp_seal(dk_arena *a, const totp_keyring *k, const char *user_id,
+                const unsigned char *secret, size_t n)
 {
     const totp_key *key = &k->keys[0];
     size_t total = TOTP_NONCE + n + TOTP_TAG;
@@ -247,8 +248,7 @@ dk_status totp_open(dk_arena *a, const totp_keyring *k, const char *user_id, con
               EVP_DecryptUpdate(c, NULL, &len, (const unsigned char *)user_id,
                                 (int)strlen(user_id)) == 1 &&
               EVP_DecryptUpdate(c, out, &len, buf + TOTP_NONCE, (int)n) == 1 &&
-              EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TOTP_TAG,
-                                  buf + TOTP_NONCE + n) == 1 &&
+              EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TOTP_TAG, buf + TOTP_NONCE + n) == 1 &&
               EVP_DecryptFinal_ex(c, out + len, &fin) == 1;
     EVP_CIPHER_CTX_free(c);
     if (!ok)

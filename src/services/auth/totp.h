@@ -24,7 +24,8 @@ typedef struct dk_arena dk_arena;
 #define TOTP_RECOVERY_CODES 10
 
 /* The HOTP value (RFC 4226) of key for counter, as TOTP_DIGITS decimal digits + NUL. */
-void totp_hotp(const unsigned char *key, size_t keylen, uint64_t counter, char out[TOTP_DIGITS + 1]);
+void totp_hotp(const unsigned char *key, size_t keylen, uint64_t counter,
+               char out[TOTP_DIGITS + 1]);
 /* The time step of a Unix time in seconds. */
 int64_t totp_step(int64_t unix_s);
 /* Checks a 6-digit code against steps now-1, now, now+1 in constant time (every candidate is
@@ -47,8 +48,8 @@ typedef struct totp_keyring totp_keyring;
 totp_keyring *totp_keyring_new(const void *current, size_t current_len, const char *previous,
                                const unsigned char *fallback_previous);
 void totp_keyring_free(totp_keyring *k); /* accepts NULL */
-char *totp_seal(dk_arena *a, const totp_keyring *k, const char *user_id, const unsigned char *secret,
-                size_t n);
+char *totp_seal(dk_arena *a, const totp_keyring *k, const char *user_id,
+                const unsigned char *secret, size_t n);
 /* DK_E_INTERNAL for a value no key of the ring opens. *ret_stale: opened with a previous key. */
 dk_status totp_open(dk_arena *a, const totp_keyring *k, const char *user_id, const char *sealed,
                     unsigned char **ret_secret, size_t *ret_len, bool *ret_stale) DK_MUSTCHECK;
