@@ -25,6 +25,7 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "adapters/users_http.h"
+#include "ports/mailer.h"
 #include "services/gateway/gateway.h"
 #include "services/service.h"
 #include "core/banned.h"
@@ -550,6 +551,36 @@ static int dk_remote_ports(dk_app *app, const dk_config *c, const dk_plan *plan,
     return 0;
 }
 
+/* The mailer of this process: SMTP when smtp.url is set, else .eml files in <data_dir>/mail. */
+static int dk_open_mailer(dk_app *app, const dk_config *c, dk_mailer *m)
+{
+    const char *url = dk_config_str(c, "smtp.url");
+    dk_status st;
+    if (url && *url) {
+        m->ops = &dk_mailer_smtp_ops;
+        st = dk_mailer_smtp_new(url, dk_config_int(c, "notification.webhook_timeout"), &m->h);
+        if (st != DK_OK) {
+            fprintf(stderr, "config: smtp.url must be smtp://[user:password@]host[:port] or "
+                            "smtps://...\n");
+            m->ops = NULL;
+            return -1;
+        }
+    } else {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/mail", dk_config_str(c, "storage.data_dir"));
+        m->ops = &dk_mailer_file_ops;
+        st = dk_mailer_file_new(dir, &m->h);
+        if (st != DK_OK) {
+            fprintf(stderr, "error: cannot create the mail directory %s: %s\n", dir,
+                    strerror(errno));
+            m->ops = NULL;
+            return -1;
+        }
+    }
+    dk_app_register_port(app, DK_MAILER, m->ops, m->h);
+    return 0;
+}
+
 static int dk_default_port(const dk_plan *plan)
 {
     if (plan->gateway || strcmp(plan->process, "all") == 0)
@@ -573,6 +604,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     dk_gateway *gw = NULL;
     dk_users_http *users_http = NULL;
     dk_proxy_list proxies = {0};
+    dk_mailer mailer = {0};
     char secret[512];
     bool all = strcmp(plan->process, "all") == 0;
 
@@ -627,6 +659,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     app.tokens = dk_tokens_new((const unsigned char *)secret, strlen(secret),
                                dk_config_int(c, "auth.jwt_expiry"));
     dk_hmac_sha256(secret, strlen(secret), "docket-cursor-v1", 16, app.cursor_key);
+    dk_hmac_sha256(secret, strlen(secret), "docket-mfa-v1", 13, app.mfa_fallback_key);
     memset(secret, 0, sizeof secret);
     app.refresh_ttl_ms = dk_config_int(c, "auth.refresh_expiry");
     app.rate_limit_enabled = dk_config_bool(c, "rate_limiting.enabled");
@@ -637,6 +670,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     if (dk_remote_ports(&app, c, plan, &users_http) != 0)
         goto out;
     if (dk_open_blobs(&app, c, plan) != 0)
+    if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
+        dk_open_mailer(&app, c, &mailer) != 0)
         goto out;
 
     for (; started < plan->n; started++) {
@@ -742,6 +777,8 @@ out:
     dk_users_http_free(users_http);
     if (app.blobs.blob)
         app.blobs.ops->close(app.blobs.blob);
+    if (mailer.ops)
+        mailer.ops->free(mailer.h);
     dk_tokens_free(app.tokens);
     dk_session_guard_stop();
     if (app.store.kv)

@@ -462,6 +462,12 @@ static dk_status uh_user_parse(dk_arena *a, const char *body, size_t len, dk_use
     u.avatar_url = uh_member(a, o, "avatar_url", false, &ok);
     const char *created = uh_member(a, o, "created_at", true, &ok);
     const char *updated = uh_member(a, o, "updated_at", true, &ok);
+    json_t *ev = json_object_get(o, "email_verified"), *mfa = json_object_get(o, "mfa_enabled");
+    /* absent from a users service older than the flags: false */
+    if ((ev && !json_is_boolean(ev)) || (mfa && !json_is_boolean(mfa)))
+        ok = false;
+    u.email_verified = json_is_true(ev);
+    u.mfa_enabled = json_is_true(mfa);
     json_decref(o);
     if (!ok || !dk_time_parse(created, &u.created_at) || !dk_time_parse(updated, &u.updated_at))
         return DK_E_INTERNAL;
@@ -541,7 +547,41 @@ DK_MUSTCHECK static dk_status uh_remove(void *handle, const char *id)
     return st;
 }
 
+DK_MUSTCHECK static dk_status uh_mark_verified(void *handle, dk_arena *a, const char *id,
+                                               const char *email)
+{
+    dk_users_http *h = handle;
+    if (!h || !a || !id || !email)
+        return DK_E_INTERNAL;
+    if (!*id)
+        return DK_E_NOT_FOUND;
+    json_t *req = json_pack("{s:s}", "email", email);
+    if (!req)
+        return DK_E_INTERNAL;
+    size_t len;
+    char *body = dk_json_render(a, req, &len);
+    json_decref(req);
+    dk_user u;
+    char *path = dk_arena_printf(a, UH_PREFIX "/%s/email-verified", uh_pct_encode(a, id));
+    return uh_user_call(h, a, "POST", path, body, len, 200, &u);
+}
+
+DK_MUSTCHECK static dk_status uh_set_mfa(void *handle, dk_arena *a, const char *id, bool enabled)
+{
+    dk_users_http *h = handle;
+    if (!h || !a || !id)
+        return DK_E_INTERNAL;
+    if (!*id)
+        return DK_E_NOT_FOUND;
+    const char *body = enabled ? "{\"enabled\":true}" : "{\"enabled\":false}";
+    dk_user u;
+    char *path = dk_arena_printf(a, UH_PREFIX "/%s/mfa", uh_pct_encode(a, id));
+    return uh_user_call(h, a, "PUT", path, body, strlen(body), 200, &u);
+}
+
 const struct dk_users_directory_ops dk_users_directory_http_ops = {
+    .mark_email_verified = uh_mark_verified,
+    .set_mfa_enabled = uh_set_mfa,
     .create = uh_create,
     .find_by_email = uh_find_by_email,
     .get = uh_get,

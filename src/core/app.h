@@ -28,6 +28,9 @@ struct dk_app {
     /* A key for signing opaque values handed to clients (pagination cursors), derived from the
      * JWT secret so every replica shares it: HMAC-SHA256(secret, "docket-cursor-v1"). */
     unsigned char cursor_key[32];
+    /* Key material for the TOTP-secret encryption key when auth.mfa_key is unset:
+     * HMAC-SHA256(JWT secret, "docket-mfa-v1"). */
+    unsigned char mfa_fallback_key[32];
     bool rate_limit_enabled;
     int64_t rate_limit_window_ms;
     int64_t rate_limit_max;

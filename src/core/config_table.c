@@ -77,6 +77,10 @@ const dk_config_row dk_config_rows[] = {
              "Let several processes listen on the same port (`SO_REUSEPORT`, for restarts without "
              "downtime); off, a taken port is an error."),
 
+    ROW_STR("server.public_url", "http://localhost:3000", NULL, 0,
+            "Public base URL of Docket (the gateway, as users reach it): links in e-mails "
+            "(password reset, address verification) and the web console start with it."),
+
     ROW_STR("storage.data_dir", "./data", NULL, 0,
             "Directory for embedded data: the SQLite database, local objects and the generated JWT "
             "secret."),
@@ -121,6 +125,20 @@ const dk_config_row dk_config_rows[] = {
             "Threads that compute password hashes; 0 = one per usable CPU (see `server.threads`)."),
     ROW_INT("auth.hash_queue", "256", 0, 100000,
             "Logins that may wait for a hash worker; beyond it a login is answered 503."),
+
+    ROW_DUR("auth.reset_token_ttl", "30m", MS_S, MS_D,
+            "Lifetime of a password-reset token (the link in the e-mail)."),
+    ROW_DUR("auth.verify_token_ttl", "24h", MS_S, 30 * MS_D,
+            "Lifetime of an e-mail verification token."),
+    ROW_DUR("auth.mail_interval", "1m", MS_S, MS_D,
+            "At most one password-reset e-mail, and one verification e-mail, per address in this "
+            "interval; requests in between are answered the same but send nothing."),
+    ROW_STR("auth.mfa_key", "", NULL, DK_CFG_SECRET,
+            "Secret from which the key that encrypts stored TOTP secrets is derived (HKDF-SHA256, "
+            "AES-256-GCM), at least 32 characters; empty = derived from the JWT secret."),
+    ROW_STR("auth.mfa_key_previous", "", NULL, DK_CFG_SECRET,
+            "Former values of auth.mfa_key (or of the JWT secret), comma-separated: secrets "
+            "encrypted with them are still read, and re-encrypted with the current key when used."),
 
     ROW_BOOL("rate_limiting.enabled", "true", "Rate-limit `/api/v1/auth/*` per client IP."),
     ROW_INT("rate_limiting.window_ms", "900000", 1000, 86400000,
@@ -209,10 +227,11 @@ const dk_config_row dk_config_rows[] = {
             "Delay before the first S3 retry; it doubles with each attempt (with jitter)."),
 
     ROW_STR("smtp.url", "", "SMTP_URL", DK_CFG_SECRET,
-            "SMTP server for email notifications, `smtp://[user:password@]host:port`; empty = no "
-            "email."),
+            "SMTP server for e-mail, `smtp://[user:password@]host:port` or `smtps://…`; with "
+            "credentials TLS is required (smtps, or STARTTLS). Empty = e-mails are written as "
+            "`.eml` files to `<data_dir>/mail/`."),
     ROW_STR("smtp.from", "docket@localhost", "MAIL_FROM", 0,
-            "Sender address of notification emails."),
+            "Sender address of Docket's e-mails (notifications, password reset, verification)."),
 
     ROW_STR("otel.endpoint", "", "OTEL_EXPORTER_OTLP_ENDPOINT", 0,
             "OTLP/HTTP collector base URL; traces are exported when it is set."),

@@ -7,6 +7,7 @@
 #define DK_PORTS_USERS_DIRECTORY_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/arena.h"
@@ -25,6 +26,8 @@ typedef struct dk_user {
     const char *avatar_url; /* NULL when none */
     int64_t created_at;     /* ms since the epoch */
     int64_t updated_at;
+    bool email_verified; /* the address received a verification e-mail and its link was used */
+    bool mfa_enabled;    /* a second factor (TOTP) is on: the auth service keeps it in step */
 } dk_user;
 
 struct dk_users_directory_ops {
@@ -34,11 +37,22 @@ struct dk_users_directory_ops {
                                dk_user *ret_user) DK_MUSTCHECK;
     dk_status (*get)(void *h, dk_arena *a, const char *id, dk_user *ret_user) DK_MUSTCHECK;
     dk_status (*remove)(void *h, const char *id) DK_MUSTCHECK;
+    /* Marks the address verified, but only while the account still has that address
+     * (case-insensitively): DK_E_NOT_FOUND when the account is gone or its address changed. */
+    dk_status (*mark_email_verified)(void *h, dk_arena *a, const char *id,
+                                     const char *email) DK_MUSTCHECK;
+    /* Records whether the account has a second factor (shown as mfa_enabled). */
+    dk_status (*set_mfa_enabled)(void *h, dk_arena *a, const char *id, bool enabled) DK_MUSTCHECK;
 };
 
 /* The event the users service publishes when an account is deleted (before it goes), with
  * payload {"user_id": "..."}; subscribers remove what they hold about that user. */
 #define DK_EVENT_USER_DELETED "user.deleted"
+
+/* The event the users service publishes when an account's e-mail address changed (the new
+ * address is unverified), payload {"user_id": "...", "email": "..."}: the auth service sends a
+ * verification e-mail to it. */
+#define DK_EVENT_USER_EMAIL_CHANGED "user.email_changed"
 
 /* The user id of a user.deleted payload, copied into the arena; NULL when malformed. */
 static inline const char *dk_user_deleted_id(dk_arena *a, const char *payload)
@@ -57,10 +71,11 @@ static inline json_t *dk_user_json(const dk_user *u)
     char created[DK_RFC3339_LEN], updated[DK_RFC3339_LEN];
     dk_time_format(u->created_at, created);
     dk_time_format(u->updated_at, updated);
-    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:s}", "id", u->id, "email", u->email, "name",
-                     u->name, "role", u->role, "avatar_url",
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:s,s:b,s:b}", "id", u->id, "email", u->email,
+                     "name", u->name, "role", u->role, "avatar_url",
                      u->avatar_url ? json_string(u->avatar_url) : json_null(), "created_at",
-                     created, "updated_at", updated);
+                     created, "updated_at", updated, "email_verified", u->email_verified,
+                     "mfa_enabled", u->mfa_enabled);
 }
 
 #endif

@@ -35,7 +35,8 @@ def test_register_returns_user(docket):
     user = resp.json()
     assert_user(user, email=email, name="Ada Lovelace")   # stored as given, not lower-cased
     assert set(user) == {"id", "email", "name", "role", "avatar_url", "created_at",
-                         "updated_at"}, user
+                         "updated_at", "email_verified", "mfa_enabled"}, user
+    assert user["email_verified"] is False and user["mfa_enabled"] is False, user
     other = docket.register().json()
     assert other["id"] != user["id"]
 

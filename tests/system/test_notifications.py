@@ -28,6 +28,7 @@ import requests
 
 import helpers
 from helpers import assert_problem, assert_unauthorized, check_each, parse_time, wait_until
+from mailbox import Mailbox, verify_address
 from smtp_sink import SmtpSink
 from sse_client import Event, SseStream
 from test_ops import parse_metrics
@@ -704,11 +705,26 @@ def test_webhook_dead_lettered_after_the_last_attempt(start_docket):
 def test_email_to_the_assignee(start_docket):
     with SmtpSink() as smtp:
         d = start_docket(extra_env={"SMTP_URL": smtp.url, "MAIL_FROM": "docket@example.test"})
-        a, b, c = d.new_user(), d.new_user(), d.new_user()
+        box = Mailbox.smtp(smtp)
+        a, b, c, e = d.new_user(), d.new_user(), d.new_user(), d.new_user()
+        verify_address(d, box, b)
+        verify_address(d, box, c)
+
+        def notification_mails():
+            return [m for m in smtp.received() if "X-Docket-Mail" not in m.message]
+
+        def wait_mails(n):
+            wait_until(lambda: len(notification_mails()) >= n, WAIT,
+                       what=f"{n} notification mail(s)")
+            return notification_mails()
+
         assert put_prefs(d, b, True, None) == {"email_enabled": True, "webhook_url": None}
+        # e wants e-mail but never verified the address: e-mail notifications are withheld
+        assert put_prefs(d, e, True, None) == {"email_enabled": True, "webhook_url": None}
         new_task(d, a.access, title="No mail for C", assignee_id=c.id)    # c: email off
+        new_task(d, a.access, title="No mail for E", assignee_id=e.id)    # e: unverified
         t = new_task(d, a.access, title="Quarterly report", assignee_id=b.id)
-        (mail,) = smtp.wait_for(1, WAIT)
+        (mail,) = wait_mails(1)
         assert mail.rcpt_tos == [b.email], mail.rcpt_tos
         assert mail.mail_from == "docket@example.test"
         msg = mail.message
@@ -721,7 +737,7 @@ def test_email_to_the_assignee(start_docket):
         t2 = new_task(d, a.access, title="Café «plan»", assignee_id=b.id)
         t3 = new_task(d, a.access, title="Report\r\nX-Injected: yes\r\nBcc: x@example.test",
                       assignee_id=b.id)
-        mails = smtp.wait_for(3, WAIT)
+        mails = wait_mails(3)
         subjects = [str(m.message["Subject"]) for m in mails]
         assert any('You were assigned "Café «plan»"' in s for s in subjects), subjects
         for m in mails:
@@ -731,11 +747,14 @@ def test_email_to_the_assignee(start_docket):
             assert all(byte < 128 for byte in head), f"raw non-ASCII in the mail header: {head!r}"
         wait_assigned(d, b, t2)
         wait_assigned(d, b, t3)
-        # one mail per notification of b, none for c
+        # one mail per notification of b, none for c (e-mail off) nor e (unverified)
         barrier(d, c, via=a)
         wait_until(lambda: delivery_counts(d).get(("email", "sent")) == 3, WAIT,
                    what="3 emails counted as sent")
-        assert len(smtp.received()) == 3
+        wait_until(lambda: delivery_counts(d).get(("email", "dead")) == 1, WAIT,
+                   what="the unverified address's e-mail dead-lettered")
+        assert len(notification_mails()) == 3
+        assert not [m for m in notification_mails() if m.rcpt_tos == [e.email]]
 
 
 # --------------------------------------------------------------------------- due soon

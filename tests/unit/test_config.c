@@ -205,14 +205,19 @@ static void test_table_is_well_formed(void **state)
                    {"s3.access_key_id", "AWS_ACCESS_KEY_ID"},
                    {"s3.secret_access_key", "AWS_SECRET_ACCESS_KEY"},
                    {"s3.session_token", "AWS_SESSION_TOKEN"},
-                   {"smtp.url", "SMTP_URL"}};
+                   {"smtp.url", "SMTP_URL"},
+                   {"auth.mfa_key", NULL},
+                   {"auth.mfa_key_previous", NULL}};
     size_t nsecret = 0;
     for (size_t i = 0; i < dk_config_nrows; i++)
         nsecret += (dk_config_rows[i].flags & DK_CFG_SECRET) != 0;
     assert_int_equal(nsecret, sizeof secrets / sizeof secrets[0]);
     for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
         assert_true(dk_config_is_secret(secrets[i].key));
-        assert_string_equal(dk_config_row_find(secrets[i].key)->env, secrets[i].env);
+        if (secrets[i].env)
+            assert_string_equal(dk_config_row_find(secrets[i].key)->env, secrets[i].env);
+        else
+            assert_null(dk_config_row_find(secrets[i].key)->env);
     }
     assert_false(dk_config_is_secret("server.port"));
     assert_false(dk_config_is_secret("no.such_key"));

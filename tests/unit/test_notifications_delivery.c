@@ -34,6 +34,7 @@
 #include "core/sql.h"
 #include "core/timeutil.h"
 #include "ports/users_directory.h"
+#include "ports/mailer.h"
 #include "services/notifications/notifications_delivery.h"
 #include "services/notifications/notifications_repo.h"
 #include "services/users/users_repo.h"
@@ -58,6 +59,7 @@ typedef struct fixture {
     dk_database db;
     dk_arena *a;
     char *dir;
+    dk_mailer mailer; /* SMTP, when a test sends e-mail */
 } fixture;
 
 static void fx_exec(fixture *f, const char *sql, int n, const char *const *p)
@@ -101,6 +103,8 @@ static void fx_open(fixture *f)
 
 static void fx_close(fixture *f)
 {
+    if (f->mailer.ops)
+        f->mailer.ops->free(f->mailer.h);
     f->db.ops->close(f->db.db);
     dk_arena_free(f->a);
     free(f->dir);
@@ -556,7 +560,6 @@ static nt_delivery_options opts(fixture *f)
 {
     nt_delivery_options o = {
         .db = &f->db,
-        .smtp_url = "",
         .mail_from = "docket@example.com",
         .allow_private = true, /* the receivers listen on 127.0.0.1 */
         .max_attempts = 3,
@@ -988,10 +991,12 @@ static void test_bad_options(void **state)
     o.db = NULL;
     assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
     o = opts(&f);
-    o.smtp_url = "http://mail.example.com";
+    void *mh = NULL;
+    assert_int_equal(dk_mailer_smtp_new("http://mail.example.com", 1000, &mh), DK_E_VALIDATION);
+    assert_int_equal(dk_mailer_smtp_new("smtp://127.0.0.1:25", 1000, &mh), DK_OK);
+    dk_mailer m = {&dk_mailer_smtp_ops, mh};
+    o.mailer = &m;
     o.users = &directory;
-    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
-    o.smtp_url = "smtp://127.0.0.1:25";
     o.mail_from = "docket@example.com\r\nBcc: x@example.com";
     assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
     o.mail_from = "not an address";
@@ -1000,6 +1005,7 @@ static void test_bad_options(void **state)
     o.users = NULL;
     assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
     assert_null(d);
+    dk_mailer_smtp_ops.free(mh);
     fx_close(&f);
 }
 
@@ -1009,13 +1015,20 @@ static const char *make_user(fixture *f, const char *email)
 {
     dk_user u;
     assert_int_equal(users_repo_create(&f->db, f->a, email, "Ann", &u), DK_OK);
+    assert_int_equal(users_repo_mark_verified(&f->db, f->a, u.id, email, &u), DK_OK);
     return u.id;
 }
 
 static nt_delivery_options email_opts(fixture *f, smtp_rx *s)
 {
     nt_delivery_options o = opts(f);
-    o.smtp_url = dk_arena_printf(f->a, "smtp://127.0.0.1:%d", s->port);
+    if (f->mailer.ops)
+        f->mailer.ops->free(f->mailer.h);
+    f->mailer.ops = &dk_mailer_smtp_ops;
+    assert_int_equal(dk_mailer_smtp_new(dk_arena_printf(f->a, "smtp://127.0.0.1:%d", s->port),
+                                        o.timeout_ms, &f->mailer.h),
+                     DK_OK);
+    o.mailer = &f->mailer;
     o.mail_from = "Docket <docket@example.com>";
     o.users = &directory;
     o.users_handle = &f->db;
@@ -1151,13 +1164,24 @@ static void test_email_unknown_user_and_off(void **state)
     assert_string_equal(rs.state, "dead");
     assert_string_equal(rs.last_error, "user not found");
     assert_true(metric("email", "dead") == 1);
+
+    /* an address not verified yet gets nothing */
+    dk_user unverified;
+    assert_int_equal(users_repo_create(&f.db, f.a, "unverified@example.com", "Una", &unverified),
+                     DK_OK);
+    id = add_delivery(&f, unverified.id, "email", "", "m");
+    nt_delivery_kick(d);
+    rs = wait_final(&f, id, 5000);
+    assert_string_equal(rs.state, "dead");
+    assert_string_equal(rs.last_error, "e-mail address not verified");
+    assert_int_equal(smtp_count(s), 0);
     stop(d);
 
     /* e-mail switched off: rows still queued die */
     const char *uid = make_user(&f, "cy@example.com");
     id = add_delivery(&f, uid, "email", "", "m");
     o = opts(&f);
-    o.smtp_url = "";
+    o.mailer = NULL;
     d = start(&o);
     rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "dead");

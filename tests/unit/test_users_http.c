@@ -513,6 +513,9 @@ static void test_statuses(void **state)
         "{\"id\":\"1\",\"email\":\"e\",\"name\":\"n\",\"role\":\"r\",\"avatar_url\":5,"
         "\"created_at\":\"2026-01-01T00:00:00Z\",\"updated_at\":\"2026-01-01T00:00:00Z\"}",
         "{\"id\":\"1\",\"email\":\"e\",\"name\":\"n\",\"role\":\"r\",\"avatar_url\":null,"
+        "\"created_at\":\"2026-01-01T00:00:00Z\",\"updated_at\":\"2026-01-01T00:00:00Z\","
+        "\"email_verified\":\"yes\"}",
+        "{\"id\":\"1\",\"email\":\"e\",\"name\":\"n\",\"role\":\"r\",\"avatar_url\":null,"
         "\"created_at\":\"yesterday\",\"updated_at\":\"2026-01-01T00:00:00Z\"}",
     };
     f->srv->force_status = 200;
@@ -525,8 +528,11 @@ static void test_statuses(void **state)
     f->srv->force_body =
         "{\"id\":\"1\",\"email\":\"e@x\",\"name\":\"n\",\"role\":\"admin\","
         "\"avatar_url\":\"/api/v1/users/1/avatar\",\"created_at\":"
-        "\"2026-01-01T01:00:00.250+01:00\",\"updated_at\":\"2026-01-02T00:00:00Z\"}";
+        "\"2026-01-01T01:00:00.250+01:00\",\"updated_at\":\"2026-01-02T00:00:00Z\","
+        "\"email_verified\":true,\"mfa_enabled\":false}";
     assert_int_equal(ops->get(f->h, f->a, "1", &u), DK_OK);
+    assert_true(u.email_verified);
+    assert_false(u.mfa_enabled);
     assert_string_equal(u.role, "admin");
     assert_string_equal(u.avatar_url, "/api/v1/users/1/avatar");
     int64_t want;

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/session_guard.h"
 #include "core/sql.h"
+#include "core/str.h"
 #include "core/timeutil.h"
 #include "core/banned.h"
 
@@ -63,6 +64,79 @@ const dk_migration dk_auth_migrations[DK_AUTH_NMIGRATIONS] = {
      "  used_at BIGINT\n"
      ");\n"
      "CREATE INDEX refresh_tokens_session_idx ON auth.refresh_tokens (session_id);\n"},
+    {2, "email_tokens_totp_recovery_codes_mfa_challenges",
+     "CREATE TABLE email_tokens (\n"
+     "  token_hash TEXT PRIMARY KEY,\n"
+     "  kind TEXT NOT NULL CHECK (kind IN ('reset', 'verify')),\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  email TEXT NOT NULL,\n"
+     "  created_at INTEGER NOT NULL,\n"
+     "  expires_at INTEGER NOT NULL,\n"
+     "  used_at INTEGER\n"
+     ");\n"
+     "CREATE INDEX email_tokens_user_idx ON email_tokens (user_id, kind);\n"
+     "CREATE TABLE mail_throttle (\n"
+     "  kind TEXT NOT NULL,\n"
+     "  email_key TEXT NOT NULL,\n"
+     "  last_sent_at INTEGER NOT NULL,\n"
+     "  PRIMARY KEY (kind, email_key)\n"
+     ");\n"
+     "CREATE TABLE totp (\n"
+     "  user_id TEXT PRIMARY KEY,\n"
+     "  secret TEXT NOT NULL,\n"
+     "  enabled_at INTEGER,\n"
+     "  last_step INTEGER NOT NULL DEFAULT 0,\n"
+     "  created_at INTEGER NOT NULL\n"
+     ");\n"
+     "CREATE TABLE recovery_codes (\n"
+     "  code_hash TEXT PRIMARY KEY,\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  used_at INTEGER\n"
+     ");\n"
+     "CREATE INDEX recovery_codes_user_idx ON recovery_codes (user_id);\n"
+     "CREATE TABLE mfa_challenges (\n"
+     "  token_hash TEXT PRIMARY KEY,\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  expires_at INTEGER NOT NULL,\n"
+     "  failures INTEGER NOT NULL DEFAULT 0,\n"
+     "  used_at INTEGER\n"
+     ");\n",
+     "CREATE TABLE auth.email_tokens (\n"
+     "  token_hash TEXT PRIMARY KEY,\n"
+     "  kind TEXT NOT NULL CHECK (kind IN ('reset', 'verify')),\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  email TEXT NOT NULL,\n"
+     "  created_at BIGINT NOT NULL,\n"
+     "  expires_at BIGINT NOT NULL,\n"
+     "  used_at BIGINT\n"
+     ");\n"
+     "CREATE INDEX email_tokens_user_idx ON auth.email_tokens (user_id, kind);\n"
+     "CREATE TABLE auth.mail_throttle (\n"
+     "  kind TEXT NOT NULL,\n"
+     "  email_key TEXT NOT NULL,\n"
+     "  last_sent_at BIGINT NOT NULL,\n"
+     "  PRIMARY KEY (kind, email_key)\n"
+     ");\n"
+     "CREATE TABLE auth.totp (\n"
+     "  user_id TEXT PRIMARY KEY,\n"
+     "  secret TEXT NOT NULL,\n"
+     "  enabled_at BIGINT,\n"
+     "  last_step BIGINT NOT NULL DEFAULT 0,\n"
+     "  created_at BIGINT NOT NULL\n"
+     ");\n"
+     "CREATE TABLE auth.recovery_codes (\n"
+     "  code_hash TEXT PRIMARY KEY,\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  used_at BIGINT\n"
+     ");\n"
+     "CREATE INDEX recovery_codes_user_idx ON auth.recovery_codes (user_id);\n"
+     "CREATE TABLE auth.mfa_challenges (\n"
+     "  token_hash TEXT PRIMARY KEY,\n"
+     "  user_id TEXT NOT NULL,\n"
+     "  expires_at BIGINT NOT NULL,\n"
+     "  failures INTEGER NOT NULL DEFAULT 0,\n"
+     "  used_at BIGINT\n"
+     ");\n"},
 };
 
 static const char *auth_token_hash(dk_arena *a, const char *token)
@@ -405,6 +479,14 @@ dk_status auth_repo_forget_user(const auth_repo *r, dk_arena *a, const char *use
                          p, NULL);
     if (st == DK_OK)
         st = dk_tx_query(&tx, a, "DELETE FROM credentials WHERE user_id = $1", 1, p, NULL);
+    static const char *const per_user[] = {
+        "DELETE FROM email_tokens WHERE user_id = $1",
+        "DELETE FROM totp WHERE user_id = $1",
+        "DELETE FROM recovery_codes WHERE user_id = $1",
+        "DELETE FROM mfa_challenges WHERE user_id = $1",
+    };
+    for (size_t i = 0; st == DK_OK && i < sizeof per_user / sizeof per_user[0]; i++)
+        st = dk_tx_query(&tx, a, per_user[i], 1, p, NULL);
     return dk_tx_end(&tx, st);
 }
 
@@ -494,4 +576,291 @@ dk_status auth_repo_housekeeping(const auth_repo *r, dk_arena *a)
                   "DELETE FROM sessions WHERE (revoked_at IS NOT NULL AND revoked_at < $1) "
                   "OR expires_at < $2",
                   2, pd, NULL);
+}
+
+/* ---------- e-mail tokens ---------- */
+
+#define AUTH_EMAIL_TOKEN_BYTES 32 /* 256 bits */
+
+dk_status auth_repo_email_token_new(const auth_repo *r, dk_arena *a, const char *kind,
+                                    const char *user_id, const char *email, int64_t ttl_ms,
+                                    char **ret_token)
+{
+    int64_t now = dk_now_ms();
+    const char *nows = dk_sql_int(a, now);
+    char *token = dk_random_token(a, AUTH_EMAIL_TOKEN_BYTES);
+    dk_tx tx;
+    dk_status st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    const char *pk[] = {user_id, kind, nows};
+    st = dk_tx_query(&tx, a,
+                     "UPDATE email_tokens SET used_at = $3 WHERE user_id = $1 AND kind = $2 "
+                     "AND used_at IS NULL",
+                     3, pk, NULL);
+    if (st == DK_OK) {
+        const char *p[] = {auth_token_hash(a, token),  kind, user_id, email, nows,
+                           dk_sql_int(a, now + ttl_ms)};
+        st = dk_tx_query(&tx, a,
+                         "INSERT INTO email_tokens (token_hash, kind, user_id, email, created_at, "
+                         "expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                         6, p, NULL);
+    }
+    /* rows long dead go while we are here */
+    if (st == DK_OK) {
+        const char *pd[] = {dk_sql_int(a, now - 7 * 24 * 3600 * INT64_C(1000))};
+        st = dk_tx_query(&tx, a, "DELETE FROM email_tokens WHERE expires_at < $1", 1, pd, NULL);
+    }
+    st = dk_tx_end(&tx, st);
+    if (st == DK_OK)
+        *ret_token = token;
+    return st;
+}
+
+dk_status auth_repo_email_token_peek(const auth_repo *r, dk_arena *a, const char *kind,
+                                     const char *token, char **ret_user_id, char **ret_email)
+{
+    const char *p[] = {auth_token_hash(a, token), kind, dk_sql_int(a, dk_now_ms())};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "SELECT user_id, email FROM email_tokens WHERE token_hash = $1 AND "
+                          "kind = $2 AND used_at IS NULL AND expires_at > $3",
+                          3, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_VALIDATION;
+    *ret_user_id = (char *)dk_db_value(rows, 0, 0);
+    *ret_email = (char *)dk_db_value(rows, 0, 1);
+    return DK_OK;
+}
+
+dk_status auth_repo_email_token_use(const auth_repo *r, dk_arena *a, const char *kind,
+                                    const char *token, const char *user_id, const char *new_hash)
+{
+    const char *nows = dk_sql_int(a, dk_now_ms());
+    dk_tx tx;
+    dk_status st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    const char *p[] = {auth_token_hash(a, token), kind, nows, user_id};
+    dk_db_rows *rows = NULL;
+    st = dk_tx_query(&tx, a,
+                     "UPDATE email_tokens SET used_at = $3 WHERE token_hash = $1 AND kind = $2 "
+                     "AND user_id = $4 AND used_at IS NULL AND expires_at > $3",
+                     4, p, &rows);
+    if (st != DK_OK)
+        return dk_tx_end(&tx, st);
+    if (rows->affected == 0) {
+        dk_tx_abort(&tx);
+        return DK_E_VALIDATION;
+    }
+    const char *pk[] = {user_id, kind, nows};
+    st = dk_tx_query(&tx, a,
+                     "UPDATE email_tokens SET used_at = $3 WHERE user_id = $1 AND kind = $2 "
+                     "AND used_at IS NULL",
+                     3, pk, NULL);
+    if (st == DK_OK && new_hash) {
+        const char *pc[] = {user_id, new_hash, nows};
+        st = dk_tx_query(&tx, a,
+                         "UPDATE credentials SET password_hash = $2, updated_at = $3 "
+                         "WHERE user_id = $1",
+                         3, pc, &rows);
+        if (st == DK_OK && rows->affected == 0)
+            st = DK_E_VALIDATION; /* the account went away meanwhile */
+    }
+    return dk_tx_end(&tx, st);
+}
+
+dk_status auth_repo_mail_allowed(const auth_repo *r, dk_arena *a, const char *kind,
+                                 const char *email, int64_t interval_ms, bool *ret_allowed)
+{
+    int64_t now = dk_now_ms();
+    char *key = dk_arena_strdup(a, email);
+    dk_str_lower(key);
+    const char *p[] = {kind, key, dk_sql_int(a, now), dk_sql_int(a, now - interval_ms)};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "INSERT INTO mail_throttle (kind, email_key, last_sent_at) "
+                          "VALUES ($1, $2, $3) ON CONFLICT (kind, email_key) DO UPDATE SET "
+                          "last_sent_at = excluded.last_sent_at "
+                          "WHERE mail_throttle.last_sent_at <= $4",
+                          4, p, &rows);
+    if (st != DK_OK)
+        return st;
+    *ret_allowed = rows->affected > 0;
+    return DK_OK;
+}
+
+/* ---------- TOTP and recovery codes ---------- */
+
+dk_status auth_repo_totp_get(const auth_repo *r, dk_arena *a, const char *user_id, auth_totp *ret)
+{
+    const char *p[] = {user_id};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(
+        r->db, a, "SELECT secret, enabled_at, last_step FROM totp WHERE user_id = $1", 1, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_NOT_FOUND;
+    ret->sealed = dk_db_value(rows, 0, 0);
+    ret->enabled = dk_db_value(rows, 0, 1) != NULL;
+    ret->last_step = dk_sql_get_int(rows, 0, 2);
+    return DK_OK;
+}
+
+dk_status auth_repo_totp_setup(const auth_repo *r, dk_arena *a, const char *user_id,
+                               const char *sealed)
+{
+    const char *p[] = {user_id, sealed, dk_sql_int(a, dk_now_ms())};
+    dk_db_rows *rows = NULL;
+    dk_status st =
+        dk_sql(r->db, a,
+               "INSERT INTO totp (user_id, secret, last_step, created_at) "
+               "VALUES ($1, $2, 0, $3) ON CONFLICT (user_id) DO UPDATE SET "
+               "secret = excluded.secret, last_step = 0, created_at = excluded.created_at "
+               "WHERE totp.enabled_at IS NULL",
+               3, p, &rows);
+    if (st != DK_OK)
+        return st;
+    return rows->affected > 0 ? DK_OK : DK_E_CONFLICT;
+}
+
+dk_status auth_repo_totp_reseal(const auth_repo *r, dk_arena *a, const char *user_id,
+                                const char *sealed)
+{
+    const char *p[] = {user_id, sealed};
+    return dk_sql(r->db, a, "UPDATE totp SET secret = $2 WHERE user_id = $1", 2, p, NULL);
+}
+
+dk_status auth_repo_totp_use_step(const auth_repo *r, dk_arena *a, const char *user_id,
+                                  int64_t step)
+{
+    const char *p[] = {user_id, dk_sql_int(a, step)};
+    dk_db_rows *rows = NULL;
+    dk_status st =
+        dk_sql(r->db, a, "UPDATE totp SET last_step = $2 WHERE user_id = $1 AND last_step < $2", 2,
+               p, &rows);
+    if (st != DK_OK)
+        return st;
+    return rows->affected > 0 ? DK_OK : DK_E_CONFLICT;
+}
+
+dk_status auth_repo_totp_enable(const auth_repo *r, dk_arena *a, const char *user_id, int64_t step,
+                                const char *const *code_hashes, int ncodes)
+{
+    const char *nows = dk_sql_int(a, dk_now_ms());
+    dk_tx tx;
+    dk_status st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    const char *p[] = {user_id, dk_sql_int(a, step), nows};
+    dk_db_rows *rows = NULL;
+    st = dk_tx_query(&tx, a,
+                     "UPDATE totp SET enabled_at = $3, last_step = $2 WHERE user_id = $1 "
+                     "AND enabled_at IS NULL AND last_step < $2",
+                     3, p, &rows);
+    if (st != DK_OK)
+        return dk_tx_end(&tx, st);
+    if (rows->affected == 0) {
+        dk_tx_abort(&tx);
+        return DK_E_CONFLICT;
+    }
+    const char *pu[] = {user_id};
+    st = dk_tx_query(&tx, a, "DELETE FROM recovery_codes WHERE user_id = $1", 1, pu, NULL);
+    for (int i = 0; st == DK_OK && i < ncodes; i++) {
+        const char *pc[] = {code_hashes[i], user_id};
+        st = dk_tx_query(&tx, a, "INSERT INTO recovery_codes (code_hash, user_id) VALUES ($1, $2)",
+                         2, pc, NULL);
+    }
+    return dk_tx_end(&tx, st);
+}
+
+dk_status auth_repo_totp_disable(const auth_repo *r, dk_arena *a, const char *user_id)
+{
+    const char *p[] = {user_id};
+    dk_tx tx;
+    dk_status st = dk_tx_begin(r->db, &tx);
+    if (st != DK_OK)
+        return st;
+    st = dk_tx_query(&tx, a, "DELETE FROM totp WHERE user_id = $1", 1, p, NULL);
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a, "DELETE FROM recovery_codes WHERE user_id = $1", 1, p, NULL);
+    return dk_tx_end(&tx, st);
+}
+
+dk_status auth_repo_recovery_use(const auth_repo *r, dk_arena *a, const char *user_id,
+                                 const char *code_hash)
+{
+    const char *p[] = {code_hash, user_id, dk_sql_int(a, dk_now_ms())};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "UPDATE recovery_codes SET used_at = $3 WHERE code_hash = $1 AND "
+                          "user_id = $2 AND used_at IS NULL",
+                          3, p, &rows);
+    if (st != DK_OK)
+        return st;
+    return rows->affected > 0 ? DK_OK : DK_E_VALIDATION;
+}
+
+/* ---------- the second step of a login ---------- */
+
+dk_status auth_repo_mfa_challenge_new(const auth_repo *r, dk_arena *a, const char *user_id,
+                                      int64_t ttl_ms, char **ret_token)
+{
+    int64_t now = dk_now_ms();
+    char *token = dk_random_token(a, AUTH_EMAIL_TOKEN_BYTES);
+    const char *p[] = {auth_token_hash(a, token), user_id, dk_sql_int(a, now + ttl_ms)};
+    dk_status st = dk_sql(r->db, a,
+                          "INSERT INTO mfa_challenges (token_hash, user_id, expires_at) "
+                          "VALUES ($1, $2, $3)",
+                          3, p, NULL);
+    if (st != DK_OK)
+        return st;
+    const char *pd[] = {dk_sql_int(a, now - 24 * 3600 * INT64_C(1000))};
+    st = dk_sql(r->db, a, "DELETE FROM mfa_challenges WHERE expires_at < $1", 1, pd, NULL);
+    if (st == DK_OK)
+        *ret_token = token;
+    return st;
+}
+
+dk_status auth_repo_mfa_challenge_get(const auth_repo *r, dk_arena *a, const char *token,
+                                      char **ret_user_id)
+{
+    const char *p[] = {auth_token_hash(a, token), dk_sql_int(a, dk_now_ms()),
+                       dk_sql_int(a, AUTH_MFA_MAX_FAILURES)};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "SELECT user_id FROM mfa_challenges WHERE token_hash = $1 AND "
+                          "used_at IS NULL AND expires_at > $2 AND failures < $3",
+                          3, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_UNAUTHORIZED;
+    *ret_user_id = (char *)dk_db_value(rows, 0, 0);
+    return DK_OK;
+}
+
+dk_status auth_repo_mfa_challenge_fail(const auth_repo *r, dk_arena *a, const char *token)
+{
+    const char *p[] = {auth_token_hash(a, token)};
+    return dk_sql(r->db, a,
+                  "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = $1", 1, p,
+                  NULL);
+}
+
+dk_status auth_repo_mfa_challenge_finish(const auth_repo *r, dk_arena *a, const char *token)
+{
+    const char *p[] = {auth_token_hash(a, token), dk_sql_int(a, dk_now_ms()),
+                       dk_sql_int(a, AUTH_MFA_MAX_FAILURES)};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "UPDATE mfa_challenges SET used_at = $2 WHERE token_hash = $1 AND "
+                          "used_at IS NULL AND expires_at > $2 AND failures < $3",
+                          3, p, &rows);
+    if (st != DK_OK)
+        return st;
+    return rows->affected > 0 ? DK_OK : DK_E_UNAUTHORIZED;
 }

@@ -1,6 +1,7 @@
-/* The auth service (/api/v1/auth): registration, login, refresh-token rotation with reuse
- * detection, sessions, logout and password changes. Accounts themselves belong to the users
- * service and are reached through the users.directory port. */
+/* The auth service (/api/v1/auth): registration, login (with a second step when TOTP is on),
+ * refresh-token rotation with reuse detection, sessions, logout and password changes; account
+ * recovery, e-mail verification and TOTP are in auth_account.c. Accounts themselves belong to
+ * the users service and are reached through the users.directory port. */
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,31 +14,14 @@
 #include "core/session_guard.h"
 #include "core/str.h"
 #include "core/timeutil.h"
-#include "ports/users_directory.h"
-#include "services/auth/auth_repo.h"
-#include "services/auth/password.h"
+#include "services/auth/auth_internal.h"
 #include "services/service.h"
 #include "services/validate.h"
 #include "core/banned.h"
 
-typedef struct auth_svc {
-    dk_app *app;
-    auth_repo repo;
-    auth_hasher *hasher;
-    const struct dk_users_directory_ops *users;
-    void *users_h;
-    auth_cache_owed owed;
-    /* the keeper: seeds an emptied shared store, makes good the writes it missed */
-    pthread_t keeper;
-    bool keeper_running;
-    bool keeper_stop; /* under keeper_lock */
-    pthread_mutex_t keeper_lock;
-    pthread_cond_t keeper_cond;
-} auth_svc;
-
 #define AUTH_KEEPER_INTERVAL_MS 1000
 
-static void auth_fail(dk_res *res, dk_status st)
+void auth_fail(dk_res *res, dk_status st)
 {
     switch (st) {
     case DK_E_UNAVAILABLE:
@@ -59,7 +43,7 @@ static void auth_fail(dk_res *res, dk_status st)
 }
 
 /* A required string member; adds a validation error when missing or not a string. */
-static const char *auth_field(const json_t *body, const char *key, dk_errors *errs)
+const char *auth_field(const json_t *body, const char *key, dk_errors *errs)
 {
     bool present = false, wrong = false;
     const char *v = dk_json_get_str(body, key, &present, &wrong);
@@ -141,6 +125,9 @@ static void auth_register(dk_req *req, dk_res *res)
         return;
     }
     dk_log_info("account registered");
+    if (auth_mail_verify(s, u.id, u.email) != DK_OK)
+        dk_log_warn("the verification e-mail of a new account was not queued (mail queue full); "
+                    "POST /auth/email/resend sends one");
     dk_res_header(res, "Location", dk_arena_printf(req->arena, "/api/v1/users/%s", u.id));
     dk_res_json(res, 201, dk_user_json(&u));
 }
@@ -156,7 +143,7 @@ static const char *auth_clean_text(dk_arena *a, const char *text, size_t cap)
     return out;
 }
 
-static const char *auth_user_agent(dk_req *req)
+const char *auth_user_agent(dk_req *req)
 {
     return auth_clean_text(req->arena, dk_req_header(req, "User-Agent"), 512);
 }
@@ -193,14 +180,39 @@ static void auth_login(dk_req *req, dk_res *res)
         auth_fail(res, st);
         return;
     }
+    auth_totp t;
+    st = auth_repo_totp_get(&s->repo, req->arena, u.id, &t);
+    if (st == DK_OK && t.enabled) {
+        /* the password was right; the second factor completes the login (POST /login/mfa) */
+        char *mfa = NULL;
+        st = auth_repo_mfa_challenge_new(&s->repo, req->arena, u.id, AUTH_MFA_TOKEN_TTL_MS, &mfa);
+        if (st != DK_OK) {
+            auth_fail(res, st);
+            return;
+        }
+        dk_res_header(res, "Cache-Control", "no-store");
+        dk_res_json(res, 200,
+                    json_pack("{s:b,s:s,s:I}", "mfa_required", 1, "mfa_token", mfa, "expires_in",
+                              (json_int_t)(AUTH_MFA_TOKEN_TTL_MS / 1000)));
+        return;
+    }
+    if (st != DK_OK && st != DK_E_NOT_FOUND) {
+        auth_fail(res, st);
+        return;
+    }
+    auth_login_complete(s, req, res, &u);
+}
+
+void auth_login_complete(auth_svc *s, dk_req *req, dk_res *res, const dk_user *u)
+{
     char *sid = NULL, *refresh = NULL;
-    st = auth_repo_session_open(&s->repo, req->arena, u.id, auth_user_agent(req), req->client_ip,
-                                &sid, &refresh);
+    dk_status st = auth_repo_session_open(&s->repo, req->arena, u->id, auth_user_agent(req),
+                                          req->client_ip, &sid, &refresh);
     if (st != DK_OK) {
         auth_fail(res, st);
         return;
     }
-    auth_tokens_reply(s, req, res, &u, sid, refresh);
+    auth_tokens_reply(s, req, res, u, sid, refresh);
 }
 
 static void auth_refresh(dk_req *req, dk_res *res)
@@ -450,6 +462,11 @@ static dk_status auth_init(dk_app *app, void **ret_state)
     s->hasher = auth_hasher_new(&ho);
     dk_status st =
         app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, auth_on_user_deleted, s);
+    if (st == DK_OK)
+        st = app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_EMAIL_CHANGED,
+                                     auth_on_email_changed, s);
+    if (st == DK_OK)
+        st = auth_account_init(s);
     if (st == DK_OK) {
         dk_arena *a = dk_arena_new();
         st = auth_repo_housekeeping(&s->repo, a);
@@ -458,6 +475,7 @@ static dk_status auth_init(dk_app *app, void **ret_state)
             dk_log_error("auth start-up housekeeping failed: %s", dk_status_title(st));
     }
     if (st != DK_OK) {
+        auth_account_shutdown(s);
         auth_hasher_free(s->hasher);
         pthread_cond_destroy(&s->keeper_cond);
         pthread_mutex_destroy(&s->keeper_lock);
@@ -475,6 +493,7 @@ static void auth_shutdown(void *state)
     if (!s)
         return;
     dk_session_guard_set_source(NULL, NULL);
+    auth_account_shutdown(s);
     auth_hasher_free(s->hasher);
     pthread_cond_destroy(&s->keeper_cond);
     pthread_mutex_destroy(&s->keeper_lock);
@@ -490,6 +509,14 @@ static const dk_route auth_routes[] = {
     {"GET", "/sessions", auth_sessions_list, RL | DK_ROUTE_AUTH},
     {"DELETE", "/sessions/{id}", auth_sessions_delete, RL | DK_ROUTE_AUTH},
     {"POST", "/password", auth_password_change, RL | DK_ROUTE_AUTH | DK_ROUTE_OFFLOAD},
+    {"POST", "/password/forgot", auth_password_forgot, RL},
+    {"POST", "/password/reset", auth_password_reset, RL | DK_ROUTE_OFFLOAD},
+    {"POST", "/email/verify", auth_email_verify, RL},
+    {"POST", "/email/resend", auth_email_resend, RL | DK_ROUTE_AUTH},
+    {"POST", "/mfa/totp/setup", auth_totp_setup, RL | DK_ROUTE_AUTH},
+    {"POST", "/mfa/totp/enable", auth_totp_enable, RL | DK_ROUTE_AUTH},
+    {"POST", "/mfa/totp/disable", auth_totp_disable, RL | DK_ROUTE_AUTH | DK_ROUTE_OFFLOAD},
+    {"POST", "/login/mfa", auth_login_mfa, RL},
 };
 
 const dk_service dk_auth_service = {

@@ -1,6 +1,6 @@
 /* notifications_delivery.c — the delivery worker: claims due rows of notifications_deliveries
- * under a lease, sends each (webhook over HTTP, e-mail over SMTP, both with the libcurl easy
- * API), and records the outcome guarded by the lease it claimed with (a row whose lease expired
+ * under a lease, sends each (webhook over HTTP with the libcurl easy API, e-mail through the
+ * mailer port), and records the outcome guarded by the lease it claimed with (a row whose lease expired
  * and was claimed again is left to its new owner). */
 #include "services/notifications/notifications_delivery.h"
 
@@ -21,10 +21,12 @@
 #include "core/common.h"
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/mail.h"
 #include "core/metrics.h"
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "ports/mailer.h"
 #include "ports/users_directory.h"
 #include "services/notifications/webhook_url.h"
 #include "core/banned.h"
@@ -44,10 +46,9 @@ struct nt_delivery {
     const dk_database *db;
     const struct dk_users_directory_ops *users;
     void *users_handle;
-    char *smtp_url;      /* NULL: e-mail off */
-    char *mail_from;     /* the From header */
-    char *envelope_from; /* its addr-spec, for MAIL FROM */
-    char *msgid_domain;  /* right-hand side of Message-IDs */
+    const dk_mailer *mailer; /* NULL: e-mail off */
+    dk_arena *keep;          /* the sender's strings */
+    dk_mail_sender from;
     bool allow_private;
     int max_attempts;
     int64_t backoff_ms, max_backoff_ms, timeout_ms, interval_ms, lease_ms;
@@ -94,93 +95,6 @@ static void nt_reason(char *why, size_t cap, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, cap, fmt, ap);
     va_end(ap);
-}
-
-/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
-static size_t nt_utf8_cut(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n <= max)
-        return n;
-    n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-        n--;
-    return n;
-}
-
-/* A copy of s fit for one header or body line: control characters (CR and LF included) become
- * spaces; cut to max bytes ("..." marks the cut). */
-static char *nt_one_line(dk_arena *a, const char *s, size_t max)
-{
-    size_t n = nt_utf8_cut(s, max);
-    bool cut = n < strlen(s);
-    char *out = dk_arena_alloc(a, n + 4);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        out[i] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
-    }
-    if (cut)
-        memcpy(out + n, "...", 3);
-    return out;
-}
-
-static bool nt_ascii(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s >= 0x80)
-            return false;
-    return true;
-}
-
-/* True for an address we can put in an envelope and a header as it is. */
-static bool nt_mailbox_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 3 || n > 254)
-        return false;
-    const char *at = strrchr(s, '@');
-    if (!at || at == s || at[1] == '\0')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c == 0x7f || strchr("<>()[],;:\"\\", c))
-            return false;
-    }
-    return true;
-}
-
-/* RFC 5322 date, e.g. "Fri, 13 Feb 2026 09:05:00 +0000" (English names whatever the locale). */
-static void nt_mail_date(int64_t ms, char out[64])
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(out, 64, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday % 7], tm.tm_mday,
-             months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
-/* "Subject: [Docket] <text>\r\n"; text that is not ASCII goes in RFC 2047 encoded-words of at
- * most 45 bytes each (never splitting a UTF-8 sequence), one per folded line. */
-static char *nt_subject(dk_arena *a, const char *text)
-{
-    if (nt_ascii(text))
-        return dk_arena_printf(a, "Subject: [Docket] %s\r\n", text);
-    char *out = dk_arena_strdup(a, "Subject: [Docket]");
-    size_t len = strlen(text), pos = 0;
-    while (pos < len) {
-        size_t end = pos + 45 < len ? pos + 45 : len;
-        while (end > pos + 1 && end < len && ((unsigned char)text[end] & 0xc0) == 0x80)
-            end--;
-        unsigned char b64[64];
-        EVP_EncodeBlock(b64, (const unsigned char *)text + pos, (int)(end - pos));
-        out = dk_arena_printf(a, "%s%s=?UTF-8?B?%s?=", out, pos == 0 ? " " : "\r\n ",
-                              (const char *)b64);
-        pos = end;
-    }
-    return dk_arena_printf(a, "%s\r\n", out);
 }
 
 /* --- the database side ------------------------------------------------------------------------ */
@@ -336,21 +250,6 @@ static int nt_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult,
     return atomic_load(&d->stop) ? 1 : 0;
 }
 
-typedef struct nt_upload {
-    const char *p;
-    size_t left;
-} nt_upload;
-
-static size_t nt_read(char *buf, size_t size, size_t n, void *ud)
-{
-    nt_upload *u = ud;
-    size_t k = DK_MIN(size * n, u->left);
-    memcpy(buf, u->p, k);
-    u->p += k;
-    u->left -= k;
-    return k;
-}
-
 static bool nt_curl_common(nt_delivery *d, CURL *c, const char *url, const char *protocols)
 {
     return curl_easy_setopt(c, CURLOPT_URL, url) == CURLE_OK &&
@@ -372,7 +271,7 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
     json_error_t jerr;
     json_t *body = json_loads(r->body, 0, &jerr);
     const char *type = json_string_value(json_object_get(body, "type"));
-    char *event = type ? nt_one_line(a, type, 128) : NULL;
+    char *event = type ? dk_mail_one_line(a, type, 128) : NULL;
     json_decref(body);
     if (!event) {
         nt_reason(why, cap, "malformed body");
@@ -437,7 +336,7 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
         "Content-Type: application/json",
         dk_arena_printf(a, "X-Docket-Event: %s", event),
         dk_arena_printf(a, "X-Docket-Signature: sha256=%s", mac_hex),
-        dk_arena_printf(a, "X-Docket-Delivery: %s", nt_one_line(a, r->id, 64)),
+        dk_arena_printf(a, "X-Docket-Delivery: %s", dk_mail_one_line(a, r->id, 64)),
         "Expect:",
     };
     bool ok = c != NULL;
@@ -493,28 +392,30 @@ static char *nt_mail_text(nt_delivery *d, dk_arena *a, const nt_row *r, const ch
                           const char *created_at)
 {
     char date[64];
-    nt_mail_date(dk_now_ms(), date);
+    dk_mail_date(dk_now_ms(), date);
     char *m = dk_arena_printf(
         a,
         "Date: %s\r\nFrom: %s\r\nTo: %s\r\nMessage-ID: <%s@%s>\r\n"
         "%sMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
         "Content-Transfer-Encoding: 8bit\r\nAuto-Submitted: auto-generated\r\n"
         "X-Docket-Delivery: %s\r\n\r\n",
-        date, d->mail_from, to, nt_one_line(a, r->id, 64), d->msgid_domain,
-        nt_subject(a, nt_one_line(a, message, NT_SUBJECT_MAX)), nt_one_line(a, r->id, 64));
-    m = dk_arena_printf(a, "%s%s\r\n\r\nType: %s\r\n", m, nt_one_line(a, message, NT_BODY_LINE_MAX),
-                        nt_one_line(a, type, 128));
+        date, d->from.header, to, dk_mail_one_line(a, r->id, 64), d->from.msgid_domain,
+        dk_mail_subject(a, "[Docket]", dk_mail_one_line(a, message, NT_SUBJECT_MAX)),
+        dk_mail_one_line(a, r->id, 64));
+    m = dk_arena_printf(a, "%s%s\r\n\r\nType: %s\r\n", m,
+                        dk_mail_one_line(a, message, NT_BODY_LINE_MAX),
+                        dk_mail_one_line(a, type, 128));
     if (task_id)
-        m = dk_arena_printf(a, "%sTask: %s\r\n", m, nt_one_line(a, task_id, 128));
+        m = dk_arena_printf(a, "%sTask: %s\r\n", m, dk_mail_one_line(a, task_id, 128));
     if (created_at)
-        m = dk_arena_printf(a, "%sTime: %s\r\n", m, nt_one_line(a, created_at, 64));
+        m = dk_arena_printf(a, "%sTime: %s\r\n", m, dk_mail_one_line(a, created_at, 64));
     return dk_arena_printf(
         a, "%s\r\n-- \r\nSent by Docket. Notification settings: your Docket preferences.\r\n", m);
 }
 
 static nt_outcome nt_email(nt_delivery *d, dk_arena *a, const nt_row *r, char *why, size_t cap)
 {
-    if (!d->smtp_url) {
+    if (!d->mailer) {
         nt_reason(why, cap, "e-mail is not configured");
         return NT_DEAD;
     }
@@ -552,48 +453,28 @@ static nt_outcome nt_email(nt_delivery *d, dk_arena *a, const nt_row *r, char *w
         nt_reason(why, cap, "users directory: %s", dk_status_title(st));
         return NT_FAILED;
     }
-    if (!nt_mailbox_ok(u.email)) {
+    if (!dk_mail_mailbox_ok(u.email)) {
         nt_reason(why, cap, "invalid e-mail address");
         return NT_DEAD;
     }
 
+    if (!u.email_verified) {
+        nt_reason(why, cap, "e-mail address not verified");
+        return NT_DEAD;
+    }
+
     char *text = nt_mail_text(d, a, r, u.email, type, message, task_id, created);
-    nt_upload up = {.p = text, .left = strlen(text)};
-    nt_outcome out = NT_RELEASE;
-    CURL *c = curl_easy_init();
-    struct curl_slist *rcpt = curl_slist_append(NULL, dk_arena_printf(a, "<%s>", u.email));
-    const char *from = dk_arena_printf(a, "<%s>", d->envelope_from);
-    bool ok = c && rcpt && nt_curl_common(d, c, d->smtp_url, "smtp,smtps") &&
-              curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_MAIL_FROM, from) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_UPLOAD, 1L) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_READFUNCTION, nt_read) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_READDATA, &up) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)up.left) == CURLE_OK;
-    if (!ok) {
-        nt_reason(why, cap, "could not set up the SMTP call");
-        goto done;
-    }
-    CURLcode rc = curl_easy_perform(c);
-    long code = 0;
-    if (rc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&d->stop)) {
+    char mwhy[160] = "";
+    st = d->mailer->ops->send(d->mailer->h, d->from.envelope, u.email, text, strlen(text), &d->stop,
+                              mwhy, sizeof mwhy);
+    if (st == DK_OK)
+        return NT_SENT;
+    if (atomic_load(&d->stop)) {
         nt_reason(why, cap, "abandoned: stopping");
-        out = NT_RELEASE;
-    } else if (rc == CURLE_OK) {
-        out = NT_SENT;
-    } else {
-        if (curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code > 0)
-            nt_reason(why, cap, "SMTP %ld: %s", code, curl_easy_strerror(rc));
-        else
-            nt_reason(why, cap, "curl: %s", curl_easy_strerror(rc));
-        out = NT_FAILED;
+        return NT_RELEASE;
     }
-done:
-    curl_slist_free_all(rcpt);
-    if (c)
-        curl_easy_cleanup(c);
-    return out;
+    nt_reason(why, cap, "%s", mwhy[0] ? mwhy : dk_status_title(st));
+    return NT_FAILED;
 }
 
 /* --- the workers ------------------------------------------------------------------------------ */
@@ -712,49 +593,11 @@ static void nt_collect(void *ctx, dk_metrics_out *out)
 
 static void nt_free(nt_delivery *d)
 {
-    dk_free(d->smtp_url);
-    dk_free(d->mail_from);
-    dk_free(d->envelope_from);
-    dk_free(d->msgid_domain);
+    dk_arena_free(d->keep);
     dk_free(d->threads);
     pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->lock);
     dk_free(d);
-}
-
-/* Splits smtp.from into the header text and the envelope address. */
-static dk_status nt_set_from(nt_delivery *d, const char *from)
-{
-    if (!from || !*from)
-        return DK_E_VALIDATION;
-    for (const char *p = from; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return DK_E_VALIDATION;
-    const char *lt = strchr(from, '<');
-    char *env;
-    if (lt) {
-        const char *gt = strchr(lt, '>');
-        if (!gt || gt[1] != '\0')
-            return DK_E_VALIDATION;
-        env = dk_strndup(lt + 1, (size_t)(gt - lt - 1));
-    } else {
-        env = dk_strdup(from);
-    }
-    if (!nt_mailbox_ok(env)) {
-        dk_free(env);
-        return DK_E_VALIDATION;
-    }
-    d->envelope_from = env;
-    d->mail_from = dk_strdup(from);
-    /* the Message-ID domain: the sender's, reduced to host-name characters */
-    const char *dom = strrchr(env, '@') + 1;
-    char *m = dk_strdup(dom);
-    for (char *p = m; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '.' || *p == '-'))
-            *p = '-';
-    d->msgid_domain = m;
-    return DK_OK;
 }
 
 dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
@@ -783,13 +626,9 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
     d->interval_ms = o->interval_ms;
     /* a batch is worked through one row after another: a resolution and a call per row */
     d->lease_ms = NT_DELIVERY_BATCH * (2 * o->timeout_ms + 5000) + NT_LEASE_MARGIN_MS;
-    if (o->smtp_url && *o->smtp_url) {
-        if (strncmp(o->smtp_url, "smtp://", 7) != 0 && strncmp(o->smtp_url, "smtps://", 8) != 0) {
-            dk_log_error("notification delivery: smtp.url must start with smtp:// or smtps://");
-            nt_free(d);
-            return DK_E_VALIDATION;
-        }
-        if (nt_set_from(d, o->mail_from) != DK_OK) {
+    d->keep = dk_arena_new();
+    if (o->mailer) {
+        if (dk_mail_sender_parse(d->keep, o->mail_from, &d->from) != DK_OK) {
             dk_log_error("notification delivery: smtp.from is not a usable address");
             nt_free(d);
             return DK_E_VALIDATION;
@@ -799,7 +638,7 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
             nt_free(d);
             return DK_E_VALIDATION;
         }
-        d->smtp_url = dk_strdup(o->smtp_url);
+        d->mailer = o->mailer;
     }
     int n = o->workers > 0 ? o->workers : NT_DELIVERY_WORKERS;
     d->threads = dk_calloc((size_t)n, sizeof *d->threads);

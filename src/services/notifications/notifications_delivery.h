@@ -1,5 +1,5 @@
 /* notifications_delivery.h — the delivery worker: sends the rows of notifications_deliveries
- * (webhook POSTs signed with HMAC-SHA256, e-mails over SMTP) and retries failures with
+ * (webhook POSTs signed with HMAC-SHA256, e-mails through the mailer port) and retries failures with
  * exponential backoff until a row is 'sent' or 'dead' (the dead-letter state).
  * Worker threads claim due rows (state 'pending', next_attempt_at <= now, oldest first, a small
  * batch) by moving next_attempt_at forward by a lease in the same statement, so replicas never
@@ -20,18 +20,19 @@
 #include "ports/db.h"
 
 struct dk_users_directory_ops;
+struct dk_mailer;
 
 typedef struct nt_delivery nt_delivery;
 
 typedef struct nt_delivery_options {
     const dk_database *db;                      /* holds the notifications_* tables */
-    const struct dk_users_directory_ops *users; /* e-mail addresses; may be NULL when smtp_url
-                                                   is "" */
+    const struct dk_users_directory_ops *users; /* e-mail addresses; may be NULL when mailer
+                                                   is NULL */
     void *users_handle;
-    const char *smtp_url;   /* smtp[s]://[user:password@]host:port; "" or NULL = e-mail off:
-                              e-mail rows still pending are marked dead */
-    const char *mail_from;  /* smtp.from: "addr@host" or "Name <addr@host>" */
-    bool allow_private;     /* notification.webhook_allow_private */
+    const struct dk_mailer *mailer; /* NULL = e-mail off: e-mail rows still pending are marked
+                                      dead; must outlive the worker */
+    const char *mail_from;          /* smtp.from: "addr@host" or "Name <addr@host>" */
+    bool allow_private;             /* notification.webhook_allow_private */
     int max_attempts;       /* notification.webhook_max_attempts (>= 1): attempts before dead */
     int64_t backoff_ms;     /* notification.webhook_backoff: delay after the first failure */
     int64_t max_backoff_ms; /* notification.webhook_max_backoff: the doubling stops here */
@@ -59,7 +60,8 @@ void nt_delivery_stop(nt_delivery *d);
  * connection pinned to the checked addresses. 2xx = sent; anything else is a failed attempt.
  * The row is dead without an attempt when the user's current webhook_url differs from the
  * row's target ("webhook URL changed") or resolves to an address not allowed.
- * E-mail: To the user's address from the users directory (unknown user: dead), From mail_from,
+ * E-mail: To the user's address from the users directory (unknown user, or an address not
+ * verified yet: dead), From mail_from,
  * Subject "[Docket] <message>" (RFC 2047-encoded when not ASCII), text/plain UTF-8 body with
  * the message, type, task id and time. Header values never carry CR/LF from the data.
  * After a failed attempt n (1-based): dead when n >= max_attempts, else retried after

@@ -24,6 +24,7 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "core/workpool.h"
+#include "ports/mailer.h"
 #include "ports/task_events.h"
 #include "ports/users_directory.h"
 #include "services/notifications/notifications_delivery.h"
@@ -68,6 +69,7 @@ typedef struct nt_svc {
     bool allow_private;
     int64_t heartbeat_ms, scheduler_ms, due_window_ms;
     nt_delivery *delivery;
+    dk_mailer mailer; /* ops NULL: no mailer in this process */
     /* the event-stream hub */
     nt_loop hub;
     nt_sub *pending; /* new subscribers, under hub.lock; moved to subs by the hub thread */
@@ -635,7 +637,11 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     nt_svc *s = DK_NEW(nt_svc);
     s->app = app;
     s->repo.db = &app->db;
-    s->repo.email_on = dk_config_str(c, "smtp.url")[0] != '\0';
+    /* e-mail rows only where a mailer runs (SMTP, or .eml files on the embedded default) */
+    const void *mops = NULL;
+    if (dk_app_port(app, DK_MAILER, &mops, &s->mailer.h))
+        s->mailer.ops = mops;
+    s->repo.email_on = s->mailer.ops != NULL;
     dk_hmac_sha256(app->cursor_key, sizeof app->cursor_key, "docket-notifications-cursor-v1", 30,
                    s->cursor_key);
     s->allow_private = dk_config_bool(c, "notification.webhook_allow_private");
@@ -674,7 +680,7 @@ static void nt_start(void *state)
         .db = &s->app->db,
         .users = users_ops,
         .users_handle = users_h,
-        .smtp_url = dk_config_str(c, "smtp.url"),
+        .mailer = s->mailer.ops ? &s->mailer : NULL,
         .mail_from = dk_config_str(c, "smtp.from"),
         .allow_private = s->allow_private,
         .max_attempts = (int)dk_config_int(c, "notification.webhook_max_attempts"),

@@ -32,9 +32,15 @@ const dk_migration dk_users_migrations[DK_USERS_NMIGRATIONS] = {
      "  created_at BIGINT NOT NULL,\n"
      "  updated_at BIGINT NOT NULL\n"
      ");\n"},
+    {2, "users_email_verified_mfa_enabled",
+     "ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;\n"
+     "ALTER TABLE users ADD COLUMN mfa_enabled INTEGER NOT NULL DEFAULT 0;\n",
+     "ALTER TABLE users.users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;\n"
+     "ALTER TABLE users.users ADD COLUMN mfa_enabled INTEGER NOT NULL DEFAULT 0;\n"},
 };
 
-#define USER_COLS "id, email, name, role, avatar_key, created_at, updated_at"
+#define USER_COLS                                                                                  \
+    "id, email, name, role, avatar_key, created_at, updated_at, email_verified, mfa_enabled"
 
 static void users_row(dk_arena *a, const dk_db_rows *r, int row, dk_user *u)
 {
@@ -45,6 +51,8 @@ static void users_row(dk_arena *a, const dk_db_rows *r, int row, dk_user *u)
     u->avatar_url = dk_avatar_url(a, u->id, dk_db_value(r, row, 4));
     u->created_at = dk_sql_get_int(r, row, 5);
     u->updated_at = dk_sql_get_int(r, row, 6);
+    u->email_verified = dk_sql_get_int(r, row, 7) != 0;
+    u->mfa_enabled = dk_sql_get_int(r, row, 8) != 0;
 }
 
 static char *users_email_key(dk_arena *a, const char *email)
@@ -116,10 +124,44 @@ dk_status users_repo_update(const dk_database *db, dk_arena *a, const char *id, 
         dk_sql(db, a,
                "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), "
                "email_key = COALESCE($4, email_key), "
+               "email_verified = CASE WHEN COALESCE($4, email_key) <> email_key THEN 0 "
+               "ELSE email_verified END, "
                "updated_at = CASE WHEN COALESCE($2, name) <> name OR COALESCE($3, email) <> email "
                "THEN $5 ELSE updated_at END "
                "WHERE id = $1 RETURNING " USER_COLS,
                5, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_NOT_FOUND;
+    users_row(a, rows, 0, ret);
+    return DK_OK;
+}
+
+dk_status users_repo_mark_verified(const dk_database *db, dk_arena *a, const char *id,
+                                   const char *email, dk_user *ret)
+{
+    const char *p[] = {id, users_email_key(a, email)};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(db, a,
+                          "UPDATE users SET email_verified = 1 WHERE id = $1 AND email_key = $2 "
+                          "RETURNING " USER_COLS,
+                          2, p, &rows);
+    if (st != DK_OK)
+        return st;
+    if (rows->nrows == 0)
+        return DK_E_NOT_FOUND;
+    users_row(a, rows, 0, ret);
+    return DK_OK;
+}
+
+dk_status users_repo_set_mfa(const dk_database *db, dk_arena *a, const char *id, bool enabled,
+                             dk_user *ret)
+{
+    const char *p[] = {id, enabled ? "1" : "0"};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(
+        db, a, "UPDATE users SET mfa_enabled = $2 WHERE id = $1 RETURNING " USER_COLS, 2, p, &rows);
     if (st != DK_OK)
         return st;
     if (rows->nrows == 0)

@@ -8,7 +8,7 @@
 #include "ports/db.h"
 #include "ports/users_directory.h"
 
-#define DK_USERS_NMIGRATIONS 1
+#define DK_USERS_NMIGRATIONS 2
 extern const dk_migration dk_users_migrations[DK_USERS_NMIGRATIONS];
 
 dk_status users_repo_create(const dk_database *db, dk_arena *a, const char *email, const char *name,
@@ -17,7 +17,8 @@ dk_status users_repo_get(const dk_database *db, dk_arena *a, const char *id,
                          dk_user *ret) DK_MUSTCHECK;
 dk_status users_repo_find_by_email(const dk_database *db, dk_arena *a, const char *email,
                                    dk_user *ret) DK_MUSTCHECK;
-/* name/email NULL = unchanged; updated_at moves only when something changed. */
+/* name/email NULL = unchanged; updated_at moves only when something changed; a new address
+ * (compared case-insensitively) is unverified. */
 dk_status users_repo_update(const dk_database *db, dk_arena *a, const char *id, const char *name,
                             const char *email, dk_user *ret) DK_MUSTCHECK;
 /* The user's avatar object key (*ret_key NULL when none); DK_E_NOT_FOUND without the user. */
@@ -28,6 +29,12 @@ dk_status users_repo_avatar_key(const dk_database *db, dk_arena *a, const char *
  * ret (may be NULL) gets the updated user. */
 dk_status users_repo_set_avatar(const dk_database *db, dk_arena *a, const char *id,
                                 const char *expect, const char *key, dk_user *ret) DK_MUSTCHECK;
+/* Sets email_verified while the address is still email (case-insensitively); DK_E_NOT_FOUND
+ * otherwise. */
+dk_status users_repo_mark_verified(const dk_database *db, dk_arena *a, const char *id,
+                                   const char *email, dk_user *ret) DK_MUSTCHECK;
+dk_status users_repo_set_mfa(const dk_database *db, dk_arena *a, const char *id, bool enabled,
+                             dk_user *ret) DK_MUSTCHECK;
 dk_status users_repo_delete(const dk_database *db, dk_arena *a, const char *id) DK_MUSTCHECK;
 
 #endif

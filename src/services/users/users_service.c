@@ -8,6 +8,7 @@
 #include "core/common.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "services/service.h"
 #include "services/users/users_avatar.h"
 #include "services/users/users_repo.h"
@@ -93,11 +94,24 @@ static void users_patch_me(dk_req *req, dk_res *res)
         dk_res_validation(res, &errs);
         return;
     }
-    dk_user u;
-    dk_status st = users_repo_update(s->db, req->arena, req->identity->user_id, name, email, &u);
+    dk_user before, u;
+    dk_status st = users_repo_get(s->db, req->arena, req->identity->user_id, &before);
+    if (st == DK_OK)
+        st = users_repo_update(s->db, req->arena, req->identity->user_id, name, email, &u);
     if (st != DK_OK) {
         users_fail(res, st == DK_E_NOT_FOUND ? DK_E_NOT_FOUND : st, "user");
         return;
+    }
+    if (email && !dk_str_ieq(before.email, u.email)) {
+        /* a new address: the auth service sends it a verification e-mail */
+        json_t *ev = json_pack("{s:s,s:s}", "user_id", u.id, "email", u.email);
+        char *payload = dk_json_render(req->arena, ev, NULL);
+        json_decref(ev);
+        st = s->app->bus.ops->publish(s->app->bus.ev, DK_EVENT_USER_EMAIL_CHANGED, payload);
+        if (st != DK_OK)
+            dk_log_warn("e-mail address changed but the verification e-mail was not requested "
+                        "(%s); POST /auth/email/resend sends one",
+                        dk_status_title(st));
     }
     dk_res_json(res, 200, dk_user_json(&u));
 }
@@ -384,7 +398,56 @@ static void users_internal_delete(dk_req *req, dk_res *res)
     dk_res_empty(res, 204);
 }
 
+static void users_internal_verified(dk_req *req, dk_res *res)
+{
+    users_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    const char *email = json_string_value(json_object_get(body, "email"));
+    if (!email) {
+        dk_errors errs;
+        dk_errors_init(&errs);
+        dk_errors_add(&errs, "email", "is required");
+        dk_res_validation(res, &errs);
+        return;
+    }
+    dk_user u;
+    dk_status st = users_repo_mark_verified(s->db, req->arena, dk_req_param(req, "id"), email, &u);
+    if (st != DK_OK) {
+        users_fail(res, st, "user with that address");
+        return;
+    }
+    dk_res_json(res, 200, dk_user_json(&u));
+}
+
+static void users_internal_mfa(dk_req *req, dk_res *res)
+{
+    users_svc *s = req->service;
+    json_t *body = NULL;
+    if (dk_req_json(req, res, &body) != DK_OK)
+        return;
+    json_t *en = json_object_get(body, "enabled");
+    if (!json_is_boolean(en)) {
+        dk_errors errs;
+        dk_errors_init(&errs);
+        dk_errors_add(&errs, "enabled", "must be true or false");
+        dk_res_validation(res, &errs);
+        return;
+    }
+    dk_user u;
+    dk_status st =
+        users_repo_set_mfa(s->db, req->arena, dk_req_param(req, "id"), json_is_true(en), &u);
+    if (st != DK_OK) {
+        users_fail(res, st, "user");
+        return;
+    }
+    dk_res_json(res, 200, dk_user_json(&u));
+}
+
 static const dk_route users_internal_routes[] = {
+    {"POST", "/{id}/email-verified", users_internal_verified, DK_ROUTE_INTERNAL},
+    {"PUT", "/{id}/mfa", users_internal_mfa, DK_ROUTE_INTERNAL},
     {"POST", "/", users_internal_create, DK_ROUTE_INTERNAL},
     {"GET", "/by-email", users_internal_by_email, DK_ROUTE_INTERNAL},
     {"GET", "/{id}", users_internal_get, DK_ROUTE_INTERNAL},
@@ -421,7 +484,23 @@ static dk_status users_dir_remove(void *h, const char *id)
     return st;
 }
 
+static dk_status users_dir_verified(void *h, dk_arena *a, const char *id, const char *email)
+{
+    users_svc *s = h;
+    dk_user u;
+    return users_repo_mark_verified(s->db, a, id, email, &u);
+}
+
+static dk_status users_dir_mfa(void *h, dk_arena *a, const char *id, bool enabled)
+{
+    users_svc *s = h;
+    dk_user u;
+    return users_repo_set_mfa(s->db, a, id, enabled, &u);
+}
+
 static const struct dk_users_directory_ops users_directory_inproc = {
+    .mark_email_verified = users_dir_verified,
+    .set_mfa_enabled = users_dir_mfa,
     .create = users_dir_create,
     .find_by_email = users_dir_find,
     .get = users_dir_get,
