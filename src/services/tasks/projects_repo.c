@@ -43,12 +43,9 @@ static void pr_row(const dk_db_rows *rows, int i, int role_col, project *p)
 
 dk_status projects_repo_create(const tasks_repo *r, dk_arena *a, const project *p)
 {
-    const char *v[] = {p->id,
-                       p->owner_id,
-                       p->name,
-                       projects_name_key(a, p->name),
-                       p->description,
-                       dk_sql_int(a, p->created_at)};
+    const char *v[] = {p->id,          p->owner_id,
+                       p->name,        projects_name_key(a, p->name),
+                       p->description, dk_sql_int(a, p->created_at)};
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
     if (st != DK_OK)
@@ -153,13 +150,8 @@ static dk_status pr_bump(dk_tx *tx, dk_arena *a, project *p, const char *name,
     const char *nv = name ? name : p->name;
     const char *dv = description ? description : p->description;
     const char *ov = owner ? owner : p->owner_id;
-    const char *v[] = {p->id,
-                       nv,
-                       projects_name_key(a, nv),
-                       dv,
-                       ov,
-                       dk_sql_int(a, up),
-                       dk_sql_int(a, p->version)};
+    const char *v[] = {
+        p->id, nv, projects_name_key(a, nv), dv, ov, dk_sql_int(a, up), dk_sql_int(a, p->version)};
     dk_db_rows *rows = NULL;
     dk_status st = dk_tx_query(tx, a,
                                "UPDATE tasks_projects SET name = $2, name_key = $3, description = "
@@ -205,8 +197,8 @@ dk_status projects_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, 
     return st;
 }
 
-dk_status projects_repo_delete(const tasks_repo *r, dk_arena *a, const char *id,
-                               const char *caller, const char *if_match)
+dk_status projects_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
+                               const char *if_match)
 {
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
@@ -335,9 +327,9 @@ dk_status projects_repo_member_add(const tasks_repo *r, dk_arena *a, const char 
                          "VALUES ($1, $2, CAST($3 AS INTEGER), CAST($4 AS BIGINT))",
                          4, v, NULL);
     if (st == DK_OK) {
-        json_t *ev = dk_json_own(
-            a, json_pack("{s:s,s:{s:s,s:s},s:s,s:s}", "actor_id", caller, "project", "id", p.id,
-                         "name", p.name, "user_id", user_id, "role", project_role_name(role)));
+        json_t *ev = dk_json_own(a, json_pack("{s:s,s:{s:s,s:s},s:s,s:s}", "actor_id", caller,
+                                              "project", "id", p.id, "name", p.name, "user_id",
+                                              user_id, "role", project_role_name(role)));
         st = tasks_repo_record(&tx, a, DK_EVENT_PROJECT_MEMBER_ADDED, ev);
     }
     st = dk_tx_end(&tx, st);
@@ -533,10 +525,10 @@ dk_status comments_repo_create(const tasks_repo *r, dk_arena *a, const char *tas
                          "BIGINT)) RETURNING seq",
                          5, v, &rows);
     if (st == DK_OK) {
-        json_t *ev = dk_json_own(
-            a, json_pack("{s:s,s:o,s:{s:s},s:b}", "actor_id", caller, "task",
-                         tasks_repo_event_task(&t), "comment", "id", v[0], "owner_can_see",
-                         !t.project_id || owner_role != PROJECT_ROLE_NONE));
+        json_t *ev = dk_json_own(a, json_pack("{s:s,s:o,s:{s:s},s:b}", "actor_id", caller, "task",
+                                              tasks_repo_event_task(&t), "comment", "id", v[0],
+                                              "owner_can_see",
+                                              !t.project_id || owner_role != PROJECT_ROLE_NONE));
         st = tasks_repo_record(&tx, a, DK_EVENT_TASK_COMMENTED, ev);
     }
     if (st == DK_OK) {

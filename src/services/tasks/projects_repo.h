@@ -40,9 +40,9 @@ typedef struct task_comment {
 
 typedef struct task_activity {
     const char *id;
-    const char *actor_id; /* NULL: deleted account */
-    const char *action;   /* created | updated | commented */
-    const char *field;    /* updated: the field; else NULL */
+    const char *actor_id;              /* NULL: deleted account */
+    const char *action;                /* created | updated | commented */
+    const char *field;                 /* updated: the field; else NULL */
     const char *old_value, *new_value; /* JSON texts (updated only) */
     const char *comment_id;            /* commented only */
     int64_t created_at, seq;
@@ -74,12 +74,12 @@ dk_status projects_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, 
                               const char *name, const char *description, const char *if_match,
                               project *ret) DK_MUSTCHECK;
 /* owner; with its tasks (and their comments and activity) and members. */
-dk_status projects_repo_delete(const tasks_repo *r, dk_arena *a, const char *id,
-                               const char *caller, const char *if_match) DK_MUSTCHECK;
+dk_status projects_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
+                               const char *if_match) DK_MUSTCHECK;
 /* owner; the target must be an admin (else DK_E_VALIDATION "user_id"); they swap roles. */
 dk_status projects_repo_transfer(const tasks_repo *r, dk_arena *a, const char *id,
-                                 const char *caller, const char *target,
-                                 const char *if_match, project *ret) DK_MUSTCHECK;
+                                 const char *caller, const char *target, const char *if_match,
+                                 project *ret) DK_MUSTCHECK;
 
 /* ---------- members ---------- */
 

@@ -100,8 +100,7 @@ static bool pj_cursor_in(dk_req *req, int kind, const char *scope, projects_afte
     return true;
 }
 
-static char *pj_cursor_out(dk_req *req, int kind, const char *scope, int64_t value,
-                           const char *id)
+static char *pj_cursor_out(dk_req *req, int kind, const char *scope, int64_t value, const char *id)
 {
     tasks_svc *s = req->service;
     tasks_cursor c;
@@ -140,12 +139,13 @@ static char *pj_list_scope(dk_req *req, const char *q_key)
 
 static char *pj_list_cursor_out(dk_req *req, const char *q_key, const project *p)
 {
-    char *payload = dk_arena_printf(req->arena, "%s\n%s\n%s", projects_name_key(req->arena, p->name),
-                                    p->id, pj_list_scope(req, q_key));
-    return dk_arena_printf(req->arena, "%s.%s",
-                           dk_base64url(req->arena, (const unsigned char *)payload,
-                                        strlen(payload)),
-                           pj_list_mac(req, payload));
+    char *payload =
+        dk_arena_printf(req->arena, "%s\n%s\n%s", projects_name_key(req->arena, p->name), p->id,
+                        pj_list_scope(req, q_key));
+    return dk_arena_printf(
+        req->arena, "%s.%s",
+        dk_base64url(req->arena, (const unsigned char *)payload, strlen(payload)),
+        pj_list_mac(req, payload));
 }
 
 static bool pj_list_cursor_in(dk_req *req, const char *q_key, projects_after *after,
@@ -157,11 +157,11 @@ static bool pj_list_cursor_in(dk_req *req, const char *q_key, projects_after *af
         return true;
     const char *dot = strchr(v, '.');
     size_t n = 0;
-    unsigned char *raw = dot && strlen(v) < 1024
-                             ? dk_base64url_decode(req->arena,
-                                                   dk_arena_strndup(req->arena, v, (size_t)(dot - v)),
-                                                   &n)
-                             : NULL;
+    unsigned char *raw =
+        dot && strlen(v) < 1024
+            ? dk_base64url_decode(req->arena, dk_arena_strndup(req->arena, v, (size_t)(dot - v)),
+                                  &n)
+            : NULL;
     char *payload = raw ? dk_arena_strndup(req->arena, (const char *)raw, n) : NULL;
     bool ok = payload && strlen(payload) == n && dk_ct_streq(pj_list_mac(req, payload), dot + 1);
     char *nl1 = ok ? strchr(payload, '\n') : NULL;
@@ -541,8 +541,7 @@ void projects_members_add(dk_req *req, dk_res *res)
         return;
     }
     project_member m;
-    st = projects_repo_member_add(&s->repo, req->arena, id, req->identity->user_id, u.id, role,
-                                  &m);
+    st = projects_repo_member_add(&s->repo, req->arena, id, req->identity->user_id, u.id, role, &m);
     if (st != DK_OK) {
         pm_fail(res, st);
         return;
@@ -574,8 +573,8 @@ void projects_members_patch(dk_req *req, dk_res *res)
     }
     dk_errors_release(&errs);
     project_member m;
-    dk_status st = projects_repo_member_role(&s->repo, req->arena, id, req->identity->user_id, uid,
-                                             role, &m);
+    dk_status st =
+        projects_repo_member_role(&s->repo, req->arena, id, req->identity->user_id, uid, role, &m);
     if (st != DK_OK) {
         pm_fail(res, st);
         return;
