@@ -8,8 +8,10 @@
  *   "before": {"status", "assignee_id", "due_at"} — task.updated only: the values before,
  *   "changes": {"<field>": {"old", "new"}} — task.updated only: every changed field, in the
  *            API's representation (the task's activity history is derived from it),
- *   task.commented: "comment": {"id"}, and "owner_can_see" (false when the task's owner has
- *            left its project: the comment is not announced to them).
+ *   "owner_can_see": false when the task's owner has left its project (task.commented
+ *            always carries it, task.updated when the status changed): the change is not
+ *            announced to them,
+ *   task.commented: "comment": {"id"}.
  * project.member_added: "actor_id", "project": {"id", "name"}, "user_id" (the new member),
  *   "role". 
  * Consumers must be idempotent (delivery is at least once) and may see events of one task in

@@ -295,6 +295,23 @@ def test_concurrent_member_add_and_removed_member_creating(docket):
     assert {x["id"] for x in list_all(d, owner.access, {"project_id": p["id"]})} == created
     assert_problem(project_task(d, racer.access, p, status=None), 422, fields={"project_id"})
 
+    # the removed member still owns the tasks they made, but hears nothing more of them: a
+    # status change and a comment are not announced; adding them back is (events are handled
+    # in order, so once that one is there the others were handled)
+    mine = sorted(created)[0]
+    assert d.patch(task_url(mine), token=owner.access, json={"status": "done"}).status_code == 200
+    assert d.post(task_url(mine) + "/comments", token=owner.access,
+                  json={"body": "closing"}).status_code == 201
+    add_member(d, owner.access, p, racer, "viewer")
+
+    def racer_types():
+        items = d.get("/api/v1/notifications", token=racer.access).json()["items"]
+        return sorted(n["type"] for n in items)
+
+    wait_until(lambda: racer_types().count("project.member_added") == 2, 15,
+               what="the second project.member_added")
+    assert racer_types() == ["project.member_added", "project.member_added"]
+
 
 # --------------------------------------------------------------------------- comments
 

@@ -102,6 +102,11 @@ static void test_status_change(void **state)
     assert_string_equal(p.items[0].item.type, NT_TYPE_STATUS_CHANGED);
     assert_string_equal(p.items[0].item.user_id, OWNER);
     assert_string_equal(p.items[0].item.message, "\"Write \"docs\"\" is now done");
+    /* the owner has left the task's project: nobody */
+    const char *ev = event(a, OTHER, "\"" OTHER "\"", "done", before);
+    char *gone = dk_arena_printf(a, "%.*s%s}", (int)strlen(ev) - 1, ev, ",\"owner_can_see\":false");
+    assert_int_equal(nt_rules_task_event(a, "task.updated", gone, &p), DK_OK);
+    assert_int_equal(p.n, 0);
     /* the owner moves it: nobody */
     assert_int_equal(nt_rules_task_event(a, "task.updated",
                                          event(a, OWNER, "\"" OTHER "\"", "done", before), &p),

@@ -169,7 +169,8 @@ static void test_roles_and_fields(void **state)
         assert_int_equal(project_role_parse(names[i]), i);
     }
     assert_true(PROJECT_ROLE_VIEWER < PROJECT_ROLE_EDITOR &&
-                PROJECT_ROLE_EDITOR < PROJECT_ROLE_ADMIN && PROJECT_ROLE_ADMIN < PROJECT_ROLE_OWNER);
+                PROJECT_ROLE_EDITOR < PROJECT_ROLE_ADMIN &&
+                PROJECT_ROLE_ADMIN < PROJECT_ROLE_OWNER);
     assert_int_equal(project_role_parse("Admin"), -1);
     assert_int_equal(project_role_parse(NULL), -1);
     char name[102];

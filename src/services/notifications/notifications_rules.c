@@ -102,7 +102,7 @@ dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload
             nt_add(a, ret, event_id, d->assignee_id, NT_TYPE_ASSIGNED, d->task_id, actor,
                    dk_arena_printf(a, "You were assigned \"%s\"", d->title));
         if (updated && was_status && strcmp(was_status, d->status) != 0 &&
-            strcmp(actor, d->owner_id) != 0)
+            strcmp(actor, d->owner_id) != 0 && !json_is_false(json_object_get(ev, "owner_can_see")))
             nt_add(a, ret, event_id, d->owner_id, NT_TYPE_STATUS_CHANGED, d->task_id, actor,
                    dk_arena_printf(a, "\"%s\" is now %s", d->title, d->status));
     } else {

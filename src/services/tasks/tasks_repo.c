@@ -292,12 +292,15 @@ dk_status tasks_repo_record(dk_tx *tx, dk_arena *a, const char *type, json_t *ev
     return DK_OK;
 }
 
-/* Records the event of a change in tx; before is NULL except for task.updated. */
-static dk_status tasks_event(dk_tx *tx, dk_arena *a, const char *type, const char *actor,
-                             const tasks_task *t, const tasks_task *before)
+/* Records the event of a change in tx; before is NULL except for task.updated. owner_gone:
+ * the task's owner has left its project (they are told nothing about it any more). */
+static dk_status tasks_event_as(dk_tx *tx, dk_arena *a, const char *type, const char *actor,
+                                const tasks_task *t, const tasks_task *before, bool owner_gone)
 {
     json_t *ev =
         dk_json_own(a, json_pack("{s:s,s:o}", "actor_id", actor, "task", tasks_repo_event_task(t)));
+    if (owner_gone)
+        json_object_set_new(ev, "owner_can_see", json_false());
     if (before) {
         json_object_set_new(ev, "before",
                             json_pack("{s:s,s:o,s:o}", "status", tasks_status_name(before->status),
@@ -306,6 +309,12 @@ static dk_status tasks_event(dk_tx *tx, dk_arena *a, const char *type, const cha
         json_object_set_new(ev, "changes", tasks_changes_json(before, t));
     }
     return tasks_repo_record(tx, a, type, ev);
+}
+
+static dk_status tasks_event(dk_tx *tx, dk_arena *a, const char *type, const char *actor,
+                             const tasks_task *t, const tasks_task *before)
+{
+    return tasks_event_as(tx, a, type, actor, t, before, false);
 }
 
 /* ---------- membership ---------- */
@@ -465,8 +474,14 @@ static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const 
         dk_log_error("tasks: a locked row changed under an update");
         st = DK_E_INTERNAL;
     }
+    /* a status change is announced to the owner: not to one who has left the project */
+    int owner_role = PROJECT_ROLE_OWNER;
+    if (st == DK_OK && next->project_id && next->status != cur->status &&
+        strcmp(actor, next->owner_id) != 0)
+        st = tasks_repo_role(r, tx, a, next->project_id, next->owner_id, false, &owner_role);
     if (st == DK_OK)
-        st = tasks_event(tx, a, DK_EVENT_TASK_UPDATED, actor, next, cur);
+        st = tasks_event_as(tx, a, DK_EVENT_TASK_UPDATED, actor, next, cur,
+                            owner_role == PROJECT_ROLE_NONE);
     return st;
 }
 
