@@ -472,14 +472,16 @@ static dk_status cm_task(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char
 {
     const char *v[] = {task_id, caller};
     dk_db_rows *rows = NULL;
-    dk_status st =
-        dk_tx_query(tx, a,
-                    dk_arena_printf(a,
-                                    "SELECT t.id, t.project_id, t.owner_id, t.title, t.status, "
-                                    "t.assignee_id, t.version, t.updated_at FROM tasks t WHERE "
-                                    "t.id = $1 AND %s%s",
-                                    tasks_visible_sql(a, 2), pr_pg(r) ? " FOR SHARE OF t" : ""),
-                    2, v, &rows);
+    dk_status st = tasks_repo_lock_project_of(r, tx, a, task_id);
+    if (st != DK_OK)
+        return st;
+    st = dk_tx_query(tx, a,
+                     dk_arena_printf(a,
+                                     "SELECT t.id, t.project_id, t.owner_id, t.title, t.status, "
+                                     "t.assignee_id, t.version, t.updated_at FROM tasks t WHERE "
+                                     "t.id = $1 AND %s%s",
+                                     tasks_visible_sql(a, 2), pr_pg(r) ? " FOR SHARE OF t" : ""),
+                     2, v, &rows);
     if (st != DK_OK)
         return st;
     if (rows->nrows == 0)

@@ -337,6 +337,28 @@ dk_status tasks_repo_role(const tasks_repo *r, dk_tx *tx, dk_arena *a, const cha
     return DK_OK;
 }
 
+dk_status tasks_repo_lock_project(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                  const char *project_id)
+{
+    if (!tasks_pg(r) || !project_id)
+        return DK_OK; /* SQLite: the transaction holds the database's write lock already */
+    const char *p[] = {project_id};
+    return dk_tx_query(tx, a, "SELECT 1 FROM tasks_projects WHERE id = $1 FOR SHARE", 1, p, NULL);
+}
+
+dk_status tasks_repo_lock_project_of(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                     const char *task_id)
+{
+    if (!tasks_pg(r))
+        return DK_OK;
+    const char *p[] = {task_id};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_tx_query(tx, a, "SELECT project_id FROM tasks WHERE id = $1", 1, p, &rows);
+    if (st == DK_OK && rows->nrows > 0)
+        st = tasks_repo_lock_project(r, tx, a, dk_db_value(rows, 0, 0));
+    return st;
+}
+
 /* The project rules of a task as it will be stored: its creator or changer may edit the
  * project (editor), its assignee is a member. */
 static dk_status tasks_check_project(const tasks_repo *r, dk_tx *tx, dk_arena *a,
@@ -348,7 +370,9 @@ static dk_status tasks_check_project(const tasks_repo *r, dk_tx *tx, dk_arena *a
     int role = PROJECT_ROLE_NONE;
     dk_status st;
     if (check_caller) {
-        st = tasks_repo_role(r, tx, a, t->project_id, caller, true, &role);
+        st = tasks_repo_lock_project(r, tx, a, t->project_id);
+        if (st == DK_OK)
+            st = tasks_repo_role(r, tx, a, t->project_id, caller, true, &role);
         if (st != DK_OK)
             return st;
         if (role < PROJECT_ROLE_EDITOR) {
@@ -495,7 +519,9 @@ dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, con
         return st;
     tasks_task cur, next;
     int role = PROJECT_ROLE_NONE;
-    st = tasks_read_visible(r, &tx, a, id, caller, &cur, &role);
+    st = tasks_repo_lock_project_of(r, &tx, a, id); /* lock order: project, then task */
+    if (st == DK_OK)
+        st = tasks_read_visible(r, &tx, a, id, caller, &cur, &role);
     if (st == DK_OK && cur.project_id) /* hold the membership until commit */
         st = tasks_repo_role(r, &tx, a, cur.project_id, caller, true, &role);
     if (st == DK_OK && cur.project_id && role == PROJECT_ROLE_NONE)
@@ -536,7 +562,9 @@ dk_status tasks_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, co
         return st;
     tasks_task cur;
     int role = PROJECT_ROLE_NONE;
-    st = tasks_read_visible(r, &tx, a, id, caller, &cur, &role);
+    st = tasks_repo_lock_project_of(r, &tx, a, id);
+    if (st == DK_OK)
+        st = tasks_read_visible(r, &tx, a, id, caller, &cur, &role);
     bool may_edit = false, may_status = false;
     if (st == DK_OK)
         tasks_rights(&cur, caller, role, &may_edit, &may_status);

@@ -79,6 +79,14 @@ json_t *tasks_repo_event_task(const tasks_task *t);
  * the membership row until commit (PostgreSQL FOR SHARE; SQLite holds the database lock). */
 dk_status tasks_repo_role(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *project_id,
                           const char *user_id, bool lock, int *ret_role) DK_MUSTCHECK;
+/* Lock order on PostgreSQL, so that membership changes and task writes never deadlock: the
+ * project row first (FOR SHARE by task writes, FOR UPDATE by membership and project changes),
+ * then task rows, then membership rows. The first locks a project (NULL: none); the second
+ * the project of a task, read before the task row is locked. No-ops on SQLite. */
+dk_status tasks_repo_lock_project(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                  const char *project_id) DK_MUSTCHECK;
+dk_status tasks_repo_lock_project_of(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                     const char *task_id) DK_MUSTCHECK;
 /* Deletes, as actor, the tasks matching `where` (a predicate over `t`) with their comments and
  * activity, recording a task.deleted event for each. */
 dk_status tasks_repo_delete_where(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *where,
