@@ -52,8 +52,8 @@ Load:
   --users=N            seeded users (default $users)
   --tasks=N            seeded tasks per user (default $tasks)
   --scenarios=a,b,...  subset, in this order (default: all of them for the mode):
-                       health ceiling me task_get db_ceiling task_list search task_create
-                       task_patch mixed me_low login login_storm
+                       health ceiling me task_get db_ceiling task_list search project_list
+                       task_create task_patch mixed me_low login login_storm
 
 Other:
   --bin=PATH           docket binary to measure (default: \`make build\`, then build/docket;
@@ -122,7 +122,8 @@ if [ "$duration" -lt 1 ] || [ "$users" -lt 2 ] || [ "$tasks" -lt 1 ] || [ "$conn
     exit 2
 fi
 if [ -z "$scenarios" ]; then
-    scenarios="health ceiling me task_get db_ceiling task_list search task_create task_patch mixed"
+    scenarios="health ceiling me task_get db_ceiling task_list search project_list task_create"
+    scenarios+=" task_patch mixed"
     scenarios+=" me_low login login_storm"
 fi
 if [ "$mode" = sqlite ]; then

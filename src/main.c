@@ -531,10 +531,30 @@ static int dk_open_bus(dk_app *app, const dk_config *c, const dk_plan *plan)
     return 0;
 }
 
+/* The account deletion guard over HTTP when tasks runs elsewhere (asked by users). */
+static int dk_remote_guard(dk_app *app, const dk_config *c, const dk_plan *plan,
+                           dk_users_http **ret_guard)
+{
+    const char *urls = dk_config_str(c, "gateway.tasks_url");
+    if (dk_plan_has(plan, &dk_tasks_service) || !dk_plan_has(plan, &dk_users_service) || !urls ||
+        !*urls)
+        return 0;
+    if (dk_users_http_new(urls, app->tokens, plan->process,
+                          (int)dk_config_int(c, "gateway.connect_timeout"),
+                          (int)dk_config_int(c, "gateway.timeout"), ret_guard) != DK_OK) {
+        fprintf(stderr, "config: gateway.tasks_url: not a usable list of base URLs\n");
+        return -1;
+    }
+    dk_app_register_port(app, DK_ACCOUNT_GUARD, &dk_account_guard_http_ops, *ret_guard);
+    return 0;
+}
+
 /* Services of other processes: the users directory over HTTP when users runs elsewhere. */
 static int dk_remote_ports(dk_app *app, const dk_config *c, const dk_plan *plan,
-                           dk_users_http **ret_users)
+                           dk_users_http **ret_users, dk_users_http **ret_guard)
 {
+    if (dk_remote_guard(app, c, plan, ret_guard) != 0)
+        return -1;
     if (dk_plan_has(plan, &dk_users_service))
         return 0;
     const char *urls = dk_config_str(c, "gateway.users_url");
@@ -602,7 +622,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     size_t started = 0, running = 0;
     dk_http_server *srv = NULL;
     dk_gateway *gw = NULL;
-    dk_users_http *users_http = NULL;
+    dk_users_http *users_http = NULL, *guard_http = NULL;
     dk_proxy_list proxies = {0};
     dk_mailer mailer = {0};
     char secret[512];
@@ -667,12 +687,12 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     app.rate_limit_max = dk_config_int(c, "rate_limiting.max_requests");
     if (dk_open_bus(&app, c, plan) != 0)
         goto out;
-    if (dk_remote_ports(&app, c, plan, &users_http) != 0)
+    if (dk_remote_ports(&app, c, plan, &users_http, &guard_http) != 0)
         goto out;
     if (dk_open_blobs(&app, c, plan) != 0)
-    if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
-        dk_open_mailer(&app, c, &mailer) != 0)
-        goto out;
+        if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
+            dk_open_mailer(&app, c, &mailer) != 0)
+            goto out;
 
     for (; started < plan->n; started++) {
         dk_status st = plan->local[started]->init(&app, &states[started]);
@@ -779,6 +799,7 @@ out:
         app.blobs.ops->close(app.blobs.blob);
     if (mailer.ops)
         mailer.ops->free(mailer.h);
+    dk_users_http_free(guard_http);
     dk_tokens_free(app.tokens);
     dk_session_guard_stop();
     if (app.store.kv)

@@ -227,6 +227,7 @@ WRK_SCENARIOS = {
     "task_get": ("task_get.lua", None, "BENCH_CONNS", 5),
     "task_list": ("task_list.lua", None, "BENCH_CONNS", 5),
     "search": ("search.lua", None, "BENCH_CONNS", 5),
+    "project_list": ("project_list.lua", None, "BENCH_CONNS", 5),
     "task_create": ("task_create.lua", None, "BENCH_CONNS", 5),
     "task_patch": ("task_patch.lua", None, "BENCH_CONNS", 5),
     "mixed": ("mixed.lua", None, "BENCH_CONNS", 5),
@@ -582,6 +583,10 @@ def targets(rows, meta, mode):
         r = ratio("me", "db_ceiling")
         if r is not None:
             out.append(("me >= 60 % of pgbench (db_ceiling)", f"{r * 100:.1f} %", r >= 0.6))
+    r = ratio("project_list", "task_list")
+    if r is not None:
+        out.append(("project_list (a member of 5 projects) vs the personal task_list, reported",
+                    f"{r * 100:.1f} %", None))
     if "mixed" in by:
         p = by["mixed"]["p99_ms"]
         out.append((f"mixed p99 < 10 ms at {by['mixed']['connections']} connections",

@@ -6,8 +6,14 @@ creates --tasks tasks per user with varied English titles and descriptions, labe
 priorities, statuses and due dates, some assigned to another user; a few worker threads,
 one keep-alive connection each. Every reply is checked; any failure stops the seeding.
 
+Projects (for the `project_list` scenario): --projects projects, each with --project-tasks
+tasks, shared by the last --project-members users, each of whom belongs to several of them
+(every project has about half of that group); the other users belong to none, so `task_list`
+stays a personal list.
+
 Data file (one record per line): `P <password>`, `W <search word>`, then per user
-`U <access token> <user id> <email>` followed by `T <task id>` for each task the user owns.
+`U <access token> <user id> <email>` followed by `T <task id>` for each task the user owns
+and `J <project id>` for each project the user belongs to.
 """
 
 import argparse
@@ -97,6 +103,10 @@ def main():
     ap.add_argument("--base", required=True, help="http://127.0.0.1:PORT")
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--tasks", type=int, default=200, help="tasks per user")
+    ap.add_argument("--projects", type=int, default=10)
+    ap.add_argument("--project-members", type=int, default=10,
+                    help="the last N users share the projects")
+    ap.add_argument("--project-tasks", type=int, default=200, help="tasks per project")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--run-id", default=str(int(time.time())))
@@ -131,6 +141,30 @@ def main():
             return owned
 
         owned = list(ex.map(create_all, range(a.users)))
+
+        # projects: owned round-robin by the member group, each shared with half of it
+        group = list(range(max(0, a.users - a.project_members), a.users)) if a.projects else []
+        joined = {i: [] for i in range(a.users)}
+
+        def make_project(k):
+            rng = random.Random(a.seed * 7919 + k)
+            owner = group[k % len(group)]
+            p = call("POST", f"{api}/projects", 201, token=tokens[owner],
+                     body={"name": f"Bench project {a.run_id} {k}"})
+            members = [owner] + rng.sample([g for g in group if g != owner],
+                                           max(0, len(group) // 2 - 1))
+            for m in members[1:]:
+                call("POST", f"{api}/projects/{p['id']}/members", 201, token=tokens[owner],
+                     body={"email": emails[m], "role": rng.choice(["editor", "viewer"])})
+            for _ in range(a.project_tasks):
+                body = task_body(rng, now, ids[rng.choice(members)])
+                body["project_id"] = p["id"]
+                call("POST", f"{api}/tasks", 201, token=tokens[owner], body=body)
+            return p["id"], members
+
+        for pid, members in (ex.map(make_project, range(a.projects)) if group else []):
+            for m in members:
+                joined[m].append(pid)
     t3 = time.monotonic()
 
     with open(a.out, "w") as f:
@@ -141,8 +175,10 @@ def main():
             f.write(f"U {tokens[i]} {ids[i]} {emails[i]}\n")
             for tid in owned[i]:
                 f.write(f"T {tid}\n")
-    ntasks = sum(len(o) for o in owned)
-    print(json.dumps({"users": a.users, "tasks": ntasks, "register_s": round(t1 - t0, 2),
+            for pid in joined[i]:
+                f.write(f"J {pid}\n")
+    ntasks = sum(len(o) for o in owned) + a.projects * a.project_tasks * (1 if group else 0)
+    print(json.dumps({"users": a.users, "tasks": ntasks, "projects": a.projects if group else 0, "register_s": round(t1 - t0, 2),
                       "login_s": round(t2 - t1, 2), "tasks_s": round(t3 - t2, 2),
                       "tasks_per_s": round(ntasks / max(t3 - t2, 1e-9), 1)}))
 

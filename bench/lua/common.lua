@@ -13,7 +13,8 @@ local M = {}
 
 math.randomseed(tonumber(os.getenv("BENCH_SEED") or "1"))
 
--- The seeded data: {users = {{token, id, email, tasks = {ids}}}, words = {...}, password}.
+-- The seeded data: {users = {{token, id, email, tasks = {ids}, projects = {ids}}},
+-- words = {...}, password}.
 function M.load()
     local path = assert(os.getenv("BENCH_DATA"), "BENCH_DATA is not set")
     local d = {users = {}, words = {}, password = nil}
@@ -22,10 +23,12 @@ function M.load()
         local kind, rest = line:match("^(%a) (.*)$")
         if kind == "U" then
             local token, id, email = rest:match("^(%S+) (%S+) (%S+)$")
-            cur = {token = token, id = id, email = email, tasks = {}}
+            cur = {token = token, id = id, email = email, tasks = {}, projects = {}}
             d.users[#d.users + 1] = cur
         elseif kind == "T" then
             cur.tasks[#cur.tasks + 1] = rest
+        elseif kind == "J" then
+            cur.projects[#cur.projects + 1] = rest
         elseif kind == "W" then
             d.words[#d.words + 1] = rest
         elseif kind == "P" then

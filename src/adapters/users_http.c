@@ -587,3 +587,28 @@ const struct dk_users_directory_ops dk_users_directory_http_ops = {
     .get = uh_get,
     .remove = uh_remove,
 };
+
+/* --- other internal paths: the account deletion guard ---------------------------------------- */
+
+dk_status dk_users_http_get_status(dk_users_http *h, dk_arena *a, const char *path, long *ret_http)
+{
+    char *body = NULL;
+    size_t len = 0;
+    return uh_call(h, a, "GET", path, NULL, 0, ret_http, &body, &len);
+}
+
+static dk_status uh_guard_may_delete(void *handle, dk_arena *a, const char *user_id)
+{
+    if (!dk_uuid_valid(user_id))
+        return DK_E_INTERNAL;
+    long http = 0;
+    dk_status st = dk_users_http_get_status(
+        handle, a, dk_arena_printf(a, "/internal/v1/tasks/accounts/%s/deletable", user_id), &http);
+    if (st != DK_OK)
+        return st;
+    return http == 204 ? DK_OK : uh_http_status(http);
+}
+
+const struct dk_account_guard_ops dk_account_guard_http_ops = {
+    .may_delete = uh_guard_may_delete,
+};

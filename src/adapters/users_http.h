@@ -8,6 +8,7 @@
 #define DK_ADAPTERS_USERS_HTTP_H
 
 #include "core/status.h"
+#include "ports/account_guard.h"
 #include "ports/users_directory.h"
 
 typedef struct dk_tokens dk_tokens;
@@ -24,6 +25,16 @@ dk_status dk_users_http_new(const char *base_urls, const dk_tokens *tokens, cons
                             dk_users_http **ret) DK_MUSTCHECK;
 /* Closes the pooled connections; accepts NULL. No call may be in flight. */
 void dk_users_http_free(dk_users_http *h);
+
+/* A GET of another internal path on the same bases (e.g. a client made with the tasks
+ * service's URLs: /internal/v1/tasks/accounts/{id}/deletable); *ret_http gets the status of
+ * whatever answered (DK_E_UNAVAILABLE when nothing did). */
+dk_status dk_users_http_get_status(dk_users_http *h, dk_arena *a, const char *path,
+                                   long *ret_http) DK_MUSTCHECK;
+
+/* The accounts.deletion_guard port over HTTP (handle = a dk_users_http made with the tasks
+ * service's base URLs): 204 may go, 409 DK_E_CONFLICT, 5xx DK_E_UNAVAILABLE. */
+extern const struct dk_account_guard_ops dk_account_guard_http_ops;
 
 /* handle = dk_users_http *. Strings of a returned dk_user live in the caller's arena. */
 extern const struct dk_users_directory_ops dk_users_directory_http_ops;

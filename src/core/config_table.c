@@ -166,7 +166,8 @@ const dk_config_row dk_config_rows[] = {
             "Split mode: base URLs of the users service, comma-separated (the gateway, and the "
             "auth and tasks services, which call it)."),
     ROW_STR("gateway.tasks_url", "", NULL, 0,
-            "Split mode: base URLs of the tasks service, comma-separated."),
+            "Split mode: base URLs of the tasks service, comma-separated (the gateway, and the "
+            "users service, which asks it whether an account may be deleted)."),
     ROW_STR("gateway.notifications_url", "", NULL, 0,
             "Split mode: base URLs of the notifications service, comma-separated."),
     ROW_DUR("gateway.connect_timeout", "1s", 1, MS_M,

@@ -199,6 +199,7 @@ def _split_docket(mode, args, env, cwd, workdir, port, db_url, jwt_secret, n):
                                 jwt_secret=jwt_secret, name=f"docket-{n}-{name}")
     for svc in services.values():
         svc.env["DOCKET_GATEWAY_USERS_URL"] = urls["users"]
+        svc.env["DOCKET_GATEWAY_TASKS_URL"] = urls["tasks"]  # users asks it before a deletion
     genv = dict(env)
     for name, url in urls.items():
         genv[f"DOCKET_GATEWAY_{name.upper()}_URL"] = url

@@ -1,6 +1,6 @@
 """The README's "Try it" block runs, as written, against a fresh `docket all`.
 
-The sh blocks between the readme-test marks are concatenated and run by bash with `set -euo
+The sh blocks between each pair of readme-test marks are concatenated and run by bash with `set -euo
 pipefail`, after `localhost:3000` is replaced by the test's port. `curl` is wrapped so that a
 call whose status is not shown (no `-i`, no `-w`) fails the block on any 4xx/5xx; the statuses
 that are shown (`-w '%{http_code}'` lines and the status lines of `-i`) must equal, in order,
@@ -33,8 +33,9 @@ set -euo pipefail
 def readme_block():
     with open(os.path.join(helpers.REPO, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    a, b = text.index(BEGIN), text.index(END)
-    blocks = re.findall(r"```sh\n(.*?)```", text[a:b], re.S)
+    blocks = []
+    for region in re.findall(re.escape(BEGIN) + r".*?" + re.escape(END), text, re.S):
+        blocks += re.findall(r"```sh\n(.*?)```", region, re.S)
     assert blocks, "no sh block between the readme-test marks"
     return "\n".join(blocks)
 

@@ -11,7 +11,7 @@ from helpers import assert_problem, assert_unauthorized, check_each, parse_time,
 
 TASKS = "/api/v1/tasks"
 TASK_KEYS = {"id", "title", "description", "status", "priority", "due_at", "labels", "owner_id",
-             "assignee_id", "created_at", "updated_at", "completed_at", "version"}
+             "assignee_id", "project_id", "created_at", "updated_at", "completed_at", "version"}
 
 
 # --------------------------------------------------------------------------- helpers (shared)
@@ -426,11 +426,15 @@ def test_if_match(docket):
     assert_problem(docket.patch(url, token=a.access, json={"title": "lost update"},
                                 headers={"If-Match": '"1"'}), 412)
     assert get_task(docket, a.access, t)["title"] == "v2"
-    for good, title in (('W/"2"', "v3"), ("*", "v4"), ('"1", "4", "9"', "v5"), ('"5"', "v6")):
+    # If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches
+    assert_problem(docket.patch(url, token=a.access, json={"title": "weak"},
+                                headers={"If-Match": 'W/"2"'}), 412)
+    for good, title in (('"2"', "v3"), ("*", "v4"), ('"1", "4", "9"', "v5"),
+                        ('W/"5", "5"', "v6")):
         resp = docket.patch(url, token=a.access, json={"title": title},
                             headers={"If-Match": good})
         assert resp.status_code == 200, (good, resp.text)
-    for bad in ('"5"', "6", '"06"', "W/6", '""', "garbage", '"7"'):
+    for bad in ('"5"', "6", '"06"', "W/6", 'W/"6"', '""', "garbage", '"7"'):
         assert_problem(docket.patch(url, token=a.access, json={"title": "no"},
                                     headers={"If-Match": bad}), 412)
     current = get_task(docket, a.access, t)
@@ -439,6 +443,8 @@ def test_if_match(docket):
     resp = docket.get(url, token=a.access, headers={"If-None-Match": '"6"'})
     assert resp.status_code == 304 and resp.headers["ETag"] == '"6"'
     assert docket.get(url, token=a.access, headers={"If-None-Match": '"5"'}).status_code == 200
+    # If-None-Match compares weakly
+    assert docket.get(url, token=a.access, headers={"If-None-Match": 'W/"6"'}).status_code == 304
     # DELETE honours If-Match too
     assert_problem(docket.delete(url, token=a.access, headers={"If-Match": '"5"'}), 412)
     assert docket.delete(url, token=a.access, headers={"If-Match": '"6"'}).status_code == 204

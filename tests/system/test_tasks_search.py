@@ -146,10 +146,50 @@ FROM generate_series(1::bigint, 50000::bigint) AS g
 """
 
 
+# Projects: 500 of them with 10 members each, 50,000 more tasks spread over them, and the test's
+# user a member of 50 (every tenth): a member of many projects with 100k tasks in the table.
+PROJECTS_SQL = """
+INSERT INTO tasks.tasks_projects (id, owner_id, name, name_key, description, created_at,
+                                  updated_at, version)
+SELECT {uuid_of_p}, {uuid_of_powner}, 'Project ' || g, 'project ' || g, '', 1700000000000,
+       1700000000000, 1
+FROM generate_series(1::bigint, 500::bigint) AS g;
+INSERT INTO tasks.tasks_project_members (project_id, user_id, role, added_at)
+SELECT {uuid_of_p}, {uuid_of_member}, 1, 1700000000000
+FROM generate_series(1::bigint, 500::bigint) AS g, generate_series(1::bigint, 10::bigint) AS k;
+INSERT INTO tasks.tasks_project_members (project_id, user_id, role, added_at)
+SELECT {uuid_of_p}, %(me)s, 1, 1700000000000
+FROM generate_series(10::bigint, 500::bigint, 10::bigint) AS g;
+INSERT INTO tasks.tasks (id, owner_id, assignee_id, title, description, status, priority,
+                         due_at, labels, created_at, updated_at, version, project_id)
+SELECT {uuid_of_pt}, {uuid_of_powner},
+       CASE WHEN g %% 89 = 0 THEN %(me)s END,
+       'Project task ' || g || CASE WHEN g %% 1000 IN (9, 19, 20) THEN ' zebra' ELSE '' END,
+       (ARRAY['alpha', 'beta', 'gamma', 'delta'])[1 + g %% 4] || ' shared notes ' || g,
+       (ARRAY['todo', 'in_progress', 'done'])[1 + g %% 3],
+       g %% 4,
+       CASE WHEN g %% 3 = 0 THEN NULL ELSE 1893456000000 + g * 60000 END,
+       ARRAY['l' || (g %% 50)],
+       1700000000500 + g * 1000, 1700000000500 + g * 1000, 1,
+       {uuid_of_tp}
+FROM generate_series(1::bigint, 50000::bigint) AS g
+"""
+
+
+def _project_of_task(g):
+    return 1 + g % 500
+
+
 def _uuid_sql(expr):
     h = f"md5({expr})"
     return (f"substr({h}, 1, 8) || '-' || substr({h}, 9, 4) || '-' || substr({h}, 13, 4) || "
             f"'-' || substr({h}, 17, 4) || '-' || substr({h}, 21, 12)")
+
+
+def _uuid_of(text):
+    import hashlib
+    h = hashlib.md5(text.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 def _plans(log_text):
@@ -187,7 +227,15 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
                                         uuid_of_owner=_uuid_sql("'owner' || (g %% 500)")),
                         {"owner": a.id})
             assert cur.rowcount == 50000
-            cur.execute("ANALYZE tasks.tasks")
+            cur.execute(PROJECTS_SQL.format(
+                uuid_of_p=_uuid_sql("'p' || g"), uuid_of_powner=_uuid_sql("'powner' || (g %% 50)"),
+                uuid_of_member=_uuid_sql("'member' || ((g * 7 + k) %% 2000)"),
+                uuid_of_pt=_uuid_sql("'pt' || g"), uuid_of_tp=_uuid_sql("'p' || (1 + g %% 500)")),
+                {"me": a.id})
+            for table in ("tasks", "tasks_projects", "tasks_project_members"):
+                cur.execute(f"ANALYZE tasks.{table}")
+            cur.execute("SELECT id FROM tasks.tasks_projects WHERE name = 'Project 20'")
+            project20 = cur.fetchone()[0]
             seeded_in = time.monotonic() - started
             cur.execute("SELECT count(*) FROM tasks.tasks WHERE owner_id = %s", (a.id,))
             assert cur.fetchone()[0] == 5001
@@ -202,6 +250,9 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
         {"priority": "urgent"}, {"due_before": "2030-01-10T00:00:00Z"},
         {"due_after": "2030-01-20T00:00:00Z"}, {"q": "zebra"}, {"q": "zebra", "sort": "-due_at"},
         {"q": "alpha notes"}, {"q": "zebra", "owner": "me", "label": "l0"},
+        {"project_id": project20}, {"project_id": project20, "sort": "-due_at"},
+        {"project_id": project20, "q": "zebra"}, {"project_id": project20, "status": "done"},
+        {"owner": _uuid_of("powner3")}, {"q": "shared notes"},
     ]
     for params in requests_made:
         resp = d.get(TASKS, token=a.access, params=params)
@@ -212,9 +263,16 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
     assert len(page2["items"]) == 20
     zebras = list_all(d, a.access, {"q": "zebra"}, limit=7)
     want = sum(1 for g in range(1, 50001) if g % 1000 in (0, 1) and (g % 10 == 0 or g % 97 == 0))
-    assert len(zebras) == want
-    assert all(t["owner_id"] == a.id or t["assignee_id"] == a.id for t in zebras)
-    expected = len(requests_made) + 2 + 8
+    want_shared = sum(1 for g in range(1, 50001)
+                      if g % 1000 in (9, 19, 20) and _project_of_task(g) % 10 == 0)
+    assert want_shared > 0
+    assert len(zebras) == want + want_shared
+    assert all(t["owner_id"] == a.id or t["assignee_id"] == a.id or
+               _project_of_task(int(t["title"].split()[2])) % 10 == 0
+               for t in zebras if t["project_id"])
+    in20 = list_all(d, a.access, {"project_id": project20}, limit=100)
+    assert len(in20) == 100 and all(t["project_id"] == project20 for t in in20)
+    expected = len(requests_made) + 2 + 8 + 2
 
     plans = wait_until(lambda: (lambda p: p if len(p) >= expected else None)(
         _plans(own_pg.log_text())), 20, what="auto_explain plans of the list statements")
@@ -222,11 +280,20 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
     for query, plan in plans:
         assert "Seq Scan on tasks" not in plan, f"sequential scan for:\n{query}\n{plan}"
         assert "Index" in plan, f"no index used for:\n{query}\n{plan}"
-    # the main list (first page and a later one): owner = me, newest first, limit 21
+    # the main list (first page and a later one): own personal tasks, newest first, limit 21
     default = [p for q, p in plans if "UNION ALL" in q and (
-        "WHERE t.owner_id = $1 ORDER BY t.created_at DESC, t.id DESC" in q
-        or "WHERE t.owner_id = $1 AND (t.created_at, t.id) < (" in q)]
+        "WHERE t.owner_id = $1 AND t.project_id IS NULL ORDER BY t.created_at DESC, t.id DESC" in q
+        or "WHERE t.owner_id = $1 AND t.project_id IS NULL AND (t.created_at, t.id) < (" in q)]
     assert len(default) >= 3, [q for q, _ in plans]
     assert default and all("tasks_owner_created_idx" in p for p in default), default[:1]
     searches = [p for q, p in plans if "websearch_to_tsquery" in q]
     assert searches and any("tasks_search_idx" in p for p in searches), searches[:1]
+    # the projects' arm: a page per membership, each read in order from a project index
+    lateral = [p for q, p in plans if "CROSS JOIN LATERAL" in q]
+    assert lateral and all("tasks_project_members_user_idx" in p for p in lateral), lateral[:1]
+    plain = [p for q, p in plans
+             if "t.project_id = m.project_id ORDER BY t.created_at DESC" in q
+             or "t.project_id = m.project_id AND (t.created_at, t.id) < (" in q]
+    assert len(plain) >= 3 and all("tasks_project_created_idx" in p for p in plain), plain[:1]
+    one = [p for q, p in plans if "t.project_id = $2 AND EXISTS" in q]
+    assert one and all("tasks_project_" in p for p in one), one[:1]

@@ -102,6 +102,11 @@ static void test_status_change(void **state)
     assert_string_equal(p.items[0].item.type, NT_TYPE_STATUS_CHANGED);
     assert_string_equal(p.items[0].item.user_id, OWNER);
     assert_string_equal(p.items[0].item.message, "\"Write \"docs\"\" is now done");
+    /* the owner has left the task's project: nobody */
+    const char *ev = event(a, OTHER, "\"" OTHER "\"", "done", before);
+    char *gone = dk_arena_printf(a, "%.*s%s}", (int)strlen(ev) - 1, ev, ",\"owner_can_see\":false");
+    assert_int_equal(nt_rules_task_event(a, "task.updated", gone, &p), DK_OK);
+    assert_int_equal(p.n, 0);
     /* the owner moves it: nobody */
     assert_int_equal(nt_rules_task_event(a, "task.updated",
                                          event(a, OWNER, "\"" OTHER "\"", "done", before), &p),
@@ -135,6 +140,66 @@ static void test_malformed(void **state)
     assert_int_equal(
         nt_rules_task_event(a, "task.renamed", event(a, OWNER, "null", "todo", NULL), &p),
         DK_E_BAD_REQUEST);
+    dk_arena_free(a);
+}
+
+/* task.commented: the owner and the assignee, never the author, once each; an owner who has
+ * left the task's project is not told; the scheduler's state is left alone. */
+static void test_commented(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    assert_int_equal(nt_rules_task_event(a, "task.commented",
+                                         event(a, THIRD, "\"" OTHER "\"", "todo", NULL), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 2);
+    assert_string_equal(p.items[0].item.user_id, OWNER);
+    assert_string_equal(p.items[1].item.user_id, OTHER);
+    assert_string_equal(p.items[0].item.type, NT_TYPE_COMMENTED);
+    assert_string_equal(p.items[0].item.message, "New comment on \"Write \"docs\"\"");
+    assert_string_equal(p.items[1].dedup_key, EVID ":task.commented:" OTHER);
+    assert_null(p.due.task_id);
+    /* the assignee comments: only the owner */
+    assert_int_equal(nt_rules_task_event(a, "task.commented",
+                                         event(a, OTHER, "\"" OTHER "\"", "todo", NULL), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.items[0].item.user_id, OWNER);
+    /* the owner, also the assignee, comments: nobody */
+    assert_int_equal(nt_rules_task_event(a, "task.commented",
+                                         event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
+                     DK_OK);
+    assert_int_equal(p.n, 0);
+    /* an owner who left the project */
+    const char *ev = event(a, THIRD, "null", "todo", NULL);
+    char *gone = dk_arena_printf(a, "%.*s%s}", (int)strlen(ev) - 1, ev, ",\"owner_can_see\":false");
+    assert_int_equal(nt_rules_task_event(a, "task.commented", gone, &p), DK_OK);
+    assert_int_equal(p.n, 0);
+    dk_arena_free(a);
+}
+
+static void test_member_added(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    const char *ev = "{\"id\":\"" EVID "\",\"occurred_at\":7,\"actor_id\":\"" OWNER
+                     "\",\"project\":{\"id\":\"p\",\"name\":\"Launch\"},\"user_id\":\"" OTHER
+                     "\",\"role\":\"editor\"}";
+    assert_int_equal(nt_rules_task_event(a, "project.member_added", ev, &p), DK_OK);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.items[0].item.user_id, OTHER);
+    assert_string_equal(p.items[0].item.type, NT_TYPE_MEMBER_ADDED);
+    assert_null(p.items[0].item.task_id);
+    assert_string_equal(p.items[0].item.actor_id, OWNER);
+    assert_string_equal(p.items[0].item.message,
+                        "You were added to the project \"Launch\" as editor");
+    assert_null(p.due.task_id);
+    assert_int_equal(p.occurred_at, 7);
+    assert_int_equal(nt_rules_task_event(a, "project.member_added", "{\"id\":\"x\"}", &p),
+                     DK_E_BAD_REQUEST);
+    assert_int_equal(nt_rules_task_event(a, "project.member_added", "[", &p), DK_E_BAD_REQUEST);
     dk_arena_free(a);
 }
 
@@ -172,6 +237,8 @@ int main(void)
         cmocka_unit_test(test_deleted_is_a_tombstone),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_due_soon),
+        cmocka_unit_test(test_commented),
+        cmocka_unit_test(test_member_added),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

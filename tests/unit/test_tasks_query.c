@@ -344,13 +344,20 @@ static void test_sql_default_shape(void **state)
         kv p = {.n = 0};
         tasks_sql s = build(a, engine, &p, ME);
         assert_params_sound(&s);
-        /* own tasks and assigned tasks: two index-led arms merged in page order */
-        assert_non_null(strstr(s.sql, "WHERE t.owner_id = $1 ORDER BY t.created_at DESC, t.id "
-                                      "DESC LIMIT CAST($2 AS INTEGER)"));
-        assert_non_null(strstr(s.sql, "WHERE t.assignee_id = $1 AND t.owner_id <> $1 ORDER BY "
-                                      "t.created_at DESC, t.id DESC"));
+        /* own personal tasks and personal tasks assigned to me: index-led arms merged in page
+         * order (and on PostgreSQL the caller's projects, one page each) */
+        assert_non_null(strstr(s.sql, "WHERE t.owner_id = $1 AND t.project_id IS NULL ORDER BY "
+                                      "t.created_at DESC, t.id DESC LIMIT CAST($2 AS INTEGER)"));
+        assert_non_null(strstr(s.sql,
+                               "WHERE t.assignee_id = $1 AND t.owner_id <> $1 AND "
+                               "t.project_id IS NULL ORDER BY t.created_at DESC, t.id DESC"));
         assert_non_null(strstr(s.sql, "UNION ALL"));
         assert_non_null(strstr(s.sql, "ORDER BY sk DESC, id DESC LIMIT CAST($2 AS INTEGER)"));
+        if (e)
+            assert_non_null(strstr(s.sql, "FROM tasks_project_members m CROSS JOIN LATERAL ("
+                                          "SELECT"));
+        else
+            assert_null(strstr(s.sql, "tasks_project_members")); /* a member of no project */
         assert_int_equal(s.nparams, 2);
         assert_string_equal(s.params[0], ME);
         assert_string_equal(s.params[1], "21");
@@ -367,14 +374,19 @@ static void test_sql_arms(void **state)
         const char *owner, *assignee, *want;
         bool nothing;
     } cases[] = {
-        {"me", NULL, "WHERE t.owner_id = $1 ORDER BY", false},
-        {ME, NULL, "WHERE t.owner_id = $1 ORDER BY", false},
-        {OTHER, NULL, "WHERE t.owner_id = $2 AND t.assignee_id = $1 ORDER BY", false},
-        {NULL, "me", "WHERE t.assignee_id = $1 ORDER BY", false},
-        {NULL, OTHER, "WHERE t.owner_id = $1 AND t.assignee_id = $2 ORDER BY", false},
-        {"me", "me", "WHERE t.owner_id = $1 AND t.assignee_id = $1 ORDER BY", false},
-        {"me", OTHER, "WHERE t.owner_id = $1 AND t.assignee_id = $2 ORDER BY", false},
-        {OTHER, "me", "WHERE t.owner_id = $2 AND t.assignee_id = $1 ORDER BY", false},
+        {"me", NULL, "WHERE t.owner_id = $1 AND t.project_id IS NULL ORDER BY", false},
+        {ME, NULL, "WHERE t.owner_id = $1 AND t.project_id IS NULL ORDER BY", false},
+        {OTHER, NULL,
+         "WHERE t.assignee_id = $1 AND t.owner_id = $2 AND t.project_id IS NULL ORDER BY", false},
+        {NULL, "me", "WHERE t.assignee_id = $1 AND t.project_id IS NULL ORDER BY", false},
+        {NULL, OTHER,
+         "WHERE t.owner_id = $1 AND t.project_id IS NULL AND t.assignee_id = $2 ORDER BY", false},
+        {"me", "me",
+         "WHERE t.owner_id = $1 AND t.project_id IS NULL AND t.assignee_id = $1 ORDER BY", false},
+        {"me", OTHER,
+         "WHERE t.owner_id = $1 AND t.project_id IS NULL AND t.assignee_id = $2 ORDER BY", false},
+        {OTHER, "me",
+         "WHERE t.assignee_id = $1 AND t.owner_id = $2 AND t.project_id IS NULL ORDER BY", false},
         {OTHER, THIRD, NULL, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -391,7 +403,66 @@ static void test_sql_arms(void **state)
         if (!strstr(s.sql, cases[i].want))
             fail_msg("case %zu: %s not in %s", i, cases[i].want, s.sql);
         assert_null(strstr(s.sql, "UNION"));
+        /* PostgreSQL adds the projects' arm, with the same owner/assignee conditions */
+        s = build(a, DK_DB_POSTGRES, &p, ME);
+        assert_params_sound(&s);
+        assert_non_null(strstr(s.sql, "CROSS JOIN LATERAL"));
+        assert_non_null(strstr(s.sql, "WHERE m.user_id = $1"));
+        if (cases[i].owner)
+            assert_non_null(strstr(s.sql, "t.project_id = m.project_id AND t.owner_id = $"));
     }
+    dk_arena_free(a);
+}
+
+/* SQLite: an arm per project of the caller, each re-checking the membership; a member of
+ * more projects than arms gets one IN arm; ?project_id= one arm that checks the membership. */
+static void test_sql_project_arms(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    kv p = {.n = 0};
+    tasks_list_query q;
+    dk_errors errs;
+    assert_int_equal(parse_as(a, &p, ME, &q, &errs), DK_OK);
+    const char *projects[] = {"01936d5e-0000-7000-8000-00000000000a",
+                              "01936d5e-0000-7000-8000-00000000000b"};
+    q.member_projects = projects;
+    q.nmember_projects = 2;
+    tasks_sql s;
+    tasks_query_build(a, DK_DB_SQLITE, &q, &s);
+    assert_params_sound(&s);
+    assert_non_null(strstr(s.sql, "WHERE t.project_id = $2 AND EXISTS (SELECT 1 FROM "
+                                  "tasks_project_members m WHERE m.project_id = t.project_id AND "
+                                  "m.user_id = $1) ORDER BY t.created_at DESC, t.id DESC"));
+    assert_non_null(strstr(s.sql, "WHERE t.project_id = $3 AND EXISTS"));
+    assert_string_equal(s.params[1], projects[0]);
+    assert_string_equal(s.params[2], projects[1]);
+    q.many_projects = true;
+    q.nmember_projects = 0;
+    tasks_query_build(a, DK_DB_SQLITE, &q, &s);
+    assert_params_sound(&s);
+    assert_non_null(strstr(s.sql, "t.project_id IN (SELECT m.project_id FROM "
+                                  "tasks_project_members m WHERE m.user_id = $1)"));
+    for (int e = 0; e < 2; e++) {
+        kv_set(&p, "project_id", projects[1]);
+        assert_int_equal(parse_as(a, &p, ME, &q, &errs), DK_OK);
+        assert_string_equal(q.project_id, projects[1]);
+        tasks_query_build(a, e ? DK_DB_POSTGRES : DK_DB_SQLITE, &q, &s);
+        assert_params_sound(&s);
+        assert_non_null(strstr(s.sql, "WHERE t.project_id = $2 AND EXISTS (SELECT 1 FROM "
+                                      "tasks_project_members m WHERE m.project_id = $2 AND "
+                                      "m.user_id = $1) ORDER BY"));
+        assert_null(strstr(s.sql, "UNION"));
+        assert_null(strstr(s.sql, "project_id IS NULL"));
+    }
+    /* the project is part of what a cursor is bound to */
+    tasks_list_query q2;
+    kv p2 = {.n = 0};
+    assert_int_equal(parse_as(a, &p2, ME, &q2, &errs), DK_OK);
+    assert_memory_not_equal(q.filter_hash, q2.filter_hash, TASKS_FILTER_HASH_LEN);
+    kv_set(&p2, "project_id", "not-a-uuid");
+    assert_int_equal(parse_as(a, &p2, ME, &q2, &errs), DK_E_BAD_REQUEST);
+    dk_errors_release(&errs);
     dk_arena_free(a);
 }
 
@@ -556,7 +627,8 @@ static void put(fixture *f, dk_arena *a, int seq, const char *owner, const char 
     t.created_at = 1000 + seq;
     t.updated_at = 1000 + seq;
     t.version = 1;
-    assert_int_equal(tasks_repo_create(&f->repo, a, &t), DK_OK);
+    const char *field = NULL;
+    assert_int_equal(tasks_repo_create(&f->repo, a, &t, &field), DK_OK);
 }
 
 /* Pages through with limit `limit`, writing the titles in order (space-separated). */
@@ -712,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_fts_query),
         cmocka_unit_test(test_sql_default_shape),
         cmocka_unit_test(test_sql_arms),
+        cmocka_unit_test(test_sql_project_arms),
         cmocka_unit_test(test_sql_filters_both_engines),
         cmocka_unit_test(test_sql_relevance_and_cursor),
         cmocka_unit_test_setup_teardown(test_run_sorts_and_filters, fx_setup, fx_teardown),

@@ -32,11 +32,33 @@ static void nt_add(dk_arena *a, nt_plan *p, const char *event_id, const char *us
     n->dedup_key = dk_arena_printf(a, "%s:%s:%s", event_id, type, user);
 }
 
+/* project.member_added: to the added user, unless they added themselves. */
+static dk_status nt_rules_member_added(dk_arena *a, json_t *ev, nt_plan *ret)
+{
+    const char *event_id = nt_str(a, ev, "id");
+    const char *actor = nt_str(a, ev, "actor_id");
+    const char *user = nt_str(a, ev, "user_id");
+    const char *role = nt_str(a, ev, "role");
+    const char *name = nt_str(a, json_object_get(ev, "project"), "name");
+    if (!event_id || !actor || !user || !role || !name)
+        return DK_E_BAD_REQUEST;
+    if (strcmp(user, actor) != 0)
+        nt_add(a, ret, event_id, user, NT_TYPE_MEMBER_ADDED, NULL, actor,
+               dk_arena_printf(a, "You were added to the project \"%s\" as %s", name, role));
+    return DK_OK;
+}
+
 dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload, nt_plan *ret)
 {
     memset(ret, 0, sizeof *ret);
     json_error_t jerr;
     json_t *ev = json_loads(payload, 0, &jerr);
+    if (strcmp(type, DK_EVENT_PROJECT_MEMBER_ADDED) == 0) {
+        ret->occurred_at = (int64_t)json_integer_value(json_object_get(ev, "occurred_at"));
+        dk_status st = json_is_object(ev) ? nt_rules_member_added(a, ev, ret) : DK_E_BAD_REQUEST;
+        json_decref(ev);
+        return st;
+    }
     json_t *task = json_object_get(ev, "task");
     const char *event_id = nt_str(a, ev, "id");
     const char *actor = nt_str(a, ev, "actor_id");
@@ -57,7 +79,18 @@ dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload
     }
     bool created = strcmp(type, DK_EVENT_TASK_CREATED) == 0;
     bool updated = strcmp(type, DK_EVENT_TASK_UPDATED) == 0;
-    if (strcmp(type, DK_EVENT_TASK_DELETED) == 0) {
+    if (strcmp(type, DK_EVENT_TASK_COMMENTED) == 0) {
+        /* the task is unchanged: nothing for the scheduler */
+        json_t *ocs = json_object_get(ev, "owner_can_see");
+        bool owner_sees = !json_is_false(ocs);
+        const char *msg = dk_arena_printf(a, "New comment on \"%s\"", d->title);
+        if (owner_sees && strcmp(d->owner_id, actor) != 0)
+            nt_add(a, ret, event_id, d->owner_id, NT_TYPE_COMMENTED, d->task_id, actor, msg);
+        if (d->assignee_id && strcmp(d->assignee_id, actor) != 0 &&
+            strcmp(d->assignee_id, d->owner_id) != 0)
+            nt_add(a, ret, event_id, d->assignee_id, NT_TYPE_COMMENTED, d->task_id, actor, msg);
+        ret->due.task_id = NULL;
+    } else if (strcmp(type, DK_EVENT_TASK_DELETED) == 0) {
         d->status = "deleted";
         d->version++; /* outranks the last update, which carried the same version */
     } else if (created || updated) {
@@ -69,7 +102,7 @@ dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload
             nt_add(a, ret, event_id, d->assignee_id, NT_TYPE_ASSIGNED, d->task_id, actor,
                    dk_arena_printf(a, "You were assigned \"%s\"", d->title));
         if (updated && was_status && strcmp(was_status, d->status) != 0 &&
-            strcmp(actor, d->owner_id) != 0)
+            strcmp(actor, d->owner_id) != 0 && !json_is_false(json_object_get(ev, "owner_can_see")))
             nt_add(a, ret, event_id, d->owner_id, NT_TYPE_STATUS_CHANGED, d->task_id, actor,
                    dk_arena_printf(a, "\"%s\" is now %s", d->title, d->status));
     } else {

@@ -1,6 +1,8 @@
 /* notifications_rules.h — who is told what, decided from task events (ports/task_events.h):
  * task.assigned to a new assignee who is not the actor; task.status_changed to the owner when
- * someone else changed the status; and, for the due-soon scheduler, the task's current state.
+ * someone else changed the status (not to an owner who has left the task's project); task.commented to the owner and the assignee, not the
+ * author (nor an owner who has left the task's project); project.member_added to the added
+ * user; and, for the due-soon scheduler, the task's current state.
  * Each notification carries a de-duplication key derived from the event id (or from the task
  * and due date for task.due_soon), so redelivered events never show twice. Pure functions;
  * strings in the caller's arena. */
@@ -15,6 +17,8 @@ typedef struct dk_arena dk_arena;
 #define NT_TYPE_ASSIGNED       "task.assigned"
 #define NT_TYPE_STATUS_CHANGED "task.status_changed"
 #define NT_TYPE_DUE_SOON       "task.due_soon"
+#define NT_TYPE_COMMENTED      "task.commented"
+#define NT_TYPE_MEMBER_ADDED   "project.member_added"
 
 typedef struct nt_new {
     nt_item item; /* user_id, type, task_id, actor_id, message */
@@ -25,10 +29,12 @@ typedef struct nt_plan {
     int64_t occurred_at; /* of the event, ms since the epoch (0 when absent) */
     int n;
     nt_new items[2];
-    nt_due due; /* the task's state for the scheduler (status "deleted" on task.deleted) */
+    nt_due due; /* the task's state for the scheduler (status "deleted" on task.deleted);
+                   due.task_id NULL for project events (nothing to schedule) */
 } nt_plan;
 
-/* The plan for one task.* event; DK_E_BAD_REQUEST when the payload is malformed. */
+/* The plan for one task.* or project.* event; DK_E_BAD_REQUEST when the payload is
+ * malformed. */
 dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload,
                               nt_plan *ret) DK_MUSTCHECK;
 /* The task.due_soon notification of a task coming due. */

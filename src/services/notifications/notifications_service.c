@@ -171,7 +171,7 @@ static dk_status nt_on_task_event(void *ctx, const char *type, const char *paylo
                              : 0);
     for (int i = 0; st == DK_OK && i < plan.n; i++)
         st = nt_create(s, a, &plan.items[i]);
-    if (st == DK_OK)
+    if (st == DK_OK && plan.due.task_id) /* comments and project events change no due date */
         st = nt_repo_due_put(&s->repo, a, &plan.due);
     if (st != DK_OK)
         dk_log_warn("notifications: handling %s failed (%s); it will be redelivered", type,
@@ -652,7 +652,8 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     nt_loop_init(&s->sched);
     s->checks = dk_workpool_new(NT_CHECK_WORKERS, NT_CHECK_QUEUE);
     static const char *const types[] = {DK_EVENT_TASK_CREATED, DK_EVENT_TASK_UPDATED,
-                                        DK_EVENT_TASK_DELETED};
+                                        DK_EVENT_TASK_DELETED, DK_EVENT_TASK_COMMENTED,
+                                        DK_EVENT_PROJECT_MEMBER_ADDED};
     dk_status st = DK_OK;
     for (size_t i = 0; st == DK_OK && i < sizeof types / sizeof types[0]; i++)
         st = app->bus.ops->subscribe(app->bus.ev, types[i], nt_on_task_event, s);

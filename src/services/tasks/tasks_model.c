@@ -40,6 +40,22 @@ int tasks_priority_parse(const char *name)
     return -1;
 }
 
+static const char *const project_role_names[PROJECT_NROLES] = {"viewer", "editor", "admin",
+                                                               "owner"};
+
+const char *project_role_name(int role)
+{
+    return role >= 0 && role < PROJECT_NROLES ? project_role_names[role] : "viewer";
+}
+
+int project_role_parse(const char *name)
+{
+    for (int i = 0; name && i < PROJECT_NROLES; i++)
+        if (strcmp(name, project_role_names[i]) == 0)
+            return i;
+    return -1;
+}
+
 static bool tasks_blank(const char *s)
 {
     for (; *s; s++)
@@ -69,6 +85,44 @@ const char *tasks_validate_description(const char *description)
         return "must be valid UTF-8";
     if (n > TASKS_DESCRIPTION_MAX)
         return "must be at most 10000 characters";
+    return NULL;
+}
+
+const char *project_validate_name(const char *name)
+{
+    long n = dk_utf8_len(name, strlen(name));
+    if (n < 0)
+        return "must be valid UTF-8";
+    if (n < 1)
+        return "must not be empty";
+    if (n > PROJECT_NAME_MAX)
+        return "must be at most 100 characters";
+    if (tasks_blank(name))
+        return "must not be blank";
+    return NULL;
+}
+
+const char *project_validate_description(const char *description)
+{
+    long n = dk_utf8_len(description, strlen(description));
+    if (n < 0)
+        return "must be valid UTF-8";
+    if (n > PROJECT_DESCRIPTION_MAX)
+        return "must be at most 2000 characters";
+    return NULL;
+}
+
+const char *comment_validate_body(const char *body)
+{
+    long n = dk_utf8_len(body, strlen(body));
+    if (n < 0)
+        return "must be valid UTF-8";
+    if (n < 1)
+        return "must not be empty";
+    if (n > COMMENT_BODY_MAX)
+        return "must be at most 5000 characters";
+    if (tasks_blank(body))
+        return "must not be blank";
     return NULL;
 }
 
@@ -211,6 +265,17 @@ void tasks_changes_parse(dk_arena *a, const json_t *body, bool create, tasks_cha
             dk_errors_add(errs, "assignee_id", "must be the id of an existing user");
         }
     }
+
+    v = json_object_get(body, "project_id");
+    if (v && json_is_null(v)) {
+        ret->project_set = true;
+        ret->project_id = NULL;
+    } else if (v && json_is_string(v) && dk_uuid_valid(json_string_value(v))) {
+        ret->project_set = true;
+        ret->project_id = json_string_value(v);
+    } else if (v) {
+        dk_errors_add(errs, "project_id", "must be the id of a project you may edit, or null");
+    }
 }
 
 void tasks_task_new(dk_arena *a, const tasks_changes *ch, const char *id, const char *owner,
@@ -233,6 +298,7 @@ void tasks_task_new(dk_arena *a, const tasks_changes *ch, const char *id, const 
         ret->nlabels = 0;
     }
     ret->assignee_id = ch->assignee_set ? ch->assignee_id : NULL;
+    ret->project_id = ch->project_set ? ch->project_id : NULL;
     ret->created_at = now;
     ret->updated_at = now;
     ret->has_completed = ret->status == TASKS_STATUS_DONE;
@@ -257,8 +323,8 @@ static bool tasks_labels_eq(const char *const *x, int nx, const char *const *y, 
     return true;
 }
 
-dk_status tasks_apply(const tasks_task *cur, const tasks_changes *ch, const char *caller,
-                      int64_t now, tasks_task *next, bool *ret_changed)
+dk_status tasks_apply(const tasks_task *cur, const tasks_changes *ch, bool may_edit,
+                      bool may_status, int64_t now, tasks_task *next, bool *ret_changed)
 {
     *next = *cur;
     bool other = false; /* a change to anything but status */
@@ -291,9 +357,15 @@ dk_status tasks_apply(const tasks_task *cur, const tasks_changes *ch, const char
         next->assignee_id = ch->assignee_id;
         other = true;
     }
-    if (other && strcmp(caller, cur->owner_id) != 0)
+    if (ch->project_set && !tasks_str_eq(ch->project_id, cur->project_id)) {
+        next->project_id = ch->project_id;
+        other = true;
+    }
+    if (other && !may_edit)
         return DK_E_FORBIDDEN;
     bool status = ch->status_set && ch->status != cur->status;
+    if (status && !may_edit && !may_status)
+        return DK_E_FORBIDDEN;
     if (status) {
         next->status = ch->status;
         if (ch->status == TASKS_STATUS_DONE) {
@@ -312,7 +384,8 @@ dk_status tasks_apply(const tasks_task *cur, const tasks_changes *ch, const char
     return DK_OK;
 }
 
-bool tasks_if_match(const char *header, int64_t version)
+/* Whether a list of entity tags names the version; weak tags count only when weak_ok. */
+static bool tasks_etag_list_match(const char *header, int64_t version, bool weak_ok)
 {
     if (!header)
         return true;
@@ -327,17 +400,82 @@ bool tasks_if_match(const char *header, int64_t version)
             return false;
         if (*p == '*')
             return true;
-        if (p[0] == 'W' && p[1] == '/')
+        bool weak = false;
+        if (p[0] == 'W' && p[1] == '/') {
+            weak = true;
             p += 2;
+        }
         if (*p != '"')
             return false; /* malformed: matches nothing */
         const char *end = strchr(p + 1, '"');
         if (!end)
             return false;
-        if ((size_t)(end - p - 1) == wlen && memcmp(p + 1, want, wlen) == 0)
+        if ((weak_ok || !weak) && (size_t)(end - p - 1) == wlen && memcmp(p + 1, want, wlen) == 0)
             return true;
         p = end + 1;
     }
+}
+
+bool tasks_if_match(const char *header, int64_t version)
+{
+    return tasks_etag_list_match(header, version, false);
+}
+
+bool tasks_if_none_match(const char *header, int64_t version)
+{
+    return header && tasks_etag_list_match(header, version, true);
+}
+
+static json_t *tasks_time_json(bool has, int64_t ms)
+{
+    if (!has)
+        return json_null();
+    char buf[DK_RFC3339_LEN];
+    dk_time_format(ms, buf);
+    return json_string(buf);
+}
+
+static json_t *tasks_labels_value(const char *const *labels, int n)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(arr, json_string(labels[i]));
+    return arr;
+}
+
+static void tasks_change(json_t *out, const char *field, json_t *old, json_t *new_value)
+{
+    json_object_set_new(out, field, json_pack("{s:o,s:o}", "old", old, "new", new_value));
+}
+
+json_t *tasks_changes_json(const tasks_task *b, const tasks_task *x)
+{
+    json_t *out = json_object();
+    if (strcmp(b->title, x->title) != 0)
+        tasks_change(out, "title", json_string(b->title), json_string(x->title));
+    if (strcmp(b->description, x->description) != 0)
+        tasks_change(out, "description", json_string(b->description), json_string(x->description));
+    if (b->status != x->status)
+        tasks_change(out, "status", json_string(tasks_status_name(b->status)),
+                     json_string(tasks_status_name(x->status)));
+    if (b->priority != x->priority)
+        tasks_change(out, "priority", json_string(tasks_priority_name(b->priority)),
+                     json_string(tasks_priority_name(x->priority)));
+    if (b->has_due != x->has_due || (b->has_due && b->due_at != x->due_at))
+        tasks_change(out, "due_at", tasks_time_json(b->has_due, b->due_at),
+                     tasks_time_json(x->has_due, x->due_at));
+    if (!tasks_labels_eq(b->labels, b->nlabels, x->labels, x->nlabels))
+        tasks_change(out, "labels", tasks_labels_value(b->labels, b->nlabels),
+                     tasks_labels_value(x->labels, x->nlabels));
+    if (!tasks_str_eq(b->assignee_id, x->assignee_id))
+        tasks_change(out, "assignee_id", dk_json_str_or_null(b->assignee_id),
+                     dk_json_str_or_null(x->assignee_id));
+    if (!tasks_str_eq(b->project_id, x->project_id))
+        tasks_change(out, "project_id", dk_json_str_or_null(b->project_id),
+                     dk_json_str_or_null(x->project_id));
+    if (!tasks_str_eq(b->owner_id, x->owner_id))
+        tasks_change(out, "owner_id", json_string(b->owner_id), json_string(x->owner_id));
+    return out;
 }
 
 char *tasks_etag(dk_arena *a, int64_t version)
@@ -419,6 +557,8 @@ void tasks_task_write(dk_jw *w, const tasks_task *t)
     dk_jw_string(w, t->owner_id);
     dk_jw_key(w, "assignee_id");
     dk_jw_string(w, t->assignee_id); /* NULL: null */
+    dk_jw_key(w, "project_id");
+    dk_jw_string(w, t->project_id);
     tasks_write_time(w, "created_at", true, t->created_at);
     tasks_write_time(w, "updated_at", true, t->updated_at);
     tasks_write_time(w, "completed_at", t->has_completed, t->completed_at);

@@ -204,6 +204,8 @@ static void tq_filter_hash(dk_arena *a, tasks_list_query *q)
     else
         tq_add(&b, "due_after=-\n");
     tq_hash_str(&b, "q", q->q);
+    if (q->project_id) /* absent: the same text as before projects existed */
+        tq_hash_str(&b, "project_id", q->project_id);
     char *text = tq_take(a, &b);
     unsigned char h[32];
     dk_sha256(text, strlen(text), h);
@@ -284,6 +286,14 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
             q.q = *p ? v : NULL; /* a blank search is no search */
         }
     }
+    if ((v = get(ctx, "project_id")) != NULL) {
+        if (!dk_uuid_valid(v)) {
+            dk_errors_add(errs, "project_id", "must be a project id");
+            bad = true;
+        } else {
+            q.project_id = v;
+        }
+    }
     q.sort = q.q ? TASKS_SORT_RELEVANCE : TASKS_SORT_CREATED_AT;
     q.desc = true;
     if ((v = get(ctx, "sort")) != NULL) {
@@ -335,9 +345,9 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
 
 /* ---------- the statement ---------- */
 
-/* At most 13 are ever used: caller, one owner/assignee, five filters, three search texts,
- * two cursor values, the limit. */
-#define TQ_MAX_PARAMS 16
+/* At most 16 are ever used besides the projects of SQLite's arms: caller, owner, assignee,
+ * project, five filters, three search texts, two cursor values, the limit. */
+#define TQ_MAX_PARAMS (16 + TASKS_PROJECT_ARMS_MAX)
 
 typedef struct tq_params {
     const char *v[TQ_MAX_PARAMS];
@@ -351,6 +361,21 @@ static int tq_param(tq_params *p, const char *v)
         abort(); /* a builder bug, not input: the count depends only on which filters exist */
     p->v[p->n++] = v;
     return p->n;
+}
+
+const char *tasks_member_sql(dk_arena *a, const char *col, int me)
+{
+    return dk_arena_printf(a,
+                           "EXISTS (SELECT 1 FROM tasks_project_members m WHERE m.project_id = "
+                           "%s AND m.user_id = $%d)",
+                           col, me);
+}
+
+const char *tasks_visible_sql(dk_arena *a, int me)
+{
+    return dk_arena_printf(
+        a, "((t.project_id IS NULL AND (t.owner_id = $%d OR t.assignee_id = $%d)) OR %s)", me, me,
+        tasks_member_sql(a, "t.project_id", me));
 }
 
 /* The sort key as an integer expression. Dates without a due date sort last either way (the
@@ -406,6 +431,35 @@ static void tq_arm(tq_buf *b, dk_db_engine engine, const char *pred, const char 
            dir, dir, limit_param);
 }
 
+/* PostgreSQL: a page of each of the caller's projects, each read from its project index in
+ * order (a nested loop over the memberships); the outer statement merges them. */
+static void tq_lateral_arm(tq_buf *b, const char *conds, const char *sk, const char *dir,
+                           int limit_param, int me)
+{
+    tq_add(b,
+           "SELECT x.* FROM tasks_project_members m CROSS JOIN LATERAL (SELECT %s, %s AS sk "
+           "FROM tasks t WHERE t.project_id = m.project_id%s ORDER BY %s %s, t.id %s LIMIT "
+           "CAST($%d AS INTEGER)) x WHERE m.user_id = $%d",
+           TASKS_COLS_POSTGRES, sk, conds, sk, dir, dir, limit_param, me);
+}
+
+#define TQ_MAX_ARMS (3 + TASKS_PROJECT_ARMS_MAX)
+
+typedef struct tq_arms {
+    const char *pred[TQ_MAX_ARMS];  /* NULL pred with lateral: the PostgreSQL project arm */
+    const char *extra[TQ_MAX_ARMS]; /* arm-specific conditions (" AND ...") */
+    bool lateral[TQ_MAX_ARMS];
+    int n;
+} tq_arms;
+
+static void tq_arms_add(tq_arms *arms, const char *pred, const char *extra, bool lateral)
+{
+    arms->pred[arms->n] = pred;
+    arms->extra[arms->n] = extra ? extra : "";
+    arms->lateral[arms->n] = lateral;
+    arms->n++;
+}
+
 void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query *q, tasks_sql *ret)
 {
     memset(ret, 0, sizeof *ret);
@@ -414,34 +468,70 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     int me = tq_param(&p, q->caller);
     tq_buf conds = {0};
 
-    /* which rows: the caller's own tasks and those assigned to them, in at most two arms
-     * that each lead with an indexed equality (owner_id or assignee_id) */
-    const char *arm1 = NULL, *arm2 = NULL;
-    bool nothing = false;
+    /* which rows: the visibility rule (tasks_visible_sql) as arms that each lead with an
+     * indexed equality — own personal tasks (owner_id), personal tasks assigned to the caller
+     * (assignee_id), and the tasks of the caller's projects (project_id) */
+    tq_arms arms = {.n = 0};
     bool owner_me = q->owner && strcmp(q->owner, q->caller) == 0;
     bool assignee_me = q->assignee && strcmp(q->assignee, q->caller) == 0;
-    if (q->owner && owner_me) {
-        if (!q->assignee)
-            arm1 = dk_arena_printf(a, "t.owner_id = $%d", me);
-        else if (assignee_me)
-            arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d", me, me);
-        else
-            arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d", me,
-                                   tq_param(&p, q->assignee));
-    } else if (q->owner) {
-        /* someone else's tasks are visible only when assigned to the caller */
-        nothing = q->assignee && !assignee_me;
-        arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d",
-                               tq_param(&p, q->owner), me);
-    } else if (q->assignee && assignee_me) {
-        arm1 = dk_arena_printf(a, "t.assignee_id = $%d", me);
-    } else if (q->assignee) {
-        arm1 = dk_arena_printf(a, "t.owner_id = $%d AND t.assignee_id = $%d", me,
-                               tq_param(&p, q->assignee));
+    int ownp = q->owner && !owner_me ? tq_param(&p, q->owner) : 0;
+    int asgp = q->assignee && !assignee_me ? tq_param(&p, q->assignee) : 0;
+    const char *who = ""; /* owner and assignee filters, for the project arms */
+    if (q->owner || q->assignee)
+        who = dk_arena_printf(
+            a, "%s%s",
+            q->owner ? dk_arena_printf(a, " AND t.owner_id = $%d", owner_me ? me : ownp) : "",
+            q->assignee ? dk_arena_printf(a, " AND t.assignee_id = $%d", assignee_me ? me : asgp)
+                        : "");
+    if (!q->project_id) {
+        if (assignee_me && !q->owner) { /* one arm: every personal task assigned to me */
+            tq_arms_add(&arms,
+                        dk_arena_printf(a, "t.assignee_id = $%d AND t.project_id IS NULL", me),
+                        NULL, false);
+        } else if (!q->owner || owner_me) {
+            const char *pred = dk_arena_printf(a, "t.owner_id = $%d AND t.project_id IS NULL", me);
+            if (q->assignee)
+                pred =
+                    dk_arena_printf(a, "%s AND t.assignee_id = $%d", pred, assignee_me ? me : asgp);
+            tq_arms_add(&arms, pred, NULL, false);
+        }
+        if (!owner_me && (!q->assignee || assignee_me) && !(assignee_me && !q->owner)) {
+            const char *pred =
+                q->owner ? dk_arena_printf(a,
+                                           "t.assignee_id = $%d AND t.owner_id = $%d AND "
+                                           "t.project_id IS NULL",
+                                           me, ownp)
+                         : dk_arena_printf(a,
+                                           "t.assignee_id = $%d AND t.owner_id <> $%d AND "
+                                           "t.project_id IS NULL",
+                                           me, me);
+            tq_arms_add(&arms, pred, NULL, false);
+        }
+        if (pg) {
+            tq_arms_add(&arms, NULL, who, true);
+        } else if (q->many_projects) {
+            tq_arms_add(&arms,
+                        dk_arena_printf(a,
+                                        "t.project_id IN (SELECT m.project_id FROM "
+                                        "tasks_project_members m WHERE m.user_id = $%d)",
+                                        me),
+                        who, false);
+        } else {
+            for (int i = 0; i < q->nmember_projects && i < TASKS_PROJECT_ARMS_MAX; i++)
+                tq_arms_add(&arms,
+                            dk_arena_printf(a, "t.project_id = $%d AND %s",
+                                            tq_param(&p, q->member_projects[i]),
+                                            tasks_member_sql(a, "t.project_id", me)),
+                            who, false);
+        }
     } else {
-        arm1 = dk_arena_printf(a, "t.owner_id = $%d", me);
-        arm2 = dk_arena_printf(a, "t.assignee_id = $%d AND t.owner_id <> $%d", me, me);
+        int pp = tq_param(&p, q->project_id);
+        tq_arms_add(&arms,
+                    dk_arena_printf(a, "t.project_id = $%d AND %s", pp,
+                                    tasks_member_sql(a, dk_arena_printf(a, "$%d", pp), me)),
+                    who, false);
     }
+    bool nothing = arms.n == 0;
 
     if (q->status)
         tq_add(&conds, " AND t.status = $%d", tq_param(&p, q->status));
@@ -501,15 +591,20 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
 
     tq_buf sql = {0};
     tq_add(&sql, "/* tasks.list */ ");
-    if (!arm2) {
-        tq_arm(&sql, engine, arm1, cs, sk, dir, lk);
-    } else {
-        tq_add(&sql, "SELECT * FROM (");
-        tq_arm(&sql, engine, arm1, cs, sk, dir, lk);
-        tq_add(&sql, ") a UNION ALL SELECT * FROM (");
-        tq_arm(&sql, engine, arm2, cs, sk, dir, lk);
-        tq_add(&sql, ") b ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)", dir, dir, lk);
+    bool wrap = arms.n > 1 || arms.lateral[0]; /* several arms are merged in page order */
+    for (int i = 0; i < arms.n; i++) {
+        const char *c = dk_arena_printf(a, "%s%s", arms.extra[i], cs);
+        if (wrap)
+            tq_add(&sql, "%sSELECT * FROM (", i == 0 ? "" : " UNION ALL ");
+        if (arms.lateral[i])
+            tq_lateral_arm(&sql, c, sk, dir, lk, me);
+        else
+            tq_arm(&sql, engine, arms.pred[i], c, sk, dir, lk);
+        if (wrap)
+            tq_add(&sql, ") a%d", i);
     }
+    if (wrap)
+        tq_add(&sql, " ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)", dir, dir, lk);
     ret->sql = tq_take(a, &sql);
     ret->nparams = p.n;
     ret->params = dk_arena_alloc(a, sizeof *ret->params * (size_t)p.n);

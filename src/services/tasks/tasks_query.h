@@ -29,12 +29,28 @@ typedef enum {
 /* The columns every task query returns, in the order tasks_repo reads them. */
 #define TASKS_COLS_SQLITE                                                                          \
     "t.id, t.title, t.description, t.status, t.priority, t.due_at, t.labels, t.owner_id, "         \
-    "t.assignee_id, t.created_at, t.updated_at, t.completed_at, t.version"
+    "t.assignee_id, t.created_at, t.updated_at, t.completed_at, t.version, t.project_id"
 #define TASKS_COLS_POSTGRES                                                                        \
     "t.id, t.title, t.description, t.status, t.priority, t.due_at, "                               \
     "CAST(to_json(t.labels) AS TEXT) AS labels, t.owner_id, t.assignee_id, t.created_at, "         \
-    "t.updated_at, t.completed_at, t.version"
-#define TASKS_NCOLS 13 /* list rows add the sort key ("sk") after these */
+    "t.updated_at, t.completed_at, t.version, t.project_id"
+#define TASKS_NCOLS 14 /* list rows add the sort key ("sk") after these */
+
+/* Who may see a task — the one rule, which every read asks (get, list, search, comments,
+ * activity, and the checks before every change): a personal task (no project) is seen by its
+ * owner and its assignee; a project task by the project's members and nobody else.
+ * tasks_visible_sql is the rule as a predicate over `t` for the user in parameter $me; the
+ * list statement applies the same rule split into its disjuncts (own personal tasks, personal
+ * tasks assigned to the caller, the tasks of each project the caller is a member of), so that
+ * each arm starts with an indexed equality. Membership is read by the statement itself, so a
+ * member removed a moment ago sees nothing more, whatever cursor they hold. */
+const char *tasks_visible_sql(dk_arena *a, int me);
+/* The membership test alone: the caller ($me) is a member of the project in column `col`. */
+const char *tasks_member_sql(dk_arena *a, const char *col, int me);
+
+/* SQLite has no LATERAL join: up to this many projects get an arm each (a page per project
+ * read from its index, then merged); a member of more is served by one IN arm. */
+#define TASKS_PROJECT_ARMS_MAX 64
 
 /* A search text in FTS5 form. Terms are double-quoted (so no FTS5 or SQL syntax in the text
  * survives), "quoted phrases" stay phrases, `-term` excludes, a bare `or` joins its neighbours
@@ -58,7 +74,13 @@ typedef struct tasks_list_query {
     const char *assignee; /* likewise */
     bool has_due_before, has_due_after;
     int64_t due_before, due_after;
-    const char *q; /* NULL when absent or blank */
+    const char *q;          /* NULL when absent or blank */
+    const char *project_id; /* ?project_id=: that project's tasks only; NULL: everything */
+    /* SQLite only (filled by the repository before tasks_query_build): the projects the
+     * caller is a member of, when at most TASKS_PROJECT_ARMS_MAX; each arm re-checks it. */
+    const char **member_projects;
+    int nmember_projects;
+    bool many_projects; /* more than TASKS_PROJECT_ARMS_MAX */
     tasks_sort_field sort;
     bool desc;
     int limit;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/outbox.h"
@@ -25,7 +26,62 @@
     "_id, (COALESCE(due_at, -9223372036854775807)), id)" where ";\n"                               \
     "CREATE INDEX tasks_" who "_status_idx ON " table " (" who "_id, status)" where ";\n"
 
-#define TASKS_ASSIGNED " WHERE assignee_id IS NOT NULL"
+#define TASKS_ASSIGNED   " WHERE assignee_id IS NOT NULL"
+#define TASKS_IN_PROJECT " WHERE project_id IS NOT NULL"
+
+/* Projects, their members, comments and activity (migration 4). The list of a project's tasks
+ * (and each arm of a member's list) leads with project_id, like the owner and assignee arms.
+ * A role is stored as its rank (viewer 0 .. owner 3); a project name is unique per owner as
+ * its lower-cased key. ids compare bytewise on PostgreSQL (collate), as tasks' ids do. */
+#define TASKS_PROJECTS_DDL(big, collate, seq, table)                                               \
+    "ALTER TABLE " table " ADD COLUMN project_id TEXT" collate ";\n" TASKS_SORT_INDEXES(           \
+        "project", TASKS_IN_PROJECT,                                                               \
+        table) "CREATE TABLE tasks_projects (\n"                                                   \
+               "  id TEXT" collate " PRIMARY KEY,\n"                                               \
+               "  owner_id TEXT NOT NULL,\n"                                                       \
+               "  name TEXT NOT NULL,\n"                                                           \
+               "  name_key TEXT" collate " NOT NULL,\n"                                            \
+               "  description TEXT NOT NULL DEFAULT '',\n"                                         \
+               "  created_at " big " NOT NULL,\n"                                                  \
+               "  updated_at " big " NOT NULL,\n"                                                  \
+               "  version " big " NOT NULL DEFAULT 1,\n"                                           \
+               "  UNIQUE (owner_id, name_key)\n"                                                   \
+               ");\n"                                                                              \
+               "CREATE TABLE tasks_project_members (\n"                                            \
+               "  project_id TEXT" collate " NOT NULL,\n"                                          \
+               "  user_id TEXT" collate " NOT NULL,\n"                                             \
+               "  role INTEGER NOT NULL CHECK (role BETWEEN 0 AND 3),\n"                           \
+               "  added_at " big " NOT NULL,\n"                                                    \
+               "  PRIMARY KEY (project_id, user_id)\n"                                             \
+               ");\n"                                                                              \
+               "CREATE INDEX tasks_project_members_user_idx ON tasks_project_members (user_id, "   \
+               "project_id);\n"                                                                    \
+               "CREATE TABLE tasks_comments (\n"                                                   \
+               "  seq " seq ",\n"                                                                  \
+               "  id TEXT" collate " NOT NULL UNIQUE,\n"                                           \
+               "  task_id TEXT" collate " NOT NULL,\n"                                             \
+               "  author_id TEXT,\n"                                                               \
+               "  body TEXT NOT NULL,\n"                                                           \
+               "  created_at " big " NOT NULL,\n"                                                  \
+               "  updated_at " big " NOT NULL\n"                                                   \
+               ");\n"                                                                              \
+               "CREATE INDEX tasks_comments_task_idx ON tasks_comments (task_id, seq);\n"          \
+               "CREATE INDEX tasks_comments_author_idx ON tasks_comments (author_id);\n"           \
+               "CREATE TABLE tasks_activity (\n"                                                   \
+               "  seq " seq ",\n"                                                                  \
+               "  id TEXT" collate " NOT NULL UNIQUE,\n"                                           \
+               "  task_id TEXT" collate " NOT NULL,\n"                                             \
+               "  event_id TEXT NOT NULL,\n"                                                       \
+               "  actor_id TEXT,\n"                                                                \
+               "  action TEXT NOT NULL,\n"                                                         \
+               "  field TEXT,\n"                                                                   \
+               "  old_value TEXT,\n"                                                               \
+               "  new_value TEXT,\n"                                                               \
+               "  comment_id TEXT,\n"                                                              \
+               "  created_at " big " NOT NULL\n"                                                   \
+               ");\n"                                                                              \
+               "CREATE INDEX tasks_activity_task_idx ON tasks_activity (task_id, seq);\n"          \
+               "CREATE INDEX tasks_activity_actor_idx ON tasks_activity (actor_id);\n"
 
 const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
     {1, "tasks",
@@ -95,13 +151,22 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
                         "CREATE INDEX tasks_labels_idx ON tasks.tasks USING GIN (labels);\n"
                         "CREATE INDEX tasks_search_idx ON tasks.tasks USING GIN (search);\n"},
     {2, "outbox", DK_OUTBOX_SQLITE_DDL("tasks"), DK_OUTBOX_POSTGRES_DDL("tasks")},
+    /* 3 was taken for a short while by a migration that was reverted (0af08ad) before any
+     * release; it is not reused, so no database can take one for the other. */
+    {4, "projects", TASKS_PROJECTS_DDL("INTEGER", "", "INTEGER PRIMARY KEY AUTOINCREMENT", "tasks"),
+     TASKS_PROJECTS_DDL("BIGINT", " COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "tasks")},
 };
 
 /* ---------- rows ---------- */
 
+static bool tasks_pg(const tasks_repo *r)
+{
+    return r->db->ops->engine == DK_DB_POSTGRES;
+}
+
 static const char *tasks_cols(const tasks_repo *r)
 {
-    return r->db->ops->engine == DK_DB_POSTGRES ? TASKS_COLS_POSTGRES : TASKS_COLS_SQLITE;
+    return tasks_pg(r) ? TASKS_COLS_POSTGRES : TASKS_COLS_SQLITE;
 }
 
 static bool tasks_opt_int(const dk_db_rows *rows, int row, int col, int64_t *ret)
@@ -127,6 +192,7 @@ static dk_status tasks_row(dk_arena *a, const dk_db_rows *rows, int row, tasks_t
     t->updated_at = dk_sql_get_int(rows, row, 10);
     t->has_completed = tasks_opt_int(rows, row, 11, &t->completed_at);
     t->version = dk_sql_get_int(rows, row, 12);
+    t->project_id = dk_db_value(rows, row, 13);
     if (!t->id || !t->title || !t->description || !t->owner_id || t->status < 0 ||
         !tasks_labels_from_json(a, dk_db_value(rows, row, 6), &t->labels, &t->nlabels)) {
         dk_log_error("tasks: a stored row is malformed");
@@ -140,48 +206,196 @@ static const char *tasks_opt_param(dk_arena *a, bool has, int64_t v)
     return has ? dk_sql_int(a, v) : NULL;
 }
 
-/* The labels parameter as the engine stores it. */
-static const char *tasks_labels_sql(const tasks_repo *r)
+/* The labels parameter $n as the engine stores it. */
+static const char *tasks_labels_sql(const tasks_repo *r, dk_arena *a, int n)
 {
-    return r->db->ops->engine == DK_DB_POSTGRES
-               ? "ARRAY(SELECT e.v FROM json_array_elements_text(CAST($9 AS JSON)) WITH "
-                 "ORDINALITY AS e(v, n) ORDER BY e.n)"
-               : "$9";
+    return tasks_pg(r) ? dk_arena_printf(a,
+                                         "ARRAY(SELECT e.v FROM json_array_elements_text(CAST($%d "
+                                         "AS JSON)) WITH ORDINALITY AS e(v, n) ORDER BY e.n)",
+                                         n)
+                       : dk_arena_printf(a, "$%d", n);
 }
 
-/* ---------- events ---------- */
+/* ---------- events and activity ---------- */
 
 static json_t *tasks_opt_ms(bool has, int64_t v)
 {
     return has ? json_integer(v) : json_null();
 }
 
-static json_t *tasks_event_task(const tasks_task *t)
+json_t *tasks_repo_event_task(const tasks_task *t)
 {
-    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:I,s:I}", "id", t->id, "title", t->title, "status",
-                     tasks_status_name(t->status), "owner_id", t->owner_id, "assignee_id",
-                     dk_json_str_or_null(t->assignee_id), "due_at",
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:I,s:I}", "id", t->id, "title", t->title,
+                     "status", tasks_status_name(t->status), "owner_id", t->owner_id, "assignee_id",
+                     dk_json_str_or_null(t->assignee_id), "project_id",
+                     dk_json_str_or_null(t->project_id), "due_at",
                      tasks_opt_ms(t->has_due, t->due_at), "updated_at", (json_int_t)t->updated_at,
                      "version", (json_int_t)t->version);
 }
 
-/* Records the event of a change in tx; before is NULL except for task.updated. */
-static dk_status tasks_event(dk_tx *tx, dk_arena *a, const char *type, const char *actor,
-                             const tasks_task *t, const tasks_task *before)
+static dk_status tasks_activity_add(dk_tx *tx, dk_arena *a, const char *task_id,
+                                    const char *event_id, const char *actor, const char *action,
+                                    const char *field, const json_t *old_v, const json_t *new_v,
+                                    const char *comment_id, int64_t at)
+{
+    char id[DK_UUID_LEN];
+    dk_uuid7(id);
+    const char *p[] = {dk_arena_strdup(a, id),
+                       task_id,
+                       event_id,
+                       actor,
+                       action,
+                       field,
+                       old_v ? dk_json_render(a, old_v, NULL) : NULL,
+                       new_v ? dk_json_render(a, new_v, NULL) : NULL,
+                       comment_id,
+                       dk_sql_int(a, at)};
+    return dk_tx_query(
+        tx, a,
+        "INSERT INTO tasks_activity (id, task_id, event_id, actor_id, action, field, "
+        "old_value, new_value, comment_id, created_at) VALUES ($1, $2, $3, $4, $5, "
+        "$6, $7, $8, $9, CAST($10 AS BIGINT))",
+        10, p, NULL);
+}
+
+dk_status tasks_repo_record(dk_tx *tx, dk_arena *a, const char *type, json_t *ev)
+{
+    dk_status st = dk_outbox_add(tx, a, TASKS_OUTBOX, type, ev);
+    if (st != DK_OK)
+        return st;
+    /* the task's history, read off the event just recorded */
+    const char *event_id = json_string_value(json_object_get(ev, "id"));
+    int64_t at = (int64_t)json_integer_value(json_object_get(ev, "occurred_at"));
+    const char *actor = json_string_value(json_object_get(ev, "actor_id"));
+    const char *task_id = json_string_value(json_object_get(json_object_get(ev, "task"), "id"));
+    if (!task_id || !event_id)
+        return DK_OK; /* not a task's event */
+    if (strcmp(type, DK_EVENT_TASK_CREATED) == 0)
+        return tasks_activity_add(tx, a, task_id, event_id, actor, "created", NULL, NULL, NULL,
+                                  NULL, at);
+    if (strcmp(type, DK_EVENT_TASK_COMMENTED) == 0)
+        return tasks_activity_add(
+            tx, a, task_id, event_id, actor, "commented", NULL, NULL, NULL,
+            json_string_value(json_object_get(json_object_get(ev, "comment"), "id")), at);
+    if (strcmp(type, DK_EVENT_TASK_UPDATED) != 0)
+        return DK_OK;
+    const char *field;
+    json_t *change;
+    json_object_foreach(json_object_get(ev, "changes"), field, change)
+    {
+        st = tasks_activity_add(tx, a, task_id, event_id, actor, "updated", field,
+                                json_object_get(change, "old"), json_object_get(change, "new"),
+                                NULL, at);
+        if (st != DK_OK)
+            return st;
+    }
+    return DK_OK;
+}
+
+/* Records the event of a change in tx; before is NULL except for task.updated. owner_gone:
+ * the task's owner has left its project (they are told nothing about it any more). */
+static dk_status tasks_event_as(dk_tx *tx, dk_arena *a, const char *type, const char *actor,
+                                const tasks_task *t, const tasks_task *before, bool owner_gone)
 {
     json_t *ev =
-        dk_json_own(a, json_pack("{s:s,s:o}", "actor_id", actor, "task", tasks_event_task(t)));
-    if (before)
+        dk_json_own(a, json_pack("{s:s,s:o}", "actor_id", actor, "task", tasks_repo_event_task(t)));
+    if (owner_gone)
+        json_object_set_new(ev, "owner_can_see", json_false());
+    if (before) {
         json_object_set_new(ev, "before",
                             json_pack("{s:s,s:o,s:o}", "status", tasks_status_name(before->status),
                                       "assignee_id", dk_json_str_or_null(before->assignee_id),
                                       "due_at", tasks_opt_ms(before->has_due, before->due_at)));
-    return dk_outbox_add(tx, a, TASKS_OUTBOX, type, ev);
+        json_object_set_new(ev, "changes", tasks_changes_json(before, t));
+    }
+    return tasks_repo_record(tx, a, type, ev);
+}
+
+static dk_status tasks_event(dk_tx *tx, dk_arena *a, const char *type, const char *actor,
+                             const tasks_task *t, const tasks_task *before)
+{
+    return tasks_event_as(tx, a, type, actor, t, before, false);
+}
+
+/* ---------- membership ---------- */
+
+dk_status tasks_repo_role(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *project_id,
+                          const char *user_id, bool lock, int *ret_role)
+{
+    const char *p[] = {project_id, user_id};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_tx_query(tx, a,
+                               lock && tasks_pg(r)
+                                   ? "SELECT role FROM tasks_project_members WHERE project_id = $1 "
+                                     "AND user_id = $2 FOR SHARE"
+                                   : "SELECT role FROM tasks_project_members WHERE project_id = $1 "
+                                     "AND user_id = $2",
+                               2, p, &rows);
+    if (st != DK_OK)
+        return st;
+    *ret_role = rows->nrows > 0 ? (int)dk_sql_get_int(rows, 0, 0) : PROJECT_ROLE_NONE;
+    return DK_OK;
+}
+
+dk_status tasks_repo_lock_project(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                  const char *project_id)
+{
+    if (!tasks_pg(r) || !project_id)
+        return DK_OK; /* SQLite: the transaction holds the database's write lock already */
+    const char *p[] = {project_id};
+    return dk_tx_query(tx, a, "SELECT 1 FROM tasks_projects WHERE id = $1 FOR SHARE", 1, p, NULL);
+}
+
+dk_status tasks_repo_lock_project_of(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                     const char *task_id)
+{
+    if (!tasks_pg(r))
+        return DK_OK;
+    const char *p[] = {task_id};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_tx_query(tx, a, "SELECT project_id FROM tasks WHERE id = $1", 1, p, &rows);
+    if (st == DK_OK && rows->nrows > 0)
+        st = tasks_repo_lock_project(r, tx, a, dk_db_value(rows, 0, 0));
+    return st;
+}
+
+/* The project rules of a task as it will be stored: its creator or changer may edit the
+ * project (editor), its assignee is a member. */
+static dk_status tasks_check_project(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                     const tasks_task *t, const char *caller, bool check_caller,
+                                     bool check_assignee, const char **ret_field)
+{
+    if (!t->project_id)
+        return DK_OK;
+    int role = PROJECT_ROLE_NONE;
+    dk_status st;
+    if (check_caller) {
+        st = tasks_repo_lock_project(r, tx, a, t->project_id);
+        if (st == DK_OK)
+            st = tasks_repo_role(r, tx, a, t->project_id, caller, true, &role);
+        if (st != DK_OK)
+            return st;
+        if (role < PROJECT_ROLE_EDITOR) {
+            *ret_field = "project_id";
+            return DK_E_VALIDATION;
+        }
+    }
+    if (check_assignee && t->assignee_id) {
+        st = tasks_repo_role(r, tx, a, t->project_id, t->assignee_id, true, &role);
+        if (st != DK_OK)
+            return st;
+        if (role == PROJECT_ROLE_NONE) {
+            *ret_field = "assignee_id";
+            return DK_E_VALIDATION;
+        }
+    }
+    return DK_OK;
 }
 
 /* ---------- statements ---------- */
 
-dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t)
+dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
+                            const char **ret_field)
 {
     const char *p[] = {t->id,
                        t->owner_id,
@@ -193,115 +407,146 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
                        tasks_opt_param(a, t->has_due, t->due_at),
                        tasks_labels_json(a, t->labels, t->nlabels),
                        dk_sql_int(a, t->created_at),
-                       tasks_opt_param(a, t->has_completed, t->completed_at)};
+                       tasks_opt_param(a, t->has_completed, t->completed_at),
+                       t->project_id};
     const char *sql = dk_arena_printf(
         a,
         "INSERT INTO tasks (id, owner_id, assignee_id, title, description, status, priority, "
-        "due_at, labels, created_at, updated_at, completed_at, version) VALUES ($1, $2, $3, $4, "
-        "$5, $6, CAST($7 AS INTEGER), CAST($8 AS BIGINT), %s, CAST($10 AS BIGINT), "
-        "CAST($10 AS BIGINT), CAST($11 AS BIGINT), 1)",
-        tasks_labels_sql(r));
+        "due_at, labels, created_at, updated_at, completed_at, version, project_id) VALUES ($1, "
+        "$2, $3, $4, $5, $6, CAST($7 AS INTEGER), CAST($8 AS BIGINT), %s, CAST($10 AS BIGINT), "
+        "CAST($10 AS BIGINT), CAST($11 AS BIGINT), 1, $12)",
+        tasks_labels_sql(r, a, 9));
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
     if (st != DK_OK)
         return st;
-    st = dk_tx_query(&tx, a, sql, 11, p, NULL);
+    st = tasks_check_project(r, &tx, a, t, t->owner_id, true, true, ret_field);
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a, sql, 12, p, NULL);
     if (st == DK_OK)
         st = tasks_event(&tx, a, DK_EVENT_TASK_CREATED, t->owner_id, t, NULL);
     return dk_tx_end(&tx, st);
 }
 
-dk_status tasks_repo_get(const tasks_repo *r, dk_arena *a, const char *id, tasks_task *ret)
+/* The task by id with the caller's role in its project, if the caller may see it (the rule of
+ * tasks_visible_sql); in tx (locking the row) or on a connection of its own. */
+static dk_status tasks_read_visible(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
+                                    const char *caller, tasks_task *ret, int *ret_role)
 {
-    const char *p[] = {id};
+    const char *p[] = {id, caller};
     dk_db_rows *rows = NULL;
-    dk_status st = dk_sql(
-        r->db, a, dk_arena_printf(a, "SELECT %s FROM tasks t WHERE t.id = $1", tasks_cols(r)), 1, p,
-        &rows);
+    const char *sql = dk_arena_printf(
+        a,
+        "SELECT %s, (SELECT m.role FROM tasks_project_members m WHERE m.project_id = t.project_id "
+        "AND m.user_id = $2) AS role FROM tasks t WHERE t.id = $1 AND %s%s",
+        tasks_cols(r), tasks_visible_sql(a, 2), tx && tasks_pg(r) ? " FOR UPDATE OF t" : "");
+    dk_status st = tx ? dk_tx_query(tx, a, sql, 2, p, &rows) : dk_sql(r->db, a, sql, 2, p, &rows);
     if (st != DK_OK)
         return st;
     if (rows->nrows == 0)
         return DK_E_NOT_FOUND;
-    return tasks_row(a, rows, 0, ret);
+    st = tasks_row(a, rows, 0, ret);
+    if (st == DK_OK && ret_role)
+        *ret_role = dk_db_value(rows, 0, TASKS_NCOLS) ? (int)dk_sql_get_int(rows, 0, TASKS_NCOLS)
+                                                      : PROJECT_ROLE_NONE;
+    return st;
 }
 
-/* Reads the task inside tx, locking its row on PostgreSQL (SQLite's BEGIN IMMEDIATE already
- * holds the write lock). */
-static dk_status tasks_get_locked(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
-                                  tasks_task *ret)
+dk_status tasks_repo_get(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
+                         tasks_task *ret, int *ret_role)
 {
-    const char *p[] = {id};
+    return tasks_read_visible(r, NULL, a, id, caller, ret, ret_role);
+}
+
+/* What the caller may do with a task they can see. */
+static void tasks_rights(const tasks_task *t, const char *caller, int role, bool *may_edit,
+                         bool *may_status)
+{
+    bool assignee = t->assignee_id && strcmp(t->assignee_id, caller) == 0;
+    *may_edit = t->project_id ? role >= PROJECT_ROLE_EDITOR : strcmp(t->owner_id, caller) == 0;
+    *may_status = *may_edit || assignee;
+}
+
+/* Writes next over cur (same id and version as read) and records the task.updated event. */
+static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const tasks_task *cur,
+                             const tasks_task *next, const char *actor)
+{
+    const char *p[] = {cur->id,
+                       next->title,
+                       next->description,
+                       tasks_status_name(next->status),
+                       dk_sql_int(a, next->priority),
+                       tasks_opt_param(a, next->has_due, next->due_at),
+                       next->assignee_id,
+                       dk_sql_int(a, next->updated_at),
+                       tasks_labels_json(a, next->labels, next->nlabels),
+                       tasks_opt_param(a, next->has_completed, next->completed_at),
+                       dk_sql_int(a, next->version),
+                       dk_sql_int(a, cur->version),
+                       next->project_id,
+                       next->owner_id};
+    const char *sql = dk_arena_printf(
+        a,
+        "UPDATE tasks SET title = $2, description = $3, status = $4, priority = CAST($5 AS "
+        "INTEGER), due_at = CAST($6 AS BIGINT), assignee_id = $7, updated_at = CAST($8 AS "
+        "BIGINT), labels = %s, completed_at = CAST($10 AS BIGINT), version = CAST($11 AS BIGINT), "
+        "project_id = $13, owner_id = $14 WHERE id = $1 AND version = CAST($12 AS BIGINT)",
+        tasks_labels_sql(r, a, 9));
     dk_db_rows *rows = NULL;
-    bool pg = r->db->ops->engine == DK_DB_POSTGRES;
-    dk_status st = dk_tx_query(tx, a,
-                               dk_arena_printf(a, "SELECT %s FROM tasks t WHERE t.id = $1%s",
-                                               tasks_cols(r), pg ? " FOR UPDATE" : ""),
-                               1, p, &rows);
-    if (st != DK_OK)
-        return st;
-    if (rows->nrows == 0)
-        return DK_E_NOT_FOUND;
-    return tasks_row(a, rows, 0, ret);
-}
-
-static bool tasks_visible(const tasks_task *t, const char *caller)
-{
-    return strcmp(t->owner_id, caller) == 0 ||
-           (t->assignee_id && strcmp(t->assignee_id, caller) == 0);
+    dk_status st = dk_tx_query(tx, a, sql, 14, p, &rows);
+    if (st == DK_OK && rows->affected != 1) {
+        dk_log_error("tasks: a locked row changed under an update");
+        st = DK_E_INTERNAL;
+    }
+    /* a status change is announced to the owner: not to one who has left the project */
+    int owner_role = PROJECT_ROLE_OWNER;
+    if (st == DK_OK && next->project_id && next->status != cur->status &&
+        strcmp(actor, next->owner_id) != 0)
+        st = tasks_repo_role(r, tx, a, next->project_id, next->owner_id, false, &owner_role);
+    if (st == DK_OK)
+        st = tasks_event_as(tx, a, DK_EVENT_TASK_UPDATED, actor, next, cur,
+                            owner_role == PROJECT_ROLE_NONE);
+    return st;
 }
 
 dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
-                           const tasks_changes *ch, const char *if_match, tasks_task *ret)
+                           const tasks_changes *ch, const char *if_match, tasks_task *ret,
+                           const char **ret_field)
 {
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
     if (st != DK_OK)
         return st;
     tasks_task cur, next;
-    st = tasks_get_locked(r, &tx, a, id, &cur);
-    if (st == DK_OK && !tasks_visible(&cur, caller))
-        st = DK_E_NOT_FOUND;
-    bool changed = false;
+    int role = PROJECT_ROLE_NONE;
+    st = tasks_repo_lock_project_of(r, &tx, a, id); /* lock order: project, then task */
     if (st == DK_OK)
-        st = tasks_apply(&cur, ch, caller, dk_now_ms(), &next, &changed);
+        st = tasks_read_visible(r, &tx, a, id, caller, &cur, &role);
+    if (st == DK_OK && cur.project_id) /* hold the membership until commit */
+        st = tasks_repo_role(r, &tx, a, cur.project_id, caller, true, &role);
+    if (st == DK_OK && cur.project_id && role == PROJECT_ROLE_NONE)
+        st = DK_E_NOT_FOUND;
+    bool changed = false, may_edit = false, may_status = false;
+    if (st == DK_OK) {
+        tasks_rights(&cur, caller, role, &may_edit, &may_status);
+        st = tasks_apply(&cur, ch, may_edit, may_status, dk_now_ms(), &next, &changed);
+    }
     if (st == DK_OK && !tasks_if_match(if_match, cur.version))
         st = DK_E_PRECONDITION;
-    if (st != DK_OK) {
-        dk_tx_abort(&tx);
+    if (st == DK_OK && changed) {
+        bool moved = (next.project_id == NULL) != (cur.project_id == NULL) ||
+                     (next.project_id && strcmp(next.project_id, cur.project_id) != 0);
+        bool reassigned = (next.assignee_id == NULL) != (cur.assignee_id == NULL) ||
+                          (next.assignee_id && strcmp(next.assignee_id, cur.assignee_id) != 0);
+        st = tasks_check_project(r, &tx, a, &next, caller, moved, moved || reassigned, ret_field);
+    }
+    if (st != DK_OK || !changed) {
+        dk_tx_abort(&tx); /* an error, or nothing to write: the version stays */
+        if (st == DK_OK)
+            *ret = cur;
         return st;
     }
-    if (!changed) {
-        dk_tx_abort(&tx); /* nothing to write: the version stays */
-        *ret = cur;
-        return DK_OK;
-    }
-    const char *p[] = {id,
-                       next.title,
-                       next.description,
-                       tasks_status_name(next.status),
-                       dk_sql_int(a, next.priority),
-                       tasks_opt_param(a, next.has_due, next.due_at),
-                       next.assignee_id,
-                       dk_sql_int(a, next.updated_at),
-                       tasks_labels_json(a, next.labels, next.nlabels),
-                       tasks_opt_param(a, next.has_completed, next.completed_at),
-                       dk_sql_int(a, next.version),
-                       dk_sql_int(a, cur.version)};
-    const char *sql = dk_arena_printf(
-        a,
-        "UPDATE tasks SET title = $2, description = $3, status = $4, priority = CAST($5 AS "
-        "INTEGER), due_at = CAST($6 AS BIGINT), assignee_id = $7, updated_at = CAST($8 AS "
-        "BIGINT), labels = %s, completed_at = CAST($10 AS BIGINT), version = CAST($11 AS BIGINT) "
-        "WHERE id = $1 AND version = CAST($12 AS BIGINT)",
-        tasks_labels_sql(r));
-    dk_db_rows *rows = NULL;
-    st = dk_tx_query(&tx, a, sql, 12, p, &rows);
-    if (st == DK_OK && rows->affected != 1) {
-        dk_log_error("tasks: a locked row changed under an update");
-        st = DK_E_INTERNAL;
-    }
-    if (st == DK_OK)
-        st = tasks_event(&tx, a, DK_EVENT_TASK_UPDATED, caller, &next, &cur);
+    st = tasks_write(r, &tx, a, &cur, &next, caller);
     st = dk_tx_end(&tx, st);
     if (st == DK_OK)
         *ret = next;
@@ -316,10 +561,14 @@ dk_status tasks_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, co
     if (st != DK_OK)
         return st;
     tasks_task cur;
-    st = tasks_get_locked(r, &tx, a, id, &cur);
-    if (st == DK_OK && !tasks_visible(&cur, caller))
-        st = DK_E_NOT_FOUND;
-    if (st == DK_OK && strcmp(cur.owner_id, caller) != 0)
+    int role = PROJECT_ROLE_NONE;
+    st = tasks_repo_lock_project_of(r, &tx, a, id);
+    if (st == DK_OK)
+        st = tasks_read_visible(r, &tx, a, id, caller, &cur, &role);
+    bool may_edit = false, may_status = false;
+    if (st == DK_OK)
+        tasks_rights(&cur, caller, role, &may_edit, &may_status);
+    if (st == DK_OK && !may_edit)
         st = DK_E_FORBIDDEN;
     if (st == DK_OK && !tasks_if_match(if_match, cur.version))
         st = DK_E_PRECONDITION;
@@ -328,25 +577,122 @@ dk_status tasks_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, co
         return st;
     }
     const char *p[] = {id};
-    st = dk_tx_query(&tx, a, "DELETE FROM tasks WHERE id = $1", 1, p, NULL);
-    if (st == DK_OK)
-        st = tasks_event(&tx, a, DK_EVENT_TASK_DELETED, caller, &cur, NULL);
+    st = tasks_repo_delete_where(r, &tx, a, "t.id = $1", 1, p, caller);
     return dk_tx_end(&tx, st);
 }
 
-dk_status tasks_repo_list(const tasks_repo *r, dk_arena *a, const tasks_list_query *q,
-                          tasks_task **ret, int *ret_n, char **ret_next)
+dk_status tasks_repo_delete_where(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *where,
+                                  int nparams, const char *const *params, const char *actor)
 {
+    dk_db_rows *rows = NULL;
+    dk_status st =
+        dk_tx_query(tx, a,
+                    dk_arena_printf(a, "SELECT %s FROM tasks t WHERE %s%s", tasks_cols(r), where,
+                                    tasks_pg(r) ? " FOR UPDATE" : ""),
+                    nparams, params, &rows);
+    for (int i = 0; st == DK_OK && i < rows->nrows; i++) {
+        tasks_task t;
+        st = tasks_row(a, rows, i, &t);
+        if (st == DK_OK)
+            st = tasks_event(tx, a, DK_EVENT_TASK_DELETED, actor, &t, NULL);
+    }
+    static const char *const tables[] = {"tasks_comments", "tasks_activity"};
+    for (size_t k = 0; st == DK_OK && k < sizeof tables / sizeof tables[0]; k++)
+        st = dk_tx_query(tx, a,
+                         dk_arena_printf(a,
+                                         "DELETE FROM %s WHERE task_id IN (SELECT t.id FROM tasks "
+                                         "t WHERE %s)",
+                                         tables[k], where),
+                         nparams, params, NULL);
+    if (st == DK_OK)
+        st = dk_tx_query(tx, a,
+                         dk_arena_printf(a,
+                                         "DELETE FROM tasks WHERE id IN (SELECT t.id FROM tasks t "
+                                         "WHERE %s)",
+                                         where),
+                         nparams, params, NULL);
+    return st;
+}
+
+dk_status tasks_repo_rewrite_where(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *where,
+                                   int nparams, const char *const *params, const char *actor,
+                                   bool unassign, bool owner_to_project_owner)
+{
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_tx_query(
+        tx, a,
+        dk_arena_printf(a,
+                        "SELECT %s, (SELECT p.owner_id FROM tasks_projects p WHERE p.id = "
+                        "t.project_id) FROM tasks t WHERE %s%s",
+                        tasks_cols(r), where, tasks_pg(r) ? " FOR UPDATE OF t" : ""),
+        nparams, params, &rows);
+    int64_t now = dk_now_ms();
+    for (int i = 0; st == DK_OK && i < rows->nrows; i++) {
+        tasks_task cur, next;
+        st = tasks_row(a, rows, i, &cur);
+        if (st != DK_OK)
+            break;
+        next = cur;
+        if (unassign)
+            next.assignee_id = NULL;
+        const char *po = dk_db_value(rows, i, TASKS_NCOLS);
+        if (owner_to_project_owner && po)
+            next.owner_id = po;
+        next.version = cur.version + 1;
+        next.updated_at = now > cur.updated_at ? now : cur.updated_at;
+        st = tasks_write(r, tx, a, &cur, &next, actor);
+    }
+    return st;
+}
+
+/* The projects of the caller, for SQLite's per-project arms (see tasks_query.h). */
+static dk_status tasks_member_projects(const tasks_repo *r, dk_arena *a, tasks_list_query *q)
+{
+    const char *p[] = {q->caller, dk_sql_int(a, TASKS_PROJECT_ARMS_MAX + 1)};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a,
+                          "SELECT project_id FROM tasks_project_members WHERE user_id = $1 ORDER "
+                          "BY project_id LIMIT CAST($2 AS INTEGER)",
+                          2, p, &rows);
+    if (st != DK_OK)
+        return st;
+    q->many_projects = rows->nrows > TASKS_PROJECT_ARMS_MAX;
+    q->nmember_projects = q->many_projects ? 0 : rows->nrows;
+    q->member_projects = dk_arena_alloc(a, sizeof *q->member_projects * (size_t)(rows->nrows + 1));
+    for (int i = 0; i < q->nmember_projects; i++)
+        q->member_projects[i] = dk_db_value(rows, i, 0);
+    return DK_OK;
+}
+
+dk_status tasks_repo_list(const tasks_repo *r, dk_arena *a, tasks_list_query *q, tasks_task **ret,
+                          int *ret_n, char **ret_next)
+{
+    *ret_next = NULL;
+    dk_status st;
+    if (q->project_id) { /* a non-member learns nothing, not even that the project exists */
+        const char *p[] = {q->project_id, q->caller};
+        dk_db_rows *rows = NULL;
+        st = dk_sql(r->db, a,
+                    "SELECT 1 FROM tasks_project_members WHERE project_id = $1 AND user_id = $2", 2,
+                    p, &rows);
+        if (st != DK_OK)
+            return st;
+        if (rows->nrows == 0)
+            return DK_E_NOT_FOUND;
+    } else if (!tasks_pg(r)) {
+        st = tasks_member_projects(r, a, q);
+        if (st != DK_OK)
+            return st;
+    }
     tasks_sql s;
     tasks_query_build(a, r->db->ops->engine, q, &s);
-    *ret_next = NULL;
     if (s.nothing) {
         *ret = dk_arena_alloc(a, sizeof **ret);
         *ret_n = 0;
         return DK_OK;
     }
     dk_db_rows *rows = NULL;
-    dk_status st = dk_sql(r->db, a, s.sql, s.nparams, s.params, &rows);
+    st = dk_sql(r->db, a, s.sql, s.nparams, s.params, &rows);
     if (st != DK_OK)
         return st;
     int n = rows->nrows > q->limit ? q->limit : rows->nrows;
@@ -372,6 +718,22 @@ dk_status tasks_repo_list(const tasks_repo *r, dk_arena *a, const tasks_list_que
     return DK_OK;
 }
 
+/* A project's owner with other members. */
+#define TASKS_SHARED_OWNED                                                                         \
+    "SELECT p.id FROM tasks_projects p WHERE p.owner_id = $1 AND EXISTS (SELECT 1 FROM "           \
+    "tasks_project_members m WHERE m.project_id = p.id AND m.user_id <> $1)"
+
+dk_status tasks_repo_account_blocked(const tasks_repo *r, dk_arena *a, const char *user_id,
+                                     bool *ret_blocked)
+{
+    const char *p[] = {user_id};
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a, TASKS_SHARED_OWNED " LIMIT 1", 1, p, &rows);
+    if (st == DK_OK)
+        *ret_blocked = rows->nrows > 0;
+    return st;
+}
+
 dk_status tasks_repo_forget_user(const tasks_repo *r, dk_arena *a, const char *user_id)
 {
     dk_tx tx;
@@ -379,7 +741,70 @@ dk_status tasks_repo_forget_user(const tasks_repo *r, dk_arena *a, const char *u
     if (st != DK_OK)
         return st;
     const char *p[] = {user_id, dk_sql_int(a, dk_now_ms())};
-    st = dk_tx_query(&tx, a, "DELETE FROM tasks WHERE owner_id = $1", 1, p, NULL);
+    dk_db_rows *rows = NULL;
+    /* shared projects still owned (a member joined after the check): the longest-standing
+     * admin, else member, becomes the owner */
+    st = dk_tx_query(&tx, a, TASKS_SHARED_OWNED, 1, p, &rows);
+    for (int i = 0; st == DK_OK && i < rows->nrows; i++) {
+        const char *q[] = {dk_db_value(rows, i, 0), user_id, p[1]};
+        dk_db_rows *heir = NULL;
+        st = dk_tx_query(&tx, a,
+                         "SELECT user_id FROM tasks_project_members WHERE project_id = $1 AND "
+                         "user_id <> $2 ORDER BY role DESC, added_at, user_id LIMIT 1",
+                         2, q, &heir);
+        if (st != DK_OK || heir->nrows == 0)
+            break;
+        const char *h[] = {q[0], dk_db_value(heir, 0, 0), p[1]};
+        st = dk_tx_query(&tx, a,
+                         "UPDATE tasks_projects SET owner_id = $2, version = version + 1, "
+                         "updated_at = CAST($3 AS BIGINT) WHERE id = $1",
+                         3, h, NULL);
+        if (st == DK_OK)
+            st = dk_tx_query(&tx, a,
+                             "UPDATE tasks_project_members SET role = 3 WHERE project_id = $1 AND "
+                             "user_id = $2",
+                             2, h, NULL);
+    }
+    /* one-member projects go with their tasks */
+    if (st == DK_OK)
+        st = tasks_repo_delete_where(r, &tx, a,
+                                     "t.project_id IN (SELECT p.id FROM tasks_projects p WHERE "
+                                     "p.owner_id = $1)",
+                                     1, p, user_id);
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a,
+                         "DELETE FROM tasks_project_members WHERE project_id IN (SELECT p.id FROM "
+                         "tasks_projects p WHERE p.owner_id = $1)",
+                         1, p, NULL);
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a, "DELETE FROM tasks_projects WHERE owner_id = $1", 1, p, NULL);
+    /* tasks made in other projects pass to the project's owner; assignments there end */
+    if (st == DK_OK)
+        st = tasks_repo_rewrite_where(r, &tx, a, "t.owner_id = $1 AND t.project_id IS NOT NULL", 1,
+                                      p, user_id, false, true);
+    if (st == DK_OK)
+        st = tasks_repo_rewrite_where(r, &tx, a, "t.assignee_id = $1 AND t.project_id IS NOT NULL",
+                                      1, p, user_id, true, false);
+    if (st == DK_OK)
+        st =
+            dk_tx_query(&tx, a, "DELETE FROM tasks_project_members WHERE user_id = $1", 1, p, NULL);
+    /* comments stay, by a deleted author; the history forgets who acted */
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a, "UPDATE tasks_comments SET author_id = NULL WHERE author_id = $1",
+                         1, p, NULL);
+    if (st == DK_OK)
+        st = dk_tx_query(&tx, a, "UPDATE tasks_activity SET actor_id = NULL WHERE actor_id = $1", 1,
+                         p, NULL);
+    /* personal tasks: their own go, assignments end */
+    static const char *const personal[] = {
+        "DELETE FROM tasks_comments WHERE task_id IN (SELECT id FROM tasks WHERE owner_id = $1 "
+        "AND project_id IS NULL)",
+        "DELETE FROM tasks_activity WHERE task_id IN (SELECT id FROM tasks WHERE owner_id = $1 "
+        "AND project_id IS NULL)",
+        "DELETE FROM tasks WHERE owner_id = $1 AND project_id IS NULL",
+    };
+    for (size_t i = 0; st == DK_OK && i < sizeof personal / sizeof personal[0]; i++)
+        st = dk_tx_query(&tx, a, personal[i], 1, p, NULL);
     if (st == DK_OK)
         st = dk_tx_query(&tx, a,
                          "UPDATE tasks SET assignee_id = NULL, version = version + 1, "

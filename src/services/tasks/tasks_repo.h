@@ -12,10 +12,11 @@
 
 #include "core/migrate.h"
 #include "ports/db.h"
+#include "core/sql.h"
 #include "services/tasks/tasks_model.h"
 #include "services/tasks/tasks_query.h"
 
-#define DK_TASKS_NMIGRATIONS 2
+#define DK_TASKS_NMIGRATIONS 3
 extern const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS];
 
 typedef struct tasks_repo {
@@ -23,29 +24,79 @@ typedef struct tasks_repo {
     const unsigned char *cursor_key; /* 32 bytes, for next_cursor */
 } tasks_repo;
 
-/* Every create, patch and delete also records its task.* event (ports/task_events.h) in
- * tasks_outbox, in the same transaction; the service's outbox relay publishes it. */
+/* Every create, patch and delete also records its event (ports/task_events.h) in
+ * tasks_outbox, in the same transaction; the service's outbox relay publishes it. A task's
+ * activity history is derived from the same event as it is recorded (tasks_activity: one
+ * entry for a creation, one per changed field of an update, one per comment), so history and
+ * events cannot disagree. */
 #define TASKS_OUTBOX "tasks_outbox"
 
-dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t) DK_MUSTCHECK;
-/* The task by id, whoever may see it (the caller checks visibility). */
-dk_status tasks_repo_get(const tasks_repo *r, dk_arena *a, const char *id,
-                         tasks_task *ret) DK_MUSTCHECK;
-/* Applies ch as caller: DK_E_NOT_FOUND unless caller owns or is assigned the task,
- * DK_E_FORBIDDEN for an assignee changing more than status, DK_E_PRECONDITION when if_match
- * (NULL: none) does not name the current version. ret gets the task as stored afterwards. */
+/* Creates t (owner t->owner_id). A project task needs its creator to be an editor of the
+ * project (else DK_E_VALIDATION, *ret_field "project_id") and an assignee that is a member
+ * ("assignee_id"); membership rows are locked until commit, so a member removed meanwhile
+ * either had the task created before the removal or gets the 422. */
+dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
+                            const char **ret_field) DK_MUSTCHECK;
+/* The task by id if caller may see it (DK_E_NOT_FOUND otherwise), with the caller's role in
+ * its project (PROJECT_ROLE_NONE for a personal task). ret_role may be NULL. */
+dk_status tasks_repo_get(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
+                         tasks_task *ret, int *ret_role) DK_MUSTCHECK;
+/* Applies ch as caller: DK_E_NOT_FOUND unless caller may see the task, DK_E_FORBIDDEN for a
+ * change the caller may not make (personal: the assignee changes the status only; project:
+ * viewers change the status of tasks assigned to them only), DK_E_PRECONDITION when if_match
+ * (NULL: none) does not name the current version, DK_E_VALIDATION (*ret_field) for a project
+ * the caller may not edit or an assignee who is not a member. ret gets the task as stored. */
 dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
-                           const tasks_changes *ch, const char *if_match,
-                           tasks_task *ret) DK_MUSTCHECK;
-/* Deletes as caller: the owner only (the assignee gets DK_E_FORBIDDEN, others
- * DK_E_NOT_FOUND); if_match as for patch. */
+                           const tasks_changes *ch, const char *if_match, tasks_task *ret,
+                           const char **ret_field) DK_MUSTCHECK;
+/* Deletes as caller (with its comments and activity): a personal task by its owner (the
+ * assignee gets DK_E_FORBIDDEN), a project task by an editor (a viewer gets DK_E_FORBIDDEN);
+ * others DK_E_NOT_FOUND; if_match as for patch. */
 dk_status tasks_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
                             const char *if_match) DK_MUSTCHECK;
-/* One page of the list; *ret_next is NULL on the last page. */
-dk_status tasks_repo_list(const tasks_repo *r, dk_arena *a, const tasks_list_query *q,
-                          tasks_task **ret, int *ret_n, char **ret_next) DK_MUSTCHECK;
-/* The user is gone: their tasks go, and tasks assigned to them become unassigned. */
+/* One page of the list; *ret_next is NULL on the last page. With q->project_id, a caller who
+ * is not a member of that project gets DK_E_NOT_FOUND. */
+dk_status tasks_repo_list(const tasks_repo *r, dk_arena *a, tasks_list_query *q, tasks_task **ret,
+                          int *ret_n, char **ret_next) DK_MUSTCHECK;
+/* Whether deleting the account must wait: it owns a project that has other members. */
+dk_status tasks_repo_account_blocked(const tasks_repo *r, dk_arena *a, const char *user_id,
+                                     bool *ret_blocked) DK_MUSTCHECK;
+/* The user is gone: their personal tasks go and personal tasks assigned to them become
+ * unassigned; their one-member projects go with their tasks; the tasks they created in other
+ * projects pass to each project's owner; their memberships end (assignments cleared); their
+ * comments stay, by a deleted author. A project they still own with other members (deleted
+ * in a race with an invitation) passes to its longest-standing admin, else member. */
 dk_status tasks_repo_forget_user(const tasks_repo *r, dk_arena *a,
                                  const char *user_id) DK_MUSTCHECK;
+
+/* ---------- shared with projects_repo.c ---------- */
+
+/* Records an event in tx and the activity it implies (payload borrowed, modified). */
+dk_status tasks_repo_record(dk_tx *tx, dk_arena *a, const char *type, json_t *payload) DK_MUSTCHECK;
+/* The event object of a task ({"id", "title", ...}, see ports/task_events.h). */
+json_t *tasks_repo_event_task(const tasks_task *t);
+/* The caller's role in a project, read in tx (PROJECT_ROLE_NONE when not a member). lock: hold
+ * the membership row until commit (PostgreSQL FOR SHARE; SQLite holds the database lock). */
+dk_status tasks_repo_role(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *project_id,
+                          const char *user_id, bool lock, int *ret_role) DK_MUSTCHECK;
+/* Lock order on PostgreSQL, so that membership changes and task writes never deadlock: the
+ * project row first (FOR SHARE by task writes, FOR UPDATE by membership and project changes),
+ * then task rows, then membership rows. The first locks a project (NULL: none); the second
+ * the project of a task, read before the task row is locked. No-ops on SQLite. */
+dk_status tasks_repo_lock_project(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                  const char *project_id) DK_MUSTCHECK;
+dk_status tasks_repo_lock_project_of(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                     const char *task_id) DK_MUSTCHECK;
+/* Deletes, as actor, the tasks matching `where` (a predicate over `t`) with their comments and
+ * activity, recording a task.deleted event for each. */
+dk_status tasks_repo_delete_where(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *where,
+                                  int nparams, const char *const *params,
+                                  const char *actor) DK_MUSTCHECK;
+/* Clears, as actor, the assignee of every task matching `where`, and/or sets owner_id to
+ * new_owner (NULL: unchanged; "=project" : each task's project owner), each with its
+ * task.updated event. */
+dk_status tasks_repo_rewrite_where(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *where,
+                                   int nparams, const char *const *params, const char *actor,
+                                   bool unassign, bool owner_to_project_owner) DK_MUSTCHECK;
 
 #endif

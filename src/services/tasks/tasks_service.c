@@ -1,7 +1,10 @@
-/* The tasks service (/api/v1/tasks): create, read, change and delete tasks; list them with
- * filters, sorting, full-text search and keyset pagination. A task is visible to its owner and
- * its assignee only. Users are known only through the users.directory port; when an account is
- * deleted (event user.deleted) its tasks go and its assignments are cleared. */
+/* The tasks service (/api/v1/tasks, /api/v1/projects): create, read, change and delete tasks;
+ * list them with filters, sorting, full-text search and keyset pagination; projects, their
+ * members, comments and activity (handlers in projects_service.c). A personal task is visible
+ * to its owner and its assignee, a project task to the project's members (tasks_visible_sql).
+ * Users are known only through the users.directory port; the service answers the
+ * accounts.deletion_guard port, and applies the deletion rules when an account is deleted
+ * (event user.deleted). */
 #include <string.h>
 
 #include "core/alloc.h"
@@ -10,37 +13,38 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "ports/account_guard.h"
 #include "ports/users_directory.h"
 #include "services/service.h"
 #include "services/tasks/tasks_model.h"
 #include "services/tasks/tasks_query.h"
 #include "core/outbox.h"
 #include "services/tasks/tasks_repo.h"
+#include "services/tasks/tasks_service.h"
 #include "core/banned.h"
 
+/* The service serves two collections, so its routes are mounted under /api/v1. */
 #define TASKS_PREFIX "/api/v1/tasks"
 
-typedef struct tasks_svc {
-    dk_app *app;
-    tasks_repo repo;
-    const struct dk_users_directory_ops *users;
-    void *users_h;
-    dk_outbox *outbox; /* relays task.* events; NULL until start */
-} tasks_svc;
-
-static void tasks_fail(dk_res *res, dk_status st)
+void tasks_fail_what(dk_res *res, dk_status st, const char *what)
 {
     switch (st) {
     case DK_E_NOT_FOUND:
-        dk_res_problem(res, st, "no such task");
+        dk_res_problem(res, st, "no such %s", what);
         break;
     case DK_E_FORBIDDEN:
         dk_res_problem(res, st,
-                       "only the task's owner may do this; its assignee may change the "
-                       "status only");
+                       "your part in this %s does not allow that (a personal task's assignee "
+                       "and a project's viewers may change the status of their tasks only; "
+                       "projects and their members are managed by admins; the owner is never "
+                       "removed, demoted or leaves)",
+                       what);
         break;
     case DK_E_PRECONDITION:
-        dk_res_problem(res, st, "the task has changed since that version (If-Match)");
+        dk_res_problem(res, st, "the %s has changed since that version (If-Match)", what);
+        break;
+    case DK_E_CONFLICT:
+        dk_res_problem(res, st, "that %s already exists", what);
         break;
     case DK_E_UNAVAILABLE:
         dk_res_header(res, "Retry-After", "1");
@@ -49,6 +53,62 @@ static void tasks_fail(dk_res *res, dk_status st)
     default:
         dk_res_problem(res, DK_E_INTERNAL, "unexpected error");
     }
+}
+
+static void tasks_fail(dk_res *res, dk_status st)
+{
+    tasks_fail_what(res, st, "task");
+}
+
+void tasks_fail_field(dk_res *res, const char *field)
+{
+    dk_errors errs;
+    dk_errors_init(&errs);
+    if (strcmp(field, "project_id") == 0)
+        dk_errors_add(&errs, field, "must be null or a project in which you are an editor");
+    else if (strcmp(field, "assignee_id") == 0)
+        dk_errors_add(&errs, field, "must be a member of the task's project");
+    else
+        dk_errors_add(&errs, field, "must be an admin of the project");
+    dk_res_validation(res, &errs);
+}
+
+dk_status tasks_write_profile(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
+                              const char *id)
+{
+    if (!id) {
+        dk_jw_null(w);
+        return DK_OK;
+    }
+    int k = -1;
+    for (int i = 0; i < cache->n; i++)
+        if (strcmp(cache->e[i].id, id) == 0)
+            k = i;
+    if (k < 0) {
+        dk_user u;
+        dk_status st = s->users->get(s->users_h, req->arena, id, &u);
+        if (st != DK_OK && st != DK_E_NOT_FOUND)
+            return st;
+        k = cache->n < (int)(sizeof cache->e / sizeof cache->e[0]) ? cache->n++ : 0;
+        cache->e[k].id = id;
+        cache->e[k].found = st == DK_OK;
+        if (st == DK_OK)
+            cache->e[k].u = u;
+    }
+    if (!cache->e[k].found) {
+        dk_jw_null(w);
+        return DK_OK;
+    }
+    const dk_user *u = &cache->e[k].u;
+    dk_jw_object(w);
+    dk_jw_key(w, "id");
+    dk_jw_string(w, u->id);
+    dk_jw_key(w, "name");
+    dk_jw_string(w, u->name);
+    dk_jw_key(w, "avatar_url");
+    dk_jw_string(w, u->avatar_url);
+    dk_jw_object_end(w);
+    return DK_OK;
 }
 
 /* The {id} of the path, or NULL (404 sent) when it cannot name a task. */
@@ -110,7 +170,12 @@ static void tasks_create(dk_req *req, dk_res *res)
     dk_uuid7(id);
     tasks_task t;
     tasks_task_new(req->arena, &ch, id, req->identity->user_id, dk_now_ms(), &t);
-    dk_status st = tasks_repo_create(&s->repo, req->arena, &t);
+    const char *field = NULL;
+    dk_status st = tasks_repo_create(&s->repo, req->arena, &t, &field);
+    if (st == DK_E_VALIDATION && field) {
+        tasks_fail_field(res, field);
+        return;
+    }
     if (st != DK_OK) {
         tasks_fail(res, st);
         return;
@@ -127,17 +192,13 @@ static void tasks_get(dk_req *req, dk_res *res)
     if (!id)
         return;
     tasks_task t;
-    dk_status st = tasks_repo_get(&s->repo, req->arena, id, &t);
-    const char *me = req->identity->user_id;
-    if (st == DK_OK && strcmp(t.owner_id, me) != 0 &&
-        !(t.assignee_id && !strcmp(t.assignee_id, me)))
-        st = DK_E_NOT_FOUND;
+    dk_status st = tasks_repo_get(&s->repo, req->arena, id, req->identity->user_id, &t, NULL);
     if (st != DK_OK) {
         tasks_fail(res, st);
         return;
     }
     const char *inm = dk_req_header(req, "If-None-Match");
-    if (inm && tasks_if_match(inm, t.version)) {
+    if (inm && tasks_if_none_match(inm, t.version)) {
         dk_res_header(res, "ETag", tasks_etag(req->arena, t.version));
         dk_res_empty(res, 304);
         return;
@@ -165,8 +226,13 @@ static void tasks_patch(dk_req *req, dk_res *res)
     if (tasks_check_assignee(s, req, res, &ch) != DK_OK)
         return;
     tasks_task t;
+    const char *field = NULL;
     dk_status st = tasks_repo_patch(&s->repo, req->arena, id, req->identity->user_id, &ch,
-                                    dk_req_header(req, "If-Match"), &t);
+                                    dk_req_header(req, "If-Match"), &t, &field);
+    if (st == DK_E_VALIDATION && field) {
+        tasks_fail_field(res, field);
+        return;
+    }
     if (st != DK_OK) {
         tasks_fail(res, st);
         return;
@@ -212,7 +278,7 @@ static void tasks_list(dk_req *req, dk_res *res)
     char *next = NULL;
     dk_status st = tasks_repo_list(&s->repo, req->arena, &q, &items, &n, &next);
     if (st != DK_OK) {
-        tasks_fail(res, st);
+        tasks_fail_what(res, st, q.project_id ? "project" : "task");
         return;
     }
     dk_jw w = {0};
@@ -228,7 +294,40 @@ static void tasks_list(dk_req *req, dk_res *res)
     dk_res_jw(res, 200, &w);
 }
 
-/* user.deleted: the account is going away — its tasks go, its assignments are cleared. */
+/* accounts.deletion_guard, in-process. */
+static dk_status tasks_guard_may_delete(void *h, dk_arena *a, const char *user_id)
+{
+    tasks_svc *s = h;
+    bool blocked = false;
+    dk_status st = tasks_repo_account_blocked(&s->repo, a, user_id, &blocked);
+    if (st == DK_OK && blocked)
+        st = DK_E_CONFLICT;
+    return st;
+}
+
+static const struct dk_account_guard_ops tasks_guard_inproc = {
+    .may_delete = tasks_guard_may_delete,
+};
+
+/* The same for other processes: 204 when the account may go, 409 when it owns a project that
+ * has other members. */
+static void tasks_internal_deletable(dk_req *req, dk_res *res)
+{
+    tasks_svc *s = req->service;
+    const char *id = dk_req_param(req, "id");
+    dk_status st = id ? tasks_guard_may_delete(s, req->arena, id) : DK_E_NOT_FOUND;
+    if (st == DK_E_CONFLICT) {
+        dk_res_problem(res, st, "the account owns a project that has other members");
+        return;
+    }
+    if (st != DK_OK) {
+        tasks_fail(res, st);
+        return;
+    }
+    dk_res_empty(res, 204);
+}
+
+/* user.deleted: the account is going away — the deletion rules (tasks_repo_forget_user). */
 static dk_status tasks_on_user_deleted(void *ctx, const char *type, const char *payload)
 {
     tasks_svc *s = ctx;
@@ -255,6 +354,7 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
         return DK_E_INTERNAL;
     }
     s->users = ops;
+    dk_app_register_port(app, DK_ACCOUNT_GUARD, &tasks_guard_inproc, s);
     dk_status st =
         app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, tasks_on_user_deleted, s);
     if (st != DK_OK) {
@@ -285,21 +385,43 @@ static void tasks_shutdown(void *state)
 }
 
 static const dk_route tasks_routes[] = {
-    {"POST", "/", tasks_create, DK_ROUTE_AUTH},
-    {"GET", "/", tasks_list, DK_ROUTE_AUTH},
-    {"GET", "/{id}", tasks_get, DK_ROUTE_AUTH},
-    {"PATCH", "/{id}", tasks_patch, DK_ROUTE_AUTH},
-    {"DELETE", "/{id}", tasks_delete, DK_ROUTE_AUTH},
+    {"POST", "/tasks", tasks_create, DK_ROUTE_AUTH},
+    {"GET", "/tasks", tasks_list, DK_ROUTE_AUTH},
+    {"GET", "/tasks/{id}", tasks_get, DK_ROUTE_AUTH},
+    {"PATCH", "/tasks/{id}", tasks_patch, DK_ROUTE_AUTH},
+    {"DELETE", "/tasks/{id}", tasks_delete, DK_ROUTE_AUTH},
+    {"GET", "/tasks/{id}/comments", comments_list, DK_ROUTE_AUTH},
+    {"POST", "/tasks/{id}/comments", comments_create, DK_ROUTE_AUTH},
+    {"PATCH", "/tasks/{id}/comments/{cid}", comments_patch, DK_ROUTE_AUTH},
+    {"DELETE", "/tasks/{id}/comments/{cid}", comments_delete, DK_ROUTE_AUTH},
+    {"GET", "/tasks/{id}/activity", activity_list, DK_ROUTE_AUTH},
+    {"POST", "/projects", projects_create, DK_ROUTE_AUTH},
+    {"GET", "/projects", projects_list, DK_ROUTE_AUTH},
+    {"GET", "/projects/{id}", projects_get, DK_ROUTE_AUTH},
+    {"PATCH", "/projects/{id}", projects_patch, DK_ROUTE_AUTH},
+    {"DELETE", "/projects/{id}", projects_delete, DK_ROUTE_AUTH},
+    {"POST", "/projects/{id}/transfer", projects_transfer, DK_ROUTE_AUTH},
+    {"GET", "/projects/{id}/members", projects_members_list, DK_ROUTE_AUTH},
+    {"POST", "/projects/{id}/members", projects_members_add, DK_ROUTE_AUTH},
+    {"PATCH", "/projects/{id}/members/{user_id}", projects_members_patch, DK_ROUTE_AUTH},
+    {"DELETE", "/projects/{id}/members/{user_id}", projects_members_delete, DK_ROUTE_AUTH},
+};
+
+static const dk_route tasks_internal_routes[] = {
+    {"GET", "/accounts/{id}/deletable", tasks_internal_deletable, DK_ROUTE_INTERNAL},
 };
 
 const dk_service dk_tasks_service = {
     .name = "tasks",
-    .prefix = TASKS_PREFIX,
+    .prefix = "/api/v1",
     .default_port = 3003,
     .routes = tasks_routes,
     .nroutes = sizeof tasks_routes / sizeof tasks_routes[0],
     .migrations = dk_tasks_migrations,
     .nmigrations = DK_TASKS_NMIGRATIONS,
+    .internal_prefix = "/internal/v1/tasks",
+    .internal_routes = tasks_internal_routes,
+    .ninternal_routes = sizeof tasks_internal_routes / sizeof tasks_internal_routes[0],
     .init = tasks_init,
     .start = tasks_start,
     .stop = tasks_stop,

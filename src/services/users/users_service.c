@@ -9,6 +9,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/str.h"
+#include "ports/account_guard.h"
 #include "services/service.h"
 #include "services/users/users_avatar.h"
 #include "services/users/users_repo.h"
@@ -120,6 +121,22 @@ static void users_delete_me(dk_req *req, dk_res *res)
 {
     users_svc *s = req->service;
     const char *id = req->identity->user_id;
+    /* May it go now? (An owner of a project with other members must transfer it first.) */
+    const void *gops = NULL;
+    void *gh = NULL;
+    if (dk_app_port(s->app, DK_ACCOUNT_GUARD, &gops, &gh)) {
+        dk_status gst = ((const struct dk_account_guard_ops *)gops)->may_delete(gh, req->arena, id);
+        if (gst == DK_E_CONFLICT) {
+            dk_res_problem(res, gst,
+                           "the account owns a project that has other members: transfer it "
+                           "(POST /api/v1/projects/{id}/transfer) or remove them first");
+            return;
+        }
+        if (gst != DK_OK) {
+            users_fail(res, gst == DK_E_UNAVAILABLE ? gst : DK_E_INTERNAL, "user");
+            return;
+        }
+    }
     /* The avatar's bytes go first: a store that is down stops the deletion before anything
      * has changed (503), and an account is never gone while its picture stays behind. */
     const char *key = NULL;
