@@ -1399,6 +1399,9 @@ struct dk_conn {
     struct dk_conn *prev, *next;
     int fd;
     int64_t deadline_ms; /* close unless a request head completes by then; INT64_MAX = none */
+    int64_t opened_ms;
+    unsigned answered; /* requests completed on it */
+    bool busy;         /* a request line has arrived, its response is not complete yet */
     bool reaped;
     /* the current request line (connection thread only) */
     bool bad_path;
@@ -1431,7 +1434,8 @@ static void dk_on_connection(void *cls, struct MHD_Connection *conn, void **sock
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         c->fd = ci ? ci->connect_fd : -1;
-        c->deadline_ms = dk_mono_ms() + srv->header_timeout_ms;
+        c->opened_ms = dk_mono_ms();
+        c->deadline_ms = c->opened_ms + srv->header_timeout_ms;
         pthread_mutex_lock(&srv->guard_lock);
         c->next = srv->conns;
         if (srv->conns)
@@ -1479,6 +1483,21 @@ static void dk_conns_reap(dk_http_server *srv)
         dk_log_debug("closed %u connection(s) whose request head took longer than %d ms", n,
                      srv->header_timeout_ms);
     }
+}
+
+/* Connections a graceful stop waits for: a request under way, or opened moments ago with no
+ * request yet (its request may be on the wire; closing it would fail a client that did
+ * nothing wrong). Idle kept-alive connections are not waited for. */
+static int dk_conns_pending(dk_http_server *srv)
+{
+    int64_t now = dk_mono_ms();
+    int n = 0;
+    pthread_mutex_lock(&srv->guard_lock);
+    for (struct dk_conn *c = srv->conns; c; c = c->next)
+        if (!c->reaped && (c->busy || (c->answered == 0 && now - c->opened_ms < 1000)))
+            n++;
+    pthread_mutex_unlock(&srv->guard_lock);
+    return n;
 }
 
 static int dk_hexval(char c)
@@ -1558,6 +1577,9 @@ static void *dk_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     struct dk_conn *c = dk_conn_of(conn);
     if (c) {
         dk_uri_check(uri, &c->bad_path, c->bad_param, sizeof c->bad_param);
+        pthread_mutex_lock(&srv->guard_lock);
+        c->busy = true;
+        pthread_mutex_unlock(&srv->guard_lock);
         dk_conn_deadline(srv, c, dk_mono_ms() + srv->header_timeout_ms, true);
     }
     return NULL;
@@ -1959,7 +1981,14 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     *con_cls = NULL;
     atomic_fetch_add(&srv->completed, 1);
     /* a kept-alive connection has DK_IDLE_TIMEOUT_S for its next request head */
-    dk_conn_deadline(srv, dk_conn_of(conn), dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000, false);
+    struct dk_conn *dc = dk_conn_of(conn);
+    if (dc) {
+        pthread_mutex_lock(&srv->guard_lock);
+        dc->busy = false;
+        dc->answered++;
+        dc->deadline_ms = dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000;
+        pthread_mutex_unlock(&srv->guard_lock);
+    }
     if (orphan) {
         /* the handler still owns the request: dk_req_resume frees it (unless it came
          * meanwhile). Nothing here touches the exchange after the lock. */
@@ -2126,7 +2155,7 @@ dk_status dk_http_start(dk_http_server *srv)
             hard_limit = rl.rlim_cur > 512 ? (unsigned)rl.rlim_cur - 256 : 256;
             if ((unsigned)srv->max_connections > hard_limit)
                 srv->max_connections = (int)hard_limit;
-            dk_log_warn("the open-file limit (%llu) allows %u connections, fewer than "
+            dk_log_info("the open-file limit (%llu) allows %u connections, fewer than "
                         "server.max_connections",
                         (unsigned long long)rl.rlim_cur, hard_limit);
         }
@@ -2165,12 +2194,15 @@ void dk_http_drain(dk_http_server *srv)
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
     dk_streams_end_all(srv);
+    /* in-flight requests, and connections whose request is still arriving or may be on the
+     * wire (dk_conns_pending), finish within the drain timeout */
     int64_t deadline = dk_mono_ms() + srv->opt.drain_timeout_ms;
-    while (atomic_load(&srv->inflight) > 0 && dk_mono_ms() < deadline) {
+    while ((atomic_load(&srv->inflight) > 0 || dk_conns_pending(srv) > 0) &&
+           dk_mono_ms() < deadline) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    int left = atomic_load(&srv->inflight);
+    int left = atomic_load(&srv->inflight) + dk_conns_pending(srv);
     if (left > 0)
         dk_log_warn("drain timeout: %d request(s) still in flight are cut off", left);
 }
