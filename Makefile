@@ -6,7 +6,7 @@ PY    := /usr/bin/python3
 
 .PHONY: all deps deps-test build build-clang build-asan run test unit system \
         format format-check lint-openapi docs-check deploy-check image-check fresh-check \
-        install pg-backup-drill \
+        install fuzz pg-backup-drill \
         static-analysis coverage bench clean
 
 all: build
@@ -99,6 +99,15 @@ coverage: deps-test
 	@mkdir -p build-coverage/coverage && gcovr -r . --filter src/ \
 	  --xml build-coverage/coverage/coverage.xml --html-details build-coverage/coverage/index.html build-coverage
 
+# Fuzzing with libFuzzer (clang, ASan+UBSan): every target of tests/fuzz for FUZZ_SECONDS
+# each (default 60), from the committed corpus; make test replays that corpus (fuzz_corpus_*).
+FUZZ_SECONDS ?= 60
+fuzz: deps-test
+	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DDOCKET_FUZZ=ON \
+	  -DDOCKET_TESTS=OFF -DDOCKET_SANITIZE=ON >/dev/null
+	@cmake --build build-fuzz -j$(JOBS) -- --no-print-directory
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 # The load benchmark (see bench/README.md).
 bench: build
 	@bench/run.sh --no-build $(BENCH_ARGS)
@@ -111,4 +120,4 @@ test: deps-test
 	@$(MAKE) --no-print-directory system
 
 clean:
-	rm -rf build build-clang build-asan build-tidy build-coverage
+	rm -rf build build-clang build-asan build-tidy build-coverage build-fuzz

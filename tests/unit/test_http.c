@@ -317,10 +317,23 @@ static void *producer_main(void *arg)
         while (b > was && !atomic_compare_exchange_weak(&SS.max_buffered, &was, b))
             ;
         if (p->flow && b >= STREAM_BOUND) {
-            /* wait for the client to catch up (or to go away) */
+            /* wait for the client to catch up (or to go away): on_drained wakes us; a drain
+             * signalled earlier (a stale flag) must not let a write through above the bound,
+             * so the buffer itself is what is waited on */
             pthread_mutex_lock(&p->lock);
-            while (!p->drained && !dk_stream_closed(p->s))
-                pthread_cond_wait(&p->cond, &p->lock);
+            while (!dk_stream_closed(p->s) && dk_stream_buffered(p->s) >= STREAM_BOUND) {
+                if (!p->drained) {
+                    struct timespec ts;
+                    clock_gettime(CLOCK_REALTIME, &ts);
+                    ts.tv_nsec += 20 * 1000 * 1000;
+                    if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                    }
+                    pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+                }
+                p->drained = false;
+            }
             p->drained = false;
             pthread_mutex_unlock(&p->lock);
         }
