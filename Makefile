@@ -6,7 +6,7 @@ PY    := /usr/bin/python3
 
 .PHONY: all deps deps-test build build-clang build-asan run test unit system \
         format format-check lint-openapi docs-check deploy-check image-check fresh-check \
-        install fuzz pg-backup-drill \
+        install fuzz valgrind pg-backup-drill \
         static-analysis coverage bench clean
 
 all: build
@@ -99,6 +99,13 @@ coverage: deps-test
 	@mkdir -p build-coverage/coverage && gcovr -r . --filter src/ \
 	  --xml build-coverage/coverage/coverage.xml --html-details build-coverage/coverage/index.html build-coverage
 
+# The unit tests under Valgrind's memcheck (a plain debug build: memcheck and ASan do not mix).
+# Slow — about ten minutes here; not part of `make test`.
+valgrind: deps-test
+	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc >/dev/null
+	@cmake --build build-valgrind -j$(JOBS) -- --no-print-directory
+	@scripts/with-test-servers.sh scripts/valgrind-unit.sh build-valgrind $(VALGRIND_TESTS)
+
 # Fuzzing with libFuzzer (clang, ASan+UBSan): every target of tests/fuzz for FUZZ_SECONDS
 # each (default 60), from the committed corpus; make test replays that corpus (fuzz_corpus_*).
 FUZZ_SECONDS ?= 60
@@ -120,4 +127,4 @@ test: deps-test
 	@$(MAKE) --no-print-directory system
 
 clean:
-	rm -rf build build-clang build-asan build-tidy build-coverage build-fuzz
+	rm -rf build build-clang build-asan build-tidy build-coverage build-fuzz build-valgrind

@@ -118,11 +118,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     static char a_port[32], a_dir[300];
     snprintf(a_port, sizeof a_port, "--server.port=%d", port);
     snprintf(a_dir, sizeof a_dir, "--storage.data_dir=%s", dir);
-    static char *args[] = {"docket", "all", a_port, "--server.host=127.0.0.1", a_dir,
-                           "--log.level=error", "--server.header_timeout=1s",
-                           "--auth.argon2_memory_kib=1024", "--auth.argon2_iterations=1",
-                           "--rate_limiting.enabled=false", "--gateway.rate_limit_rps=0",
-                           "--server.max_connections_per_ip=0", "--server.threads=4", NULL};
+    static char *args[] = {"docket",
+                           "all",
+                           a_port,
+                           "--server.host=127.0.0.1",
+                           a_dir,
+                           "--log.level=error",
+                           "--server.header_timeout=1s",
+                           "--auth.argon2_memory_kib=1024",
+                           "--auth.argon2_iterations=1",
+                           "--rate_limiting.enabled=false",
+                           "--gateway.rate_limit_rps=0",
+                           "--server.max_connections_per_ip=0",
+                           "--server.threads=4",
+                           NULL};
     pthread_t th;
     if (pthread_create(&th, NULL, server_main, args) != 0)
         abort();
