@@ -690,9 +690,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     if (dk_remote_ports(&app, c, plan, &users_http, &guard_http) != 0)
         goto out;
     if (dk_open_blobs(&app, c, plan) != 0)
-        if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
-            dk_open_mailer(&app, c, &mailer) != 0)
-            goto out;
+        goto out;
+    if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
+        dk_open_mailer(&app, c, &mailer) != 0)
+        goto out;
 
     for (; started < plan->n; started++) {
         dk_status st = plan->local[started]->init(&app, &states[started]);

@@ -72,6 +72,9 @@ def account_docket(mode, start_docket):
             env["SMTP_URL"] = sink.url
             d = start_docket(extra_env=env)
             yield d, Mailbox.smtp(sink)
+            # stop docket while the sink still answers: a mail still on its way to a sink
+            # that is gone would hold docket's mail thread for the SMTP timeout
+            d.stop()
         return
     d = start_docket(extra_env=env)
     yield d, Mailbox.files(d)

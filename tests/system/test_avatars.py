@@ -169,7 +169,7 @@ def test_avatars_on_s3(mode, docket_factory, s3):
 def test_s3_wrong_secret_stops_the_start(tmp_path, s3):
     env = helpers.base_env(jwt_secret=helpers.random_secret(), extra=s3.env(secret="not-it"))
     port = helpers.free_port()
-    r = helpers.run_cli(["users", f"--server.port={port}", "--server.host=127.0.0.1",
+    r = helpers.run_cli(["all", f"--server.port={port}", "--server.host=127.0.0.1",
                          f"--storage.data_dir={tmp_path}/data"], env=env, cwd=str(tmp_path))
     assert r.returncode != 0
     assert "SignatureDoesNotMatch" in r.stderr, r.stderr
@@ -178,6 +178,6 @@ def test_s3_wrong_secret_stops_the_start(tmp_path, s3):
     # half an S3 configuration is refused too
     env2 = helpers.base_env(jwt_secret=helpers.random_secret(),
                             extra={"S3_ENDPOINT": s3.endpoint})
-    r = helpers.run_cli(["users", f"--server.port={port}", "--server.host=127.0.0.1",
+    r = helpers.run_cli(["all", f"--server.port={port}", "--server.host=127.0.0.1",
                          f"--storage.data_dir={tmp_path}/data"], env=env2, cwd=str(tmp_path))
     assert r.returncode != 0 and "s3.bucket" in r.stderr, r.stderr
