@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/token.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define UH_MAX_BASES          16
@@ -396,8 +397,12 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
             break;
         sigset_t old;
         uh_sigpipe_block(&old);
+        dk_span *sp = dk_span_http("users", method);
         CURLcode rc = curl_easy_perform(c);
         uh_sigpipe_restore(&old);
+        long sp_status = 0;
+        (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &sp_status);
+        dk_span_http_end(sp, rc == CURLE_OK, sp_status);
         if (rc == CURLE_OK) {
             (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http);
             break;
