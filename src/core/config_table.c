@@ -34,13 +34,6 @@
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const fwd_headers[] = {"x-forwarded-for", "forwarded", NULL};
-static const char *const otel_samplers[] = {"always_on",
-                                            "always_off",
-                                            "traceidratio",
-                                            "parentbased_always_on",
-                                            "parentbased_always_off",
-                                            "parentbased_traceidratio",
-                                            NULL};
 static const char *const s3_url_styles[] = {"auto", "path", "virtual", NULL};
 
 const dk_config_row dk_config_rows[] = {
@@ -252,14 +245,11 @@ const dk_config_row dk_config_rows[] = {
     ROW_STR("otel.headers", "", "OTEL_EXPORTER_OTLP_HEADERS", DK_CFG_SECRET,
             "Headers sent with every export, `key=value` pairs separated by commas (values "
             "percent-encoded), e.g. `authorization=Bearer%20xyz`."),
-    {.key = "otel.traces_sampler",
-     .type = DK_CFG_STRING,
-     .def = "parentbased_always_on",
-     .env = "OTEL_TRACES_SAMPLER",
-     .doc = "Which requests are traced: `always_on`, `always_off`, `traceidratio` (a share, "
-            "`otel.traces_sampler_arg`), or `parentbased_*` of these (an incoming `traceparent`'s "
-            "sampled flag decides, the rule applies to new traces).",
-     .choices = otel_samplers},
+    ROW_STR("otel.traces_sampler", "parentbased_always_on", "OTEL_TRACES_SAMPLER", 0,
+            "Which requests are traced: `always_on`, `always_off`, `traceidratio` (a share, "
+            "`otel.traces_sampler_arg`), or `parentbased_always_on`, `parentbased_always_off`, "
+            "`parentbased_traceidratio` (an incoming `traceparent`'s sampled flag decides; the "
+            "rule applies to new traces)."),
     ROW_STR("otel.traces_sampler_arg", "1.0", "OTEL_TRACES_SAMPLER_ARG", 0,
             "The share of new traces recorded by the `*traceidratio` samplers, 0 to 1."),
     ROW_INT("otel.max_queue_size", "2048", 16, 1000000,

@@ -365,8 +365,8 @@ void dk_trace_sql_name(const char *sql, char *out, size_t cap)
         n++;
     }
     verb[n] = '\0';
-    static const char *const after[] = {" FROM ", " INTO ", "UPDATE ", " TABLE ", " from ",
-                                        " into ", "update "};
+    static const char *const after[] = {" FROM ", " INTO ", "UPDATE ", " TABLE ",
+                                        " from ", " into ", "update "};
     const char *best = NULL;
     for (size_t i = 0; i < sizeof after / sizeof after[0]; i++) {
         const char *f = strstr(p, after[i]);
@@ -491,9 +491,9 @@ static json_t *dk_tr_span_json(const dk_span *s)
         }
         json_array_append_new(attrs, dk_tr_kv_json(a->key, v));
     }
-    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o}", "traceId", s->trace_id,
-                          "spanId", s->span_id, "name", s->name, "kind", (int)s->kind,
-                          "startTimeUnixNano", start, "endTimeUnixNano", end, "attributes", attrs);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o}", "traceId", s->trace_id, "spanId",
+                          s->span_id, "name", s->name, "kind", (int)s->kind, "startTimeUnixNano",
+                          start, "endTimeUnixNano", end, "attributes", attrs);
     if (s->parent[0])
         json_object_set_new(j, "parentSpanId", json_string(s->parent));
     if (s->error) {
@@ -523,9 +523,9 @@ static char *dk_tr_encode(dk_span **spans, int n)
     json_t *list = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(list, dk_tr_span_json(spans[i]));
-    json_t *doc = json_pack("{s:[{s:{s:o}, s:[{s:{s:s}, s:o}]}]}", "resourceSpans", "resource",
-                            "attributes", rattrs, "scopeSpans", "scope", "name", "docket",
-                            "spans", list);
+    json_t *doc =
+        json_pack("{s:[{s:{s:o}, s:[{s:{s:s}, s:o}]}]}", "resourceSpans", "resource", "attributes",
+                  rattrs, "scopeSpans", "scope", "name", "docket", "spans", list);
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return text;
@@ -810,7 +810,9 @@ dk_status dk_trace_start(const dk_trace_options *opt, char *err, size_t cap)
         snprintf(err, cap, "cannot start the trace exporter thread");
         return DK_E_INTERNAL;
     }
-    dk_metrics_add_collector(dk_tr_collect, NULL);
+    static atomic_bool collecting;
+    if (!atomic_exchange(&collecting, true))
+        dk_metrics_add_collector(dk_tr_collect, NULL);
     atomic_store(&dk_tr.on, true);
     return DK_OK;
 }
