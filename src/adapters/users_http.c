@@ -359,11 +359,13 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
         rid = fresh;
     }
     struct curl_slist *headers = NULL, *tmp;
+    char tp[DK_TRACEPARENT_LEN];
     const char *lines[] = {
         dk_arena_printf(a, "Authorization: Bearer %s", token),
         dk_arena_printf(a, "X-Request-Id: %s", rid),
-        "Accept: application/json",
-        body ? "Content-Type: application/json" : NULL,
+        /* the caller's trace goes on into users */
+        dk_trace_current_traceparent(tp) ? dk_arena_printf(a, "traceparent: %s", tp) : NULL,
+        "Accept: application/json", body ? "Content-Type: application/json" : NULL,
         "Expect:", /* no 100-continue round trip */
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {

@@ -89,6 +89,9 @@ static struct {
 } dk_tr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static atomic_ullong dk_tr_dropped_full, dk_tr_dropped_export, dk_tr_exported;
+/* The queue is full: spans are dropped before they are allocated (a dead collector costs a
+ * load and an increment per span, not a record). */
+static atomic_bool dk_tr_full;
 static _Thread_local dk_trace_ctx dk_tr_cur;
 
 static int64_t dk_tr_now_ns(void)
@@ -223,6 +226,15 @@ static void dk_tr_new_id(char out[17])
     dk_hex(rnd, sizeof rnd, out);
 }
 
+/* False (and the span counted as dropped) when the queue has no room for it. */
+static bool dk_tr_admit(void)
+{
+    if (!atomic_load_explicit(&dk_tr_full, memory_order_relaxed))
+        return true;
+    atomic_fetch_add_explicit(&dk_tr_dropped_full, 1, memory_order_relaxed);
+    return false;
+}
+
 static dk_span *dk_span_alloc(const char *name, dk_span_kind kind)
 {
     dk_span *s = dk_calloc(1, sizeof *s);
@@ -234,7 +246,7 @@ static dk_span *dk_span_alloc(const char *name, dk_span_kind kind)
 
 dk_span *dk_span_start(const char *name, dk_span_kind kind)
 {
-    if (!dk_tr_cur.on || !dk_tr_cur.sampled || !dk_trace_enabled())
+    if (!dk_tr_cur.on || !dk_tr_cur.sampled || !dk_trace_enabled() || !dk_tr_admit())
         return NULL;
     dk_span *s = dk_span_alloc(name, kind);
     memcpy(s->trace_id, dk_tr_cur.trace_id, sizeof s->trace_id);
@@ -309,6 +321,8 @@ static void dk_tr_queue(dk_span *s)
     }
     if (dk_tr.count == 0)
         dk_tr.oldest_ms = dk_mono_ms();
+    if (dk_tr.count + 1 >= dk_tr.max_queue)
+        atomic_store(&dk_tr_full, true);
     dk_tr.ring[(dk_tr.head + dk_tr.count) % dk_tr.max_queue] = s;
     dk_tr.count++;
     bool wake = dk_tr.count == dk_tr.batch_size;
@@ -331,7 +345,7 @@ void dk_trace_server_span(const char *trace_id, const char *span_id, const char 
                           bool sampled, const char *method, const char *route, const char *service,
                           int status, double seconds)
 {
-    if (!sampled || !dk_trace_enabled())
+    if (!sampled || !dk_trace_enabled() || !dk_tr_admit())
         return;
     char name[80];
     snprintf(name, sizeof name, "%s %s", method ? method : "HTTP", route ? route : "unmatched");
@@ -393,8 +407,8 @@ void dk_trace_sql_name(const char *sql, char *out, size_t cap)
 
 dk_span *dk_span_sql(const char *system, const char *sql)
 {
-    if (!dk_tr_cur.on || !dk_tr_cur.sampled)
-        return NULL;
+    if (!dk_tr_cur.on || !dk_tr_cur.sampled || atomic_load(&dk_tr_full))
+        return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when full */
     char name[80];
     dk_trace_sql_name(sql, name, sizeof name);
     dk_span *s = dk_span_start(name, DK_SPAN_CLIENT);
@@ -404,8 +418,8 @@ dk_span *dk_span_sql(const char *system, const char *sql)
 
 dk_span *dk_span_consume(const char *type, const char *system)
 {
-    if (!dk_tr_cur.on || !dk_tr_cur.sampled)
-        return NULL;
+    if (!dk_tr_cur.on || !dk_tr_cur.sampled || atomic_load(&dk_tr_full))
+        return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when full */
     char name[80];
     snprintf(name, sizeof name, "process %s", type);
     dk_span *s = dk_span_start(name, DK_SPAN_CONSUMER);
@@ -428,8 +442,8 @@ void dk_span_consume_end(dk_span *s, dk_status st)
 
 dk_span *dk_span_http(const char *peer, const char *method)
 {
-    if (!dk_tr_cur.on || !dk_tr_cur.sampled)
-        return NULL;
+    if (!dk_tr_cur.on || !dk_tr_cur.sampled || atomic_load(&dk_tr_full))
+        return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when full */
     char name[80];
     snprintf(name, sizeof name, "%s %s", peer, method ? method : "HTTP");
     dk_span *s = dk_span_start(name, DK_SPAN_CLIENT);
@@ -555,30 +569,58 @@ static bool dk_tr_post(CURL *h, const char *body)
     return rc == CURLE_OK && code >= 200 && code < 300;
 }
 
+/* Waits on the exporter's condition for up to ms (with the lock held). */
+static void dk_tr_wait(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&dk_tr.cond, &dk_tr.lock, &ts);
+}
+
+/* Drops every queued span (with the lock held). */
+static void dk_tr_drop_queued(void)
+{
+    while (dk_tr.count > 0) {
+        dk_free(dk_tr.ring[dk_tr.head]);
+        dk_tr.head = (dk_tr.head + 1) % dk_tr.max_queue;
+        dk_tr.count--;
+        atomic_fetch_add(&dk_tr_dropped_export, 1);
+    }
+    atomic_store(&dk_tr_full, false);
+}
+
 static void *dk_tr_loop(void *arg)
 {
     (void)arg;
     CURL *h = curl_easy_init();
     dk_span **batch = dk_calloc((size_t)dk_tr.batch_size, sizeof *batch);
     int64_t last_warn = 0;
+    int64_t backoff_ms = 0; /* after a failed export: the pause before the next attempt */
     pthread_mutex_lock(&dk_tr.lock);
     for (;;) {
-        while (!dk_tr.stop && dk_tr.count < dk_tr.batch_size &&
-               (dk_tr.count == 0 || dk_mono_ms() - dk_tr.oldest_ms < dk_tr.delay_ms)) {
-            int64_t wait_ms = dk_tr.count == 0 ? dk_tr.delay_ms
-                                               : dk_tr.delay_ms - (dk_mono_ms() - dk_tr.oldest_ms);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(wait_ms / 1000);
-            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&dk_tr.cond, &dk_tr.lock, &ts);
+        /* a failing collector is tried again after a pause that doubles up to 30 s; meanwhile
+         * the queue fills and new spans are dropped before they are even recorded */
+        if (backoff_ms > 0 && !dk_tr.stop) {
+            int64_t until = dk_mono_ms() + backoff_ms;
+            while (!dk_tr.stop && dk_mono_ms() < until)
+                dk_tr_wait(until - dk_mono_ms());
         }
-        if (dk_tr.count == 0 && dk_tr.stop)
+        while (!dk_tr.stop && dk_tr.count < dk_tr.batch_size &&
+               (dk_tr.count == 0 || dk_mono_ms() - dk_tr.oldest_ms < dk_tr.delay_ms))
+            dk_tr_wait(dk_tr.count == 0 ? dk_tr.delay_ms
+                                        : dk_tr.delay_ms - (dk_mono_ms() - dk_tr.oldest_ms));
+        if (dk_tr.stop && (dk_tr.count == 0 || backoff_ms > 0)) {
+            /* shutting down: what is left goes when the collector answers; when it does not,
+             * it is dropped rather than waited on batch after batch */
+            dk_tr_drop_queued();
             break;
+        }
         int n = dk_tr.count < dk_tr.batch_size ? dk_tr.count : dk_tr.batch_size;
         for (int i = 0; i < n; i++) {
             batch[i] = dk_tr.ring[dk_tr.head];
@@ -586,7 +628,7 @@ static void *dk_tr_loop(void *arg)
         }
         dk_tr.count -= n;
         dk_tr.oldest_ms = dk_mono_ms();
-        bool stopping = dk_tr.stop;
+        atomic_store(&dk_tr_full, false);
         pthread_mutex_unlock(&dk_tr.lock);
 
         char *body = dk_tr_encode(batch, n);
@@ -596,24 +638,18 @@ static void *dk_tr_loop(void *arg)
             dk_free(batch[i]);
         if (ok) {
             atomic_fetch_add(&dk_tr_exported, (unsigned long long)n);
+            backoff_ms = 0;
         } else {
             atomic_fetch_add(&dk_tr_dropped_export, (unsigned long long)n);
+            backoff_ms = backoff_ms ? (backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2) : 1000;
             if (dk_mono_ms() - last_warn > 60000) {
                 last_warn = dk_mono_ms();
-                dk_log_warn("trace export to %s failed; %d span(s) dropped", dk_tr.url, n);
+                dk_log_warn("trace export to %s failed; %d span(s) dropped, retrying in %lld ms "
+                            "(docket_otel_spans_dropped_total counts them)",
+                            dk_tr.url, n, (long long)backoff_ms);
             }
         }
         pthread_mutex_lock(&dk_tr.lock);
-        if (stopping && !ok) {
-            /* shutting down and the collector is not answering: drop the rest, do not wait on
-             * it batch after batch */
-            while (dk_tr.count > 0) {
-                dk_free(dk_tr.ring[dk_tr.head]);
-                dk_tr.head = (dk_tr.head + 1) % dk_tr.max_queue;
-                dk_tr.count--;
-                atomic_fetch_add(&dk_tr_dropped_export, 1);
-            }
-        }
     }
     pthread_mutex_unlock(&dk_tr.lock);
     dk_free(batch);
@@ -800,6 +836,7 @@ dk_status dk_trace_start(const dk_trace_options *opt, char *err, size_t cap)
     dk_tr.ring = dk_calloc((size_t)dk_tr.max_queue, sizeof *dk_tr.ring);
     dk_tr.head = dk_tr.count = 0;
     dk_tr.stop = false;
+    atomic_store(&dk_tr_full, false);
     if (pthread_create(&dk_tr.thread, NULL, dk_tr_loop, NULL) != 0) {
         dk_free(dk_tr.ring);
         dk_tr.ring = NULL;

@@ -39,10 +39,10 @@ static void test_traceparent_parse(void **state)
         NULL,
         "",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", /* upper case */
-        "00-00000000000000000000000000000000-00f067aa0ba902b7-01", /* zero trace id */
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", /* zero parent */
-        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* forbidden version */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",   /* upper case */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",   /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",   /* zero parent */
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   /* forbidden version */
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", /* v00 has no more */
         "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
@@ -242,8 +242,7 @@ static void test_export_document(void **state)
                         "1111111111111111");
     assert_string_equal(json_string_value(json_object_get(q, "parentSpanId")),
                         json_string_value(json_object_get(cons, "spanId")));
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(q, "status"), "code")),
-                     2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(q, "status"), "code")), 2);
     /* 64-bit integers are decimal strings in OTLP/JSON */
     const char *st = json_string_value(json_object_get(server, "startTimeUnixNano"));
     const char *en = json_string_value(json_object_get(server, "endTimeUnixNano"));
@@ -252,7 +251,8 @@ static void test_export_document(void **state)
     assert_true(strtoll(en, NULL, 10) - strtoll(st, NULL, 10) == 4000000);
     json_t *doc = json_array_get(c.bodies, 0);
     char *text = json_dumps(doc, 0);
-    assert_non_null(strstr(text, "\"service.name\", \"value\": {\"stringValue\": \"docket-test\"}"));
+    assert_non_null(
+        strstr(text, "\"service.name\", \"value\": {\"stringValue\": \"docket-test\"}"));
     assert_non_null(strstr(text, "\"stringValue\": \"unit test\""));
     assert_null(strstr(text, "$1")); /* no statement text */
     free(text);
