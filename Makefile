@@ -7,7 +7,7 @@ PY    := /usr/bin/python3
 .PHONY: all deps deps-test build build-clang build-asan run test unit system \
         format format-check lint-openapi docs-check deploy-check image-check fresh-check \
         install fuzz valgrind pg-backup-drill \
-        static-analysis coverage bench clean
+        static-analysis coverage bench clean monitoring-check
 
 all: build
 
@@ -62,6 +62,12 @@ docs-check: build
 # Deployment artefacts (kustomize, schemas, compose, Dockerfile, promtool, actionlint).
 deploy-check: build
 	@scripts/deploy-check.sh
+
+# The monitoring stack against a real Prometheus: the five split processes scraped through
+# deploy/monitoring/prometheus.yml (targets rewritten), every dashboard query and alert
+# expression evaluated over the HTTP API, the HPA's requests_per_second per pod (about 40 s).
+monitoring-check: build
+	@scripts/with-test-servers.sh $(PY) scripts/monitoring-check.py $(CURDIR)/build/docket
 
 # Builds the container image with podman from a bootstrapped Debian base and runs it (slow:
 # about 1.5 minutes; not part of `make test`).
@@ -122,7 +128,7 @@ bench: build
 test: deps-test
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory build build-clang build-asan
-	@$(MAKE) --no-print-directory docs-check lint-openapi deploy-check
+	@$(MAKE) --no-print-directory docs-check lint-openapi deploy-check monitoring-check
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory system
 

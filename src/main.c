@@ -24,6 +24,7 @@
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "adapters/users_http.h"
 #include "ports/mailer.h"
 #include "services/gateway/gateway.h"
@@ -608,6 +609,47 @@ static int dk_default_port(const dk_plan *plan)
     return plan->local[0]->default_port;
 }
 
+/* OTLP trace export (core/trace.h) from the otel.* rows; non-zero on a bad setting. */
+static int dk_start_tracing(const dk_config *c, const char *process)
+{
+    char name[64];
+    snprintf(name, sizeof name, "docket-%s", process);
+    const char *sn = dk_config_str(c, "otel.service_name");
+    char *end = NULL;
+    const char *ratio_text = dk_config_str(c, "otel.traces_sampler_arg");
+    double ratio = strtod(ratio_text, &end);
+    if (!end || end == ratio_text || *end) {
+        fprintf(stderr, "config: otel.traces_sampler_arg: expected a number between 0 and 1\n");
+        return DK_EXIT_USAGE;
+    }
+    bool own_name = !sn || !*sn;
+    const char *attrs = dk_config_str(c, "otel.resource_attributes");
+    if (own_name && attrs && strstr(attrs, "service.name="))
+        sn = NULL; /* the resource attributes name it */
+    else if (own_name)
+        sn = name;
+    dk_trace_options o = {
+        .endpoint = dk_config_str(c, "otel.endpoint"),
+        .service_name = sn,
+        .resource_attributes = attrs,
+        .headers = dk_config_str(c, "otel.headers"),
+        .sampler = dk_config_str(c, "otel.traces_sampler"),
+        .sampler_ratio = ratio,
+        .max_queue = (int)dk_config_int(c, "otel.max_queue_size"),
+        .batch_size = (int)dk_config_int(c, "otel.max_export_batch_size"),
+        .schedule_delay_ms = dk_config_int(c, "otel.schedule_delay"),
+        .export_timeout_ms = dk_config_int(c, "otel.export_timeout"),
+    };
+    char err[256] = "";
+    if (dk_trace_start(&o, err, sizeof err) != DK_OK) {
+        fprintf(stderr, "config: %s\n", err);
+        return DK_EXIT_USAGE;
+    }
+    if (dk_trace_enabled())
+        dk_log_info("exporting traces to %s as %s", o.endpoint, sn ? sn : "(resource attributes)");
+    return 0;
+}
+
 static int dk_run(dk_config *c, const dk_plan *plan)
 {
     int rc = 1;
@@ -647,6 +689,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         return DK_EXIT_USAGE;
     }
 
+    if (dk_start_tracing(c, plan->process) != 0)
+        return DK_EXIT_USAGE;
     if (dk_proxy_list_parse(dk_config_str(c, "server.trusted_proxies"), &proxies) != DK_OK) {
         fprintf(stderr, "config: server.trusted_proxies: not a list of addresses or CIDRs\n");
         rc = DK_EXIT_USAGE;
@@ -807,6 +851,7 @@ out:
         app.store.ops->close(app.store.kv);
     if (app.db.db)
         app.db.ops->close(app.db.db);
+    dk_trace_stop(); /* exports the spans still queued (bounded by otel.export_timeout) */
     return rc;
 }
 

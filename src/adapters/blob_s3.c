@@ -21,6 +21,7 @@
 #include "core/arena.h"
 #include "core/crypto.h"
 #include "ports/blob.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define S3_POOL_MAX     16
@@ -350,9 +351,11 @@ static dk_status s3_call(dk_blob *b, const char *method, const char *key, const 
             st = DK_E_INTERNAL;
             break;
         }
+        dk_span *sp = dk_span_http("S3", method);
         CURLcode rc = curl_easy_perform(h);
         long status = 0;
         (void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        dk_span_http_end(sp, rc == CURLE_OK, status);
         (void)curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
         curl_slist_free_all(hl);
         s3_release(b, h);

@@ -22,6 +22,7 @@
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define SQ_CACHE_MAX          64
@@ -274,8 +275,8 @@ static dk_status sq_bind(struct dk_db_conn *c, sqlite3_stmt *st, int nparams,
 
 /* ---- the ops ---------------------------------------------------------------------------- */
 
-static dk_status sq_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                          const char *const *params, dk_db_rows **ret_rows)
+static dk_status sq_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                              const char *const *params, dk_db_rows **ret_rows)
 {
     if (!c->h) {
         sq_set_err(c, "connection is closed");
@@ -360,7 +361,7 @@ static dk_status sq_query(dk_db_conn *c, dk_arena *arena, const char *sql, int n
 
 static dk_status sq_simple(dk_db_conn *c, const char *sql)
 {
-    return sq_query(c, NULL, sql, 0, NULL, NULL);
+    return sq_query_run(c, NULL, sql, 0, NULL, NULL);
 }
 
 static dk_status sq_exec_script(dk_db_conn *c, const char *sql)
@@ -641,6 +642,19 @@ static dk_status sq_restore(dk_db_conn *c, const char *src_path)
     if (st == DK_OK)
         st = sq_copy(c, c->h, from);
     sqlite3_close(from);
+    return st;
+}
+
+/* Each statement is a client span under the caller's trace: named by its verb and table, never
+ * its parameters (core/trace.h). */
+static dk_status sq_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                          const char *const *params, dk_db_rows **ret_rows)
+{
+    dk_span *sp = dk_span_sql("sqlite", sql);
+    dk_status st = sq_query_run(c, arena, sql, nparams, params, ret_rows);
+    if (st != DK_OK)
+        dk_span_error(sp, dk_status_title(st));
+    dk_span_end(sp);
     return st;
 }
 

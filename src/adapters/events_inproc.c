@@ -5,6 +5,7 @@
 #include "core/alloc.h"
 #include "core/str.h"
 #include "ports/events.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define DK_EVENTS_MAX_SUBS 32
@@ -53,7 +54,9 @@ static dk_status inproc_publish(dk_events *ev, const char *type, const char *pay
     for (int i = 0; i < ev->nsubs; i++) {
         if (strcmp(ev->subs[i].type, type) != 0)
             continue;
+        dk_span *sp = dk_span_consume(type, "inproc");
         dk_status st = ev->subs[i].fn(ev->subs[i].ctx, type, payload);
+        dk_span_consume_end(sp, st);
         if (st != DK_OK && first == DK_OK)
             first = st;
     }

@@ -49,6 +49,7 @@
 #include "core/log.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define ER_STREAM             "docket:events"
@@ -237,10 +238,15 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
 {
     if (!ev || !type || !*type || !payload)
         return DK_E_INTERNAL;
-    const char *argv[] = {"XADD", ER_STREAM, "MAXLEN", "~",       ER_MAXLEN,
-                          "*",    "type",    type,     "payload", payload};
+    /* the publisher's trace context travels with the entry (W3C traceparent), so the
+     * consumer's spans join the trace of the request that caused the event */
+    char tp[DK_TRACEPARENT_LEN];
+    bool traced = dk_trace_current_traceparent(tp);
+    const char *argv[] = {"XADD", ER_STREAM, "MAXLEN",  "~",     ER_MAXLEN,     "*",
+                          "type", type,      "payload", payload, "traceparent", tp};
+    int argc = traced ? 12 : 10;
     size_t argvlen[sizeof argv / sizeof argv[0]];
-    for (size_t i = 0; i < sizeof argv / sizeof argv[0]; i++)
+    for (int i = 0; i < argc; i++)
         argvlen[i] = strlen(argv[i]);
 
     dk_status st = er_pub_acquire(ev);
@@ -261,8 +267,7 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
         }
         dk_redis_sigpipe sp;
         dk_redis_sigpipe_block(&sp);
-        redisReply *r =
-            dk_redis_command(ev->pub, (int)(sizeof argv / sizeof argv[0]), argv, argvlen);
+        redisReply *r = dk_redis_command(ev->pub, argc, argv, argvlen);
         dk_redis_sigpipe_restore(&sp, r == NULL);
         if (!r) {
             er_pub_drop(ev);
@@ -367,16 +372,20 @@ static bool er_deliver(dk_events *ev, const char *id, const redisReply *fields)
         return true;
     }
     bool ok = true;
+    (void)dk_trace_enter_traceparent(er_field(fields, "traceparent"));
     for (int i = 0; i < ev->nsubs; i++) {
         if (strcmp(ev->subs[i].type, type) != 0)
             continue;
+        dk_span *sp = dk_span_consume(type, "redis");
         dk_status st = ev->subs[i].fn(ev->subs[i].ctx, type, payload);
+        dk_span_consume_end(sp, st);
         if (st != DK_OK) {
             ok = false;
             dk_log_warn("event %s (%s): handler failed with %s; it will be delivered again", id,
                         type, dk_status_title(st));
         }
     }
+    dk_trace_leave();
     return ok;
 }
 

@@ -13,6 +13,7 @@
 #include "core/common.h"
 #include "core/str.h"
 #include "ports/mailer.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 typedef struct mailer_smtp {
@@ -122,7 +123,11 @@ static dk_status ms_send(void *h, const char *envelope_from, const char *rcpt, c
         snprintf(why, why_cap, "could not set up the SMTP call");
         goto done;
     }
+    dk_span *sp = dk_span_start("SMTP send", DK_SPAN_CLIENT);
     CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        dk_span_error(sp, curl_easy_strerror(rc));
+    dk_span_end(sp);
     long code = 0;
     if (rc == CURLE_OK) {
         st = DK_OK;

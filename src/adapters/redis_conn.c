@@ -25,6 +25,7 @@
 
 #include "core/alloc.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define RC_READ_CHUNK  16384
@@ -289,7 +290,32 @@ int dk_redis_wait_readable(dk_redis_conn *c, int ms)
     return n > 0 ? 1 : 0;
 }
 
+static redisReply *rc_command(dk_redis_conn *c, int argc, const char **argv, const size_t *argvlen);
+
+/* Each command is a client span under the caller's trace, named by the command alone (never its
+ * keys or values: they may hold tokens). */
 redisReply *dk_redis_command(dk_redis_conn *c, int argc, const char **argv, const size_t *argvlen)
+{
+    dk_span *sp = NULL;
+    if (argc > 0 && dk_trace_current_span_id()) {
+        char name[32];
+        size_t n = argvlen[0] < 16 ? argvlen[0] : 16;
+        memcpy(name, "redis ", 6);
+        for (size_t i = 0; i < n; i++)
+            name[6 + i] =
+                (char)(argv[0][i] >= 'a' && argv[0][i] <= 'z' ? argv[0][i] - 32 : argv[0][i]);
+        name[6 + n] = '\0';
+        sp = dk_span_start(name, DK_SPAN_CLIENT);
+        dk_span_attr_str(sp, "db.system", "redis");
+    }
+    redisReply *r = rc_command(c, argc, argv, argvlen);
+    if (!r)
+        dk_span_error(sp, "no reply");
+    dk_span_end(sp);
+    return r;
+}
+
+static redisReply *rc_command(dk_redis_conn *c, int argc, const char **argv, const size_t *argvlen)
 {
     if (!dk_redis_send(c, argc, argv, argvlen))
         return NULL;

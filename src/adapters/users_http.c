@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/token.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define UH_MAX_BASES          16
@@ -358,11 +359,13 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
         rid = fresh;
     }
     struct curl_slist *headers = NULL, *tmp;
+    char tp[DK_TRACEPARENT_LEN];
     const char *lines[] = {
         dk_arena_printf(a, "Authorization: Bearer %s", token),
         dk_arena_printf(a, "X-Request-Id: %s", rid),
-        "Accept: application/json",
-        body ? "Content-Type: application/json" : NULL,
+        /* the caller's trace goes on into users */
+        dk_trace_current_traceparent(tp) ? dk_arena_printf(a, "traceparent: %s", tp) : NULL,
+        "Accept: application/json", body ? "Content-Type: application/json" : NULL,
         "Expect:", /* no 100-continue round trip */
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
@@ -396,8 +399,12 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
             break;
         sigset_t old;
         uh_sigpipe_block(&old);
+        dk_span *sp = dk_span_http("users", method);
         CURLcode rc = curl_easy_perform(c);
         uh_sigpipe_restore(&old);
+        long sp_status = 0;
+        (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &sp_status);
+        dk_span_http_end(sp, rc == CURLE_OK, sp_status);
         if (rc == CURLE_OK) {
             (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http);
             break;

@@ -237,7 +237,29 @@ const dk_config_row dk_config_rows[] = {
     ROW_STR("otel.endpoint", "", "OTEL_EXPORTER_OTLP_ENDPOINT", 0,
             "OTLP/HTTP collector base URL; traces are exported when it is set."),
     ROW_STR("otel.service_name", "", "OTEL_SERVICE_NAME", 0,
-            "`service.name` of exported spans; empty = the name of the running service."),
+            "`service.name` of exported spans; empty = `service.name` from "
+            "`otel.resource_attributes`, else `docket-<command>` (`docket-tasks`, ...)."),
+    ROW_STR("otel.resource_attributes", "", "OTEL_RESOURCE_ATTRIBUTES", 0,
+            "Extra resource attributes of exported spans, `key=value` pairs separated by commas "
+            "(values percent-encoded), e.g. `deployment.environment=prod`."),
+    ROW_STR("otel.headers", "", "OTEL_EXPORTER_OTLP_HEADERS", DK_CFG_SECRET,
+            "Headers sent with every export, `key=value` pairs separated by commas (values "
+            "percent-encoded), e.g. `authorization=Bearer%20xyz`."),
+    ROW_STR("otel.traces_sampler", "parentbased_always_on", "OTEL_TRACES_SAMPLER", 0,
+            "Which requests are traced: `always_on`, `always_off`, `traceidratio` (a share, "
+            "`otel.traces_sampler_arg`), or `parentbased_always_on`, `parentbased_always_off`, "
+            "`parentbased_traceidratio` (an incoming `traceparent`'s sampled flag decides; the "
+            "rule applies to new traces)."),
+    ROW_STR("otel.traces_sampler_arg", "1.0", "OTEL_TRACES_SAMPLER_ARG", 0,
+            "The share of new traces recorded by the `*traceidratio` samplers, 0 to 1."),
+    ROW_INT("otel.max_queue_size", "2048", 16, 1000000,
+            "Finished spans waiting for export; when the collector is slow or away, spans beyond "
+            "it are dropped (`docket_otel_spans_dropped_total`), requests never wait."),
+    ROW_INT("otel.max_export_batch_size", "512", 1, 100000, "Spans per export request."),
+    ROW_DUR("otel.schedule_delay", "5s", 10, 10 * MS_M,
+            "The longest a finished span waits before an export starts."),
+    ROW_DUR("otel.export_timeout", "10s", 10, 10 * MS_M,
+            "Timeout of one export request; its spans are dropped when it passes."),
 };
 
 const size_t dk_config_nrows = sizeof dk_config_rows / sizeof dk_config_rows[0];

@@ -29,6 +29,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "core/ratelimit.h"
 #include "core/session_guard.h"
 #include "core/str.h"
@@ -1291,6 +1292,7 @@ static void dk_offloaded(void *arg)
 {
     struct dk_exchange *x = arg;
     dk_log_set_context(x->req.request_id, x->req.trace_id);
+    dk_trace_enter(x->req.trace_id, x->req.span_id, x->req.trace_sampled);
     /* a request that waited in the queue while its client gave up is not worth its CPU (an
      * Argon2 hash): 499, as for any client that leaves before its answer */
     if (dk_req_client_gone(&x->req))
@@ -1311,6 +1313,7 @@ static void dk_dispatch(struct dk_exchange *x)
 
     x->metric_service = srv->opt.process_name;
     x->metric_route = "unmatched";
+    dk_trace_enter(req->trace_id, req->span_id, req->trace_sampled);
 
     char *segs[DK_MAX_SEGMENTS + 1];
     int nsegs = dk_split_path(req->arena, path, segs, DK_MAX_SEGMENTS + 1);
@@ -1616,31 +1619,18 @@ static bool dk_guard_refuses(dk_http_server *srv, struct dk_exchange *x,
 
 /* ---------- libmicrohttpd callbacks ---------- */
 
-static bool dk_hex_n(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
 static void dk_trace_init(dk_req *req, const char *traceparent)
 {
-    /* W3C: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
+    /* W3C: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> (core/trace.c) */
     unsigned char rnd[16];
-    if (traceparent && strlen(traceparent) >= 55 && traceparent[2] == '-' &&
-        traceparent[35] == '-' && traceparent[52] == '-' && dk_hex_n(traceparent, 2) &&
-        dk_hex_n(traceparent + 3, 32) && dk_hex_n(traceparent + 36, 16) &&
-        strncmp(traceparent, "ff", 2) != 0 &&
-        strncmp(traceparent + 3, "00000000000000000000000000000000", 32) != 0) {
-        memcpy(req->trace_id, traceparent + 3, 32);
-        req->trace_id[32] = '\0';
-        memcpy(req->parent_span_id, traceparent + 36, 16);
-        req->parent_span_id[16] = '\0';
+    bool parent_sampled = false;
+    if (dk_traceparent_parse(traceparent, req->trace_id, req->parent_span_id, &parent_sampled)) {
+        req->trace_sampled = dk_trace_sample(req->trace_id, parent_sampled);
     } else {
         dk_fast_random(rnd, 16);
         dk_hex(rnd, 16, req->trace_id);
         req->parent_span_id[0] = '\0';
+        req->trace_sampled = dk_trace_sample(req->trace_id, -1);
     }
     dk_fast_random(rnd, 8);
     dk_hex(rnd, 8, req->span_id);
@@ -1957,6 +1947,10 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     int status = !orphan && x->res.status ? x->res.status : 499;
     dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
                     x->metric_route ? x->metric_route : "unmatched", status, elapsed);
+    dk_trace_server_span(
+        x->req.trace_id, x->req.span_id, x->req.parent_span_id, x->req.trace_sampled,
+        x->metric_method, x->metric_route ? x->metric_route : "unmatched",
+        x->metric_service ? x->metric_service : srv->opt.process_name, status, elapsed);
     /* the access log: a line per request at info (log.access); failures as warnings (503:
      * shed load, a dependency away) or errors, at most DK_FAILURE_LOG_PER_S lines a second so
      * an outage or a storm cannot flood the log; without log.access the rest are debug lines */
@@ -1975,6 +1969,7 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
                  "\"duration_ms\":%.3f,\"client_ip\":\"%s\"",
                  x->metric_method, eroute, epath, status, elapsed * 1000, x->req.client_ip);
         dk_log_set_context(x->req.request_id, x->req.trace_id);
+        dk_trace_enter(x->req.trace_id, x->req.span_id, x->req.trace_sampled);
         dk_log_with(lvl, extra, "request completed");
         dk_log_set_context(NULL, NULL);
     }

@@ -68,6 +68,7 @@ struct dk_req {
     char trace_id[33];
     char span_id[17];
     char parent_span_id[17];
+    bool trace_sampled; /* the request's spans are recorded (core/trace.h) */
     const char *client_ip;
     const dk_identity *identity; /* set on DK_ROUTE_AUTH routes */
     void *service;               /* the state of the service owning the route */

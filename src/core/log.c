@@ -8,6 +8,7 @@
 
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 static char dk_log_service[32] = "docket";
@@ -42,6 +43,8 @@ void dk_log_set_context(const char *request_id, const char *trace_id)
 {
     dk_log_tl_request_id = request_id;
     dk_log_tl_trace_id = trace_id;
+    if (!request_id && !trace_id)
+        dk_trace_leave();
 }
 
 const char *dk_log_request_id(void)
@@ -106,9 +109,16 @@ static void dk_log_v(dk_log_level level, const char *extra, const char *fmt, va_
     if (dk_log_tl_request_id && n > 0 && (size_t)n < sizeof line)
         n += snprintf(line + n, sizeof line - (size_t)n, ",\"request_id\":\"%s\"",
                       dk_log_tl_request_id);
-    if (dk_log_tl_trace_id && n > 0 && (size_t)n < sizeof line)
-        n +=
-            snprintf(line + n, sizeof line - (size_t)n, ",\"trace_id\":\"%s\"", dk_log_tl_trace_id);
+    /* the trace context of the thread (a request's span, or an event's) wins: its span id
+     * goes with it */
+    const char *tid = dk_trace_current_trace_id();
+    const char *sid = tid ? dk_trace_current_span_id() : NULL;
+    if (!tid)
+        tid = dk_log_tl_trace_id;
+    if (tid && n > 0 && (size_t)n < sizeof line)
+        n += snprintf(line + n, sizeof line - (size_t)n, ",\"trace_id\":\"%s\"", tid);
+    if (sid && n > 0 && (size_t)n < sizeof line)
+        n += snprintf(line + n, sizeof line - (size_t)n, ",\"span_id\":\"%s\"", sid);
     if (n > 0 && (size_t)n < sizeof line)
         n += snprintf(line + n, sizeof line - (size_t)n, ",\"msg\":\"%s\"%s}\n", emsg,
                       extra ? extra : "");

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define DK_OUTBOX_BATCH 100
@@ -45,11 +46,16 @@ dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *t
     json_object_set_new(payload, "id", json_string(id));
     json_object_set_new(payload, "occurred_at", json_integer(now));
     const char *text = dk_json_render(a, payload, NULL);
-    char sql[128];
+    /* the trace context of the request that caused the event goes with it (NULL outside one) */
+    char tp[DK_TRACEPARENT_LEN];
+    const char *traceparent = dk_trace_current_traceparent(tp) ? tp : NULL;
+    char sql[160];
     snprintf(sql, sizeof sql,
-             "INSERT INTO %s (id, type, payload, created_at) VALUES ($1, $2, $3, $4)", table);
-    const char *p[] = {id, type, text, dk_sql_int(a, now)};
-    return dk_tx_query(tx, a, sql, 4, p, NULL);
+             "INSERT INTO %s (id, type, payload, created_at, traceparent) "
+             "VALUES ($1, $2, $3, $4, $5)",
+             table);
+    const char *p[] = {id, type, text, dk_sql_int(a, now), traceparent};
+    return dk_tx_query(tx, a, sql, 5, p, NULL);
 }
 
 /* One pass: publishes up to a batch; returns true when more rows may be waiting. */
@@ -75,7 +81,19 @@ static bool dk_outbox_pass(dk_outbox *o)
         const char *seq = dk_db_value(rows, i, 0);
         const char *type = dk_db_value(rows, i, 1);
         const char *payload = dk_db_value(rows, i, 2);
+        /* a producer span under the stored context: the bus hands it on to the consumer */
+        (void)dk_trace_enter_traceparent(dk_db_value(rows, i, 4));
+        char name[80];
+        snprintf(name, sizeof name, "publish %s", type);
+        dk_span *sp = dk_span_start(name, DK_SPAN_PRODUCER);
+        dk_span_attr_str(sp, "docket.event.type", type);
+        dk_span_push(sp);
         dk_status st = o->bus.ops->publish(o->bus.ev, type, payload);
+        dk_span_pop(sp);
+        if (st != DK_OK)
+            dk_span_error(sp, dk_status_title(st));
+        dk_span_end(sp);
+        dk_trace_leave();
         if (st != DK_OK) {
             dk_log_warn("outbox %s: publishing %s failed (%s); retrying later", o->table, type,
                         dk_status_title(st));
@@ -140,7 +158,8 @@ dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char 
     o->bus = *bus;
     snprintf(o->table, sizeof o->table, "%s", table);
     snprintf(o->select_sql, sizeof o->select_sql,
-             "SELECT seq, type, payload, created_at FROM %s ORDER BY seq LIMIT $1", table);
+             "SELECT seq, type, payload, created_at, traceparent FROM %s ORDER BY seq LIMIT $1",
+             table);
     if (db->ops->engine == DK_DB_POSTGRES)
         snprintf(o->delete_sql, sizeof o->delete_sql,
                  "DELETE FROM %s WHERE seq = ANY(CAST($1 AS BIGINT[]))", table);

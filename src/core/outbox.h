@@ -26,6 +26,11 @@ typedef struct dk_outbox dk_outbox;
     "CREATE TABLE " svc "_outbox (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, "                   \
     "type TEXT NOT NULL, payload TEXT NOT NULL, created_at BIGINT NOT NULL);"
 
+/* A second migration every outbox table needs: the trace context (W3C traceparent) of the
+ * request that recorded the event, handed on to the bus by the relay. Same text on both
+ * engines (the table is found through the search path on PostgreSQL). */
+#define DK_OUTBOX_TRACE_DDL(svc) "ALTER TABLE " svc "_outbox ADD COLUMN traceparent TEXT;"
+
 /* Records an event inside tx: sets "id" and "occurred_at" on payload (borrowed, modified) and
  * inserts it into table (e.g. "tasks_outbox"; a constant, never user input). */
 dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *type,

@@ -206,6 +206,7 @@ static void test_table_is_well_formed(void **state)
                    {"s3.secret_access_key", "AWS_SECRET_ACCESS_KEY"},
                    {"s3.session_token", "AWS_SESSION_TOKEN"},
                    {"smtp.url", "SMTP_URL"},
+                   {"otel.headers", "OTEL_EXPORTER_OTLP_HEADERS"},
                    {"auth.mfa_key", NULL},
                    {"auth.mfa_key_previous", NULL}};
     size_t nsecret = 0;

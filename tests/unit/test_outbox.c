@@ -83,6 +83,7 @@ static dk_database open_db(const char *test)
     assert_int_equal(d.ops->open(&o, &d.db), DK_OK);
     dk_arena *a = dk_arena_new();
     assert_int_equal(dk_sql(&d, a, DK_OUTBOX_SQLITE_DDL("t"), 0, NULL, NULL), DK_OK);
+    assert_int_equal(dk_sql(&d, a, DK_OUTBOX_TRACE_DDL("t"), 0, NULL, NULL), DK_OK);
     dk_arena_free(a);
     return d;
 }

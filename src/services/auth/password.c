@@ -12,6 +12,7 @@
 #include "core/crypto.h"
 #include "core/limiter.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define AUTH_SALT_LEN 16
@@ -244,7 +245,9 @@ static dk_status auth_hash_raw(const auth_hasher *h, const char *password, char 
     c.salt = salt;
     c.saltlen = sizeof salt;
     auth_current = (auth_hasher *)(uintptr_t)h;
+    dk_span *sp = dk_span_start("argon2id hash", DK_SPAN_INTERNAL);
     int rc = argon2id_ctx(&c);
+    dk_span_end(sp);
     auth_current = NULL;
     if (rc != ARGON2_OK)
         return DK_E_INTERNAL;
@@ -416,7 +419,9 @@ dk_status auth_password_verify(auth_hasher *h, const char *encoded, const char *
         c.salt = phc.salt;
         c.saltlen = (uint32_t)phc.saltlen;
         auth_current = h;
+        dk_span *sp = dk_span_start("argon2id verify", DK_SPAN_INTERNAL);
         rc = argon2_verify_ctx(&c, (const char *)phc.hash, Argon2_id);
+        dk_span_end(sp);
         auth_current = NULL;
     }
     dk_limiter_leave(h->pool);

@@ -14,6 +14,7 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "ports/http_client.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define GW_MAX_UPSTREAMS 16
@@ -66,6 +67,7 @@ typedef struct gw_job {
     gw_pool *pool;
     gw_upstream *up;
     dk_stream *stream; /* a streamed response (after gw_headers) */
+    dk_span *span;     /* the forward's client span (NULL when not traced); ends with the job */
     /* A streamed request body (dk_req_body_streaming): the client's connection thread puts
      * (gw_up_chunk, gw_up_end), curl's thread takes (gw_up_read); up_lock guards the rest. */
     bool upload;
@@ -80,6 +82,13 @@ typedef struct gw_job {
 
 static void gw_job_free(gw_job *j)
 {
+    if (j->span) {
+        if (j->call.status > 0)
+            dk_span_attr_int(j->span, "http.response.status_code", j->call.status);
+        if (j->call.error != DK_OK || j->call.status >= 500)
+            dk_span_error(j->span, j->call.error != DK_OK ? j->call.error_text : NULL);
+        dk_span_end(j->span);
+    }
     if (j->upload) {
         pthread_mutex_destroy(&j->up_lock);
         dk_free(j->up_buf);
@@ -432,8 +441,15 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
         xff ? dk_arena_printf(req->arena, "X-Forwarded-For: %s, %s", xff, req->client_ip)
             : dk_arena_printf(req->arena, "X-Forwarded-For: %s", req->client_ip);
     c->headers[c->nheaders++] = dk_arena_printf(req->arena, "X-Request-Id: %s", req->request_id);
-    c->headers[c->nheaders++] =
-        dk_arena_printf(req->arena, "traceparent: 00-%s-%s-01", req->trace_id, req->span_id);
+    /* the forward is a client span under the request's; the service's span hangs under it */
+    j->span = dk_span_start(p->service->name, DK_SPAN_CLIENT);
+    dk_span_attr_str(j->span, "http.request.method", req->method);
+    dk_span_attr_str(j->span, "peer.service", p->service->name);
+    char tp[DK_TRACEPARENT_LEN];
+    if (!dk_span_traceparent(j->span, tp))
+        snprintf(tp, sizeof tp, "00-%s-%s-%s", req->trace_id, req->span_id,
+                 req->trace_sampled ? "01" : "00");
+    c->headers[c->nheaders++] = dk_arena_printf(req->arena, "traceparent: %s", tp);
     c->connect_timeout_ms = gw->connect_timeout_ms;
     c->timeout_ms = stream ? 0 : gw->timeout_ms;
     c->headers_timeout_ms = stream ? gw->timeout_ms : 0;

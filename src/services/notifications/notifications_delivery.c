@@ -29,6 +29,7 @@
 #include "ports/mailer.h"
 #include "ports/users_directory.h"
 #include "services/notifications/webhook_url.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define NT_ERROR_MAX       200 /* bytes of last_error */
@@ -361,8 +362,11 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
         nt_reason(why, cap, "could not set up the HTTP call");
         goto done;
     }
+    dk_span *sp = dk_span_http("webhook", "POST");
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
+    (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    dk_span_http_end(sp, rc == CURLE_OK, status);
     if (rc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&d->stop)) {
         nt_reason(why, cap, "abandoned: stopping");
         out = NT_RELEASE;

@@ -32,6 +32,7 @@
 #include "services/notifications/notifications_rules.h"
 #include "services/notifications/webhook_url.h"
 #include "services/service.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define NT_PREFIX        "/api/v1/notifications"
@@ -169,13 +170,23 @@ static dk_status nt_on_task_event(void *ctx, const char *type, const char *paylo
                          plan.occurred_at > 0 && now > plan.occurred_at
                              ? (double)(now - plan.occurred_at) / 1000
                              : 0);
+    /* the delivery span: the notifications this event makes (in-app at once; webhook and
+     * e-mail queued for the delivery workers), under the consumer span of the event */
+    dk_span *sp = dk_span_start("notifications deliver", DK_SPAN_INTERNAL);
+    dk_span_attr_str(sp, "docket.event.type", type);
+    dk_span_attr_int(sp, "docket.notifications", plan.n);
+    dk_span_push(sp);
     for (int i = 0; st == DK_OK && i < plan.n; i++)
         st = nt_create(s, a, &plan.items[i]);
     if (st == DK_OK && plan.due.task_id) /* comments and project events change no due date */
         st = nt_repo_due_put(&s->repo, a, &plan.due);
-    if (st != DK_OK)
+    dk_span_pop(sp);
+    if (st != DK_OK) {
+        dk_span_error(sp, dk_status_title(st));
         dk_log_warn("notifications: handling %s failed (%s); it will be redelivered", type,
                     dk_status_title(st));
+    }
+    dk_span_end(sp);
     atomic_store(&s->last_event_ok_ms, st == DK_OK ? dk_mono_ms() : 0);
     dk_arena_free(a);
     return st;

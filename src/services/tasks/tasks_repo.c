@@ -155,6 +155,7 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
      * release; it is not reused, so no database can take one for the other. */
     {4, "projects", TASKS_PROJECTS_DDL("INTEGER", "", "INTEGER PRIMARY KEY AUTOINCREMENT", "tasks"),
      TASKS_PROJECTS_DDL("BIGINT", " COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "tasks")},
+    {5, "outbox_traceparent", DK_OUTBOX_TRACE_DDL("tasks"), DK_OUTBOX_TRACE_DDL("tasks")},
 };
 
 /* ---------- rows ---------- */

@@ -1,0 +1,172 @@
+"""Traces: OTLP/HTTP JSON export checked by a receiver built on the official generated protobuf
+code (tests/system/otlp_receiver.py). Split mode is the case that matters: one request through
+the gateway yields one trace across processes, and an event carries it to notifications."""
+
+import json
+import secrets
+
+import pytest
+import requests
+
+import helpers
+from otlp_receiver import OtlpReceiver
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    r = OtlpReceiver(tmp_path).start()
+    yield r
+    r.stop()
+
+
+def otel_env(endpoint, **extra):
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "DOCKET_OTEL_SCHEDULE_DELAY": "100ms",
+           "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test"}
+    env.update(extra)
+    return env
+
+
+def new_traceparent():
+    trace_id = secrets.token_hex(16)
+    return trace_id, secrets.token_hex(8), f"00-{trace_id}-{{}}-01"
+
+
+def trace_spans(receiver, trace_id, predicate, what):
+    found = []
+
+    def ready():
+        found[:] = [s for s in receiver.spans() if s["traceId"] == trace_id]
+        return predicate(found)
+    helpers.wait_until(ready, 20, interval=0.1, what=what)
+    return found
+
+
+def by_id(spans):
+    return {s["spanId"]: s for s in spans}
+
+
+def chain(span, index):
+    """The span's ancestors within the trace, nearest first."""
+    out = []
+    while span["parentSpanId"] in index:
+        span = index[span["parentSpanId"]]
+        out.append(span)
+    return out
+
+
+def test_split_request_is_one_trace_across_processes(docket_factory, receiver):
+    d = docket_factory("split", extra_env=otel_env(receiver.endpoint))
+    owner = d.new_user()
+    assignee = d.new_user()
+    r = d.post("/api/v1/tasks", token=owner.access, json={"title": "Trace me"})
+    assert r.status_code == 201, r.text
+    task_id = r.json()["id"]
+
+    # one GET through the gateway, under a caller's trace
+    trace_id, caller_span, tp = new_traceparent()
+    r = d.get(f"/api/v1/tasks/{task_id}", token=owner.access,
+              headers={"traceparent": tp.format(caller_span)})
+    assert r.status_code == 200, r.text
+
+    def complete(spans):
+        names = {(s["service"], s["kind"]) for s in spans}
+        return ({("docket-gateway", 2), ("docket-gateway", 3), ("docket-tasks", 2)} <= names
+                and any(s["attributes"].get("db.system") == "postgresql" for s in spans))
+    spans = trace_spans(receiver, trace_id, complete, "the GET's spans")
+    index = by_id(spans)
+    gw_server = [s for s in spans if s["service"] == "docket-gateway" and s["kind"] == 2]
+    assert len(gw_server) == 1, spans
+    gw_server = gw_server[0]
+    assert gw_server["parentSpanId"] == caller_span
+    assert gw_server["attributes"]["http.request.method"] == "GET"
+    assert gw_server["attributes"]["http.response.status_code"] == 200
+    assert gw_server["resource"]["deployment.environment"] == "test"
+    forward = [s for s in spans if s["service"] == "docket-gateway" and s["kind"] == 3]
+    assert len(forward) == 1 and forward[0]["parentSpanId"] == gw_server["spanId"], spans
+    svc = [s for s in spans if s["service"] == "docket-tasks" and s["kind"] == 2]
+    assert len(svc) == 1, spans
+    svc = svc[0]
+    assert svc["parentSpanId"] == forward[0]["spanId"]
+    assert svc["attributes"]["http.route"] == "/api/v1/tasks/{id}"
+    assert svc["name"] == "GET /api/v1/tasks/{id}"
+    assert int(gw_server["start"]) <= int(forward[0]["start"]) <= int(svc["start"])
+    sql = [s for s in spans if s["attributes"].get("db.system") == "postgresql"]
+    assert sql and all(s["service"] == "docket-tasks" and s["parentSpanId"] == svc["spanId"]
+                       for s in sql), sql
+    assert all(s["name"].startswith(("SELECT", "UPDATE", "INSERT", "DELETE", "WITH"))
+               for s in sql), [s["name"] for s in sql]
+    # no statement text, no parameter reaches the collector
+    assert task_id not in json.dumps(sql)
+    # every span of the trace hangs, through its parents, from the caller's span
+    for s in spans:
+        if s is not gw_server:
+            assert gw_server in chain(s, index), (s, spans)
+
+    # the service's log lines inside the request carry the trace and span ids
+    lines = [json.loads(x) for x in d.services["tasks"].log_text().splitlines()
+             if x.startswith("{") and trace_id in x]
+    assert lines and all(x.get("span_id") == svc["spanId"] for x in lines), lines
+
+    # an assignment: the notification's delivery joins the request's trace through the outbox
+    # and the Redis stream
+    trace_id, caller_span, tp = new_traceparent()
+    r = d.patch(f"/api/v1/tasks/{task_id}", token=owner.access,
+                json={"assignee_id": assignee.id}, headers={"traceparent": tp.format(caller_span)})
+    assert r.status_code == 200, r.text
+
+    def delivered(spans):
+        return any(s["name"] == "notifications deliver" for s in spans)
+    spans = trace_spans(receiver, trace_id, delivered, "the assignment's delivery span")
+    index = by_id(spans)
+    deliver = [s for s in spans if s["name"] == "notifications deliver"]
+    assert len(deliver) == 1 and deliver[0]["service"] == "docket-notifications", spans
+    up = chain(deliver[0], index)
+    kinds = [(s["service"], s["kind"], s["name"]) for s in up]
+    assert up[0]["kind"] == 5 and up[0]["name"] == "process task.updated", kinds
+    assert up[1]["kind"] == 4 and up[1]["service"] == "docket-tasks", kinds
+    assert up[2]["kind"] == 2 and up[2]["name"] == "PATCH /api/v1/tasks/{id}", kinds
+    assert up[-1]["service"] == "docket-gateway" and up[-1]["parentSpanId"] == caller_span, kinds
+    assert any(s["parentSpanId"] == deliver[0]["spanId"] and s["attributes"].get("db.system")
+               for s in spans), "the delivery's SQL spans"
+    # the event went through Redis: the XADD is a client span of the publish, in tasks
+    xadd = [s for s in spans if s["name"] == "redis XADD"]
+    assert len(xadd) == 1 and xadd[0]["attributes"]["db.system"] == "redis", kinds
+    assert xadd[0]["parentSpanId"] == up[1]["spanId"] and xadd[0]["service"] == "docket-tasks"
+    r = d.get("/api/v1/notifications", token=assignee.access)
+    assert r.status_code == 200 and r.json()["items"][0]["type"] == "task.assigned", r.text
+    assert receiver.rejected() == []
+
+
+def test_dead_collector_drops_and_counts(docket_factory):
+    # nothing listens there: exports fail, requests do not notice, drops are counted
+    port = helpers.free_port()
+    d = docket_factory("sqlite", extra_env=otel_env(f"http://127.0.0.1:{port}",
+                                                    DOCKET_OTEL_MAX_QUEUE_SIZE="16"))
+    acct = d.new_user()
+    for _ in range(40):
+        assert d.get("/api/v1/users/me", token=acct.access).status_code == 200
+
+    def dropped():
+        text = d.get("/metrics").text
+        for line in text.splitlines():
+            if line.startswith('docket_otel_spans_dropped_total{reason="export_failed"}'):
+                return float(line.split()[-1]) > 0
+        return False
+    helpers.wait_until(dropped, 10, interval=0.1, what="failed exports to be counted")
+    # the log says so once, not per span
+    assert d.log_text().count("trace export to") == 1
+
+
+def test_sampler_off_and_bad_settings(docket_factory, receiver, tmp_path):
+    d = docket_factory("sqlite", extra_env=otel_env(receiver.endpoint,
+                                                    OTEL_TRACES_SAMPLER="always_off"))
+    trace_id, caller_span, tp = new_traceparent()
+    r = d.get("/health", headers={"traceparent": tp.format(caller_span)})
+    assert r.status_code == 200
+    d.new_user()
+    d.stop()  # shutdown flushes: nothing was recorded
+    assert receiver.spans() == []
+    env = helpers.base_env(jwt_secret=helpers.random_secret(),
+                           extra=otel_env(receiver.endpoint, OTEL_TRACES_SAMPLER="sometimes"))
+    r = helpers.run_cli(["all", f"--storage.data_dir={tmp_path}"], env=env, cwd=str(tmp_path))
+    assert r.returncode == 2 and "otel.traces_sampler" in r.stderr, r.stderr
