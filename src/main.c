@@ -26,6 +26,7 @@
 #include "core/timeutil.h"
 #include "adapters/users_http.h"
 #include "ports/mailer.h"
+#include "services/console/console.h"
 #include "services/gateway/gateway.h"
 #include "services/service.h"
 #include "core/banned.h"
@@ -622,6 +623,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     size_t started = 0, running = 0;
     dk_http_server *srv = NULL;
     dk_gateway *gw = NULL;
+    dk_console *console = NULL;
     dk_users_http *users_http = NULL, *guard_http = NULL;
     dk_proxy_list proxies = {0};
     dk_mailer mailer = {0};
@@ -690,9 +692,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     if (dk_remote_ports(&app, c, plan, &users_http, &guard_http) != 0)
         goto out;
     if (dk_open_blobs(&app, c, plan) != 0)
-        if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
-            dk_open_mailer(&app, c, &mailer) != 0)
-            goto out;
+        goto out;
+    if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
+        dk_open_mailer(&app, c, &mailer) != 0)
+        goto out;
 
     for (; started < plan->n; started++) {
         dk_status st = plan->local[started]->init(&app, &states[started]);
@@ -747,6 +750,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     }
     if (gw)
         dk_gateway_mount(gw, srv);
+    if (edge) { /* the web console at / */
+        console = dk_console_new();
+        dk_console_mount(console, srv);
+    }
     if (app.db.ops) {
         dk_http_add_ready_check(srv, "database", dk_ready_db, &app);
         dk_metrics_add_collector(dk_collect_pool, &app);
@@ -780,6 +787,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
 out:
     dk_gateway_free(gw);
     dk_http_free(srv);
+    dk_console_free(console); /* its bytes were the server's responses */
     dk_proxy_list_release(&proxies);
     dk_metrics_clear_collectors();
     while (running > 0) {
