@@ -1,5 +1,5 @@
 // The web console, end to end in a real browser (Debian's chromium, driven by playwright-core).
-// Usage: node e2e.mjs BASE_URL [--mail-dir DIR] [--shots DIR]
+// Usage: node e2e.mjs BASE_URL [--mail-dir DIR] [--shots DIR] [--short-tokens]
 // Two users in two browser contexts: Alice creates a project, adds Bob, creates a task assigned
 // to him; Bob's open page shows the notification live; Bob's search finds the task with the
 // match highlighted; a stale edit of Alice's gets the 412 dialog and reloads; Alice's logout in
@@ -44,6 +44,7 @@ function watch(page, who) {
 
 async function shot(page, name) {
   if (!shots) return;
+  await page.evaluate(() => document.querySelectorAll('.toast').forEach((t) => t.remove()));
   fs.mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: path.join(shots, `${name}.png`) });
 }
@@ -194,6 +195,26 @@ try {
   await shot(p, 'phone-tasks');
   await phone.close();
   step('Bob signed in on a phone-sized screen; no sideways scrolling');
+
+  // with short-lived access tokens (--short-tokens: the server runs with auth.jwt_expiry of a
+  // few seconds), the page rotates its refresh token before expiry and stays signed in; when
+  // someone else presents that refresh token first, the server sees the page's next refresh
+  // as reuse, ends the session, and the page says so
+  if (args.includes('--short-tokens')) {
+    const rtOf = () => b.evaluate(() => localStorage.getItem('docket.refresh_token'));
+    const rt0 = await rtOf();
+    // (polled from here: the page's CSP forbids the eval that waitForFunction needs)
+    for (let i = 0; i < 150 && (await rtOf()) === rt0; i++) await new Promise((r) => setTimeout(r, 100));
+    if ((await rtOf()) === rt0) fail('the refresh token was not rotated');
+    await b.getByRole('link', { name: 'Tasks' }).click();
+    await b.locator('.task .title', { hasText: 'Prepare the quarterly report' }).waitFor();
+    step('Bob\'s refresh token rotated before expiry; still signed in');
+    const stolen = await rtOf();
+    await fetch(`${base}/api/v1/auth/refresh`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ refresh_token: stolen }) });
+    await b.getByRole('heading', { name: 'Sign in to Docket' }).waitFor({ timeout: 15000 });
+    await b.getByText(/session has ended/).waitFor();
+    step('a replayed refresh token ended Bob\'s session: his page shows "signed out"');
+  }
 
   // the reset link from the e-mail (sent to the data directory's mail/ when no SMTP is set)
   if (mailDir) {
