@@ -769,8 +769,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     if (edge) {
         const char *h = ho.host;
         bool any = !strcmp(h, "0.0.0.0") || !strcmp(h, "::") || !*h;
-        dk_log_info("try: curl http://%s:%d/health (the API is described at /openapi.yaml)",
-                    any ? "localhost" : h, dk_http_port(srv));
+        dk_log_info("open http://%s:%d/ for the web console; try: curl http://%s:%d/health (the "
+                    "API is described at /openapi.yaml)",
+                    any ? "localhost" : h, dk_http_port(srv), any ? "localhost" : h,
+                    dk_http_port(srv));
     }
 
     int sig = 0;

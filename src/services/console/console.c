@@ -226,6 +226,6 @@ static const dk_route console_routes[] = {
 
 void dk_console_mount(dk_console *c, dk_http_server *srv)
 {
-    dk_http_mount(srv, "console", "", console_routes, sizeof console_routes / sizeof console_routes[0],
-                  c);
+    dk_http_mount(srv, "console", "", console_routes,
+                  sizeof console_routes / sizeof console_routes[0], c);
 }
