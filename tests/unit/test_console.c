@@ -50,11 +50,19 @@ static void test_new_free(void **state)
 static void test_accepts_gzip(void **state)
 {
     (void)state;
-    const char *yes[] = {"gzip", "GZIP", "gzip, deflate, br", "br;q=1.0, gzip;q=0.8", "*",
-                         "deflate, *;q=0.5", "x-gzip", " gzip ;q=0.001", "gzip;q=1", "gzip;q=0.5"};
-    const char *no[] = {NULL,          "",         "identity", "br, deflate", "gzip;q=0",
-                        "gzip; q=0.0", "gzip;q=0.000", "*;q=0", "*, gzip;q=0", "gzip;q=0, *",
-                        "gzipx",       "agzip"};
+    const char *yes[] = {"gzip",
+                         "GZIP",
+                         "gzip, deflate, br",
+                         "br;q=1.0, gzip;q=0.8",
+                         "*",
+                         "deflate, *;q=0.5",
+                         "x-gzip",
+                         " gzip ;q=0.001",
+                         "gzip;q=1",
+                         "gzip;q=0.5"};
+    const char *no[] = {
+        NULL,           "",      "identity",    "br, deflate", "gzip;q=0", "gzip; q=0.0",
+        "gzip;q=0.000", "*;q=0", "*, gzip;q=0", "gzip;q=0, *", "gzipx",    "agzip"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
         if (!dk_console_accepts_gzip(yes[i]))
             fail_msg("should accept gzip: %s", yes[i]);

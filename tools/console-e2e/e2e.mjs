@@ -9,6 +9,7 @@
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 
 const args = process.argv.slice(2);
 const base = args[0].replace(/\/$/, '');
@@ -40,6 +41,35 @@ function watch(page, who) {
   });
   page.on('pageerror', (e) => problems.push(`${who}: page error: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) problems.push(`${who}: console error: ${m.text()}`); });
+}
+
+// A real PNG (an n×n diagonal gradient) to upload as an avatar.
+function gradientPng(n) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(td));
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(n, 0);
+  ihdr.writeUInt32BE(n, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  const rows = [];
+  for (let y = 0; y < n; y++) {
+    const row = Buffer.alloc(1 + n * 3);
+    for (let x = 0; x < n; x++) {
+      row[1 + x * 3] = 40 + Math.round((x / n) * 200);
+      row[2 + x * 3] = 90 + Math.round((y / n) * 120);
+      row[3 + x * 3] = 200;
+    }
+    rows.push(row);
+  }
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.concat(rows))), chunk('IEND', Buffer.alloc(0))]);
 }
 
 async function shot(page, name) {
@@ -155,7 +185,7 @@ try {
   await b.getByRole('link', { name: /Bob Example/ }).click();
   await b.getByRole('heading', { name: 'Where you are signed in' }).waitFor();
   await b.getByText('this device', { exact: true }).waitFor();
-  const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR4nGNkaPjPQApgIkn1qIZRDUNKAwAoawGdtEnG5QAAAABJRU5ErkJggg==', 'base64');
+  const png = gradientPng(96);
   await b.getByLabel(/Picture/).setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: png });
   await b.getByRole('button', { name: 'Upload' }).click();
   await b.locator('.avatar.large img').waitFor();

@@ -131,6 +131,7 @@ async function startSession() {
     const first = await api.get('/notifications?unread=true&limit=100');
     unread = first.items.length + (first.next_cursor ? 1 : 0);
   } catch { unread = 0; }
+  updateBadge();
   if (stopStream) stopStream();
   stopStream = api.streamNotifications((n) => {
     unread++;
@@ -411,7 +412,9 @@ async function tasksScreen(view, r) {
   await load();
   clear(view,
     h('div', { class: 'head' }, h('h1', {}, 'Tasks'), h('a', { class: 'button primary', href: '#/tasks/new' }, 'New task')),
-    h('details', { class: 'filter-box', open: true }, h('summary', {}, 'Filters and search'), filters, formError()),
+    // open on wide screens, or when a filter is set; folded on a phone
+    h('details', { class: 'filter-box', open: [...p.keys()].length > 0 || matchMedia('(min-width: 721px)').matches },
+      h('summary', {}, 'Filters and search'), filters, formError()),
     count, list, more);
 }
 
