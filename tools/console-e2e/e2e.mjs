@@ -117,7 +117,17 @@ try {
   if (hd['x-content-type-options'] !== 'nosniff') fail('no nosniff on /');
   await a.getByRole('heading', { name: 'Sign in to Docket' }).waitFor();
   await shot(a, 'sign-in');
-  step('the sign-in page loads');
+  // the keyboard: focus starts in the first field; before it, a skip link that moves focus
+  // into the page; Tab then reaches the field again
+  const focused = () => a.evaluate(() => document.activeElement.id || document.activeElement.tagName);
+  if ((await a.evaluate(() => document.activeElement.name)) !== 'email') fail('focus did not start in the e-mail field');
+  await a.keyboard.press('Shift+Tab');
+  if ((await focused()) !== 'skip') fail(`Shift+Tab from the first field reached ${await focused()}, not the skip link`);
+  await a.keyboard.press('Enter');
+  if ((await focused()) !== 'main') fail(`the skip link moved focus to ${await focused()}`);
+  await a.keyboard.press('Tab');
+  if ((await a.evaluate(() => document.activeElement.name)) !== 'email') fail('Tab from the page did not reach the e-mail field');
+  step('the sign-in page loads; keyboard focus order and skip link work');
 
   await register(b, bob);
   await register(a, alice);
@@ -232,7 +242,7 @@ try {
   await p.goto(`${base}/`);
   await p.getByLabel('E-mail').fill(bob.email);
   await p.getByLabel('Password').fill(PASSWORD);
-  await p.getByRole('button', { name: 'Sign in' }).click();
+  await p.getByLabel('Password').press('Enter'); // submitted from the keyboard
   await p.locator('.task .title', { hasText: 'Prepare the quarterly report' }).waitFor();
   const overflow = await p.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
   if (overflow) fail('the phone layout scrolls sideways');

@@ -218,14 +218,20 @@ static void console_asset(dk_req *req, dk_res *res)
     dk_res_problem(res, DK_E_NOT_FOUND, "no such console asset: %s", req->path);
 }
 
-static const dk_route console_routes[] = {
+/* The page under the prefix "/" (so that its metrics and logs name the route "/"), the assets
+ * under "". */
+static const dk_route console_page_routes[] = {
     {"GET", "/", console_index, DK_ROUTE_OPS},
     {"HEAD", "/", console_index, DK_ROUTE_OPS},
+};
+static const dk_route console_asset_routes[] = {
     {"GET", "/assets/{version}/{name}", console_asset, DK_ROUTE_OPS},
 };
 
 void dk_console_mount(dk_console *c, dk_http_server *srv)
 {
-    dk_http_mount(srv, "console", "", console_routes,
-                  sizeof console_routes / sizeof console_routes[0], c);
+    dk_http_mount(srv, "console", "/", console_page_routes,
+                  sizeof console_page_routes / sizeof console_page_routes[0], c);
+    dk_http_mount(srv, "console", "", console_asset_routes,
+                  sizeof console_asset_routes / sizeof console_asset_routes[0], c);
 }
