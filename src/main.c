@@ -27,6 +27,7 @@
 #include "core/trace.h"
 #include "adapters/users_http.h"
 #include "ports/mailer.h"
+#include "services/console/console.h"
 #include "services/gateway/gateway.h"
 #include "services/service.h"
 #include "core/banned.h"
@@ -664,6 +665,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     size_t started = 0, running = 0;
     dk_http_server *srv = NULL;
     dk_gateway *gw = NULL;
+    dk_console *console = NULL;
     dk_users_http *users_http = NULL, *guard_http = NULL;
     dk_proxy_list proxies = {0};
     dk_mailer mailer = {0};
@@ -792,6 +794,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     }
     if (gw)
         dk_gateway_mount(gw, srv);
+    if (edge) { /* the web console at / */
+        console = dk_console_new();
+        dk_console_mount(console, srv);
+    }
     if (app.db.ops) {
         dk_http_add_ready_check(srv, "database", dk_ready_db, &app);
         dk_metrics_add_collector(dk_collect_pool, &app);
@@ -807,8 +813,10 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     if (edge) {
         const char *h = ho.host;
         bool any = !strcmp(h, "0.0.0.0") || !strcmp(h, "::") || !*h;
-        dk_log_info("try: curl http://%s:%d/health (the API is described at /openapi.yaml)",
-                    any ? "localhost" : h, dk_http_port(srv));
+        dk_log_info("open http://%s:%d/ for the web console; try: curl http://%s:%d/health (the "
+                    "API is described at /openapi.yaml)",
+                    any ? "localhost" : h, dk_http_port(srv), any ? "localhost" : h,
+                    dk_http_port(srv));
     }
 
     int sig = 0;
@@ -825,6 +833,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
 out:
     dk_gateway_free(gw);
     dk_http_free(srv);
+    dk_console_free(console); /* its bytes were the server's responses */
     dk_proxy_list_release(&proxies);
     dk_metrics_clear_collectors();
     while (running > 0) {
