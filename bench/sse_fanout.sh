@@ -182,6 +182,6 @@ for line in open(f"/proc/{gw}/status"):
 json.dump(r, open(p, "w"), indent=1)
 EOF
 fi
-grep -h '"level":"\(warn\|error\)"' "$WORK"/docket-*.log | cut -c1-300 | sort | uniq -c | sort -rn | head -10 || true
+grep -h '"level":"\(warn\|error\)"' "$WORK"/docket-*.log | sed "s/.*\"level\":\"\([a-z]*\)\".*\"msg\":\"\([^\"]*\)\".*/\1: \2/" | sort | uniq -c | sort -rn | head -10 || true
 cat "$out"
 ok=1

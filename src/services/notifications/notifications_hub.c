@@ -251,8 +251,8 @@ static bool nt_catch_up(nt_hub *h, nt_sub *s)
             json_t *j = nt_item_json(&items[i]);
             const char *data = dk_json_render(a, j, NULL);
             json_decref(j);
-            const char *frame = dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n",
-                                                items[i].id, data);
+            const char *frame =
+                dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n", items[i].id, data);
             alive = nt_write(s, frame, strlen(frame));
             nt_remember(s, items[i].seq);
             atomic_fetch_add(&h->n_replayed, 1);
@@ -292,6 +292,11 @@ static void nt_register(nt_hub *h, nt_sub *s)
     }
     s->registered = true;
     s->opened = ++h->opened;
+    /* the first heartbeat comes after 1/2 to 1 interval: streams opened together (a restart,
+     * a reconnect storm) do not all beat in the same instant ever after */
+    uint32_t r = 0;
+    dk_random_bytes(&r, sizeof r);
+    s->last_write -= (int64_t)(r % (uint32_t)(h->o.heartbeat_ms / 2 + 1));
     s->unext = h->by_user[ub];
     h->by_user[ub] = s;
     if (s->session_id[0]) {
@@ -623,8 +628,7 @@ static void nt_hub_collect(void *ctx, dk_metrics_out *out)
     nt_hub *h = ctx;
     dk_metrics_family(out, "docket_notification_streams", "gauge",
                       "Open notification event streams held by this process.");
-    dk_metrics_sample(out, "docket_notification_streams", "",
-                      (double)atomic_load(&h->n_streams));
+    dk_metrics_sample(out, "docket_notification_streams", "", (double)atomic_load(&h->n_streams));
     dk_metrics_family(out, "docket_notification_stream_frames_total", "counter",
                       "Notifications written to event streams: push (as created, here or on "
                       "another replica) or replay (read from the database).");
@@ -648,8 +652,8 @@ dk_status nt_hub_start(nt_hub *h)
     if (st->ops->subscribe(st->kv, DK_NT_HUB_CHANNEL, nt_on_ntf_message, nt_on_ntf_state, h,
                            &h->sub_ntf) != DK_OK)
         h->sub_ntf = NULL;
-    if (st->ops->subscribe(st->kv, DK_SESSION_GUARD_CHANNEL, nt_on_rev_message, nt_on_rev_state,
-                           h, &h->sub_rev) != DK_OK)
+    if (st->ops->subscribe(st->kv, DK_SESSION_GUARD_CHANNEL, nt_on_rev_message, nt_on_rev_state, h,
+                           &h->sub_rev) != DK_OK)
         h->sub_rev = NULL;
     if (pthread_create(&h->thread, NULL, nt_hub_main, h) == 0)
         h->running = true;

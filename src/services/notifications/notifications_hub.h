@@ -55,11 +55,11 @@ void nt_hub_publish(nt_hub *h, const nt_item *item);
 void nt_hub_forget_user(nt_hub *h, const char *user_id);
 
 typedef struct nt_hub_stats {
-    int64_t streams;   /* open streams held */
-    int64_t pushed;    /* frames written from pushes */
-    int64_t replayed;  /* frames written from the database */
-    int64_t revoked;   /* streams ended by a revocation */
-    int64_t capped;    /* streams ended by the per-user cap */
+    int64_t streams;  /* open streams held */
+    int64_t pushed;   /* frames written from pushes */
+    int64_t replayed; /* frames written from the database */
+    int64_t revoked;  /* streams ended by a revocation */
+    int64_t capped;   /* streams ended by the per-user cap */
 } nt_hub_stats;
 void nt_hub_stats_get(nt_hub *h, nt_hub_stats *ret);
 
