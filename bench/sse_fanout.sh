@@ -5,7 +5,10 @@
 # and Docket (`all`, or split: gateway + users + auth + tasks + R notifications replicas) on
 # 127.0.0.1, stops all of it at the end; writes bench/results/<date>-<commit>-sse_fanout-<mode>.json.
 #
-# Usage: bench/sse_fanout.sh [--split] [--replicas=R] [--users=2000] [--streams=10000]
+# Split mode runs G gateways (default 2: a proxied stream costs a gateway two descriptors, and
+# the open-file hard limit here is 20,000); the client spreads the streams over them.
+#
+# Usage: bench/sse_fanout.sh [--split] [--replicas=R] [--gateways=G] [--users=2000] [--streams=10000]
 #                            [--idle=30] [--rate=200] [--load=30] [--bin=PATH] [--no-build]
 set -euo pipefail
 
@@ -15,6 +18,7 @@ PY=/usr/bin/python3
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 mode=all
 replicas=1
+gateways=2
 users=2000
 streams=10000
 idle=30
@@ -30,6 +34,7 @@ for arg in "$@"; do
     case $arg in
     --split) mode=split ;;
     --replicas=*) replicas=$val ;;
+    --gateways=*) gateways=$val ;;
     --users=*) users=$val ;;
     --streams=*) streams=$val ;;
     --idle=*) idle=$val ;;
@@ -137,6 +142,7 @@ start() { # NAME PORT ENV... -- ARGS...
 }
 
 port=$(free_port)
+bases=http://127.0.0.1:$port
 hold=""
 if [ "$mode" = all ]; then
     start all "$port" -- all
@@ -161,24 +167,36 @@ else
     done
     gw_env=()
     for s in users auth tasks notifications; do gw_env+=("DOCKET_GATEWAY_${s^^}_URL=${urls[$s]}"); done
+    port=$(free_port)   # now: a port taken before the services bound theirs could be one of them
     start gateway "$port" "${gw_env[@]}" -- gateway
+    gw_pids=$pid_gateway
+    bases=http://127.0.0.1:$port
+    for g in $(seq 2 "$gateways"); do
+        p=$(free_port)
+        start "gateway$g" "$p" "${gw_env[@]}" -- gateway
+        v=pid_gateway$g
+        gw_pids+=" ${!v}"
+        bases+=",http://127.0.0.1:$p"
+    done
 fi
 
 log "mode $mode (notifications replicas: $replicas), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$results"
 out="$results/$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo nogit)-sse_fanout-$mode.json"
-PATH=$PGBIN:$PATH $PY "$BENCH/lib/sse_fanout.py" --base "http://127.0.0.1:$port" --users "$users" \
+PATH=$PGBIN:$PATH $PY "$BENCH/lib/sse_fanout.py" --base "$bases" --users "$users" \
     --streams "$streams" --idle "$idle" --rate "$rate" --load "$load" --pids "${pids[*]}" \
     --hold-pids "$hold" --db-pids "$pg_pid $redis_pid" --pg-port "$pg_port" --redis-port "$redis_port" \
     --label "$mode" --out "$out" </dev/null
 if [ "$mode" = split ]; then
-    $PY - "$out" "$pid_gateway" <<'EOF'
+    $PY - "$out" $gw_pids <<'EOF'
 import json, sys
-p, gw = sys.argv[1], sys.argv[2]
+p = sys.argv[1]
 r = json.load(open(p))
-for line in open(f"/proc/{gw}/status"):
-    if line.startswith("VmRSS:"):
-        r["rss_mib_gateway"] = round(int(line.split()[1]) / 1024, 1)
+r["rss_mib_gateways"] = []
+for gw in sys.argv[2:]:
+    for line in open(f"/proc/{gw}/status"):
+        if line.startswith("VmRSS:"):
+            r["rss_mib_gateways"].append(round(int(line.split()[1]) / 1024, 1))
 json.dump(r, open(p, "w"), indent=1)
 EOF
 fi

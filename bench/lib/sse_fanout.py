@@ -98,8 +98,9 @@ MARK = re.compile(rb"fanout-(\d+)-x")
 
 
 class Client:
-    def __init__(self, host, port):
+    def __init__(self, host, port, stream_ports=None):
         self.host, self.port = host, port
+        self.stream_ports = stream_ports or [port]
         self.sel = selectors.DefaultSelector()
         self.streams = []
         self.sent = {}              # marker -> (send time, recipient index)
@@ -107,12 +108,13 @@ class Client:
         self.late_marks = 0
         self.errors = []
         self.status_counts = {}
+        self.post_lat = []          # POST round trips, seconds
 
     # -- streams
     def open_stream(self, user, token):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
-        err = s.connect_ex((self.host, self.port))
+        err = s.connect_ex((self.host, self.stream_ports[len(self.streams) % len(self.stream_ports)]))
         if err not in (0, errno.EINPROGRESS):
             raise OSError(err, os.strerror(err))
         req = (f"GET /api/v1/notifications/stream HTTP/1.1\r\nHost: {self.host}\r\n"
@@ -261,6 +263,7 @@ class Client:
             self.status_counts[f"post {status}"] = self.status_counts.get(f"post {status}", 0) + 1
             p.buf = p.buf[i + 4 + n:]
             p.busy = False
+            self.post_lat.append(time.monotonic() - p.sent_at)
 
     def poll(self, timeout):
         now = time.monotonic()
@@ -354,7 +357,8 @@ def pct(xs, p):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--base", required=True)
+    ap.add_argument("--base", required=True,
+                    help="base URL; several, comma-separated: streams alternate between them")
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--streams", type=int, default=10000)
     ap.add_argument("--idle", type=float, default=30)
@@ -370,8 +374,8 @@ def main():
     ap.add_argument("--label", default="")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    u = urllib.parse.urlsplit(a.base)
-    host, port = u.hostname, u.port
+    bases = [urllib.parse.urlsplit(b) for b in a.base.split(",")]
+    host, port = bases[0].hostname, bases[0].port
     pids = [int(p) for p in a.pids.split()]
     hold = [int(p) for p in a.hold_pids.split()] or pids
     dbp = [int(p) for p in a.db_pids.split()]
@@ -388,7 +392,7 @@ def main():
     users = seed(host, port, a.users, str(int(time.time())))
     log(f"{a.users} users registered and logged in in {time.monotonic() - t0:.1f} s")
 
-    c = Client(host, port)
+    c = Client(host, port, [b.port for b in bases])
     per = a.streams // a.users
     t1 = time.monotonic()
     opened = 0
@@ -487,6 +491,8 @@ def main():
         "latency_ms_p90": round(pct(lat, 90), 2) if lat else None,
         "latency_ms_p99": round(pct(lat, 99), 2) if lat else None,
         "latency_ms_max": round(max(lat), 2) if lat else None,
+        "post_ms_p50": round(pct(c.post_lat, 50) * 1000, 2) if c.post_lat else None,
+        "post_ms_p99": round(pct(c.post_lat, 99) * 1000, 2) if c.post_lat else None,
         "load_cpu_pct_all_docket": round(100 * (cpu1 - cpu0) / load_el, 1),
         "rss_mib_holding_streams_after_load": round(rss_mib(hold), 1),
         "statuses": {str(k): v for k, v in c.status_counts.items()},
@@ -494,7 +500,7 @@ def main():
         "streams_closed_total": sum(1 for s in c.streams if s.closed),
         "loadavg_end": open("/proc/loadavg").read().split()[:3],
     })
-    log(f"load: {json.dumps({k: result[k] for k in ('notifications_sent', 'send_rate', 'frames_expected', 'frames_received', 'latency_ms_p50', 'latency_ms_p99', 'latency_ms_max', 'load_cpu_pct_all_docket')})}")
+    log(f"load: {json.dumps({k: result[k] for k in ('notifications_sent', 'send_rate', 'frames_expected', 'frames_received', 'latency_ms_p50', 'latency_ms_p99', 'latency_ms_max', 'post_ms_p50', 'post_ms_p99', 'load_cpu_pct_all_docket')})}")
     with open(a.out, "w") as f:
         json.dump(result, f, indent=1)
     for s in c.streams:
