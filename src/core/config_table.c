@@ -204,6 +204,9 @@ const dk_config_row dk_config_rows[] = {
             "How often the delivery worker looks for due retries (new deliveries go at once)."),
     ROW_DUR("notification.sse_heartbeat", "15s", 100, 10 * MS_M,
             "Interval of the heartbeat comments on `/api/v1/notifications/stream`."),
+    ROW_INT("notification.sse_max_streams_per_user", "10", 1, 10000,
+            "Open `/api/v1/notifications/stream` streams one user may hold in one process; "
+            "opening one more ends their oldest."),
 
     ROW_STR("s3.endpoint", "", "S3_ENDPOINT", 0,
             "S3-compatible endpoint URL; empty = objects stored in the data directory."),

@@ -104,7 +104,7 @@ def docket_factory(request, tmp_path):
     counter = [0]
 
     def start(mode, extra_env=None, extra_args=None, fast_hash=True, jwt_secret="random",
-              pg=None, redis=None, data_dir=None, migrate=True, cwd=None):
+              pg=None, redis=None, data_dir=None, migrate=True, cwd=None, replicas=None):
         mode = MODE_BY_NAME[mode] if isinstance(mode, str) else mode
         counter[0] += 1
         n = counter[0]
@@ -140,7 +140,8 @@ def docket_factory(request, tmp_path):
                 args.append(f"--storage.data_dir={data_dir}")
         args += list(extra_args or [])
         if mode.split:
-            d = _split_docket(mode, args, env, cwd, workdir, port, db_url, jwt_secret, n)
+            d = _split_docket(mode, args, env, cwd, workdir, port, db_url, jwt_secret, n,
+                              replicas or {})
         else:
             d = Docket(mode=mode, args=args, env=env, cwd=str(cwd), port=port,
                        log_path=str(workdir / "docket.log"),
@@ -180,23 +181,28 @@ def docket_factory(request, tmp_path):
         pytest.fail("; ".join(problems), pytrace=False)
 
 
-def _split_docket(mode, args, env, cwd, workdir, port, db_url, jwt_secret, n):
-    """The processes of split mode: each service on its own port, the gateway on `port`
-    with the same public flags as `docket all` would get."""
+def _split_docket(mode, args, env, cwd, workdir, port, db_url, jwt_secret, n, replicas):
+    """The processes of split mode: each service on its own port (replicas[name] processes of
+    it, default 1: services "name", "name#2", ...), the gateway on `port` with the same public
+    flags as `docket all` would get, and every replica's URL."""
     extra = [a for a in args[1:] if not a.startswith(("--server.port=", "--server.host="))]
     services = {}
     urls = {}
     for name in helpers.SPLIT_SERVICES:
-        sport = helpers.free_port()
-        urls[name] = f"http://127.0.0.1:{sport}"
-        senv = dict(env)
-        senv["DOCKET_SERVER_TRUST_FORWARDED_FOR"] = "true"
-        senv["DOCKET_GATEWAY_USERS_URL"] = "http://127.0.0.1:0"  # replaced below
-        services[name] = Docket(mode=mode, args=[name, f"--server.port={sport}",
-                                                 "--server.host=127.0.0.1"] + extra,
-                                env=senv, cwd=str(cwd), port=sport,
-                                log_path=str(workdir / f"{name}.log"), db_url=db_url,
-                                jwt_secret=jwt_secret, name=f"docket-{n}-{name}")
+        for r in range(1, replicas.get(name, 1) + 1):
+            key = name if r == 1 else f"{name}#{r}"
+            sport = helpers.free_port()
+            urls.setdefault(name, []).append(f"http://127.0.0.1:{sport}")
+            senv = dict(env)
+            senv["DOCKET_SERVER_TRUST_FORWARDED_FOR"] = "true"
+            senv["DOCKET_GATEWAY_USERS_URL"] = "http://127.0.0.1:0"  # replaced below
+            services[key] = Docket(mode=mode, args=[name, f"--server.port={sport}",
+                                                    "--server.host=127.0.0.1"] + extra,
+                                   env=senv, cwd=str(cwd), port=sport,
+                                   log_path=str(workdir / f"{key.replace('#', '-')}.log"),
+                                   db_url=db_url, jwt_secret=jwt_secret,
+                                   name=f"docket-{n}-{key.replace('#', '-')}")
+    urls = {name: ",".join(u) for name, u in urls.items()}
     for svc in services.values():
         svc.env["DOCKET_GATEWAY_USERS_URL"] = urls["users"]
         svc.env["DOCKET_GATEWAY_TASKS_URL"] = urls["tasks"]  # users asks it before a deletion

@@ -865,23 +865,115 @@ def test_event_stream_live_heartbeat_and_replay(start_docket):
         assert event_notification(s.next_event(WAIT)) == wait_assigned(d, b, t5)
 
 
-def test_stream_stops_when_its_session_is_revoked(start_docket):
+def until_eof(s, seconds):
+    """Reads the stream until the server ends it; the events read on the way. AssertionError
+    when it is still open after `seconds`."""
+    events = []
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the stream is still open after {seconds} s"
+            item = s.next(left)
+            if isinstance(item, Event):
+                events.append(item)
+    except EOFError:
+        return events
+
+
+def test_stream_ends_within_a_second_when_its_session_is_revoked(start_docket):
     """Logout makes the session's access token stop working at once (contract, Auth): a stream
-    opened with it must not go on carrying the user's notifications."""
-    d = start_docket(extra_env={"DOCKET_NOTIFICATION_SSE_HEARTBEAT": "1s"})
+    opened with it ends within a second (pushed revocation, not a poll), and carries nothing
+    more; the user's other session's stream goes on."""
+    d = start_docket(extra_env={"DOCKET_NOTIFICATION_SSE_HEARTBEAT": "10s"})
     a, b = d.new_user(), d.new_user()
     b_other = dataclasses.replace(b, session=d.new_session(b))   # b's second session
-    with open_stream(d, b) as s:
-        assert s.until_heartbeat(5) == []
+    with open_stream(d, b) as s, open_stream(d, b_other) as other:
+        t0 = new_task(d, a.access, title="Before logout", assignee_id=b.id)
+        assert event_notification(s.next_event(WAIT))["task_id"] == t0["id"]
+        assert event_notification(other.next_event(WAIT))["task_id"] == t0["id"]
+        t_logout = time.monotonic()
         assert d.post("/api/v1/auth/logout", token=b.access).status_code == 204
-        wait_until(lambda: d.me(b.access).status_code == 401, 5, what="the token revoked")
+        assert until_eof(s, 1.0) == []
+        assert time.monotonic() - t_logout < 1.0
         t = new_task(d, a.access, title="After logout", assignee_id=b.id)
-        wait_assigned(d, b_other, t)
-        try:   # two heartbeats: whatever was pending for the stream has been written by then
-            events = s.until_heartbeat(5) + s.until_heartbeat(5)
-        except EOFError:
-            events = []                           # the stream was ended: fine
-        assert events == [], f"the revoked session's stream still delivers: {events}"
+        assert event_notification(other.next_event(WAIT))["task_id"] == t["id"]
+    # a token of the revoked session cannot open a new one
+    assert_unauthorized(d.get(STREAM, token=b.access))
+
+
+def test_replay_after_reconnect_is_exactly_what_was_missed(start_docket):
+    """Pushed live, then away while five arrive, then back with Last-Event-ID: exactly the five,
+    oldest first, once each; then live again with nothing repeated."""
+    d = start_docket(extra_env={"DOCKET_NOTIFICATION_SSE_HEARTBEAT": "1s"})
+    a, b = d.new_user(), d.new_user()
+    with open_stream(d, b) as s:
+        t1 = new_task(d, a.access, title="Seen live", assignee_id=b.id)
+        seen = event_notification(s.next_event(WAIT))
+        assert seen["task_id"] == t1["id"]
+    missed = [new_task(d, a.access, title=f"Missed {i}", assignee_id=b.id)["id"]
+              for i in range(5)]
+    wait_list(d, b, 6)
+    with open_stream(d, b, headers={"Last-Event-ID": seen["id"]}) as s:
+        got = [event_notification(e) for e in s.until_heartbeat(5)]
+        assert [n["task_id"] for n in got] == missed
+        assert got == list(reversed(list_notifications(d, b.access)[:5]))
+        t7 = new_task(d, a.access, title="Live again", assignee_id=b.id)
+        live = event_notification(s.next_event(WAIT))
+        assert live["task_id"] == t7["id"]
+        assert s.until_heartbeat(5) == []     # nothing twice
+
+
+def stream_counts(d):
+    """{service name: docket_notification_streams} of every notifications process."""
+    out = {}
+    for name, svc in d.services.items():
+        if name.split("#")[0] != "notifications":
+            continue
+        text = requests.get(svc.url("/metrics"), timeout=5).text
+        out[name] = sum(v for n, _, v in parse_metrics(text) if n == "docket_notification_streams")
+    return out
+
+
+def test_a_notification_reaches_the_users_streams_on_every_replica(docket_factory):
+    """Two notifications processes behind the gateway, one stream of the user on each: the one
+    notification (made by whichever replica consumed the task event) reaches both, pushed
+    through Redis; a logout ends the streams on both."""
+    d = docket_factory("split", replicas={"notifications": 2},
+                       extra_env={"DOCKET_NOTIFICATION_SSE_HEARTBEAT": "1s"})
+    a, b = d.new_user(), d.new_user()
+    s1 = open_stream(d, b)
+    s2 = open_stream(d, b)     # the gateway takes turns: the other replica
+    try:
+        wait_until(lambda: sorted(stream_counts(d).values()) == [1, 1], 5,
+                   what="one stream on each notifications replica")
+        for i in range(3):
+            t = new_task(d, a.access, title=f"Everywhere {i}", assignee_id=b.id)
+            n1, n2 = event_notification(s1.next_event(WAIT)), event_notification(s2.next_event(WAIT))
+            assert n1 == n2 and n1["task_id"] == t["id"]
+        assert d.post("/api/v1/auth/logout", token=b.access).status_code == 204
+        assert until_eof(s1, 1.0) == [] and until_eof(s2, 1.0) == []
+        wait_until(lambda: sorted(stream_counts(d).values()) == [0, 0], 5,
+                   what="both replicas let the streams go")
+    finally:
+        s1.close()
+        s2.close()
+
+
+def test_per_user_stream_cap_ends_the_oldest(docket_factory):
+    d = docket_factory("sqlite", extra_env={"DOCKET_NOTIFICATION_SSE_MAX_STREAMS_PER_USER": "2",
+                                            "DOCKET_NOTIFICATION_SSE_HEARTBEAT": "1s"})
+    a, b = d.new_user(), d.new_user()
+    first = open_stream(d, b)
+    try:
+        assert first.until_heartbeat(5) == []
+        with open_stream(d, b) as second, open_stream(d, b) as third:
+            assert until_eof(first, 3) == []
+            t = new_task(d, a.access, title="To the two newest", assignee_id=b.id)
+            for s in (second, third):
+                assert event_notification(s.next_event(WAIT))["task_id"] == t["id"]
+    finally:
+        first.close()
 
 
 def test_sigterm_ends_open_streams(start_docket):

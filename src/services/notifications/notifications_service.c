@@ -3,10 +3,8 @@
  * keeps each user's delivery preferences, runs the due-soon scheduler, and hands webhook and
  * e-mail deliveries to the delivery worker.
  *
- * The event stream: a hub thread owns the open streams. It wakes when this process created a
- * notification, and at least every second (a notification may have been created by another
- * replica), reads each subscriber's notifications after the last one it sent, and writes them;
- * it also writes the heartbeats and drops streams whose client has gone. */
+ * The event stream: notifications_hub owns the open streams; a notification created here is
+ * pushed to it (and through the store to the other replicas' hubs). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,6 +26,7 @@
 #include "ports/task_events.h"
 #include "ports/users_directory.h"
 #include "services/notifications/notifications_delivery.h"
+#include "services/notifications/notifications_hub.h"
 #include "services/notifications/notifications_repo.h"
 #include "services/notifications/notifications_rules.h"
 #include "services/notifications/webhook_url.h"
@@ -39,21 +38,9 @@
 #define NT_LIMIT_DEFAULT 20
 #define NT_LIMIT_MAX     100
 #define NT_URL_MAX       2048
-#define NT_POLL_MS       1000
 #define NT_LAG_IDLE_MS   2000
-#define NT_REPLAY_BATCH  100
 #define NT_DUE_BATCH     200
 #define NT_TOMBSTONE_MS  (7LL * 24 * 3600 * 1000)
-
-typedef struct nt_sub {
-    char user_id[DK_UUID_LEN];
-    char session_id[64];
-    int64_t expires_ms; /* the access token's expiry: the stream ends then */
-    dk_stream *stream;
-    int64_t last_seq;
-    int64_t last_write_ms;
-    struct nt_sub *next;
-} nt_sub;
 
 /* A background thread woken by kicks, a period, or stop. */
 typedef struct nt_loop {
@@ -71,10 +58,9 @@ typedef struct nt_svc {
     int64_t heartbeat_ms, scheduler_ms, due_window_ms;
     nt_delivery *delivery;
     dk_mailer mailer; /* ops NULL: no mailer in this process */
-    /* the event-stream hub */
-    nt_loop hub;
-    nt_sub *pending; /* new subscribers, under hub.lock; moved to subs by the hub thread */
-    nt_sub *subs;    /* hub thread only */
+    /* the event streams */
+    nt_hub *hub;
+    int max_streams_per_user;
     /* the due-soon scheduler */
     nt_loop sched;
     /* when the last task event was handled successfully (dk_mono_ms; 0: since reported) */
@@ -93,14 +79,6 @@ static void nt_loop_init(nt_loop *l)
 {
     pthread_mutex_init(&l->lock, NULL);
     pthread_cond_init(&l->cond, NULL);
-}
-
-static void nt_loop_kick(nt_loop *l)
-{
-    pthread_mutex_lock(&l->lock);
-    l->kicked = true;
-    pthread_cond_signal(&l->cond);
-    pthread_mutex_unlock(&l->lock);
 }
 
 /* Waits up to ms for a kick; false when the loop must stop. Called with l->lock held. */
@@ -146,7 +124,7 @@ static dk_status nt_create(nt_svc *s, dk_arena *a, nt_new *n)
     bool created = false;
     dk_status st = nt_repo_create(&s->repo, a, &n->item, n->dedup_key, &created);
     if (st == DK_OK && created) {
-        nt_loop_kick(&s->hub);
+        nt_hub_publish(s->hub, &n->item);
         if (s->delivery)
             nt_delivery_kick(s->delivery);
     }
@@ -196,8 +174,9 @@ static dk_status nt_on_task_event(void *ctx, const char *type, const char *paylo
  * none has come for NT_LAG_IDLE_MS the consumer has caught up, and the gauge says 0 (without
  * this it would go on showing the age of the last event of a burst). A failed last event keeps
  * it: the event comes again, older. */
-static void nt_lag_idle(nt_svc *s)
+static void nt_lag_idle_tick(void *ctx)
 {
+    nt_svc *s = ctx;
     long long last = atomic_load(&s->last_event_ok_ms);
     if (last > 0 && dk_mono_ms() - last > NT_LAG_IDLE_MS &&
         atomic_compare_exchange_strong(&s->last_event_ok_ms, &last, 0))
@@ -212,6 +191,8 @@ static dk_status nt_on_user_deleted(void *ctx, const char *type, const char *pay
     dk_arena *a = dk_arena_new();
     const char *uid = dk_user_deleted_id(a, payload);
     dk_status st = uid ? nt_repo_forget_user(&s->repo, a, uid) : DK_OK;
+    if (uid)
+        nt_hub_forget_user(s->hub, uid);
     if (st != DK_OK)
         dk_log_error("notifications: could not remove a deleted user's notifications: %s",
                      dk_status_title(st));
@@ -256,101 +237,6 @@ static void *nt_scheduler_main(void *arg)
     }
     pthread_mutex_unlock(&s->sched.lock);
     return NULL;
-}
-
-/* ---------- the event-stream hub ---------- */
-
-static bool nt_sse_write(nt_sub *sub, const char *text)
-{
-    sub->last_write_ms = dk_mono_ms();
-    return dk_stream_write(sub->stream, text, strlen(text));
-}
-
-/* Sends the subscriber what it has not seen; false when its client is gone, or when its token
- * no longer works (expired, or its session revoked — or the revocation record is out of reach:
- * the stream ends and a reconnect is answered like any request). */
-static bool nt_hub_feed(nt_svc *s, nt_sub *sub)
-{
-    if (dk_now_ms() >= sub->expires_ms ||
-        (sub->session_id[0] && dk_session_check(&s->app->store, sub->session_id) != DK_OK))
-        return false;
-    dk_arena *a = dk_arena_new();
-    bool alive = true;
-    for (;;) {
-        nt_item *items = NULL;
-        int n = 0;
-        if (nt_repo_after(&s->repo, a, sub->user_id, sub->last_seq, NT_REPLAY_BATCH, &items, &n) !=
-            DK_OK)
-            break; /* the database is away: try again on the next wake */
-        for (int i = 0; i < n && alive; i++) {
-            json_t *j = nt_item_json(&items[i]);
-            const char *data = dk_json_render(a, j, NULL);
-            json_decref(j);
-            alive =
-                nt_sse_write(sub, dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n",
-                                                  items[i].id, data));
-            sub->last_seq = items[i].seq;
-        }
-        if (!alive || n < NT_REPLAY_BATCH)
-            break;
-        dk_arena_reset(a);
-    }
-    if (alive && dk_mono_ms() - sub->last_write_ms >= s->heartbeat_ms)
-        alive = nt_sse_write(sub, ": heartbeat\n\n");
-    dk_arena_free(a);
-    return alive && !dk_stream_closed(sub->stream);
-}
-
-static void nt_hub_pass(nt_svc *s)
-{
-    pthread_mutex_lock(&s->hub.lock);
-    while (s->pending) {
-        nt_sub *n = s->pending;
-        s->pending = n->next;
-        n->next = s->subs;
-        s->subs = n;
-    }
-    pthread_mutex_unlock(&s->hub.lock);
-    nt_sub **pp = &s->subs;
-    while (*pp) {
-        nt_sub *sub = *pp;
-        if (nt_hub_feed(s, sub)) {
-            pp = &sub->next;
-            continue;
-        }
-        *pp = sub->next;
-        dk_stream_release(sub->stream);
-        dk_free(sub);
-    }
-}
-
-static void *nt_hub_main(void *arg)
-{
-    nt_svc *s = arg;
-    int64_t period = s->heartbeat_ms < NT_POLL_MS ? s->heartbeat_ms : NT_POLL_MS;
-    pthread_mutex_lock(&s->hub.lock);
-    while (nt_loop_wait(&s->hub, period)) {
-        pthread_mutex_unlock(&s->hub.lock);
-        nt_lag_idle(s);
-        nt_hub_pass(s);
-        pthread_mutex_lock(&s->hub.lock);
-    }
-    pthread_mutex_unlock(&s->hub.lock);
-    return NULL;
-}
-
-static void nt_hub_close_all(nt_svc *s)
-{
-    nt_sub *lists[2] = {s->subs, s->pending};
-    for (int i = 0; i < 2; i++) {
-        while (lists[i]) {
-            nt_sub *n = lists[i];
-            lists[i] = n->next;
-            dk_stream_release(n->stream);
-            dk_free(n);
-        }
-    }
-    s->subs = s->pending = NULL;
 }
 
 /* ---------- HTTP ---------- */
@@ -495,22 +381,7 @@ static void nt_stream(dk_req *req, dk_res *res)
         nt_fail(res, st);
         return;
     }
-    nt_sub *sub = DK_NEW(nt_sub);
-    dk_strlcpy(sub->user_id, user, sizeof sub->user_id);
-    if (req->identity->session_id)
-        dk_strlcpy(sub->session_id, req->identity->session_id, sizeof sub->session_id);
-    sub->expires_ms = req->identity->expires_at_ms;
-    sub->last_seq = from;
-    dk_res_header(res, "Cache-Control", "no-cache");
-    dk_res_header(res, "X-Accel-Buffering", "no");
-    sub->stream = dk_res_stream(res, 200, "text/event-stream", NULL, NULL);
-    (void)nt_sse_write(sub, "retry: 3000\n: connected\n\n");
-    pthread_mutex_lock(&s->hub.lock);
-    sub->next = s->pending;
-    s->pending = sub;
-    s->hub.kicked = true;
-    pthread_cond_signal(&s->hub.cond);
-    pthread_mutex_unlock(&s->hub.lock);
+    nt_hub_open(s->hub, res, user, req->identity->session_id, req->identity->expires_at_ms, from);
 }
 
 static json_t *nt_prefs_json(const nt_prefs *p, bool with_secret)
@@ -659,8 +530,18 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     s->heartbeat_ms = dk_config_int(c, "notification.sse_heartbeat");
     s->scheduler_ms = dk_config_int(c, "notification.scheduler_interval");
     s->due_window_ms = dk_config_int(c, "notification.due_soon_minutes") * 60 * 1000;
-    nt_loop_init(&s->hub);
+    s->max_streams_per_user = (int)dk_config_int(c, "notification.sse_max_streams_per_user");
     nt_loop_init(&s->sched);
+    /* before the bus starts: an event may be handled before nt_start */
+    nt_hub_options ho = {
+        .repo = &s->repo,
+        .store = &s->app->store,
+        .heartbeat_ms = s->heartbeat_ms,
+        .max_per_user = s->max_streams_per_user,
+        .tick = nt_lag_idle_tick,
+        .tick_ctx = s,
+    };
+    s->hub = nt_hub_new(&ho);
     s->checks = dk_workpool_new(NT_CHECK_WORKERS, NT_CHECK_QUEUE);
     static const char *const types[] = {DK_EVENT_TASK_CREATED, DK_EVENT_TASK_UPDATED,
                                         DK_EVENT_TASK_DELETED, DK_EVENT_TASK_COMMENTED,
@@ -672,7 +553,7 @@ static dk_status nt_init(dk_app *app, void **ret_state)
         st = app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, nt_on_user_deleted, s);
     if (st != DK_OK) {
         dk_workpool_free(s->checks);
-        nt_loop_destroy(&s->hub);
+        nt_hub_free(s->hub);
         nt_loop_destroy(&s->sched);
         dk_free(s);
         return st;
@@ -706,10 +587,9 @@ static void nt_start(void *state)
                      "wait until a restart");
         s->delivery = NULL;
     }
-    if (pthread_create(&s->hub.thread, NULL, nt_hub_main, s) == 0)
-        s->hub.running = true;
-    else
-        dk_log_error("notifications: the event-stream hub did not start");
+    if (nt_hub_start(s->hub) != DK_OK)
+        dk_log_error("notifications: the event-stream hub did not start fully; streams may miss "
+                     "notifications or revocations");
     if (pthread_create(&s->sched.thread, NULL, nt_scheduler_main, s) == 0)
         s->sched.running = true;
     else
@@ -720,8 +600,7 @@ static void nt_stop(void *state)
 {
     nt_svc *s = state;
     nt_loop_stop(&s->sched);
-    nt_loop_stop(&s->hub);
-    nt_hub_close_all(s);
+    nt_hub_stop(s->hub);
     nt_delivery_stop(s->delivery);
     s->delivery = NULL;
 }
@@ -731,9 +610,8 @@ static void nt_shutdown(void *state)
     nt_svc *s = state;
     if (!s)
         return;
-    nt_hub_close_all(s);
+    nt_hub_free(s->hub);
     dk_workpool_free(s->checks); /* the server has drained: no check is waiting */
-    nt_loop_destroy(&s->hub);
     nt_loop_destroy(&s->sched);
     dk_free(s);
 }
