@@ -43,7 +43,7 @@ unit: build-asan
 	@scripts/with-test-servers.sh ctest --test-dir build-asan --output-on-failure
 
 system: build-asan
-	@DOCKET_BIN=$(CURDIR)/build-asan/docket $(PY) -m pytest tests/system -q -p no:cacheprovider
+	@DOCKET_BIN=$(CURDIR)/build-asan/docket $(PY) -m pytest tests/system -q -p no:cacheprovider --durations=12
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')

@@ -10,7 +10,8 @@ filter=${2:-.}
 export DOCKET_TEST_TMP=$PWD/$build/unit-tmp
 mkdir -p "$DOCKET_TEST_TMP"
 vg=(valgrind --tool=memcheck --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
-    --show-leak-kinds=definite --track-origins=no --num-callers=24 --quiet)
+    --show-leak-kinds=definite --track-origins=no --num-callers=24 --quiet
+    --suppressions=tests/valgrind.supp)
 failed=()
 ran=0
 for t in "$build"/test_* "$build"/replay_*; do
