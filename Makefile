@@ -106,7 +106,7 @@ coverage: deps-test
 	  --xml build-coverage/coverage/coverage.xml --html-details build-coverage/coverage/index.html build-coverage
 
 # The unit tests under Valgrind's memcheck (a plain debug build: memcheck and ASan do not mix).
-# Slow — about ten minutes here; not part of `make test`.
+# About three minutes here; not part of `make test`.
 valgrind: deps-test
 	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc >/dev/null
 	@cmake --build build-valgrind -j$(JOBS) -- --no-print-directory
