@@ -22,6 +22,7 @@
 #include "core/crypto.h"
 #include "ports/blob.h"
 #include "core/trace.h"
+#include "adapters/blob.h"
 #include "core/banned.h"
 
 #define S3_POOL_MAX     16

@@ -23,6 +23,7 @@
 #include "core/arena.h"
 #include "core/timeutil.h"
 #include "core/trace.h"
+#include "adapters/db.h"
 #include "core/banned.h"
 
 #define SQ_CACHE_MAX          64

@@ -564,7 +564,7 @@ static int gw_parse_urls(gw_pool *p, const char *list)
 }
 
 dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t nservices,
-                         dk_gateway **ret)
+                         const struct dk_http_client_ops *client_ops, dk_gateway **ret)
 {
     dk_gateway *gw = DK_NEW(dk_gateway);
     gw->app = app;
@@ -603,7 +603,7 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
         }
     }
     dk_http_client_options o = {.max_connections = 512};
-    gw->client_ops = &dk_http_client_curl_ops;
+    gw->client_ops = client_ops;
     if (gw->client_ops->open(&o, &gw->client) != DK_OK) {
         dk_gateway_free(gw);
         return DK_E_INTERNAL;
