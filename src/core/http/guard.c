@@ -114,17 +114,6 @@ int dk_conns_pending(dk_http_server *srv)
     return n;
 }
 
-static int dk_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* True when s[0, n) percent-decodes (and '+' → ' ' when plus) to text without a NUL that is
  * valid UTF-8. Raw bytes are taken as they are. */
 static bool dk_uri_part_clean(const char *s, size_t n, bool plus)
@@ -135,8 +124,8 @@ static bool dk_uri_part_clean(const char *s, size_t n, bool plus)
     bool ok = true;
     for (size_t i = 0; i < n && ok; i++) {
         char ch = s[i];
-        if (ch == '%' && i + 2 < n && dk_hexval(s[i + 1]) >= 0 && dk_hexval(s[i + 2]) >= 0) {
-            ch = (char)(dk_hexval(s[i + 1]) * 16 + dk_hexval(s[i + 2]));
+        if (ch == '%' && i + 2 < n && dk_hex_digit(s[i + 1]) >= 0 && dk_hex_digit(s[i + 2]) >= 0) {
+            ch = (char)(dk_hex_digit(s[i + 1]) * 16 + dk_hex_digit(s[i + 2]));
             i += 2;
         } else if (ch == '+' && plus) {
             ch = ' ';

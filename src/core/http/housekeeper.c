@@ -12,11 +12,11 @@
 #include "core/banned.h"
 
 /* The housekeeping thread: closes connections whose request head is late (the connection
- * guard), and trims the heap. After a burst the heap keeps what its connections and requests freed (connection pools are
- * heap blocks): every DK_TRIM_EVERY_MS (half a second), if requests finished since the last
- * look and none is in flight now, malloc_trim gives the free pages back, so the resident set
- * falls back to idle size after the load (a gateway held 22 MiB after a 200-connection
- * storm). */
+ * guard), and trims the heap. After a burst the heap keeps what its connections and requests
+ * freed (connection pools are heap blocks): every DK_TRIM_EVERY_MS (half a second), if
+ * requests finished since the last look and none is in flight now, malloc_trim gives the free
+ * pages back, so the resident set falls back to idle size after the load (what a gateway held
+ * without it: docs/design/measurements.md). */
 #define DK_TRIM_EVERY_MS 500
 
 static void *dk_trimmer_main(void *arg)

@@ -9,6 +9,7 @@
 
 #include "core/http/http_internal.h"
 #include "core/json.h"
+#include "core/str.h"
 #include "core/banned.h"
 
 const char *dk_req_param(const dk_req *req, const char *name)
@@ -29,50 +30,29 @@ const char *dk_req_query(const dk_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+/* The query string re-encoded (dk_req_query_string): the one builder and the one encoder. */
 struct dk_query_build {
     dk_arena *arena;
-    char *buf;
-    size_t len, cap;
+    dk_sb sb;
 };
-
-static void dk_qb_append(struct dk_query_build *q, const char *s, size_t n)
-{
-    if (q->len + n + 1 > q->cap) {
-        size_t ncap = (q->cap ? q->cap * 2 : 256) + n;
-        char *nb = dk_arena_alloc(q->arena, ncap);
-        if (q->len)
-            memcpy(nb, q->buf, q->len);
-        q->buf = nb;
-        q->cap = ncap;
-    }
-    memcpy(q->buf + q->len, s, n);
-    q->len += n;
-    q->buf[q->len] = '\0';
-}
 
 static void dk_qb_escape(struct dk_query_build *q, const char *s)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            dk_qb_append(q, (const char *)p, 1);
-        } else {
-            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            dk_qb_append(q, e, 3);
-        }
-    }
+    if (!s)
+        return;
+    const char *e = dk_percent_encode(q->arena, s, "");
+    dk_sb_put(&q->sb, e, strlen(e));
 }
 
 static enum MHD_Result dk_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
                                     const char *value)
 {
     struct dk_query_build *q = cls;
-    if (q->len)
-        dk_qb_append(q, "&", 1);
+    if (q->sb.len)
+        dk_sb_put(&q->sb, "&", 1);
     dk_qb_escape(q, key);
     if (value) {
-        dk_qb_append(q, "=", 1);
+        dk_sb_put(&q->sb, "=", 1);
         dk_qb_escape(q, value);
     }
     return MHD_YES;
@@ -82,7 +62,7 @@ const char *dk_req_query_string(dk_req *req)
 {
     struct dk_query_build q = {.arena = req->arena};
     MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, dk_query_arg, &q);
-    return q.buf ? q.buf : "";
+    return dk_sb_take(&q.sb, req->arena);
 }
 
 struct dk_header_iter {
