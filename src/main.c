@@ -25,8 +25,13 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "core/trace.h"
+#include "adapters/blob.h"
+#include "adapters/db.h"
+#include "adapters/events.h"
+#include "adapters/http_client.h"
+#include "adapters/kv.h"
+#include "adapters/mailer.h"
 #include "adapters/users_http.h"
-#include "ports/mailer.h"
 #include "services/console/console.h"
 #include "services/gateway/gateway.h"
 #include "services/service.h"
@@ -757,7 +762,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         if (plan->local[i]->start)
             plan->local[i]->start(states[i]);
     running = started;
-    if (plan->gateway && dk_gateway_new(&app, dk_services, DK_NSERVICES, &gw) != DK_OK)
+    if (plan->gateway &&
+        dk_gateway_new(&app, dk_services, DK_NSERVICES, &dk_http_client_curl_ops, &gw) != DK_OK)
         goto out;
 
     int port = (int)dk_config_int(c, "server.port");

@@ -18,6 +18,7 @@
 #include "core/crypto.h"
 #include "core/str.h"
 #include "ports/blob.h"
+#include "adapters/blob.h"
 #include "core/banned.h"
 
 struct dk_blob {

@@ -22,6 +22,8 @@
 #include "core/crypto.h"
 #include "ports/blob.h"
 #include "core/trace.h"
+#include "adapters/blob.h"
+#include "core/str.h"
 #include "core/banned.h"
 
 #define S3_POOL_MAX     16
@@ -60,31 +62,6 @@ static void s3_global_init(void)
 
 /* ---------- the request builder ---------- */
 
-static bool s3_unreserved(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '.' || c == '_' || c == '~';
-}
-
-static char *s3_encode(dk_arena *a, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(s);
-    char *out = dk_arena_alloc(a, n * 3 + 1);
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (s3_unreserved(*p)) {
-            out[o++] = (char)*p;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 struct s3_pair {
     const char *name, *value;
 };
@@ -103,8 +80,8 @@ char *dk_s3_canonical_query(dk_arena *a, const dk_s3_param *params, size_t n)
     struct s3_pair *pairs = dk_arena_alloc(a, n * sizeof *pairs);
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        pairs[i].name = s3_encode(a, params[i].name);
-        pairs[i].value = s3_encode(a, params[i].value ? params[i].value : "");
+        pairs[i].name = dk_percent_encode(a, params[i].name, "");
+        pairs[i].value = dk_percent_encode(a, params[i].value ? params[i].value : "", "");
         total += strlen(pairs[i].name) + strlen(pairs[i].value) + 2;
     }
     qsort(pairs, n, sizeof *pairs, s3_pair_cmp);

@@ -1,5 +1,6 @@
 /* db.c — picks the SQL adapter for a database URL. */
 #include "ports/db.h"
+#include "adapters/db.h"
 
 #include <string.h>
 

@@ -24,6 +24,7 @@
 #include "core/arena.h"
 #include "core/timeutil.h"
 #include "core/trace.h"
+#include "adapters/db.h"
 #include "core/banned.h"
 
 #define PG_CACHE_MAX            128

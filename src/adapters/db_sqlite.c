@@ -23,6 +23,7 @@
 #include "core/arena.h"
 #include "core/timeutil.h"
 #include "core/trace.h"
+#include "adapters/db.h"
 #include "core/banned.h"
 
 #define SQ_CACHE_MAX          64
@@ -165,7 +166,7 @@ static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
      * memdb VFS has no WAL and keeps its own journal mode, which the pragma reports without
      * failing. Each connection's page cache is 1 MiB (SQLite's default is 2 MiB, times a
      * connection per server thread): the OS page cache holds the file anyway, and the bench
-     * showed no slower reads, with 6 MiB less resident under load. */
+     * showed no slower reads with less memory resident (docs/design/measurements.md). */
     char *msg = NULL;
     rc = sqlite3_exec(h,
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "

@@ -6,6 +6,7 @@
 #include "core/str.h"
 #include "ports/events.h"
 #include "core/trace.h"
+#include "adapters/events.h"
 #include "core/banned.h"
 
 #define DK_EVENTS_MAX_SUBS 32

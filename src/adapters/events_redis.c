@@ -50,6 +50,7 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "core/trace.h"
+#include "adapters/events.h"
 #include "core/banned.h"
 
 #define ER_STREAM             "docket:events"

@@ -23,6 +23,7 @@
 #include "core/arena.h"
 #include "core/timeutil.h"
 #include "ports/http_client.h"
+#include "adapters/http_client.h"
 #include "core/banned.h"
 
 #define DK_CURL_FREE_HANDLES 64

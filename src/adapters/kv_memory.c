@@ -18,6 +18,7 @@
 #include "core/arena.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "adapters/kv.h"
 #include "core/banned.h"
 
 #define KVM_SHARDS         16 /* a power of two; the shard is taken from the hash's top bits */

@@ -33,6 +33,7 @@
 #include "core/arena.h"
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "adapters/kv.h"
 #include "core/banned.h"
 
 #define KVR_DEFAULT_POOL       4

@@ -13,6 +13,7 @@
 #include "core/crypto.h"
 #include "core/timeutil.h"
 #include "ports/mailer.h"
+#include "adapters/mailer.h"
 #include "core/banned.h"
 
 typedef struct mailer_file {

@@ -14,6 +14,7 @@
 #include "core/str.h"
 #include "ports/mailer.h"
 #include "core/trace.h"
+#include "adapters/mailer.h"
 #include "core/banned.h"
 
 typedef struct mailer_smtp {

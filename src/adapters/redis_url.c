@@ -16,20 +16,10 @@
 #include <openssl/ssl.h>
 
 #include "core/alloc.h"
+#include "core/str.h"
 #include "core/banned.h"
 
 /* --- URL ------------------------------------------------------------------------------------- */
-
-static int ru_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Percent-decodes s[0..n) into a new string; NULL when malformed or when it would hold a NUL. */
 static char *ru_pct_decode(const char *s, size_t n, size_t *ret_len)
@@ -41,8 +31,8 @@ static char *ru_pct_decode(const char *s, size_t n, size_t *ret_len)
             out[o++] = s[i];
             continue;
         }
-        int hi = i + 2 < n ? ru_hex(s[i + 1]) : -1;
-        int lo = i + 2 < n ? ru_hex(s[i + 2]) : -1;
+        int hi = i + 2 < n ? dk_hex_digit(s[i + 1]) : -1;
+        int lo = i + 2 < n ? dk_hex_digit(s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             explicit_bzero(out, n + 1);
             dk_free(out);

@@ -29,6 +29,7 @@
 #include "core/timeutil.h"
 #include "core/token.h"
 #include "core/trace.h"
+#include "core/str.h"
 #include "core/banned.h"
 
 #define UH_MAX_BASES          16
@@ -261,28 +262,6 @@ static size_t uh_write(char *data, size_t size, size_t n, void *userdata)
     b->len += add;
     b->p[b->len] = '\0';
     return add;
-}
-
-/* Percent-encodes everything but RFC 3986's unreserved characters, into the arena. */
-static char *uh_pct_encode(dk_arena *a, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(s);
-    char *out = dk_arena_alloc(a, n * 3 + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '.' || c == '_' || c == '~') {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    out[o] = '\0';
-    return out;
 }
 
 /* A failure that happened before the request left: another base may take it. */
@@ -520,7 +499,8 @@ DK_MUSTCHECK static dk_status uh_find_by_email(void *handle, dk_arena *a, const 
     dk_users_http *h = handle;
     if (!h || !a || !email || !ret_user)
         return DK_E_INTERNAL;
-    char *path = dk_arena_printf(a, UH_PREFIX "/by-email?email=%s", uh_pct_encode(a, email));
+    char *path =
+        dk_arena_printf(a, UH_PREFIX "/by-email?email=%s", dk_percent_encode(a, email, ""));
     return uh_user_call(h, a, "GET", path, NULL, 0, 200, ret_user);
 }
 
@@ -531,7 +511,7 @@ DK_MUSTCHECK static dk_status uh_get(void *handle, dk_arena *a, const char *id, 
         return DK_E_INTERNAL;
     if (!*id)
         return DK_E_NOT_FOUND;
-    char *path = dk_arena_printf(a, UH_PREFIX "/%s", uh_pct_encode(a, id));
+    char *path = dk_arena_printf(a, UH_PREFIX "/%s", dk_percent_encode(a, id, ""));
     return uh_user_call(h, a, "GET", path, NULL, 0, 200, ret_user);
 }
 
@@ -543,7 +523,7 @@ DK_MUSTCHECK static dk_status uh_remove(void *handle, const char *id)
     if (!*id)
         return DK_E_NOT_FOUND;
     dk_arena *a = dk_arena_new();
-    char *path = dk_arena_printf(a, UH_PREFIX "/%s", uh_pct_encode(a, id));
+    char *path = dk_arena_printf(a, UH_PREFIX "/%s", dk_percent_encode(a, id, ""));
     long http;
     char *resp;
     size_t len;
@@ -569,7 +549,7 @@ DK_MUSTCHECK static dk_status uh_mark_verified(void *handle, dk_arena *a, const 
     char *body = dk_json_render(a, req, &len);
     json_decref(req);
     dk_user u;
-    char *path = dk_arena_printf(a, UH_PREFIX "/%s/email-verified", uh_pct_encode(a, id));
+    char *path = dk_arena_printf(a, UH_PREFIX "/%s/email-verified", dk_percent_encode(a, id, ""));
     return uh_user_call(h, a, "POST", path, body, len, 200, &u);
 }
 
@@ -582,7 +562,7 @@ DK_MUSTCHECK static dk_status uh_set_mfa(void *handle, dk_arena *a, const char *
         return DK_E_NOT_FOUND;
     const char *body = enabled ? "{\"enabled\":true}" : "{\"enabled\":false}";
     dk_user u;
-    char *path = dk_arena_printf(a, UH_PREFIX "/%s/mfa", uh_pct_encode(a, id));
+    char *path = dk_arena_printf(a, UH_PREFIX "/%s/mfa", dk_percent_encode(a, id, ""));
     return uh_user_call(h, a, "PUT", path, body, strlen(body), 200, &u);
 }
 

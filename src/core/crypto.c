@@ -160,47 +160,62 @@ void dk_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const char dk_base64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const char dk_base64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t dk_base64_encode(const char *alphabet, const unsigned char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = alphabet[(v >> 18) & 63];
+        out[o++] = alphabet[(v >> 12) & 63];
+        if (i + 1 < n)
+            out[o++] = alphabet[(v >> 6) & 63];
+        if (i + 2 < n)
+            out[o++] = alphabet[v & 63];
+    }
+    out[o] = '\0';
+    return o;
+}
+
+bool dk_base64_decode(const char *alphabet, const char *in, size_t len, unsigned char *out,
+                      size_t cap, size_t *ret_n)
+{
+    if (len % 4 == 1)
+        return false;
+    size_t n = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *c = memchr(alphabet, in[i], 64);
+        if (!c || in[i] == '\0')
+            return false;
+        acc = (acc << 6) | (uint32_t)(c - alphabet);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == cap)
+                return false;
+            out[n++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc != 0)
+        return false;
+    *ret_n = n;
+    return true;
+}
 
 char *dk_base64url(dk_arena *a, const unsigned char *in, size_t n)
 {
     char *out = dk_arena_alloc(a, (n + 2) / 3 * 4 + 1);
-    size_t o = 0;
-    size_t i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url[(v >> 18) & 63];
-        out[o++] = b64url[(v >> 12) & 63];
-        out[o++] = b64url[(v >> 6) & 63];
-        out[o++] = b64url[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = b64url[(v >> 18) & 63];
-        out[o++] = b64url[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = b64url[(v >> 18) & 63];
-        out[o++] = b64url[(v >> 12) & 63];
-        out[o++] = b64url[(v >> 6) & 63];
-    }
-    out[o] = '\0';
+    dk_base64_encode(dk_base64_url, in, n, out);
     return out;
-}
-
-static int b64url_val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
 }
 
 unsigned char *dk_base64url_decode(dk_arena *a, const char *in, size_t *ret_len)
@@ -208,28 +223,9 @@ unsigned char *dk_base64url_decode(dk_arena *a, const char *in, size_t *ret_len)
     size_t n = strlen(in);
     while (n > 0 && in[n - 1] == '=')
         n--;
-    if (n % 4 == 1)
-        return NULL;
-    unsigned char *out = dk_arena_alloc(a, n / 4 * 3 + 3);
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_val(in[i]);
-        if (v < 0)
-            return NULL;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)((acc >> bits) & 0xFF);
-        }
-    }
-    /* leftover bits must be zero (canonical encoding) */
-    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
-        return NULL;
-    *ret_len = o;
-    return out;
+    size_t cap = n / 4 * 3 + 3;
+    unsigned char *out = dk_arena_alloc(a, cap);
+    return dk_base64_decode(dk_base64_url, in, n, out, cap, ret_len) ? out : NULL;
 }
 
 char *dk_random_token(dk_arena *a, size_t nbytes)

@@ -31,6 +31,17 @@ void dk_hmac_key_free(dk_hmac_key *k); /* accepts NULL */
 void dk_hmac_key_sign(const dk_hmac_key *k, const void *data, size_t n, unsigned char out[32]);
 /* Lower-case hex; out must hold 2n+1 bytes. */
 void dk_hex(const unsigned char *in, size_t n, char *out);
+/* The one base64 codec (RFC 4648), without padding, over either alphabet: dk_base64_std
+ * ("+/", e.g. PHC password strings) or dk_base64_url ("-_", tokens and cursors). */
+extern const char dk_base64_std[];
+extern const char dk_base64_url[];
+/* Writes (n + 2) / 3 * 4 characters at most, and a NUL, to out; returns the length. */
+size_t dk_base64_encode(const char *alphabet, const unsigned char *in, size_t n, char *out);
+/* Decodes exactly len characters into out (at most cap bytes); false on a character outside
+ * the alphabet, a length that cannot end a group (1 mod 4), non-zero trailing bits, or more
+ * than cap bytes. */
+bool dk_base64_decode(const char *alphabet, const char *in, size_t len, unsigned char *out,
+                      size_t cap, size_t *ret_n);
 /* base64url without padding. */
 char *dk_base64url(dk_arena *a, const unsigned char *in, size_t n);
 /* Decodes base64url (padding optional); NULL when malformed. */

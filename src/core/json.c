@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/str.h"
 #include "core/banned.h"
 
 static void dk_json_decref_cb(void *p)
@@ -23,34 +24,26 @@ json_t *dk_json_own(dk_arena *a, json_t *v)
  * Compact text, byte for byte what json_dumpb(JSON_COMPACT | JSON_ENCODE_ANY |
  * JSON_REAL_PRECISION(17)) writes (test_json compares them), in one pass. jansson's own dump
  * checks every object and array for reference loops (an snprintf of its address and a hash
- * table insert and delete each), which was a third of a task list's CPU; the values built here
- * are trees by construction. */
+ * table insert and delete each), a large share of a task list's CPU
+ * (docs/design/measurements.md); the values built here are trees by construction. */
 
 typedef dk_jw dk_jbuf;
 
 static void dk_jb_reserve(dk_jbuf *b, size_t n)
 {
-    if (b->len + n <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap * 2 : 1024;
-    while (cap < b->len + n)
-        cap *= 2;
-    b->s = dk_realloc(b->s, cap);
-    b->cap = cap;
+    dk_sb_reserve(&b->sb, n);
 }
 
 static void dk_jb_put(dk_jbuf *b, const char *s, size_t n)
 {
-    dk_jb_reserve(b, n);
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
+    dk_sb_put(&b->sb, s, n);
 }
 
 static void dk_jb_string(dk_jbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     dk_jb_reserve(b, n + 2);
-    b->s[b->len++] = '"';
+    b->sb.s[b->sb.len++] = '"';
     size_t run = 0; /* bytes copied as they are, pending */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -267,10 +260,10 @@ void dk_jw_null(dk_jw *w)
 char *dk_jw_finish(dk_jw *w, dk_arena *a, size_t *ret_len)
 {
     dk_jb_put(w, "", 1); /* the terminator, not counted */
-    dk_arena_defer(a, dk_free, w->s);
-    char *out = w->s;
+    dk_arena_defer(a, dk_free, w->sb.s);
+    char *out = w->sb.s;
     if (ret_len)
-        *ret_len = w->len - 1;
+        *ret_len = w->sb.len - 1;
     *w = (dk_jw){0};
     return out;
 }

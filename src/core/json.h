@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/str.h"
+
 typedef struct dk_arena dk_arena;
 
 /* Compact JSON text of v in the arena; *ret_len (optional) gets its length. */
@@ -27,8 +29,7 @@ const char *dk_json_get_str(const json_t *obj, const char *key, bool *ret_presen
  * placed by the writer, the nesting is the caller's. Zero-initialise, write, then
  * dk_jw_finish. */
 typedef struct dk_jw {
-    char *s;
-    size_t len, cap;
+    dk_sb sb;   /* the text so far */
     bool comma; /* the next value or key needs a comma before it */
 } dk_jw;
 void dk_jw_object(dk_jw *w);

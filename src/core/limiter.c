@@ -47,14 +47,7 @@ dk_status dk_limiter_enter(dk_limiter *l)
         pthread_mutex_unlock(&l->lock);
         return DK_E_UNAVAILABLE;
     }
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += l->max_wait_ms / 1000;
-    deadline.tv_nsec += (long)(l->max_wait_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = dk_mono_deadline(l->max_wait_ms);
     l->waiting++;
     int rc = 0;
     while (l->active >= l->workers && rc != ETIMEDOUT)

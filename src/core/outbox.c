@@ -136,11 +136,7 @@ static void *dk_outbox_loop(void *arg)
         pthread_mutex_lock(&o->lock);
         if (o->stop || o->kicked)
             continue;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + (o->interval_ms % 1000) * 1000000;
-        ts.tv_sec += (time_t)(o->interval_ms / 1000 + ns / 1000000000);
-        ts.tv_nsec = (long)(ns % 1000000000);
+        struct timespec ts = dk_mono_deadline(o->interval_ms);
         while (!o->stop && !o->kicked)
             if (pthread_cond_timedwait(&o->cond, &o->lock, &ts) != 0)
                 break;
@@ -169,7 +165,7 @@ dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char 
                  table);
     o->interval_ms = interval_ms > 0 ? interval_ms : 1000;
     pthread_mutex_init(&o->lock, NULL);
-    pthread_cond_init(&o->cond, NULL);
+    dk_cond_init_monotonic(&o->cond); /* waits immune to clock steps */
     o->kicked = true;
     if (pthread_create(&o->thread, NULL, dk_outbox_loop, o) != 0) {
         dk_log_error("cannot start the outbox relay for %s", table);

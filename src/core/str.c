@@ -1,10 +1,14 @@
 #include "core/str.h"
 
 #include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+#include "core/arena.h"
 #include "core/banned.h"
 
 bool dk_parse_i64n(const char *s, size_t n, int64_t min, int64_t max, int64_t *ret)
@@ -144,4 +148,68 @@ void dk_str_lower(char *s)
 {
     for (; s && *s; s++)
         *s = (char)tolower((unsigned char)*s);
+}
+
+char *dk_percent_encode(dk_arena *a, const char *s, const char *keep)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = dk_arena_alloc(a, n * 3 + 1);
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~' || strchr(keep, *p)) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+void dk_sb_grow(dk_sb *b, size_t n)
+{
+    size_t cap = b->cap ? b->cap * 2 : 1024;
+    while (cap < b->len + n)
+        cap *= 2;
+    b->s = dk_realloc(b->s, cap);
+    b->cap = cap;
+}
+
+void dk_sb_printf(dk_sb *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    dk_sb_reserve(b, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+char *dk_sb_take(dk_sb *b, dk_arena *a)
+{
+    char *out = dk_arena_strndup(a, b->s ? b->s : "", b->len);
+    dk_free(b->s);
+    b->s = NULL;
+    b->len = b->cap = 0;
+    return out;
+}
+
+int dk_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }

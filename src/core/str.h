@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+typedef struct dk_arena dk_arena;
 
 /* Whole string must be a decimal integer (optional leading '-'), within [min, max]. */
 bool dk_parse_i64(const char *s, int64_t min, int64_t max, int64_t *ret);
@@ -24,5 +27,33 @@ bool dk_str_ieq(const char *a, const char *b);
 size_t dk_strlcpy(char *dst, const char *src, size_t cap);
 /* Lower-cases ASCII letters in place. */
 void dk_str_lower(char *s);
+/* The value of a hexadecimal digit (either case), or -1. */
+int dk_hex_digit(char c);
+/* The one percent-encoder (RFC 3986), into the arena: every byte but the unreserved characters
+ * (A-Z a-z 0-9 - . _ ~) and those in keep ("" for none) becomes %XX, upper-case hex. */
+char *dk_percent_encode(dk_arena *a, const char *s, const char *keep);
+
+/* The one string builder: text grown on the heap (doubling from 1 KiB), then handed to an
+ * arena. Zero-initialise, append, then dk_sb_take (or dk_free(b.s) to drop it). dk_sb_put does
+ * not terminate the text; dk_sb_printf does. */
+typedef struct dk_sb {
+    char *s;
+    size_t len, cap;
+} dk_sb;
+void dk_sb_grow(dk_sb *b, size_t n); /* room for n more bytes */
+static inline void dk_sb_reserve(dk_sb *b, size_t n)
+{
+    if (b->len + n > b->cap)
+        dk_sb_grow(b, n);
+}
+static inline void dk_sb_put(dk_sb *b, const char *s, size_t n)
+{
+    dk_sb_reserve(b, n);
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+}
+void dk_sb_printf(dk_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Copies the text into the arena ("" when empty) and frees the heap buffer. */
+char *dk_sb_take(dk_sb *b, dk_arena *a);
 
 #endif

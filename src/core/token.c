@@ -21,7 +21,7 @@
 
 /* Tokens verified lately, by SHA-256 of the whole token: a client presents the same token on
  * every request until it expires, and a hit skips the signature check and the claims' JSON
- * (an eighth of a task read's CPU). An entry is found only by the exact token (its digest,
+ * (a measurable share of a task read's CPU: docs/design/measurements.md). An entry is found only by the exact token (its digest,
  * compared in constant time), keeps the token's expiry, and holds the identity, nothing else:
  * revocation is checked after verification, as for a token verified afresh. Direct-mapped
  * (a collision only evicts), DK_TOKEN_CACHE_LOCKS striped locks. */
@@ -156,8 +156,9 @@ static dk_status dk_tokens_check(const dk_tokens *t, dk_arena *a, const char *to
 
     /* The signature: the token's third part must be exactly the base64url text of the
      * HMAC-SHA256 of the first two (so no other encoding of the same bytes is accepted),
-     * compared in constant time. Verified here rather than by libjwt, whose decode took a
-     * fifth of a task read's CPU (an algorithm lookup, BIOs and two JSON parses per call). */
+     * compared in constant time. Verified here rather than by libjwt, whose decode was a
+     * large share of a task read's CPU (an algorithm lookup, BIOs and two JSON parses per
+     * call; docs/design/measurements.md). */
     unsigned char mac[32];
     dk_hmac_key_sign(t->mac, token, (size_t)(last - token), mac);
     if (!dk_ct_streq(last + 1, dk_base64url(a, mac, sizeof mac)))

@@ -572,15 +572,16 @@ static bool dk_tr_post(CURL *h, const char *body)
 /* Waits on the exporter's condition for up to ms (with the lock held). */
 static void dk_tr_wait(int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = dk_mono_deadline(ms);
     pthread_cond_timedwait(&dk_tr.cond, &dk_tr.lock, &ts);
+}
+
+/* The exporter's condition waits on the monotonic clock (immune to clock steps). Made once, on
+ * the first dk_trace_start, before any thread can wait on it or signal it. */
+static void dk_tr_cond_init(void)
+{
+    pthread_cond_destroy(&dk_tr.cond);
+    dk_cond_init_monotonic(&dk_tr.cond);
 }
 
 /* Drops every queued span (with the lock held). */
@@ -747,6 +748,8 @@ static void dk_tr_kv_free(dk_kv *kv, int n)
 
 dk_status dk_trace_start(const dk_trace_options *opt, char *err, size_t cap)
 {
+    static pthread_once_t cond_once = PTHREAD_ONCE_INIT;
+    pthread_once(&cond_once, dk_tr_cond_init);
     const char *sampler = opt->sampler && *opt->sampler ? opt->sampler : "parentbased_always_on";
     static const struct {
         const char *name;

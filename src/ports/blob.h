@@ -58,9 +58,6 @@ struct dk_blob_ops {
     dk_status (*ping)(dk_blob *b, dk_blob_err *err) DK_MUSTCHECK;
 };
 
-extern const struct dk_blob_ops dk_blob_fs_ops;
-extern const struct dk_blob_ops dk_blob_s3_ops;
-
 typedef struct dk_blobstore {
     const struct dk_blob_ops *ops;
     dk_blob *blob;

@@ -77,12 +77,6 @@ struct dk_db_ops {
     dk_status (*restore)(dk_db_conn *conn, const char *src_path) DK_MUSTCHECK;
 };
 
-extern const struct dk_db_ops dk_db_sqlite_ops;
-extern const struct dk_db_ops dk_db_postgres_ops;
-
-/* Picks the adapter for a URL (sqlite: or postgres[ql]://); NULL when the scheme is unknown. */
-const struct dk_db_ops *dk_db_ops_for_url(const char *url);
-
 /* The handle services hold: the ops table plus the opened pool. */
 typedef struct dk_database {
     const struct dk_db_ops *ops;

@@ -33,9 +33,6 @@ struct dk_events_ops {
     dk_status (*publish)(dk_events *ev, const char *type, const char *payload) DK_MUSTCHECK;
 };
 
-extern const struct dk_events_ops dk_events_inproc_ops;
-extern const struct dk_events_ops dk_events_redis_ops;
-
 typedef struct dk_bus {
     const struct dk_events_ops *ops;
     dk_events *ev;

@@ -103,6 +103,4 @@ struct dk_http_client_ops {
     int (*probe)(dk_http_client *c, const char *url, int timeout_ms);
 };
 
-extern const struct dk_http_client_ops dk_http_client_curl_ops;
-
 #endif

@@ -82,9 +82,6 @@ struct dk_kv_ops {
     void (*unsubscribe)(dk_kv *kv, dk_kv_sub *sub);
 };
 
-extern const struct dk_kv_ops dk_kv_memory_ops;
-extern const struct dk_kv_ops dk_kv_redis_ops;
-
 typedef struct dk_store {
     const struct dk_kv_ops *ops;
     dk_kv *kv;

@@ -36,8 +36,6 @@ typedef struct dk_mailer {
  * must be TLS (smtps://, or STARTTLS required on smtp://) or nothing is sent. timeout_ms bounds
  * one whole conversation. file: dir is created (0700) when missing; each message becomes
  * <dir>/<ms>-<random>.eml, written to a temporary name, fsynced and renamed into place. */
-extern const struct dk_mailer_ops dk_mailer_smtp_ops;
-extern const struct dk_mailer_ops dk_mailer_file_ops;
 dk_status dk_mailer_smtp_new(const char *url, int64_t timeout_ms, void **ret) DK_MUSTCHECK;
 dk_status dk_mailer_file_new(const char *dir, void **ret) DK_MUSTCHECK;
 

@@ -11,6 +11,7 @@
 
 #include "core/arena.h"
 #include "ports/blob.h"
+#include "adapters/blob.h"
 #include "core/banned.h"
 
 static const struct dk_blob_ops *ops = &dk_blob_fs_ops;

@@ -24,6 +24,7 @@
 #include "adapters/blob_s3.h"
 #include "core/arena.h"
 #include "ports/blob.h"
+#include "adapters/blob.h"
 #include "core/banned.h"
 
 /* ---------- a one-request-at-a-time capture server ---------- */

@@ -20,6 +20,7 @@
 
 #include "core/arena.h"
 #include "ports/db.h"
+#include "adapters/db.h"
 
 static const struct dk_db_ops *ops = &dk_db_postgres_ops;
 static const char *pg_url;

@@ -11,6 +11,7 @@
 
 #include "core/arena.h"
 #include "ports/db.h"
+#include "adapters/db.h"
 
 static const struct dk_db_ops *ops = &dk_db_sqlite_ops;
 

@@ -23,6 +23,7 @@
 
 #include "core/timeutil.h"
 #include "ports/events.h"
+#include "adapters/events.h"
 #include "core/banned.h"
 
 static const struct dk_events_ops *ops = &dk_events_redis_ops;

@@ -32,6 +32,7 @@
 #include "core/timeutil.h"
 #include "core/token.h"
 #include "ports/kv.h"
+#include "adapters/kv.h"
 #include "core/banned.h"
 
 #define SECRET       "http-test-secret-0123456789abcdef"

@@ -324,7 +324,7 @@ static void test_writer_matches_render(void **state)
         dk_jw_object_end(&w);
         size_t len = 0;
         char *got = dk_jw_finish(&w, a, &len);
-        assert_null(w.s);
+        assert_null(w.sb.s);
         size_t wlen = 0;
         char *want = dk_json_render(a, v, &wlen);
         if (!v) /* a key json_pack refused (not UTF-8 after the cut): nothing to compare */

@@ -12,6 +12,7 @@
 #include "core/arena.h"
 #include "core/timeutil.h"
 #include "ports/kv.h"
+#include "adapters/kv.h"
 #include "core/banned.h"
 
 /* Defined in kv_memory.c for tests only. */

@@ -25,6 +25,7 @@
 #include "core/arena.h"
 #include "core/timeutil.h"
 #include "ports/kv.h"
+#include "adapters/kv.h"
 #include "core/banned.h"
 
 extern char **environ;

@@ -12,6 +12,7 @@
 #include "core/arena.h"
 #include "core/mail.h"
 #include "ports/mailer.h"
+#include "adapters/mailer.h"
 #include "core/banned.h"
 
 static void test_sender(void **state)

@@ -12,6 +12,7 @@
 #include "core/arena.h"
 #include "core/migrate.h"
 #include "ports/db.h"
+#include "adapters/db.h"
 
 static const dk_migration three[] = {
     {1, "create_items", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",

@@ -38,6 +38,8 @@
 #include "services/notifications/notifications_delivery.h"
 #include "services/notifications/notifications_repo.h"
 #include "services/users/users_repo.h"
+#include "adapters/db.h"
+#include "adapters/mailer.h"
 #include "core/banned.h"
 
 #define SECRET   "whsec_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"

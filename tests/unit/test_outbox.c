@@ -17,6 +17,8 @@
 #include "core/sql.h"
 #include "core/timeutil.h"
 #include "ports/events.h"
+#include "adapters/db.h"
+#include "adapters/events.h"
 #include "core/banned.h"
 
 #define TABLE "t_outbox"

@@ -14,6 +14,7 @@
 #include "core/ratelimit.h"
 #include "core/timeutil.h"
 #include "ports/kv.h"
+#include "adapters/kv.h"
 #include "core/banned.h"
 
 static void sleep_ms(int ms)

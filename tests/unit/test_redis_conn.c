@@ -26,6 +26,8 @@
 #include "core/timeutil.h"
 #include "ports/events.h"
 #include "ports/kv.h"
+#include "adapters/kv.h"
+#include "adapters/events.h"
 #include "core/banned.h"
 
 extern char **environ;

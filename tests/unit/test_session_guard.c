@@ -24,6 +24,7 @@
 #include "core/session_guard.h"
 #include "core/timeutil.h"
 #include "ports/kv.h"
+#include "adapters/kv.h"
 #include "core/banned.h"
 
 struct fixture {

@@ -14,6 +14,7 @@
 #include "services/tasks/tasks_model.h"
 #include "services/tasks/tasks_query.h"
 #include "services/tasks/tasks_repo.h"
+#include "adapters/db.h"
 #include "core/banned.h"
 
 #define ME    "01936d5e-0000-7000-8000-000000000001"

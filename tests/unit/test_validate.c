@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/common.h"
-#include "services/validate.h"
+#include "core/validate.h"
 #include "core/banned.h"
 
 #define INVALID_EMAIL "must be a valid e-mail address"

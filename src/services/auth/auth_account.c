@@ -18,7 +18,7 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "services/auth/auth_internal.h"
-#include "services/validate.h"
+#include "core/validate.h"
 #include "core/banned.h"
 
 #define AUTH_MAIL_QUEUE 1024

@@ -16,7 +16,7 @@
 #include "core/timeutil.h"
 #include "services/auth/auth_internal.h"
 #include "services/service.h"
-#include "services/validate.h"
+#include "core/validate.h"
 #include "core/banned.h"
 
 #define AUTH_KEEPER_INTERVAL_MS 1000

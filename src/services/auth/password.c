@@ -63,7 +63,8 @@ static void *auth_area_map(size_t n)
     if (p == MAP_FAILED)
         return NULL;
     /* transparent huge pages: the kernel zero-fills a few 2 MiB pages instead of faulting in
-     * thousands of 4 KiB ones (about 30 % less CPU per fresh area); advice only */
+     * thousands of 4 KiB ones (cheaper per fresh area: docs/design/measurements.md); advice
+     * only */
     (void)madvise(p, n, MADV_HUGEPAGE);
     return p;
 }
@@ -166,59 +167,6 @@ static void auth_areas_destroy(struct auth_areas *ar)
     pthread_mutex_destroy(&ar->mu);
 }
 
-/* PHC strings use standard base64 without padding. */
-static const char auth_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static size_t auth_b64_encode(const unsigned char *in, size_t n, char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = auth_b64[(v >> 18) & 63];
-        out[o++] = auth_b64[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = auth_b64[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = auth_b64[v & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
-
-/* Decodes exactly len characters; false on a character outside the alphabet, a length that
- * cannot end a group (1 mod 4), non-zero trailing bits, or more than cap bytes. */
-static bool auth_b64_decode(const char *in, size_t len, unsigned char *out, size_t cap,
-                            size_t *ret_n)
-{
-    if (len % 4 == 1)
-        return false;
-    size_t n = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        const char *c = memchr(auth_b64, in[i], 64);
-        if (!c || in[i] == '\0')
-            return false;
-        acc = (acc << 6) | (uint32_t)(c - auth_b64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (n == cap)
-                return false;
-            out[n++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0)
-        return false;
-    *ret_n = n;
-    return true;
-}
-
 static void auth_ctx_init(argon2_context *c, uint32_t t, uint32_t m, uint32_t p)
 {
     memset(c, 0, sizeof *c);
@@ -252,8 +200,8 @@ static dk_status auth_hash_raw(const auth_hasher *h, const char *password, char 
     if (rc != ARGON2_OK)
         return DK_E_INTERNAL;
     char s64[AUTH_SALT_LEN * 2], h64[AUTH_HASH_LEN * 2];
-    auth_b64_encode(salt, sizeof salt, s64);
-    auth_b64_encode(hash, sizeof hash, h64);
+    dk_base64_encode(dk_base64_std, salt, sizeof salt, s64);
+    dk_base64_encode(dk_base64_std, hash, sizeof hash, h64);
     int n = snprintf(out, cap, "$argon2id$v=%d$m=%u,t=%u,p=%u$%s$%s", ARGON2_VERSION_13,
                      h->opt.memory_kib, h->opt.iterations, h->opt.parallelism, s64, h64);
     return n > 0 && (size_t)n < cap ? DK_OK : DK_E_INTERNAL;
@@ -309,9 +257,11 @@ static bool auth_phc_parse(const char *s, auth_phc *r)
     const char *hash = dollar + 1;
     return r->m >= ARGON2_MIN_MEMORY && r->m >= 8 * r->p && r->t >= ARGON2_MIN_TIME &&
            r->p >= ARGON2_MIN_LANES &&
-           auth_b64_decode(salt, (size_t)(dollar - salt), r->salt, sizeof r->salt, &r->saltlen) &&
+           dk_base64_decode(dk_base64_std, salt, (size_t)(dollar - salt), r->salt, sizeof r->salt,
+                            &r->saltlen) &&
            r->saltlen >= ARGON2_MIN_SALT_LENGTH &&
-           auth_b64_decode(hash, strlen(hash), r->hash, sizeof r->hash, &r->hashlen) &&
+           dk_base64_decode(dk_base64_std, hash, strlen(hash), r->hash, sizeof r->hash,
+                            &r->hashlen) &&
            r->hashlen >= ARGON2_MIN_OUTLEN;
 }
 

@@ -166,27 +166,6 @@ static void gw_add_header(void *ctx, const char *name, const char *value)
     j->call.headers[j->call.nheaders++] = dk_arena_printf(j->req->arena, "%s: %s", name, value);
 }
 
-/* The decoded request path, percent-encoded again for the upstream request line. */
-static const char *gw_escape_path(dk_arena *a, const char *path)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(path);
-    char *out = dk_arena_alloc(a, n * 3 + 1);
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            strchr("-._~/!$&'()*+,;=:@", *p)) {
-            out[o++] = (char)*p;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* The upstream's status tells the circuit breaker: a 503 is an upstream alive and shedding
  * load (or waiting on its database): it must not open the circuit and turn a busy service into
  * an absent one. */
@@ -433,7 +412,8 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
     c->arena = req->arena;
     c->method = req->method;
     const char *qs = dk_req_query_string(req);
-    c->url = dk_arena_printf(req->arena, "%s%s%s%s", u->base, gw_escape_path(req->arena, req->path),
+    c->url = dk_arena_printf(req->arena, "%s%s%s%s", u->base,
+                             dk_percent_encode(req->arena, req->path, "/!$&'()*+,;=:@"),
                              *qs ? "?" : "", qs);
     dk_req_each_header(req, gw_add_header, j);
     const char *xff = dk_req_header(req, "X-Forwarded-For");
@@ -520,14 +500,7 @@ static void *gw_health_loop(void *arg)
         pthread_mutex_lock(&gw->health_lock);
         if (gw->stop)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += gw->health_interval_ms / 1000;
-        ts.tv_nsec += (long)(gw->health_interval_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = dk_mono_deadline(gw->health_interval_ms);
         pthread_cond_timedwait(&gw->health_cond, &gw->health_lock, &ts);
     }
     pthread_mutex_unlock(&gw->health_lock);
@@ -564,7 +537,7 @@ static int gw_parse_urls(gw_pool *p, const char *list)
 }
 
 dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t nservices,
-                         dk_gateway **ret)
+                         const struct dk_http_client_ops *client_ops, dk_gateway **ret)
 {
     dk_gateway *gw = DK_NEW(dk_gateway);
     gw->app = app;
@@ -603,7 +576,7 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
         }
     }
     dk_http_client_options o = {.max_connections = 512};
-    gw->client_ops = &dk_http_client_curl_ops;
+    gw->client_ops = client_ops;
     if (gw->client_ops->open(&o, &gw->client) != DK_OK) {
         dk_gateway_free(gw);
         return DK_E_INTERNAL;

@@ -15,11 +15,15 @@
 #include "core/http.h"
 #include "services/service.h"
 
+struct dk_http_client_ops;
+
 typedef struct dk_gateway dk_gateway;
 
 /* Creates the gateway for the given services; their upstream URLs come from the config keys
- * gateway.<service>_url. Fails with a message when a service has no URL. */
+ * gateway.<service>_url. Upstream calls go through client_ops (the composition root picks the
+ * adapter: adapters/http_client.h). Fails with a message when a service has no URL. */
 dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t nservices,
+                         const struct dk_http_client_ops *client_ops,
                          dk_gateway **ret) DK_MUSTCHECK;
 /* Mounts the forwarding routes of every service on srv. */
 void dk_gateway_mount(dk_gateway *gw, dk_http_server *srv);

@@ -532,14 +532,7 @@ static dk_status nt_batch(nt_delivery *d, dk_arena *a, int *ret_claimed)
 
 static void nt_wait(nt_delivery *d, int64_t ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)(ms / 1000);
-    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = dk_mono_deadline(ms);
     pthread_mutex_lock(&d->lock);
     while (!d->kicked && !atomic_load(&d->stop)) {
         if (pthread_cond_timedwait(&d->cond, &d->lock, &deadline) != 0)

@@ -78,18 +78,14 @@ typedef struct nt_svc {
 static void nt_loop_init(nt_loop *l)
 {
     pthread_mutex_init(&l->lock, NULL);
-    pthread_cond_init(&l->cond, NULL);
+    dk_cond_init_monotonic(&l->cond); /* waits immune to clock steps */
 }
 
 /* Waits up to ms for a kick; false when the loop must stop. Called with l->lock held. */
 static bool nt_loop_wait(nt_loop *l, int64_t ms)
 {
     if (!l->stop && !l->kicked) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + (ms % 1000) * 1000000;
-        ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000);
-        ts.tv_nsec = (long)(ns % 1000000000);
+        struct timespec ts = dk_mono_deadline(ms);
         while (!l->stop && !l->kicked)
             if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) != 0)
                 break;
@@ -241,7 +237,7 @@ static void *nt_scheduler_main(void *arg)
 
 /* ---------- HTTP ---------- */
 
-static void nt_fail(dk_res *res, dk_status st)
+static void nt_res_fail(dk_res *res, dk_status st)
 {
     switch (st) {
     case DK_E_NOT_FOUND:
@@ -326,7 +322,7 @@ static void nt_list(dk_req *req, dk_res *res)
     dk_status st = nt_repo_list(&s->repo, req->arena, req->identity->user_id, unread, before,
                                 (int)limit, &items, &n);
     if (st != DK_OK) {
-        nt_fail(res, st);
+        nt_res_fail(res, st);
         return;
     }
     const char *next = NULL;
@@ -349,7 +345,7 @@ static void nt_read(dk_req *req, dk_res *res)
                        ? nt_repo_read(&s->repo, req->arena, req->identity->user_id, id)
                        : DK_E_NOT_FOUND;
     if (st != DK_OK) {
-        nt_fail(res, st);
+        nt_res_fail(res, st);
         return;
     }
     dk_res_empty(res, 204);
@@ -360,7 +356,7 @@ static void nt_read_all(dk_req *req, dk_res *res)
     nt_svc *s = req->service;
     dk_status st = nt_repo_read_all(&s->repo, req->arena, req->identity->user_id);
     if (st != DK_OK) {
-        nt_fail(res, st);
+        nt_res_fail(res, st);
         return;
     }
     dk_res_empty(res, 204);
@@ -378,7 +374,7 @@ static void nt_stream(dk_req *req, dk_res *res)
     if (st == DK_E_NOT_FOUND) /* no (known) Last-Event-ID: from now on */
         st = nt_repo_last_seq(&s->repo, req->arena, user, &from);
     if (st != DK_OK) {
-        nt_fail(res, st);
+        nt_res_fail(res, st);
         return;
     }
     nt_hub_open(s->hub, res, user, req->identity->session_id, req->identity->expires_at_ms, from);
@@ -399,7 +395,7 @@ static void nt_prefs_get(dk_req *req, dk_res *res)
     nt_prefs p;
     dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &p);
     if (st != DK_OK) {
-        nt_fail(res, st);
+        nt_res_fail(res, st);
         return;
     }
     dk_res_json(res, 200, nt_prefs_json(&p, false));
@@ -411,7 +407,7 @@ static void nt_prefs_save(nt_svc *s, dk_req *req, dk_res *res, bool email, const
     nt_prefs cur, next = {0};
     dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &cur);
     if (st != DK_OK) {
-        nt_fail(res, st);
+        nt_res_fail(res, st);
         return;
     }
     next.email_enabled = email;
@@ -428,7 +424,7 @@ static void nt_prefs_save(nt_svc *s, dk_req *req, dk_res *res, bool email, const
     }
     st = nt_repo_prefs_put(&s->repo, req->arena, req->identity->user_id, &next);
     if (st != DK_OK) {
-        nt_fail(res, st);
+        nt_res_fail(res, st);
         return;
     }
     dk_res_json(res, 200, nt_prefs_json(&next, url_changed));
@@ -452,7 +448,7 @@ static void nt_prefs_check_run(void *arg)
     char reason[256];
     dk_status chk = nt_webhook_url_check(job->url, job->s->allow_private, reason, sizeof reason);
     if (chk == DK_E_UNAVAILABLE) { /* the resolver is saturated: not the user's fault */
-        nt_fail(res, chk);
+        nt_res_fail(res, chk);
     } else if (chk != DK_OK) {
         dk_errors errs;
         dk_errors_init(&errs);

@@ -191,14 +191,7 @@ static dk_status nt_lookup_start(const char *host, nt_lookup **ret)
 /* Waits for l until timeout_ms has passed; true when it finished. */
 static bool nt_lookup_wait(nt_lookup *l, int64_t timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)(timeout_ms / 1000);
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = dk_mono_deadline(timeout_ms);
     pthread_mutex_lock(&l->lock);
     while (!l->done) {
         if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) != 0 && !l->done)
@@ -211,7 +204,7 @@ static bool nt_lookup_wait(nt_lookup *l, int64_t timeout_ms)
 
 /* --- URL parsing ------------------------------------------------------------------------------ */
 
-static dk_status nt_fail(dk_status st, char *reason, size_t cap, const char *msg)
+static dk_status nt_reason_set(dk_status st, char *reason, size_t cap, const char *msg)
 {
     if (reason && cap > 0)
         dk_strlcpy(reason, msg, cap);
@@ -246,61 +239,62 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
                           char *reason, size_t cap)
 {
     if (!url || !*url)
-        return nt_fail(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
     size_t len = strlen(url);
     if (len > NT_WEBHOOK_URL_MAX)
-        return nt_fail(DK_E_VALIDATION, reason, cap, "must be at most 2048 characters long");
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must be at most 2048 characters long");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)url[i];
         if (c <= 0x20 || c >= 0x7f)
-            return nt_fail(DK_E_VALIDATION, reason, cap,
-                           "must not contain spaces, control or non-ASCII characters "
-                           "(percent-encode them)");
+            return nt_reason_set(DK_E_VALIDATION, reason, cap,
+                                 "must not contain spaces, control or non-ASCII characters "
+                                 "(percent-encode them)");
     }
     CURLU *u = curl_url();
     if (!u)
-        return nt_fail(DK_E_INTERNAL, reason, cap, "out of memory");
+        return nt_reason_set(DK_E_INTERNAL, reason, cap, "out of memory");
     dk_status st = DK_OK;
     char *scheme = NULL, *host = NULL, *port = NULL;
     CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
     if (rc == CURLUE_BAD_PORT_NUMBER) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
         goto out;
     }
     if (rc == CURLUE_NO_HOST) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must include a host");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
         goto out;
     }
     if (rc == CURLUE_UNSUPPORTED_SCHEME) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must use http or https");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
         goto out;
     }
     if (rc != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
         goto out;
     }
     if (!dk_str_ieq(scheme, "http") && !dk_str_ieq(scheme, "https")) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must use http or https");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
         goto out;
     }
     if (nt_has_part(u, CURLUPART_USER) || nt_has_part(u, CURLUPART_PASSWORD) ||
         nt_has_part(u, CURLUPART_OPTIONS)) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap,
-                     "must not contain user information (user:password@)");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap,
+                           "must not contain user information (user:password@)");
         goto out;
     }
     if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must include a host");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
         goto out;
     }
     if (nt_has_part(u, CURLUPART_ZONEID)) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must not contain an IPv6 zone identifier");
+        st =
+            nt_reason_set(DK_E_VALIDATION, reason, cap, "must not contain an IPv6 zone identifier");
         goto out;
     }
     int64_t pn = 0;
     if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
         !dk_parse_i64(port, 1, 65535, &pn)) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
         goto out;
     }
     /* an IPv6 literal comes back in brackets */
@@ -311,7 +305,7 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
         hl -= 2;
     }
     if (hl == 0 || hl > 253) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
         goto out;
     }
     memcpy(t->host, h, hl);
@@ -327,7 +321,7 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
         in6->sin6_family = AF_INET6;
         t->literal = true;
     } else if (h != host) {
-        st = nt_fail(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
+        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
         goto out;
     }
 out:
@@ -349,7 +343,7 @@ dk_status nt_webhook_resolve(const char *url, bool allow_private, int64_t timeou
         return st;
     if (t.literal) {
         if (!allow_private && nt_addr_is_private((const struct sockaddr *)&lit))
-            return nt_fail(DK_E_FORBIDDEN, reason, cap, "address not allowed");
+            return nt_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
         nt_addr_text((const struct sockaddr *)&lit, t.addrs[0]);
         t.naddrs = 1;
         *ret = t;
@@ -357,13 +351,13 @@ dk_status nt_webhook_resolve(const char *url, bool allow_private, int64_t timeou
     }
     nt_lookup *l = NULL;
     if (nt_lookup_start(t.host, &l) != DK_OK)
-        return nt_fail(DK_E_UNAVAILABLE, reason, cap, "name resolution is busy");
+        return nt_reason_set(DK_E_UNAVAILABLE, reason, cap, "name resolution is busy");
     bool done = nt_lookup_wait(l, timeout_ms > 0 ? timeout_ms : 1);
     /* done: the helper no longer writes; read without the lock */
     if (!done || l->gai_rc != 0 || l->n == 0)
-        st = nt_fail(DK_E_UNAVAILABLE, reason, cap, "does not resolve");
+        st = nt_reason_set(DK_E_UNAVAILABLE, reason, cap, "does not resolve");
     else if (!allow_private && l->any_private)
-        st = nt_fail(DK_E_FORBIDDEN, reason, cap, "address not allowed");
+        st = nt_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
     else {
         for (int i = 0; i < l->n; i++)
             nt_addr_text((const struct sockaddr *)&l->addrs[i], t.addrs[i]);
@@ -381,15 +375,15 @@ dk_status nt_webhook_url_check(const char *url, bool allow_private, char *reason
     dk_status st =
         nt_webhook_resolve(url, allow_private, NT_WEBHOOK_CHECK_TIMEOUT, &t, why, sizeof why);
     if (st == DK_OK || st == DK_E_INTERNAL)
-        return st == DK_OK ? DK_OK : nt_fail(st, reason, cap, why);
+        return st == DK_OK ? DK_OK : nt_reason_set(st, reason, cap, why);
     if (st == DK_E_FORBIDDEN)
-        return nt_fail(DK_E_VALIDATION, reason, cap,
-                       "resolves to an address that is not allowed (loopback, "
-                       "private, link-local, multicast or otherwise not public)");
+        return nt_reason_set(DK_E_VALIDATION, reason, cap,
+                             "resolves to an address that is not allowed (loopback, "
+                             "private, link-local, multicast or otherwise not public)");
     if (st == DK_E_UNAVAILABLE && strcmp(why, "does not resolve") == 0)
-        return nt_fail(DK_E_VALIDATION, reason, cap, "host does not resolve");
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "host does not resolve");
     if (st == DK_E_UNAVAILABLE)
-        return nt_fail(DK_E_UNAVAILABLE, reason, cap,
-                       "could not be checked now: name resolution is busy");
-    return nt_fail(st, reason, cap, why);
+        return nt_reason_set(DK_E_UNAVAILABLE, reason, cap,
+                             "could not be checked now: name resolution is busy");
+    return nt_reason_set(st, reason, cap, why);
 }

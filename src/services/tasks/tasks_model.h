@@ -138,7 +138,8 @@ char *tasks_labels_json(dk_arena *a, const char *const *labels, int n);
 bool tasks_labels_from_json(dk_arena *a, const char *text, const char ***ret, int *ret_n);
 
 /* Writes the contract's {task} object (written directly: a list of them is the hottest
- * response, and a jansson value per field cost a quarter of it). */
+ * response, and a jansson value per field was a large share of its cost; figures in
+ * docs/design/measurements.md). */
 void tasks_task_write(dk_jw *w, const tasks_task *t);
 
 #endif

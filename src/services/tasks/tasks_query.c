@@ -15,48 +15,11 @@
 #include "services/tasks/tasks_model.h"
 #include "core/banned.h"
 
-/* ---------- a small string builder (heap while growing, arena when done) ---------- */
+/* ---------- the string builder (core/str.h's dk_sb) ---------- */
 
-typedef struct tq_buf {
-    char *s;
-    size_t len, cap;
-} tq_buf;
-
-static void tq_add(tq_buf *b, const char *fmt, ...) DK_PRINTF(2, 3);
-static void tq_add(tq_buf *b, const char *fmt, ...)
+static void tq_addn(dk_sb *b, const char *s, size_t n)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0)
-        return;
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        b->s = dk_realloc(b->s, cap);
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-static void tq_addn(tq_buf *b, const char *s, size_t n)
-{
-    tq_add(b, "%.*s", (int)n, s);
-}
-
-/* Moves the text into the arena and releases the heap copy. */
-static char *tq_take(dk_arena *a, tq_buf *b)
-{
-    char *out = dk_arena_strndup(a, b->s ? b->s : "", b->len);
-    dk_free(b->s);
-    b->s = NULL;
-    b->len = b->cap = 0;
-    return out;
+    dk_sb_printf(b, "%.*s", (int)n, s);
 }
 
 /* ---------- search text → FTS5 ---------- */
@@ -79,22 +42,22 @@ static bool tq_wordish(const char *s, size_t n)
 }
 
 /* "text" with every double quote doubled: inside FTS5 quotes nothing is syntax. */
-static void tq_fts_quoted(tq_buf *b, const char *s, size_t n)
+static void tq_fts_quoted(dk_sb *b, const char *s, size_t n)
 {
-    tq_add(b, "\"");
+    dk_sb_printf(b, "\"");
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '"')
-            tq_add(b, "\"\"");
+            dk_sb_printf(b, "\"\"");
         else
             tq_addn(b, s + i, 1);
     }
-    tq_add(b, "\"");
+    dk_sb_printf(b, "\"");
 }
 
 bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret)
 {
     memset(ret, 0, sizeof *ret);
-    tq_buf pos = {0}, neg = {0};
+    dk_sb pos = {0}, neg = {0};
     int npos = 0, nneg = 0;
     bool pending_or = false;
     const char *p = q;
@@ -132,18 +95,18 @@ bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret)
             continue;
         if (negate) {
             if (nneg++ > 0)
-                tq_add(&neg, " OR ");
+                dk_sb_printf(&neg, " OR ");
             tq_fts_quoted(&neg, start, len);
             pending_or = false;
         } else {
             if (npos++ > 0)
-                tq_add(&pos, pending_or ? " OR " : " AND ");
+                dk_sb_printf(&pos, pending_or ? " OR " : " AND ");
             tq_fts_quoted(&pos, start, len);
             pending_or = false;
         }
     }
-    char *ps = tq_take(a, &pos);
-    char *ns = tq_take(a, &neg);
+    char *ps = dk_sb_take(&pos, a);
+    char *ns = dk_sb_take(&neg, a);
     if (npos == 0 && nneg == 0)
         return false;
     if (nneg > 0)
@@ -177,36 +140,36 @@ static const char *tq_user_param(const char *v, const char *caller, const char *
     return NULL;
 }
 
-static void tq_hash_str(tq_buf *b, const char *name, const char *v)
+static void tq_hash_str(dk_sb *b, const char *name, const char *v)
 {
     if (v)
-        tq_add(b, "%s=%zu:%s\n", name, strlen(v), v);
+        dk_sb_printf(b, "%s=%zu:%s\n", name, strlen(v), v);
     else
-        tq_add(b, "%s=-\n", name);
+        dk_sb_printf(b, "%s=-\n", name);
 }
 
 static void tq_filter_hash(dk_arena *a, tasks_list_query *q)
 {
-    tq_buf b = {0};
-    tq_add(&b, "tasks.list.filters.v1\n");
+    dk_sb b = {0};
+    dk_sb_printf(&b, "tasks.list.filters.v1\n");
     tq_hash_str(&b, "caller", q->caller);
     tq_hash_str(&b, "status", q->status);
-    tq_add(&b, "priority=%d\n", q->priority);
+    dk_sb_printf(&b, "priority=%d\n", q->priority);
     tq_hash_str(&b, "label", q->label);
     tq_hash_str(&b, "owner", q->owner);
     tq_hash_str(&b, "assignee", q->assignee);
     if (q->has_due_before)
-        tq_add(&b, "due_before=%lld\n", (long long)q->due_before);
+        dk_sb_printf(&b, "due_before=%lld\n", (long long)q->due_before);
     else
-        tq_add(&b, "due_before=-\n");
+        dk_sb_printf(&b, "due_before=-\n");
     if (q->has_due_after)
-        tq_add(&b, "due_after=%lld\n", (long long)q->due_after);
+        dk_sb_printf(&b, "due_after=%lld\n", (long long)q->due_after);
     else
-        tq_add(&b, "due_after=-\n");
+        dk_sb_printf(&b, "due_after=-\n");
     tq_hash_str(&b, "q", q->q);
     if (q->project_id) /* absent: the same text as before projects existed */
         tq_hash_str(&b, "project_id", q->project_id);
-    char *text = tq_take(a, &b);
+    char *text = dk_sb_take(&b, a);
     unsigned char h[32];
     dk_sha256(text, strlen(text), h);
     memcpy(q->filter_hash, h, TASKS_FILTER_HASH_LEN);
@@ -421,26 +384,26 @@ static const char *tq_sort_expr(dk_arena *a, dk_db_engine engine, const tasks_li
                            tp, dp);
 }
 
-static void tq_arm(tq_buf *b, dk_db_engine engine, const char *pred, const char *conds,
+static void tq_arm(dk_sb *b, dk_db_engine engine, const char *pred, const char *conds,
                    const char *sk, const char *dir, int limit_param)
 {
-    tq_add(b,
-           "SELECT %s, %s AS sk FROM tasks t WHERE %s%s ORDER BY %s %s, t.id %s "
-           "LIMIT CAST($%d AS INTEGER)",
-           engine == DK_DB_POSTGRES ? TASKS_COLS_POSTGRES : TASKS_COLS_SQLITE, sk, pred, conds, sk,
-           dir, dir, limit_param);
+    dk_sb_printf(b,
+                 "SELECT %s, %s AS sk FROM tasks t WHERE %s%s ORDER BY %s %s, t.id %s "
+                 "LIMIT CAST($%d AS INTEGER)",
+                 engine == DK_DB_POSTGRES ? TASKS_COLS_POSTGRES : TASKS_COLS_SQLITE, sk, pred,
+                 conds, sk, dir, dir, limit_param);
 }
 
 /* PostgreSQL: a page of each of the caller's projects, each read from its project index in
  * order (a nested loop over the memberships); the outer statement merges them. */
-static void tq_lateral_arm(tq_buf *b, const char *conds, const char *sk, const char *dir,
+static void tq_lateral_arm(dk_sb *b, const char *conds, const char *sk, const char *dir,
                            int limit_param, int me)
 {
-    tq_add(b,
-           "SELECT x.* FROM tasks_project_members m CROSS JOIN LATERAL (SELECT %s, %s AS sk "
-           "FROM tasks t WHERE t.project_id = m.project_id%s ORDER BY %s %s, t.id %s LIMIT "
-           "CAST($%d AS INTEGER)) x WHERE m.user_id = $%d",
-           TASKS_COLS_POSTGRES, sk, conds, sk, dir, dir, limit_param, me);
+    dk_sb_printf(b,
+                 "SELECT x.* FROM tasks_project_members m CROSS JOIN LATERAL (SELECT %s, %s AS sk "
+                 "FROM tasks t WHERE t.project_id = m.project_id%s ORDER BY %s %s, t.id %s LIMIT "
+                 "CAST($%d AS INTEGER)) x WHERE m.user_id = $%d",
+                 TASKS_COLS_POSTGRES, sk, conds, sk, dir, dir, limit_param, me);
 }
 
 #define TQ_MAX_ARMS (3 + TASKS_PROJECT_ARMS_MAX)
@@ -466,7 +429,7 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     tq_params p = {.n = 0};
     bool pg = engine == DK_DB_POSTGRES;
     int me = tq_param(&p, q->caller);
-    tq_buf conds = {0};
+    dk_sb conds = {0};
 
     /* which rows: the visibility rule (tasks_visible_sql) as arms that each lead with an
      * indexed equality — own personal tasks (owner_id), personal tasks assigned to the caller
@@ -534,25 +497,25 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     bool nothing = arms.n == 0;
 
     if (q->status)
-        tq_add(&conds, " AND t.status = $%d", tq_param(&p, q->status));
+        dk_sb_printf(&conds, " AND t.status = $%d", tq_param(&p, q->status));
     if (q->priority >= 0)
-        tq_add(&conds, " AND t.priority = CAST($%d AS INTEGER)",
-               tq_param(&p, dk_sql_int(a, q->priority)));
+        dk_sb_printf(&conds, " AND t.priority = CAST($%d AS INTEGER)",
+                     tq_param(&p, dk_sql_int(a, q->priority)));
     if (q->label) {
         int k = tq_param(&p, q->label);
         if (pg)
-            tq_add(&conds, " AND t.labels @> ARRAY[CAST($%d AS TEXT)]", k);
+            dk_sb_printf(&conds, " AND t.labels @> ARRAY[CAST($%d AS TEXT)]", k);
         else
-            tq_add(&conds,
-                   " AND EXISTS (SELECT 1 FROM json_each(t.labels) WHERE json_each.value = $%d)",
-                   k);
+            dk_sb_printf(
+                &conds,
+                " AND EXISTS (SELECT 1 FROM json_each(t.labels) WHERE json_each.value = $%d)", k);
     }
     if (q->has_due_before)
-        tq_add(&conds, " AND t.due_at < CAST($%d AS BIGINT)",
-               tq_param(&p, dk_sql_int(a, q->due_before)));
+        dk_sb_printf(&conds, " AND t.due_at < CAST($%d AS BIGINT)",
+                     tq_param(&p, dk_sql_int(a, q->due_before)));
     if (q->has_due_after)
-        tq_add(&conds, " AND t.due_at >= CAST($%d AS BIGINT)",
-               tq_param(&p, dk_sql_int(a, q->due_after)));
+        dk_sb_printf(&conds, " AND t.due_at >= CAST($%d AS BIGINT)",
+                     tq_param(&p, dk_sql_int(a, q->due_after)));
     tasks_fts fts;
     memset(&fts, 0, sizeof fts);
     int qparam = 0;
@@ -561,14 +524,15 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
             nothing = true; /* no word to look for */
         } else if (pg) {
             qparam = tq_param(&p, q->q);
-            tq_add(&conds, " AND t.search @@ websearch_to_tsquery('english', $%d)", qparam);
+            dk_sb_printf(&conds, " AND t.search @@ websearch_to_tsquery('english', $%d)", qparam);
         } else if (fts.match) {
-            tq_add(&conds, " AND t.seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH $%d)",
-                   tq_param(&p, fts.match));
+            dk_sb_printf(&conds,
+                         " AND t.seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH $%d)",
+                         tq_param(&p, fts.match));
         } else {
-            tq_add(&conds,
-                   " AND t.seq NOT IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH $%d)",
-                   tq_param(&p, fts.exclude));
+            dk_sb_printf(
+                &conds, " AND t.seq NOT IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH $%d)",
+                tq_param(&p, fts.exclude));
         }
     }
     if (nothing) {
@@ -583,29 +547,29 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     if (q->has_cursor) {
         int vk = tq_param(&p, dk_sql_int(a, q->cursor.value));
         int ik = tq_param(&p, dk_arena_strdup(a, q->cursor.id));
-        tq_add(&conds, " AND (%s, t.id) %s (CAST($%d AS BIGINT), $%d)", sk, q->desc ? "<" : ">", vk,
-               ik);
+        dk_sb_printf(&conds, " AND (%s, t.id) %s (CAST($%d AS BIGINT), $%d)", sk,
+                     q->desc ? "<" : ">", vk, ik);
     }
     int lk = tq_param(&p, dk_sql_int(a, q->limit + 1));
-    char *cs = tq_take(a, &conds);
+    char *cs = dk_sb_take(&conds, a);
 
-    tq_buf sql = {0};
-    tq_add(&sql, "/* tasks.list */ ");
+    dk_sb sql = {0};
+    dk_sb_printf(&sql, "/* tasks.list */ ");
     bool wrap = arms.n > 1 || arms.lateral[0]; /* several arms are merged in page order */
     for (int i = 0; i < arms.n; i++) {
         const char *c = dk_arena_printf(a, "%s%s", arms.extra[i], cs);
         if (wrap)
-            tq_add(&sql, "%sSELECT * FROM (", i == 0 ? "" : " UNION ALL ");
+            dk_sb_printf(&sql, "%sSELECT * FROM (", i == 0 ? "" : " UNION ALL ");
         if (arms.lateral[i])
             tq_lateral_arm(&sql, c, sk, dir, lk, me);
         else
             tq_arm(&sql, engine, arms.pred[i], c, sk, dir, lk);
         if (wrap)
-            tq_add(&sql, ") a%d", i);
+            dk_sb_printf(&sql, ") a%d", i);
     }
     if (wrap)
-        tq_add(&sql, " ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)", dir, dir, lk);
-    ret->sql = tq_take(a, &sql);
+        dk_sb_printf(&sql, " ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)", dir, dir, lk);
+    ret->sql = dk_sb_take(&sql, a);
     ret->nparams = p.n;
     ret->params = dk_arena_alloc(a, sizeof *ret->params * (size_t)p.n);
     memcpy(ret->params, p.v, sizeof *ret->params * (size_t)p.n);

@@ -13,7 +13,7 @@
 #include "services/service.h"
 #include "services/users/users_avatar.h"
 #include "services/users/users_repo.h"
-#include "services/validate.h"
+#include "core/validate.h"
 #include "core/banned.h"
 
 typedef struct users_svc {

@@ -1,4 +1,4 @@
-#include "services/validate.h"
+#include "core/validate.h"
 
 #include <string.h>
 

@@ -1,0 +1,187 @@
+/* http_internal.h — what the rooms of the HTTP core (src/core/http/) share, and nobody else.
+ * The public contract is core/http.h; this header holds the server's state, the per-request
+ * exchange and the connection-guard entry, and the functions one room calls in another.
+ *
+ * The locks, and who takes them (never two at once, except as noted):
+ *  - srv->guard_lock (guard.c): the connection list, each entry's fd, deadline, busy/answered
+ *    counters and reaped flag. Taken by the guard, the housekeeper and dk_on_completed.
+ *  - srv->streams_lock (stream.c): the list of open response streams. A stream's own lock
+ *    (s->lock) may be taken inside it (dk_streams_end_all), never the other way round.
+ *  - x->bs_lock / x->bs_cb_lock (body.c): a streamed request body's flags / its running
+ *    callback. bs_cb_lock is never held while taking bs_lock.
+ *  - srv->trim_lock (housekeeper.c): the housekeeping thread's stop flag and wake-up; the reaper
+ *    it calls takes guard_lock after trim_lock.
+ * Everything else in dk_http_server is written before dk_http_start (routes, options) or is
+ * atomic (draining, inflight, nconns, reaped, completed). */
+#ifndef DK_HTTP_INTERNAL_H
+#define DK_HTTP_INTERNAL_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/app.h"
+#include "core/arena.h"
+#include "core/http.h"
+#include "core/workpool.h"
+
+#define DK_MAX_ROUTES   128
+#define DK_MAX_SEGMENTS 12
+#define DK_MAX_READY    8
+
+struct dk_route_entry {
+    const char *service_name;
+    const char *method;
+    char *pattern; /* full pattern, e.g. /api/v1/auth/sessions/{id} */
+    int nsegs;
+    char *segs[DK_MAX_SEGMENTS];
+    dk_handler_fn handler;
+    unsigned flags;
+    size_t body_limit; /* 0: the server's */
+    void *state;
+};
+
+struct dk_http_server {
+    dk_http_options opt;
+    dk_app *app;
+    struct MHD_Daemon *daemon;
+    int nroutes;
+    struct dk_route_entry routes[DK_MAX_ROUTES];
+    int nready;
+    struct {
+        const char *name;
+        dk_ready_fn fn;
+        void *ctx;
+    } ready[DK_MAX_READY];
+    atomic_bool draining;
+    atomic_int inflight;
+    int bound_port;
+    char start_error[256]; /* why dk_http_start failed, for the user */
+    /* the connection guard (see "the connection guard" below) */
+    pthread_mutex_t guard_lock;
+    struct dk_conn *conns; /* every open connection */
+    atomic_int nconns;
+    atomic_ullong reaped; /* connections closed for a late request head */
+    int header_timeout_ms, max_connections;
+    dk_workpool *offload;
+    pthread_mutex_t streams_lock;
+    struct dk_stream *streams; /* open streaming responses (ended on drain) */
+    int body_stream_routes;    /* routes with DK_ROUTE_BODY_STREAM */
+    int body_limit_routes;     /* routes with a body limit of their own */
+    /* the trimmer: gives freed heap memory back to the system once the server is idle */
+    atomic_ullong completed; /* requests finished, ever */
+    pthread_t trimmer;
+    bool trimmer_running;
+    pthread_mutex_t trim_lock;
+    pthread_cond_t trim_cond;
+    bool trim_stop;
+};
+
+/* Per-request state, allocated in the request's arena. */
+struct dk_exchange {
+    dk_req req;
+    dk_res res;
+    dk_identity identity;
+    char *buf; /* body being received (malloc'd, capped at body_limit) */
+    size_t len, cap;
+    size_t body_limit; /* the route's, else the server's */
+    bool too_large;
+    bool suspended;
+    bool dispatched;
+    dk_handler_fn offload_handler;
+    struct dk_stream *stream; /* set by dk_res_stream */
+    double t0;
+    const char *metric_service;
+    const char *metric_route;
+    const char *metric_method;
+    dk_http_server *srv;
+    int edge_nheaders; /* response headers set by the edge duties, before the handler */
+    /* A streamed request body (DK_ROUTE_BODY_STREAM): dispatched when the headers are in.
+     * bs_lock guards the flags shared with the handler's threads; bs_cb_lock is held while a
+     * callback runs, so dk_req_resume can drop them and know none is running. */
+    bool bs;
+    bool bs_finished; /* the whole body has been read (the final access-handler call) */
+    pthread_mutex_t bs_lock, bs_cb_lock;
+    dk_body_chunk_fn on_chunk;
+    dk_body_end_fn on_end;
+    void *bs_ctx;
+    uint64_t bs_received; /* bytes taken by on_chunk, or discarded */
+    bool bs_paused;       /* connection suspended: on_chunk took less than it was offered */
+    bool bs_wake;         /* dk_req_body_resume came while not paused */
+    bool bs_answered;     /* the handler has resumed the request (its answer is in res) */
+    bool bs_waiting;      /* connection suspended after the body, waiting for the answer */
+    bool bs_orphaned;     /* the client left before the answer: dk_req_resume frees */
+};
+
+/* ---------- the connection guard (guard.c) ---------- */
+
+#define DK_IDLE_TIMEOUT_S 60
+
+struct dk_conn {
+    struct dk_conn *prev, *next;
+    int fd;
+    int64_t deadline_ms; /* close unless a request head completes by then; INT64_MAX = none */
+    int64_t opened_ms;
+    unsigned answered; /* requests completed on it */
+    bool busy;         /* a request line has arrived, its response is not complete yet */
+    bool reaped;
+    /* the current request line (connection thread only) */
+    bool bad_path;
+    char bad_param[64]; /* a query parameter with a NUL or invalid UTF-8; "" = none */
+};
+
+/* ---------- what one room calls in another ---------- */
+
+/* server.c */
+void dk_exchange_free(struct dk_exchange *x);
+
+/* body.c: streamed and buffered request bodies */
+void dk_bs_end(struct dk_exchange *x, bool ok);
+void dk_bs_destroy(void *p);
+void dk_bs_upload(struct dk_exchange *x, const char *data, size_t *upload_size);
+void dk_exchange_free_buf(void *p);
+bool dk_body_streams(dk_http_server *srv, const struct dk_route_entry *r, bool chunked,
+                     uint64_t declared);
+
+/* stream.c: reference-counted response streams */
+struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn);
+void dk_streams_end_all(dk_http_server *srv);
+
+/* router.c */
+const struct dk_route_entry *dk_route_lookup(dk_http_server *srv, struct dk_exchange *x);
+void dk_dispatch(struct dk_exchange *x);
+
+/* edge.c: the checks every route shares */
+bool dk_rate_limit(struct dk_exchange *x);
+bool dk_authenticate(struct dk_exchange *x, bool internal);
+bool dk_cors(struct dk_exchange *x, const char *allow_methods);
+bool dk_edge_rate_limit(struct dk_exchange *x);
+void dk_trace_init(dk_req *req, const char *traceparent);
+const char *dk_client_ip(dk_arena *a, struct MHD_Connection *c);
+const char *dk_forwarded_client(dk_http_server *srv, dk_arena *a, struct MHD_Connection *c,
+                                const char *peer);
+
+/* offload.c */
+void dk_offloaded(void *arg);
+
+/* guard.c */
+struct dk_conn *dk_conn_of(struct MHD_Connection *conn);
+void dk_conn_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at, bool sooner_only);
+void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                      enum MHD_ConnectionNotificationCode code);
+void dk_conns_reap(dk_http_server *srv);
+int dk_conns_pending(dk_http_server *srv);
+void *dk_on_uri(void *cls, const char *uri, struct MHD_Connection *conn);
+bool dk_guard_refuses(dk_http_server *srv, struct dk_exchange *x, struct MHD_Connection *conn);
+
+/* housekeeper.c */
+void dk_trimmer_start(dk_http_server *srv);
+void dk_trimmer_stop(dk_http_server *srv);
+
+/* ops.c: /health, /ready, /metrics, /openapi.* (mounted by dk_http_new) */
+extern const dk_route dk_ops_routes[5];
+
+#endif

@@ -1,0 +1,542 @@
+/* server.c — the libmicrohttpd server: the listening socket, the daemon and its callbacks
+ * (a request's life from its head to its completion), graceful drain and stop.
+ * Contract: dk_http_new/mount/start/drain/stop/free in core/http.h. dk_on_request takes a
+ * request in three steps (head, body chunks, the final call), dispatches it through the router
+ * and queues its response; dk_on_completed records it (metrics, span, access log) and frees its
+ * exchange — unless a streamed body's handler still owns it (then dk_req_resume frees it).
+ * Locking: the callbacks run on libmicrohttpd's threads, one connection on one thread at a time;
+ * a streamed body's flags are read under x->bs_lock, the guard's entry under srv->guard_lock. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <malloc.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/http/http_internal.h"
+#include "core/alloc.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/str.h"
+#include "core/timeutil.h"
+#include "core/trace.h"
+#include "core/banned.h"
+
+static const char *dk_static_method(const char *m)
+{
+    static const char *known[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0)
+            return known[i];
+    return "OTHER";
+}
+
+dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
+{
+    dk_http_server *srv = DK_NEW(dk_http_server);
+    srv->opt = *opt;
+    srv->opt.host = dk_strdup(opt->host ? opt->host : "0.0.0.0");
+    srv->opt.process_name = dk_strdup(opt->process_name ? opt->process_name : "docket");
+    srv->opt.cors_origins =
+        opt->cors_origins && *opt->cors_origins ? dk_strdup(opt->cors_origins) : NULL;
+    srv->app = app;
+    atomic_init(&srv->draining, false);
+    atomic_init(&srv->inflight, 0);
+    pthread_mutex_init(&srv->streams_lock, NULL);
+    pthread_mutex_init(&srv->guard_lock, NULL);
+    atomic_init(&srv->nconns, 0);
+    atomic_init(&srv->reaped, 0);
+    if (opt->offload_workers > 0)
+        srv->offload = dk_workpool_new(opt->offload_workers, opt->offload_queue);
+    dk_http_mount(srv, srv->opt.process_name, "", dk_ops_routes,
+                  sizeof dk_ops_routes / sizeof dk_ops_routes[0], srv);
+    return srv;
+}
+
+void dk_http_free(dk_http_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->daemon)
+        dk_http_stop(srv);
+    dk_workpool_free(srv->offload);
+    for (int i = 0; i < srv->nroutes; i++) {
+        dk_free(srv->routes[i].pattern);
+        for (int s = 0; s < srv->routes[i].nsegs; s++)
+            dk_free(srv->routes[i].segs[s]);
+    }
+    dk_free((char *)srv->opt.host);
+    dk_free((char *)srv->opt.process_name);
+    dk_free((char *)srv->opt.cors_origins);
+    pthread_mutex_destroy(&srv->streams_lock);
+    pthread_mutex_destroy(&srv->guard_lock);
+    dk_free(srv);
+}
+
+const char *dk_http_start_error(const dk_http_server *srv)
+{
+    return srv->start_error;
+}
+
+int dk_http_port(const dk_http_server *srv)
+{
+    return srv->bound_port;
+}
+
+void dk_exchange_free(struct dk_exchange *x)
+{
+    dk_http_server *srv = x->srv;
+    dk_arena_free(x->req.arena);
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn);
+
+static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    dk_http_server *srv = cls;
+    struct dk_exchange *x = *con_cls;
+    if (!x) {
+        dk_arena *a = dk_arena_new();
+        x = dk_arena_alloc(a, sizeof *x);
+        x->srv = srv;
+        x->t0 = dk_mono_s();
+        x->req.arena = a;
+        x->res.arena = a;
+        x->req.conn = conn;
+        x->req.app = srv->app;
+        x->req.method = dk_static_method(method);
+        x->metric_method = x->req.method;
+        x->req.path = dk_arena_strdup(a, url);
+        const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        if (dk_request_id_valid(rid)) {
+            x->req.request_id = dk_arena_strdup(a, rid);
+        } else {
+            char *id = dk_arena_alloc(a, DK_UUID_LEN);
+            dk_uuid7_fast(id);
+            x->req.request_id = id;
+        }
+        x->res.request_id = x->req.request_id;
+        dk_trace_init(&x->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
+        x->req.client_ip = dk_client_ip(a, conn);
+        if (srv->opt.trust_forwarded_for || srv->opt.trusted_proxies)
+            x->req.client_ip = dk_forwarded_client(srv, a, conn, x->req.client_ip);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        int64_t declared = 0;
+        bool has_cl = cl && dk_parse_i64(cl, 0, INT64_MAX, &declared);
+        const char *te =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        bool chunked = !has_cl && te && strcasestr(te, "chunked");
+        /* the route matters before dispatch only for a body: its limit, whether it streams */
+        const struct dk_route_entry *route =
+            (srv->body_stream_routes || srv->body_limit_routes) && (chunked || declared > 0)
+                ? dk_route_lookup(srv, x)
+                : NULL;
+        x->body_limit = route && route->body_limit ? route->body_limit : srv->opt.body_limit;
+        if (has_cl && (uint64_t)declared > x->body_limit)
+            x->too_large = true;
+        atomic_fetch_add(&srv->inflight, 1);
+        *con_cls = x;
+        /* the head is complete: no deadline until the response has gone */
+        dk_conn_deadline(srv, dk_conn_of(conn), INT64_MAX, false);
+        if (dk_guard_refuses(srv, x, conn)) {
+            x->dispatched = true;
+            return dk_queue(x, conn);
+        }
+        if (!srv->body_stream_routes ||
+            !dk_body_streams(srv, route, chunked, has_cl ? (uint64_t)declared : 0)) {
+            if (!x->too_large)
+                return MHD_YES;
+            /* a declared body over the limit: answered now (413, or whatever the edge says
+             * first), without reading it; libmicrohttpd closes the connection afterwards */
+            x->dispatched = true;
+            x->req.body = "";
+            dk_log_set_context(x->req.request_id, x->req.trace_id);
+            dk_dispatch(x);
+            dk_log_set_context(NULL, NULL);
+            return dk_queue(x, conn);
+        }
+        /* the body streams: dispatch now, the body follows through the handler's callbacks */
+        x->bs = true;
+        pthread_mutex_init(&x->bs_lock, NULL);
+        pthread_mutex_init(&x->bs_cb_lock, NULL);
+        dk_arena_defer(a, dk_bs_destroy, x);
+        x->dispatched = true;
+        x->req.body = NULL;
+        dk_log_set_context(x->req.request_id, x->req.trace_id);
+        dk_dispatch(x);
+        dk_log_set_context(NULL, NULL);
+        pthread_mutex_lock(&x->bs_lock);
+        bool answered = !x->suspended || x->bs_answered;
+        pthread_mutex_unlock(&x->bs_lock);
+        if (!answered)
+            return MHD_YES;
+        /* answered before the body (an edge check, or at once): libmicrohttpd discards the
+         * body and closes the connection after the response */
+        dk_bs_end(x, false);
+        x->bs_finished = true;
+        return dk_queue(x, conn);
+    }
+    if (x->bs) {
+        if (*upload_size > 0) {
+            dk_bs_upload(x, upload_data, upload_size);
+            return MHD_YES;
+        }
+        /* the final call: the whole body has been read */
+        if (!x->bs_finished) {
+            x->bs_finished = true;
+            if (!x->too_large)
+                dk_bs_end(x, true);
+        }
+        pthread_mutex_lock(&x->bs_lock);
+        if (x->suspended && !x->bs_answered) {
+            x->bs_waiting = true;
+            MHD_suspend_connection(conn);
+            pthread_mutex_unlock(&x->bs_lock);
+            return MHD_YES; /* dk_req_resume wakes it */
+        }
+        pthread_mutex_unlock(&x->bs_lock);
+        if (x->too_large && !x->stream) {
+            x->res.nheaders = x->edge_nheaders; /* the handler's answer no longer applies */
+            dk_res_problem(&x->res, DK_E_TOO_LARGE,
+                           "the request body exceeds the limit of %zu bytes", x->body_limit);
+        }
+        return dk_queue(x, conn);
+    }
+    if (*upload_size > 0) {
+        if (!x->too_large) {
+            if (x->len + *upload_size > x->body_limit) {
+                x->too_large = true;
+            } else {
+                if (x->len + *upload_size + 1 > x->cap) {
+                    size_t ncap = x->cap ? x->cap * 2 : 1024;
+                    while (ncap < x->len + *upload_size + 1)
+                        ncap *= 2;
+                    if (ncap > x->body_limit + 1)
+                        ncap = x->body_limit + 1;
+                    if (!x->buf)
+                        dk_arena_defer(x->req.arena, dk_exchange_free_buf, x);
+                    x->buf = dk_realloc(x->buf, ncap);
+                    x->cap = ncap;
+                }
+                memcpy(x->buf + x->len, upload_data, *upload_size);
+                x->len += *upload_size;
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    /* The whole request is here: handle it and queue the response. */
+    if (!x->dispatched) {
+        x->dispatched = true;
+        if (x->buf) {
+            x->buf[x->len] = '\0';
+            x->req.body = x->buf;
+            x->req.body_len = x->len;
+        } else {
+            x->req.body = "";
+        }
+        dk_log_set_context(x->req.request_id, x->req.trace_id);
+        dk_dispatch(x);
+        dk_log_set_context(NULL, NULL);
+        if (x->suspended)
+            return MHD_YES; /* answered later, after dk_req_resume */
+    }
+    return dk_queue(x, conn);
+}
+
+static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn)
+{
+    dk_http_server *srv = x->srv;
+    if (x->res.status == 0)
+        dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
+
+    struct MHD_Response *r =
+        x->stream ? dk_stream_response(x->stream, conn)
+                  : MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
+                                                    MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    if (x->res.content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, x->res.content_type);
+    MHD_add_response_header(r, "X-Request-Id", x->req.request_id);
+    for (int i = 0; i < x->res.nheaders; i++)
+        MHD_add_response_header(r, x->res.header_names[i], x->res.header_values[i]);
+    if (atomic_load(&srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)x->res.status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+#define DK_FAILURE_LOG_PER_S 20
+
+/* A per-process budget of failure log lines per second; reports what it suppressed. */
+static bool dk_failure_log_admit(void)
+{
+    static atomic_llong second = 0;
+    static atomic_int used = 0, dropped = 0;
+    long long now = dk_mono_ms() / 1000;
+    long long was = atomic_load(&second);
+    if (now != was && atomic_compare_exchange_strong(&second, &was, now)) {
+        int d = atomic_exchange(&dropped, 0);
+        atomic_store(&used, 0);
+        if (d > 0)
+            dk_log_warn("%d more failed request(s) in the last second were not logged", d);
+    }
+    if (atomic_fetch_add(&used, 1) < DK_FAILURE_LOG_PER_S)
+        return true;
+    atomic_fetch_add(&dropped, 1);
+    return false;
+}
+
+static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    dk_http_server *srv = cls;
+    struct dk_exchange *x = *con_cls;
+    if (!x)
+        return;
+    bool orphan = false;
+    if (x->bs) {
+        dk_bs_end(x, false); /* the client left mid-body (nothing runs when it has ended) */
+        pthread_mutex_lock(&x->bs_lock);
+        orphan = x->suspended && !x->bs_answered;
+        x->bs_paused = x->bs_waiting = false; /* the connection is gone: nothing to resume */
+        pthread_mutex_unlock(&x->bs_lock);
+    }
+    double elapsed = dk_mono_s() - x->t0;
+    /* 499: the client went away before a response (while a handler still answers, its res is
+     * not ours to read) */
+    int status = !orphan && x->res.status ? x->res.status : 499;
+    dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
+                    x->metric_route ? x->metric_route : "unmatched", status, elapsed);
+    dk_trace_server_span(
+        x->req.trace_id, x->req.span_id, x->req.parent_span_id, x->req.trace_sampled,
+        x->metric_method, x->metric_route ? x->metric_route : "unmatched",
+        x->metric_service ? x->metric_service : srv->opt.process_name, status, elapsed);
+    /* the access log: a line per request at info (log.access); failures as warnings (503:
+     * shed load, a dependency away) or errors, at most DK_FAILURE_LOG_PER_S lines a second so
+     * an outage or a storm cannot flood the log; without log.access the rest are debug lines */
+    dk_log_level lvl = status == 503 ? DK_LOG_WARN : status >= 500 ? DK_LOG_ERROR : DK_LOG_DEBUG;
+    if (lvl > DK_LOG_DEBUG && !dk_failure_log_admit())
+        lvl = DK_LOG_DEBUG;
+    if (lvl == DK_LOG_DEBUG && srv->opt.access_log)
+        lvl = DK_LOG_INFO;
+    if (dk_log_enabled(lvl)) {
+        char extra[768];
+        char epath[256], eroute[160];
+        dk_json_escape(epath, sizeof epath, x->req.path ? x->req.path : "");
+        dk_json_escape(eroute, sizeof eroute, x->metric_route ? x->metric_route : "unmatched");
+        snprintf(extra, sizeof extra,
+                 ",\"method\":\"%s\",\"route\":\"%s\",\"path\":\"%s\",\"status\":%d,"
+                 "\"duration_ms\":%.3f,\"client_ip\":\"%s\"",
+                 x->metric_method, eroute, epath, status, elapsed * 1000, x->req.client_ip);
+        dk_log_set_context(x->req.request_id, x->req.trace_id);
+        dk_trace_enter(x->req.trace_id, x->req.span_id, x->req.trace_sampled);
+        dk_log_with(lvl, extra, "request completed");
+        dk_log_set_context(NULL, NULL);
+    }
+    *con_cls = NULL;
+    atomic_fetch_add(&srv->completed, 1);
+    /* a kept-alive connection has DK_IDLE_TIMEOUT_S for its next request head */
+    struct dk_conn *dc = dk_conn_of(conn);
+    if (dc) {
+        pthread_mutex_lock(&srv->guard_lock);
+        dc->busy = false;
+        dc->answered++;
+        dc->deadline_ms = dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000;
+        pthread_mutex_unlock(&srv->guard_lock);
+    }
+    if (orphan) {
+        /* the handler still owns the request: dk_req_resume frees it (unless it came
+         * meanwhile). Nothing here touches the exchange after the lock. */
+        pthread_mutex_lock(&x->bs_lock);
+        bool still = !x->bs_answered;
+        x->bs_orphaned = still;
+        pthread_mutex_unlock(&x->bs_lock);
+        if (still)
+            return;
+    }
+    dk_exchange_free(x);
+}
+
+static void dk_mhd_log(void *cls, const char *fmt, va_list ap) DK_PRINTF(2, 0);
+static void dk_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    /* a client that leaves mid-response (an event stream closed by the browser) is routine */
+    if (strstr(msg, "no longer available for sending") || strstr(msg, "Connection reset"))
+        dk_log_debug("http: %s", msg);
+    else
+        dk_log_warn("http: %s", msg);
+}
+
+/* The listening socket: made here rather than by libmicrohttpd so that a taken port is an error
+ * naming it (libmicrohttpd's address reuse would set SO_REUSEPORT and let a second process share
+ * the port silently). SO_REUSEPORT only when server.reuse_port asks for it. */
+static int dk_listen_socket(dk_http_server *srv, char *err, size_t errcap)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv->opt.port);
+    int gai = getaddrinfo(srv->opt.host, port, &hints, &res);
+    if (gai != 0 || !res) {
+        snprintf(err, errcap, "cannot resolve the listen address %s (server.host): %s",
+                 srv->opt.host, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1, e = 0;
+    if (fd < 0) {
+        e = errno;
+    } else {
+        /* SO_REUSEADDR: restart while old connections sit in TIME_WAIT (on Linux it never lets
+         * two listeners share a port) */
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (srv->opt.reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+            e = errno;
+        if (!e && res->ai_family == AF_INET6)
+            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (!e && bind(fd, res->ai_addr, res->ai_addrlen) != 0)
+            e = errno;
+        if (!e && listen(fd, 1024) != 0)
+            e = errno;
+    }
+    freeaddrinfo(res);
+    if (e == 0)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    if (e == EADDRINUSE)
+        snprintf(err, errcap,
+                 "port %d on %s is already in use (another docket?): choose another with "
+                 "--server.port=PORT or DOCKET_SERVER_PORT=PORT",
+                 srv->opt.port, srv->opt.host);
+    else if (e == EACCES)
+        snprintf(err, errcap,
+                 "not allowed to listen on port %d (ports below 1024 need privileges): choose "
+                 "another with --server.port=PORT or DOCKET_SERVER_PORT=PORT",
+                 srv->opt.port);
+    else if (e == EADDRNOTAVAIL)
+        snprintf(err, errcap, "cannot listen on %s: no such local address (server.host)",
+                 srv->opt.host);
+    else
+        snprintf(err, errcap, "cannot listen on %s:%d: %s", srv->opt.host, srv->opt.port,
+                 strerror(e));
+    return -1;
+}
+
+dk_status dk_http_start(dk_http_server *srv)
+{
+    char *err = srv->start_error;
+    size_t errcap = sizeof srv->start_error;
+    err[0] = '\0';
+    int fd = dk_listen_socket(srv, err, errcap);
+    if (fd < 0)
+        return DK_E_UNAVAILABLE;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+    int threads = srv->opt.threads > 0 ? srv->opt.threads : 8;
+    srv->header_timeout_ms = srv->opt.header_timeout_ms > 0 ? srv->opt.header_timeout_ms : 10000;
+    srv->max_connections = srv->opt.max_connections > 0 ? srv->opt.max_connections : 10000;
+    /* libmicrohttpd's own limit lies above ours, so that the requests beyond ours are answered
+     * 503 rather than cut; the file limit must hold both */
+    unsigned hard_limit = (unsigned)srv->max_connections + (unsigned)srv->max_connections / 8 + 16;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < hard_limit + 256) {
+        rlim_t want = hard_limit + 256;
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < hard_limit + 256) {
+            hard_limit = rl.rlim_cur > 512 ? (unsigned)rl.rlim_cur - 256 : 256;
+            if ((unsigned)srv->max_connections > hard_limit)
+                srv->max_connections = (int)hard_limit;
+            dk_log_info("the open-file limit (%llu) allows %u connections, fewer than "
+                        "server.max_connections",
+                        (unsigned long long)rl.rlim_cur, hard_limit);
+        }
+    }
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, dk_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, dk_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+        MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+        dk_on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, dk_on_uri, srv,
+        MHD_OPTION_CONNECTION_LIMIT, hard_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)(srv->opt.max_connections_per_ip > 0 ? srv->opt.max_connections_per_ip : 0),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)DK_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_END);
+    if (!srv->daemon) {
+        close(fd);
+        snprintf(err, errcap, "cannot start the HTTP server on %s:%d", srv->opt.host,
+                 srv->opt.port);
+        return DK_E_INTERNAL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    srv->bound_port = srv->opt.port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        srv->bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                         : ((struct sockaddr_in *)&ss)->sin_port);
+    dk_trimmer_start(srv);
+    return DK_OK;
+}
+
+void dk_http_drain(dk_http_server *srv)
+{
+    if (!srv->daemon || atomic_load(&srv->draining))
+        return;
+    atomic_store(&srv->draining, true);
+    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    dk_streams_end_all(srv);
+    /* in-flight requests, and connections whose request is still arriving or may be on the
+     * wire (dk_conns_pending), finish within the drain timeout */
+    int64_t deadline = dk_mono_ms() + srv->opt.drain_timeout_ms;
+    while ((atomic_load(&srv->inflight) > 0 || dk_conns_pending(srv) > 0) &&
+           dk_mono_ms() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    int left = atomic_load(&srv->inflight) + dk_conns_pending(srv);
+    if (left > 0)
+        dk_log_warn("drain timeout: %d request(s) still in flight are cut off", left);
+}
+
+void dk_http_stop(dk_http_server *srv)
+{
+    if (!srv->daemon)
+        return;
+    dk_http_drain(srv);
+    /* requests answered later (offloaded) must have been resumed: the offload pool finishes
+     * its jobs first, each of which resumes its connection */
+    if (srv->offload) {
+        dk_workpool_free(srv->offload);
+        srv->offload = NULL;
+    }
+    MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+    dk_trimmer_stop(srv);
+}
