@@ -42,8 +42,12 @@ run: build
 unit: build-asan
 	@scripts/with-test-servers.sh ctest --test-dir build-asan --output-on-failure
 
+# Three pytest workers (pytest-xdist, a file per worker at a time): the system tests mostly
+# wait on processes and clocks, not on the CPU. SYSTEM_WORKERS=0 runs them in one process.
+SYSTEM_WORKERS ?= 3
 system: build-asan
-	@DOCKET_BIN=$(CURDIR)/build-asan/docket $(PY) -m pytest tests/system -q -p no:cacheprovider --durations=12
+	@DOCKET_BIN=$(CURDIR)/build-asan/docket $(PY) -m pytest tests/system -q -p no:cacheprovider \
+	  --durations=12 $(if $(filter-out 0,$(SYSTEM_WORKERS)),-n $(SYSTEM_WORKERS) --dist loadfile)
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')

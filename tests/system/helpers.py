@@ -76,10 +76,31 @@ MODE_BY_NAME = {m.name: m for m in MODES}
 
 # --------------------------------------------------------------------------- utilities
 
+_PORT_SLICE = 1500
+_port_cursor = [0]
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1. Under pytest-xdist (make test runs several workers) each
+    worker takes ports from its own slice of 20000-32000, below Linux's ephemeral range: no
+    other worker, and no outgoing connection, is handed the same port between this check and
+    the server's bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    base = 20000 + (int(worker[2:]) % 8) * _PORT_SLICE
+    for _ in range(_PORT_SLICE):
+        port = base + _port_cursor[0] % _PORT_SLICE
+        _port_cursor[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + _PORT_SLICE}")
 
 
 def random_secret(n=48):
