@@ -79,7 +79,7 @@ typedef struct dk_command_help {
     const char *name;
     const char *usage;
     const char *text;
-    const char *const sections[10];
+    const char *const sections[16];
 } dk_command_help;
 
 static const dk_command_help dk_command_helps[] = {
@@ -89,38 +89,39 @@ static const dk_command_help dk_command_helps[] = {
      "port 3000 unless server.port says otherwise. With nothing configured it uses SQLite and\n"
      "local files in storage.data_dir (./data), an in-process cache and queue, and a JWT secret\n"
      "generated there; it applies the database migrations itself.",
-     {"server", "storage", "database", "redis", "auth", "rate_limiting", "log", "gateway",
-      "notification", NULL}},
+     {"server", "storage", "database", "redis", "auth", "rate_limiting", "log", "gateway", "events",
+      "notification", "s3", "smtp", "otel", NULL}},
     {"gateway",
      "docket gateway [--KEY=VALUE ...]",
      "Runs the API gateway alone (split mode, port 3000): routes /api/v1/<service> to the\n"
      "upstreams in gateway.auth_url, gateway.users_url, gateway.tasks_url and\n"
      "gateway.notifications_url; verifies access tokens and revocations (needs redis.url and the\n"
      "same auth.jwt_secret as the services).",
-     {"server", "redis", "auth", "log", "gateway", NULL}},
+     {"server", "redis", "auth", "log", "gateway", "otel", NULL}},
     {"auth",
      "docket auth [--KEY=VALUE ...]",
      "Runs the auth service alone (split mode, port 3001): registration, login, refresh,\n"
      "logout, sessions, password change. Needs database.url (PostgreSQL, migrated with\n"
      "`docket migrate`), redis.url and auth.jwt_secret.",
-     {"server", "database", "redis", "auth", "rate_limiting", "log", "gateway", NULL}},
+     {"server", "database", "redis", "auth", "rate_limiting", "log", "gateway", "smtp", "otel",
+      NULL}},
     {"users",
      "docket users [--KEY=VALUE ...]",
      "Runs the users service alone (split mode, port 3002): profiles. Needs database.url,\n"
      "redis.url and auth.jwt_secret.",
-     {"server", "database", "redis", "auth", "log", "s3", NULL}},
+     {"server", "database", "redis", "auth", "log", "gateway", "s3", "otel", NULL}},
     {"tasks",
      "docket tasks [--KEY=VALUE ...]",
      "Runs the tasks service alone (split mode, port 3003): tasks, search. Needs database.url,\n"
      "redis.url, auth.jwt_secret, and gateway.users_url to look users up.",
-     {"server", "database", "redis", "auth", "log", "gateway", "events", NULL}},
+     {"server", "database", "redis", "auth", "log", "gateway", "events", "otel", NULL}},
     {"notifications",
      "docket notifications [--KEY=VALUE ...]",
      "Runs the notifications service alone (split mode, port 3004): in-app notifications, the\n"
      "event stream, e-mail and webhooks. Needs database.url, redis.url, auth.jwt_secret and\n"
      "gateway.users_url.",
      {"server", "database", "redis", "auth", "log", "gateway", "events", "notification", "smtp",
-      NULL}},
+      "otel", NULL}},
     {"migrate",
      "docket migrate [--KEY=VALUE ...]",
      "Applies the database migrations of every service, then exits (0 when the schema is\n"
