@@ -5,6 +5,19 @@
 # Needs: say, die, elapsed; $work (a temp dir); $refresh (1 = bootstrap again).
 base=localhost/docket-base/debian:bookworm-slim
 
+# podman as this kind of machine needs it: crun rejects its cgroup layout (runc works), and the
+# default ulimits are low. Written to $work/containers.conf and exported.
+podman_config() {
+cat >"$work/containers.conf" <<'EOF'
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+EOF
+export CONTAINERS_CONF=$work/containers.conf
+}
+
 ensure_debian_base() {
 t=$(date +%s)
 if [ $refresh = 1 ] || ! podman image exists "$base"; then

@@ -54,17 +54,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cat >"$work/containers.conf" <<'EOF'
-[containers]
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-EOF
-export CONTAINERS_CONF=$work/containers.conf
 
 # shellcheck source=scripts/debian-base.sh
 . "$root/scripts/debian-base.sh"
+podman_config
 ensure_debian_base
 
 # the repository as a clone would see it: a bare copy of the commits, mounted read-only

@@ -84,19 +84,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# crun rejects this kind of machine's cgroup layout; runc works. Low default ulimits.
-cat >"$work/containers.conf" <<'EOF'
-[containers]
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-EOF
-export CONTAINERS_CONF=$work/containers.conf
-
 # ---- 1. base image ----------------------------------------------------------------------------
 # shellcheck source=scripts/debian-base.sh
 . "$root/scripts/debian-base.sh"
+podman_config
 ensure_debian_base
 
 # ---- 2. build ---------------------------------------------------------------------------------
