@@ -285,8 +285,18 @@ cleanup() {
     set +e
     trap - TERM INT
     if [ -n "$child" ]; then
-        # The peer's up.sh runs in a process group of its own (npm ci, pg_ctl, ...): all of it.
-        [ "$child_group" = 1 ] && kill -TERM -- "-$child" 2>/dev/null
+        if [ "$child_group" = 1 ]; then
+            # The peer's up.sh runs in a process group of its own (npm ci, pg_ctl, ...): all of
+            # it, and wait until the group is gone (SIGKILL after 10 s).
+            local g=$child i
+            kill -TERM -- "-$g" 2>/dev/null
+            for ((i = 0; i < 100; i++)); do
+                ps -e -o pgid=,stat= | awk -v g="$g" '$1 == g && $2 !~ /^Z/ { f = 1 } END { exit !f }' ||
+                    break
+                sleep 0.1
+            done
+            kill -KILL -- "-$g" 2>/dev/null
+        fi
         stop_pid "$child"
     fi
     local pid
@@ -374,9 +384,13 @@ run_child() {
     return $rc
 }
 
-# The same in a process group of its own (setsid), which cleanup signals as a whole.
-run_child_group() {
-    setsid "$@" </dev/null &
+# The same in a process group of its own (setsid), which cleanup signals as a whole; output
+# to LOG (redirected here, not around the call: a trap that runs while this waits must not
+# write into LOG).
+run_child_group() { # LOG COMMAND...
+    local out=$1
+    shift
+    setsid "$@" </dev/null >"$out" 2>&1 &
     child=$!
     child_group=1
     local rc=0
@@ -536,8 +550,8 @@ if [ "$peer" = 1 ]; then
         JWT_SECRET="$($PY -c 'import secrets; print(secrets.token_urlsafe(48))')"
         "${peer_settings[@]}")
     log "starting the Node peer ($peer_dir) with its up.sh"
-    run_child_group env "${peer_unset[@]}" "${peer_env[@]}" "$PEER_SRC/up.sh" \
-        >"$WORK/peer-up.log" 2>&1 || { echo "bench: the peer's up.sh failed" >&2; exit 1; }
+    run_child_group "$WORK/peer-up.log" env "${peer_unset[@]}" "${peer_env[@]}" \
+        "$PEER_SRC/up.sh" || { echo "bench: the peer's up.sh failed" >&2; exit 1; }
     peer_pid=$(cat "$PEER_RUN/peer.pid")
     peer_redis_pid=$(cat "$PEER_RUN/redis.pid")
     peer_pg_pid=$(head -n 1 "$PEER_RUN/pgdata/postmaster.pid")
