@@ -7,7 +7,7 @@ PY    := /usr/bin/python3
 .PHONY: all deps deps-test build build-clang build-asan run test unit system \
         format format-check lint-openapi docs-check deploy-check image-check fresh-check \
         install fuzz valgrind pg-backup-drill \
-        static-analysis coverage bench clean monitoring-check
+        static-analysis coverage bench bench-peer clean monitoring-check
 
 all: build
 
@@ -128,6 +128,10 @@ fuzz: deps-test
 # The load benchmark (see bench/README.md).
 bench: build
 	@bench/run.sh --no-build $(BENCH_ARGS)
+
+# The same with the Node.js peer (../shared/peers/node) beside Docket: the ratio table.
+bench-peer: build
+	@bench/run.sh --no-build --peer $(BENCH_ARGS)
 
 test: deps-test
 	@$(MAKE) --no-print-directory format-check
