@@ -727,6 +727,7 @@ run_stack() { # STACK SCENARIO
 log "scenarios ($duration s each, $conns connections, wrk -t1 on the same $(nproc) CPUs): $scenarios"
 [ "$peer" = 1 ] && log "each on Docket and on the Node peer, one after the other"
 npair=0
+ran=()
 for s in $scenarios; do
     alive
     peer_alive
@@ -748,8 +749,10 @@ for s in $scenarios; do
     for st in $order; do
         if [ "$order" = docket ]; then log "$s"; else log "$s ($st)"; fi
         run_stack "$st" "$s"
+        ran+=("\"$s:$st\"")
     done
 done
+$PY "$BENCH/lib/bench.py" meta order "[$(IFS=,; echo "${ran[*]}")]"
 alive
 peer_alive
 
