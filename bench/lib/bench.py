@@ -237,7 +237,8 @@ def pgss_read(requests):
         return round(float(x) / n, 4)
 
     out = {"requests": requests, "statements": d["statements"],
-           "calls_per_req": per(d["calls"]), "exec_us_per_req": round(float(d["exec_ms"]) * 1000 / n, 1),
+           "calls_per_req": per(d["calls"]),
+           "exec_us_per_req": round(float(d["exec_ms"]) * 1000 / n, 1),
            "rows_per_req": per(d["rows"]), "wal_bytes_per_req": round(float(d["wal_bytes"]) / n, 1),
            "wal_records_per_req": per(d["wal_records"]),
            "blks_hit_per_req": per(d["blks_hit"]), "blks_read_per_req": per(d["blks_read"]),
@@ -248,7 +249,8 @@ def pgss_read(requests):
             "exec_us_per_req": round(float(t["exec_ms"]) * 1000 / n, 1),
             "exec_us_per_call": round(float(t["exec_ms"]) * 1000 / t["calls"], 1)
             if t["calls"] else None,
-            "rows_per_req": per(t["rows"]), "wal_bytes_per_req": round(float(t["wal_bytes"]) / n, 1),
+            "rows_per_req": per(t["rows"]),
+            "wal_bytes_per_req": round(float(t["wal_bytes"]) / n, 1),
             "blks_hit_per_req": per(t["blks_hit"]), "blks_read_per_req": per(t["blks_read"]),
             "blks_dirtied_per_req": per(t["blks_dirtied"]), "calls": t["calls"],
             "query": t["query"]})
@@ -613,7 +615,8 @@ def cmd_scenario(names):
             for r in rows:
                 f.write(json.dumps(r) + "\n")
         for r in rows:
-            print(f"  {r['scenario']:<12} {r['server']:<6} {r['rps']:>10.1f} req/s  p50 {fmt_ms(r['p50_ms'])} ms"
+            print(f"  {r['scenario']:<12} {r['server']:<6} {r['rps']:>10.1f} req/s  "
+                  f"p50 {fmt_ms(r['p50_ms'])} ms"
                   f"  p99 {fmt_ms(r['p99_ms'])} ms  non-2xx {r['non2xx']}"
                   f"{'  socket errors ' + str(r['socket_errors']) if r['socket_errors'] else ''}",
                   flush=True)
@@ -819,8 +822,8 @@ def targets(rows, meta, mode):
 # ----------------------------------------------------------------------------- the peer
 
 # The scenarios of issue 18's table, in its order (others follow in the order they ran).
-PEER_ORDER = ("health", "me", "task_get", "task_list", "task_create", "task_patch", "search", "mixed",
-              "login")
+PEER_ORDER = ("health", "me", "task_get", "task_list", "task_create", "task_patch", "search",
+              "mixed", "login")
 
 
 def us(v):
@@ -1100,7 +1103,8 @@ def cmd_report(argv):
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(r["codes"].items()))
         ok = sum(v for k, v in r["codes"].items() if k.startswith("2"))
         rate = f" ({ok / r['seconds']:.1f} 2xx/s)" if r["seconds"] and r["codes"] else ""
-        print(f"  {r['scenario']} ({r['server']}): status counts {codes or '-'}{rate}; socket errors, timeouts: "
+        print(f"  {r['scenario']} ({r['server']}): status counts {codes or '-'}{rate}; "
+              "socket errors, timeouts: "
               f"{r['socket_errors']}")
     for r in rows:
         if r.get("settle_s", 0) >= 0.5:
@@ -1137,7 +1141,8 @@ def main():
     cmd, argv = sys.argv[1], sys.argv[2:]
     try:
         {"scenario": cmd_scenario, "startup": cmd_startup, "rss": cmd_rss, "meta": cmd_meta,
-         "logs": cmd_logs, "report": cmd_report, "pg_settings": cmd_pg_settings}.get(cmd, lambda a: sys.exit(__doc__))(argv)
+         "logs": cmd_logs, "report": cmd_report, "pg_settings": cmd_pg_settings}.get(
+            cmd, lambda a: sys.exit(__doc__))(argv)
     finally:
         stop_children()
 
