@@ -6,7 +6,7 @@ set -euo pipefail
 what=${1:-build}
 
 build_pkgs=(build-essential cmake pkg-config clang-format
-  libmicrohttpd-dev libjansson-dev libjwt-dev libargon2-dev libssl-dev libpq-dev
+  libmicrohttpd-dev libjansson-dev libjwt-dev libargon2-dev libsodium-dev libssl-dev libpq-dev
   libsqlite3-dev libhiredis-dev libyaml-dev libcurl4-openssl-dev zlib1g-dev)
 test_pkgs=(clang libcmocka-dev postgresql-15 redis-server openssl prometheus curl
   python3-pytest python3-pytest-xdist python3-requests python3-jwt python3-psycopg2 python3-redis python3-yaml

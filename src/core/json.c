@@ -250,6 +250,16 @@ void dk_jw_int(dk_jw *w, long long v)
     w->comma = true;
 }
 
+void dk_jw_bool(dk_jw *w, bool v)
+{
+    dk_jw_sep(w);
+    if (v)
+        dk_jb_put(w, "true", 4);
+    else
+        dk_jb_put(w, "false", 5);
+    w->comma = true;
+}
+
 void dk_jw_null(dk_jw *w)
 {
     dk_jw_sep(w);

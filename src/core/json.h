@@ -40,6 +40,7 @@ void dk_jw_key(dk_jw *w, const char *key);
 void dk_jw_string(dk_jw *w, const char *s); /* NULL writes null */
 void dk_jw_stringn(dk_jw *w, const char *s, size_t n);
 void dk_jw_int(dk_jw *w, long long v);
+void dk_jw_bool(dk_jw *w, bool v);
 void dk_jw_null(dk_jw *w);
 /* The text in the arena (NUL-terminated; *ret_len its length); the writer is emptied. */
 char *dk_jw_finish(dk_jw *w, dk_arena *a, size_t *ret_len);

@@ -19,18 +19,23 @@
 #define DK_TOKEN_ISSUER  "docket"
 #define DK_TOKEN_MAX_LEN 4096
 
-/* Tokens verified lately, by SHA-256 of the whole token: a client presents the same token on
- * every request until it expires, and a hit skips the signature check and the claims' JSON
- * (a measurable share of a task read's CPU: docs/design/measurements.md). An entry is found only by the exact token (its digest,
- * compared in constant time), keeps the token's expiry, and holds the identity, nothing else:
- * revocation is checked after verification, as for a token verified afresh. Direct-mapped
- * (a collision only evicts), DK_TOKEN_CACHE_LOCKS striped locks. */
-#define DK_TOKEN_CACHE_SLOTS 1024
-#define DK_TOKEN_CACHE_LOCKS 16
+/* Tokens verified lately: a client presents the same token on every request until it expires,
+ * and a hit skips the signature check and the claims' JSON (a measurable share of a task read's
+ * CPU: docs/design/measurements.md). An entry holds the whole token and is found only by those
+ * exact bytes (compared in constant time); it keeps the token's expiry and the identity, nothing
+ * else: revocation is checked after verification, as for a token verified afresh. The slot comes
+ * from a cheap hash of the signature part (hashing the whole token with SHA-256 for the lookup
+ * cost more than the rest of the hit; a client that aims tokens at one slot only evicts, as it
+ * could before). Tokens longer than DK_TOKEN_CACHE_TOKEN_MAX (never ours) are not kept.
+ * Direct-mapped (a collision only evicts), DK_TOKEN_CACHE_LOCKS striped locks. */
+#define DK_TOKEN_CACHE_SLOTS     1024
+#define DK_TOKEN_CACHE_LOCKS     16
+#define DK_TOKEN_CACHE_TOKEN_MAX 512
 
 struct dk_token_slot {
-    unsigned char digest[32];
     int64_t expires_at_ms; /* 0: empty */
+    size_t len;
+    char token[DK_TOKEN_CACHE_TOKEN_MAX];
     char user_id[40], session_id[40], role[24];
 };
 
@@ -193,39 +198,48 @@ static dk_status dk_tokens_check(const dk_tokens *t, dk_arena *a, const char *to
     return DK_OK;
 }
 
-static unsigned dk_token_slot_of(const unsigned char digest[32])
+/* FNV-1a of the signature part (the text after the last dot). */
+static unsigned dk_token_slot_of(const char *token, size_t len)
 {
-    return ((unsigned)digest[0] << 8 | digest[1]) % DK_TOKEN_CACHE_SLOTS;
+    const char *sig = memrchr(token, '.', len);
+    sig = sig ? sig + 1 : token;
+    unsigned h = 2166136261u;
+    for (const char *p = sig; p < token + len; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % DK_TOKEN_CACHE_SLOTS;
 }
 
 dk_status dk_tokens_verify(const dk_tokens *t, dk_arena *a, const char *token,
                            dk_identity *ret_identity)
 {
-    if (!token || !*token || strlen(token) > DK_TOKEN_MAX_LEN)
+    size_t len = token ? strlen(token) : 0;
+    if (len == 0 || len > DK_TOKEN_MAX_LEN)
         return DK_E_UNAUTHORIZED;
-    unsigned char digest[32];
-    dk_sha256(token, strlen(token), digest);
-    unsigned slot = dk_token_slot_of(digest);
+    bool keep = len <= DK_TOKEN_CACHE_TOKEN_MAX;
+    unsigned slot = dk_token_slot_of(token, len);
     struct dk_token_slot *e = &t->cache->slots[slot];
     pthread_mutex_t *lock = &t->cache->locks[slot % DK_TOKEN_CACHE_LOCKS];
     int64_t now = dk_now_ms();
-    pthread_mutex_lock(lock);
-    if (e->expires_at_ms > now && dk_ct_equal(e->digest, digest, sizeof digest)) {
-        ret_identity->user_id = dk_arena_strdup(a, e->user_id);
-        ret_identity->session_id = dk_arena_strdup(a, e->session_id);
-        ret_identity->role = dk_arena_strdup(a, e->role);
-        ret_identity->expires_at_ms = e->expires_at_ms;
+    if (keep) {
+        pthread_mutex_lock(lock);
+        if (e->expires_at_ms > now && e->len == len && dk_ct_equal(e->token, token, len)) {
+            ret_identity->user_id = dk_arena_strdup(a, e->user_id);
+            ret_identity->session_id = dk_arena_strdup(a, e->session_id);
+            ret_identity->role = dk_arena_strdup(a, e->role);
+            ret_identity->expires_at_ms = e->expires_at_ms;
+            pthread_mutex_unlock(lock);
+            return DK_OK;
+        }
         pthread_mutex_unlock(lock);
-        return DK_OK;
     }
-    pthread_mutex_unlock(lock);
     dk_status st = dk_tokens_check(t, a, token, ret_identity);
-    if (st != DK_OK || strlen(ret_identity->user_id) >= sizeof e->user_id ||
+    if (st != DK_OK || !keep || strlen(ret_identity->user_id) >= sizeof e->user_id ||
         strlen(ret_identity->session_id) >= sizeof e->session_id ||
         strlen(ret_identity->role) >= sizeof e->role)
-        return st; /* not kept: identities that long are not ours */
+        return st; /* not kept: tokens or identities that long are not ours */
     pthread_mutex_lock(lock);
-    memcpy(e->digest, digest, sizeof digest);
+    memcpy(e->token, token, len);
+    e->len = len;
     e->expires_at_ms = ret_identity->expires_at_ms;
     dk_strlcpy(e->user_id, ret_identity->user_id, sizeof e->user_id);
     dk_strlcpy(e->session_id, ret_identity->session_id, sizeof e->session_id);

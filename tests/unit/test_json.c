@@ -10,6 +10,7 @@
 
 #include "core/arena.h"
 #include "core/json.h"
+#include "ports/users_directory.h"
 #include "core/banned.h"
 
 static int setup(void **state)
@@ -337,6 +338,41 @@ static void test_writer_matches_render(void **state)
     }
 }
 
+static void test_user_writer_matches_render(void **state)
+{
+    /* the {user} object of GET /users/me: written directly, the same bytes as rendered from
+     * jansson values (booleans both ways, an avatar URL and none, text that needs escapes) */
+    dk_arena *a = *state;
+    dk_user users[] = {{.id = "0192e0a0-0000-7000-8000-000000000001",
+                        .email = "ann@example.com",
+                        .name = "Ann \"A\" \xc3\x85sa\n",
+                        .role = "admin",
+                        .avatar_url = "/api/v1/users/x/avatar?v=abc",
+                        .created_at = 1700000000123,
+                        .updated_at = 1700000001000,
+                        .email_verified = true,
+                        .mfa_enabled = false},
+                       {.id = "u2",
+                        .email = "b@example.com",
+                        .name = "B",
+                        .role = "user",
+                        .avatar_url = NULL,
+                        .created_at = 0,
+                        .updated_at = 86400000,
+                        .email_verified = false,
+                        .mfa_enabled = true}};
+    for (size_t i = 0; i < sizeof users / sizeof users[0]; i++) {
+        json_t *v = dk_json_own(a, dk_user_json(&users[i]));
+        const char *want = dk_json_render(a, v, NULL);
+        dk_jw w = {0};
+        dk_user_write(&w, &users[i]);
+        size_t len = 0;
+        const char *got = dk_jw_finish(&w, a, &len);
+        assert_string_equal(got, want);
+        assert_int_equal(len, strlen(want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +383,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_render_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_matches_jansson, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_matches_render, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_writer_matches_render, setup, teardown),
         cmocka_unit_test(test_own_decrefs_on_free),
         cmocka_unit_test(test_str_or_null),
         cmocka_unit_test(test_get_str),

@@ -1,11 +1,13 @@
 /* test_password.c — Argon2id hashing in a bounded pool: the PHC string's parameters, verify
- * match/mismatch, salts, the dummy verification, malformed hashes, and the pool's bound (a
+ * match/mismatch, salts, hashes exchanged both ways with libargon2 and libsodium (the two
+ * builds password.c uses), the dummy verification, malformed hashes, and the pool's bound (a
  * second concurrent caller is refused with DK_E_UNAVAILABLE, or waits when a queue allows), and
  * the work areas kept between hashes and released after a quiet quarter second. */
 #include "testutil.h"
 
 #include <argon2.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -166,6 +168,71 @@ static void test_interoperates_with_libargon2(void **state)
         if (auth_password_verify(f->h, other, "pw") != DK_OK)
             fail_msg("libargon2's %s does not verify", other);
         assert_int_equal(auth_password_verify(f->h, other, "pW"), DK_E_UNAUTHORIZED);
+    }
+}
+
+static void test_interoperates_with_libsodium(void **state)
+{
+    struct fixture *f = *state;
+    assert_true(sodium_init() >= 0);
+    /* the premise: both libraries give the same bytes for the same inputs */
+    static const struct {
+        uint32_t t, m;
+    } same[] = {{1, 1024}, {2, 1024}, {3, 4096}, {2, 19456}};
+    const unsigned char salt[16] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        unsigned char a[32], b[32];
+        assert_int_equal(argon2id_hash_raw(same[i].t, same[i].m, 1, "pw", 2, salt, 16, a, 32),
+                         ARGON2_OK);
+        assert_int_equal(crypto_pwhash_argon2id(b, 32, "pw", 2, salt, same[i].t,
+                                                (size_t)same[i].m * 1024,
+                                                crypto_pwhash_argon2id_ALG_ARGON2ID13),
+                         0);
+        assert_memory_equal(a, b, 32);
+    }
+    /* libsodium's own PHC strings verify here, whatever their parameters */
+    static const struct {
+        unsigned long long ops;
+        size_t mem;
+    } theirs[] = {{1, 1024 * 1024}, {2, 19456 * 1024}, {3, 2048 * 1024}};
+    for (size_t i = 0; i < sizeof theirs / sizeof theirs[0]; i++) {
+        char str[crypto_pwhash_argon2id_STRBYTES];
+        assert_int_equal(crypto_pwhash_argon2id_str(str, "s0dium", 6, theirs[i].ops, theirs[i].mem),
+                         0);
+        if (auth_password_verify(f->h, str, "s0dium") != DK_OK)
+            fail_msg("libsodium's %s does not verify", str);
+        assert_int_equal(auth_password_verify(f->h, str, "s0dlum"), DK_E_UNAUTHORIZED);
+    }
+    /* and ours verify with libsodium: one lane (computed by libsodium here) and two lanes
+     * (computed by libargon2 here, verified by libsodium lane after lane) */
+    for (uint32_t p = 1; p <= 2; p++) {
+        auth_hasher_options o = FAST;
+        o.parallelism = p;
+        o.iterations = 1 + p;
+        auth_hasher *h = auth_hasher_new(&o);
+        char *enc = NULL;
+        assert_int_equal(auth_password_hash(h, f->arena, "ours", &enc), DK_OK);
+        if (crypto_pwhash_argon2id_str_verify(enc, "ours", 4) != 0)
+            fail_msg("libsodium does not verify our %s", enc);
+        assert_int_not_equal(crypto_pwhash_argon2id_str_verify(enc, "ourz", 4), 0);
+        assert_int_equal(argon2id_verify(enc, "ours", 4), ARGON2_OK);
+        assert_int_equal(auth_password_verify(f->h, enc, "ours"), DK_OK);
+        auth_hasher_free(h);
+    }
+    /* what libsodium cannot compute (p > 1, a 12-byte hash, an 8-byte salt) still verifies
+     * here through libargon2 */
+    static const struct {
+        uint32_t t, m, p, saltlen, hashlen;
+    } only_argon2[] = {{2, 2048, 4, 16, 32}, {1, 1024, 1, 16, 12}, {1, 1024, 1, 8, 32}};
+    for (size_t i = 0; i < sizeof only_argon2 / sizeof only_argon2[0]; i++) {
+        char enc[256];
+        assert_int_equal(argon2id_hash_encoded(only_argon2[i].t, only_argon2[i].m, only_argon2[i].p,
+                                               "pw", 2, salt, only_argon2[i].saltlen,
+                                               only_argon2[i].hashlen, enc, sizeof enc),
+                         ARGON2_OK);
+        if (auth_password_verify(f->h, enc, "pw") != DK_OK)
+            fail_msg("%s does not verify", enc);
+        assert_int_equal(auth_password_verify(f->h, enc, "pv"), DK_E_UNAUTHORIZED);
     }
 }
 
@@ -435,10 +502,11 @@ static long rss_kib(void)
 static void test_work_areas_reused_then_released(void **state)
 {
     (void)state;
-    /* 32 MiB areas: large against everything else this process holds */
+    /* 32 MiB areas: large against everything else this process holds; two lanes, so that
+     * libargon2 computes them (libsodium maps and unmaps its own area per hash) */
     auth_hasher_options o = {.memory_kib = 32768,
                              .iterations = 1,
-                             .parallelism = 1,
+                             .parallelism = 2,
                              .workers = 2,
                              .queue = 0,
                              .max_wait_ms = 0};
@@ -477,6 +545,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interoperates_with_libargon2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interoperates_with_libsodium, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dummy_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dummy_verify_costs_a_verification, setup, teardown),

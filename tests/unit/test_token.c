@@ -507,6 +507,24 @@ static void test_cached_tokens(void **state)
     assert_int_equal(dk_tokens_verify(other, a, tok, &id3), DK_E_UNAUTHORIZED);
     dk_tokens_free(other);
     assert_int_equal(verify(f, tok, NULL), DK_OK);
+    /* a token too long to be kept (a 600-character claim) is verified afresh every time */
+    char pad[601];
+    memset(pad, 'x', 600);
+    pad[600] = '\0';
+    const char *p = dk_arena_printf(a,
+                                    "{\"iss\":\"docket\",\"sub\":\"u-long\",\"sid\":\"s-long\","
+                                    "\"role\":\"user\",\"pad\":\"%s\",\"exp\":%lld}",
+                                    pad, now_s() + 60);
+    const char *longtok = build(a, HS256, p, SECRET, NULL);
+    assert_true(strlen(longtok) > 512);
+    for (int i = 0; i < 2; i++) {
+        dk_identity id = {0};
+        assert_int_equal(verify(f, longtok, &id), DK_OK);
+        assert_string_equal(id.user_id, "u-long");
+    }
+    char *badlong = dk_arena_strdup(a, longtok);
+    badlong[40] = badlong[40] == 'A' ? 'B' : 'A';
+    assert_int_equal(verify(f, badlong, NULL), DK_E_UNAUTHORIZED);
 }
 
 int main(void)

@@ -2,6 +2,7 @@
 
 #include <argon2.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -52,6 +53,39 @@ struct auth_hasher {
     pthread_cond_t dummy_cv;
     struct auth_areas areas;
 };
+
+/* Two builds of the same function. libsodium's Argon2id picks SIMD code for the CPU at run time
+ * (SSSE3, AVX2, AVX-512F) and takes about half the user CPU of Debian's libargon2, which is the
+ * portable reference code (docs/design/measurements.md); it computes lanes one after another
+ * and wants a 16-byte salt and at least 16 bytes of output. So libsodium computes what it can
+ * (one lane, a 16-byte salt, 16+ bytes out: every hash Docket writes with the default
+ * parallelism) and libargon2 the rest (p > 1, where its threads give the lanes their
+ * parallelism, and PHC strings from elsewhere with other salt or hash lengths). Both give the
+ * same bytes for the same inputs (tests/unit/test_password.c checks both ways). */
+static pthread_once_t auth_sodium_once = PTHREAD_ONCE_INIT;
+static bool auth_sodium_ready;
+
+static void auth_sodium_init(void)
+{
+    auth_sodium_ready = sodium_init() >= 0;
+}
+
+/* Whether libsodium computes this hash. */
+static bool auth_sodium_fits(uint32_t m, uint32_t p, size_t saltlen, size_t hashlen)
+{
+    pthread_once(&auth_sodium_once, auth_sodium_init);
+    return auth_sodium_ready && p == 1 && saltlen == crypto_pwhash_argon2id_SALTBYTES &&
+           hashlen >= crypto_pwhash_argon2id_BYTES_MIN &&
+           (uint64_t)m * 1024 >= crypto_pwhash_argon2id_MEMLIMIT_MIN;
+}
+
+/* Argon2id version 1.3 of password with t passes over m KiB, one lane, by libsodium. */
+static int auth_sodium_hash(unsigned char *out, size_t outlen, const char *password,
+                            const unsigned char *salt, uint32_t t, uint32_t m)
+{
+    return crypto_pwhash_argon2id(out, outlen, password, strlen(password), salt, t,
+                                  (size_t)m * 1024, crypto_pwhash_argon2id_ALG_ARGON2ID13);
+}
 
 /* libargon2's allocation callbacks take no context: the hasher whose hash runs on this
  * thread (none: plain mappings). */
@@ -192,11 +226,19 @@ static dk_status auth_hash_raw(const auth_hasher *h, const char *password, char 
     c.pwdlen = (uint32_t)strlen(password);
     c.salt = salt;
     c.saltlen = sizeof salt;
-    auth_current = (auth_hasher *)(uintptr_t)h;
     dk_span *sp = dk_span_start("argon2id hash", DK_SPAN_INTERNAL);
-    int rc = argon2id_ctx(&c);
+    int rc;
+    if (auth_sodium_fits(h->opt.memory_kib, h->opt.parallelism, sizeof salt, sizeof hash)) {
+        rc = auth_sodium_hash(hash, sizeof hash, password, salt, h->opt.iterations,
+                              h->opt.memory_kib) == 0
+                 ? ARGON2_OK
+                 : ARGON2_MEMORY_ALLOCATION_ERROR;
+    } else {
+        auth_current = (auth_hasher *)(uintptr_t)h;
+        rc = argon2id_ctx(&c);
+        auth_current = NULL;
+    }
     dk_span_end(sp);
-    auth_current = NULL;
     if (rc != ARGON2_OK)
         return DK_E_INTERNAL;
     char s64[AUTH_SALT_LEN * 2], h64[AUTH_HASH_LEN * 2];
@@ -351,29 +393,43 @@ dk_status auth_password_hash(auth_hasher *h, dk_arena *a, const char *password, 
     return st;
 }
 
+/* The libargon2 or libsodium status of checking password against a parsed PHC string. */
+static int auth_phc_verify(auth_hasher *h, const auth_phc *phc, const char *password)
+{
+    unsigned char out[AUTH_PHC_MAX_HASH];
+    int rc;
+    dk_span *sp = dk_span_start("argon2id verify", DK_SPAN_INTERNAL);
+    if (auth_sodium_fits(phc->m, phc->p, phc->saltlen, phc->hashlen)) {
+        if (auth_sodium_hash(out, phc->hashlen, password, phc->salt, phc->t, phc->m) != 0)
+            rc = ARGON2_MEMORY_ALLOCATION_ERROR;
+        else
+            rc = dk_ct_equal(out, phc->hash, phc->hashlen) ? ARGON2_OK : ARGON2_VERIFY_MISMATCH;
+        sodium_memzero(out, sizeof out);
+    } else {
+        argon2_context c;
+        auth_ctx_init(&c, phc->t, phc->m, phc->p);
+        c.out = out;
+        c.outlen = (uint32_t)phc->hashlen;
+        c.pwd = (uint8_t *)(uintptr_t)password;
+        c.pwdlen = (uint32_t)strlen(password);
+        c.salt = (uint8_t *)(uintptr_t)phc->salt;
+        c.saltlen = (uint32_t)phc->saltlen;
+        auth_current = h;
+        rc = argon2_verify_ctx(&c, (const char *)phc->hash, Argon2_id);
+        auth_current = NULL;
+    }
+    dk_span_end(sp);
+    return rc;
+}
+
 dk_status auth_password_verify(auth_hasher *h, const char *encoded, const char *password)
 {
     dk_status st = dk_limiter_enter(h->pool);
     if (st != DK_OK)
         return st;
     auth_phc phc;
-    int rc = ARGON2_DECODING_FAIL;
-    if (auth_phc_parse(encoded, &phc)) {
-        unsigned char out[AUTH_PHC_MAX_HASH];
-        argon2_context c;
-        auth_ctx_init(&c, phc.t, phc.m, phc.p);
-        c.out = out;
-        c.outlen = (uint32_t)phc.hashlen;
-        c.pwd = (uint8_t *)(uintptr_t)password;
-        c.pwdlen = (uint32_t)strlen(password);
-        c.salt = phc.salt;
-        c.saltlen = (uint32_t)phc.saltlen;
-        auth_current = h;
-        dk_span *sp = dk_span_start("argon2id verify", DK_SPAN_INTERNAL);
-        rc = argon2_verify_ctx(&c, (const char *)phc.hash, Argon2_id);
-        dk_span_end(sp);
-        auth_current = NULL;
-    }
+    int rc =
+        auth_phc_parse(encoded, &phc) ? auth_phc_verify(h, &phc, password) : ARGON2_DECODING_FAIL;
     dk_limiter_leave(h->pool);
     if (rc == ARGON2_OK)
         return DK_OK;

@@ -1,4 +1,5 @@
-/* password.h — Argon2id password hashing (libargon2) in a bounded pool: at most `workers`
+/* password.h — Argon2id password hashing (libsodium; libargon2 for what libsodium cannot
+ * compute: p > 1, salts other than 16 bytes, hashes under 16 bytes) in a bounded pool: at most `workers`
  * hashes run at once and at most `queue` callers wait, so a burst of logins costs bounded
  * memory (workers × m KiB) and threads; beyond that callers get DK_E_UNAVAILABLE (503).
  * Thread-safe. Encoded hashes are PHC strings ($argon2id$v=19$m=…,t=…,p=…$salt$hash). */

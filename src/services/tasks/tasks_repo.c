@@ -429,6 +429,29 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
     return dk_tx_end(&tx, st);
 }
 
+/* The SQL of tasks_read_visible, locking the row or not. */
+static const char *tasks_read_sql(const tasks_repo *r, dk_arena *a, bool lock)
+{
+    return dk_arena_printf(
+        a,
+        "SELECT %s, (SELECT m.role FROM tasks_project_members m WHERE m.project_id = t.project_id "
+        "AND m.user_id = $2) AS role FROM tasks t WHERE t.id = $1 AND %s%s",
+        tasks_cols(r), tasks_visible_sql(a, 2), lock && tasks_pg(r) ? " FOR UPDATE OF t" : "");
+}
+
+void tasks_repo_prepare(tasks_repo *r)
+{
+    dk_arena *a = dk_arena_new();
+    for (int lock = 0; lock < 2; lock++) {
+        const char *sql = tasks_read_sql(r, a, lock);
+        if (strlen(sql) < sizeof r->read_sql[lock])
+            memcpy(r->read_sql[lock], sql, strlen(sql) + 1);
+        else
+            r->read_sql[lock][0] = '\0';
+    }
+    dk_arena_free(a);
+}
+
 /* The task by id with the caller's role in its project, if the caller may see it (the rule of
  * tasks_visible_sql); in tx (locking the row) or on a connection of its own. */
 static dk_status tasks_read_visible(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
@@ -436,11 +459,8 @@ static dk_status tasks_read_visible(const tasks_repo *r, dk_tx *tx, dk_arena *a,
 {
     const char *p[] = {id, caller};
     dk_db_rows *rows = NULL;
-    const char *sql = dk_arena_printf(
-        a,
-        "SELECT %s, (SELECT m.role FROM tasks_project_members m WHERE m.project_id = t.project_id "
-        "AND m.user_id = $2) AS role FROM tasks t WHERE t.id = $1 AND %s%s",
-        tasks_cols(r), tasks_visible_sql(a, 2), tx && tasks_pg(r) ? " FOR UPDATE OF t" : "");
+    bool lock = tx != NULL;
+    const char *sql = r->read_sql[lock][0] ? r->read_sql[lock] : tasks_read_sql(r, a, lock);
     dk_status st = tx ? dk_tx_query(tx, a, sql, 2, p, &rows) : dk_sql(r->db, a, sql, 2, p, &rows);
     if (st != DK_OK)
         return st;

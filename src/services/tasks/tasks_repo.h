@@ -22,7 +22,14 @@ extern const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS];
 typedef struct tasks_repo {
     const dk_database *db;
     const unsigned char *cursor_key; /* 32 bytes, for next_cursor */
+    /* tasks_repo_prepare: the text of a task read by id, unlocked [0] and locked [1] (built
+     * once: formatting it per request was a sixth of a task read's instructions); empty: built
+     * per call */
+    char read_sql[2][1024];
 } tasks_repo;
+
+/* Builds the statements that do not change between calls (after db is set). */
+void tasks_repo_prepare(tasks_repo *r);
 
 /* Every create, patch and delete also records its event (ports/task_events.h) in
  * tasks_outbox, in the same transaction; the service's outbox relay publishes it. A task's

@@ -347,6 +347,7 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
     s->app = app;
     s->repo.db = &app->db;
     s->repo.cursor_key = app->cursor_key;
+    tasks_repo_prepare(&s->repo);
     const void *ops = NULL;
     if (!dk_app_port(app, DK_USERS_DIRECTORY, &ops, &s->users_h)) {
         dk_log_error("tasks needs the users service (users.directory) and nothing provides it");

@@ -69,7 +69,9 @@ static void users_get_me(dk_req *req, dk_res *res)
         users_fail(res, st, "user");
         return;
     }
-    dk_res_json(res, 200, dk_user_json(&u));
+    dk_jw w = {0};
+    dk_user_write(&w, &u);
+    dk_res_jw(res, 200, &w);
 }
 
 static void users_patch_me(dk_req *req, dk_res *res)
