@@ -156,6 +156,30 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
     {4, "projects", TASKS_PROJECTS_DDL("INTEGER", "", "INTEGER PRIMARY KEY AUTOINCREMENT", "tasks"),
      TASKS_PROJECTS_DDL("BIGINT", " COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "tasks")},
     {5, "outbox_traceparent", DK_OUTBOX_TRACE_DDL("tasks"), DK_OUTBOX_TRACE_DDL("tasks")},
+    /* 6 belongs to search. 7: cheaper writes on PostgreSQL (SQLite keeps its FTS5 triggers,
+     * which already skip status-only updates). The search vector stops being a generated
+     * column, which PostgreSQL 15 recomputes on every UPDATE (a status change re-ran
+     * to_tsvector over the whole text): a trigger computes it on INSERT and only when the
+     * title or the description really changes (the WHEN clause is tested without calling the
+     * function). Same expression as before, so existing vectors and their index stay valid.
+     * The (who, status) indexes go: no list reads them (a status filter runs along the sort
+     * index of its arm), and each cost an insertion per write. */
+    {7, "tasks_cheaper_writes", NULL,
+     "ALTER TABLE tasks ALTER COLUMN search DROP EXPRESSION;\n"
+     "CREATE FUNCTION tasks_search_vector() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+     "BEGIN\n"
+     "  NEW.search := setweight(to_tsvector('english', NEW.title), 'A') ||\n"
+     "                setweight(to_tsvector('english', NEW.description), 'B');\n"
+     "  RETURN NEW;\n"
+     "END\n"
+     "$f$;\n"
+     "CREATE TRIGGER tasks_search_insert BEFORE INSERT ON tasks FOR EACH ROW\n"
+     "  EXECUTE FUNCTION tasks_search_vector();\n"
+     "CREATE TRIGGER tasks_search_update BEFORE UPDATE OF title, description ON tasks\n"
+     "  FOR EACH ROW WHEN (OLD.title IS DISTINCT FROM NEW.title OR\n"
+     "                     OLD.description IS DISTINCT FROM NEW.description)\n"
+     "  EXECUTE FUNCTION tasks_search_vector();\n"
+     "DROP INDEX tasks_owner_status_idx, tasks_assignee_status_idx, tasks_project_status_idx;\n"},
 };
 
 /* ---------- rows ---------- */
