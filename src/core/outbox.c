@@ -29,7 +29,7 @@ struct dk_outbox {
     const char *service;
     char table[64];
     char select_sql[160];
-    char delete_sql[160];
+    char delete_sql[224];
     int64_t interval_ms;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -156,9 +156,15 @@ dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char 
     snprintf(o->select_sql, sizeof o->select_sql,
              "SELECT seq, type, payload, created_at, traceparent FROM %s ORDER BY seq LIMIT $1",
              table);
+    /* PostgreSQL: the delete commits without waiting for its WAL flush (set_config local to
+     * the statement's own transaction). Losing it in a crash only brings rows back that were
+     * published already: they go out again and consumers de-duplicate. The events themselves
+     * were recorded by the service's durable commit. */
     if (db->ops->engine == DK_DB_POSTGRES)
         snprintf(o->delete_sql, sizeof o->delete_sql,
-                 "DELETE FROM %s WHERE seq = ANY(CAST($1 AS BIGINT[]))", table);
+                 "DELETE FROM %s WHERE seq = ANY(CAST($1 AS BIGINT[])) AND (SELECT "
+                 "set_config('synchronous_commit', 'off', true)) = 'off'",
+                 table);
     else
         snprintf(o->delete_sql, sizeof o->delete_sql,
                  "DELETE FROM %s WHERE seq IN (SELECT CAST(value AS INTEGER) FROM json_each($1))",
