@@ -419,6 +419,34 @@ static dk_status tasks_check_project(const tasks_repo *r, dk_tx *tx, dk_arena *a
 
 /* ---------- statements ---------- */
 
+/* PostgreSQL, a task outside any project: nothing to read first, so the task, its event and
+ * its history entry are written by one statement (one round trip and one implicit
+ * transaction, where BEGIN, three INSERTs and COMMIT took five). insert_sql is the task's
+ * INSERT with its 12 parameters; the rows are those tasks_event would add. */
+static dk_status tasks_create_personal(dk_arena *a, const tasks_repo *r, const char *insert_sql,
+                                       const char *const task_params[12], const tasks_task *t)
+{
+    json_t *ev = dk_json_own(
+        a, json_pack("{s:s,s:o}", "actor_id", t->owner_id, "task", tasks_repo_event_task(t)));
+    const char *ob[DK_OUTBOX_NPARAMS];
+    dk_outbox_event(a, DK_EVENT_TASK_CREATED, ev, ob);
+    char aid[DK_UUID_LEN];
+    dk_uuid7(aid);
+    const char *p[12 + DK_OUTBOX_NPARAMS + 1];
+    memcpy(p, task_params, sizeof(const char *) * 12);
+    memcpy(p + 12, ob, sizeof ob);
+    p[12 + DK_OUTBOX_NPARAMS] = dk_arena_strdup(a, aid);
+    /* $13.. the outbox row (id, type, payload, created_at, traceparent), $18 the activity id */
+    const char *sql = dk_arena_printf(
+        a,
+        "WITH t AS (%s), o AS (INSERT INTO " TASKS_OUTBOX " (id, type, payload, created_at, "
+        "traceparent) VALUES ($13, $14, $15, CAST($16 AS BIGINT), $17)) INSERT INTO "
+        "tasks_activity (id, task_id, event_id, actor_id, action, created_at) VALUES ($18, $1, "
+        "$13, $2, 'created', CAST($16 AS BIGINT))",
+        insert_sql);
+    return dk_sql(r->db, a, sql, 12 + DK_OUTBOX_NPARAMS + 1, p, NULL);
+}
+
 dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
                             const char **ret_field)
 {
@@ -441,6 +469,8 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
         "$2, $3, $4, $5, $6, CAST($7 AS INTEGER), CAST($8 AS BIGINT), %s, CAST($10 AS BIGINT), "
         "CAST($10 AS BIGINT), CAST($11 AS BIGINT), 1, $12)",
         tasks_labels_sql(r, a, 9));
+    if (tasks_pg(r) && !t->project_id)
+        return tasks_create_personal(a, r, sql, p, t);
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
     if (st != DK_OK)
