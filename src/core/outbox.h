@@ -31,6 +31,14 @@ typedef struct dk_outbox dk_outbox;
  * engines (the table is found through the search path on PostgreSQL). */
 #define DK_OUTBOX_TRACE_DDL(svc) "ALTER TABLE " svc "_outbox ADD COLUMN traceparent TEXT;"
 
+/* The parameters of an event's row, for a statement that records it together with the change
+ * (an INSERT into the outbox table inside a larger statement): id, type, payload, created_at,
+ * traceparent, in that order, the strings in a. Sets "id" and "occurred_at" on payload
+ * (borrowed, modified), as dk_outbox_add does. */
+#define DK_OUTBOX_NPARAMS 5
+void dk_outbox_event(dk_arena *a, const char *type, json_t *payload,
+                     const char *ret_params[DK_OUTBOX_NPARAMS]);
+
 /* Records an event inside tx: sets "id" and "occurred_at" on payload (borrowed, modified) and
  * inserts it into table (e.g. "tasks_outbox"; a constant, never user input). */
 dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *type,

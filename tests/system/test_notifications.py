@@ -1024,6 +1024,49 @@ def test_crash_loses_and_duplicates_nothing(start_docket):
     assert sorted(n["task_id"] for n in final) == sorted([t["id"] for t in tasks] + [bar["id"]])
 
 
+def test_postgres_crash_after_publishing_loses_and_duplicates_nothing(docket_factory, own_pg,
+                                                                      own_redis):
+    """The relay deletes the outbox rows it published without waiting for the WAL flush (the
+    changes themselves commit durably). PostgreSQL killed right after a burst (WAL writer
+    slowed down, so those deletes are still in memory) brings the rows back: they are
+    published again, and every change still has exactly one notification; none is lost."""
+    slow_wal = "-c wal_writer_delay=10000"
+    own_pg.stop()
+    own_pg.start(slow_wal)
+    d = docket_factory("postgres", pg=own_pg, redis=own_redis)
+    a, b = d.new_user(), d.new_user()
+    tasks = [new_task(d, a.access, title=f"Burst {i}", assignee_id=b.id) for i in range(12)]
+    wait_list(d, b, len(tasks), what="the burst's notifications before the crash")
+    db = d.db_url.rsplit("/", 1)[1]
+
+    def outbox_rows():
+        conn = own_pg.connect(db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM tasks.tasks_outbox")
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    wait_until(lambda: outbox_rows() == 0, WAIT, what="the relay deleting what it published")
+    own_pg.stop()  # immediate: no shutdown checkpoint, unflushed WAL is gone
+    own_pg.start(slow_wal)
+    wait_until(lambda: d.get(NOTIFS, token=b.access).status_code == 200, WAIT,
+               what="Docket answering again after PostgreSQL's restart")
+    bar, _ = barrier(d, b, via=a)
+    final = list_notifications(d, b.access)
+    assert sorted(n["task_id"] for n in final) == sorted([t["id"] for t in tasks] + [bar["id"]])
+    assert len(final) == len(tasks) + 1
+    # and the task writes acknowledged before the crash are all there
+    conn = own_pg.connect(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM tasks.tasks WHERE owner_id = %s", (a.id,))
+            assert cur.fetchone()[0] == len(tasks) + 1
+    finally:
+        conn.close()
+
+
 def test_created_once_after_the_service_was_down(docket_factory):
     d = docket_factory("split")
     svc = notifications_process(d)

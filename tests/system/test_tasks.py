@@ -520,3 +520,40 @@ def test_deleting_a_user_removes_their_tasks_and_assignments(docket):
                 assert cur.fetchone()[0] == 0
         finally:
             conn.close()
+
+
+def test_postgres_search_vector_follows_the_text_only(docket_factory):
+    """PostgreSQL keeps the search vector with triggers (tasks migration 7): a write that leaves
+    title and description alone leaves the stored vector alone (a status patch does not run
+    to_tsvector again), a text change recomputes it, and a created task has one. Checked by
+    planting a marker vector, which only a recomputation removes."""
+    import psycopg2
+    d = docket_factory("postgres")
+    a = d.new_user()
+    task = new_task(d, a.access, title="Quarterly budget review", description="Spreadsheets")
+    conn = psycopg2.connect(d.db_url)
+    conn.autocommit = True
+
+    def vector():
+        with conn.cursor() as cur:
+            cur.execute("SELECT CAST(search AS TEXT) FROM tasks.tasks WHERE id = %s",
+                        (task["id"],))
+            return cur.fetchone()[0]
+
+    try:
+        assert vector() == "'budget':2A 'quarter':1A 'review':3A 'spreadsheet':4B"
+        with conn.cursor() as cur:
+            cur.execute("UPDATE tasks.tasks SET search = to_tsvector('simple', 'marker') "
+                        "WHERE id = %s", (task["id"],))
+        for body in ({"status": "in_progress"}, {"priority": "high", "labels": ["x"]},
+                     {"title": "Quarterly budget review"}):  # the same text is no change
+            resp = d.patch(f"{TASKS}/{task['id']}", token=a.access, json=body)
+            assert resp.status_code == 200, resp.text
+            assert vector() == "'marker':1", body
+        resp = d.patch(f"{TASKS}/{task['id']}", token=a.access, json={"description": "Invoices"})
+        assert resp.status_code == 200, resp.text
+        assert vector() == "'budget':2A 'invoic':4B 'quarter':1A 'review':3A"
+        found = d.get(TASKS, token=a.access, params={"q": "invoices"}).json()["items"]
+        assert [t["id"] for t in found] == [task["id"]]
+    finally:
+        conn.close()

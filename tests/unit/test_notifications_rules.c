@@ -115,6 +115,59 @@ static void test_status_change(void **state)
     dk_arena_free(a);
 }
 
+#define UNDATED                                                                                    \
+    "{\"id\":\"" EVID "\",\"occurred_at\":1,\"actor_id\":\"" OWNER "\",\"task\":{\"id\":\"" TASK   \
+    "\",\"title\":\"t\",\"status\":\"%s\",\"owner_id\":\"" OWNER "\",\"assignee_id\":\"" OTHER     \
+    "\",\"due_at\":null,\"updated_at\":5,\"version\":3}%s}"
+
+/* A task without a due date, before or after, gives the scheduler nothing to store; one that
+ * gets a due date, or loses one, does. */
+static void test_no_due_date_stores_nothing(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    nt_plan p;
+    /* created without one: the assignee is still told, nothing is stored */
+    assert_int_equal(
+        nt_rules_task_event(a, "task.created", dk_arena_printf(a, UNDATED, "todo", ""), &p), DK_OK);
+    assert_int_equal(p.n, 1);
+    assert_null(p.due.task_id);
+    /* a status change, none before either */
+    assert_int_equal(
+        nt_rules_task_event(a, "task.updated",
+                            dk_arena_printf(a, UNDATED, "done",
+                                            ",\"before\":{\"status\":\"todo\",\"assignee_id\":"
+                                            "\"" OTHER "\",\"due_at\":null}"),
+                            &p),
+        DK_OK);
+    assert_null(p.due.task_id);
+    /* the due date removed: stored, so that the scheduler forgets it */
+    assert_int_equal(
+        nt_rules_task_event(a, "task.updated",
+                            dk_arena_printf(a, UNDATED, "todo",
+                                            ",\"before\":{\"status\":\"todo\",\"assignee_id\":"
+                                            "\"" OTHER "\",\"due_at\":1700000000000}"),
+                            &p),
+        DK_OK);
+    assert_string_equal(p.due.task_id, TASK);
+    assert_false(p.due.has_due);
+    /* deleted: a tombstone whatever the date */
+    assert_int_equal(
+        nt_rules_task_event(a, "task.deleted", dk_arena_printf(a, UNDATED, "todo", ""), &p), DK_OK);
+    assert_string_equal(p.due.task_id, TASK);
+    assert_string_equal(p.due.status, "deleted");
+    /* with a due date, before none: stored */
+    assert_int_equal(
+        nt_rules_task_event(a, "task.updated",
+                            event(a, OWNER, "null", "todo",
+                                  "{\"status\":\"todo\",\"assignee_id\":null,\"due_at\":null}"),
+                            &p),
+        DK_OK);
+    assert_string_equal(p.due.task_id, TASK);
+    assert_true(p.due.has_due);
+    dk_arena_free(a);
+}
+
 static void test_deleted_is_a_tombstone(void **state)
 {
     (void)state;
@@ -234,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_self_assignment_and_unassigned_notify_nobody),
         cmocka_unit_test(test_updated_assignment),
         cmocka_unit_test(test_status_change),
+        cmocka_unit_test(test_no_due_date_stores_nothing),
         cmocka_unit_test(test_deleted_is_a_tombstone),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_due_soon),

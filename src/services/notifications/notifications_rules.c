@@ -105,6 +105,11 @@ dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload
             strcmp(actor, d->owner_id) != 0 && !json_is_false(json_object_get(ev, "owner_can_see")))
             nt_add(a, ret, event_id, d->owner_id, NT_TYPE_STATUS_CHANGED, d->task_id, actor,
                    dk_arena_printf(a, "\"%s\" is now %s", d->title, d->status));
+        /* A task without a due date that had none before gives the scheduler nothing to
+         * store: the first event that sets one writes the whole state, and until then the
+         * scheduler never reads the row (a write per task event saved). */
+        if (!d->has_due && (created || json_is_null(json_object_get(before, "due_at"))))
+            ret->due.task_id = NULL;
     } else {
         json_decref(ev);
         return DK_E_BAD_REQUEST;

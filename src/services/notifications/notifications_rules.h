@@ -30,7 +30,8 @@ typedef struct nt_plan {
     int n;
     nt_new items[2];
     nt_due due; /* the task's state for the scheduler (status "deleted" on task.deleted);
-                   due.task_id NULL for project events (nothing to schedule) */
+                   due.task_id NULL when there is nothing to store: project events, and
+                   the creation or update of a task without a due date that had none */
 } nt_plan;
 
 /* The plan for one task.* or project.* event; DK_E_BAD_REQUEST when the payload is

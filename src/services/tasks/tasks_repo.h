@@ -1,8 +1,9 @@
 /* tasks_repo.h — the tasks service's SQL: the `tasks` table (schema `tasks` on PostgreSQL, with
- * a generated tsvector and GIN indexes; on SQLite a JSON labels column and an external-content
- * FTS5 table `tasks_fts` kept in sync by triggers), its migrations, and every statement the
- * service runs. Read-check-write operations run in one transaction (row locked on PostgreSQL,
- * BEGIN IMMEDIATE on SQLite). Results live in the caller's arena; thread-safe as the db port.
+ * a tsvector that triggers compute when the text changes, and GIN indexes; on SQLite a JSON
+ * labels column and an external-content FTS5 table `tasks_fts` kept in sync by triggers), its
+ * migrations, and every statement the service runs. Read-check-write operations run in one
+ * transaction (row locked on PostgreSQL, BEGIN IMMEDIATE on SQLite). Results live in the
+ * caller's arena; thread-safe as the db port.
  * Errors: DK_E_NOT_FOUND (absent or not visible to the caller), DK_E_FORBIDDEN,
  * DK_E_PRECONDITION (If-Match), and the db port's. */
 #ifndef DK_TASKS_REPO_H
@@ -16,7 +17,7 @@
 #include "services/tasks/tasks_model.h"
 #include "services/tasks/tasks_query.h"
 
-#define DK_TASKS_NMIGRATIONS 4
+#define DK_TASKS_NMIGRATIONS 5
 extern const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS];
 
 typedef struct tasks_repo {
