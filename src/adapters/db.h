@@ -20,6 +20,9 @@ struct dk_db_sqlite_write_stats {
     int queued;
 };
 void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret);
+/* How many transactions a group may carry and for how long it takes more (defaults 64, 5 ms);
+ * for tests that need groups to form whatever the machine's speed. */
+void dk_db_sqlite_set_group_limits(dk_db *db, int max_transactions, int max_ms);
 
 /* Picks the adapter for a URL (sqlite: or postgres[ql]://); NULL when the scheme is unknown. */
 const struct dk_db_ops *dk_db_ops_for_url(const char *url);

@@ -90,6 +90,7 @@ struct sq_writer {
     int nmembers;              /* transactions the open group saw, rolled back ones included */
     int ncommitted;            /* … and those it carries */
     int64_t group_start_ms;
+    int group_max, group_max_ms; /* SQ_GROUP_MAX, SQ_GROUP_MAX_MS unless a test sets them */
     struct dk_db_sqlite_write_stats stats;
 };
 
@@ -674,8 +675,8 @@ static dk_status sq_writer_done(struct dk_db *db, struct dk_db_conn *c, bool joi
     w->nmembers++;
     if (joined)
         w->ncommitted++;
-    if (w->head && w->nmembers < SQ_GROUP_MAX &&
-        sq_now_ms() - w->group_start_ms < SQ_GROUP_MAX_MS) {
+    if (w->head && w->nmembers < w->group_max &&
+        sq_now_ms() - w->group_start_ms < w->group_max_ms) {
         /* Others queue: let the next one add its transaction before the COMMIT. */
         sq_writer_pass(w);
         if (!joined) {
@@ -793,6 +794,14 @@ static dk_status sq_rollback(dk_db_conn *c)
     return sq_simple(c, "ROLLBACK");
 }
 
+void dk_db_sqlite_set_group_limits(dk_db *db, int max_transactions, int max_ms)
+{
+    pthread_mutex_lock(&db->w.mu);
+    db->w.group_max = max_transactions > 0 ? max_transactions : 1;
+    db->w.group_max_ms = max_ms > 0 ? max_ms : 1;
+    pthread_mutex_unlock(&db->w.mu);
+}
+
 void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret)
 {
     struct sq_writer *w = &db->w;
@@ -843,6 +852,8 @@ static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
     dk_cond_init_monotonic(&db->cv);
     pthread_mutex_init(&db->w.mu, NULL);
     db->w.conn.db = db;
+    db->w.group_max = SQ_GROUP_MAX;
+    db->w.group_max_ms = SQ_GROUP_MAX_MS;
     pthread_mutex_init(&db->ckpt.mu, NULL);
     pthread_cond_init(&db->ckpt.cv, NULL);
     db->size = opt->pool_size > 0 ? opt->pool_size : SQ_DEFAULT_POOL;
