@@ -20,7 +20,7 @@ struct dk_db_sqlite_write_stats {
     int queued;
 };
 void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret);
-/* How many transactions a group may carry and for how long it takes more (defaults 64, 5 ms);
+/* How many transactions a group may carry and for how long it takes more (defaults 64, 2 ms);
  * for tests that need groups to form whatever the machine's speed. */
 void dk_db_sqlite_set_group_limits(dk_db *db, int max_transactions, int max_ms);
 

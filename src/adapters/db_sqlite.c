@@ -38,7 +38,7 @@
 /* A group (one BEGIN IMMEDIATE … COMMIT on the writer) takes the transactions of callers queued
  * while it is open, up to this many, for at most this long since its first began. */
 #define SQ_GROUP_MAX    64
-#define SQ_GROUP_MAX_MS 5
+#define SQ_GROUP_MAX_MS 2
 /* WAL frames after which the checkpointer copies the WAL into the database (SQLite's own
  * auto-checkpoint threshold). */
 #define SQ_CHECKPOINT_FRAMES 1000
@@ -91,6 +91,11 @@ struct sq_writer {
     int ncommitted;            /* … and those it carries */
     int64_t group_start_ms;
     int group_max, group_max_ms; /* SQ_GROUP_MAX, SQ_GROUP_MAX_MS unless a test sets them */
+    /* The checkpointer asks for the next turn between two groups (ckpt_pending) and is woken
+     * on ckpt_cv when it has it (ckpt_granted), before the queue. */
+    bool ckpt_pending, ckpt_granted;
+    pthread_t ckpt_thread;
+    pthread_cond_t ckpt_cv;
     struct dk_db_sqlite_write_stats stats;
 };
 
@@ -474,6 +479,8 @@ static dk_status sq_exec_script(dk_db_conn *c, const char *sql)
     return sq_map(xrc);
 }
 
+static void sq_writer_pass(struct sq_writer *w);
+
 /* ---- the checkpointer ---------------------------------------------------------------------- */
 
 /* Called by SQLite after each commit on the writer, by the committing caller: asks the
@@ -492,9 +499,36 @@ static int sq_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nframes)
     return SQLITE_OK;
 }
 
+/* The second pass of a checkpoint, on a turn of the writer between two groups: copies the few
+ * frames committed since the first pass, so that the WAL is wholly in the database file when
+ * the next group begins — which lets that group's first write start the WAL over from its
+ * beginning (SQLite restarts it only then). Without this pass the writer would keep appending
+ * while the checkpointer copies, and the WAL would grow without end. */
+static void sq_checkpointer_catch_up(struct dk_db *db)
+{
+    struct sq_writer *w = &db->w;
+    pthread_mutex_lock(&w->mu);
+    if (!w->busy) {
+        w->busy = true;
+        w->owner = pthread_self();
+    } else {
+        w->ckpt_thread = pthread_self();
+        w->ckpt_pending = true;
+        while (!w->ckpt_granted)
+            pthread_cond_wait(&w->ckpt_cv, &w->mu);
+        w->ckpt_granted = false;
+    }
+    pthread_mutex_unlock(&w->mu);
+    (void)sqlite3_wal_checkpoint_v2(db->ckpt.conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_lock(&w->mu);
+    sq_writer_pass(w);
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void *sq_checkpointer_run(void *arg)
 {
-    struct sq_checkpointer *k = arg;
+    struct dk_db *db = arg;
+    struct sq_checkpointer *k = &db->ckpt;
     pthread_mutex_lock(&k->mu);
     for (;;) {
         while (!k->wanted && !k->stop)
@@ -504,9 +538,11 @@ static void *sq_checkpointer_run(void *arg)
         k->wanted = false;
         pthread_mutex_unlock(&k->mu);
         /* PASSIVE, as SQLite's auto-checkpoint: copies what no reader still needs, never waits
-         * for the writer and never makes it wait. Failures only delay the copy to the next
-         * request; the WAL keeps every commit meanwhile. */
+         * for the writer and never makes it wait: the bulk of the copy and its fsyncs happen
+         * here, beside the writer. Failures only delay the copy to the next request; the WAL
+         * keeps every commit meanwhile. */
         (void)sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        sq_checkpointer_catch_up(db);
         pthread_mutex_lock(&k->mu);
     }
     pthread_mutex_unlock(&k->mu);
@@ -523,7 +559,7 @@ static void sq_checkpointer_start(struct dk_db *db)
         return;
     if (sq_conn_open(db, &k->conn) != DK_OK)
         return;
-    if (pthread_create(&k->thread, NULL, sq_checkpointer_run, k) != 0) {
+    if (pthread_create(&k->thread, NULL, sq_checkpointer_run, db) != 0) {
         sq_conn_close(&k->conn);
         return;
     }
@@ -587,6 +623,20 @@ static void sq_writer_pass(struct sq_writer *w)
     w->owner = next->thread;
     next->granted = true;
     pthread_cond_signal(&next->cv);
+}
+
+/* Gives up the turn between two groups (no transaction open on the writer): to the
+ * checkpointer first when it asked for one. Under w->mu. */
+static void sq_writer_pass_between_groups(struct sq_writer *w)
+{
+    if (!w->ckpt_pending) {
+        sq_writer_pass(w);
+        return;
+    }
+    w->ckpt_pending = false;
+    w->ckpt_granted = true;
+    w->owner = w->ckpt_thread;
+    pthread_cond_signal(&w->ckpt_cv);
 }
 
 /* Tells every member of the open group the group's outcome. Under w->mu. */
@@ -666,7 +716,7 @@ static dk_status sq_writer_done(struct dk_db *db, struct dk_db_conn *c, bool joi
     if (!open) {
         w->nmembers = 0;
         w->ncommitted = 0;
-        sq_writer_pass(w);
+        sq_writer_pass_between_groups(w);
         pthread_mutex_unlock(&w->mu);
         if (joined)
             sq_set_err(c, "the write group was rolled back");
@@ -710,7 +760,7 @@ static dk_status sq_writer_done(struct dk_db *db, struct dk_db_conn *c, bool joi
     } else if (joined) {
         snprintf(c->err, sizeof c->err, "%s", wc->err);
     }
-    sq_writer_pass(w);
+    sq_writer_pass_between_groups(w);
     pthread_mutex_unlock(&w->mu);
     return joined ? st : DK_OK;
 }
@@ -827,6 +877,7 @@ static void sq_close(dk_db *db)
     sq_conn_close(&db->w.conn);
     sq_checkpointer_stop(db);
     pthread_mutex_destroy(&db->w.mu);
+    pthread_cond_destroy(&db->w.ckpt_cv);
     pthread_cond_destroy(&db->ckpt.cv);
     pthread_mutex_destroy(&db->ckpt.mu);
     dk_free(db->conns);
@@ -851,6 +902,7 @@ static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
     pthread_mutex_init(&db->mu, NULL);
     dk_cond_init_monotonic(&db->cv);
     pthread_mutex_init(&db->w.mu, NULL);
+    pthread_cond_init(&db->w.ckpt_cv, NULL);
     db->w.conn.db = db;
     db->w.group_max = SQ_GROUP_MAX;
     db->w.group_max_ms = SQ_GROUP_MAX_MS;
