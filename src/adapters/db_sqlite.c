@@ -874,8 +874,8 @@ static void sq_close(dk_db *db)
         return;
     for (int i = 0; db->conns && i < db->size; i++)
         sq_conn_close(&db->conns[i]);
-    sq_conn_close(&db->w.conn);
     sq_checkpointer_stop(db);
+    sq_conn_close(&db->w.conn);
     pthread_mutex_destroy(&db->w.mu);
     pthread_cond_destroy(&db->w.ckpt_cv);
     pthread_cond_destroy(&db->ckpt.cv);
