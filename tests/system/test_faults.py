@@ -14,6 +14,9 @@ not do to Docket.
   committed in groups (docs/design/sqlite-writes.md).
 - SQLite under many concurrent writers (creates and read-then-write patches from several
   accounts): every write lands, none is refused.
+- SQLite shared with other processes under write load: another process holding the write lock
+  delays the server's writes without failing them (SQLite's busy handler, kept for exactly
+  this), and `docket migrate` and `docket backup` run beside the server.
 """
 
 import concurrent.futures
@@ -329,3 +332,40 @@ def test_sqlite_concurrent_writes_all_land(docket_factory):
         r = d.get("/api/v1/tasks?limit=100&status=done", token=a.access)
         assert r.status_code == 200, r.text
         assert len(r.json()["items"]) == 4 * per_client
+
+
+def test_sqlite_other_processes_write_beside_the_server(docket_factory, tmp_path):
+    d = docket_factory("sqlite", extra_env={"DOCKET_DATABASE_ACQUIRE_TIMEOUT": "15s"})
+    acct = d.new_user()
+    path = os.path.join(d.data_dir, "docket.db")
+
+    def cli(*args):
+        r = helpers.run_cli([*args, f"--storage.data_dir={d.data_dir}"], env=d.env, cwd=d.cwd,
+                            timeout=60)
+        assert r.returncode == 0, f"docket {args[0]}: {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+    with Writer(d, acct.access, threads=6) as w:
+        wait_until(lambda: w.acked_count() >= 30, 20, what="writes before the other processes")
+        other = sqlite3.connect(path, timeout=15, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")   # the write lock, from another process
+            time.sleep(0.5)                    # what the server committed before is answered
+            held = w.acked_count()
+            time.sleep(1.0)
+            assert w.acked_count() == held, "a write was acknowledged while another process " \
+                                            "held the write lock"
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        wait_until(lambda: w.acked_count() >= held + 20, 20, what="writes after the lock")
+        cli("migrate")
+        cli("backup", str(tmp_path / "copy.db"))
+        before = w.acked_count()
+        wait_until(lambda: w.acked_count() >= before + 20, 20, what="writes after the commands")
+    assert not w.failures, f"{len(w.failures)} failed writes, e.g. {w.failures[:3]}"
+    copy = sqlite3.connect(str(tmp_path / "copy.db"))
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert copy.execute("SELECT count(*) FROM tasks").fetchone()[0] >= 30
+    finally:
+        copy.close()
