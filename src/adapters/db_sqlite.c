@@ -8,6 +8,7 @@
  * "write queue", below): a transaction is a savepoint inside a group transaction that the last
  * caller of a group commits; each caller's commit returns only after the COMMIT carrying its
  * work (docs/design/sqlite-writes.md). Reads run on the pool's connections and never wait for it.
+ * WAL checkpoints run on a thread of their own (the checkpointer, below), not in a COMMIT.
  * Statements are prepared once per connection and kept in a 64-entry LRU cache keyed by SQL text.
  * $1…$n parameters are bound as text; every $k from 1 to nparams must appear in the statement and
  * no other parameter may (as on PostgreSQL). */
