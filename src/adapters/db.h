@@ -4,10 +4,25 @@
 #ifndef DK_ADAPTERS_DB_H
 #define DK_ADAPTERS_DB_H
 
+#include <stdint.h>
+
 #include "ports/db.h"
 
 extern const struct dk_db_ops dk_db_sqlite_ops;
 extern const struct dk_db_ops dk_db_postgres_ops;
+
+/* What the SQLite adapter's write queue has done (tests, measurements): groups committed (one
+ * COMMIT each, counted when it carried a committed transaction), the committed transactions
+ * they carried, and callers waiting for their turn now. */
+struct dk_db_sqlite_write_stats {
+    uint64_t groups;
+    uint64_t transactions;
+    int queued;
+};
+void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret);
+/* How many transactions a group may carry and for how long it takes more (defaults 64, 2 ms);
+ * for tests that need groups to form whatever the machine's speed. */
+void dk_db_sqlite_set_group_limits(dk_db *db, int max_transactions, int max_ms);
 
 /* Picks the adapter for a URL (sqlite: or postgres[ql]://); NULL when the scheme is unknown. */
 const struct dk_db_ops *dk_db_ops_for_url(const char *url);

@@ -1,8 +1,14 @@
 /* db_sqlite.c — the SQL port on SQLite (dk_db_sqlite_ops).
  * URL: sqlite:PATH, sqlite://PATH, or sqlite::memory: (one in-memory database shared by every
- * connection of the pool, through SQLite's memdb VFS). All pool_size connections are opened by
- * open(), each in WAL mode with synchronous=NORMAL, foreign_keys=ON and a busy timeout of
- * acquire_timeout_ms. Zero options mean defaults: pool_size 4, acquire_timeout_ms 5000.
+ * connection of the pool, through SQLite's memdb VFS). All pool_size connections, plus one writer
+ * connection, are opened by open(), each set up by sq_conn_setup (WAL, synchronous=NORMAL,
+ * foreign_keys=ON, a busy timeout of acquire_timeout_ms). Zero options mean defaults: pool_size
+ * 4, acquire_timeout_ms 5000.
+ * Writes go through the one writer connection, taken in turn by the callers in FIFO order (the
+ * "write queue", below): a transaction is a savepoint inside a group transaction that the last
+ * caller of a group commits; each caller's commit returns only after the COMMIT carrying its
+ * work (docs/design/sqlite-writes.md). Reads run on the pool's connections and never wait for it.
+ * WAL checkpoints run on a thread of their own (the checkpointer, below), not in a COMMIT.
  * Statements are prepared once per connection and kept in a 64-entry LRU cache keyed by SQL text.
  * $1…$n parameters are bound as text; every $k from 1 to nparams must appear in the statement and
  * no other parameter may (as on PostgreSQL). */
@@ -30,6 +36,13 @@
 #define SQ_DEFAULT_POOL       4
 #define SQ_DEFAULT_TIMEOUT_MS 5000
 #define SQ_ERR_MAX            512
+/* A group (one BEGIN IMMEDIATE … COMMIT on the writer) takes the transactions of callers queued
+ * while it is open, up to this many, for at most this long since its first began. */
+#define SQ_GROUP_MAX    64
+#define SQ_GROUP_MAX_MS 2
+/* WAL frames after which the checkpointer copies the WAL into the database (SQLite's own
+ * auto-checkpoint threshold). */
+#define SQ_CHECKPOINT_FRAMES 1000
 
 struct sq_stmt {
     char *sql; /* NULL = free slot */
@@ -42,9 +55,59 @@ struct dk_db_conn {
     struct dk_db *db;
     sqlite3 *h; /* NULL after a failure that closed it: acquire re-opens it */
     bool in_use;
+    bool in_tx;    /* between begin and commit/rollback: its statements run on the writer */
+    bool tx_first; /* … and opened the group's transaction: no savepoint of its own */
     uint64_t tick;
     struct sq_stmt cache[SQ_CACHE_MAX];
     char err[SQ_ERR_MAX];
+};
+
+/* A caller waiting for its turn on the writer (lives on its stack). */
+struct sq_waiter {
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool granted;
+    struct sq_waiter *next;
+};
+
+/* A caller whose transaction is in the open group, waiting for the group's COMMIT. */
+struct sq_member {
+    pthread_cond_t cv;
+    struct dk_db_conn *conn; /* the caller's connection: the group's error text goes there */
+    bool done;
+    dk_status status;
+    struct sq_member *next;
+};
+
+/* The write queue: one writer connection that callers hold in turn. Everything but conn is
+ * guarded by mu; conn belongs to the caller that holds the turn (busy), whoever it is. */
+struct sq_writer {
+    pthread_mutex_t mu;
+    struct dk_db_conn conn;
+    bool busy;
+    pthread_t owner; /* the holder's thread, while busy */
+    struct sq_waiter *head, *tail;
+    struct sq_member *members; /* the open group's committed savepoints */
+    int nmembers;              /* transactions the open group saw, rolled back ones included */
+    int ncommitted;            /* … and those it carries */
+    int64_t group_start_ms;
+    int group_max, group_max_ms; /* SQ_GROUP_MAX, SQ_GROUP_MAX_MS unless a test sets them */
+    /* The checkpointer asks for the next turn between two groups (ckpt_pending) and is woken
+     * on ckpt_cv when it has it (ckpt_granted), before the queue. */
+    bool ckpt_pending, ckpt_granted;
+    pthread_t ckpt_thread;
+    pthread_cond_t ckpt_cv;
+    struct dk_db_sqlite_write_stats stats;
+};
+
+/* The checkpointer: a thread with a connection of its own that runs the WAL checkpoints (and
+ * their fsyncs) the writer's commits would otherwise run inline, in some caller's COMMIT. */
+struct sq_checkpointer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool started, wanted, stop;
+    struct dk_db_conn conn;
 };
 
 struct dk_db {
@@ -56,6 +119,8 @@ struct dk_db {
     int acquire_timeout_ms;
     int size;
     struct dk_db_conn *conns;
+    struct sq_writer w;
+    struct sq_checkpointer ckpt;
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -149,6 +214,36 @@ static void sq_conn_close(struct dk_db_conn *c)
     c->h = NULL;
 }
 
+/* Sets up a freshly opened connection, the pool's and the writer's alike: the one place for
+ * what every connection needs (pragmas; functions such as FTS5 auxiliaries go here too). On
+ * failure, writes the reason into err and returns SQLite's result code. */
+static int sq_conn_setup(sqlite3 *h, int busy_timeout_ms, char *err, size_t errcap)
+{
+    sqlite3_extended_result_codes(h, 1);
+    /* The busy handler only waits for other processes (a `docket` command on the same file):
+     * this process's writers queue for the writer connection instead. */
+    sqlite3_busy_timeout(h, busy_timeout_ms);
+    /* WAL needs a brief exclusive lock the first time: the busy timeout above covers it. The
+     * memdb VFS has no WAL and keeps its own journal mode, which the pragma reports without
+     * failing. synchronous=NORMAL in WAL mode: a commit is written to the WAL file (no fsync),
+     * so it survives the process being killed; the fsync comes with each checkpoint, and a
+     * power loss may take the last commits before it back (the file stays consistent). Each
+     * connection's page cache is 1 MiB (SQLite's default is 2 MiB, times a connection per
+     * server thread): the OS page cache holds the file anyway, and the bench showed no slower
+     * reads with less memory resident (docs/design/measurements.md). */
+    char *msg = NULL;
+    int rc = sqlite3_exec(h,
+                          "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                          "PRAGMA foreign_keys=ON; PRAGMA cache_size=-1024;",
+                          NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errcap, "cannot configure database: %s", msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return sqlite3_extended_errcode(h);
+    }
+    return SQLITE_OK;
+}
+
 static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
 {
     sqlite3 *h = NULL;
@@ -160,25 +255,10 @@ static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
         return sq_map(rc);
     }
     c->h = h;
-    sqlite3_extended_result_codes(h, 1);
-    sqlite3_busy_timeout(h, db->busy_timeout_ms);
-    /* WAL needs a brief exclusive lock the first time: the busy timeout above covers it. The
-     * memdb VFS has no WAL and keeps its own journal mode, which the pragma reports without
-     * failing. Each connection's page cache is 1 MiB (SQLite's default is 2 MiB, times a
-     * connection per server thread): the OS page cache holds the file anyway, and the bench
-     * showed no slower reads with less memory resident (docs/design/measurements.md). */
-    char *msg = NULL;
-    rc = sqlite3_exec(h,
-                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                      "PRAGMA foreign_keys=ON; PRAGMA cache_size=-1024;",
-                      NULL, NULL, &msg);
+    rc = sq_conn_setup(h, db->busy_timeout_ms, c->err, sizeof c->err);
     if (rc != SQLITE_OK) {
-        snprintf(c->err, sizeof c->err, "cannot configure database: %s",
-                 msg ? msg : sqlite3_errstr(rc));
-        sqlite3_free(msg);
-        dk_status st = sq_map(sqlite3_extended_errcode(h));
         sq_conn_close(c);
-        return st;
+        return sq_map(rc);
     }
     return DK_OK;
 }
@@ -276,8 +356,10 @@ static dk_status sq_bind(struct dk_db_conn *c, sqlite3_stmt *st, int nparams,
 
 /* ---- the ops ---------------------------------------------------------------------------- */
 
-static dk_status sq_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                              const char *const *params, dk_db_rows **ret_rows)
+/* Runs st, a statement of c's cache (prepared when NULL). */
+static dk_status sq_query_run_stmt(dk_db_conn *c, sqlite3_stmt *st, dk_arena *arena,
+                                   const char *sql, int nparams, const char *const *params,
+                                   dk_db_rows **ret_rows)
 {
     if (!c->h) {
         sq_set_err(c, "connection is closed");
@@ -287,10 +369,12 @@ static dk_status sq_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
         sq_set_err(c, "invalid query arguments");
         return DK_E_INTERNAL;
     }
-    sqlite3_stmt *st = NULL;
-    dk_status s = sq_prepare_cached(c, sql, &st);
-    if (s != DK_OK)
-        return s;
+    dk_status s = DK_OK;
+    if (!st) {
+        s = sq_prepare_cached(c, sql, &st);
+        if (s != DK_OK)
+            return s;
+    }
     s = sq_bind(c, st, nparams, params);
     if (s != DK_OK) {
         sqlite3_clear_bindings(st);
@@ -360,13 +444,28 @@ static dk_status sq_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
     return s;
 }
 
+static dk_status sq_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                              const char *const *params, dk_db_rows **ret_rows)
+{
+    return sq_query_run_stmt(c, NULL, arena, sql, nparams, params, ret_rows);
+}
+
 static dk_status sq_simple(dk_db_conn *c, const char *sql)
 {
     return sq_query_run(c, NULL, sql, 0, NULL, NULL);
 }
 
+/* Inside a transaction the script runs on the writer; outside one on the caller's connection
+ * (DDL at start-up and in tests; the busy handler covers a group in progress). */
 static dk_status sq_exec_script(dk_db_conn *c, const char *sql)
 {
+    if (c->in_tx) {
+        struct dk_db_conn *wc = &c->db->w.conn;
+        dk_status s = sq_exec_script(wc, sql);
+        if (s != DK_OK)
+            snprintf(c->err, sizeof c->err, "%s", wc->err);
+        return s;
+    }
     if (!c->h) {
         sq_set_err(c, "connection is closed");
         return DK_E_UNAVAILABLE;
@@ -381,23 +480,388 @@ static dk_status sq_exec_script(dk_db_conn *c, const char *sql)
     return sq_map(xrc);
 }
 
+static void sq_writer_pass(struct sq_writer *w);
+
+/* ---- the checkpointer ---------------------------------------------------------------------- */
+
+/* Called by SQLite after each commit on the writer, by the committing caller: asks the
+ * checkpointer for a checkpoint once the WAL is long enough, instead of running it here. */
+static int sq_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nframes)
+{
+    (void)h;
+    (void)dbname;
+    struct sq_checkpointer *k = arg;
+    if (nframes >= SQ_CHECKPOINT_FRAMES) {
+        pthread_mutex_lock(&k->mu);
+        k->wanted = true;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+    }
+    return SQLITE_OK;
+}
+
+/* The second pass of a checkpoint, on a turn of the writer between two groups: copies the few
+ * frames committed since the first pass, so that the WAL is wholly in the database file when
+ * the next group begins — which lets that group's first write start the WAL over from its
+ * beginning (SQLite restarts it only then). Without this pass the writer would keep appending
+ * while the checkpointer copies, and the WAL would grow without end. */
+static void sq_checkpointer_catch_up(struct dk_db *db)
+{
+    struct sq_writer *w = &db->w;
+    pthread_mutex_lock(&w->mu);
+    if (!w->busy) {
+        w->busy = true;
+        w->owner = pthread_self();
+    } else {
+        w->ckpt_thread = pthread_self();
+        w->ckpt_pending = true;
+        while (!w->ckpt_granted)
+            pthread_cond_wait(&w->ckpt_cv, &w->mu);
+        w->ckpt_granted = false;
+    }
+    pthread_mutex_unlock(&w->mu);
+    (void)sqlite3_wal_checkpoint_v2(db->ckpt.conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_lock(&w->mu);
+    sq_writer_pass(w);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *sq_checkpointer_run(void *arg)
+{
+    struct dk_db *db = arg;
+    struct sq_checkpointer *k = &db->ckpt;
+    pthread_mutex_lock(&k->mu);
+    for (;;) {
+        while (!k->wanted && !k->stop)
+            pthread_cond_wait(&k->cv, &k->mu);
+        if (k->stop)
+            break;
+        k->wanted = false;
+        pthread_mutex_unlock(&k->mu);
+        /* PASSIVE, as SQLite's auto-checkpoint: copies what no reader still needs, never waits
+         * for the writer and never makes it wait: the bulk of the copy and its fsyncs happen
+         * here, beside the writer. Failures only delay the copy to the next request; the WAL
+         * keeps every commit meanwhile. */
+        (void)sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        sq_checkpointer_catch_up(db);
+        pthread_mutex_lock(&k->mu);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+/* Starts the checkpointer for a file database; without it (memdb: no WAL; or no thread) the
+ * writer keeps SQLite's inline auto-checkpoint. */
+static void sq_checkpointer_start(struct dk_db *db)
+{
+    struct sq_checkpointer *k = &db->ckpt;
+    k->conn.db = db;
+    if (db->open_flags & SQLITE_OPEN_URI)
+        return;
+    if (sq_conn_open(db, &k->conn) != DK_OK)
+        return;
+    if (pthread_create(&k->thread, NULL, sq_checkpointer_run, db) != 0) {
+        sq_conn_close(&k->conn);
+        return;
+    }
+    k->started = true;
+}
+
+static void sq_checkpointer_stop(struct dk_db *db)
+{
+    struct sq_checkpointer *k = &db->ckpt;
+    if (k->started) {
+        pthread_mutex_lock(&k->mu);
+        k->stop = true;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        pthread_join(k->thread, NULL);
+        k->started = false;
+    }
+    sq_conn_close(&k->conn);
+}
+
+/* ---- the write queue -------------------------------------------------------------------------
+ * One writer connection holds every write transaction of this process. Callers take turns on it
+ * in FIFO order (sq_writer_take); the first of a group opens BEGIN IMMEDIATE, and each caller's
+ * transaction is a savepoint inside it, so a failing one is rolled back to its savepoint alone.
+ * A caller that released its savepoint hands the turn on while others queue (sq_writer_done), up
+ * to SQ_GROUP_MAX transactions or SQ_GROUP_MAX_MS, and waits; the caller that finds the queue
+ * empty (or the group full) commits it and wakes the others with the COMMIT's result. So commit
+ * returns DK_OK only once the COMMIT carrying the caller's work has returned: the durability of
+ * a plain commit on this connection (see sq_conn_setup). If the group transaction is lost
+ * before its COMMIT (SQLite rolls back the whole transaction on some errors: disk full, I/O),
+ * every waiting member is told DK_E_UNAVAILABLE. There is no thread of its own: the callers run
+ * their own transactions, so nothing is left queued once every connection is released. */
+
+/* Opens the writer connection: a connection as any other (sq_conn_setup), whose savepoints
+ * keep their undo pages in memory instead of spilling them to a temporary file, and whose
+ * checkpoints the checkpointer runs. */
+static dk_status sq_writer_open(struct dk_db *db)
+{
+    struct dk_db_conn *wc = &db->w.conn;
+    dk_status s = sq_conn_open(db, wc);
+    if (s == DK_OK && sq_exec_script(wc, "PRAGMA temp_store=MEMORY") != DK_OK) {
+        s = DK_E_INTERNAL;
+        sq_conn_close(wc);
+    }
+    if (s == DK_OK && db->ckpt.started)
+        sqlite3_wal_hook(wc->h, sq_wal_hook, &db->ckpt);
+    return s;
+}
+
+/* Hands the turn to the first waiter, or frees the writer. Under w->mu. */
+static void sq_writer_pass(struct sq_writer *w)
+{
+    struct sq_waiter *next = w->head;
+    if (!next) {
+        w->busy = false;
+        return;
+    }
+    w->head = next->next;
+    if (!w->head)
+        w->tail = NULL;
+    w->owner = next->thread;
+    next->granted = true;
+    pthread_cond_signal(&next->cv);
+}
+
+/* Gives up the turn between two groups (no transaction open on the writer): to the
+ * checkpointer first when it asked for one. Under w->mu. */
+static void sq_writer_pass_between_groups(struct sq_writer *w)
+{
+    if (!w->ckpt_pending) {
+        sq_writer_pass(w);
+        return;
+    }
+    w->ckpt_pending = false;
+    w->ckpt_granted = true;
+    w->owner = w->ckpt_thread;
+    pthread_cond_signal(&w->ckpt_cv);
+}
+
+/* Tells every member of the open group the group's outcome. Under w->mu. */
+static void sq_writer_settle(struct sq_writer *w, dk_status st, const char *err)
+{
+    for (struct sq_member *m = w->members, *next = NULL; m; m = next) {
+        next = m->next;
+        m->status = st;
+        if (st != DK_OK)
+            snprintf(m->conn->err, sizeof m->conn->err, "%s", err);
+        m->done = true;
+        pthread_cond_signal(&m->cv);
+    }
+    w->members = NULL;
+}
+
+/* Waits (FIFO, until the acquire timeout) for the turn on the writer. */
+static dk_status sq_writer_take(struct dk_db *db, struct dk_db_conn *c)
+{
+    struct sq_writer *w = &db->w;
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&w->mu);
+    if (w->busy && pthread_equal(w->owner, self)) {
+        /* Waiting would wait for ourselves: fail as the busy handler did, without the wait. */
+        pthread_mutex_unlock(&w->mu);
+        sq_set_err(c, "this thread holds a write transaction on another connection");
+        return DK_E_UNAVAILABLE;
+    }
+    if (!w->busy) {
+        w->busy = true;
+        w->owner = self;
+        pthread_mutex_unlock(&w->mu);
+        return DK_OK;
+    }
+    struct sq_waiter me = {.thread = self};
+    dk_cond_init_monotonic(&me.cv);
+    if (w->tail)
+        w->tail->next = &me;
+    else
+        w->head = &me;
+    w->tail = &me;
+    struct timespec deadline = dk_mono_deadline(db->acquire_timeout_ms);
+    while (!me.granted) {
+        if (pthread_cond_timedwait(&me.cv, &w->mu, &deadline) == ETIMEDOUT && !me.granted) {
+            struct sq_waiter **pp = &w->head, *prev = NULL;
+            while (*pp != &me) {
+                prev = *pp;
+                pp = &(*pp)->next;
+            }
+            *pp = me.next;
+            if (w->tail == &me)
+                w->tail = prev;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    pthread_cond_destroy(&me.cv);
+    if (!me.granted) {
+        sq_set_err(c, "timed out waiting for the write queue");
+        return DK_E_UNAVAILABLE;
+    }
+    return DK_OK;
+}
+
+/* The holder is done with its transaction: joined = its savepoint was released into the group.
+ * Lets the group grow or commits it, then gives up the turn. Returns the outcome of the group
+ * for a joined caller (DK_OK once committed), DK_OK otherwise. c receives the error text. */
+static dk_status sq_writer_done(struct dk_db *db, struct dk_db_conn *c, bool joined)
+{
+    struct sq_writer *w = &db->w;
+    struct dk_db_conn *wc = &w->conn;
+    bool open = wc->h && !sqlite3_get_autocommit(wc->h);
+    pthread_mutex_lock(&w->mu);
+    if (!open && w->members) /* the group transaction is gone: nothing of it was committed */
+        sq_writer_settle(w, DK_E_UNAVAILABLE,
+                         "the write group was rolled back by an error in another transaction");
+    if (!open) {
+        w->nmembers = 0;
+        w->ncommitted = 0;
+        sq_writer_pass_between_groups(w);
+        pthread_mutex_unlock(&w->mu);
+        if (joined)
+            sq_set_err(c, "the write group was rolled back");
+        return joined ? DK_E_UNAVAILABLE : DK_OK;
+    }
+    w->nmembers++;
+    if (joined)
+        w->ncommitted++;
+    if (w->head && w->nmembers < w->group_max &&
+        sq_now_ms() - w->group_start_ms < w->group_max_ms) {
+        /* Others queue: let the next one add its transaction before the COMMIT. */
+        sq_writer_pass(w);
+        if (!joined) {
+            pthread_mutex_unlock(&w->mu);
+            return DK_OK;
+        }
+        struct sq_member me = {.conn = c, .next = w->members};
+        pthread_cond_init(&me.cv, NULL);
+        w->members = &me;
+        while (!me.done)
+            pthread_cond_wait(&me.cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+        pthread_cond_destroy(&me.cv);
+        return me.status;
+    }
+    int n = w->ncommitted;
+    w->nmembers = 0;
+    w->ncommitted = 0;
+    pthread_mutex_unlock(&w->mu);
+
+    dk_status st = sq_simple(wc, "COMMIT");
+    if (st != DK_OK && wc->h && !sqlite3_get_autocommit(wc->h) &&
+        sq_simple(wc, "ROLLBACK") != DK_OK)
+        sq_conn_close(wc); /* re-opened by the next begin */
+
+    pthread_mutex_lock(&w->mu);
+    sq_writer_settle(w, st, wc->err);
+    if (st == DK_OK && n > 0) {
+        w->stats.groups++;
+        w->stats.transactions += (uint64_t)n;
+    } else if (joined) {
+        snprintf(c->err, sizeof c->err, "%s", wc->err);
+    }
+    sq_writer_pass_between_groups(w);
+    pthread_mutex_unlock(&w->mu);
+    return joined ? st : DK_OK;
+}
+
+/* Undoes the holder's work: its savepoint, or the whole transaction when it opened it (no one
+ * else's work is in it yet). The group's transaction stays open unless SQLite lost it. */
+static void sq_writer_undo(struct dk_db_conn *wc, bool first)
+{
+    if (!wc->h || sqlite3_get_autocommit(wc->h))
+        return;
+    if (!first && sq_simple(wc, "ROLLBACK TO dk_tx") == DK_OK &&
+        sq_simple(wc, "RELEASE dk_tx") == DK_OK)
+        return;
+    /* The savepoint cannot be undone: the whole group goes (its members are told). */
+    if (sq_simple(wc, "ROLLBACK") != DK_OK)
+        sq_conn_close(wc);
+}
+
 static dk_status sq_begin(dk_db_conn *c)
 {
-    return sq_simple(c, "BEGIN IMMEDIATE");
+    if (c->in_tx) {
+        sq_set_err(c, "a transaction is open on this connection already");
+        return DK_E_INTERNAL;
+    }
+    struct dk_db *db = c->db;
+    dk_status s = sq_writer_take(db, c);
+    if (s != DK_OK)
+        return s;
+    struct dk_db_conn *wc = &db->w.conn;
+    wc->err[0] = '\0';
+    if (!wc->h)
+        s = sq_writer_open(db);
+    c->tx_first = s == DK_OK && sqlite3_get_autocommit(wc->h);
+    if (c->tx_first) {
+        /* The first of a group: IMMEDIATE takes the write lock now (other processes wait for it
+         * in their busy handler, as we wait for theirs here). The group's transaction is this
+         * caller's alone until it is done, so it needs no savepoint: groups of one (no queue)
+         * cost what a plain transaction does. */
+        s = sq_simple(wc, "BEGIN IMMEDIATE");
+        db->w.group_start_ms = sq_now_ms();
+    } else if (s == DK_OK) {
+        s = sq_simple(wc, "SAVEPOINT dk_tx");
+    }
+    if (s != DK_OK) {
+        snprintf(c->err, sizeof c->err, "%s", wc->err);
+        (void)sq_writer_done(db, c, false);
+        return s;
+    }
+    c->in_tx = true;
+    return DK_OK;
 }
 
 static dk_status sq_commit(dk_db_conn *c)
 {
-    return sq_simple(c, "COMMIT");
+    if (!c->in_tx)
+        return sq_simple(c, "COMMIT"); /* nothing open: SQLite's own error */
+    struct dk_db *db = c->db;
+    struct dk_db_conn *wc = &db->w.conn;
+    c->in_tx = false;
+    dk_status s = c->tx_first ? DK_OK : sq_simple(wc, "RELEASE dk_tx");
+    if (s != DK_OK) {
+        snprintf(c->err, sizeof c->err, "%s", wc->err);
+        sq_writer_undo(wc, false);
+        (void)sq_writer_done(db, c, false);
+        return s;
+    }
+    return sq_writer_done(db, c, true);
 }
 
 static dk_status sq_rollback(dk_db_conn *c)
 {
+    if (c->in_tx) {
+        c->in_tx = false;
+        sq_writer_undo(&c->db->w.conn, c->tx_first);
+        return sq_writer_done(c->db, c, false);
+    }
     if (!c->h)
         return DK_E_UNAVAILABLE;
     if (sqlite3_get_autocommit(c->h))
         return DK_OK;
     return sq_simple(c, "ROLLBACK");
+}
+
+void dk_db_sqlite_set_group_limits(dk_db *db, int max_transactions, int max_ms)
+{
+    pthread_mutex_lock(&db->w.mu);
+    db->w.group_max = max_transactions > 0 ? max_transactions : 1;
+    db->w.group_max_ms = max_ms > 0 ? max_ms : 1;
+    pthread_mutex_unlock(&db->w.mu);
+}
+
+void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret)
+{
+    struct sq_writer *w = &db->w;
+    pthread_mutex_lock(&w->mu);
+    *ret = w->stats;
+    ret->queued = 0;
+    for (struct sq_waiter *q = w->head; q; q = q->next)
+        ret->queued++;
+    pthread_mutex_unlock(&w->mu);
 }
 
 static const char *sq_last_error(dk_db_conn *c)
@@ -411,6 +875,12 @@ static void sq_close(dk_db *db)
         return;
     for (int i = 0; db->conns && i < db->size; i++)
         sq_conn_close(&db->conns[i]);
+    sq_checkpointer_stop(db);
+    sq_conn_close(&db->w.conn);
+    pthread_mutex_destroy(&db->w.mu);
+    pthread_cond_destroy(&db->w.ckpt_cv);
+    pthread_cond_destroy(&db->ckpt.cv);
+    pthread_mutex_destroy(&db->ckpt.mu);
     dk_free(db->conns);
     dk_free(db->open_name);
     pthread_cond_destroy(&db->cv);
@@ -432,6 +902,13 @@ static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
     dk_db *db = DK_NEW(dk_db);
     pthread_mutex_init(&db->mu, NULL);
     dk_cond_init_monotonic(&db->cv);
+    pthread_mutex_init(&db->w.mu, NULL);
+    pthread_cond_init(&db->w.ckpt_cv, NULL);
+    db->w.conn.db = db;
+    db->w.group_max = SQ_GROUP_MAX;
+    db->w.group_max_ms = SQ_GROUP_MAX_MS;
+    pthread_mutex_init(&db->ckpt.mu, NULL);
+    pthread_cond_init(&db->ckpt.cv, NULL);
     db->size = opt->pool_size > 0 ? opt->pool_size : SQ_DEFAULT_POOL;
     db->acquire_timeout_ms =
         opt->acquire_timeout_ms > 0 ? opt->acquire_timeout_ms : SQ_DEFAULT_TIMEOUT_MS;
@@ -459,6 +936,10 @@ static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
         if (s != DK_OK)
             goto fail;
     }
+    sq_checkpointer_start(db);
+    s = sq_writer_open(db);
+    if (s != DK_OK)
+        goto fail;
     *ret_db = db;
     return DK_OK;
 fail:
@@ -517,6 +998,8 @@ static void sq_release(dk_db *db, dk_db_conn *c)
 {
     if (!c)
         return;
+    if (c->in_tx)
+        (void)sq_rollback(c); /* gives up its turn on the writer, too */
     /* A connection whose transaction cannot be rolled back is closed and re-opened later. */
     if (c->h && !sqlite3_get_autocommit(c->h) && sq_rollback(c) != DK_OK)
         sq_conn_close(c);
@@ -646,13 +1129,43 @@ static dk_status sq_restore(dk_db_conn *c, const char *src_path)
     return st;
 }
 
+/* Runs one statement where it belongs: inside a transaction on the writer; a statement that
+ * writes, outside one, as a transaction of its own through the write queue (so it waits its turn
+ * instead of sleeping in the busy handler); a read on the caller's connection. */
+static dk_status sq_query_routed(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                                 const char *const *params, dk_db_rows **ret_rows)
+{
+    struct dk_db_conn *wc = &c->db->w.conn;
+    if (c->in_tx) {
+        dk_status s = sq_query_run(wc, arena, sql, nparams, params, ret_rows);
+        if (s != DK_OK)
+            snprintf(c->err, sizeof c->err, "%s", wc->err);
+        return s;
+    }
+    sqlite3_stmt *st = NULL;
+    if (!c->h || sq_prepare_cached(c, sql, &st) != DK_OK)
+        return sq_query_run(c, arena, sql, nparams, params, ret_rows); /* fails, with its error */
+    if (sqlite3_stmt_readonly(st))
+        return sq_query_run_stmt(c, st, arena, sql, nparams, params, ret_rows);
+    dk_status s = sq_begin(c);
+    if (s != DK_OK)
+        return s;
+    s = sq_query_run(wc, arena, sql, nparams, params, ret_rows);
+    if (s != DK_OK) {
+        snprintf(c->err, sizeof c->err, "%s", wc->err);
+        (void)sq_rollback(c);
+        return s;
+    }
+    return sq_commit(c);
+}
+
 /* Each statement is a client span under the caller's trace: named by its verb and table, never
  * its parameters (core/trace.h). */
 static dk_status sq_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
                           const char *const *params, dk_db_rows **ret_rows)
 {
     dk_span *sp = dk_span_sql("sqlite", sql);
-    dk_status st = sq_query_run(c, arena, sql, nparams, params, ret_rows);
+    dk_status st = sq_query_routed(c, arena, sql, nparams, params, ret_rows);
     if (st != DK_OK)
         dk_span_error(sp, dk_status_title(st));
     dk_span_end(sp);

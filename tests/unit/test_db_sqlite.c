@@ -581,6 +581,452 @@ static void test_concurrent_threads_memory(void **state)
     run_concurrently("sqlite::memory:", 4);
 }
 
+/* ---- the write queue ------------------------------------------------------------------------ */
+
+/* One writer thread: begin, insert `who` (and run `then`, when set), then commit — or roll back
+ * when a statement failed. Records what begin, the statements and commit answered. */
+struct writer_job {
+    dk_db *db;
+    const char *who;
+    const char *then; /* a second statement, or NULL */
+    dk_status stmt;   /* of the second statement */
+    dk_status end;    /* commit's answer, or rollback's when a statement failed */
+    bool committed;   /* commit was tried */
+    pthread_t th;
+};
+
+static void *writer_job_run(void *arg)
+{
+    struct writer_job *j = arg;
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    j->end = ops->acquire(j->db, &c);
+    if (j->end == DK_OK) {
+        j->end = ops->begin(c);
+        if (j->end == DK_OK) {
+            const char *p[] = {j->who};
+            dk_status s = ops->query(c, a, "INSERT INTO t (who) VALUES ($1)", 1, p, NULL);
+            j->stmt = s == DK_OK && j->then ? ops->query(c, a, j->then, 0, NULL, NULL) : s;
+            if (j->stmt == DK_OK) {
+                j->committed = true;
+                j->end = ops->commit(c);
+            } else {
+                j->end = ops->rollback(c);
+            }
+        }
+        ops->release(j->db, c);
+    }
+    dk_arena_free(a);
+    return NULL;
+}
+
+/* Starts the job and returns once it waits in the write queue (the queue holds `queued`). */
+static void writer_job_start_queued(struct writer_job *j, int queued)
+{
+    assert_int_equal(pthread_create(&j->th, NULL, writer_job_run, j), 0);
+    int64_t deadline = now_ms() + 10000;
+    for (;;) {
+        struct dk_db_sqlite_write_stats st;
+        dk_db_sqlite_write_stats(j->db, &st);
+        if (st.queued >= queued)
+            break;
+        assert_true(now_ms() < deadline);
+        usleep(1000);
+    }
+}
+
+/* Opens a file database with table t, its writer held by the returned connection inside an
+ * open transaction that inserted 'main'. Groups may grow without a time limit. */
+static dk_db *open_held(const char *test, dk_db_conn **ret_c, dk_arena *a, char **ret_url)
+{
+    char *url = file_url(test, "d");
+    dk_db *db = open_db(url, 8, 5000);
+    dk_db_sqlite_set_group_limits(db, 64, 600000);
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE t (seq INTEGER PRIMARY KEY, who TEXT NOT NULL UNIQUE)");
+    assert_int_equal(ops->begin(c), DK_OK);
+    const char *p[] = {"main"};
+    assert_int_equal(ops->query(c, a, "INSERT INTO t (who) VALUES ($1)", 1, p, NULL), DK_OK);
+    *ret_c = c;
+    *ret_url = url;
+    return db;
+}
+
+static char *rows_in_order(dk_db_conn *c, dk_arena *a)
+{
+    return (char *)scalar(c, a,
+                          "SELECT coalesce(group_concat(who, ','), '') FROM "
+                          "(SELECT who FROM t ORDER BY seq)");
+}
+
+static void test_write_queue_fifo_in_one_group(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    char *url = NULL;
+    dk_db *db = open_held("db-sqlite-wq-fifo", &c, a, &url);
+    struct dk_db_sqlite_write_stats before;
+    dk_db_sqlite_write_stats(db, &before);
+
+    static const char *names[] = {"w1", "w2", "w3", "w4", "w5"};
+    struct writer_job j[5];
+    for (int i = 0; i < 5; i++) {
+        j[i] = (struct writer_job){.db = db, .who = names[i]};
+        writer_job_start_queued(&j[i], i + 1);
+    }
+    /* The writers queue behind the open transaction: nothing of theirs is visible yet. */
+    dk_db_conn *r = NULL;
+    assert_int_equal(ops->acquire(db, &r), DK_OK);
+    assert_string_equal(rows_in_order(r, a), "");
+    assert_int_equal(ops->commit(c), DK_OK);
+    for (int i = 0; i < 5; i++) {
+        pthread_join(j[i].th, NULL);
+        assert_true(j[i].committed);
+        assert_int_equal(j[i].end, DK_OK);
+    }
+    /* In the order they queued, committed together by one COMMIT (the last one's). */
+    assert_string_equal(rows_in_order(r, a), "main,w1,w2,w3,w4,w5");
+    struct dk_db_sqlite_write_stats after;
+    dk_db_sqlite_write_stats(db, &after);
+    assert_int_equal(after.groups - before.groups, 1);
+    assert_int_equal(after.transactions - before.transactions, 6);
+    assert_int_equal(after.queued, 0);
+    ops->release(db, r);
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
+static void test_write_group_failures_stay_private(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    char *url = NULL;
+    dk_db *db = open_held("db-sqlite-wq-fail", &c, a, &url);
+    struct dk_db_sqlite_write_stats before;
+    dk_db_sqlite_write_stats(db, &before);
+
+    struct writer_job j[] = {
+        {.db = db, .who = "a"},
+        {.db = db, .who = "b", .then = "INSERT INTO nope VALUES (1)"},      /* an error */
+        {.db = db, .who = "c", .then = "INSERT INTO t (who) VALUES ('a')"}, /* a conflict */
+        {.db = db, .who = "d"},
+        {.db = db, .who = "a"}, /* its own insert conflicts with a's, in the same group */
+    };
+    for (int i = 0; i < 5; i++)
+        writer_job_start_queued(&j[i], i + 1);
+    assert_int_equal(ops->commit(c), DK_OK);
+    for (int i = 0; i < 5; i++)
+        pthread_join(j[i].th, NULL);
+    assert_int_equal(j[0].end, DK_OK);
+    assert_int_equal(j[1].stmt, DK_E_INTERNAL);
+    assert_int_equal(j[1].end, DK_OK); /* rolled back */
+    assert_int_equal(j[2].stmt, DK_E_CONFLICT);
+    assert_int_equal(j[3].end, DK_OK);
+    assert_int_equal(j[4].stmt, DK_E_CONFLICT);
+    assert_false(j[4].committed);
+
+    dk_db_conn *r = NULL;
+    assert_int_equal(ops->acquire(db, &r), DK_OK);
+    assert_string_equal(rows_in_order(r, a), "main,a,d");
+    struct dk_db_sqlite_write_stats after;
+    dk_db_sqlite_write_stats(db, &after);
+    assert_int_equal(after.groups - before.groups, 1);
+    assert_int_equal(after.transactions - before.transactions, 3);
+    ops->release(db, r);
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
+/* SQLite rolls a whole transaction back on some errors (disk full, I/O): simulated here by a
+ * member that ends the group's transaction itself. No member may be told its work committed. */
+static void test_write_group_lost_is_told_to_every_member(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    char *url = NULL;
+    dk_db *db = open_held("db-sqlite-wq-lost", &c, a, &url);
+    struct writer_job j[] = {
+        {.db = db, .who = "a"},
+        {.db = db, .who = "breaker", .then = "ROLLBACK"},
+        {.db = db, .who = "after"}, /* queued behind: starts a group of its own */
+    };
+    for (int i = 0; i < 3; i++)
+        writer_job_start_queued(&j[i], i + 1);
+    assert_int_equal(ops->commit(c), DK_E_UNAVAILABLE);
+    for (int i = 0; i < 3; i++)
+        pthread_join(j[i].th, NULL);
+    assert_int_equal(j[0].end, DK_E_UNAVAILABLE);
+    assert_true(strlen(ops->last_error(c)) > 0);
+    assert_int_not_equal(j[1].end, DK_OK);
+    assert_int_equal(j[2].end, DK_OK);
+    dk_db_conn *r = NULL;
+    assert_int_equal(ops->acquire(db, &r), DK_OK);
+    assert_string_equal(rows_in_order(r, a), "after");
+    ops->release(db, r);
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
+static void test_write_queue_same_thread_and_timeout(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-wq-self", "d");
+    dk_db *db = open_db(url, 3, 300);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c1 = NULL, *c2 = NULL;
+    assert_int_equal(ops->acquire(db, &c1), DK_OK);
+    assert_int_equal(ops->acquire(db, &c2), DK_OK);
+    ok(c1, "CREATE TABLE t (seq INTEGER PRIMARY KEY, who TEXT NOT NULL UNIQUE)");
+    assert_int_equal(ops->begin(c1), DK_OK);
+    assert_int_equal(ops->query(c1, a, "INSERT INTO t (who) VALUES ('1')", 0, NULL, NULL), DK_OK);
+    /* A second write from the thread that holds the writer would wait for itself: it fails at
+     * once instead. Reads on another connection do not wait at all (WAL). */
+    int64_t t0 = now_ms();
+    assert_int_equal(ops->begin(c2), DK_E_UNAVAILABLE);
+    assert_int_equal(ops->query(c2, a, "INSERT INTO t (who) VALUES ('2')", 0, NULL, NULL),
+                     DK_E_UNAVAILABLE);
+    assert_true(now_ms() - t0 < 250);
+    assert_true(strlen(ops->last_error(c2)) > 0);
+    assert_string_equal(scalar(c2, a, "SELECT count(*) FROM t"), "0");
+
+    /* Another thread waits its turn until the acquire timeout, then gives up (and leaves the
+     * queue: the next commit does not hand it the turn). */
+    struct writer_job j = {.db = db, .who = "late"};
+    t0 = now_ms();
+    writer_job_start_queued(&j, 1);
+    pthread_join(j.th, NULL);
+    int64_t waited = now_ms() - t0;
+    assert_int_equal(j.end, DK_E_UNAVAILABLE);
+    assert_true(waited >= 250);
+    struct dk_db_sqlite_write_stats st;
+    dk_db_sqlite_write_stats(db, &st);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(ops->commit(c1), DK_OK);
+
+    /* An autocommit write outside a transaction goes through the queue as one of its own. */
+    assert_int_equal(ops->query(c2, a, "INSERT INTO t (who) VALUES ('2')", 0, NULL, NULL), DK_OK);
+    dk_db_rows *rows = NULL;
+    assert_int_equal(
+        ops->query(c2, a, "UPDATE t SET who = who || '!' RETURNING who", 0, NULL, &rows), DK_OK);
+    assert_int_equal(rows->nrows, 2);
+    assert_int_equal(rows->affected, 2);
+    assert_string_equal(scalar(c1, a, "SELECT group_concat(who, ',') FROM t"), "1!,2!");
+    ops->release(db, c1);
+    ops->release(db, c2);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
+#define MANY_THREADS 16
+#define MANY_ROUNDS  60
+
+struct many_worker {
+    dk_db *db;
+    int id;
+    int committed;  /* commits answered DK_OK */
+    int unexpected; /* answers other than the expected ones */
+};
+
+/* Each round: every 7th a transaction that is rolled back, every 5th an autocommit insert,
+ * else a read-then-write transaction (its own count, then an insert). */
+static void *many_work(void *arg)
+{
+    struct many_worker *w = arg;
+    dk_arena *a = dk_arena_new();
+    char id[16];
+    snprintf(id, sizeof id, "%d", w->id);
+    for (int i = 0; i < MANY_ROUNDS; i++) {
+        dk_db_conn *c = NULL;
+        if (ops->acquire(w->db, &c) != DK_OK) {
+            w->unexpected++;
+            continue;
+        }
+        char n[16];
+        snprintf(n, sizeof n, "%d", i);
+        const char *p[] = {id, n};
+        const char *ins = "INSERT INTO m (worker, n) VALUES ($1, $2)";
+        if (i % 7 == 3) {
+            dk_status s = ops->begin(c);
+            if (s == DK_OK)
+                s = ops->query(c, a, ins, 2, p, NULL);
+            if (s != DK_OK || ops->rollback(c) != DK_OK)
+                w->unexpected++;
+        } else if (i % 5 == 0) {
+            if (ops->query(c, a, ins, 2, p, NULL) == DK_OK)
+                w->committed++;
+            else
+                w->unexpected++;
+        } else {
+            dk_db_rows *r = NULL;
+            dk_status s = ops->begin(c);
+            if (s == DK_OK)
+                s = ops->query(c, a, "SELECT count(*) FROM m WHERE worker = $1", 1, p, &r);
+            if (s == DK_OK && strtol(dk_db_value(r, 0, 0), NULL, 10) != w->committed)
+                s = DK_E_INTERNAL; /* the transaction must see every earlier commit */
+            if (s == DK_OK)
+                s = ops->query(c, a, ins, 2, p, NULL);
+            if (s == DK_OK)
+                s = ops->commit(c);
+            else
+                (void)ops->rollback(c);
+            if (s == DK_OK)
+                w->committed++;
+            else
+                w->unexpected++;
+        }
+        ops->release(w->db, c);
+        dk_arena_reset(a);
+    }
+    dk_arena_free(a);
+    return NULL;
+}
+
+static void test_write_queue_many_threads(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-wq-many", "d");
+    dk_db *db = open_db(url, 6, 20000); /* fewer connections than threads */
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE m (worker INT, n INT, PRIMARY KEY (worker, n))");
+    ops->release(db, c);
+    struct dk_db_sqlite_write_stats before;
+    dk_db_sqlite_write_stats(db, &before);
+
+    pthread_t th[MANY_THREADS];
+    struct many_worker w[MANY_THREADS];
+    int committed = 0;
+    for (int i = 0; i < MANY_THREADS; i++) {
+        w[i] = (struct many_worker){.db = db, .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, many_work, &w[i]), 0);
+    }
+    for (int i = 0; i < MANY_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].unexpected, 0);
+        committed += w[i].committed;
+    }
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    char want[16];
+    snprintf(want, sizeof want, "%d", committed);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM m"), want);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM m WHERE n % 7 = 3"), "0");
+    ops->release(db, c);
+    struct dk_db_sqlite_write_stats after;
+    dk_db_sqlite_write_stats(db, &after);
+    assert_int_equal(after.transactions - before.transactions, (uint64_t)committed);
+    assert_true(after.groups - before.groups < (uint64_t)committed); /* some groups formed */
+    assert_int_equal(after.queued, 0);
+    ops->close(db); /* nothing is left queued: the callers ran and committed their own work */
+    dk_arena_free(a);
+    free(url);
+}
+
+/* The WAL is copied into the database file by the checkpointer thread, not by the writer's
+ * commits (which have no auto-checkpoint of their own any more). */
+static void test_checkpointer_copies_the_wal(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-ckpt", "d");
+    dk_db *db = open_db(url, 2, 5000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE big (v BLOB)");
+    for (int i = 0; i < 40; i++) /* 40 commits of 30 pages: 1,200 WAL frames */
+        assert_int_equal(
+            ops->query(c, a, "INSERT INTO big VALUES (randomblob(120000))", 0, NULL, NULL), DK_OK);
+    const char *path = url + strlen("sqlite:");
+    struct stat sb;
+    int64_t deadline = now_ms() + 10000;
+    for (;;) {
+        assert_int_equal(stat(path, &sb), 0);
+        if (sb.st_size >= 4 * 1000 * 1000)
+            break;
+        assert_true(now_ms() < deadline);
+        usleep(10000);
+    }
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM big"), "40");
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
+struct wal_writer {
+    dk_db *db;
+    int id;
+    int failures;
+};
+
+static void *wal_write(void *arg)
+{
+    struct wal_writer *w = arg;
+    dk_arena *a = dk_arena_new();
+    char id[16];
+    snprintf(id, sizeof id, "%d", w->id);
+    const char *p[] = {id};
+    for (int i = 0; i < 200; i++) {
+        dk_db_conn *c = NULL;
+        if (ops->acquire(w->db, &c) != DK_OK) {
+            w->failures++;
+            continue;
+        }
+        if (ops->query(c, a, "UPDATE big SET v = randomblob(100000) WHERE id = $1", 1, p, NULL) !=
+            DK_OK)
+            w->failures++;
+        ops->release(w->db, c);
+        dk_arena_reset(a);
+    }
+    dk_arena_free(a);
+    return NULL;
+}
+
+/* Writers that never pause still let the WAL start over: the checkpointer's second pass runs
+ * between two groups, so the WAL file stays far below what was written through it (800 commits
+ * of 25 pages: about 80 MB). */
+static void test_checkpointer_keeps_the_wal_bounded(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-ckpt-bound", "d");
+    dk_db *db = open_db(url, 4, 20000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE TABLE big (id INTEGER PRIMARY KEY, v BLOB);"
+          "INSERT INTO big (id) VALUES (0), (1), (2), (3);");
+    ops->release(db, c);
+    pthread_t th[4];
+    struct wal_writer w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct wal_writer){.db = db, .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, wal_write, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    char wal[1024];
+    snprintf(wal, sizeof wal, "%s-wal", url + strlen("sqlite:"));
+    struct stat sb;
+    assert_int_equal(stat(wal, &sb), 0);
+    assert_true(sb.st_size < 32 * 1000 * 1000);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -597,6 +1043,13 @@ int main(void)
         cmocka_unit_test(test_exec_script),
         cmocka_unit_test(test_concurrent_threads_file),
         cmocka_unit_test(test_concurrent_threads_memory),
+        cmocka_unit_test(test_write_queue_fifo_in_one_group),
+        cmocka_unit_test(test_write_group_failures_stay_private),
+        cmocka_unit_test(test_write_group_lost_is_told_to_every_member),
+        cmocka_unit_test(test_write_queue_same_thread_and_timeout),
+        cmocka_unit_test(test_write_queue_many_threads),
+        cmocka_unit_test(test_checkpointer_copies_the_wal),
+        cmocka_unit_test(test_checkpointer_keeps_the_wal_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
