@@ -24,6 +24,7 @@
 #include "core/timeutil.h"
 #include "core/trace.h"
 #include "adapters/db.h"
+#include "adapters/db_sqlite_fts.h"
 #include "core/banned.h"
 
 #define SQ_CACHE_MAX          64
@@ -179,6 +180,12 @@ static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
         dk_status st = sq_map(sqlite3_extended_errcode(h));
         sq_conn_close(c);
         return st;
+    }
+    rc = dk_sqlite_fts_register(h); /* the FTS5 functions the statements use */
+    if (rc != SQLITE_OK) {
+        snprintf(c->err, sizeof c->err, "cannot register FTS5 functions: %s", sqlite3_errstr(rc));
+        sq_conn_close(c);
+        return sq_map(rc);
     }
     return DK_OK;
 }

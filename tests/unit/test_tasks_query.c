@@ -251,8 +251,12 @@ static void test_fts_query(void **state)
     assert_true(tasks_fts_query(a, "running shoes", &f));
     assert_string_equal(f.match, "\"running\" AND \"shoes\"");
     assert_null(f.exclude);
-    assert_string_equal(f.title_match, "{title} : (\"running\" AND \"shoes\")");
-    assert_string_equal(f.desc_match, "{description} : (\"running\" AND \"shoes\")");
+    /* an arm's MATCH: the caller's scope token, then the words in the title or description */
+    assert_string_equal(tasks_fts_scoped(a, &f, 'o', ME),
+                        "{scope} : \"o01936d5e000070008000000000000001x\" AND "
+                        "{title description} : (\"running\" AND \"shoes\")");
+    assert_string_equal(tasks_fts_scoped(a, &f, 0, NULL),
+                        "{title description} : (\"running\" AND \"shoes\")");
 
     assert_true(tasks_fts_query(a, "\"fat rat\" or cat -dog", &f));
     assert_string_equal(f.match, "(\"fat rat\" OR \"cat\") NOT (\"dog\")");
@@ -276,8 +280,11 @@ static void test_fts_query(void **state)
     /* negations only: nothing positive to match, only what to exclude */
     assert_true(tasks_fts_query(a, "-milk -\"sour cream\"", &f));
     assert_null(f.match);
-    assert_null(f.title_match);
     assert_string_equal(f.exclude, "\"milk\" OR \"sour cream\"");
+    assert_string_equal(tasks_fts_scoped(a, &f, 'p', OTHER),
+                        "{scope} : \"p01936d5e000070008000000000000002x\" NOT "
+                        "{title description} : (\"milk\" OR \"sour cream\")");
+    assert_null(tasks_fts_scoped(a, &f, 0, NULL)); /* FTS5 has no bare NOT */
 
     /* an unterminated phrase runs to the end; non-ASCII words count */
     assert_true(tasks_fts_query(a, "\"buy milk", &f));
@@ -499,8 +506,8 @@ static void test_sql_filters_both_engines(void **state)
         for (int k = 0; k < s.nparams; k++) {
             raw_label |= strcmp(s.params[k], hostile_label) == 0;
             raw_q |= strcmp(s.params[k], hostile_q) == 0;
-            fts_q |= strcmp(s.params[k], "\"milk'\" OR \"'a'='a';\" AND \"DELETE\" AND "
-                                         "\"FROM\" AND \"tasks;\"") == 0;
+            fts_q |= strstr(s.params[k], "AND {title description} : (\"milk'\" OR \"'a'='a';\" "
+                                         "AND \"DELETE\" AND \"FROM\" AND \"tasks;\")") != NULL;
         }
         assert_true(raw_label);
         if (engine == DK_DB_POSTGRES) {
@@ -546,7 +553,9 @@ static void test_sql_relevance_and_cursor(void **state)
         if (engine == DK_DB_POSTGRES) {
             assert_non_null(strstr(s.sql, "ts_rank_cd("));
         } else {
-            assert_non_null(strstr(s.sql, "CASE WHEN t.seq IN (SELECT rowid FROM tasks_fts"));
+            assert_non_null(strstr(s.sql, "docket_hits(tasks_fts, 10, 1, 0) AS sk FROM tasks_fts "
+                                          "CROSS JOIN tasks t ON t.seq = tasks_fts.rowid WHERE "
+                                          "tasks_fts MATCH $"));
             assert_null(strstr(s.sql, "bm25"));
         }
         /* the keyset condition compares (sort key, id) with the cursor's, as parameters */
