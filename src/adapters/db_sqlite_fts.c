@@ -16,8 +16,8 @@
 
 #define FTS_MAX_COLUMNS 16
 
-static void fts_hits(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx,
-                     int nval, sqlite3_value **val)
+static void fts_hits(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int nval,
+                     sqlite3_value **val)
 {
     sqlite3_int64 w[FTS_MAX_COLUMNS];
     memset(w, 0, sizeof w);

@@ -785,6 +785,118 @@ static void test_run_search(void **state)
     dk_arena_free(a);
 }
 
+/* Relevance on SQLite is computed from each row alone (docket_hits: 10 per hit in the title, 1
+ * per hit in the description): more hits above fewer, a title hit above a description hit, and
+ * pages that stay put while another user adds matching tasks between two requests (bm25()
+ * would move every row's value with the table's statistics, and the cursor with it). */
+static void test_run_relevance(void **state)
+{
+    fixture *f = *state;
+    dk_arena *a = dk_arena_new();
+    put(f, a, 1, ME, NULL, "Other", "a report", 1, 0, NULL);                     /* 1 */
+    put(f, a, 2, ME, NULL, "Report", "nothing else", 1, 0, NULL);                /* 10 */
+    put(f, a, 3, ME, NULL, "Misc", "report, reports and reporting", 1, 0, NULL); /* 3 */
+    put(f, a, 4, ME, NULL, "Report the report", "", 1, 0, NULL);                 /* 20 */
+    put(f, a, 5, ME, NULL, "Budget", "report twice: report", 1, 0, NULL);        /* 2 */
+    put(f, a, 6, OTHER, ME, "Assigned report", "", 1, 0, NULL);                  /* 10 */
+    put(f, a, 7, OTHER, NULL, "Report of other", "report report", 1, 0, NULL);   /* not mine */
+    put(f, a, 8, ME, NULL, "Unrelated", "nothing", 1, 0, NULL);
+    const char *want = "Report the report Assigned report Report Misc Budget Other";
+    for (int limit = 1; limit <= 7; limit++) {
+        kv p = {.n = 0};
+        kv_set(&p, "q", "report");
+        assert_string_equal(list_all(f, a, &p, ME, limit), want);
+    }
+
+    /* page by page, while OTHER writes matching tasks (title and description) in between */
+    kv p = {.n = 0};
+    kv_set(&p, "q", "report");
+    kv_set(&p, "limit", "2");
+    char *got = dk_arena_strdup(a, "");
+    int seq = 100;
+    for (int pages = 0; pages < 10; pages++) {
+        tasks_list_query q;
+        dk_errors errs;
+        assert_int_equal(parse_as(a, &p, ME, &q, &errs), DK_OK);
+        tasks_task *items = NULL;
+        int n = 0;
+        char *next = NULL;
+        assert_int_equal(tasks_repo_list(&f->repo, a, &q, &items, &n, &next), DK_OK);
+        for (int i = 0; i < n; i++)
+            got = dk_arena_printf(a, "%s%s%s", got, *got ? " " : "", items[i].title);
+        if (!next)
+            break;
+        for (int k = 0; k < 25; k++, seq++)
+            put(f, a, seq, OTHER, NULL, "Report report report", "report everywhere report", 1, 0,
+                NULL);
+        kv_set(&p, "cursor", next);
+    }
+    assert_string_equal(got, want);
+
+    /* the scope follows the row: assigning a task makes it searchable for the assignee, and
+     * unassigning it takes it away again */
+    const char *upd[] = {ME, "01936d5e-0000-7000-8000-000000000007"};
+    dk_db_rows *rows = NULL;
+    assert_int_equal(
+        dk_sql(&f->db, a, "UPDATE tasks SET assignee_id = $1 WHERE id = $2", 2, upd, &rows), DK_OK);
+    kv po = {.n = 0};
+    kv_set(&po, "q", "report");
+    assert_string_equal(list_all(f, a, &po, ME, 3),
+                        "Report the report Report of other Assigned report Report Misc Budget "
+                        "Other"); /* 20, 12 (10 + 2), 10, 10 (newer first), 3, 2, 1 */
+    assert_int_equal(dk_sql(&f->db, a,
+                            "UPDATE tasks SET assignee_id = NULL WHERE id = $2 AND $1 "
+                            "= $1",
+                            2, upd, &rows),
+                     DK_OK);
+    assert_string_equal(list_all(f, a, &po, ME, 3), want);
+    /* the index agrees with the rows after all this */
+    assert_int_equal(dk_sql(&f->db, a,
+                            "INSERT INTO tasks_fts (tasks_fts) VALUES ('integrity-check')", 0, NULL,
+                            &rows),
+                     DK_OK);
+    dk_arena_free(a);
+}
+
+/* Migration 6 converts a database written before it: the FTS5 index is rebuilt with the scope
+ * tokens of the rows already there. */
+static void test_run_migration_6_upgrade(void **state)
+{
+    (void)state;
+    fixture f;
+    memset(&f, 0, sizeof f);
+    f.dir = dk_test_tmpdir("tasks_query_upgrade");
+    char url[1024];
+    snprintf(url, sizeof url, "sqlite:%s/t.db", f.dir);
+    f.db.ops = &dk_db_sqlite_ops;
+    dk_db_options o = {.url = url, .pool_size = 2, .acquire_timeout_ms = 5000};
+    assert_int_equal(f.db.ops->open(&o, &f.db.db), DK_OK);
+    int applied = 0;
+    assert_int_equal(dk_tasks_migrations[DK_TASKS_NMIGRATIONS - 1].version, 6);
+    assert_int_equal(
+        dk_migrate_apply(&f.db, "tasks", dk_tasks_migrations, DK_TASKS_NMIGRATIONS - 1, &applied),
+        DK_OK);
+    f.repo.db = &f.db;
+    f.repo.cursor_key = key;
+    dk_arena *a = dk_arena_new();
+    put(&f, a, 1, ME, NULL, "Old report", "written before 6", 1, 0, NULL);
+    put(&f, a, 2, OTHER, ME, "Assigned old report", "report", 1, 0, NULL);
+    put(&f, a, 3, OTHER, NULL, "Their report", "", 1, 0, NULL);
+    assert_int_equal(
+        dk_migrate_apply(&f.db, "tasks", dk_tasks_migrations, DK_TASKS_NMIGRATIONS, &applied),
+        DK_OK);
+    assert_int_equal(applied, 1);
+    kv p = {.n = 0};
+    kv_set(&p, "q", "report");
+    assert_string_equal(list_all(&f, a, &p, ME, 1), "Assigned old report Old report");
+    assert_string_equal(list_all(&f, a, &p, OTHER, 1), "Assigned old report Their report");
+    put(&f, a, 4, ME, NULL, "New report", "", 1, 0, NULL);
+    assert_string_equal(list_all(&f, a, &p, ME, 2), "Assigned old report New report Old report");
+    dk_arena_free(a);
+    f.db.ops->close(f.db.db);
+    free(f.dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -799,6 +911,8 @@ int main(void)
         cmocka_unit_test(test_sql_relevance_and_cursor),
         cmocka_unit_test_setup_teardown(test_run_sorts_and_filters, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_run_search, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_run_relevance, fx_setup, fx_teardown),
+        cmocka_unit_test(test_run_migration_6_upgrade),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
