@@ -850,6 +850,32 @@ static void test_run_relevance(void **state)
                             2, upd, &rows),
                      DK_OK);
     assert_string_equal(list_all(f, a, &po, ME, 3), want);
+    /* the plan: every arm starts from the full-text index (its MATCH holds the caller's scope
+     * token) and looks the rows up by rowid; no global match list is built */
+    tasks_list_query q;
+    dk_errors errs;
+    kv pe = {.n = 0};
+    kv_set(&pe, "q", "report");
+    if (parse_as(a, &pe, ME, &q, &errs) != DK_OK)
+        fail_msg("parse failed: %s", json_dumps(errs.list, 0));
+    q.member_projects = (const char *[]){THIRD};
+    q.nmember_projects = 1;
+    tasks_sql s;
+    tasks_query_build(a, DK_DB_SQLITE, &q, &s);
+    assert_int_equal(dk_sql(&f->db, a, dk_arena_printf(a, "EXPLAIN QUERY PLAN %s", s.sql),
+                            s.nparams, s.params, &rows),
+                     DK_OK);
+    int fts_scans = 0, rowid_lookups = 0;
+    for (int i = 0; i < rows->nrows; i++) {
+        const char *d = dk_db_value(rows, i, 3);
+        assert_null(strstr(d, "LIST SUBQUERY"));      /* the old plan: every match, materialised */
+        assert_int_not_equal(strcmp(d, "SCAN t"), 0); /* never the whole table */
+        assert_null(strstr(d, "SEARCH t USING INDEX"));
+        fts_scans += strstr(d, "SCAN tasks_fts VIRTUAL TABLE INDEX 0:M") != NULL;
+        rowid_lookups += strstr(d, "SEARCH t USING INTEGER PRIMARY KEY (rowid=?)") != NULL;
+    }
+    assert_int_equal(rowid_lookups, 3);
+    assert_int_equal(fts_scans, 3); /* own, assigned to me, the project's */
     /* the index agrees with the rows after all this */
     assert_int_equal(dk_sql(&f->db, a,
                             "INSERT INTO tasks_fts (tasks_fts) VALUES ('integrity-check')", 0, NULL,
