@@ -96,7 +96,7 @@
  * which each arm's equality plus the @@ condition can use; it replaces the GIN over search
  * alone (no statement searches without one of those equalities). When the role may not create
  * the extension (btree_gin is trusted: CREATE on the database suffices), the GIN over search
- * alone stays, with a warning in PostgreSQL's log; docs/search.md says how to upgrade then. */
+ * alone stays, with a warning in PostgreSQL's log; docs/design/search.md says how to upgrade. */
 #define TASKS_FTS_SCOPE(r)                                                                         \
     "'o' || replace(" r ".owner_id, '-', '') || 'x' || COALESCE(' a' || replace(" r                \
     ".assignee_id, '-', '') || 'x', '') || COALESCE(' p' || replace(" r                            \
@@ -148,7 +148,7 @@ static const char tasks_search_scope_postgres[] =
     "    CREATE EXTENSION IF NOT EXISTS btree_gin;\n"
     "  EXCEPTION WHEN insufficient_privilege OR undefined_file OR feature_not_supported THEN\n"
     "    RAISE WARNING 'docket tasks migration 6: cannot create extension btree_gin (%); search "
-    "keeps the GIN index over the text alone (see docs/search.md)', SQLERRM;\n"
+    "keeps the GIN index over the text alone (see docs/design/search.md)', SQLERRM;\n"
     "  END;\n"
     "  IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gin') THEN\n"
     "    CREATE INDEX tasks_scope_search_idx ON tasks.tasks\n"
