@@ -876,6 +876,31 @@ static void test_run_relevance(void **state)
     }
     assert_int_equal(rowid_lookups, 3);
     assert_int_equal(fts_scans, 3); /* own, assigned to me, the project's */
+    /* a project task: found through the project's token by its members (one arm per project),
+     * and through the unscoped arm by a member of more projects than get an arm each */
+    const char *mv[] = {THIRD, "01936d5e-0000-7000-8000-000000000007"};
+    assert_int_equal(
+        dk_sql(&f->db, a, "UPDATE tasks SET project_id = $1 WHERE id = $2", 2, mv, &rows), DK_OK);
+    for (int n = 0; n <= TASKS_PROJECT_ARMS_MAX; n++) {
+        const char *mp[] = {n ? dk_arena_printf(a, "01936d5e-0000-7000-9000-%012d", n) : THIRD, ME};
+        assert_int_equal(dk_sql(&f->db, a,
+                                "INSERT INTO tasks_project_members (project_id, user_id, role, "
+                                "added_at) VALUES ($1, $2, 1, 0)",
+                                2, mp, &rows),
+                         DK_OK);
+        if (n == 0 || n == TASKS_PROJECT_ARMS_MAX) { /* one project; then more than 64 */
+            kv pp = {.n = 0};
+            kv_set(&pp, "q", "report");
+            assert_string_equal(list_all(f, a, &pp, ME, 4),
+                                "Report the report Report of other Assigned report Report Misc "
+                                "Budget Other");
+            kv_set(&pp, "q", "report -twice -misc");
+            assert_string_equal(list_all(f, a, &pp, ME, 4),
+                                "Report the report Report of other Assigned report Report Other");
+            kv_set(&pp, "q", "-report");
+            assert_string_equal(list_all(f, a, &pp, ME, 4), "Unrelated");
+        }
+    }
     /* the index agrees with the rows after all this */
     assert_int_equal(dk_sql(&f->db, a,
                             "INSERT INTO tasks_fts (tasks_fts) VALUES ('integrity-check')", 0, NULL,

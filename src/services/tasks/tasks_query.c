@@ -587,10 +587,11 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
             if (m)
                 mp = tq_param(&p, m);
             else /* an unscoped arm of a search that only excludes */
-                c = dk_arena_printf(a,
-                                    "%s AND t.seq NOT IN (SELECT rowid FROM tasks_fts WHERE "
-                                    "tasks_fts MATCH $%d)",
-                                    c, tq_param(&p, fts.exclude));
+                c = dk_arena_printf(
+                    a,
+                    "%s AND t.seq NOT IN (SELECT rowid FROM tasks_fts WHERE "
+                    "tasks_fts MATCH $%d)",
+                    c, tq_param(&p, dk_arena_printf(a, "{title description} : (%s)", fts.exclude)));
         }
         if (wrap)
             dk_sb_printf(&sql, "%sSELECT * FROM (", i == 0 ? "" : " UNION ALL ");
