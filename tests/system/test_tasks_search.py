@@ -348,3 +348,75 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
     assert len(plain) >= 3 and all("tasks_project_created_idx" in p for p in plain), plain[:1]
     one = [p for q, p in plans if "t.project_id = $2 AND EXISTS" in q]
     assert one and all("tasks_project_" in p for p in one), one[:1]
+
+
+# The search index as it stood before migration 6, to put a live database back there.
+BEFORE_6_SQLITE = """
+DROP TRIGGER tasks_fts_insert; DROP TRIGGER tasks_fts_delete; DROP TRIGGER tasks_fts_update;
+DROP TABLE tasks_fts; DROP VIEW tasks_fts_src;
+CREATE VIRTUAL TABLE tasks_fts USING fts5(title, description, content='tasks',
+  content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2');
+INSERT INTO tasks_fts (tasks_fts) VALUES ('rebuild');
+CREATE TRIGGER tasks_fts_insert AFTER INSERT ON tasks BEGIN
+  INSERT INTO tasks_fts (rowid, title, description) VALUES (new.rowid, new.title, new.description);
+END;
+CREATE TRIGGER tasks_fts_delete AFTER DELETE ON tasks BEGIN
+  INSERT INTO tasks_fts (tasks_fts, rowid, title, description)
+  VALUES ('delete', old.rowid, old.title, old.description);
+END;
+CREATE TRIGGER tasks_fts_update AFTER UPDATE OF title, description ON tasks
+WHEN old.title IS NOT new.title OR old.description IS NOT new.description BEGIN
+  INSERT INTO tasks_fts (tasks_fts, rowid, title, description)
+  VALUES ('delete', old.rowid, old.title, old.description);
+  INSERT INTO tasks_fts (rowid, title, description) VALUES (new.rowid, new.title, new.description);
+END;
+DELETE FROM docket_migrations WHERE service = 'tasks' AND version = 6;
+"""
+BEFORE_6_POSTGRES = """
+CREATE INDEX tasks_search_idx ON tasks.tasks USING GIN (search);
+DROP INDEX tasks.tasks_scope_search_idx;
+DELETE FROM public.docket_migrations WHERE service = 'tasks' AND version = 6;
+"""
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_migration_6_converts_existing_data(storage, docket_factory):
+    """A database written before migration 6 (put back there under a running docket, then given
+    more tasks through the old triggers) is converted in place by `docket migrate`: every task is
+    found by its owner, its assignee and its project's members, and nobody else."""
+    import sqlite3
+    from helpers import run_cli
+    d = docket_factory(storage)
+    a, b, c = d.new_user(), d.new_user(), d.new_user()
+    new_task(d, a.access, title="Quarry plan", description="quarry")
+    if storage == "sqlite":
+        db = sqlite3.connect(f"{d.data_dir}/docket.db", timeout=10)
+        db.executescript(BEFORE_6_SQLITE)
+        db.close()
+    else:
+        from urllib.parse import urlparse
+        u = urlparse(d.db_url)
+        import psycopg2
+        conn = psycopg2.connect(host=u.hostname, port=u.port, user=u.username, dbname=u.path[1:])
+        conn.autocommit = True
+        conn.cursor().execute(BEFORE_6_POSTGRES)
+    new_task(d, b.access, title="Quarry for A", assignee_id=a.id)        # written by old triggers
+    new_task(d, b.access, title="Quarry of B", description="quarry quarry")
+    project = d.post("/api/v1/projects", token=c.access, json={"name": "Pit"}).json()
+    resp = d.post(f"/api/v1/projects/{project['id']}/members", token=c.access,
+                  json={"email": a.email, "role": "viewer"})
+    assert resp.status_code in (200, 201), resp.text
+    new_task(d, c.access, title="Quarry in the pit", project_id=project["id"])
+    args = ["migrate"] + ([f"--storage.data_dir={d.data_dir}"] if storage == "sqlite" else [])
+    r = run_cli(args, env=d.env, cwd=d.cwd, timeout=60)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    assert set(titles(search(d, a.access, "quarry"))) == \
+        {"Quarry plan", "Quarry for A", "Quarry in the pit"}
+    assert set(titles(search(d, b.access, "quarry"))) == {"Quarry for A", "Quarry of B"}
+    assert titles(search(d, c.access, "quarry")) == ["Quarry in the pit"]
+    if storage == "postgres":
+        with conn.cursor() as cur:
+            cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'tasks' AND "
+                        "indexname LIKE 'tasks_%search_idx'")
+            assert [r[0] for r in cur.fetchall()] == ["tasks_scope_search_idx"]
+        conn.close()
