@@ -1,7 +1,8 @@
-"""Full-text search over tasks (`q`): stemming, ranking (a title hit above a description hit),
-the websearch syntax (phrases, -exclusion, or), hostile input, paging through results — and,
-on PostgreSQL, that the list and search statements the service really runs use indexes on a
-table of 50,000 tasks."""
+"""Full-text search over tasks (`q`): stemming, ranking (a title hit above a description hit,
+more occurrences above fewer, computed from each task alone so pages stay put while others
+write), the websearch syntax (phrases, -exclusion, or), hostile input, paging through results,
+migration 6 converting an existing database — and, on PostgreSQL, that the list and search
+statements the service really runs use indexes on a table of 100,000 tasks."""
 
 import re
 import time
