@@ -327,19 +327,18 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
     assert len(default) >= 3, [q for q, _ in plans]
     assert default and all("tasks_owner_created_idx" in p for p in default), default[:1]
     # search (migration 6): no arm reads a word's matches over every user's tasks (an index
-    # condition on the text alone, intersected with an owner index before); a rare word in this
-    # large account is read from the GIN over (owner_id, assignee_id, project_id, search), the
-    # caller's id and the word together. (The small arms, 500 assigned tasks and 100 per
+    # condition on the text alone, intersected with an owner index before); the caller's own
+    # tasks (5,001 here) are read from the GIN over (owner_id, assignee_id, project_id, search),
+    # the caller's id and the words together. (The small arms, 500 assigned tasks and 100 per
     # project, may read their btree and filter: the planner's choice, cheap either way.)
     searches = [p for q, p in plans if "websearch_to_tsquery" in q]
     assert searches
     for p in searches:
         assert "tasks_search_idx" not in p and not re.search(r"Index Cond: \(search @@", p), p
-    rare = [p for p in searches if "'zebra'" in p]
-    owner_arm = [p for p in rare if re.search(
+    owner_arm = [p for p in searches if re.search(
         r"Bitmap Index Scan on tasks_scope_search_idx[^\n]*\n\s*Index Cond: \(\(owner_id = "
-        r"[^\n]*AND \(search @@ '+zebra'+::tsquery\)\)", p)]
-    assert len(owner_arm) >= 4, rare
+        r"[^\n]*AND \(search @@ ", p)]
+    assert len(owner_arm) >= 4, searches
     # the projects' arm: a page per membership, each read in order from a project index
     lateral = [p for q, p in plans if "CROSS JOIN LATERAL" in q]
     assert lateral and all("tasks_project_members_user_idx" in p for p in lateral), lateral[:1]

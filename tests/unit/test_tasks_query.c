@@ -512,7 +512,7 @@ static void test_sql_filters_both_engines(void **state)
         assert_true(raw_label);
         if (engine == DK_DB_POSTGRES) {
             assert_non_null(strstr(s.sql, "t.labels @> ARRAY[CAST($"));
-            assert_non_null(strstr(s.sql, "t.search @@ websearch_to_tsquery('english', $"));
+            assert_non_null(strstr(s.sql, "t.search @@ (SELECT websearch_to_tsquery('english', $"));
             assert_null(strstr(s.sql, "tasks_fts"));
             assert_true(raw_q); /* PostgreSQL parses the raw text itself */
             assert_false(fts_q);

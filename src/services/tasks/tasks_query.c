@@ -386,8 +386,8 @@ static const char *tq_sort_expr(dk_arena *a, dk_db_engine engine, const tasks_li
          * description (B) hit; scaled to an integer so the cursor carries it exactly */
         return dk_arena_printf(a,
                                "CAST(CAST(ts_rank_cd(CAST('{0.1, 0.1, 0.1, 1.0}' AS REAL[]), "
-                               "t.search, websearch_to_tsquery('english', $%d)) AS DOUBLE "
-                               "PRECISION) * 1000000 AS BIGINT)",
+                               "t.search, (SELECT websearch_to_tsquery('english', $%d))) AS "
+                               "DOUBLE PRECISION) * 1000000 AS BIGINT)",
                                qparam);
     }
     if (!fts->match)
@@ -552,7 +552,11 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
             nothing = true; /* no word to look for */
         } else if (pg) {
             qparam = tq_param(&p, q->q);
-            dk_sb_printf(&conds, " AND t.search @@ websearch_to_tsquery('english', $%d)", qparam);
+            /* a sub-select: parsed once per statement (an InitPlan), not once per row, when
+             * the prepared statement runs its generic plan (0.46 -> 0.35 ms per search,
+             * docs/design/measurements.md) */
+            dk_sb_printf(&conds, " AND t.search @@ (SELECT websearch_to_tsquery('english', $%d))",
+                         qparam);
         } else {
             /* SQLite: each arm reads the full-text index with its own scope token (below) */
             sqlite_fts = true;
