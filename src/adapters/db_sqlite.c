@@ -30,6 +30,7 @@
 #include "core/timeutil.h"
 #include "core/trace.h"
 #include "adapters/db.h"
+#include "adapters/db_sqlite_fts.h"
 #include "core/banned.h"
 
 #define SQ_CACHE_MAX          64
@@ -257,6 +258,12 @@ static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
     c->h = h;
     rc = sq_conn_setup(h, db->busy_timeout_ms, c->err, sizeof c->err);
     if (rc != SQLITE_OK) {
+        sq_conn_close(c);
+        return sq_map(rc);
+    }
+    rc = dk_sqlite_fts_register(h); /* the FTS5 functions the statements use */
+    if (rc != SQLITE_OK) {
+        snprintf(c->err, sizeof c->err, "cannot register FTS5 functions: %s", sqlite3_errstr(rc));
         sq_conn_close(c);
         return sq_map(rc);
     }

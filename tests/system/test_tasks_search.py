@@ -1,10 +1,13 @@
-"""Full-text search over tasks (`q`): stemming, ranking (a title hit above a description hit),
-the websearch syntax (phrases, -exclusion, or), hostile input, paging through results — and,
-on PostgreSQL, that the list and search statements the service really runs use indexes on a
-table of 50,000 tasks."""
+"""Full-text search over tasks (`q`): stemming, ranking (a title hit above a description hit,
+more occurrences above fewer, computed from each task alone so pages stay put while others
+write), the websearch syntax (phrases, -exclusion, or), hostile input, paging through results,
+migration 6 converting an existing database — and, on PostgreSQL, that the list and search
+statements the service really runs use indexes on a table of 100,000 tasks."""
 
 import re
 import time
+
+import pytest
 
 from helpers import wait_until
 from test_tasks import TASKS, assert_bad_params, list_all, new_task
@@ -64,6 +67,43 @@ def test_title_hit_ranks_above_description_hit(docket):
     # paging through relevance keeps that order
     assert [t["id"] for t in list_all(docket, a.access, {"q": "report"}, limit=1)] == order
     assert [t["id"] for t in list_all(docket, a.access, {"q": "report"}, limit=2)] == order
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_relevance_counts_hits_and_pages_stay_put(storage, docket_factory):
+    """Relevance from each task alone, on both engines: more occurrences above fewer, a title
+    hit above a description hit, ties newest first; a search paged one task at a time while
+    another user keeps writing matching tasks (which would move any rank built on the table's
+    statistics, and the cursor with it) returns exactly the order of one big page."""
+    d = docket_factory(storage)
+    a = d.new_user()
+    b = d.new_user()
+    mk = lambda title, description="": new_task(d, a.access, title=title, description=description)
+    once_desc = mk("Other", "a ledger")
+    title = mk("Ledger", "nothing else")
+    thrice_desc = mk("Misc", "ledger, ledgers and the ledger")
+    twice_title = mk("Ledger of the ledger")
+    twice_desc = mk("Budget", "ledger twice: ledger")
+    assigned = new_task(d, b.access, title="Ledger for A", assignee_id=a.id)
+    new_task(d, b.access, title="Ledger of B", description="ledger ledger")   # not A's
+    want = [twice_title, assigned, title, thrice_desc, twice_desc, once_desc]
+    want_ids = [t["id"] for t in want]
+    got = search(d, a.access, "ledger")
+    assert [t["id"] for t in got] == want_ids, titles(got)
+
+    seen, cursor = [], None
+    for _ in range(len(want) + 1):
+        params = {"q": "ledger", "limit": 1}
+        if cursor:
+            params["cursor"] = cursor
+        page = d.get(TASKS, token=a.access, params=params).json()
+        seen += [t["id"] for t in page["items"]]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+        for _ in range(6):   # B's writes between A's pages: in titles and descriptions
+            new_task(d, b.access, title="Ledger ledger ledger", description="ledger " * 5)
+    assert seen == want_ids
 
 
 def test_search_syntax(docket):
@@ -286,8 +326,19 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
         or "WHERE t.owner_id = $1 AND t.project_id IS NULL AND (t.created_at, t.id) < (" in q)]
     assert len(default) >= 3, [q for q, _ in plans]
     assert default and all("tasks_owner_created_idx" in p for p in default), default[:1]
+    # search (migration 6): no arm reads a word's matches over every user's tasks (an index
+    # condition on the text alone, intersected with an owner index before); the caller's own
+    # tasks (5,001 here) are read from the GIN over (owner_id, assignee_id, project_id, search),
+    # the caller's id and the words together. (The small arms, 500 assigned tasks and 100 per
+    # project, may read their btree and filter: the planner's choice, cheap either way.)
     searches = [p for q, p in plans if "websearch_to_tsquery" in q]
-    assert searches and any("tasks_search_idx" in p for p in searches), searches[:1]
+    assert searches
+    for p in searches:
+        assert "tasks_search_idx" not in p and not re.search(r"Index Cond: \(search @@", p), p
+    owner_arm = [p for p in searches if re.search(
+        r"Bitmap Index Scan on tasks_scope_search_idx[^\n]*\n\s*Index Cond: \(\(owner_id = "
+        r"[^\n]*AND \(search @@ ", p)]
+    assert len(owner_arm) >= 4, searches
     # the projects' arm: a page per membership, each read in order from a project index
     lateral = [p for q, p in plans if "CROSS JOIN LATERAL" in q]
     assert lateral and all("tasks_project_members_user_idx" in p for p in lateral), lateral[:1]
@@ -297,3 +348,75 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
     assert len(plain) >= 3 and all("tasks_project_created_idx" in p for p in plain), plain[:1]
     one = [p for q, p in plans if "t.project_id = $2 AND EXISTS" in q]
     assert one and all("tasks_project_" in p for p in one), one[:1]
+
+
+# The search index as it stood before migration 6, to put a live database back there.
+BEFORE_6_SQLITE = """
+DROP TRIGGER tasks_fts_insert; DROP TRIGGER tasks_fts_delete; DROP TRIGGER tasks_fts_update;
+DROP TABLE tasks_fts; DROP VIEW tasks_fts_src;
+CREATE VIRTUAL TABLE tasks_fts USING fts5(title, description, content='tasks',
+  content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2');
+INSERT INTO tasks_fts (tasks_fts) VALUES ('rebuild');
+CREATE TRIGGER tasks_fts_insert AFTER INSERT ON tasks BEGIN
+  INSERT INTO tasks_fts (rowid, title, description) VALUES (new.rowid, new.title, new.description);
+END;
+CREATE TRIGGER tasks_fts_delete AFTER DELETE ON tasks BEGIN
+  INSERT INTO tasks_fts (tasks_fts, rowid, title, description)
+  VALUES ('delete', old.rowid, old.title, old.description);
+END;
+CREATE TRIGGER tasks_fts_update AFTER UPDATE OF title, description ON tasks
+WHEN old.title IS NOT new.title OR old.description IS NOT new.description BEGIN
+  INSERT INTO tasks_fts (tasks_fts, rowid, title, description)
+  VALUES ('delete', old.rowid, old.title, old.description);
+  INSERT INTO tasks_fts (rowid, title, description) VALUES (new.rowid, new.title, new.description);
+END;
+DELETE FROM docket_migrations WHERE service = 'tasks' AND version = 6;
+"""
+BEFORE_6_POSTGRES = """
+CREATE INDEX tasks_search_idx ON tasks.tasks USING GIN (search);
+DROP INDEX tasks.tasks_scope_search_idx;
+DELETE FROM public.docket_migrations WHERE service = 'tasks' AND version = 6;
+"""
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_migration_6_converts_existing_data(storage, docket_factory):
+    """A database written before migration 6 (put back there under a running docket, then given
+    more tasks through the old triggers) is converted in place by `docket migrate`: every task is
+    found by its owner, its assignee and its project's members, and nobody else."""
+    import sqlite3
+    from helpers import run_cli
+    d = docket_factory(storage)
+    a, b, c = d.new_user(), d.new_user(), d.new_user()
+    new_task(d, a.access, title="Quarry plan", description="quarry")
+    if storage == "sqlite":
+        db = sqlite3.connect(f"{d.data_dir}/docket.db", timeout=10)
+        db.executescript(BEFORE_6_SQLITE)
+        db.close()
+    else:
+        from urllib.parse import urlparse
+        u = urlparse(d.db_url)
+        import psycopg2
+        conn = psycopg2.connect(host=u.hostname, port=u.port, user=u.username, dbname=u.path[1:])
+        conn.autocommit = True
+        conn.cursor().execute(BEFORE_6_POSTGRES)
+    new_task(d, b.access, title="Quarry for A", assignee_id=a.id)        # written by old triggers
+    new_task(d, b.access, title="Quarry of B", description="quarry quarry")
+    project = d.post("/api/v1/projects", token=c.access, json={"name": "Pit"}).json()
+    resp = d.post(f"/api/v1/projects/{project['id']}/members", token=c.access,
+                  json={"email": a.email, "role": "viewer"})
+    assert resp.status_code in (200, 201), resp.text
+    new_task(d, c.access, title="Quarry in the pit", project_id=project["id"])
+    args = ["migrate"] + ([f"--storage.data_dir={d.data_dir}"] if storage == "sqlite" else [])
+    r = run_cli(args, env=d.env, cwd=d.cwd, timeout=60)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    assert set(titles(search(d, a.access, "quarry"))) == \
+        {"Quarry plan", "Quarry for A", "Quarry in the pit"}
+    assert set(titles(search(d, b.access, "quarry"))) == {"Quarry for A", "Quarry of B"}
+    assert titles(search(d, c.access, "quarry")) == ["Quarry in the pit"]
+    if storage == "postgres":
+        with conn.cursor() as cur:
+            cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'tasks' AND "
+                        "indexname LIKE 'tasks_%search_idx'")
+            assert [r[0] for r in cur.fetchall()] == ["tasks_scope_search_idx"]
+        conn.close()

@@ -251,8 +251,12 @@ static void test_fts_query(void **state)
     assert_true(tasks_fts_query(a, "running shoes", &f));
     assert_string_equal(f.match, "\"running\" AND \"shoes\"");
     assert_null(f.exclude);
-    assert_string_equal(f.title_match, "{title} : (\"running\" AND \"shoes\")");
-    assert_string_equal(f.desc_match, "{description} : (\"running\" AND \"shoes\")");
+    /* an arm's MATCH: the caller's scope token, then the words in the title or description */
+    assert_string_equal(tasks_fts_scoped(a, &f, 'o', ME),
+                        "{scope} : \"o01936d5e000070008000000000000001x\" AND "
+                        "{title description} : (\"running\" AND \"shoes\")");
+    assert_string_equal(tasks_fts_scoped(a, &f, 0, NULL),
+                        "{title description} : (\"running\" AND \"shoes\")");
 
     assert_true(tasks_fts_query(a, "\"fat rat\" or cat -dog", &f));
     assert_string_equal(f.match, "(\"fat rat\" OR \"cat\") NOT (\"dog\")");
@@ -276,8 +280,11 @@ static void test_fts_query(void **state)
     /* negations only: nothing positive to match, only what to exclude */
     assert_true(tasks_fts_query(a, "-milk -\"sour cream\"", &f));
     assert_null(f.match);
-    assert_null(f.title_match);
     assert_string_equal(f.exclude, "\"milk\" OR \"sour cream\"");
+    assert_string_equal(tasks_fts_scoped(a, &f, 'p', OTHER),
+                        "{scope} : \"p01936d5e000070008000000000000002x\" NOT "
+                        "{title description} : (\"milk\" OR \"sour cream\")");
+    assert_null(tasks_fts_scoped(a, &f, 0, NULL)); /* FTS5 has no bare NOT */
 
     /* an unterminated phrase runs to the end; non-ASCII words count */
     assert_true(tasks_fts_query(a, "\"buy milk", &f));
@@ -499,13 +506,13 @@ static void test_sql_filters_both_engines(void **state)
         for (int k = 0; k < s.nparams; k++) {
             raw_label |= strcmp(s.params[k], hostile_label) == 0;
             raw_q |= strcmp(s.params[k], hostile_q) == 0;
-            fts_q |= strcmp(s.params[k], "\"milk'\" OR \"'a'='a';\" AND \"DELETE\" AND "
-                                         "\"FROM\" AND \"tasks;\"") == 0;
+            fts_q |= strstr(s.params[k], "AND {title description} : (\"milk'\" OR \"'a'='a';\" "
+                                         "AND \"DELETE\" AND \"FROM\" AND \"tasks;\")") != NULL;
         }
         assert_true(raw_label);
         if (engine == DK_DB_POSTGRES) {
             assert_non_null(strstr(s.sql, "t.labels @> ARRAY[CAST($"));
-            assert_non_null(strstr(s.sql, "t.search @@ websearch_to_tsquery('english', $"));
+            assert_non_null(strstr(s.sql, "t.search @@ (SELECT websearch_to_tsquery('english', $"));
             assert_null(strstr(s.sql, "tasks_fts"));
             assert_true(raw_q); /* PostgreSQL parses the raw text itself */
             assert_false(fts_q);
@@ -546,7 +553,9 @@ static void test_sql_relevance_and_cursor(void **state)
         if (engine == DK_DB_POSTGRES) {
             assert_non_null(strstr(s.sql, "ts_rank_cd("));
         } else {
-            assert_non_null(strstr(s.sql, "CASE WHEN t.seq IN (SELECT rowid FROM tasks_fts"));
+            assert_non_null(strstr(s.sql, "docket_hits(tasks_fts, 10, 1, 0) AS sk FROM tasks_fts "
+                                          "CROSS JOIN tasks t ON t.seq = tasks_fts.rowid WHERE "
+                                          "tasks_fts MATCH $"));
             assert_null(strstr(s.sql, "bm25"));
         }
         /* the keyset condition compares (sort key, id) with the cursor's, as parameters */
@@ -776,6 +785,169 @@ static void test_run_search(void **state)
     dk_arena_free(a);
 }
 
+/* Relevance on SQLite is computed from each row alone (docket_hits: 10 per hit in the title, 1
+ * per hit in the description): more hits above fewer, a title hit above a description hit, and
+ * pages that stay put while another user adds matching tasks between two requests (bm25()
+ * would move every row's value with the table's statistics, and the cursor with it). */
+static void test_run_relevance(void **state)
+{
+    fixture *f = *state;
+    dk_arena *a = dk_arena_new();
+    put(f, a, 1, ME, NULL, "Other", "a report", 1, 0, NULL);                     /* 1 */
+    put(f, a, 2, ME, NULL, "Report", "nothing else", 1, 0, NULL);                /* 10 */
+    put(f, a, 3, ME, NULL, "Misc", "report, reports and reporting", 1, 0, NULL); /* 3 */
+    put(f, a, 4, ME, NULL, "Report the report", "", 1, 0, NULL);                 /* 20 */
+    put(f, a, 5, ME, NULL, "Budget", "report twice: report", 1, 0, NULL);        /* 2 */
+    put(f, a, 6, OTHER, ME, "Assigned report", "", 1, 0, NULL);                  /* 10 */
+    put(f, a, 7, OTHER, NULL, "Report of other", "report report", 1, 0, NULL);   /* not mine */
+    put(f, a, 8, ME, NULL, "Unrelated", "nothing", 1, 0, NULL);
+    const char *want = "Report the report Assigned report Report Misc Budget Other";
+    for (int limit = 1; limit <= 7; limit++) {
+        kv p = {.n = 0};
+        kv_set(&p, "q", "report");
+        assert_string_equal(list_all(f, a, &p, ME, limit), want);
+    }
+
+    /* page by page, while OTHER writes matching tasks (title and description) in between */
+    kv p = {.n = 0};
+    kv_set(&p, "q", "report");
+    kv_set(&p, "limit", "2");
+    char *got = dk_arena_strdup(a, "");
+    int seq = 100;
+    for (int pages = 0; pages < 10; pages++) {
+        tasks_list_query q;
+        dk_errors errs;
+        assert_int_equal(parse_as(a, &p, ME, &q, &errs), DK_OK);
+        tasks_task *items = NULL;
+        int n = 0;
+        char *next = NULL;
+        assert_int_equal(tasks_repo_list(&f->repo, a, &q, &items, &n, &next), DK_OK);
+        for (int i = 0; i < n; i++)
+            got = dk_arena_printf(a, "%s%s%s", got, *got ? " " : "", items[i].title);
+        if (!next)
+            break;
+        for (int k = 0; k < 25; k++, seq++)
+            put(f, a, seq, OTHER, NULL, "Report report report", "report everywhere report", 1, 0,
+                NULL);
+        kv_set(&p, "cursor", next);
+    }
+    assert_string_equal(got, want);
+
+    /* the scope follows the row: assigning a task makes it searchable for the assignee, and
+     * unassigning it takes it away again */
+    const char *upd[] = {ME, "01936d5e-0000-7000-8000-000000000007"};
+    dk_db_rows *rows = NULL;
+    assert_int_equal(
+        dk_sql(&f->db, a, "UPDATE tasks SET assignee_id = $1 WHERE id = $2", 2, upd, &rows), DK_OK);
+    kv po = {.n = 0};
+    kv_set(&po, "q", "report");
+    assert_string_equal(list_all(f, a, &po, ME, 3),
+                        "Report the report Report of other Assigned report Report Misc Budget "
+                        "Other"); /* 20, 12 (10 + 2), 10, 10 (newer first), 3, 2, 1 */
+    assert_int_equal(dk_sql(&f->db, a,
+                            "UPDATE tasks SET assignee_id = NULL WHERE id = $2 AND $1 "
+                            "= $1",
+                            2, upd, &rows),
+                     DK_OK);
+    assert_string_equal(list_all(f, a, &po, ME, 3), want);
+    /* the plan: every arm starts from the full-text index (its MATCH holds the caller's scope
+     * token) and looks the rows up by rowid; no global match list is built */
+    tasks_list_query q;
+    dk_errors errs;
+    kv pe = {.n = 0};
+    kv_set(&pe, "q", "report");
+    if (parse_as(a, &pe, ME, &q, &errs) != DK_OK)
+        fail_msg("parse failed: %s", json_dumps(errs.list, 0));
+    q.member_projects = (const char *[]){THIRD};
+    q.nmember_projects = 1;
+    tasks_sql s;
+    tasks_query_build(a, DK_DB_SQLITE, &q, &s);
+    assert_int_equal(dk_sql(&f->db, a, dk_arena_printf(a, "EXPLAIN QUERY PLAN %s", s.sql),
+                            s.nparams, s.params, &rows),
+                     DK_OK);
+    int fts_scans = 0, rowid_lookups = 0;
+    for (int i = 0; i < rows->nrows; i++) {
+        const char *d = dk_db_value(rows, i, 3);
+        assert_null(strstr(d, "LIST SUBQUERY"));      /* the old plan: every match, materialised */
+        assert_int_not_equal(strcmp(d, "SCAN t"), 0); /* never the whole table */
+        assert_null(strstr(d, "SEARCH t USING INDEX"));
+        fts_scans += strstr(d, "SCAN tasks_fts VIRTUAL TABLE INDEX 0:M") != NULL;
+        rowid_lookups += strstr(d, "SEARCH t USING INTEGER PRIMARY KEY (rowid=?)") != NULL;
+    }
+    assert_int_equal(rowid_lookups, 3);
+    assert_int_equal(fts_scans, 3); /* own, assigned to me, the project's */
+    /* a project task: found through the project's token by its members (one arm per project),
+     * and through the unscoped arm by a member of more projects than get an arm each */
+    const char *mv[] = {THIRD, "01936d5e-0000-7000-8000-000000000007"};
+    assert_int_equal(
+        dk_sql(&f->db, a, "UPDATE tasks SET project_id = $1 WHERE id = $2", 2, mv, &rows), DK_OK);
+    for (int n = 0; n <= TASKS_PROJECT_ARMS_MAX; n++) {
+        const char *mp[] = {n ? dk_arena_printf(a, "01936d5e-0000-7000-9000-%012d", n) : THIRD, ME};
+        assert_int_equal(dk_sql(&f->db, a,
+                                "INSERT INTO tasks_project_members (project_id, user_id, role, "
+                                "added_at) VALUES ($1, $2, 1, 0)",
+                                2, mp, &rows),
+                         DK_OK);
+        if (n == 0 || n == TASKS_PROJECT_ARMS_MAX) { /* one project; then more than 64 */
+            kv pp = {.n = 0};
+            kv_set(&pp, "q", "report");
+            assert_string_equal(list_all(f, a, &pp, ME, 4),
+                                "Report the report Report of other Assigned report Report Misc "
+                                "Budget Other");
+            kv_set(&pp, "q", "report -twice -misc");
+            assert_string_equal(list_all(f, a, &pp, ME, 4),
+                                "Report the report Report of other Assigned report Report Other");
+            kv_set(&pp, "q", "-report");
+            assert_string_equal(list_all(f, a, &pp, ME, 4), "Unrelated");
+        }
+    }
+    /* the index agrees with the rows after all this */
+    assert_int_equal(dk_sql(&f->db, a,
+                            "INSERT INTO tasks_fts (tasks_fts) VALUES ('integrity-check')", 0, NULL,
+                            &rows),
+                     DK_OK);
+    dk_arena_free(a);
+}
+
+/* Migration 6 converts a database written before it: the FTS5 index is rebuilt with the scope
+ * tokens of the rows already there. */
+static void test_run_migration_6_upgrade(void **state)
+{
+    (void)state;
+    fixture f;
+    memset(&f, 0, sizeof f);
+    f.dir = dk_test_tmpdir("tasks_query_upgrade");
+    char url[1024];
+    snprintf(url, sizeof url, "sqlite:%s/t.db", f.dir);
+    f.db.ops = &dk_db_sqlite_ops;
+    dk_db_options o = {.url = url, .pool_size = 2, .acquire_timeout_ms = 5000};
+    assert_int_equal(f.db.ops->open(&o, &f.db.db), DK_OK);
+    int applied = 0;
+    assert_int_equal(dk_tasks_migrations[DK_TASKS_NMIGRATIONS - 1].version, 6);
+    assert_int_equal(
+        dk_migrate_apply(&f.db, "tasks", dk_tasks_migrations, DK_TASKS_NMIGRATIONS - 1, &applied),
+        DK_OK);
+    f.repo.db = &f.db;
+    f.repo.cursor_key = key;
+    dk_arena *a = dk_arena_new();
+    put(&f, a, 1, ME, NULL, "Old report", "written before 6", 1, 0, NULL);
+    put(&f, a, 2, OTHER, ME, "Assigned old report", "report", 1, 0, NULL);
+    put(&f, a, 3, OTHER, NULL, "Their report", "", 1, 0, NULL);
+    assert_int_equal(
+        dk_migrate_apply(&f.db, "tasks", dk_tasks_migrations, DK_TASKS_NMIGRATIONS, &applied),
+        DK_OK);
+    assert_int_equal(applied, 1);
+    kv p = {.n = 0};
+    kv_set(&p, "q", "report");
+    assert_string_equal(list_all(&f, a, &p, ME, 1), "Assigned old report Old report");
+    assert_string_equal(list_all(&f, a, &p, OTHER, 1), "Assigned old report Their report");
+    put(&f, a, 4, ME, NULL, "New report", "", 1, 0, NULL);
+    assert_string_equal(list_all(&f, a, &p, ME, 2), "Assigned old report New report Old report");
+    dk_arena_free(a);
+    f.db.ops->close(f.db.db);
+    free(f.dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -790,6 +962,8 @@ int main(void)
         cmocka_unit_test(test_sql_relevance_and_cursor),
         cmocka_unit_test_setup_teardown(test_run_sorts_and_filters, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_run_search, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_run_relevance, fx_setup, fx_teardown),
+        cmocka_unit_test(test_run_migration_6_upgrade),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

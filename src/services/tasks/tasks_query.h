@@ -56,14 +56,18 @@ const char *tasks_member_sql(dk_arena *a, const char *col, int me);
  * survives), "quoted phrases" stay phrases, `-term` excludes, a bare `or` joins its neighbours
  * with OR; other terms are ANDed. */
 typedef struct tasks_fts {
-    const char *match;       /* positive terms with exclusions: "(P) NOT (N)"; NULL if no P */
-    const char *exclude;     /* "N1 OR N2 ..."; NULL if none */
-    const char *title_match; /* "{title} : (P)"; NULL if no P */
-    const char *desc_match;  /* "{description} : (P)"; NULL if no P */
+    const char *match;   /* positive terms with exclusions: "(P) NOT (N)"; NULL if no P */
+    const char *exclude; /* "N1 OR N2 ..."; NULL if none */
 } tasks_fts;
 
 /* False when q holds no searchable term at all (then nothing matches). */
 bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret);
+
+/* The MATCH text of one arm of a search on SQLite: the words in the title and description of
+ * the rows whose `scope` column holds the token of kind ('o' owner, 'a' assignee, 'p' project)
+ * and id (see tasks_repo.c, migration 6). kind 0: every row (NULL when the search only
+ * excludes: FTS5 has no bare NOT). */
+const char *tasks_fts_scoped(dk_arena *a, const tasks_fts *fts, char kind, const char *id);
 
 typedef struct tasks_list_query {
     const char *caller;   /* the authenticated user */

@@ -83,6 +83,81 @@
                "CREATE INDEX tasks_activity_task_idx ON tasks_activity (task_id, seq);\n"          \
                "CREATE INDEX tasks_activity_actor_idx ON tasks_activity (actor_id);\n"
 
+/* Search that fits the caller (migration 6): a search reads the caller's visible tasks first
+ * (the arms of tasks_visible_sql: own personal tasks, personal tasks assigned to them, each of
+ * their projects), not every task that holds a common word.
+ * SQLite: the FTS5 document gets a third column, `scope`, with one token per arm the row
+ * belongs to — o<owner>x, a<assignee>x, p<project>x (the id's hex digits; the final x ends no
+ * English suffix, so the porter stemmer leaves the token whole) — and an arm's MATCH is
+ * `{scope} : "o<me>x" AND {title description} : (words)`: FTS5 walks the caller's doclist and
+ * seeks in the word's. The index reads its text through the view tasks_fts_src (external
+ * content): 'rebuild' converts an existing database, and no second copy of the text is kept.
+ * PostgreSQL: one GIN index over (owner_id, assignee_id, project_id, search) with btree_gin,
+ * which each arm's equality plus the @@ condition can use; it replaces the GIN over search
+ * alone (no statement searches without one of those equalities). When the role may not create
+ * the extension (btree_gin is trusted: CREATE on the database suffices), the GIN over search
+ * alone stays, with a warning in PostgreSQL's log; docs/design/search.md says how to upgrade. */
+#define TASKS_FTS_SCOPE(r)                                                                         \
+    "'o' || replace(" r ".owner_id, '-', '') || 'x' || COALESCE(' a' || replace(" r                \
+    ".assignee_id, '-', '') || 'x', '') || COALESCE(' p' || replace(" r                            \
+    ".project_id, '-', '') || 'x', '')"
+#define TASKS_FTS_VALUES(r) r ".seq, " r ".title, " r ".description, " TASKS_FTS_SCOPE(r)
+
+static const char tasks_search_scope_sqlite[] =
+    "DROP TRIGGER tasks_fts_insert;\n"
+    "DROP TRIGGER tasks_fts_delete;\n"
+    "DROP TRIGGER tasks_fts_update;\n"
+    "DROP TABLE tasks_fts;\n"
+    "CREATE VIEW tasks_fts_src AS SELECT seq, title, description, " TASKS_FTS_SCOPE(
+        "tasks") " AS scope FROM tasks;\n"
+                 "CREATE VIRTUAL TABLE tasks_fts USING fts5(title, description, scope, "
+                 "content='tasks_fts_src', content_rowid='seq', "
+                 "tokenize='porter unicode61 remove_diacritics 2');\n"
+                 "INSERT INTO tasks_fts (tasks_fts) VALUES ('rebuild');\n"
+                 "CREATE TRIGGER tasks_fts_insert AFTER INSERT ON tasks BEGIN\n"
+                 "  INSERT INTO tasks_fts (rowid, title, description, scope) "
+                 "VALUES (" TASKS_FTS_VALUES(
+                     "new") ");\n"
+                            "END;\n"
+                            "CREATE TRIGGER tasks_fts_delete AFTER DELETE ON tasks BEGIN\n"
+                            "  INSERT INTO tasks_fts (tasks_fts, rowid, title, description, scope) "
+                            "VALUES ('delete', " TASKS_FTS_VALUES(
+                                "old") ");\n"
+                                       "END;\n"
+                                       "CREATE TRIGGER tasks_fts_update AFTER UPDATE OF title, "
+                                       "description, owner_id, "
+                                       "assignee_id, project_id ON tasks\n"
+                                       "WHEN old.title IS NOT new.title OR old.description IS NOT "
+                                       "new.description OR "
+                                       "old.owner_id IS NOT new.owner_id OR old.assignee_id IS NOT "
+                                       "new.assignee_id OR "
+                                       "old.project_id IS NOT new.project_id BEGIN\n"
+                                       "  INSERT INTO tasks_fts (tasks_fts, rowid, title, "
+                                       "description, scope) "
+                                       "VALUES ('delete', " TASKS_FTS_VALUES(
+                                           "old") ");\n"
+                                                  "  INSERT INTO tasks_fts (rowid, title, "
+                                                  "description, scope) "
+                                                  "VALUES (" TASKS_FTS_VALUES("new") ");\n"
+                                                                                     "END;\n";
+
+static const char tasks_search_scope_postgres[] =
+    "DO $$\n"
+    "BEGIN\n"
+    "  BEGIN\n"
+    "    CREATE EXTENSION IF NOT EXISTS btree_gin;\n"
+    "  EXCEPTION WHEN insufficient_privilege OR undefined_file OR feature_not_supported THEN\n"
+    "    RAISE WARNING 'docket tasks migration 6: cannot create extension btree_gin (%); search "
+    "keeps the GIN index over the text alone (see docs/design/search.md)', SQLERRM;\n"
+    "  END;\n"
+    "  IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gin') THEN\n"
+    "    CREATE INDEX tasks_scope_search_idx ON tasks.tasks\n"
+    "      USING GIN (owner_id, assignee_id, project_id, search);\n"
+    "    DROP INDEX tasks.tasks_search_idx;\n"
+    "  END IF;\n"
+    "END\n"
+    "$$;\n";
+
 const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
     {1, "tasks",
      /* SQLite: seq aliases the rowid, so the FTS5 index keeps pointing at the right rows even
@@ -156,7 +231,8 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
     {4, "projects", TASKS_PROJECTS_DDL("INTEGER", "", "INTEGER PRIMARY KEY AUTOINCREMENT", "tasks"),
      TASKS_PROJECTS_DDL("BIGINT", " COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "tasks")},
     {5, "outbox_traceparent", DK_OUTBOX_TRACE_DDL("tasks"), DK_OUTBOX_TRACE_DDL("tasks")},
-    /* 6 belongs to search. 7: cheaper writes on PostgreSQL (SQLite keeps its FTS5 triggers,
+    {6, "search_scope", tasks_search_scope_sqlite, tasks_search_scope_postgres},
+    /* 7: cheaper writes on PostgreSQL (SQLite keeps its FTS5 triggers,
      * which already skip status-only updates). The search vector stops being a generated
      * column, which PostgreSQL 15 recomputes on every UPDATE (a status change re-ran
      * to_tsvector over the whole text): a trigger computes it on INSERT and only when the
