@@ -391,6 +391,7 @@ def main():
     rss_before = rss_mib(hold)
     users = seed(host, port, a.users, str(int(time.time())))
     log(f"{a.users} users registered and logged in in {time.monotonic() - t0:.1f} s")
+    rss_seeded = rss_mib(hold)
 
     c = Client(host, port, [b.port for b in bases])
     per = a.streams // a.users
@@ -434,6 +435,9 @@ def main():
     hcpu1 = cpu_ticks(hold)
     result["rss_mib_holding_streams"] = round(rss_mib(hold), 1)
     result["rss_mib_before_seed"] = round(rss_before, 1)
+    result["rss_mib_after_seed"] = round(rss_seeded, 1)
+    # what the streams cost: the growth from the seeded process (users logged in, no stream)
+    result["rss_kib_per_stream"] = round((rss_mib(hold) - rss_seeded) * 1024 / max(ok, 1), 1)
     result["rss_mib_all_docket"] = round(rss_mib(pids), 1)
     result["idle_cpu_pct_all_docket"] = round(100 * (cpu1 - cpu0) / el, 2)
     result["idle_cpu_pct_holding"] = round(100 * (hcpu1 - hcpu0) / el, 2)

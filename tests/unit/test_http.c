@@ -270,6 +270,7 @@ static struct stream_stats {
     atomic_int drained_calls;   /* on_drained callbacks */
     atomic_size_t max_buffered; /* the most dk_stream_buffered reported after a write */
     atomic_long written;        /* bytes accepted by dk_stream_write */
+    atomic_int arena_freed;     /* /events/held: its request's arena has been freed */
 } SS;
 
 static long query_long(dk_req *req, const char *name, long dflt)
@@ -387,9 +388,23 @@ static void h_stream_later(dk_req *req, dk_res *res)
     start_producer(req, res, true);
 }
 
+static void mark_arena_freed(void *p)
+{
+    (void)p;
+    atomic_store(&SS.arena_freed, 1);
+}
+
+/* A long-lived stream that reports when its request's arena goes. */
+static void h_stream_held(dk_req *req, dk_res *res)
+{
+    dk_arena_defer(req->arena, mark_arena_freed, NULL);
+    start_producer(req, res, false);
+}
+
 static const dk_route STREAM_ROUTES[] = {
     {"GET", "/events", h_stream, DK_ROUTE_STREAM}, /* long-lived (SSE-like) */
     {"GET", "/events/later", h_stream_later, DK_ROUTE_STREAM},
+    {"GET", "/events/held", h_stream_held, DK_ROUTE_STREAM},
     {"GET", "/download", h_stream, 0}, /* a finite streamed body */
     {"GET", "/download/later", h_stream_later, 0},
 };
@@ -2077,6 +2092,31 @@ static void test_stream_incremental(void **state)
     wait_producers(2000, "the stream ended");
 }
 
+static void test_stream_long_lived_frees_its_request(void **state)
+{
+    /* an event stream lives for hours: its request's arena goes as soon as the response is
+     * queued, while the stream goes on; the request is still counted when it ends */
+    atomic_store(&SS.arena_freed, 0);
+    struct stream_client c = {.path = "/api/v1/events/held?n=3&delay_ms=400"};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stream_get_main, &c), 0);
+    int64_t deadline = dk_mono_ms() + 350;
+    while (!atomic_load(&SS.arena_freed) && dk_mono_ms() < deadline)
+        sleep_ms(5);
+    assert_int_equal(atomic_load(&SS.arena_freed), 1);
+    assert_int_equal(atomic_load(&SS.running), 1); /* the stream is still open */
+    pthread_join(th, NULL);
+    assert_int_equal(c.rc, CURLE_OK);
+    assert_int_equal(c.status, 200);
+    assert_string_equal(c.body.p, "piece 0\npiece 1\npiece 2\n");
+    assert_non_null(sc_header(&c, "X-Request-Id"));
+    stream_client_free(&c);
+    wait_producers(2000, "the stream ended");
+    expect_metric("http_requests_total{service=\"streams\",method=\"GET\","
+                  "route=\"/api/v1/events/held\",status=\"200\"}",
+                  1);
+}
+
 static void test_stream_answered_later(void **state)
 {
     /* the gateway's way: suspend, then start the stream and resume from another thread */
@@ -2429,6 +2469,7 @@ int main(void)
         cmocka_unit_test(test_forwarded_for),
         cmocka_unit_test(test_edge_rate_limit),
         cmocka_unit_test(test_stream_incremental),
+        cmocka_unit_test(test_stream_long_lived_frees_its_request),
         cmocka_unit_test(test_stream_answered_later),
         cmocka_unit_test(test_stream_end_with_error),
         cmocka_unit_test(test_stream_client_goes_away),

@@ -148,6 +148,11 @@ bool dk_body_streams(dk_http_server *srv, const struct dk_route_entry *r, bool c
 
 /* stream.c: reference-counted response streams */
 struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn);
+/* A long-lived stream's exchange is about to be freed while the connection goes on: true when
+ * the stream is long-lived (DK_ROUTE_STREAM); its exchange's reference is then dropped by
+ * dk_stream_detached_done (when the connection is done) instead of with the request's arena. */
+bool dk_stream_detach(dk_stream *s);
+void dk_stream_detached_done(dk_stream *s);
 void dk_streams_end_all(dk_http_server *srv);
 
 /* router.c */

@@ -18,6 +18,13 @@
 /* Unsent bytes a stream may hold; a write beyond it cuts the connection (a client that stopped
  * reading an event stream). Producers that respect the high-water mark never reach it. */
 #define DK_STREAM_MAX_BUFFER (4u * DK_STREAM_HIGH_WATER)
+/* An idle event stream should cost little: its buffer starts small and is freed whenever the
+ * client has taken everything (a heartbeat or a frame is a few hundred bytes), and
+ * libmicrohttpd gets a small block for HTTP/1.0 clients (chunked HTTP/1.1 responses are read
+ * straight into the connection's own buffer; the block is only allocated, 16 KiB a stream). */
+#define DK_STREAM_FIRST_CAP  256u
+#define DK_STREAM_BLOCK_LONG 1024u
+#define DK_STREAM_BLOCK      (16u * 1024u)
 
 /* References: the producer's (until dk_stream_release), the exchange's (until the request's
  * arena is freed: the request is over, sent or abandoned) and, once the connection reads from
@@ -30,6 +37,7 @@ struct dk_stream {
     char *buf;
     size_t off, len, cap; /* unsent bytes are buf[off, len) */
     bool ended, err, gone, suspended, want_drain, listed, long_lived, woken;
+    bool detached; /* the exchange's reference passed to a finished-request record (server.c) */
     struct MHD_Connection *conn;
     void (*on_drained)(void *ctx);
     void *ctx;
@@ -76,10 +84,32 @@ static void dk_stream_gone(dk_stream *s)
         dk_stream_notify(s);
 }
 
-/* The request's arena is being freed (dk_on_completed): the exchange lets go. */
+/* The request's arena is being freed (dk_on_completed): the exchange lets go — unless its
+ * reference was passed on (dk_stream_detach): then dk_stream_detached_done lets go. */
 static void dk_stream_exchange_done(void *p)
 {
     dk_stream *s = p;
+    pthread_mutex_lock(&s->lock);
+    bool detached = s->detached;
+    pthread_mutex_unlock(&s->lock);
+    if (detached)
+        return;
+    dk_stream_gone(s);
+    dk_stream_unref(s);
+}
+
+bool dk_stream_detach(dk_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool ok = s->long_lived && !s->detached;
+    if (ok)
+        s->detached = true;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+void dk_stream_detached_done(dk_stream *s)
+{
     dk_stream_gone(s);
     dk_stream_unref(s);
 }
@@ -133,6 +163,11 @@ static ssize_t dk_stream_read(void *cls, uint64_t pos, char *out, size_t max)
             s->off = s->len = 0;
             drained = s->want_drain;
             s->want_drain = false;
+            if (s->long_lived) { /* an idle event stream holds no buffer */
+                dk_free(s->buf);
+                s->buf = NULL;
+                s->cap = 0;
+            }
         }
         pthread_mutex_unlock(&s->lock);
         if (drained)
@@ -181,7 +216,8 @@ struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *con
     s->refs++;
     pthread_mutex_unlock(&s->lock);
     struct MHD_Response *r = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, 16 * 1024, dk_stream_read, s, dk_stream_conn_done);
+        MHD_SIZE_UNKNOWN, s->long_lived ? DK_STREAM_BLOCK_LONG : DK_STREAM_BLOCK, dk_stream_read, s,
+        dk_stream_conn_done);
     if (!r) {
         dk_stream_gone(s);
         dk_stream_unref(s);
@@ -235,7 +271,7 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
             s->off = 0;
         }
         if (s->len + len > s->cap) {
-            size_t ncap = s->cap ? s->cap * 2 : 4096;
+            size_t ncap = s->cap ? s->cap * 2 : s->long_lived ? DK_STREAM_FIRST_CAP : 4096;
             while (ncap < s->len + len)
                 ncap *= 2;
             s->buf = dk_realloc(s->buf, ncap);
