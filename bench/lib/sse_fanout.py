@@ -248,7 +248,18 @@ class Client:
         except BlockingIOError:
             return
         if not data:
-            raise RuntimeError("a POST connection was closed by the server")
+            if p.busy:
+                raise RuntimeError("a POST connection was closed by the server")
+            # an idle spare: the server closes a connection that sends no request head
+            # within server.header_timeout (10 s); connect it again
+            self.sel.unregister(p.sock)
+            p.sock.close()
+            s = socket.create_connection((self.host, self.port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            p.sock, p.buf = s, b""
+            self.sel.register(s, selectors.EVENT_READ, p)
+            return
         p.buf += data
         while True:
             i = p.buf.find(b"\r\n\r\n")

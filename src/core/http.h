@@ -170,6 +170,9 @@ void dk_stream_end(dk_stream *s, bool err);
 bool dk_stream_closed(dk_stream *s);
 /* Drops the producer's reference (accepts NULL); ends the stream first if it is still open. */
 void dk_stream_release(dk_stream *s);
+/* Writes to any stream of the process so far that found its connection waiting: sent straight
+ * to the socket (an idle event stream's small frame) or by resuming the connection. */
+void dk_stream_write_counts(unsigned long long *direct, unsigned long long *resumed);
 
 /* Responses. */
 void dk_res_header(dk_res *res, const char *name, const char *value); /* copied */

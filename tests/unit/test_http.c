@@ -2074,9 +2074,16 @@ static const char *sc_header(struct stream_client *c, const char *name)
 
 static void test_stream_incremental(void **state)
 {
-    /* three pieces 400 ms apart: the first arrives long before the end */
+    /* three pieces 400 ms apart: the first arrives long before the end; on this long-lived
+     * stream the pieces written while the connection waits go straight to its socket (one
+     * chunk each, no resume) */
+    unsigned long long direct0, resumed0, direct1, resumed1;
+    dk_stream_write_counts(&direct0, &resumed0);
     struct stream_client c = {.path = "/api/v1/events?n=3&delay_ms=400"};
     stream_get(&c);
+    dk_stream_write_counts(&direct1, &resumed1);
+    if (direct1 - direct0 < 2)
+        fail_msg("%llu of 3 pieces written straight to the socket", direct1 - direct0);
     if (c.rc != CURLE_OK)
         fail_msg("stream failed: %s", curl_easy_strerror(c.rc));
     assert_int_equal(c.status, 200);
@@ -2222,10 +2229,8 @@ static void test_stream_client_gone_during_flow_control(void **state)
     stream_client_free(&c);
 }
 
-static void test_stream_reader_that_stops_is_dropped(void **state)
+static void reader_that_stops(const char *path)
 {
-    /* a producer that ignores flow control, a client that never reads: the stream's buffer
-     * stops at its cap (1 MiB), the write is refused and the connection cut */
     atomic_store(&SS.max_buffered, 0);
     int refused = atomic_load(&SS.write_refused);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -2236,8 +2241,9 @@ static void test_stream_reader_that_stops_is_dropped(void **state)
                              .sin_port = htons((uint16_t)F->streams_port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    static const char req[] = "GET /api/v1/events?n=0&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char req[256];
+    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)rl), (ssize_t)rl);
     for (int i = 0; i < 2000 && atomic_load(&SS.write_refused) == refused; i++)
         sleep_ms(10);
     wait_producers(20000, "the stream of a client that does not read was dropped");
@@ -2246,6 +2252,45 @@ static void test_stream_reader_that_stops_is_dropped(void **state)
     if (most > 1024 * 1024)
         fail_msg("%zu bytes were buffered at once (cap 1 MiB)", most);
     close(fd);
+}
+
+static void test_stream_reader_that_stops_is_dropped(void **state)
+{
+    /* a producer that ignores flow control, a client that never reads: the stream's buffer
+     * stops at its cap (1 MiB), the write is refused and the connection cut — with large
+     * pieces, and with small ones (written straight to the socket while it takes them) */
+    reader_that_stops("/api/v1/events?n=0&size=65536");
+    reader_that_stops("/api/v1/events?n=0&size=1000");
+}
+
+static void test_stream_http10_is_not_chunked(void **state)
+{
+    /* an HTTP/1.0 client gets the body as it is, ended by the connection's close: no piece
+     * may go out as a chunk */
+    unsigned long long direct0, resumed0, direct1, resumed1;
+    dk_stream_write_counts(&direct0, &resumed0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)F->streams_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    static const char req[] = "GET /api/v1/events?n=3&delay_ms=100 HTTP/1.0\r\nHost: x\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char buf[4096];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    close(fd);
+    wait_producers(2000, "the HTTP/1.0 stream ended");
+    dk_stream_write_counts(&direct1, &resumed1);
+    const char *body = strstr(buf, "\r\n\r\n");
+    assert_non_null(body);
+    assert_string_equal(body + 4, "piece 0\npiece 1\npiece 2\n");
+    assert_null(strcasestr(buf, "Transfer-Encoding"));
+    assert_int_equal(direct1, direct0);
 }
 
 static void test_stream_drain(void **state)
@@ -2470,6 +2515,7 @@ int main(void)
         cmocka_unit_test(test_edge_rate_limit),
         cmocka_unit_test(test_stream_incremental),
         cmocka_unit_test(test_stream_long_lived_frees_its_request),
+        cmocka_unit_test(test_stream_http10_is_not_chunked),
         cmocka_unit_test(test_stream_answered_later),
         cmocka_unit_test(test_stream_end_with_error),
         cmocka_unit_test(test_stream_client_goes_away),

@@ -89,6 +89,7 @@ struct dk_exchange {
     size_t len, cap;
     size_t body_limit; /* the route's, else the server's */
     bool too_large;
+    bool http11; /* the request line said HTTP/1.1 (a response of unknown length is chunked) */
     bool suspended;
     bool dispatched;
     dk_handler_fn offload_handler;
@@ -147,7 +148,8 @@ bool dk_body_streams(dk_http_server *srv, const struct dk_route_entry *r, bool c
                      uint64_t declared);
 
 /* stream.c: reference-counted response streams */
-struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn);
+/* chunked: libmicrohttpd will send the body in chunks (HTTP/1.1, a response with a body) */
+struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn, bool chunked);
 /* A long-lived stream's exchange is about to be freed while the connection goes on: true when
  * the stream is long-lived (DK_ROUTE_STREAM); its exchange's reference is then dropped by
  * dk_stream_detached_done (when the connection is done) instead of with the request's arena. */

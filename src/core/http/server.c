@@ -160,9 +160,10 @@ static void dk_detach(struct dk_exchange *x, void **con_cls)
         .status = x->res.status,
     };
     *con_cls = (void *)((uintptr_t)dd | DK_DETACHED_TAG);
-    /* the arena goes (its stream cleanup leaves the detached stream alone); the request stays
-     * in flight until the connection is done with it */
-    dk_arena_free(x->req.arena);
+    /* the arena goes (its stream cleanup leaves the detached stream alone), and the request
+     * no longer counts as in flight: the housekeeper trims the heap while thousands of idle
+     * streams are open (a drain still waits for their connections: dk_conns_pending) */
+    dk_exchange_free(x);
 }
 
 static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -181,6 +182,7 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         x->req.conn = conn;
         x->req.app = srv->app;
         x->req.method = dk_static_method(method);
+        x->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         x->metric_method = x->req.method;
         x->req.path = dk_arena_strdup(a, url);
         const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
@@ -332,7 +334,10 @@ static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *co
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 
     struct MHD_Response *r =
-        x->stream ? dk_stream_response(x->stream, conn)
+        x->stream ? dk_stream_response(x->stream, conn,
+                                       x->http11 && strcmp(x->req.method, "GET") == 0 &&
+                                           x->res.status >= 200 && x->res.status != 204 &&
+                                           x->res.status != 304)
                   : MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
                                                     MHD_RESPMEM_PERSISTENT);
     if (!r)
@@ -428,7 +433,6 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
         dk_stream_detached_done(dd->stream);
         dk_report(&dd->d, conn);
         dk_free(dd);
-        atomic_fetch_sub(&srv->inflight, 1);
         return;
     }
     struct dk_exchange *x = *con_cls;

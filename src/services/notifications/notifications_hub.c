@@ -648,6 +648,14 @@ static void nt_hub_collect(void *ctx, dk_metrics_out *out)
                       (double)atomic_load(&h->n_revoked));
     dk_metrics_sample(out, "docket_notification_streams_ended_total", "reason=\"capped\"",
                       (double)atomic_load(&h->n_capped));
+    unsigned long long direct = 0, resumed = 0;
+    dk_stream_write_counts(&direct, &resumed);
+    dk_metrics_family(out, "docket_http_stream_wakeups_total", "counter",
+                      "Writes (frames, heartbeats) to a response stream whose connection was "
+                      "waiting: sent straight to the socket (direct) or by waking the connection "
+                      "(resumed; costs a walk of the HTTP thread's waiting connections).");
+    dk_metrics_sample(out, "docket_http_stream_wakeups_total", "path=\"direct\"", (double)direct);
+    dk_metrics_sample(out, "docket_http_stream_wakeups_total", "path=\"resumed\"", (double)resumed);
 }
 
 dk_status nt_hub_start(nt_hub *h)
