@@ -515,6 +515,19 @@ def main():
         "streams_closed_total": sum(1 for s in c.streams if s.closed),
         "loadavg_end": open("/proc/loadavg").read().split()[:3],
     })
+    # how writes reached waiting streams (the process holding them: `all` only; in split mode
+    # the first base is a gateway)
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        wake = {m.group(1): int(float(m.group(2))) for m in re.finditer(
+            r'^docket_http_stream_wakeups_total\{path="(\w+)"\} (\S+)$', text, re.M)}
+        if wake:
+            result["stream_wakeups"] = wake
+    except OSError:
+        pass
     log(f"load: {json.dumps({k: result[k] for k in ('notifications_sent', 'send_rate', 'frames_expected', 'frames_received', 'latency_ms_p50', 'latency_ms_p99', 'latency_ms_max', 'post_ms_p50', 'post_ms_p99', 'load_cpu_pct_all_docket')})}")
     with open(a.out, "w") as f:
         json.dump(result, f, indent=1)

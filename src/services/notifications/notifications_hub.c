@@ -476,10 +476,11 @@ static void *nt_hub_main(void *arg)
             nt_resync_rev(h);
         if (rp)
             nt_resync_push(h);
-        /* timers on ticks only: the heartbeats due within a tick go out together, so each
-         * HTTP thread wakes once for the lot (libmicrohttpd walks all its suspended connections
-         * on every wake that resumes one: 10,000 streams beating one by one cost ~15 % of a
-         * core, in batches well under 1 %) */
+        /* timers on ticks only: the heartbeats due within a tick go out together, and the hub
+         * thread wakes a few times a second, not once per stream. A heartbeat is written
+         * straight to its idle stream's socket (core/http/stream.c); one that has to resume
+         * its connection wakes an HTTP thread, which walks all its suspended connections, so
+         * those come in batches too (10,000 streams beating one by one cost ~15 % of a core) */
         int64_t now = dk_mono_ms();
         if (now - h->last_tick >= h->tick_ms) {
             h->last_tick = now;
