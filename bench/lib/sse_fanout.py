@@ -420,6 +420,11 @@ def main():
         c.poll(0.05)
         if time.monotonic() - t1 > 300:
             raise RuntimeError("streams did not open within 300 s")
+    # the loop above watched the last streams opened; an earlier one may still wait for its head
+    while any(not s.head_done and not s.closed for s in c.streams):
+        c.poll(0.05)
+        if time.monotonic() - t1 > 300:
+            raise RuntimeError("streams did not open within 300 s")
     ok = sum(1 for s in c.streams if s.status == 200 and not s.closed)
     log(f"{ok}/{a.streams} streams open ({per} per user) in {time.monotonic() - t1:.1f} s; "
         f"statuses {c.status_counts}")

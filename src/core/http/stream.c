@@ -16,6 +16,7 @@
 
 #include "core/http/http_internal.h"
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/banned.h"
 
 #define DK_STREAM_HIGH_WATER (256u * 1024u)
@@ -308,7 +309,11 @@ static int dk_stream_send_direct(dk_stream *s, const void *data, size_t len)
         return 1;
     /* nothing sent: the socket is full or broken; the buffered path resumes the connection
      * and libmicrohttpd finds out which */
-    return n <= 0 ? 0 : -1;
+    if (n <= 0)
+        return 0;
+    dk_log_warn("http: an event stream is cut: its socket took %zd of %zu bytes of a frame", n,
+                (size_t)hl + len + 2);
+    return -1;
 }
 
 bool dk_stream_write(dk_stream *s, const void *data, size_t len)
