@@ -411,14 +411,7 @@ static void dk_report(const struct dk_done *d, struct MHD_Connection *conn)
     }
     atomic_fetch_add(&srv->completed, 1);
     /* a kept-alive connection has DK_IDLE_TIMEOUT_S for its next request head */
-    struct dk_conn *dc = dk_conn_of(conn);
-    if (dc) {
-        pthread_mutex_lock(&srv->guard_lock);
-        dc->busy = false;
-        dc->answered++;
-        dc->deadline_ms = dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000;
-        pthread_mutex_unlock(&srv->guard_lock);
-    }
+    dk_conn_request_done(srv, dk_conn_of(conn));
 }
 
 static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
