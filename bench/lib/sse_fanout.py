@@ -248,7 +248,18 @@ class Client:
         except BlockingIOError:
             return
         if not data:
-            raise RuntimeError("a POST connection was closed by the server")
+            if p.busy:
+                raise RuntimeError("a POST connection was closed by the server")
+            # an idle spare: the server closes a connection that sends no request head
+            # within server.header_timeout (10 s); connect it again
+            self.sel.unregister(p.sock)
+            p.sock.close()
+            s = socket.create_connection((self.host, self.port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            p.sock, p.buf = s, b""
+            self.sel.register(s, selectors.EVENT_READ, p)
+            return
         p.buf += data
         while True:
             i = p.buf.find(b"\r\n\r\n")
@@ -391,6 +402,7 @@ def main():
     rss_before = rss_mib(hold)
     users = seed(host, port, a.users, str(int(time.time())))
     log(f"{a.users} users registered and logged in in {time.monotonic() - t0:.1f} s")
+    rss_seeded = rss_mib(hold)
 
     c = Client(host, port, [b.port for b in bases])
     per = a.streams // a.users
@@ -405,6 +417,11 @@ def main():
             c.open_stream(uid, users[uid][1])
             opened += 1
             pending += 1
+        c.poll(0.05)
+        if time.monotonic() - t1 > 300:
+            raise RuntimeError("streams did not open within 300 s")
+    # the loop above watched the last streams opened; an earlier one may still wait for its head
+    while any(not s.head_done and not s.closed for s in c.streams):
         c.poll(0.05)
         if time.monotonic() - t1 > 300:
             raise RuntimeError("streams did not open within 300 s")
@@ -434,6 +451,9 @@ def main():
     hcpu1 = cpu_ticks(hold)
     result["rss_mib_holding_streams"] = round(rss_mib(hold), 1)
     result["rss_mib_before_seed"] = round(rss_before, 1)
+    result["rss_mib_after_seed"] = round(rss_seeded, 1)
+    # what the streams cost: the growth from the seeded process (users logged in, no stream)
+    result["rss_kib_per_stream"] = round((rss_mib(hold) - rss_seeded) * 1024 / max(ok, 1), 1)
     result["rss_mib_all_docket"] = round(rss_mib(pids), 1)
     result["idle_cpu_pct_all_docket"] = round(100 * (cpu1 - cpu0) / el, 2)
     result["idle_cpu_pct_holding"] = round(100 * (hcpu1 - hcpu0) / el, 2)
@@ -500,6 +520,19 @@ def main():
         "streams_closed_total": sum(1 for s in c.streams if s.closed),
         "loadavg_end": open("/proc/loadavg").read().split()[:3],
     })
+    # how writes reached waiting streams (the process holding them: `all` only; in split mode
+    # the first base is a gateway)
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        wake = {m.group(1): int(float(m.group(2))) for m in re.finditer(
+            r'^docket_http_stream_wakeups_total\{path="(\w+)"\} (\S+)$', text, re.M)}
+        if wake:
+            result["stream_wakeups"] = wake
+    except OSError:
+        pass
     log(f"load: {json.dumps({k: result[k] for k in ('notifications_sent', 'send_rate', 'frames_expected', 'frames_received', 'latency_ms_p50', 'latency_ms_p99', 'latency_ms_max', 'post_ms_p50', 'post_ms_p99', 'load_cpu_pct_all_docket')})}")
     with open(a.out, "w") as f:
         json.dump(result, f, indent=1)

@@ -149,7 +149,10 @@ void dk_req_body_resume(dk_req *req);
  * from dk_res_stream until dk_stream_release. A drain ends at once the open streams of
  * DK_ROUTE_STREAM routes (event streams: their clients reconnect elsewhere); other streamed
  * bodies count as in-flight requests and may finish within the drain timeout. Writes are
- * thread-safe. */
+ * thread-safe. On a DK_ROUTE_STREAM route whose handler answers at once (no dk_req_suspend, no
+ * streamed body), the request and its arena are freed as soon as the response is queued —
+ * right after the handler returns — while the stream goes on: its producer keeps copies of
+ * what it needs, never pointers into req, res or the arena. */
 typedef struct dk_stream dk_stream;
 /* on_drained (may be NULL) runs, on the connection's thread, when the buffer falls to zero
  * after having reached the high-water mark (256 KiB; for flow control), and once more when the
@@ -170,6 +173,9 @@ void dk_stream_end(dk_stream *s, bool err);
 bool dk_stream_closed(dk_stream *s);
 /* Drops the producer's reference (accepts NULL); ends the stream first if it is still open. */
 void dk_stream_release(dk_stream *s);
+/* Writes to any stream of the process so far that found its connection waiting: sent straight
+ * to the socket (an idle event stream's small frame) or by resuming the connection. */
+void dk_stream_write_counts(unsigned long long *direct, unsigned long long *resumed);
 
 /* Responses. */
 void dk_res_header(dk_res *res, const char *name, const char *value); /* copied */

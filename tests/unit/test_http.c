@@ -270,6 +270,7 @@ static struct stream_stats {
     atomic_int drained_calls;   /* on_drained callbacks */
     atomic_size_t max_buffered; /* the most dk_stream_buffered reported after a write */
     atomic_long written;        /* bytes accepted by dk_stream_write */
+    atomic_int arena_freed;     /* /events/held: its request's arena has been freed */
 } SS;
 
 static long query_long(dk_req *req, const char *name, long dflt)
@@ -387,9 +388,23 @@ static void h_stream_later(dk_req *req, dk_res *res)
     start_producer(req, res, true);
 }
 
+static void mark_arena_freed(void *p)
+{
+    (void)p;
+    atomic_store(&SS.arena_freed, 1);
+}
+
+/* A long-lived stream that reports when its request's arena goes. */
+static void h_stream_held(dk_req *req, dk_res *res)
+{
+    dk_arena_defer(req->arena, mark_arena_freed, NULL);
+    start_producer(req, res, false);
+}
+
 static const dk_route STREAM_ROUTES[] = {
     {"GET", "/events", h_stream, DK_ROUTE_STREAM}, /* long-lived (SSE-like) */
     {"GET", "/events/later", h_stream_later, DK_ROUTE_STREAM},
+    {"GET", "/events/held", h_stream_held, DK_ROUTE_STREAM},
     {"GET", "/download", h_stream, 0}, /* a finite streamed body */
     {"GET", "/download/later", h_stream_later, 0},
 };
@@ -2059,9 +2074,16 @@ static const char *sc_header(struct stream_client *c, const char *name)
 
 static void test_stream_incremental(void **state)
 {
-    /* three pieces 400 ms apart: the first arrives long before the end */
+    /* three pieces 400 ms apart: the first arrives long before the end; on this long-lived
+     * stream the pieces written while the connection waits go straight to its socket (one
+     * chunk each, no resume) */
+    unsigned long long direct0, resumed0, direct1, resumed1;
+    dk_stream_write_counts(&direct0, &resumed0);
     struct stream_client c = {.path = "/api/v1/events?n=3&delay_ms=400"};
     stream_get(&c);
+    dk_stream_write_counts(&direct1, &resumed1);
+    if (direct1 - direct0 < 2)
+        fail_msg("%llu of 3 pieces written straight to the socket", direct1 - direct0);
     if (c.rc != CURLE_OK)
         fail_msg("stream failed: %s", curl_easy_strerror(c.rc));
     assert_int_equal(c.status, 200);
@@ -2075,6 +2097,31 @@ static void test_stream_incremental(void **state)
     assert_string_equal(sc_header(&c, "Transfer-Encoding"), "chunked");
     stream_client_free(&c);
     wait_producers(2000, "the stream ended");
+}
+
+static void test_stream_long_lived_frees_its_request(void **state)
+{
+    /* an event stream lives for hours: its request's arena goes as soon as the response is
+     * queued, while the stream goes on; the request is still counted when it ends */
+    atomic_store(&SS.arena_freed, 0);
+    struct stream_client c = {.path = "/api/v1/events/held?n=3&delay_ms=400"};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stream_get_main, &c), 0);
+    int64_t deadline = dk_mono_ms() + 350;
+    while (!atomic_load(&SS.arena_freed) && dk_mono_ms() < deadline)
+        sleep_ms(5);
+    assert_int_equal(atomic_load(&SS.arena_freed), 1);
+    assert_int_equal(atomic_load(&SS.running), 1); /* the stream is still open */
+    pthread_join(th, NULL);
+    assert_int_equal(c.rc, CURLE_OK);
+    assert_int_equal(c.status, 200);
+    assert_string_equal(c.body.p, "piece 0\npiece 1\npiece 2\n");
+    assert_non_null(sc_header(&c, "X-Request-Id"));
+    stream_client_free(&c);
+    wait_producers(2000, "the stream ended");
+    expect_metric("http_requests_total{service=\"streams\",method=\"GET\","
+                  "route=\"/api/v1/events/held\",status=\"200\"}",
+                  1);
 }
 
 static void test_stream_answered_later(void **state)
@@ -2182,10 +2229,8 @@ static void test_stream_client_gone_during_flow_control(void **state)
     stream_client_free(&c);
 }
 
-static void test_stream_reader_that_stops_is_dropped(void **state)
+static void reader_that_stops(const char *path)
 {
-    /* a producer that ignores flow control, a client that never reads: the stream's buffer
-     * stops at its cap (1 MiB), the write is refused and the connection cut */
     atomic_store(&SS.max_buffered, 0);
     int refused = atomic_load(&SS.write_refused);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -2196,8 +2241,9 @@ static void test_stream_reader_that_stops_is_dropped(void **state)
                              .sin_port = htons((uint16_t)F->streams_port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    static const char req[] = "GET /api/v1/events?n=0&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char req[256];
+    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)rl), (ssize_t)rl);
     for (int i = 0; i < 2000 && atomic_load(&SS.write_refused) == refused; i++)
         sleep_ms(10);
     wait_producers(20000, "the stream of a client that does not read was dropped");
@@ -2206,6 +2252,45 @@ static void test_stream_reader_that_stops_is_dropped(void **state)
     if (most > 1024 * 1024)
         fail_msg("%zu bytes were buffered at once (cap 1 MiB)", most);
     close(fd);
+}
+
+static void test_stream_reader_that_stops_is_dropped(void **state)
+{
+    /* a producer that ignores flow control, a client that never reads: the stream's buffer
+     * stops at its cap (1 MiB), the write is refused and the connection cut — with large
+     * pieces, and with small ones (written straight to the socket while it takes them) */
+    reader_that_stops("/api/v1/events?n=0&size=65536");
+    reader_that_stops("/api/v1/events?n=0&size=1000");
+}
+
+static void test_stream_http10_is_not_chunked(void **state)
+{
+    /* an HTTP/1.0 client gets the body as it is, ended by the connection's close: no piece
+     * may go out as a chunk */
+    unsigned long long direct0, resumed0, direct1, resumed1;
+    dk_stream_write_counts(&direct0, &resumed0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)F->streams_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    static const char req[] = "GET /api/v1/events?n=3&delay_ms=100 HTTP/1.0\r\nHost: x\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char buf[4096];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    close(fd);
+    wait_producers(2000, "the HTTP/1.0 stream ended");
+    dk_stream_write_counts(&direct1, &resumed1);
+    const char *body = strstr(buf, "\r\n\r\n");
+    assert_non_null(body);
+    assert_string_equal(body + 4, "piece 0\npiece 1\npiece 2\n");
+    assert_null(strcasestr(buf, "Transfer-Encoding"));
+    assert_int_equal(direct1, direct0);
 }
 
 static void test_stream_drain(void **state)
@@ -2429,6 +2514,8 @@ int main(void)
         cmocka_unit_test(test_forwarded_for),
         cmocka_unit_test(test_edge_rate_limit),
         cmocka_unit_test(test_stream_incremental),
+        cmocka_unit_test(test_stream_long_lived_frees_its_request),
+        cmocka_unit_test(test_stream_http10_is_not_chunked),
         cmocka_unit_test(test_stream_answered_later),
         cmocka_unit_test(test_stream_end_with_error),
         cmocka_unit_test(test_stream_client_goes_away),

@@ -29,13 +29,60 @@ struct dk_conn *dk_conn_of(struct MHD_Connection *conn)
     return ci ? ci->socket_context : NULL;
 }
 
+/* Links c into the list its deadline belongs on (guard_lock held). */
+static void dk_conn_link(dk_http_server *srv, struct dk_conn *c)
+{
+    c->held = c->deadline_ms == INT64_MAX;
+    struct dk_conn **head = c->held ? &srv->conns_held : &srv->conns;
+    c->prev = NULL;
+    c->next = *head;
+    if (*head)
+        (*head)->prev = c;
+    *head = c;
+}
+
+static void dk_conn_unlink(dk_http_server *srv, struct dk_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (c->held)
+        srv->conns_held = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+/* Sets the deadline (guard_lock held), moving c between the lists when it changes sides. */
+static void dk_conn_set_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at)
+{
+    bool held = at == INT64_MAX;
+    c->deadline_ms = at;
+    if (held != c->held) {
+        dk_conn_unlink(srv, c);
+        dk_conn_link(srv, c);
+    }
+}
+
 void dk_conn_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at, bool sooner_only)
 {
     if (!c)
         return;
     pthread_mutex_lock(&srv->guard_lock);
     if (!sooner_only || at < c->deadline_ms)
-        c->deadline_ms = at;
+        dk_conn_set_deadline(srv, c, at);
+    pthread_mutex_unlock(&srv->guard_lock);
+}
+
+void dk_conn_request_done(dk_http_server *srv, struct dk_conn *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&srv->guard_lock);
+    c->busy = false;
+    c->answered++;
+    dk_conn_set_deadline(srv, c, dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000);
     pthread_mutex_unlock(&srv->guard_lock);
 }
 
@@ -51,10 +98,7 @@ void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_cont
         c->opened_ms = dk_mono_ms();
         c->deadline_ms = c->opened_ms + srv->header_timeout_ms;
         pthread_mutex_lock(&srv->guard_lock);
-        c->next = srv->conns;
-        if (srv->conns)
-            srv->conns->prev = c;
-        srv->conns = c;
+        dk_conn_link(srv, c);
         pthread_mutex_unlock(&srv->guard_lock);
         atomic_fetch_add(&srv->nconns, 1);
         *socket_context = c;
@@ -66,19 +110,16 @@ void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_cont
     /* libmicrohttpd closes the socket after this returns: the housekeeper, which shuts sockets
      * down under the lock, can no longer reach it */
     pthread_mutex_lock(&srv->guard_lock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    dk_conn_unlink(srv, c);
     pthread_mutex_unlock(&srv->guard_lock);
     atomic_fetch_sub(&srv->nconns, 1);
     dk_free(c);
     *socket_context = NULL;
 }
 
-/* Closes the connections whose request head is late (the housekeeping thread). */
+/* Closes the connections whose request head is late (the housekeeping thread). Only those
+ * with a deadline are walked: with thousands of event streams open, walking them all twice a
+ * second was half of an idle process's CPU (docs/design/measurements.md). */
 void dk_conns_reap(dk_http_server *srv)
 {
     int64_t now = dk_mono_ms();
@@ -107,9 +148,10 @@ int dk_conns_pending(dk_http_server *srv)
     int64_t now = dk_mono_ms();
     int n = 0;
     pthread_mutex_lock(&srv->guard_lock);
-    for (struct dk_conn *c = srv->conns; c; c = c->next)
-        if (!c->reaped && (c->busy || (c->answered == 0 && now - c->opened_ms < 1000)))
-            n++;
+    for (int l = 0; l < 2; l++)
+        for (struct dk_conn *c = l ? srv->conns_held : srv->conns; c; c = c->next)
+            if (!c->reaped && (c->busy || (c->answered == 0 && now - c->opened_ms < 1000)))
+                n++;
     pthread_mutex_unlock(&srv->guard_lock);
     return n;
 }

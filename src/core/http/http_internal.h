@@ -62,7 +62,10 @@ struct dk_http_server {
     char start_error[256]; /* why dk_http_start failed, for the user */
     /* the connection guard (see "the connection guard" below) */
     pthread_mutex_t guard_lock;
-    struct dk_conn *conns; /* every open connection */
+    /* every open connection, on one of two lists: those with a deadline (waiting for a request
+     * head), which the housekeeper walks, and those without (a request under way — an event
+     * stream for hours), which it need not */
+    struct dk_conn *conns, *conns_held;
     atomic_int nconns;
     atomic_ullong reaped; /* connections closed for a late request head */
     int header_timeout_ms, max_connections;
@@ -89,6 +92,7 @@ struct dk_exchange {
     size_t len, cap;
     size_t body_limit; /* the route's, else the server's */
     bool too_large;
+    bool http11; /* the request line said HTTP/1.1 (a response of unknown length is chunked) */
     bool suspended;
     bool dispatched;
     dk_handler_fn offload_handler;
@@ -128,6 +132,7 @@ struct dk_conn {
     unsigned answered; /* requests completed on it */
     bool busy;         /* a request line has arrived, its response is not complete yet */
     bool reaped;
+    bool held; /* on srv->conns_held (deadline_ms == INT64_MAX) */
     /* the current request line (connection thread only) */
     bool bad_path;
     char bad_param[64]; /* a query parameter with a NUL or invalid UTF-8; "" = none */
@@ -147,7 +152,13 @@ bool dk_body_streams(dk_http_server *srv, const struct dk_route_entry *r, bool c
                      uint64_t declared);
 
 /* stream.c: reference-counted response streams */
-struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn);
+/* chunked: libmicrohttpd will send the body in chunks (HTTP/1.1, a response with a body) */
+struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn, bool chunked);
+/* A long-lived stream's exchange is about to be freed while the connection goes on: true when
+ * the stream is long-lived (DK_ROUTE_STREAM); its exchange's reference is then dropped by
+ * dk_stream_detached_done (when the connection is done) instead of with the request's arena. */
+bool dk_stream_detach(dk_stream *s);
+void dk_stream_detached_done(dk_stream *s);
 void dk_streams_end_all(dk_http_server *srv);
 
 /* router.c */
@@ -170,6 +181,8 @@ void dk_offloaded(void *arg);
 /* guard.c */
 struct dk_conn *dk_conn_of(struct MHD_Connection *conn);
 void dk_conn_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at, bool sooner_only);
+/* Its request is complete: the connection waits DK_IDLE_TIMEOUT_S for the next one. */
+void dk_conn_request_done(dk_http_server *srv, struct dk_conn *c);
 void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                       enum MHD_ConnectionNotificationCode code);
 void dk_conns_reap(dk_http_server *srv);

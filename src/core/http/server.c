@@ -102,6 +102,70 @@ void dk_exchange_free(struct dk_exchange *x)
 
 static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn);
 
+/* What dk_on_completed reports of a request (metrics, span, access log). */
+struct dk_done {
+    dk_http_server *srv;
+    double t0;
+    const char *service, *route, *method; /* the route table's, or static */
+    const char *path, *request_id, *client_ip;
+    const char *trace_id, *span_id, *parent_span_id;
+    bool sampled;
+    int status;
+};
+
+/* A long-lived stream (an event stream) lives for hours on a connection: once its response is
+ * queued, its request's arena (an 8 KiB block at least, and whatever the handler left in it)
+ * is freed, and the connection keeps this small record instead. The connection's con_cls then
+ * points at it with its lowest bit set (allocations are 16-byte aligned; an exchange never has
+ * that bit). Only for requests answered by their handler at once, without a streamed body:
+ * a suspended request's answering thread (the gateway) may still read its arena. */
+struct dk_detached {
+    struct dk_done d;
+    dk_stream *stream;
+    char trace_id[33], span_id[17], parent_span_id[17];
+    char text[]; /* path, request id, client address */
+};
+
+#define DK_DETACHED_TAG ((uintptr_t)1)
+
+static void dk_detach(struct dk_exchange *x, void **con_cls)
+{
+    if (!x->stream || x->suspended || x->bs || !dk_stream_detach(x->stream))
+        return;
+    const char *path = x->req.path ? x->req.path : "";
+    size_t lp = strlen(path) + 1, lr = strlen(x->req.request_id) + 1,
+           lc = strlen(x->req.client_ip) + 1;
+    struct dk_detached *dd = dk_malloc(sizeof *dd + lp + lr + lc);
+    char *t = dd->text;
+    memcpy(t, path, lp);
+    memcpy(t + lp, x->req.request_id, lr);
+    memcpy(t + lp + lr, x->req.client_ip, lc);
+    memcpy(dd->trace_id, x->req.trace_id, sizeof dd->trace_id);
+    memcpy(dd->span_id, x->req.span_id, sizeof dd->span_id);
+    memcpy(dd->parent_span_id, x->req.parent_span_id, sizeof dd->parent_span_id);
+    dd->stream = x->stream;
+    dd->d = (struct dk_done){
+        .srv = x->srv,
+        .t0 = x->t0,
+        .service = x->metric_service,
+        .route = x->metric_route,
+        .method = x->metric_method,
+        .path = t,
+        .request_id = t + lp,
+        .client_ip = t + lp + lr,
+        .trace_id = dd->trace_id,
+        .span_id = dd->span_id,
+        .parent_span_id = dd->parent_span_id,
+        .sampled = x->req.trace_sampled,
+        .status = x->res.status,
+    };
+    *con_cls = (void *)((uintptr_t)dd | DK_DETACHED_TAG);
+    /* the arena goes (its stream cleanup leaves the detached stream alone), and the request
+     * no longer counts as in flight: the housekeeper trims the heap while thousands of idle
+     * streams are open (a drain still waits for their connections: dk_conns_pending) */
+    dk_exchange_free(x);
+}
+
 static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                      const char *method, const char *version,
                                      const char *upload_data, size_t *upload_size, void **con_cls)
@@ -118,6 +182,7 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         x->req.conn = conn;
         x->req.app = srv->app;
         x->req.method = dk_static_method(method);
+        x->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         x->metric_method = x->req.method;
         x->req.path = dk_arena_strdup(a, url);
         const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
@@ -256,7 +321,10 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         if (x->suspended)
             return MHD_YES; /* answered later, after dk_req_resume */
     }
-    return dk_queue(x, conn);
+    enum MHD_Result ret = dk_queue(x, conn);
+    if (ret == MHD_YES)
+        dk_detach(x, con_cls);
+    return ret;
 }
 
 static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn)
@@ -266,7 +334,10 @@ static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *co
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 
     struct MHD_Response *r =
-        x->stream ? dk_stream_response(x->stream, conn)
+        x->stream ? dk_stream_response(x->stream, conn,
+                                       x->http11 && strcmp(x->req.method, "GET") == 0 &&
+                                           x->res.status >= 200 && x->res.status != 204 &&
+                                           x->res.status != 304)
                   : MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
                                                     MHD_RESPMEM_PERSISTENT);
     if (!r)
@@ -304,31 +375,18 @@ static bool dk_failure_log_admit(void)
     return false;
 }
 
-static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                            enum MHD_RequestTerminationCode toe)
+/* Metrics, span and access log line of a finished request; the connection is ready for the
+ * next one. */
+static void dk_report(const struct dk_done *d, struct MHD_Connection *conn)
 {
-    dk_http_server *srv = cls;
-    struct dk_exchange *x = *con_cls;
-    if (!x)
-        return;
-    bool orphan = false;
-    if (x->bs) {
-        dk_bs_end(x, false); /* the client left mid-body (nothing runs when it has ended) */
-        pthread_mutex_lock(&x->bs_lock);
-        orphan = x->suspended && !x->bs_answered;
-        x->bs_paused = x->bs_waiting = false; /* the connection is gone: nothing to resume */
-        pthread_mutex_unlock(&x->bs_lock);
-    }
-    double elapsed = dk_mono_s() - x->t0;
-    /* 499: the client went away before a response (while a handler still answers, its res is
-     * not ours to read) */
-    int status = !orphan && x->res.status ? x->res.status : 499;
-    dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
-                    x->metric_route ? x->metric_route : "unmatched", status, elapsed);
-    dk_trace_server_span(
-        x->req.trace_id, x->req.span_id, x->req.parent_span_id, x->req.trace_sampled,
-        x->metric_method, x->metric_route ? x->metric_route : "unmatched",
-        x->metric_service ? x->metric_service : srv->opt.process_name, status, elapsed);
+    dk_http_server *srv = d->srv;
+    int status = d->status;
+    double elapsed = dk_mono_s() - d->t0;
+    const char *service = d->service ? d->service : srv->opt.process_name;
+    const char *route = d->route ? d->route : "unmatched";
+    dk_metrics_http(service, d->method, route, status, elapsed);
+    dk_trace_server_span(d->trace_id, d->span_id, d->parent_span_id, d->sampled, d->method, route,
+                         service, status, elapsed);
     /* the access log: a line per request at info (log.access); failures as warnings (503:
      * shed load, a dependency away) or errors, at most DK_FAILURE_LOG_PER_S lines a second so
      * an outage or a storm cannot flood the log; without log.access the rest are debug lines */
@@ -340,28 +398,64 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     if (dk_log_enabled(lvl)) {
         char extra[768];
         char epath[256], eroute[160];
-        dk_json_escape(epath, sizeof epath, x->req.path ? x->req.path : "");
-        dk_json_escape(eroute, sizeof eroute, x->metric_route ? x->metric_route : "unmatched");
+        dk_json_escape(epath, sizeof epath, d->path ? d->path : "");
+        dk_json_escape(eroute, sizeof eroute, route);
         snprintf(extra, sizeof extra,
                  ",\"method\":\"%s\",\"route\":\"%s\",\"path\":\"%s\",\"status\":%d,"
                  "\"duration_ms\":%.3f,\"client_ip\":\"%s\"",
-                 x->metric_method, eroute, epath, status, elapsed * 1000, x->req.client_ip);
-        dk_log_set_context(x->req.request_id, x->req.trace_id);
-        dk_trace_enter(x->req.trace_id, x->req.span_id, x->req.trace_sampled);
+                 d->method, eroute, epath, status, elapsed * 1000, d->client_ip);
+        dk_log_set_context(d->request_id, d->trace_id);
+        dk_trace_enter(d->trace_id, d->span_id, d->sampled);
         dk_log_with(lvl, extra, "request completed");
         dk_log_set_context(NULL, NULL);
     }
-    *con_cls = NULL;
     atomic_fetch_add(&srv->completed, 1);
     /* a kept-alive connection has DK_IDLE_TIMEOUT_S for its next request head */
-    struct dk_conn *dc = dk_conn_of(conn);
-    if (dc) {
-        pthread_mutex_lock(&srv->guard_lock);
-        dc->busy = false;
-        dc->answered++;
-        dc->deadline_ms = dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000;
-        pthread_mutex_unlock(&srv->guard_lock);
+    dk_conn_request_done(srv, dk_conn_of(conn));
+}
+
+static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    dk_http_server *srv = cls;
+    if (!*con_cls)
+        return;
+    if ((uintptr_t)*con_cls & DK_DETACHED_TAG) {
+        struct dk_detached *dd = (void *)((uintptr_t)*con_cls & ~DK_DETACHED_TAG);
+        *con_cls = NULL;
+        dk_stream_detached_done(dd->stream);
+        dk_report(&dd->d, conn);
+        dk_free(dd);
+        return;
     }
+    struct dk_exchange *x = *con_cls;
+    bool orphan = false;
+    if (x->bs) {
+        dk_bs_end(x, false); /* the client left mid-body (nothing runs when it has ended) */
+        pthread_mutex_lock(&x->bs_lock);
+        orphan = x->suspended && !x->bs_answered;
+        x->bs_paused = x->bs_waiting = false; /* the connection is gone: nothing to resume */
+        pthread_mutex_unlock(&x->bs_lock);
+    }
+    /* 499: the client went away before a response (while a handler still answers, its res is
+     * not ours to read) */
+    struct dk_done d = {
+        .srv = srv,
+        .t0 = x->t0,
+        .service = x->metric_service,
+        .route = x->metric_route,
+        .method = x->metric_method,
+        .path = x->req.path,
+        .request_id = x->req.request_id,
+        .client_ip = x->req.client_ip,
+        .trace_id = x->req.trace_id,
+        .span_id = x->req.span_id,
+        .parent_span_id = x->req.parent_span_id,
+        .sampled = x->req.trace_sampled,
+        .status = !orphan && x->res.status ? x->res.status : 499,
+    };
+    dk_report(&d, conn);
+    *con_cls = NULL;
     if (orphan) {
         /* the handler still owns the request: dk_req_resume frees it (unless it came
          * meanwhile). Nothing here touches the exchange after the lock. */

@@ -6,18 +6,34 @@
  * Locking: s->lock guards the buffer and flags; s->cb_lock is held while on_drained runs (so
  * dk_stream_release can clear it); srv->streams_lock guards the server's list of open streams
  * and may be held while taking s->lock, never the other way round. */
+#include <errno.h>
+#include <linux/sockios.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "core/http/http_internal.h"
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/banned.h"
 
 #define DK_STREAM_HIGH_WATER (256u * 1024u)
 /* Unsent bytes a stream may hold; a write beyond it cuts the connection (a client that stopped
  * reading an event stream). Producers that respect the high-water mark never reach it. */
 #define DK_STREAM_MAX_BUFFER (4u * DK_STREAM_HIGH_WATER)
+/* An idle event stream should cost little: its buffer starts small and is freed whenever the
+ * client has taken everything (a heartbeat or a frame is a few hundred bytes), and
+ * libmicrohttpd gets a small block for HTTP/1.0 clients (chunked HTTP/1.1 responses are read
+ * straight into the connection's own buffer; the block is only allocated, 16 KiB a stream). */
+#define DK_STREAM_FIRST_CAP  256u
+#define DK_STREAM_BLOCK_LONG 1024u
+#define DK_STREAM_BLOCK      (16u * 1024u)
+/* Frames up to this size are written straight to an idle stream's socket (see
+ * dk_stream_send_direct); it is far below the smallest TCP send buffer, so a socket with
+ * nothing queued takes the whole chunk at once. */
+#define DK_STREAM_DIRECT_MAX (4u * 1024u)
 
 /* References: the producer's (until dk_stream_release), the exchange's (until the request's
  * arena is freed: the request is over, sent or abandoned) and, once the connection reads from
@@ -30,6 +46,9 @@ struct dk_stream {
     char *buf;
     size_t off, len, cap; /* unsent bytes are buf[off, len) */
     bool ended, err, gone, suspended, want_drain, listed, long_lived, woken;
+    bool detached; /* the exchange's reference passed to a finished-request record (server.c) */
+    bool direct;   /* chunked long-lived stream: idle writes may go straight to the socket */
+    int fd;        /* the connection's socket (valid while conn is set) */
     struct MHD_Connection *conn;
     void (*on_drained)(void *ctx);
     void *ctx;
@@ -38,6 +57,15 @@ struct dk_stream {
 };
 
 void dk_stream_end(dk_stream *s, bool err);
+
+/* Writes to streams since the start, by the way they reached the connection. */
+static atomic_ullong dk_stream_n_direct, dk_stream_n_resumed;
+
+void dk_stream_write_counts(unsigned long long *direct, unsigned long long *resumed)
+{
+    *direct = atomic_load(&dk_stream_n_direct);
+    *resumed = atomic_load(&dk_stream_n_resumed);
+}
 
 static void dk_stream_unref(dk_stream *s)
 {
@@ -76,10 +104,32 @@ static void dk_stream_gone(dk_stream *s)
         dk_stream_notify(s);
 }
 
-/* The request's arena is being freed (dk_on_completed): the exchange lets go. */
+/* The request's arena is being freed (dk_on_completed): the exchange lets go — unless its
+ * reference was passed on (dk_stream_detach): then dk_stream_detached_done lets go. */
 static void dk_stream_exchange_done(void *p)
 {
     dk_stream *s = p;
+    pthread_mutex_lock(&s->lock);
+    bool detached = s->detached;
+    pthread_mutex_unlock(&s->lock);
+    if (detached)
+        return;
+    dk_stream_gone(s);
+    dk_stream_unref(s);
+}
+
+bool dk_stream_detach(dk_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool ok = s->long_lived && !s->detached;
+    if (ok)
+        s->detached = true;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+void dk_stream_detached_done(dk_stream *s)
+{
     dk_stream_gone(s);
     dk_stream_unref(s);
 }
@@ -133,6 +183,11 @@ static ssize_t dk_stream_read(void *cls, uint64_t pos, char *out, size_t max)
             s->off = s->len = 0;
             drained = s->want_drain;
             s->want_drain = false;
+            if (s->long_lived) { /* an idle event stream holds no buffer */
+                dk_free(s->buf);
+                s->buf = NULL;
+                s->cap = 0;
+            }
         }
         pthread_mutex_unlock(&s->lock);
         if (drained)
@@ -170,18 +225,23 @@ static void dk_stream_conn_done(void *cls)
     dk_stream_unref(s);
 }
 
-struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn)
+struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn, bool chunked)
 {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     pthread_mutex_lock(&s->lock);
     if (s->gone) { /* cannot happen while the exchange holds its reference; be safe */
         pthread_mutex_unlock(&s->lock);
         return NULL;
     }
     s->conn = conn;
+    s->fd = ci ? ci->connect_fd : -1;
+    s->direct = chunked && s->long_lived && s->fd >= 0;
     s->refs++;
     pthread_mutex_unlock(&s->lock);
     struct MHD_Response *r = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, 16 * 1024, dk_stream_read, s, dk_stream_conn_done);
+        MHD_SIZE_UNKNOWN, s->long_lived ? DK_STREAM_BLOCK_LONG : DK_STREAM_BLOCK, dk_stream_read, s,
+        dk_stream_conn_done);
     if (!r) {
         dk_stream_gone(s);
         dk_stream_unref(s);
@@ -201,6 +261,61 @@ struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *con
     return r;
 }
 
+/* Cuts the connection of a stream that cannot go on (s->lock held): the client sees the
+ * response end abruptly, and a producer's later writes fail. */
+static void dk_stream_cut(dk_stream *s)
+{
+    s->ended = true;
+    s->err = true;
+    s->off = s->len = 0;
+    if (s->conn) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci)
+            (void)shutdown(ci->connect_fd, SHUT_RDWR);
+    }
+    if (s->suspended && s->conn) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+/* An idle event stream's frame, written as one HTTP chunk straight to its socket by the
+ * producer's thread (s->lock held): 1 when all of it was sent, 0 when nothing was (the caller
+ * buffers it and resumes the connection), -1 when only part was (the stream must be cut).
+ *
+ * Why: libmicrohttpd 0.9.75 walks every suspended connection of a thread each time one is
+ * resumed, so with thousands of idle streams a resume per frame cost a large share of the CPU
+ * (docs/design/measurements.md). Safe because the connection is suspended: libmicrohttpd
+ * suspends it only from dk_stream_read, after everything it had was handed to the kernel, does
+ * not touch the socket until it is resumed, and tells us (dk_stream_gone, under s->lock) before
+ * it closes the socket; the framing matches its own (chunked: s->direct). Only when nothing is
+ * queued on the socket (the client keeps up), so the whole chunk fits. */
+static int dk_stream_send_direct(dk_stream *s, const void *data, size_t len)
+{
+    int queued = 0;
+    if (ioctl(s->fd, SIOCOUTQ, &queued) != 0 || queued != 0)
+        return 0;
+    char head[24];
+    int hl = snprintf(head, sizeof head, "%zx\r\n", len);
+    struct iovec iov[3] = {
+        {head, (size_t)hl}, {(void *)(uintptr_t)data, len}, {(void *)(uintptr_t) "\r\n", 2}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3};
+    ssize_t n;
+    do
+        n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)((size_t)hl + len + 2))
+        return 1;
+    /* nothing sent: the socket is full or broken; the buffered path resumes the connection
+     * and libmicrohttpd finds out which */
+    if (n <= 0)
+        return 0;
+    dk_log_warn("http: an event stream is cut: its socket took %zd of %zu bytes of a frame", n,
+                (size_t)hl + len + 2);
+    return -1;
+}
+
 bool dk_stream_write(dk_stream *s, const void *data, size_t len)
 {
     pthread_mutex_lock(&s->lock);
@@ -208,23 +323,23 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
         pthread_mutex_unlock(&s->lock);
         return false;
     }
+    if (s->direct && s->suspended && s->conn && s->len == s->off && len > 0 &&
+        len <= DK_STREAM_DIRECT_MAX) {
+        int sent = dk_stream_send_direct(s, data, len);
+        if (sent != 0) {
+            if (sent < 0)
+                dk_stream_cut(s); /* half a chunk on the wire: the client reconnects */
+            else
+                atomic_fetch_add(&dk_stream_n_direct, 1);
+            pthread_mutex_unlock(&s->lock);
+            return sent > 0;
+        }
+    }
     if (s->len - s->off + len > DK_STREAM_MAX_BUFFER) {
         /* a client that stopped reading: drop it rather than buffer without bound — the
          * buffer goes now, and the connection is cut at once (libmicrohttpd would otherwise
          * first wait for the client to take what its socket holds) */
-        s->ended = true;
-        s->err = true;
-        s->off = s->len = 0;
-        if (s->conn) {
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-            if (ci)
-                (void)shutdown(ci->connect_fd, SHUT_RDWR);
-        }
-        if (s->suspended && s->conn) {
-            s->suspended = false;
-            MHD_resume_connection(s->conn);
-        }
+        dk_stream_cut(s);
         pthread_mutex_unlock(&s->lock);
         return false;
     }
@@ -235,7 +350,7 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
             s->off = 0;
         }
         if (s->len + len > s->cap) {
-            size_t ncap = s->cap ? s->cap * 2 : 4096;
+            size_t ncap = s->cap ? s->cap * 2 : s->long_lived ? DK_STREAM_FIRST_CAP : 4096;
             while (ncap < s->len + len)
                 ncap *= 2;
             s->buf = dk_realloc(s->buf, ncap);
@@ -249,6 +364,7 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
     if (s->suspended && s->conn) {
         s->suspended = false;
         MHD_resume_connection(s->conn);
+        atomic_fetch_add(&dk_stream_n_resumed, 1);
     }
     pthread_mutex_unlock(&s->lock);
     return true;

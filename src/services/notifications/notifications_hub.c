@@ -476,10 +476,11 @@ static void *nt_hub_main(void *arg)
             nt_resync_rev(h);
         if (rp)
             nt_resync_push(h);
-        /* timers on ticks only: the heartbeats due within a tick go out together, so each
-         * HTTP thread wakes once for the lot (libmicrohttpd walks all its suspended connections
-         * on every wake that resumes one: 10,000 streams beating one by one cost ~15 % of a
-         * core, in batches well under 1 %) */
+        /* timers on ticks only: the heartbeats due within a tick go out together, and the hub
+         * thread wakes a few times a second, not once per stream. A heartbeat is written
+         * straight to its idle stream's socket (core/http/stream.c); one that has to resume
+         * its connection wakes an HTTP thread, which walks all its suspended connections, so
+         * those come in batches too (10,000 streams beating one by one cost ~15 % of a core) */
         int64_t now = dk_mono_ms();
         if (now - h->last_tick >= h->tick_ms) {
             h->last_tick = now;
@@ -648,6 +649,14 @@ static void nt_hub_collect(void *ctx, dk_metrics_out *out)
                       (double)atomic_load(&h->n_revoked));
     dk_metrics_sample(out, "docket_notification_streams_ended_total", "reason=\"capped\"",
                       (double)atomic_load(&h->n_capped));
+    unsigned long long direct = 0, resumed = 0;
+    dk_stream_write_counts(&direct, &resumed);
+    dk_metrics_family(out, "docket_http_stream_wakeups_total", "counter",
+                      "Writes (frames, heartbeats) to a response stream whose connection was "
+                      "waiting: sent straight to the socket (direct) or by waking the connection "
+                      "(resumed; costs a walk of the HTTP thread's waiting connections).");
+    dk_metrics_sample(out, "docket_http_stream_wakeups_total", "path=\"direct\"", (double)direct);
+    dk_metrics_sample(out, "docket_http_stream_wakeups_total", "path=\"resumed\"", (double)resumed);
 }
 
 dk_status nt_hub_start(nt_hub *h)
