@@ -31,6 +31,7 @@
 #include "adapters/http_client.h"
 #include "adapters/kv.h"
 #include "adapters/mailer.h"
+#include "adapters/resolver.h"
 #include "adapters/users_http.h"
 #include "cli/database.h"
 #include "cli/help.h"
@@ -330,6 +331,25 @@ static int dk_open_mailer(dk_app *app, const dk_config *c, dk_mailer *m)
     return 0;
 }
 
+/* Webhooks (notifications): their own HTTP client (calls to addresses users chose are kept
+ * apart from the gateway's pool) and the name resolver, at most DK_RESOLVER_LOOKUPS at once. */
+#define DK_RESOLVER_LOOKUPS 32
+static int dk_open_webhook_ports(dk_app *app, const dk_plan *plan, dk_http_client **ret_http,
+                                 dk_resolver **ret_resolver)
+{
+    if (!dk_plan_has(plan, &dk_notifications_service))
+        return 0;
+    dk_http_client_options o = {.max_connections = 8};
+    if (dk_http_client_curl_ops.open(&o, ret_http) != DK_OK ||
+        dk_resolver_getaddrinfo_new(DK_RESOLVER_LOOKUPS, ret_resolver) != DK_OK) {
+        fprintf(stderr, "error: cannot start the webhook client\n");
+        return -1;
+    }
+    dk_app_register_port(app, DK_HTTP_CLIENT, &dk_http_client_curl_ops, *ret_http);
+    dk_app_register_port(app, DK_RESOLVER, &dk_resolver_getaddrinfo_ops, *ret_resolver);
+    return 0;
+}
+
 static int dk_default_port(const dk_plan *plan)
 {
     if (plan->gateway || strcmp(plan->process, "all") == 0)
@@ -396,6 +416,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     dk_users_http *users_http = NULL, *guard_http = NULL;
     dk_proxy_list proxies = {0};
     dk_mailer mailer = {0};
+    dk_http_client *webhook_http = NULL;
+    dk_resolver *resolver = NULL;
     char secret[512];
     bool all = strcmp(plan->process, "all") == 0;
 
@@ -466,6 +488,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         goto out;
     if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
         dk_open_mailer(&app, c, &mailer) != 0)
+        goto out;
+    if (dk_open_webhook_ports(&app, plan, &webhook_http, &resolver) != 0)
         goto out;
 
     for (; started < plan->n; started++) {
@@ -581,6 +605,9 @@ out:
         app.blobs.ops->close(app.blobs.blob);
     if (mailer.ops)
         mailer.ops->free(mailer.h);
+    if (webhook_http)
+        dk_http_client_curl_ops.close(webhook_http);
+    dk_resolver_getaddrinfo_ops.free(resolver);
     dk_users_http_free(guard_http);
     dk_tokens_free(app.tokens);
     dk_session_guard_stop();

@@ -10,9 +10,17 @@
 
 #include "fuzz.h"
 #include "services/notifications/webhook_url.h"
+#include "adapters/http_client.h"
+#include "adapters/resolver.h"
+
+static nt_webhook_net net;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+    dk_resolver *r = NULL;
+    if (dk_resolver_getaddrinfo_new(32, &r) != DK_OK)
+        abort();
+    net = (nt_webhook_net){&dk_http_client_curl_ops, &dk_resolver_getaddrinfo_ops, r};
     return 0;
 }
 
@@ -24,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (data[0] % 2 == 0) {
         char *url = fuzz_cstr(data + 1, size - 1);
         nt_webhook_target t;
-        (void)!nt_webhook_resolve(url, false, 1, &t, reason, sizeof reason);
+        (void)!nt_webhook_resolve(&net, url, false, 1, &t, reason, sizeof reason);
         free(url);
         return 0;
     }
@@ -36,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         inet_ntop(AF_INET6, &sa.sin6_addr, text, sizeof text);
         snprintf(url, sizeof url, "https://[%s]/hook", text);
         nt_webhook_target t;
-        dk_status st = nt_webhook_resolve(url, false, 1000, &t, reason, sizeof reason);
+        dk_status st = nt_webhook_resolve(&net, url, false, 1000, &t, reason, sizeof reason);
         if (priv != (st == DK_E_FORBIDDEN) && st != DK_E_VALIDATION)
             abort(); /* the classifier and the URL check disagree on a literal */
     } else if (size - 1 >= 4) {
@@ -46,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         inet_ntop(AF_INET, &sa.sin_addr, text, sizeof text);
         snprintf(url, sizeof url, "http://%s:8080/hook", text);
         nt_webhook_target t;
-        dk_status st = nt_webhook_resolve(url, false, 1000, &t, reason, sizeof reason);
+        dk_status st = nt_webhook_resolve(&net, url, false, 1000, &t, reason, sizeof reason);
         if (priv != (st == DK_E_FORBIDDEN))
             abort();
     }

@@ -39,7 +39,9 @@
 #include "services/notifications/notifications_repo.h"
 #include "services/users/users_repo.h"
 #include "adapters/db.h"
+#include "adapters/http_client.h"
 #include "adapters/mailer.h"
+#include "adapters/resolver.h"
 #include "core/banned.h"
 
 #define SECRET   "whsec_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -62,6 +64,9 @@ typedef struct fixture {
     dk_arena *a;
     char *dir;
     dk_mailer mailer; /* SMTP, when a test sends e-mail */
+    /* webhooks: the libcurl client and getaddrinfo, the adapters main.c wires */
+    dk_http_client *http;
+    dk_resolver *resolver;
 } fixture;
 
 static void fx_exec(fixture *f, const char *sql, int n, const char *const *p)
@@ -89,6 +94,9 @@ static void fx_open(fixture *f)
         f->db.ops = &dk_db_sqlite_ops;
     }
     assert_int_equal(f->db.ops->open(&o, &f->db.db), DK_OK);
+    dk_http_client_options ho = {.max_connections = 8};
+    assert_int_equal(dk_http_client_curl_ops.open(&ho, &f->http), DK_OK);
+    assert_int_equal(dk_resolver_getaddrinfo_new(32, &f->resolver), DK_OK);
     if (on_pg) {
         /* tables made once per run by the group setup; start each test empty */
         fx_exec(f, "DELETE FROM notifications_deliveries", 0, NULL);
@@ -107,6 +115,8 @@ static void fx_close(fixture *f)
 {
     if (f->mailer.ops)
         f->mailer.ops->free(f->mailer.h);
+    dk_http_client_curl_ops.close(f->http);
+    dk_resolver_getaddrinfo_ops.free(f->resolver);
     f->db.ops->close(f->db.db);
     dk_arena_free(f->a);
     free(f->dir);
@@ -563,6 +573,8 @@ static nt_delivery_options opts(fixture *f)
     nt_delivery_options o = {
         .db = &f->db,
         .mail_from = "docket@example.com",
+        .net = {&dk_http_client_curl_ops, &dk_resolver_getaddrinfo_ops, f->resolver},
+        .http = f->http,
         .allow_private = true, /* the receivers listen on 127.0.0.1 */
         .max_attempts = 3,
         .backoff_ms = 60,
@@ -1004,6 +1016,12 @@ static void test_bad_options(void **state)
     assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
     o = opts(&f);
     o.db = NULL;
+    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
+    o = opts(&f);
+    o.http = NULL; /* webhooks need the client and the resolver */
+    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
+    o = opts(&f);
+    o.net.resolver = NULL;
     assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
     o = opts(&f);
     void *mh = NULL;

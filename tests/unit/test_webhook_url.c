@@ -13,7 +13,29 @@
 #include <sys/socket.h>
 
 #include "services/notifications/webhook_url.h"
+#include "adapters/http_client.h"
+#include "adapters/resolver.h"
 #include "core/banned.h"
+
+/* The real adapters: libcurl's URL reading and getaddrinfo (32 lookups at once, as main.c). */
+static nt_webhook_net net;
+
+static int net_open(void **state)
+{
+    (void)state;
+    dk_resolver *r = NULL;
+    if (dk_resolver_getaddrinfo_new(32, &r) != DK_OK)
+        return -1;
+    net = (nt_webhook_net){&dk_http_client_curl_ops, &dk_resolver_getaddrinfo_ops, r};
+    return 0;
+}
+
+static int net_close(void **state)
+{
+    (void)state;
+    net.resolver->free(net.resolver_h);
+    return 0;
+}
 
 /* --- nt_addr_is_private -------------------------------------------------------------------- */
 
@@ -131,7 +153,7 @@ static void test_other_families_private(void **state)
 static dk_status check(const char *url, bool allow_private, char *reason, size_t cap)
 {
     reason[0] = '\0';
-    return nt_webhook_url_check(url, allow_private, reason, cap);
+    return nt_webhook_url_check(&net, url, allow_private, reason, cap);
 }
 
 static void expect_invalid(const char *url, bool allow_private, const char *needle)
@@ -170,9 +192,10 @@ static void test_schemes(void **state)
     expect_ok("HTTPS://93.184.216.34:8443/", false);
     expect_ok("http://[2606:4700:4700::1111]/", false);
     char reason[64];
-    assert_int_equal(nt_webhook_url_check(NULL, false, reason, sizeof reason), DK_E_VALIDATION);
+    assert_int_equal(nt_webhook_url_check(&net, NULL, false, reason, sizeof reason),
+                     DK_E_VALIDATION);
     /* reason may be NULL */
-    assert_int_equal(nt_webhook_url_check("ftp://x/", false, NULL, 0), DK_E_VALIDATION);
+    assert_int_equal(nt_webhook_url_check(&net, "ftp://x/", false, NULL, 0), DK_E_VALIDATION);
 }
 
 static void test_userinfo_host_port(void **state)
@@ -245,23 +268,24 @@ static void test_resolve_target(void **state)
     nt_webhook_target t;
     char why[128];
     assert_int_equal(
-        nt_webhook_resolve("https://93.184.216.34/x", false, 1000, &t, why, sizeof why), DK_OK);
+        nt_webhook_resolve(&net, "https://93.184.216.34/x", false, 1000, &t, why, sizeof why),
+        DK_OK);
     assert_string_equal(t.host, "93.184.216.34");
     assert_int_equal(t.port, 443);
     assert_true(t.literal);
     assert_int_equal(t.naddrs, 1);
     assert_string_equal(t.addrs[0], "93.184.216.34");
 
-    assert_int_equal(
-        nt_webhook_resolve("http://[2606:4700:4700::1111]:8080/", false, 1000, &t, why, sizeof why),
-        DK_OK);
+    assert_int_equal(nt_webhook_resolve(&net, "http://[2606:4700:4700::1111]:8080/", false, 1000,
+                                        &t, why, sizeof why),
+                     DK_OK);
     assert_string_equal(t.host, "2606:4700:4700::1111");
     assert_int_equal(t.port, 8080);
     assert_true(t.literal);
     assert_string_equal(t.addrs[0], "[2606:4700:4700::1111]");
 
-    assert_int_equal(nt_webhook_resolve("http://localhost/hook", true, 1000, &t, why, sizeof why),
-                     DK_OK);
+    assert_int_equal(
+        nt_webhook_resolve(&net, "http://localhost/hook", true, 1000, &t, why, sizeof why), DK_OK);
     assert_string_equal(t.host, "localhost");
     assert_int_equal(t.port, 80);
     assert_false(t.literal);
@@ -270,14 +294,15 @@ static void test_resolve_target(void **state)
         assert_true(strcmp(t.addrs[i], "127.0.0.1") == 0 || strcmp(t.addrs[i], "[::1]") == 0);
 
     /* the kinds of failure the worker tells apart */
-    assert_int_equal(nt_webhook_resolve("http://localhost/hook", false, 1000, &t, why, sizeof why),
-                     DK_E_FORBIDDEN);
+    assert_int_equal(
+        nt_webhook_resolve(&net, "http://localhost/hook", false, 1000, &t, why, sizeof why),
+        DK_E_FORBIDDEN);
     assert_string_equal(why, "address not allowed");
     assert_int_equal(
-        nt_webhook_resolve("http://nonexistent.invalid/", false, 1000, &t, why, sizeof why),
+        nt_webhook_resolve(&net, "http://nonexistent.invalid/", false, 1000, &t, why, sizeof why),
         DK_E_UNAVAILABLE);
     assert_string_equal(why, "does not resolve");
-    assert_int_equal(nt_webhook_resolve("ftp://localhost/", true, 1000, &t, why, sizeof why),
+    assert_int_equal(nt_webhook_resolve(&net, "ftp://localhost/", true, 1000, &t, why, sizeof why),
                      DK_E_VALIDATION);
 }
 
@@ -287,7 +312,8 @@ static void *many_checks(void *arg)
     int *bad = arg;
     for (int i = 0; i < 20; i++) {
         char reason[160];
-        dk_status st = nt_webhook_url_check("http://localhost/x", true, reason, sizeof reason);
+        dk_status st =
+            nt_webhook_url_check(&net, "http://localhost/x", true, reason, sizeof reason);
         if (st != DK_OK && st != DK_E_UNAVAILABLE)
             (*bad)++;
     }
@@ -320,5 +346,5 @@ int main(void)
         cmocka_unit_test(test_resolve_target),
         cmocka_unit_test(test_concurrent_checks),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, net_open, net_close);
 }

@@ -1,6 +1,6 @@
 /* notifications_delivery.c — the delivery worker: claims due rows of notifications_deliveries
- * under a lease, sends each (webhook over HTTP with the libcurl easy API, e-mail through the
- * mailer port), and records the outcome guarded by the lease it claimed with (a row whose lease expired
+ * under a lease, sends each (webhook through the http_client port, its host resolved through
+ * the resolver port; e-mail through the mailer port), and records the outcome guarded by the lease it claimed with (a row whose lease expired
  * and was claimed again is left to its new owner). */
 #include "services/notifications/notifications_delivery.h"
 
@@ -12,9 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 
 #include "core/alloc.h"
 #include "core/arena.h"
@@ -26,6 +24,7 @@
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "ports/http_client.h"
 #include "ports/mailer.h"
 #include "ports/users_directory.h"
 #include "services/notifications/webhook_url.h"
@@ -36,7 +35,7 @@
 #define NT_SUBJECT_MAX     240 /* bytes of the message in a Subject */
 #define NT_BODY_LINE_MAX   900 /* bytes of the message line in a mail body */
 #define NT_LEASE_MARGIN_MS 30000
-#define NT_USER_AGENT      "Docket-Webhook/1"
+#define NT_USER_AGENT      "User-Agent: Docket-Webhook/1"
 
 enum { NT_CH_WEBHOOK, NT_CH_EMAIL, NT_NCHANNELS };
 enum { NT_RES_SENT, NT_RES_RETRY, NT_RES_DEAD, NT_NRESULTS };
@@ -48,7 +47,9 @@ struct nt_delivery {
     const struct dk_users_directory_ops *users;
     void *users_handle;
     const dk_mailer *mailer; /* NULL: e-mail off */
-    dk_arena *keep;          /* the sender's strings */
+    nt_webhook_net net;
+    dk_http_client *http;
+    dk_arena *keep; /* the sender's strings */
     dk_mail_sender from;
     bool allow_private;
     int max_attempts;
@@ -76,16 +77,6 @@ typedef enum {
     NT_DEAD,    /* cannot ever be delivered: dead without an attempt */
     NT_RELEASE, /* not attempted (stopping, database trouble): give the row back */
 } nt_outcome;
-
-/* --- libcurl, once per process ---------------------------------------------------------------- */
-
-static pthread_once_t nt_curl_once = PTHREAD_ONCE_INIT;
-static CURLcode nt_curl_rc = CURLE_FAILED_INIT;
-
-static void nt_curl_init(void)
-{
-    nt_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 /* --- small text helpers ----------------------------------------------------------------------- */
 
@@ -235,34 +226,63 @@ static void nt_finish(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t leas
         dk_log_with(DK_LOG_DEBUG, nt_log_extra(a, r), "notification delivered");
 }
 
-/* --- curl plumbing ---------------------------------------------------------------------------- */
+/* --- one webhook call, waited for -------------------------------------------------------------- */
 
-static size_t nt_discard(char *p, size_t size, size_t n, void *ud)
+typedef struct nt_call {
+    dk_http_call call;
+    nt_delivery *d;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+} nt_call;
+
+static void nt_call_done(dk_http_call *c)
 {
-    (void)p, (void)ud;
-    return size * n;
+    nt_call *w = c->ctx;
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
 }
 
-/* Stop abandons a call in flight (libcurl calls this at least about once a second). */
-static int nt_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+/* Stop abandons a call in flight (the client asks about once a second). */
+static bool nt_call_abandoned(dk_http_call *c)
 {
-    (void)dlt, (void)dln, (void)ult, (void)uln;
-    nt_delivery *d = ud;
-    return atomic_load(&d->stop) ? 1 : 0;
+    nt_call *w = c->ctx;
+    return atomic_load(&w->d->stop);
 }
 
-static bool nt_curl_common(nt_delivery *d, CURL *c, const char *url, const char *protocols)
+/* The receiver's answer is read and dropped, whatever its size; stop ends it. */
+static void nt_call_headers(dk_http_call *c)
 {
-    return curl_easy_setopt(c, CURLOPT_URL, url) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, protocols) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_PROXY, "") == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)d->timeout_ms) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)d->timeout_ms) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, nt_progress) == CURLE_OK &&
-           curl_easy_setopt(c, CURLOPT_XFERINFODATA, d) == CURLE_OK;
+    (void)c;
+}
+
+static dk_http_data_action nt_call_data(dk_http_call *c, const char *data, size_t len)
+{
+    (void)data, (void)len;
+    return nt_call_abandoned(c) ? DK_HTTP_DATA_ABORT : DK_HTTP_DATA_OK;
+}
+
+/* Submits w->call and waits for it to finish; false when it could not start. */
+static bool nt_call_run(nt_delivery *d, nt_call *w)
+{
+    w->d = d;
+    w->call.ctx = w;
+    w->call.done = nt_call_done;
+    w->call.abandoned = nt_call_abandoned;
+    w->call.on_headers = nt_call_headers;
+    w->call.on_data = nt_call_data;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    bool ok = d->net.http->submit(d->http, &w->call) == DK_OK;
+    pthread_mutex_lock(&w->lock);
+    while (ok && !w->done)
+        pthread_cond_wait(&w->cond, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    return ok;
 }
 
 /* --- webhooks --------------------------------------------------------------------------------- */
@@ -302,7 +322,8 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
 
     nt_webhook_target t;
     char rwhy[160] = "";
-    st = nt_webhook_resolve(r->target, d->allow_private, d->timeout_ms, &t, rwhy, sizeof rwhy);
+    st = nt_webhook_resolve(&d->net, r->target, d->allow_private, d->timeout_ms, &t, rwhy,
+                            sizeof rwhy);
     if (st == DK_E_FORBIDDEN) {
         nt_reason(why, cap, "address not allowed");
         return NT_DEAD;
@@ -330,62 +351,44 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
             pin = dk_arena_printf(a, "%s%s%s", pin, i ? "," : "", t.addrs[i]);
     }
 
-    nt_outcome out = NT_RELEASE;
-    CURL *c = curl_easy_init();
-    struct curl_slist *hdrs = NULL, *resolve = NULL;
-    const char *lines[] = {
-        "Content-Type: application/json",
-        dk_arena_printf(a, "X-Docket-Event: %s", event),
-        dk_arena_printf(a, "X-Docket-Signature: sha256=%s", mac_hex),
-        dk_arena_printf(a, "X-Docket-Delivery: %s", dk_mail_one_line(a, r->id, 64)),
-        "Expect:",
-    };
-    bool ok = c != NULL;
-    for (size_t i = 0; ok && i < DK_ARRAY_LEN(lines); i++) {
-        struct curl_slist *n = curl_slist_append(hdrs, lines[i]);
-        ok = n != NULL;
-        hdrs = n ? n : hdrs;
-    }
-    if (ok && pin) {
-        resolve = curl_slist_append(NULL, pin);
-        ok = resolve != NULL;
-    }
-    ok = ok && nt_curl_common(d, c, r->target, "http,https") &&
-         curl_easy_setopt(c, CURLOPT_USERAGENT, NT_USER_AGENT) == CURLE_OK &&
-         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs) == CURLE_OK &&
-         (!resolve || curl_easy_setopt(c, CURLOPT_RESOLVE, resolve) == CURLE_OK) &&
-         curl_easy_setopt(c, CURLOPT_POST, 1L) == CURLE_OK &&
-         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len) == CURLE_OK &&
-         curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body) == CURLE_OK &&
-         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nt_discard) == CURLE_OK;
-    if (!ok) {
-        nt_reason(why, cap, "could not set up the HTTP call");
-        goto done;
-    }
+    nt_call w = {
+        .call = {
+            .arena = a,
+            .method = "POST",
+            .url = r->target,
+            .headers = {"Content-Type: application/json",
+                        dk_arena_printf(a, "X-Docket-Event: %s", event),
+                        dk_arena_printf(a, "X-Docket-Signature: sha256=%s", mac_hex),
+                        dk_arena_printf(a, "X-Docket-Delivery: %s", dk_mail_one_line(a, r->id, 64)),
+                        NT_USER_AGENT},
+            .nheaders = 5,
+            .body = r->body,
+            .body_len = body_len,
+            .connect_to = pin,
+            .isolated = true,
+            .connect_timeout_ms = (int)d->timeout_ms,
+            .timeout_ms = (int)d->timeout_ms,
+        }};
     dk_span *sp = dk_span_http("webhook", "POST");
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    dk_span_http_end(sp, rc == CURLE_OK, status);
-    if (rc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&d->stop)) {
-        nt_reason(why, cap, "abandoned: stopping");
-        out = NT_RELEASE;
-    } else if (rc != CURLE_OK) {
-        nt_reason(why, cap, "curl: %s", curl_easy_strerror(rc));
-        out = NT_FAILED;
-    } else if (curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status >= 200 &&
-               status <= 299) {
-        out = NT_SENT;
-    } else {
-        nt_reason(why, cap, "HTTP %ld", status);
-        out = NT_FAILED;
+    if (!nt_call_run(d, &w)) {
+        dk_span_http_end(sp, false, 0);
+        nt_reason(why, cap, "could not set up the HTTP call");
+        return NT_RELEASE;
     }
-done:
-    curl_slist_free_all(hdrs);
-    curl_slist_free_all(resolve);
-    if (c)
-        curl_easy_cleanup(c);
-    return out;
+    dk_http_call *c = &w.call;
+    dk_span_http_end(sp, c->error == DK_OK, c->status);
+    if (c->cancelled && atomic_load(&d->stop)) {
+        nt_reason(why, cap, "abandoned: stopping");
+        return NT_RELEASE;
+    }
+    if (c->error != DK_OK) {
+        nt_reason(why, cap, "curl: %s", c->error_text); /* the transport's words (libcurl's) */
+        return NT_FAILED;
+    }
+    if (c->status >= 200 && c->status <= 299)
+        return NT_SENT;
+    nt_reason(why, cap, "HTTP %d", c->status);
+    return NT_FAILED;
 }
 
 /* --- e-mail ----------------------------------------------------------------------------------- */
@@ -604,10 +607,9 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
         dk_log_error("notification delivery: invalid options");
         return DK_E_VALIDATION;
     }
-    pthread_once(&nt_curl_once, nt_curl_init);
-    if (nt_curl_rc != CURLE_OK) {
-        dk_log_error("notification delivery: libcurl failed to initialise");
-        return DK_E_INTERNAL;
+    if (!o->net.http || !o->http || !o->net.resolver) {
+        dk_log_error("notification delivery: webhooks need an HTTP client and a resolver");
+        return DK_E_VALIDATION;
     }
     nt_delivery *d = DK_NEW(nt_delivery);
     pthread_mutex_init(&d->lock, NULL);
@@ -615,6 +617,8 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
     d->db = o->db;
     d->users = o->users;
     d->users_handle = o->users_handle;
+    d->net = o->net;
+    d->http = o->http;
     d->allow_private = o->allow_private;
     d->max_attempts = o->max_attempts;
     d->backoff_ms = o->backoff_ms;

@@ -5,7 +5,8 @@
  * batch) by moving next_attempt_at forward by a lease in the same statement, so replicas never
  * take the same row and a crashed replica's rows come back once the lease expires. Delivery is
  * at least once: receivers de-duplicate by X-Docket-Delivery (the row id).
- * nt_delivery_start copies the strings of its options; db and users must outlive the worker.
+ * nt_delivery_start copies the strings of its options; db, users and the ports (net, http)
+ * must outlive the worker.
  * It registers a metrics collector (docket_notification_deliveries_total{channel,result}) over
  * the worker: clear collectors (dk_metrics_clear_collectors, as main.c does) before stop frees
  * it. kick and stop are thread-safe; stop joins the workers, abandoning (and releasing) a call
@@ -18,9 +19,11 @@
 
 #include "core/status.h"
 #include "ports/db.h"
+#include "services/notifications/webhook_url.h"
 
 struct dk_users_directory_ops;
 struct dk_mailer;
+typedef struct dk_http_client dk_http_client;
 
 typedef struct nt_delivery nt_delivery;
 
@@ -32,6 +35,8 @@ typedef struct nt_delivery_options {
     const struct dk_mailer *mailer; /* NULL = e-mail off: e-mail rows still pending are marked
                                       dead; must outlive the worker */
     const char *mail_from;          /* smtp.from: "addr@host" or "Name <addr@host>" */
+    nt_webhook_net net;             /* webhooks: URL reading and name resolution */
+    dk_http_client *http;           /* webhooks: the client net.http opened; must outlive */
     bool allow_private;             /* notification.webhook_allow_private */
     int max_attempts;       /* notification.webhook_max_attempts (>= 1): attempts before dead */
     int64_t backoff_ms;     /* notification.webhook_backoff: delay after the first failure */

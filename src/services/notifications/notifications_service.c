@@ -22,7 +22,9 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "core/workpool.h"
+#include "ports/http_client.h"
 #include "ports/mailer.h"
+#include "ports/resolver.h"
 #include "ports/task_events.h"
 #include "ports/users_directory.h"
 #include "services/notifications/notifications_delivery.h"
@@ -57,7 +59,9 @@ typedef struct nt_svc {
     bool allow_private;
     int64_t heartbeat_ms, scheduler_ms, due_window_ms;
     nt_delivery *delivery;
-    dk_mailer mailer; /* ops NULL: no mailer in this process */
+    dk_mailer mailer;     /* ops NULL: no mailer in this process */
+    nt_webhook_net net;   /* webhook URLs: read by the HTTP client, resolved by the resolver */
+    dk_http_client *http; /* webhook calls */
     /* the event streams */
     nt_hub *hub;
     int max_streams_per_user;
@@ -446,7 +450,8 @@ static void nt_prefs_check_run(void *arg)
     dk_res *res = job->res;
     dk_log_set_context(req->request_id, req->trace_id);
     char reason[256];
-    dk_status chk = nt_webhook_url_check(job->url, job->s->allow_private, reason, sizeof reason);
+    dk_status chk =
+        nt_webhook_url_check(&job->s->net, job->url, job->s->allow_private, reason, sizeof reason);
     if (chk == DK_E_UNAVAILABLE) { /* the resolver is saturated: not the user's fault */
         nt_res_fail(res, chk);
     } else if (chk != DK_OK) {
@@ -520,6 +525,15 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     if (dk_app_port(app, DK_MAILER, &mops, &s->mailer.h))
         s->mailer.ops = mops;
     s->repo.email_on = s->mailer.ops != NULL;
+    const void *hops = NULL, *rops = NULL;
+    void *rh = NULL;
+    if (!dk_app_port(app, DK_HTTP_CLIENT, &hops, (void **)&s->http) ||
+        !dk_app_port(app, DK_RESOLVER, &rops, &rh)) {
+        dk_log_error("notifications: no HTTP client or resolver for webhooks");
+        dk_free(s);
+        return DK_E_INTERNAL;
+    }
+    s->net = (nt_webhook_net){.http = hops, .resolver = rops, .resolver_h = rh};
     dk_hmac_sha256(app->cursor_key, sizeof app->cursor_key, "docket-notifications-cursor-v1", 30,
                    s->cursor_key);
     s->allow_private = dk_config_bool(c, "notification.webhook_allow_private");
@@ -571,6 +585,8 @@ static void nt_start(void *state)
         .users_handle = users_h,
         .mailer = s->mailer.ops ? &s->mailer : NULL,
         .mail_from = dk_config_str(c, "smtp.from"),
+        .net = s->net,
+        .http = s->http,
         .allow_private = s->allow_private,
         .max_attempts = (int)dk_config_int(c, "notification.webhook_max_attempts"),
         .backoff_ms = dk_config_int(c, "notification.webhook_backoff"),

@@ -1,24 +1,16 @@
-/* webhook_url.c — webhook URL checks: parsing with libcurl's URL API, bounded name resolution
- * on a helper thread, and the private-address classification. */
+/* webhook_url.c — webhook URL checks: the URL read by the HTTP client port (split_url), its
+ * host resolved through the resolver port, and the private-address classification. */
 #include "services/notifications/webhook_url.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
-#include <curl/curl.h>
-
-#include "core/alloc.h"
-#include "core/common.h"
 #include "core/str.h"
-#include "core/timeutil.h"
+#include "ports/http_client.h"
+#include "ports/resolver.h"
 #include "core/banned.h"
 
 /* --- address classification ------------------------------------------------------------------ */
@@ -85,123 +77,6 @@ bool nt_addr_is_private(const struct sockaddr *sa)
     return true;
 }
 
-/* --- bounded resolution -----------------------------------------------------------------------
- * getaddrinfo has no timeout of its own, so it runs on a detached helper thread; the caller
- * waits at most its timeout and then walks away. The lookup record is shared by reference
- * count: whichever of the two finishes last frees it. */
-
-static atomic_int nt_lookups_running;
-
-typedef struct nt_lookup {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int refs;
-    bool done;
-    int gai_rc;
-    bool any_private;
-    int n;
-    struct sockaddr_storage addrs[NT_WEBHOOK_MAX_ADDRS];
-    char host[256];
-} nt_lookup;
-
-static void nt_lookup_unref(nt_lookup *l)
-{
-    pthread_mutex_lock(&l->lock);
-    int left = --l->refs;
-    pthread_mutex_unlock(&l->lock);
-    if (left > 0)
-        return;
-    pthread_cond_destroy(&l->cond);
-    pthread_mutex_destroy(&l->lock);
-    dk_free(l);
-}
-
-static size_t nt_sa_len(const struct sockaddr *sa)
-{
-    return sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-}
-
-static void *nt_lookup_run(void *arg)
-{
-    nt_lookup *l = arg;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(l->host, NULL, &hints, &res);
-    pthread_mutex_lock(&l->lock);
-    l->gai_rc = rc;
-    for (struct addrinfo *ai = rc == 0 ? res : NULL; ai; ai = ai->ai_next) {
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) {
-            l->any_private = true;
-            continue;
-        }
-        if (nt_addr_is_private(ai->ai_addr))
-            l->any_private = true;
-        bool dup = false;
-        for (int i = 0; i < l->n && !dup; i++)
-            dup = memcmp(&l->addrs[i], ai->ai_addr, nt_sa_len(ai->ai_addr)) == 0;
-        if (!dup && l->n < NT_WEBHOOK_MAX_ADDRS)
-            memcpy(&l->addrs[l->n++], ai->ai_addr, nt_sa_len(ai->ai_addr));
-    }
-    l->done = true;
-    pthread_cond_signal(&l->cond);
-    pthread_mutex_unlock(&l->lock);
-    if (res)
-        freeaddrinfo(res);
-    atomic_fetch_sub(&nt_lookups_running, 1);
-    nt_lookup_unref(l);
-    return NULL;
-}
-
-/* Starts resolving host on a helper thread; *ret holds the caller's reference (wait with
- * nt_lookup_wait, then nt_lookup_unref). DK_E_UNAVAILABLE when the lookup could not even start
- * (NT_WEBHOOK_MAX_LOOKUPS running, or no thread). */
-static dk_status nt_lookup_start(const char *host, nt_lookup **ret)
-{
-    if (atomic_fetch_add(&nt_lookups_running, 1) >= NT_WEBHOOK_MAX_LOOKUPS) {
-        atomic_fetch_sub(&nt_lookups_running, 1);
-        return DK_E_UNAVAILABLE;
-    }
-    nt_lookup *l = DK_NEW(nt_lookup);
-    pthread_mutex_init(&l->lock, NULL);
-    dk_cond_init_monotonic(&l->cond);
-    l->refs = 2;
-    dk_strlcpy(l->host, host, sizeof l->host);
-
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    /* the helper takes no process signals (they belong to the main thread's sigwait) */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t t;
-    int rc = pthread_create(&t, &attr, nt_lookup_run, l);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        atomic_fetch_sub(&nt_lookups_running, 1);
-        l->refs = 1;
-        nt_lookup_unref(l);
-        return DK_E_UNAVAILABLE;
-    }
-    *ret = l;
-    return DK_OK;
-}
-
-/* Waits for l until timeout_ms has passed; true when it finished. */
-static bool nt_lookup_wait(nt_lookup *l, int64_t timeout_ms)
-{
-    struct timespec deadline = dk_mono_deadline(timeout_ms);
-    pthread_mutex_lock(&l->lock);
-    while (!l->done) {
-        if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) != 0 && !l->done)
-            break; /* timed out */
-    }
-    bool done = l->done;
-    pthread_mutex_unlock(&l->lock);
-    return done;
-}
-
 /* --- URL parsing ------------------------------------------------------------------------------ */
 
 static dk_status nt_reason_set(dk_status st, char *reason, size_t cap, const char *msg)
@@ -209,15 +84,6 @@ static dk_status nt_reason_set(dk_status st, char *reason, size_t cap, const cha
     if (reason && cap > 0)
         dk_strlcpy(reason, msg, cap);
     return st;
-}
-
-/* True when curl_url_get found the part (the text is freed). */
-static bool nt_has_part(CURLU *u, CURLUPart part)
-{
-    char *s = NULL;
-    CURLUcode rc = curl_url_get(u, part, &s, 0);
-    curl_free(s);
-    return rc == CURLUE_OK;
 }
 
 static void nt_addr_text(const struct sockaddr *sa, char out[NT_WEBHOOK_ADDR_LEN])
@@ -235,8 +101,8 @@ static void nt_addr_text(const struct sockaddr *sa, char out[NT_WEBHOOK_ADDR_LEN
 }
 
 /* Parses and checks the URL itself (no resolution): fills host, port, literal. */
-static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr_storage *lit,
-                          char *reason, size_t cap)
+static dk_status nt_parse(const nt_webhook_net *net, const char *url, nt_webhook_target *t,
+                          struct sockaddr_storage *lit, char *reason, size_t cap)
 {
     if (!url || !*url)
         return nt_reason_set(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
@@ -250,67 +116,43 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
                                  "must not contain spaces, control or non-ASCII characters "
                                  "(percent-encode them)");
     }
-    CURLU *u = curl_url();
-    if (!u)
+    dk_url_parts u;
+    dk_status st = net->http->split_url(url, &u);
+    if (st == DK_E_INTERNAL)
         return nt_reason_set(DK_E_INTERNAL, reason, cap, "out of memory");
-    dk_status st = DK_OK;
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
-    if (rc == CURLUE_BAD_PORT_NUMBER) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
-        goto out;
-    }
-    if (rc == CURLUE_NO_HOST) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
-        goto out;
-    }
-    if (rc == CURLUE_UNSUPPORTED_SCHEME) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
-        goto out;
-    }
-    if (rc != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
-        goto out;
-    }
-    if (!dk_str_ieq(scheme, "http") && !dk_str_ieq(scheme, "https")) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
-        goto out;
-    }
-    if (nt_has_part(u, CURLUPART_USER) || nt_has_part(u, CURLUPART_PASSWORD) ||
-        nt_has_part(u, CURLUPART_OPTIONS)) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap,
-                           "must not contain user information (user:password@)");
-        goto out;
-    }
-    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
-        goto out;
-    }
-    if (nt_has_part(u, CURLUPART_ZONEID)) {
-        st =
-            nt_reason_set(DK_E_VALIDATION, reason, cap, "must not contain an IPv6 zone identifier");
-        goto out;
-    }
-    int64_t pn = 0;
-    if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
-        !dk_parse_i64(port, 1, 65535, &pn)) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
-        goto out;
-    }
+    if (u.error == DK_URL_BAD_PORT)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
+    if (u.error == DK_URL_NO_HOST)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
+    if (u.error == DK_URL_BAD_SCHEME)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
+    if (u.error != DK_URL_OK)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
+    if (!dk_str_ieq(u.scheme, "http") && !dk_str_ieq(u.scheme, "https"))
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
+    if (u.userinfo)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap,
+                             "must not contain user information (user:password@)");
+    if (!u.host[0])
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
+    if (u.zone)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap,
+                             "must not contain an IPv6 zone identifier");
+    if (u.port < 1 || u.port > 65535)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
     /* an IPv6 literal comes back in brackets */
-    const char *h = host;
+    const char *host = u.host, *h = host;
     size_t hl = strlen(host);
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
         h++;
         hl -= 2;
     }
-    if (hl == 0 || hl > 253) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
-        goto out;
-    }
+    if (hl == 0 || hl > 253)
+        return nt_reason_set(DK_E_VALIDATION, reason, cap,
+                             "must have a valid host name or address");
     memcpy(t->host, h, hl);
     t->host[hl] = '\0';
-    t->port = (int)pn;
+    t->port = u.port;
     memset(lit, 0, sizeof *lit);
     struct sockaddr_in *in = (struct sockaddr_in *)lit;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)lit;
@@ -321,24 +163,19 @@ static dk_status nt_parse(const char *url, nt_webhook_target *t, struct sockaddr
         in6->sin6_family = AF_INET6;
         t->literal = true;
     } else if (h != host) {
-        st = nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid host name or address");
-        goto out;
+        return nt_reason_set(DK_E_VALIDATION, reason, cap,
+                             "must have a valid host name or address");
     }
-out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(u);
-    return st;
+    return DK_OK;
 }
 
-dk_status nt_webhook_resolve(const char *url, bool allow_private, int64_t timeout_ms,
-                             nt_webhook_target *ret, char *reason, size_t cap)
+dk_status nt_webhook_resolve(const nt_webhook_net *net, const char *url, bool allow_private,
+                             int64_t timeout_ms, nt_webhook_target *ret, char *reason, size_t cap)
 {
     nt_webhook_target t;
     memset(&t, 0, sizeof t);
     struct sockaddr_storage lit;
-    dk_status st = nt_parse(url, &t, &lit, reason, cap);
+    dk_status st = nt_parse(net, url, &t, &lit, reason, cap);
     if (st != DK_OK)
         return st;
     if (t.literal) {
@@ -349,31 +186,36 @@ dk_status nt_webhook_resolve(const char *url, bool allow_private, int64_t timeou
         *ret = t;
         return DK_OK;
     }
-    nt_lookup *l = NULL;
-    if (nt_lookup_start(t.host, &l) != DK_OK)
+    dk_resolved r;
+    st = net->resolver->resolve(net->resolver_h, t.host, timeout_ms > 0 ? timeout_ms : 1, &r);
+    if (st == DK_E_UNAVAILABLE)
         return nt_reason_set(DK_E_UNAVAILABLE, reason, cap, "name resolution is busy");
-    bool done = nt_lookup_wait(l, timeout_ms > 0 ? timeout_ms : 1);
-    /* done: the helper no longer writes; read without the lock */
-    if (!done || l->gai_rc != 0 || l->n == 0)
-        st = nt_reason_set(DK_E_UNAVAILABLE, reason, cap, "does not resolve");
-    else if (!allow_private && l->any_private)
-        st = nt_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
-    else {
-        for (int i = 0; i < l->n; i++)
-            nt_addr_text((const struct sockaddr *)&l->addrs[i], t.addrs[i]);
-        t.naddrs = l->n;
-        *ret = t;
+    /* every address must be allowed (one that did not fit counts as not allowed); the
+     * connection is pinned to the first IPv4/IPv6 ones */
+    bool any_private = st == DK_OK && r.more > 0;
+    for (int i = 0; st == DK_OK && i < r.n; i++) {
+        const struct sockaddr *sa = (const struct sockaddr *)&r.addrs[i];
+        if (nt_addr_is_private(sa))
+            any_private = true;
+        if ((sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
+            t.naddrs < NT_WEBHOOK_MAX_ADDRS)
+            nt_addr_text(sa, t.addrs[t.naddrs++]);
     }
-    nt_lookup_unref(l);
-    return st;
+    if (st != DK_OK || t.naddrs == 0)
+        return nt_reason_set(DK_E_UNAVAILABLE, reason, cap, "does not resolve");
+    if (!allow_private && any_private)
+        return nt_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
+    *ret = t;
+    return DK_OK;
 }
 
-dk_status nt_webhook_url_check(const char *url, bool allow_private, char *reason, size_t cap)
+dk_status nt_webhook_url_check(const nt_webhook_net *net, const char *url, bool allow_private,
+                               char *reason, size_t cap)
 {
     nt_webhook_target t;
     char why[160] = "";
     dk_status st =
-        nt_webhook_resolve(url, allow_private, NT_WEBHOOK_CHECK_TIMEOUT, &t, why, sizeof why);
+        nt_webhook_resolve(net, url, allow_private, NT_WEBHOOK_CHECK_TIMEOUT, &t, why, sizeof why);
     if (st == DK_OK || st == DK_E_INTERNAL)
         return st == DK_OK ? DK_OK : nt_reason_set(st, reason, cap, why);
     if (st == DK_E_FORBIDDEN)
