@@ -18,7 +18,7 @@
 #include "core/banned.h"
 
 /* The real adapters: libcurl's URL reading and getaddrinfo (32 lookups at once, as main.c). */
-static nt_webhook_net net;
+static webhook_net net;
 
 static int net_open(void **state)
 {
@@ -26,7 +26,7 @@ static int net_open(void **state)
     dk_resolver *r = NULL;
     if (dk_resolver_getaddrinfo_new(32, &r) != DK_OK)
         return -1;
-    net = (nt_webhook_net){&dk_http_client_curl_ops, &dk_resolver_getaddrinfo_ops, r};
+    net = (webhook_net){&dk_http_client_curl_ops, &dk_resolver_getaddrinfo_ops, r};
     return 0;
 }
 
@@ -37,7 +37,7 @@ static int net_close(void **state)
     return 0;
 }
 
-/* --- nt_addr_is_private -------------------------------------------------------------------- */
+/* --- webhook_addr_is_private -------------------------------------------------------------------- */
 
 static bool private_text(const char *text)
 {
@@ -52,7 +52,7 @@ static bool private_text(const char *text)
     } else {
         fail_msg("not an address: %s", text);
     }
-    return nt_addr_is_private((const struct sockaddr *)&ss);
+    return webhook_addr_is_private((const struct sockaddr *)&ss);
 }
 
 static void test_ipv4_private(void **state)
@@ -144,16 +144,16 @@ static void test_other_families_private(void **state)
     struct sockaddr sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_family = AF_UNIX;
-    assert_true(nt_addr_is_private(&sa));
-    assert_true(nt_addr_is_private(NULL));
+    assert_true(webhook_addr_is_private(&sa));
+    assert_true(webhook_addr_is_private(NULL));
 }
 
-/* --- nt_webhook_url_check ------------------------------------------------------------------ */
+/* --- webhook_url_check ------------------------------------------------------------------ */
 
 static dk_status check(const char *url, bool allow_private, char *reason, size_t cap)
 {
     reason[0] = '\0';
-    return nt_webhook_url_check(&net, url, allow_private, reason, cap);
+    return webhook_url_check(&net, url, allow_private, reason, cap);
 }
 
 static void expect_invalid(const char *url, bool allow_private, const char *needle)
@@ -192,10 +192,9 @@ static void test_schemes(void **state)
     expect_ok("HTTPS://93.184.216.34:8443/", false);
     expect_ok("http://[2606:4700:4700::1111]/", false);
     char reason[64];
-    assert_int_equal(nt_webhook_url_check(&net, NULL, false, reason, sizeof reason),
-                     DK_E_VALIDATION);
+    assert_int_equal(webhook_url_check(&net, NULL, false, reason, sizeof reason), DK_E_VALIDATION);
     /* reason may be NULL */
-    assert_int_equal(nt_webhook_url_check(&net, "ftp://x/", false, NULL, 0), DK_E_VALIDATION);
+    assert_int_equal(webhook_url_check(&net, "ftp://x/", false, NULL, 0), DK_E_VALIDATION);
 }
 
 static void test_userinfo_host_port(void **state)
@@ -260,24 +259,23 @@ static void test_resolution(void **state)
     expect_ok("http://[::1]:9/", true);
 }
 
-/* --- nt_webhook_resolve -------------------------------------------------------------------- */
+/* --- webhook_resolve -------------------------------------------------------------------- */
 
 static void test_resolve_target(void **state)
 {
     (void)state;
-    nt_webhook_target t;
+    webhook_target t;
     char why[128];
     assert_int_equal(
-        nt_webhook_resolve(&net, "https://93.184.216.34/x", false, 1000, &t, why, sizeof why),
-        DK_OK);
+        webhook_resolve(&net, "https://93.184.216.34/x", false, 1000, &t, why, sizeof why), DK_OK);
     assert_string_equal(t.host, "93.184.216.34");
     assert_int_equal(t.port, 443);
     assert_true(t.literal);
     assert_int_equal(t.naddrs, 1);
     assert_string_equal(t.addrs[0], "93.184.216.34");
 
-    assert_int_equal(nt_webhook_resolve(&net, "http://[2606:4700:4700::1111]:8080/", false, 1000,
-                                        &t, why, sizeof why),
+    assert_int_equal(webhook_resolve(&net, "http://[2606:4700:4700::1111]:8080/", false, 1000, &t,
+                                     why, sizeof why),
                      DK_OK);
     assert_string_equal(t.host, "2606:4700:4700::1111");
     assert_int_equal(t.port, 8080);
@@ -285,7 +283,7 @@ static void test_resolve_target(void **state)
     assert_string_equal(t.addrs[0], "[2606:4700:4700::1111]");
 
     assert_int_equal(
-        nt_webhook_resolve(&net, "http://localhost/hook", true, 1000, &t, why, sizeof why), DK_OK);
+        webhook_resolve(&net, "http://localhost/hook", true, 1000, &t, why, sizeof why), DK_OK);
     assert_string_equal(t.host, "localhost");
     assert_int_equal(t.port, 80);
     assert_false(t.literal);
@@ -295,14 +293,14 @@ static void test_resolve_target(void **state)
 
     /* the kinds of failure the worker tells apart */
     assert_int_equal(
-        nt_webhook_resolve(&net, "http://localhost/hook", false, 1000, &t, why, sizeof why),
+        webhook_resolve(&net, "http://localhost/hook", false, 1000, &t, why, sizeof why),
         DK_E_FORBIDDEN);
     assert_string_equal(why, "address not allowed");
     assert_int_equal(
-        nt_webhook_resolve(&net, "http://nonexistent.invalid/", false, 1000, &t, why, sizeof why),
+        webhook_resolve(&net, "http://nonexistent.invalid/", false, 1000, &t, why, sizeof why),
         DK_E_UNAVAILABLE);
     assert_string_equal(why, "does not resolve");
-    assert_int_equal(nt_webhook_resolve(&net, "ftp://localhost/", true, 1000, &t, why, sizeof why),
+    assert_int_equal(webhook_resolve(&net, "ftp://localhost/", true, 1000, &t, why, sizeof why),
                      DK_E_VALIDATION);
 }
 
@@ -312,8 +310,7 @@ static void *many_checks(void *arg)
     int *bad = arg;
     for (int i = 0; i < 20; i++) {
         char reason[160];
-        dk_status st =
-            nt_webhook_url_check(&net, "http://localhost/x", true, reason, sizeof reason);
+        dk_status st = webhook_url_check(&net, "http://localhost/x", true, reason, sizeof reason);
         if (st != DK_OK && st != DK_E_UNAVAILABLE)
             (*bad)++;
     }

@@ -39,15 +39,15 @@
 
 enum { NT_CH_WEBHOOK, NT_CH_EMAIL, NT_NCHANNELS };
 enum { NT_RES_SENT, NT_RES_RETRY, NT_RES_DEAD, NT_NRESULTS };
-static const char *const nt_channel_names[NT_NCHANNELS] = {"webhook", "email"};
-static const char *const nt_result_names[NT_NRESULTS] = {"sent", "retry", "dead"};
+static const char *const delivery_channel_names[NT_NCHANNELS] = {"webhook", "email"};
+static const char *const delivery_result_names[NT_NRESULTS] = {"sent", "retry", "dead"};
 
-struct nt_delivery {
+struct notifications_delivery {
     const dk_database *db;
     const struct dk_users_directory_ops *users;
     void *users_handle;
     const dk_mailer *mailer; /* NULL: e-mail off */
-    nt_webhook_net net;
+    webhook_net net;
     dk_http_client *http;
     dk_arena *keep; /* the sender's strings */
     dk_mail_sender from;
@@ -66,22 +66,22 @@ struct nt_delivery {
 };
 
 /* A claimed row. */
-typedef struct nt_row {
+typedef struct delivery_row {
     const char *id, *user_id, *channel, *target, *body;
     int64_t attempts;
-} nt_row;
+} delivery_row;
 
 typedef enum {
     NT_SENT,    /* delivered */
     NT_FAILED,  /* an attempt failed: retry or dead by the attempt count */
     NT_DEAD,    /* cannot ever be delivered: dead without an attempt */
     NT_RELEASE, /* not attempted (stopping, database trouble): give the row back */
-} nt_outcome;
+} delivery_outcome;
 
 /* --- small text helpers ----------------------------------------------------------------------- */
 
-static void nt_reason(char *why, size_t cap, const char *fmt, ...) DK_PRINTF(3, 4);
-static void nt_reason(char *why, size_t cap, const char *fmt, ...)
+static void delivery_reason(char *why, size_t cap, const char *fmt, ...) DK_PRINTF(3, 4);
+static void delivery_reason(char *why, size_t cap, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -99,33 +99,35 @@ static void nt_reason(char *why, size_t cap, const char *fmt, ...)
 
 /* SQLite runs one writer at a time, so the statement alone is atomic; PostgreSQL needs the
  * candidate rows locked, skipping those another replica is claiming right now. */
-static const char nt_claim_sqlite[] = NT_CLAIM_HEAD NT_CLAIM_TAIL;
-static const char nt_claim_postgres[] = NT_CLAIM_HEAD " FOR UPDATE SKIP LOCKED" NT_CLAIM_TAIL;
+static const char delivery_claim_sqlite[] = NT_CLAIM_HEAD NT_CLAIM_TAIL;
+static const char delivery_claim_postgres[] = NT_CLAIM_HEAD " FOR UPDATE SKIP LOCKED" NT_CLAIM_TAIL;
 
-static const char nt_finish_sql[] =
+static const char delivery_finish_sql[] =
     "UPDATE notifications_deliveries SET state = $3, attempts = $4, next_attempt_at = $5, "
     "last_error = $6, updated_at = $7 WHERE id = $1 AND state = 'pending' AND next_attempt_at = $2";
-static const char nt_sent_sql[] =
+static const char delivery_sent_sql[] =
     "UPDATE notifications_deliveries SET state = 'sent', attempts = attempts + 1, updated_at = $3 "
     "WHERE id = $1 AND state = 'pending' AND next_attempt_at = $2";
-static const char nt_release_sql[] =
+static const char delivery_release_sql[] =
     "UPDATE notifications_deliveries SET next_attempt_at = $3, updated_at = $4 "
     "WHERE id = $1 AND state = 'pending' AND next_attempt_at = $2";
 
-static dk_status nt_claim(nt_delivery *d, dk_arena *a, int64_t now, int64_t lease, dk_db_rows **ret)
+static dk_status delivery_claim(notifications_delivery *d, dk_arena *a, int64_t now, int64_t lease,
+                                dk_db_rows **ret)
 {
-    const char *sql = d->db->ops->engine == DK_DB_POSTGRES ? nt_claim_postgres : nt_claim_sqlite;
+    const char *sql =
+        d->db->ops->engine == DK_DB_POSTGRES ? delivery_claim_postgres : delivery_claim_sqlite;
     const char *p[] = {dk_sql_int(a, lease), dk_sql_int(a, now), dk_sql_int(a, NT_DELIVERY_BATCH)};
     return dk_sql(d->db, a, sql, 3, p, ret);
 }
 
-static void nt_count(nt_delivery *d, int channel, int result)
+static void delivery_count(notifications_delivery *d, int channel, int result)
 {
     if (channel >= 0)
         atomic_fetch_add(&d->counts[channel][result], 1);
 }
 
-static int nt_channel_index(const char *channel)
+static int delivery_channel_index(const char *channel)
 {
     if (dk_streq(channel, "webhook"))
         return NT_CH_WEBHOOK;
@@ -135,7 +137,7 @@ static int nt_channel_index(const char *channel)
 }
 
 /* The delay before retry number `attempts` (1 = after the first failure), with +-10 % jitter. */
-static int64_t nt_backoff(const nt_delivery *d, int64_t attempts)
+static int64_t delivery_backoff(const notifications_delivery *d, int64_t attempts)
 {
     int64_t delay = d->backoff_ms;
     for (int64_t i = 1; i < attempts && delay < d->max_backoff_ms; i++)
@@ -149,7 +151,7 @@ static int64_t nt_backoff(const nt_delivery *d, int64_t attempts)
     return j < 1 ? 1 : j;
 }
 
-static const char *nt_log_extra(dk_arena *a, const nt_row *r)
+static const char *delivery_log_extra(dk_arena *a, const delivery_row *r)
 {
     char id[160], ch[64];
     dk_json_escape(id, sizeof id, r->id);
@@ -158,11 +160,11 @@ static const char *nt_log_extra(dk_arena *a, const nt_row *r)
 }
 
 /* Records the outcome of one row, guarded by the lease it was claimed with. */
-static void nt_finish(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t lease,
-                      nt_outcome outcome, const char *why)
+static void delivery_finish(notifications_delivery *d, dk_arena *a, const delivery_row *r,
+                            int64_t lease, delivery_outcome outcome, const char *why)
 {
     int64_t now = dk_now_ms();
-    int ch = nt_channel_index(r->channel);
+    int ch = delivery_channel_index(r->channel);
     const char *id = r->id, *ls = dk_sql_int(a, lease), *ns = dk_sql_int(a, now);
     dk_db_rows *res = NULL;
     dk_status st;
@@ -173,13 +175,13 @@ static void nt_finish(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t leas
 
     if (outcome == NT_SENT) {
         const char *p[] = {id, ls, ns};
-        st = dk_sql(d->db, a, nt_sent_sql, 3, p, &res);
+        st = dk_sql(d->db, a, delivery_sent_sql, 3, p, &res);
         result = NT_RES_SENT;
     } else if (outcome == NT_RELEASE) {
         /* when stopping, at once (another replica may take it); else after a pause */
         int64_t next = atomic_load(&d->stop) ? now : now + d->interval_ms;
         const char *p[] = {id, ls, dk_sql_int(a, next), ns};
-        st = dk_sql(d->db, a, nt_release_sql, 4, p, &res);
+        st = dk_sql(d->db, a, delivery_release_sql, 4, p, &res);
     } else {
         const char *state = "dead";
         int64_t next = now;
@@ -187,58 +189,58 @@ static void nt_finish(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t leas
         if (outcome == NT_FAILED) {
             attempts++;
             if (attempts < d->max_attempts) {
-                delay = nt_backoff(d, attempts);
+                delay = delivery_backoff(d, attempts);
                 next = now + delay;
                 state = "pending";
                 result = NT_RES_RETRY;
             }
         }
         const char *p[] = {id, ls, state, dk_sql_int(a, attempts), dk_sql_int(a, next), err, ns};
-        st = dk_sql(d->db, a, nt_finish_sql, 7, p, &res);
+        st = dk_sql(d->db, a, delivery_finish_sql, 7, p, &res);
     }
     if (st != DK_OK) {
-        dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
+        dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r),
                     "notification delivery: the outcome was not recorded (%s); the row is "
                     "retried when its lease expires",
                     dk_status_title(st));
         return;
     }
     if (res->affected == 0) {
-        dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
+        dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r),
                     "notification delivery: the lease expired before the outcome was recorded");
         return;
     }
     if (result >= 0)
-        nt_count(d, ch, result);
+        delivery_count(d, ch, result);
     if (result == NT_RES_RETRY)
-        dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
+        dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r),
                     "notification delivery failed: %s (attempt %lld of %d, next in %lld ms)", err,
                     (long long)attempts, d->max_attempts, (long long)delay);
     else if (result == NT_RES_DEAD && outcome == NT_DEAD)
-        dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
+        dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r),
                     "notification delivery given up without an attempt: %s; the row is dead", err);
     else if (result == NT_RES_DEAD)
-        dk_log_with(DK_LOG_WARN, nt_log_extra(a, r),
+        dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r),
                     "notification delivery failed for good: %s (attempt %lld of %d); the row is "
                     "dead",
                     err, (long long)attempts, d->max_attempts);
     else if (result == NT_RES_SENT && dk_log_enabled(DK_LOG_DEBUG))
-        dk_log_with(DK_LOG_DEBUG, nt_log_extra(a, r), "notification delivered");
+        dk_log_with(DK_LOG_DEBUG, delivery_log_extra(a, r), "notification delivered");
 }
 
 /* --- one webhook call, waited for -------------------------------------------------------------- */
 
-typedef struct nt_call {
+typedef struct delivery_call {
     dk_http_call call;
-    nt_delivery *d;
+    notifications_delivery *d;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool done;
-} nt_call;
+} delivery_call;
 
-static void nt_call_done(dk_http_call *c)
+static void delivery_call_done(dk_http_call *c)
 {
-    nt_call *w = c->ctx;
+    delivery_call *w = c->ctx;
     pthread_mutex_lock(&w->lock);
     w->done = true;
     pthread_cond_signal(&w->cond);
@@ -246,33 +248,33 @@ static void nt_call_done(dk_http_call *c)
 }
 
 /* Stop abandons a call in flight (the client asks about once a second). */
-static bool nt_call_abandoned(dk_http_call *c)
+static bool delivery_call_abandoned(dk_http_call *c)
 {
-    nt_call *w = c->ctx;
+    delivery_call *w = c->ctx;
     return atomic_load(&w->d->stop);
 }
 
 /* The receiver's answer is read and dropped, whatever its size; stop ends it. */
-static void nt_call_headers(dk_http_call *c)
+static void delivery_call_headers(dk_http_call *c)
 {
     (void)c;
 }
 
-static dk_http_data_action nt_call_data(dk_http_call *c, const char *data, size_t len)
+static dk_http_data_action delivery_call_data(dk_http_call *c, const char *data, size_t len)
 {
     (void)data, (void)len;
-    return nt_call_abandoned(c) ? DK_HTTP_DATA_ABORT : DK_HTTP_DATA_OK;
+    return delivery_call_abandoned(c) ? DK_HTTP_DATA_ABORT : DK_HTTP_DATA_OK;
 }
 
 /* Submits w->call and waits for it to finish; false when it could not start. */
-static bool nt_call_run(nt_delivery *d, nt_call *w)
+static bool delivery_call_run(notifications_delivery *d, delivery_call *w)
 {
     w->d = d;
     w->call.ctx = w;
-    w->call.done = nt_call_done;
-    w->call.abandoned = nt_call_abandoned;
-    w->call.on_headers = nt_call_headers;
-    w->call.on_data = nt_call_data;
+    w->call.done = delivery_call_done;
+    w->call.abandoned = delivery_call_abandoned;
+    w->call.on_headers = delivery_call_headers;
+    w->call.on_data = delivery_call_data;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
     bool ok = d->net.http->submit(d->http, &w->call) == DK_OK;
@@ -287,7 +289,8 @@ static bool nt_call_run(nt_delivery *d, nt_call *w)
 
 /* --- webhooks --------------------------------------------------------------------------------- */
 
-static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char *why, size_t cap)
+static delivery_outcome delivery_webhook(notifications_delivery *d, dk_arena *a,
+                                         const delivery_row *r, char *why, size_t cap)
 {
     json_error_t jerr;
     json_t *body = json_loads(r->body, 0, &jerr);
@@ -295,7 +298,7 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
     char *event = type ? dk_mail_one_line(a, type, 128) : NULL;
     json_decref(body);
     if (!event) {
-        nt_reason(why, cap, "malformed body");
+        delivery_reason(why, cap, "malformed body");
         return NT_DEAD;
     }
 
@@ -306,34 +309,34 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
                           "WHERE user_id = $1",
                           1, p, &prefs);
     if (st != DK_OK) {
-        nt_reason(why, cap, "database: %s", dk_status_title(st));
+        delivery_reason(why, cap, "database: %s", dk_status_title(st));
         return NT_RELEASE;
     }
     const char *url = prefs->nrows == 1 ? dk_db_value(prefs, 0, 0) : NULL;
     const char *secret = prefs->nrows == 1 ? dk_db_value(prefs, 0, 1) : NULL;
     if (!dk_streq(url, r->target)) {
-        nt_reason(why, cap, "webhook URL changed");
+        delivery_reason(why, cap, "webhook URL changed");
         return NT_DEAD;
     }
     if (!secret || !*secret) {
-        nt_reason(why, cap, "webhook secret missing");
+        delivery_reason(why, cap, "webhook secret missing");
         return NT_DEAD;
     }
 
-    nt_webhook_target t;
+    webhook_target t;
     char rwhy[160] = "";
-    st = nt_webhook_resolve(&d->net, r->target, d->allow_private, d->timeout_ms, &t, rwhy,
-                            sizeof rwhy);
+    st =
+        webhook_resolve(&d->net, r->target, d->allow_private, d->timeout_ms, &t, rwhy, sizeof rwhy);
     if (st == DK_E_FORBIDDEN) {
-        nt_reason(why, cap, "address not allowed");
+        delivery_reason(why, cap, "address not allowed");
         return NT_DEAD;
     }
     if (st == DK_E_VALIDATION) {
-        nt_reason(why, cap, "invalid webhook URL: %s", rwhy);
+        delivery_reason(why, cap, "invalid webhook URL: %s", rwhy);
         return NT_DEAD;
     }
     if (st != DK_OK) {
-        nt_reason(why, cap, "%s", rwhy[0] ? rwhy : dk_status_title(st));
+        delivery_reason(why, cap, "%s", rwhy[0] ? rwhy : dk_status_title(st));
         return st == DK_E_UNAVAILABLE ? NT_FAILED : NT_RELEASE;
     }
 
@@ -351,7 +354,7 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
             pin = dk_arena_printf(a, "%s%s%s", pin, i ? "," : "", t.addrs[i]);
     }
 
-    nt_call w = {
+    delivery_call w = {
         .call = {
             .arena = a,
             .method = "POST",
@@ -370,33 +373,34 @@ static nt_outcome nt_webhook(nt_delivery *d, dk_arena *a, const nt_row *r, char 
             .timeout_ms = (int)d->timeout_ms,
         }};
     dk_span *sp = dk_span_http("webhook", "POST");
-    if (!nt_call_run(d, &w)) {
+    if (!delivery_call_run(d, &w)) {
         dk_span_http_end(sp, false, 0);
-        nt_reason(why, cap, "could not set up the HTTP call");
+        delivery_reason(why, cap, "could not set up the HTTP call");
         return NT_RELEASE;
     }
     dk_http_call *c = &w.call;
     dk_span_http_end(sp, c->error == DK_OK, c->status);
     if (c->cancelled && atomic_load(&d->stop)) {
-        nt_reason(why, cap, "abandoned: stopping");
+        delivery_reason(why, cap, "abandoned: stopping");
         return NT_RELEASE;
     }
     if (c->error != DK_OK) {
-        nt_reason(why, cap, "curl: %s", c->error_text); /* the transport's words (libcurl's) */
+        delivery_reason(why, cap, "curl: %s",
+                        c->error_text); /* the transport's words (libcurl's) */
         return NT_FAILED;
     }
     if (c->status >= 200 && c->status <= 299)
         return NT_SENT;
-    nt_reason(why, cap, "HTTP %d", c->status);
+    delivery_reason(why, cap, "HTTP %d", c->status);
     return NT_FAILED;
 }
 
 /* --- e-mail ----------------------------------------------------------------------------------- */
 
 /* The whole RFC 5322 message, CRLF line ends, every header value on one line. */
-static char *nt_mail_text(nt_delivery *d, dk_arena *a, const nt_row *r, const char *to,
-                          const char *type, const char *message, const char *task_id,
-                          const char *created_at)
+static char *delivery_mail_text(notifications_delivery *d, dk_arena *a, const delivery_row *r,
+                                const char *to, const char *type, const char *message,
+                                const char *task_id, const char *created_at)
 {
     char date[64];
     dk_mail_date(dk_now_ms(), date);
@@ -420,10 +424,11 @@ static char *nt_mail_text(nt_delivery *d, dk_arena *a, const nt_row *r, const ch
         a, "%s\r\n-- \r\nSent by Docket. Notification settings: your Docket preferences.\r\n", m);
 }
 
-static nt_outcome nt_email(nt_delivery *d, dk_arena *a, const nt_row *r, char *why, size_t cap)
+static delivery_outcome delivery_email(notifications_delivery *d, dk_arena *a,
+                                       const delivery_row *r, char *why, size_t cap)
 {
     if (!d->mailer) {
-        nt_reason(why, cap, "e-mail is not configured");
+        delivery_reason(why, cap, "e-mail is not configured");
         return NT_DEAD;
     }
     json_error_t jerr;
@@ -442,80 +447,82 @@ static nt_outcome nt_email(nt_delivery *d, dk_arena *a, const nt_row *r, char *w
     created = created ? dk_arena_strdup(a, created) : NULL;
     json_decref(body);
     if (!type || !message) {
-        nt_reason(why, cap, "malformed body");
+        delivery_reason(why, cap, "malformed body");
         return NT_DEAD;
     }
     if (!d->users) {
-        nt_reason(why, cap, "no users directory");
+        delivery_reason(why, cap, "no users directory");
         return NT_DEAD;
     }
     dk_user u;
     memset(&u, 0, sizeof u);
     dk_status st = d->users->get(d->users_handle, a, r->user_id, &u);
     if (st == DK_E_NOT_FOUND) {
-        nt_reason(why, cap, "user not found");
+        delivery_reason(why, cap, "user not found");
         return NT_DEAD;
     }
     if (st != DK_OK) {
-        nt_reason(why, cap, "users directory: %s", dk_status_title(st));
+        delivery_reason(why, cap, "users directory: %s", dk_status_title(st));
         return NT_FAILED;
     }
     if (!dk_mail_mailbox_ok(u.email)) {
-        nt_reason(why, cap, "invalid e-mail address");
+        delivery_reason(why, cap, "invalid e-mail address");
         return NT_DEAD;
     }
 
     if (!u.email_verified) {
-        nt_reason(why, cap, "e-mail address not verified");
+        delivery_reason(why, cap, "e-mail address not verified");
         return NT_DEAD;
     }
 
-    char *text = nt_mail_text(d, a, r, u.email, type, message, task_id, created);
+    char *text = delivery_mail_text(d, a, r, u.email, type, message, task_id, created);
     char mwhy[160] = "";
     st = d->mailer->ops->send(d->mailer->h, d->from.envelope, u.email, text, strlen(text), &d->stop,
                               mwhy, sizeof mwhy);
     if (st == DK_OK)
         return NT_SENT;
     if (atomic_load(&d->stop)) {
-        nt_reason(why, cap, "abandoned: stopping");
+        delivery_reason(why, cap, "abandoned: stopping");
         return NT_RELEASE;
     }
-    nt_reason(why, cap, "%s", mwhy[0] ? mwhy : dk_status_title(st));
+    delivery_reason(why, cap, "%s", mwhy[0] ? mwhy : dk_status_title(st));
     return NT_FAILED;
 }
 
 /* --- the workers ------------------------------------------------------------------------------ */
 
-static void nt_deliver(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t lease)
+static void delivery_deliver(notifications_delivery *d, dk_arena *a, const delivery_row *r,
+                             int64_t lease)
 {
     char why[NT_ERROR_MAX + 1] = "";
-    nt_outcome out;
+    delivery_outcome out;
     if (dk_streq(r->channel, "webhook"))
-        out = nt_webhook(d, a, r, why, sizeof why);
+        out = delivery_webhook(d, a, r, why, sizeof why);
     else if (dk_streq(r->channel, "email"))
-        out = nt_email(d, a, r, why, sizeof why);
+        out = delivery_email(d, a, r, why, sizeof why);
     else {
-        nt_reason(why, sizeof why, "unknown channel");
+        delivery_reason(why, sizeof why, "unknown channel");
         out = NT_DEAD;
     }
     if (out == NT_RELEASE && !atomic_load(&d->stop))
-        dk_log_with(DK_LOG_WARN, nt_log_extra(a, r), "notification delivery postponed: %s", why);
-    nt_finish(d, a, r, lease, out, why);
+        dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r), "notification delivery postponed: %s",
+                    why);
+    delivery_finish(d, a, r, lease, out, why);
 }
 
 /* One claim and its rows; *ret_claimed gets how many rows were claimed. */
-static dk_status nt_batch(nt_delivery *d, dk_arena *a, int *ret_claimed)
+static dk_status delivery_batch(notifications_delivery *d, dk_arena *a, int *ret_claimed)
 {
     int64_t now = dk_now_ms();
     int64_t lease = now + d->lease_ms;
     dk_db_rows *rows = NULL;
     *ret_claimed = 0;
-    dk_status st = nt_claim(d, a, now, lease, &rows);
+    dk_status st = delivery_claim(d, a, now, lease, &rows);
     if (st != DK_OK)
         return st;
     *ret_claimed = rows->nrows;
     for (int i = 0; i < rows->nrows; i++) {
-        nt_row r = {
+        delivery_row r = {
             .id = dk_db_value(rows, i, 0),
             .user_id = dk_db_value(rows, i, 1),
             .channel = dk_db_value(rows, i, 2),
@@ -526,14 +533,14 @@ static dk_status nt_batch(nt_delivery *d, dk_arena *a, int *ret_claimed)
         if (!r.id || !r.user_id || !r.body)
             continue; /* NOT NULL columns */
         if (atomic_load(&d->stop))
-            nt_finish(d, a, &r, lease, NT_RELEASE, NULL); /* give the rest back */
+            delivery_finish(d, a, &r, lease, NT_RELEASE, NULL); /* give the rest back */
         else
-            nt_deliver(d, a, &r, lease);
+            delivery_deliver(d, a, &r, lease);
     }
     return DK_OK;
 }
 
-static void nt_wait(nt_delivery *d, int64_t ms)
+static void delivery_wait(notifications_delivery *d, int64_t ms)
 {
     struct timespec deadline = dk_mono_deadline(ms);
     pthread_mutex_lock(&d->lock);
@@ -544,9 +551,9 @@ static void nt_wait(nt_delivery *d, int64_t ms)
     pthread_mutex_unlock(&d->lock);
 }
 
-static void *nt_worker(void *arg)
+static void *delivery_worker(void *arg)
 {
-    nt_delivery *d = arg;
+    notifications_delivery *d = arg;
     dk_arena *a = dk_arena_new();
     bool failing = false;
     while (!atomic_load(&d->stop)) {
@@ -554,7 +561,7 @@ static void *nt_worker(void *arg)
         d->kicked = false;
         pthread_mutex_unlock(&d->lock);
         int claimed = 0;
-        dk_status st = nt_batch(d, a, &claimed);
+        dk_status st = delivery_batch(d, a, &claimed);
         dk_arena_reset(a);
         if (st != DK_OK && !failing)
             dk_log_warn("notification delivery: cannot claim deliveries (%s); retrying every "
@@ -565,7 +572,7 @@ static void *nt_worker(void *arg)
         failing = st != DK_OK;
         if (st == DK_OK && claimed == NT_DELIVERY_BATCH)
             continue; /* more may be due */
-        nt_wait(d, d->interval_ms);
+        delivery_wait(d, d->interval_ms);
     }
     dk_arena_free(a);
     return NULL;
@@ -573,17 +580,17 @@ static void *nt_worker(void *arg)
 
 /* --- metrics ---------------------------------------------------------------------------------- */
 
-static void nt_collect(void *ctx, dk_metrics_out *out)
+static void delivery_collect(void *ctx, dk_metrics_out *out)
 {
-    nt_delivery *d = ctx;
+    notifications_delivery *d = ctx;
     dk_metrics_family(out, "docket_notification_deliveries_total", "counter",
                       "Notification delivery outcomes by channel: sent, retry (an attempt failed "
                       "and is retried), dead (given up).");
     for (int c = 0; c < NT_NCHANNELS; c++)
         for (int r = 0; r < NT_NRESULTS; r++) {
             char labels[64];
-            snprintf(labels, sizeof labels, "channel=\"%s\",result=\"%s\"", nt_channel_names[c],
-                     nt_result_names[r]);
+            snprintf(labels, sizeof labels, "channel=\"%s\",result=\"%s\"",
+                     delivery_channel_names[c], delivery_result_names[r]);
             dk_metrics_sample(out, "docket_notification_deliveries_total", labels,
                               (double)atomic_load(&d->counts[c][r]));
         }
@@ -591,7 +598,7 @@ static void nt_collect(void *ctx, dk_metrics_out *out)
 
 /* --- lifecycle -------------------------------------------------------------------------------- */
 
-static void nt_free(nt_delivery *d)
+static void delivery_free(notifications_delivery *d)
 {
     dk_arena_free(d->keep);
     dk_free(d->threads);
@@ -600,7 +607,8 @@ static void nt_free(nt_delivery *d)
     dk_free(d);
 }
 
-dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
+dk_status notifications_delivery_start(const notifications_delivery_options *o,
+                                       notifications_delivery **ret)
 {
     if (!o || !o->db || !o->db->ops || !o->db->db || o->max_attempts < 1 || o->backoff_ms < 1 ||
         o->max_backoff_ms < 1 || o->timeout_ms < 1 || o->interval_ms < 1 || o->workers < 0) {
@@ -611,7 +619,7 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
         dk_log_error("notification delivery: webhooks need an HTTP client and a resolver");
         return DK_E_VALIDATION;
     }
-    nt_delivery *d = DK_NEW(nt_delivery);
+    notifications_delivery *d = DK_NEW(notifications_delivery);
     pthread_mutex_init(&d->lock, NULL);
     dk_cond_init_monotonic(&d->cond);
     d->db = o->db;
@@ -631,12 +639,12 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
     if (o->mailer) {
         if (dk_mail_sender_parse(d->keep, o->mail_from, &d->from) != DK_OK) {
             dk_log_error("notification delivery: smtp.from is not a usable address");
-            nt_free(d);
+            delivery_free(d);
             return DK_E_VALIDATION;
         }
         if (!o->users) {
             dk_log_error("notification delivery: e-mail needs the users directory");
-            nt_free(d);
+            delivery_free(d);
             return DK_E_VALIDATION;
         }
         d->mailer = o->mailer;
@@ -648,22 +656,22 @@ dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     for (int i = 0; i < n; i++) {
-        if (pthread_create(&d->threads[i], NULL, nt_worker, d) != 0)
+        if (pthread_create(&d->threads[i], NULL, delivery_worker, d) != 0)
             break;
         d->nthreads++;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (d->nthreads < n) {
         dk_log_error("notification delivery: cannot start its threads");
-        nt_delivery_stop(d);
+        notifications_delivery_stop(d);
         return DK_E_INTERNAL;
     }
-    dk_metrics_add_collector(nt_collect, d);
+    dk_metrics_add_collector(delivery_collect, d);
     *ret = d;
     return DK_OK;
 }
 
-void nt_delivery_kick(nt_delivery *d)
+void notifications_delivery_kick(notifications_delivery *d)
 {
     if (!d)
         return;
@@ -673,7 +681,7 @@ void nt_delivery_kick(nt_delivery *d)
     pthread_mutex_unlock(&d->lock);
 }
 
-void nt_delivery_stop(nt_delivery *d)
+void notifications_delivery_stop(notifications_delivery *d)
 {
     if (!d)
         return;
@@ -683,5 +691,5 @@ void nt_delivery_stop(nt_delivery *d)
     pthread_mutex_unlock(&d->lock);
     for (int i = 0; i < d->nthreads; i++)
         pthread_join(d->threads[i], NULL);
-    nt_free(d);
+    delivery_free(d);
 }

@@ -15,7 +15,7 @@
 
 /* --- address classification ------------------------------------------------------------------ */
 
-static bool nt_v4_private(const unsigned char b[4])
+static bool webhook_v4_private(const unsigned char b[4])
 {
     return b[0] == 0 ||                               /* 0.0.0.0/8 "this network" */
            b[0] == 10 ||                              /* 10/8 */
@@ -29,7 +29,7 @@ static bool nt_v4_private(const unsigned char b[4])
            b[0] >= 224;                               /* 224/4 multicast, 240/4, broadcast */
 }
 
-static bool nt_zero(const unsigned char *b, size_t n)
+static bool webhook_zero(const unsigned char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (b[i])
@@ -37,7 +37,7 @@ static bool nt_zero(const unsigned char *b, size_t n)
     return true;
 }
 
-static bool nt_v6_private(const unsigned char b[16])
+static bool webhook_v6_private(const unsigned char b[16])
 {
     static const unsigned char nat64[12] = {0x00, 0x64, 0xff, 0x9b};
     static const unsigned char nat64_local[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
@@ -46,21 +46,21 @@ static bool nt_v6_private(const unsigned char b[16])
         return true;
     if (memcmp(b, teredo, sizeof teredo) == 0) /* 2001::/32 Teredo: tunnels to anywhere */
         return true;
-    if (nt_zero(b, 10) && b[10] == 0xff && b[11] == 0xff) /* ::ffff:a.b.c.d mapped */
-        return nt_v4_private(b + 12);
-    if (nt_zero(b, 12)) /* ::a.b.c.d compatible, which covers :: and ::1 (0.0.0.0/8) */
-        return nt_v4_private(b + 12);
+    if (webhook_zero(b, 10) && b[10] == 0xff && b[11] == 0xff) /* ::ffff:a.b.c.d mapped */
+        return webhook_v4_private(b + 12);
+    if (webhook_zero(b, 12)) /* ::a.b.c.d compatible, which covers :: and ::1 (0.0.0.0/8) */
+        return webhook_v4_private(b + 12);
     if (memcmp(b, nat64, sizeof nat64) == 0) /* 64:ff9b::a.b.c.d NAT64 */
-        return nt_v4_private(b + 12);
+        return webhook_v4_private(b + 12);
     if (b[0] == 0x20 && b[1] == 0x02) /* 2002:aabb:ccdd::/48 6to4 */
-        return nt_v4_private(b + 2);
+        return webhook_v4_private(b + 2);
     return (b[0] & 0xfe) == 0xfc ||                   /* fc00::/7 unique local */
            (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* fe80::/10 link-local */
            (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) || /* fec0::/10 site-local (deprecated) */
            b[0] == 0xff;                              /* ff00::/8 multicast */
 }
 
-bool nt_addr_is_private(const struct sockaddr *sa)
+bool webhook_addr_is_private(const struct sockaddr *sa)
 {
     if (!sa)
         return true;
@@ -68,25 +68,25 @@ bool nt_addr_is_private(const struct sockaddr *sa)
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
         unsigned char b[4];
         memcpy(b, &in->sin_addr, 4);
-        return nt_v4_private(b);
+        return webhook_v4_private(b);
     }
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        return nt_v6_private(in6->sin6_addr.s6_addr);
+        return webhook_v6_private(in6->sin6_addr.s6_addr);
     }
     return true;
 }
 
 /* --- URL parsing ------------------------------------------------------------------------------ */
 
-static dk_status nt_reason_set(dk_status st, char *reason, size_t cap, const char *msg)
+static dk_status webhook_reason_set(dk_status st, char *reason, size_t cap, const char *msg)
 {
     if (reason && cap > 0)
         dk_strlcpy(reason, msg, cap);
     return st;
 }
 
-static void nt_addr_text(const struct sockaddr *sa, char out[NT_WEBHOOK_ADDR_LEN])
+static void webhook_addr_text(const struct sockaddr *sa, char out[NT_WEBHOOK_ADDR_LEN])
 {
     char buf[INET6_ADDRSTRLEN];
     if (sa->sa_family == AF_INET) {
@@ -101,45 +101,48 @@ static void nt_addr_text(const struct sockaddr *sa, char out[NT_WEBHOOK_ADDR_LEN
 }
 
 /* Parses and checks the URL itself (no resolution): fills host, port, literal. */
-static dk_status nt_parse(const nt_webhook_net *net, const char *url, nt_webhook_target *t,
-                          struct sockaddr_storage *lit, char *reason, size_t cap)
+static dk_status webhook_parse(const webhook_net *net, const char *url, webhook_target *t,
+                               struct sockaddr_storage *lit, char *reason, size_t cap)
 {
     if (!url || !*url)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "must be an absolute http or https URL");
     size_t len = strlen(url);
     if (len > NT_WEBHOOK_URL_MAX)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must be at most 2048 characters long");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "must be at most 2048 characters long");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)url[i];
         if (c <= 0x20 || c >= 0x7f)
-            return nt_reason_set(DK_E_VALIDATION, reason, cap,
-                                 "must not contain spaces, control or non-ASCII characters "
-                                 "(percent-encode them)");
+            return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                      "must not contain spaces, control or non-ASCII characters "
+                                      "(percent-encode them)");
     }
     dk_url_parts u;
     dk_status st = net->http->split_url(url, &u);
     if (st == DK_E_INTERNAL)
-        return nt_reason_set(DK_E_INTERNAL, reason, cap, "out of memory");
+        return webhook_reason_set(DK_E_INTERNAL, reason, cap, "out of memory");
     if (u.error == DK_URL_BAD_PORT)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
     if (u.error == DK_URL_NO_HOST)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
     if (u.error == DK_URL_BAD_SCHEME)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
     if (u.error != DK_URL_OK)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must be an absolute http or https URL");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "must be an absolute http or https URL");
     if (!dk_str_ieq(u.scheme, "http") && !dk_str_ieq(u.scheme, "https"))
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap, "must use http or https");
     if (u.userinfo)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap,
-                             "must not contain user information (user:password@)");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "must not contain user information (user:password@)");
     if (!u.host[0])
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap, "must include a host");
     if (u.zone)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap,
-                             "must not contain an IPv6 zone identifier");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "must not contain an IPv6 zone identifier");
     if (u.port < 1 || u.port > 65535)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap, "must have a valid port (1-65535)");
     /* an IPv6 literal comes back in brackets */
     const char *host = u.host, *h = host;
     size_t hl = strlen(host);
@@ -148,8 +151,8 @@ static dk_status nt_parse(const nt_webhook_net *net, const char *url, nt_webhook
         hl -= 2;
     }
     if (hl == 0 || hl > 253)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap,
-                             "must have a valid host name or address");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "must have a valid host name or address");
     memcpy(t->host, h, hl);
     t->host[hl] = '\0';
     t->port = u.port;
@@ -163,25 +166,25 @@ static dk_status nt_parse(const nt_webhook_net *net, const char *url, nt_webhook
         in6->sin6_family = AF_INET6;
         t->literal = true;
     } else if (h != host) {
-        return nt_reason_set(DK_E_VALIDATION, reason, cap,
-                             "must have a valid host name or address");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "must have a valid host name or address");
     }
     return DK_OK;
 }
 
-dk_status nt_webhook_resolve(const nt_webhook_net *net, const char *url, bool allow_private,
-                             int64_t timeout_ms, nt_webhook_target *ret, char *reason, size_t cap)
+dk_status webhook_resolve(const webhook_net *net, const char *url, bool allow_private,
+                          int64_t timeout_ms, webhook_target *ret, char *reason, size_t cap)
 {
-    nt_webhook_target t;
+    webhook_target t;
     memset(&t, 0, sizeof t);
     struct sockaddr_storage lit;
-    dk_status st = nt_parse(net, url, &t, &lit, reason, cap);
+    dk_status st = webhook_parse(net, url, &t, &lit, reason, cap);
     if (st != DK_OK)
         return st;
     if (t.literal) {
-        if (!allow_private && nt_addr_is_private((const struct sockaddr *)&lit))
-            return nt_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
-        nt_addr_text((const struct sockaddr *)&lit, t.addrs[0]);
+        if (!allow_private && webhook_addr_is_private((const struct sockaddr *)&lit))
+            return webhook_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
+        webhook_addr_text((const struct sockaddr *)&lit, t.addrs[0]);
         t.naddrs = 1;
         *ret = t;
         return DK_OK;
@@ -189,43 +192,43 @@ dk_status nt_webhook_resolve(const nt_webhook_net *net, const char *url, bool al
     dk_resolved r;
     st = net->resolver->resolve(net->resolver_h, t.host, timeout_ms > 0 ? timeout_ms : 1, &r);
     if (st == DK_E_UNAVAILABLE)
-        return nt_reason_set(DK_E_UNAVAILABLE, reason, cap, "name resolution is busy");
+        return webhook_reason_set(DK_E_UNAVAILABLE, reason, cap, "name resolution is busy");
     /* every address must be allowed (one that did not fit counts as not allowed); the
      * connection is pinned to the first IPv4/IPv6 ones */
     bool any_private = st == DK_OK && r.more > 0;
     for (int i = 0; st == DK_OK && i < r.n; i++) {
         const struct sockaddr *sa = (const struct sockaddr *)&r.addrs[i];
-        if (nt_addr_is_private(sa))
+        if (webhook_addr_is_private(sa))
             any_private = true;
         if ((sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
             t.naddrs < NT_WEBHOOK_MAX_ADDRS)
-            nt_addr_text(sa, t.addrs[t.naddrs++]);
+            webhook_addr_text(sa, t.addrs[t.naddrs++]);
     }
     if (st != DK_OK || t.naddrs == 0)
-        return nt_reason_set(DK_E_UNAVAILABLE, reason, cap, "does not resolve");
+        return webhook_reason_set(DK_E_UNAVAILABLE, reason, cap, "does not resolve");
     if (!allow_private && any_private)
-        return nt_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
+        return webhook_reason_set(DK_E_FORBIDDEN, reason, cap, "address not allowed");
     *ret = t;
     return DK_OK;
 }
 
-dk_status nt_webhook_url_check(const nt_webhook_net *net, const char *url, bool allow_private,
-                               char *reason, size_t cap)
+dk_status webhook_url_check(const webhook_net *net, const char *url, bool allow_private,
+                            char *reason, size_t cap)
 {
-    nt_webhook_target t;
+    webhook_target t;
     char why[160] = "";
     dk_status st =
-        nt_webhook_resolve(net, url, allow_private, NT_WEBHOOK_CHECK_TIMEOUT, &t, why, sizeof why);
+        webhook_resolve(net, url, allow_private, NT_WEBHOOK_CHECK_TIMEOUT, &t, why, sizeof why);
     if (st == DK_OK || st == DK_E_INTERNAL)
-        return st == DK_OK ? DK_OK : nt_reason_set(st, reason, cap, why);
+        return st == DK_OK ? DK_OK : webhook_reason_set(st, reason, cap, why);
     if (st == DK_E_FORBIDDEN)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap,
-                             "resolves to an address that is not allowed (loopback, "
-                             "private, link-local, multicast or otherwise not public)");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap,
+                                  "resolves to an address that is not allowed (loopback, "
+                                  "private, link-local, multicast or otherwise not public)");
     if (st == DK_E_UNAVAILABLE && strcmp(why, "does not resolve") == 0)
-        return nt_reason_set(DK_E_VALIDATION, reason, cap, "host does not resolve");
+        return webhook_reason_set(DK_E_VALIDATION, reason, cap, "host does not resolve");
     if (st == DK_E_UNAVAILABLE)
-        return nt_reason_set(DK_E_UNAVAILABLE, reason, cap,
-                             "could not be checked now: name resolution is busy");
-    return nt_reason_set(st, reason, cap, why);
+        return webhook_reason_set(DK_E_UNAVAILABLE, reason, cap,
+                                  "could not be checked now: name resolution is busy");
+    return webhook_reason_set(st, reason, cap, why);
 }
