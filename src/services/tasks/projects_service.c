@@ -458,23 +458,60 @@ static int pm_body_role(const json_t *body, dk_errors *errs)
     return role == PROJECT_ROLE_OWNER ? -1 : role;
 }
 
+/* The query of a page of a project's or task's sub-list (members, comments, activity): the
+ * parent's id from the path, limit and cursor from the query. false: answered (404, 400). */
+static bool projects_page_in(dk_req *req, dk_res *res, int kind, const char *what,
+                             const char **ret_id, int *ret_limit, projects_after *ret_after)
+{
+    const char *id = projects_id(req, res, "id", what);
+    if (!id)
+        return false;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    bool ok = projects_limit(req, &errs, ret_limit);
+    ok = projects_cursor_in(req, kind, id, ret_after, &errs) && ok;
+    if (!ok) {
+        dk_res_bad_query(res, &errs);
+        return false;
+    }
+    dk_errors_release(&errs);
+    *ret_id = id;
+    return true;
+}
+
+/* Starts a page's body: {"items": [ */
+static void projects_page_open(dk_jw *w)
+{
+    dk_jw_object(w);
+    dk_jw_key(w, "items");
+    dk_jw_array(w);
+}
+
+/* Ends a page with its next_cursor (NULL on the last page) and sends it, or the failure st of
+ * writing an item (what names the item). */
+static void projects_page_send(dk_req *req, dk_res *res, dk_jw *w, const char *next_cursor,
+                               dk_status st, const char *what)
+{
+    dk_jw_array_end(w);
+    dk_jw_key(w, "next_cursor");
+    dk_jw_string(w, next_cursor);
+    dk_jw_object_end(w);
+    if (st != DK_OK) {
+        (void)dk_jw_finish(w, req->arena, NULL);
+        tasks_fail_what(res, st, what);
+        return;
+    }
+    dk_res_jw(res, 200, w);
+}
+
 void projects_members_list(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = projects_id(req, res, "id", "project");
-    if (!id)
-        return;
-    dk_errors errs;
-    dk_errors_init(&errs);
+    const char *id = NULL;
     int limit = 0;
     projects_after after;
-    bool ok = projects_limit(req, &errs, &limit);
-    ok = projects_cursor_in(req, PJ_CURSOR_MEMBERS, id, &after, &errs) && ok;
-    if (!ok) {
-        dk_res_bad_query(res, &errs);
+    if (!projects_page_in(req, res, PJ_CURSOR_MEMBERS, "project", &id, &limit, &after))
         return;
-    }
-    dk_errors_release(&errs);
     project_member *items = NULL;
     int n = 0;
     dk_status st = projects_repo_members(&s->repo, req->arena, id, req->identity->user_id, &after,
@@ -486,24 +523,15 @@ void projects_members_list(dk_req *req, dk_res *res)
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_jw_object(&w);
-    dk_jw_key(&w, "items");
-    dk_jw_array(&w);
+    projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++)
         st = pm_write(s, req, cache, &w, &items[i]);
-    dk_jw_array_end(&w);
-    dk_jw_key(&w, "next_cursor");
-    dk_jw_string(&w, n > limit
-                         ? projects_cursor_out(req, PJ_CURSOR_MEMBERS, id,
-                                               items[limit - 1].added_at, items[limit - 1].user_id)
-                         : NULL);
-    dk_jw_object_end(&w);
-    if (st != DK_OK) {
-        (void)dk_jw_finish(&w, req->arena, NULL);
-        tasks_fail_what(res, st, "member");
-        return;
-    }
-    dk_res_jw(res, 200, &w);
+    projects_page_send(req, res, &w,
+                       n > limit ? projects_cursor_out(req, PJ_CURSOR_MEMBERS, id,
+                                                       items[limit - 1].added_at,
+                                                       items[limit - 1].user_id)
+                                 : NULL,
+                       st, "member");
 }
 
 void projects_members_add(dk_req *req, dk_res *res)
@@ -661,20 +689,11 @@ static const char *cm_body(dk_req *req, dk_res *res)
 void comments_list(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = projects_id(req, res, "id", "task");
-    if (!id)
-        return;
-    dk_errors errs;
-    dk_errors_init(&errs);
+    const char *id = NULL;
     int limit = 0;
     projects_after after;
-    bool ok = projects_limit(req, &errs, &limit);
-    ok = projects_cursor_in(req, PJ_CURSOR_COMMENTS, id, &after, &errs) && ok;
-    if (!ok) {
-        dk_res_bad_query(res, &errs);
+    if (!projects_page_in(req, res, PJ_CURSOR_COMMENTS, "task", &id, &limit, &after))
         return;
-    }
-    dk_errors_release(&errs);
     task_comment *items = NULL;
     int n = 0;
     dk_status st = comments_repo_list(&s->repo, req->arena, id, req->identity->user_id, &after,
@@ -686,23 +705,14 @@ void comments_list(dk_req *req, dk_res *res)
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_jw_object(&w);
-    dk_jw_key(&w, "items");
-    dk_jw_array(&w);
+    projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++)
         st = cm_write(s, req, cache, &w, &items[i]);
-    dk_jw_array_end(&w);
-    dk_jw_key(&w, "next_cursor");
-    dk_jw_string(&w, n > limit ? projects_cursor_out(req, PJ_CURSOR_COMMENTS, id,
-                                                     items[limit - 1].seq, items[limit - 1].id)
-                               : NULL);
-    dk_jw_object_end(&w);
-    if (st != DK_OK) {
-        (void)dk_jw_finish(&w, req->arena, NULL);
-        tasks_fail_what(res, st, "comment");
-        return;
-    }
-    dk_res_jw(res, 200, &w);
+    projects_page_send(req, res, &w,
+                       n > limit ? projects_cursor_out(req, PJ_CURSOR_COMMENTS, id,
+                                                       items[limit - 1].seq, items[limit - 1].id)
+                                 : NULL,
+                       st, "comment");
 }
 
 void comments_create(dk_req *req, dk_res *res)
@@ -800,20 +810,11 @@ static void av_raw(dk_req *req, dk_jw *w, const char *key, const char *json_text
 void activity_list(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = projects_id(req, res, "id", "task");
-    if (!id)
-        return;
-    dk_errors errs;
-    dk_errors_init(&errs);
+    const char *id = NULL;
     int limit = 0;
     projects_after after;
-    bool ok = projects_limit(req, &errs, &limit);
-    ok = projects_cursor_in(req, PJ_CURSOR_ACTIVITY, id, &after, &errs) && ok;
-    if (!ok) {
-        dk_res_bad_query(res, &errs);
+    if (!projects_page_in(req, res, PJ_CURSOR_ACTIVITY, "task", &id, &limit, &after))
         return;
-    }
-    dk_errors_release(&errs);
     task_activity *items = NULL;
     int n = 0;
     dk_status st = activity_repo_list(&s->repo, req->arena, id, req->identity->user_id, &after,
@@ -825,9 +826,7 @@ void activity_list(dk_req *req, dk_res *res)
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_jw_object(&w);
-    dk_jw_key(&w, "items");
-    dk_jw_array(&w);
+    projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++) {
         const task_activity *e = &items[i];
         dk_jw_object(&w);
@@ -848,16 +847,9 @@ void activity_list(dk_req *req, dk_res *res)
         projects_time(&w, "created_at", e->created_at);
         dk_jw_object_end(&w);
     }
-    dk_jw_array_end(&w);
-    dk_jw_key(&w, "next_cursor");
-    dk_jw_string(&w, n > limit ? projects_cursor_out(req, PJ_CURSOR_ACTIVITY, id,
-                                                     items[limit - 1].seq, items[limit - 1].id)
-                               : NULL);
-    dk_jw_object_end(&w);
-    if (st != DK_OK) {
-        (void)dk_jw_finish(&w, req->arena, NULL);
-        tasks_fail_what(res, st, "task");
-        return;
-    }
-    dk_res_jw(res, 200, &w);
+    projects_page_send(req, res, &w,
+                       n > limit ? projects_cursor_out(req, PJ_CURSOR_ACTIVITY, id,
+                                                       items[limit - 1].seq, items[limit - 1].id)
+                                 : NULL,
+                       st, "task");
 }
