@@ -438,9 +438,12 @@ static const char *cm_visible(dk_arena *a, const char *alias)
                            alias, tasks_visible_sql(a, 2));
 }
 
-dk_status comments_repo_list(const tasks_repo *r, dk_arena *a, const char *task_id,
-                             const char *caller, const projects_after *after, int limit,
-                             task_comment **ret, int *ret_n)
+/* A page of a visible task's rows in table (aliased c, ordered by seq): limit + 1 rows after
+ * the cursor, so the caller can tell whether there is a next page. DK_E_NOT_FOUND when the
+ * task is not visible to caller. */
+static dk_status projects_repo_task_page(const tasks_repo *r, dk_arena *a, const char *cols,
+                                         const char *table, const char *task_id, const char *caller,
+                                         const projects_after *after, int limit, dk_db_rows **ret)
 {
     tasks_task t;
     dk_status st = tasks_repo_get(r, a, task_id, caller, &t, NULL);
@@ -448,14 +451,21 @@ dk_status comments_repo_list(const tasks_repo *r, dk_arena *a, const char *task_
         return st;
     const char *v[] = {task_id, caller, dk_sql_int(a, limit + 1),
                        dk_sql_int(a, after && after->has ? after->value : 0)};
+    return dk_sql(r->db, a,
+                  dk_arena_printf(a,
+                                  "SELECT %s FROM %s c WHERE c.task_id = $1 AND %s AND c.seq > "
+                                  "CAST($4 AS BIGINT) ORDER BY c.seq LIMIT CAST($3 AS INTEGER)",
+                                  cols, table, cm_visible(a, "c")),
+                  4, v, ret);
+}
+
+dk_status comments_repo_list(const tasks_repo *r, dk_arena *a, const char *task_id,
+                             const char *caller, const projects_after *after, int limit,
+                             task_comment **ret, int *ret_n)
+{
     dk_db_rows *rows = NULL;
-    st = dk_sql(r->db, a,
-                dk_arena_printf(a,
-                                "SELECT " CM_COLS " FROM tasks_comments c WHERE c.task_id = $1 AND "
-                                "%s AND c.seq > CAST($4 AS BIGINT) ORDER BY c.seq LIMIT CAST($3 "
-                                "AS INTEGER)",
-                                cm_visible(a, "c")),
-                4, v, &rows);
+    dk_status st = projects_repo_task_page(r, a, CM_COLS, "tasks_comments", task_id, caller, after,
+                                           limit, &rows);
     if (st != DK_OK)
         return st;
     task_comment *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows + 1));
@@ -622,21 +632,12 @@ dk_status activity_repo_list(const tasks_repo *r, dk_arena *a, const char *task_
                              const char *caller, const projects_after *after, int limit,
                              task_activity **ret, int *ret_n)
 {
-    tasks_task t;
-    dk_status st = tasks_repo_get(r, a, task_id, caller, &t, NULL);
-    if (st != DK_OK)
-        return st;
-    const char *v[] = {task_id, caller, dk_sql_int(a, limit + 1),
-                       dk_sql_int(a, after && after->has ? after->value : 0)};
     dk_db_rows *rows = NULL;
-    st = dk_sql(r->db, a,
-                dk_arena_printf(a,
-                                "SELECT c.id, c.actor_id, c.action, c.field, c.old_value, "
-                                "c.new_value, c.comment_id, c.created_at, c.seq FROM "
-                                "tasks_activity c WHERE c.task_id = $1 AND %s AND c.seq > CAST($4 "
-                                "AS BIGINT) ORDER BY c.seq LIMIT CAST($3 AS INTEGER)",
-                                cm_visible(a, "c")),
-                4, v, &rows);
+    dk_status st = projects_repo_task_page(
+        r, a,
+        "c.id, c.actor_id, c.action, c.field, c.old_value, c.new_value, c.comment_id, "
+        "c.created_at, c.seq",
+        "tasks_activity", task_id, caller, after, limit, &rows);
     if (st != DK_OK)
         return st;
     task_activity *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows + 1));
