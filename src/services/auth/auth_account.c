@@ -462,24 +462,6 @@ void auth_email_resend(dk_req *req, dk_res *res)
 
 /* ---------- TOTP ---------- */
 
-static char *auth_pct_encode(dk_arena *a, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    char *out = dk_arena_alloc(a, strlen(s) * 3 + 1), *o = out;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            strchr("-._~@", *p)) {
-            *o++ = (char)*p;
-        } else {
-            *o++ = '%';
-            *o++ = hex[*p >> 4];
-            *o++ = hex[*p & 15];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 /* The user's TOTP secret in clear; re-sealed under the current key when a previous key opened
  * it (key rotation). */
 static dk_status auth_totp_secret(auth_svc *s, dk_arena *a, const char *uid, const auth_totp *t,
@@ -572,7 +554,7 @@ void auth_totp_setup(dk_req *req, dk_res *res)
         return;
     }
     char *b32 = totp_base32(req->arena, secret, sizeof secret);
-    char *label = auth_pct_encode(req->arena, u.email);
+    char *label = dk_percent_encode(req->arena, u.email, "@");
     char *uri = dk_arena_printf(req->arena,
                                 "otpauth://totp/Docket:%s?secret=%s&issuer=Docket&algorithm=SHA1&"
                                 "digits=%d&period=%d",
