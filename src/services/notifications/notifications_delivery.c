@@ -1,8 +1,8 @@
 /* notifications_delivery.c — the delivery worker: claims due rows of notifications_deliveries
- * under a lease, sends each (webhook through the http_client port, its host resolved through
- * the resolver port; e-mail through the mailer port), and records the outcome guarded by the lease it claimed with (a row whose lease expired
+ * under a lease, has each attempted (notifications_send.c: webhook or e-mail), and records the outcome guarded by the lease it claimed with (a row whose lease expired
  * and was claimed again is left to its new owner). */
 #include "services/notifications/notifications_delivery.h"
+#include "services/notifications/notifications_send.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -11,8 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-#include <jansson.h>
 
 #include "core/alloc.h"
 #include "core/arena.h"
@@ -24,18 +22,10 @@
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
-#include "ports/http_client.h"
-#include "ports/mailer.h"
-#include "ports/users_directory.h"
-#include "services/notifications/webhook_url.h"
-#include "core/trace.h"
 #include "core/banned.h"
 
 #define NT_ERROR_MAX       200 /* bytes of last_error */
-#define NT_SUBJECT_MAX     240 /* bytes of the message in a Subject */
-#define NT_BODY_LINE_MAX   900 /* bytes of the message line in a mail body */
 #define NT_LEASE_MARGIN_MS 30000
-#define NT_USER_AGENT      "User-Agent: Docket-Webhook/1"
 
 enum { NT_CH_WEBHOOK, NT_CH_EMAIL, NT_NCHANNELS };
 enum { NT_RES_SENT, NT_RES_RETRY, NT_RES_DEAD, NT_NRESULTS };
@@ -44,14 +34,8 @@ static const char *const delivery_result_names[NT_NRESULTS] = {"sent", "retry", 
 
 struct notifications_delivery {
     const dk_database *db;
-    const struct dk_users_directory_ops *users;
-    void *users_handle;
-    const dk_mailer *mailer; /* NULL: e-mail off */
-    webhook_net net;
-    dk_http_client *http;
-    dk_arena *keep; /* the sender's strings */
-    dk_mail_sender from;
-    bool allow_private;
+    notifications_sender send; /* the channels: what an attempt sends */
+    dk_arena *keep;            /* the sender's strings */
     int max_attempts;
     int64_t backoff_ms, max_backoff_ms, timeout_ms, interval_ms, lease_ms;
 
@@ -64,19 +48,6 @@ struct notifications_delivery {
 
     atomic_uint_fast64_t counts[NT_NCHANNELS][NT_NRESULTS];
 };
-
-/* A claimed row. */
-typedef struct delivery_row {
-    const char *id, *user_id, *channel, *target, *body;
-    int64_t attempts;
-} delivery_row;
-
-typedef enum {
-    NT_SENT,    /* delivered */
-    NT_FAILED,  /* an attempt failed: retry or dead by the attempt count */
-    NT_DEAD,    /* cannot ever be delivered: dead without an attempt */
-    NT_RELEASE, /* not attempted (stopping, database trouble): give the row back */
-} delivery_outcome;
 
 /* --- small text helpers ----------------------------------------------------------------------- */
 
@@ -151,7 +122,7 @@ static int64_t delivery_backoff(const notifications_delivery *d, int64_t attempt
     return j < 1 ? 1 : j;
 }
 
-static const char *delivery_log_extra(dk_arena *a, const delivery_row *r)
+static const char *delivery_log_extra(dk_arena *a, const notifications_send_row *r)
 {
     char id[160], ch[64];
     dk_json_escape(id, sizeof id, r->id);
@@ -160,8 +131,8 @@ static const char *delivery_log_extra(dk_arena *a, const delivery_row *r)
 }
 
 /* Records the outcome of one row, guarded by the lease it was claimed with. */
-static void delivery_finish(notifications_delivery *d, dk_arena *a, const delivery_row *r,
-                            int64_t lease, delivery_outcome outcome, const char *why)
+static void delivery_finish(notifications_delivery *d, dk_arena *a, const notifications_send_row *r,
+                            int64_t lease, notifications_outcome outcome, const char *why)
 {
     int64_t now = dk_now_ms();
     int ch = delivery_channel_index(r->channel);
@@ -173,11 +144,11 @@ static void delivery_finish(notifications_delivery *d, dk_arena *a, const delive
     char err[NT_ERROR_MAX + 1];
     dk_strlcpy(err, why ? why : "", sizeof err);
 
-    if (outcome == NT_SENT) {
+    if (outcome == NOTIFICATIONS_SENT) {
         const char *p[] = {id, ls, ns};
         st = dk_sql(d->db, a, delivery_sent_sql, 3, p, &res);
         result = NT_RES_SENT;
-    } else if (outcome == NT_RELEASE) {
+    } else if (outcome == NOTIFICATIONS_RELEASE) {
         /* when stopping, at once (another replica may take it); else after a pause */
         int64_t next = atomic_load(&d->stop) ? now : now + d->interval_ms;
         const char *p[] = {id, ls, dk_sql_int(a, next), ns};
@@ -186,7 +157,7 @@ static void delivery_finish(notifications_delivery *d, dk_arena *a, const delive
         const char *state = "dead";
         int64_t next = now;
         result = NT_RES_DEAD;
-        if (outcome == NT_FAILED) {
+        if (outcome == NOTIFICATIONS_FAILED) {
             attempts++;
             if (attempts < d->max_attempts) {
                 delay = delivery_backoff(d, attempts);
@@ -216,7 +187,7 @@ static void delivery_finish(notifications_delivery *d, dk_arena *a, const delive
         dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r),
                     "notification delivery failed: %s (attempt %lld of %d, next in %lld ms)", err,
                     (long long)attempts, d->max_attempts, (long long)delay);
-    else if (result == NT_RES_DEAD && outcome == NT_DEAD)
+    else if (result == NT_RES_DEAD && outcome == NOTIFICATIONS_DEAD)
         dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r),
                     "notification delivery given up without an attempt: %s; the row is dead", err);
     else if (result == NT_RES_DEAD)
@@ -228,283 +199,22 @@ static void delivery_finish(notifications_delivery *d, dk_arena *a, const delive
         dk_log_with(DK_LOG_DEBUG, delivery_log_extra(a, r), "notification delivered");
 }
 
-/* --- one webhook call, waited for -------------------------------------------------------------- */
-
-typedef struct delivery_call {
-    dk_http_call call;
-    notifications_delivery *d;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-} delivery_call;
-
-static void delivery_call_done(dk_http_call *c)
-{
-    delivery_call *w = c->ctx;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-/* Stop abandons a call in flight (the client asks about once a second). */
-static bool delivery_call_abandoned(dk_http_call *c)
-{
-    delivery_call *w = c->ctx;
-    return atomic_load(&w->d->stop);
-}
-
-/* The receiver's answer is read and dropped, whatever its size; stop ends it. */
-static void delivery_call_headers(dk_http_call *c)
-{
-    (void)c;
-}
-
-static dk_http_data_action delivery_call_data(dk_http_call *c, const char *data, size_t len)
-{
-    (void)data, (void)len;
-    return delivery_call_abandoned(c) ? DK_HTTP_DATA_ABORT : DK_HTTP_DATA_OK;
-}
-
-/* Submits w->call and waits for it to finish; false when it could not start. */
-static bool delivery_call_run(notifications_delivery *d, delivery_call *w)
-{
-    w->d = d;
-    w->call.ctx = w;
-    w->call.done = delivery_call_done;
-    w->call.abandoned = delivery_call_abandoned;
-    w->call.on_headers = delivery_call_headers;
-    w->call.on_data = delivery_call_data;
-    pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
-    bool ok = d->net.http->submit(d->http, &w->call) == DK_OK;
-    pthread_mutex_lock(&w->lock);
-    while (ok && !w->done)
-        pthread_cond_wait(&w->cond, &w->lock);
-    pthread_mutex_unlock(&w->lock);
-    pthread_cond_destroy(&w->cond);
-    pthread_mutex_destroy(&w->lock);
-    return ok;
-}
-
-/* --- webhooks --------------------------------------------------------------------------------- */
-
-static delivery_outcome delivery_webhook(notifications_delivery *d, dk_arena *a,
-                                         const delivery_row *r, char *why, size_t cap)
-{
-    json_error_t jerr;
-    json_t *body = json_loads(r->body, 0, &jerr);
-    const char *type = json_string_value(json_object_get(body, "type"));
-    char *event = type ? dk_mail_one_line(a, type, 128) : NULL;
-    json_decref(body);
-    if (!event) {
-        delivery_reason(why, cap, "malformed body");
-        return NT_DEAD;
-    }
-
-    const char *p[] = {r->user_id};
-    dk_db_rows *prefs = NULL;
-    dk_status st = dk_sql(d->db, a,
-                          "SELECT webhook_url, webhook_secret FROM notifications_prefs "
-                          "WHERE user_id = $1",
-                          1, p, &prefs);
-    if (st != DK_OK) {
-        delivery_reason(why, cap, "database: %s", dk_status_title(st));
-        return NT_RELEASE;
-    }
-    const char *url = prefs->nrows == 1 ? dk_db_value(prefs, 0, 0) : NULL;
-    const char *secret = prefs->nrows == 1 ? dk_db_value(prefs, 0, 1) : NULL;
-    if (!dk_streq(url, r->target)) {
-        delivery_reason(why, cap, "webhook URL changed");
-        return NT_DEAD;
-    }
-    if (!secret || !*secret) {
-        delivery_reason(why, cap, "webhook secret missing");
-        return NT_DEAD;
-    }
-
-    webhook_target t;
-    char rwhy[160] = "";
-    st =
-        webhook_resolve(&d->net, r->target, d->allow_private, d->timeout_ms, &t, rwhy, sizeof rwhy);
-    if (st == DK_E_FORBIDDEN) {
-        delivery_reason(why, cap, "address not allowed");
-        return NT_DEAD;
-    }
-    if (st == DK_E_VALIDATION) {
-        delivery_reason(why, cap, "invalid webhook URL: %s", rwhy);
-        return NT_DEAD;
-    }
-    if (st != DK_OK) {
-        delivery_reason(why, cap, "%s", rwhy[0] ? rwhy : dk_status_title(st));
-        return st == DK_E_UNAVAILABLE ? NT_FAILED : NT_RELEASE;
-    }
-
-    size_t body_len = strlen(r->body);
-    unsigned char mac[32];
-    char mac_hex[65];
-    dk_hmac_sha256(secret, strlen(secret), r->body, body_len, mac);
-    dk_hex(mac, sizeof mac, mac_hex);
-
-    /* the connection goes to the addresses just checked, never to a fresh lookup's answer */
-    char *pin = NULL;
-    if (!t.literal) {
-        pin = dk_arena_printf(a, "%s:%d:", t.host, t.port);
-        for (int i = 0; i < t.naddrs; i++)
-            pin = dk_arena_printf(a, "%s%s%s", pin, i ? "," : "", t.addrs[i]);
-    }
-
-    delivery_call w = {
-        .call = {
-            .arena = a,
-            .method = "POST",
-            .url = r->target,
-            .headers = {"Content-Type: application/json",
-                        dk_arena_printf(a, "X-Docket-Event: %s", event),
-                        dk_arena_printf(a, "X-Docket-Signature: sha256=%s", mac_hex),
-                        dk_arena_printf(a, "X-Docket-Delivery: %s", dk_mail_one_line(a, r->id, 64)),
-                        NT_USER_AGENT},
-            .nheaders = 5,
-            .body = r->body,
-            .body_len = body_len,
-            .connect_to = pin,
-            .isolated = true,
-            .connect_timeout_ms = (int)d->timeout_ms,
-            .timeout_ms = (int)d->timeout_ms,
-        }};
-    dk_span *sp = dk_span_http("webhook", "POST");
-    if (!delivery_call_run(d, &w)) {
-        dk_span_http_end(sp, false, 0);
-        delivery_reason(why, cap, "could not set up the HTTP call");
-        return NT_RELEASE;
-    }
-    dk_http_call *c = &w.call;
-    dk_span_http_end(sp, c->error == DK_OK, c->status);
-    if (c->cancelled && atomic_load(&d->stop)) {
-        delivery_reason(why, cap, "abandoned: stopping");
-        return NT_RELEASE;
-    }
-    if (c->error != DK_OK) {
-        delivery_reason(why, cap, "curl: %s",
-                        c->error_text); /* the transport's words (libcurl's) */
-        return NT_FAILED;
-    }
-    if (c->status >= 200 && c->status <= 299)
-        return NT_SENT;
-    delivery_reason(why, cap, "HTTP %d", c->status);
-    return NT_FAILED;
-}
-
-/* --- e-mail ----------------------------------------------------------------------------------- */
-
-/* The whole RFC 5322 message, CRLF line ends, every header value on one line. */
-static char *delivery_mail_text(notifications_delivery *d, dk_arena *a, const delivery_row *r,
-                                const char *to, const char *type, const char *message,
-                                const char *task_id, const char *created_at)
-{
-    char date[64];
-    dk_mail_date(dk_now_ms(), date);
-    char *m = dk_arena_printf(
-        a,
-        "Date: %s\r\nFrom: %s\r\nTo: %s\r\nMessage-ID: <%s@%s>\r\n"
-        "%sMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        "Content-Transfer-Encoding: 8bit\r\nAuto-Submitted: auto-generated\r\n"
-        "X-Docket-Delivery: %s\r\n\r\n",
-        date, d->from.header, to, dk_mail_one_line(a, r->id, 64), d->from.msgid_domain,
-        dk_mail_subject(a, "[Docket]", dk_mail_one_line(a, message, NT_SUBJECT_MAX)),
-        dk_mail_one_line(a, r->id, 64));
-    m = dk_arena_printf(a, "%s%s\r\n\r\nType: %s\r\n", m,
-                        dk_mail_one_line(a, message, NT_BODY_LINE_MAX),
-                        dk_mail_one_line(a, type, 128));
-    if (task_id)
-        m = dk_arena_printf(a, "%sTask: %s\r\n", m, dk_mail_one_line(a, task_id, 128));
-    if (created_at)
-        m = dk_arena_printf(a, "%sTime: %s\r\n", m, dk_mail_one_line(a, created_at, 64));
-    return dk_arena_printf(
-        a, "%s\r\n-- \r\nSent by Docket. Notification settings: your Docket preferences.\r\n", m);
-}
-
-static delivery_outcome delivery_email(notifications_delivery *d, dk_arena *a,
-                                       const delivery_row *r, char *why, size_t cap)
-{
-    if (!d->mailer) {
-        delivery_reason(why, cap, "e-mail is not configured");
-        return NT_DEAD;
-    }
-    json_error_t jerr;
-    json_t *body = json_loads(r->body, 0, &jerr);
-    json_t *n = json_object_get(body, "notification");
-    const char *type = json_string_value(json_object_get(body, "type"));
-    const char *message = json_string_value(json_object_get(n, "message"));
-    const char *task_id = json_string_value(json_object_get(n, "task_id"));
-    const char *created = json_string_value(json_object_get(n, "created_at"));
-    if (!type)
-        type = json_string_value(json_object_get(n, "type"));
-    /* copy out of the JSON before it goes */
-    type = type ? dk_arena_strdup(a, type) : NULL;
-    message = message ? dk_arena_strdup(a, message) : NULL;
-    task_id = task_id ? dk_arena_strdup(a, task_id) : NULL;
-    created = created ? dk_arena_strdup(a, created) : NULL;
-    json_decref(body);
-    if (!type || !message) {
-        delivery_reason(why, cap, "malformed body");
-        return NT_DEAD;
-    }
-    if (!d->users) {
-        delivery_reason(why, cap, "no users directory");
-        return NT_DEAD;
-    }
-    dk_user u;
-    memset(&u, 0, sizeof u);
-    dk_status st = d->users->get(d->users_handle, a, r->user_id, &u);
-    if (st == DK_E_NOT_FOUND) {
-        delivery_reason(why, cap, "user not found");
-        return NT_DEAD;
-    }
-    if (st != DK_OK) {
-        delivery_reason(why, cap, "users directory: %s", dk_status_title(st));
-        return NT_FAILED;
-    }
-    if (!dk_mail_mailbox_ok(u.email)) {
-        delivery_reason(why, cap, "invalid e-mail address");
-        return NT_DEAD;
-    }
-
-    if (!u.email_verified) {
-        delivery_reason(why, cap, "e-mail address not verified");
-        return NT_DEAD;
-    }
-
-    char *text = delivery_mail_text(d, a, r, u.email, type, message, task_id, created);
-    char mwhy[160] = "";
-    st = d->mailer->ops->send(d->mailer->h, d->from.envelope, u.email, text, strlen(text), &d->stop,
-                              mwhy, sizeof mwhy);
-    if (st == DK_OK)
-        return NT_SENT;
-    if (atomic_load(&d->stop)) {
-        delivery_reason(why, cap, "abandoned: stopping");
-        return NT_RELEASE;
-    }
-    delivery_reason(why, cap, "%s", mwhy[0] ? mwhy : dk_status_title(st));
-    return NT_FAILED;
-}
-
 /* --- the workers ------------------------------------------------------------------------------ */
 
-static void delivery_deliver(notifications_delivery *d, dk_arena *a, const delivery_row *r,
-                             int64_t lease)
+static void delivery_deliver(notifications_delivery *d, dk_arena *a,
+                             const notifications_send_row *r, int64_t lease)
 {
     char why[NT_ERROR_MAX + 1] = "";
-    delivery_outcome out;
+    notifications_outcome out;
     if (dk_streq(r->channel, "webhook"))
-        out = delivery_webhook(d, a, r, why, sizeof why);
+        out = notifications_send_webhook(&d->send, a, r, why, sizeof why);
     else if (dk_streq(r->channel, "email"))
-        out = delivery_email(d, a, r, why, sizeof why);
+        out = notifications_send_email(&d->send, a, r, why, sizeof why);
     else {
         delivery_reason(why, sizeof why, "unknown channel");
-        out = NT_DEAD;
+        out = NOTIFICATIONS_DEAD;
     }
-    if (out == NT_RELEASE && !atomic_load(&d->stop))
+    if (out == NOTIFICATIONS_RELEASE && !atomic_load(&d->stop))
         dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r), "notification delivery postponed: %s",
                     why);
     delivery_finish(d, a, r, lease, out, why);
@@ -522,7 +232,7 @@ static dk_status delivery_batch(notifications_delivery *d, dk_arena *a, int *ret
         return st;
     *ret_claimed = rows->nrows;
     for (int i = 0; i < rows->nrows; i++) {
-        delivery_row r = {
+        notifications_send_row r = {
             .id = dk_db_value(rows, i, 0),
             .user_id = dk_db_value(rows, i, 1),
             .channel = dk_db_value(rows, i, 2),
@@ -533,7 +243,7 @@ static dk_status delivery_batch(notifications_delivery *d, dk_arena *a, int *ret
         if (!r.id || !r.user_id || !r.body)
             continue; /* NOT NULL columns */
         if (atomic_load(&d->stop))
-            delivery_finish(d, a, &r, lease, NT_RELEASE, NULL); /* give the rest back */
+            delivery_finish(d, a, &r, lease, NOTIFICATIONS_RELEASE, NULL); /* give the rest back */
         else
             delivery_deliver(d, a, &r, lease);
     }
@@ -623,11 +333,16 @@ dk_status notifications_delivery_start(const notifications_delivery_options *o,
     pthread_mutex_init(&d->lock, NULL);
     dk_cond_init_monotonic(&d->cond);
     d->db = o->db;
-    d->users = o->users;
-    d->users_handle = o->users_handle;
-    d->net = o->net;
-    d->http = o->http;
-    d->allow_private = o->allow_private;
+    d->send = (notifications_sender){
+        .db = o->db,
+        .users = o->users,
+        .users_handle = o->users_handle,
+        .net = o->net,
+        .http = o->http,
+        .allow_private = o->allow_private,
+        .timeout_ms = o->timeout_ms,
+        .stop = &d->stop,
+    };
     d->max_attempts = o->max_attempts;
     d->backoff_ms = o->backoff_ms;
     d->max_backoff_ms = DK_MAX(o->max_backoff_ms, o->backoff_ms);
@@ -637,7 +352,7 @@ dk_status notifications_delivery_start(const notifications_delivery_options *o,
     d->lease_ms = NT_DELIVERY_BATCH * (2 * o->timeout_ms + 5000) + NT_LEASE_MARGIN_MS;
     d->keep = dk_arena_new();
     if (o->mailer) {
-        if (dk_mail_sender_parse(d->keep, o->mail_from, &d->from) != DK_OK) {
+        if (dk_mail_sender_parse(d->keep, o->mail_from, &d->send.from) != DK_OK) {
             dk_log_error("notification delivery: smtp.from is not a usable address");
             delivery_free(d);
             return DK_E_VALIDATION;
@@ -647,7 +362,7 @@ dk_status notifications_delivery_start(const notifications_delivery_options *o,
             delivery_free(d);
             return DK_E_VALIDATION;
         }
-        d->mailer = o->mailer;
+        d->send.mailer = o->mailer;
     }
     int n = o->workers > 0 ? o->workers : NT_DELIVERY_WORKERS;
     d->threads = dk_calloc((size_t)n, sizeof *d->threads);
