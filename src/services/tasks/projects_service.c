@@ -411,8 +411,8 @@ void projects_transfer(dk_req *req, dk_res *res)
 
 /* ---------- members ---------- */
 
-static dk_status pm_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
-                          const project_member *m)
+static dk_status members_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
+                               const project_member *m)
 {
     dk_jw_object(w);
     dk_jw_key(w, "user");
@@ -424,13 +424,13 @@ static dk_status pm_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_j
     return st;
 }
 
-static void pm_reply(dk_req *req, dk_res *res, int status, const project_member *m)
+static void members_reply(dk_req *req, dk_res *res, int status, const project_member *m)
 {
     tasks_svc *s = req->service;
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_status st = pm_write(s, req, cache, &w, m);
+    dk_status st = members_write(s, req, cache, &w, m);
     if (st != DK_OK) {
         (void)dk_jw_finish(&w, req->arena, NULL);
         tasks_fail_what(res, st, "member");
@@ -439,7 +439,7 @@ static void pm_reply(dk_req *req, dk_res *res, int status, const project_member 
     dk_res_jw(res, status, &w);
 }
 
-static void pm_fail(dk_res *res, dk_status st)
+static void members_fail(dk_res *res, dk_status st)
 {
     if (st == DK_E_CONFLICT)
         dk_res_problem(res, st, "that user is already a member of the project");
@@ -448,7 +448,7 @@ static void pm_fail(dk_res *res, dk_status st)
 }
 
 /* The role member of a body: a role other than owner; -1 with the 422 sent. */
-static int pm_body_role(const json_t *body, dk_errors *errs)
+static int members_body_role(const json_t *body, dk_errors *errs)
 {
     const char *r = projects_str(body, "role", true, errs);
     int role = r ? project_role_parse(r) : -1;
@@ -517,7 +517,7 @@ void projects_members_list(dk_req *req, dk_res *res)
     dk_status st = projects_repo_members(&s->repo, req->arena, id, req->identity->user_id, &after,
                                          limit, &items, &n);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
@@ -525,7 +525,7 @@ void projects_members_list(dk_req *req, dk_res *res)
     dk_jw w = {0};
     projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++)
-        st = pm_write(s, req, cache, &w, &items[i]);
+        st = members_write(s, req, cache, &w, &items[i]);
     projects_page_send(req, res, &w,
                        n > limit ? projects_cursor_out(req, PJ_CURSOR_MEMBERS, id,
                                                        items[limit - 1].added_at,
@@ -546,7 +546,7 @@ void projects_members_add(dk_req *req, dk_res *res)
     dk_errors errs;
     dk_errors_init(&errs);
     const char *email = projects_str(body, "email", true, &errs);
-    int role = pm_body_role(body, &errs);
+    int role = members_body_role(body, &errs);
     if (dk_errors_any(&errs)) {
         dk_res_validation(res, &errs);
         return;
@@ -558,7 +558,7 @@ void projects_members_add(dk_req *req, dk_res *res)
     if (st == DK_OK && p.my_role < PROJECT_ROLE_ADMIN)
         st = DK_E_FORBIDDEN;
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     dk_user u;
@@ -568,19 +568,19 @@ void projects_members_add(dk_req *req, dk_res *res)
         return;
     }
     if (st != DK_OK) {
-        pm_fail(res, st == DK_E_UNAVAILABLE ? st : DK_E_INTERNAL);
+        members_fail(res, st == DK_E_UNAVAILABLE ? st : DK_E_INTERNAL);
         return;
     }
     project_member m;
     st = projects_repo_member_add(&s->repo, req->arena, id, req->identity->user_id, u.id, role, &m);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     dk_outbox_kick(s->outbox);
     dk_res_header(res, "Location",
                   dk_arena_printf(req->arena, PROJECTS_PREFIX "/%s/members/%s", id, u.id));
-    pm_reply(req, res, 201, &m);
+    members_reply(req, res, 201, &m);
 }
 
 void projects_members_patch(dk_req *req, dk_res *res)
@@ -597,7 +597,7 @@ void projects_members_patch(dk_req *req, dk_res *res)
         return;
     dk_errors errs;
     dk_errors_init(&errs);
-    int role = pm_body_role(body, &errs);
+    int role = members_body_role(body, &errs);
     if (dk_errors_any(&errs)) {
         dk_res_validation(res, &errs);
         return;
@@ -607,10 +607,10 @@ void projects_members_patch(dk_req *req, dk_res *res)
     dk_status st =
         projects_repo_member_role(&s->repo, req->arena, id, req->identity->user_id, uid, role, &m);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
-    pm_reply(req, res, 200, &m);
+    members_reply(req, res, 200, &m);
 }
 
 void projects_members_delete(dk_req *req, dk_res *res)
@@ -625,7 +625,7 @@ void projects_members_delete(dk_req *req, dk_res *res)
     dk_status st =
         projects_repo_member_remove(&s->repo, req->arena, id, req->identity->user_id, uid);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     dk_outbox_kick(s->outbox);
@@ -634,8 +634,8 @@ void projects_members_delete(dk_req *req, dk_res *res)
 
 /* ---------- comments ---------- */
 
-static dk_status cm_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
-                          const task_comment *c)
+static dk_status comments_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
+                                const task_comment *c)
 {
     dk_jw_object(w);
     dk_jw_key(w, "id");
@@ -652,13 +652,13 @@ static dk_status cm_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_j
     return st;
 }
 
-static void cm_reply(dk_req *req, dk_res *res, int status, const task_comment *c)
+static void comments_reply(dk_req *req, dk_res *res, int status, const task_comment *c)
 {
     tasks_svc *s = req->service;
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_status st = cm_write(s, req, cache, &w, c);
+    dk_status st = comments_write(s, req, cache, &w, c);
     if (st != DK_OK) {
         (void)dk_jw_finish(&w, req->arena, NULL);
         tasks_fail_what(res, st, "comment");
@@ -668,7 +668,7 @@ static void cm_reply(dk_req *req, dk_res *res, int status, const task_comment *c
 }
 
 /* The body member of a comment body; NULL with the 422 sent. */
-static const char *cm_body(dk_req *req, dk_res *res)
+static const char *comments_body(dk_req *req, dk_res *res)
 {
     json_t *body = NULL;
     if (dk_req_json(req, res, &body) != DK_OK)
@@ -707,7 +707,7 @@ void comments_list(dk_req *req, dk_res *res)
     dk_jw w = {0};
     projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++)
-        st = cm_write(s, req, cache, &w, &items[i]);
+        st = comments_write(s, req, cache, &w, &items[i]);
     projects_page_send(req, res, &w,
                        n > limit ? projects_cursor_out(req, PJ_CURSOR_COMMENTS, id,
                                                        items[limit - 1].seq, items[limit - 1].id)
@@ -721,7 +721,7 @@ void comments_create(dk_req *req, dk_res *res)
     const char *id = projects_id(req, res, "id", "task");
     if (!id)
         return;
-    const char *body = cm_body(req, res);
+    const char *body = comments_body(req, res);
     if (!body)
         return;
     task_comment c;
@@ -733,7 +733,7 @@ void comments_create(dk_req *req, dk_res *res)
     dk_outbox_kick(s->outbox);
     dk_res_header(res, "Location",
                   dk_arena_printf(req->arena, "/api/v1/tasks/%s/comments/%s", id, c.id));
-    cm_reply(req, res, 201, &c);
+    comments_reply(req, res, 201, &c);
 }
 
 void comments_patch(dk_req *req, dk_res *res)
@@ -745,7 +745,7 @@ void comments_patch(dk_req *req, dk_res *res)
     const char *cid = projects_id(req, res, "cid", "comment");
     if (!cid)
         return;
-    const char *body = cm_body(req, res);
+    const char *body = comments_body(req, res);
     if (!body)
         return;
     task_comment c;
@@ -755,7 +755,7 @@ void comments_patch(dk_req *req, dk_res *res)
         tasks_fail_what(res, st, "comment");
         return;
     }
-    cm_reply(req, res, 200, &c);
+    comments_reply(req, res, 200, &c);
 }
 
 void comments_delete(dk_req *req, dk_res *res)
@@ -778,7 +778,7 @@ void comments_delete(dk_req *req, dk_res *res)
 /* ---------- activity ---------- */
 
 /* A stored JSON value written as it is (it was rendered by us). */
-static void av_raw(dk_req *req, dk_jw *w, const char *key, const char *json_text)
+static void activity_raw(dk_req *req, dk_jw *w, const char *key, const char *json_text)
 {
     dk_jw_key(w, key);
     if (!json_text) {
@@ -840,8 +840,8 @@ void activity_list(dk_req *req, dk_res *res)
         dk_jw_string(&w, e->action);
         dk_jw_key(&w, "field");
         dk_jw_string(&w, e->field);
-        av_raw(req, &w, "old", e->old_value);
-        av_raw(req, &w, "new", e->new_value);
+        activity_raw(req, &w, "old", e->old_value);
+        activity_raw(req, &w, "new", e->new_value);
         dk_jw_key(&w, "comment_id");
         dk_jw_string(&w, e->comment_id);
         projects_time(&w, "created_at", e->created_at);
