@@ -304,6 +304,57 @@ static void test_resolve_target(void **state)
                      DK_E_VALIDATION);
 }
 
+/* The rules over names with known addresses (the table resolver): every address must be
+ * allowed, the public ones are pinned, and a name with more addresses than are kept counts as
+ * not allowed. */
+static void test_rules_over_a_table(void **state)
+{
+    (void)state;
+    char many[4096] = "many.test=";
+    for (int i = 0; i < DK_RESOLVER_MAX_ADDRS + 1; i++) {
+        size_t n = strlen(many);
+        snprintf(many + n, sizeof many - n, "%s93.184.216.%d", i ? "," : "", i + 1);
+    }
+    char table[8192];
+    snprintf(table, sizeof table,
+             "public.test=93.184.216.34,2606:4700:4700::1111;mixed.test=93.184.216.34,10.0.0.1;"
+             "LOOP.test=::1;%s",
+             many);
+    dk_resolver *r = NULL;
+    assert_int_equal(dk_resolver_table_new(table, &r), DK_OK);
+    webhook_net tn = {&dk_http_client_curl_ops, &dk_resolver_table_ops, r};
+    webhook_target t;
+    char why[128];
+    assert_int_equal(
+        webhook_resolve(&tn, "https://public.test/x", false, 1000, &t, why, sizeof why), DK_OK);
+    assert_false(t.literal);
+    assert_int_equal(t.naddrs, 2);
+    assert_string_equal(t.addrs[0], "93.184.216.34");
+    assert_string_equal(t.addrs[1], "[2606:4700:4700::1111]");
+    assert_int_equal(webhook_resolve(&tn, "https://mixed.test/x", false, 1000, &t, why, sizeof why),
+                     DK_E_FORBIDDEN);
+    assert_string_equal(why, "address not allowed");
+    assert_int_equal(webhook_resolve(&tn, "https://mixed.test/x", true, 1000, &t, why, sizeof why),
+                     DK_OK);
+    assert_int_equal(
+        webhook_resolve(&tn, "http://loop.TEST:8080/", false, 1000, &t, why, sizeof why),
+        DK_E_FORBIDDEN);
+    assert_int_equal(webhook_resolve(&tn, "https://many.test/x", false, 1000, &t, why, sizeof why),
+                     DK_E_FORBIDDEN);
+    assert_int_equal(webhook_resolve(&tn, "https://other.test/x", false, 1000, &t, why, sizeof why),
+                     DK_E_UNAVAILABLE);
+    assert_string_equal(why, "does not resolve");
+    char reason[256];
+    assert_int_equal(webhook_url_check(&tn, "https://mixed.test/x", false, reason, sizeof reason),
+                     DK_E_VALIDATION);
+    assert_non_null(strstr(reason, "not allowed"));
+    tn.resolver->free(r);
+    /* a malformed table is refused */
+    assert_int_equal(dk_resolver_table_new("noaddress", &r), DK_E_VALIDATION);
+    assert_int_equal(dk_resolver_table_new("x=999.1.1.1", &r), DK_E_VALIDATION);
+    assert_int_equal(dk_resolver_table_new("=1.2.3.4", &r), DK_E_VALIDATION);
+}
+
 /* Many threads checking at once stay within the lookup limit or are told to come back. */
 static void *many_checks(void *arg)
 {
@@ -341,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_length),
         cmocka_unit_test(test_resolution),
         cmocka_unit_test(test_resolve_target),
+        cmocka_unit_test(test_rules_over_a_table),
         cmocka_unit_test(test_concurrent_checks),
     };
     return cmocka_run_group_tests(tests, net_open, net_close);
