@@ -6,7 +6,6 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,17 +47,6 @@ struct notifications_delivery {
 
     atomic_uint_fast64_t counts[NT_NCHANNELS][NT_NRESULTS];
 };
-
-/* --- small text helpers ----------------------------------------------------------------------- */
-
-static void delivery_reason(char *why, size_t cap, const char *fmt, ...) DK_PRINTF(3, 4);
-static void delivery_reason(char *why, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, cap, fmt, ap);
-    va_end(ap);
-}
 
 /* --- the database side ------------------------------------------------------------------------ */
 
@@ -211,7 +199,7 @@ static void delivery_deliver(notifications_delivery *d, dk_arena *a,
     else if (dk_streq(r->channel, "email"))
         out = notifications_send_email(&d->send, a, r, why, sizeof why);
     else {
-        delivery_reason(why, sizeof why, "unknown channel");
+        snprintf(why, sizeof why, "unknown channel");
         out = NOTIFICATIONS_DEAD;
     }
     if (out == NOTIFICATIONS_RELEASE && !atomic_load(&d->stop))
