@@ -31,169 +31,23 @@
 #include "adapters/http_client.h"
 #include "adapters/kv.h"
 #include "adapters/mailer.h"
+#include "adapters/resolver.h"
 #include "adapters/users_http.h"
+#include "cli/database.h"
+#include "cli/help.h"
+#include "cli/plan.h"
 #include "services/console/console.h"
 #include "services/gateway/gateway.h"
 #include "services/service.h"
 #include "core/banned.h"
 
-#define DK_EXIT_USAGE 2
-#define DK_VERSION    "0.1.0"
+#define DK_VERSION "0.1.0"
 
 /* The services in start order (a service starts after those it depends on). */
 static const dk_service *const dk_services[] = {&dk_users_service, &dk_auth_service,
                                                 &dk_tasks_service, &dk_notifications_service};
 #define DK_NSERVICES (sizeof dk_services / sizeof dk_services[0])
-
-static void dk_usage(FILE *out)
-{
-    fprintf(out,
-            "Usage: docket COMMAND [--config PATH] [--KEY=VALUE ...]\n"
-            "\n"
-            "Commands:\n"
-            "  all          run every service in one process (gateway on port 3000)\n"
-            "  gateway      run the API gateway alone (split mode, port 3000); upstreams from\n"
-            "               gateway.auth_url, gateway.users_url, gateway.tasks_url, …\n"
-            "  auth, users, tasks, notifications\n"
-            "               run one service alone (split mode; ports 3001, 3002, 3003, 3004)\n"
-            "  migrate      apply the database migrations of every service, then exit\n"
-            "  backup PATH  copy the embedded SQLite database to a new file (online, safe while\n"
-            "               docket runs); PostgreSQL is backed up with pg_dump\n"
-            "  restore PATH replace the embedded database with a backup (stop docket first)\n"
-            "  config       print the effective configuration (secrets redacted), then exit\n"
-            "  config-docs  print docs/configuration.md (generated from the config table)\n"
-            "  routes       list the public HTTP routes of every service\n"
-            "  version      print the version\n"
-            "  help [COMMAND]\n"
-            "               this text, or what COMMAND does and the keys it reads\n"
-            "\n"
-            "Every configuration key can be given as a flag (--server.port=8080), in the YAML\n"
-            "file (--config PATH, or /app/config/config.yaml when present) or in the\n"
-            "environment (DOCKET_SERVER_PORT=8080). Precedence: flag > environment > file >\n"
-            "default.\n\n");
-    dk_config_print_help(out);
-}
-
-/* Per-command help: what it does, its port, the configuration sections it reads. */
-typedef struct dk_command_help {
-    const char *name;
-    const char *usage;
-    const char *text;
-    const char *const sections[16];
-} dk_command_help;
-
-static const dk_command_help dk_command_helps[] = {
-    {"all",
-     "docket all [--KEY=VALUE ...]",
-     "Runs the gateway and every service (auth, users, tasks, notifications) in one process, on\n"
-     "port 3000 unless server.port says otherwise. With nothing configured it uses SQLite and\n"
-     "local files in storage.data_dir (./data), an in-process cache and queue, and a JWT secret\n"
-     "generated there; it applies the database migrations itself.",
-     {"server", "storage", "database", "redis", "auth", "rate_limiting", "log", "gateway", "events",
-      "notification", "s3", "smtp", "otel", NULL}},
-    {"gateway",
-     "docket gateway [--KEY=VALUE ...]",
-     "Runs the API gateway alone (split mode, port 3000): routes /api/v1/<service> to the\n"
-     "upstreams in gateway.auth_url, gateway.users_url, gateway.tasks_url and\n"
-     "gateway.notifications_url; verifies access tokens and revocations (needs redis.url and the\n"
-     "same auth.jwt_secret as the services).",
-     {"server", "redis", "auth", "log", "gateway", "otel", NULL}},
-    {"auth",
-     "docket auth [--KEY=VALUE ...]",
-     "Runs the auth service alone (split mode, port 3001): registration, login, refresh,\n"
-     "logout, sessions, password change. Needs database.url (PostgreSQL, migrated with\n"
-     "`docket migrate`), redis.url and auth.jwt_secret.",
-     {"server", "database", "redis", "auth", "rate_limiting", "log", "gateway", "smtp", "otel",
-      NULL}},
-    {"users",
-     "docket users [--KEY=VALUE ...]",
-     "Runs the users service alone (split mode, port 3002): profiles. Needs database.url,\n"
-     "redis.url and auth.jwt_secret.",
-     {"server", "database", "redis", "auth", "log", "gateway", "s3", "otel", NULL}},
-    {"tasks",
-     "docket tasks [--KEY=VALUE ...]",
-     "Runs the tasks service alone (split mode, port 3003): tasks, search. Needs database.url,\n"
-     "redis.url, auth.jwt_secret, and gateway.users_url to look users up.",
-     {"server", "database", "redis", "auth", "log", "gateway", "events", "otel", NULL}},
-    {"notifications",
-     "docket notifications [--KEY=VALUE ...]",
-     "Runs the notifications service alone (split mode, port 3004): in-app notifications, the\n"
-     "event stream, e-mail and webhooks. Needs database.url, redis.url, auth.jwt_secret and\n"
-     "gateway.users_url.",
-     {"server", "database", "redis", "auth", "log", "gateway", "events", "notification", "smtp",
-      "otel", NULL}},
-    {"migrate",
-     "docket migrate [--KEY=VALUE ...]",
-     "Applies the database migrations of every service, then exits (0 when the schema is\n"
-     "current). Run it before starting split services on PostgreSQL; `docket all` on SQLite\n"
-     "migrates by itself.",
-     {"database", "storage", "log", NULL}},
-    {"backup",
-     "docket backup PATH [--KEY=VALUE ...]",
-     "Copies the embedded SQLite database to a new file PATH, online (safe while docket runs).\n"
-     "PostgreSQL is backed up with pg_dump (docs/operations.md).",
-     {"database", "storage", NULL}},
-    {"restore",
-     "docket restore PATH [--KEY=VALUE ...]",
-     "Replaces the embedded SQLite database with the backup PATH (stop docket first), then\n"
-     "applies newer migrations.",
-     {"database", "storage", NULL}},
-    {"config",
-     "docket config [--KEY=VALUE ...]",
-     "Prints the effective configuration, each key with where its value came from (default,\n"
-     "file, environment, flag); secrets are redacted.",
-     {NULL}},
-};
-
-static const dk_command_help *dk_command_help_find(const char *name)
-{
-    for (size_t i = 0; i < sizeof dk_command_helps / sizeof dk_command_helps[0]; i++)
-        if (strcmp(dk_command_helps[i].name, name) == 0)
-            return &dk_command_helps[i];
-    return NULL;
-}
-
-static void dk_command_usage(FILE *out, const dk_command_help *h)
-{
-    fprintf(out, "Usage: %s\n\n%s\n\n", h->usage, h->text);
-    if (!h->sections[0]) {
-        fputs("Every key is listed by `docket help`.\n", out);
-        return;
-    }
-    fputs("The keys it reads (`docket help` lists every key):\n", out);
-    dk_config_print_help_for(out, h->sections);
-}
-
-/* The database URL: database.url, or SQLite in the data directory. */
-static char *dk_database_url(const dk_config *c)
-{
-    const char *url = dk_config_str(c, "database.url");
-    if (url && *url)
-        return dk_strdup(url);
-    const char *dir = dk_config_str(c, "storage.data_dir");
-    size_t n = strlen(dir) + 32;
-    char *out = dk_malloc(n);
-    snprintf(out, n, "sqlite:%s/docket.db", dir);
-    return out;
-}
-
-static int dk_mkdir_p(const char *path)
-{
-    char buf[4096];
-    if (dk_strlcpy(buf, path, sizeof buf) >= sizeof buf - 1)
-        return -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
+_Static_assert(DK_NSERVICES <= DK_PLAN_SERVICES, "dk_plan has room for every service");
 
 /* JWT secret: auth.jwt_secret, or one generated once and kept in <data_dir>/jwt_secret. */
 static int dk_jwt_secret(const dk_config *c, char *out, size_t cap)
@@ -223,7 +77,7 @@ static int dk_jwt_secret(const dk_config *c, char *out, size_t cap)
             out[--n] = '\0';
         return 0;
     }
-    if (dk_mkdir_p(dir) != 0) {
+    if (dk_cli_dir_make(dir) != 0) {
         fprintf(stderr, "error: cannot create the data directory %s: %s\n", dir, strerror(errno));
         return -1;
     }
@@ -286,14 +140,7 @@ static int dk_server_threads(const dk_config *c)
     return t > 0 ? t : dk_cpu_count() * 4;
 }
 
-/* The services a command runs in this process: all of them, or one (split mode). */
-typedef struct dk_plan {
-    const char *process; /* "all", "gateway", or a service name */
-    bool gateway;        /* forwards to upstream processes instead of running services */
-    size_t n;
-    const dk_service *local[DK_NSERVICES];
-} dk_plan;
-
+/* The plan of a command: all the services, or one (split mode). */
 static bool dk_plan_for(const char *cmd, dk_plan *plan)
 {
     memset(plan, 0, sizeof *plan);
@@ -314,131 +161,6 @@ static bool dk_plan_for(const char *cmd, dk_plan *plan)
         }
     }
     return false;
-}
-
-static bool dk_plan_has(const dk_plan *plan, const dk_service *svc)
-{
-    for (size_t i = 0; i < plan->n; i++)
-        if (plan->local[i] == svc)
-            return true;
-    return false;
-}
-
-static int dk_open_database(dk_app *app, const dk_config *c, int pool, const dk_plan *plan)
-{
-    char *url = dk_database_url(c);
-    app->db.ops = dk_db_ops_for_url(url);
-    if (!app->db.ops) {
-        fprintf(stderr,
-                "config: database.url: unsupported scheme (use postgres://… or sqlite:PATH)\n");
-        dk_free(url);
-        return DK_EXIT_USAGE;
-    }
-    if (app->db.ops->engine == DK_DB_SQLITE && !(dk_config_is_set(c, "database.url"))) {
-        if (dk_mkdir_p(dk_config_str(c, "storage.data_dir")) != 0) {
-            fprintf(stderr, "error: cannot create the data directory %s: %s\n",
-                    dk_config_str(c, "storage.data_dir"), strerror(errno));
-            dk_free(url);
-            return -1;
-        }
-    }
-    /* a process sees only the schemas of the services it runs */
-    char search_path[128] = "";
-    for (size_t i = 0; i < plan->n; i++) {
-        size_t n = strlen(search_path);
-        snprintf(search_path + n, sizeof search_path - n, "%s,", plan->local[i]->name);
-    }
-    size_t n = strlen(search_path);
-    snprintf(search_path + n, sizeof search_path - n, "public");
-    dk_db_options o = {
-        .url = url,
-        .pool_size = pool,
-        .acquire_timeout_ms = (int)dk_config_int(c, "database.acquire_timeout"),
-        .connect_timeout_ms = (int)dk_config_int(c, "database.connect_timeout"),
-        .statement_timeout_ms = (int)dk_config_int(c, "database.statement_timeout"),
-        .search_path = search_path,
-    };
-    dk_status st = app->db.ops->open(&o, &app->db.db);
-    dk_free(url);
-    if (st == DK_E_VALIDATION) {
-        fprintf(stderr, "config: database.url: not a valid %s URL\n", app->db.ops->name);
-        return DK_EXIT_USAGE;
-    }
-    if (st != DK_OK) {
-        fprintf(stderr, "error: cannot open the database (%s)\n", dk_status_title(st));
-        return 1;
-    }
-    return 0;
-}
-
-/* Why a database call failed, for the user: the server's or the network's own words when a
- * connection could not be made (host, port, refused, authentication, missing database). */
-static void dk_db_explain(const dk_app *app, dk_status st, char *buf, size_t cap)
-{
-    char why[256];
-    if (st == DK_E_UNAVAILABLE && app->db.ops->connect_error &&
-        app->db.ops->connect_error(app->db.db, why, sizeof why)) {
-        size_t n = strlen(why);
-        while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
-            why[--n] = '\0';
-        for (char *p = why; *p; p++)
-            if (*p == '\n' || *p == '\t')
-                *p = ' ';
-        snprintf(buf, cap, "cannot reach the database: %s", why);
-        return;
-    }
-    snprintf(buf, cap, "%s", dk_status_title(st));
-}
-
-static int dk_migrate_plan(dk_app *app, const dk_plan *plan)
-{
-    for (size_t i = 0; i < plan->n; i++) {
-        const dk_service *svc = plan->local[i];
-        int applied = 0;
-        dk_status st =
-            dk_migrate_apply(&app->db, svc->name, svc->migrations, svc->nmigrations, &applied);
-        if (st != DK_OK) {
-            char why[320];
-            dk_db_explain(app, st, why, sizeof why);
-            dk_log_error("migrations of %s failed: %s", svc->name, why);
-            fprintf(stderr, "error: migrations of %s failed: %s\n", svc->name, why);
-            return -1;
-        }
-        dk_log_info("migrations of %s: %d applied, %zu known", svc->name, applied,
-                    svc->nmigrations);
-    }
-    return 0;
-}
-
-/* On PostgreSQL the schema is `docket migrate`'s job: refuse to serve an old schema. */
-static int dk_check_migrated(dk_app *app, const dk_plan *plan)
-{
-    dk_arena *a = dk_arena_new();
-    int rc = 0;
-    for (size_t i = 0; i < plan->n && rc == 0; i++) {
-        const dk_service *svc = plan->local[i];
-        const char *p[] = {svc->name};
-        dk_db_rows *rows = NULL;
-        dk_status st = dk_sql(&app->db, a,
-                              "SELECT COALESCE(MAX(version), 0) FROM public.docket_migrations "
-                              "WHERE service = $1",
-                              1, p, &rows);
-        int64_t have = st == DK_OK && rows->nrows == 1 ? dk_sql_get_int(rows, 0, 0) : -1;
-        int64_t want = svc->migrations[svc->nmigrations - 1].version;
-        if (st == DK_E_UNAVAILABLE) {
-            char why[320];
-            dk_db_explain(app, st, why, sizeof why);
-            fprintf(stderr, "error: %s\n", why);
-            rc = -1;
-        } else if (have < want) {
-            dk_log_error("the database schema of %s is at version %lld, this binary needs %lld: "
-                         "run `docket migrate` first",
-                         svc->name, (long long)(have < 0 ? 0 : have), (long long)want);
-            rc = -1;
-        }
-    }
-    dk_arena_free(a);
-    return rc;
 }
 
 static int dk_open_store(dk_app *app, const dk_config *c, int pool)
@@ -609,6 +331,25 @@ static int dk_open_mailer(dk_app *app, const dk_config *c, dk_mailer *m)
     return 0;
 }
 
+/* Webhooks (notifications): their own HTTP client (calls to addresses users chose are kept
+ * apart from the gateway's pool) and the name resolver, at most DK_RESOLVER_LOOKUPS at once. */
+#define DK_RESOLVER_LOOKUPS 32
+static int dk_open_webhook_ports(dk_app *app, const dk_plan *plan, dk_http_client **ret_http,
+                                 dk_resolver **ret_resolver)
+{
+    if (!dk_plan_has(plan, &dk_notifications_service))
+        return 0;
+    dk_http_client_options o = {.max_connections = 8};
+    if (dk_http_client_curl_ops.open(&o, ret_http) != DK_OK ||
+        dk_resolver_getaddrinfo_new(DK_RESOLVER_LOOKUPS, ret_resolver) != DK_OK) {
+        fprintf(stderr, "error: cannot start the webhook client\n");
+        return -1;
+    }
+    dk_app_register_port(app, DK_HTTP_CLIENT, &dk_http_client_curl_ops, *ret_http);
+    dk_app_register_port(app, DK_RESOLVER, &dk_resolver_getaddrinfo_ops, *ret_resolver);
+    return 0;
+}
+
 static int dk_default_port(const dk_plan *plan)
 {
     if (plan->gateway || strcmp(plan->process, "all") == 0)
@@ -675,6 +416,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     dk_users_http *users_http = NULL, *guard_http = NULL;
     dk_proxy_list proxies = {0};
     dk_mailer mailer = {0};
+    dk_http_client *webhook_http = NULL;
+    dk_resolver *resolver = NULL;
     char secret[512];
     bool all = strcmp(plan->process, "all") == 0;
 
@@ -705,13 +448,13 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         goto out;
     }
     if (plan->n > 0) {
-        int orc = dk_open_database(&app, c, pool, plan);
+        int orc = dk_cli_database_open(&app, c, pool, plan);
         if (orc != 0) {
             rc = orc;
             goto out;
         }
-        if (app.db.ops->engine == DK_DB_SQLITE ? dk_migrate_plan(&app, plan)
-                                               : dk_check_migrated(&app, plan))
+        if (app.db.ops->engine == DK_DB_SQLITE ? dk_cli_database_migrate(&app, plan)
+                                               : dk_cli_database_check(&app, plan))
             goto out;
     }
     int src = dk_open_store(&app, c, pool);
@@ -745,6 +488,8 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         goto out;
     if ((dk_plan_has(plan, &dk_auth_service) || dk_plan_has(plan, &dk_notifications_service)) &&
         dk_open_mailer(&app, c, &mailer) != 0)
+        goto out;
+    if (dk_open_webhook_ports(&app, plan, &webhook_http, &resolver) != 0)
         goto out;
 
     for (; started < plan->n; started++) {
@@ -860,6 +605,9 @@ out:
         app.blobs.ops->close(app.blobs.blob);
     if (mailer.ops)
         mailer.ops->free(mailer.h);
+    if (webhook_http)
+        dk_http_client_curl_ops.close(webhook_http);
+    dk_resolver_getaddrinfo_ops.free(resolver);
     dk_users_http_free(guard_http);
     dk_tokens_free(app.tokens);
     dk_session_guard_stop();
@@ -868,60 +616,6 @@ out:
     if (app.db.db)
         app.db.ops->close(app.db.db);
     dk_trace_stop(); /* exports the spans still queued (bounded by otel.export_timeout) */
-    return rc;
-}
-
-static int dk_run_migrate(dk_config *c, const dk_plan *plan)
-{
-    dk_app app = {0};
-    app.config = c;
-    int orc = dk_open_database(&app, c, 1, plan);
-    if (orc != 0)
-        return orc;
-    int rc = dk_migrate_plan(&app, plan) == 0 ? 0 : 1;
-    app.db.ops->close(app.db.db);
-    return rc;
-}
-
-/* docket backup PATH | docket restore PATH — the embedded (SQLite) database. */
-static int dk_run_backup(dk_config *c, bool restore, const char *path)
-{
-    dk_plan plan;
-    (void)dk_plan_for("all", &plan);
-    dk_app app = {0};
-    app.config = c;
-    int orc = dk_open_database(&app, c, 1, &plan);
-    if (orc != 0)
-        return orc;
-    int rc = 1;
-    dk_db_conn *conn = NULL;
-    dk_status st = app.db.ops->acquire(app.db.db, &conn);
-    if (st == DK_OK) {
-        double t0 = dk_mono_s();
-        st = restore ? app.db.ops->restore(conn, path) : app.db.ops->backup(conn, path);
-        if (st == DK_OK) {
-            dk_log_info("%s %s in %.3f s", restore ? "restored from" : "backed up to", path,
-                        dk_mono_s() - t0);
-            rc = 0;
-        } else if (st == DK_E_BAD_REQUEST) {
-            fprintf(stderr,
-                    "docket %s: the database is PostgreSQL; use pg_dump/pg_restore "
-                    "(docs/operations.md)\n",
-                    restore ? "restore" : "backup");
-            rc = DK_EXIT_USAGE;
-        } else {
-            fprintf(stderr, "docket %s: %s: %s\n", restore ? "restore" : "backup", path,
-                    app.db.ops->last_error(conn));
-        }
-        app.db.ops->release(app.db.db, conn);
-    } else {
-        fprintf(stderr, "docket: cannot open the database (%s)\n", dk_status_title(st));
-    }
-    if (rc == 0 && restore) {
-        /* a backup from an older version gets the newer migrations now */
-        rc = dk_migrate_plan(&app, &plan) == 0 ? 0 : 1;
-    }
-    app.db.ops->close(app.db.db);
     return rc;
 }
 
@@ -940,21 +634,21 @@ int main(int argc, char **argv)
 {
     dk_tune_malloc();
     if (argc < 2) {
-        dk_usage(stderr);
+        dk_cli_usage_print(stderr);
         return DK_EXIT_USAGE;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc > 2) {
-            const dk_command_help *h = dk_command_help_find(argv[2]);
+            const dk_cli_command_help *h = dk_cli_command_help_find(argv[2]);
             if (!h) {
                 fprintf(stderr, "docket help: unknown command '%s' (see `docket help`)\n", argv[2]);
                 return DK_EXIT_USAGE;
             }
-            dk_command_usage(stdout, h);
+            dk_cli_command_help_print(stdout, h);
             return 0;
         }
-        dk_usage(stdout);
+        dk_cli_usage_print(stdout);
         return 0;
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
@@ -978,11 +672,11 @@ int main(int argc, char **argv)
     }
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            const dk_command_help *h = dk_command_help_find(cmd);
+            const dk_cli_command_help *h = dk_cli_command_help_find(cmd);
             if (h)
-                dk_command_usage(stdout, h);
+                dk_cli_command_help_print(stdout, h);
             else
-                dk_usage(stdout);
+                dk_cli_usage_print(stdout);
             return h || !strcmp(cmd, "help") ? 0 : DK_EXIT_USAGE;
         }
     }
@@ -1018,9 +712,11 @@ int main(int argc, char **argv)
         dk_config_print_effective(c, stdout);
         rc = 0;
     } else if (backup) {
-        rc = dk_run_backup(c, !strcmp(cmd, "restore"), path);
+        dk_plan all;
+        (void)dk_plan_for("all", &all);
+        rc = dk_cli_backup_run(c, &all, !strcmp(cmd, "restore"), path);
     } else if (!strcmp(cmd, "migrate")) {
-        rc = dk_run_migrate(c, &plan);
+        rc = dk_cli_migrate_run(c, &plan);
     } else {
         rc = dk_run(c, &plan);
     }

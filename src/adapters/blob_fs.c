@@ -54,8 +54,8 @@ bool dk_blob_key_valid(const char *key)
     return true;
 }
 
-static void fs_errf(dk_blob_err *err, const char *fmt, ...) DK_PRINTF(2, 3);
-static void fs_errf(dk_blob_err *err, const char *fmt, ...)
+static void blob_fs_errf(dk_blob_err *err, const char *fmt, ...) DK_PRINTF(2, 3);
+static void blob_fs_errf(dk_blob_err *err, const char *fmt, ...)
 {
     if (!err)
         return;
@@ -65,15 +65,15 @@ static void fs_errf(dk_blob_err *err, const char *fmt, ...)
     va_end(ap);
 }
 
-static void fs_err(dk_blob_err *err, const char *what, const char *key, int e)
+static void blob_fs_err(dk_blob_err *err, const char *what, const char *key, int e)
 {
     if (err)
-        fs_errf(err, "%s %s: %s", what, key, strerror(e));
+        blob_fs_errf(err, "%s %s: %s", what, key, strerror(e));
 }
 
 /* An error of the disk (full, read-only, I/O) is the store being unavailable; a path that
  * cannot exist is ours. */
-static dk_status fs_status(int e)
+static dk_status blob_fs_status(int e)
 {
     return e == ENOENT                   ? DK_E_NOT_FOUND
            : (e == EACCES || e == EPERM) ? DK_E_FORBIDDEN
@@ -83,7 +83,7 @@ static dk_status fs_status(int e)
 }
 
 /* mkdir -p of path's parent directories inside the store (the store's own dir exists). */
-static int fs_mkdirs(const struct dk_blob *b, const char *path)
+static int blob_fs_mkdirs(const struct dk_blob *b, const char *path)
 {
     char tmp[PATH_MAX];
     if (dk_strlcpy(tmp, path, sizeof tmp) >= sizeof tmp)
@@ -100,34 +100,34 @@ static int fs_mkdirs(const struct dk_blob *b, const char *path)
     return 0;
 }
 
-static dk_status fs_path(const struct dk_blob *b, const char *key, char *out, size_t cap,
-                         dk_blob_err *err)
+static dk_status blob_fs_path(const struct dk_blob *b, const char *key, char *out, size_t cap,
+                              dk_blob_err *err)
 {
     if (!dk_blob_key_valid(key)) {
         if (err)
-            fs_errf(err, "invalid object key");
+            blob_fs_errf(err, "invalid object key");
         return DK_E_BAD_REQUEST;
     }
     int n = snprintf(out, cap, "%s/%s", b->dir, key);
     if (n < 0 || (size_t)n >= cap) {
         if (err)
-            fs_errf(err, "object path too long");
+            blob_fs_errf(err, "object path too long");
         return DK_E_INTERNAL;
     }
     return DK_OK;
 }
 
-static dk_status fs_open(const dk_blob_options *opt, dk_blob **ret, dk_blob_err *err)
+static dk_status blob_fs_open(const dk_blob_options *opt, dk_blob **ret, dk_blob_err *err)
 {
     if (!opt->dir || !*opt->dir) {
         if (err)
-            fs_errf(err, "no directory for objects");
+            blob_fs_errf(err, "no directory for objects");
         return DK_E_INTERNAL;
     }
     /* mkdir -p: the data directory itself may not exist yet (PostgreSQL, a given secret) */
     char tmp[PATH_MAX];
     if (dk_strlcpy(tmp, opt->dir, sizeof tmp) >= sizeof tmp) {
-        fs_err(err, "too long:", opt->dir, ENAMETOOLONG);
+        blob_fs_err(err, "too long:", opt->dir, ENAMETOOLONG);
         return DK_E_INTERNAL;
     }
     for (char *p = tmp + 1;; p++) {
@@ -136,7 +136,7 @@ static dk_status fs_open(const dk_blob_options *opt, dk_blob **ret, dk_blob_err 
         char c = *p;
         *p = '\0';
         if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
-            fs_err(err, "cannot create", tmp, errno);
+            blob_fs_err(err, "cannot create", tmp, errno);
             return DK_E_INTERNAL;
         }
         *p = c;
@@ -145,7 +145,7 @@ static dk_status fs_open(const dk_blob_options *opt, dk_blob **ret, dk_blob_err 
     }
     struct stat st;
     if (stat(opt->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fs_err(err, "not a directory:", opt->dir, ENOTDIR);
+        blob_fs_err(err, "not a directory:", opt->dir, ENOTDIR);
         return DK_E_INTERNAL;
     }
     struct dk_blob *b = DK_NEW(struct dk_blob);
@@ -157,7 +157,7 @@ static dk_status fs_open(const dk_blob_options *opt, dk_blob **ret, dk_blob_err 
     return DK_OK;
 }
 
-static void fs_close(dk_blob *b)
+static void blob_fs_close(dk_blob *b)
 {
     if (!b)
         return;
@@ -165,7 +165,7 @@ static void fs_close(dk_blob *b)
     dk_free(b);
 }
 
-static int fs_write_all(int fd, const char *p, size_t n)
+static int blob_fs_write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = write(fd, p, n);
@@ -180,18 +180,18 @@ static int fs_write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-static dk_status fs_put(dk_blob *b, const char *key, const void *data, size_t len,
-                        const char *content_type, dk_blob_err *err)
+static dk_status blob_fs_put(dk_blob *b, const char *key, const void *data, size_t len,
+                             const char *content_type, dk_blob_err *err)
 {
     (void)content_type; /* the key says what it is */
     char path[PATH_MAX], tmp[PATH_MAX + 32];
-    dk_status st = fs_path(b, key, path, sizeof path, err);
+    dk_status st = blob_fs_path(b, key, path, sizeof path, err);
     if (st != DK_OK)
         return st;
-    int e = fs_mkdirs(b, path);
+    int e = blob_fs_mkdirs(b, path);
     if (e) {
-        fs_err(err, "cannot create the directory of", key, e);
-        return fs_status(e);
+        blob_fs_err(err, "cannot create the directory of", key, e);
+        return blob_fs_status(e);
     }
     unsigned char rnd[8];
     char hex[17];
@@ -202,10 +202,10 @@ static dk_status fs_put(dk_blob *b, const char *key, const void *data, size_t le
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         e = errno;
-        fs_err(err, "cannot write", key, e);
-        return fs_status(e);
+        blob_fs_err(err, "cannot write", key, e);
+        return blob_fs_status(e);
     }
-    e = fs_write_all(fd, data, len);
+    e = blob_fs_write_all(fd, data, len);
     if (!e && fsync(fd) != 0)
         e = errno;
     if (close(fd) != 0 && !e)
@@ -214,8 +214,8 @@ static dk_status fs_put(dk_blob *b, const char *key, const void *data, size_t le
         e = errno;
     if (e) {
         (void)unlink(tmp);
-        fs_err(err, "cannot write", key, e);
-        return fs_status(e);
+        blob_fs_err(err, "cannot write", key, e);
+        return blob_fs_status(e);
     }
     /* the rename is durable once the directory is synced */
     char dir[PATH_MAX];
@@ -228,29 +228,29 @@ static dk_status fs_put(dk_blob *b, const char *key, const void *data, size_t le
     return DK_OK;
 }
 
-static dk_status fs_get(dk_blob *b, dk_arena *a, const char *key, size_t max, char **ret_data,
-                        size_t *ret_len, dk_blob_err *err)
+static dk_status blob_fs_get(dk_blob *b, dk_arena *a, const char *key, size_t max, char **ret_data,
+                             size_t *ret_len, dk_blob_err *err)
 {
     char path[PATH_MAX];
-    dk_status st = fs_path(b, key, path, sizeof path, err);
+    dk_status st = blob_fs_path(b, key, path, sizeof path, err);
     if (st != DK_OK)
         return st;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         int e = errno;
-        fs_err(err, "cannot read", key, e);
-        return fs_status(e);
+        blob_fs_err(err, "cannot read", key, e);
+        return blob_fs_status(e);
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        fs_err(err, "not a file:", key, EINVAL);
+        blob_fs_err(err, "not a file:", key, EINVAL);
         return DK_E_INTERNAL;
     }
     if ((uint64_t)sb.st_size > max) {
         close(fd);
         if (err)
-            fs_errf(err, "object %s is larger than %zu bytes", key, max);
+            blob_fs_errf(err, "object %s is larger than %zu bytes", key, max);
         return DK_E_TOO_LARGE;
     }
     size_t size = (size_t)sb.st_size, got = 0;
@@ -262,8 +262,8 @@ static dk_status fs_get(dk_blob *b, dk_arena *a, const char *key, size_t max, ch
         if (r <= 0) {
             int e = r < 0 ? errno : EIO;
             close(fd);
-            fs_err(err, "cannot read", key, e);
-            return fs_status(e);
+            blob_fs_err(err, "cannot read", key, e);
+            return blob_fs_status(e);
         }
         got += (size_t)r;
     }
@@ -273,16 +273,16 @@ static dk_status fs_get(dk_blob *b, dk_arena *a, const char *key, size_t max, ch
     return DK_OK;
 }
 
-static dk_status fs_del(dk_blob *b, const char *key, dk_blob_err *err)
+static dk_status blob_fs_del(dk_blob *b, const char *key, dk_blob_err *err)
 {
     char path[PATH_MAX];
-    dk_status st = fs_path(b, key, path, sizeof path, err);
+    dk_status st = blob_fs_path(b, key, path, sizeof path, err);
     if (st != DK_OK)
         return st;
     if (unlink(path) != 0 && errno != ENOENT) {
         int e = errno;
-        fs_err(err, "cannot delete", key, e);
-        return fs_status(e);
+        blob_fs_err(err, "cannot delete", key, e);
+        return blob_fs_status(e);
     }
     /* empty directories of the key go too (a deleted user's), up to the store's own */
     size_t base = strlen(b->dir);
@@ -295,22 +295,22 @@ static dk_status fs_del(dk_blob *b, const char *key, dk_blob_err *err)
     return DK_OK;
 }
 
-static dk_status fs_ping(dk_blob *b, dk_blob_err *err)
+static dk_status blob_fs_ping(dk_blob *b, dk_blob_err *err)
 {
     if (access(b->dir, W_OK | X_OK) != 0) {
         int e = errno;
-        fs_err(err, "cannot write to", b->dir, e);
-        return fs_status(e) == DK_E_NOT_FOUND ? DK_E_UNAVAILABLE : fs_status(e);
+        blob_fs_err(err, "cannot write to", b->dir, e);
+        return blob_fs_status(e) == DK_E_NOT_FOUND ? DK_E_UNAVAILABLE : blob_fs_status(e);
     }
     return DK_OK;
 }
 
 const struct dk_blob_ops dk_blob_fs_ops = {
     .name = "filesystem",
-    .open = fs_open,
-    .close = fs_close,
-    .put = fs_put,
-    .get = fs_get,
-    .del = fs_del,
-    .ping = fs_ping,
+    .open = blob_fs_open,
+    .close = blob_fs_close,
+    .put = blob_fs_put,
+    .get = blob_fs_get,
+    .del = blob_fs_del,
+    .ping = blob_fs_ping,
 };

@@ -68,7 +68,7 @@
 #define ER_TYPE_MAX           64
 #define ER_NAME_MAX           128
 
-struct er_sub {
+struct events_redis_sub {
     char type[ER_TYPE_MAX];
     dk_event_fn fn;
     void *ctx;
@@ -82,7 +82,7 @@ struct dk_events {
     int64_t reclaim_idle_ms;
     int64_t reclaim_every_ms;
 
-    struct er_sub subs[ER_MAX_SUBS];
+    struct events_redis_sub subs[ER_MAX_SUBS];
     int nsubs;
     bool started;
 
@@ -103,7 +103,7 @@ struct dk_events {
 
 /* --- small helpers --------------------------------------------------------------------------- */
 
-static void er_deadline(struct timespec *ts, int64_t ms)
+static void events_redis_deadline(struct timespec *ts, int64_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += (time_t)(ms / 1000);
@@ -114,24 +114,24 @@ static void er_deadline(struct timespec *ts, int64_t ms)
     }
 }
 
-static void er_cond_init(pthread_cond_t *c)
+static void events_redis_cond_init(pthread_cond_t *c)
 {
     dk_cond_init_monotonic(c);
 }
 
-static bool er_reply_is(const redisReply *r, const char *prefix)
+static bool events_redis_reply_is(const redisReply *r, const char *prefix)
 {
     return r && r->type == REDIS_REPLY_ERROR && r->str &&
            strncmp(r->str, prefix, strlen(prefix)) == 0;
 }
 
-static bool er_name_ok(const char *s)
+static bool events_redis_name_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
     return n > 0 && n <= ER_NAME_MAX;
 }
 
-static int64_t er_env_ms(const char *name, int64_t def)
+static int64_t events_redis_env_ms(const char *name, int64_t def)
 {
     const char *v = getenv(name);
     int64_t ms;
@@ -142,11 +142,12 @@ static int64_t er_env_ms(const char *name, int64_t def)
 
 /* --- the port: set-up ------------------------------------------------------------------------ */
 
-DK_MUSTCHECK static dk_status er_open(const dk_events_options *opt, dk_events **ret)
+DK_MUSTCHECK static dk_status events_redis_open(const dk_events_options *opt, dk_events **ret)
 {
     if (!opt || !ret)
         return DK_E_INTERNAL;
-    if ((opt->group && !er_name_ok(opt->group)) || (opt->consumer && !er_name_ok(opt->consumer)))
+    if ((opt->group && !events_redis_name_ok(opt->group)) ||
+        (opt->consumer && !events_redis_name_ok(opt->consumer)))
         return DK_E_VALIDATION;
     dk_redis_url url = {0};
     dk_status st = dk_redis_url_parse(opt->url, &url);
@@ -171,25 +172,26 @@ DK_MUSTCHECK static dk_status er_open(const dk_events_options *opt, dk_events **
         ev->consumer = dk_strdup(name);
     }
     ev->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : ER_DEFAULT_TIMEOUT_MS;
-    ev->reclaim_idle_ms = er_env_ms("DOCKET_EVENTS_RECLAIM_IDLE_MS", ER_RECLAIM_IDLE_MS);
-    ev->reclaim_every_ms = er_env_ms("DOCKET_EVENTS_RECLAIM_EVERY_MS", ER_RECLAIM_EVERY_MS);
+    ev->reclaim_idle_ms = events_redis_env_ms("DOCKET_EVENTS_RECLAIM_IDLE_MS", ER_RECLAIM_IDLE_MS);
+    ev->reclaim_every_ms =
+        events_redis_env_ms("DOCKET_EVENTS_RECLAIM_EVERY_MS", ER_RECLAIM_EVERY_MS);
     pthread_mutex_init(&ev->pub_lock, NULL);
-    er_cond_init(&ev->pub_cond);
+    events_redis_cond_init(&ev->pub_cond);
     pthread_mutex_init(&ev->run_lock, NULL);
-    er_cond_init(&ev->run_cond);
+    events_redis_cond_init(&ev->run_cond);
     atomic_init(&ev->stop, false);
     *ret = ev;
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status er_subscribe(dk_events *ev, const char *type, dk_event_fn fn,
-                                           void *ctx)
+DK_MUSTCHECK static dk_status events_redis_subscribe(dk_events *ev, const char *type,
+                                                     dk_event_fn fn, void *ctx)
 {
     if (!ev || !type || !*type || !fn || strlen(type) >= ER_TYPE_MAX)
         return DK_E_INTERNAL;
     if (ev->started || ev->nsubs >= ER_MAX_SUBS)
         return DK_E_INTERNAL; /* subscribe during start-up only */
-    struct er_sub *s = &ev->subs[ev->nsubs++];
+    struct events_redis_sub *s = &ev->subs[ev->nsubs++];
     dk_strlcpy(s->type, type, sizeof s->type);
     s->fn = fn;
     s->ctx = ctx;
@@ -199,14 +201,14 @@ DK_MUSTCHECK static dk_status er_subscribe(dk_events *ev, const char *type, dk_e
 /* --- publishing ------------------------------------------------------------------------------ */
 
 /* Borrows the publishing connection (maybe not yet connected) for at most timeout_ms. */
-static dk_status er_pub_acquire(dk_events *ev)
+static dk_status events_redis_pub_acquire(dk_events *ev)
 {
     struct timespec deadline;
     bool have_deadline = false;
     pthread_mutex_lock(&ev->pub_lock);
     while (ev->pub_busy) {
         if (!have_deadline) {
-            er_deadline(&deadline, ev->timeout_ms);
+            events_redis_deadline(&deadline, ev->timeout_ms);
             have_deadline = true;
         }
         if (pthread_cond_timedwait(&ev->pub_cond, &ev->pub_lock, &deadline) == ETIMEDOUT &&
@@ -220,7 +222,7 @@ static dk_status er_pub_acquire(dk_events *ev)
     return DK_OK;
 }
 
-static void er_pub_release(dk_events *ev)
+static void events_redis_pub_release(dk_events *ev)
 {
     pthread_mutex_lock(&ev->pub_lock);
     ev->pub_busy = false;
@@ -228,14 +230,15 @@ static void er_pub_release(dk_events *ev)
     pthread_mutex_unlock(&ev->pub_lock);
 }
 
-static void er_pub_drop(dk_events *ev)
+static void events_redis_pub_drop(dk_events *ev)
 {
     if (ev->pub)
         dk_redis_conn_free(ev->pub);
     ev->pub = NULL;
 }
 
-DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const char *payload)
+DK_MUSTCHECK static dk_status events_redis_publish(dk_events *ev, const char *type,
+                                                   const char *payload)
 {
     if (!ev || !type || !*type || !payload)
         return DK_E_INTERNAL;
@@ -250,13 +253,13 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
     for (int i = 0; i < argc; i++)
         argvlen[i] = strlen(argv[i]);
 
-    dk_status st = er_pub_acquire(ev);
+    dk_status st = events_redis_pub_acquire(ev);
     if (st != DK_OK)
         return st;
     for (int attempt = 0;; attempt++) {
         bool reused = ev->pub != NULL;
         if (reused && !dk_redis_idle_alive(ev->pub)) {
-            er_pub_drop(ev); /* closed by the server while idle */
+            events_redis_pub_drop(ev); /* closed by the server while idle */
             reused = false;
         }
         if (!ev->pub) {
@@ -271,7 +274,7 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
         redisReply *r = dk_redis_command(ev->pub, argc, argv, argvlen);
         dk_redis_sigpipe_restore(&sp, r == NULL);
         if (!r) {
-            er_pub_drop(ev);
+            events_redis_pub_drop(ev);
             st = DK_E_UNAVAILABLE;
             if (reused && attempt == 0)
                 continue;
@@ -279,15 +282,16 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
         }
         if (r->type == REDIS_REPLY_ERROR) {
             st = dk_redis_error_status(r);
-            if (er_reply_is(r, "READONLY"))
-                er_pub_drop(ev); /* a replica after failover: reconnect to find the primary */
+            if (events_redis_reply_is(r, "READONLY"))
+                events_redis_pub_drop(
+                    ev); /* a replica after failover: reconnect to find the primary */
         } else {
             st = r->type == REDIS_REPLY_STRING ? DK_OK : DK_E_INTERNAL;
         }
         freeReplyObject(r);
         break;
     }
-    er_pub_release(ev);
+    events_redis_pub_release(ev);
     return st;
 }
 
@@ -295,7 +299,7 @@ DK_MUSTCHECK static dk_status er_publish(dk_events *ev, const char *type, const 
 
 /* One command on the consumer's connection; NULL after an I/O failure (the connection is then
  * broken and unusable). */
-static redisReply *er_cmd(dk_redis_conn *c, int argc, const char **argv)
+static redisReply *events_redis_cmd(dk_redis_conn *c, int argc, const char **argv)
 {
     size_t argvlen[3 + 2 * ER_BATCH + 8];
     for (int i = 0; i < argc; i++)
@@ -306,14 +310,14 @@ static redisReply *er_cmd(dk_redis_conn *c, int argc, const char **argv)
 /* XGROUP CREATE … 0 MKSTREAM; the group may exist already. A new group starts from the
  * oldest event kept, so a service deployed after others published misses nothing (its
  * subscribers are idempotent). */
-static dk_status er_ensure_group(dk_events *ev, dk_redis_conn *c)
+static dk_status events_redis_ensure_group(dk_events *ev, dk_redis_conn *c)
 {
     const char *argv[] = {"XGROUP", "CREATE", ER_STREAM, ev->group, "0", "MKSTREAM"};
-    redisReply *r = er_cmd(c, 6, argv);
+    redisReply *r = events_redis_cmd(c, 6, argv);
     if (!r)
         return DK_E_UNAVAILABLE;
     dk_status st = DK_OK;
-    if (r->type == REDIS_REPLY_ERROR && !er_reply_is(r, "BUSYGROUP"))
+    if (r->type == REDIS_REPLY_ERROR && !events_redis_reply_is(r, "BUSYGROUP"))
         st = dk_redis_error_status(r);
     freeReplyObject(r);
     return st;
@@ -321,7 +325,7 @@ static dk_status er_ensure_group(dk_events *ev, dk_redis_conn *c)
 
 /* A connection for the consumer thread: a short connect timeout, reads bounded a little past
  * the BLOCK time, a client name that shows who it is, and the group in place. */
-static dk_status er_consumer_connect(dk_events *ev, dk_redis_conn **ret)
+static dk_status events_redis_consumer_connect(dk_events *ev, dk_redis_conn **ret)
 {
     int margin = ev->timeout_ms < ER_IO_MARGIN_MS ? ev->timeout_ms : ER_IO_MARGIN_MS;
     dk_redis_conn *c = NULL;
@@ -338,10 +342,10 @@ static dk_status er_consumer_connect(dk_events *ev, dk_redis_conn **ret)
         if (*p <= ' ' || *p >= 0x7f)
             *p = '_';
     const char *argv[] = {"CLIENT", "SETNAME", name};
-    redisReply *r = er_cmd(c, 3, argv); /* best effort: only an I/O failure matters */
+    redisReply *r = events_redis_cmd(c, 3, argv); /* best effort: only an I/O failure matters */
     if (r)
         freeReplyObject(r);
-    st = dk_redis_conn_broken(c) ? DK_E_UNAVAILABLE : er_ensure_group(ev, c);
+    st = dk_redis_conn_broken(c) ? DK_E_UNAVAILABLE : events_redis_ensure_group(ev, c);
     if (st != DK_OK) {
         dk_redis_conn_free(c);
         return st;
@@ -350,7 +354,7 @@ static dk_status er_consumer_connect(dk_events *ev, dk_redis_conn **ret)
     return DK_OK;
 }
 
-static const char *er_field(const redisReply *fields, const char *name)
+static const char *events_redis_field(const redisReply *fields, const char *name)
 {
     for (size_t i = 0; i + 1 < fields->elements; i += 2) {
         const redisReply *k = fields->element[i], *v = fields->element[i + 1];
@@ -362,18 +366,18 @@ static const char *er_field(const redisReply *fields, const char *name)
 }
 
 /* Calls every local subscriber of the entry's type; true when the entry may be acknowledged. */
-static bool er_deliver(dk_events *ev, const char *id, const redisReply *fields)
+static bool events_redis_deliver(dk_events *ev, const char *id, const redisReply *fields)
 {
     if (!fields || fields->type != REDIS_REPLY_ARRAY)
         return true; /* deleted from the stream meanwhile: nothing to deliver */
-    const char *type = er_field(fields, "type");
-    const char *payload = er_field(fields, "payload");
+    const char *type = events_redis_field(fields, "type");
+    const char *payload = events_redis_field(fields, "payload");
     if (!type || !payload) {
         dk_log_warn("event %s in " ER_STREAM " has no type or payload; dropped", id);
         return true;
     }
     bool ok = true;
-    (void)dk_trace_enter_traceparent(er_field(fields, "traceparent"));
+    (void)dk_trace_enter_traceparent(events_redis_field(fields, "traceparent"));
     for (int i = 0; i < ev->nsubs; i++) {
         if (strcmp(ev->subs[i].type, type) != 0)
             continue;
@@ -392,7 +396,8 @@ static bool er_deliver(dk_events *ev, const char *id, const redisReply *fields)
 
 /* Delivers an array of [id, fields] entries and acknowledges those that succeeded. Stops early
  * (leaving the rest pending) when close() asks. */
-static dk_status er_handle_entries(dk_events *ev, dk_redis_conn *c, const redisReply *entries)
+static dk_status events_redis_handle_entries(dk_events *ev, dk_redis_conn *c,
+                                             const redisReply *entries)
 {
     const char *argv[3 + ER_BATCH] = {"XACK", ER_STREAM, ev->group};
     int argc = 3;
@@ -404,12 +409,12 @@ static dk_status er_handle_entries(dk_events *ev, dk_redis_conn *c, const redisR
             e->element[0]->type != REDIS_REPLY_STRING)
             continue;
         const char *id = e->element[0]->str;
-        if (er_deliver(ev, id, e->element[1]))
+        if (events_redis_deliver(ev, id, e->element[1]))
             argv[argc++] = id;
     }
     if (argc == 3)
         return DK_OK;
-    redisReply *r = er_cmd(c, argc, argv);
+    redisReply *r = events_redis_cmd(c, argc, argv);
     if (!r)
         return DK_E_UNAVAILABLE; /* unacknowledged entries come back after the idle time */
     dk_status st = r->type == REDIS_REPLY_ERROR ? dk_redis_error_status(r) : DK_OK;
@@ -418,20 +423,20 @@ static dk_status er_handle_entries(dk_events *ev, dk_redis_conn *c, const redisR
 }
 
 /* XAUTOCLAIM: takes over entries pending longer than the idle time, anywhere in the group. */
-static dk_status er_reclaim(dk_events *ev, dk_redis_conn *c)
+static dk_status events_redis_reclaim(dk_events *ev, dk_redis_conn *c)
 {
     char idle[24], cursor[64] = "0-0";
     snprintf(idle, sizeof idle, "%lld", (long long)ev->reclaim_idle_ms);
     for (int page = 0; page < ER_RECLAIM_PAGES && !atomic_load(&ev->stop); page++) {
         const char *argv[] = {"XAUTOCLAIM", ER_STREAM, ev->group, ev->consumer,
                               idle,         cursor,    "COUNT",   "32"};
-        redisReply *r = er_cmd(c, 8, argv);
+        redisReply *r = events_redis_cmd(c, 8, argv);
         if (!r)
             return DK_E_UNAVAILABLE;
         if (r->type == REDIS_REPLY_ERROR) {
             dk_status st = DK_E_INTERNAL;
-            if (er_reply_is(r, "NOGROUP"))
-                st = er_ensure_group(ev, c);
+            if (events_redis_reply_is(r, "NOGROUP"))
+                st = events_redis_ensure_group(ev, c);
             else
                 dk_log_warn("XAUTOCLAIM on " ER_STREAM " failed: %s", r->str);
             freeReplyObject(r);
@@ -440,7 +445,7 @@ static dk_status er_reclaim(dk_events *ev, dk_redis_conn *c)
         bool ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
                   r->element[0]->type == REDIS_REPLY_STRING &&
                   r->element[1]->type == REDIS_REPLY_ARRAY;
-        dk_status st = ok ? er_handle_entries(ev, c, r->element[1]) : DK_E_INTERNAL;
+        dk_status st = ok ? events_redis_handle_entries(ev, c, r->element[1]) : DK_E_INTERNAL;
         bool more = ok && st == DK_OK && strcmp(r->element[0]->str, "0-0") != 0 &&
                     r->element[1]->elements > 0;
         if (more)
@@ -453,17 +458,17 @@ static dk_status er_reclaim(dk_events *ev, dk_redis_conn *c)
 }
 
 /* One XREADGROUP of new entries (blocks up to ER_BLOCK_MS). */
-static dk_status er_read_new(dk_events *ev, dk_redis_conn *c)
+static dk_status events_redis_read_new(dk_events *ev, dk_redis_conn *c)
 {
     const char *argv[] = {"XREADGROUP", "GROUP", ev->group, ev->consumer, "COUNT", "32",
                           "BLOCK",      "500",   "STREAMS", ER_STREAM,    ">"};
-    redisReply *r = er_cmd(c, 11, argv);
+    redisReply *r = events_redis_cmd(c, 11, argv);
     if (!r)
         return DK_E_UNAVAILABLE;
     dk_status st = DK_OK;
     if (r->type == REDIS_REPLY_ERROR) {
-        if (er_reply_is(r, "NOGROUP") || er_reply_is(r, "UNBLOCKED")) {
-            st = er_ensure_group(ev, c); /* Redis lost the stream (restart, flush, DEL) */
+        if (events_redis_reply_is(r, "NOGROUP") || events_redis_reply_is(r, "UNBLOCKED")) {
+            st = events_redis_ensure_group(ev, c); /* Redis lost the stream (restart, flush, DEL) */
         } else {
             st = dk_redis_error_status(r);
             dk_log_warn("XREADGROUP on " ER_STREAM " failed: %s", r->str);
@@ -473,7 +478,7 @@ static dk_status er_read_new(dk_events *ev, dk_redis_conn *c)
             const redisReply *s = r->element[i];
             if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
                 s->element[1]->type == REDIS_REPLY_ARRAY)
-                st = er_handle_entries(ev, c, s->element[1]);
+                st = events_redis_handle_entries(ev, c, s->element[1]);
         }
     } else if (r->type != REDIS_REPLY_NIL) {
         st = DK_E_INTERNAL;
@@ -484,26 +489,26 @@ static dk_status er_read_new(dk_events *ev, dk_redis_conn *c)
 
 /* On a clean exit: a consumer holding no pending entries leaves the group, so the group does
  * not collect one dead consumer per restart. One holding some stays, and others reclaim them. */
-static void er_forget_consumer(dk_events *ev, dk_redis_conn *c)
+static void events_redis_forget_consumer(dk_events *ev, dk_redis_conn *c)
 {
     const char *argv[] = {"XPENDING", ER_STREAM, ev->group, "-", "+", "1", ev->consumer};
-    redisReply *r = er_cmd(c, 7, argv);
+    redisReply *r = events_redis_cmd(c, 7, argv);
     bool none = r && r->type == REDIS_REPLY_ARRAY && r->elements == 0;
     if (r)
         freeReplyObject(r);
     if (!none)
         return;
     const char *del[] = {"XGROUP", "DELCONSUMER", ER_STREAM, ev->group, ev->consumer};
-    r = er_cmd(c, 5, del);
+    r = events_redis_cmd(c, 5, del);
     if (r)
         freeReplyObject(r);
 }
 
 /* Sleeps up to ms, or less when close() asks. */
-static void er_pause(dk_events *ev, int ms)
+static void events_redis_pause(dk_events *ev, int ms)
 {
     struct timespec deadline;
-    er_deadline(&deadline, ms);
+    events_redis_deadline(&deadline, ms);
     pthread_mutex_lock(&ev->run_lock);
     while (!atomic_load(&ev->stop) &&
            pthread_cond_timedwait(&ev->run_cond, &ev->run_lock, &deadline) != ETIMEDOUT) {
@@ -511,7 +516,7 @@ static void er_pause(dk_events *ev, int ms)
     pthread_mutex_unlock(&ev->run_lock);
 }
 
-static void *er_run(void *arg)
+static void *events_redis_run(void *arg)
 {
     dk_events *ev = arg;
     /* Writes to a vanished server must not kill the process: on this thread SIGPIPE stays
@@ -529,13 +534,13 @@ static void *er_run(void *arg)
     while (!atomic_load(&ev->stop)) {
         dk_status st;
         if (!c) {
-            st = er_consumer_connect(ev, &c);
+            st = events_redis_consumer_connect(ev, &c);
             if (st != DK_OK) {
                 c = NULL;
                 if (!down)
                     dk_log_warn("events: Redis unreachable (%s); retrying", dk_status_title(st));
                 down = true;
-                er_pause(ev, backoff);
+                events_redis_pause(ev, backoff);
                 backoff = backoff * 2 > ER_BACKOFF_MAX_MS ? ER_BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
@@ -546,11 +551,11 @@ static void *er_run(void *arg)
         }
         st = DK_OK;
         if (dk_mono_ms() >= next_reclaim) {
-            st = er_reclaim(ev, c);
+            st = events_redis_reclaim(ev, c);
             next_reclaim = dk_mono_ms() + ev->reclaim_every_ms;
         }
         if (st == DK_OK)
-            st = er_read_new(ev, c);
+            st = events_redis_read_new(ev, c);
         if (st == DK_OK) {
             backoff = ER_BACKOFF_MIN_MS;
             continue;
@@ -562,18 +567,18 @@ static void *er_run(void *arg)
                 dk_log_warn("events: lost the Redis connection; reconnecting");
             down = true;
         }
-        er_pause(ev, backoff); /* never spin on a failing server */
+        events_redis_pause(ev, backoff); /* never spin on a failing server */
         backoff = backoff * 2 > ER_BACKOFF_MAX_MS ? ER_BACKOFF_MAX_MS : backoff * 2;
     }
     if (c) {
         if (!dk_redis_conn_broken(c))
-            er_forget_consumer(ev, c);
+            events_redis_forget_consumer(ev, c);
         dk_redis_conn_free(c);
     }
     return NULL;
 }
 
-DK_MUSTCHECK static dk_status er_start(dk_events *ev)
+DK_MUSTCHECK static dk_status events_redis_start(dk_events *ev)
 {
     if (!ev || ev->started)
         return DK_E_INTERNAL;
@@ -584,7 +589,7 @@ DK_MUSTCHECK static dk_status er_start(dk_events *ev)
         return DK_E_VALIDATION;
     /* Create the group now, so it sees every event published once start() has returned. When
      * Redis is unreachable, the thread keeps trying (and the group starts from then on). */
-    dk_status st = er_consumer_connect(ev, &ev->first);
+    dk_status st = events_redis_consumer_connect(ev, &ev->first);
     if (st == DK_E_UNAVAILABLE) {
         ev->first = NULL;
         dk_log_warn("events: Redis unreachable at start; the consumer will keep trying");
@@ -592,7 +597,7 @@ DK_MUSTCHECK static dk_status er_start(dk_events *ev)
         ev->first = NULL;
         return st;
     }
-    if (pthread_create(&ev->thread, NULL, er_run, ev) != 0) {
+    if (pthread_create(&ev->thread, NULL, events_redis_run, ev) != 0) {
         if (ev->first)
             dk_redis_conn_free(ev->first);
         ev->first = NULL;
@@ -602,7 +607,7 @@ DK_MUSTCHECK static dk_status er_start(dk_events *ev)
     return DK_OK;
 }
 
-static void er_close(dk_events *ev)
+static void events_redis_close(dk_events *ev)
 {
     if (!ev)
         return;
@@ -615,7 +620,7 @@ static void er_close(dk_events *ev)
     }
     if (ev->first)
         dk_redis_conn_free(ev->first);
-    er_pub_drop(ev);
+    events_redis_pub_drop(ev);
     pthread_cond_destroy(&ev->run_cond);
     pthread_mutex_destroy(&ev->run_lock);
     pthread_cond_destroy(&ev->pub_cond);
@@ -628,9 +633,9 @@ static void er_close(dk_events *ev)
 
 const struct dk_events_ops dk_events_redis_ops = {
     .name = "redis",
-    .open = er_open,
-    .start = er_start,
-    .close = er_close,
-    .subscribe = er_subscribe,
-    .publish = er_publish,
+    .open = events_redis_open,
+    .start = events_redis_start,
+    .close = events_redis_close,
+    .subscribe = events_redis_subscribe,
+    .publish = events_redis_publish,
 };

@@ -21,6 +21,7 @@
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/str.h"
 #include "core/timeutil.h"
 #include "ports/http_client.h"
 #include "adapters/http_client.h"
@@ -59,6 +60,7 @@ struct dk_http_transfer {
     struct dk_http_transfer *prev, *next; /* the client's active list */
     struct dk_http_transfer *fresh_next;
     struct curl_slist *headers;
+    struct curl_slist *connect_to; /* the call's pinned addresses (CURLOPT_RESOLVE) */
     char *buf;
     size_t len, cap;  /* buffered body; for a streaming call, not yet delivered */
     int64_t deadline; /* for the headers (monotonic ms); 0: none */
@@ -287,6 +289,7 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
     }
     curl_multi_remove_handle(cl->multi, e);
     curl_slist_free_all(t->headers);
+    curl_slist_free_all(t->connect_to);
     dk_free(t->buf);
     dk_free(t);
     dk_curl_give(cl, e);
@@ -322,6 +325,15 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (c->connect_to) {
+        t->connect_to = curl_slist_append(NULL, c->connect_to);
+        curl_easy_setopt(e, CURLOPT_RESOLVE, t->connect_to);
+    }
+    if (c->isolated) {
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
     if (strcmp(c->method, "GET") == 0) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(c->method, "HEAD") == 0) {
@@ -357,6 +369,7 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
             t->next->prev = NULL;
         dk_curl_unwatch(cl, t);
         curl_slist_free_all(t->headers);
+        curl_slist_free_all(t->connect_to);
         dk_free(t);
         dk_curl_give(cl, e);
         c->error = DK_E_BAD_GATEWAY;
@@ -614,6 +627,53 @@ static int dk_curl_probe(dk_http_client *cl, const char *url, int timeout_ms)
     return (int)code;
 }
 
+/* True when curl_url_get found the part (the text is freed). */
+static bool dk_curl_url_has(CURLU *u, CURLUPart part)
+{
+    char *s = NULL;
+    CURLUcode rc = curl_url_get(u, part, &s, 0);
+    curl_free(s);
+    return rc == CURLUE_OK;
+}
+
+static dk_status dk_curl_split_url(const char *url, dk_url_parts *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    CURLU *u = curl_url();
+    if (!u)
+        return DK_E_INTERNAL;
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (rc == CURLUE_BAD_PORT_NUMBER)
+        ret->error = DK_URL_BAD_PORT;
+    else if (rc == CURLUE_NO_HOST)
+        ret->error = DK_URL_NO_HOST;
+    else if (rc == CURLUE_UNSUPPORTED_SCHEME)
+        ret->error = DK_URL_BAD_SCHEME;
+    else if (rc != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+             strlen(scheme) >= sizeof ret->scheme)
+        ret->error = DK_URL_MALFORMED;
+    if (ret->error == DK_URL_OK) {
+        memcpy(ret->scheme, scheme, strlen(scheme) + 1);
+        ret->userinfo = dk_curl_url_has(u, CURLUPART_USER) ||
+                        dk_curl_url_has(u, CURLUPART_PASSWORD) ||
+                        dk_curl_url_has(u, CURLUPART_OPTIONS);
+        if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+            strlen(host) < sizeof ret->host)
+            memcpy(ret->host, host, strlen(host) + 1);
+        ret->zone = dk_curl_url_has(u, CURLUPART_ZONEID);
+        int64_t pn = 0;
+        if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+            dk_parse_i64(port, 1, 65535, &pn))
+            ret->port = (int)pn;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return ret->error == DK_URL_OK ? DK_OK : DK_E_VALIDATION;
+}
+
 const struct dk_http_client_ops dk_http_client_curl_ops = {
     .open = dk_curl_open,
     .close = dk_curl_close,
@@ -621,4 +681,5 @@ const struct dk_http_client_ops dk_http_client_curl_ops = {
     .resume = dk_curl_resume,
     .cancel = dk_curl_cancel,
     .probe = dk_curl_probe,
+    .split_url = dk_curl_split_url,
 };

@@ -29,8 +29,8 @@
 #define KVM_KEY_INLINE     192 /* keys up to this size are assembled on the stack */
 #define KVM_INT_MAX_DIGITS 21  /* "-9223372036854775808" */
 
-struct kvm_entry {
-    struct kvm_entry *next;
+struct kv_memory_entry {
+    struct kv_memory_entry *next;
     uint64_t hash;
     int64_t expires_ms; /* monotonic ms; 0: never */
     char *val;          /* val_len bytes plus a NUL, its own allocation */
@@ -39,9 +39,9 @@ struct kvm_entry {
     char key[]; /* key_len bytes plus a NUL (the prefixed key) */
 };
 
-struct kvm_shard {
+struct kv_memory_shard {
     pthread_mutex_t lock;
-    struct kvm_entry **buckets;
+    struct kv_memory_entry **buckets;
     size_t nbuckets; /* a power of two */
     size_t count;
     unsigned inserts;    /* since the last sweep step */
@@ -58,7 +58,7 @@ struct dk_kv_sub {
 };
 
 struct dk_kv {
-    struct kvm_shard shards[KVM_SHARDS];
+    struct kv_memory_shard shards[KVM_SHARDS];
     uint64_t seed0, seed1;
     char *prefix;
     size_t prefix_len;
@@ -68,7 +68,7 @@ struct dk_kv {
 
 /* --- hashing --------------------------------------------------------------------------------- */
 
-static inline uint64_t kvm_rotl(uint64_t x, int b)
+static inline uint64_t kv_memory_rotl(uint64_t x, int b)
 {
     return (x << b) | (x >> (64 - b));
 }
@@ -76,22 +76,22 @@ static inline uint64_t kvm_rotl(uint64_t x, int b)
 #define KVM_SIPROUND                                                                               \
     do {                                                                                           \
         v0 += v1;                                                                                  \
-        v1 = kvm_rotl(v1, 13);                                                                     \
+        v1 = kv_memory_rotl(v1, 13);                                                               \
         v1 ^= v0;                                                                                  \
-        v0 = kvm_rotl(v0, 32);                                                                     \
+        v0 = kv_memory_rotl(v0, 32);                                                               \
         v2 += v3;                                                                                  \
-        v3 = kvm_rotl(v3, 16);                                                                     \
+        v3 = kv_memory_rotl(v3, 16);                                                               \
         v3 ^= v2;                                                                                  \
         v0 += v3;                                                                                  \
-        v3 = kvm_rotl(v3, 21);                                                                     \
+        v3 = kv_memory_rotl(v3, 21);                                                               \
         v3 ^= v0;                                                                                  \
         v2 += v1;                                                                                  \
-        v1 = kvm_rotl(v1, 17);                                                                     \
+        v1 = kv_memory_rotl(v1, 17);                                                               \
         v1 ^= v2;                                                                                  \
-        v2 = kvm_rotl(v2, 32);                                                                     \
+        v2 = kv_memory_rotl(v2, 32);                                                               \
     } while (0)
 
-static uint64_t kvm_load64_le(const unsigned char *p)
+static uint64_t kv_memory_load64_le(const unsigned char *p)
 {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
@@ -100,7 +100,7 @@ static uint64_t kvm_load64_le(const unsigned char *p)
 }
 
 /* SipHash-2-4 (Aumasson and Bernstein). */
-static uint64_t kvm_siphash(const unsigned char *in, size_t len, uint64_t k0, uint64_t k1)
+static uint64_t kv_memory_siphash(const unsigned char *in, size_t len, uint64_t k0, uint64_t k1)
 {
     uint64_t v0 = 0x736f6d6570736575ULL ^ k0;
     uint64_t v1 = 0x646f72616e646f6dULL ^ k1;
@@ -108,7 +108,7 @@ static uint64_t kvm_siphash(const unsigned char *in, size_t len, uint64_t k0, ui
     uint64_t v3 = 0x7465646279746573ULL ^ k1;
     size_t whole = len - (len % 8);
     for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = kvm_load64_le(in + i);
+        uint64_t m = kv_memory_load64_le(in + i);
         v3 ^= m;
         KVM_SIPROUND;
         KVM_SIPROUND;
@@ -132,14 +132,14 @@ static uint64_t kvm_siphash(const unsigned char *in, size_t len, uint64_t k0, ui
 /* --- keys ------------------------------------------------------------------------------------ */
 
 /* The prefixed key of one call: on the stack when short. */
-struct kvm_key {
+struct kv_memory_key {
     char *p;
     size_t len;
     uint64_t hash;
     char buf[KVM_KEY_INLINE];
 };
 
-static void kvm_key_init(struct kvm_key *k, const dk_kv *kv, const char *key)
+static void kv_memory_key_init(struct kv_memory_key *k, const dk_kv *kv, const char *key)
 {
     size_t klen = strlen(key);
     k->len = kv->prefix_len + klen;
@@ -147,42 +147,43 @@ static void kvm_key_init(struct kvm_key *k, const dk_kv *kv, const char *key)
     if (kv->prefix_len)
         memcpy(k->p, kv->prefix, kv->prefix_len);
     memcpy(k->p + kv->prefix_len, key, klen + 1);
-    k->hash = kvm_siphash((const unsigned char *)k->p, k->len, kv->seed0, kv->seed1);
+    k->hash = kv_memory_siphash((const unsigned char *)k->p, k->len, kv->seed0, kv->seed1);
 }
 
-static void kvm_key_release(struct kvm_key *k)
+static void kv_memory_key_release(struct kv_memory_key *k)
 {
     if (k->p != k->buf)
         dk_free(k->p);
     k->p = NULL;
 }
 
-static struct kvm_shard *kvm_shard_of(dk_kv *kv, uint64_t hash)
+static struct kv_memory_shard *kv_memory_shard_of(dk_kv *kv, uint64_t hash)
 {
     return &kv->shards[hash >> (64 - KVM_SHARD_BITS)];
 }
 
 /* --- the table (every function below runs under the shard's lock) --------------------------- */
 
-static bool kvm_expired(const struct kvm_entry *e, int64_t now)
+static bool kv_memory_expired(const struct kv_memory_entry *e, int64_t now)
 {
     return e->expires_ms != 0 && now >= e->expires_ms;
 }
 
-static void kvm_entry_free(struct kvm_entry *e)
+static void kv_memory_entry_free(struct kv_memory_entry *e)
 {
     dk_free(e->val);
     dk_free(e);
 }
 
 /* Drops every expired entry of one chain. */
-static void kvm_sweep_chain(struct kvm_shard *s, struct kvm_entry **link, int64_t now)
+static void kv_memory_sweep_chain(struct kv_memory_shard *s, struct kv_memory_entry **link,
+                                  int64_t now)
 {
     while (*link) {
-        struct kvm_entry *e = *link;
-        if (kvm_expired(e, now)) {
+        struct kv_memory_entry *e = *link;
+        if (kv_memory_expired(e, now)) {
             *link = e->next;
-            kvm_entry_free(e);
+            kv_memory_entry_free(e);
             s->count--;
         } else {
             link = &e->next;
@@ -191,15 +192,15 @@ static void kvm_sweep_chain(struct kvm_shard *s, struct kvm_entry **link, int64_
 }
 
 /* Rebuilds the bucket array with nbuckets buckets, leaving expired entries behind. */
-static void kvm_resize(struct kvm_shard *s, size_t nbuckets, int64_t now)
+static void kv_memory_resize(struct kv_memory_shard *s, size_t nbuckets, int64_t now)
 {
-    struct kvm_entry **nb = dk_calloc(nbuckets, sizeof(*nb));
+    struct kv_memory_entry **nb = dk_calloc(nbuckets, sizeof(*nb));
     for (size_t i = 0; i < s->nbuckets; i++) {
-        struct kvm_entry *e = s->buckets[i];
+        struct kv_memory_entry *e = s->buckets[i];
         while (e) {
-            struct kvm_entry *next = e->next;
-            if (kvm_expired(e, now)) {
-                kvm_entry_free(e);
+            struct kv_memory_entry *next = e->next;
+            if (kv_memory_expired(e, now)) {
+                kv_memory_entry_free(e);
                 s->count--;
             } else {
                 size_t b = (size_t)(e->hash & (nbuckets - 1));
@@ -217,26 +218,27 @@ static void kvm_resize(struct kvm_shard *s, size_t nbuckets, int64_t now)
 
 /* One incremental sweep step: the next KVM_SWEEP_BUCKETS buckets lose their expired entries;
  * a table that has become mostly empty shrinks. */
-static void kvm_sweep_step(struct kvm_shard *s, int64_t now)
+static void kv_memory_sweep_step(struct kv_memory_shard *s, int64_t now)
 {
     size_t n = s->nbuckets < KVM_SWEEP_BUCKETS ? s->nbuckets : KVM_SWEEP_BUCKETS;
     for (size_t i = 0; i < n; i++) {
-        kvm_sweep_chain(s, &s->buckets[s->sweep_cursor], now);
+        kv_memory_sweep_chain(s, &s->buckets[s->sweep_cursor], now);
         s->sweep_cursor = (s->sweep_cursor + 1) & (s->nbuckets - 1);
     }
     if (s->nbuckets > KVM_MIN_BUCKETS && s->count < s->nbuckets / 8)
-        kvm_resize(s, s->nbuckets / 2, now);
+        kv_memory_resize(s, s->nbuckets / 2, now);
 }
 
 /* The live entry for k, or NULL. Expired entries met on the chain are dropped on the way. */
-static struct kvm_entry **kvm_find(struct kvm_shard *s, const struct kvm_key *k, int64_t now)
+static struct kv_memory_entry **kv_memory_find(struct kv_memory_shard *s,
+                                               const struct kv_memory_key *k, int64_t now)
 {
-    struct kvm_entry **link = &s->buckets[k->hash & (s->nbuckets - 1)];
+    struct kv_memory_entry **link = &s->buckets[k->hash & (s->nbuckets - 1)];
     while (*link) {
-        struct kvm_entry *e = *link;
-        if (kvm_expired(e, now)) {
+        struct kv_memory_entry *e = *link;
+        if (kv_memory_expired(e, now)) {
             *link = e->next;
-            kvm_entry_free(e);
+            kv_memory_entry_free(e);
             s->count--;
             continue;
         }
@@ -247,7 +249,7 @@ static struct kvm_entry **kvm_find(struct kvm_shard *s, const struct kvm_key *k,
     return NULL;
 }
 
-static char *kvm_val_dup(const char *val, size_t len)
+static char *kv_memory_val_dup(const char *val, size_t len)
 {
     char *v = dk_malloc(len + 1);
     if (len)
@@ -256,10 +258,10 @@ static char *kvm_val_dup(const char *val, size_t len)
     return v;
 }
 
-static void kvm_insert(struct kvm_shard *s, const struct kvm_key *k, char *owned_val,
-                       size_t val_len, int64_t expires_ms, int64_t now)
+static void kv_memory_insert(struct kv_memory_shard *s, const struct kv_memory_key *k,
+                             char *owned_val, size_t val_len, int64_t expires_ms, int64_t now)
 {
-    struct kvm_entry *e = dk_malloc(sizeof(*e) + k->len + 1);
+    struct kv_memory_entry *e = dk_malloc(sizeof(*e) + k->len + 1);
     e->hash = k->hash;
     e->expires_ms = expires_ms;
     e->val = owned_val;
@@ -271,15 +273,15 @@ static void kvm_insert(struct kvm_shard *s, const struct kvm_key *k, char *owned
     s->buckets[b] = e;
     s->count++;
     if (s->count > s->nbuckets)
-        kvm_resize(s, s->nbuckets * 2, now);
+        kv_memory_resize(s, s->nbuckets * 2, now);
     if (++s->inserts >= KVM_SWEEP_EVERY) {
         s->inserts = 0;
-        kvm_sweep_step(s, now);
+        kv_memory_sweep_step(s, now);
     }
 }
 
 /* now + ttl, saturating; 0 is reserved for "never". */
-static int64_t kvm_deadline(int64_t now, int64_t ttl_ms)
+static int64_t kv_memory_deadline(int64_t now, int64_t ttl_ms)
 {
     if (ttl_ms <= 0)
         return 0;
@@ -290,17 +292,17 @@ static int64_t kvm_deadline(int64_t now, int64_t ttl_ms)
 
 /* --- the port -------------------------------------------------------------------------------- */
 
-static void kvm_close(dk_kv *kv)
+static void kv_memory_close(dk_kv *kv)
 {
     if (!kv)
         return;
     for (size_t i = 0; i < KVM_SHARDS; i++) {
-        struct kvm_shard *s = &kv->shards[i];
+        struct kv_memory_shard *s = &kv->shards[i];
         for (size_t b = 0; b < s->nbuckets; b++) {
-            struct kvm_entry *e = s->buckets[b];
+            struct kv_memory_entry *e = s->buckets[b];
             while (e) {
-                struct kvm_entry *next = e->next;
-                kvm_entry_free(e);
+                struct kv_memory_entry *next = e->next;
+                kv_memory_entry_free(e);
                 e = next;
             }
         }
@@ -318,7 +320,7 @@ static void kvm_close(dk_kv *kv)
     dk_free(kv);
 }
 
-DK_MUSTCHECK static dk_status kvm_open(const dk_kv_options *opt, dk_kv **ret_kv)
+DK_MUSTCHECK static dk_status kv_memory_open(const dk_kv_options *opt, dk_kv **ret_kv)
 {
     if (!ret_kv)
         return DK_E_INTERNAL;
@@ -336,7 +338,7 @@ DK_MUSTCHECK static dk_status kvm_open(const dk_kv_options *opt, dk_kv **ret_kv)
     kv->prefix_len = strlen(prefix);
     pthread_mutex_init(&kv->subs_lock, NULL);
     for (size_t i = 0; i < KVM_SHARDS; i++) {
-        struct kvm_shard *s = &kv->shards[i];
+        struct kv_memory_shard *s = &kv->shards[i];
         pthread_mutex_init(&s->lock, NULL);
         s->nbuckets = KVM_MIN_BUCKETS;
         s->buckets = dk_calloc(s->nbuckets, sizeof(*s->buckets));
@@ -345,18 +347,18 @@ DK_MUSTCHECK static dk_status kvm_open(const dk_kv_options *opt, dk_kv **ret_kv)
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_get(dk_kv *kv, dk_arena *arena, const char *key, char **ret_val,
-                                      size_t *ret_len)
+DK_MUSTCHECK static dk_status kv_memory_get(dk_kv *kv, dk_arena *arena, const char *key,
+                                            char **ret_val, size_t *ret_len)
 {
     if (!kv || !arena || !key || !ret_val || !ret_len)
         return DK_E_INTERNAL;
-    struct kvm_key k;
-    kvm_key_init(&k, kv, key);
-    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
+    struct kv_memory_key k;
+    kv_memory_key_init(&k, kv, key);
+    struct kv_memory_shard *s = kv_memory_shard_of(kv, k.hash);
     char *val = NULL;
     size_t len = 0;
     pthread_mutex_lock(&s->lock);
-    struct kvm_entry **link = kvm_find(s, &k, dk_mono_ms());
+    struct kv_memory_entry **link = kv_memory_find(s, &k, dk_mono_ms());
     if (link) {
         len = (*link)->val_len;
         val = dk_arena_alloc(arena, len + 1); /* zeroed: the NUL is there already */
@@ -364,135 +366,136 @@ DK_MUSTCHECK static dk_status kvm_get(dk_kv *kv, dk_arena *arena, const char *ke
             memcpy(val, (*link)->val, len);
     }
     pthread_mutex_unlock(&s->lock);
-    kvm_key_release(&k);
+    kv_memory_key_release(&k);
     *ret_val = val;
     *ret_len = len;
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_set(dk_kv *kv, const char *key, const char *val, size_t len,
-                                      int64_t ttl_ms)
+DK_MUSTCHECK static dk_status kv_memory_set(dk_kv *kv, const char *key, const char *val, size_t len,
+                                            int64_t ttl_ms)
 {
     if (!kv || !key || (!val && len))
         return DK_E_INTERNAL;
-    struct kvm_key k;
-    kvm_key_init(&k, kv, key);
-    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
-    char *copy = kvm_val_dup(val, len); /* outside the lock */
+    struct kv_memory_key k;
+    kv_memory_key_init(&k, kv, key);
+    struct kv_memory_shard *s = kv_memory_shard_of(kv, k.hash);
+    char *copy = kv_memory_val_dup(val, len); /* outside the lock */
     pthread_mutex_lock(&s->lock);
     int64_t now = dk_mono_ms();
-    int64_t expires = kvm_deadline(now, ttl_ms);
-    struct kvm_entry **link = kvm_find(s, &k, now);
+    int64_t expires = kv_memory_deadline(now, ttl_ms);
+    struct kv_memory_entry **link = kv_memory_find(s, &k, now);
     if (link) {
-        struct kvm_entry *e = *link;
+        struct kv_memory_entry *e = *link;
         char *old = e->val;
         e->val = copy;
         e->val_len = len;
         e->expires_ms = expires;
         copy = old; /* freed below, outside the lock */
     } else {
-        kvm_insert(s, &k, copy, len, expires, now);
+        kv_memory_insert(s, &k, copy, len, expires, now);
         copy = NULL;
     }
     pthread_mutex_unlock(&s->lock);
     dk_free(copy);
-    kvm_key_release(&k);
+    kv_memory_key_release(&k);
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_set_nx(dk_kv *kv, const char *key, const char *val, size_t len,
-                                         int64_t ttl_ms, bool *ret_set)
+DK_MUSTCHECK static dk_status kv_memory_set_nx(dk_kv *kv, const char *key, const char *val,
+                                               size_t len, int64_t ttl_ms, bool *ret_set)
 {
     if (!kv || !key || (!val && len) || !ret_set)
         return DK_E_INTERNAL;
-    struct kvm_key k;
-    kvm_key_init(&k, kv, key);
-    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
-    char *copy = kvm_val_dup(val, len); /* outside the lock */
+    struct kv_memory_key k;
+    kv_memory_key_init(&k, kv, key);
+    struct kv_memory_shard *s = kv_memory_shard_of(kv, k.hash);
+    char *copy = kv_memory_val_dup(val, len); /* outside the lock */
     pthread_mutex_lock(&s->lock);
     int64_t now = dk_mono_ms();
-    bool set = kvm_find(s, &k, now) == NULL;
+    bool set = kv_memory_find(s, &k, now) == NULL;
     if (set) {
-        kvm_insert(s, &k, copy, len, kvm_deadline(now, ttl_ms), now);
+        kv_memory_insert(s, &k, copy, len, kv_memory_deadline(now, ttl_ms), now);
         copy = NULL;
     }
     pthread_mutex_unlock(&s->lock);
     dk_free(copy);
-    kvm_key_release(&k);
+    kv_memory_key_release(&k);
     *ret_set = set;
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_expire(dk_kv *kv, const char *key, int64_t ttl_ms,
-                                         bool *ret_found)
+DK_MUSTCHECK static dk_status kv_memory_expire(dk_kv *kv, const char *key, int64_t ttl_ms,
+                                               bool *ret_found)
 {
     if (!kv || !key || !ret_found)
         return DK_E_INTERNAL;
-    struct kvm_key k;
-    kvm_key_init(&k, kv, key);
-    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
+    struct kv_memory_key k;
+    kv_memory_key_init(&k, kv, key);
+    struct kv_memory_shard *s = kv_memory_shard_of(kv, k.hash);
     pthread_mutex_lock(&s->lock);
     int64_t now = dk_mono_ms();
-    struct kvm_entry **link = kvm_find(s, &k, now);
+    struct kv_memory_entry **link = kv_memory_find(s, &k, now);
     if (link)
-        (*link)->expires_ms = kvm_deadline(now, ttl_ms);
+        (*link)->expires_ms = kv_memory_deadline(now, ttl_ms);
     pthread_mutex_unlock(&s->lock);
-    kvm_key_release(&k);
+    kv_memory_key_release(&k);
     *ret_found = link != NULL;
     return DK_OK;
 }
 
 /* Both shards locked in address order (one lock when they are the same shard). */
-DK_MUSTCHECK static dk_status kvm_rename(dk_kv *kv, const char *from, const char *to)
+DK_MUSTCHECK static dk_status kv_memory_rename(dk_kv *kv, const char *from, const char *to)
 {
     if (!kv || !from || !to)
         return DK_E_INTERNAL;
-    struct kvm_key kf, kt;
-    kvm_key_init(&kf, kv, from);
-    kvm_key_init(&kt, kv, to);
-    struct kvm_shard *sf = kvm_shard_of(kv, kf.hash), *st = kvm_shard_of(kv, kt.hash);
-    struct kvm_shard *first = sf < st ? sf : st, *second = sf < st ? st : sf;
+    struct kv_memory_key kf, kt;
+    kv_memory_key_init(&kf, kv, from);
+    kv_memory_key_init(&kt, kv, to);
+    struct kv_memory_shard *sf = kv_memory_shard_of(kv, kf.hash),
+                           *st = kv_memory_shard_of(kv, kt.hash);
+    struct kv_memory_shard *first = sf < st ? sf : st, *second = sf < st ? st : sf;
     pthread_mutex_lock(&first->lock);
     if (second != first)
         pthread_mutex_lock(&second->lock);
     int64_t now = dk_mono_ms();
-    struct kvm_entry *moved = NULL, *replaced = NULL;
-    struct kvm_entry **link = kvm_find(sf, &kf, now);
+    struct kv_memory_entry *moved = NULL, *replaced = NULL;
+    struct kv_memory_entry **link = kv_memory_find(sf, &kf, now);
     if (link) {
         moved = *link;
         *link = moved->next;
         sf->count--;
-        struct kvm_entry **old = kvm_find(st, &kt, now);
+        struct kv_memory_entry **old = kv_memory_find(st, &kt, now);
         if (old) {
             replaced = *old;
             *old = replaced->next;
             st->count--;
         }
-        kvm_insert(st, &kt, moved->val, moved->val_len, moved->expires_ms, now);
+        kv_memory_insert(st, &kt, moved->val, moved->val_len, moved->expires_ms, now);
         moved->val = NULL;
     }
     if (second != first)
         pthread_mutex_unlock(&second->lock);
     pthread_mutex_unlock(&first->lock);
     if (moved)
-        kvm_entry_free(moved);
+        kv_memory_entry_free(moved);
     if (replaced)
-        kvm_entry_free(replaced);
-    kvm_key_release(&kf);
-    kvm_key_release(&kt);
+        kv_memory_entry_free(replaced);
+    kv_memory_key_release(&kf);
+    kv_memory_key_release(&kt);
     return moved ? DK_OK : DK_E_NOT_FOUND;
 }
 
-DK_MUSTCHECK static dk_status kvm_del(dk_kv *kv, const char *key)
+DK_MUSTCHECK static dk_status kv_memory_del(dk_kv *kv, const char *key)
 {
     if (!kv || !key)
         return DK_E_INTERNAL;
-    struct kvm_key k;
-    kvm_key_init(&k, kv, key);
-    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
-    struct kvm_entry *gone = NULL;
+    struct kv_memory_key k;
+    kv_memory_key_init(&k, kv, key);
+    struct kv_memory_shard *s = kv_memory_shard_of(kv, k.hash);
+    struct kv_memory_entry *gone = NULL;
     pthread_mutex_lock(&s->lock);
-    struct kvm_entry **link = kvm_find(s, &k, dk_mono_ms());
+    struct kv_memory_entry **link = kv_memory_find(s, &k, dk_mono_ms());
     if (link) {
         gone = *link;
         *link = gone->next;
@@ -500,48 +503,48 @@ DK_MUSTCHECK static dk_status kvm_del(dk_kv *kv, const char *key)
     }
     pthread_mutex_unlock(&s->lock);
     if (gone)
-        kvm_entry_free(gone);
-    kvm_key_release(&k);
+        kv_memory_entry_free(gone);
+    kv_memory_key_release(&k);
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_exists(dk_kv *kv, const char *key, bool *ret_exists)
+DK_MUSTCHECK static dk_status kv_memory_exists(dk_kv *kv, const char *key, bool *ret_exists)
 {
     if (!kv || !key || !ret_exists)
         return DK_E_INTERNAL;
-    struct kvm_key k;
-    kvm_key_init(&k, kv, key);
-    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
+    struct kv_memory_key k;
+    kv_memory_key_init(&k, kv, key);
+    struct kv_memory_shard *s = kv_memory_shard_of(kv, k.hash);
     pthread_mutex_lock(&s->lock);
-    bool found = kvm_find(s, &k, dk_mono_ms()) != NULL;
+    bool found = kv_memory_find(s, &k, dk_mono_ms()) != NULL;
     pthread_mutex_unlock(&s->lock);
-    kvm_key_release(&k);
+    kv_memory_key_release(&k);
     *ret_exists = found;
     return DK_OK;
 }
 
 /* Like Redis INCR: the value must hold a decimal int64 and the result must not overflow. */
-DK_MUSTCHECK static dk_status kvm_incr_window(dk_kv *kv, const char *key, int64_t window_ms,
-                                              int64_t *ret_count, int64_t *ret_ttl_ms)
+DK_MUSTCHECK static dk_status kv_memory_incr_window(dk_kv *kv, const char *key, int64_t window_ms,
+                                                    int64_t *ret_count, int64_t *ret_ttl_ms)
 {
     if (!kv || !key || !ret_count || !ret_ttl_ms || window_ms <= 0)
         return DK_E_INTERNAL;
-    struct kvm_key k;
-    kvm_key_init(&k, kv, key);
-    struct kvm_shard *s = kvm_shard_of(kv, k.hash);
+    struct kv_memory_key k;
+    kv_memory_key_init(&k, kv, key);
+    struct kv_memory_shard *s = kv_memory_shard_of(kv, k.hash);
     dk_status st = DK_OK;
     int64_t count = 0, ttl = 0;
     char digits[KVM_INT_MAX_DIGITS + 1];
     pthread_mutex_lock(&s->lock);
     int64_t now = dk_mono_ms();
-    struct kvm_entry **link = kvm_find(s, &k, now);
+    struct kv_memory_entry **link = kv_memory_find(s, &k, now);
     if (!link) {
         count = 1;
-        int64_t expires = kvm_deadline(now, window_ms);
+        int64_t expires = kv_memory_deadline(now, window_ms);
         ttl = expires - now;
-        kvm_insert(s, &k, kvm_val_dup("1", 1), 1, expires, now);
+        kv_memory_insert(s, &k, kv_memory_val_dup("1", 1), 1, expires, now);
     } else {
-        struct kvm_entry *e = *link;
+        struct kv_memory_entry *e = *link;
         int64_t cur;
         if (!dk_parse_i64n(e->val, e->val_len, INT64_MIN, INT64_MAX - 1, &cur)) {
             st = DK_E_INTERNAL; /* not an integer, or incrementing would overflow */
@@ -553,12 +556,12 @@ DK_MUSTCHECK static dk_status kvm_incr_window(dk_kv *kv, const char *key, int64_
             memcpy(e->val, digits, (size_t)n + 1);
             e->val_len = (size_t)n;
             if (e->expires_ms == 0) /* a counter set without expiry: start the window now */
-                e->expires_ms = kvm_deadline(now, window_ms);
+                e->expires_ms = kv_memory_deadline(now, window_ms);
             ttl = e->expires_ms - now;
         }
     }
     pthread_mutex_unlock(&s->lock);
-    kvm_key_release(&k);
+    kv_memory_key_release(&k);
     if (st != DK_OK)
         return st;
     *ret_count = count;
@@ -566,19 +569,19 @@ DK_MUSTCHECK static dk_status kvm_incr_window(dk_kv *kv, const char *key, int64_
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_ping(dk_kv *kv, int timeout_ms)
+DK_MUSTCHECK static dk_status kv_memory_ping(dk_kv *kv, int timeout_ms)
 {
     (void)kv;
     (void)timeout_ms;
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_publish(dk_kv *kv, const char *channel, const char *msg,
-                                          size_t len)
+DK_MUSTCHECK static dk_status kv_memory_publish(dk_kv *kv, const char *channel, const char *msg,
+                                                size_t len)
 {
     if (!kv || !channel || (!msg && len))
         return DK_E_INTERNAL;
-    char *copy = kvm_val_dup(msg, len); /* NUL-terminated, as the port promises */
+    char *copy = kv_memory_val_dup(msg, len); /* NUL-terminated, as the port promises */
     pthread_mutex_lock(&kv->subs_lock);
     for (dk_kv_sub *sub = kv->subs; sub; sub = sub->next)
         if (strcmp(sub->channel, channel) == 0)
@@ -588,9 +591,10 @@ DK_MUSTCHECK static dk_status kvm_publish(dk_kv *kv, const char *channel, const 
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvm_subscribe(dk_kv *kv, const char *channel,
-                                            dk_kv_on_message on_message, dk_kv_on_state on_state,
-                                            void *ctx, dk_kv_sub **ret_sub)
+DK_MUSTCHECK static dk_status kv_memory_subscribe(dk_kv *kv, const char *channel,
+                                                  dk_kv_on_message on_message,
+                                                  dk_kv_on_state on_state, void *ctx,
+                                                  dk_kv_sub **ret_sub)
 {
     if (!kv || !channel || !on_message || !on_state || !ret_sub)
         return DK_E_INTERNAL;
@@ -608,7 +612,7 @@ DK_MUSTCHECK static dk_status kvm_subscribe(dk_kv *kv, const char *channel,
     return DK_OK;
 }
 
-static void kvm_unsubscribe(dk_kv *kv, dk_kv_sub *sub)
+static void kv_memory_unsubscribe(dk_kv *kv, dk_kv_sub *sub)
 {
     if (!kv || !sub)
         return;
@@ -638,18 +642,18 @@ size_t dk_kv_memory_entries(dk_kv *kv)
 
 const struct dk_kv_ops dk_kv_memory_ops = {
     .name = "memory",
-    .open = kvm_open,
-    .close = kvm_close,
-    .get = kvm_get,
-    .set = kvm_set,
-    .set_nx = kvm_set_nx,
-    .expire = kvm_expire,
-    .rename = kvm_rename,
-    .del = kvm_del,
-    .exists = kvm_exists,
-    .incr_window = kvm_incr_window,
-    .ping = kvm_ping,
-    .publish = kvm_publish,
-    .subscribe = kvm_subscribe,
-    .unsubscribe = kvm_unsubscribe,
+    .open = kv_memory_open,
+    .close = kv_memory_close,
+    .get = kv_memory_get,
+    .set = kv_memory_set,
+    .set_nx = kv_memory_set_nx,
+    .expire = kv_memory_expire,
+    .rename = kv_memory_rename,
+    .del = kv_memory_del,
+    .exists = kv_memory_exists,
+    .incr_window = kv_memory_incr_window,
+    .ping = kv_memory_ping,
+    .publish = kv_memory_publish,
+    .subscribe = kv_memory_subscribe,
+    .unsubscribe = kv_memory_unsubscribe,
 };

@@ -48,13 +48,13 @@
 
 /* INCR, and start the window when the counter is new or lost its expiry (a PEXPIRE that never
  * ran, or a key SET without a TTL). Returns {count, ms left}. */
-static const char kvr_incr_window_lua[] = "local c = redis.call('INCR', KEYS[1])\n"
-                                          "local t = redis.call('PTTL', KEYS[1])\n"
-                                          "if c == 1 or t < 0 then\n"
-                                          "  redis.call('PEXPIRE', KEYS[1], ARGV[1])\n"
-                                          "  t = tonumber(ARGV[1])\n"
-                                          "end\n"
-                                          "return {c, t}\n";
+static const char kv_redis_incr_window_lua[] = "local c = redis.call('INCR', KEYS[1])\n"
+                                               "local t = redis.call('PTTL', KEYS[1])\n"
+                                               "if c == 1 or t < 0 then\n"
+                                               "  redis.call('PEXPIRE', KEYS[1], ARGV[1])\n"
+                                               "  t = tonumber(ARGV[1])\n"
+                                               "end\n"
+                                               "return {c, t}\n";
 
 struct dk_kv {
     dk_redis_url url;
@@ -89,7 +89,7 @@ struct dk_kv_sub {
 
 /* --- connections ----------------------------------------------------------------------------- */
 
-static void kvr_deadline(struct timespec *ts, int timeout_ms)
+static void kv_redis_deadline(struct timespec *ts, int timeout_ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += timeout_ms / 1000;
@@ -102,7 +102,7 @@ static void kvr_deadline(struct timespec *ts, int timeout_ms)
 
 /* A connection for one exchange: an idle one (reused) or a new one in a free slot; waits up
  * to timeout_ms for a slot when all pool_size are in use. */
-static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, dk_redis_conn **ret, bool *ret_reused)
+static dk_status kv_redis_acquire(dk_kv *kv, int timeout_ms, dk_redis_conn **ret, bool *ret_reused)
 {
     struct timespec deadline;
     bool have_deadline = false;
@@ -118,7 +118,7 @@ static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, dk_redis_conn **ret, boo
             break;
         }
         if (!have_deadline) {
-            kvr_deadline(&deadline, timeout_ms);
+            kv_redis_deadline(&deadline, timeout_ms);
             have_deadline = true;
         }
         int rc = pthread_cond_timedwait(&kv->cond, &kv->lock, &deadline);
@@ -151,7 +151,7 @@ static dk_status kvr_acquire(dk_kv *kv, int timeout_ms, dk_redis_conn **ret, boo
 }
 
 /* Hands a connection back; a broken one is freed and its slot reopens on demand. */
-static void kvr_release(dk_kv *kv, dk_redis_conn *c, bool keep)
+static void kv_redis_release(dk_kv *kv, dk_redis_conn *c, bool keep)
 {
     if (!keep || dk_redis_conn_broken(c)) {
         dk_redis_conn_free(c);
@@ -169,18 +169,18 @@ static void kvr_release(dk_kv *kv, dk_redis_conn *c, bool keep)
 /* One command, one reply (never an error reply: those become a status). An idempotent command
  * that failed on a reused connection is tried once more on a fresh one: the server most likely
  * closed that connection before reading the command. */
-static dk_status kvr_command(dk_kv *kv, int timeout_ms, bool idempotent, int argc,
-                             const char **argv, const size_t *argvlen, redisReply **ret_reply)
+static dk_status kv_redis_command(dk_kv *kv, int timeout_ms, bool idempotent, int argc,
+                                  const char **argv, const size_t *argvlen, redisReply **ret_reply)
 {
     for (int attempt = 0;; attempt++) {
         dk_redis_conn *c;
         bool reused;
-        dk_status st = kvr_acquire(kv, timeout_ms, &c, &reused);
+        dk_status st = kv_redis_acquire(kv, timeout_ms, &c, &reused);
         if (st != DK_OK)
             return st;
         bool custom_timeout = timeout_ms != kv->timeout_ms;
         if (custom_timeout && !dk_redis_set_timeout(c, timeout_ms)) {
-            kvr_release(kv, c, false);
+            kv_redis_release(kv, c, false);
             return DK_E_UNAVAILABLE;
         }
         dk_redis_sigpipe sp;
@@ -188,7 +188,7 @@ static dk_status kvr_command(dk_kv *kv, int timeout_ms, bool idempotent, int arg
         redisReply *r = dk_redis_command(c, argc, argv, argvlen);
         dk_redis_sigpipe_restore(&sp, r == NULL);
         if (!r) {
-            kvr_release(kv, c, false);
+            kv_redis_release(kv, c, false);
             if (reused && idempotent && attempt == 0)
                 continue;
             return DK_E_UNAVAILABLE;
@@ -201,23 +201,23 @@ static dk_status kvr_command(dk_kv *kv, int timeout_ms, bool idempotent, int arg
             if (r->str && strncmp(r->str, "READONLY", 8) == 0)
                 keep = false; /* a replica after failover: reconnect to find the new primary */
             freeReplyObject(r);
-            kvr_release(kv, c, keep);
+            kv_redis_release(kv, c, keep);
             return st;
         }
-        kvr_release(kv, c, keep);
+        kv_redis_release(kv, c, keep);
         *ret_reply = r;
         return DK_OK;
     }
 }
 
 /* The prefixed key of one call: on the stack when short. */
-struct kvr_key {
+struct kv_redis_key {
     char *p;
     size_t len;
     char buf[KVR_KEY_INLINE];
 };
 
-static void kvr_key_init(struct kvr_key *k, const dk_kv *kv, const char *key)
+static void kv_redis_key_init(struct kv_redis_key *k, const dk_kv *kv, const char *key)
 {
     size_t klen = strlen(key);
     k->len = kv->prefix_len + klen;
@@ -227,7 +227,7 @@ static void kvr_key_init(struct kvr_key *k, const dk_kv *kv, const char *key)
     memcpy(k->p + kv->prefix_len, key, klen + 1);
 }
 
-static void kvr_key_release(struct kvr_key *k)
+static void kv_redis_key_release(struct kv_redis_key *k)
 {
     if (k->p != k->buf)
         dk_free(k->p);
@@ -235,25 +235,25 @@ static void kvr_key_release(struct kvr_key *k)
 }
 
 /* Runs CMD KEY [args...] with the prefixed key; argv[1] is replaced by it. */
-static dk_status kvr_key_command(dk_kv *kv, bool idempotent, const char *key, int argc,
-                                 const char **argv, size_t *argvlen, redisReply **ret_reply)
+static dk_status kv_redis_key_command(dk_kv *kv, bool idempotent, const char *key, int argc,
+                                      const char **argv, size_t *argvlen, redisReply **ret_reply)
 {
-    struct kvr_key k;
-    kvr_key_init(&k, kv, key);
+    struct kv_redis_key k;
+    kv_redis_key_init(&k, kv, key);
     argv[1] = k.p;
     argvlen[1] = k.len;
-    dk_status st = kvr_command(kv, kv->timeout_ms, idempotent, argc, argv, argvlen, ret_reply);
-    kvr_key_release(&k);
+    dk_status st = kv_redis_command(kv, kv->timeout_ms, idempotent, argc, argv, argvlen, ret_reply);
+    kv_redis_key_release(&k);
     return st;
 }
 
 /* --- publish/subscribe ----------------------------------------------------------------------- */
 
 /* Sleeps up to ms, or less when the subscription is being ended. */
-static void kvr_sub_pause(dk_kv_sub *sub, int ms)
+static void kv_redis_sub_pause(dk_kv_sub *sub, int ms)
 {
     struct timespec deadline;
-    kvr_deadline(&deadline, ms);
+    kv_redis_deadline(&deadline, ms);
     pthread_mutex_lock(&sub->run_lock);
     while (!atomic_load(&sub->stop) &&
            pthread_cond_timedwait(&sub->run_cond, &sub->run_lock, &deadline) != ETIMEDOUT) {
@@ -262,7 +262,7 @@ static void kvr_sub_pause(dk_kv_sub *sub, int ms)
 }
 
 /* A new connection, subscribed: SUBSCRIBE sent and its confirmation read. */
-static dk_status kvr_sub_connect(dk_kv_sub *sub, dk_redis_conn **ret)
+static dk_status kv_redis_sub_connect(dk_kv_sub *sub, dk_redis_conn **ret)
 {
     dk_redis_conn *c;
     dk_status st = dk_redis_connect(&sub->kv->url, sub->kv->timeout_ms, &c);
@@ -292,7 +292,7 @@ static dk_status kvr_sub_connect(dk_kv_sub *sub, dk_redis_conn **ret)
 /* One reply read on the subscribed connection: a message is delivered; the answer to PING and
  * a repeated confirmation are accepted; anything else means the connection is not what we
  * think it is (false). */
-static bool kvr_sub_reply(dk_kv_sub *sub, const redisReply *r)
+static bool kv_redis_sub_reply(dk_kv_sub *sub, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING)
@@ -311,14 +311,14 @@ static bool kvr_sub_reply(dk_kv_sub *sub, const redisReply *r)
 }
 
 /* Sends PING on the subscribed connection (its answer arrives as a "pong" message). */
-static bool kvr_sub_ping(dk_redis_conn *c)
+static bool kv_redis_sub_ping(dk_redis_conn *c)
 {
     const char *argv[1] = {"PING"};
     size_t argvlen[1] = {4};
     return dk_redis_send(c, 1, argv, argvlen);
 }
 
-struct kvr_sub_conn {
+struct kv_redis_sub_conn {
     dk_redis_conn *c;
     int64_t last_rx; /* when the connection last gave a reply */
     int64_t ping_at; /* when the PING still unanswered was sent; 0: none */
@@ -326,7 +326,7 @@ struct kvr_sub_conn {
 
 /* Delivers what has arrived, pings when quiet, and waits up to KVR_SUB_POLL_MS for more.
  * false when the connection is lost. */
-static bool kvr_sub_step(dk_kv_sub *sub, struct kvr_sub_conn *sc, int ping_every)
+static bool kv_redis_sub_step(dk_kv_sub *sub, struct kv_redis_sub_conn *sc, int ping_every)
 {
     dk_redis_conn *c = sc->c;
     for (;;) {
@@ -335,7 +335,7 @@ static bool kvr_sub_step(dk_kv_sub *sub, struct kvr_sub_conn *sc, int ping_every
             return false;
         if (!reply)
             break;
-        bool ok = kvr_sub_reply(sub, reply);
+        bool ok = kv_redis_sub_reply(sub, reply);
         freeReplyObject(reply);
         if (!ok)
             return false;
@@ -346,7 +346,7 @@ static bool kvr_sub_step(dk_kv_sub *sub, struct kvr_sub_conn *sc, int ping_every
     if (sc->ping_at && now - sc->ping_at >= sub->kv->timeout_ms)
         return false; /* the server has stopped answering */
     if (!sc->ping_at && now - sc->last_rx >= ping_every) {
-        if (!kvr_sub_ping(c))
+        if (!kv_redis_sub_ping(c))
             return false;
         sc->ping_at = now;
     }
@@ -358,7 +358,7 @@ static bool kvr_sub_step(dk_kv_sub *sub, struct kvr_sub_conn *sc, int ping_every
     return true;
 }
 
-static void *kvr_sub_run(void *arg)
+static void *kv_redis_sub_run(void *arg)
 {
     dk_kv_sub *sub = arg;
     /* writes to a vanished server fail with EPIPE instead of killing the process */
@@ -369,20 +369,20 @@ static void *kvr_sub_run(void *arg)
 
     int timeout = sub->kv->timeout_ms;
     int ping_every = timeout < KVR_SUB_PING_MAX_MS ? timeout : KVR_SUB_PING_MAX_MS;
-    struct kvr_sub_conn sc = {0};
+    struct kv_redis_sub_conn sc = {0};
     int backoff = KVR_BACKOFF_MIN_MS;
     int64_t connected_at = 0;
     bool down = false; /* a failure has been logged */
     while (!atomic_load(&sub->stop)) {
         if (!sc.c) {
-            dk_status st = kvr_sub_connect(sub, &sc.c);
+            dk_status st = kv_redis_sub_connect(sub, &sc.c);
             if (st != DK_OK) {
                 sc.c = NULL;
                 if (!down)
                     dk_log_warn("kv: cannot subscribe to Redis (%s); retrying",
                                 dk_status_title(st));
                 down = true;
-                kvr_sub_pause(sub, backoff);
+                kv_redis_sub_pause(sub, backoff);
                 backoff = backoff * 2 > KVR_BACKOFF_MAX_MS ? KVR_BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
@@ -393,7 +393,7 @@ static void *kvr_sub_run(void *arg)
             sc.ping_at = 0;
             sub->on_state(sub->ctx, true);
         }
-        if (kvr_sub_step(sub, &sc, ping_every))
+        if (kv_redis_sub_step(sub, &sc, ping_every))
             continue;
         dk_redis_conn_free(sc.c);
         sc.c = NULL;
@@ -404,7 +404,7 @@ static void *kvr_sub_run(void *arg)
         down = true;
         /* resubscribe at once, unless connections keep dying young */
         if (dk_mono_ms() - connected_at < KVR_SUB_YOUNG_MS) {
-            kvr_sub_pause(sub, backoff);
+            kv_redis_sub_pause(sub, backoff);
             backoff = backoff * 2 > KVR_BACKOFF_MAX_MS ? KVR_BACKOFF_MAX_MS : backoff * 2;
         } else {
             backoff = KVR_BACKOFF_MIN_MS;
@@ -415,7 +415,7 @@ static void *kvr_sub_run(void *arg)
     return NULL;
 }
 
-static void kvr_sub_free(dk_kv_sub *sub)
+static void kv_redis_sub_free(dk_kv_sub *sub)
 {
     pthread_cond_destroy(&sub->run_cond);
     pthread_mutex_destroy(&sub->run_lock);
@@ -424,19 +424,19 @@ static void kvr_sub_free(dk_kv_sub *sub)
 }
 
 /* Stops the thread, waits for it, frees the subscription. */
-static void kvr_sub_end(dk_kv_sub *sub)
+static void kv_redis_sub_end(dk_kv_sub *sub)
 {
     pthread_mutex_lock(&sub->run_lock);
     atomic_store(&sub->stop, true);
     pthread_cond_broadcast(&sub->run_cond);
     pthread_mutex_unlock(&sub->run_lock);
     pthread_join(sub->thread, NULL);
-    kvr_sub_free(sub);
+    kv_redis_sub_free(sub);
 }
 
 /* --- the port -------------------------------------------------------------------------------- */
 
-static void kvr_close(dk_kv *kv)
+static void kv_redis_close(dk_kv *kv)
 {
     if (!kv)
         return;
@@ -446,7 +446,7 @@ static void kvr_close(dk_kv *kv)
     pthread_mutex_unlock(&kv->subs_lock);
     while (subs) {
         dk_kv_sub *next = subs->next;
-        kvr_sub_end(subs);
+        kv_redis_sub_end(subs);
         subs = next;
     }
     for (int i = 0; i < kv->nidle; i++)
@@ -460,7 +460,7 @@ static void kvr_close(dk_kv *kv)
     dk_free(kv);
 }
 
-DK_MUSTCHECK static dk_status kvr_open(const dk_kv_options *opt, dk_kv **ret_kv)
+DK_MUSTCHECK static dk_status kv_redis_open(const dk_kv_options *opt, dk_kv **ret_kv)
 {
     if (!opt || !ret_kv)
         return DK_E_INTERNAL;
@@ -482,22 +482,22 @@ DK_MUSTCHECK static dk_status kvr_open(const dk_kv_options *opt, dk_kv **ret_kv)
     if (st == DK_OK)
         st = dk_redis_url_tls(&kv->url, opt->tls_ca_file);
     if (st != DK_OK) {
-        kvr_close(kv);
+        kv_redis_close(kv);
         return st;
     }
     *ret_kv = kv; /* connections are made by the first calls that need them */
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_get(dk_kv *kv, dk_arena *arena, const char *key, char **ret_val,
-                                      size_t *ret_len)
+DK_MUSTCHECK static dk_status kv_redis_get(dk_kv *kv, dk_arena *arena, const char *key,
+                                           char **ret_val, size_t *ret_len)
 {
     if (!kv || !arena || !key || !ret_val || !ret_len)
         return DK_E_INTERNAL;
     const char *argv[2] = {"GET"};
     size_t argvlen[2] = {3};
     redisReply *r;
-    dk_status st = kvr_key_command(kv, true, key, 2, argv, argvlen, &r);
+    dk_status st = kv_redis_key_command(kv, true, key, 2, argv, argvlen, &r);
     if (st != DK_OK)
         return st;
     if (r->type == REDIS_REPLY_NIL) {
@@ -517,8 +517,8 @@ DK_MUSTCHECK static dk_status kvr_get(dk_kv *kv, dk_arena *arena, const char *ke
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_set(dk_kv *kv, const char *key, const char *val, size_t len,
-                                      int64_t ttl_ms)
+DK_MUSTCHECK static dk_status kv_redis_set(dk_kv *kv, const char *key, const char *val, size_t len,
+                                           int64_t ttl_ms)
 {
     if (!kv || !key || (!val && len))
         return DK_E_INTERNAL;
@@ -531,35 +531,35 @@ DK_MUSTCHECK static dk_status kvr_set(dk_kv *kv, const char *key, const char *va
         argc = 5;
     }
     redisReply *r;
-    dk_status st = kvr_key_command(kv, true, key, argc, argv, argvlen, &r);
+    dk_status st = kv_redis_key_command(kv, true, key, argc, argv, argvlen, &r);
     if (st != DK_OK)
         return st;
     freeReplyObject(r);
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_del(dk_kv *kv, const char *key)
+DK_MUSTCHECK static dk_status kv_redis_del(dk_kv *kv, const char *key)
 {
     if (!kv || !key)
         return DK_E_INTERNAL;
     const char *argv[2] = {"DEL"};
     size_t argvlen[2] = {3};
     redisReply *r;
-    dk_status st = kvr_key_command(kv, true, key, 2, argv, argvlen, &r);
+    dk_status st = kv_redis_key_command(kv, true, key, 2, argv, argvlen, &r);
     if (st != DK_OK)
         return st;
     freeReplyObject(r);
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_exists(dk_kv *kv, const char *key, bool *ret_exists)
+DK_MUSTCHECK static dk_status kv_redis_exists(dk_kv *kv, const char *key, bool *ret_exists)
 {
     if (!kv || !key || !ret_exists)
         return DK_E_INTERNAL;
     const char *argv[2] = {"EXISTS"};
     size_t argvlen[2] = {6};
     redisReply *r;
-    dk_status st = kvr_key_command(kv, true, key, 2, argv, argvlen, &r);
+    dk_status st = kv_redis_key_command(kv, true, key, 2, argv, argvlen, &r);
     if (st != DK_OK)
         return st;
     bool ok = r->type == REDIS_REPLY_INTEGER;
@@ -571,8 +571,8 @@ DK_MUSTCHECK static dk_status kvr_exists(dk_kv *kv, const char *key, bool *ret_e
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_set_nx(dk_kv *kv, const char *key, const char *val, size_t len,
-                                         int64_t ttl_ms, bool *ret_set)
+DK_MUSTCHECK static dk_status kv_redis_set_nx(dk_kv *kv, const char *key, const char *val,
+                                              size_t len, int64_t ttl_ms, bool *ret_set)
 {
     if (!kv || !key || (!val && len) || !ret_set)
         return DK_E_INTERNAL;
@@ -586,7 +586,7 @@ DK_MUSTCHECK static dk_status kvr_set_nx(dk_kv *kv, const char *key, const char 
     }
     redisReply *r;
     /* Not retried: a lost reply to a SET NX that took effect would read as "already there". */
-    dk_status st = kvr_key_command(kv, false, key, argc, argv, argvlen, &r);
+    dk_status st = kv_redis_key_command(kv, false, key, argc, argv, argvlen, &r);
     if (st != DK_OK)
         return st;
     bool ok = r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_NIL;
@@ -598,8 +598,8 @@ DK_MUSTCHECK static dk_status kvr_set_nx(dk_kv *kv, const char *key, const char 
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_expire(dk_kv *kv, const char *key, int64_t ttl_ms,
-                                         bool *ret_found)
+DK_MUSTCHECK static dk_status kv_redis_expire(dk_kv *kv, const char *key, int64_t ttl_ms,
+                                              bool *ret_found)
 {
     if (!kv || !key || !ret_found)
         return DK_E_INTERNAL;
@@ -615,7 +615,7 @@ DK_MUSTCHECK static dk_status kvr_expire(dk_kv *kv, const char *key, int64_t ttl
     } else {
         /* PERSIST answers 0 for a key without expiry too: ask whether it exists instead */
         bool exists = false;
-        dk_status est = kvr_exists(kv, key, &exists);
+        dk_status est = kv_redis_exists(kv, key, &exists);
         if (est != DK_OK)
             return est;
         if (!exists) {
@@ -623,7 +623,7 @@ DK_MUSTCHECK static dk_status kvr_expire(dk_kv *kv, const char *key, int64_t ttl
             return DK_OK;
         }
     }
-    dk_status st = kvr_key_command(kv, true, key, argc, argv, argvlen, &r);
+    dk_status st = kv_redis_key_command(kv, true, key, argc, argv, argvlen, &r);
     if (st != DK_OK)
         return st;
     bool ok = r->type == REDIS_REPLY_INTEGER;
@@ -635,21 +635,21 @@ DK_MUSTCHECK static dk_status kvr_expire(dk_kv *kv, const char *key, int64_t ttl
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_rename(dk_kv *kv, const char *from, const char *to)
+DK_MUSTCHECK static dk_status kv_redis_rename(dk_kv *kv, const char *from, const char *to)
 {
     if (!kv || !from || !to)
         return DK_E_INTERNAL;
-    struct kvr_key kf, kt;
-    kvr_key_init(&kf, kv, from);
-    kvr_key_init(&kt, kv, to);
+    struct kv_redis_key kf, kt;
+    kv_redis_key_init(&kf, kv, from);
+    kv_redis_key_init(&kt, kv, to);
     const char *argv[3] = {"RENAME", kf.p, kt.p};
     size_t argvlen[3] = {6, kf.len, kt.len};
     redisReply *r = NULL;
     /* Not retried: a RENAME whose reply was lost has moved the key, and a retry would say it
      * is missing. */
-    dk_status st = kvr_command(kv, kv->timeout_ms, false, 3, argv, argvlen, &r);
-    kvr_key_release(&kf);
-    kvr_key_release(&kt);
+    dk_status st = kv_redis_command(kv, kv->timeout_ms, false, 3, argv, argvlen, &r);
+    kv_redis_key_release(&kf);
+    kv_redis_key_release(&kt);
     if (st == DK_E_INTERNAL)
         return DK_E_NOT_FOUND; /* ERR no such key: the only error RENAME gives on valid keys */
     if (st != DK_OK)
@@ -658,22 +658,22 @@ DK_MUSTCHECK static dk_status kvr_rename(dk_kv *kv, const char *from, const char
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_incr_window(dk_kv *kv, const char *key, int64_t window_ms,
-                                              int64_t *ret_count, int64_t *ret_ttl_ms)
+DK_MUSTCHECK static dk_status kv_redis_incr_window(dk_kv *kv, const char *key, int64_t window_ms,
+                                                   int64_t *ret_count, int64_t *ret_ttl_ms)
 {
     if (!kv || !key || !ret_count || !ret_ttl_ms || window_ms <= 0)
         return DK_E_INTERNAL;
     char window[24];
     int wn = snprintf(window, sizeof window, "%lld", (long long)window_ms);
     /* EVAL script 1 KEY window: argv[3] is the key, so build it here. */
-    struct kvr_key k;
-    kvr_key_init(&k, kv, key);
-    const char *argv[5] = {"EVAL", kvr_incr_window_lua, "1", k.p, window};
-    size_t argvlen[5] = {4, sizeof kvr_incr_window_lua - 1, 1, k.len, (size_t)wn};
+    struct kv_redis_key k;
+    kv_redis_key_init(&k, kv, key);
+    const char *argv[5] = {"EVAL", kv_redis_incr_window_lua, "1", k.p, window};
+    size_t argvlen[5] = {4, sizeof kv_redis_incr_window_lua - 1, 1, k.len, (size_t)wn};
     redisReply *r;
     /* Not idempotent: a lost reply is not retried, so one hit is never counted twice. */
-    dk_status st = kvr_command(kv, kv->timeout_ms, false, 5, argv, argvlen, &r);
-    kvr_key_release(&k);
+    dk_status st = kv_redis_command(kv, kv->timeout_ms, false, 5, argv, argvlen, &r);
+    kv_redis_key_release(&k);
     if (st != DK_OK)
         return st;
     bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
@@ -689,15 +689,15 @@ DK_MUSTCHECK static dk_status kvr_incr_window(dk_kv *kv, const char *key, int64_
     return DK_OK;
 }
 
-DK_MUSTCHECK static dk_status kvr_ping(dk_kv *kv, int timeout_ms)
+DK_MUSTCHECK static dk_status kv_redis_ping(dk_kv *kv, int timeout_ms)
 {
     if (!kv)
         return DK_E_INTERNAL;
     const char *argv[1] = {"PING"};
     size_t argvlen[1] = {4};
     redisReply *r;
-    dk_status st =
-        kvr_command(kv, timeout_ms > 0 ? timeout_ms : kv->timeout_ms, true, 1, argv, argvlen, &r);
+    dk_status st = kv_redis_command(kv, timeout_ms > 0 ? timeout_ms : kv->timeout_ms, true, 1, argv,
+                                    argvlen, &r);
     if (st != DK_OK)
         return st;
     bool ok = r->type == REDIS_REPLY_STATUS && r->str && strcmp(r->str, "PONG") == 0;
@@ -705,8 +705,8 @@ DK_MUSTCHECK static dk_status kvr_ping(dk_kv *kv, int timeout_ms)
     return ok ? DK_OK : DK_E_INTERNAL;
 }
 
-DK_MUSTCHECK static dk_status kvr_publish(dk_kv *kv, const char *channel, const char *msg,
-                                          size_t len)
+DK_MUSTCHECK static dk_status kv_redis_publish(dk_kv *kv, const char *channel, const char *msg,
+                                               size_t len)
 {
     if (!kv || !channel || (!msg && len))
         return DK_E_INTERNAL;
@@ -715,7 +715,7 @@ DK_MUSTCHECK static dk_status kvr_publish(dk_kv *kv, const char *channel, const 
     redisReply *r;
     /* Retried on a fresh connection when a reused one failed: a message may arrive twice, as
      * kv.h allows, but a publish does not fail because the server closed an idle connection. */
-    dk_status st = kvr_key_command(kv, true, channel, 3, argv, argvlen, &r);
+    dk_status st = kv_redis_key_command(kv, true, channel, 3, argv, argvlen, &r);
     if (st != DK_OK)
         return st;
     bool ok = r->type == REDIS_REPLY_INTEGER;
@@ -723,28 +723,29 @@ DK_MUSTCHECK static dk_status kvr_publish(dk_kv *kv, const char *channel, const 
     return ok ? DK_OK : DK_E_INTERNAL;
 }
 
-DK_MUSTCHECK static dk_status kvr_subscribe(dk_kv *kv, const char *channel,
-                                            dk_kv_on_message on_message, dk_kv_on_state on_state,
-                                            void *ctx, dk_kv_sub **ret_sub)
+DK_MUSTCHECK static dk_status kv_redis_subscribe(dk_kv *kv, const char *channel,
+                                                 dk_kv_on_message on_message,
+                                                 dk_kv_on_state on_state, void *ctx,
+                                                 dk_kv_sub **ret_sub)
 {
     if (!kv || !channel || !on_message || !on_state || !ret_sub)
         return DK_E_INTERNAL;
     dk_kv_sub *sub = DK_NEW(dk_kv_sub);
     sub->kv = kv;
-    struct kvr_key k;
-    kvr_key_init(&k, kv, channel);
+    struct kv_redis_key k;
+    kv_redis_key_init(&k, kv, channel);
     sub->channel = dk_malloc(k.len + 1);
     memcpy(sub->channel, k.p, k.len + 1);
     sub->channel_len = k.len;
-    kvr_key_release(&k);
+    kv_redis_key_release(&k);
     sub->on_message = on_message;
     sub->on_state = on_state;
     sub->ctx = ctx;
     atomic_init(&sub->stop, false);
     pthread_mutex_init(&sub->run_lock, NULL);
     dk_cond_init_monotonic(&sub->run_cond);
-    if (pthread_create(&sub->thread, NULL, kvr_sub_run, sub) != 0) {
-        kvr_sub_free(sub);
+    if (pthread_create(&sub->thread, NULL, kv_redis_sub_run, sub) != 0) {
+        kv_redis_sub_free(sub);
         return DK_E_INTERNAL;
     }
     pthread_mutex_lock(&kv->subs_lock);
@@ -755,7 +756,7 @@ DK_MUSTCHECK static dk_status kvr_subscribe(dk_kv *kv, const char *channel,
     return DK_OK;
 }
 
-static void kvr_unsubscribe(dk_kv *kv, dk_kv_sub *sub)
+static void kv_redis_unsubscribe(dk_kv *kv, dk_kv_sub *sub)
 {
     if (!kv || !sub)
         return;
@@ -766,23 +767,23 @@ static void kvr_unsubscribe(dk_kv *kv, dk_kv_sub *sub)
     if (*link)
         *link = sub->next;
     pthread_mutex_unlock(&kv->subs_lock);
-    kvr_sub_end(sub);
+    kv_redis_sub_end(sub);
 }
 
 const struct dk_kv_ops dk_kv_redis_ops = {
     .name = "redis",
-    .open = kvr_open,
-    .close = kvr_close,
-    .get = kvr_get,
-    .set = kvr_set,
-    .set_nx = kvr_set_nx,
-    .expire = kvr_expire,
-    .rename = kvr_rename,
-    .del = kvr_del,
-    .exists = kvr_exists,
-    .incr_window = kvr_incr_window,
-    .ping = kvr_ping,
-    .publish = kvr_publish,
-    .subscribe = kvr_subscribe,
-    .unsubscribe = kvr_unsubscribe,
+    .open = kv_redis_open,
+    .close = kv_redis_close,
+    .get = kv_redis_get,
+    .set = kv_redis_set,
+    .set_nx = kv_redis_set_nx,
+    .expire = kv_redis_expire,
+    .rename = kv_redis_rename,
+    .del = kv_redis_del,
+    .exists = kv_redis_exists,
+    .incr_window = kv_redis_incr_window,
+    .ping = kv_redis_ping,
+    .publish = kv_redis_publish,
+    .subscribe = kv_redis_subscribe,
+    .unsubscribe = kv_redis_unsubscribe,
 };

@@ -23,16 +23,16 @@ typedef struct mailer_smtp {
     int64_t timeout_ms;
 } mailer_smtp;
 
-static pthread_once_t ms_once = PTHREAD_ONCE_INIT;
-static CURLcode ms_global_rc = CURLE_FAILED_INIT;
+static pthread_once_t mailer_smtp_once = PTHREAD_ONCE_INIT;
+static CURLcode mailer_smtp_global_rc = CURLE_FAILED_INIT;
 
-static void ms_global_init(void)
+static void mailer_smtp_global_init(void)
 {
-    ms_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    mailer_smtp_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 /* True when the URL's authority carries user information ("user[:password]@host"). */
-static bool ms_has_credentials(const char *url)
+static bool mailer_smtp_has_credentials(const char *url)
 {
     const char *auth = strstr(url, "://");
     if (!auth)
@@ -48,18 +48,18 @@ dk_status dk_mailer_smtp_new(const char *url, int64_t timeout_ms, void **ret)
     if (!url || (strncmp(url, "smtp://", 7) != 0 && strncmp(url, "smtps://", 8) != 0) ||
         timeout_ms < 1)
         return DK_E_VALIDATION;
-    pthread_once(&ms_once, ms_global_init);
-    if (ms_global_rc != CURLE_OK)
+    pthread_once(&mailer_smtp_once, mailer_smtp_global_init);
+    if (mailer_smtp_global_rc != CURLE_OK)
         return DK_E_INTERNAL;
     mailer_smtp *m = DK_NEW(mailer_smtp);
     m->url = dk_strdup(url);
-    m->use_ssl = ms_has_credentials(url) ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_TRY;
+    m->use_ssl = mailer_smtp_has_credentials(url) ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_TRY;
     m->timeout_ms = timeout_ms;
     *ret = m;
     return DK_OK;
 }
 
-static void ms_free(void *h)
+static void mailer_smtp_free(void *h)
 {
     mailer_smtp *m = h;
     if (!m)
@@ -68,14 +68,14 @@ static void ms_free(void *h)
     dk_free(m);
 }
 
-typedef struct ms_upload {
+typedef struct mailer_smtp_upload {
     const char *p;
     size_t left;
-} ms_upload;
+} mailer_smtp_upload;
 
-static size_t ms_read(char *buf, size_t size, size_t n, void *ud)
+static size_t mailer_smtp_read(char *buf, size_t size, size_t n, void *ud)
 {
-    ms_upload *u = ud;
+    mailer_smtp_upload *u = ud;
     size_t k = DK_MIN(size * n, u->left);
     memcpy(buf, u->p, k);
     u->p += k;
@@ -83,15 +83,17 @@ static size_t ms_read(char *buf, size_t size, size_t n, void *ud)
     return k;
 }
 
-static int ms_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+static int mailer_smtp_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult,
+                                curl_off_t uln)
 {
     (void)dlt, (void)dln, (void)ult, (void)uln;
     const atomic_bool *cancel = ud;
     return cancel && atomic_load(cancel) ? 1 : 0;
 }
 
-static dk_status ms_send(void *h, const char *envelope_from, const char *rcpt, const char *message,
-                         size_t len, const atomic_bool *cancel, char *why, size_t why_cap)
+static dk_status mailer_smtp_send(void *h, const char *envelope_from, const char *rcpt,
+                                  const char *message, size_t len, const atomic_bool *cancel,
+                                  char *why, size_t why_cap)
 {
     mailer_smtp *m = h;
     char from[320], to[320];
@@ -100,7 +102,7 @@ static dk_status ms_send(void *h, const char *envelope_from, const char *rcpt, c
         snprintf(why, why_cap, "address too long");
         return DK_E_VALIDATION;
     }
-    ms_upload up = {.p = message, .left = len};
+    mailer_smtp_upload up = {.p = message, .left = len};
     CURL *c = curl_easy_init();
     struct curl_slist *rcpts = curl_slist_append(NULL, to);
     bool ok = c && rcpts && curl_easy_setopt(c, CURLOPT_URL, m->url) == CURLE_OK &&
@@ -110,13 +112,13 @@ static dk_status ms_send(void *h, const char *envelope_from, const char *rcpt, c
               curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)m->timeout_ms) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)m->timeout_ms) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, ms_progress) == CURLE_OK &&
+              curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, mailer_smtp_progress) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)cancel) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_USE_SSL, m->use_ssl) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_MAIL_FROM, from) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpts) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_UPLOAD, 1L) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_READFUNCTION, ms_read) == CURLE_OK &&
+              curl_easy_setopt(c, CURLOPT_READFUNCTION, mailer_smtp_read) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_READDATA, &up) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len) == CURLE_OK;
     dk_status st = DK_E_INTERNAL;
@@ -151,6 +153,6 @@ done:
 
 const struct dk_mailer_ops dk_mailer_smtp_ops = {
     .name = "smtp",
-    .send = ms_send,
-    .free = ms_free,
+    .send = mailer_smtp_send,
+    .free = mailer_smtp_free,
 };

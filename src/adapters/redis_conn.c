@@ -45,7 +45,7 @@ struct dk_redis_conn {
 
 /* Waits for events on the socket until the deadline (monotonic ms): 1 ready, 0 timed out,
  * -1 error. */
-static int rc_wait(int fd, short events, int64_t deadline)
+static int redis_conn_wait(int fd, short events, int64_t deadline)
 {
     for (;;) {
         int64_t left = deadline - dk_mono_ms();
@@ -61,7 +61,7 @@ static int rc_wait(int fd, short events, int64_t deadline)
 }
 
 /* A non-blocking TCP connection to one of the host's addresses, within the deadline. */
-static int rc_tcp_connect(const char *host, int port, int64_t deadline)
+static int redis_conn_tcp_connect(const char *host, int port, int64_t deadline)
 {
     char service[8];
     snprintf(service, sizeof service, "%d", port);
@@ -74,7 +74,7 @@ static int rc_tcp_connect(const char *host, int port, int64_t deadline)
         if (fd < 0)
             continue;
         int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (rc != 0 && errno == EINPROGRESS && rc_wait(fd, POLLOUT, deadline) == 1) {
+        if (rc != 0 && errno == EINPROGRESS && redis_conn_wait(fd, POLLOUT, deadline) == 1) {
             int err = 0;
             socklen_t len = sizeof err;
             rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0 ? 0 : -1;
@@ -98,7 +98,7 @@ static int rc_tcp_connect(const char *host, int port, int64_t deadline)
 }
 
 /* After an SSL call returned r: the poll events to wait for, or 0 when the call failed. */
-static short rc_ssl_wants(dk_redis_conn *c, int r)
+static short redis_conn_ssl_wants(dk_redis_conn *c, int r)
 {
     switch (SSL_get_error(c->ssl, r)) {
     case SSL_ERROR_WANT_READ:
@@ -111,7 +111,7 @@ static short rc_ssl_wants(dk_redis_conn *c, int r)
     }
 }
 
-static bool rc_tls_handshake(dk_redis_conn *c, const dk_redis_url *u, int64_t deadline)
+static bool redis_conn_tls_handshake(dk_redis_conn *c, const dk_redis_url *u, int64_t deadline)
 {
     c->ssl = SSL_new(u->tls_ctx);
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
@@ -130,14 +130,14 @@ static bool rc_tls_handshake(dk_redis_conn *c, const dk_redis_url *u, int64_t de
         int r = SSL_connect(c->ssl);
         if (r == 1)
             return true;
-        short ev = rc_ssl_wants(c, r);
-        if (!ev || rc_wait(c->fd, ev, deadline) != 1)
+        short ev = redis_conn_ssl_wants(c, r);
+        if (!ev || redis_conn_wait(c->fd, ev, deadline) != 1)
             return false;
     }
 }
 
 /* Writes all of buf before the deadline. */
-static bool rc_write_all(dk_redis_conn *c, const char *buf, size_t len, int64_t deadline)
+static bool redis_conn_write_all(dk_redis_conn *c, const char *buf, size_t len, int64_t deadline)
 {
     size_t off = 0;
     while (off < len) {
@@ -150,7 +150,7 @@ static bool rc_write_all(dk_redis_conn *c, const char *buf, size_t len, int64_t 
                 off += (size_t)n;
                 continue;
             }
-            ev = rc_ssl_wants(c, n);
+            ev = redis_conn_ssl_wants(c, n);
             if (!ev)
                 return false;
         } else {
@@ -165,7 +165,7 @@ static bool rc_write_all(dk_redis_conn *c, const char *buf, size_t len, int64_t 
                 return false;
             ev = POLLOUT;
         }
-        if (rc_wait(c->fd, ev, deadline) != 1)
+        if (redis_conn_wait(c->fd, ev, deadline) != 1)
             return false;
     }
     return true;
@@ -173,7 +173,7 @@ static bool rc_write_all(dk_redis_conn *c, const char *buf, size_t len, int64_t 
 
 /* One read without blocking, fed to the reader: 1 data, 0 nothing yet (wait for *ret_ev),
  * -1 closed or failed. */
-static int rc_read_once(dk_redis_conn *c, short *ret_ev)
+static int redis_conn_read_once(dk_redis_conn *c, short *ret_ev)
 {
     char buf[RC_READ_CHUNK];
     *ret_ev = POLLIN;
@@ -181,7 +181,7 @@ static int rc_read_once(dk_redis_conn *c, short *ret_ev)
         ERR_clear_error();
         int n = SSL_read(c->ssl, buf, sizeof buf);
         if (n <= 0) {
-            short ev = rc_ssl_wants(c, n);
+            short ev = redis_conn_ssl_wants(c, n);
             if (!ev)
                 return -1; /* close_notify, EOF or an error */
             *ret_ev = ev;
@@ -247,7 +247,7 @@ bool dk_redis_send(dk_redis_conn *c, int argc, const char **argv, const size_t *
         c->broken = true;
         return false;
     }
-    bool ok = rc_write_all(c, cmd, (size_t)len, dk_mono_ms() + c->timeout_ms);
+    bool ok = redis_conn_write_all(c, cmd, (size_t)len, dk_mono_ms() + c->timeout_ms);
     redisFreeCommand(cmd);
     if (!ok)
         c->broken = true;
@@ -270,7 +270,7 @@ bool dk_redis_read_some(dk_redis_conn *c)
     if (c->broken)
         return false;
     short ev;
-    if (rc_read_once(c, &ev) < 0) {
+    if (redis_conn_read_once(c, &ev) < 0) {
         c->broken = true;
         return false;
     }
@@ -290,7 +290,8 @@ int dk_redis_wait_readable(dk_redis_conn *c, int ms)
     return n > 0 ? 1 : 0;
 }
 
-static redisReply *rc_command(dk_redis_conn *c, int argc, const char **argv, const size_t *argvlen);
+static redisReply *redis_conn_command(dk_redis_conn *c, int argc, const char **argv,
+                                      const size_t *argvlen);
 
 /* Each command is a client span under the caller's trace, named by the command alone (never its
  * keys or values: they may hold tokens). */
@@ -308,14 +309,15 @@ redisReply *dk_redis_command(dk_redis_conn *c, int argc, const char **argv, cons
         sp = dk_span_start(name, DK_SPAN_CLIENT);
         dk_span_attr_str(sp, "db.system", "redis");
     }
-    redisReply *r = rc_command(c, argc, argv, argvlen);
+    redisReply *r = redis_conn_command(c, argc, argv, argvlen);
     if (!r)
         dk_span_error(sp, "no reply");
     dk_span_end(sp);
     return r;
 }
 
-static redisReply *rc_command(dk_redis_conn *c, int argc, const char **argv, const size_t *argvlen)
+static redisReply *redis_conn_command(dk_redis_conn *c, int argc, const char **argv,
+                                      const size_t *argvlen)
 {
     if (!dk_redis_send(c, argc, argv, argvlen))
         return NULL;
@@ -327,8 +329,8 @@ static redisReply *rc_command(dk_redis_conn *c, int argc, const char **argv, con
         if (r)
             return r;
         short ev;
-        int got = rc_read_once(c, &ev);
-        if (got < 0 || (got == 0 && rc_wait(c->fd, ev, deadline) != 1)) {
+        int got = redis_conn_read_once(c, &ev);
+        if (got < 0 || (got == 0 && redis_conn_wait(c->fd, ev, deadline) != 1)) {
             c->broken = true; /* a late reply would answer the next command */
             return NULL;
         }
@@ -352,7 +354,7 @@ bool dk_redis_idle_alive(dk_redis_conn *c)
             return false;
         /* TLS: records without data (a TLS 1.3 session ticket) make the socket readable */
         short ev;
-        int got = rc_read_once(c, &ev);
+        int got = redis_conn_read_once(c, &ev);
         if (got != 0 || ev != POLLIN) {
             c->broken = true;
             return false;
@@ -361,8 +363,8 @@ bool dk_redis_idle_alive(dk_redis_conn *c)
 }
 
 /* Runs one setup command on a fresh connection; the status reply is checked and dropped. */
-static dk_status rc_setup_command(dk_redis_conn *c, int argc, const char **argv,
-                                  const size_t *argvlen)
+static dk_status redis_conn_setup_command(dk_redis_conn *c, int argc, const char **argv,
+                                          const size_t *argvlen)
 {
     redisReply *r = dk_redis_command(c, argc, argv, argvlen);
     dk_status st = DK_OK;
@@ -375,16 +377,16 @@ static dk_status rc_setup_command(dk_redis_conn *c, int argc, const char **argv,
     return st;
 }
 
-static dk_status rc_open(const dk_redis_url *u, int timeout_ms, dk_redis_conn *c)
+static dk_status redis_conn_open(const dk_redis_url *u, int timeout_ms, dk_redis_conn *c)
 {
     int64_t deadline = dk_mono_ms() + timeout_ms;
-    c->fd = rc_tcp_connect(u->host, u->port, deadline);
+    c->fd = redis_conn_tcp_connect(u->host, u->port, deadline);
     if (c->fd < 0)
         return DK_E_UNAVAILABLE;
     if (u->tls) {
         if (!u->tls_ctx)
             return DK_E_INTERNAL; /* dk_redis_url_tls was not called */
-        if (!rc_tls_handshake(c, u, deadline))
+        if (!redis_conn_tls_handshake(c, u, deadline))
             return DK_E_UNAVAILABLE; /* unreachable, or a certificate we do not trust */
     }
     if (u->password) {
@@ -398,7 +400,7 @@ static dk_status rc_open(const dk_redis_url *u, int timeout_ms, dk_redis_conn *c
         }
         argv[argc] = u->password;
         argvlen[argc++] = u->password_len;
-        dk_status st = rc_setup_command(c, argc, argv, argvlen);
+        dk_status st = redis_conn_setup_command(c, argc, argv, argvlen);
         if (st != DK_OK)
             return st;
     }
@@ -407,7 +409,7 @@ static dk_status rc_open(const dk_redis_url *u, int timeout_ms, dk_redis_conn *c
         int n = snprintf(db, sizeof db, "%d", u->db);
         const char *argv[2] = {"SELECT", db};
         size_t argvlen[2] = {6, (size_t)n};
-        return rc_setup_command(c, 2, argv, argvlen);
+        return redis_conn_setup_command(c, 2, argv, argvlen);
     }
     return DK_OK;
 }
@@ -427,7 +429,7 @@ dk_status dk_redis_connect(const dk_redis_url *u, int timeout_ms, dk_redis_conn 
     /* the handshake and AUTH write with SSL_write: a vanished peer must not raise SIGPIPE */
     dk_redis_sigpipe sp;
     dk_redis_sigpipe_block(&sp);
-    dk_status st = rc_open(u, timeout_ms, c);
+    dk_status st = redis_conn_open(u, timeout_ms, c);
     dk_redis_sigpipe_restore(&sp, st != DK_OK);
     if (st != DK_OK) {
         c->broken = true;

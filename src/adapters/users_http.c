@@ -59,17 +59,17 @@ struct dk_users_http {
 
 /* --- libcurl, once per process ----------------------------------------------------------------*/
 
-static pthread_once_t uh_once = PTHREAD_ONCE_INIT;
-static CURLcode uh_global_rc = CURLE_FAILED_INIT;
+static pthread_once_t users_http_once = PTHREAD_ONCE_INIT;
+static CURLcode users_http_global_rc = CURLE_FAILED_INIT;
 
-static void uh_global_init(void)
+static void users_http_global_init(void)
 {
-    uh_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    users_http_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 /* --- construction ---------------------------------------------------------------------------- */
 
-static bool uh_caller_ok(const char *s)
+static bool users_http_caller_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
     if (n == 0 || n > UH_MAX_CALLER_LEN)
@@ -84,7 +84,7 @@ static bool uh_caller_ok(const char *s)
 }
 
 /* One base: http(s)://authority[/path], printable ASCII without spaces, query or fragment. */
-static bool uh_base_ok(const char *s, size_t n)
+static bool users_http_base_ok(const char *s, size_t n)
 {
     size_t skip;
     if (n > 7 && strncasecmp(s, "http://", 7) == 0)
@@ -117,10 +117,10 @@ void dk_users_http_free(dk_users_http *h)
 dk_status dk_users_http_new(const char *base_urls, const dk_tokens *tokens, const char *caller,
                             int connect_timeout_ms, int timeout_ms, dk_users_http **ret)
 {
-    if (!base_urls || !tokens || !ret || !uh_caller_ok(caller))
+    if (!base_urls || !tokens || !ret || !users_http_caller_ok(caller))
         return DK_E_VALIDATION;
-    pthread_once(&uh_once, uh_global_init);
-    if (uh_global_rc != CURLE_OK)
+    pthread_once(&users_http_once, users_http_global_init);
+    if (users_http_global_rc != CURLE_OK)
         return DK_E_INTERNAL;
 
     dk_users_http *h = DK_NEW(dk_users_http);
@@ -144,7 +144,7 @@ dk_status dk_users_http_new(const char *base_urls, const dk_tokens *tokens, cons
             e--;
         while (e > b && e[-1] == '/')
             e--;
-        if (h->nbases >= UH_MAX_BASES || !uh_base_ok(b, (size_t)(e - b))) {
+        if (h->nbases >= UH_MAX_BASES || !users_http_base_ok(b, (size_t)(e - b))) {
             dk_users_http_free(h);
             return DK_E_VALIDATION;
         }
@@ -160,7 +160,7 @@ dk_status dk_users_http_new(const char *base_urls, const dk_tokens *tokens, cons
 
 /* --- handles --------------------------------------------------------------------------------- */
 
-static CURL *uh_acquire(dk_users_http *h)
+static CURL *users_http_acquire(dk_users_http *h)
 {
     CURL *c = NULL;
     pthread_mutex_lock(&h->lock);
@@ -174,7 +174,7 @@ static CURL *uh_acquire(dk_users_http *h)
     return curl_easy_init();
 }
 
-static void uh_release(dk_users_http *h, CURL *c)
+static void users_http_release(dk_users_http *h, CURL *c)
 {
     pthread_mutex_lock(&h->lock);
     if (h->nidle < UH_POOL_MAX) {
@@ -192,7 +192,7 @@ static void uh_release(dk_users_http *h, CURL *c)
  * around each transfer and swallow one left pending, without touching the process's
  * dispositions. */
 
-static void uh_sigpipe_block(sigset_t *old)
+static void users_http_sigpipe_block(sigset_t *old)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -200,7 +200,7 @@ static void uh_sigpipe_block(sigset_t *old)
     pthread_sigmask(SIG_BLOCK, &set, old);
 }
 
-static void uh_sigpipe_restore(const sigset_t *old)
+static void users_http_sigpipe_restore(const sigset_t *old)
 {
     if (sigismember(old, SIGPIPE))
         return; /* the caller blocks SIGPIPE itself: leave its pending set alone */
@@ -219,7 +219,7 @@ static void uh_sigpipe_restore(const sigset_t *old)
 
 /* The first base from `from` on (round-robin order) that is not `except` and not marked down;
  * when every candidate is down, the first candidate anyway. */
-static int uh_pick(dk_users_http *h, unsigned from, int except, int64_t now)
+static int users_http_pick(dk_users_http *h, unsigned from, int except, int64_t now)
 {
     int fallback = -1;
     for (int k = 0; k < h->nbases; k++) {
@@ -236,16 +236,16 @@ static int uh_pick(dk_users_http *h, unsigned from, int except, int64_t now)
 
 /* --- one exchange ---------------------------------------------------------------------------- */
 
-struct uh_body {
+struct users_http_body {
     char *p;
     size_t len;
     size_t cap;
     bool too_large;
 };
 
-static size_t uh_write(char *data, size_t size, size_t n, void *userdata)
+static size_t users_http_write(char *data, size_t size, size_t n, void *userdata)
 {
-    struct uh_body *b = userdata;
+    struct users_http_body *b = userdata;
     size_t add = size * n;
     if (add > UH_BODY_CAP - b->len) {
         b->too_large = true;
@@ -265,7 +265,7 @@ static size_t uh_write(char *data, size_t size, size_t n, void *userdata)
 }
 
 /* A failure that happened before the request left: another base may take it. */
-static bool uh_not_sent(CURL *c, CURLcode rc)
+static bool users_http_not_sent(CURL *c, CURLcode rc)
 {
     if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_CONNECT ||
         rc == CURLE_SSL_CONNECT_ERROR)
@@ -276,7 +276,7 @@ static bool uh_not_sent(CURL *c, CURLcode rc)
     return curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent == 0;
 }
 
-static dk_status uh_transport_status(CURLcode rc, const struct uh_body *b)
+static dk_status users_http_transport_status(CURLcode rc, const struct users_http_body *b)
 {
     if (b->too_large)
         return DK_E_INTERNAL;
@@ -294,9 +294,9 @@ static dk_status uh_transport_status(CURLcode rc, const struct uh_body *b)
     }
 }
 
-static dk_status uh_setopts(dk_users_http *h, CURL *c, const char *url, const char *method,
-                            const char *body, size_t body_len, struct curl_slist *headers,
-                            struct uh_body *resp)
+static dk_status users_http_setopts(dk_users_http *h, CURL *c, const char *url, const char *method,
+                                    const char *body, size_t body_len, struct curl_slist *headers,
+                                    struct users_http_body *resp)
 {
     bool ok = curl_easy_setopt(c, CURLOPT_URL, url) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
@@ -310,7 +310,7 @@ static dk_status uh_setopts(dk_users_http *h, CURL *c, const char *url, const ch
               curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)UH_BODY_CAP) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_USERAGENT, "docket") == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers) == CURLE_OK &&
-              curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, uh_write) == CURLE_OK &&
+              curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, users_http_write) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_WRITEDATA, resp) == CURLE_OK;
     if (ok && body) {
         ok = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len) == CURLE_OK &&
@@ -323,9 +323,9 @@ static dk_status uh_setopts(dk_users_http *h, CURL *c, const char *url, const ch
 
 /* Sends one request to the next base (failing over once) and returns the HTTP status and the
  * body (NUL-terminated, in the arena; "" when none). Non-2xx statuses are the caller's. */
-static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, const char *path,
-                         const char *body, size_t body_len, long *ret_http, char **ret_body,
-                         size_t *ret_len)
+static dk_status users_http_call(dk_users_http *h, dk_arena *a, const char *method,
+                                 const char *path, const char *body, size_t body_len,
+                                 long *ret_http, char **ret_body, size_t *ret_len)
 {
     char *token = NULL;
     dk_status st = dk_tokens_issue(h->tokens, a, h->subject, "service", "service", &token);
@@ -358,14 +358,14 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
         headers = tmp;
     }
 
-    CURL *c = uh_acquire(h);
+    CURL *c = users_http_acquire(h);
     if (!c) {
         curl_slist_free_all(headers);
         return DK_E_INTERNAL;
     }
-    struct uh_body resp = {0};
+    struct users_http_body resp = {0};
     unsigned start = atomic_fetch_add_explicit(&h->next, 1, memory_order_relaxed);
-    int base = uh_pick(h, start, -1, dk_mono_ms());
+    int base = users_http_pick(h, start, -1, dk_mono_ms());
     long http = 0;
     for (int attempt = 0;; attempt++) {
         char *url = dk_arena_printf(a, "%s%s", h->bases[base], path);
@@ -373,14 +373,14 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
         resp.too_large = false;
         if (attempt > 0)
             curl_easy_reset(c);
-        st = uh_setopts(h, c, url, method, body, body_len, headers, &resp);
+        st = users_http_setopts(h, c, url, method, body, body_len, headers, &resp);
         if (st != DK_OK)
             break;
         sigset_t old;
-        uh_sigpipe_block(&old);
+        users_http_sigpipe_block(&old);
         dk_span *sp = dk_span_http("users", method);
         CURLcode rc = curl_easy_perform(c);
-        uh_sigpipe_restore(&old);
+        users_http_sigpipe_restore(&old);
         long sp_status = 0;
         (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &sp_status);
         dk_span_http_end(sp, rc == CURLE_OK, sp_status);
@@ -388,16 +388,16 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
             (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http);
             break;
         }
-        st = uh_transport_status(rc, &resp);
-        if (!uh_not_sent(c, rc))
+        st = users_http_transport_status(rc, &resp);
+        if (!users_http_not_sent(c, rc))
             break;
         int64_t now = dk_mono_ms();
         atomic_store_explicit(&h->down_until[base], now + UH_DOWN_MS, memory_order_relaxed);
         if (attempt > 0 || h->nbases < 2)
             break;
-        base = uh_pick(h, (unsigned)base + 1, base, now);
+        base = users_http_pick(h, (unsigned)base + 1, base, now);
     }
-    uh_release(h, c);
+    users_http_release(h, c);
     curl_slist_free_all(headers);
     if (st == DK_OK) {
         *ret_http = http;
@@ -409,7 +409,7 @@ static dk_status uh_call(dk_users_http *h, dk_arena *a, const char *method, cons
 }
 
 /* The status of an answer that is not the expected success. */
-static dk_status uh_http_status(long http)
+static dk_status users_http_http_status(long http)
 {
     if (http >= 500 && http <= 599)
         return DK_E_UNAVAILABLE;
@@ -420,7 +420,8 @@ static dk_status uh_http_status(long http)
     return DK_E_INTERNAL;
 }
 
-static const char *uh_member(dk_arena *a, const json_t *o, const char *key, bool required, bool *ok)
+static const char *users_http_member(dk_arena *a, const json_t *o, const char *key, bool required,
+                                     bool *ok)
 {
     const json_t *v = json_object_get(o, key);
     if (json_is_string(v))
@@ -431,7 +432,7 @@ static const char *uh_member(dk_arena *a, const json_t *o, const char *key, bool
 }
 
 /* The contract's {user} object into a dk_user whose strings live in the arena. */
-static dk_status uh_user_parse(dk_arena *a, const char *body, size_t len, dk_user *ret)
+static dk_status users_http_user_parse(dk_arena *a, const char *body, size_t len, dk_user *ret)
 {
     json_error_t err;
     json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
@@ -441,13 +442,13 @@ static dk_status uh_user_parse(dk_arena *a, const char *body, size_t len, dk_use
     }
     bool ok = true;
     dk_user u = {0};
-    u.id = uh_member(a, o, "id", true, &ok);
-    u.email = uh_member(a, o, "email", true, &ok);
-    u.name = uh_member(a, o, "name", true, &ok);
-    u.role = uh_member(a, o, "role", true, &ok);
-    u.avatar_url = uh_member(a, o, "avatar_url", false, &ok);
-    const char *created = uh_member(a, o, "created_at", true, &ok);
-    const char *updated = uh_member(a, o, "updated_at", true, &ok);
+    u.id = users_http_member(a, o, "id", true, &ok);
+    u.email = users_http_member(a, o, "email", true, &ok);
+    u.name = users_http_member(a, o, "name", true, &ok);
+    u.role = users_http_member(a, o, "role", true, &ok);
+    u.avatar_url = users_http_member(a, o, "avatar_url", false, &ok);
+    const char *created = users_http_member(a, o, "created_at", true, &ok);
+    const char *updated = users_http_member(a, o, "updated_at", true, &ok);
     json_t *ev = json_object_get(o, "email_verified"), *mfa = json_object_get(o, "mfa_enabled");
     /* absent from a users service older than the flags: false */
     if ((ev && !json_is_boolean(ev)) || (mfa && !json_is_boolean(mfa)))
@@ -462,24 +463,25 @@ static dk_status uh_user_parse(dk_arena *a, const char *body, size_t len, dk_use
 }
 
 /* A call whose success is `want` with a user in the body. */
-static dk_status uh_user_call(dk_users_http *h, dk_arena *a, const char *method, const char *path,
-                              const char *body, size_t body_len, long want, dk_user *ret)
+static dk_status users_http_user_call(dk_users_http *h, dk_arena *a, const char *method,
+                                      const char *path, const char *body, size_t body_len,
+                                      long want, dk_user *ret)
 {
     long http;
     char *resp;
     size_t len;
-    dk_status st = uh_call(h, a, method, path, body, body_len, &http, &resp, &len);
+    dk_status st = users_http_call(h, a, method, path, body, body_len, &http, &resp, &len);
     if (st != DK_OK)
         return st;
     if (http != want && !(want == 201 && http == 200))
-        return uh_http_status(http);
-    return uh_user_parse(a, resp, len, ret);
+        return users_http_http_status(http);
+    return users_http_user_parse(a, resp, len, ret);
 }
 
 /* --- the port -------------------------------------------------------------------------------- */
 
-DK_MUSTCHECK static dk_status uh_create(void *handle, dk_arena *a, const char *email,
-                                        const char *name, dk_user *ret_user)
+DK_MUSTCHECK static dk_status users_http_create(void *handle, dk_arena *a, const char *email,
+                                                const char *name, dk_user *ret_user)
 {
     dk_users_http *h = handle;
     if (!h || !a || !email || !name || !ret_user)
@@ -490,21 +492,22 @@ DK_MUSTCHECK static dk_status uh_create(void *handle, dk_arena *a, const char *e
     size_t len;
     char *body = dk_json_render(a, req, &len);
     json_decref(req);
-    return uh_user_call(h, a, "POST", UH_PREFIX, body, len, 201, ret_user);
+    return users_http_user_call(h, a, "POST", UH_PREFIX, body, len, 201, ret_user);
 }
 
-DK_MUSTCHECK static dk_status uh_find_by_email(void *handle, dk_arena *a, const char *email,
-                                               dk_user *ret_user)
+DK_MUSTCHECK static dk_status users_http_find_by_email(void *handle, dk_arena *a, const char *email,
+                                                       dk_user *ret_user)
 {
     dk_users_http *h = handle;
     if (!h || !a || !email || !ret_user)
         return DK_E_INTERNAL;
     char *path =
         dk_arena_printf(a, UH_PREFIX "/by-email?email=%s", dk_percent_encode(a, email, ""));
-    return uh_user_call(h, a, "GET", path, NULL, 0, 200, ret_user);
+    return users_http_user_call(h, a, "GET", path, NULL, 0, 200, ret_user);
 }
 
-DK_MUSTCHECK static dk_status uh_get(void *handle, dk_arena *a, const char *id, dk_user *ret_user)
+DK_MUSTCHECK static dk_status users_http_get(void *handle, dk_arena *a, const char *id,
+                                             dk_user *ret_user)
 {
     dk_users_http *h = handle;
     if (!h || !a || !id || !ret_user)
@@ -512,10 +515,10 @@ DK_MUSTCHECK static dk_status uh_get(void *handle, dk_arena *a, const char *id, 
     if (!*id)
         return DK_E_NOT_FOUND;
     char *path = dk_arena_printf(a, UH_PREFIX "/%s", dk_percent_encode(a, id, ""));
-    return uh_user_call(h, a, "GET", path, NULL, 0, 200, ret_user);
+    return users_http_user_call(h, a, "GET", path, NULL, 0, 200, ret_user);
 }
 
-DK_MUSTCHECK static dk_status uh_remove(void *handle, const char *id)
+DK_MUSTCHECK static dk_status users_http_remove(void *handle, const char *id)
 {
     dk_users_http *h = handle;
     if (!h || !id)
@@ -527,15 +530,15 @@ DK_MUSTCHECK static dk_status uh_remove(void *handle, const char *id)
     long http;
     char *resp;
     size_t len;
-    dk_status st = uh_call(h, a, "DELETE", path, NULL, 0, &http, &resp, &len);
+    dk_status st = users_http_call(h, a, "DELETE", path, NULL, 0, &http, &resp, &len);
     if (st == DK_OK && http != 204 && http != 200)
-        st = uh_http_status(http);
+        st = users_http_http_status(http);
     dk_arena_free(a);
     return st;
 }
 
-DK_MUSTCHECK static dk_status uh_mark_verified(void *handle, dk_arena *a, const char *id,
-                                               const char *email)
+DK_MUSTCHECK static dk_status users_http_mark_verified(void *handle, dk_arena *a, const char *id,
+                                                       const char *email)
 {
     dk_users_http *h = handle;
     if (!h || !a || !id || !email)
@@ -550,10 +553,11 @@ DK_MUSTCHECK static dk_status uh_mark_verified(void *handle, dk_arena *a, const 
     json_decref(req);
     dk_user u;
     char *path = dk_arena_printf(a, UH_PREFIX "/%s/email-verified", dk_percent_encode(a, id, ""));
-    return uh_user_call(h, a, "POST", path, body, len, 200, &u);
+    return users_http_user_call(h, a, "POST", path, body, len, 200, &u);
 }
 
-DK_MUSTCHECK static dk_status uh_set_mfa(void *handle, dk_arena *a, const char *id, bool enabled)
+DK_MUSTCHECK static dk_status users_http_set_mfa(void *handle, dk_arena *a, const char *id,
+                                                 bool enabled)
 {
     dk_users_http *h = handle;
     if (!h || !a || !id)
@@ -563,16 +567,16 @@ DK_MUSTCHECK static dk_status uh_set_mfa(void *handle, dk_arena *a, const char *
     const char *body = enabled ? "{\"enabled\":true}" : "{\"enabled\":false}";
     dk_user u;
     char *path = dk_arena_printf(a, UH_PREFIX "/%s/mfa", dk_percent_encode(a, id, ""));
-    return uh_user_call(h, a, "PUT", path, body, strlen(body), 200, &u);
+    return users_http_user_call(h, a, "PUT", path, body, strlen(body), 200, &u);
 }
 
 const struct dk_users_directory_ops dk_users_directory_http_ops = {
-    .mark_email_verified = uh_mark_verified,
-    .set_mfa_enabled = uh_set_mfa,
-    .create = uh_create,
-    .find_by_email = uh_find_by_email,
-    .get = uh_get,
-    .remove = uh_remove,
+    .mark_email_verified = users_http_mark_verified,
+    .set_mfa_enabled = users_http_set_mfa,
+    .create = users_http_create,
+    .find_by_email = users_http_find_by_email,
+    .get = users_http_get,
+    .remove = users_http_remove,
 };
 
 /* --- other internal paths: the account deletion guard ---------------------------------------- */
@@ -581,10 +585,10 @@ dk_status dk_users_http_get_status(dk_users_http *h, dk_arena *a, const char *pa
 {
     char *body = NULL;
     size_t len = 0;
-    return uh_call(h, a, "GET", path, NULL, 0, ret_http, &body, &len);
+    return users_http_call(h, a, "GET", path, NULL, 0, ret_http, &body, &len);
 }
 
-static dk_status uh_guard_may_delete(void *handle, dk_arena *a, const char *user_id)
+static dk_status users_http_guard_may_delete(void *handle, dk_arena *a, const char *user_id)
 {
     if (!dk_uuid_valid(user_id))
         return DK_E_INTERNAL;
@@ -593,9 +597,9 @@ static dk_status uh_guard_may_delete(void *handle, dk_arena *a, const char *user
         handle, a, dk_arena_printf(a, "/internal/v1/tasks/accounts/%s/deletable", user_id), &http);
     if (st != DK_OK)
         return st;
-    return http == 204 ? DK_OK : uh_http_status(http);
+    return http == 204 ? DK_OK : users_http_http_status(http);
 }
 
 const struct dk_account_guard_ops dk_account_guard_http_ops = {
-    .may_delete = uh_guard_may_delete,
+    .may_delete = users_http_guard_may_delete,
 };

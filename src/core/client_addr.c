@@ -12,10 +12,10 @@
 
 #define CA_MAX_HOPS 64 /* entries of a header looked at, from the right */
 
-static const unsigned char ca_v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+static const unsigned char client_addr_v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 /* An address in s[0..n), IPv4 (as ::ffff:a.b.c.d) or IPv6, into out. */
-static bool ca_parse_ip(const char *s, size_t n, unsigned char out[16])
+static bool client_addr_parse_ip(const char *s, size_t n, unsigned char out[16])
 {
     char buf[DK_IP_STRLEN];
     if (n == 0 || n >= sizeof buf)
@@ -24,27 +24,27 @@ static bool ca_parse_ip(const char *s, size_t n, unsigned char out[16])
     buf[n] = '\0';
     unsigned char v4[4];
     if (inet_pton(AF_INET, buf, v4) == 1) {
-        memcpy(out, ca_v4_prefix, 12);
+        memcpy(out, client_addr_v4_prefix, 12);
         memcpy(out + 12, v4, 4);
         return true;
     }
     return strchr(buf, ':') && inet_pton(AF_INET6, buf, out) == 1;
 }
 
-static bool ca_is_v4(const unsigned char a[16])
+static bool client_addr_is_v4(const unsigned char a[16])
 {
-    return memcmp(a, ca_v4_prefix, 12) == 0;
+    return memcmp(a, client_addr_v4_prefix, 12) == 0;
 }
 
-static void ca_format(const unsigned char a[16], char out[DK_IP_STRLEN])
+static void client_addr_format(const unsigned char a[16], char out[DK_IP_STRLEN])
 {
-    if (ca_is_v4(a))
+    if (client_addr_is_v4(a))
         inet_ntop(AF_INET, a + 12, out, DK_IP_STRLEN);
     else
         inet_ntop(AF_INET6, a, out, DK_IP_STRLEN);
 }
 
-static void ca_mask(unsigned char a[16], int bits)
+static void client_addr_mask(unsigned char a[16], int bits)
 {
     for (int i = 0; i < 16; i++) {
         int keep = bits - i * 8;
@@ -54,23 +54,23 @@ static void ca_mask(unsigned char a[16], int bits)
     }
 }
 
-static bool ca_in(const dk_cidr *r, const unsigned char a[16])
+static bool client_addr_in(const dk_cidr *r, const unsigned char a[16])
 {
     unsigned char m[16];
     memcpy(m, a, 16);
-    ca_mask(m, r->bits);
+    client_addr_mask(m, r->bits);
     return memcmp(m, r->addr, 16) == 0;
 }
 
 /* One "addr" or "addr/bits". */
-static bool ca_parse_cidr(const char *s, size_t n, dk_cidr *ret)
+static bool client_addr_parse_cidr(const char *s, size_t n, dk_cidr *ret)
 {
     const char *slash = memchr(s, '/', n);
     size_t alen = slash ? (size_t)(slash - s) : n;
     dk_cidr r = {.bits = 128};
-    if (!ca_parse_ip(s, alen, r.addr))
+    if (!client_addr_parse_ip(s, alen, r.addr))
         return false;
-    bool v4 = ca_is_v4(r.addr) && !memchr(s, ':', alen);
+    bool v4 = client_addr_is_v4(r.addr) && !memchr(s, ':', alen);
     if (slash) {
         const char *b = slash + 1;
         size_t blen = n - alen - 1;
@@ -86,7 +86,7 @@ static bool ca_parse_cidr(const char *s, size_t n, dk_cidr *ret)
             return false;
         r.bits = v4 ? 96 + bits : bits;
     }
-    ca_mask(r.addr, r.bits);
+    client_addr_mask(r.addr, r.bits);
     *ret = r;
     return true;
 }
@@ -105,7 +105,7 @@ dk_status dk_proxy_list_parse(const char *spec, dk_proxy_list *ret)
             break;
         size_t n = strcspn(p, ", \t");
         dk_cidr r;
-        if (!ca_parse_cidr(p, n, &r)) {
+        if (!client_addr_parse_cidr(p, n, &r)) {
             dk_proxy_list_release(&l);
             return DK_E_VALIDATION;
         }
@@ -133,10 +133,10 @@ void dk_proxy_list_release(dk_proxy_list *l)
     l->n = 0;
 }
 
-static bool ca_contains(const dk_proxy_list *l, const unsigned char a[16])
+static bool client_addr_contains(const dk_proxy_list *l, const unsigned char a[16])
 {
     for (size_t i = 0; l && i < l->n; i++)
-        if (ca_in(&l->ranges[i], a))
+        if (client_addr_in(&l->ranges[i], a))
             return true;
     return false;
 }
@@ -144,11 +144,11 @@ static bool ca_contains(const dk_proxy_list *l, const unsigned char a[16])
 bool dk_proxy_list_contains(const dk_proxy_list *l, const char *ip)
 {
     unsigned char a[16];
-    return ip && ca_parse_ip(ip, strlen(ip), a) && ca_contains(l, a);
+    return ip && client_addr_parse_ip(ip, strlen(ip), a) && client_addr_contains(l, a);
 }
 
 /* A node as proxies write it: 1.2.3.4, 1.2.3.4:80, 2001:db8::1, [2001:db8::1], [2001:db8::1]:80. */
-static bool ca_parse_node(const char *s, size_t n, unsigned char out[16])
+static bool client_addr_parse_node(const char *s, size_t n, unsigned char out[16])
 {
     while (n > 0 && (*s == ' ' || *s == '\t'))
         s++, n--;
@@ -165,7 +165,7 @@ static bool ca_parse_node(const char *s, size_t n, unsigned char out[16])
             if (!isdigit((unsigned char)close[i]))
                 return false;
         return memchr(s + 1, ':', (size_t)(close - s - 1)) &&
-               ca_parse_ip(s + 1, (size_t)(close - s - 1), out);
+               client_addr_parse_ip(s + 1, (size_t)(close - s - 1), out);
     }
     const char *colon = memchr(s, ':', n);
     if (colon && !memchr(colon + 1, ':', n - (size_t)(colon - s) - 1)) {
@@ -173,13 +173,13 @@ static bool ca_parse_node(const char *s, size_t n, unsigned char out[16])
         for (const char *d = colon + 1; d < s + n; d++)
             if (!isdigit((unsigned char)*d))
                 return false;
-        return ca_parse_ip(s, (size_t)(colon - s), out) && ca_is_v4(out);
+        return client_addr_parse_ip(s, (size_t)(colon - s), out) && client_addr_is_v4(out);
     }
-    return ca_parse_ip(s, n, out);
+    return client_addr_parse_ip(s, n, out);
 }
 
 /* The for= node of one Forwarded element ("for=1.2.3.4;proto=https"). */
-static bool ca_parse_forwarded(const char *s, size_t n, unsigned char out[16])
+static bool client_addr_parse_forwarded(const char *s, size_t n, unsigned char out[16])
 {
     const char *end = s + n;
     while (s < end) {
@@ -202,7 +202,7 @@ static bool ca_parse_forwarded(const char *s, size_t n, unsigned char out[16])
                 v++;
                 vlen -= 2;
             }
-            return ca_parse_node(v, vlen, out);
+            return client_addr_parse_node(v, vlen, out);
         }
         s = semi + 1;
     }
@@ -213,12 +213,12 @@ void dk_client_addr_resolve(const dk_proxy_list *list, bool trust_peer, const ch
                             dk_fwd_header kind, const char *header, char out[DK_IP_STRLEN])
 {
     unsigned char cur[16];
-    if (!peer || !ca_parse_ip(peer, strlen(peer), cur)) {
+    if (!peer || !client_addr_parse_ip(peer, strlen(peer), cur)) {
         snprintf(out, DK_IP_STRLEN, "%s", peer ? peer : "unknown");
         return;
     }
-    ca_format(cur, out);
-    if (!header || !(trust_peer || ca_contains(list, cur)))
+    client_addr_format(cur, out);
+    if (!header || !(trust_peer || client_addr_contains(list, cur)))
         return;
 
     /* the elements, split on commas outside quotes; the rightmost CA_MAX_HOPS kept */
@@ -243,13 +243,13 @@ void dk_client_addr_resolve(const dk_proxy_list *list, bool trust_peer, const ch
     for (size_t i = 0; i < kept; i++) {
         size_t at = (count - 1 - i) % CA_MAX_HOPS;
         unsigned char hop[16];
-        bool ok = kind == DK_FWD_FORWARDED ? ca_parse_forwarded(start[at], len[at], hop)
-                                           : ca_parse_node(start[at], len[at], hop);
+        bool ok = kind == DK_FWD_FORWARDED ? client_addr_parse_forwarded(start[at], len[at], hop)
+                                           : client_addr_parse_node(start[at], len[at], hop);
         if (!ok)
             return; /* the last address reached stands */
         memcpy(cur, hop, 16);
-        ca_format(cur, out);
-        if (!ca_contains(list, cur))
+        client_addr_format(cur, out);
+        if (!client_addr_contains(list, cur))
             return; /* the first hop that is not ours: the client */
     }
 }

@@ -16,35 +16,35 @@
 #define CFG_MAX_DEPTH 8   /* deepest YAML mapping nesting */
 #define CFG_NOT_FOUND SIZE_MAX
 
-enum cfg_src { CFG_SRC_DEFAULT, CFG_SRC_FILE, CFG_SRC_ENV, CFG_SRC_FLAG };
+enum config_src { CFG_SRC_DEFAULT, CFG_SRC_FILE, CFG_SRC_ENV, CFG_SRC_FLAG };
 
 typedef struct {
-    char *text;       /* as given (trimmed for non-strings; canonical for booleans, choices) */
-    int64_t num;      /* INT, DURATION (ms), SIZE (bytes); BOOL 0 or 1 */
-    enum cfg_src src; /* the layer that set it */
-    char *env_source; /* "env NAME" when src == CFG_SRC_ENV */
-} cfg_value;
+    char *text;          /* as given (trimmed for non-strings; canonical for booleans, choices) */
+    int64_t num;         /* INT, DURATION (ms), SIZE (bytes); BOOL 0 or 1 */
+    enum config_src src; /* the layer that set it */
+    char *env_source;    /* "env NAME" when src == CFG_SRC_ENV */
+} config_value;
 
 struct dk_config {
-    cfg_value *values; /* one per row of dk_config_rows */
+    config_value *values; /* one per row of dk_config_rows */
 };
 
 /* Where a value came from, for error messages. */
 typedef struct {
-    enum cfg_src src;
+    enum config_src src;
     const char *name; /* file path, environment variable, or flag as written */
     size_t line;      /* file only, 1-based */
-} cfg_origin;
+} config_origin;
 
 /* config.c */
-void cfg_err(char *err, size_t errlen, const char *fmt, ...) DK_PRINTF(3, 4);
-char *cfg_strdup_printf(const char *fmt, ...) DK_PRINTF(1, 2);
+void config_err(char *err, size_t errlen, const char *fmt, ...) DK_PRINTF(3, 4);
+char *config_strdup_printf(const char *fmt, ...) DK_PRINTF(1, 2);
 
 /* config_values.c: parse, validate, format */
-void cfg_quote(const char *s, char *buf, size_t n);
-void cfg_fmt_bounds(const dk_config_row *r, char *buf, size_t n);
-void cfg_fmt_choices(const dk_config_row *r, const char *sep, char *buf, size_t n);
-dk_status cfg_assign(dk_config *c, size_t i, const char *value, const cfg_origin *o, char *err,
-                     size_t errlen);
+void config_quote(const char *s, char *buf, size_t n);
+void config_fmt_bounds(const dk_config_row *r, char *buf, size_t n);
+void config_fmt_choices(const dk_config_row *r, const char *sep, char *buf, size_t n);
+dk_status config_assign(dk_config *c, size_t i, const char *value, const config_origin *o,
+                        char *err, size_t errlen);
 
 #endif

@@ -12,7 +12,7 @@
 #include "core/banned.h"
 
 /* Prints s double-quoted with escapes, whole. */
-static void cfg_fput_quoted(FILE *out, const char *s)
+static void config_fput_quoted(FILE *out, const char *s)
 {
     fputc('"', out);
     for (; *s; s++) {
@@ -29,7 +29,7 @@ static void cfg_fput_quoted(FILE *out, const char *s)
 
 /* ---- printing -------------------------------------------------------------------------- */
 
-static const char *cfg_type_name(const dk_config_row *r)
+static const char *config_type_name(const dk_config_row *r)
 {
     switch (r->type) {
     case DK_CFG_STRING:
@@ -46,7 +46,7 @@ static const char *cfg_type_name(const dk_config_row *r)
     return "?";
 }
 
-static const char *cfg_placeholder(const dk_config_row *r)
+static const char *config_placeholder(const dk_config_row *r)
 {
     switch (r->type) {
     case DK_CFG_STRING:
@@ -64,13 +64,13 @@ static const char *cfg_placeholder(const dk_config_row *r)
 }
 
 /* The section (part before the first dot) of a key, into buf. */
-static void cfg_section_of(const char *key, char *buf, size_t n)
+static void config_section_of(const char *key, char *buf, size_t n)
 {
     size_t len = strcspn(key, ".");
     snprintf(buf, n, "%.*s", (int)len, key);
 }
 
-static const char *cfg_section_doc(const char *section)
+static const char *config_section_doc(const char *section)
 {
     for (size_t i = 0; i < dk_config_nsections; i++)
         if (strcmp(dk_config_sections[i].name, section) == 0)
@@ -79,7 +79,7 @@ static const char *cfg_section_doc(const char *section)
 }
 
 /* Prints text without backticks, wrapped at width columns, each line indented. */
-static void cfg_print_wrapped(FILE *out, const char *text, int indent, int width)
+static void config_print_wrapped(FILE *out, const char *text, int indent, int width)
 {
     int col = 0;
     const char *p = text;
@@ -113,7 +113,7 @@ static void cfg_print_wrapped(FILE *out, const char *text, int indent, int width
         fputc('\n', out);
 }
 
-static bool cfg_section_wanted(const char *section, const char *const *sections)
+static bool config_section_wanted(const char *section, const char *const *sections)
 {
     if (!sections)
         return true;
@@ -151,21 +151,21 @@ void dk_config_print_help_for(FILE *out, const char *const *sections)
     char section[CFG_MAX_KEY] = "", cur[CFG_MAX_KEY];
     for (size_t i = 0; i < dk_config_nrows; i++) {
         const dk_config_row *r = &dk_config_rows[i];
-        cfg_section_of(r->key, cur, sizeof cur);
-        if (!cfg_section_wanted(cur, sections))
+        config_section_of(r->key, cur, sizeof cur);
+        if (!config_section_wanted(cur, sections))
             continue;
         if (strcmp(cur, section) != 0) {
             snprintf(section, sizeof section, "%s", cur);
-            const char *sdoc = cfg_section_doc(section);
+            const char *sdoc = config_section_doc(section);
             fprintf(out, "\n%s:%s%s\n", section, sdoc ? " " : "", sdoc ? sdoc : "");
         }
         char bounds[80], choices[256];
-        cfg_fmt_bounds(r, bounds, sizeof bounds);
-        cfg_fmt_choices(r, "|", choices, sizeof choices);
-        fprintf(out, "  --%s=%s  (%s%sdefault ", r->key, r->choices ? choices : cfg_placeholder(r),
-                bounds, *bounds ? "; " : "");
+        config_fmt_bounds(r, bounds, sizeof bounds);
+        config_fmt_choices(r, "|", choices, sizeof choices);
+        fprintf(out, "  --%s=%s  (%s%sdefault ", r->key,
+                r->choices ? choices : config_placeholder(r), bounds, *bounds ? "; " : "");
         if (r->type == DK_CFG_STRING)
-            cfg_fput_quoted(out, r->def);
+            config_fput_quoted(out, r->def);
         else
             fputs(r->def, out);
         if (r->env)
@@ -173,12 +173,12 @@ void dk_config_print_help_for(FILE *out, const char *const *sections)
         if (r->flags & DK_CFG_SECRET)
             fputs("; secret", out);
         fputs(")\n", out);
-        cfg_print_wrapped(out, r->doc, 6, 96);
+        config_print_wrapped(out, r->doc, 6, 96);
     }
 }
 
 /* Prints text for a markdown table cell: '|' escaped, '<' outside code spans escaped. */
-static void cfg_md_cell(FILE *out, const char *text)
+static void config_md_cell(FILE *out, const char *text)
 {
     bool code = false;
     for (const char *p = text; *p; p++) {
@@ -193,7 +193,7 @@ static void cfg_md_cell(FILE *out, const char *text)
     }
 }
 
-static const char cfg_md_intro[] =
+static const char config_md_intro[] =
     "# Configuration\n"
     "\n"
     "<!-- Generated from src/core/config_table.c by `docket config-docs`; do not edit by hand. "
@@ -265,17 +265,17 @@ static const char cfg_md_intro[] =
 
 void dk_config_print_markdown(FILE *out)
 {
-    fputs(cfg_md_intro, out);
+    fputs(config_md_intro, out);
     char section[CFG_MAX_KEY] = "", cur[CFG_MAX_KEY];
     for (size_t i = 0; i < dk_config_nrows; i++) {
         const dk_config_row *r = &dk_config_rows[i];
-        cfg_section_of(r->key, cur, sizeof cur);
+        config_section_of(r->key, cur, sizeof cur);
         if (strcmp(cur, section) != 0) {
             snprintf(section, sizeof section, "%s", cur);
-            const char *sdoc = cfg_section_doc(section);
+            const char *sdoc = config_section_doc(section);
             fprintf(out, "\n### `%s`\n\n", section);
             if (sdoc) {
-                cfg_md_cell(out, sdoc);
+                config_md_cell(out, sdoc);
                 fputs("\n\n", out);
             }
             fputs("| Key | Type | Default | Environment | Description |\n"
@@ -285,13 +285,13 @@ void dk_config_print_markdown(FILE *out)
         char env[CFG_MAX_KEY + 8], bounds[80], choices[256];
         if (!dk_config_env_name(r->key, env, sizeof env))
             abort();
-        cfg_fmt_bounds(r, bounds, sizeof bounds);
-        cfg_fmt_choices(r, "`, `", choices, sizeof choices);
+        config_fmt_bounds(r, bounds, sizeof bounds);
+        config_fmt_choices(r, "`, `", choices, sizeof choices);
         fprintf(out, "| `%s` | ", r->key);
         if (r->choices)
             fprintf(out, "one of `%s`", choices);
         else
-            fprintf(out, "%s%s%s", cfg_type_name(r), *bounds ? ", " : "", bounds);
+            fprintf(out, "%s%s%s", config_type_name(r), *bounds ? ", " : "", bounds);
         if (*r->def)
             fprintf(out, " | `%s` | `%s`", r->def, env);
         else
@@ -301,7 +301,7 @@ void dk_config_print_markdown(FILE *out)
         fputs(" | ", out);
         if (r->flags & DK_CFG_SECRET)
             fputs("**Secret.** ", out);
-        cfg_md_cell(out, r->doc);
+        config_md_cell(out, r->doc);
         fputs(" |\n", out);
     }
 }
@@ -310,12 +310,12 @@ void dk_config_print_effective(const dk_config *c, FILE *out)
 {
     for (size_t i = 0; i < dk_config_nrows; i++) {
         const dk_config_row *r = &dk_config_rows[i];
-        const cfg_value *v = &c->values[i];
+        const config_value *v = &c->values[i];
         fprintf(out, "%s = ", r->key);
         if ((r->flags & DK_CFG_SECRET) && *v->text)
             fputs("<redacted>", out);
         else if (r->type == DK_CFG_STRING)
-            cfg_fput_quoted(out, v->text);
+            config_fput_quoted(out, v->text);
         else
             fputs(v->text, out);
         fprintf(out, " (%s)\n", dk_config_source(c, r->key));

@@ -14,7 +14,7 @@
 #include "core/banned.h"
 
 /* Writes s into buf as a double-quoted, escaped string of at most ~64 source bytes. */
-void cfg_quote(const char *s, char *buf, size_t n)
+void config_quote(const char *s, char *buf, size_t n)
 {
     size_t o = 0, i = 0;
     const size_t limit = 64;
@@ -52,7 +52,7 @@ void cfg_quote(const char *s, char *buf, size_t n)
 
 /* ---- value parsers ----------------------------------------------------------------------- */
 
-static bool cfg_digits(const char **p, int64_t *ret)
+static bool config_digits(const char **p, int64_t *ret)
 {
     const char *s = *p;
     if (!isdigit((unsigned char)*s))
@@ -67,13 +67,13 @@ static bool cfg_digits(const char **p, int64_t *ret)
     return true;
 }
 
-static bool cfg_parse_int(const char *s, int64_t *ret)
+static bool config_parse_int(const char *s, int64_t *ret)
 {
     bool neg = false;
     if (*s == '+' || *s == '-')
         neg = *s++ == '-';
     int64_t v;
-    if (!cfg_digits(&s, &v) || *s)
+    if (!config_digits(&s, &v) || *s)
         return false;
     *ret = neg ? -v : v;
     return true;
@@ -89,14 +89,14 @@ bool dk_config_parse_duration(const char *s, int64_t *ret_ms)
     const char *p = s;
     if (!*p)
         return false;
-    if (cfg_digits(&p, &n) && !*p) { /* a bare number: seconds */
+    if (config_digits(&p, &n) && !*p) { /* a bare number: seconds */
         if (__builtin_mul_overflow(n, 1000, &total))
             return false;
         *ret_ms = total;
         return true;
     }
     for (p = s; *p;) {
-        if (!cfg_digits(&p, &n))
+        if (!config_digits(&p, &n))
             return false;
         const char *u = p;
         while (isalpha((unsigned char)*p))
@@ -131,7 +131,7 @@ bool dk_config_parse_size(const char *s, int64_t *ret_bytes)
                  {"tib", INT64_C(1) << 40}};
     const char *p = s;
     int64_t n;
-    if (!cfg_digits(&p, &n))
+    if (!config_digits(&p, &n))
         return false;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcasecmp(p, units[i].unit) == 0) {
@@ -144,7 +144,7 @@ bool dk_config_parse_size(const char *s, int64_t *ret_bytes)
     return false;
 }
 
-static bool cfg_parse_bool(const char *s, int64_t *ret)
+static bool config_parse_bool(const char *s, int64_t *ret)
 {
     static const char *const yes[] = {"true", "yes", "on", "1"};
     static const char *const no[] = {"false", "no", "off", "0"};
@@ -162,7 +162,7 @@ static bool cfg_parse_bool(const char *s, int64_t *ret)
 }
 
 /* Human form of a duration in ms: the largest unit that divides it. */
-static void cfg_fmt_duration(int64_t ms, char *buf, size_t n)
+static void config_fmt_duration(int64_t ms, char *buf, size_t n)
 {
     static const struct {
         const char *unit;
@@ -181,7 +181,7 @@ static void cfg_fmt_duration(int64_t ms, char *buf, size_t n)
     snprintf(buf, n, "%" PRId64 "ms", ms);
 }
 
-static void cfg_fmt_size(int64_t bytes, char *buf, size_t n)
+static void config_fmt_size(int64_t bytes, char *buf, size_t n)
 {
     static const struct {
         const char *unit;
@@ -200,7 +200,7 @@ static void cfg_fmt_size(int64_t bytes, char *buf, size_t n)
 }
 
 /* The bounds of a row in its own notation, e.g. "1s..1d"; "" for types without bounds. */
-void cfg_fmt_bounds(const dk_config_row *r, char *buf, size_t n)
+void config_fmt_bounds(const dk_config_row *r, char *buf, size_t n)
 {
     char lo[32], hi[32];
     switch (r->type) {
@@ -208,12 +208,12 @@ void cfg_fmt_bounds(const dk_config_row *r, char *buf, size_t n)
         snprintf(buf, n, "%" PRId64 "..%" PRId64, r->min, r->max);
         return;
     case DK_CFG_DURATION:
-        cfg_fmt_duration(r->min, lo, sizeof lo);
-        cfg_fmt_duration(r->max, hi, sizeof hi);
+        config_fmt_duration(r->min, lo, sizeof lo);
+        config_fmt_duration(r->max, hi, sizeof hi);
         break;
     case DK_CFG_SIZE:
-        cfg_fmt_size(r->min, lo, sizeof lo);
-        cfg_fmt_size(r->max, hi, sizeof hi);
+        config_fmt_size(r->min, lo, sizeof lo);
+        config_fmt_size(r->max, hi, sizeof hi);
         break;
     default:
         if (n)
@@ -224,7 +224,7 @@ void cfg_fmt_bounds(const dk_config_row *r, char *buf, size_t n)
 }
 
 /* "debug|info|warn|error" for a row with choices. */
-void cfg_fmt_choices(const dk_config_row *r, const char *sep, char *buf, size_t n)
+void config_fmt_choices(const dk_config_row *r, const char *sep, char *buf, size_t n)
 {
     size_t o = 0;
     buf[0] = '\0';
@@ -237,7 +237,7 @@ void cfg_fmt_choices(const dk_config_row *r, const char *sep, char *buf, size_t 
 }
 
 /* What a valid value of the row looks like, for error messages. */
-static void cfg_fmt_expectation(const dk_config_row *r, char *buf, size_t n)
+static void config_fmt_expectation(const dk_config_row *r, char *buf, size_t n)
 {
     char lo[32], hi[32], list[256];
     switch (r->type) {
@@ -245,16 +245,16 @@ static void cfg_fmt_expectation(const dk_config_row *r, char *buf, size_t n)
         snprintf(buf, n, "must be an integer between %" PRId64 " and %" PRId64, r->min, r->max);
         break;
     case DK_CFG_DURATION:
-        cfg_fmt_duration(r->min, lo, sizeof lo);
-        cfg_fmt_duration(r->max, hi, sizeof hi);
+        config_fmt_duration(r->min, lo, sizeof lo);
+        config_fmt_duration(r->max, hi, sizeof hi);
         snprintf(buf, n,
                  "must be a duration between %s and %s (e.g. 500ms, 30s, 15m, 2h, 7d; a bare "
                  "number means seconds)",
                  lo, hi);
         break;
     case DK_CFG_SIZE:
-        cfg_fmt_size(r->min, lo, sizeof lo);
-        cfg_fmt_size(r->max, hi, sizeof hi);
+        config_fmt_size(r->min, lo, sizeof lo);
+        config_fmt_size(r->max, hi, sizeof hi);
         snprintf(buf, n,
                  "must be a size between %s and %s (e.g. 512KiB, 1MiB, 2MB; a bare number means "
                  "bytes)",
@@ -264,14 +264,14 @@ static void cfg_fmt_expectation(const dk_config_row *r, char *buf, size_t n)
         snprintf(buf, n, "must be true or false (or yes/no, on/off, 1/0)");
         break;
     case DK_CFG_STRING:
-        cfg_fmt_choices(r, ", ", list, sizeof list);
+        config_fmt_choices(r, ", ", list, sizeof list);
         snprintf(buf, n, "must be one of %s", list);
         break;
     }
 }
 
 /* Copies s without leading and trailing white space. */
-static char *cfg_trimmed(const char *s)
+static char *config_trimmed(const char *s)
 {
     while (isspace((unsigned char)*s))
         s++;
@@ -282,8 +282,8 @@ static char *cfg_trimmed(const char *s)
 }
 
 /* Parses value for row r: on success *ret_text (allocated) and *ret_num are written. */
-static bool cfg_parse_value(const dk_config_row *r, const char *value, char **ret_text,
-                            int64_t *ret_num)
+static bool config_parse_value(const dk_config_row *r, const char *value, char **ret_text,
+                               int64_t *ret_num)
 {
     if (r->type == DK_CFG_STRING) {
         if (!r->choices) {
@@ -300,12 +300,12 @@ static bool cfg_parse_value(const dk_config_row *r, const char *value, char **re
         }
         return false;
     }
-    DK_AUTOFREE char *t = cfg_trimmed(value);
+    DK_AUTOFREE char *t = config_trimmed(value);
     int64_t num = 0;
     bool ok = false;
     switch (r->type) {
     case DK_CFG_INT:
-        ok = cfg_parse_int(t, &num);
+        ok = config_parse_int(t, &num);
         break;
     case DK_CFG_DURATION:
         ok = dk_config_parse_duration(t, &num);
@@ -314,7 +314,7 @@ static bool cfg_parse_value(const dk_config_row *r, const char *value, char **re
         ok = dk_config_parse_size(t, &num);
         break;
     case DK_CFG_BOOL:
-        ok = cfg_parse_bool(t, &num);
+        ok = config_parse_bool(t, &num);
         if (ok) {
             dk_free(t);
             t = dk_strdup(num ? "true" : "false");
@@ -330,7 +330,7 @@ static bool cfg_parse_value(const dk_config_row *r, const char *value, char **re
     return true;
 }
 
-static void cfg_fmt_origin(const cfg_origin *o, char *buf, size_t n)
+static void config_fmt_origin(const config_origin *o, char *buf, size_t n)
 {
     switch (o->src) {
     case CFG_SRC_DEFAULT:
@@ -349,16 +349,16 @@ static void cfg_fmt_origin(const cfg_origin *o, char *buf, size_t n)
 }
 
 /* Writes the one-line message for a value of row r that does not parse (secrets redacted). */
-static void cfg_fmt_bad_value(const dk_config_row *r, const char *value, const char *from,
-                              char *err, size_t errlen)
+static void config_fmt_bad_value(const dk_config_row *r, const char *value, const char *from,
+                                 char *err, size_t errlen)
 {
     char shown[300], want[512];
     if (r->flags & DK_CFG_SECRET)
         snprintf(shown, sizeof shown, "<redacted>");
     else
-        cfg_quote(value, shown, sizeof shown);
-    cfg_fmt_expectation(r, want, sizeof want);
-    cfg_err(err, errlen, "config: %s = %s (from %s): %s", r->key, shown, from, want);
+        config_quote(value, shown, sizeof shown);
+    config_fmt_expectation(r, want, sizeof want);
+    config_err(err, errlen, "config: %s = %s (from %s): %s", r->key, shown, from, want);
 }
 
 dk_status dk_config_check(const dk_config_row *r, const char *value, const char *from, char *err,
@@ -366,8 +366,8 @@ dk_status dk_config_check(const dk_config_row *r, const char *value, const char 
 {
     char *text = NULL;
     int64_t num;
-    if (!cfg_parse_value(r, value, &text, &num)) {
-        cfg_fmt_bad_value(r, value, from, err, errlen);
+    if (!config_parse_value(r, value, &text, &num)) {
+        config_fmt_bad_value(r, value, from, err, errlen);
         return DK_E_BAD_REQUEST;
     }
     dk_free(text);
@@ -375,24 +375,24 @@ dk_status dk_config_check(const dk_config_row *r, const char *value, const char 
 }
 
 /* Sets row i from value, or explains in err why it cannot. */
-dk_status cfg_assign(dk_config *c, size_t i, const char *value, const cfg_origin *o, char *err,
-                     size_t errlen)
+dk_status config_assign(dk_config *c, size_t i, const char *value, const config_origin *o,
+                        char *err, size_t errlen)
 {
     const dk_config_row *r = &dk_config_rows[i];
     char *text = NULL;
     int64_t num = 0;
-    if (!cfg_parse_value(r, value, &text, &num)) {
+    if (!config_parse_value(r, value, &text, &num)) {
         char from[512];
-        cfg_fmt_origin(o, from, sizeof from);
-        cfg_fmt_bad_value(r, value, from, err, errlen);
+        config_fmt_origin(o, from, sizeof from);
+        config_fmt_bad_value(r, value, from, err, errlen);
         return DK_E_BAD_REQUEST;
     }
-    cfg_value *v = &c->values[i];
+    config_value *v = &c->values[i];
     dk_free(v->text);
     dk_free(v->env_source);
     v->text = text;
     v->num = num;
     v->src = o->src;
-    v->env_source = o->src == CFG_SRC_ENV ? cfg_strdup_printf("env %s", o->name) : NULL;
+    v->env_source = o->src == CFG_SRC_ENV ? config_strdup_printf("env %s", o->name) : NULL;
     return DK_OK;
 }

@@ -15,7 +15,7 @@
     "(service TEXT NOT NULL, version INT NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, " \
     "PRIMARY KEY (service, version))"
 
-struct mig_ctx {
+struct migrate_ctx {
     const struct dk_db_ops *ops;
     dk_db_conn *conn;
     dk_arena *arena;
@@ -24,7 +24,7 @@ struct mig_ctx {
     const char *table; /* docket_migrations, schema-qualified on PostgreSQL */
 };
 
-static bool mig_service_valid(const char *s)
+static bool migrate_service_valid(const char *s)
 {
     if (!s || !*s || strlen(s) > MIG_SERVICE_MAX)
         return false;
@@ -35,7 +35,7 @@ static bool mig_service_valid(const char *s)
     return true;
 }
 
-static bool mig_list_valid(const dk_migration *m, size_t n)
+static bool migrate_list_valid(const dk_migration *m, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (m[i].version <= 0 || !m[i].name || (i > 0 && m[i].version <= m[i - 1].version))
@@ -45,7 +45,7 @@ static bool mig_list_valid(const dk_migration *m, size_t n)
 }
 
 /* Opens a transaction; on PostgreSQL it also takes the migration lock, held until its end. */
-static dk_status mig_begin(struct mig_ctx *x)
+static dk_status migrate_begin(struct migrate_ctx *x)
 {
     dk_status s = x->ops->begin(x->conn);
     if (s != DK_OK || !x->pg)
@@ -57,7 +57,7 @@ static dk_status mig_begin(struct mig_ctx *x)
     return s;
 }
 
-static dk_status mig_commit_or_rollback(struct mig_ctx *x, dk_status s)
+static dk_status migrate_commit_or_rollback(struct migrate_ctx *x, dk_status s)
 {
     if (s == DK_OK)
         s = x->ops->commit(x->conn);
@@ -67,9 +67,9 @@ static dk_status mig_commit_or_rollback(struct mig_ctx *x, dk_status s)
 }
 
 /* Creates the service's schema (PostgreSQL) and the bookkeeping table. */
-static dk_status mig_prepare(struct mig_ctx *x)
+static dk_status migrate_prepare(struct migrate_ctx *x)
 {
-    dk_status s = mig_begin(x);
+    dk_status s = migrate_begin(x);
     if (s != DK_OK)
         return s;
     const char *sql = x->pg ? dk_arena_printf(x->arena,
@@ -77,10 +77,10 @@ static dk_status mig_prepare(struct mig_ctx *x)
                                               "CREATE TABLE IF NOT EXISTS %s " MIG_COLUMNS ";",
                                               x->service, x->table)
                             : "CREATE TABLE IF NOT EXISTS docket_migrations " MIG_COLUMNS ";";
-    return mig_commit_or_rollback(x, x->ops->exec_script(x->conn, sql));
+    return migrate_commit_or_rollback(x, x->ops->exec_script(x->conn, sql));
 }
 
-static dk_status mig_is_applied(struct mig_ctx *x, int version, bool *ret)
+static dk_status migrate_is_applied(struct migrate_ctx *x, int version, bool *ret)
 {
     char v[16];
     snprintf(v, sizeof v, "%d", version);
@@ -94,7 +94,7 @@ static dk_status mig_is_applied(struct mig_ctx *x, int version, bool *ret)
     return s;
 }
 
-static void mig_now(char *buf, size_t n)
+static void migrate_now(char *buf, size_t n)
 {
     struct tm tm;
     time_t t = time(NULL);
@@ -103,15 +103,15 @@ static void mig_now(char *buf, size_t n)
 }
 
 /* Applies one migration in its own transaction, unless another runner got there first. */
-static dk_status mig_apply_one(struct mig_ctx *x, const dk_migration *m, bool *ret_done)
+static dk_status migrate_apply_one(struct migrate_ctx *x, const dk_migration *m, bool *ret_done)
 {
-    dk_status s = mig_begin(x);
+    dk_status s = migrate_begin(x);
     if (s != DK_OK)
         return s;
     bool applied = false;
-    s = mig_is_applied(x, m->version, &applied);
+    s = migrate_is_applied(x, m->version, &applied);
     if (s != DK_OK || applied)
-        return mig_commit_or_rollback(x, s);
+        return migrate_commit_or_rollback(x, s);
     if (x->pg) {
         /* Unqualified names in the script land in the service's schema. */
         s = x->ops->exec_script(
@@ -123,14 +123,14 @@ static dk_status mig_apply_one(struct mig_ctx *x, const dk_migration *m, bool *r
     if (s == DK_OK) {
         char v[16], now[32];
         snprintf(v, sizeof v, "%d", m->version);
-        mig_now(now, sizeof now);
+        migrate_now(now, sizeof now);
         const char *params[] = {x->service, v, m->name, now};
         const char *sql = dk_arena_printf(
             x->arena, "INSERT INTO %s (service, version, name, applied_at) VALUES ($1, $2, $3, $4)",
             x->table);
         s = x->ops->query(x->conn, x->arena, sql, 4, params, NULL);
     }
-    s = mig_commit_or_rollback(x, s);
+    s = migrate_commit_or_rollback(x, s);
     if (s == DK_OK)
         *ret_done = true;
     return s;
@@ -139,11 +139,11 @@ static dk_status mig_apply_one(struct mig_ctx *x, const dk_migration *m, bool *r
 dk_status dk_migrate_apply(const dk_database *db, const char *service, const dk_migration *m,
                            size_t n, int *ret_applied)
 {
-    if (!db || !db->ops || !db->db || !mig_service_valid(service) || (n > 0 && !m) ||
-        !mig_list_valid(m, n))
+    if (!db || !db->ops || !db->db || !migrate_service_valid(service) || (n > 0 && !m) ||
+        !migrate_list_valid(m, n))
         return DK_E_INTERNAL;
 
-    struct mig_ctx x = {
+    struct migrate_ctx x = {
         .ops = db->ops,
         .pg = db->ops->engine == DK_DB_POSTGRES,
         .service = service,
@@ -159,11 +159,11 @@ dk_status dk_migrate_apply(const dk_database *db, const char *service, const dk_
     /* Several processes may start at once: creating the bookkeeping table can collide (a
      * busy SQLite file, PostgreSQL's catalog race on CREATE … IF NOT EXISTS). Both are
      * transient; try again for a couple of seconds. */
-    s = mig_prepare(&x);
+    s = migrate_prepare(&x);
     for (int tries = 0; (s == DK_E_UNAVAILABLE || s == DK_E_CONFLICT) && tries < 40; tries++) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
-        s = mig_prepare(&x);
+        s = migrate_prepare(&x);
     }
 
     /* One read finds what is already there; each missing version is re-checked under the lock. */
@@ -186,13 +186,13 @@ dk_status dk_migrate_apply(const dk_database *db, const char *service, const dk_
         if (done[i])
             continue;
         bool ran = false;
-        s = mig_apply_one(&x, &m[i], &ran);
+        s = migrate_apply_one(&x, &m[i], &ran);
         /* a busy database (another runner holds the write lock): each version is its own
          * transaction, so running it again is safe */
         for (int tries = 0; s == DK_E_UNAVAILABLE && tries < 40; tries++) {
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);
-            s = mig_apply_one(&x, &m[i], &ran);
+            s = migrate_apply_one(&x, &m[i], &ran);
         }
         if (s == DK_OK && ran)
             applied++;

@@ -9,7 +9,10 @@
  * headers is delivered as it comes — on_headers, then on_data per piece — instead of being
  * buffered; on_data may pause the call (flow control) until resume.
  * Streaming request bodies (on_read set): the body is pulled piece by piece as it is sent;
- * on_read may pause the call until resume when it has nothing yet. */
+ * on_read may pause the call until resume when it has nothing yet.
+ * Calls to addresses a user chose (webhooks) are `isolated` and pinned (`connect_to`) to the
+ * addresses their caller checked; split_url reads a URL the way the client will, so that what
+ * a caller checks is where the call goes. */
 #ifndef DK_PORTS_HTTP_CLIENT_H
 #define DK_PORTS_HTTP_CLIENT_H
 
@@ -51,6 +54,11 @@ typedef struct dk_http_call {
      * taking no body while some is ready, then sending no headers after the body's end. */
     size_t (*on_read)(struct dk_http_call *call, char *buf, size_t max);
     long long body_size;
+    /* optional: "host:port:addr[,addr...]" (IPv6 addresses in brackets): connect to these
+     * addresses for host:port instead of resolving host */
+    const char *connect_to;
+    /* a fresh connection, closed after the call, and no proxy from the environment */
+    bool isolated;
     int connect_timeout_ms;
     int timeout_ms;         /* the whole response (headers and body); 0: no limit */
     int headers_timeout_ms; /* status and headers; 0: only timeout_ms applies */
@@ -86,6 +94,27 @@ typedef struct dk_http_call {
     atomic_uint wake; /* the client's: resume/cancel requests from other threads */
 } dk_http_call;
 
+/* What made a URL unreadable to the client (split_url). */
+typedef enum dk_url_error {
+    DK_URL_OK,
+    DK_URL_MALFORMED,  /* not an absolute URL */
+    DK_URL_NO_HOST,    /* no host part */
+    DK_URL_BAD_SCHEME, /* a scheme the client does not speak */
+    DK_URL_BAD_PORT,   /* a port that is not a number in 1..65535 */
+} dk_url_error;
+
+#define DK_URL_TEXT_MAX 2049 /* a part's bytes, NUL included */
+
+/* A URL split as the client reads it. */
+typedef struct dk_url_parts {
+    dk_url_error error;
+    char scheme[16];
+    char host[DK_URL_TEXT_MAX]; /* as in the URL (an IPv6 literal in brackets); "" when none */
+    bool userinfo;              /* user, password or login options present */
+    bool zone;                  /* an IPv6 zone identifier present */
+    int port;                   /* explicit or the scheme's default; 0: not a valid port */
+} dk_url_parts;
+
 typedef struct dk_http_client_options {
     int max_connections; /* kept alive across all hosts */
 } dk_http_client_options;
@@ -101,6 +130,13 @@ struct dk_http_client_ops {
     void (*cancel)(dk_http_client *c, dk_http_call *call);
     /* Blocking GET; returns the HTTP status, or 0 when no response arrived in time. */
     int (*probe)(dk_http_client *c, const char *url, int timeout_ms);
+    /* Splits an absolute URL (at most DK_URL_TEXT_MAX - 1 bytes) the way calls read it; needs
+     * no client. DK_OK (ret->error DK_URL_OK; the host may still be "" and the port 0),
+     * DK_E_VALIDATION (ret->error says why), DK_E_INTERNAL (out of memory). */
+    dk_status (*split_url)(const char *url, dk_url_parts *ret) DK_MUSTCHECK;
 };
+
+/* The outbound client registered in dk_app for calls to addresses users chose (webhooks). */
+#define DK_HTTP_CLIENT "http.client"
 
 #endif

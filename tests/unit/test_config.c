@@ -278,15 +278,15 @@ static void test_precedence(void **state)
     char *argv_rep[] = {"--server.port=1", "--server.port=2", "--rate-limiting.max-requests=5",
                         "--config=" /* replaced below */};
     size_t n = strlen(path) + 10;
-    char *cfg_eq = malloc(n);
-    snprintf(cfg_eq, n, "--config=%s", path);
-    argv_rep[3] = cfg_eq;
+    char *config_eq = malloc(n);
+    snprintf(config_eq, n, "--config=%s", path);
+    argv_rep[3] = config_eq;
     c = load_ok(4, argv_rep);
     assert_int_equal(dk_config_int(c, "server.port"), 2);
     assert_int_equal(dk_config_int(c, "rate_limiting.max_requests"), 5);
     assert_string_equal(dk_config_str(c, "server.host"), "filehost");
     dk_config_free(c);
-    free(cfg_eq);
+    free(config_eq);
 
     /* an empty env value counts as unset */
     setenv("DOCKET_SERVER_PORT", "", 1);

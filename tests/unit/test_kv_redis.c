@@ -6,6 +6,8 @@
  * subscription's state through CLIENT KILL, a paused server, a restart and a silent server. */
 #include "testutil.h"
 
+#include "kv_contract.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -118,20 +120,12 @@ static redisReply *raw_cmd(redisContext *c, const char *fmt, const char *arg)
 
 static bool key_exists(dk_kv *kv, const char *key)
 {
-    bool e = false;
-    assert_int_equal(ops->exists(kv, key, &e), DK_OK);
-    return e;
+    return kv_contract_key_exists(ops, kv, key);
 }
 
 static int64_t wait_gone(dk_kv *kv, const char *key, int64_t deadline_ms)
 {
-    int64_t start = dk_mono_ms();
-    while (dk_mono_ms() - start < deadline_ms) {
-        if (!key_exists(kv, key))
-            return dk_mono_ms() - start;
-        sleep_ms(5);
-    }
-    return -1;
+    return kv_contract_wait_gone(ops, kv, key, deadline_ms);
 }
 
 /* A redis-server of our own on 127.0.0.1:port, reaped by redis_stop. */
@@ -252,62 +246,12 @@ static void test_get_set_del_exists(void **state)
     ops->close(NULL);
 }
 
-/* SET NX, expiry changes and RENAME: what the session records are built on. */
-static void check_set_nx_expire_rename(dk_kv *kv, dk_arena *a)
-{
-    char *val = NULL;
-    size_t len = 0;
-    bool set = false, found = true;
-    assert_int_equal(ops->del(kv, "nx"), DK_OK);
-    assert_int_equal(ops->del(kv, "nx2"), DK_OK);
-    assert_int_equal(ops->set_nx(kv, "nx", "one", 3, 0, &set), DK_OK);
-    assert_true(set);
-    assert_int_equal(ops->set_nx(kv, "nx", "two", 3, 0, &set), DK_OK);
-    assert_false(set); /* there already: unchanged */
-    assert_int_equal(ops->get(kv, a, "nx", &val, &len), DK_OK);
-    assert_string_equal(val, "one");
-
-    /* expire: absent keys are reported and stay absent */
-    assert_int_equal(ops->expire(kv, "no-such-key", 1000, &found), DK_OK);
-    assert_false(found);
-    assert_int_equal(ops->expire(kv, "no-such-key", 0, &found), DK_OK);
-    assert_false(found);
-    assert_false(key_exists(kv, "no-such-key"));
-    /* a short life, then none: the key stays */
-    assert_int_equal(ops->expire(kv, "nx", 80, &found), DK_OK);
-    assert_true(found);
-    assert_int_equal(ops->expire(kv, "nx", 0, &found), DK_OK);
-    assert_true(found);
-    sleep_ms(150);
-    assert_true(key_exists(kv, "nx"));
-    /* a short life: gone, and SET NX works again */
-    assert_int_equal(ops->expire(kv, "nx", 50, &found), DK_OK);
-    sleep_ms(120);
-    assert_false(key_exists(kv, "nx"));
-    assert_int_equal(ops->set_nx(kv, "nx", "three", 5, 60000, &set), DK_OK);
-    assert_true(set);
-
-    /* rename moves value (replacing the target), and fails on a missing source */
-    assert_int_equal(ops->set(kv, "nx2", "old", 3, 0), DK_OK);
-    assert_int_equal(ops->rename(kv, "nx", "nx2"), DK_OK);
-    assert_false(key_exists(kv, "nx"));
-    assert_int_equal(ops->get(kv, a, "nx2", &val, &len), DK_OK);
-    assert_string_equal(val, "three");
-    assert_int_equal(ops->rename(kv, "nx", "nx2"), DK_E_NOT_FOUND);
-    assert_true(key_exists(kv, "nx2"));
-    /* the expiry moves with the value */
-    assert_int_equal(ops->set(kv, "nx", "brief", 5, 80), DK_OK);
-    assert_int_equal(ops->rename(kv, "nx", "nx2"), DK_OK);
-    sleep_ms(150);
-    assert_false(key_exists(kv, "nx2"));
-}
-
 static void test_set_nx_expire_rename(void **state)
 {
     (void)state;
     dk_kv *kv = open_test("nx", 2);
     dk_arena *a = dk_arena_new();
-    check_set_nx_expire_rename(kv, a);
+    kv_contract_set_nx_expire_rename(ops, kv, a);
     dk_arena_free(a);
     ops->close(kv);
 }

@@ -39,7 +39,9 @@
 #include "services/notifications/notifications_repo.h"
 #include "services/users/users_repo.h"
 #include "adapters/db.h"
+#include "adapters/http_client.h"
 #include "adapters/mailer.h"
+#include "adapters/resolver.h"
 #include "core/banned.h"
 
 #define SECRET   "whsec_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -62,6 +64,9 @@ typedef struct fixture {
     dk_arena *a;
     char *dir;
     dk_mailer mailer; /* SMTP, when a test sends e-mail */
+    /* webhooks: the libcurl client and getaddrinfo, the adapters main.c wires */
+    dk_http_client *http;
+    dk_resolver *resolver;
 } fixture;
 
 static void fx_exec(fixture *f, const char *sql, int n, const char *const *p)
@@ -89,6 +94,9 @@ static void fx_open(fixture *f)
         f->db.ops = &dk_db_sqlite_ops;
     }
     assert_int_equal(f->db.ops->open(&o, &f->db.db), DK_OK);
+    dk_http_client_options ho = {.max_connections = 8};
+    assert_int_equal(dk_http_client_curl_ops.open(&ho, &f->http), DK_OK);
+    assert_int_equal(dk_resolver_getaddrinfo_new(32, &f->resolver), DK_OK);
     if (on_pg) {
         /* tables made once per run by the group setup; start each test empty */
         fx_exec(f, "DELETE FROM notifications_deliveries", 0, NULL);
@@ -107,6 +115,8 @@ static void fx_close(fixture *f)
 {
     if (f->mailer.ops)
         f->mailer.ops->free(f->mailer.h);
+    dk_http_client_curl_ops.close(f->http);
+    dk_resolver_getaddrinfo_ops.free(f->resolver);
     f->db.ops->close(f->db.db);
     dk_arena_free(f->a);
     free(f->dir);
@@ -558,11 +568,13 @@ static const struct dk_users_directory_ops directory = {.get = dir_get};
 
 /* --- the worker ------------------------------------------------------------------------------- */
 
-static nt_delivery_options opts(fixture *f)
+static notifications_delivery_options opts(fixture *f)
 {
-    nt_delivery_options o = {
+    notifications_delivery_options o = {
         .db = &f->db,
         .mail_from = "docket@example.com",
+        .net = {&dk_http_client_curl_ops, &dk_resolver_getaddrinfo_ops, f->resolver},
+        .http = f->http,
         .allow_private = true, /* the receivers listen on 127.0.0.1 */
         .max_attempts = 3,
         .backoff_ms = 60,
@@ -573,18 +585,18 @@ static nt_delivery_options opts(fixture *f)
     return o;
 }
 
-static nt_delivery *start(const nt_delivery_options *o)
+static notifications_delivery *start(const notifications_delivery_options *o)
 {
-    nt_delivery *d = NULL;
-    assert_int_equal(nt_delivery_start(o, &d), DK_OK);
+    notifications_delivery *d = NULL;
+    assert_int_equal(notifications_delivery_start(o, &d), DK_OK);
     assert_non_null(d);
     return d;
 }
 
-static void stop(nt_delivery *d)
+static void stop(notifications_delivery *d)
 {
     dk_metrics_clear_collectors(); /* the collector reads d */
-    nt_delivery_stop(d);
+    notifications_delivery_stop(d);
 }
 
 /* The value of one docket_notification_deliveries_total series (-1 when absent). */
@@ -638,8 +650,8 @@ static void test_webhook_signed(void **state)
     const char *url = rx_url(f.a, rx, "/hook?token=abc");
     put_prefs(&f, "u1", url, SECRET);
     const char *id = add_delivery(&f, "u1", "webhook", url, "You were assigned \"Write\"");
-    nt_delivery_options o = opts(&f);
-    nt_delivery *d = start(&o);
+    notifications_delivery_options o = opts(&f);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "sent");
     assert_int_equal(rs.attempts, 1);
@@ -679,10 +691,10 @@ static void test_webhook_retry_then_sent(void **state)
     const char *url = rx_url(f.a, rx, "/hook");
     put_prefs(&f, "u1", url, SECRET);
     const char *id = add_delivery(&f, "u1", "webhook", url, "m");
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.max_attempts = 5;
     o.backoff_ms = 150;
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     /* after the first failure: pending, attempts 1, the error recorded, next try ~150 ms on */
     assert_true(rx_wait_hits(rx, 1, 5000));
     int64_t end = dk_mono_ms() + 2000;
@@ -726,11 +738,11 @@ static void test_webhook_dead_after_max_attempts(void **state)
     const char *url = rx_url(f.a, rx, "/hook");
     put_prefs(&f, "u1", url, SECRET);
     const char *id = add_delivery(&f, "u1", "webhook", url, "m");
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.max_attempts = 3;
     o.backoff_ms = 40;
     o.max_backoff_ms = 50; /* capped: the second gap is not 80 ms */
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "dead");
     assert_int_equal(rs.attempts, 3);
@@ -758,8 +770,8 @@ static void test_webhook_url_changed(void **state)
     const char *changed = add_delivery(&f, "u1", "webhook", old_url, "m");
     /* a user without preferences any more (the URL was removed) */
     const char *gone = add_delivery(&f, "u2", "webhook", old_url, "m");
-    nt_delivery_options o = opts(&f);
-    nt_delivery *d = start(&o);
+    notifications_delivery_options o = opts(&f);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, changed, 5000);
     assert_string_equal(rs.state, "dead");
     assert_string_equal(rs.last_error, "webhook URL changed");
@@ -786,9 +798,9 @@ static void test_webhook_private_address_refused(void **state)
     put_prefs(&f, "u2", named, SECRET);
     const char *a = add_delivery(&f, "u1", "webhook", lit, "m");
     const char *b = add_delivery(&f, "u2", "webhook", named, "m");
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.allow_private = false;
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, a, 5000);
     assert_string_equal(rs.state, "dead");
     assert_string_equal(rs.last_error, "address not allowed");
@@ -820,9 +832,9 @@ static void test_webhook_no_redirects(void **state)
     const char *url = rx_url(f.a, rx, "/hook");
     put_prefs(&f, "u1", url, SECRET);
     const char *id = add_delivery(&f, "u1", "webhook", url, "m");
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.max_attempts = 1;
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "dead");
     assert_int_equal(rs.attempts, 1);
@@ -855,11 +867,11 @@ static void test_webhook_timeout_and_refused(void **state)
     put_prefs(&f, "u2", closed, SECRET);
     const char *a = add_delivery(&f, "u1", "webhook", slow, "m");
     const char *b = add_delivery(&f, "u2", "webhook", closed, "m");
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.max_attempts = 1;
     o.timeout_ms = 300;
     int64_t t0 = dk_mono_ms();
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, a, 5000);
     assert_true(dk_mono_ms() - t0 < 2500);
     assert_string_equal(rs.state, "dead");
@@ -886,8 +898,8 @@ static void test_leases(void **state)
     const char *later = add_delivery_at(&f, "u1", "webhook", url, "m", now + 400);
     /* a lease that expired: its replica crashed mid-delivery */
     const char *orphan = add_delivery_at(&f, "u1", "webhook", url, "m", now - 90000);
-    nt_delivery_options o = opts(&f);
-    nt_delivery *d = start(&o);
+    notifications_delivery_options o = opts(&f);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, orphan, 5000);
     assert_string_equal(rs.state, "sent");
     assert_string_equal(get_row(&f, later).state, "pending");
@@ -917,10 +929,10 @@ static void test_two_replicas_deliver_once(void **state)
     const char *ids[N];
     for (int i = 0; i < N; i++)
         ids[i] = add_delivery(&f, "u1", "webhook", url, "m");
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.workers = 3;
-    nt_delivery *d1 = start(&o);
-    nt_delivery *d2 = start(&o);
+    notifications_delivery *d1 = start(&o);
+    notifications_delivery *d2 = start(&o);
     for (int i = 0; i < N; i++)
         assert_string_equal(wait_final(&f, ids[i], 10000).state, "sent");
     sleep_ms(100);
@@ -930,8 +942,8 @@ static void test_two_replicas_deliver_once(void **state)
             assert_string_not_equal(rx->hits[i].delivery, rx->hits[k].delivery);
     assert_int_equal(count_state(&f, "sent"), N);
     dk_metrics_clear_collectors();
-    nt_delivery_stop(d1);
-    nt_delivery_stop(d2);
+    notifications_delivery_stop(d1);
+    notifications_delivery_stop(d2);
     rx_stop(rx);
     fx_close(&f);
 }
@@ -944,22 +956,22 @@ static void test_kick_and_prompt_stop(void **state)
     receiver *rx = rx_start();
     const char *url = rx_url(f.a, rx, "/hook");
     put_prefs(&f, "u1", url, SECRET);
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.interval_ms = 60000; /* only a kick makes it look again */
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     sleep_ms(200); /* the first look has happened */
     const char *id = add_delivery(&f, "u1", "webhook", url, "m");
     sleep_ms(300);
     assert_string_equal(get_row(&f, id).state, "pending");
     int64_t t0 = dk_mono_ms();
-    nt_delivery_kick(d);
+    notifications_delivery_kick(d);
     assert_string_equal(wait_final(&f, id, 3000).state, "sent");
     assert_true(dk_mono_ms() - t0 < 1000);
     t0 = dk_mono_ms();
     stop(d);
     assert_true(dk_mono_ms() - t0 < 500);
-    nt_delivery_kick(NULL);
-    nt_delivery_stop(NULL);
+    notifications_delivery_kick(NULL);
+    notifications_delivery_stop(NULL);
     rx_stop(rx);
     fx_close(&f);
 }
@@ -974,9 +986,9 @@ static void test_stop_gives_back_call_in_flight(void **state)
     const char *url = rx_url(f.a, rx, "/hook");
     put_prefs(&f, "u1", url, SECRET);
     const char *id = add_delivery(&f, "u1", "webhook", url, "m");
-    nt_delivery_options o = opts(&f);
+    notifications_delivery_options o = opts(&f);
     o.timeout_ms = 10000;
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     assert_true(rx_wait_hits(rx, 1, 5000));
     row_state rs = get_row(&f, id);
     assert_true(rs.next_attempt_at > dk_now_ms() + 10000); /* leased */
@@ -998,13 +1010,19 @@ static void test_bad_options(void **state)
     (void)state;
     fixture f;
     fx_open(&f);
-    nt_delivery *d = NULL;
-    nt_delivery_options o = opts(&f);
+    notifications_delivery *d = NULL;
+    notifications_delivery_options o = opts(&f);
     o.max_attempts = 0;
-    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
+    assert_int_equal(notifications_delivery_start(&o, &d), DK_E_VALIDATION);
     o = opts(&f);
     o.db = NULL;
-    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
+    assert_int_equal(notifications_delivery_start(&o, &d), DK_E_VALIDATION);
+    o = opts(&f);
+    o.http = NULL; /* webhooks need the client and the resolver */
+    assert_int_equal(notifications_delivery_start(&o, &d), DK_E_VALIDATION);
+    o = opts(&f);
+    o.net.resolver = NULL;
+    assert_int_equal(notifications_delivery_start(&o, &d), DK_E_VALIDATION);
     o = opts(&f);
     void *mh = NULL;
     assert_int_equal(dk_mailer_smtp_new("http://mail.example.com", 1000, &mh), DK_E_VALIDATION);
@@ -1013,12 +1031,12 @@ static void test_bad_options(void **state)
     o.mailer = &m;
     o.users = &directory;
     o.mail_from = "docket@example.com\r\nBcc: x@example.com";
-    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
+    assert_int_equal(notifications_delivery_start(&o, &d), DK_E_VALIDATION);
     o.mail_from = "not an address";
-    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
+    assert_int_equal(notifications_delivery_start(&o, &d), DK_E_VALIDATION);
     o.mail_from = "docket@example.com";
     o.users = NULL;
-    assert_int_equal(nt_delivery_start(&o, &d), DK_E_VALIDATION);
+    assert_int_equal(notifications_delivery_start(&o, &d), DK_E_VALIDATION);
     assert_null(d);
     dk_mailer_smtp_ops.free(mh);
     fx_close(&f);
@@ -1034,9 +1052,9 @@ static const char *make_user(fixture *f, const char *email)
     return u.id;
 }
 
-static nt_delivery_options email_opts(fixture *f, smtp_rx *s)
+static notifications_delivery_options email_opts(fixture *f, smtp_rx *s)
 {
-    nt_delivery_options o = opts(f);
+    notifications_delivery_options o = opts(f);
     if (f->mailer.ops)
         f->mailer.ops->free(f->mailer.h);
     f->mailer.ops = &dk_mailer_smtp_ops;
@@ -1069,8 +1087,8 @@ static void test_email_sent(void **state)
     smtp_rx *s = smtp_start();
     const char *uid = make_user(&f, "ann@example.com");
     const char *id = add_delivery(&f, uid, "email", "", "You were assigned \"Quarterly report\"");
-    nt_delivery_options o = email_opts(&f, s);
-    nt_delivery *d = start(&o);
+    notifications_delivery_options o = email_opts(&f, s);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "sent");
     assert_int_equal(rs.attempts, 1);
@@ -1116,8 +1134,8 @@ static void test_email_header_injection_and_utf8(void **state)
     const char *evil = add_delivery(&f, uid, "email", "",
                                     "You were assigned \"x\r\nBcc: victim@example.com\r\n\r\n"
                                     "body\r\n.\r\nMAIL FROM:<a@b>\"");
-    nt_delivery_options o = email_opts(&f, s);
-    nt_delivery *d = start(&o);
+    notifications_delivery_options o = email_opts(&f, s);
+    notifications_delivery *d = start(&o);
     assert_string_equal(wait_final(&f, evil, 5000).state, "sent");
     assert_int_equal(smtp_count(s), 1);
     const char *m = s->data;
@@ -1173,8 +1191,8 @@ static void test_email_unknown_user_and_off(void **state)
     fx_open(&f);
     smtp_rx *s = smtp_start();
     const char *id = add_delivery(&f, "0190f0f0-0000-7000-8000-000000nobody", "email", "", "m");
-    nt_delivery_options o = email_opts(&f, s);
-    nt_delivery *d = start(&o);
+    notifications_delivery_options o = email_opts(&f, s);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "dead");
     assert_string_equal(rs.last_error, "user not found");
@@ -1185,7 +1203,7 @@ static void test_email_unknown_user_and_off(void **state)
     assert_int_equal(users_repo_create(&f.db, f.a, "unverified@example.com", "Una", &unverified),
                      DK_OK);
     id = add_delivery(&f, unverified.id, "email", "", "m");
-    nt_delivery_kick(d);
+    notifications_delivery_kick(d);
     rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "dead");
     assert_string_equal(rs.last_error, "e-mail address not verified");
@@ -1216,10 +1234,10 @@ static void test_email_retries(void **state)
     atomic_store(&s->rcpt_code, 451);
     const char *uid = make_user(&f, "dee@example.com");
     const char *id = add_delivery(&f, uid, "email", "", "m");
-    nt_delivery_options o = email_opts(&f, s);
+    notifications_delivery_options o = email_opts(&f, s);
     o.max_attempts = 2;
     o.backoff_ms = 50;
-    nt_delivery *d = start(&o);
+    notifications_delivery *d = start(&o);
     row_state rs = wait_final(&f, id, 5000);
     assert_string_equal(rs.state, "dead");
     assert_int_equal(rs.attempts, 2);

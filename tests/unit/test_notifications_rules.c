@@ -32,10 +32,10 @@ static void test_created_with_assignee(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
-    assert_int_equal(
-        nt_rules_task_event(a, "task.created", event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
-        DK_OK);
+    notifications_rules_plan p;
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.created", event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
+                     DK_OK);
     assert_int_equal(p.n, 1);
     assert_string_equal(p.items[0].item.type, NT_TYPE_ASSIGNED);
     assert_string_equal(p.items[0].item.user_id, OTHER);
@@ -55,13 +55,14 @@ static void test_self_assignment_and_unassigned_notify_nobody(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
-    assert_int_equal(
-        nt_rules_task_event(a, "task.created", event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
-        DK_OK);
+    notifications_rules_plan p;
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.created", event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
+                     DK_OK);
     assert_int_equal(p.n, 0);
-    assert_int_equal(
-        nt_rules_task_event(a, "task.created", event(a, OWNER, "null", "todo", NULL), &p), DK_OK);
+    assert_int_equal(notifications_rules_task_event(a, "task.created",
+                                                    event(a, OWNER, "null", "todo", NULL), &p),
+                     DK_OK);
     assert_int_equal(p.n, 0);
     assert_null(p.due.assignee_id);
     dk_arena_free(a);
@@ -71,18 +72,18 @@ static void test_updated_assignment(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
+    notifications_rules_plan p;
     /* reassigned from OTHER to THIRD by the owner: THIRD is told */
     const char *before = "{\"status\":\"todo\",\"assignee_id\":\"" OTHER "\",\"due_at\":null}";
-    assert_int_equal(nt_rules_task_event(a, "task.updated",
-                                         event(a, OWNER, "\"" THIRD "\"", "todo", before), &p),
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.updated", event(a, OWNER, "\"" THIRD "\"", "todo", before), &p),
                      DK_OK);
     assert_int_equal(p.n, 1);
     assert_string_equal(p.items[0].item.user_id, THIRD);
     /* same assignee as before (another field changed): nobody */
     before = "{\"status\":\"todo\",\"assignee_id\":\"" THIRD "\",\"due_at\":null}";
-    assert_int_equal(nt_rules_task_event(a, "task.updated",
-                                         event(a, OWNER, "\"" THIRD "\"", "todo", before), &p),
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.updated", event(a, OWNER, "\"" THIRD "\"", "todo", before), &p),
                      DK_OK);
     assert_int_equal(p.n, 0);
     dk_arena_free(a);
@@ -92,11 +93,11 @@ static void test_status_change(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
+    notifications_rules_plan p;
     const char *before = "{\"status\":\"todo\",\"assignee_id\":\"" OTHER "\",\"due_at\":null}";
     /* the assignee moves it: the owner is told */
-    assert_int_equal(nt_rules_task_event(a, "task.updated",
-                                         event(a, OTHER, "\"" OTHER "\"", "done", before), &p),
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.updated", event(a, OTHER, "\"" OTHER "\"", "done", before), &p),
                      DK_OK);
     assert_int_equal(p.n, 1);
     assert_string_equal(p.items[0].item.type, NT_TYPE_STATUS_CHANGED);
@@ -105,11 +106,11 @@ static void test_status_change(void **state)
     /* the owner has left the task's project: nobody */
     const char *ev = event(a, OTHER, "\"" OTHER "\"", "done", before);
     char *gone = dk_arena_printf(a, "%.*s%s}", (int)strlen(ev) - 1, ev, ",\"owner_can_see\":false");
-    assert_int_equal(nt_rules_task_event(a, "task.updated", gone, &p), DK_OK);
+    assert_int_equal(notifications_rules_task_event(a, "task.updated", gone, &p), DK_OK);
     assert_int_equal(p.n, 0);
     /* the owner moves it: nobody */
-    assert_int_equal(nt_rules_task_event(a, "task.updated",
-                                         event(a, OWNER, "\"" OTHER "\"", "done", before), &p),
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.updated", event(a, OWNER, "\"" OTHER "\"", "done", before), &p),
                      DK_OK);
     assert_int_equal(p.n, 0);
     dk_arena_free(a);
@@ -126,7 +127,7 @@ static void test_no_due_date_stores_nothing(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
+    notifications_rules_plan p;
     /* created without one: the assignee is still told, nothing is stored */
     assert_int_equal(
         nt_rules_task_event(a, "task.created", dk_arena_printf(a, UNDATED, "todo", ""), &p), DK_OK);
@@ -172,10 +173,10 @@ static void test_deleted_is_a_tombstone(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
-    assert_int_equal(
-        nt_rules_task_event(a, "task.deleted", event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
-        DK_OK);
+    notifications_rules_plan p;
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.deleted", event(a, OWNER, "\"" OTHER "\"", "todo", NULL), &p),
+                     DK_OK);
     assert_int_equal(p.n, 0);
     assert_string_equal(p.due.status, "deleted");
     assert_int_equal(p.due.version, 4); /* outranks the last update's version */
@@ -186,13 +187,14 @@ static void test_malformed(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
-    assert_int_equal(nt_rules_task_event(a, "task.created", "not json", &p), DK_E_BAD_REQUEST);
-    assert_int_equal(nt_rules_task_event(a, "task.created", "{\"id\":\"x\"}", &p),
+    notifications_rules_plan p;
+    assert_int_equal(notifications_rules_task_event(a, "task.created", "not json", &p),
                      DK_E_BAD_REQUEST);
-    assert_int_equal(
-        nt_rules_task_event(a, "task.renamed", event(a, OWNER, "null", "todo", NULL), &p),
-        DK_E_BAD_REQUEST);
+    assert_int_equal(notifications_rules_task_event(a, "task.created", "{\"id\":\"x\"}", &p),
+                     DK_E_BAD_REQUEST);
+    assert_int_equal(notifications_rules_task_event(a, "task.renamed",
+                                                    event(a, OWNER, "null", "todo", NULL), &p),
+                     DK_E_BAD_REQUEST);
     dk_arena_free(a);
 }
 
@@ -202,9 +204,9 @@ static void test_commented(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
-    assert_int_equal(nt_rules_task_event(a, "task.commented",
-                                         event(a, THIRD, "\"" OTHER "\"", "todo", NULL), &p),
+    notifications_rules_plan p;
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.commented", event(a, THIRD, "\"" OTHER "\"", "todo", NULL), &p),
                      DK_OK);
     assert_int_equal(p.n, 2);
     assert_string_equal(p.items[0].item.user_id, OWNER);
@@ -214,20 +216,20 @@ static void test_commented(void **state)
     assert_string_equal(p.items[1].dedup_key, EVID ":task.commented:" OTHER);
     assert_null(p.due.task_id);
     /* the assignee comments: only the owner */
-    assert_int_equal(nt_rules_task_event(a, "task.commented",
-                                         event(a, OTHER, "\"" OTHER "\"", "todo", NULL), &p),
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.commented", event(a, OTHER, "\"" OTHER "\"", "todo", NULL), &p),
                      DK_OK);
     assert_int_equal(p.n, 1);
     assert_string_equal(p.items[0].item.user_id, OWNER);
     /* the owner, also the assignee, comments: nobody */
-    assert_int_equal(nt_rules_task_event(a, "task.commented",
-                                         event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.commented", event(a, OWNER, "\"" OWNER "\"", "todo", NULL), &p),
                      DK_OK);
     assert_int_equal(p.n, 0);
     /* an owner who left the project */
     const char *ev = event(a, THIRD, "null", "todo", NULL);
     char *gone = dk_arena_printf(a, "%.*s%s}", (int)strlen(ev) - 1, ev, ",\"owner_can_see\":false");
-    assert_int_equal(nt_rules_task_event(a, "task.commented", gone, &p), DK_OK);
+    assert_int_equal(notifications_rules_task_event(a, "task.commented", gone, &p), DK_OK);
     assert_int_equal(p.n, 0);
     dk_arena_free(a);
 }
@@ -236,11 +238,11 @@ static void test_member_added(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_plan p;
+    notifications_rules_plan p;
     const char *ev = "{\"id\":\"" EVID "\",\"occurred_at\":7,\"actor_id\":\"" OWNER
                      "\",\"project\":{\"id\":\"p\",\"name\":\"Launch\"},\"user_id\":\"" OTHER
                      "\",\"role\":\"editor\"}";
-    assert_int_equal(nt_rules_task_event(a, "project.member_added", ev, &p), DK_OK);
+    assert_int_equal(notifications_rules_task_event(a, "project.member_added", ev, &p), DK_OK);
     assert_int_equal(p.n, 1);
     assert_string_equal(p.items[0].item.user_id, OTHER);
     assert_string_equal(p.items[0].item.type, NT_TYPE_MEMBER_ADDED);
@@ -250,9 +252,11 @@ static void test_member_added(void **state)
                         "You were added to the project \"Launch\" as editor");
     assert_null(p.due.task_id);
     assert_int_equal(p.occurred_at, 7);
-    assert_int_equal(nt_rules_task_event(a, "project.member_added", "{\"id\":\"x\"}", &p),
+    assert_int_equal(
+        notifications_rules_task_event(a, "project.member_added", "{\"id\":\"x\"}", &p),
+        DK_E_BAD_REQUEST);
+    assert_int_equal(notifications_rules_task_event(a, "project.member_added", "[", &p),
                      DK_E_BAD_REQUEST);
-    assert_int_equal(nt_rules_task_event(a, "project.member_added", "[", &p), DK_E_BAD_REQUEST);
     dk_arena_free(a);
 }
 
@@ -267,15 +271,15 @@ static void test_due_soon(void **state)
                 .status = "todo",
                 .has_due = true,
                 .due_at = 1700000000000LL};
-    nt_new n;
-    nt_rules_due_soon(a, &d, &n);
+    notifications_rules_item n;
+    notifications_rules_due_soon(a, &d, &n);
     assert_string_equal(n.item.user_id, OWNER); /* unassigned: the owner */
     assert_string_equal(n.item.type, NT_TYPE_DUE_SOON);
     assert_null(n.item.actor_id);
     assert_string_equal(n.item.message, "\"Ship\" is due 2023-11-14T22:13:20.000Z");
     assert_string_equal(n.dedup_key, "due:" TASK ":1700000000000");
     d.assignee_id = OTHER;
-    nt_rules_due_soon(a, &d, &n);
+    notifications_rules_due_soon(a, &d, &n);
     assert_string_equal(n.item.user_id, OTHER);
     dk_arena_free(a);
 }

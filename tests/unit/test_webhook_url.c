@@ -13,9 +13,31 @@
 #include <sys/socket.h>
 
 #include "services/notifications/webhook_url.h"
+#include "adapters/http_client.h"
+#include "adapters/resolver.h"
 #include "core/banned.h"
 
-/* --- nt_addr_is_private -------------------------------------------------------------------- */
+/* The real adapters: libcurl's URL reading and getaddrinfo (32 lookups at once, as main.c). */
+static webhook_net net;
+
+static int net_open(void **state)
+{
+    (void)state;
+    dk_resolver *r = NULL;
+    if (dk_resolver_getaddrinfo_new(32, &r) != DK_OK)
+        return -1;
+    net = (webhook_net){&dk_http_client_curl_ops, &dk_resolver_getaddrinfo_ops, r};
+    return 0;
+}
+
+static int net_close(void **state)
+{
+    (void)state;
+    net.resolver->free(net.resolver_h);
+    return 0;
+}
+
+/* --- webhook_addr_is_private -------------------------------------------------------------------- */
 
 static bool private_text(const char *text)
 {
@@ -30,7 +52,7 @@ static bool private_text(const char *text)
     } else {
         fail_msg("not an address: %s", text);
     }
-    return nt_addr_is_private((const struct sockaddr *)&ss);
+    return webhook_addr_is_private((const struct sockaddr *)&ss);
 }
 
 static void test_ipv4_private(void **state)
@@ -122,16 +144,16 @@ static void test_other_families_private(void **state)
     struct sockaddr sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_family = AF_UNIX;
-    assert_true(nt_addr_is_private(&sa));
-    assert_true(nt_addr_is_private(NULL));
+    assert_true(webhook_addr_is_private(&sa));
+    assert_true(webhook_addr_is_private(NULL));
 }
 
-/* --- nt_webhook_url_check ------------------------------------------------------------------ */
+/* --- webhook_url_check ------------------------------------------------------------------ */
 
 static dk_status check(const char *url, bool allow_private, char *reason, size_t cap)
 {
     reason[0] = '\0';
-    return nt_webhook_url_check(url, allow_private, reason, cap);
+    return webhook_url_check(&net, url, allow_private, reason, cap);
 }
 
 static void expect_invalid(const char *url, bool allow_private, const char *needle)
@@ -170,9 +192,9 @@ static void test_schemes(void **state)
     expect_ok("HTTPS://93.184.216.34:8443/", false);
     expect_ok("http://[2606:4700:4700::1111]/", false);
     char reason[64];
-    assert_int_equal(nt_webhook_url_check(NULL, false, reason, sizeof reason), DK_E_VALIDATION);
+    assert_int_equal(webhook_url_check(&net, NULL, false, reason, sizeof reason), DK_E_VALIDATION);
     /* reason may be NULL */
-    assert_int_equal(nt_webhook_url_check("ftp://x/", false, NULL, 0), DK_E_VALIDATION);
+    assert_int_equal(webhook_url_check(&net, "ftp://x/", false, NULL, 0), DK_E_VALIDATION);
 }
 
 static void test_userinfo_host_port(void **state)
@@ -237,31 +259,31 @@ static void test_resolution(void **state)
     expect_ok("http://[::1]:9/", true);
 }
 
-/* --- nt_webhook_resolve -------------------------------------------------------------------- */
+/* --- webhook_resolve -------------------------------------------------------------------- */
 
 static void test_resolve_target(void **state)
 {
     (void)state;
-    nt_webhook_target t;
+    webhook_target t;
     char why[128];
     assert_int_equal(
-        nt_webhook_resolve("https://93.184.216.34/x", false, 1000, &t, why, sizeof why), DK_OK);
+        webhook_resolve(&net, "https://93.184.216.34/x", false, 1000, &t, why, sizeof why), DK_OK);
     assert_string_equal(t.host, "93.184.216.34");
     assert_int_equal(t.port, 443);
     assert_true(t.literal);
     assert_int_equal(t.naddrs, 1);
     assert_string_equal(t.addrs[0], "93.184.216.34");
 
-    assert_int_equal(
-        nt_webhook_resolve("http://[2606:4700:4700::1111]:8080/", false, 1000, &t, why, sizeof why),
-        DK_OK);
+    assert_int_equal(webhook_resolve(&net, "http://[2606:4700:4700::1111]:8080/", false, 1000, &t,
+                                     why, sizeof why),
+                     DK_OK);
     assert_string_equal(t.host, "2606:4700:4700::1111");
     assert_int_equal(t.port, 8080);
     assert_true(t.literal);
     assert_string_equal(t.addrs[0], "[2606:4700:4700::1111]");
 
-    assert_int_equal(nt_webhook_resolve("http://localhost/hook", true, 1000, &t, why, sizeof why),
-                     DK_OK);
+    assert_int_equal(
+        webhook_resolve(&net, "http://localhost/hook", true, 1000, &t, why, sizeof why), DK_OK);
     assert_string_equal(t.host, "localhost");
     assert_int_equal(t.port, 80);
     assert_false(t.literal);
@@ -270,15 +292,67 @@ static void test_resolve_target(void **state)
         assert_true(strcmp(t.addrs[i], "127.0.0.1") == 0 || strcmp(t.addrs[i], "[::1]") == 0);
 
     /* the kinds of failure the worker tells apart */
-    assert_int_equal(nt_webhook_resolve("http://localhost/hook", false, 1000, &t, why, sizeof why),
-                     DK_E_FORBIDDEN);
+    assert_int_equal(
+        webhook_resolve(&net, "http://localhost/hook", false, 1000, &t, why, sizeof why),
+        DK_E_FORBIDDEN);
     assert_string_equal(why, "address not allowed");
     assert_int_equal(
-        nt_webhook_resolve("http://nonexistent.invalid/", false, 1000, &t, why, sizeof why),
+        webhook_resolve(&net, "http://nonexistent.invalid/", false, 1000, &t, why, sizeof why),
         DK_E_UNAVAILABLE);
     assert_string_equal(why, "does not resolve");
-    assert_int_equal(nt_webhook_resolve("ftp://localhost/", true, 1000, &t, why, sizeof why),
+    assert_int_equal(webhook_resolve(&net, "ftp://localhost/", true, 1000, &t, why, sizeof why),
                      DK_E_VALIDATION);
+}
+
+/* The rules over names with known addresses (the table resolver): every address must be
+ * allowed, the public ones are pinned, and a name with more addresses than are kept counts as
+ * not allowed. */
+static void test_rules_over_a_table(void **state)
+{
+    (void)state;
+    char many[4096] = "many.test=";
+    for (int i = 0; i < DK_RESOLVER_MAX_ADDRS + 1; i++) {
+        size_t n = strlen(many);
+        snprintf(many + n, sizeof many - n, "%s93.184.216.%d", i ? "," : "", i + 1);
+    }
+    char table[8192];
+    snprintf(table, sizeof table,
+             "public.test=93.184.216.34,2606:4700:4700::1111;mixed.test=93.184.216.34,10.0.0.1;"
+             "LOOP.test=::1;%s",
+             many);
+    dk_resolver *r = NULL;
+    assert_int_equal(dk_resolver_table_new(table, &r), DK_OK);
+    webhook_net tn = {&dk_http_client_curl_ops, &dk_resolver_table_ops, r};
+    webhook_target t;
+    char why[128];
+    assert_int_equal(
+        webhook_resolve(&tn, "https://public.test/x", false, 1000, &t, why, sizeof why), DK_OK);
+    assert_false(t.literal);
+    assert_int_equal(t.naddrs, 2);
+    assert_string_equal(t.addrs[0], "93.184.216.34");
+    assert_string_equal(t.addrs[1], "[2606:4700:4700::1111]");
+    assert_int_equal(webhook_resolve(&tn, "https://mixed.test/x", false, 1000, &t, why, sizeof why),
+                     DK_E_FORBIDDEN);
+    assert_string_equal(why, "address not allowed");
+    assert_int_equal(webhook_resolve(&tn, "https://mixed.test/x", true, 1000, &t, why, sizeof why),
+                     DK_OK);
+    assert_int_equal(
+        webhook_resolve(&tn, "http://loop.TEST:8080/", false, 1000, &t, why, sizeof why),
+        DK_E_FORBIDDEN);
+    assert_int_equal(webhook_resolve(&tn, "https://many.test/x", false, 1000, &t, why, sizeof why),
+                     DK_E_FORBIDDEN);
+    assert_int_equal(webhook_resolve(&tn, "https://other.test/x", false, 1000, &t, why, sizeof why),
+                     DK_E_UNAVAILABLE);
+    assert_string_equal(why, "does not resolve");
+    char reason[256];
+    assert_int_equal(webhook_url_check(&tn, "https://mixed.test/x", false, reason, sizeof reason),
+                     DK_E_VALIDATION);
+    assert_non_null(strstr(reason, "not allowed"));
+    tn.resolver->free(r);
+    /* a malformed table is refused */
+    assert_int_equal(dk_resolver_table_new("noaddress", &r), DK_E_VALIDATION);
+    assert_int_equal(dk_resolver_table_new("x=999.1.1.1", &r), DK_E_VALIDATION);
+    assert_int_equal(dk_resolver_table_new("=1.2.3.4", &r), DK_E_VALIDATION);
 }
 
 /* Many threads checking at once stay within the lookup limit or are told to come back. */
@@ -287,7 +361,7 @@ static void *many_checks(void *arg)
     int *bad = arg;
     for (int i = 0; i < 20; i++) {
         char reason[160];
-        dk_status st = nt_webhook_url_check("http://localhost/x", true, reason, sizeof reason);
+        dk_status st = webhook_url_check(&net, "http://localhost/x", true, reason, sizeof reason);
         if (st != DK_OK && st != DK_E_UNAVAILABLE)
             (*bad)++;
     }
@@ -318,7 +392,8 @@ int main(void)
         cmocka_unit_test(test_length),
         cmocka_unit_test(test_resolution),
         cmocka_unit_test(test_resolve_target),
+        cmocka_unit_test(test_rules_over_a_table),
         cmocka_unit_test(test_concurrent_checks),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, net_open, net_close);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 char *dk_test_tmpdir(const char *name)
@@ -26,4 +27,10 @@ const char *dk_test_env(const char *name)
 {
     const char *v = getenv(name);
     return (v && *v) ? v : NULL;
+}
+
+void dk_test_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }

@@ -11,6 +11,8 @@
 /* A fresh empty directory under DOCKET_TEST_TMP (or /tmp) for this test; the caller frees
  * the returned path with free(). */
 char *dk_test_tmpdir(const char *name);
+/* Sleeps ms milliseconds. */
+void dk_test_sleep_ms(int ms);
 /* Value of an environment variable, or NULL when unset or empty. */
 const char *dk_test_env(const char *name);
 

@@ -63,52 +63,77 @@ static char *auth_mail_html(dk_arena *a, const char *title, const char *greeting
         dk_mail_html_escape(a, outro));
 }
 
+/* What differs between the account e-mails (a link with a one-time token in each). */
+typedef struct auth_mail_kind {
+    const char *route; /* the console page the link opens */
+    const char *subject;
+    const char *title;  /* of the HTML page */
+    const char *action; /* the button's text */
+    const char *token;  /* what the token is called, for API clients */
+    const char *api;    /* the API call that takes it */
+    const char *outro;
+    const char *const *headers;
+} auth_mail_kind;
+
+static void auth_mail_account(auth_svc *s, dk_arena *a, const auth_mail_kind *k, const dk_user *u,
+                              const char *token, const char *intro, dk_mail *m)
+{
+    const char *link = dk_arena_printf(a, "%s/#/%s?token=%s", s->public_url, k->route, token);
+    const char *greeting = dk_arena_printf(a, "Hello %s,", u->name);
+    m->to = u->email;
+    m->subject = k->subject;
+    m->text = dk_arena_printf(a,
+                              "%s\n\n%s\n\n  %s\n\nThe %s token, for API clients "
+                              "(%s):\n\n  %s\n\n%s\n\n-- \nDocket\n",
+                              greeting, intro, link, k->token, k->api, token, k->outro);
+    m->html = auth_mail_html(a, k->title, greeting, intro, k->action, link, k->outro);
+    m->headers = k->headers;
+}
+
 static void auth_mail_reset(auth_svc *s, dk_arena *a, const dk_user *u, const char *token,
                             dk_mail *m)
 {
-    const char *link = dk_arena_printf(a, "%s/#/reset-password?token=%s", s->public_url, token);
-    const char *greeting = dk_arena_printf(a, "Hello %s,", u->name);
+    static const char *const hdrs[] = {"X-Docket-Mail: password-reset", NULL};
+    static const auth_mail_kind k = {
+        .route = "reset-password",
+        .subject = "Reset your password",
+        .title = "Reset your Docket password",
+        .action = "Choose a new password",
+        .token = "reset",
+        .api = "POST /api/v1/auth/password/reset",
+        .outro = "If you did not ask for this, ignore this e-mail: your password stays as it is. "
+                 "Setting a new password signs out every device.",
+        .headers = hdrs,
+    };
     const char *intro = dk_arena_printf(
         a,
         "someone (hopefully you) asked to reset the password of the Docket account %s. The link "
         "below lets you choose a new one; it works once, within %s.",
         u->email, auth_duration_text(a, s->reset_ttl_ms));
-    const char *outro = "If you did not ask for this, ignore this e-mail: your password stays as "
-                        "it is. Setting a new password signs out every device.";
-    m->to = u->email;
-    m->subject = "Reset your password";
-    m->text = dk_arena_printf(a,
-                              "%s\n\n%s\n\n  %s\n\nThe reset token, for API clients "
-                              "(POST /api/v1/auth/password/reset):\n\n  %s\n\n%s\n\n-- \nDocket\n",
-                              greeting, intro, link, token, outro);
-    m->html = auth_mail_html(a, "Reset your Docket password", greeting, intro,
-                             "Choose a new password", link, outro);
-    static const char *const hdrs[] = {"X-Docket-Mail: password-reset", NULL};
-    m->headers = hdrs;
+    auth_mail_account(s, a, &k, u, token, intro, m);
 }
 
 static void auth_mail_verification(auth_svc *s, dk_arena *a, const dk_user *u, const char *token,
                                    dk_mail *m)
 {
-    const char *link = dk_arena_printf(a, "%s/#/verify-email?token=%s", s->public_url, token);
-    const char *greeting = dk_arena_printf(a, "Hello %s,", u->name);
+    static const char *const hdrs[] = {"X-Docket-Mail: email-verification", NULL};
+    static const auth_mail_kind k = {
+        .route = "verify-email",
+        .subject = "Confirm your e-mail address",
+        .title = "Confirm your e-mail address",
+        .action = "Confirm the address",
+        .token = "verification",
+        .api = "POST /api/v1/auth/email/verify",
+        .outro = "If you did not create a Docket account or change its address, ignore this "
+                 "e-mail.",
+        .headers = hdrs,
+    };
     const char *intro = dk_arena_printf(
         a,
         "please confirm that %s is your address for Docket: open the link below (it works once, "
         "within %s). Until then Docket sends no notification e-mails to it.",
         u->email, auth_duration_text(a, s->verify_ttl_ms));
-    const char *outro = "If you did not create a Docket account or change its address, ignore "
-                        "this e-mail.";
-    m->to = u->email;
-    m->subject = "Confirm your e-mail address";
-    m->text = dk_arena_printf(a,
-                              "%s\n\n%s\n\n  %s\n\nThe verification token, for API clients "
-                              "(POST /api/v1/auth/email/verify):\n\n  %s\n\n%s\n\n-- \nDocket\n",
-                              greeting, intro, link, token, outro);
-    m->html = auth_mail_html(a, "Confirm your e-mail address", greeting, intro,
-                             "Confirm the address", link, outro);
-    static const char *const hdrs[] = {"X-Docket-Mail: email-verification", NULL};
-    m->headers = hdrs;
+    auth_mail_account(s, a, &k, u, token, intro, m);
 }
 
 /* ---------- the mail pool ---------- */
@@ -437,24 +462,6 @@ void auth_email_resend(dk_req *req, dk_res *res)
 
 /* ---------- TOTP ---------- */
 
-static char *auth_pct_encode(dk_arena *a, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    char *out = dk_arena_alloc(a, strlen(s) * 3 + 1), *o = out;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            strchr("-._~@", *p)) {
-            *o++ = (char)*p;
-        } else {
-            *o++ = '%';
-            *o++ = hex[*p >> 4];
-            *o++ = hex[*p & 15];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 /* The user's TOTP secret in clear; re-sealed under the current key when a previous key opened
  * it (key rotation). */
 static dk_status auth_totp_secret(auth_svc *s, dk_arena *a, const char *uid, const auth_totp *t,
@@ -547,7 +554,7 @@ void auth_totp_setup(dk_req *req, dk_res *res)
         return;
     }
     char *b32 = totp_base32(req->arena, secret, sizeof secret);
-    char *label = auth_pct_encode(req->arena, u.email);
+    char *label = dk_percent_encode(req->arena, u.email, "@");
     char *uri = dk_arena_printf(req->arena,
                                 "otpauth://totp/Docket:%s?secret=%s&issuer=Docket&algorithm=SHA1&"
                                 "digits=%d&period=%d",

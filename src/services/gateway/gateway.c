@@ -27,28 +27,28 @@
  * (the core suspends its connection) until curl has taken half of it. */
 #define GW_UPLOAD_BOUND (256u * 1024u)
 
-typedef struct gw_upstream {
+typedef struct gateway_upstream {
     char *base; /* "http://host:port", no trailing slash */
     atomic_int failures;
     atomic_llong open_until_ms; /* circuit open until then */
     atomic_bool ready;          /* last /ready probe answered 200 */
-} gw_upstream;
+} gateway_upstream;
 
-typedef struct gw_pool {
+typedef struct gateway_pool {
     struct dk_gateway *gw;
     const dk_service *service;
     int n;
-    gw_upstream ups[GW_MAX_UPSTREAMS];
+    gateway_upstream ups[GW_MAX_UPSTREAMS];
     atomic_uint next;
     dk_route *routes; /* the service's public routes with the forwarding handler */
-} gw_pool;
+} gateway_pool;
 
 struct dk_gateway {
     dk_app *app;
     const struct dk_http_client_ops *client_ops;
     dk_http_client *client;
     int npools;
-    gw_pool pools[GW_MAX_SERVICES];
+    gateway_pool pools[GW_MAX_SERVICES];
     int connect_timeout_ms, timeout_ms, circuit_failures;
     int64_t cooldown_ms, health_interval_ms;
     pthread_t health;
@@ -59,28 +59,28 @@ struct dk_gateway {
 
 /* One forwarded request. On the heap, not in the request's arena: once a streamed response
  * has started, the client may go away (and its arena with it) while the upstream transfer
- * still runs. Freed in gw_done. */
-typedef struct gw_job {
+ * still runs. Freed in gateway_done. */
+typedef struct gateway_job {
     dk_http_call call;
     dk_req *req; /* req and res: only until the client's request is resumed */
     dk_res *res;
-    gw_pool *pool;
-    gw_upstream *up;
-    dk_stream *stream; /* a streamed response (after gw_headers) */
+    gateway_pool *pool;
+    gateway_upstream *up;
+    dk_stream *stream; /* a streamed response (after gateway_headers) */
     dk_span *span;     /* the forward's client span (NULL when not traced); ends with the job */
     /* A streamed request body (dk_req_body_streaming): the client's connection thread puts
-     * (gw_up_chunk, gw_up_end), curl's thread takes (gw_up_read); up_lock guards the rest. */
+     * (gateway_up_chunk, gateway_up_end), curl's thread takes (gateway_up_read); up_lock guards the rest. */
     bool upload;
     pthread_mutex_t up_lock;
     char *up_buf; /* GW_UPLOAD_BOUND bytes; the unsent part is [up_off, up_len) */
     size_t up_off, up_len;
     bool up_ended;       /* the body has arrived whole */
     bool up_failed;      /* it will not: too large, or the client left */
-    bool up_curl_paused; /* gw_up_read had nothing: a chunk must resume the call */
-    bool up_client_held; /* gw_up_chunk took less than offered: the client waits for room */
-} gw_job;
+    bool up_curl_paused; /* gateway_up_read had nothing: a chunk must resume the call */
+    bool up_client_held; /* gateway_up_chunk took less than offered: the client waits for room */
+} gateway_job;
 
-static void gw_job_free(gw_job *j)
+static void gateway_job_free(gateway_job *j)
 {
     if (j->span) {
         if (j->call.status > 0)
@@ -96,24 +96,24 @@ static void gw_job_free(gw_job *j)
     dk_free(j);
 }
 
-static bool gw_up_available(gw_upstream *u, int64_t now)
+static bool gateway_up_available(gateway_upstream *u, int64_t now)
 {
     return atomic_load(&u->ready) && atomic_load(&u->open_until_ms) <= now;
 }
 
-static gw_upstream *gw_pick(gw_pool *p)
+static gateway_upstream *gateway_pick(gateway_pool *p)
 {
     int64_t now = dk_mono_ms();
     unsigned start = atomic_fetch_add(&p->next, 1);
     for (int i = 0; i < p->n; i++) {
-        gw_upstream *u = &p->ups[(start + (unsigned)i) % (unsigned)p->n];
-        if (gw_up_available(u, now))
+        gateway_upstream *u = &p->ups[(start + (unsigned)i) % (unsigned)p->n];
+        if (gateway_up_available(u, now))
             return u;
     }
     return NULL;
 }
 
-static void gw_record(dk_gateway *gw, gw_upstream *u, bool ok)
+static void gateway_record(dk_gateway *gw, gateway_upstream *u, bool ok)
 {
     if (ok) {
         atomic_store(&u->failures, 0);
@@ -128,7 +128,7 @@ static void gw_record(dk_gateway *gw, gw_upstream *u, bool ok)
     }
 }
 
-static bool gw_hop_by_hop(const char *name)
+static bool gateway_hop_by_hop(const char *name)
 {
     static const char *const drop[] = {"Connection",
                                        "Keep-Alive",
@@ -158,10 +158,10 @@ static bool gw_hop_by_hop(const char *name)
     return strncasecmp(name, "X-Docket-", 9) == 0;
 }
 
-static void gw_add_header(void *ctx, const char *name, const char *value)
+static void gateway_add_header(void *ctx, const char *name, const char *value)
 {
-    gw_job *j = ctx;
-    if (gw_hop_by_hop(name) || j->call.nheaders >= DK_HTTP_CALL_MAX_HEADERS - 6)
+    gateway_job *j = ctx;
+    if (gateway_hop_by_hop(name) || j->call.nheaders >= DK_HTTP_CALL_MAX_HEADERS - 6)
         return;
     j->call.headers[j->call.nheaders++] = dk_arena_printf(j->req->arena, "%s: %s", name, value);
 }
@@ -169,21 +169,21 @@ static void gw_add_header(void *ctx, const char *name, const char *value)
 /* The upstream's status tells the circuit breaker: a 503 is an upstream alive and shedding
  * load (or waiting on its database): it must not open the circuit and turn a busy service into
  * an absent one. */
-static bool gw_status_healthy(int status)
+static bool gateway_status_healthy(int status)
 {
     return status < 500 || status == 501 || status == 503;
 }
 
 /* The upstream's headers, minus hop-by-hop ones, onto the client's response; returns the
  * Content-Type (NULL when none). */
-static const char *gw_copy_headers(dk_http_call *call, dk_res *res)
+static const char *gateway_copy_headers(dk_http_call *call, dk_res *res)
 {
     const char *content_type = NULL;
     for (int i = 0; i < call->nresp_headers; i++) {
         const char *n = call->resp_names[i];
         if (strcasecmp(n, "Content-Type") == 0)
             content_type = call->resp_values[i];
-        else if (!gw_hop_by_hop(n))
+        else if (!gateway_hop_by_hop(n))
             dk_res_header(res, n, call->resp_values[i]);
     }
     return content_type;
@@ -191,9 +191,9 @@ static const char *gw_copy_headers(dk_http_call *call, dk_res *res)
 
 /* Runs on a connection thread when the client has taken what was buffered (or has gone):
  * the transfer may go on (or stop). */
-static void gw_drained(void *ctx)
+static void gateway_drained(void *ctx)
 {
-    gw_job *j = ctx;
+    gateway_job *j = ctx;
     dk_gateway *gw = j->pool->gw;
     if (dk_stream_closed(j->stream))
         gw->client_ops->cancel(gw->client, &j->call);
@@ -203,15 +203,15 @@ static void gw_drained(void *ctx)
 
 /* Has the client left while its request waits for the upstream? (the http client's thread,
  * which alone clears j->req, so the request is still suspended and alive here) */
-static bool gw_abandoned(dk_http_call *call)
+static bool gateway_abandoned(dk_http_call *call)
 {
-    gw_job *j = call->ctx;
+    gateway_job *j = call->ctx;
     return j->req && dk_req_client_gone(j->req);
 }
 
 /* The client's request is answered (its response is in res): the core drops the body
  * callbacks, and req and res are no longer ours. */
-static void gw_answer(gw_job *j)
+static void gateway_answer(gateway_job *j)
 {
     if (!j->req)
         return;
@@ -222,13 +222,13 @@ static void gw_answer(gw_job *j)
 
 /* The upstream's status and headers are in and its body is on its way: answer the client
  * with a streamed response (the client thread's side). While the request body still streams
- * up, the client's request is resumed only at its end (gw_up_read): resuming drops the body. */
-static void gw_headers(dk_http_call *call)
+ * up, the client's request is resumed only at its end (gateway_up_read): resuming drops the body. */
+static void gateway_headers(dk_http_call *call)
 {
-    gw_job *j = call->ctx;
-    gw_record(j->pool->gw, j->up, gw_status_healthy(call->status));
-    const char *ct = gw_copy_headers(call, j->res);
-    j->stream = dk_res_stream(j->res, call->status, ct, gw_drained, j);
+    gateway_job *j = call->ctx;
+    gateway_record(j->pool->gw, j->up, gateway_status_healthy(call->status));
+    const char *ct = gateway_copy_headers(call, j->res);
+    j->stream = dk_res_stream(j->res, call->status, ct, gateway_drained, j);
     bool body_open = false;
     if (j->upload) {
         pthread_mutex_lock(&j->up_lock);
@@ -236,16 +236,16 @@ static void gw_headers(dk_http_call *call)
         pthread_mutex_unlock(&j->up_lock);
     }
     if (!body_open)
-        gw_answer(j);
+        gateway_answer(j);
 }
 
 /* ---------- streamed request bodies ---------- */
 
 /* A piece of the client's body (on its connection's thread): into the buffer, as much as fits;
  * a paused upload is resumed. */
-static size_t gw_up_chunk(void *ctx, const char *data, size_t len)
+static size_t gateway_up_chunk(void *ctx, const char *data, size_t len)
 {
-    gw_job *j = ctx;
+    gateway_job *j = ctx;
     pthread_mutex_lock(&j->up_lock);
     if (j->up_off > 0 && j->up_len + len > GW_UPLOAD_BOUND) {
         memmove(j->up_buf, j->up_buf + j->up_off, j->up_len - j->up_off);
@@ -269,9 +269,9 @@ static size_t gw_up_chunk(void *ctx, const char *data, size_t len)
 
 /* The end of the client's body: whole (the upload ends once sent) or not (too large, the client
  * left: the upstream call is abandoned). */
-static void gw_up_end(void *ctx, bool ok)
+static void gateway_up_end(void *ctx, bool ok)
 {
-    gw_job *j = ctx;
+    gateway_job *j = ctx;
     dk_gateway *gw = j->pool->gw;
     pthread_mutex_lock(&j->up_lock);
     if (ok)
@@ -289,9 +289,9 @@ static void gw_up_end(void *ctx, bool ok)
 
 /* curl wants body to send (its thread): what is buffered, else pause until a chunk comes, or
  * the end. Taking makes room: a client held back is let go once half the buffer is free. */
-static size_t gw_up_read(dk_http_call *call, char *buf, size_t max)
+static size_t gateway_up_read(dk_http_call *call, char *buf, size_t max)
 {
-    gw_job *j = call->ctx;
+    gateway_job *j = call->ctx;
     pthread_mutex_lock(&j->up_lock);
     if (j->up_failed) {
         pthread_mutex_unlock(&j->up_lock);
@@ -306,7 +306,7 @@ static size_t gw_up_read(dk_http_call *call, char *buf, size_t max)
         if (!ended)
             return DK_HTTP_READ_PAUSE;
         if (j->stream)
-            gw_answer(j); /* the response started before the body's end */
+            gateway_answer(j); /* the response started before the body's end */
         return 0;
     }
     size_t n = avail < max ? avail : max;
@@ -323,7 +323,7 @@ static size_t gw_up_read(dk_http_call *call, char *buf, size_t max)
     return n;
 }
 
-static bool gw_up_failed(gw_job *j)
+static bool gateway_up_failed(gateway_job *j)
 {
     if (!j->upload)
         return false;
@@ -333,68 +333,68 @@ static bool gw_up_failed(gw_job *j)
     return failed;
 }
 
-static dk_http_data_action gw_data(dk_http_call *call, const char *data, size_t len)
+static dk_http_data_action gateway_data(dk_http_call *call, const char *data, size_t len)
 {
-    gw_job *j = call->ctx;
+    gateway_job *j = call->ctx;
     if (dk_stream_buffered(j->stream) >= GW_STREAM_BOUND)
-        return DK_HTTP_DATA_PAUSE; /* until gw_drained */
+        return DK_HTTP_DATA_PAUSE; /* until gateway_drained */
     return dk_stream_write(j->stream, data, len) ? DK_HTTP_DATA_OK : DK_HTTP_DATA_ABORT;
 }
 
-static void gw_done(dk_http_call *call)
+static void gateway_done(dk_http_call *call)
 {
-    gw_job *j = call->ctx;
+    gateway_job *j = call->ctx;
     dk_gateway *gw = j->pool->gw;
     if (call->streamed) {
         /* the client has the status and headers: the body ends cleanly, or is cut */
         bool ok = call->error == DK_OK;
         if (!ok && !call->cancelled) {
-            gw_record(gw, j->up, false);
+            gateway_record(gw, j->up, false);
             dk_log_warn("upstream %s failed after its headers: %s", j->up->base, call->error_text);
         }
-        gw_answer(j); /* when the request body had not ended (no callback may run after) */
+        gateway_answer(j); /* when the request body had not ended (no callback may run after) */
         dk_stream_end(j->stream, !ok);
         dk_stream_release(j->stream);
-        gw_job_free(j);
+        gateway_job_free(j);
         return;
     }
     dk_res *res = j->res;
-    if (call->cancelled && gw_up_failed(j)) {
+    if (call->cancelled && gateway_up_failed(j)) {
         /* the client's body did not arrive whole: the core answers 413 for one too large; a
          * client that left gets nothing */
         dk_res_problem(res, DK_E_BAD_REQUEST, "the request body did not arrive whole");
     } else if (call->cancelled) {
-        /* the client left while its request waited (gw_abandoned): nobody to answer, and no
+        /* the client left while its request waited (gateway_abandoned): nobody to answer, and no
          * fault of the upstream's */
         dk_res_empty(res, 499);
     } else if (call->error == DK_OK) {
-        gw_record(gw, j->up, gw_status_healthy(call->status));
+        gateway_record(gw, j->up, gateway_status_healthy(call->status));
         res->status = call->status;
         res->body = call->response;
         res->body_len = call->response_len;
-        res->content_type = gw_copy_headers(call, res);
+        res->content_type = gateway_copy_headers(call, res);
     } else if (call->error == DK_E_TIMEOUT) {
-        gw_record(gw, j->up, false);
+        gateway_record(gw, j->up, false);
         dk_log_warn("upstream %s timed out: %s", j->up->base, call->error_text);
         dk_res_problem(res, DK_E_TIMEOUT, "the %s service did not answer in time",
                        j->pool->service->name);
     } else {
-        gw_record(gw, j->up, false);
+        gateway_record(gw, j->up, false);
         dk_log_warn("upstream %s failed: %s", j->up->base, call->error_text);
         dk_res_problem(res, DK_E_BAD_GATEWAY, "the %s service could not be reached",
                        j->pool->service->name);
     }
-    gw_answer(j);
-    gw_job_free(j);
+    gateway_answer(j);
+    gateway_job_free(j);
 }
 
 /* Forwards a request; stream: the route is long-lived (DK_ROUTE_STREAM, e.g. SSE), so
  * gateway.timeout bounds only the wait for the upstream's headers, not the whole response. */
-static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
+static void gateway_forward_with(dk_req *req, dk_res *res, bool stream)
 {
-    gw_pool *p = req->service;
+    gateway_pool *p = req->service;
     dk_gateway *gw = p->gw;
-    gw_upstream *u = gw_pick(p);
+    gateway_upstream *u = gateway_pick(p);
     if (!u) {
         char ra[24];
         snprintf(ra, sizeof ra, "%lld", (long long)((gw->cooldown_ms + 999) / 1000));
@@ -403,7 +403,7 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
                        p->service->name);
         return;
     }
-    gw_job *j = DK_NEW(gw_job);
+    gateway_job *j = DK_NEW(gateway_job);
     j->req = req;
     j->res = res;
     j->pool = p;
@@ -415,7 +415,7 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
     c->url = dk_arena_printf(req->arena, "%s%s%s%s", u->base,
                              dk_percent_encode(req->arena, req->path, "/!$&'()*+,;=:@"),
                              *qs ? "?" : "", qs);
-    dk_req_each_header(req, gw_add_header, j);
+    dk_req_each_header(req, gateway_add_header, j);
     const char *xff = dk_req_header(req, "X-Forwarded-For");
     c->headers[c->nheaders++] =
         xff ? dk_arena_printf(req->arena, "X-Forwarded-For: %s, %s", xff, req->client_ip)
@@ -439,7 +439,7 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
         j->upload = true;
         pthread_mutex_init(&j->up_lock, NULL);
         j->up_buf = dk_malloc(GW_UPLOAD_BOUND);
-        c->on_read = gw_up_read;
+        c->on_read = gateway_up_read;
         const char *cl = dk_req_header(req, "Content-Length");
         int64_t size = -1;
         if (!cl || !dk_parse_i64(cl, 0, INT64_MAX, &size))
@@ -447,44 +447,44 @@ static void gw_forward_with(dk_req *req, dk_res *res, bool stream)
         c->body_size = size;
         c->timeout_ms = 0;
         c->headers_timeout_ms = gw->timeout_ms;
-        dk_req_body_stream(req, gw_up_chunk, gw_up_end, j);
+        dk_req_body_stream(req, gateway_up_chunk, gateway_up_end, j);
     } else {
         c->body = req->body;
         c->body_len = req->body_len;
     }
-    c->on_headers = gw_headers;
-    c->on_data = gw_data;
-    c->done = gw_done;
-    c->abandoned = gw_abandoned;
+    c->on_headers = gateway_headers;
+    c->on_data = gateway_data;
+    c->done = gateway_done;
+    c->abandoned = gateway_abandoned;
     c->ctx = j;
     dk_req_suspend(req);
     if (gw->client_ops->submit(gw->client, c) != DK_OK) {
         dk_res_header(res, "Retry-After", "1");
         dk_res_problem(res, DK_E_UNAVAILABLE, "the gateway is shutting down");
         dk_req_resume(req); /* drops the body callbacks before j goes */
-        gw_job_free(j);
+        gateway_job_free(j);
     }
 }
 
-static void gw_forward(dk_req *req, dk_res *res)
+static void gateway_forward(dk_req *req, dk_res *res)
 {
-    gw_forward_with(req, res, false);
+    gateway_forward_with(req, res, false);
 }
 
-static void gw_forward_stream(dk_req *req, dk_res *res)
+static void gateway_forward_stream(dk_req *req, dk_res *res)
 {
-    gw_forward_with(req, res, true);
+    gateway_forward_with(req, res, true);
 }
 
 /* Probes every upstream's /ready until stopped. */
-static void *gw_health_loop(void *arg)
+static void *gateway_health_loop(void *arg)
 {
     dk_gateway *gw = arg;
     pthread_mutex_lock(&gw->health_lock);
     while (!gw->stop) {
         pthread_mutex_unlock(&gw->health_lock);
         for (int i = 0; i < gw->npools; i++) {
-            gw_pool *p = &gw->pools[i];
+            gateway_pool *p = &gw->pools[i];
             for (int k = 0; k < p->n; k++) {
                 char url[512];
                 snprintf(url, sizeof url, "%s/ready", p->ups[k].base);
@@ -507,7 +507,7 @@ static void *gw_health_loop(void *arg)
     return NULL;
 }
 
-static int gw_parse_urls(gw_pool *p, const char *list)
+static int gateway_parse_urls(gateway_pool *p, const char *list)
 {
     const char *s = list;
     while (s && *s) {
@@ -526,7 +526,7 @@ static int gw_parse_urls(gw_pool *p, const char *list)
         if (!((t - s > 7 && strncmp(s, "http://", 7) == 0) ||
               (t - s > 8 && strncmp(s, "https://", 8) == 0)))
             return -1;
-        gw_upstream *u = &p->ups[p->n++];
+        gateway_upstream *u = &p->ups[p->n++];
         u->base = dk_strndup(s, (size_t)(t - s));
         atomic_init(&u->failures, 0);
         atomic_init(&u->open_until_ms, 0);
@@ -552,10 +552,10 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
     for (size_t i = 0; i < nservices && gw->npools < GW_MAX_SERVICES; i++) {
         char key[64];
         snprintf(key, sizeof key, "gateway.%s_url", services[i]->name);
-        gw_pool *p = &gw->pools[gw->npools++];
+        gateway_pool *p = &gw->pools[gw->npools++];
         p->gw = gw;
         p->service = services[i];
-        if (gw_parse_urls(p, dk_config_str(c, key)) != 0) {
+        if (gateway_parse_urls(p, dk_config_str(c, key)) != 0) {
             fprintf(stderr,
                     "config: %s must list the %s service's base URLs (http://host:port, "
                     "comma-separated) for the gateway\n",
@@ -567,7 +567,7 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
         for (size_t r = 0; r < services[i]->nroutes; r++) {
             p->routes[r] = services[i]->routes[r];
             p->routes[r].handler =
-                (p->routes[r].flags & DK_ROUTE_STREAM) ? gw_forward_stream : gw_forward;
+                (p->routes[r].flags & DK_ROUTE_STREAM) ? gateway_forward_stream : gateway_forward;
             /* the auth rate limit is the service's (it sees the client through
              * X-Forwarded-For); the gateway verifies tokens at the edge */
             p->routes[r].flags &= ~(unsigned)(DK_ROUTE_RATE_LIMIT | DK_ROUTE_OFFLOAD);
@@ -581,7 +581,7 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
         dk_gateway_free(gw);
         return DK_E_INTERNAL;
     }
-    if (pthread_create(&gw->health, NULL, gw_health_loop, gw) != 0) {
+    if (pthread_create(&gw->health, NULL, gateway_health_loop, gw) != 0) {
         gw->client_ops->close(gw->client);
         gw->client = NULL;
         dk_gateway_free(gw);
@@ -594,20 +594,20 @@ dk_status dk_gateway_new(dk_app *app, const dk_service *const *services, size_t 
 /* docket_gateway_upstream_up{service,upstream}: 1 while the upstream is in rotation. The
  * gateway's own /ready does not depend on upstreams: one service being down must not take the
  * whole edge out of the load balancer (its routes answer 502/503 instead). */
-static void gw_collect(void *ctx, dk_metrics_out *out)
+static void gateway_collect(void *ctx, dk_metrics_out *out)
 {
     dk_gateway *gw = ctx;
     int64_t now = dk_mono_ms();
     dk_metrics_family(out, "docket_gateway_upstream_up", "gauge",
                       "1 while the upstream is in the gateway's rotation (ready, circuit closed).");
     for (int i = 0; i < gw->npools; i++) {
-        gw_pool *p = &gw->pools[i];
+        gateway_pool *p = &gw->pools[i];
         for (int k = 0; k < p->n; k++) {
             char labels[600];
             snprintf(labels, sizeof labels, "service=\"%s\",upstream=\"%s\"", p->service->name,
                      p->ups[k].base);
             dk_metrics_sample(out, "docket_gateway_upstream_up", labels,
-                              gw_up_available(&p->ups[k], now) ? 1 : 0);
+                              gateway_up_available(&p->ups[k], now) ? 1 : 0);
         }
     }
 }
@@ -615,10 +615,10 @@ static void gw_collect(void *ctx, dk_metrics_out *out)
 void dk_gateway_mount(dk_gateway *gw, dk_http_server *srv)
 {
     for (int i = 0; i < gw->npools; i++) {
-        gw_pool *p = &gw->pools[i];
+        gateway_pool *p = &gw->pools[i];
         dk_http_mount(srv, p->service->name, p->service->prefix, p->routes, p->service->nroutes, p);
     }
-    dk_metrics_add_collector(gw_collect, gw);
+    dk_metrics_add_collector(gateway_collect, gw);
 }
 
 void dk_gateway_free(dk_gateway *gw)

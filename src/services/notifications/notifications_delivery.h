@@ -5,7 +5,8 @@
  * batch) by moving next_attempt_at forward by a lease in the same statement, so replicas never
  * take the same row and a crashed replica's rows come back once the lease expires. Delivery is
  * at least once: receivers de-duplicate by X-Docket-Delivery (the row id).
- * nt_delivery_start copies the strings of its options; db and users must outlive the worker.
+ * notifications_delivery_start copies the strings of its options; db, users and the ports (net, http)
+ * must outlive the worker.
  * It registers a metrics collector (docket_notification_deliveries_total{channel,result}) over
  * the worker: clear collectors (dk_metrics_clear_collectors, as main.c does) before stop frees
  * it. kick and stop are thread-safe; stop joins the workers, abandoning (and releasing) a call
@@ -18,13 +19,15 @@
 
 #include "core/status.h"
 #include "ports/db.h"
+#include "services/notifications/webhook_url.h"
 
 struct dk_users_directory_ops;
 struct dk_mailer;
+typedef struct dk_http_client dk_http_client;
 
-typedef struct nt_delivery nt_delivery;
+typedef struct notifications_delivery notifications_delivery;
 
-typedef struct nt_delivery_options {
+typedef struct notifications_delivery_options {
     const dk_database *db;                      /* holds the notifications_* tables */
     const struct dk_users_directory_ops *users; /* e-mail addresses; may be NULL when mailer
                                                    is NULL */
@@ -32,6 +35,8 @@ typedef struct nt_delivery_options {
     const struct dk_mailer *mailer; /* NULL = e-mail off: e-mail rows still pending are marked
                                       dead; must outlive the worker */
     const char *mail_from;          /* smtp.from: "addr@host" or "Name <addr@host>" */
+    webhook_net net;                /* webhooks: URL reading and name resolution */
+    dk_http_client *http;           /* webhooks: the client net.http opened; must outlive */
     bool allow_private;             /* notification.webhook_allow_private */
     int max_attempts;       /* notification.webhook_max_attempts (>= 1): attempts before dead */
     int64_t backoff_ms;     /* notification.webhook_backoff: delay after the first failure */
@@ -39,17 +44,18 @@ typedef struct nt_delivery_options {
     int64_t timeout_ms;     /* notification.webhook_timeout: a whole webhook or SMTP call */
     int64_t interval_ms;    /* notification.delivery_interval: polling without a kick */
     int workers;            /* threads; 0 = NT_DELIVERY_WORKERS */
-} nt_delivery_options;
+} notifications_delivery_options;
 
 #define NT_DELIVERY_WORKERS 2
 #define NT_DELIVERY_BATCH   4 /* rows claimed per statement */
 
 /* Starts the workers. The first look at the table happens at once. */
-dk_status nt_delivery_start(const nt_delivery_options *o, nt_delivery **ret) DK_MUSTCHECK;
+dk_status notifications_delivery_start(const notifications_delivery_options *o,
+                                       notifications_delivery **ret) DK_MUSTCHECK;
 /* Rows were committed: look now instead of at the next interval. Accepts NULL. */
-void nt_delivery_kick(nt_delivery *d);
+void notifications_delivery_kick(notifications_delivery *d);
 /* Stops and joins the workers and frees d. Accepts NULL. */
-void nt_delivery_stop(nt_delivery *d);
+void notifications_delivery_stop(notifications_delivery *d);
 
 /* What a delivery sends, in detail (also in docs/notifications.md, "Delivery"):
  * Webhook: POST <target> with the row's body verbatim; headers Content-Type: application/json,

@@ -77,12 +77,12 @@ const dk_migration dk_notifications_migrations[DK_NOTIFICATIONS_NMIGRATIONS] = {
 
 #define NT_COLS "seq, id, user_id, type, task_id, actor_id, message, created_at, read_at"
 
-static bool nt_pg(const nt_repo *r)
+static bool repo_pg(const nt_repo *r)
 {
     return r->db->ops->engine == DK_DB_POSTGRES;
 }
 
-static void nt_row(const dk_db_rows *rows, int i, nt_item *n)
+static void repo_row(const dk_db_rows *rows, int i, nt_item *n)
 {
     n->seq = dk_sql_get_int(rows, i, 0);
     n->id = dk_db_value(rows, i, 1);
@@ -96,16 +96,16 @@ static void nt_row(const dk_db_rows *rows, int i, nt_item *n)
     n->read_at = n->has_read ? dk_sql_get_int(rows, i, 8) : 0;
 }
 
-static void nt_rows(dk_arena *a, const dk_db_rows *rows, nt_item **ret, int *ret_n)
+static void repo_rows(dk_arena *a, const dk_db_rows *rows, nt_item **ret, int *ret_n)
 {
     nt_item *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows ? rows->nrows : 1));
     for (int i = 0; i < rows->nrows; i++)
-        nt_row(rows, i, &items[i]);
+        repo_row(rows, i, &items[i]);
     *ret = items;
     *ret_n = rows->nrows;
 }
 
-static json_t *nt_time_or_null(bool has, int64_t ms)
+static json_t *repo_time_or_null(bool has, int64_t ms)
 {
     if (!has)
         return json_null();
@@ -118,18 +118,18 @@ json_t *nt_item_json(const nt_item *n)
 {
     return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o}", "id", n->id, "type", n->type, "task_id",
                      dk_json_str_or_null(n->task_id), "actor_id", dk_json_str_or_null(n->actor_id),
-                     "message", n->message, "created_at", nt_time_or_null(true, n->created_at),
-                     "read_at", nt_time_or_null(n->has_read, n->read_at));
+                     "message", n->message, "created_at", repo_time_or_null(true, n->created_at),
+                     "read_at", repo_time_or_null(n->has_read, n->read_at));
 }
 
 /* Queues one delivery of n on channel (inside tx). */
-static dk_status nt_queue_delivery(dk_tx *tx, dk_arena *a, const nt_item *n, const char *channel,
-                                   const char *target)
+static dk_status repo_queue_delivery(dk_tx *tx, dk_arena *a, const nt_item *n, const char *channel,
+                                     const char *target)
 {
     char id[DK_UUID_LEN];
     dk_uuid7(id);
     json_t *body = dk_json_own(a, json_pack("{s:s,s:s,s:o,s:o}", "id", id, "type", n->type,
-                                            "created_at", nt_time_or_null(true, n->created_at),
+                                            "created_at", repo_time_or_null(true, n->created_at),
                                             "notification", nt_item_json(n)));
     const char *now = dk_sql_int(a, n->created_at);
     const char *p[] = {id, n->id, n->user_id, channel, target, dk_json_render(a, body, NULL), now};
@@ -180,9 +180,9 @@ dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *
         up, &pr);
     if (st == DK_OK && pr->nrows == 1) {
         if (dk_db_value(pr, 0, 1))
-            st = nt_queue_delivery(&tx, a, n, "webhook", dk_db_value(pr, 0, 1));
+            st = repo_queue_delivery(&tx, a, n, "webhook", dk_db_value(pr, 0, 1));
         if (st == DK_OK && r->email_on && dk_db_bool(dk_db_value(pr, 0, 0)))
-            st = nt_queue_delivery(&tx, a, n, "email", "");
+            st = repo_queue_delivery(&tx, a, n, "email", "");
     }
     st = dk_tx_end(&tx, st);
     if (st == DK_OK)
@@ -204,7 +204,7 @@ dk_status nt_repo_list(const nt_repo *r, dk_arena *a, const char *user, bool unr
     dk_db_rows *rows = NULL;
     dk_status st = dk_sql(r->db, a, sql, 3, p, &rows);
     if (st == DK_OK)
-        nt_rows(a, rows, ret, ret_n);
+        repo_rows(a, rows, ret, ret_n);
     return st;
 }
 
@@ -218,7 +218,7 @@ dk_status nt_repo_after(const nt_repo *r, dk_arena *a, const char *user, int64_t
                           "seq > CAST($2 AS BIGINT) ORDER BY seq LIMIT CAST($3 AS BIGINT)",
                           3, p, &rows);
     if (st == DK_OK)
-        nt_rows(a, rows, ret, ret_n);
+        repo_rows(a, rows, ret, ret_n);
     return st;
 }
 
@@ -297,18 +297,18 @@ dk_status nt_repo_prefs_put(const nt_repo *r, dk_arena *a, const char *user, con
     const char *p[] = {user, pr->email_enabled ? "true" : "false", pr->webhook_url,
                        pr->webhook_secret, dk_sql_int(a, dk_now_ms())};
     return dk_sql(r->db, a,
-                  nt_pg(r) ? "INSERT INTO notifications_prefs (user_id, email_enabled, "
-                             "webhook_url, webhook_secret, updated_at) VALUES ($1, CAST($2 AS "
-                             "BOOLEAN), $3, $4, CAST($5 AS BIGINT)) ON CONFLICT (user_id) DO "
-                             "UPDATE SET email_enabled = excluded.email_enabled, webhook_url = "
-                             "excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
-                             "updated_at = excluded.updated_at"
-                           : "INSERT INTO notifications_prefs (user_id, email_enabled, "
-                             "webhook_url, webhook_secret, updated_at) VALUES ($1, $2 = 'true', "
-                             "$3, $4, CAST($5 AS BIGINT)) ON CONFLICT (user_id) DO UPDATE SET "
-                             "email_enabled = excluded.email_enabled, webhook_url = "
-                             "excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
-                             "updated_at = excluded.updated_at",
+                  repo_pg(r) ? "INSERT INTO notifications_prefs (user_id, email_enabled, "
+                               "webhook_url, webhook_secret, updated_at) VALUES ($1, CAST($2 AS "
+                               "BOOLEAN), $3, $4, CAST($5 AS BIGINT)) ON CONFLICT (user_id) DO "
+                               "UPDATE SET email_enabled = excluded.email_enabled, webhook_url = "
+                               "excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
+                               "updated_at = excluded.updated_at"
+                             : "INSERT INTO notifications_prefs (user_id, email_enabled, "
+                               "webhook_url, webhook_secret, updated_at) VALUES ($1, $2 = 'true', "
+                               "$3, $4, CAST($5 AS BIGINT)) ON CONFLICT (user_id) DO UPDATE SET "
+                               "email_enabled = excluded.email_enabled, webhook_url = "
+                               "excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
+                               "updated_at = excluded.updated_at",
                   5, p, NULL);
 }
 

@@ -8,21 +8,22 @@
 #include "ports/task_events.h"
 #include "core/banned.h"
 
-static const char *nt_str(dk_arena *a, const json_t *obj, const char *key)
+static const char *rules_str(dk_arena *a, const json_t *obj, const char *key)
 {
     const char *v = json_string_value(json_object_get(obj, key));
     return v ? dk_arena_strdup(a, v) : NULL;
 }
 
-static bool nt_same(const char *x, const char *y)
+static bool rules_same(const char *x, const char *y)
 {
     return (!x && !y) || (x && y && strcmp(x, y) == 0);
 }
 
-static void nt_add(dk_arena *a, nt_plan *p, const char *event_id, const char *user,
-                   const char *type, const char *task_id, const char *actor, const char *message)
+static void rules_add(dk_arena *a, notifications_rules_plan *p, const char *event_id,
+                      const char *user, const char *type, const char *task_id, const char *actor,
+                      const char *message)
 {
-    nt_new *n = &p->items[p->n++];
+    notifications_rules_item *n = &p->items[p->n++];
     memset(n, 0, sizeof *n);
     n->item.user_id = user;
     n->item.type = type;
@@ -33,42 +34,43 @@ static void nt_add(dk_arena *a, nt_plan *p, const char *event_id, const char *us
 }
 
 /* project.member_added: to the added user, unless they added themselves. */
-static dk_status nt_rules_member_added(dk_arena *a, json_t *ev, nt_plan *ret)
+static dk_status rules_rules_member_added(dk_arena *a, json_t *ev, notifications_rules_plan *ret)
 {
-    const char *event_id = nt_str(a, ev, "id");
-    const char *actor = nt_str(a, ev, "actor_id");
-    const char *user = nt_str(a, ev, "user_id");
-    const char *role = nt_str(a, ev, "role");
-    const char *name = nt_str(a, json_object_get(ev, "project"), "name");
+    const char *event_id = rules_str(a, ev, "id");
+    const char *actor = rules_str(a, ev, "actor_id");
+    const char *user = rules_str(a, ev, "user_id");
+    const char *role = rules_str(a, ev, "role");
+    const char *name = rules_str(a, json_object_get(ev, "project"), "name");
     if (!event_id || !actor || !user || !role || !name)
         return DK_E_BAD_REQUEST;
     if (strcmp(user, actor) != 0)
-        nt_add(a, ret, event_id, user, NT_TYPE_MEMBER_ADDED, NULL, actor,
-               dk_arena_printf(a, "You were added to the project \"%s\" as %s", name, role));
+        rules_add(a, ret, event_id, user, NT_TYPE_MEMBER_ADDED, NULL, actor,
+                  dk_arena_printf(a, "You were added to the project \"%s\" as %s", name, role));
     return DK_OK;
 }
 
-dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload, nt_plan *ret)
+dk_status notifications_rules_task_event(dk_arena *a, const char *type, const char *payload,
+                                         notifications_rules_plan *ret)
 {
     memset(ret, 0, sizeof *ret);
     json_error_t jerr;
     json_t *ev = json_loads(payload, 0, &jerr);
     if (strcmp(type, DK_EVENT_PROJECT_MEMBER_ADDED) == 0) {
         ret->occurred_at = (int64_t)json_integer_value(json_object_get(ev, "occurred_at"));
-        dk_status st = json_is_object(ev) ? nt_rules_member_added(a, ev, ret) : DK_E_BAD_REQUEST;
+        dk_status st = json_is_object(ev) ? rules_rules_member_added(a, ev, ret) : DK_E_BAD_REQUEST;
         json_decref(ev);
         return st;
     }
     json_t *task = json_object_get(ev, "task");
-    const char *event_id = nt_str(a, ev, "id");
-    const char *actor = nt_str(a, ev, "actor_id");
+    const char *event_id = rules_str(a, ev, "id");
+    const char *actor = rules_str(a, ev, "actor_id");
     ret->occurred_at = (int64_t)json_integer_value(json_object_get(ev, "occurred_at"));
     nt_due *d = &ret->due;
-    d->task_id = nt_str(a, task, "id");
-    d->owner_id = nt_str(a, task, "owner_id");
-    d->assignee_id = nt_str(a, task, "assignee_id");
-    d->title = nt_str(a, task, "title");
-    d->status = nt_str(a, task, "status");
+    d->task_id = rules_str(a, task, "id");
+    d->owner_id = rules_str(a, task, "owner_id");
+    d->assignee_id = rules_str(a, task, "assignee_id");
+    d->title = rules_str(a, task, "title");
+    d->status = rules_str(a, task, "status");
     json_t *due = json_object_get(task, "due_at");
     d->has_due = json_is_integer(due);
     d->due_at = d->has_due ? (int64_t)json_integer_value(due) : 0;
@@ -85,26 +87,26 @@ dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload
         bool owner_sees = !json_is_false(ocs);
         const char *msg = dk_arena_printf(a, "New comment on \"%s\"", d->title);
         if (owner_sees && strcmp(d->owner_id, actor) != 0)
-            nt_add(a, ret, event_id, d->owner_id, NT_TYPE_COMMENTED, d->task_id, actor, msg);
+            rules_add(a, ret, event_id, d->owner_id, NT_TYPE_COMMENTED, d->task_id, actor, msg);
         if (d->assignee_id && strcmp(d->assignee_id, actor) != 0 &&
             strcmp(d->assignee_id, d->owner_id) != 0)
-            nt_add(a, ret, event_id, d->assignee_id, NT_TYPE_COMMENTED, d->task_id, actor, msg);
+            rules_add(a, ret, event_id, d->assignee_id, NT_TYPE_COMMENTED, d->task_id, actor, msg);
         ret->due.task_id = NULL;
     } else if (strcmp(type, DK_EVENT_TASK_DELETED) == 0) {
         d->status = "deleted";
         d->version++; /* outranks the last update, which carried the same version */
     } else if (created || updated) {
         json_t *before = json_object_get(ev, "before");
-        const char *was_assignee = updated ? nt_str(a, before, "assignee_id") : NULL;
-        const char *was_status = updated ? nt_str(a, before, "status") : d->status;
+        const char *was_assignee = updated ? rules_str(a, before, "assignee_id") : NULL;
+        const char *was_status = updated ? rules_str(a, before, "status") : d->status;
         if (d->assignee_id && strcmp(d->assignee_id, actor) != 0 &&
-            (created || !nt_same(was_assignee, d->assignee_id)))
-            nt_add(a, ret, event_id, d->assignee_id, NT_TYPE_ASSIGNED, d->task_id, actor,
-                   dk_arena_printf(a, "You were assigned \"%s\"", d->title));
+            (created || !rules_same(was_assignee, d->assignee_id)))
+            rules_add(a, ret, event_id, d->assignee_id, NT_TYPE_ASSIGNED, d->task_id, actor,
+                      dk_arena_printf(a, "You were assigned \"%s\"", d->title));
         if (updated && was_status && strcmp(was_status, d->status) != 0 &&
             strcmp(actor, d->owner_id) != 0 && !json_is_false(json_object_get(ev, "owner_can_see")))
-            nt_add(a, ret, event_id, d->owner_id, NT_TYPE_STATUS_CHANGED, d->task_id, actor,
-                   dk_arena_printf(a, "\"%s\" is now %s", d->title, d->status));
+            rules_add(a, ret, event_id, d->owner_id, NT_TYPE_STATUS_CHANGED, d->task_id, actor,
+                      dk_arena_printf(a, "\"%s\" is now %s", d->title, d->status));
         /* A task without a due date that had none before gives the scheduler nothing to
          * store: the first event that sets one writes the whole state, and until then the
          * scheduler never reads the row (a write per task event saved). */
@@ -118,7 +120,7 @@ dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload
     return DK_OK;
 }
 
-void nt_rules_due_soon(dk_arena *a, const nt_due *d, nt_new *ret)
+void notifications_rules_due_soon(dk_arena *a, const nt_due *d, notifications_rules_item *ret)
 {
     char when[DK_RFC3339_LEN];
     dk_time_format(d->due_at, when);

@@ -20,25 +20,25 @@ typedef struct dk_arena dk_arena;
 #define NT_TYPE_COMMENTED      "task.commented"
 #define NT_TYPE_MEMBER_ADDED   "project.member_added"
 
-typedef struct nt_new {
+typedef struct notifications_rules_item {
     nt_item item; /* user_id, type, task_id, actor_id, message */
     const char *dedup_key;
-} nt_new;
+} notifications_rules_item;
 
-typedef struct nt_plan {
+typedef struct notifications_rules_plan {
     int64_t occurred_at; /* of the event, ms since the epoch (0 when absent) */
     int n;
-    nt_new items[2];
+    notifications_rules_item items[2];
     nt_due due; /* the task's state for the scheduler (status "deleted" on task.deleted);
                    due.task_id NULL when there is nothing to store: project events, and
                    the creation or update of a task without a due date that had none */
-} nt_plan;
+} notifications_rules_plan;
 
 /* The plan for one task.* or project.* event; DK_E_BAD_REQUEST when the payload is
  * malformed. */
-dk_status nt_rules_task_event(dk_arena *a, const char *type, const char *payload,
-                              nt_plan *ret) DK_MUSTCHECK;
+dk_status notifications_rules_task_event(dk_arena *a, const char *type, const char *payload,
+                                         notifications_rules_plan *ret) DK_MUSTCHECK;
 /* The task.due_soon notification of a task coming due. */
-void nt_rules_due_soon(dk_arena *a, const nt_due *d, nt_new *ret);
+void notifications_rules_due_soon(dk_arena *a, const nt_due *d, notifications_rules_item *ret);
 
 #endif

@@ -22,11 +22,14 @@
 #include "core/str.h"
 #include "core/timeutil.h"
 #include "core/workpool.h"
+#include "ports/http_client.h"
 #include "ports/mailer.h"
+#include "ports/resolver.h"
 #include "ports/task_events.h"
 #include "ports/users_directory.h"
 #include "services/notifications/notifications_delivery.h"
 #include "services/notifications/notifications_hub.h"
+#include "services/notifications/notifications_internal.h"
 #include "services/notifications/notifications_repo.h"
 #include "services/notifications/notifications_rules.h"
 #include "services/notifications/webhook_url.h"
@@ -37,52 +40,23 @@
 #define NT_PREFIX        "/api/v1/notifications"
 #define NT_LIMIT_DEFAULT 20
 #define NT_LIMIT_MAX     100
-#define NT_URL_MAX       2048
 #define NT_LAG_IDLE_MS   2000
 #define NT_DUE_BATCH     200
 #define NT_TOMBSTONE_MS  (7LL * 24 * 3600 * 1000)
-
-/* A background thread woken by kicks, a period, or stop. */
-typedef struct nt_loop {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool kicked, stop, running;
-} nt_loop;
-
-typedef struct nt_svc {
-    dk_app *app;
-    nt_repo repo;
-    unsigned char cursor_key[32];
-    bool allow_private;
-    int64_t heartbeat_ms, scheduler_ms, due_window_ms;
-    nt_delivery *delivery;
-    dk_mailer mailer; /* ops NULL: no mailer in this process */
-    /* the event streams */
-    nt_hub *hub;
-    int max_streams_per_user;
-    /* the due-soon scheduler */
-    nt_loop sched;
-    /* when the last task event was handled successfully (dk_mono_ms; 0: since reported) */
-    atomic_llong last_event_ok_ms;
-    /* webhook URL checks (name resolution, up to NT_WEBHOOK_CHECK_TIMEOUT) run here, never on
-     * an HTTP thread */
-    dk_workpool *checks;
-} nt_svc;
 
 #define NT_CHECK_WORKERS 4
 #define NT_CHECK_QUEUE   64
 
 /* ---------- background loops ---------- */
 
-static void nt_loop_init(nt_loop *l)
+static void notifications_loop_init(notifications_loop *l)
 {
     pthread_mutex_init(&l->lock, NULL);
     dk_cond_init_monotonic(&l->cond); /* waits immune to clock steps */
 }
 
 /* Waits up to ms for a kick; false when the loop must stop. Called with l->lock held. */
-static bool nt_loop_wait(nt_loop *l, int64_t ms)
+static bool notifications_loop_wait(notifications_loop *l, int64_t ms)
 {
     if (!l->stop && !l->kicked) {
         struct timespec ts = dk_mono_deadline(ms);
@@ -94,7 +68,7 @@ static bool nt_loop_wait(nt_loop *l, int64_t ms)
     return !l->stop;
 }
 
-static void nt_loop_stop(nt_loop *l)
+static void notifications_loop_stop(notifications_loop *l)
 {
     if (!l->running)
         return;
@@ -106,7 +80,7 @@ static void nt_loop_stop(nt_loop *l)
     l->running = false;
 }
 
-static void nt_loop_destroy(nt_loop *l)
+static void notifications_loop_destroy(notifications_loop *l)
 {
     pthread_cond_destroy(&l->cond);
     pthread_mutex_destroy(&l->lock);
@@ -115,25 +89,26 @@ static void nt_loop_destroy(nt_loop *l)
 /* ---------- creating notifications ---------- */
 
 /* Creates n unless its key was seen; wakes the stream hub and the delivery worker. */
-static dk_status nt_create(nt_svc *s, dk_arena *a, nt_new *n)
+static dk_status notifications_create(notifications_svc *s, dk_arena *a,
+                                      notifications_rules_item *n)
 {
     bool created = false;
     dk_status st = nt_repo_create(&s->repo, a, &n->item, n->dedup_key, &created);
     if (st == DK_OK && created) {
         nt_hub_publish(s->hub, &n->item);
         if (s->delivery)
-            nt_delivery_kick(s->delivery);
+            notifications_delivery_kick(s->delivery);
     }
     return st;
 }
 
 /* task.created / task.updated / task.deleted */
-static dk_status nt_on_task_event(void *ctx, const char *type, const char *payload)
+static dk_status notifications_on_task_event(void *ctx, const char *type, const char *payload)
 {
-    nt_svc *s = ctx;
+    notifications_svc *s = ctx;
     dk_arena *a = dk_arena_new();
-    nt_plan plan;
-    dk_status st = nt_rules_task_event(a, type, payload, &plan);
+    notifications_rules_plan plan;
+    dk_status st = notifications_rules_task_event(a, type, payload, &plan);
     if (st != DK_OK) {
         dk_log_error("notifications: a malformed %s event was skipped", type);
         dk_arena_free(a);
@@ -151,7 +126,7 @@ static dk_status nt_on_task_event(void *ctx, const char *type, const char *paylo
     dk_span_attr_int(sp, "docket.notifications", plan.n);
     dk_span_push(sp);
     for (int i = 0; st == DK_OK && i < plan.n; i++)
-        st = nt_create(s, a, &plan.items[i]);
+        st = notifications_create(s, a, &plan.items[i]);
     if (st == DK_OK && plan.due.task_id) /* comments and project events change no due date */
         st = nt_repo_due_put(&s->repo, a, &plan.due);
     dk_span_pop(sp);
@@ -170,9 +145,9 @@ static dk_status nt_on_task_event(void *ctx, const char *type, const char *paylo
  * none has come for NT_LAG_IDLE_MS the consumer has caught up, and the gauge says 0 (without
  * this it would go on showing the age of the last event of a burst). A failed last event keeps
  * it: the event comes again, older. */
-static void nt_lag_idle_tick(void *ctx)
+static void notifications_lag_idle_tick(void *ctx)
 {
-    nt_svc *s = ctx;
+    notifications_svc *s = ctx;
     long long last = atomic_load(&s->last_event_ok_ms);
     if (last > 0 && dk_mono_ms() - last > NT_LAG_IDLE_MS &&
         atomic_compare_exchange_strong(&s->last_event_ok_ms, &last, 0))
@@ -180,10 +155,10 @@ static void nt_lag_idle_tick(void *ctx)
 }
 
 /* user.deleted: the account's notifications, preferences and deliveries go. */
-static dk_status nt_on_user_deleted(void *ctx, const char *type, const char *payload)
+static dk_status notifications_on_user_deleted(void *ctx, const char *type, const char *payload)
 {
     (void)type;
-    nt_svc *s = ctx;
+    notifications_svc *s = ctx;
     dk_arena *a = dk_arena_new();
     const char *uid = dk_user_deleted_id(a, payload);
     dk_status st = uid ? nt_repo_forget_user(&s->repo, a, uid) : DK_OK;
@@ -198,7 +173,7 @@ static dk_status nt_on_user_deleted(void *ctx, const char *type, const char *pay
 
 /* ---------- the due-soon scheduler ---------- */
 
-static void nt_scheduler_pass(nt_svc *s)
+static void notifications_scheduler_pass(notifications_svc *s)
 {
     dk_arena *a = dk_arena_new();
     int64_t now = dk_now_ms();
@@ -206,9 +181,9 @@ static void nt_scheduler_pass(nt_svc *s)
     int n = 0;
     dk_status st = nt_repo_due_scan(&s->repo, a, now + s->due_window_ms, NT_DUE_BATCH, &due, &n);
     for (int i = 0; st == DK_OK && i < n; i++) {
-        nt_new nn;
-        nt_rules_due_soon(a, &due[i], &nn);
-        st = nt_create(s, a, &nn);
+        notifications_rules_item nn;
+        notifications_rules_due_soon(a, &due[i], &nn);
+        st = notifications_create(s, a, &nn);
         if (st == DK_OK)
             st = nt_repo_due_mark(&s->repo, a, due[i].task_id, due[i].due_at);
     }
@@ -220,15 +195,15 @@ static void nt_scheduler_pass(nt_svc *s)
     dk_arena_free(a);
 }
 
-static void *nt_scheduler_main(void *arg)
+static void *notifications_scheduler_main(void *arg)
 {
-    nt_svc *s = arg;
+    notifications_svc *s = arg;
     pthread_mutex_lock(&s->sched.lock);
     for (;;) {
         pthread_mutex_unlock(&s->sched.lock);
-        nt_scheduler_pass(s);
+        notifications_scheduler_pass(s);
         pthread_mutex_lock(&s->sched.lock);
-        if (!nt_loop_wait(&s->sched, s->scheduler_ms))
+        if (!notifications_loop_wait(&s->sched, s->scheduler_ms))
             break;
     }
     pthread_mutex_unlock(&s->sched.lock);
@@ -237,7 +212,7 @@ static void *nt_scheduler_main(void *arg)
 
 /* ---------- HTTP ---------- */
 
-static void nt_res_fail(dk_res *res, dk_status st)
+void notifications_res_fail(dk_res *res, dk_status st)
 {
     switch (st) {
     case DK_E_NOT_FOUND:
@@ -257,7 +232,8 @@ static void nt_res_fail(dk_res *res, dk_status st)
 
 /* The list cursor: base64url of {version, unread flag, seq (8 bytes, big-endian)} and a
  * truncated HMAC under the app's cursor key, domain-separated from other cursors. */
-static char *nt_cursor_encode(nt_svc *s, dk_arena *a, bool unread, int64_t seq)
+static char *notifications_cursor_encode(notifications_svc *s, dk_arena *a, bool unread,
+                                         int64_t seq)
 {
     unsigned char buf[10 + NT_CURSOR_MAC], mac[32];
     buf[0] = NT_CURSOR_VERSION;
@@ -269,8 +245,8 @@ static char *nt_cursor_encode(nt_svc *s, dk_arena *a, bool unread, int64_t seq)
     return dk_base64url(a, buf, sizeof buf);
 }
 
-static bool nt_cursor_decode(nt_svc *s, dk_arena *a, const char *text, bool unread,
-                             int64_t *ret_seq)
+static bool notifications_cursor_decode(notifications_svc *s, dk_arena *a, const char *text,
+                                        bool unread, int64_t *ret_seq)
 {
     if (strlen(text) > 64)
         return false;
@@ -291,9 +267,9 @@ static bool nt_cursor_decode(nt_svc *s, dk_arena *a, const char *text, bool unre
     return true;
 }
 
-static void nt_list(dk_req *req, dk_res *res)
+static void notifications_list(dk_req *req, dk_res *res)
 {
-    nt_svc *s = req->service;
+    notifications_svc *s = req->service;
     dk_errors errs;
     dk_errors_init(&errs);
     int64_t limit = NT_LIMIT_DEFAULT, before = 0;
@@ -309,7 +285,7 @@ static void nt_list(dk_req *req, dk_res *res)
             dk_errors_add(&errs, "unread", "must be true or false");
     }
     if ((v = dk_req_query(req, "cursor")) != NULL && *v &&
-        !nt_cursor_decode(s, req->arena, v, unread, &before))
+        !notifications_cursor_decode(s, req->arena, v, unread, &before))
         dk_errors_add(&errs, "cursor",
                       "is malformed, was altered, or belongs to another filter (keep `unread` "
                       "as in the request that returned it)");
@@ -322,13 +298,13 @@ static void nt_list(dk_req *req, dk_res *res)
     dk_status st = nt_repo_list(&s->repo, req->arena, req->identity->user_id, unread, before,
                                 (int)limit, &items, &n);
     if (st != DK_OK) {
-        nt_res_fail(res, st);
+        notifications_res_fail(res, st);
         return;
     }
     const char *next = NULL;
     if (n > limit) {
         n = (int)limit;
-        next = nt_cursor_encode(s, req->arena, unread, items[n - 1].seq);
+        next = notifications_cursor_encode(s, req->arena, unread, items[n - 1].seq);
     }
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
@@ -337,34 +313,34 @@ static void nt_list(dk_req *req, dk_res *res)
                 json_pack("{s:o,s:o}", "items", arr, "next_cursor", dk_json_str_or_null(next)));
 }
 
-static void nt_read(dk_req *req, dk_res *res)
+static void notifications_read(dk_req *req, dk_res *res)
 {
-    nt_svc *s = req->service;
+    notifications_svc *s = req->service;
     const char *id = dk_req_param(req, "id");
     dk_status st = id && dk_uuid_valid(id)
                        ? nt_repo_read(&s->repo, req->arena, req->identity->user_id, id)
                        : DK_E_NOT_FOUND;
     if (st != DK_OK) {
-        nt_res_fail(res, st);
+        notifications_res_fail(res, st);
         return;
     }
     dk_res_empty(res, 204);
 }
 
-static void nt_read_all(dk_req *req, dk_res *res)
+static void notifications_read_all(dk_req *req, dk_res *res)
 {
-    nt_svc *s = req->service;
+    notifications_svc *s = req->service;
     dk_status st = nt_repo_read_all(&s->repo, req->arena, req->identity->user_id);
     if (st != DK_OK) {
-        nt_res_fail(res, st);
+        notifications_res_fail(res, st);
         return;
     }
     dk_res_empty(res, 204);
 }
 
-static void nt_stream(dk_req *req, dk_res *res)
+static void notifications_stream(dk_req *req, dk_res *res)
 {
-    nt_svc *s = req->service;
+    notifications_svc *s = req->service;
     const char *user = req->identity->user_id;
     int64_t from = 0;
     dk_status st = DK_E_NOT_FOUND;
@@ -374,145 +350,18 @@ static void nt_stream(dk_req *req, dk_res *res)
     if (st == DK_E_NOT_FOUND) /* no (known) Last-Event-ID: from now on */
         st = nt_repo_last_seq(&s->repo, req->arena, user, &from);
     if (st != DK_OK) {
-        nt_res_fail(res, st);
+        notifications_res_fail(res, st);
         return;
     }
     nt_hub_open(s->hub, res, user, req->identity->session_id, req->identity->expires_at_ms, from);
 }
 
-static json_t *nt_prefs_json(const nt_prefs *p, bool with_secret)
-{
-    json_t *j = json_pack("{s:b,s:o}", "email_enabled", p->email_enabled, "webhook_url",
-                          dk_json_str_or_null(p->webhook_url));
-    if (with_secret)
-        json_object_set_new(j, "webhook_secret", dk_json_str_or_null(p->webhook_secret));
-    return j;
-}
-
-static void nt_prefs_get(dk_req *req, dk_res *res)
-{
-    nt_svc *s = req->service;
-    nt_prefs p;
-    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &p);
-    if (st != DK_OK) {
-        nt_res_fail(res, st);
-        return;
-    }
-    dk_res_json(res, 200, nt_prefs_json(&p, false));
-}
-
-/* The preferences are valid: stores them and answers. */
-static void nt_prefs_save(nt_svc *s, dk_req *req, dk_res *res, bool email, const char *u)
-{
-    nt_prefs cur, next = {0};
-    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &cur);
-    if (st != DK_OK) {
-        nt_res_fail(res, st);
-        return;
-    }
-    next.email_enabled = email;
-    next.webhook_url = u ? dk_arena_strdup(req->arena, u) : NULL;
-    bool url_changed = u && (!cur.webhook_url || strcmp(cur.webhook_url, u) != 0);
-    if (url_changed) {
-        unsigned char raw[32];
-        char hex[65];
-        dk_random_bytes(raw, sizeof raw);
-        dk_hex(raw, sizeof raw, hex);
-        next.webhook_secret = dk_arena_printf(req->arena, "whsec_%s", hex);
-    } else if (u) {
-        next.webhook_secret = cur.webhook_secret;
-    }
-    st = nt_repo_prefs_put(&s->repo, req->arena, req->identity->user_id, &next);
-    if (st != DK_OK) {
-        nt_res_fail(res, st);
-        return;
-    }
-    dk_res_json(res, 200, nt_prefs_json(&next, url_changed));
-}
-
-/* A suspended PUT /preferences whose webhook URL is being checked on the checks pool. */
-typedef struct nt_prefs_job {
-    nt_svc *s;
-    dk_req *req;
-    dk_res *res;
-    bool email;
-    const char *url;
-} nt_prefs_job;
-
-static void nt_prefs_check_run(void *arg)
-{
-    nt_prefs_job *job = arg;
-    dk_req *req = job->req;
-    dk_res *res = job->res;
-    dk_log_set_context(req->request_id, req->trace_id);
-    char reason[256];
-    dk_status chk = nt_webhook_url_check(job->url, job->s->allow_private, reason, sizeof reason);
-    if (chk == DK_E_UNAVAILABLE) { /* the resolver is saturated: not the user's fault */
-        nt_res_fail(res, chk);
-    } else if (chk != DK_OK) {
-        dk_errors errs;
-        dk_errors_init(&errs);
-        dk_errors_add(&errs, "webhook_url", "%s", reason);
-        dk_res_validation(res, &errs);
-    } else {
-        nt_prefs_save(job->s, req, res, job->email, job->url);
-    }
-    dk_log_set_context(NULL, NULL);
-    dk_req_resume(req);
-}
-
-static void nt_prefs_put(dk_req *req, dk_res *res)
-{
-    nt_svc *s = req->service;
-    json_t *body = NULL;
-    if (dk_req_json(req, res, &body) != DK_OK)
-        return;
-    dk_errors errs;
-    dk_errors_init(&errs);
-    json_t *email = json_object_get(body, "email_enabled");
-    json_t *url = json_object_get(body, "webhook_url");
-    if (!email)
-        dk_errors_add(&errs, "email_enabled", "is required");
-    else if (!json_is_boolean(email))
-        dk_errors_add(&errs, "email_enabled", "must be true or false");
-    const char *u = json_string_value(url);
-    if (!url)
-        dk_errors_add(&errs, "webhook_url", "is required (null for none)");
-    else if (!json_is_null(url) && !u)
-        dk_errors_add(&errs, "webhook_url", "must be a string or null");
-    else if (u && (strlen(u) > NT_URL_MAX || dk_utf8_len(u, strlen(u)) < 0))
-        dk_errors_add(&errs, "webhook_url", "must be a URL of at most %d characters", NT_URL_MAX);
-    if (dk_errors_any(&errs)) {
-        dk_res_validation(res, &errs);
-        return;
-    }
-    if (!u) {
-        nt_prefs_save(s, req, res, json_is_true(email), NULL);
-        return;
-    }
-    /* the URL's host is resolved (up to NT_WEBHOOK_CHECK_TIMEOUT) on the checks pool: a slow
-     * name server must not hold an HTTP thread */
-    nt_prefs_job *job = dk_arena_alloc(req->arena, sizeof *job);
-    *job = (nt_prefs_job){.s = s,
-                          .req = req,
-                          .res = res,
-                          .email = json_is_true(email),
-                          .url = dk_arena_strdup(req->arena, u)};
-    dk_req_suspend(req);
-    if (dk_workpool_submit(s->checks, nt_prefs_check_run, job) != DK_OK) {
-        dk_res_header(res, "Retry-After", "1");
-        dk_res_problem(res, DK_E_UNAVAILABLE,
-                       "too many webhook URLs are being checked; try again shortly");
-        dk_req_resume(req);
-    }
-}
-
 /* ---------- lifecycle ---------- */
 
-static dk_status nt_init(dk_app *app, void **ret_state)
+static dk_status notifications_init(dk_app *app, void **ret_state)
 {
     const dk_config *c = app->config;
-    nt_svc *s = DK_NEW(nt_svc);
+    notifications_svc *s = DK_NEW(notifications_svc);
     s->app = app;
     s->repo.db = &app->db;
     /* e-mail rows only where a mailer runs (SMTP, or .eml files on the embedded default) */
@@ -520,6 +369,15 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     if (dk_app_port(app, DK_MAILER, &mops, &s->mailer.h))
         s->mailer.ops = mops;
     s->repo.email_on = s->mailer.ops != NULL;
+    const void *hops = NULL, *rops = NULL;
+    void *rh = NULL;
+    if (!dk_app_port(app, DK_HTTP_CLIENT, &hops, (void **)&s->http) ||
+        !dk_app_port(app, DK_RESOLVER, &rops, &rh)) {
+        dk_log_error("notifications: no HTTP client or resolver for webhooks");
+        dk_free(s);
+        return DK_E_INTERNAL;
+    }
+    s->net = (webhook_net){.http = hops, .resolver = rops, .resolver_h = rh};
     dk_hmac_sha256(app->cursor_key, sizeof app->cursor_key, "docket-notifications-cursor-v1", 30,
                    s->cursor_key);
     s->allow_private = dk_config_bool(c, "notification.webhook_allow_private");
@@ -527,14 +385,14 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     s->scheduler_ms = dk_config_int(c, "notification.scheduler_interval");
     s->due_window_ms = dk_config_int(c, "notification.due_soon_minutes") * 60 * 1000;
     s->max_streams_per_user = (int)dk_config_int(c, "notification.sse_max_streams_per_user");
-    nt_loop_init(&s->sched);
-    /* before the bus starts: an event may be handled before nt_start */
+    notifications_loop_init(&s->sched);
+    /* before the bus starts: an event may be handled before notifications_start */
     nt_hub_options ho = {
         .repo = &s->repo,
         .store = &s->app->store,
         .heartbeat_ms = s->heartbeat_ms,
         .max_per_user = s->max_streams_per_user,
-        .tick = nt_lag_idle_tick,
+        .tick = notifications_lag_idle_tick,
         .tick_ctx = s,
     };
     s->hub = nt_hub_new(&ho);
@@ -544,13 +402,14 @@ static dk_status nt_init(dk_app *app, void **ret_state)
                                         DK_EVENT_PROJECT_MEMBER_ADDED};
     dk_status st = DK_OK;
     for (size_t i = 0; st == DK_OK && i < sizeof types / sizeof types[0]; i++)
-        st = app->bus.ops->subscribe(app->bus.ev, types[i], nt_on_task_event, s);
+        st = app->bus.ops->subscribe(app->bus.ev, types[i], notifications_on_task_event, s);
     if (st == DK_OK)
-        st = app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, nt_on_user_deleted, s);
+        st = app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED,
+                                     notifications_on_user_deleted, s);
     if (st != DK_OK) {
         dk_workpool_free(s->checks);
         nt_hub_free(s->hub);
-        nt_loop_destroy(&s->sched);
+        notifications_loop_destroy(&s->sched);
         dk_free(s);
         return st;
     }
@@ -558,19 +417,21 @@ static dk_status nt_init(dk_app *app, void **ret_state)
     return DK_OK;
 }
 
-static void nt_start(void *state)
+static void notifications_start(void *state)
 {
-    nt_svc *s = state;
+    notifications_svc *s = state;
     const dk_config *c = s->app->config;
     const void *users_ops = NULL;
     void *users_h = NULL;
     (void)dk_app_port(s->app, DK_USERS_DIRECTORY, &users_ops, &users_h);
-    nt_delivery_options o = {
+    notifications_delivery_options o = {
         .db = &s->app->db,
         .users = users_ops,
         .users_handle = users_h,
         .mailer = s->mailer.ops ? &s->mailer : NULL,
         .mail_from = dk_config_str(c, "smtp.from"),
+        .net = s->net,
+        .http = s->http,
         .allow_private = s->allow_private,
         .max_attempts = (int)dk_config_int(c, "notification.webhook_max_attempts"),
         .backoff_ms = dk_config_int(c, "notification.webhook_backoff"),
@@ -578,7 +439,7 @@ static void nt_start(void *state)
         .timeout_ms = dk_config_int(c, "notification.webhook_timeout"),
         .interval_ms = dk_config_int(c, "notification.delivery_interval"),
     };
-    if (nt_delivery_start(&o, &s->delivery) != DK_OK) {
+    if (notifications_delivery_start(&o, &s->delivery) != DK_OK) {
         dk_log_error("notifications: the delivery worker did not start; webhooks and e-mail "
                      "wait until a restart");
         s->delivery = NULL;
@@ -586,51 +447,51 @@ static void nt_start(void *state)
     if (nt_hub_start(s->hub) != DK_OK)
         dk_log_error("notifications: the event-stream hub did not start fully; streams may miss "
                      "notifications or revocations");
-    if (pthread_create(&s->sched.thread, NULL, nt_scheduler_main, s) == 0)
+    if (pthread_create(&s->sched.thread, NULL, notifications_scheduler_main, s) == 0)
         s->sched.running = true;
     else
         dk_log_error("notifications: the due-soon scheduler did not start");
 }
 
-static void nt_stop(void *state)
+static void notifications_stop(void *state)
 {
-    nt_svc *s = state;
-    nt_loop_stop(&s->sched);
+    notifications_svc *s = state;
+    notifications_loop_stop(&s->sched);
     nt_hub_stop(s->hub);
-    nt_delivery_stop(s->delivery);
+    notifications_delivery_stop(s->delivery);
     s->delivery = NULL;
 }
 
-static void nt_shutdown(void *state)
+static void notifications_shutdown(void *state)
 {
-    nt_svc *s = state;
+    notifications_svc *s = state;
     if (!s)
         return;
     nt_hub_free(s->hub);
     dk_workpool_free(s->checks); /* the server has drained: no check is waiting */
-    nt_loop_destroy(&s->sched);
+    notifications_loop_destroy(&s->sched);
     dk_free(s);
 }
 
-static const dk_route nt_routes[] = {
-    {"GET", "/", nt_list, DK_ROUTE_AUTH},
-    {"POST", "/read-all", nt_read_all, DK_ROUTE_AUTH},
-    {"GET", "/stream", nt_stream, DK_ROUTE_AUTH | DK_ROUTE_STREAM},
-    {"GET", "/preferences", nt_prefs_get, DK_ROUTE_AUTH},
-    {"PUT", "/preferences", nt_prefs_put, DK_ROUTE_AUTH},
-    {"POST", "/{id}/read", nt_read, DK_ROUTE_AUTH},
+static const dk_route notifications_routes[] = {
+    {"GET", "/", notifications_list, DK_ROUTE_AUTH},
+    {"POST", "/read-all", notifications_read_all, DK_ROUTE_AUTH},
+    {"GET", "/stream", notifications_stream, DK_ROUTE_AUTH | DK_ROUTE_STREAM},
+    {"GET", "/preferences", notifications_prefs_get, DK_ROUTE_AUTH},
+    {"PUT", "/preferences", notifications_prefs_put, DK_ROUTE_AUTH},
+    {"POST", "/{id}/read", notifications_read, DK_ROUTE_AUTH},
 };
 
 const dk_service dk_notifications_service = {
     .name = "notifications",
     .prefix = NT_PREFIX,
     .default_port = 3004,
-    .routes = nt_routes,
-    .nroutes = sizeof nt_routes / sizeof nt_routes[0],
+    .routes = notifications_routes,
+    .nroutes = sizeof notifications_routes / sizeof notifications_routes[0],
     .migrations = dk_notifications_migrations,
     .nmigrations = DK_NOTIFICATIONS_NMIGRATIONS,
-    .init = nt_init,
-    .start = nt_start,
-    .stop = nt_stop,
-    .shutdown = nt_shutdown,
+    .init = notifications_init,
+    .start = notifications_start,
+    .stop = notifications_stop,
+    .shutdown = notifications_shutdown,
 };

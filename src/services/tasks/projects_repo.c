@@ -12,7 +12,7 @@
 #include "ports/task_events.h"
 #include "core/banned.h"
 
-static bool pr_pg(const tasks_repo *r)
+static bool projects_repo_pg(const tasks_repo *r)
 {
     return r->db->ops->engine == DK_DB_POSTGRES;
 }
@@ -28,7 +28,7 @@ char *projects_name_key(dk_arena *a, const char *name)
 
 #define PR_COLS "p.id, p.name, p.description, p.owner_id, p.created_at, p.updated_at, p.version"
 
-static void pr_row(const dk_db_rows *rows, int i, int role_col, project *p)
+static void projects_repo_row(const dk_db_rows *rows, int i, int role_col, project *p)
 {
     memset(p, 0, sizeof *p);
     p->id = dk_db_value(rows, i, 0);
@@ -65,13 +65,13 @@ dk_status projects_repo_create(const tasks_repo *r, dk_arena *a, const project *
 }
 
 /* The project with the caller's role, in tx (locking both rows) or on its own connection. */
-static dk_status pr_read(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
-                         const char *caller, project *ret)
+static dk_status projects_repo_read(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
+                                    const char *caller, project *ret)
 {
     const char *v[] = {id, caller};
     dk_db_rows *rows = NULL;
     const char *sql =
-        tx && pr_pg(r)
+        tx && projects_repo_pg(r)
             ? "SELECT " PR_COLS ", m.role FROM tasks_projects p JOIN tasks_project_members m ON "
               "m.project_id = p.id AND m.user_id = $2 WHERE p.id = $1 FOR UPDATE OF p FOR SHARE "
               "OF m"
@@ -82,14 +82,14 @@ static dk_status pr_read(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char
         return st;
     if (rows->nrows == 0)
         return DK_E_NOT_FOUND;
-    pr_row(rows, 0, 7, ret);
+    projects_repo_row(rows, 0, 7, ret);
     return DK_OK;
 }
 
 dk_status projects_repo_get(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
                             project *ret)
 {
-    return pr_read(r, NULL, a, id, caller, ret);
+    return projects_repo_read(r, NULL, a, id, caller, ret);
 }
 
 dk_status projects_repo_list(const tasks_repo *r, dk_arena *a, const char *caller,
@@ -125,7 +125,7 @@ dk_status projects_repo_list(const tasks_repo *r, dk_arena *a, const char *calle
         return st;
     project *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows + 1));
     for (int i = 0; i < rows->nrows; i++)
-        pr_row(rows, i, 7, &items[i]);
+        projects_repo_row(rows, i, 7, &items[i]);
     *ret = items;
     *ret_n = rows->nrows;
     return DK_OK;
@@ -133,17 +133,17 @@ dk_status projects_repo_list(const tasks_repo *r, dk_arena *a, const char *calle
 
 /* The caller's project in tx with at least role min: DK_E_NOT_FOUND for non-members,
  * DK_E_FORBIDDEN below min. */
-static dk_status pr_need(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
-                         const char *caller, int min, project *ret)
+static dk_status projects_repo_need(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
+                                    const char *caller, int min, project *ret)
 {
-    dk_status st = pr_read(r, tx, a, id, caller, ret);
+    dk_status st = projects_repo_read(r, tx, a, id, caller, ret);
     if (st == DK_OK && ret->my_role < min)
         st = DK_E_FORBIDDEN;
     return st;
 }
 
-static dk_status pr_bump(dk_tx *tx, dk_arena *a, project *p, const char *name,
-                         const char *description, const char *owner)
+static dk_status projects_repo_bump(dk_tx *tx, dk_arena *a, project *p, const char *name,
+                                    const char *description, const char *owner)
 {
     int64_t now = dk_now_ms();
     int64_t up = now > p->updated_at ? now : p->updated_at;
@@ -179,7 +179,7 @@ dk_status projects_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, 
     if (st != DK_OK)
         return st;
     project p;
-    st = pr_need(r, &tx, a, id, caller, PROJECT_ROLE_ADMIN, &p);
+    st = projects_repo_need(r, &tx, a, id, caller, PROJECT_ROLE_ADMIN, &p);
     if (st == DK_OK && !tasks_if_match(if_match, p.version))
         st = DK_E_PRECONDITION;
     bool changed = st == DK_OK && ((name && strcmp(name, p.name) != 0) ||
@@ -190,7 +190,7 @@ dk_status projects_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, 
             *ret = p;
         return st;
     }
-    st = pr_bump(&tx, a, &p, name, description, NULL);
+    st = projects_repo_bump(&tx, a, &p, name, description, NULL);
     st = dk_tx_end(&tx, st);
     if (st == DK_OK)
         *ret = p;
@@ -205,7 +205,7 @@ dk_status projects_repo_delete(const tasks_repo *r, dk_arena *a, const char *id,
     if (st != DK_OK)
         return st;
     project p;
-    st = pr_need(r, &tx, a, id, caller, PROJECT_ROLE_OWNER, &p);
+    st = projects_repo_need(r, &tx, a, id, caller, PROJECT_ROLE_OWNER, &p);
     if (st == DK_OK && !tasks_if_match(if_match, p.version))
         st = DK_E_PRECONDITION;
     const char *v[] = {id};
@@ -219,7 +219,8 @@ dk_status projects_repo_delete(const tasks_repo *r, dk_arena *a, const char *id,
     return dk_tx_end(&tx, st);
 }
 
-static dk_status pr_set_role(dk_tx *tx, dk_arena *a, const char *id, const char *user, int role)
+static dk_status projects_repo_set_role(dk_tx *tx, dk_arena *a, const char *id, const char *user,
+                                        int role)
 {
     const char *v[] = {id, user, dk_sql_int(a, role)};
     return dk_tx_query(tx, a,
@@ -238,7 +239,7 @@ dk_status projects_repo_transfer(const tasks_repo *r, dk_arena *a, const char *i
         return st;
     project p;
     int role = PROJECT_ROLE_NONE;
-    st = pr_need(r, &tx, a, id, caller, PROJECT_ROLE_OWNER, &p);
+    st = projects_repo_need(r, &tx, a, id, caller, PROJECT_ROLE_OWNER, &p);
     if (st == DK_OK && !tasks_if_match(if_match, p.version))
         st = DK_E_PRECONDITION;
     if (st == DK_OK)
@@ -246,11 +247,11 @@ dk_status projects_repo_transfer(const tasks_repo *r, dk_arena *a, const char *i
     if (st == DK_OK && role != PROJECT_ROLE_ADMIN)
         st = DK_E_VALIDATION;
     if (st == DK_OK)
-        st = pr_bump(&tx, a, &p, NULL, NULL, target);
+        st = projects_repo_bump(&tx, a, &p, NULL, NULL, target);
     if (st == DK_OK)
-        st = pr_set_role(&tx, a, id, target, PROJECT_ROLE_OWNER);
+        st = projects_repo_set_role(&tx, a, id, target, PROJECT_ROLE_OWNER);
     if (st == DK_OK)
-        st = pr_set_role(&tx, a, id, caller, PROJECT_ROLE_ADMIN);
+        st = projects_repo_set_role(&tx, a, id, caller, PROJECT_ROLE_ADMIN);
     if (st == DK_OK)
         p.my_role = PROJECT_ROLE_ADMIN;
     st = dk_tx_end(&tx, st);
@@ -261,7 +262,7 @@ dk_status projects_repo_transfer(const tasks_repo *r, dk_arena *a, const char *i
 
 /* ---------- members ---------- */
 
-static void pm_row(const dk_db_rows *rows, int i, project_member *m)
+static void members_repo_row(const dk_db_rows *rows, int i, project_member *m)
 {
     m->user_id = dk_db_value(rows, i, 0);
     m->role = (int)dk_sql_get_int(rows, i, 1);
@@ -301,7 +302,7 @@ dk_status projects_repo_members(const tasks_repo *r, dk_arena *a, const char *id
     }
     project_member *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows + 1));
     for (int i = 0; i < rows->nrows; i++)
-        pm_row(rows, i, &items[i]);
+        members_repo_row(rows, i, &items[i]);
     *ret = items;
     *ret_n = rows->nrows;
     return DK_OK;
@@ -316,7 +317,7 @@ dk_status projects_repo_member_add(const tasks_repo *r, dk_arena *a, const char 
     if (st != DK_OK)
         return st;
     project p;
-    st = pr_need(r, &tx, a, id, caller, PROJECT_ROLE_ADMIN, &p);
+    st = projects_repo_need(r, &tx, a, id, caller, PROJECT_ROLE_ADMIN, &p);
     if (st == DK_OK && role >= PROJECT_ROLE_ADMIN && p.my_role != PROJECT_ROLE_OWNER)
         st = DK_E_FORBIDDEN;
     int64_t now = dk_now_ms();
@@ -342,24 +343,25 @@ dk_status projects_repo_member_add(const tasks_repo *r, dk_arena *a, const char 
 }
 
 /* The target's membership in tx (locked): DK_E_NOT_FOUND when not a member. */
-static dk_status pm_target(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
-                           const char *user_id, project_member *ret)
+static dk_status members_repo_target(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *id,
+                                     const char *user_id, project_member *ret)
 {
     const char *v[] = {id, user_id};
     dk_db_rows *rows = NULL;
-    dk_status st = dk_tx_query(tx, a,
-                               pr_pg(r) ? "SELECT user_id, role, added_at FROM "
+    dk_status st =
+        dk_tx_query(tx, a,
+                    projects_repo_pg(r) ? "SELECT user_id, role, added_at FROM "
                                           "tasks_project_members WHERE project_id = $1 AND "
                                           "user_id = $2 FOR UPDATE"
                                         : "SELECT user_id, role, added_at FROM "
                                           "tasks_project_members WHERE project_id = $1 AND "
                                           "user_id = $2",
-                               2, v, &rows);
+                    2, v, &rows);
     if (st != DK_OK)
         return st;
     if (rows->nrows == 0)
         return DK_E_NOT_FOUND;
-    pm_row(rows, 0, ret);
+    members_repo_row(rows, 0, ret);
     return DK_OK;
 }
 
@@ -373,15 +375,15 @@ dk_status projects_repo_member_role(const tasks_repo *r, dk_arena *a, const char
         return st;
     project p;
     project_member m;
-    st = pr_need(r, &tx, a, id, caller, PROJECT_ROLE_ADMIN, &p);
+    st = projects_repo_need(r, &tx, a, id, caller, PROJECT_ROLE_ADMIN, &p);
     if (st == DK_OK)
-        st = pm_target(r, &tx, a, id, user_id, &m);
+        st = members_repo_target(r, &tx, a, id, user_id, &m);
     if (st == DK_OK && m.role == PROJECT_ROLE_OWNER)
         st = DK_E_FORBIDDEN; /* the owner is never demoted (transfer first) */
     if (st == DK_OK && role >= PROJECT_ROLE_ADMIN && p.my_role != PROJECT_ROLE_OWNER)
         st = DK_E_FORBIDDEN;
     if (st == DK_OK && m.role != role)
-        st = pr_set_role(&tx, a, id, user_id, role);
+        st = projects_repo_set_role(&tx, a, id, user_id, role);
     st = dk_tx_end(&tx, st);
     if (st == DK_OK) {
         m.role = role;
@@ -400,9 +402,10 @@ dk_status projects_repo_member_remove(const tasks_repo *r, dk_arena *a, const ch
     project p;
     project_member m;
     bool leaving = strcmp(caller, user_id) == 0;
-    st = pr_need(r, &tx, a, id, caller, leaving ? PROJECT_ROLE_VIEWER : PROJECT_ROLE_ADMIN, &p);
+    st = projects_repo_need(r, &tx, a, id, caller,
+                            leaving ? PROJECT_ROLE_VIEWER : PROJECT_ROLE_ADMIN, &p);
     if (st == DK_OK)
-        st = pm_target(r, &tx, a, id, user_id, &m);
+        st = members_repo_target(r, &tx, a, id, user_id, &m);
     if (st == DK_OK && m.role == PROJECT_ROLE_OWNER)
         st = DK_E_FORBIDDEN; /* the owner never leaves (transfer first) */
     const char *v[] = {id, user_id};
@@ -420,7 +423,7 @@ dk_status projects_repo_member_remove(const tasks_repo *r, dk_arena *a, const ch
 
 #define CM_COLS "c.id, c.task_id, c.author_id, c.body, c.created_at, c.updated_at, c.seq"
 
-static void cm_row(const dk_db_rows *rows, int i, task_comment *c)
+static void comments_repo_row(const dk_db_rows *rows, int i, task_comment *c)
 {
     c->id = dk_db_value(rows, i, 0);
     c->task_id = dk_db_value(rows, i, 1);
@@ -432,15 +435,18 @@ static void cm_row(const dk_db_rows *rows, int i, task_comment *c)
 }
 
 /* "c.task_id = $1 AND <the task is visible to $2>": the rule of tasks_visible_sql. */
-static const char *cm_visible(dk_arena *a, const char *alias)
+static const char *comments_repo_visible(dk_arena *a, const char *alias)
 {
     return dk_arena_printf(a, "EXISTS (SELECT 1 FROM tasks t WHERE t.id = %s.task_id AND %s)",
                            alias, tasks_visible_sql(a, 2));
 }
 
-dk_status comments_repo_list(const tasks_repo *r, dk_arena *a, const char *task_id,
-                             const char *caller, const projects_after *after, int limit,
-                             task_comment **ret, int *ret_n)
+/* A page of a visible task's rows in table (aliased c, ordered by seq): limit + 1 rows after
+ * the cursor, so the caller can tell whether there is a next page. DK_E_NOT_FOUND when the
+ * task is not visible to caller. */
+static dk_status projects_repo_task_page(const tasks_repo *r, dk_arena *a, const char *cols,
+                                         const char *table, const char *task_id, const char *caller,
+                                         const projects_after *after, int limit, dk_db_rows **ret)
 {
     tasks_task t;
     dk_status st = tasks_repo_get(r, a, task_id, caller, &t, NULL);
@@ -448,27 +454,35 @@ dk_status comments_repo_list(const tasks_repo *r, dk_arena *a, const char *task_
         return st;
     const char *v[] = {task_id, caller, dk_sql_int(a, limit + 1),
                        dk_sql_int(a, after && after->has ? after->value : 0)};
+    return dk_sql(r->db, a,
+                  dk_arena_printf(a,
+                                  "SELECT %s FROM %s c WHERE c.task_id = $1 AND %s AND c.seq > "
+                                  "CAST($4 AS BIGINT) ORDER BY c.seq LIMIT CAST($3 AS INTEGER)",
+                                  cols, table, comments_repo_visible(a, "c")),
+                  4, v, ret);
+}
+
+dk_status comments_repo_list(const tasks_repo *r, dk_arena *a, const char *task_id,
+                             const char *caller, const projects_after *after, int limit,
+                             task_comment **ret, int *ret_n)
+{
     dk_db_rows *rows = NULL;
-    st = dk_sql(r->db, a,
-                dk_arena_printf(a,
-                                "SELECT " CM_COLS " FROM tasks_comments c WHERE c.task_id = $1 AND "
-                                "%s AND c.seq > CAST($4 AS BIGINT) ORDER BY c.seq LIMIT CAST($3 "
-                                "AS INTEGER)",
-                                cm_visible(a, "c")),
-                4, v, &rows);
+    dk_status st = projects_repo_task_page(r, a, CM_COLS, "tasks_comments", task_id, caller, after,
+                                           limit, &rows);
     if (st != DK_OK)
         return st;
     task_comment *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows + 1));
     for (int i = 0; i < rows->nrows; i++)
-        cm_row(rows, i, &items[i]);
+        comments_repo_row(rows, i, &items[i]);
     *ret = items;
     *ret_n = rows->nrows;
     return DK_OK;
 }
 
 /* The visible task in tx (row locked) and the caller's role in its project. */
-static dk_status cm_task(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *task_id,
-                         const char *caller, tasks_task *t, int *role)
+static dk_status comments_repo_task(const tasks_repo *r, dk_tx *tx, dk_arena *a,
+                                    const char *task_id, const char *caller, tasks_task *t,
+                                    int *role)
 {
     const char *v[] = {task_id, caller};
     dk_db_rows *rows = NULL;
@@ -480,7 +494,8 @@ static dk_status cm_task(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char
                                      "SELECT t.id, t.project_id, t.owner_id, t.title, t.status, "
                                      "t.assignee_id, t.version, t.updated_at FROM tasks t WHERE "
                                      "t.id = $1 AND %s%s",
-                                     tasks_visible_sql(a, 2), pr_pg(r) ? " FOR SHARE OF t" : ""),
+                                     tasks_visible_sql(a, 2),
+                                     projects_repo_pg(r) ? " FOR SHARE OF t" : ""),
                      2, v, &rows);
     if (st != DK_OK)
         return st;
@@ -512,7 +527,7 @@ dk_status comments_repo_create(const tasks_repo *r, dk_arena *a, const char *tas
         return st;
     tasks_task t;
     int role = PROJECT_ROLE_NONE, owner_role = PROJECT_ROLE_NONE;
-    st = cm_task(r, &tx, a, task_id, caller, &t, &role);
+    st = comments_repo_task(r, &tx, a, task_id, caller, &t, &role);
     if (st == DK_OK && t.project_id)
         st = tasks_repo_role(r, &tx, a, t.project_id, t.owner_id, false, &owner_role);
     char id[DK_UUID_LEN];
@@ -546,11 +561,12 @@ dk_status comments_repo_create(const tasks_repo *r, dk_arena *a, const char *tas
 }
 
 /* The comment of a visible task, in tx. */
-static dk_status cm_get(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *task_id,
-                        const char *comment_id, const char *caller, task_comment *c, int *role)
+static dk_status comments_repo_get(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char *task_id,
+                                   const char *comment_id, const char *caller, task_comment *c,
+                                   int *role)
 {
     tasks_task t;
-    dk_status st = cm_task(r, tx, a, task_id, caller, &t, role);
+    dk_status st = comments_repo_task(r, tx, a, task_id, caller, &t, role);
     if (st != DK_OK)
         return st;
     const char *v[] = {comment_id, task_id};
@@ -562,7 +578,7 @@ static dk_status cm_get(const tasks_repo *r, dk_tx *tx, dk_arena *a, const char 
         return st;
     if (rows->nrows == 0)
         return DK_E_NOT_FOUND;
-    cm_row(rows, 0, c);
+    comments_repo_row(rows, 0, c);
     return DK_OK;
 }
 
@@ -576,7 +592,7 @@ dk_status comments_repo_patch(const tasks_repo *r, dk_arena *a, const char *task
         return st;
     task_comment c;
     int role;
-    st = cm_get(r, &tx, a, task_id, comment_id, caller, &c, &role);
+    st = comments_repo_get(r, &tx, a, task_id, comment_id, caller, &c, &role);
     if (st == DK_OK && !(c.author_id && strcmp(c.author_id, caller) == 0))
         st = DK_E_FORBIDDEN;
     int64_t now = dk_now_ms();
@@ -606,7 +622,7 @@ dk_status comments_repo_delete(const tasks_repo *r, dk_arena *a, const char *tas
         return st;
     task_comment c;
     int role = PROJECT_ROLE_NONE;
-    st = cm_get(r, &tx, a, task_id, comment_id, caller, &c, &role);
+    st = comments_repo_get(r, &tx, a, task_id, comment_id, caller, &c, &role);
     if (st == DK_OK && !(c.author_id && strcmp(c.author_id, caller) == 0) &&
         role < PROJECT_ROLE_ADMIN)
         st = DK_E_FORBIDDEN;
@@ -622,21 +638,12 @@ dk_status activity_repo_list(const tasks_repo *r, dk_arena *a, const char *task_
                              const char *caller, const projects_after *after, int limit,
                              task_activity **ret, int *ret_n)
 {
-    tasks_task t;
-    dk_status st = tasks_repo_get(r, a, task_id, caller, &t, NULL);
-    if (st != DK_OK)
-        return st;
-    const char *v[] = {task_id, caller, dk_sql_int(a, limit + 1),
-                       dk_sql_int(a, after && after->has ? after->value : 0)};
     dk_db_rows *rows = NULL;
-    st = dk_sql(r->db, a,
-                dk_arena_printf(a,
-                                "SELECT c.id, c.actor_id, c.action, c.field, c.old_value, "
-                                "c.new_value, c.comment_id, c.created_at, c.seq FROM "
-                                "tasks_activity c WHERE c.task_id = $1 AND %s AND c.seq > CAST($4 "
-                                "AS BIGINT) ORDER BY c.seq LIMIT CAST($3 AS INTEGER)",
-                                cm_visible(a, "c")),
-                4, v, &rows);
+    dk_status st = projects_repo_task_page(
+        r, a,
+        "c.id, c.actor_id, c.action, c.field, c.old_value, c.new_value, c.comment_id, "
+        "c.created_at, c.seq",
+        "tasks_activity", task_id, caller, after, limit, &rows);
     if (st != DK_OK)
         return st;
     task_activity *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows + 1));

@@ -20,7 +20,7 @@
 
 /* ---------- shared ---------- */
 
-static void pj_time(dk_jw *w, const char *key, int64_t ms)
+static void projects_time(dk_jw *w, const char *key, int64_t ms)
 {
     char buf[DK_RFC3339_LEN];
     dk_time_format(ms, buf);
@@ -29,7 +29,7 @@ static void pj_time(dk_jw *w, const char *key, int64_t ms)
 }
 
 /* The {id} path parameter, or NULL (404 sent). */
-static const char *pj_id(dk_req *req, dk_res *res, const char *name, const char *what)
+static const char *projects_id(dk_req *req, dk_res *res, const char *name, const char *what)
 {
     const char *id = dk_req_param(req, name);
     if (!id || !dk_uuid_valid(id)) {
@@ -40,7 +40,7 @@ static const char *pj_id(dk_req *req, dk_res *res, const char *name, const char 
 }
 
 /* A string member of a body: NULL when absent; on a wrong type an error is added. */
-static const char *pj_str(const json_t *body, const char *key, bool required, dk_errors *errs)
+static const char *projects_str(const json_t *body, const char *key, bool required, dk_errors *errs)
 {
     bool present = false, wrong = false;
     const char *v = dk_json_get_str(body, key, &present, &wrong);
@@ -52,7 +52,7 @@ static const char *pj_str(const json_t *body, const char *key, bool required, dk
 }
 
 /* ?limit= (1..100, default 20); false with the 400 sent. */
-static bool pj_limit(dk_req *req, dk_errors *errs, int *ret)
+static bool projects_limit(dk_req *req, dk_errors *errs, int *ret)
 {
     const char *v = dk_req_query(req, "limit");
     int64_t n = TASKS_LIMIT_DEFAULT;
@@ -68,8 +68,8 @@ static bool pj_limit(dk_req *req, dk_errors *errs, int *ret)
  * sort code of their own and a hash of what they list and for whom. */
 enum { PJ_CURSOR_MEMBERS = 200, PJ_CURSOR_COMMENTS = 201, PJ_CURSOR_ACTIVITY = 202 };
 
-static void pj_scope_hash(int kind, const char *scope, const char *caller,
-                          unsigned char out[TASKS_FILTER_HASH_LEN])
+static void projects_scope_hash(int kind, const char *scope, const char *caller,
+                                unsigned char out[TASKS_FILTER_HASH_LEN])
 {
     char buf[160];
     int n = snprintf(buf, sizeof buf, "projects.v1\n%d\n%s\n%s", kind, scope, caller);
@@ -78,8 +78,8 @@ static void pj_scope_hash(int kind, const char *scope, const char *caller,
     memcpy(out, h, TASKS_FILTER_HASH_LEN);
 }
 
-static bool pj_cursor_in(dk_req *req, int kind, const char *scope, projects_after *after,
-                         dk_errors *errs)
+static bool projects_cursor_in(dk_req *req, int kind, const char *scope, projects_after *after,
+                               dk_errors *errs)
 {
     tasks_svc *s = req->service;
     memset(after, 0, sizeof *after);
@@ -88,7 +88,7 @@ static bool pj_cursor_in(dk_req *req, int kind, const char *scope, projects_afte
         return true;
     tasks_cursor c;
     unsigned char h[TASKS_FILTER_HASH_LEN];
-    pj_scope_hash(kind, scope, req->identity->user_id, h);
+    projects_scope_hash(kind, scope, req->identity->user_id, h);
     if (tasks_cursor_decode(req->arena, s->app->cursor_key, v, &c) != DK_OK || c.sort != kind ||
         memcmp(c.filter_hash, h, sizeof h) != 0) {
         dk_errors_add(errs, "cursor", "is malformed, was altered or belongs to another list");
@@ -100,7 +100,8 @@ static bool pj_cursor_in(dk_req *req, int kind, const char *scope, projects_afte
     return true;
 }
 
-static char *pj_cursor_out(dk_req *req, int kind, const char *scope, int64_t value, const char *id)
+static char *projects_cursor_out(dk_req *req, int kind, const char *scope, int64_t value,
+                                 const char *id)
 {
     tasks_svc *s = req->service;
     tasks_cursor c;
@@ -108,48 +109,48 @@ static char *pj_cursor_out(dk_req *req, int kind, const char *scope, int64_t val
     c.sort = kind;
     c.value = value;
     dk_strlcpy(c.id, id, sizeof c.id);
-    pj_scope_hash(kind, scope, req->identity->user_id, c.filter_hash);
+    projects_scope_hash(kind, scope, req->identity->user_id, c.filter_hash);
     return tasks_cursor_encode(req->arena, s->app->cursor_key, &c);
 }
 
 /* The project list's cursor: the name key and id of the last project, signed. Text form:
  * base64url(key "\n" id "\n" hex(scope hash)) "." base64url(HMAC). */
-static const char pj_list_context[] = "docket.projects.list.cursor\n";
+static const char projects_list_context[] = "docket.projects.list.cursor\n";
 
-static char *pj_list_mac(dk_req *req, const char *payload)
+static char *projects_list_mac(dk_req *req, const char *payload)
 {
     tasks_svc *s = req->service;
-    size_t cl = sizeof pj_list_context - 1, pl = strlen(payload);
+    size_t cl = sizeof projects_list_context - 1, pl = strlen(payload);
     char *msg = dk_arena_alloc(req->arena, cl + pl);
-    memcpy(msg, pj_list_context, cl);
+    memcpy(msg, projects_list_context, cl);
     memcpy(msg + cl, payload, pl);
     unsigned char mac[32];
     dk_hmac_sha256(s->app->cursor_key, 32, msg, cl + pl, mac);
     return dk_base64url(req->arena, mac, sizeof mac);
 }
 
-static char *pj_list_scope(dk_req *req, const char *q_key)
+static char *projects_list_scope(dk_req *req, const char *q_key)
 {
     unsigned char h[TASKS_FILTER_HASH_LEN];
-    pj_scope_hash(100, q_key ? q_key : "-", req->identity->user_id, h);
+    projects_scope_hash(100, q_key ? q_key : "-", req->identity->user_id, h);
     char hex[2 * TASKS_FILTER_HASH_LEN + 1];
     dk_hex(h, sizeof h, hex);
     return dk_arena_strdup(req->arena, hex);
 }
 
-static char *pj_list_cursor_out(dk_req *req, const char *q_key, const project *p)
+static char *projects_list_cursor_out(dk_req *req, const char *q_key, const project *p)
 {
     char *payload =
         dk_arena_printf(req->arena, "%s\n%s\n%s", projects_name_key(req->arena, p->name), p->id,
-                        pj_list_scope(req, q_key));
+                        projects_list_scope(req, q_key));
     return dk_arena_printf(
         req->arena, "%s.%s",
         dk_base64url(req->arena, (const unsigned char *)payload, strlen(payload)),
-        pj_list_mac(req, payload));
+        projects_list_mac(req, payload));
 }
 
-static bool pj_list_cursor_in(dk_req *req, const char *q_key, projects_after *after,
-                              dk_errors *errs)
+static bool projects_list_cursor_in(dk_req *req, const char *q_key, projects_after *after,
+                                    dk_errors *errs)
 {
     memset(after, 0, sizeof *after);
     const char *v = dk_req_query(req, "cursor");
@@ -163,10 +164,11 @@ static bool pj_list_cursor_in(dk_req *req, const char *q_key, projects_after *af
                                   &n)
             : NULL;
     char *payload = raw ? dk_arena_strndup(req->arena, (const char *)raw, n) : NULL;
-    bool ok = payload && strlen(payload) == n && dk_ct_streq(pj_list_mac(req, payload), dot + 1);
+    bool ok =
+        payload && strlen(payload) == n && dk_ct_streq(projects_list_mac(req, payload), dot + 1);
     char *nl1 = ok ? strchr(payload, '\n') : NULL;
     char *nl2 = nl1 ? strchr(nl1 + 1, '\n') : NULL;
-    if (!nl2 || strcmp(nl2 + 1, pj_list_scope(req, q_key)) != 0) {
+    if (!nl2 || strcmp(nl2 + 1, projects_list_scope(req, q_key)) != 0) {
         dk_errors_add(errs, "cursor", "is malformed, was altered or belongs to another list");
         return false;
     }
@@ -179,7 +181,7 @@ static bool pj_list_cursor_in(dk_req *req, const char *q_key, projects_after *af
 
 /* ---------- projects ---------- */
 
-static void pj_write(dk_jw *w, const project *p)
+static void projects_write(dk_jw *w, const project *p)
 {
     dk_jw_object(w);
     dk_jw_key(w, "id");
@@ -192,22 +194,22 @@ static void pj_write(dk_jw *w, const project *p)
     dk_jw_string(w, p->owner_id);
     dk_jw_key(w, "my_role");
     dk_jw_string(w, project_role_name(p->my_role));
-    pj_time(w, "created_at", p->created_at);
-    pj_time(w, "updated_at", p->updated_at);
+    projects_time(w, "created_at", p->created_at);
+    projects_time(w, "updated_at", p->updated_at);
     dk_jw_key(w, "version");
     dk_jw_int(w, (long long)p->version);
     dk_jw_object_end(w);
 }
 
-static void pj_reply(dk_req *req, dk_res *res, int status, const project *p)
+static void projects_reply(dk_req *req, dk_res *res, int status, const project *p)
 {
     dk_res_header(res, "ETag", tasks_etag(req->arena, p->version));
     dk_jw w = {0};
-    pj_write(&w, p);
+    projects_write(&w, p);
     dk_res_jw(res, status, &w);
 }
 
-static void pj_fail(dk_res *res, dk_status st)
+static void projects_fail(dk_res *res, dk_status st)
 {
     if (st == DK_E_CONFLICT)
         dk_res_problem(res, st, "you already own a project of that name");
@@ -216,16 +218,16 @@ static void pj_fail(dk_res *res, dk_status st)
 }
 
 /* Reads name/description of a create or patch body; false with the 422 sent. */
-static bool pj_fields(dk_req *req, dk_res *res, bool create, const char **name,
-                      const char **description)
+static bool projects_fields(dk_req *req, dk_res *res, bool create, const char **name,
+                            const char **description)
 {
     json_t *body = NULL;
     if (dk_req_json(req, res, &body) != DK_OK)
         return false;
     dk_errors errs;
     dk_errors_init(&errs);
-    *name = pj_str(body, "name", create, &errs);
-    *description = pj_str(body, "description", false, &errs);
+    *name = projects_str(body, "name", create, &errs);
+    *description = projects_str(body, "description", false, &errs);
     const char *msg;
     if (*name && (msg = project_validate_name(*name)) != NULL)
         dk_errors_add(&errs, "name", "%s", msg);
@@ -242,7 +244,7 @@ void projects_create(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
     const char *name = NULL, *description = NULL;
-    if (!pj_fields(req, res, true, &name, &description))
+    if (!projects_fields(req, res, true, &name, &description))
         return;
     project p;
     memset(&p, 0, sizeof p);
@@ -257,11 +259,11 @@ void projects_create(dk_req *req, dk_res *res)
     p.version = 1;
     dk_status st = projects_repo_create(&s->repo, req->arena, &p);
     if (st != DK_OK) {
-        pj_fail(res, st);
+        projects_fail(res, st);
         return;
     }
     dk_res_header(res, "Location", dk_arena_printf(req->arena, PROJECTS_PREFIX "/%s", id));
-    pj_reply(req, res, 201, &p);
+    projects_reply(req, res, 201, &p);
 }
 
 void projects_list(dk_req *req, dk_res *res)
@@ -272,7 +274,7 @@ void projects_list(dk_req *req, dk_res *res)
     int limit = 0;
     const char *q = dk_req_query(req, "q");
     const char *q_key = NULL;
-    bool ok = pj_limit(req, &errs, &limit);
+    bool ok = projects_limit(req, &errs, &limit);
     if (q && *q) {
         long n = dk_utf8_len(q, strlen(q));
         if (n < 0 || n > PROJECT_NAME_MAX) {
@@ -283,7 +285,7 @@ void projects_list(dk_req *req, dk_res *res)
         }
     }
     projects_after after;
-    ok = pj_list_cursor_in(req, q_key, &after, &errs) && ok;
+    ok = projects_list_cursor_in(req, q_key, &after, &errs) && ok;
     if (!ok) {
         dk_res_bad_query(res, &errs);
         return;
@@ -294,7 +296,7 @@ void projects_list(dk_req *req, dk_res *res)
     dk_status st = projects_repo_list(&s->repo, req->arena, req->identity->user_id, q_key, &after,
                                       limit, &items, &n);
     if (st != DK_OK) {
-        pj_fail(res, st);
+        projects_fail(res, st);
         return;
     }
     dk_jw w = {0};
@@ -302,10 +304,10 @@ void projects_list(dk_req *req, dk_res *res)
     dk_jw_key(&w, "items");
     dk_jw_array(&w);
     for (int i = 0; i < n && i < limit; i++)
-        pj_write(&w, &items[i]);
+        projects_write(&w, &items[i]);
     dk_jw_array_end(&w);
     dk_jw_key(&w, "next_cursor");
-    dk_jw_string(&w, n > limit ? pj_list_cursor_out(req, q_key, &items[limit - 1]) : NULL);
+    dk_jw_string(&w, n > limit ? projects_list_cursor_out(req, q_key, &items[limit - 1]) : NULL);
     dk_jw_object_end(&w);
     dk_res_jw(res, 200, &w);
 }
@@ -313,13 +315,13 @@ void projects_list(dk_req *req, dk_res *res)
 void projects_get(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
+    const char *id = projects_id(req, res, "id", "project");
     if (!id)
         return;
     project p;
     dk_status st = projects_repo_get(&s->repo, req->arena, id, req->identity->user_id, &p);
     if (st != DK_OK) {
-        pj_fail(res, st);
+        projects_fail(res, st);
         return;
     }
     const char *inm = dk_req_header(req, "If-None-Match");
@@ -328,38 +330,38 @@ void projects_get(dk_req *req, dk_res *res)
         dk_res_empty(res, 304);
         return;
     }
-    pj_reply(req, res, 200, &p);
+    projects_reply(req, res, 200, &p);
 }
 
 void projects_patch(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
+    const char *id = projects_id(req, res, "id", "project");
     if (!id)
         return;
     const char *name = NULL, *description = NULL;
-    if (!pj_fields(req, res, false, &name, &description))
+    if (!projects_fields(req, res, false, &name, &description))
         return;
     project p;
     dk_status st = projects_repo_patch(&s->repo, req->arena, id, req->identity->user_id, name,
                                        description, dk_req_header(req, "If-Match"), &p);
     if (st != DK_OK) {
-        pj_fail(res, st);
+        projects_fail(res, st);
         return;
     }
-    pj_reply(req, res, 200, &p);
+    projects_reply(req, res, 200, &p);
 }
 
 void projects_delete(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
+    const char *id = projects_id(req, res, "id", "project");
     if (!id)
         return;
     dk_status st = projects_repo_delete(&s->repo, req->arena, id, req->identity->user_id,
                                         dk_req_header(req, "If-Match"));
     if (st != DK_OK) {
-        pj_fail(res, st);
+        projects_fail(res, st);
         return;
     }
     dk_outbox_kick(s->outbox);
@@ -367,14 +369,14 @@ void projects_delete(dk_req *req, dk_res *res)
 }
 
 /* A user id member of a body (user_id), or NULL with the 422 sent. */
-static const char *pj_body_user(dk_req *req, dk_res *res)
+static const char *projects_body_user(dk_req *req, dk_res *res)
 {
     json_t *body = NULL;
     if (dk_req_json(req, res, &body) != DK_OK)
         return NULL;
     dk_errors errs;
     dk_errors_init(&errs);
-    const char *uid = pj_str(body, "user_id", true, &errs);
+    const char *uid = projects_str(body, "user_id", true, &errs);
     if (uid && !dk_uuid_valid(uid))
         dk_errors_add(&errs, "user_id", "must be the id of an admin of the project");
     if (dk_errors_any(&errs)) {
@@ -387,10 +389,10 @@ static const char *pj_body_user(dk_req *req, dk_res *res)
 void projects_transfer(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
+    const char *id = projects_id(req, res, "id", "project");
     if (!id)
         return;
-    const char *target = pj_body_user(req, res);
+    const char *target = projects_body_user(req, res);
     if (!target)
         return;
     project p;
@@ -401,34 +403,34 @@ void projects_transfer(dk_req *req, dk_res *res)
         return;
     }
     if (st != DK_OK) {
-        pj_fail(res, st);
+        projects_fail(res, st);
         return;
     }
-    pj_reply(req, res, 200, &p);
+    projects_reply(req, res, 200, &p);
 }
 
 /* ---------- members ---------- */
 
-static dk_status pm_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
-                          const project_member *m)
+static dk_status members_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
+                               const project_member *m)
 {
     dk_jw_object(w);
     dk_jw_key(w, "user");
     dk_status st = tasks_write_profile(s, req, cache, w, m->user_id);
     dk_jw_key(w, "role");
     dk_jw_string(w, project_role_name(m->role));
-    pj_time(w, "added_at", m->added_at);
+    projects_time(w, "added_at", m->added_at);
     dk_jw_object_end(w);
     return st;
 }
 
-static void pm_reply(dk_req *req, dk_res *res, int status, const project_member *m)
+static void members_reply(dk_req *req, dk_res *res, int status, const project_member *m)
 {
     tasks_svc *s = req->service;
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_status st = pm_write(s, req, cache, &w, m);
+    dk_status st = members_write(s, req, cache, &w, m);
     if (st != DK_OK) {
         (void)dk_jw_finish(&w, req->arena, NULL);
         tasks_fail_what(res, st, "member");
@@ -437,7 +439,7 @@ static void pm_reply(dk_req *req, dk_res *res, int status, const project_member 
     dk_res_jw(res, status, &w);
 }
 
-static void pm_fail(dk_res *res, dk_status st)
+static void members_fail(dk_res *res, dk_status st)
 {
     if (st == DK_E_CONFLICT)
         dk_res_problem(res, st, "that user is already a member of the project");
@@ -446,9 +448,9 @@ static void pm_fail(dk_res *res, dk_status st)
 }
 
 /* The role member of a body: a role other than owner; -1 with the 422 sent. */
-static int pm_body_role(const json_t *body, dk_errors *errs)
+static int members_body_role(const json_t *body, dk_errors *errs)
 {
-    const char *r = pj_str(body, "role", true, errs);
+    const char *r = projects_str(body, "role", true, errs);
     int role = r ? project_role_parse(r) : -1;
     if (r && (role < 0 || role == PROJECT_ROLE_OWNER))
         dk_errors_add(errs, "role",
@@ -456,57 +458,86 @@ static int pm_body_role(const json_t *body, dk_errors *errs)
     return role == PROJECT_ROLE_OWNER ? -1 : role;
 }
 
+/* The query of a page of a project's or task's sub-list (members, comments, activity): the
+ * parent's id from the path, limit and cursor from the query. false: answered (404, 400). */
+static bool projects_page_in(dk_req *req, dk_res *res, int kind, const char *what,
+                             const char **ret_id, int *ret_limit, projects_after *ret_after)
+{
+    const char *id = projects_id(req, res, "id", what);
+    if (!id)
+        return false;
+    dk_errors errs;
+    dk_errors_init(&errs);
+    bool ok = projects_limit(req, &errs, ret_limit);
+    ok = projects_cursor_in(req, kind, id, ret_after, &errs) && ok;
+    if (!ok) {
+        dk_res_bad_query(res, &errs);
+        return false;
+    }
+    dk_errors_release(&errs);
+    *ret_id = id;
+    return true;
+}
+
+/* Starts a page's body: {"items": [ */
+static void projects_page_open(dk_jw *w)
+{
+    dk_jw_object(w);
+    dk_jw_key(w, "items");
+    dk_jw_array(w);
+}
+
+/* Ends a page with its next_cursor (NULL on the last page) and sends it, or the failure st of
+ * writing an item (what names the item). */
+static void projects_page_send(dk_req *req, dk_res *res, dk_jw *w, const char *next_cursor,
+                               dk_status st, const char *what)
+{
+    dk_jw_array_end(w);
+    dk_jw_key(w, "next_cursor");
+    dk_jw_string(w, next_cursor);
+    dk_jw_object_end(w);
+    if (st != DK_OK) {
+        (void)dk_jw_finish(w, req->arena, NULL);
+        tasks_fail_what(res, st, what);
+        return;
+    }
+    dk_res_jw(res, 200, w);
+}
+
 void projects_members_list(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
-    if (!id)
-        return;
-    dk_errors errs;
-    dk_errors_init(&errs);
+    const char *id = NULL;
     int limit = 0;
     projects_after after;
-    bool ok = pj_limit(req, &errs, &limit);
-    ok = pj_cursor_in(req, PJ_CURSOR_MEMBERS, id, &after, &errs) && ok;
-    if (!ok) {
-        dk_res_bad_query(res, &errs);
+    if (!projects_page_in(req, res, PJ_CURSOR_MEMBERS, "project", &id, &limit, &after))
         return;
-    }
-    dk_errors_release(&errs);
     project_member *items = NULL;
     int n = 0;
     dk_status st = projects_repo_members(&s->repo, req->arena, id, req->identity->user_id, &after,
                                          limit, &items, &n);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_jw_object(&w);
-    dk_jw_key(&w, "items");
-    dk_jw_array(&w);
+    projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++)
-        st = pm_write(s, req, cache, &w, &items[i]);
-    dk_jw_array_end(&w);
-    dk_jw_key(&w, "next_cursor");
-    dk_jw_string(&w, n > limit ? pj_cursor_out(req, PJ_CURSOR_MEMBERS, id,
-                                               items[limit - 1].added_at, items[limit - 1].user_id)
-                               : NULL);
-    dk_jw_object_end(&w);
-    if (st != DK_OK) {
-        (void)dk_jw_finish(&w, req->arena, NULL);
-        tasks_fail_what(res, st, "member");
-        return;
-    }
-    dk_res_jw(res, 200, &w);
+        st = members_write(s, req, cache, &w, &items[i]);
+    projects_page_send(req, res, &w,
+                       n > limit ? projects_cursor_out(req, PJ_CURSOR_MEMBERS, id,
+                                                       items[limit - 1].added_at,
+                                                       items[limit - 1].user_id)
+                                 : NULL,
+                       st, "member");
 }
 
 void projects_members_add(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
+    const char *id = projects_id(req, res, "id", "project");
     if (!id)
         return;
     json_t *body = NULL;
@@ -514,8 +545,8 @@ void projects_members_add(dk_req *req, dk_res *res)
         return;
     dk_errors errs;
     dk_errors_init(&errs);
-    const char *email = pj_str(body, "email", true, &errs);
-    int role = pm_body_role(body, &errs);
+    const char *email = projects_str(body, "email", true, &errs);
+    int role = members_body_role(body, &errs);
     if (dk_errors_any(&errs)) {
         dk_res_validation(res, &errs);
         return;
@@ -527,7 +558,7 @@ void projects_members_add(dk_req *req, dk_res *res)
     if (st == DK_OK && p.my_role < PROJECT_ROLE_ADMIN)
         st = DK_E_FORBIDDEN;
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     dk_user u;
@@ -537,28 +568,28 @@ void projects_members_add(dk_req *req, dk_res *res)
         return;
     }
     if (st != DK_OK) {
-        pm_fail(res, st == DK_E_UNAVAILABLE ? st : DK_E_INTERNAL);
+        members_fail(res, st == DK_E_UNAVAILABLE ? st : DK_E_INTERNAL);
         return;
     }
     project_member m;
     st = projects_repo_member_add(&s->repo, req->arena, id, req->identity->user_id, u.id, role, &m);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     dk_outbox_kick(s->outbox);
     dk_res_header(res, "Location",
                   dk_arena_printf(req->arena, PROJECTS_PREFIX "/%s/members/%s", id, u.id));
-    pm_reply(req, res, 201, &m);
+    members_reply(req, res, 201, &m);
 }
 
 void projects_members_patch(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
+    const char *id = projects_id(req, res, "id", "project");
     if (!id)
         return;
-    const char *uid = pj_id(req, res, "user_id", "member");
+    const char *uid = projects_id(req, res, "user_id", "member");
     if (!uid)
         return;
     json_t *body = NULL;
@@ -566,7 +597,7 @@ void projects_members_patch(dk_req *req, dk_res *res)
         return;
     dk_errors errs;
     dk_errors_init(&errs);
-    int role = pm_body_role(body, &errs);
+    int role = members_body_role(body, &errs);
     if (dk_errors_any(&errs)) {
         dk_res_validation(res, &errs);
         return;
@@ -576,25 +607,25 @@ void projects_members_patch(dk_req *req, dk_res *res)
     dk_status st =
         projects_repo_member_role(&s->repo, req->arena, id, req->identity->user_id, uid, role, &m);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
-    pm_reply(req, res, 200, &m);
+    members_reply(req, res, 200, &m);
 }
 
 void projects_members_delete(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "project");
+    const char *id = projects_id(req, res, "id", "project");
     if (!id)
         return;
-    const char *uid = pj_id(req, res, "user_id", "member");
+    const char *uid = projects_id(req, res, "user_id", "member");
     if (!uid)
         return;
     dk_status st =
         projects_repo_member_remove(&s->repo, req->arena, id, req->identity->user_id, uid);
     if (st != DK_OK) {
-        pm_fail(res, st);
+        members_fail(res, st);
         return;
     }
     dk_outbox_kick(s->outbox);
@@ -603,8 +634,8 @@ void projects_members_delete(dk_req *req, dk_res *res)
 
 /* ---------- comments ---------- */
 
-static dk_status cm_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
-                          const task_comment *c)
+static dk_status comments_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_jw *w,
+                                const task_comment *c)
 {
     dk_jw_object(w);
     dk_jw_key(w, "id");
@@ -615,19 +646,19 @@ static dk_status cm_write(tasks_svc *s, dk_req *req, tasks_profiles *cache, dk_j
     dk_status st = tasks_write_profile(s, req, cache, w, c->author_id);
     dk_jw_key(w, "body");
     dk_jw_string(w, c->body);
-    pj_time(w, "created_at", c->created_at);
-    pj_time(w, "updated_at", c->updated_at);
+    projects_time(w, "created_at", c->created_at);
+    projects_time(w, "updated_at", c->updated_at);
     dk_jw_object_end(w);
     return st;
 }
 
-static void cm_reply(dk_req *req, dk_res *res, int status, const task_comment *c)
+static void comments_reply(dk_req *req, dk_res *res, int status, const task_comment *c)
 {
     tasks_svc *s = req->service;
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_status st = cm_write(s, req, cache, &w, c);
+    dk_status st = comments_write(s, req, cache, &w, c);
     if (st != DK_OK) {
         (void)dk_jw_finish(&w, req->arena, NULL);
         tasks_fail_what(res, st, "comment");
@@ -637,14 +668,14 @@ static void cm_reply(dk_req *req, dk_res *res, int status, const task_comment *c
 }
 
 /* The body member of a comment body; NULL with the 422 sent. */
-static const char *cm_body(dk_req *req, dk_res *res)
+static const char *comments_body(dk_req *req, dk_res *res)
 {
     json_t *body = NULL;
     if (dk_req_json(req, res, &body) != DK_OK)
         return NULL;
     dk_errors errs;
     dk_errors_init(&errs);
-    const char *text = pj_str(body, "body", true, &errs);
+    const char *text = projects_str(body, "body", true, &errs);
     const char *msg = text ? comment_validate_body(text) : NULL;
     if (msg)
         dk_errors_add(&errs, "body", "%s", msg);
@@ -658,20 +689,11 @@ static const char *cm_body(dk_req *req, dk_res *res)
 void comments_list(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "task");
-    if (!id)
-        return;
-    dk_errors errs;
-    dk_errors_init(&errs);
+    const char *id = NULL;
     int limit = 0;
     projects_after after;
-    bool ok = pj_limit(req, &errs, &limit);
-    ok = pj_cursor_in(req, PJ_CURSOR_COMMENTS, id, &after, &errs) && ok;
-    if (!ok) {
-        dk_res_bad_query(res, &errs);
+    if (!projects_page_in(req, res, PJ_CURSOR_COMMENTS, "task", &id, &limit, &after))
         return;
-    }
-    dk_errors_release(&errs);
     task_comment *items = NULL;
     int n = 0;
     dk_status st = comments_repo_list(&s->repo, req->arena, id, req->identity->user_id, &after,
@@ -683,32 +705,23 @@ void comments_list(dk_req *req, dk_res *res)
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_jw_object(&w);
-    dk_jw_key(&w, "items");
-    dk_jw_array(&w);
+    projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++)
-        st = cm_write(s, req, cache, &w, &items[i]);
-    dk_jw_array_end(&w);
-    dk_jw_key(&w, "next_cursor");
-    dk_jw_string(&w, n > limit ? pj_cursor_out(req, PJ_CURSOR_COMMENTS, id, items[limit - 1].seq,
-                                               items[limit - 1].id)
-                               : NULL);
-    dk_jw_object_end(&w);
-    if (st != DK_OK) {
-        (void)dk_jw_finish(&w, req->arena, NULL);
-        tasks_fail_what(res, st, "comment");
-        return;
-    }
-    dk_res_jw(res, 200, &w);
+        st = comments_write(s, req, cache, &w, &items[i]);
+    projects_page_send(req, res, &w,
+                       n > limit ? projects_cursor_out(req, PJ_CURSOR_COMMENTS, id,
+                                                       items[limit - 1].seq, items[limit - 1].id)
+                                 : NULL,
+                       st, "comment");
 }
 
 void comments_create(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "task");
+    const char *id = projects_id(req, res, "id", "task");
     if (!id)
         return;
-    const char *body = cm_body(req, res);
+    const char *body = comments_body(req, res);
     if (!body)
         return;
     task_comment c;
@@ -720,19 +733,19 @@ void comments_create(dk_req *req, dk_res *res)
     dk_outbox_kick(s->outbox);
     dk_res_header(res, "Location",
                   dk_arena_printf(req->arena, "/api/v1/tasks/%s/comments/%s", id, c.id));
-    cm_reply(req, res, 201, &c);
+    comments_reply(req, res, 201, &c);
 }
 
 void comments_patch(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "task");
+    const char *id = projects_id(req, res, "id", "task");
     if (!id)
         return;
-    const char *cid = pj_id(req, res, "cid", "comment");
+    const char *cid = projects_id(req, res, "cid", "comment");
     if (!cid)
         return;
-    const char *body = cm_body(req, res);
+    const char *body = comments_body(req, res);
     if (!body)
         return;
     task_comment c;
@@ -742,16 +755,16 @@ void comments_patch(dk_req *req, dk_res *res)
         tasks_fail_what(res, st, "comment");
         return;
     }
-    cm_reply(req, res, 200, &c);
+    comments_reply(req, res, 200, &c);
 }
 
 void comments_delete(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "task");
+    const char *id = projects_id(req, res, "id", "task");
     if (!id)
         return;
-    const char *cid = pj_id(req, res, "cid", "comment");
+    const char *cid = projects_id(req, res, "cid", "comment");
     if (!cid)
         return;
     dk_status st = comments_repo_delete(&s->repo, req->arena, id, cid, req->identity->user_id);
@@ -765,7 +778,7 @@ void comments_delete(dk_req *req, dk_res *res)
 /* ---------- activity ---------- */
 
 /* A stored JSON value written as it is (it was rendered by us). */
-static void av_raw(dk_req *req, dk_jw *w, const char *key, const char *json_text)
+static void activity_raw(dk_req *req, dk_jw *w, const char *key, const char *json_text)
 {
     dk_jw_key(w, key);
     if (!json_text) {
@@ -797,20 +810,11 @@ static void av_raw(dk_req *req, dk_jw *w, const char *key, const char *json_text
 void activity_list(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
-    const char *id = pj_id(req, res, "id", "task");
-    if (!id)
-        return;
-    dk_errors errs;
-    dk_errors_init(&errs);
+    const char *id = NULL;
     int limit = 0;
     projects_after after;
-    bool ok = pj_limit(req, &errs, &limit);
-    ok = pj_cursor_in(req, PJ_CURSOR_ACTIVITY, id, &after, &errs) && ok;
-    if (!ok) {
-        dk_res_bad_query(res, &errs);
+    if (!projects_page_in(req, res, PJ_CURSOR_ACTIVITY, "task", &id, &limit, &after))
         return;
-    }
-    dk_errors_release(&errs);
     task_activity *items = NULL;
     int n = 0;
     dk_status st = activity_repo_list(&s->repo, req->arena, id, req->identity->user_id, &after,
@@ -822,9 +826,7 @@ void activity_list(dk_req *req, dk_res *res)
     tasks_profiles *cache = dk_arena_alloc(req->arena, sizeof *cache);
     memset(cache, 0, sizeof *cache);
     dk_jw w = {0};
-    dk_jw_object(&w);
-    dk_jw_key(&w, "items");
-    dk_jw_array(&w);
+    projects_page_open(&w);
     for (int i = 0; st == DK_OK && i < n && i < limit; i++) {
         const task_activity *e = &items[i];
         dk_jw_object(&w);
@@ -838,23 +840,16 @@ void activity_list(dk_req *req, dk_res *res)
         dk_jw_string(&w, e->action);
         dk_jw_key(&w, "field");
         dk_jw_string(&w, e->field);
-        av_raw(req, &w, "old", e->old_value);
-        av_raw(req, &w, "new", e->new_value);
+        activity_raw(req, &w, "old", e->old_value);
+        activity_raw(req, &w, "new", e->new_value);
         dk_jw_key(&w, "comment_id");
         dk_jw_string(&w, e->comment_id);
-        pj_time(&w, "created_at", e->created_at);
+        projects_time(&w, "created_at", e->created_at);
         dk_jw_object_end(&w);
     }
-    dk_jw_array_end(&w);
-    dk_jw_key(&w, "next_cursor");
-    dk_jw_string(&w, n > limit ? pj_cursor_out(req, PJ_CURSOR_ACTIVITY, id, items[limit - 1].seq,
-                                               items[limit - 1].id)
-                               : NULL);
-    dk_jw_object_end(&w);
-    if (st != DK_OK) {
-        (void)dk_jw_finish(&w, req->arena, NULL);
-        tasks_fail_what(res, st, "task");
-        return;
-    }
-    dk_res_jw(res, 200, &w);
+    projects_page_send(req, res, &w,
+                       n > limit ? projects_cursor_out(req, PJ_CURSOR_ACTIVITY, id,
+                                                       items[limit - 1].seq, items[limit - 1].id)
+                                 : NULL,
+                       st, "task");
 }

@@ -13,18 +13,18 @@
 #define CUR_MAC     32
 #define CUR_TOTAL   (CUR_BODY + CUR_MAC)
 
-static const char cur_context[] = "docket.tasks.list.cursor\n";
+static const char tasks_cursor_context[] = "docket.tasks.list.cursor\n";
 
-static void cur_mac(const unsigned char key[32], const unsigned char *body,
-                    unsigned char out[CUR_MAC])
+static void tasks_cursor_mac(const unsigned char key[32], const unsigned char *body,
+                             unsigned char out[CUR_MAC])
 {
-    unsigned char msg[sizeof cur_context - 1 + CUR_BODY];
-    memcpy(msg, cur_context, sizeof cur_context - 1);
-    memcpy(msg + sizeof cur_context - 1, body, CUR_BODY);
+    unsigned char msg[sizeof tasks_cursor_context - 1 + CUR_BODY];
+    memcpy(msg, tasks_cursor_context, sizeof tasks_cursor_context - 1);
+    memcpy(msg + sizeof tasks_cursor_context - 1, body, CUR_BODY);
     dk_hmac_sha256(key, 32, msg, sizeof msg, out);
 }
 
-static int cur_hexval(char c)
+static int tasks_cursor_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -34,7 +34,7 @@ static int cur_hexval(char c)
 }
 
 /* Canonical lower-case UUID text to 16 bytes; false when it is not one. */
-static bool cur_uuid_pack(const char *s, unsigned char out[16])
+static bool tasks_cursor_uuid_pack(const char *s, unsigned char out[16])
 {
     if (!dk_uuid_valid(s))
         return false;
@@ -42,7 +42,7 @@ static bool cur_uuid_pack(const char *s, unsigned char out[16])
     for (const char *p = s; *p; p++) {
         if (*p == '-')
             continue;
-        int hi = cur_hexval(p[0]), lo = cur_hexval(p[1]);
+        int hi = tasks_cursor_hexval(p[0]), lo = tasks_cursor_hexval(p[1]);
         if (hi < 0 || lo < 0 || n >= 16)
             return false;
         out[n++] = (unsigned char)(hi << 4 | lo);
@@ -51,7 +51,7 @@ static bool cur_uuid_pack(const char *s, unsigned char out[16])
     return n == 16;
 }
 
-static void cur_uuid_unpack(const unsigned char in[16], char out[DK_UUID_LEN])
+static void tasks_cursor_uuid_unpack(const unsigned char in[16], char out[DK_UUID_LEN])
 {
     static const char hex[] = "0123456789abcdef";
     int o = 0;
@@ -72,7 +72,7 @@ char *tasks_cursor_encode(dk_arena *a, const unsigned char key[32], const tasks_
     buf[0] = CUR_VERSION;
     buf[1] = (unsigned char)c->sort;
     memcpy(buf + 2, c->filter_hash, TASKS_FILTER_HASH_LEN);
-    if (!cur_uuid_pack(c->id, buf + 2 + TASKS_FILTER_HASH_LEN))
+    if (!tasks_cursor_uuid_pack(c->id, buf + 2 + TASKS_FILTER_HASH_LEN))
         return NULL;
     uint64_t v = (uint64_t)c->value;
     unsigned char *pv = buf + 2 + TASKS_FILTER_HASH_LEN + 16;
@@ -80,7 +80,7 @@ char *tasks_cursor_encode(dk_arena *a, const unsigned char key[32], const tasks_
         pv[i] = (unsigned char)(v & 0xff);
         v >>= 8;
     }
-    cur_mac(key, buf, buf + CUR_BODY);
+    tasks_cursor_mac(key, buf, buf + CUR_BODY);
     return dk_base64url(a, buf, sizeof buf);
 }
 
@@ -97,7 +97,7 @@ dk_status tasks_cursor_decode(dk_arena *a, const unsigned char key[32], const ch
     if (strcmp(dk_base64url(a, buf, n), text) != 0)
         return DK_E_BAD_REQUEST;
     unsigned char mac[CUR_MAC];
-    cur_mac(key, buf, mac);
+    tasks_cursor_mac(key, buf, mac);
     if (!dk_ct_equal(mac, buf + CUR_BODY, CUR_MAC))
         return DK_E_BAD_REQUEST;
     if (buf[0] != CUR_VERSION)
@@ -105,7 +105,7 @@ dk_status tasks_cursor_decode(dk_arena *a, const unsigned char key[32], const ch
     tasks_cursor c;
     c.sort = buf[1];
     memcpy(c.filter_hash, buf + 2, TASKS_FILTER_HASH_LEN);
-    cur_uuid_unpack(buf + 2 + TASKS_FILTER_HASH_LEN, c.id);
+    tasks_cursor_uuid_unpack(buf + 2 + TASKS_FILTER_HASH_LEN, c.id);
     const unsigned char *pv = buf + 2 + TASKS_FILTER_HASH_LEN + 16;
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
