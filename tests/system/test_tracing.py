@@ -1,5 +1,5 @@
-"""Traces: OTLP/HTTP JSON export checked by a receiver built on the official generated protobuf
-code (tests/system/otlp_receiver.py). Split mode is the case that matters: one request through
+"""Traces: OTLP/HTTP export (protobuf by default, JSON when configured) checked by a receiver
+built on the official generated protobuf code (tests/system/otlp_receiver.py). Split mode is the case that matters: one request through
 the gateway yields one trace across processes, and an event carries it to notifications."""
 
 import json
@@ -81,6 +81,8 @@ def test_split_request_is_one_trace_across_processes(docket_factory, receiver):
     assert gw_server["attributes"]["http.request.method"] == "GET"
     assert gw_server["attributes"]["http.response.status_code"] == 200
     assert gw_server["resource"]["deployment.environment"] == "test"
+    # the default encoding is OTLP/protobuf, decoded by the official generated code
+    assert all(s["headers"]["content-type"] == "application/x-protobuf" for s in spans)
     forward = [s for s in spans if s["service"] == "docket-gateway" and s["kind"] == 3]
     assert len(forward) == 1 and forward[0]["parentSpanId"] == gw_server["spanId"], spans
     svc = [s for s in spans if s["service"] == "docket-tasks" and s["kind"] == 2]
@@ -137,24 +139,53 @@ def test_split_request_is_one_trace_across_processes(docket_factory, receiver):
     assert receiver.rejected() == []
 
 
+def metric(d, name, labels=""):
+    for line in d.get("/metrics").text.splitlines():
+        if line.startswith(name + (("{" + labels + "}") if labels else " ")):
+            return float(line.split()[-1])
+    return None
+
+
 def test_dead_collector_drops_and_counts(docket_factory):
-    # nothing listens there: exports fail, requests do not notice, drops are counted
+    # nothing listens there: the first probe fails, so spans are dropped where they would
+    # start (counted as collector_down), requests do not notice
     port = helpers.free_port()
-    d = docket_factory("sqlite", extra_env=otel_env(f"http://127.0.0.1:{port}",
-                                                    DOCKET_OTEL_MAX_QUEUE_SIZE="16"))
+    d = docket_factory("sqlite", extra_env=otel_env(f"http://127.0.0.1:{port}"))
     acct = d.new_user()
+    helpers.wait_until(lambda: metric(d, "docket_otel_collector_up") == 0, 10, interval=0.1,
+                       what="the collector to be seen down")
+    before = metric(d, "docket_otel_spans_dropped_total", 'reason="collector_down"')
     for _ in range(40):
         assert d.get("/api/v1/users/me", token=acct.access).status_code == 200
-
-    def dropped():
-        text = d.get("/metrics").text
-        for line in text.splitlines():
-            if line.startswith('docket_otel_spans_dropped_total{reason="export_failed"}'):
-                return float(line.split()[-1]) > 0
-        return False
-    helpers.wait_until(dropped, 10, interval=0.1, what="failed exports to be counted")
-    # the log says so once, not per span
+    after = metric(d, "docket_otel_spans_dropped_total", 'reason="collector_down"')
+    # each request's server span and its SQL spans, and the /metrics reads' server spans
+    assert after - before >= 40 * 2, (before, after)
+    assert metric(d, "docket_otel_spans_exported_total") == 0
+    assert metric(d, "docket_otel_queue_spans") == 0  # nothing recorded, nothing queued
+    # the log says so once, not per span or per probe
     assert d.log_text().count("trace export to") == 1
+
+
+def test_json_protocol_and_a_collector_that_comes_back(docket_factory, tmp_path):
+    # http/json to a collector that is not there yet: spans are dropped; once it listens, the
+    # next probe (1 s, then 2 s, ...) finds it and requests are traced again
+    receiver = OtlpReceiver(tmp_path)
+    d = docket_factory("sqlite", extra_env=otel_env(
+        receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/json"))
+    helpers.wait_until(lambda: metric(d, "docket_otel_collector_up") == 0, 10, interval=0.1,
+                       what="the collector to be seen down")
+    receiver.start()
+    try:
+        helpers.wait_until(lambda: metric(d, "docket_otel_collector_up") == 1, 20, interval=0.2,
+                           what="the collector to be found again")
+        trace_id, caller_span, tp = new_traceparent()
+        assert d.get("/health", headers={"traceparent": tp.format(caller_span)}).status_code == 200
+        spans = trace_spans(receiver, trace_id, lambda s: len(s) >= 1, "the /health span")
+        assert spans[0]["name"] == "GET /health" and spans[0]["parentSpanId"] == caller_span
+        assert spans[0]["headers"]["content-type"] == "application/json"
+        assert receiver.rejected() == []
+    finally:
+        receiver.stop()
 
 
 def test_sampler_off_and_bad_settings(docket_factory, receiver, tmp_path):

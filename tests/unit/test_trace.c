@@ -81,8 +81,11 @@ typedef struct collector {
     int port;
     pthread_t thread;
     pthread_mutex_t lock;
-    json_t *bodies; /* array of parsed documents */
-    int status;     /* the HTTP status it answers */
+    json_t *bodies;         /* array of parsed documents */
+    int status;             /* the HTTP status it answers */
+    unsigned char *raw[32]; /* the first bodies as sent (protobuf) */
+    size_t raw_len[32];
+    int nraw;
 } collector;
 
 static void *collector_main(void *arg)
@@ -116,6 +119,12 @@ static void *collector_main(void *arg)
             pthread_mutex_lock(&c->lock);
             if (doc)
                 json_array_append_new(c->bodies, doc);
+            if (c->nraw < 32) {
+                size_t bl = (size_t)(len - (size_t)(body - buf));
+                c->raw[c->nraw] = malloc(bl + 1);
+                memcpy(c->raw[c->nraw], body, bl);
+                c->raw_len[c->nraw++] = bl;
+            }
             pthread_mutex_unlock(&c->lock);
         }
         char resp[128];
@@ -151,8 +160,12 @@ static void collector_stop(collector *c)
     close(c->fd);
     pthread_join(c->thread, NULL);
     json_decref(c->bodies);
+    for (int i = 0; i < c->nraw; i++)
+        free(c->raw[i]);
     pthread_mutex_destroy(&c->lock);
 }
+
+static const char *test_protocol = "http/json"; /* the tests read JSON unless they say */
 
 static void start_tracing(int port, const char *sampler, double ratio, int max_queue,
                           int64_t delay_ms)
@@ -163,6 +176,7 @@ static void start_tracing(int port, const char *sampler, double ratio, int max_q
                           .service_name = "docket-test",
                           .resource_attributes = "deployment.environment=unit%20test",
                           .headers = "x-api-key=k%3Dv",
+                          .protocol = test_protocol,
                           .sampler = sampler,
                           .sampler_ratio = ratio,
                           .max_queue = max_queue,
@@ -249,8 +263,7 @@ static void test_export_document(void **state)
     assert_non_null(st);
     assert_non_null(en);
     assert_true(strtoll(en, NULL, 10) - strtoll(st, NULL, 10) == 4000000);
-    json_t *doc = json_array_get(c.bodies, 0);
-    char *text = json_dumps(doc, 0);
+    char *text = json_dumps(c.bodies, 0); /* every export (the first is an empty probe) */
     assert_non_null(
         strstr(text, "\"service.name\", \"value\": {\"stringValue\": \"docket-test\"}"));
     assert_non_null(strstr(text, "\"stringValue\": \"unit test\""));
@@ -313,8 +326,24 @@ static void test_dead_collector_and_full_queue(void **state)
     assert_true(took < 1000); /* recording never waits on the collector */
     /* 16 fit (a batch of 16 wakes the exporter, which fails), the rest were dropped at once */
     assert_true(dk_trace_dropped() - before >= 1000 - 2 * 16);
+    /* once the probe has failed, spans are not even started (dropped and counted) */
+    int64_t until = dk_mono_ms() + 5000;
+    int started = 0;
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    for (;;) {
+        dk_span *s = dk_span_start("probe", DK_SPAN_INTERNAL);
+        if (!s)
+            break;
+        dk_span_end(s);
+        started++;
+        assert_true(dk_mono_ms() < until);
+        usleep(10000);
+    }
+    for (int i = 0; i < 100; i++)
+        assert_null(dk_span_start("work", DK_SPAN_INTERNAL));
+    dk_trace_leave();
     dk_trace_stop();
-    assert_int_equal(dk_trace_dropped() - before, 1000);
+    assert_int_equal(dk_trace_dropped() - before, 1000 + 100 + 1 + (uint64_t)started);
 
     /* a collector answering 500: failed exports are dropped too, counted, not retried forever */
     collector_start(&c, 500);
@@ -331,6 +360,94 @@ static void test_dead_collector_and_full_queue(void **state)
     collector_stop(&c);
 }
 
+/* The nth (0-based) length-delimited field number f of a protobuf message, or false. The
+ * system test decodes with the official generated code; this walker checks the nesting. */
+static bool pb_field(const unsigned char *p, size_t n, unsigned f, int nth,
+                     const unsigned char **out, size_t *out_len)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint64_t key = 0, len = 0;
+        for (int sh = 0; i < n; sh += 7) {
+            key |= (uint64_t)(p[i] & 0x7f) << sh;
+            if (!(p[i++] & 0x80))
+                break;
+        }
+        unsigned wire = (unsigned)(key & 7);
+        if (wire == 0) {
+            while (i < n && (p[i++] & 0x80))
+                ;
+        } else if (wire == 1) {
+            i += 8;
+        } else if (wire == 5) {
+            i += 4;
+        } else if (wire == 2) {
+            for (int sh = 0; i < n; sh += 7) {
+                len |= (uint64_t)(p[i] & 0x7f) << sh;
+                if (!(p[i++] & 0x80))
+                    break;
+            }
+            if (i + len > n)
+                return false;
+            if ((key >> 3) == f && nth-- == 0) {
+                *out = p + i;
+                *out_len = (size_t)len;
+                return true;
+            }
+            i += (size_t)len;
+        } else {
+            return false;
+        }
+    }
+    return false;
+}
+
+static void test_protobuf_export(void **state)
+{
+    (void)state;
+    collector c;
+    collector_start(&c, 200);
+    test_protocol = NULL; /* the default: http/protobuf */
+    start_tracing(c.port, "always_on", 1, 128, 50);
+    test_protocol = "http/json";
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    dk_span *s = dk_span_start("work \xff half", DK_SPAN_INTERNAL); /* invalid UTF-8 */
+    dk_span_attr_int(s, "docket.count", -3);
+    dk_span_attr_str(s, "docket.what", "caf\xc3\xa9");
+    dk_span_error(s, "broke");
+    dk_span_end(s);
+    dk_trace_leave();
+    dk_trace_stop();
+    pthread_mutex_lock(&c.lock);
+    const unsigned char *rs = NULL, *ss, *sp, *f, *res;
+    size_t rsl = 0, ssl, spl, fl, resl;
+    for (int i = 0; i < c.nraw && !rs; i++) /* the first bodies may be empty probes */
+        if (c.raw_len[i] > 0)
+            assert_true(pb_field(c.raw[i], c.raw_len[i], 1, 0, &rs, &rsl));
+    assert_non_null(rs);
+    assert_true(pb_field(rs, rsl, 1, 0, &res, &resl)); /* the resource */
+    assert_non_null(memmem(res, resl, "docket-test", 11));
+    assert_non_null(memmem(res, resl, "unit test", 9));
+    assert_true(pb_field(rs, rsl, 2, 0, &ss, &ssl));
+    assert_true(pb_field(ss, ssl, 2, 0, &sp, &spl));
+    assert_false(pb_field(ss, ssl, 2, 1, &f, &fl)); /* one span */
+    assert_true(pb_field(sp, spl, 1, 0, &f, &fl));
+    assert_int_equal(fl, 16);
+    assert_memory_equal(f, "\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36", 16);
+    assert_true(pb_field(sp, spl, 4, 0, &f, &fl)); /* the parent */
+    assert_memory_equal(f, "\x11\x11\x11\x11\x11\x11\x11\x11", 8);
+    assert_true(pb_field(sp, spl, 5, 0, &f, &fl)); /* the name, scrubbed to valid UTF-8 */
+    assert_int_equal(fl, strlen("work \xef\xbf\xbd half"));
+    assert_memory_equal(f, "work \xef\xbf\xbd half", fl);
+    assert_true(pb_field(sp, spl, 9, 1, &f, &fl)); /* the second attribute */
+    assert_non_null(memmem(f, fl, "caf\xc3\xa9", 5));
+    assert_true(pb_field(sp, spl, 15, 0, &f, &fl)); /* status: message "broke", code 2 */
+    assert_int_equal(fl, 2 + 5 + 2);
+    assert_memory_equal(f + 7, "\x18\x02", 2);
+    pthread_mutex_unlock(&c.lock);
+    collector_stop(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_export_document),
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_dead_collector_and_full_queue),
+        cmocka_unit_test(test_protobuf_export),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
