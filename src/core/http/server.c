@@ -323,8 +323,9 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     /* 499: the client went away before a response (while a handler still answers, its res is
      * not ours to read) */
     int status = !orphan && x->res.status ? x->res.status : 499;
-    dk_metrics_http(x->metric_service ? x->metric_service : srv->opt.process_name, x->metric_method,
-                    x->metric_route ? x->metric_route : "unmatched", status, elapsed);
+    dk_metrics_http_traced(x->metric_service ? x->metric_service : srv->opt.process_name,
+                           x->metric_method, x->metric_route ? x->metric_route : "unmatched",
+                           status, elapsed, x->req.trace_sampled ? x->req.trace_id : NULL);
     dk_trace_server_span(
         x->req.trace_id, x->req.span_id, x->req.parent_span_id, x->req.trace_sampled,
         x->metric_method, x->metric_route ? x->metric_route : "unmatched",

@@ -68,6 +68,7 @@ struct nt_delivery {
 typedef struct nt_row {
     const char *id, *user_id, *channel, *target, *body;
     int64_t attempts;
+    const char *traceparent; /* of the request that caused it, or NULL */
 } nt_row;
 
 typedef enum {
@@ -104,7 +105,7 @@ static void nt_reason(char *why, size_t cap, const char *fmt, ...)
     "UPDATE notifications_deliveries SET next_attempt_at = $1, updated_at = $2 "                   \
     "WHERE id IN (SELECT id FROM notifications_deliveries "                                        \
     "WHERE state = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3"
-#define NT_CLAIM_TAIL ") RETURNING id, user_id, channel, target, body, attempts"
+#define NT_CLAIM_TAIL ") RETURNING id, user_id, channel, target, body, attempts, traceparent"
 
 /* SQLite runs one writer at a time, so the statement alone is atomic; PostgreSQL needs the
  * candidate rows locked, skipping those another replica is claiming right now. */
@@ -487,6 +488,12 @@ static void nt_deliver(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t lea
 {
     char why[NT_ERROR_MAX + 1] = "";
     nt_outcome out;
+    /* each attempt (retries too) is a span in the trace of the request that caused it */
+    (void)dk_trace_enter_traceparent(r->traceparent);
+    dk_span *sp = dk_span_start("notification delivery", DK_SPAN_CONSUMER);
+    dk_span_attr_str(sp, "docket.channel", r->channel);
+    dk_span_attr_int(sp, "docket.attempt", r->attempts + 1);
+    dk_span_push(sp);
     if (dk_streq(r->channel, "webhook"))
         out = nt_webhook(d, a, r, why, sizeof why);
     else if (dk_streq(r->channel, "email"))
@@ -497,6 +504,11 @@ static void nt_deliver(nt_delivery *d, dk_arena *a, const nt_row *r, int64_t lea
     }
     if (out == NT_RELEASE && !atomic_load(&d->stop))
         dk_log_with(DK_LOG_WARN, nt_log_extra(a, r), "notification delivery postponed: %s", why);
+    dk_span_pop(sp);
+    if (out != NT_SENT)
+        dk_span_error(sp, why);
+    dk_span_end(sp);
+    dk_trace_leave();
     nt_finish(d, a, r, lease, out, why);
 }
 
@@ -519,6 +531,7 @@ static dk_status nt_batch(nt_delivery *d, dk_arena *a, int *ret_claimed)
             .target = dk_db_value(rows, i, 3),
             .body = dk_db_value(rows, i, 4),
             .attempts = dk_sql_get_int(rows, i, 5),
+            .traceparent = dk_db_value(rows, i, 6),
         };
         if (!r.id || !r.user_id || !r.body)
             continue; /* NOT NULL columns */
