@@ -1018,9 +1018,10 @@ static void *dk_tr_loop(void *arg)
                (dk_tr.count == 0 || dk_mono_ms() - dk_tr.oldest_ms < dk_tr.delay_ms))
             dk_tr_wait(dk_tr.count == 0 ? dk_tr.delay_ms
                                         : dk_tr.delay_ms - (dk_mono_ms() - dk_tr.oldest_ms));
-        if (dk_tr.stop && (dk_tr.count == 0 || probe)) {
-            /* shutting down: what is left goes when the collector answers; when it does not,
-             * it is dropped rather than waited on batch after batch */
+        if (dk_tr.stop && (dk_tr.count == 0 || backoff_ms > 0)) {
+            /* shutting down: what is left goes when the collector answers (or has not been
+             * probed yet); when it is failing, it is dropped rather than waited on batch after
+             * batch */
             dk_tr_drop_queued();
             break;
         }

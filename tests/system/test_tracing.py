@@ -201,3 +201,39 @@ def test_sampler_off_and_bad_settings(docket_factory, receiver, tmp_path):
                            extra=otel_env(receiver.endpoint, OTEL_TRACES_SAMPLER="sometimes"))
     r = helpers.run_cli(["all", f"--storage.data_dir={tmp_path}"], env=env, cwd=str(tmp_path))
     assert r.returncode == 2 and "otel.traces_sampler" in r.stderr, r.stderr
+
+
+def test_retried_webhook_delivery_is_in_the_request_trace(docket_factory, receiver):
+    # the delivery row keeps the assignment's traceparent: each attempt, retries made later by
+    # the delivery worker included, is a span of that request's trace, its POST a child
+    from test_notifications import FAST_DELIVERY, put_prefs
+    from webhook_sink import WebhookSink
+    d = docket_factory("sqlite", extra_env=otel_env(receiver.endpoint, **FAST_DELIVERY))
+    owner, assignee = d.new_user(), d.new_user()
+    with WebhookSink(statuses=[500], default=200) as sink:
+        put_prefs(d, assignee, False, sink.url())
+        trace_id, caller_span, tp = new_traceparent()
+        r = d.post("/api/v1/tasks", token=owner.access, headers={"traceparent": tp.format(
+            caller_span)}, json={"title": "Traced delivery", "assignee_id": assignee.id})
+        assert r.status_code == 201, r.text
+        assert [h.status for h in sink.wait_for(2, 15)] == [500, 200]
+
+        def two_attempts(spans):
+            return len([s for s in spans if s["name"] == "notification delivery"]) == 2
+        spans = trace_spans(receiver, trace_id, two_attempts, "both delivery attempts")
+    index = by_id(spans)
+    attempts = sorted((s for s in spans if s["name"] == "notification delivery"),
+                      key=lambda s: s["attributes"]["docket.attempt"])
+    assert [s["attributes"]["docket.attempt"] for s in attempts] == [1, 2]
+    assert attempts[0]["status"] == 2 and attempts[1]["status"] == 0, attempts
+    for a in attempts:
+        assert a["attributes"]["docket.channel"] == "webhook"
+        # under the notifications deliver span that queued it, up to the caller's request
+        up = chain(a, index)
+        assert up[0]["name"] == "notifications deliver", [s["name"] for s in up]
+        assert up[-1]["parentSpanId"] == caller_span
+        post = [s for s in spans if s["name"] == "webhook POST" and s["parentSpanId"] == a["spanId"]]
+        assert len(post) == 1, spans
+    assert sorted(s["attributes"]["http.response.status_code"] for s in spans
+                  if s["name"] == "webhook POST") == [200, 500]
+    assert receiver.rejected() == []
