@@ -58,7 +58,8 @@ typedef struct dk_span_rec {
     uint8_t nattrs;
     uint16_t name_len;
     uint16_t msg_off, msg_len;
-    uint16_t used; /* of text */
+    uint16_t used;    /* of text */
+    uint32_t pb_size; /* the exporter's: the encoded Span's size */
     dk_span_attr attrs[DK_SPAN_ATTRS];
     char text[DK_SPAN_TEXT];
 } dk_span_rec;
@@ -441,10 +442,14 @@ void dk_trace_server_span(const char *trace_id, const char *span_id, const char 
     if (!sampled || !dk_trace_enabled() || !dk_tr_admit())
         return;
     dk_span_rec r;
+    /* "METHOD /route/{template}", built without formatting (once per request) */
     char name[112];
-    int nl =
-        snprintf(name, sizeof name, "%s %s", method ? method : "HTTP", route ? route : "unmatched");
-    dk_tr_rec_init(&r, name, nl < 0 ? 0 : (size_t)nl, DK_SPAN_SERVER);
+    const char *m = method ? method : "HTTP", *rt = route ? route : "unmatched";
+    size_t ml = strnlen(m, 15), rl = strnlen(rt, sizeof name - 17);
+    memcpy(name, m, ml);
+    name[ml] = ' ';
+    memcpy(name + ml + 1, rt, rl);
+    dk_tr_rec_init(&r, name, ml + 1 + rl, DK_SPAN_SERVER);
     r.end_ns = r.start_ns;
     r.start_ns = r.end_ns - (int64_t)(seconds * 1e9);
     dk_tr_unhex(trace_id, r.trace_id, 16);
@@ -462,45 +467,77 @@ void dk_trace_server_span(const char *trace_id, const char *span_id, const char 
     dk_tr_queue(&r);
 }
 
+/* The length of the keyword FROM / INTO / UPDATE / TABLE (any case) at q when a separator
+ * follows it, else 0. */
+static inline size_t dk_tr_sql_keyword(const char *q)
+{
+    static const struct {
+        const char *word;
+        size_t len;
+    } kw[] = {{"from", 4}, {"into", 4}, {"update", 6}, {"table", 5}};
+    char c = (char)(q[0] | 0x20);
+    if (c != 'f' && c != 'i' && c != 'u' && c != 't')
+        return 0; /* most words */
+    for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++) {
+        if (c != kw[i].word[0])
+            continue;
+        size_t n = 1;
+        while (n < kw[i].len && (q[n] | 0x20) == kw[i].word[n])
+            n++;
+        if (n == kw[i].len && (q[n] == ' ' || q[n] == '\n' || q[n] == '\t'))
+            return n;
+    }
+    return 0;
+}
+
 void dk_trace_sql_name(const char *sql, char *out, size_t cap)
 {
-    /* the verb, then the first word after FROM / INTO / UPDATE / TABLE: "SELECT tasks" */
-    char verb[16] = "";
-    char table[48] = "";
+    /* the verb, then the first word after FROM / INTO / UPDATE / TABLE: "SELECT tasks". One
+     * pass that jumps from space to space (strchr), no formatting: it runs for every SQL span
+     * on the request's thread (docs/design/measurements.md). */
+    char name[16 + 48];
+    size_t n = 0;
     const char *p = sql ? sql : "";
     while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '(')
         p++;
-    size_t n = 0;
-    while (p[n] && ((p[n] >= 'A' && p[n] <= 'Z') || (p[n] >= 'a' && p[n] <= 'z')) &&
-           n + 1 < sizeof verb) {
-        verb[n] = (char)(p[n] >= 'a' ? p[n] - 32 : p[n]);
+    while (((p[n] >= 'A' && p[n] <= 'Z') || (p[n] >= 'a' && p[n] <= 'z')) && n < 15) {
+        name[n] = (char)(p[n] >= 'a' ? p[n] - 32 : p[n]);
         n++;
     }
-    verb[n] = '\0';
-    static const char *const after[] = {" FROM ", " INTO ", "UPDATE ", " TABLE ",
-                                        " from ", " into ", "update "};
+    if (n == 0) {
+        memcpy(name, "SQL", 3);
+        n = 3;
+    }
     const char *best = NULL;
-    for (size_t i = 0; i < sizeof after / sizeof after[0]; i++) {
-        const char *f = strstr(p, after[i]);
-        if (f && (!best || f < best)) {
-            best = f + strlen(after[i]);
-        }
+    size_t k = dk_tr_sql_keyword(p);
+    if (k)
+        best = p + k;
+    for (const char *q = p; !best && (q = strchr(q, ' ')) != NULL;) {
+        q++;
+        k = dk_tr_sql_keyword(q);
+        if (k)
+            best = q + k;
     }
     if (best) {
-        while (*best == ' ')
+        while (*best == ' ' || *best == '\n' || *best == '\t')
             best++;
-        size_t k = 0;
-        while (best[k] && k + 1 < sizeof table &&
-               ((best[k] >= 'a' && best[k] <= 'z') || (best[k] >= 'A' && best[k] <= 'Z') ||
-                (best[k] >= '0' && best[k] <= '9') || best[k] == '_' || best[k] == '.')) {
-            table[k] = best[k];
-            k++;
+        size_t t = 0;
+        while (t < 47 &&
+               ((best[t] >= 'a' && best[t] <= 'z') || (best[t] >= 'A' && best[t] <= 'Z') ||
+                (best[t] >= '0' && best[t] <= '9') || best[t] == '_' || best[t] == '.'))
+            t++;
+        if (t > 0) {
+            name[n++] = ' ';
+            memcpy(name + n, best, t);
+            n += t;
         }
-        table[k] = '\0';
     }
-    if (!verb[0])
-        dk_strlcpy(verb, "SQL", sizeof verb);
-    snprintf(out, cap, "%s%s%s", verb, table[0] ? " " : "", table);
+    if (cap == 0)
+        return;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, name, n);
+    out[n] = '\0';
 }
 
 dk_span *dk_span_sql(const char *system, const char *sql)
@@ -576,14 +613,35 @@ uint64_t dk_trace_exported(void)
 
 /* ---------- export: encoding (the exporter thread only) ---------- */
 
-/* Strings leave as valid UTF-8 (both encodings require it): a string cut in the middle of a
- * character or holding invalid bytes is scrubbed into tmp. */
-static void dk_tr_clean(const char **s, size_t *n, char *tmp, size_t cap)
+/* Strings leave as valid UTF-8 (both encodings require it): in a string cut in the middle of a
+ * character or holding invalid bytes, every non-ASCII byte becomes '?' (in place, so the record
+ * keeps its layout). ASCII text, nearly all of it, is checked eight bytes at a time. */
+static void dk_tr_clean_text(char *s, size_t n)
 {
-    if (dk_utf8_len(*s, *n) >= 0)
+    size_t i = 0;
+    uint64_t high = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        high |= w;
+    }
+    for (; i < n; i++)
+        high |= (unsigned char)s[i];
+    if (!(high & 0x8080808080808080ull) || dk_utf8_len(s, n) >= 0)
         return;
-    *n = dk_utf8_scrub(tmp, cap, *s, *n);
-    *s = tmp;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            s[i] = '?';
+}
+
+static void dk_tr_clean(dk_span_rec *r)
+{
+    dk_tr_clean_text(r->text, r->name_len);
+    if (r->error)
+        dk_tr_clean_text(r->text + r->msg_off, r->msg_len);
+    for (int i = 0; i < r->nattrs; i++)
+        if (!r->attrs[i].is_int)
+            dk_tr_clean_text(r->text + r->attrs[i].off, r->attrs[i].len);
 }
 
 /* Protobuf wire format (https://protobuf.dev/programming-guides/encoding/), the few shapes the
@@ -662,27 +720,21 @@ static void dk_pb_kv(dk_sb *b, unsigned field, const char *key, bool is_int, int
     }
 }
 
-/* A record's strings, each valid UTF-8 (scrubbed copies live in the record's own spare
- * buffer, cleaned once per export). */
+/* A record's strings (cleaned by dk_tr_clean when the batch was taken). */
 typedef struct dk_tr_strs {
     const char *name, *msg, *val[DK_SPAN_ATTRS];
     size_t name_len, msg_len, val_len[DK_SPAN_ATTRS];
-    char tmp[2 + DK_SPAN_ATTRS][3 * DK_SPAN_TEXT + 1];
 } dk_tr_strs;
 
 static void dk_tr_strings(const dk_span_rec *r, dk_tr_strs *t)
 {
     t->name = r->text;
     t->name_len = r->name_len;
-    dk_tr_clean(&t->name, &t->name_len, t->tmp[0], sizeof t->tmp[0]);
     t->msg = r->text + r->msg_off;
     t->msg_len = r->error ? r->msg_len : 0;
-    dk_tr_clean(&t->msg, &t->msg_len, t->tmp[1], sizeof t->tmp[1]);
     for (int i = 0; i < r->nattrs; i++) {
         t->val[i] = r->text + r->attrs[i].off;
         t->val_len[i] = r->attrs[i].is_int ? 0 : r->attrs[i].len;
-        if (!r->attrs[i].is_int)
-            dk_tr_clean(&t->val[i], &t->val_len[i], t->tmp[2 + i], sizeof t->tmp[2 + i]);
     }
 }
 
@@ -713,8 +765,8 @@ static size_t dk_pb_span_size(const dk_span_rec *r, const dk_tr_strs *t)
 
 static void dk_pb_span(dk_sb *b, const dk_span_rec *r, const dk_tr_strs *t)
 {
-    dk_pb_tag(b, 2, 2); /* ScopeSpans.spans */
-    dk_pb_varint(b, dk_pb_span_size(r, t));
+    dk_pb_tag(b, 2, 2);          /* ScopeSpans.spans */
+    dk_pb_varint(b, r->pb_size); /* computed by the sizing pass */
     dk_pb_bytes(b, 1, r->trace_id, 16);
     dk_pb_bytes(b, 2, r->span_id, 8);
     if (dk_tr_has_parent(r))
@@ -872,7 +924,7 @@ static const char dk_tr_scope[] = "\x0a\x06"
 
 /* One ExportTraceServiceRequest for n records into out (cleared first). n == 0 makes the
  * empty request a probe sends. */
-static void dk_tr_encode(dk_sb *out, const dk_span_rec *recs, int n, dk_tr_strs *t)
+static void dk_tr_encode(dk_sb *out, dk_span_rec *recs, int n, dk_tr_strs *t)
 {
     out->len = 0;
     if (dk_tr.json) {
@@ -898,7 +950,8 @@ static void dk_tr_encode(dk_sb *out, const dk_span_rec *recs, int n, dk_tr_strs 
     size_t scope = dk_pb_field(sizeof dk_tr_scope - 1);
     for (int i = 0; i < n; i++) {
         dk_tr_strings(&recs[i], t);
-        scope += dk_pb_field(dk_pb_span_size(&recs[i], t));
+        recs[i].pb_size = (uint32_t)dk_pb_span_size(&recs[i], t);
+        scope += dk_pb_field(recs[i].pb_size);
     }
     size_t rs = dk_pb_field(dk_tr_resource.len) + dk_pb_field(scope);
     dk_sb_reserve(out, dk_pb_field(rs));
@@ -1027,7 +1080,8 @@ static void *dk_tr_loop(void *arg)
         }
         int n = dk_tr.count < dk_tr.batch_size ? dk_tr.count : dk_tr.batch_size;
         for (int i = 0; i < n; i++) {
-            memcpy(&batch[i], &dk_tr.ring[dk_tr.head], sizeof batch[i]);
+            memcpy(&batch[i], &dk_tr.ring[dk_tr.head], offsetof(dk_span_rec, text));
+            memcpy(batch[i].text, dk_tr.ring[dk_tr.head].text, dk_tr.ring[dk_tr.head].used);
             if (++dk_tr.head == dk_tr.max_queue)
                 dk_tr.head = 0;
         }
@@ -1037,6 +1091,8 @@ static void *dk_tr_loop(void *arg)
             atomic_store(&dk_tr_gate, DK_GATE_OPEN);
         pthread_mutex_unlock(&dk_tr.lock);
 
+        for (int i = 0; i < n; i++)
+            dk_tr_clean(&batch[i]);
         dk_tr_encode(&body, batch, n, strs);
         bool ok = h && dk_tr_post(h, &body);
         pthread_mutex_lock(&dk_tr.lock);
