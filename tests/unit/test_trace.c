@@ -81,8 +81,10 @@ typedef struct collector {
     int port;
     pthread_t thread;
     pthread_mutex_t lock;
-    json_t *bodies;         /* array of parsed documents */
-    int status;             /* the HTTP status it answers */
+    json_t *bodies; /* array of parsed documents */
+    int status;     /* the HTTP status it answers; 0: none (it holds the connection) */
+    int held[64];
+    int nheld;
     unsigned char *raw[32]; /* the first bodies as sent (protobuf) */
     size_t raw_len[32];
     int nraw;
@@ -127,6 +129,11 @@ static void *collector_main(void *arg)
             }
             pthread_mutex_unlock(&c->lock);
         }
+        if (c->status == 0 && c->nheld < 64) {
+            c->held[c->nheld++] = cfd; /* a hung collector: no answer until it stops */
+            free(buf);
+            continue;
+        }
         char resp[128];
         int n = snprintf(resp, sizeof resp,
                          "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
@@ -160,12 +167,15 @@ static void collector_stop(collector *c)
     close(c->fd);
     pthread_join(c->thread, NULL);
     json_decref(c->bodies);
+    for (int i = 0; i < c->nheld; i++)
+        close(c->held[i]);
     for (int i = 0; i < c->nraw; i++)
         free(c->raw[i]);
     pthread_mutex_destroy(&c->lock);
 }
 
 static const char *test_protocol = "http/json"; /* the tests read JSON unless they say */
+static int64_t test_timeout_ms = 2000;
 
 static void start_tracing(int port, const char *sampler, double ratio, int max_queue,
                           int64_t delay_ms)
@@ -182,7 +192,7 @@ static void start_tracing(int port, const char *sampler, double ratio, int max_q
                           .max_queue = max_queue,
                           .batch_size = 64,
                           .schedule_delay_ms = delay_ms,
-                          .export_timeout_ms = 2000};
+                          .export_timeout_ms = test_timeout_ms};
     if (dk_trace_start(&o, err, sizeof err) != DK_OK)
         fail_msg("dk_trace_start: %s", err);
 }
@@ -360,6 +370,62 @@ static void test_dead_collector_and_full_queue(void **state)
     collector_stop(&c);
 }
 
+static void test_collector_hanging_or_going_away(void **state)
+{
+    (void)state;
+    /* a collector that never answers: the probe times out, then nothing is recorded */
+    collector c;
+    collector_start(&c, 0);
+    test_timeout_ms = 200;
+    uint64_t before = dk_trace_dropped();
+    start_tracing(c.port, "always_on", 1, 128, 20);
+    test_timeout_ms = 2000;
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    int64_t t0 = dk_mono_ms();
+    int recorded = 0;
+    for (dk_span *s; (s = dk_span_start("work", DK_SPAN_INTERNAL)) != NULL; usleep(5000)) {
+        dk_span_end(s);
+        recorded++;
+        assert_true(dk_mono_ms() - t0 < 5000);
+    }
+    for (int i = 0; i < 50; i++)
+        assert_null(dk_span_start("work", DK_SPAN_INTERNAL));
+    dk_trace_leave();
+    int64_t t1 = dk_mono_ms();
+    dk_trace_stop(); /* in back-off: drops at once, does not wait for the collector */
+    assert_true(dk_mono_ms() - t1 < 1000);
+    assert_int_equal(dk_trace_dropped() - before, (uint64_t)recorded + 1 + 50);
+    collector_stop(&c);
+
+    /* a collector that answers, then goes away: the next export fails, and from then on spans
+     * are dropped before they are recorded */
+    collector_start(&c, 200);
+    uint64_t exported = dk_trace_exported();
+    start_tracing(c.port, "always_on", 1, 128, 20);
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    for (int i = 0; i < 5; i++)
+        dk_span_end(dk_span_start("before", DK_SPAN_INTERNAL));
+    t0 = dk_mono_ms();
+    while (dk_trace_exported() - exported < 5) {
+        assert_true(dk_mono_ms() - t0 < 5000);
+        usleep(5000);
+    }
+    collector_stop(&c);
+    before = dk_trace_dropped();
+    recorded = 0;
+    t0 = dk_mono_ms();
+    for (dk_span *s; (s = dk_span_start("after", DK_SPAN_INTERNAL)) != NULL; usleep(5000)) {
+        dk_span_end(s);
+        recorded++;
+        assert_true(dk_mono_ms() - t0 < 5000);
+    }
+    assert_true(recorded >= 1); /* the export that found it gone */
+    dk_trace_leave();
+    dk_trace_stop();
+    assert_int_equal(dk_trace_dropped() - before, (uint64_t)recorded + 1);
+    assert_int_equal(dk_trace_exported() - exported, 5);
+}
+
 /* The nth (0-based) length-delimited field number f of a protobuf message, or false. The
  * system test decodes with the official generated code; this walker checks the nesting. */
 static bool pb_field(const unsigned char *p, size_t n, unsigned f, int nth,
@@ -457,6 +523,7 @@ int main(void)
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_dead_collector_and_full_queue),
         cmocka_unit_test(test_protobuf_export),
+        cmocka_unit_test(test_collector_hanging_or_going_away),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
