@@ -184,6 +184,14 @@ def test_json_protocol_and_a_collector_that_comes_back(docket_factory, tmp_path)
         assert spans[0]["name"] == "GET /health" and spans[0]["parentSpanId"] == caller_span
         assert spans[0]["headers"]["content-type"] == "application/json"
         assert receiver.rejected() == []
+        # the request's trace id is the exemplar of its latency bucket, in OpenMetrics only
+        r = d.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text"), r.headers
+        assert r.text.endswith("# EOF\n")
+        ex = [line for line in r.text.splitlines() if f'trace_id="{trace_id}"' in line]
+        assert len(ex) == 1 and ex[0].startswith("http_request_duration_seconds_bucket{") \
+            and 'route="/health"' in ex[0], ex
+        assert trace_id not in d.get("/metrics").text  # the 0.0.4 text format has none
     finally:
         receiver.stop()
 
