@@ -540,13 +540,35 @@ void dk_trace_sql_name(const char *sql, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* The names of the statements a thread ran last, by the statement's address and verified
+ * against a copy of its text (a statement built in an arena may reuse an address): a SQL span's
+ * name is then a comparison instead of a scan (docs/design/measurements.md). */
+#define DK_TR_SQL_CACHE 8
+#define DK_TR_SQL_TEXT  448
+typedef struct dk_tr_sql_entry {
+    const char *sql;
+    uint16_t len;
+    uint8_t name_len;
+    char name[64];
+    char text[DK_TR_SQL_TEXT];
+} dk_tr_sql_entry;
+static _Thread_local dk_tr_sql_entry dk_tr_sqlc[DK_TR_SQL_CACHE];
+
 dk_span *dk_span_sql(const char *system, const char *sql)
 {
     if (!dk_tr_would_record())
         return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when gated */
-    char name[80];
-    dk_trace_sql_name(sql, name, sizeof name);
-    dk_span *s = dk_span_start(name, DK_SPAN_CLIENT);
+    const char *text = sql ? sql : "";
+    size_t len = strnlen(text, DK_TR_SQL_TEXT);
+    dk_tr_sql_entry *e = &dk_tr_sqlc[((uintptr_t)text >> 3) % DK_TR_SQL_CACHE];
+    if (len == DK_TR_SQL_TEXT || e->sql != text || e->len != len || memcmp(e->text, text, len)) {
+        dk_trace_sql_name(text, e->name, sizeof e->name);
+        e->name_len = (uint8_t)strlen(e->name);
+        e->sql = len < DK_TR_SQL_TEXT ? text : NULL;
+        e->len = (uint16_t)len;
+        memcpy(e->text, text, len < DK_TR_SQL_TEXT ? len : 0);
+    }
+    dk_span *s = dk_span_start_n(e->name, e->name_len, DK_SPAN_CLIENT);
     dk_span_attr_str(s, "db.system", system);
     return s;
 }

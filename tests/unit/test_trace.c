@@ -242,6 +242,13 @@ static void test_export_document(void **state)
     char outer_tp[DK_TRACEPARENT_LEN];
     assert_true(dk_span_traceparent(outer, outer_tp));
     assert_string_equal(cur, outer_tp);
+    /* statement names are cached per address and text: new text at the same address (an
+     * arena reused) gets its own name */
+    char stmt[64] = "SELECT a FROM t1 WHERE x = $1";
+    dk_span_end(dk_span_sql("sqlite", stmt));
+    dk_span_end(dk_span_sql("sqlite", stmt));
+    memcpy(stmt + 15, "2", 1);
+    dk_span_end(dk_span_sql("sqlite", stmt));
     dk_span_pop(outer);
     assert_string_equal(dk_trace_current_span_id(), "1111111111111111");
     dk_span_attr_int(outer, "docket.count", 3);
@@ -259,6 +266,8 @@ static void test_export_document(void **state)
     assert_non_null(server);
     assert_non_null(cons);
     assert_non_null(q);
+    assert_non_null(find_span(c.bodies, "SELECT t1"));
+    assert_non_null(find_span(c.bodies, "SELECT t2"));
     assert_string_equal(json_string_value(json_object_get(server, "traceId")), t);
     assert_string_equal(json_string_value(json_object_get(server, "parentSpanId")), parent);
     assert_int_equal(json_integer_value(json_object_get(server, "kind")), 2);
