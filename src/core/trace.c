@@ -540,17 +540,16 @@ void dk_trace_sql_name(const char *sql, char *out, size_t cap)
     out[n] = '\0';
 }
 
-/* The names of the statements a thread ran last, by the statement's address and verified
- * against a copy of its text (a statement built in an arena may reuse an address): a SQL span's
- * name is then a comparison instead of a scan (docs/design/measurements.md). */
-#define DK_TR_SQL_CACHE 8
-#define DK_TR_SQL_TEXT  448
+/* The names of the statements a thread ran last, found by two independent 64-bit hashes of the
+ * text and its length (statements are often built per call, e.g. a task read's, so their
+ * addresses differ; their text is the program's, never user input): a SQL span's name is then
+ * one pass of hashing instead of a scan (docs/design/measurements.md). */
+#define DK_TR_SQL_CACHE 16
 typedef struct dk_tr_sql_entry {
-    const char *sql;
-    uint16_t len;
+    uint64_t h1, h2;
+    size_t len; /* 0: empty */
     uint8_t name_len;
     char name[64];
-    char text[DK_TR_SQL_TEXT];
 } dk_tr_sql_entry;
 static _Thread_local dk_tr_sql_entry dk_tr_sqlc[DK_TR_SQL_CACHE];
 
@@ -559,14 +558,26 @@ dk_span *dk_span_sql(const char *system, const char *sql)
     if (!dk_tr_would_record())
         return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when gated */
     const char *text = sql ? sql : "";
-    size_t len = strnlen(text, DK_TR_SQL_TEXT);
-    dk_tr_sql_entry *e = &dk_tr_sqlc[((uintptr_t)text >> 3) % DK_TR_SQL_CACHE];
-    if (len == DK_TR_SQL_TEXT || e->sql != text || e->len != len || memcmp(e->text, text, len)) {
+    size_t len = strlen(text), i = 0;
+    uint64_t h1 = 1469598103934665603ull, h2 = len;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, text + i, 8);
+        h1 = (h1 ^ w) * 1099511628211ull;
+        h2 = (h2 + w) * 0x9e3779b97f4a7c15ull;
+        h2 ^= h2 >> 29;
+    }
+    for (; i < len; i++) {
+        h1 = (h1 ^ (unsigned char)text[i]) * 1099511628211ull;
+        h2 = (h2 + (unsigned char)text[i]) * 0x9e3779b97f4a7c15ull;
+    }
+    dk_tr_sql_entry *e = &dk_tr_sqlc[(h1 ^ (h1 >> 32)) % DK_TR_SQL_CACHE];
+    if (len == 0 || e->len != len || e->h1 != h1 || e->h2 != h2) {
         dk_trace_sql_name(text, e->name, sizeof e->name);
         e->name_len = (uint8_t)strlen(e->name);
-        e->sql = len < DK_TR_SQL_TEXT ? text : NULL;
-        e->len = (uint16_t)len;
-        memcpy(e->text, text, len < DK_TR_SQL_TEXT ? len : 0);
+        e->len = len;
+        e->h1 = h1;
+        e->h2 = h2;
     }
     dk_span *s = dk_span_start_n(e->name, e->name_len, DK_SPAN_CLIENT);
     dk_span_attr_str(s, "db.system", system);

@@ -242,7 +242,7 @@ static void test_export_document(void **state)
     char outer_tp[DK_TRACEPARENT_LEN];
     assert_true(dk_span_traceparent(outer, outer_tp));
     assert_string_equal(cur, outer_tp);
-    /* statement names are cached per address and text: new text at the same address (an
+    /* statement names are cached by a hash of the text: new text at the same address (an
      * arena reused) gets its own name */
     char stmt[64] = "SELECT a FROM t1 WHERE x = $1";
     dk_span_end(dk_span_sql("sqlite", stmt));
