@@ -274,6 +274,15 @@ static bool dk_tr_would_record(void)
            atomic_load_explicit(&dk_tr_gate, memory_order_relaxed) == DK_GATE_OPEN;
 }
 
+/* For the span helpers that skip their work when nothing would be recorded: NULL, counting the
+ * drop when a sampled context meets a closed gate. */
+static dk_span *dk_tr_not_recorded(void)
+{
+    if (dk_tr_cur.on && dk_tr_cur.sampled && dk_trace_enabled() && dk_tr_admit())
+        atomic_fetch_add_explicit(&dk_tr_dropped_down, 1, memory_order_relaxed); /* reopened */
+    return NULL;
+}
+
 /* Copies up to len bytes of s into the record's text; returns the offset (len updated). */
 static uint16_t dk_tr_text(dk_span_rec *r, const char *s, size_t *len)
 {
@@ -556,7 +565,7 @@ static _Thread_local dk_tr_sql_entry dk_tr_sqlc[DK_TR_SQL_CACHE];
 dk_span *dk_span_sql(const char *system, const char *sql)
 {
     if (!dk_tr_would_record())
-        return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when gated */
+        return dk_tr_not_recorded();
     const char *text = sql ? sql : "";
     size_t len = strlen(text), i = 0;
     uint64_t h1 = 1469598103934665603ull, h2 = len;
@@ -587,7 +596,7 @@ dk_span *dk_span_sql(const char *system, const char *sql)
 dk_span *dk_span_consume(const char *type, const char *system)
 {
     if (!dk_tr_would_record())
-        return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when gated */
+        return dk_tr_not_recorded();
     char name[80];
     snprintf(name, sizeof name, "process %s", type);
     dk_span *s = dk_span_start(name, DK_SPAN_CONSUMER);
@@ -611,7 +620,7 @@ void dk_span_consume_end(dk_span *s, dk_status st)
 dk_span *dk_span_http(const char *peer, const char *method)
 {
     if (!dk_tr_would_record())
-        return dk_span_start("", DK_SPAN_INTERNAL); /* NULL; counts a drop when gated */
+        return dk_tr_not_recorded();
     char name[80];
     snprintf(name, sizeof name, "%s %s", peer, method ? method : "HTTP");
     dk_span *s = dk_span_start(name, DK_SPAN_CLIENT);
