@@ -300,7 +300,7 @@ static void dk_tr_rec_init(dk_span_rec *r, const char *name, size_t name_len, dk
     r->kind = (uint8_t)kind;
     r->error = false;
     r->nattrs = 0;
-    r->msg_len = 0;
+    r->msg_off = r->msg_len = 0;
     r->used = 0;
     if (name_len > 96)
         name_len = 96;
@@ -364,6 +364,7 @@ static void dk_tr_attr_int(dk_span_rec *r, const char *key, int64_t value)
     a->key = key;
     a->is_int = true;
     a->i = value;
+    a->off = a->len = 0;
 }
 
 static void dk_tr_error(dk_span_rec *r, const char *message)
