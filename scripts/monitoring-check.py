@@ -16,7 +16,10 @@ Then, through Prometheus's HTTP API:
     off (a healthy system fires nothing; the quantities compared must exist);
   - the prometheus-adapter rule behind the HPAs' requests_per_second, expanded as the adapter
     expands it, returns a value for each of the five pods;
-  - the alert rules are loaded by Prometheus without error.
+  - the alert rules are loaded by Prometheus without error;
+  - Prometheus (exemplar storage on) holds exemplars on the latency histogram of every process,
+    each naming a trace the processes exported (they export OTLP/JSON to a sink in this
+    script, which keeps the trace ids).
 Usage: scripts/with-test-servers.sh scripts/monitoring-check.py [DOCKET_BIN]
 Exit 0 when everything holds; 1 with the list of problems."""
 
@@ -30,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import http.server
 import threading
 import time
 
@@ -254,6 +258,38 @@ def traffic(gw, stop, counts):
             time.sleep(0.1)
 
 
+class TraceSink(http.server.ThreadingHTTPServer):
+    """An OTLP/HTTP JSON sink: answers every export 200 and keeps the trace ids it saw."""
+    daemon_threads = True
+
+    def __init__(self):
+        self.trace_ids = set()
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    doc = json.loads(body or b"{}")
+                    for rs in doc.get("resourceSpans", []):
+                        for ss in rs.get("scopeSpans", []):
+                            sink.trace_ids.update(sp["traceId"] for sp in ss.get("spans", []))
+                except (ValueError, KeyError, TypeError):
+                    pass
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
 def main():
     t0 = time.monotonic()
     docket = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else REPO / "build" / "docket")
@@ -266,12 +302,16 @@ def main():
     procs = Procs(workdir)
     stop = threading.Event()
     problems, notes = [], []
+    sink = TraceSink()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKET_")}
         env.update({"DATABASE_URL": pg, "REDIS_URL": redis_url, "JWT_SECRET": "m" * 48,
                     "DOCKET_AUTH_ARGON2_MEMORY_KIB": "1024", "DOCKET_AUTH_ARGON2_ITERATIONS": "1",
                     "DOCKET_RATE_LIMITING_MAX_REQUESTS": "100000",
-                    "DOCKET_GATEWAY_RATE_LIMIT_RPS": "0", "DOCKET_SERVER_THREADS": "4"})
+                    "DOCKET_GATEWAY_RATE_LIMIT_RPS": "0", "DOCKET_SERVER_THREADS": "4",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                    "DOCKET_OTEL_SCHEDULE_DELAY": "200ms"})
         r = subprocess.run([docket, "migrate"], env=env, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise SystemExit(f"monitoring-check: docket migrate failed:\n{r.stdout}{r.stderr}")
@@ -385,17 +425,36 @@ def main():
                 notes.append("requests_per_second per pod: " +
                              ", ".join(f"{p} {v:.2f}" for p, v in sorted(per_pod.items())))
 
-        # exemplars: does Prometheus hold any for the latency histogram?
+        # exemplars: Prometheus scrapes OpenMetrics, so it holds the trace ids of sampled
+        # requests on the latency buckets of every process, and each names an exported trace
         ex = requests.get(prom.url + "/api/v1/query_exemplars",
                           params={"query": "http_request_duration_seconds_bucket",
                                   "start": time.time() - 300, "end": time.time()}, timeout=10)
-        nex = sum(len(s.get("exemplars", [])) for s in ex.json().get("data", []) or [])
-        notes.append(f"exemplars on http_request_duration_seconds_bucket: {nex}")
+        per_app, unknown, nex = {}, [], 0
+        time.sleep(0.5)  # the last exports (schedule delay 200 ms)
+        for series in ex.json().get("data", []) or []:
+            app = series.get("seriesLabels", {}).get("app")
+            for e in series.get("exemplars", []):
+                nex += 1
+                per_app[app] = per_app.get(app, 0) + 1
+                tid = e.get("labels", {}).get("trace_id")
+                if tid not in sink.trace_ids:
+                    unknown.append(tid)
+        for app in APPS.values():
+            if not per_app.get(app):
+                problems.append(f"exemplars: none on {app}'s http_request_duration_seconds")
+        if unknown:
+            problems.append(f"exemplars: {len(unknown)} name traces never exported, e.g. "
+                            f"{unknown[:3]}")
+        notes.append(f"exemplars on http_request_duration_seconds_bucket: {nex} "
+                     f"({', '.join(f'{a} {n}' for a, n in sorted(per_app.items()))}), "
+                     f"{len(sink.trace_ids)} traces exported")
         notes.append(f"traffic: {counts.get('rounds', 0)} rounds, {counts.get('errors', 0)} "
                      f"failed; {nqueries} dashboard queries; {time.monotonic() - t0:.1f} s")
     finally:
         stop.set()
         procs.stop_all()
+        sink.shutdown()
         if problems:
             print(f"monitoring-check: logs kept in {workdir}")
         else:

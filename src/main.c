@@ -381,6 +381,7 @@ static int dk_start_tracing(const dk_config *c, const char *process)
         .service_name = sn,
         .resource_attributes = attrs,
         .headers = dk_config_str(c, "otel.headers"),
+        .protocol = dk_config_str(c, "otel.protocol"),
         .sampler = dk_config_str(c, "otel.traces_sampler"),
         .sampler_ratio = ratio,
         .max_queue = (int)dk_config_int(c, "otel.max_queue_size"),

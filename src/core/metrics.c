@@ -38,10 +38,21 @@ struct dk_series {
     struct dk_labels l; /* first: a slot's address is its labels' */
     atomic_uint_fast64_t count;
 };
+/* The latest exemplar of a bucket (OpenMetrics): a sampled request's trace id, its latency and
+ * when it finished. Written under a per-bucket sequence lock taken with one compare-and-swap (a
+ * writer that finds it taken skips: an exemplar is a sample, not a count); the renderer keeps a
+ * copy only when the sequence did not move while it read. */
+struct dk_exemplar {
+    atomic_uint_fast32_t seq;      /* odd while written; 0: none yet */
+    atomic_uint_fast64_t trace[4]; /* 32 hex digits */
+    atomic_uint_fast64_t ns;
+    atomic_uint_fast64_t at_ms; /* unix time */
+};
 struct dk_hist {
     struct dk_labels l;
     atomic_uint_fast64_t buckets[DK_NBUCKETS + 1];
     atomic_uint_fast64_t sum_ns;
+    struct dk_exemplar ex[DK_NBUCKETS + 1];
 };
 
 static struct {
@@ -105,8 +116,52 @@ static void *dk_slot(void *table, size_t stride, unsigned h, const char *service
     return NULL;
 }
 
+static void dk_exemplar_put(struct dk_exemplar *e, const char *trace_id, uint64_t ns)
+{
+    uint_fast32_t seq = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    if ((seq & 1) || !atomic_compare_exchange_strong_explicit(
+                         &e->seq, &seq, seq + 1, memory_order_acquire, memory_order_relaxed))
+        return; /* another request is writing it */
+    uint64_t t[4];
+    memcpy(t, trace_id, sizeof t);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    for (int i = 0; i < 4; i++)
+        atomic_store_explicit(&e->trace[i], t[i], memory_order_relaxed);
+    atomic_store_explicit(&e->ns, ns, memory_order_relaxed);
+    atomic_store_explicit(&e->at_ms, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
+                          memory_order_relaxed);
+    atomic_store_explicit(&e->seq, seq + 2, memory_order_release);
+}
+
+/* A consistent copy of the exemplar into trace (33 bytes); false when there is none (or it was
+ * being written). */
+static bool dk_exemplar_get(struct dk_exemplar *e, char trace[33], uint64_t *ns, uint64_t *at_ms)
+{
+    uint_fast32_t seq = atomic_load_explicit(&e->seq, memory_order_acquire);
+    if (seq == 0 || (seq & 1))
+        return false;
+    uint64_t t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = atomic_load_explicit(&e->trace[i], memory_order_relaxed);
+    *ns = atomic_load_explicit(&e->ns, memory_order_relaxed);
+    *at_ms = atomic_load_explicit(&e->at_ms, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&e->seq, memory_order_relaxed) != seq)
+        return false;
+    memcpy(trace, t, 32);
+    trace[32] = '\0';
+    return true;
+}
+
 void dk_metrics_http(const char *service, const char *method, const char *route, int status,
                      double seconds)
+{
+    dk_metrics_http_traced(service, method, route, status, seconds, NULL);
+}
+
+void dk_metrics_http_traced(const char *service, const char *method, const char *route, int status,
+                            double seconds, const char *trace_id)
 {
     /* label strings are copied into the registry (kept for the life of the process), so
      * the series outlives whatever server or route table produced it */
@@ -127,6 +182,8 @@ void dk_metrics_http(const char *service, const char *method, const char *route,
     double ns = seconds > 0 ? seconds * 1e9 : 0;
     atomic_fetch_add_explicit(&hs->sum_ns, ns < 1.8e19 ? (uint_fast64_t)ns : 0,
                               memory_order_relaxed);
+    if (trace_id && strlen(trace_id) == 32)
+        dk_exemplar_put(&hs->ex[b], trace_id, ns < 1.8e19 ? (uint64_t)ns : 0);
 }
 
 void dk_metrics_queue_lag(const char *service, const char *queue, double seconds)
@@ -168,6 +225,7 @@ void dk_metrics_clear_collectors(void)
 struct dk_metrics_out {
     char *buf;
     size_t len, cap;
+    bool openmetrics;
 };
 
 static void dk_out_printf(dk_metrics_out *o, const char *fmt, ...) DK_PRINTF(2, 3);
@@ -201,7 +259,12 @@ static void dk_out_value(dk_metrics_out *o, double v)
 
 void dk_metrics_family(dk_metrics_out *out, const char *name, const char *type, const char *help)
 {
-    dk_out_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    /* OpenMetrics names a counter's family without the _total its sample carries */
+    size_t n = strlen(name);
+    if (out->openmetrics && strcmp(type, "counter") == 0 && n > 6 &&
+        strcmp(name + n - 6, "_total") == 0)
+        n -= 6;
+    dk_out_printf(out, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)n, name, help, (int)n, name, type);
 }
 
 void dk_metrics_sample(dk_metrics_out *out, const char *name, const char *labels, double value)
@@ -284,7 +347,13 @@ static void dk_metrics_process(dk_metrics_out *o)
 
 char *dk_metrics_render(dk_arena *a, size_t *ret_len)
 {
-    dk_metrics_out o = {.buf = dk_malloc(16384), .len = 0, .cap = 16384};
+    return dk_metrics_render_as(a, ret_len, false);
+}
+
+char *dk_metrics_render_as(dk_arena *a, size_t *ret_len, bool openmetrics)
+{
+    dk_metrics_out o = {
+        .buf = dk_malloc(16384), .len = 0, .cap = 16384, .openmetrics = openmetrics};
     o.buf[0] = '\0';
     pthread_mutex_lock(&dk_reg.lock);
     dk_metrics_family(&o, "http_requests_total", "counter", "HTTP requests handled.");
@@ -315,11 +384,19 @@ char *dk_metrics_render(dk_arena *a, size_t *ret_len)
         for (size_t b = 0; b <= DK_NBUCKETS; b++) {
             cum += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
             if (b < DK_NBUCKETS)
-                dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n",
-                              labels, dk_buckets[b], cum);
+                dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu", labels,
+                              dk_buckets[b], cum);
+            else
+                dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"+Inf\"} %llu",
+                              labels, cum);
+            char trace[33];
+            uint64_t ns, at_ms;
+            if (openmetrics && dk_exemplar_get(&h->ex[b], trace, &ns, &at_ms))
+                dk_out_printf(&o, " # {trace_id=\"%s\"} %.9g %llu.%03llu", trace, (double)ns / 1e9,
+                              (unsigned long long)(at_ms / 1000),
+                              (unsigned long long)(at_ms % 1000));
+            dk_out_printf(&o, "\n");
         }
-        dk_out_printf(&o, "http_request_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", labels,
-                      cum);
         dk_out_printf(&o, "http_request_duration_seconds_sum{%s} %.9g\n", labels,
                       (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
         dk_out_printf(&o, "http_request_duration_seconds_count{%s} %llu\n", labels, cum);
@@ -339,6 +416,8 @@ char *dk_metrics_render(dk_arena *a, size_t *ret_len)
     dk_metrics_process(&o);
     for (int i = 0; i < ncollectors; i++)
         collectors[i](ctx[i], &o);
+    if (openmetrics)
+        dk_out_printf(&o, "# EOF\n");
     char *text = dk_arena_strndup(a, o.buf, o.len);
     if (ret_len)
         *ret_len = o.len;

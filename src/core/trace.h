@@ -1,10 +1,11 @@
-/* trace.h — distributed tracing: spans with W3C trace context, exported as OTLP/HTTP JSON.
+/* trace.h — distributed tracing: spans with W3C trace context, exported as OTLP/HTTP protobuf
+ * (or JSON).
  * The HTTP core records a server span per request; adapters open child spans (SQL, Redis,
  * outbound HTTP, Argon2) under the thread's current context, which the core sets while a
  * request's handler runs (dk_trace_enter) and which the event bus restores from a traceparent.
  * Finished spans go to a bounded queue drained by one background exporter thread: a full queue
- * drops the span (counted in docket_otel_spans_dropped_total), so recording never blocks nor
- * grows memory. Without an endpoint (or with sampling off) every call here is a cheap no-op and
+ * drops the span, and while the collector fails no span is recorded at all (both counted in
+ * docket_otel_spans_dropped_total), so recording never blocks nor grows memory. Without an endpoint (or with sampling off) every call here is a cheap no-op and
  * dk_span_start returns NULL; every dk_span_* function accepts NULL. A span belongs to whoever
  * started it until dk_span_end (which frees it); it may end on another thread. Thread-safe. */
 #ifndef DK_TRACE_H
@@ -34,6 +35,7 @@ typedef struct dk_trace_options {
     const char *service_name;        /* service.name */
     const char *resource_attributes; /* "k=v,k2=v2" (OTEL_RESOURCE_ATTRIBUTES), may be NULL */
     const char *headers;             /* "k=v,k2=v2" (OTEL_EXPORTER_OTLP_HEADERS), may be NULL */
+    const char *protocol;            /* "http/protobuf" (NULL: the default) or "http/json" */
     const char *sampler;             /* OTEL_TRACES_SAMPLER name; NULL = parentbased_always_on */
     double sampler_ratio;            /* for the *traceidratio samplers, 0..1 */
     int max_queue;                   /* spans waiting for export; more are dropped */

@@ -1,5 +1,5 @@
-"""Traces: OTLP/HTTP JSON export checked by a receiver built on the official generated protobuf
-code (tests/system/otlp_receiver.py). Split mode is the case that matters: one request through
+"""Traces: OTLP/HTTP export (protobuf by default, JSON when configured) checked by a receiver
+built on the official generated protobuf code (tests/system/otlp_receiver.py). Split mode is the case that matters: one request through
 the gateway yields one trace across processes, and an event carries it to notifications."""
 
 import json
@@ -81,6 +81,8 @@ def test_split_request_is_one_trace_across_processes(docket_factory, receiver):
     assert gw_server["attributes"]["http.request.method"] == "GET"
     assert gw_server["attributes"]["http.response.status_code"] == 200
     assert gw_server["resource"]["deployment.environment"] == "test"
+    # the default encoding is OTLP/protobuf, decoded by the official generated code
+    assert all(s["headers"]["content-type"] == "application/x-protobuf" for s in spans)
     forward = [s for s in spans if s["service"] == "docket-gateway" and s["kind"] == 3]
     assert len(forward) == 1 and forward[0]["parentSpanId"] == gw_server["spanId"], spans
     svc = [s for s in spans if s["service"] == "docket-tasks" and s["kind"] == 2]
@@ -137,24 +139,61 @@ def test_split_request_is_one_trace_across_processes(docket_factory, receiver):
     assert receiver.rejected() == []
 
 
+def metric(d, name, labels=""):
+    for line in d.get("/metrics").text.splitlines():
+        if line.startswith(name + (("{" + labels + "}") if labels else " ")):
+            return float(line.split()[-1])
+    return None
+
+
 def test_dead_collector_drops_and_counts(docket_factory):
-    # nothing listens there: exports fail, requests do not notice, drops are counted
+    # nothing listens there: the first probe fails, so spans are dropped where they would
+    # start (counted as collector_down), requests do not notice
     port = helpers.free_port()
-    d = docket_factory("sqlite", extra_env=otel_env(f"http://127.0.0.1:{port}",
-                                                    DOCKET_OTEL_MAX_QUEUE_SIZE="16"))
+    d = docket_factory("sqlite", extra_env=otel_env(f"http://127.0.0.1:{port}"))
     acct = d.new_user()
+    helpers.wait_until(lambda: metric(d, "docket_otel_collector_up") == 0, 10, interval=0.1,
+                       what="the collector to be seen down")
+    before = metric(d, "docket_otel_spans_dropped_total", 'reason="collector_down"')
     for _ in range(40):
         assert d.get("/api/v1/users/me", token=acct.access).status_code == 200
-
-    def dropped():
-        text = d.get("/metrics").text
-        for line in text.splitlines():
-            if line.startswith('docket_otel_spans_dropped_total{reason="export_failed"}'):
-                return float(line.split()[-1]) > 0
-        return False
-    helpers.wait_until(dropped, 10, interval=0.1, what="failed exports to be counted")
-    # the log says so once, not per span
+    after = metric(d, "docket_otel_spans_dropped_total", 'reason="collector_down"')
+    # each request's server span and its SQL spans, and the /metrics reads' server spans
+    assert after - before >= 40 * 2, (before, after)
+    assert metric(d, "docket_otel_spans_exported_total") == 0
+    assert metric(d, "docket_otel_queue_spans") == 0  # nothing recorded, nothing queued
+    # the log says so once, not per span or per probe
     assert d.log_text().count("trace export to") == 1
+
+
+def test_json_protocol_and_a_collector_that_comes_back(docket_factory, tmp_path):
+    # http/json to a collector that is not there yet: spans are dropped; once it listens, the
+    # next probe (1 s, then 2 s, ...) finds it and requests are traced again
+    receiver = OtlpReceiver(tmp_path)
+    d = docket_factory("sqlite", extra_env=otel_env(
+        receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/json"))
+    helpers.wait_until(lambda: metric(d, "docket_otel_collector_up") == 0, 10, interval=0.1,
+                       what="the collector to be seen down")
+    receiver.start()
+    try:
+        helpers.wait_until(lambda: metric(d, "docket_otel_collector_up") == 1, 20, interval=0.2,
+                           what="the collector to be found again")
+        trace_id, caller_span, tp = new_traceparent()
+        assert d.get("/health", headers={"traceparent": tp.format(caller_span)}).status_code == 200
+        spans = trace_spans(receiver, trace_id, lambda s: len(s) >= 1, "the /health span")
+        assert spans[0]["name"] == "GET /health" and spans[0]["parentSpanId"] == caller_span
+        assert spans[0]["headers"]["content-type"] == "application/json"
+        assert receiver.rejected() == []
+        # the request's trace id is the exemplar of its latency bucket, in OpenMetrics only
+        r = d.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text"), r.headers
+        assert r.text.endswith("# EOF\n")
+        ex = [line for line in r.text.splitlines() if f'trace_id="{trace_id}"' in line]
+        assert len(ex) == 1 and ex[0].startswith("http_request_duration_seconds_bucket{") \
+            and 'route="/health"' in ex[0], ex
+        assert trace_id not in d.get("/metrics").text  # the 0.0.4 text format has none
+    finally:
+        receiver.stop()
 
 
 def test_sampler_off_and_bad_settings(docket_factory, receiver, tmp_path):
@@ -170,3 +209,39 @@ def test_sampler_off_and_bad_settings(docket_factory, receiver, tmp_path):
                            extra=otel_env(receiver.endpoint, OTEL_TRACES_SAMPLER="sometimes"))
     r = helpers.run_cli(["all", f"--storage.data_dir={tmp_path}"], env=env, cwd=str(tmp_path))
     assert r.returncode == 2 and "otel.traces_sampler" in r.stderr, r.stderr
+
+
+def test_retried_webhook_delivery_is_in_the_request_trace(docket_factory, receiver):
+    # the delivery row keeps the assignment's traceparent: each attempt, retries made later by
+    # the delivery worker included, is a span of that request's trace, its POST a child
+    from test_notifications import FAST_DELIVERY, put_prefs
+    from webhook_sink import WebhookSink
+    d = docket_factory("sqlite", extra_env=otel_env(receiver.endpoint, **FAST_DELIVERY))
+    owner, assignee = d.new_user(), d.new_user()
+    with WebhookSink(statuses=[500], default=200) as sink:
+        put_prefs(d, assignee, False, sink.url())
+        trace_id, caller_span, tp = new_traceparent()
+        r = d.post("/api/v1/tasks", token=owner.access, headers={"traceparent": tp.format(
+            caller_span)}, json={"title": "Traced delivery", "assignee_id": assignee.id})
+        assert r.status_code == 201, r.text
+        assert [h.status for h in sink.wait_for(2, 15)] == [500, 200]
+
+        def two_attempts(spans):
+            return len([s for s in spans if s["name"] == "notification delivery"]) == 2
+        spans = trace_spans(receiver, trace_id, two_attempts, "both delivery attempts")
+    index = by_id(spans)
+    attempts = sorted((s for s in spans if s["name"] == "notification delivery"),
+                      key=lambda s: s["attributes"]["docket.attempt"])
+    assert [s["attributes"]["docket.attempt"] for s in attempts] == [1, 2]
+    assert attempts[0]["status"] == 2 and attempts[1]["status"] == 0, attempts
+    for a in attempts:
+        assert a["attributes"]["docket.channel"] == "webhook"
+        # under the notifications deliver span that queued it, up to the caller's request
+        up = chain(a, index)
+        assert up[0]["name"] == "notifications deliver", [s["name"] for s in up]
+        assert up[-1]["parentSpanId"] == caller_span
+        post = [s for s in spans if s["name"] == "webhook POST" and s["parentSpanId"] == a["spanId"]]
+        assert len(post) == 1, spans
+    assert sorted(s["attributes"]["http.response.status_code"] for s in spans
+                  if s["name"] == "webhook POST") == [200, 500]
+    assert receiver.rejected() == []

@@ -139,6 +139,49 @@ static void test_histogram_buckets(void **state)
     assert_true(fabs(sum - 20.7038) < 1e-6);
 }
 
+static void test_openmetrics_exemplars(void **state)
+{
+    dk_arena *a = *state;
+    const char *t1 = "4bf92f3577b34da6a3ce929d0e0e4736", *t2 = "0af7651916cd43dd8448eb211c80319c";
+    dk_metrics_http_traced("svc_ex", "GET", "/e", 200, 0.003, t1);
+    dk_metrics_http_traced("svc_ex", "GET", "/e", 200, 0.004, t2);    /* the same bucket: latest */
+    dk_metrics_http_traced("svc_ex", "GET", "/e", 200, 0.7, NULL);    /* untraced: none */
+    dk_metrics_http_traced("svc_ex", "GET", "/e", 200, 0.2, "short"); /* not an id: none */
+    size_t len = 0;
+    char *om = dk_metrics_render_as(a, &len, true);
+    assert_int_equal(strlen(om), len);
+    const char *b =
+        strstr(om, "http_request_duration_seconds_bucket{service=\"svc_ex\",method=\"GET\","
+                   "route=\"/e\",le=\"0.005\"} 2 # {trace_id=\"");
+    assert_non_null(b);
+    assert_memory_equal(strchr(b, '#') + 13, t2, 32);
+    const char *ex = strchr(b, '#') + 13 + 32 + 3;
+    assert_true(fabs(strtod(ex, NULL) - 0.004) < 1e-9);
+    char *end;
+    double at = strtod(strchr(ex, ' ') + 1, &end);
+    assert_true(at > 1.7e9 && *end == '\n'); /* unix seconds with milliseconds */
+    /* only that bucket has one */
+    const char *prefix = "http_request_duration_seconds_bucket{service=\"svc_ex\"";
+    int with = 0;
+    for (const char *p = strstr(om, prefix); p; p = strstr(p + 1, prefix)) {
+        const char *nl = strchr(p, '\n');
+        const char *h = strstr(p, " # {");
+        with += h && h < nl;
+    }
+    assert_int_equal(with, 1);
+    /* OpenMetrics families: a counter's without _total, the text ends with # EOF */
+    assert_non_null(strstr(om, "# TYPE http_requests counter\n"));
+    assert_null(strstr(om, "# TYPE http_requests_total"));
+    assert_non_null(strstr(om, "\nhttp_requests_total{"));
+    assert_non_null(strstr(om, "# TYPE process_cpu_seconds counter\n"));
+    assert_true(len > 6 && strcmp(om + len - 6, "# EOF\n") == 0);
+    /* the text format has neither */
+    char *text = render(a);
+    assert_null(strstr(text, " # {"));
+    assert_null(strstr(text, "# EOF"));
+    assert_non_null(strstr(text, "# TYPE http_requests_total counter\n"));
+}
+
 static void test_families_and_process(void **state)
 {
     dk_arena *a = *state;
@@ -316,6 +359,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_histogram_buckets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_openmetrics_exemplars, setup, teardown),
         cmocka_unit_test_setup_teardown(test_families_and_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collectors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_updates, setup, teardown),

@@ -82,7 +82,12 @@ typedef struct collector {
     pthread_t thread;
     pthread_mutex_t lock;
     json_t *bodies; /* array of parsed documents */
-    int status;     /* the HTTP status it answers */
+    int status;     /* the HTTP status it answers; 0: none (it holds the connection) */
+    int held[64];
+    int nheld;
+    unsigned char *raw[32]; /* the first bodies as sent (protobuf) */
+    size_t raw_len[32];
+    int nraw;
 } collector;
 
 static void *collector_main(void *arg)
@@ -116,7 +121,18 @@ static void *collector_main(void *arg)
             pthread_mutex_lock(&c->lock);
             if (doc)
                 json_array_append_new(c->bodies, doc);
+            if (c->nraw < 32) {
+                size_t bl = (size_t)(len - (size_t)(body - buf));
+                c->raw[c->nraw] = malloc(bl + 1);
+                memcpy(c->raw[c->nraw], body, bl);
+                c->raw_len[c->nraw++] = bl;
+            }
             pthread_mutex_unlock(&c->lock);
+        }
+        if (c->status == 0 && c->nheld < 64) {
+            c->held[c->nheld++] = cfd; /* a hung collector: no answer until it stops */
+            free(buf);
+            continue;
         }
         char resp[128];
         int n = snprintf(resp, sizeof resp,
@@ -151,8 +167,15 @@ static void collector_stop(collector *c)
     close(c->fd);
     pthread_join(c->thread, NULL);
     json_decref(c->bodies);
+    for (int i = 0; i < c->nheld; i++)
+        close(c->held[i]);
+    for (int i = 0; i < c->nraw; i++)
+        free(c->raw[i]);
     pthread_mutex_destroy(&c->lock);
 }
+
+static const char *test_protocol = "http/json"; /* the tests read JSON unless they say */
+static int64_t test_timeout_ms = 2000;
 
 static void start_tracing(int port, const char *sampler, double ratio, int max_queue,
                           int64_t delay_ms)
@@ -163,12 +186,13 @@ static void start_tracing(int port, const char *sampler, double ratio, int max_q
                           .service_name = "docket-test",
                           .resource_attributes = "deployment.environment=unit%20test",
                           .headers = "x-api-key=k%3Dv",
+                          .protocol = test_protocol,
                           .sampler = sampler,
                           .sampler_ratio = ratio,
                           .max_queue = max_queue,
                           .batch_size = 64,
                           .schedule_delay_ms = delay_ms,
-                          .export_timeout_ms = 2000};
+                          .export_timeout_ms = test_timeout_ms};
     if (dk_trace_start(&o, err, sizeof err) != DK_OK)
         fail_msg("dk_trace_start: %s", err);
 }
@@ -218,6 +242,13 @@ static void test_export_document(void **state)
     char outer_tp[DK_TRACEPARENT_LEN];
     assert_true(dk_span_traceparent(outer, outer_tp));
     assert_string_equal(cur, outer_tp);
+    /* statement names are cached by a hash of the text: new text at the same address (an
+     * arena reused) gets its own name */
+    char stmt[64] = "SELECT a FROM t1 WHERE x = $1";
+    dk_span_end(dk_span_sql("sqlite", stmt));
+    dk_span_end(dk_span_sql("sqlite", stmt));
+    memcpy(stmt + 15, "2", 1);
+    dk_span_end(dk_span_sql("sqlite", stmt));
     dk_span_pop(outer);
     assert_string_equal(dk_trace_current_span_id(), "1111111111111111");
     dk_span_attr_int(outer, "docket.count", 3);
@@ -235,6 +266,8 @@ static void test_export_document(void **state)
     assert_non_null(server);
     assert_non_null(cons);
     assert_non_null(q);
+    assert_non_null(find_span(c.bodies, "SELECT t1"));
+    assert_non_null(find_span(c.bodies, "SELECT t2"));
     assert_string_equal(json_string_value(json_object_get(server, "traceId")), t);
     assert_string_equal(json_string_value(json_object_get(server, "parentSpanId")), parent);
     assert_int_equal(json_integer_value(json_object_get(server, "kind")), 2);
@@ -249,8 +282,7 @@ static void test_export_document(void **state)
     assert_non_null(st);
     assert_non_null(en);
     assert_true(strtoll(en, NULL, 10) - strtoll(st, NULL, 10) == 4000000);
-    json_t *doc = json_array_get(c.bodies, 0);
-    char *text = json_dumps(doc, 0);
+    char *text = json_dumps(c.bodies, 0); /* every export (the first is an empty probe) */
     assert_non_null(
         strstr(text, "\"service.name\", \"value\": {\"stringValue\": \"docket-test\"}"));
     assert_non_null(strstr(text, "\"stringValue\": \"unit test\""));
@@ -313,8 +345,24 @@ static void test_dead_collector_and_full_queue(void **state)
     assert_true(took < 1000); /* recording never waits on the collector */
     /* 16 fit (a batch of 16 wakes the exporter, which fails), the rest were dropped at once */
     assert_true(dk_trace_dropped() - before >= 1000 - 2 * 16);
+    /* once the probe has failed, spans are not even started (dropped and counted) */
+    int64_t until = dk_mono_ms() + 5000;
+    int started = 0;
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    for (;;) {
+        dk_span *s = dk_span_start("probe", DK_SPAN_INTERNAL);
+        if (!s)
+            break;
+        dk_span_end(s);
+        started++;
+        assert_true(dk_mono_ms() < until);
+        usleep(10000);
+    }
+    for (int i = 0; i < 100; i++)
+        assert_null(dk_span_start("work", DK_SPAN_INTERNAL));
+    dk_trace_leave();
     dk_trace_stop();
-    assert_int_equal(dk_trace_dropped() - before, 1000);
+    assert_int_equal(dk_trace_dropped() - before, 1000 + 100 + 1 + (uint64_t)started);
 
     /* a collector answering 500: failed exports are dropped too, counted, not retried forever */
     collector_start(&c, 500);
@@ -331,6 +379,150 @@ static void test_dead_collector_and_full_queue(void **state)
     collector_stop(&c);
 }
 
+static void test_collector_hanging_or_going_away(void **state)
+{
+    (void)state;
+    /* a collector that never answers: the probe times out, then nothing is recorded */
+    collector c;
+    collector_start(&c, 0);
+    test_timeout_ms = 200;
+    uint64_t before = dk_trace_dropped();
+    start_tracing(c.port, "always_on", 1, 128, 20);
+    test_timeout_ms = 2000;
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    int64_t t0 = dk_mono_ms();
+    int recorded = 0;
+    for (dk_span *s; (s = dk_span_start("work", DK_SPAN_INTERNAL)) != NULL; usleep(5000)) {
+        dk_span_end(s);
+        recorded++;
+        assert_true(dk_mono_ms() - t0 < 5000);
+    }
+    for (int i = 0; i < 50; i++)
+        assert_null(dk_span_start("work", DK_SPAN_INTERNAL));
+    dk_trace_leave();
+    int64_t t1 = dk_mono_ms();
+    dk_trace_stop(); /* in back-off: drops at once, does not wait for the collector */
+    assert_true(dk_mono_ms() - t1 < 1000);
+    assert_int_equal(dk_trace_dropped() - before, (uint64_t)recorded + 1 + 50);
+    collector_stop(&c);
+
+    /* a collector that answers, then goes away: the next export fails, and from then on spans
+     * are dropped before they are recorded */
+    collector_start(&c, 200);
+    uint64_t exported = dk_trace_exported();
+    start_tracing(c.port, "always_on", 1, 128, 20);
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    for (int i = 0; i < 5; i++)
+        dk_span_end(dk_span_start("before", DK_SPAN_INTERNAL));
+    t0 = dk_mono_ms();
+    while (dk_trace_exported() - exported < 5) {
+        assert_true(dk_mono_ms() - t0 < 5000);
+        usleep(5000);
+    }
+    collector_stop(&c);
+    before = dk_trace_dropped();
+    recorded = 0;
+    t0 = dk_mono_ms();
+    for (dk_span *s; (s = dk_span_start("after", DK_SPAN_INTERNAL)) != NULL; usleep(5000)) {
+        dk_span_end(s);
+        recorded++;
+        assert_true(dk_mono_ms() - t0 < 5000);
+    }
+    assert_true(recorded >= 1); /* the export that found it gone */
+    dk_trace_leave();
+    dk_trace_stop();
+    assert_int_equal(dk_trace_dropped() - before, (uint64_t)recorded + 1);
+    assert_int_equal(dk_trace_exported() - exported, 5);
+}
+
+/* The nth (0-based) length-delimited field number f of a protobuf message, or false. The
+ * system test decodes with the official generated code; this walker checks the nesting. */
+static bool pb_field(const unsigned char *p, size_t n, unsigned f, int nth,
+                     const unsigned char **out, size_t *out_len)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint64_t key = 0, len = 0;
+        for (int sh = 0; i < n; sh += 7) {
+            key |= (uint64_t)(p[i] & 0x7f) << sh;
+            if (!(p[i++] & 0x80))
+                break;
+        }
+        unsigned wire = (unsigned)(key & 7);
+        if (wire == 0) {
+            while (i < n && (p[i++] & 0x80))
+                ;
+        } else if (wire == 1) {
+            i += 8;
+        } else if (wire == 5) {
+            i += 4;
+        } else if (wire == 2) {
+            for (int sh = 0; i < n; sh += 7) {
+                len |= (uint64_t)(p[i] & 0x7f) << sh;
+                if (!(p[i++] & 0x80))
+                    break;
+            }
+            if (i + len > n)
+                return false;
+            if ((key >> 3) == f && nth-- == 0) {
+                *out = p + i;
+                *out_len = (size_t)len;
+                return true;
+            }
+            i += (size_t)len;
+        } else {
+            return false;
+        }
+    }
+    return false;
+}
+
+static void test_protobuf_export(void **state)
+{
+    (void)state;
+    collector c;
+    collector_start(&c, 200);
+    test_protocol = NULL; /* the default: http/protobuf */
+    start_tracing(c.port, "always_on", 1, 128, 50);
+    test_protocol = "http/json";
+    dk_trace_enter("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111", true);
+    dk_span *s = dk_span_start("work \xff half", DK_SPAN_INTERNAL); /* invalid UTF-8 */
+    dk_span_attr_int(s, "docket.count", -3);
+    dk_span_attr_str(s, "docket.what", "caf\xc3\xa9");
+    dk_span_error(s, "broke");
+    dk_span_end(s);
+    dk_trace_leave();
+    dk_trace_stop();
+    pthread_mutex_lock(&c.lock);
+    const unsigned char *rs = NULL, *ss, *sp, *f, *res;
+    size_t rsl = 0, ssl, spl, fl, resl;
+    for (int i = 0; i < c.nraw && !rs; i++) /* the first bodies may be empty probes */
+        if (c.raw_len[i] > 0)
+            assert_true(pb_field(c.raw[i], c.raw_len[i], 1, 0, &rs, &rsl));
+    assert_non_null(rs);
+    assert_true(pb_field(rs, rsl, 1, 0, &res, &resl)); /* the resource */
+    assert_non_null(memmem(res, resl, "docket-test", 11));
+    assert_non_null(memmem(res, resl, "unit test", 9));
+    assert_true(pb_field(rs, rsl, 2, 0, &ss, &ssl));
+    assert_true(pb_field(ss, ssl, 2, 0, &sp, &spl));
+    assert_false(pb_field(ss, ssl, 2, 1, &f, &fl)); /* one span */
+    assert_true(pb_field(sp, spl, 1, 0, &f, &fl));
+    assert_int_equal(fl, 16);
+    assert_memory_equal(f, "\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36", 16);
+    assert_true(pb_field(sp, spl, 4, 0, &f, &fl)); /* the parent */
+    assert_memory_equal(f, "\x11\x11\x11\x11\x11\x11\x11\x11", 8);
+    assert_true(pb_field(sp, spl, 5, 0, &f, &fl)); /* the name, made valid UTF-8 */
+    assert_int_equal(fl, strlen("work ? half"));
+    assert_memory_equal(f, "work ? half", fl);
+    assert_true(pb_field(sp, spl, 9, 1, &f, &fl)); /* the second attribute */
+    assert_non_null(memmem(f, fl, "caf\xc3\xa9", 5));
+    assert_true(pb_field(sp, spl, 15, 0, &f, &fl)); /* status: message "broke", code 2 */
+    assert_int_equal(fl, 2 + 5 + 2);
+    assert_memory_equal(f + 7, "\x18\x02", 2);
+    pthread_mutex_unlock(&c.lock);
+    collector_stop(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +531,8 @@ int main(void)
         cmocka_unit_test(test_export_document),
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_dead_collector_and_full_queue),
+        cmocka_unit_test(test_protobuf_export),
+        cmocka_unit_test(test_collector_hanging_or_going_away),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

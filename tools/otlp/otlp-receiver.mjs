@@ -1,9 +1,11 @@
-// A throwaway OTLP/HTTP trace receiver for Docket's tests: POST /v1/traces takes OTLP/JSON,
-// checks the OTLP/JSON mapping rules protobuf's own JSON mapping does not know (ids as hex,
-// 64-bit integers as decimal strings, enums as integers, known field names), turns it into the
-// official generated protobuf message of @opentelemetry/otlp-transformer (fromObject), encodes
-// and decodes it as protobuf, and keeps the decoded spans. GET /spans lists them (flattened);
-// DELETE /spans forgets them. A payload that breaks the mapping is answered 400 and counted
+// A throwaway OTLP/HTTP trace receiver for Docket's tests: POST /v1/traces takes OTLP/protobuf
+// (application/x-protobuf: decoded by the official generated code of
+// @opentelemetry/otlp-transformer, then verified) or OTLP/JSON (application/json: checked for
+// the OTLP/JSON mapping rules protobuf's own JSON mapping does not know — ids as hex, 64-bit
+// integers as decimal strings, enums as integers, known field names — turned into the generated
+// message (fromObject), encoded and decoded as protobuf), and keeps the decoded spans. GET
+// /spans lists them (flattened); DELETE /spans forgets them. A payload that breaks the mapping
+// (or protobuf that does not re-encode to the same bytes) is answered 400 and counted
 // (GET /rejected). Usage: node otlp-receiver.mjs PORT
 import http from 'node:http';
 import { createRequire } from 'node:module';
@@ -98,12 +100,24 @@ http.createServer((req, res) => {
     if (req.method === 'DELETE' && req.url === '/spans') { spans.length = 0; return send(200, {}); }
     if (req.method !== 'POST' || req.url !== '/v1/traces') return send(404, {});
     try {
-      if (!/^application\/json/.test(req.headers['content-type'] || '')) fail('Content-Type must be application/json');
-      const doc = normalise(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-      const msg = Request.fromObject(doc);
-      const err = Request.verify(msg);
-      if (err) fail(err);
-      const decoded = Request.decode(Request.encode(msg).finish());
+      const type = req.headers['content-type'] || '';
+      let decoded;
+      if (/^application\/x-protobuf/.test(type)) {
+        decoded = Request.decode(Buffer.concat(chunks));
+        const err = Request.verify(decoded);
+        if (err) fail(err);
+        // the decoder skips what it does not know: re-encoding must give the same bytes
+        if (!Buffer.from(Request.encode(decoded).finish()).equals(Buffer.concat(chunks)))
+          fail('protobuf: re-encoding the decoded request gives other bytes (unknown or misplaced fields)');
+      } else if (/^application\/json/.test(type)) {
+        const doc = normalise(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        const msg = Request.fromObject(doc);
+        const err = Request.verify(msg);
+        if (err) fail(err);
+        decoded = Request.decode(Request.encode(msg).finish());
+      } else {
+        fail('Content-Type must be application/x-protobuf or application/json');
+      }
       for (const s of flatten(decoded)) spans.push({ ...s, headers: req.headers });
       send(200, {});
     } catch (e) {

@@ -55,9 +55,15 @@ static void dk_ops_ready(dk_req *req, dk_res *res)
 
 static void dk_ops_metrics(dk_req *req, dk_res *res)
 {
+    /* OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does */
+    const char *accept = dk_req_header(req, "Accept");
+    bool om = accept && strstr(accept, "application/openmetrics-text");
     size_t len = 0;
-    char *text = dk_metrics_render(req->arena, &len);
-    dk_res_text(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    char *text = dk_metrics_render_as(req->arena, &len, om);
+    dk_res_text(res, 200,
+                om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                   : "text/plain; version=0.0.4; charset=utf-8",
+                text, len);
 }
 
 /* The OpenAPI document, compiled in (cmake/embed.cmake); its JSON form is made once. */

@@ -384,7 +384,8 @@ static void dk_report(const struct dk_done *d, struct MHD_Connection *conn)
     double elapsed = dk_mono_s() - d->t0;
     const char *service = d->service ? d->service : srv->opt.process_name;
     const char *route = d->route ? d->route : "unmatched";
-    dk_metrics_http(service, d->method, route, status, elapsed);
+    dk_metrics_http_traced(service, d->method, route, status, elapsed,
+                           d->sampled ? d->trace_id : NULL);
     dk_trace_server_span(d->trace_id, d->span_id, d->parent_span_id, d->sampled, d->method, route,
                          service, status, elapsed);
     /* the access log: a line per request at info (log.access); failures as warnings (503:

@@ -21,6 +21,7 @@
 #include "core/sql.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 #define NT_ERROR_MAX       200 /* bytes of last_error */
@@ -54,7 +55,7 @@ struct notifications_delivery {
     "UPDATE notifications_deliveries SET next_attempt_at = $1, updated_at = $2 "                   \
     "WHERE id IN (SELECT id FROM notifications_deliveries "                                        \
     "WHERE state = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3"
-#define NT_CLAIM_TAIL ") RETURNING id, user_id, channel, target, body, attempts"
+#define NT_CLAIM_TAIL ") RETURNING id, user_id, channel, target, body, attempts, traceparent"
 
 /* SQLite runs one writer at a time, so the statement alone is atomic; PostgreSQL needs the
  * candidate rows locked, skipping those another replica is claiming right now. */
@@ -194,6 +195,12 @@ static void delivery_deliver(notifications_delivery *d, dk_arena *a,
 {
     char why[NT_ERROR_MAX + 1] = "";
     notifications_outcome out;
+    /* each attempt (retries too) is a span in the trace of the request that caused it */
+    (void)dk_trace_enter_traceparent(r->traceparent);
+    dk_span *sp = dk_span_start("notification delivery", DK_SPAN_CONSUMER);
+    dk_span_attr_str(sp, "docket.channel", r->channel);
+    dk_span_attr_int(sp, "docket.attempt", r->attempts + 1);
+    dk_span_push(sp);
     if (dk_streq(r->channel, "webhook"))
         out = notifications_send_webhook(&d->send, a, r, why, sizeof why);
     else if (dk_streq(r->channel, "email"))
@@ -205,6 +212,11 @@ static void delivery_deliver(notifications_delivery *d, dk_arena *a,
     if (out == NOTIFICATIONS_RELEASE && !atomic_load(&d->stop))
         dk_log_with(DK_LOG_WARN, delivery_log_extra(a, r), "notification delivery postponed: %s",
                     why);
+    dk_span_pop(sp);
+    if (out != NOTIFICATIONS_SENT)
+        dk_span_error(sp, why);
+    dk_span_end(sp);
+    dk_trace_leave();
     delivery_finish(d, a, r, lease, out, why);
 }
 
@@ -227,6 +239,7 @@ static dk_status delivery_batch(notifications_delivery *d, dk_arena *a, int *ret
             .target = dk_db_value(rows, i, 3),
             .body = dk_db_value(rows, i, 4),
             .attempts = dk_sql_get_int(rows, i, 5),
+            .traceparent = dk_db_value(rows, i, 6),
         };
         if (!r.id || !r.user_id || !r.body)
             continue; /* NOT NULL columns */

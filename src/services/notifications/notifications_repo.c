@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/sql.h"
 #include "core/timeutil.h"
+#include "core/trace.h"
 #include "core/banned.h"
 
 /* Tables are named alike on both engines; PostgreSQL puts them in the service's schema (the
@@ -73,6 +74,11 @@
 const dk_migration dk_notifications_migrations[DK_NOTIFICATIONS_NMIGRATIONS] = {
     {1, "notifications", NT_TABLES("INTEGER PRIMARY KEY AUTOINCREMENT", "BOOLEAN", "INTEGER"),
      NT_TABLES("BIGSERIAL PRIMARY KEY", "BOOLEAN", "BIGINT")},
+    /* the W3C traceparent of the request that caused a delivery: every attempt, retries
+     * included, is traced in that request's trace */
+    {2, "deliveries_traceparent",
+     "ALTER TABLE notifications_deliveries ADD COLUMN traceparent TEXT;",
+     "ALTER TABLE notifications_deliveries ADD COLUMN traceparent TEXT;"},
 };
 
 #define NT_COLS "seq, id, user_id, type, task_id, actor_id, message, created_at, read_at"
@@ -132,13 +138,17 @@ static dk_status repo_queue_delivery(dk_tx *tx, dk_arena *a, const nt_item *n, c
                                             "created_at", repo_time_or_null(true, n->created_at),
                                             "notification", nt_item_json(n)));
     const char *now = dk_sql_int(a, n->created_at);
-    const char *p[] = {id, n->id, n->user_id, channel, target, dk_json_render(a, body, NULL), now};
+    char tp[DK_TRACEPARENT_LEN];
+    const char *p[] = {id,         n->id,
+                       n->user_id, channel,
+                       target,     dk_json_render(a, body, NULL),
+                       now,        dk_trace_current_traceparent(tp) ? tp : NULL};
     return dk_tx_query(tx, a,
                        "INSERT INTO notifications_deliveries (id, notification_id, user_id, "
                        "channel, target, body, state, attempts, next_attempt_at, created_at, "
-                       "updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, CAST($7 AS "
-                       "BIGINT), CAST($7 AS BIGINT), CAST($7 AS BIGINT))",
-                       7, p, NULL);
+                       "updated_at, traceparent) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, "
+                       "CAST($7 AS BIGINT), CAST($7 AS BIGINT), CAST($7 AS BIGINT), $8)",
+                       8, p, NULL);
 }
 
 dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *dedup_key,

@@ -15,7 +15,7 @@
 #include "core/migrate.h"
 #include "ports/db.h"
 
-#define DK_NOTIFICATIONS_NMIGRATIONS 1
+#define DK_NOTIFICATIONS_NMIGRATIONS 2
 extern const dk_migration dk_notifications_migrations[DK_NOTIFICATIONS_NMIGRATIONS];
 
 typedef struct nt_repo {

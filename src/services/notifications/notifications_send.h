@@ -34,6 +34,7 @@ typedef enum notifications_outcome {
 typedef struct notifications_send_row {
     const char *id, *user_id, *channel, *target, *body;
     int64_t attempts;
+    const char *traceparent; /* of the request that caused it, or NULL */
 } notifications_send_row;
 
 typedef struct notifications_sender {
