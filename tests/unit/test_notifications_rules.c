@@ -129,41 +129,43 @@ static void test_no_due_date_stores_nothing(void **state)
     dk_arena *a = dk_arena_new();
     notifications_rules_plan p;
     /* created without one: the assignee is still told, nothing is stored */
-    assert_int_equal(
-        nt_rules_task_event(a, "task.created", dk_arena_printf(a, UNDATED, "todo", ""), &p), DK_OK);
+    assert_int_equal(notifications_rules_task_event(a, "task.created",
+                                                    dk_arena_printf(a, UNDATED, "todo", ""), &p),
+                     DK_OK);
     assert_int_equal(p.n, 1);
     assert_null(p.due.task_id);
     /* a status change, none before either */
-    assert_int_equal(
-        nt_rules_task_event(a, "task.updated",
-                            dk_arena_printf(a, UNDATED, "done",
-                                            ",\"before\":{\"status\":\"todo\",\"assignee_id\":"
-                                            "\"" OTHER "\",\"due_at\":null}"),
-                            &p),
-        DK_OK);
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.updated",
+                         dk_arena_printf(a, UNDATED, "done",
+                                         ",\"before\":{\"status\":\"todo\",\"assignee_id\":"
+                                         "\"" OTHER "\",\"due_at\":null}"),
+                         &p),
+                     DK_OK);
     assert_null(p.due.task_id);
     /* the due date removed: stored, so that the scheduler forgets it */
-    assert_int_equal(
-        nt_rules_task_event(a, "task.updated",
-                            dk_arena_printf(a, UNDATED, "todo",
-                                            ",\"before\":{\"status\":\"todo\",\"assignee_id\":"
-                                            "\"" OTHER "\",\"due_at\":1700000000000}"),
-                            &p),
-        DK_OK);
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.updated",
+                         dk_arena_printf(a, UNDATED, "todo",
+                                         ",\"before\":{\"status\":\"todo\",\"assignee_id\":"
+                                         "\"" OTHER "\",\"due_at\":1700000000000}"),
+                         &p),
+                     DK_OK);
     assert_string_equal(p.due.task_id, TASK);
     assert_false(p.due.has_due);
     /* deleted: a tombstone whatever the date */
-    assert_int_equal(
-        nt_rules_task_event(a, "task.deleted", dk_arena_printf(a, UNDATED, "todo", ""), &p), DK_OK);
+    assert_int_equal(notifications_rules_task_event(a, "task.deleted",
+                                                    dk_arena_printf(a, UNDATED, "todo", ""), &p),
+                     DK_OK);
     assert_string_equal(p.due.task_id, TASK);
     assert_string_equal(p.due.status, "deleted");
     /* with a due date, before none: stored */
-    assert_int_equal(
-        nt_rules_task_event(a, "task.updated",
-                            event(a, OWNER, "null", "todo",
-                                  "{\"status\":\"todo\",\"assignee_id\":null,\"due_at\":null}"),
-                            &p),
-        DK_OK);
+    assert_int_equal(notifications_rules_task_event(
+                         a, "task.updated",
+                         event(a, OWNER, "null", "todo",
+                               "{\"status\":\"todo\",\"assignee_id\":null,\"due_at\":null}"),
+                         &p),
+                     DK_OK);
     assert_string_equal(p.due.task_id, TASK);
     assert_true(p.due.has_due);
     dk_arena_free(a);
