@@ -1,6 +1,8 @@
-/* Raw Argon2id rate: how many argon2id_verify() calls per second THREADS threads sustain at
- * the given cost parameters — the call Docket's login makes once per request — measured with
- * the same libargon2 the server links. The yardstick of the `login` scenario.
+/* Raw Argon2id rate: how many Argon2id verifications per second THREADS threads sustain at
+ * the given cost parameters — the work Docket's login does once per request — computed by the
+ * library Docket uses for those parameters (docs/design/passwords.md): libsodium's
+ * crypto_pwhash for one lane, libargon2's argon2id_verify otherwise. The yardstick of the
+ * `login` scenario.
  *
  * Usage: argon2_rate SECONDS THREADS MEMORY_KIB ITERATIONS PARALLELISM
  * Prints one JSON object: {"threads", "memory_kib", "iterations", "parallelism", "hashes",
@@ -8,8 +10,10 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <argon2.h>
+#include <sodium.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +25,8 @@
 struct worker {
     pthread_t thread;
     const char *encoded;
+    const uint8_t *salt, *expect; /* libsodium: the salt and the 32-byte hash to recompute */
+    long iters, mem;
     double deadline;
     uint64_t count;
     int error;
@@ -37,7 +43,17 @@ static void *work(void *arg)
 {
     struct worker *w = arg;
     while (now_s() < w->deadline) {
-        int rc = argon2id_verify(w->encoded, PASSWORD, strlen(PASSWORD));
+        int rc = ARGON2_OK;
+        if (w->salt) {
+            uint8_t out[32];
+            if (crypto_pwhash(out, sizeof out, PASSWORD, strlen(PASSWORD), w->salt,
+                              (unsigned long long)w->iters, (size_t)w->mem * 1024,
+                              crypto_pwhash_ALG_ARGON2ID13) != 0 ||
+                sodium_memcmp(out, w->expect, sizeof out) != 0)
+                rc = ARGON2_VERIFY_MISMATCH;
+        } else {
+            rc = argon2id_verify(w->encoded, PASSWORD, strlen(PASSWORD));
+        }
         if (rc != ARGON2_OK) {
             w->error = rc;
             break;
@@ -80,6 +96,14 @@ int main(int argc, char **argv)
         free(encoded);
         return 1;
     }
+    /* one lane: libsodium, as Docket (its hash of the same inputs must be libargon2's) */
+    bool sodium = par == 1 && sodium_init() >= 0;
+    uint8_t expect[32];
+    if (sodium && argon2id_hash_raw((uint32_t)iters, (uint32_t)mem, 1, PASSWORD, strlen(PASSWORD),
+                                    salt, sizeof salt, expect, sizeof expect) != ARGON2_OK) {
+        free(encoded);
+        return 1;
+    }
     struct worker *w = calloc((size_t)threads, sizeof *w);
     if (!w) {
         free(encoded);
@@ -89,6 +113,10 @@ int main(int argc, char **argv)
     int started = 0;
     for (long i = 0; i < threads; i++) {
         w[i].encoded = encoded;
+        w[i].salt = sodium ? salt : NULL;
+        w[i].expect = expect;
+        w[i].iters = iters;
+        w[i].mem = mem;
         w[i].deadline = start + (double)secs;
         if (pthread_create(&w[i].thread, NULL, work, &w[i]) != 0)
             break;
@@ -106,11 +134,13 @@ int main(int argc, char **argv)
     free(w);
     free(encoded);
     if (error != ARGON2_OK) {
-        fprintf(stderr, "argon2id_verify: %s\n", argon2_error_message(error));
+        fprintf(stderr, "%s: %s\n", sodium ? "crypto_pwhash" : "argon2id_verify",
+                argon2_error_message(error));
         return 1;
     }
-    printf("{\"threads\":%ld,\"memory_kib\":%ld,\"iterations\":%ld,\"parallelism\":%ld,"
-           "\"hashes\":%" PRIu64 ",\"seconds\":%.3f,\"rate\":%.2f}\n",
-           threads, mem, iters, par, total, elapsed, (double)total / elapsed);
+    printf("{\"library\":\"%s\",\"threads\":%ld,\"memory_kib\":%ld,\"iterations\":%ld,"
+           "\"parallelism\":%ld,\"hashes\":%" PRIu64 ",\"seconds\":%.3f,\"rate\":%.2f}\n",
+           sodium ? "libsodium" : "libargon2", threads, mem, iters, par, total, elapsed,
+           (double)total / elapsed);
     return 0;
 }

@@ -224,6 +224,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v curl >/dev/null || missing+=(curl)
 command -v cc >/dev/null || missing+=(gcc)
 [ -f /usr/include/argon2.h ] || missing+=(libargon2-dev)
+[ -f /usr/include/sodium.h ] || missing+=(libsodium-dev)
 /usr/bin/python3 -c 'import requests' 2>/dev/null || missing+=(python3-requests)
 if [ "$mode" != sqlite ] || [ "$peer" = 1 ]; then
     [ -x "$PGBIN/postgres" ] || missing+=(postgresql-15)
@@ -732,7 +733,7 @@ for s in $scenarios; do
     alive
     peer_alive
     if [ "$s" = login ]; then
-        cc -std=c17 -O2 -pthread -o "$WORK/argon2_rate" "$BENCH/argon2_rate.c" -largon2
+        cc -std=c17 -O2 -pthread -o "$WORK/argon2_rate" "$BENCH/argon2_rate.c" -largon2 -lsodium
         a_threads=${DOCKET_AUTH_HASH_WORKERS:-0}
         [ "$a_threads" = 0 ] && a_threads=$(nproc)
         run_child "$WORK/argon2_rate" "$duration" "$a_threads" \
