@@ -27,8 +27,8 @@ import time
 
 import requests
 
-BACKGROUND = ("dk_outbox_loop", "nt_worker", "nt_hub_main", "nt_scheduler_main",
-              "dk_trimmer_main", "auth_reaper_main", "auth_dummy_main")
+BACKGROUND = ("dk_outbox_loop", "delivery_worker", "hub_main", "notifications_scheduler_main",
+              "housekeeper_main", "auth_reaper_main", "auth_dummy_main")
 REQUEST_TRACING = ("dk_span_sql", "dk_span_start", "dk_span_end", "dk_trace_server_span",
                    "dk_trace_sample", "dk_span_http", "dk_span_consume")
 
