@@ -20,8 +20,8 @@
 #define GW_MAX_UPSTREAMS 16
 #define GW_MAX_SERVICES  8
 /* A streamed response pauses its upstream transfer while this much is waiting for the client.
- * Not below the core's high-water mark (256 KiB, src/core/http.c): on_drained, which resumes
- * the transfer, only fires for a buffer that has reached it. */
+ * Not below the core's high-water mark (256 KiB, DK_STREAM_HIGH_WATER in core/http/stream.c):
+ * on_drained, which resumes the transfer, only fires for a buffer that has reached it. */
 #define GW_STREAM_BOUND (256u * 1024u)
 /* A streamed request body waiting for curl to send it: beyond this the client is held back
  * (the core suspends its connection) until curl has taken half of it. */

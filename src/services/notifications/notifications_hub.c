@@ -480,7 +480,8 @@ static void *hub_main(void *arg)
          * thread wakes a few times a second, not once per stream. A heartbeat is written
          * straight to its idle stream's socket (core/http/stream.c); one that has to resume
          * its connection wakes an HTTP thread, which walks all its suspended connections, so
-         * those come in batches too (10,000 streams beating one by one cost ~15 % of a core) */
+         * those come in batches too (streams beating one by one cost a real share of a core
+         * with many open: docs/design/measurements.md) */
         int64_t now = dk_mono_ms();
         if (now - h->last_tick >= h->tick_ms) {
             h->last_tick = now;
