@@ -591,11 +591,12 @@ static void db_sqlite_checkpointer_stop(struct dk_db *db)
 
 /* ---- the write queue -------------------------------------------------------------------------
  * One writer connection holds every write transaction of this process. Callers take turns on it
- * in FIFO order (db_sqlite_writer_take); the first of a group opens BEGIN IMMEDIATE, and each caller's
- * transaction is a savepoint inside it, so a failing one is rolled back to its savepoint alone.
- * A caller that released its savepoint hands the turn on while others queue (db_sqlite_writer_done), up
- * to DB_SQLITE_GROUP_MAX transactions or DB_SQLITE_GROUP_MAX_MS, and waits; the caller that finds the queue
- * empty (or the group full) commits it and wakes the others with the COMMIT's result. So commit
+ * in FIFO order (db_sqlite_writer_take); the first of a group opens BEGIN IMMEDIATE, and each
+ * caller's transaction is a savepoint inside it, so a failing one is rolled back to its
+ * savepoint alone. A caller that released its savepoint hands the turn on while others queue
+ * (db_sqlite_writer_done), up to DB_SQLITE_GROUP_MAX transactions or DB_SQLITE_GROUP_MAX_MS,
+ * and waits; the caller that finds the queue empty (or the group full) commits it and wakes
+ * the others with the COMMIT's result. So commit
  * returns DK_OK only once the COMMIT carrying the caller's work has returned: the durability of
  * a plain commit on this connection (see db_sqlite_conn_setup). If the group transaction is lost
  * before its COMMIT (SQLite rolls back the whole transaction on some errors: disk full, I/O),

@@ -8,8 +8,9 @@
  * docket_otel_spans_dropped_total), so recording never blocks nor grows memory. The exporter
  * posts through the outbound HTTP port (ports/http_client.h) whose client the caller passes
  * in; the core includes no HTTP library. Without an endpoint (or with sampling off) every call
- * here is a cheap no-op and dk_span_start returns NULL; every dk_span_* function accepts NULL. A span belongs to whoever
- * started it until dk_span_end (which frees it); it may end on another thread. Thread-safe. */
+ * here is a cheap no-op and dk_span_start returns NULL; every dk_span_* function accepts NULL.
+ * A span belongs to whoever started it until dk_span_end (which frees it); it may end on
+ * another thread. Thread-safe. */
 #ifndef DK_TRACE_H
 #define DK_TRACE_H
 

@@ -3,8 +3,8 @@
  * that
  *  - the housekeeping thread closes a connection whose request head is not complete by its
  *    deadline: server.header_timeout after the connection opened or its request line arrived,
- *    DK_HTTP_IDLE_TIMEOUT_S after its previous response (a client trickling header bytes — slowloris —
- *    keeps libmicrohttpd's inactivity timer alive, not this deadline);
+ *    DK_HTTP_IDLE_TIMEOUT_S after its previous response (a client trickling header bytes —
+ *    slowloris — keeps libmicrohttpd's inactivity timer alive, not this deadline);
  *  - a request beyond server.max_connections open connections is answered 503 at once;
  *  - the raw request line is checked before libmicrohttpd decodes it into C strings, where a
  *    percent-encoded NUL would cut a value short and invalid UTF-8 would reach the database.

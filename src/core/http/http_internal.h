@@ -162,7 +162,8 @@ struct MHD_Response *dk_http_stream_response(dk_stream *s, struct MHD_Connection
                                              bool chunked);
 /* A long-lived stream's exchange is about to be freed while the connection goes on: true when
  * the stream is long-lived (DK_ROUTE_STREAM); its exchange's reference is then dropped by
- * dk_http_stream_detached_done (when the connection is done) instead of with the request's arena. */
+ * dk_http_stream_detached_done (when the connection is done) instead of with the request's
+ * arena. */
 bool dk_http_stream_detach(dk_stream *s);
 void dk_http_stream_detached_done(dk_stream *s);
 void dk_http_stream_end_all(dk_http_server *srv);

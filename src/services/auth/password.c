@@ -57,7 +57,7 @@ struct auth_hasher {
 
 /* Two builds of the same function. libsodium's Argon2id picks SIMD code for the CPU at run time
  * (SSSE3, AVX2, AVX-512F) and takes much less user CPU than Debian's libargon2, which is the
- * portable reference code (figures: docs/design/measurements.md); it computes lanes one after another
+ * portable reference code (docs/design/measurements.md); it computes lanes one after another
  * and wants a 16-byte salt and at least 16 bytes of output. So libsodium computes what it can
  * (one lane, a 16-byte salt, 16+ bytes out: every hash Docket writes with the default
  * parallelism) and libargon2 the rest (p > 1, where its threads give the lanes their

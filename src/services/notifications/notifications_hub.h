@@ -1,12 +1,13 @@
 /* notifications_hub.h — the open event streams (GET /api/v1/notifications/stream) of one
  * process, fed by push: a notification created anywhere reaches the streams of its user only.
  *
- * A created notification is handed to the hub of the process that created it (notifications_hub_publish)
- * and broadcast on the kv store's channel DK_NT_HUB_CHANNEL, which every hub sharing the store
- * (every notifications replica, Redis) receives; each writes the frame to its own streams of
- * that user. The database is read when a stream opens (replay after Last-Event-ID, and what
- * arrived between the request and the hub taking the stream) and, after the channel's
- * subscription was down, once per stream for what arrived meanwhile — never per idle stream.
+ * A created notification is handed to the hub of the process that created it
+ * (notifications_hub_publish) and broadcast on the kv store's channel DK_NT_HUB_CHANNEL, which
+ * every hub sharing the store (every notifications replica, Redis) receives; each writes the
+ * frame to its own streams of that user. The database is read when a stream opens (replay
+ * after Last-Event-ID, and what arrived between the request and the hub taking the stream)
+ * and, after the channel's subscription was down, once per stream for what arrived meanwhile —
+ * never per idle stream.
  * Revocations (dk_session_revoke's broadcast, DK_SESSION_GUARD_CHANNEL) end the session's
  * streams at once; after that subscription was down every stream's session is checked once.
  * Heartbeats and token expiry run off one timer heap; a stream costs nothing between its

@@ -1,8 +1,9 @@
 /* notifications_rules.h — who is told what, decided from task events (ports/task_events.h):
  * task.assigned to a new assignee who is not the actor; task.status_changed to the owner when
- * someone else changed the status (not to an owner who has left the task's project); task.commented to the owner and the assignee, not the
- * author (nor an owner who has left the task's project); project.member_added to the added
- * user; and, for the due-soon scheduler, the task's current state.
+ * someone else changed the status (not to an owner who has left the task's project);
+ * task.commented to the owner and the assignee, not the author (nor an owner who has left the
+ * task's project); project.member_added to the added user; and, for the due-soon scheduler,
+ * the task's current state.
  * Each notification carries a de-duplication key derived from the event id (or from the task
  * and due date for task.due_soon), so redelivered events never show twice. Pure functions;
  * strings in the caller's arena. */
