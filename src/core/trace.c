@@ -11,7 +11,7 @@
  * dead collector costs neither records nor encoding (docs/design/measurements.md).
  * Exports go through the outbound HTTP port (ports/http_client.h): the composition root opens
  * a client for them and passes it in dk_trace_options; the exporter submits one call at a time
- * and waits for it, so the core includes no HTTP library. */
+ * and waits for it (core/http_client_wait.h), so the core includes no HTTP library. */
 #include "core/trace.h"
 
 #include <math.h>
@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/crypto.h"
+#include "core/http_client_wait.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/str.h"
@@ -1022,23 +1023,6 @@ static void dk_tr_encode(dk_sb *out, dk_span_rec *recs, int n, dk_tr_strs *t)
 
 _Static_assert(1 + DK_TRACE_KV_MAX <= DK_HTTP_CALL_MAX_HEADERS, "an export's headers fit a call");
 
-/* One export request through the HTTP port, waited for on the exporter thread. */
-typedef struct dk_tr_call {
-    dk_http_call call;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-} dk_tr_call;
-
-static void dk_tr_call_done(dk_http_call *c)
-{
-    dk_tr_call *w = c->ctx;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
 /* The collector's answer is read and dropped, whatever its size. */
 static void dk_tr_call_headers(dk_http_call *c)
 {
@@ -1055,30 +1039,20 @@ static dk_http_data_action dk_tr_call_data(dk_http_call *c, const char *data, si
  * covers connecting too); true for a 2xx. a holds the response headers and is reset after. */
 static bool dk_tr_post(dk_arena *a, const dk_sb *body)
 {
-    dk_tr_call w = {.call = {
-                        .arena = a,
-                        .method = "POST",
-                        .url = dk_tr.url,
-                        .nheaders = dk_tr.nheaders,
-                        .body = body->len ? body->s : "",
-                        .body_len = body->len,
-                        .connect_timeout_ms = (int)dk_tr.timeout_ms,
-                        .timeout_ms = (int)dk_tr.timeout_ms,
-                        .on_headers = dk_tr_call_headers,
-                        .on_data = dk_tr_call_data,
-                        .done = dk_tr_call_done,
-                    }};
+    dk_http_wait w = {.call = {
+                          .arena = a,
+                          .method = "POST",
+                          .url = dk_tr.url,
+                          .nheaders = dk_tr.nheaders,
+                          .body = body->len ? body->s : "",
+                          .body_len = body->len,
+                          .connect_timeout_ms = (int)dk_tr.timeout_ms,
+                          .timeout_ms = (int)dk_tr.timeout_ms,
+                          .on_headers = dk_tr_call_headers,
+                          .on_data = dk_tr_call_data,
+                      }};
     memcpy(w.call.headers, dk_tr.headers, (size_t)dk_tr.nheaders * sizeof dk_tr.headers[0]);
-    w.call.ctx = &w;
-    pthread_mutex_init(&w.lock, NULL);
-    pthread_cond_init(&w.cond, NULL);
-    bool ok = dk_tr.http_ops->submit(dk_tr.http, &w.call) == DK_OK;
-    pthread_mutex_lock(&w.lock);
-    while (ok && !w.done)
-        pthread_cond_wait(&w.cond, &w.lock);
-    pthread_mutex_unlock(&w.lock);
-    pthread_cond_destroy(&w.cond);
-    pthread_mutex_destroy(&w.lock);
+    bool ok = dk_http_wait_run(dk_tr.http_ops, dk_tr.http, &w);
     ok = ok && w.call.error == DK_OK && w.call.status >= 200 && w.call.status < 300;
     dk_arena_reset(a);
     return ok;
