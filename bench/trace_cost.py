@@ -27,8 +27,8 @@ import time
 
 import requests
 
-BACKGROUND = ("dk_outbox_loop", "nt_worker", "nt_hub_main", "nt_scheduler_main",
-              "dk_trimmer_main", "auth_reaper_main", "auth_dummy_main")
+BACKGROUND = ("dk_outbox_loop", "delivery_worker", "hub_main", "notifications_scheduler_main",
+              "housekeeper_main", "auth_reaper_main", "auth_dummy_main")
 REQUEST_TRACING = ("dk_span_sql", "dk_span_start", "dk_span_end", "dk_trace_server_span",
                    "dk_trace_sample", "dk_span_http", "dk_span_consume")
 
@@ -125,7 +125,10 @@ def costs(path):
             continue
         name = m.group(2).split(" [")[0].split(":")[-1]
         fn[name] = fn.get(name, 0) + n
-    exporter = fn.get("dk_tr_loop", 0)
+    # the exporter encodes on its own thread (dk_tr_loop) and posts through the http_client
+    # port, whose libcurl client does the HTTP work on its thread (dk_curl_loop; in `docket all`
+    # the webhook client's idle loop shares the name, a few wake-ups a second)
+    exporter = fn.get("dk_tr_loop", 0) + fn.get("dk_curl_loop", 0)
     return {"total": total,
             "request": total - sum(fn.get(f, 0) for f in BACKGROUND),
             "exporter": exporter,

@@ -357,8 +357,11 @@ static int dk_default_port(const dk_plan *plan)
     return plan->local[0]->default_port;
 }
 
-/* OTLP trace export (core/trace.h) from the otel.* rows; non-zero on a bad setting. */
-static int dk_start_tracing(const dk_config *c, const char *process)
+/* OTLP trace export (core/trace.h) from the otel.* rows; non-zero on a bad setting. With an
+ * endpoint the exporter posts through an HTTP client of its own (one kept-alive connection to
+ * the collector), opened here and closed by the caller after dk_trace_stop: the spans of the
+ * whole run, shutdown included, go out through it. */
+static int dk_start_tracing(const dk_config *c, const char *process, dk_http_client **ret_http)
 {
     char name[64];
     snprintf(name, sizeof name, "docket-%s", process);
@@ -389,9 +392,21 @@ static int dk_start_tracing(const dk_config *c, const char *process)
         .schedule_delay_ms = dk_config_int(c, "otel.schedule_delay"),
         .export_timeout_ms = dk_config_int(c, "otel.export_timeout"),
     };
+    if (o.endpoint && *o.endpoint) {
+        dk_http_client_options ho = {.max_connections = 1};
+        if (dk_http_client_curl_ops.open(&ho, ret_http) != DK_OK) {
+            fprintf(stderr, "error: cannot start the trace exporter's HTTP client\n");
+            return 1;
+        }
+        o.http_ops = &dk_http_client_curl_ops;
+        o.http = *ret_http;
+    }
     char err[256] = "";
     if (dk_trace_start(&o, err, sizeof err) != DK_OK) {
         fprintf(stderr, "config: %s\n", err);
+        if (*ret_http)
+            dk_http_client_curl_ops.close(*ret_http);
+        *ret_http = NULL;
         return DK_EXIT_USAGE;
     }
     if (dk_trace_enabled())
@@ -417,7 +432,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     dk_users_http *users_http = NULL, *guard_http = NULL;
     dk_proxy_list proxies = {0};
     dk_mailer mailer = {0};
-    dk_http_client *webhook_http = NULL;
+    dk_http_client *webhook_http = NULL, *trace_http = NULL;
     dk_resolver *resolver = NULL;
     char secret[512];
     bool all = strcmp(plan->process, "all") == 0;
@@ -441,8 +456,9 @@ static int dk_run(dk_config *c, const dk_plan *plan)
         return DK_EXIT_USAGE;
     }
 
-    if (dk_start_tracing(c, plan->process) != 0)
-        return DK_EXIT_USAGE;
+    int trc = dk_start_tracing(c, plan->process, &trace_http);
+    if (trc != 0)
+        return trc;
     if (dk_proxy_list_parse(dk_config_str(c, "server.trusted_proxies"), &proxies) != DK_OK) {
         fprintf(stderr, "config: server.trusted_proxies: not a list of addresses or CIDRs\n");
         rc = DK_EXIT_USAGE;
@@ -617,6 +633,8 @@ out:
     if (app.db.db)
         app.db.ops->close(app.db.db);
     dk_trace_stop(); /* exports the spans still queued (bounded by otel.export_timeout) */
+    if (trace_http)
+        dk_http_client_curl_ops.close(trace_http);
     return rc;
 }
 

@@ -1,7 +1,7 @@
 /* db_sqlite.c — the SQL port on SQLite (dk_db_sqlite_ops).
  * URL: sqlite:PATH, sqlite://PATH, or sqlite::memory: (one in-memory database shared by every
  * connection of the pool, through SQLite's memdb VFS). All pool_size connections, plus one writer
- * connection, are opened by open(), each set up by sq_conn_setup (WAL, synchronous=NORMAL,
+ * connection, are opened by open(), each set up by db_sqlite_conn_setup (WAL, synchronous=NORMAL,
  * foreign_keys=ON, a busy timeout of acquire_timeout_ms). Zero options mean defaults: pool_size
  * 4, acquire_timeout_ms 5000.
  * Writes go through the one writer connection, taken in turn by the callers in FIFO order (the
@@ -33,19 +33,19 @@
 #include "adapters/db_sqlite_fts.h"
 #include "core/banned.h"
 
-#define SQ_CACHE_MAX          64
-#define SQ_DEFAULT_POOL       4
-#define SQ_DEFAULT_TIMEOUT_MS 5000
-#define SQ_ERR_MAX            512
+#define DB_SQLITE_CACHE_MAX          64
+#define DB_SQLITE_DEFAULT_POOL       4
+#define DB_SQLITE_DEFAULT_TIMEOUT_MS 5000
+#define DB_SQLITE_ERR_MAX            512
 /* A group (one BEGIN IMMEDIATE … COMMIT on the writer) takes the transactions of callers queued
  * while it is open, up to this many, for at most this long since its first began. */
-#define SQ_GROUP_MAX    64
-#define SQ_GROUP_MAX_MS 2
+#define DB_SQLITE_GROUP_MAX    64
+#define DB_SQLITE_GROUP_MAX_MS 2
 /* WAL frames after which the checkpointer copies the WAL into the database (SQLite's own
  * auto-checkpoint threshold). */
-#define SQ_CHECKPOINT_FRAMES 1000
+#define DB_SQLITE_CHECKPOINT_FRAMES 1000
 
-struct sq_stmt {
+struct db_sqlite_stmt {
     char *sql; /* NULL = free slot */
     uint64_t hash;
     uint64_t last_used;
@@ -59,40 +59,41 @@ struct dk_db_conn {
     bool in_tx;    /* between begin and commit/rollback: its statements run on the writer */
     bool tx_first; /* … and opened the group's transaction: no savepoint of its own */
     uint64_t tick;
-    struct sq_stmt cache[SQ_CACHE_MAX];
-    char err[SQ_ERR_MAX];
+    struct db_sqlite_stmt cache[DB_SQLITE_CACHE_MAX];
+    char err[DB_SQLITE_ERR_MAX];
 };
 
 /* A caller waiting for its turn on the writer (lives on its stack). */
-struct sq_waiter {
+struct db_sqlite_waiter {
     pthread_cond_t cv;
     pthread_t thread;
     bool granted;
-    struct sq_waiter *next;
+    struct db_sqlite_waiter *next;
 };
 
 /* A caller whose transaction is in the open group, waiting for the group's COMMIT. */
-struct sq_member {
+struct db_sqlite_member {
     pthread_cond_t cv;
     struct dk_db_conn *conn; /* the caller's connection: the group's error text goes there */
     bool done;
     dk_status status;
-    struct sq_member *next;
+    struct db_sqlite_member *next;
 };
 
 /* The write queue: one writer connection that callers hold in turn. Everything but conn is
  * guarded by mu; conn belongs to the caller that holds the turn (busy), whoever it is. */
-struct sq_writer {
+struct db_sqlite_writer {
     pthread_mutex_t mu;
     struct dk_db_conn conn;
     bool busy;
     pthread_t owner; /* the holder's thread, while busy */
-    struct sq_waiter *head, *tail;
-    struct sq_member *members; /* the open group's committed savepoints */
-    int nmembers;              /* transactions the open group saw, rolled back ones included */
-    int ncommitted;            /* … and those it carries */
+    struct db_sqlite_waiter *head, *tail;
+    struct db_sqlite_member *members; /* the open group's committed savepoints */
+    int nmembers;   /* transactions the open group saw, rolled back ones included */
+    int ncommitted; /* … and those it carries */
     int64_t group_start_ms;
-    int group_max, group_max_ms; /* SQ_GROUP_MAX, SQ_GROUP_MAX_MS unless a test sets them */
+    int group_max,
+        group_max_ms; /* DB_SQLITE_GROUP_MAX, DB_SQLITE_GROUP_MAX_MS unless a test sets them */
     /* The checkpointer asks for the next turn between two groups (ckpt_pending) and is woken
      * on ckpt_cv when it has it (ckpt_granted), before the queue. */
     bool ckpt_pending, ckpt_granted;
@@ -103,7 +104,7 @@ struct sq_writer {
 
 /* The checkpointer: a thread with a connection of its own that runs the WAL checkpoints (and
  * their fsyncs) the writer's commits would otherwise run inline, in some caller's COMMIT. */
-struct sq_checkpointer {
+struct db_sqlite_checkpointer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
@@ -120,20 +121,20 @@ struct dk_db {
     int acquire_timeout_ms;
     int size;
     struct dk_db_conn *conns;
-    struct sq_writer w;
-    struct sq_checkpointer ckpt;
+    struct db_sqlite_writer w;
+    struct db_sqlite_checkpointer ckpt;
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static int64_t sq_now_ms(void)
+static int64_t db_sqlite_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static uint64_t sq_hash(const char *s)
+static uint64_t db_sqlite_hash(const char *s)
 {
     uint64_t h = 14695981039346656037ull; /* FNV-1a */
     for (; *s; s++) {
@@ -143,13 +144,13 @@ static uint64_t sq_hash(const char *s)
     return h;
 }
 
-static void sq_set_err(struct dk_db_conn *c, const char *msg)
+static void db_sqlite_set_err(struct dk_db_conn *c, const char *msg)
 {
     snprintf(c->err, sizeof c->err, "%s", msg ? msg : "unknown error");
 }
 
 /* Maps an extended SQLite result code to the port's status. */
-static dk_status sq_map(int xrc)
+static dk_status db_sqlite_map(int xrc)
 {
     switch (xrc) {
     case SQLITE_CONSTRAINT_UNIQUE:
@@ -170,15 +171,15 @@ static dk_status sq_map(int xrc)
 }
 
 /* Records the connection's current error and returns its status. */
-static dk_status sq_fail(struct dk_db_conn *c)
+static dk_status db_sqlite_fail(struct dk_db_conn *c)
 {
     int xrc = sqlite3_extended_errcode(c->h);
     snprintf(c->err, sizeof c->err, "%s (sqlite %d)", sqlite3_errmsg(c->h), xrc);
-    return sq_map(xrc);
+    return db_sqlite_map(xrc);
 }
 
 /* mkdir -p for the directory part of path. */
-static dk_status sq_make_parent_dirs(const char *path)
+static dk_status db_sqlite_make_parent_dirs(const char *path)
 {
     DK_AUTOFREE char *dir = dk_strdup(path);
     char *slash = strrchr(dir, '/');
@@ -200,10 +201,10 @@ static dk_status sq_make_parent_dirs(const char *path)
 
 /* ---- connections ------------------------------------------------------------------------ */
 
-static void sq_conn_close(struct dk_db_conn *c)
+static void db_sqlite_conn_close(struct dk_db_conn *c)
 {
-    for (int i = 0; i < SQ_CACHE_MAX; i++) {
-        struct sq_stmt *e = &c->cache[i];
+    for (int i = 0; i < DB_SQLITE_CACHE_MAX; i++) {
+        struct db_sqlite_stmt *e = &c->cache[i];
         if (!e->sql)
             continue;
         sqlite3_finalize(e->stmt);
@@ -218,7 +219,7 @@ static void sq_conn_close(struct dk_db_conn *c)
 /* Sets up a freshly opened connection, the pool's and the writer's alike: the one place for
  * what every connection needs (pragmas; functions such as FTS5 auxiliaries go here too). On
  * failure, writes the reason into err and returns SQLite's result code. */
-static int sq_conn_setup(sqlite3 *h, int busy_timeout_ms, char *err, size_t errcap)
+static int db_sqlite_conn_setup(sqlite3 *h, int busy_timeout_ms, char *err, size_t errcap)
 {
     sqlite3_extended_result_codes(h, 1);
     /* The busy handler only waits for other processes (a `docket` command on the same file):
@@ -245,7 +246,7 @@ static int sq_conn_setup(sqlite3 *h, int busy_timeout_ms, char *err, size_t errc
     return SQLITE_OK;
 }
 
-static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
+static dk_status db_sqlite_conn_open(struct dk_db *db, struct dk_db_conn *c)
 {
     sqlite3 *h = NULL;
     int rc = sqlite3_open_v2(db->open_name, &h, db->open_flags, NULL);
@@ -253,30 +254,30 @@ static dk_status sq_conn_open(struct dk_db *db, struct dk_db_conn *c)
         snprintf(c->err, sizeof c->err, "cannot open database: %s",
                  h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
         sqlite3_close_v2(h);
-        return sq_map(rc);
+        return db_sqlite_map(rc);
     }
     c->h = h;
-    rc = sq_conn_setup(h, db->busy_timeout_ms, c->err, sizeof c->err);
+    rc = db_sqlite_conn_setup(h, db->busy_timeout_ms, c->err, sizeof c->err);
     if (rc != SQLITE_OK) {
-        sq_conn_close(c);
-        return sq_map(rc);
+        db_sqlite_conn_close(c);
+        return db_sqlite_map(rc);
     }
     rc = dk_sqlite_fts_register(h); /* the FTS5 functions the statements use */
     if (rc != SQLITE_OK) {
         snprintf(c->err, sizeof c->err, "cannot register FTS5 functions: %s", sqlite3_errstr(rc));
-        sq_conn_close(c);
-        return sq_map(rc);
+        db_sqlite_conn_close(c);
+        return db_sqlite_map(rc);
     }
     return DK_OK;
 }
 
 /* Finds or prepares the statement for sql in the connection's LRU cache. */
-static dk_status sq_prepare_cached(struct dk_db_conn *c, const char *sql, sqlite3_stmt **ret)
+static dk_status db_sqlite_prepare_cached(struct dk_db_conn *c, const char *sql, sqlite3_stmt **ret)
 {
-    uint64_t h = sq_hash(sql);
-    struct sq_stmt *victim = NULL;
-    for (int i = 0; i < SQ_CACHE_MAX; i++) {
-        struct sq_stmt *e = &c->cache[i];
+    uint64_t h = db_sqlite_hash(sql);
+    struct db_sqlite_stmt *victim = NULL;
+    for (int i = 0; i < DB_SQLITE_CACHE_MAX; i++) {
+        struct db_sqlite_stmt *e = &c->cache[i];
         if (e->sql && e->hash == h && strcmp(e->sql, sql) == 0) {
             e->last_used = ++c->tick;
             *ret = e->stmt;
@@ -290,15 +291,15 @@ static dk_status sq_prepare_cached(struct dk_db_conn *c, const char *sql, sqlite
     const char *tail = NULL;
     int rc = sqlite3_prepare_v3(c->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, &tail);
     if (rc != SQLITE_OK)
-        return sq_fail(c);
+        return db_sqlite_fail(c);
     if (!st) {
-        sq_set_err(c, "empty statement");
+        db_sqlite_set_err(c, "empty statement");
         return DK_E_INTERNAL;
     }
     for (; tail && *tail; tail++) {
         if (*tail != ';' && *tail != ' ' && *tail != '\t' && *tail != '\n' && *tail != '\r') {
             sqlite3_finalize(st);
-            sq_set_err(c, "several statements in one query (use exec_script)");
+            db_sqlite_set_err(c, "several statements in one query (use exec_script)");
             return DK_E_INTERNAL;
         }
     }
@@ -316,7 +317,7 @@ static dk_status sq_prepare_cached(struct dk_db_conn *c, const char *sql, sqlite
 }
 
 /* Parses a parameter name "$k" (k without leading zeros) into k; 0 when it is not one. */
-static long sq_param_number(const char *name)
+static long db_sqlite_param_number(const char *name)
 {
     if (!name || name[0] != '$' || name[1] < '1' || name[1] > '9')
         return 0;
@@ -330,13 +331,13 @@ static long sq_param_number(const char *name)
 
 /* Binds params[k-1] to every "$k" of the statement. The statement's distinct parameter names
  * must be exactly $1…$nparams. */
-static dk_status sq_bind(struct dk_db_conn *c, sqlite3_stmt *st, int nparams,
-                         const char *const *params)
+static dk_status db_sqlite_bind(struct dk_db_conn *c, sqlite3_stmt *st, int nparams,
+                                const char *const *params)
 {
     int count = sqlite3_bind_parameter_count(st);
     for (int i = 1; i <= count; i++) {
         const char *name = sqlite3_bind_parameter_name(st, i);
-        long k = sq_param_number(name);
+        long k = db_sqlite_param_number(name);
         if (k == 0) {
             snprintf(c->err, sizeof c->err,
                      "unsupported parameter '%s': use $1…$n (and CAST($1 AS type), not $1::type)",
@@ -351,7 +352,7 @@ static dk_status sq_bind(struct dk_db_conn *c, sqlite3_stmt *st, int nparams,
         const char *v = params[k - 1];
         int rc = v ? sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
         if (rc != SQLITE_OK)
-            return sq_fail(c);
+            return db_sqlite_fail(c);
     }
     /* count distinct names, all within 1..nparams: equal counts mean each $k appears. */
     if (count != nparams) {
@@ -364,25 +365,25 @@ static dk_status sq_bind(struct dk_db_conn *c, sqlite3_stmt *st, int nparams,
 /* ---- the ops ---------------------------------------------------------------------------- */
 
 /* Runs st, a statement of c's cache (prepared when NULL). */
-static dk_status sq_query_run_stmt(dk_db_conn *c, sqlite3_stmt *st, dk_arena *arena,
-                                   const char *sql, int nparams, const char *const *params,
-                                   dk_db_rows **ret_rows)
+static dk_status db_sqlite_query_run_stmt(dk_db_conn *c, sqlite3_stmt *st, dk_arena *arena,
+                                          const char *sql, int nparams, const char *const *params,
+                                          dk_db_rows **ret_rows)
 {
     if (!c->h) {
-        sq_set_err(c, "connection is closed");
+        db_sqlite_set_err(c, "connection is closed");
         return DK_E_UNAVAILABLE;
     }
     if (nparams < 0 || (nparams > 0 && !params) || (ret_rows && !arena)) {
-        sq_set_err(c, "invalid query arguments");
+        db_sqlite_set_err(c, "invalid query arguments");
         return DK_E_INTERNAL;
     }
     dk_status s = DK_OK;
     if (!st) {
-        s = sq_prepare_cached(c, sql, &st);
+        s = db_sqlite_prepare_cached(c, sql, &st);
         if (s != DK_OK)
             return s;
     }
-    s = sq_bind(c, st, nparams, params);
+    s = db_sqlite_bind(c, st, nparams, params);
     if (s != DK_OK) {
         sqlite3_clear_bindings(st);
         return s;
@@ -400,7 +401,7 @@ static dk_status sq_query_run_stmt(dk_db_conn *c, sqlite3_stmt *st, dk_arena *ar
             break;
         }
         if (rc != SQLITE_ROW) {
-            s = sq_fail(c);
+            s = db_sqlite_fail(c);
             break;
         }
         ncols = sqlite3_column_count(st);
@@ -420,7 +421,7 @@ static dk_status sq_query_run_stmt(dk_db_conn *c, sqlite3_stmt *st, dk_arena *ar
             }
             const unsigned char *text = sqlite3_column_text(st, j);
             if (!text) {
-                s = sq_fail(c); /* out of memory inside SQLite */
+                s = db_sqlite_fail(c); /* out of memory inside SQLite */
                 break;
             }
             int len = sqlite3_column_bytes(st, j);
@@ -451,30 +452,30 @@ static dk_status sq_query_run_stmt(dk_db_conn *c, sqlite3_stmt *st, dk_arena *ar
     return s;
 }
 
-static dk_status sq_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                              const char *const *params, dk_db_rows **ret_rows)
+static dk_status db_sqlite_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                                     const char *const *params, dk_db_rows **ret_rows)
 {
-    return sq_query_run_stmt(c, NULL, arena, sql, nparams, params, ret_rows);
+    return db_sqlite_query_run_stmt(c, NULL, arena, sql, nparams, params, ret_rows);
 }
 
-static dk_status sq_simple(dk_db_conn *c, const char *sql)
+static dk_status db_sqlite_simple(dk_db_conn *c, const char *sql)
 {
-    return sq_query_run(c, NULL, sql, 0, NULL, NULL);
+    return db_sqlite_query_run(c, NULL, sql, 0, NULL, NULL);
 }
 
 /* Inside a transaction the script runs on the writer; outside one on the caller's connection
  * (DDL at start-up and in tests; the busy handler covers a group in progress). */
-static dk_status sq_exec_script(dk_db_conn *c, const char *sql)
+static dk_status db_sqlite_exec_script(dk_db_conn *c, const char *sql)
 {
     if (c->in_tx) {
         struct dk_db_conn *wc = &c->db->w.conn;
-        dk_status s = sq_exec_script(wc, sql);
+        dk_status s = db_sqlite_exec_script(wc, sql);
         if (s != DK_OK)
             snprintf(c->err, sizeof c->err, "%s", wc->err);
         return s;
     }
     if (!c->h) {
-        sq_set_err(c, "connection is closed");
+        db_sqlite_set_err(c, "connection is closed");
         return DK_E_UNAVAILABLE;
     }
     char *msg = NULL;
@@ -484,21 +485,21 @@ static dk_status sq_exec_script(dk_db_conn *c, const char *sql)
     int xrc = sqlite3_extended_errcode(c->h);
     snprintf(c->err, sizeof c->err, "%s (sqlite %d)", msg ? msg : sqlite3_errstr(rc), xrc);
     sqlite3_free(msg);
-    return sq_map(xrc);
+    return db_sqlite_map(xrc);
 }
 
-static void sq_writer_pass(struct sq_writer *w);
+static void db_sqlite_writer_pass(struct db_sqlite_writer *w);
 
 /* ---- the checkpointer ---------------------------------------------------------------------- */
 
 /* Called by SQLite after each commit on the writer, by the committing caller: asks the
  * checkpointer for a checkpoint once the WAL is long enough, instead of running it here. */
-static int sq_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nframes)
+static int db_sqlite_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nframes)
 {
     (void)h;
     (void)dbname;
-    struct sq_checkpointer *k = arg;
-    if (nframes >= SQ_CHECKPOINT_FRAMES) {
+    struct db_sqlite_checkpointer *k = arg;
+    if (nframes >= DB_SQLITE_CHECKPOINT_FRAMES) {
         pthread_mutex_lock(&k->mu);
         k->wanted = true;
         pthread_cond_signal(&k->cv);
@@ -512,9 +513,9 @@ static int sq_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nframes)
  * the next group begins — which lets that group's first write start the WAL over from its
  * beginning (SQLite restarts it only then). Without this pass the writer would keep appending
  * while the checkpointer copies, and the WAL would grow without end. */
-static void sq_checkpointer_catch_up(struct dk_db *db)
+static void db_sqlite_checkpointer_catch_up(struct dk_db *db)
 {
-    struct sq_writer *w = &db->w;
+    struct db_sqlite_writer *w = &db->w;
     pthread_mutex_lock(&w->mu);
     if (!w->busy) {
         w->busy = true;
@@ -529,14 +530,14 @@ static void sq_checkpointer_catch_up(struct dk_db *db)
     pthread_mutex_unlock(&w->mu);
     (void)sqlite3_wal_checkpoint_v2(db->ckpt.conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     pthread_mutex_lock(&w->mu);
-    sq_writer_pass(w);
+    db_sqlite_writer_pass(w);
     pthread_mutex_unlock(&w->mu);
 }
 
-static void *sq_checkpointer_run(void *arg)
+static void *db_sqlite_checkpointer_run(void *arg)
 {
     struct dk_db *db = arg;
-    struct sq_checkpointer *k = &db->ckpt;
+    struct db_sqlite_checkpointer *k = &db->ckpt;
     pthread_mutex_lock(&k->mu);
     for (;;) {
         while (!k->wanted && !k->stop)
@@ -550,7 +551,7 @@ static void *sq_checkpointer_run(void *arg)
          * here, beside the writer. Failures only delay the copy to the next request; the WAL
          * keeps every commit meanwhile. */
         (void)sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        sq_checkpointer_catch_up(db);
+        db_sqlite_checkpointer_catch_up(db);
         pthread_mutex_lock(&k->mu);
     }
     pthread_mutex_unlock(&k->mu);
@@ -559,24 +560,24 @@ static void *sq_checkpointer_run(void *arg)
 
 /* Starts the checkpointer for a file database; without it (memdb: no WAL; or no thread) the
  * writer keeps SQLite's inline auto-checkpoint. */
-static void sq_checkpointer_start(struct dk_db *db)
+static void db_sqlite_checkpointer_start(struct dk_db *db)
 {
-    struct sq_checkpointer *k = &db->ckpt;
+    struct db_sqlite_checkpointer *k = &db->ckpt;
     k->conn.db = db;
     if (db->open_flags & SQLITE_OPEN_URI)
         return;
-    if (sq_conn_open(db, &k->conn) != DK_OK)
+    if (db_sqlite_conn_open(db, &k->conn) != DK_OK)
         return;
-    if (pthread_create(&k->thread, NULL, sq_checkpointer_run, db) != 0) {
-        sq_conn_close(&k->conn);
+    if (pthread_create(&k->thread, NULL, db_sqlite_checkpointer_run, db) != 0) {
+        db_sqlite_conn_close(&k->conn);
         return;
     }
     k->started = true;
 }
 
-static void sq_checkpointer_stop(struct dk_db *db)
+static void db_sqlite_checkpointer_stop(struct dk_db *db)
 {
-    struct sq_checkpointer *k = &db->ckpt;
+    struct db_sqlite_checkpointer *k = &db->ckpt;
     if (k->started) {
         pthread_mutex_lock(&k->mu);
         k->stop = true;
@@ -585,42 +586,43 @@ static void sq_checkpointer_stop(struct dk_db *db)
         pthread_join(k->thread, NULL);
         k->started = false;
     }
-    sq_conn_close(&k->conn);
+    db_sqlite_conn_close(&k->conn);
 }
 
 /* ---- the write queue -------------------------------------------------------------------------
  * One writer connection holds every write transaction of this process. Callers take turns on it
- * in FIFO order (sq_writer_take); the first of a group opens BEGIN IMMEDIATE, and each caller's
- * transaction is a savepoint inside it, so a failing one is rolled back to its savepoint alone.
- * A caller that released its savepoint hands the turn on while others queue (sq_writer_done), up
- * to SQ_GROUP_MAX transactions or SQ_GROUP_MAX_MS, and waits; the caller that finds the queue
- * empty (or the group full) commits it and wakes the others with the COMMIT's result. So commit
+ * in FIFO order (db_sqlite_writer_take); the first of a group opens BEGIN IMMEDIATE, and each
+ * caller's transaction is a savepoint inside it, so a failing one is rolled back to its
+ * savepoint alone. A caller that released its savepoint hands the turn on while others queue
+ * (db_sqlite_writer_done), up to DB_SQLITE_GROUP_MAX transactions or DB_SQLITE_GROUP_MAX_MS,
+ * and waits; the caller that finds the queue empty (or the group full) commits it and wakes
+ * the others with the COMMIT's result. So commit
  * returns DK_OK only once the COMMIT carrying the caller's work has returned: the durability of
- * a plain commit on this connection (see sq_conn_setup). If the group transaction is lost
+ * a plain commit on this connection (see db_sqlite_conn_setup). If the group transaction is lost
  * before its COMMIT (SQLite rolls back the whole transaction on some errors: disk full, I/O),
  * every waiting member is told DK_E_UNAVAILABLE. There is no thread of its own: the callers run
  * their own transactions, so nothing is left queued once every connection is released. */
 
-/* Opens the writer connection: a connection as any other (sq_conn_setup), whose savepoints
+/* Opens the writer connection: a connection as any other (db_sqlite_conn_setup), whose savepoints
  * keep their undo pages in memory instead of spilling them to a temporary file, and whose
  * checkpoints the checkpointer runs. */
-static dk_status sq_writer_open(struct dk_db *db)
+static dk_status db_sqlite_writer_open(struct dk_db *db)
 {
     struct dk_db_conn *wc = &db->w.conn;
-    dk_status s = sq_conn_open(db, wc);
-    if (s == DK_OK && sq_exec_script(wc, "PRAGMA temp_store=MEMORY") != DK_OK) {
+    dk_status s = db_sqlite_conn_open(db, wc);
+    if (s == DK_OK && db_sqlite_exec_script(wc, "PRAGMA temp_store=MEMORY") != DK_OK) {
         s = DK_E_INTERNAL;
-        sq_conn_close(wc);
+        db_sqlite_conn_close(wc);
     }
     if (s == DK_OK && db->ckpt.started)
-        sqlite3_wal_hook(wc->h, sq_wal_hook, &db->ckpt);
+        sqlite3_wal_hook(wc->h, db_sqlite_wal_hook, &db->ckpt);
     return s;
 }
 
 /* Hands the turn to the first waiter, or frees the writer. Under w->mu. */
-static void sq_writer_pass(struct sq_writer *w)
+static void db_sqlite_writer_pass(struct db_sqlite_writer *w)
 {
-    struct sq_waiter *next = w->head;
+    struct db_sqlite_waiter *next = w->head;
     if (!next) {
         w->busy = false;
         return;
@@ -635,10 +637,10 @@ static void sq_writer_pass(struct sq_writer *w)
 
 /* Gives up the turn between two groups (no transaction open on the writer): to the
  * checkpointer first when it asked for one. Under w->mu. */
-static void sq_writer_pass_between_groups(struct sq_writer *w)
+static void db_sqlite_writer_pass_between_groups(struct db_sqlite_writer *w)
 {
     if (!w->ckpt_pending) {
-        sq_writer_pass(w);
+        db_sqlite_writer_pass(w);
         return;
     }
     w->ckpt_pending = false;
@@ -648,9 +650,9 @@ static void sq_writer_pass_between_groups(struct sq_writer *w)
 }
 
 /* Tells every member of the open group the group's outcome. Under w->mu. */
-static void sq_writer_settle(struct sq_writer *w, dk_status st, const char *err)
+static void db_sqlite_writer_settle(struct db_sqlite_writer *w, dk_status st, const char *err)
 {
-    for (struct sq_member *m = w->members, *next = NULL; m; m = next) {
+    for (struct db_sqlite_member *m = w->members, *next = NULL; m; m = next) {
         next = m->next;
         m->status = st;
         if (st != DK_OK)
@@ -662,15 +664,15 @@ static void sq_writer_settle(struct sq_writer *w, dk_status st, const char *err)
 }
 
 /* Waits (FIFO, until the acquire timeout) for the turn on the writer. */
-static dk_status sq_writer_take(struct dk_db *db, struct dk_db_conn *c)
+static dk_status db_sqlite_writer_take(struct dk_db *db, struct dk_db_conn *c)
 {
-    struct sq_writer *w = &db->w;
+    struct db_sqlite_writer *w = &db->w;
     pthread_t self = pthread_self();
     pthread_mutex_lock(&w->mu);
     if (w->busy && pthread_equal(w->owner, self)) {
         /* Waiting would wait for ourselves: fail as the busy handler did, without the wait. */
         pthread_mutex_unlock(&w->mu);
-        sq_set_err(c, "this thread holds a write transaction on another connection");
+        db_sqlite_set_err(c, "this thread holds a write transaction on another connection");
         return DK_E_UNAVAILABLE;
     }
     if (!w->busy) {
@@ -679,7 +681,7 @@ static dk_status sq_writer_take(struct dk_db *db, struct dk_db_conn *c)
         pthread_mutex_unlock(&w->mu);
         return DK_OK;
     }
-    struct sq_waiter me = {.thread = self};
+    struct db_sqlite_waiter me = {.thread = self};
     dk_cond_init_monotonic(&me.cv);
     if (w->tail)
         w->tail->next = &me;
@@ -689,7 +691,7 @@ static dk_status sq_writer_take(struct dk_db *db, struct dk_db_conn *c)
     struct timespec deadline = dk_mono_deadline(db->acquire_timeout_ms);
     while (!me.granted) {
         if (pthread_cond_timedwait(&me.cv, &w->mu, &deadline) == ETIMEDOUT && !me.granted) {
-            struct sq_waiter **pp = &w->head, *prev = NULL;
+            struct db_sqlite_waiter **pp = &w->head, *prev = NULL;
             while (*pp != &me) {
                 prev = *pp;
                 pp = &(*pp)->next;
@@ -703,7 +705,7 @@ static dk_status sq_writer_take(struct dk_db *db, struct dk_db_conn *c)
     pthread_mutex_unlock(&w->mu);
     pthread_cond_destroy(&me.cv);
     if (!me.granted) {
-        sq_set_err(c, "timed out waiting for the write queue");
+        db_sqlite_set_err(c, "timed out waiting for the write queue");
         return DK_E_UNAVAILABLE;
     }
     return DK_OK;
@@ -712,36 +714,37 @@ static dk_status sq_writer_take(struct dk_db *db, struct dk_db_conn *c)
 /* The holder is done with its transaction: joined = its savepoint was released into the group.
  * Lets the group grow or commits it, then gives up the turn. Returns the outcome of the group
  * for a joined caller (DK_OK once committed), DK_OK otherwise. c receives the error text. */
-static dk_status sq_writer_done(struct dk_db *db, struct dk_db_conn *c, bool joined)
+static dk_status db_sqlite_writer_done(struct dk_db *db, struct dk_db_conn *c, bool joined)
 {
-    struct sq_writer *w = &db->w;
+    struct db_sqlite_writer *w = &db->w;
     struct dk_db_conn *wc = &w->conn;
     bool open = wc->h && !sqlite3_get_autocommit(wc->h);
     pthread_mutex_lock(&w->mu);
     if (!open && w->members) /* the group transaction is gone: nothing of it was committed */
-        sq_writer_settle(w, DK_E_UNAVAILABLE,
-                         "the write group was rolled back by an error in another transaction");
+        db_sqlite_writer_settle(
+            w, DK_E_UNAVAILABLE,
+            "the write group was rolled back by an error in another transaction");
     if (!open) {
         w->nmembers = 0;
         w->ncommitted = 0;
-        sq_writer_pass_between_groups(w);
+        db_sqlite_writer_pass_between_groups(w);
         pthread_mutex_unlock(&w->mu);
         if (joined)
-            sq_set_err(c, "the write group was rolled back");
+            db_sqlite_set_err(c, "the write group was rolled back");
         return joined ? DK_E_UNAVAILABLE : DK_OK;
     }
     w->nmembers++;
     if (joined)
         w->ncommitted++;
     if (w->head && w->nmembers < w->group_max &&
-        sq_now_ms() - w->group_start_ms < w->group_max_ms) {
+        db_sqlite_now_ms() - w->group_start_ms < w->group_max_ms) {
         /* Others queue: let the next one add its transaction before the COMMIT. */
-        sq_writer_pass(w);
+        db_sqlite_writer_pass(w);
         if (!joined) {
             pthread_mutex_unlock(&w->mu);
             return DK_OK;
         }
-        struct sq_member me = {.conn = c, .next = w->members};
+        struct db_sqlite_member me = {.conn = c, .next = w->members};
         pthread_cond_init(&me.cv, NULL);
         w->members = &me;
         while (!me.done)
@@ -755,101 +758,101 @@ static dk_status sq_writer_done(struct dk_db *db, struct dk_db_conn *c, bool joi
     w->ncommitted = 0;
     pthread_mutex_unlock(&w->mu);
 
-    dk_status st = sq_simple(wc, "COMMIT");
+    dk_status st = db_sqlite_simple(wc, "COMMIT");
     if (st != DK_OK && wc->h && !sqlite3_get_autocommit(wc->h) &&
-        sq_simple(wc, "ROLLBACK") != DK_OK)
-        sq_conn_close(wc); /* re-opened by the next begin */
+        db_sqlite_simple(wc, "ROLLBACK") != DK_OK)
+        db_sqlite_conn_close(wc); /* re-opened by the next begin */
 
     pthread_mutex_lock(&w->mu);
-    sq_writer_settle(w, st, wc->err);
+    db_sqlite_writer_settle(w, st, wc->err);
     if (st == DK_OK && n > 0) {
         w->stats.groups++;
         w->stats.transactions += (uint64_t)n;
     } else if (joined) {
         snprintf(c->err, sizeof c->err, "%s", wc->err);
     }
-    sq_writer_pass_between_groups(w);
+    db_sqlite_writer_pass_between_groups(w);
     pthread_mutex_unlock(&w->mu);
     return joined ? st : DK_OK;
 }
 
 /* Undoes the holder's work: its savepoint, or the whole transaction when it opened it (no one
  * else's work is in it yet). The group's transaction stays open unless SQLite lost it. */
-static void sq_writer_undo(struct dk_db_conn *wc, bool first)
+static void db_sqlite_writer_undo(struct dk_db_conn *wc, bool first)
 {
     if (!wc->h || sqlite3_get_autocommit(wc->h))
         return;
-    if (!first && sq_simple(wc, "ROLLBACK TO dk_tx") == DK_OK &&
-        sq_simple(wc, "RELEASE dk_tx") == DK_OK)
+    if (!first && db_sqlite_simple(wc, "ROLLBACK TO dk_tx") == DK_OK &&
+        db_sqlite_simple(wc, "RELEASE dk_tx") == DK_OK)
         return;
     /* The savepoint cannot be undone: the whole group goes (its members are told). */
-    if (sq_simple(wc, "ROLLBACK") != DK_OK)
-        sq_conn_close(wc);
+    if (db_sqlite_simple(wc, "ROLLBACK") != DK_OK)
+        db_sqlite_conn_close(wc);
 }
 
-static dk_status sq_begin(dk_db_conn *c)
+static dk_status db_sqlite_begin(dk_db_conn *c)
 {
     if (c->in_tx) {
-        sq_set_err(c, "a transaction is open on this connection already");
+        db_sqlite_set_err(c, "a transaction is open on this connection already");
         return DK_E_INTERNAL;
     }
     struct dk_db *db = c->db;
-    dk_status s = sq_writer_take(db, c);
+    dk_status s = db_sqlite_writer_take(db, c);
     if (s != DK_OK)
         return s;
     struct dk_db_conn *wc = &db->w.conn;
     wc->err[0] = '\0';
     if (!wc->h)
-        s = sq_writer_open(db);
+        s = db_sqlite_writer_open(db);
     c->tx_first = s == DK_OK && sqlite3_get_autocommit(wc->h);
     if (c->tx_first) {
         /* The first of a group: IMMEDIATE takes the write lock now (other processes wait for it
          * in their busy handler, as we wait for theirs here). The group's transaction is this
          * caller's alone until it is done, so it needs no savepoint: groups of one (no queue)
          * cost what a plain transaction does. */
-        s = sq_simple(wc, "BEGIN IMMEDIATE");
-        db->w.group_start_ms = sq_now_ms();
+        s = db_sqlite_simple(wc, "BEGIN IMMEDIATE");
+        db->w.group_start_ms = db_sqlite_now_ms();
     } else if (s == DK_OK) {
-        s = sq_simple(wc, "SAVEPOINT dk_tx");
+        s = db_sqlite_simple(wc, "SAVEPOINT dk_tx");
     }
     if (s != DK_OK) {
         snprintf(c->err, sizeof c->err, "%s", wc->err);
-        (void)sq_writer_done(db, c, false);
+        (void)db_sqlite_writer_done(db, c, false);
         return s;
     }
     c->in_tx = true;
     return DK_OK;
 }
 
-static dk_status sq_commit(dk_db_conn *c)
+static dk_status db_sqlite_commit(dk_db_conn *c)
 {
     if (!c->in_tx)
-        return sq_simple(c, "COMMIT"); /* nothing open: SQLite's own error */
+        return db_sqlite_simple(c, "COMMIT"); /* nothing open: SQLite's own error */
     struct dk_db *db = c->db;
     struct dk_db_conn *wc = &db->w.conn;
     c->in_tx = false;
-    dk_status s = c->tx_first ? DK_OK : sq_simple(wc, "RELEASE dk_tx");
+    dk_status s = c->tx_first ? DK_OK : db_sqlite_simple(wc, "RELEASE dk_tx");
     if (s != DK_OK) {
         snprintf(c->err, sizeof c->err, "%s", wc->err);
-        sq_writer_undo(wc, false);
-        (void)sq_writer_done(db, c, false);
+        db_sqlite_writer_undo(wc, false);
+        (void)db_sqlite_writer_done(db, c, false);
         return s;
     }
-    return sq_writer_done(db, c, true);
+    return db_sqlite_writer_done(db, c, true);
 }
 
-static dk_status sq_rollback(dk_db_conn *c)
+static dk_status db_sqlite_rollback(dk_db_conn *c)
 {
     if (c->in_tx) {
         c->in_tx = false;
-        sq_writer_undo(&c->db->w.conn, c->tx_first);
-        return sq_writer_done(c->db, c, false);
+        db_sqlite_writer_undo(&c->db->w.conn, c->tx_first);
+        return db_sqlite_writer_done(c->db, c, false);
     }
     if (!c->h)
         return DK_E_UNAVAILABLE;
     if (sqlite3_get_autocommit(c->h))
         return DK_OK;
-    return sq_simple(c, "ROLLBACK");
+    return db_sqlite_simple(c, "ROLLBACK");
 }
 
 void dk_db_sqlite_set_group_limits(dk_db *db, int max_transactions, int max_ms)
@@ -862,28 +865,28 @@ void dk_db_sqlite_set_group_limits(dk_db *db, int max_transactions, int max_ms)
 
 void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret)
 {
-    struct sq_writer *w = &db->w;
+    struct db_sqlite_writer *w = &db->w;
     pthread_mutex_lock(&w->mu);
     *ret = w->stats;
     ret->queued = 0;
-    for (struct sq_waiter *q = w->head; q; q = q->next)
+    for (struct db_sqlite_waiter *q = w->head; q; q = q->next)
         ret->queued++;
     pthread_mutex_unlock(&w->mu);
 }
 
-static const char *sq_last_error(dk_db_conn *c)
+static const char *db_sqlite_last_error(dk_db_conn *c)
 {
     return c->err;
 }
 
-static void sq_close(dk_db *db)
+static void db_sqlite_close(dk_db *db)
 {
     if (!db)
         return;
     for (int i = 0; db->conns && i < db->size; i++)
-        sq_conn_close(&db->conns[i]);
-    sq_checkpointer_stop(db);
-    sq_conn_close(&db->w.conn);
+        db_sqlite_conn_close(&db->conns[i]);
+    db_sqlite_checkpointer_stop(db);
+    db_sqlite_conn_close(&db->w.conn);
     pthread_mutex_destroy(&db->w.mu);
     pthread_cond_destroy(&db->w.ckpt_cv);
     pthread_cond_destroy(&db->ckpt.cv);
@@ -895,7 +898,7 @@ static void sq_close(dk_db *db)
     dk_free(db);
 }
 
-static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
+static dk_status db_sqlite_open(const dk_db_options *opt, dk_db **ret_db)
 {
     const char *url = opt ? opt->url : NULL;
     const char *path = NULL;
@@ -912,13 +915,13 @@ static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
     pthread_mutex_init(&db->w.mu, NULL);
     pthread_cond_init(&db->w.ckpt_cv, NULL);
     db->w.conn.db = db;
-    db->w.group_max = SQ_GROUP_MAX;
-    db->w.group_max_ms = SQ_GROUP_MAX_MS;
+    db->w.group_max = DB_SQLITE_GROUP_MAX;
+    db->w.group_max_ms = DB_SQLITE_GROUP_MAX_MS;
     pthread_mutex_init(&db->ckpt.mu, NULL);
     pthread_cond_init(&db->ckpt.cv, NULL);
-    db->size = opt->pool_size > 0 ? opt->pool_size : SQ_DEFAULT_POOL;
+    db->size = opt->pool_size > 0 ? opt->pool_size : DB_SQLITE_DEFAULT_POOL;
     db->acquire_timeout_ms =
-        opt->acquire_timeout_ms > 0 ? opt->acquire_timeout_ms : SQ_DEFAULT_TIMEOUT_MS;
+        opt->acquire_timeout_ms > 0 ? opt->acquire_timeout_ms : DB_SQLITE_DEFAULT_TIMEOUT_MS;
     db->busy_timeout_ms = db->acquire_timeout_ms;
     db->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     dk_status s = DK_OK;
@@ -932,30 +935,30 @@ static dk_status sq_open(const dk_db_options *opt, dk_db **ret_db)
         db->open_flags |= SQLITE_OPEN_URI;
     } else {
         db->open_name = dk_strdup(path);
-        s = sq_make_parent_dirs(path);
+        s = db_sqlite_make_parent_dirs(path);
         if (s != DK_OK)
             goto fail;
     }
     db->conns = dk_calloc((size_t)db->size, sizeof *db->conns);
     for (int i = 0; i < db->size; i++) {
         db->conns[i].db = db;
-        s = sq_conn_open(db, &db->conns[i]);
+        s = db_sqlite_conn_open(db, &db->conns[i]);
         if (s != DK_OK)
             goto fail;
     }
-    sq_checkpointer_start(db);
-    s = sq_writer_open(db);
+    db_sqlite_checkpointer_start(db);
+    s = db_sqlite_writer_open(db);
     if (s != DK_OK)
         goto fail;
     *ret_db = db;
     return DK_OK;
 fail:
-    sq_close(db);
+    db_sqlite_close(db);
     return s;
 }
 
 /* Takes a free connection, waiting until deadline (monotonic ms). */
-static dk_status sq_take(dk_db *db, int64_t deadline, dk_db_conn **ret_conn)
+static dk_status db_sqlite_take(dk_db *db, int64_t deadline, dk_db_conn **ret_conn)
 {
     struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
     struct dk_db_conn *c = NULL;
@@ -965,7 +968,7 @@ static dk_status sq_take(dk_db *db, int64_t deadline, dk_db_conn **ret_conn)
             if (!db->conns[i].in_use)
                 c = &db->conns[i];
         }
-        if (c || sq_now_ms() >= deadline)
+        if (c || db_sqlite_now_ms() >= deadline)
             break;
         if (pthread_cond_timedwait(&db->cv, &db->mu, &ts) == ETIMEDOUT) {
             for (int i = 0; i < db->size && !c; i++) {
@@ -982,7 +985,7 @@ static dk_status sq_take(dk_db *db, int64_t deadline, dk_db_conn **ret_conn)
         return DK_E_UNAVAILABLE;
 
     if (!c->h) {
-        dk_status s = sq_conn_open(db, c);
+        dk_status s = db_sqlite_conn_open(db, c);
         if (s != DK_OK) {
             pthread_mutex_lock(&db->mu);
             c->in_use = false;
@@ -996,38 +999,38 @@ static dk_status sq_take(dk_db *db, int64_t deadline, dk_db_conn **ret_conn)
     return DK_OK;
 }
 
-static dk_status sq_acquire(dk_db *db, dk_db_conn **ret_conn)
+static dk_status db_sqlite_acquire(dk_db *db, dk_db_conn **ret_conn)
 {
-    return sq_take(db, sq_now_ms() + db->acquire_timeout_ms, ret_conn);
+    return db_sqlite_take(db, db_sqlite_now_ms() + db->acquire_timeout_ms, ret_conn);
 }
 
-static void sq_release(dk_db *db, dk_db_conn *c)
+static void db_sqlite_release(dk_db *db, dk_db_conn *c)
 {
     if (!c)
         return;
     if (c->in_tx)
-        (void)sq_rollback(c); /* gives up its turn on the writer, too */
+        (void)db_sqlite_rollback(c); /* gives up its turn on the writer, too */
     /* A connection whose transaction cannot be rolled back is closed and re-opened later. */
-    if (c->h && !sqlite3_get_autocommit(c->h) && sq_rollback(c) != DK_OK)
-        sq_conn_close(c);
+    if (c->h && !sqlite3_get_autocommit(c->h) && db_sqlite_rollback(c) != DK_OK)
+        db_sqlite_conn_close(c);
     pthread_mutex_lock(&db->mu);
     c->in_use = false;
     pthread_cond_signal(&db->cv);
     pthread_mutex_unlock(&db->mu);
 }
 
-static dk_status sq_ping(dk_db *db, int timeout_ms)
+static dk_status db_sqlite_ping(dk_db *db, int timeout_ms)
 {
     dk_db_conn *c = NULL;
-    dk_status s = sq_take(db, sq_now_ms() + (timeout_ms > 0 ? timeout_ms : 0), &c);
+    dk_status s = db_sqlite_take(db, db_sqlite_now_ms() + (timeout_ms > 0 ? timeout_ms : 0), &c);
     if (s != DK_OK)
         return s;
-    s = sq_simple(c, "SELECT 1");
-    sq_release(db, c);
+    s = db_sqlite_simple(c, "SELECT 1");
+    db_sqlite_release(db, c);
     return s;
 }
 
-static void sq_stats(dk_db *db, int *ret_idle, int *ret_busy)
+static void db_sqlite_stats(dk_db *db, int *ret_idle, int *ret_busy)
 {
     int idle = 0, busy = 0;
     pthread_mutex_lock(&db->mu);
@@ -1046,11 +1049,11 @@ static void sq_stats(dk_db *db, int *ret_idle, int *ret_busy)
 
 /* ---- backup and restore (the online backup API) -------------------------------------------- */
 
-static dk_status sq_copy(struct dk_db_conn *c, sqlite3 *to, sqlite3 *from)
+static dk_status db_sqlite_copy(struct dk_db_conn *c, sqlite3 *to, sqlite3 *from)
 {
     sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
     if (!b) {
-        sq_set_err(c, sqlite3_errmsg(to));
+        db_sqlite_set_err(c, sqlite3_errmsg(to));
         return DK_E_INTERNAL;
     }
     int rc;
@@ -1064,14 +1067,14 @@ static dk_status sq_copy(struct dk_db_conn *c, sqlite3 *to, sqlite3 *from)
     }
     int frc = sqlite3_backup_finish(b);
     if (rc != SQLITE_DONE || frc != SQLITE_OK) {
-        sq_set_err(c, sqlite3_errmsg(to));
+        db_sqlite_set_err(c, sqlite3_errmsg(to));
         return rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? DK_E_UNAVAILABLE : DK_E_INTERNAL;
     }
     return DK_OK;
 }
 
 /* "ok" from PRAGMA integrity_check and a docket_migrations table: a Docket database. */
-static bool sq_sound(sqlite3 *h)
+static bool db_sqlite_sound(sqlite3 *h)
 {
     sqlite3_stmt *st = NULL;
     bool ok = false;
@@ -1093,22 +1096,22 @@ static bool sq_sound(sqlite3 *h)
     return ok;
 }
 
-static dk_status sq_backup(dk_db_conn *c, const char *dest_path)
+static dk_status db_sqlite_backup(dk_db_conn *c, const char *dest_path)
 {
     if (access(dest_path, F_OK) == 0) {
-        sq_set_err(c, "the backup file exists already");
+        db_sqlite_set_err(c, "the backup file exists already");
         return DK_E_CONFLICT;
     }
     sqlite3 *to = NULL;
     if (sqlite3_open_v2(dest_path, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
-        sq_set_err(c, to ? sqlite3_errmsg(to) : "cannot create the backup file");
+        db_sqlite_set_err(c, to ? sqlite3_errmsg(to) : "cannot create the backup file");
         sqlite3_close(to);
         return DK_E_INTERNAL;
     }
-    dk_status st = sq_copy(c, to, c->h);
-    if (st == DK_OK && !sq_sound(to)) {
-        sq_set_err(c, "the backup failed its integrity check");
+    dk_status st = db_sqlite_copy(c, to, c->h);
+    if (st == DK_OK && !db_sqlite_sound(to)) {
+        db_sqlite_set_err(c, "the backup failed its integrity check");
         st = DK_E_INTERNAL;
     }
     sqlite3_close(to);
@@ -1117,21 +1120,21 @@ static dk_status sq_backup(dk_db_conn *c, const char *dest_path)
     return st;
 }
 
-static dk_status sq_restore(dk_db_conn *c, const char *src_path)
+static dk_status db_sqlite_restore(dk_db_conn *c, const char *src_path)
 {
     sqlite3 *from = NULL;
     if (sqlite3_open_v2(src_path, &from, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        sq_set_err(c, from ? sqlite3_errmsg(from) : "cannot open the backup file");
+        db_sqlite_set_err(c, from ? sqlite3_errmsg(from) : "cannot open the backup file");
         sqlite3_close(from);
         return DK_E_VALIDATION;
     }
     dk_status st = DK_OK;
-    if (!sq_sound(from)) {
-        sq_set_err(c, "not a sound Docket database (integrity check or schema failed)");
+    if (!db_sqlite_sound(from)) {
+        db_sqlite_set_err(c, "not a sound Docket database (integrity check or schema failed)");
         st = DK_E_VALIDATION;
     }
     if (st == DK_OK)
-        st = sq_copy(c, c->h, from);
+        st = db_sqlite_copy(c, c->h, from);
     sqlite3_close(from);
     return st;
 }
@@ -1139,40 +1142,42 @@ static dk_status sq_restore(dk_db_conn *c, const char *src_path)
 /* Runs one statement where it belongs: inside a transaction on the writer; a statement that
  * writes, outside one, as a transaction of its own through the write queue (so it waits its turn
  * instead of sleeping in the busy handler); a read on the caller's connection. */
-static dk_status sq_query_routed(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                                 const char *const *params, dk_db_rows **ret_rows)
+static dk_status db_sqlite_query_routed(dk_db_conn *c, dk_arena *arena, const char *sql,
+                                        int nparams, const char *const *params,
+                                        dk_db_rows **ret_rows)
 {
     struct dk_db_conn *wc = &c->db->w.conn;
     if (c->in_tx) {
-        dk_status s = sq_query_run(wc, arena, sql, nparams, params, ret_rows);
+        dk_status s = db_sqlite_query_run(wc, arena, sql, nparams, params, ret_rows);
         if (s != DK_OK)
             snprintf(c->err, sizeof c->err, "%s", wc->err);
         return s;
     }
     sqlite3_stmt *st = NULL;
-    if (!c->h || sq_prepare_cached(c, sql, &st) != DK_OK)
-        return sq_query_run(c, arena, sql, nparams, params, ret_rows); /* fails, with its error */
+    if (!c->h || db_sqlite_prepare_cached(c, sql, &st) != DK_OK)
+        return db_sqlite_query_run(c, arena, sql, nparams, params,
+                                   ret_rows); /* fails, with its error */
     if (sqlite3_stmt_readonly(st))
-        return sq_query_run_stmt(c, st, arena, sql, nparams, params, ret_rows);
-    dk_status s = sq_begin(c);
+        return db_sqlite_query_run_stmt(c, st, arena, sql, nparams, params, ret_rows);
+    dk_status s = db_sqlite_begin(c);
     if (s != DK_OK)
         return s;
-    s = sq_query_run(wc, arena, sql, nparams, params, ret_rows);
+    s = db_sqlite_query_run(wc, arena, sql, nparams, params, ret_rows);
     if (s != DK_OK) {
         snprintf(c->err, sizeof c->err, "%s", wc->err);
-        (void)sq_rollback(c);
+        (void)db_sqlite_rollback(c);
         return s;
     }
-    return sq_commit(c);
+    return db_sqlite_commit(c);
 }
 
 /* Each statement is a client span under the caller's trace: named by its verb and table, never
  * its parameters (core/trace.h). */
-static dk_status sq_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                          const char *const *params, dk_db_rows **ret_rows)
+static dk_status db_sqlite_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                                 const char *const *params, dk_db_rows **ret_rows)
 {
     dk_span *sp = dk_span_sql("sqlite", sql);
-    dk_status st = sq_query_routed(c, arena, sql, nparams, params, ret_rows);
+    dk_status st = db_sqlite_query_routed(c, arena, sql, nparams, params, ret_rows);
     if (st != DK_OK)
         dk_span_error(sp, dk_status_title(st));
     dk_span_end(sp);
@@ -1182,18 +1187,18 @@ static dk_status sq_query(dk_db_conn *c, dk_arena *arena, const char *sql, int n
 const struct dk_db_ops dk_db_sqlite_ops = {
     .name = "sqlite",
     .engine = DK_DB_SQLITE,
-    .open = sq_open,
-    .close = sq_close,
-    .acquire = sq_acquire,
-    .release = sq_release,
-    .query = sq_query,
-    .exec_script = sq_exec_script,
-    .begin = sq_begin,
-    .commit = sq_commit,
-    .rollback = sq_rollback,
-    .ping = sq_ping,
-    .stats = sq_stats,
-    .last_error = sq_last_error,
-    .backup = sq_backup,
-    .restore = sq_restore,
+    .open = db_sqlite_open,
+    .close = db_sqlite_close,
+    .acquire = db_sqlite_acquire,
+    .release = db_sqlite_release,
+    .query = db_sqlite_query,
+    .exec_script = db_sqlite_exec_script,
+    .begin = db_sqlite_begin,
+    .commit = db_sqlite_commit,
+    .rollback = db_sqlite_rollback,
+    .ping = db_sqlite_ping,
+    .stats = db_sqlite_stats,
+    .last_error = db_sqlite_last_error,
+    .backup = db_sqlite_backup,
+    .restore = db_sqlite_restore,
 };

@@ -16,8 +16,8 @@
 
 #define FTS_MAX_COLUMNS 16
 
-static void fts_hits(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int nval,
-                     sqlite3_value **val)
+static void db_sqlite_fts_hits(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx,
+                               int nval, sqlite3_value **val)
 {
     sqlite3_int64 w[FTS_MAX_COLUMNS];
     memset(w, 0, sizeof w);
@@ -57,5 +57,5 @@ int dk_sqlite_fts_register(sqlite3 *db)
         return rc == SQLITE_DONE ? SQLITE_ERROR : rc;
     if (!api || api->iVersion < 2)
         return SQLITE_ERROR; /* no FTS5 in this SQLite */
-    return api->xCreateFunction(api, "docket_hits", NULL, fts_hits, NULL);
+    return api->xCreateFunction(api, "docket_hits", NULL, db_sqlite_fts_hits, NULL);
 }

@@ -20,7 +20,7 @@ typedef struct mailer_file {
     char *dir;
 } mailer_file;
 
-static int mf_mkdir_p(const char *path)
+static int mailer_file_mkdir_p(const char *path)
 {
     char buf[4096];
     size_t n = strlen(path);
@@ -40,7 +40,7 @@ static int mf_mkdir_p(const char *path)
 
 dk_status dk_mailer_file_new(const char *dir, void **ret)
 {
-    if (!dir || !*dir || mf_mkdir_p(dir) != 0)
+    if (!dir || !*dir || mailer_file_mkdir_p(dir) != 0)
         return DK_E_VALIDATION;
     mailer_file *m = DK_NEW(mailer_file);
     m->dir = dk_strdup(dir);
@@ -48,7 +48,7 @@ dk_status dk_mailer_file_new(const char *dir, void **ret)
     return DK_OK;
 }
 
-static void mf_free(void *h)
+static void mailer_file_free(void *h)
 {
     mailer_file *m = h;
     if (!m)
@@ -57,7 +57,7 @@ static void mf_free(void *h)
     dk_free(m);
 }
 
-static bool mf_write_all(int fd, const char *p, size_t n)
+static bool mailer_file_write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t k = write(fd, p, n);
@@ -71,8 +71,9 @@ static bool mf_write_all(int fd, const char *p, size_t n)
     return true;
 }
 
-static dk_status mf_send(void *h, const char *envelope_from, const char *rcpt, const char *message,
-                         size_t len, const atomic_bool *cancel, char *why, size_t why_cap)
+static dk_status mailer_file_send(void *h, const char *envelope_from, const char *rcpt,
+                                  const char *message, size_t len, const atomic_bool *cancel,
+                                  char *why, size_t why_cap)
 {
     (void)cancel;
     mailer_file *m = h;
@@ -99,8 +100,8 @@ static dk_status mf_send(void *h, const char *envelope_from, const char *rcpt, c
         snprintf(why, why_cap, "cannot create a mail file: %s", strerror(errno));
         return DK_E_UNAVAILABLE;
     }
-    bool ok =
-        mf_write_all(fd, head, strlen(head)) && mf_write_all(fd, message, len) && fsync(fd) == 0;
+    bool ok = mailer_file_write_all(fd, head, strlen(head)) &&
+              mailer_file_write_all(fd, message, len) && fsync(fd) == 0;
     int err = errno;
     ok = close(fd) == 0 && ok;
     if (ok && rename(tmp, final) != 0) {
@@ -117,6 +118,6 @@ static dk_status mf_send(void *h, const char *envelope_from, const char *rcpt, c
 
 const struct dk_mailer_ops dk_mailer_file_ops = {
     .name = "file",
-    .send = mf_send,
-    .free = mf_free,
+    .send = mailer_file_send,
+    .free = mailer_file_free,
 };

@@ -22,7 +22,7 @@
 /* --- URL ------------------------------------------------------------------------------------- */
 
 /* Percent-decodes s[0..n) into a new string; NULL when malformed or when it would hold a NUL. */
-static char *ru_pct_decode(const char *s, size_t n, size_t *ret_len)
+static char *redis_url_pct_decode(const char *s, size_t n, size_t *ret_len)
 {
     char *out = dk_malloc(n + 1);
     size_t o = 0;
@@ -48,7 +48,7 @@ static char *ru_pct_decode(const char *s, size_t n, size_t *ret_len)
 }
 
 /* Decimal digits only, within [min, max]. */
-static bool ru_parse_uint(const char *s, size_t n, long min, long max, long *ret)
+static bool redis_url_parse_uint(const char *s, size_t n, long min, long max, long *ret)
 {
     if (n == 0 || n > 10)
         return false;
@@ -64,7 +64,7 @@ static bool ru_parse_uint(const char *s, size_t n, long min, long max, long *ret
     return true;
 }
 
-static dk_status ru_parse(const char *url, dk_redis_url *u)
+static dk_status redis_url_parse(const char *url, dk_redis_url *u)
 {
     static const char scheme[] = "redis://", tls_scheme[] = "rediss://";
     const char *auth;
@@ -90,12 +90,12 @@ static dk_status ru_parse(const char *url, dk_redis_url *u)
         const char *colon = memchr(auth, ':', (size_t)(at - auth));
         const char *pw = colon ? colon + 1 : auth;
         if (colon && colon > auth) {
-            u->user = ru_pct_decode(auth, (size_t)(colon - auth), NULL);
+            u->user = redis_url_pct_decode(auth, (size_t)(colon - auth), NULL);
             if (!u->user)
                 return DK_E_VALIDATION;
         }
         if (at > pw) {
-            u->password = ru_pct_decode(pw, (size_t)(at - pw), &u->password_len);
+            u->password = redis_url_pct_decode(pw, (size_t)(at - pw), &u->password_len);
             if (!u->password)
                 return DK_E_VALIDATION;
         }
@@ -124,13 +124,13 @@ static dk_status ru_parse(const char *url, dk_redis_url *u)
             port = colon + 1;
     }
     long v = DK_REDIS_DEFAULT_PORT;
-    if (port && !ru_parse_uint(port, (size_t)(auth_end - port), 1, 65535, &v))
+    if (port && !redis_url_parse_uint(port, (size_t)(auth_end - port), 1, 65535, &v))
         return DK_E_VALIDATION;
     u->port = (int)v;
 
     v = 0;
     if (*auth_end == '/' && auth_end[1] != '\0' &&
-        !ru_parse_uint(auth_end + 1, strlen(auth_end + 1), 0, INT_MAX, &v))
+        !redis_url_parse_uint(auth_end + 1, strlen(auth_end + 1), 0, INT_MAX, &v))
         return DK_E_VALIDATION;
     u->db = (int)v;
     return DK_OK;
@@ -141,7 +141,7 @@ dk_status dk_redis_url_parse(const char *url, dk_redis_url *ret)
     if (!ret)
         return DK_E_INTERNAL;
     dk_redis_url u = {0};
-    dk_status st = ru_parse(url, &u);
+    dk_status st = redis_url_parse(url, &u);
     if (st != DK_OK) {
         dk_redis_url_release(&u);
         return st;

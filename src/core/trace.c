@@ -8,10 +8,12 @@
  * schedule_delay_ms. A collector that fails (refused, timed out, non-2xx) puts the tracer in
  * back-off: spans are then dropped where they would start, with one atomic increment, and
  * the exporter probes the collector with an empty export after 1 s, doubling up to 30 s, so a
- * dead collector costs neither records nor encoding (docs/design/measurements.md). */
+ * dead collector costs neither records nor encoding (docs/design/measurements.md).
+ * Exports go through the outbound HTTP port (ports/http_client.h): the composition root opens
+ * a client for them and passes it in dk_trace_options; the exporter submits one call at a time
+ * and waits for it (core/http_client_wait.h), so the core includes no HTTP library. */
 #include "core/trace.h"
 
-#include <curl/curl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,11 +24,14 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/arena.h"
 #include "core/crypto.h"
+#include "core/http_client_wait.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/str.h"
 #include "core/timeutil.h"
+#include "ports/http_client.h"
 #include "core/banned.h"
 
 #define DK_SPAN_ATTRS   8
@@ -98,7 +103,11 @@ static struct {
     int64_t delay_ms, timeout_ms;
     dk_kv resource[DK_TRACE_KV_MAX];
     int nresource;
-    struct curl_slist *headers;
+    /* "Name: value" lines of every export: Content-Type, then otel.headers (malloc'd) */
+    const char *headers[1 + DK_TRACE_KV_MAX];
+    int nheaders;
+    const struct dk_http_client_ops *http_ops;
+    dk_http_client *http;
     char service_name[128];
     pthread_t thread;
     pthread_mutex_t lock;
@@ -1012,29 +1021,49 @@ static void dk_tr_encode(dk_sb *out, dk_span_rec *recs, int n, dk_tr_strs *t)
 
 /* ---------- export: the exporter thread ---------- */
 
-static size_t dk_tr_discard(char *p, size_t size, size_t n, void *ctx)
+_Static_assert(1 + DK_TRACE_KV_MAX <= DK_HTTP_CALL_MAX_HEADERS, "an export's headers fit a call");
+
+/* The collector's answer is read and dropped, whatever its size. */
+static void dk_tr_call_headers(dk_http_call *c)
 {
-    (void)p;
-    (void)ctx;
-    return size * n;
+    (void)c;
 }
 
-static bool dk_tr_post(CURL *h, const dk_sb *body)
+static dk_http_data_action dk_tr_call_data(dk_http_call *c, const char *data, size_t len)
 {
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, dk_tr.url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, dk_tr.headers);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->len ? body->s : "");
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)body->len);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)dk_tr.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)dk_tr.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dk_tr_discard);
-    CURLcode rc = curl_easy_perform(h);
-    long code = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    return rc == CURLE_OK && code >= 200 && code < 300;
+    (void)c, (void)data, (void)len;
+    return DK_HTTP_DATA_OK;
+}
+
+/* Posts body to the collector and waits for the answer (bounded by the export timeout, which
+ * covers connecting too); true for a 2xx. a holds the response headers and is reset after. */
+static bool dk_tr_post(dk_arena *a, const dk_sb *body)
+{
+    dk_http_wait w = {.call = {
+                          .arena = a,
+                          .method = "POST",
+                          .url = dk_tr.url,
+                          .nheaders = dk_tr.nheaders,
+                          .body = body->len ? body->s : "",
+                          .body_len = body->len,
+                          .connect_timeout_ms = (int)dk_tr.timeout_ms,
+                          .timeout_ms = (int)dk_tr.timeout_ms,
+                          .on_headers = dk_tr_call_headers,
+                          .on_data = dk_tr_call_data,
+                      }};
+    memcpy(w.call.headers, dk_tr.headers, (size_t)dk_tr.nheaders * sizeof dk_tr.headers[0]);
+    bool ok = dk_http_wait_run(dk_tr.http_ops, dk_tr.http, &w);
+    ok = ok && w.call.error == DK_OK && w.call.status >= 200 && w.call.status < 300;
+    dk_arena_reset(a);
+    return ok;
+}
+
+/* Frees the otel.headers lines (the first line, Content-Type, is a literal). */
+static void dk_tr_headers_free(void)
+{
+    for (int i = 1; i < dk_tr.nheaders; i++)
+        dk_free((char *)dk_tr.headers[i]);
+    dk_tr.nheaders = 0;
 }
 
 /* Waits on the exporter's condition for up to ms (with the lock held). */
@@ -1073,7 +1102,7 @@ static void dk_tr_warn(int64_t *last_warn, int n, int64_t backoff_ms)
 static void *dk_tr_loop(void *arg)
 {
     (void)arg;
-    CURL *h = curl_easy_init();
+    dk_arena *a = dk_arena_new();
     dk_span_rec *batch = dk_malloc((size_t)dk_tr.batch_size * sizeof *batch);
     dk_tr_strs *strs = dk_malloc(sizeof *strs);
     dk_sb body = {0};
@@ -1095,7 +1124,7 @@ static void *dk_tr_loop(void *arg)
             }
             pthread_mutex_unlock(&dk_tr.lock);
             dk_tr_encode(&body, NULL, 0, strs);
-            bool ok = h && dk_tr_post(h, &body);
+            bool ok = dk_tr_post(a, &body);
             pthread_mutex_lock(&dk_tr.lock);
             if (ok) {
                 probe = false;
@@ -1137,7 +1166,7 @@ static void *dk_tr_loop(void *arg)
         for (int i = 0; i < n; i++)
             dk_tr_clean(&batch[i]);
         dk_tr_encode(&body, batch, n, strs);
-        bool ok = h && dk_tr_post(h, &body);
+        bool ok = dk_tr_post(a, &body);
         pthread_mutex_lock(&dk_tr.lock);
         if (ok) {
             atomic_fetch_add(&dk_tr_exported, (unsigned long long)n);
@@ -1155,8 +1184,7 @@ static void *dk_tr_loop(void *arg)
     dk_free(body.s);
     dk_free(strs);
     dk_free(batch);
-    if (h)
-        curl_easy_cleanup(h);
+    dk_arena_free(a);
     return NULL;
 }
 
@@ -1321,6 +1349,12 @@ dk_status dk_trace_start(const dk_trace_options *opt, char *err, size_t cap)
         snprintf(err, cap, "otel.endpoint: expected an http:// or https:// URL");
         return DK_E_VALIDATION;
     }
+    if (!opt->http_ops || !opt->http) {
+        dk_tr_kv_free(hdr, nhdr);
+        dk_tr_kv_free(res, nres);
+        snprintf(err, cap, "no HTTP client to export traces through");
+        return DK_E_INTERNAL;
+    }
     size_t el = strlen(ep);
     while (el > 0 && ep[el - 1] == '/')
         el--;
@@ -1343,17 +1377,18 @@ dk_status dk_trace_start(const dk_trace_options *opt, char *err, size_t cap)
             sn = res[i].value;
     dk_strlcpy(dk_tr.service_name, sn && *sn ? sn : "docket", sizeof dk_tr.service_name);
     dk_tr.json = strcmp(proto, "http/json") == 0;
-    dk_tr.headers = curl_slist_append(NULL, dk_tr.json ? "Content-Type: application/json"
-                                                       : "Content-Type: application/x-protobuf");
+    dk_tr.http_ops = opt->http_ops;
+    dk_tr.http = opt->http;
+    dk_tr.nheaders = 0;
+    dk_tr.headers[dk_tr.nheaders++] =
+        dk_tr.json ? "Content-Type: application/json" : "Content-Type: application/x-protobuf";
     for (int i = 0; i < nhdr; i++) {
         size_t l = strlen(hdr[i].key) + strlen(hdr[i].value) + 3;
         char *line = dk_malloc(l);
         snprintf(line, l, "%s: %s", hdr[i].key, hdr[i].value);
-        dk_tr.headers = curl_slist_append(dk_tr.headers, line);
-        dk_free(line);
+        dk_tr.headers[dk_tr.nheaders++] = line;
     }
     dk_tr_kv_free(hdr, nhdr);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     dk_tr_resource_encode();
     /* the whole ring up front (pages are touched only as spans fill it) */
     dk_tr.ring = dk_malloc((size_t)dk_tr.max_queue * sizeof *dk_tr.ring);
@@ -1363,8 +1398,7 @@ dk_status dk_trace_start(const dk_trace_options *opt, char *err, size_t cap)
     if (pthread_create(&dk_tr.thread, NULL, dk_tr_loop, NULL) != 0) {
         dk_free(dk_tr.ring);
         dk_tr.ring = NULL;
-        curl_slist_free_all(dk_tr.headers);
-        dk_tr.headers = NULL;
+        dk_tr_headers_free();
         dk_tr_kv_free(dk_tr.resource, dk_tr.nresource);
         dk_tr.nresource = 0;
         dk_free(dk_tr_resource.s);
@@ -1392,8 +1426,7 @@ void dk_trace_stop(void)
     dk_free(dk_tr.ring);
     dk_tr.ring = NULL;
     pthread_mutex_unlock(&dk_tr.lock);
-    curl_slist_free_all(dk_tr.headers);
-    dk_tr.headers = NULL;
+    dk_tr_headers_free();
     dk_tr_kv_free(dk_tr.resource, dk_tr.nresource);
     dk_tr.nresource = 0;
     dk_free(dk_tr_resource.s);

@@ -5,9 +5,12 @@
  * request's handler runs (dk_trace_enter) and which the event bus restores from a traceparent.
  * Finished spans go to a bounded queue drained by one background exporter thread: a full queue
  * drops the span, and while the collector fails no span is recorded at all (both counted in
- * docket_otel_spans_dropped_total), so recording never blocks nor grows memory. Without an endpoint (or with sampling off) every call here is a cheap no-op and
- * dk_span_start returns NULL; every dk_span_* function accepts NULL. A span belongs to whoever
- * started it until dk_span_end (which frees it); it may end on another thread. Thread-safe. */
+ * docket_otel_spans_dropped_total), so recording never blocks nor grows memory. The exporter
+ * posts through the outbound HTTP port (ports/http_client.h) whose client the caller passes
+ * in; the core includes no HTTP library. Without an endpoint (or with sampling off) every call
+ * here is a cheap no-op and dk_span_start returns NULL; every dk_span_* function accepts NULL.
+ * A span belongs to whoever started it until dk_span_end (which frees it); it may end on
+ * another thread. Thread-safe. */
 #ifndef DK_TRACE_H
 #define DK_TRACE_H
 
@@ -18,6 +21,8 @@
 #include "core/status.h"
 
 typedef struct dk_span dk_span;
+struct dk_http_client_ops;
+typedef struct dk_http_client dk_http_client;
 
 /* OTLP SpanKind values. */
 typedef enum {
@@ -42,10 +47,15 @@ typedef struct dk_trace_options {
     int batch_size;                  /* spans per export request */
     int64_t schedule_delay_ms;       /* the longest a span waits before an export starts */
     int64_t export_timeout_ms;       /* one export request */
+    /* the client exports are posted through (needed with an endpoint); the caller keeps it
+     * open until dk_trace_stop has returned */
+    const struct dk_http_client_ops *http_ops;
+    dk_http_client *http;
 } dk_trace_options;
 
 /* Validates the options and, with an endpoint, starts the exporter. DK_E_VALIDATION (with a
- * sentence in err) for an unknown sampler, a bad ratio or malformed headers/attributes. */
+ * sentence in err) for an unknown sampler, a bad ratio or malformed headers/attributes;
+ * DK_E_INTERNAL without a client to export through or when the thread cannot start. */
 dk_status dk_trace_start(const dk_trace_options *opt, char *err, size_t cap) DK_MUSTCHECK;
 /* Exports what is queued (bounded by the export timeout), stops the exporter thread. */
 void dk_trace_stop(void);

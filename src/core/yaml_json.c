@@ -10,17 +10,17 @@
 
 #include "core/banned.h"
 
-#define DK_YJ_MAX_DEPTH 64
-#define DK_YJ_MAX_NODES 1000000
+#define DK_YAML_JSON_MAX_DEPTH 64
+#define DK_YAML_JSON_MAX_NODES 1000000
 
-typedef struct yj {
+typedef struct yaml_json_walk {
     yaml_document_t *doc;
     long budget;
     char *err;
     size_t errcap;
-} yj;
+} yaml_json_walk;
 
-static bool yj_is(const char *s, const char *const *words)
+static bool yaml_json_is(const char *s, const char *const *words)
 {
     for (; *words; words++)
         if (strcmp(s, *words) == 0)
@@ -30,18 +30,18 @@ static bool yj_is(const char *s, const char *const *words)
 
 /* YAML 1.2 core schema: ints [-+]?[0-9]+, 0o[0-7]+, 0x[0-9a-fA-F]+; floats
  * [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?, .inf, .nan. */
-static json_t *yj_plain(const char *s, size_t n)
+static json_t *yaml_json_plain(const char *s, size_t n)
 {
     static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
     static const char *const trues[] = {"true", "True", "TRUE", NULL};
     static const char *const falses[] = {"false", "False", "FALSE", NULL};
     if (strlen(s) != n) /* an escaped NUL cannot be in a plain scalar, but be exact */
         return json_stringn(s, n);
-    if (yj_is(s, nulls))
+    if (yaml_json_is(s, nulls))
         return json_null();
-    if (yj_is(s, trues))
+    if (yaml_json_is(s, trues))
         return json_true();
-    if (yj_is(s, falses))
+    if (yaml_json_is(s, falses))
         return json_false();
     const char *p = s;
     if (*p == '+' || *p == '-')
@@ -93,13 +93,13 @@ static json_t *yj_plain(const char *s, size_t n)
     return json_stringn(s, n);
 }
 
-static json_t *yj_node(yj *c, yaml_node_t *node, int depth)
+static json_t *yaml_json_node(yaml_json_walk *c, yaml_node_t *node, int depth)
 {
     if (!node) {
         snprintf(c->err, c->errcap, "a node is missing");
         return NULL;
     }
-    if (depth > DK_YJ_MAX_DEPTH || --c->budget < 0) {
+    if (depth > DK_YAML_JSON_MAX_DEPTH || --c->budget < 0) {
         snprintf(c->err, c->errcap, "the document is nested too deeply or too large");
         return NULL;
     }
@@ -107,7 +107,7 @@ static json_t *yj_node(yj *c, yaml_node_t *node, int depth)
     case YAML_SCALAR_NODE: {
         const char *s = (const char *)node->data.scalar.value;
         size_t n = node->data.scalar.length;
-        json_t *v = node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? yj_plain(s, n)
+        json_t *v = node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? yaml_json_plain(s, n)
                                                                        : json_stringn(s, n);
         if (!v)
             snprintf(c->err, c->errcap, "a scalar at line %lu is not valid UTF-8",
@@ -118,7 +118,7 @@ static json_t *yj_node(yj *c, yaml_node_t *node, int depth)
         json_t *arr = json_array();
         for (yaml_node_item_t *it = node->data.sequence.items.start;
              it < node->data.sequence.items.top; it++) {
-            json_t *v = yj_node(c, yaml_document_get_node(c->doc, *it), depth + 1);
+            json_t *v = yaml_json_node(c, yaml_document_get_node(c->doc, *it), depth + 1);
             if (!v) {
                 json_decref(arr);
                 return NULL;
@@ -138,7 +138,7 @@ static json_t *yj_node(yj *c, yaml_node_t *node, int depth)
                 json_decref(obj);
                 return NULL;
             }
-            json_t *v = yj_node(c, yaml_document_get_node(c->doc, pr->value), depth + 1);
+            json_t *v = yaml_json_node(c, yaml_document_get_node(c->doc, pr->value), depth + 1);
             const char *key = (const char *)k->data.scalar.value;
             if (!v || strlen(key) != k->data.scalar.length || json_object_set_new(obj, key, v)) {
                 if (v) {
@@ -179,8 +179,9 @@ json_t *dk_yaml_to_json(const char *text, size_t len, char *err, size_t errcap)
     if (!root) {
         snprintf(err, errcap, "an empty document");
     } else {
-        yj c = {.doc = &doc, .budget = DK_YJ_MAX_NODES, .err = err, .errcap = errcap};
-        out = yj_node(&c, root, 0);
+        yaml_json_walk c = {
+            .doc = &doc, .budget = DK_YAML_JSON_MAX_NODES, .err = err, .errcap = errcap};
+        out = yaml_json_node(&c, root, 0);
     }
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);

@@ -266,13 +266,13 @@ static void test_due_soon(void **state)
 {
     (void)state;
     dk_arena *a = dk_arena_new();
-    nt_due d = {.task_id = TASK,
-                .owner_id = OWNER,
-                .assignee_id = NULL,
-                .title = "Ship",
-                .status = "todo",
-                .has_due = true,
-                .due_at = 1700000000000LL};
+    notifications_due_task d = {.task_id = TASK,
+                                .owner_id = OWNER,
+                                .assignee_id = NULL,
+                                .title = "Ship",
+                                .status = "todo",
+                                .has_due = true,
+                                .due_at = 1700000000000LL};
     notifications_rules_item n;
     notifications_rules_due_soon(a, &d, &n);
     assert_string_equal(n.item.user_id, OWNER); /* unassigned: the owner */

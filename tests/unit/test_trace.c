@@ -1,7 +1,7 @@
 /* test_trace.c — W3C traceparent parsing, sampling rules, SQL span names, the current context
  * and span parenting, the OTLP/JSON document posted to a collector (a socket server in this
  * test reads it), and the bounded queue: a dead collector or a full queue drops and counts,
- * never blocks. */
+ * never blocks. Exports go through the libcurl client adapter, as in docket. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -17,6 +17,7 @@
 #include "core/common.h"
 #include "core/timeutil.h"
 #include "core/trace.h"
+#include "adapters/http_client.h"
 #include "core/banned.h"
 
 static void test_traceparent_parse(void **state)
@@ -176,6 +177,16 @@ static void collector_stop(collector *c)
 
 static const char *test_protocol = "http/json"; /* the tests read JSON unless they say */
 static int64_t test_timeout_ms = 2000;
+static dk_http_client *test_http; /* the exporter's client, opened once for all tests */
+
+static int test_http_close(void **state)
+{
+    (void)state;
+    if (test_http)
+        dk_http_client_curl_ops.close(test_http);
+    test_http = NULL;
+    return 0;
+}
 
 static void start_tracing(int port, const char *sampler, double ratio, int max_queue,
                           int64_t delay_ms)
@@ -192,7 +203,12 @@ static void start_tracing(int port, const char *sampler, double ratio, int max_q
                           .max_queue = max_queue,
                           .batch_size = 64,
                           .schedule_delay_ms = delay_ms,
-                          .export_timeout_ms = test_timeout_ms};
+                          .export_timeout_ms = test_timeout_ms,
+                          .http_ops = &dk_http_client_curl_ops};
+    dk_http_client_options ho = {.max_connections = 1};
+    if (!test_http && dk_http_client_curl_ops.open(&ho, &test_http) != DK_OK)
+        fail_msg("cannot open the HTTP client");
+    o.http = test_http;
     if (dk_trace_start(&o, err, sizeof err) != DK_OK)
         fail_msg("dk_trace_start: %s", err);
 }
@@ -322,6 +338,8 @@ static void test_sampling(void **state)
     bad.sampler_ratio = 0.5;
     bad.headers = "no-equals-sign";
     assert_int_equal(dk_trace_start(&bad, err, sizeof err), DK_E_VALIDATION);
+    bad.headers = NULL; /* valid now, but there is no client to export through */
+    assert_int_equal(dk_trace_start(&bad, err, sizeof err), DK_E_INTERNAL);
     assert_false(dk_trace_enabled());
     collector_stop(&c);
 }
@@ -534,5 +552,5 @@ int main(void)
         cmocka_unit_test(test_protobuf_export),
         cmocka_unit_test(test_collector_hanging_or_going_away),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, test_http_close);
 }

@@ -15,12 +15,12 @@
 
 bool dk_req_body_streaming(const dk_req *req)
 {
-    return ((const struct dk_exchange *)(const void *)req)->bs;
+    return ((const struct dk_http_exchange *)(const void *)req)->bs;
 }
 
 void dk_req_body_stream(dk_req *req, dk_body_chunk_fn on_chunk, dk_body_end_fn on_end, void *ctx)
 {
-    struct dk_exchange *x = (struct dk_exchange *)req;
+    struct dk_http_exchange *x = (struct dk_http_exchange *)req;
     if (!x->bs)
         return;
     pthread_mutex_lock(&x->bs_cb_lock);
@@ -32,7 +32,7 @@ void dk_req_body_stream(dk_req *req, dk_body_chunk_fn on_chunk, dk_body_end_fn o
 
 void dk_req_body_resume(dk_req *req)
 {
-    struct dk_exchange *x = (struct dk_exchange *)req;
+    struct dk_http_exchange *x = (struct dk_http_exchange *)req;
     if (!x->bs)
         return;
     pthread_mutex_lock(&x->bs_lock);
@@ -47,7 +47,7 @@ void dk_req_body_resume(dk_req *req)
 
 /* Offers data to on_chunk; returns what it took (everything once the callbacks are gone: the
  * rest of the body is discarded). */
-static size_t dk_bs_chunk(struct dk_exchange *x, const char *data, size_t n)
+static size_t body_stream_chunk(struct dk_http_exchange *x, const char *data, size_t n)
 {
     pthread_mutex_lock(&x->bs_cb_lock);
     size_t took = x->on_chunk ? x->on_chunk(x->bs_ctx, data, n) : n;
@@ -56,7 +56,7 @@ static size_t dk_bs_chunk(struct dk_exchange *x, const char *data, size_t n)
 }
 
 /* Ends the body for the handler (once); no callback runs afterwards. */
-void dk_bs_end(struct dk_exchange *x, bool ok)
+void dk_http_body_stream_end(struct dk_http_exchange *x, bool ok)
 {
     pthread_mutex_lock(&x->bs_cb_lock);
     dk_body_end_fn fn = x->on_end;
@@ -67,9 +67,9 @@ void dk_bs_end(struct dk_exchange *x, bool ok)
     pthread_mutex_unlock(&x->bs_cb_lock);
 }
 
-void dk_bs_destroy(void *p)
+void dk_http_body_stream_destroy(void *p)
 {
-    struct dk_exchange *x = p;
+    struct dk_http_exchange *x = p;
     pthread_mutex_destroy(&x->bs_lock);
     pthread_mutex_destroy(&x->bs_cb_lock);
 }
@@ -78,19 +78,19 @@ void dk_bs_destroy(void *p)
  * suspended with the rest left in libmicrohttpd's buffer (*upload_size) for after
  * dk_req_body_resume. Past the body limit the handler is told (on_end false) and the rest is
  * discarded; the final call answers 413. */
-void dk_bs_upload(struct dk_exchange *x, const char *data, size_t *upload_size)
+void dk_http_body_stream_upload(struct dk_http_exchange *x, const char *data, size_t *upload_size)
 {
     size_t n = *upload_size;
     if (!x->too_large && x->bs_received + n > x->body_limit) {
         x->too_large = true;
-        dk_bs_end(x, false);
+        dk_http_body_stream_end(x, false);
     }
     if (x->too_large) {
         *upload_size = 0;
         return;
     }
     while (n > 0) {
-        size_t took = dk_bs_chunk(x, data, n);
+        size_t took = body_stream_chunk(x, data, n);
         x->bs_received += took;
         data += took;
         n -= took;
@@ -110,17 +110,17 @@ void dk_bs_upload(struct dk_exchange *x, const char *data, size_t *upload_size)
     *upload_size = n;
 }
 
-void dk_exchange_free_buf(void *p)
+void dk_http_body_buf_free(void *p)
 {
-    struct dk_exchange *x = p;
+    struct dk_http_exchange *x = p;
     dk_free(x->buf);
     x->buf = NULL;
 }
 
 /* Whether the request's body streams to its handler: a DK_ROUTE_BODY_STREAM route and a body
  * of unknown length or declared larger than DK_BODY_STREAM_AFTER. */
-bool dk_body_streams(dk_http_server *srv, const struct dk_route_entry *r, bool chunked,
-                     uint64_t declared)
+bool dk_http_body_streams(dk_http_server *srv, const struct dk_http_route_entry *r, bool chunked,
+                          uint64_t declared)
 {
     if (!srv->body_stream_routes || !(chunked || declared > DK_BODY_STREAM_AFTER))
         return false;

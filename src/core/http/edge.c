@@ -2,7 +2,7 @@
  * session revocation, CORS (allowed origins, preflights), the per-client rate limits (edge and
  * per-route), trace context and request ids, the client's address behind trusted proxies.
  * Contract: each check either lets the request go on (true) or has written its answer into
- * x->res (false); dk_cors returns true when it has answered a preflight.
+ * x->res (false); dk_http_edge_cors returns true when it has answered a preflight.
  * Locking: none of its own; the stores it calls are thread-safe. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,7 +22,7 @@
 #include "core/trace.h"
 #include "core/banned.h"
 
-bool dk_rate_limit(struct dk_exchange *x)
+bool dk_http_edge_route_rate_limit(struct dk_http_exchange *x)
 {
     dk_app *app = x->srv->app;
     if (!app->rate_limit_enabled)
@@ -55,7 +55,7 @@ bool dk_rate_limit(struct dk_exchange *x)
     return true;
 }
 
-bool dk_authenticate(struct dk_exchange *x, bool internal)
+bool dk_http_edge_authenticate(struct dk_http_exchange *x, bool internal)
 {
     dk_app *app = x->srv->app;
     const char *h = dk_req_header(&x->req, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -102,7 +102,7 @@ bool dk_authenticate(struct dk_exchange *x, bool internal)
     return false;
 }
 
-static bool dk_origin_allowed(const char *list, const char *origin)
+static bool edge_origin_allowed(const char *list, const char *origin)
 {
     if (!list || !origin || !*origin)
         return false;
@@ -127,10 +127,10 @@ static bool dk_origin_allowed(const char *list, const char *origin)
 
 /* CORS: adds the response headers for an allowed Origin; answers preflights. Returns true
  * when the request has been answered. */
-bool dk_cors(struct dk_exchange *x, const char *allow_methods)
+bool dk_http_edge_cors(struct dk_http_exchange *x, const char *allow_methods)
 {
     const char *origin = dk_req_header(&x->req, "Origin");
-    if (!dk_origin_allowed(x->srv->opt.cors_origins, origin))
+    if (!edge_origin_allowed(x->srv->opt.cors_origins, origin))
         return false;
     dk_res_header(&x->res, "Access-Control-Allow-Origin", origin);
     dk_res_header(&x->res, "Vary", "Origin");
@@ -150,7 +150,7 @@ bool dk_cors(struct dk_exchange *x, const char *allow_methods)
     return false;
 }
 
-bool dk_edge_rate_limit(struct dk_exchange *x)
+bool dk_http_edge_rate_limit(struct dk_http_exchange *x)
 {
     int64_t rps = x->srv->opt.edge_rate_limit_rps;
     if (rps <= 0)
@@ -179,7 +179,7 @@ bool dk_edge_rate_limit(struct dk_exchange *x)
 
 /* ---------- libmicrohttpd callbacks ---------- */
 
-void dk_trace_init(dk_req *req, const char *traceparent)
+void dk_http_edge_trace_init(dk_req *req, const char *traceparent)
 {
     /* W3C: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> (core/trace.c) */
     unsigned char rnd[16];
@@ -196,7 +196,7 @@ void dk_trace_init(dk_req *req, const char *traceparent)
     dk_hex(rnd, 8, req->span_id);
 }
 
-const char *dk_client_ip(dk_arena *a, struct MHD_Connection *c)
+const char *dk_http_edge_client_ip(dk_arena *a, struct MHD_Connection *c)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -214,17 +214,17 @@ const char *dk_client_ip(dk_arena *a, struct MHD_Connection *c)
 }
 
 /* Every value of a request header, joined with ", " in the order received; NULL when absent. */
-struct dk_joined_header {
+struct edge_joined_header {
     dk_arena *arena;
     const char *name;
     char *value;
 };
 
-static enum MHD_Result dk_join_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value)
+static enum MHD_Result edge_header_join(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
 {
     (void)kind;
-    struct dk_joined_header *j = cls;
+    struct edge_joined_header *j = cls;
     if (value && strcasecmp(key, j->name) == 0)
         j->value = j->value ? dk_arena_printf(j->arena, "%s, %s", j->value, value)
                             : dk_arena_strdup(j->arena, value);
@@ -232,13 +232,13 @@ static enum MHD_Result dk_join_header(void *cls, enum MHD_ValueKind kind, const 
 }
 
 /* The client's address behind trusted proxies (core/client_addr.h). */
-const char *dk_forwarded_client(dk_http_server *srv, dk_arena *a, struct MHD_Connection *c,
-                                const char *peer)
+const char *dk_http_edge_forwarded_client(dk_http_server *srv, dk_arena *a,
+                                          struct MHD_Connection *c, const char *peer)
 {
     dk_fwd_header kind = srv->opt.forwarded_header;
-    struct dk_joined_header j = {a, kind == DK_FWD_FORWARDED ? "Forwarded" : "X-Forwarded-For",
-                                 NULL};
-    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, dk_join_header, &j);
+    struct edge_joined_header j = {a, kind == DK_FWD_FORWARDED ? "Forwarded" : "X-Forwarded-For",
+                                   NULL};
+    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, edge_header_join, &j);
     char *out = dk_arena_alloc(a, DK_IP_STRLEN);
     dk_client_addr_resolve(srv->opt.trusted_proxies, srv->opt.trust_forwarded_for, peer, kind,
                            j.value, out);

@@ -3,8 +3,8 @@
  * that
  *  - the housekeeping thread closes a connection whose request head is not complete by its
  *    deadline: server.header_timeout after the connection opened or its request line arrived,
- *    DK_IDLE_TIMEOUT_S after its previous response (a client trickling header bytes — slowloris —
- *    keeps libmicrohttpd's inactivity timer alive, not this deadline);
+ *    DK_HTTP_IDLE_TIMEOUT_S after its previous response (a client trickling header bytes —
+ *    slowloris — keeps libmicrohttpd's inactivity timer alive, not this deadline);
  *  - a request beyond server.max_connections open connections is answered 503 at once;
  *  - the raw request line is checked before libmicrohttpd decodes it into C strings, where a
  *    percent-encoded NUL would cut a value short and invalid UTF-8 would reach the database.
@@ -22,7 +22,7 @@
 #include "core/timeutil.h"
 #include "core/banned.h"
 
-struct dk_conn *dk_conn_of(struct MHD_Connection *conn)
+struct dk_http_conn *dk_http_guard_conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -30,10 +30,10 @@ struct dk_conn *dk_conn_of(struct MHD_Connection *conn)
 }
 
 /* Links c into the list its deadline belongs on (guard_lock held). */
-static void dk_conn_link(dk_http_server *srv, struct dk_conn *c)
+static void guard_conn_link(dk_http_server *srv, struct dk_http_conn *c)
 {
     c->held = c->deadline_ms == INT64_MAX;
-    struct dk_conn **head = c->held ? &srv->conns_held : &srv->conns;
+    struct dk_http_conn **head = c->held ? &srv->conns_held : &srv->conns;
     c->prev = NULL;
     c->next = *head;
     if (*head)
@@ -41,7 +41,7 @@ static void dk_conn_link(dk_http_server *srv, struct dk_conn *c)
     *head = c;
 }
 
-static void dk_conn_unlink(dk_http_server *srv, struct dk_conn *c)
+static void guard_conn_unlink(dk_http_server *srv, struct dk_http_conn *c)
 {
     if (c->prev)
         c->prev->next = c->next;
@@ -55,62 +55,63 @@ static void dk_conn_unlink(dk_http_server *srv, struct dk_conn *c)
 }
 
 /* Sets the deadline (guard_lock held), moving c between the lists when it changes sides. */
-static void dk_conn_set_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at)
+static void guard_conn_deadline_set(dk_http_server *srv, struct dk_http_conn *c, int64_t at)
 {
     bool held = at == INT64_MAX;
     c->deadline_ms = at;
     if (held != c->held) {
-        dk_conn_unlink(srv, c);
-        dk_conn_link(srv, c);
+        guard_conn_unlink(srv, c);
+        guard_conn_link(srv, c);
     }
 }
 
-void dk_conn_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at, bool sooner_only)
+void dk_http_guard_deadline_set(dk_http_server *srv, struct dk_http_conn *c, int64_t at,
+                                bool sooner_only)
 {
     if (!c)
         return;
     pthread_mutex_lock(&srv->guard_lock);
     if (!sooner_only || at < c->deadline_ms)
-        dk_conn_set_deadline(srv, c, at);
+        guard_conn_deadline_set(srv, c, at);
     pthread_mutex_unlock(&srv->guard_lock);
 }
 
-void dk_conn_request_done(dk_http_server *srv, struct dk_conn *c)
+void dk_http_guard_request_done(dk_http_server *srv, struct dk_http_conn *c)
 {
     if (!c)
         return;
     pthread_mutex_lock(&srv->guard_lock);
     c->busy = false;
     c->answered++;
-    dk_conn_set_deadline(srv, c, dk_mono_ms() + DK_IDLE_TIMEOUT_S * 1000);
+    guard_conn_deadline_set(srv, c, dk_mono_ms() + DK_HTTP_IDLE_TIMEOUT_S * 1000);
     pthread_mutex_unlock(&srv->guard_lock);
 }
 
-void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                      enum MHD_ConnectionNotificationCode code)
+void dk_http_guard_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                 enum MHD_ConnectionNotificationCode code)
 {
     dk_http_server *srv = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct dk_conn *c = DK_NEW(struct dk_conn);
+        struct dk_http_conn *c = DK_NEW(struct dk_http_conn);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         c->fd = ci ? ci->connect_fd : -1;
         c->opened_ms = dk_mono_ms();
         c->deadline_ms = c->opened_ms + srv->header_timeout_ms;
         pthread_mutex_lock(&srv->guard_lock);
-        dk_conn_link(srv, c);
+        guard_conn_link(srv, c);
         pthread_mutex_unlock(&srv->guard_lock);
         atomic_fetch_add(&srv->nconns, 1);
         *socket_context = c;
         return;
     }
-    struct dk_conn *c = *socket_context;
+    struct dk_http_conn *c = *socket_context;
     if (!c)
         return;
     /* libmicrohttpd closes the socket after this returns: the housekeeper, which shuts sockets
      * down under the lock, can no longer reach it */
     pthread_mutex_lock(&srv->guard_lock);
-    dk_conn_unlink(srv, c);
+    guard_conn_unlink(srv, c);
     pthread_mutex_unlock(&srv->guard_lock);
     atomic_fetch_sub(&srv->nconns, 1);
     dk_free(c);
@@ -120,12 +121,12 @@ void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_cont
 /* Closes the connections whose request head is late (the housekeeping thread). Only those
  * with a deadline are walked: with thousands of event streams open, walking them all twice a
  * second was half of an idle process's CPU (docs/design/measurements.md). */
-void dk_conns_reap(dk_http_server *srv)
+void dk_http_guard_reap(dk_http_server *srv)
 {
     int64_t now = dk_mono_ms();
     unsigned n = 0;
     pthread_mutex_lock(&srv->guard_lock);
-    for (struct dk_conn *c = srv->conns; c; c = c->next) {
+    for (struct dk_http_conn *c = srv->conns; c; c = c->next) {
         if (!c->reaped && c->fd >= 0 && now > c->deadline_ms) {
             (void)shutdown(c->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
             c->reaped = true;
@@ -143,13 +144,13 @@ void dk_conns_reap(dk_http_server *srv)
 /* Connections a graceful stop waits for: a request under way, or opened moments ago with no
  * request yet (its request may be on the wire; closing it would fail a client that did
  * nothing wrong). Idle kept-alive connections are not waited for. */
-int dk_conns_pending(dk_http_server *srv)
+int dk_http_guard_pending(dk_http_server *srv)
 {
     int64_t now = dk_mono_ms();
     int n = 0;
     pthread_mutex_lock(&srv->guard_lock);
     for (int l = 0; l < 2; l++)
-        for (struct dk_conn *c = l ? srv->conns_held : srv->conns; c; c = c->next)
+        for (struct dk_http_conn *c = l ? srv->conns_held : srv->conns; c; c = c->next)
             if (!c->reaped && (c->busy || (c->answered == 0 && now - c->opened_ms < 1000)))
                 n++;
     pthread_mutex_unlock(&srv->guard_lock);
@@ -158,7 +159,7 @@ int dk_conns_pending(dk_http_server *srv)
 
 /* True when s[0, n) percent-decodes (and '+' → ' ' when plus) to text without a NUL that is
  * valid UTF-8. Raw bytes are taken as they are. */
-static bool dk_uri_part_clean(const char *s, size_t n, bool plus)
+static bool guard_uri_part_clean(const char *s, size_t n, bool plus)
 {
     char stackbuf[512];
     char *buf = n < sizeof stackbuf ? stackbuf : dk_malloc(n + 1);
@@ -184,11 +185,11 @@ static bool dk_uri_part_clean(const char *s, size_t n, bool plus)
 }
 
 /* Checks the raw request-target of the current request (path and query). */
-static void dk_uri_check(const char *uri, bool *ret_bad_path, char *bad_param, size_t cap)
+static void guard_uri_check(const char *uri, bool *ret_bad_path, char *bad_param, size_t cap)
 {
     const char *q = strchr(uri, '?');
     size_t plen = q ? (size_t)(q - uri) : strlen(uri);
-    *ret_bad_path = !dk_uri_part_clean(uri, plen, false);
+    *ret_bad_path = !guard_uri_part_clean(uri, plen, false);
     bad_param[0] = '\0';
     if (!q)
         return;
@@ -198,8 +199,8 @@ static void dk_uri_check(const char *uri, bool *ret_bad_path, char *bad_param, s
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
         const char *eq = memchr(p, '=', len);
         size_t klen = eq ? (size_t)(eq - p) : len;
-        bool key_ok = dk_uri_part_clean(p, klen, true);
-        bool val_ok = !eq || dk_uri_part_clean(eq + 1, len - klen - 1, true);
+        bool key_ok = guard_uri_part_clean(p, klen, true);
+        bool val_ok = !eq || guard_uri_part_clean(eq + 1, len - klen - 1, true);
         if (!key_ok || !val_ok) {
             /* name the parameter by its key, as the client wrote it (printable ASCII only) */
             size_t o = 0;
@@ -216,24 +217,25 @@ static void dk_uri_check(const char *uri, bool *ret_bad_path, char *bad_param, s
     }
 }
 
-void *dk_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+void *dk_http_guard_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     dk_http_server *srv = cls;
-    struct dk_conn *c = dk_conn_of(conn);
+    struct dk_http_conn *c = dk_http_guard_conn_of(conn);
     if (c) {
-        dk_uri_check(uri, &c->bad_path, c->bad_param, sizeof c->bad_param);
+        guard_uri_check(uri, &c->bad_path, c->bad_param, sizeof c->bad_param);
         pthread_mutex_lock(&srv->guard_lock);
         c->busy = true;
         pthread_mutex_unlock(&srv->guard_lock);
-        dk_conn_deadline(srv, c, dk_mono_ms() + srv->header_timeout_ms, true);
+        dk_http_guard_deadline_set(srv, c, dk_mono_ms() + srv->header_timeout_ms, true);
     }
     return NULL;
 }
 
 /* Answers what the guard refuses before anything else runs; false when the request may go on. */
-bool dk_guard_refuses(dk_http_server *srv, struct dk_exchange *x, struct MHD_Connection *conn)
+bool dk_http_guard_refuses(dk_http_server *srv, struct dk_http_exchange *x,
+                           struct MHD_Connection *conn)
 {
-    struct dk_conn *c = dk_conn_of(conn);
+    struct dk_http_conn *c = dk_http_guard_conn_of(conn);
     if (srv->max_connections > 0 && atomic_load(&srv->nconns) > srv->max_connections) {
         dk_res_header(&x->res, "Retry-After", "1");
         dk_res_header(&x->res, "Connection", "close");

@@ -19,7 +19,7 @@
  * without it: docs/design/measurements.md). */
 #define DK_TRIM_EVERY_MS 500
 
-static void *dk_trimmer_main(void *arg)
+static void *housekeeper_main(void *arg)
 {
     dk_http_server *srv = arg;
     unsigned long long seen = 0;
@@ -29,7 +29,7 @@ static void *dk_trimmer_main(void *arg)
         pthread_cond_timedwait(&srv->trim_cond, &srv->trim_lock, &ts);
         if (srv->trim_stop)
             break;
-        dk_conns_reap(srv);
+        dk_http_guard_reap(srv);
         unsigned long long done = atomic_load(&srv->completed);
         if (done != seen && atomic_load(&srv->inflight) == 0) {
             seen = done;
@@ -44,15 +44,15 @@ static void *dk_trimmer_main(void *arg)
     return NULL;
 }
 
-void dk_trimmer_start(dk_http_server *srv)
+void dk_http_housekeeper_start(dk_http_server *srv)
 {
     pthread_mutex_init(&srv->trim_lock, NULL);
     dk_cond_init_monotonic(&srv->trim_cond);
     srv->trim_stop = false;
-    srv->trimmer_running = pthread_create(&srv->trimmer, NULL, dk_trimmer_main, srv) == 0;
+    srv->trimmer_running = pthread_create(&srv->trimmer, NULL, housekeeper_main, srv) == 0;
 }
 
-void dk_trimmer_stop(dk_http_server *srv)
+void dk_http_housekeeper_stop(dk_http_server *srv)
 {
     if (!srv->trimmer_running)
         return;

@@ -4,15 +4,20 @@
  *
  * The locks, and who takes them (never two at once, except as noted):
  *  - srv->guard_lock (guard.c): the connection list, each entry's fd, deadline, busy/answered
- *    counters and reaped flag. Taken by the guard, the housekeeper and dk_on_completed.
+ *    counters and reaped flag. Taken by the guard, the housekeeper and server_on_completed.
  *  - srv->streams_lock (stream.c): the list of open response streams. A stream's own lock
- *    (s->lock) may be taken inside it (dk_streams_end_all), never the other way round.
+ *    (s->lock) may be taken inside it (dk_http_stream_end_all), never the other way round.
  *  - x->bs_lock / x->bs_cb_lock (body.c): a streamed request body's flags / its running
  *    callback. bs_cb_lock is never held while taking bs_lock.
  *  - srv->trim_lock (housekeeper.c): the housekeeping thread's stop flag and wake-up; the reaper
  *    it calls takes guard_lock after trim_lock.
  * Everything else in dk_http_server is written before dk_http_start (routes, options) or is
- * atomic (draining, inflight, nconns, reaped, completed). */
+ * atomic (draining, inflight, nconns, reaped, completed).
+ * Names: what one room exports to another is dk_http_<room>_<noun>_<verb> (the room is the
+ * file: server, router, edge, body, stream, offload, guard, housekeeper, ops) and the shared
+ * types and limits are dk_http_* / DK_HTTP_*; a room's static helpers are <room>_<noun>_<verb>.
+ * The public names in core/http.h (dk_http_*, dk_req_*, dk_res_*, dk_stream_*, dk_errors_*)
+ * are the contract and keep their names. */
 #ifndef DK_HTTP_INTERNAL_H
 #define DK_HTTP_INTERNAL_H
 
@@ -28,16 +33,16 @@
 #include "core/http.h"
 #include "core/workpool.h"
 
-#define DK_MAX_ROUTES   128
-#define DK_MAX_SEGMENTS 12
-#define DK_MAX_READY    8
+#define DK_HTTP_MAX_ROUTES   128
+#define DK_HTTP_MAX_SEGMENTS 12
+#define DK_HTTP_MAX_READY    8
 
-struct dk_route_entry {
+struct dk_http_route_entry {
     const char *service_name;
     const char *method;
     char *pattern; /* full pattern, e.g. /api/v1/auth/sessions/{id} */
     int nsegs;
-    char *segs[DK_MAX_SEGMENTS];
+    char *segs[DK_HTTP_MAX_SEGMENTS];
     dk_handler_fn handler;
     unsigned flags;
     size_t body_limit; /* 0: the server's */
@@ -49,13 +54,13 @@ struct dk_http_server {
     dk_app *app;
     struct MHD_Daemon *daemon;
     int nroutes;
-    struct dk_route_entry routes[DK_MAX_ROUTES];
+    struct dk_http_route_entry routes[DK_HTTP_MAX_ROUTES];
     int nready;
     struct {
         const char *name;
         dk_ready_fn fn;
         void *ctx;
-    } ready[DK_MAX_READY];
+    } ready[DK_HTTP_MAX_READY];
     atomic_bool draining;
     atomic_int inflight;
     int bound_port;
@@ -65,7 +70,7 @@ struct dk_http_server {
     /* every open connection, on one of two lists: those with a deadline (waiting for a request
      * head), which the housekeeper walks, and those without (a request under way — an event
      * stream for hours), which it need not */
-    struct dk_conn *conns, *conns_held;
+    struct dk_http_conn *conns, *conns_held;
     atomic_int nconns;
     atomic_ullong reaped; /* connections closed for a late request head */
     int header_timeout_ms, max_connections;
@@ -84,7 +89,7 @@ struct dk_http_server {
 };
 
 /* Per-request state, allocated in the request's arena. */
-struct dk_exchange {
+struct dk_http_exchange {
     dk_req req;
     dk_res res;
     dk_identity identity;
@@ -122,10 +127,10 @@ struct dk_exchange {
 
 /* ---------- the connection guard (guard.c) ---------- */
 
-#define DK_IDLE_TIMEOUT_S 60
+#define DK_HTTP_IDLE_TIMEOUT_S 60
 
-struct dk_conn {
-    struct dk_conn *prev, *next;
+struct dk_http_conn {
+    struct dk_http_conn *prev, *next;
     int fd;
     int64_t deadline_ms; /* close unless a request head completes by then; INT64_MAX = none */
     int64_t opened_ms;
@@ -141,60 +146,65 @@ struct dk_conn {
 /* ---------- what one room calls in another ---------- */
 
 /* server.c */
-void dk_exchange_free(struct dk_exchange *x);
+void dk_http_server_exchange_free(struct dk_http_exchange *x);
 
 /* body.c: streamed and buffered request bodies */
-void dk_bs_end(struct dk_exchange *x, bool ok);
-void dk_bs_destroy(void *p);
-void dk_bs_upload(struct dk_exchange *x, const char *data, size_t *upload_size);
-void dk_exchange_free_buf(void *p);
-bool dk_body_streams(dk_http_server *srv, const struct dk_route_entry *r, bool chunked,
-                     uint64_t declared);
+void dk_http_body_stream_end(struct dk_http_exchange *x, bool ok);
+void dk_http_body_stream_destroy(void *p);
+void dk_http_body_stream_upload(struct dk_http_exchange *x, const char *data, size_t *upload_size);
+void dk_http_body_buf_free(void *p);
+bool dk_http_body_streams(dk_http_server *srv, const struct dk_http_route_entry *r, bool chunked,
+                          uint64_t declared);
 
 /* stream.c: reference-counted response streams */
 /* chunked: libmicrohttpd will send the body in chunks (HTTP/1.1, a response with a body) */
-struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn, bool chunked);
+struct MHD_Response *dk_http_stream_response(dk_stream *s, struct MHD_Connection *conn,
+                                             bool chunked);
 /* A long-lived stream's exchange is about to be freed while the connection goes on: true when
  * the stream is long-lived (DK_ROUTE_STREAM); its exchange's reference is then dropped by
- * dk_stream_detached_done (when the connection is done) instead of with the request's arena. */
-bool dk_stream_detach(dk_stream *s);
-void dk_stream_detached_done(dk_stream *s);
-void dk_streams_end_all(dk_http_server *srv);
+ * dk_http_stream_detached_done (when the connection is done) instead of with the request's
+ * arena. */
+bool dk_http_stream_detach(dk_stream *s);
+void dk_http_stream_detached_done(dk_stream *s);
+void dk_http_stream_end_all(dk_http_server *srv);
 
 /* router.c */
-const struct dk_route_entry *dk_route_lookup(dk_http_server *srv, struct dk_exchange *x);
-void dk_dispatch(struct dk_exchange *x);
+const struct dk_http_route_entry *dk_http_router_lookup(dk_http_server *srv,
+                                                        struct dk_http_exchange *x);
+void dk_http_router_dispatch(struct dk_http_exchange *x);
 
 /* edge.c: the checks every route shares */
-bool dk_rate_limit(struct dk_exchange *x);
-bool dk_authenticate(struct dk_exchange *x, bool internal);
-bool dk_cors(struct dk_exchange *x, const char *allow_methods);
-bool dk_edge_rate_limit(struct dk_exchange *x);
-void dk_trace_init(dk_req *req, const char *traceparent);
-const char *dk_client_ip(dk_arena *a, struct MHD_Connection *c);
-const char *dk_forwarded_client(dk_http_server *srv, dk_arena *a, struct MHD_Connection *c,
-                                const char *peer);
+bool dk_http_edge_route_rate_limit(struct dk_http_exchange *x);
+bool dk_http_edge_authenticate(struct dk_http_exchange *x, bool internal);
+bool dk_http_edge_cors(struct dk_http_exchange *x, const char *allow_methods);
+bool dk_http_edge_rate_limit(struct dk_http_exchange *x);
+void dk_http_edge_trace_init(dk_req *req, const char *traceparent);
+const char *dk_http_edge_client_ip(dk_arena *a, struct MHD_Connection *c);
+const char *dk_http_edge_forwarded_client(dk_http_server *srv, dk_arena *a,
+                                          struct MHD_Connection *c, const char *peer);
 
 /* offload.c */
-void dk_offloaded(void *arg);
+void dk_http_offload_run(void *arg);
 
 /* guard.c */
-struct dk_conn *dk_conn_of(struct MHD_Connection *conn);
-void dk_conn_deadline(dk_http_server *srv, struct dk_conn *c, int64_t at, bool sooner_only);
-/* Its request is complete: the connection waits DK_IDLE_TIMEOUT_S for the next one. */
-void dk_conn_request_done(dk_http_server *srv, struct dk_conn *c);
-void dk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                      enum MHD_ConnectionNotificationCode code);
-void dk_conns_reap(dk_http_server *srv);
-int dk_conns_pending(dk_http_server *srv);
-void *dk_on_uri(void *cls, const char *uri, struct MHD_Connection *conn);
-bool dk_guard_refuses(dk_http_server *srv, struct dk_exchange *x, struct MHD_Connection *conn);
+struct dk_http_conn *dk_http_guard_conn_of(struct MHD_Connection *conn);
+void dk_http_guard_deadline_set(dk_http_server *srv, struct dk_http_conn *c, int64_t at,
+                                bool sooner_only);
+/* Its request is complete: the connection waits DK_HTTP_IDLE_TIMEOUT_S for the next one. */
+void dk_http_guard_request_done(dk_http_server *srv, struct dk_http_conn *c);
+void dk_http_guard_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                 enum MHD_ConnectionNotificationCode code);
+void dk_http_guard_reap(dk_http_server *srv);
+int dk_http_guard_pending(dk_http_server *srv);
+void *dk_http_guard_on_uri(void *cls, const char *uri, struct MHD_Connection *conn);
+bool dk_http_guard_refuses(dk_http_server *srv, struct dk_http_exchange *x,
+                           struct MHD_Connection *conn);
 
 /* housekeeper.c */
-void dk_trimmer_start(dk_http_server *srv);
-void dk_trimmer_stop(dk_http_server *srv);
+void dk_http_housekeeper_start(dk_http_server *srv);
+void dk_http_housekeeper_stop(dk_http_server *srv);
 
 /* ops.c: /health, /ready, /metrics, /openapi.* (mounted by dk_http_new) */
-extern const dk_route dk_ops_routes[5];
+extern const dk_route dk_http_ops_routes[5];
 
 #endif

@@ -27,9 +27,9 @@ bool dk_req_client_gone(const dk_req *req)
     return recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
-void dk_offloaded(void *arg)
+void dk_http_offload_run(void *arg)
 {
-    struct dk_exchange *x = arg;
+    struct dk_http_exchange *x = arg;
     dk_log_set_context(x->req.request_id, x->req.trace_id);
     dk_trace_enter(x->req.trace_id, x->req.span_id, x->req.trace_sampled);
     /* a request that waited in the queue while its client gave up is not worth its CPU (an

@@ -14,13 +14,13 @@
 #include "core/yaml_json.h"
 #include "core/banned.h"
 
-static void dk_ops_health(dk_req *req, dk_res *res)
+static void ops_health(dk_req *req, dk_res *res)
 {
     static const char body[] = "{\"status\":\"ok\"}";
     dk_res_text(res, 200, "application/json", body, sizeof body - 1);
 }
 
-static void dk_ops_ready(dk_req *req, dk_res *res)
+static void ops_ready(dk_req *req, dk_res *res)
 {
     dk_http_server *srv = req->service;
     json_t *checks = json_object();
@@ -53,7 +53,7 @@ static void dk_ops_ready(dk_req *req, dk_res *res)
     }
 }
 
-static void dk_ops_metrics(dk_req *req, dk_res *res)
+static void ops_metrics(dk_req *req, dk_res *res)
 {
     /* OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does */
     const char *accept = dk_req_header(req, "Accept");
@@ -69,11 +69,11 @@ static void dk_ops_metrics(dk_req *req, dk_res *res)
 /* The OpenAPI document, compiled in (cmake/embed.cmake); its JSON form is made once. */
 extern const unsigned char dk_openapi_yaml[];
 extern const size_t dk_openapi_yaml_len;
-static pthread_once_t dk_openapi_once = PTHREAD_ONCE_INIT;
-static char *dk_openapi_json_text;
-static size_t dk_openapi_json_len;
+static pthread_once_t ops_openapi_once = PTHREAD_ONCE_INIT;
+static char *ops_openapi_json_text;
+static size_t ops_openapi_json_len;
 
-static void dk_openapi_json_make(void)
+static void ops_openapi_json_make(void)
 {
     char err[256] = "";
     json_t *doc =
@@ -82,38 +82,38 @@ static void dk_openapi_json_make(void)
         dk_log_error("the compiled-in OpenAPI document does not convert to JSON: %s", err);
         return;
     }
-    dk_openapi_json_text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    dk_openapi_json_len = dk_openapi_json_text ? strlen(dk_openapi_json_text) : 0;
+    ops_openapi_json_text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    ops_openapi_json_len = ops_openapi_json_text ? strlen(ops_openapi_json_text) : 0;
     json_decref(doc);
 }
 
-static void dk_ops_openapi(dk_req *req, dk_res *res)
+static void ops_openapi(dk_req *req, dk_res *res)
 {
     dk_res_header(res, "Cache-Control", "public, max-age=300");
     if (strstr(req->path, ".json")) {
-        pthread_once(&dk_openapi_once, dk_openapi_json_make);
-        if (!dk_openapi_json_text) {
+        pthread_once(&ops_openapi_once, ops_openapi_json_make);
+        if (!ops_openapi_json_text) {
             dk_res_problem(res, DK_E_INTERNAL, "the OpenAPI document could not be converted");
             return;
         }
-        dk_res_text(res, 200, "application/json", dk_openapi_json_text, dk_openapi_json_len);
+        dk_res_text(res, 200, "application/json", ops_openapi_json_text, ops_openapi_json_len);
         return;
     }
     dk_res_text(res, 200, "application/yaml", (const char *)dk_openapi_yaml, dk_openapi_yaml_len);
 }
 
 /* Frees what the ops routes made lazily (for leak checks at exit). */
-static void dk_openapi_json_free(void) __attribute__((destructor));
-static void dk_openapi_json_free(void)
+static void ops_openapi_json_free(void) __attribute__((destructor));
+static void ops_openapi_json_free(void)
 {
-    free(dk_openapi_json_text);
-    dk_openapi_json_text = NULL;
+    free(ops_openapi_json_text);
+    ops_openapi_json_text = NULL;
 }
 
-const dk_route dk_ops_routes[] = {
-    {"GET", "/health", dk_ops_health, DK_ROUTE_OPS},
-    {"GET", "/ready", dk_ops_ready, DK_ROUTE_OPS},
-    {"GET", "/metrics", dk_ops_metrics, DK_ROUTE_OPS},
-    {"GET", "/openapi.yaml", dk_ops_openapi, DK_ROUTE_OPS},
-    {"GET", "/openapi.json", dk_ops_openapi, DK_ROUTE_OPS},
+const dk_route dk_http_ops_routes[] = {
+    {"GET", "/health", ops_health, DK_ROUTE_OPS},
+    {"GET", "/ready", ops_ready, DK_ROUTE_OPS},
+    {"GET", "/metrics", ops_metrics, DK_ROUTE_OPS},
+    {"GET", "/openapi.yaml", ops_openapi, DK_ROUTE_OPS},
+    {"GET", "/openapi.json", ops_openapi, DK_ROUTE_OPS},
 };

@@ -31,12 +31,12 @@ const char *dk_req_query(const dk_req *req, const char *name)
 }
 
 /* The query string re-encoded (dk_req_query_string): the one builder and the one encoder. */
-struct dk_query_build {
+struct request_query_build {
     dk_arena *arena;
     dk_sb sb;
 };
 
-static void dk_qb_escape(struct dk_query_build *q, const char *s)
+static void request_query_escape(struct request_query_build *q, const char *s)
 {
     if (!s)
         return;
@@ -44,36 +44,36 @@ static void dk_qb_escape(struct dk_query_build *q, const char *s)
     dk_sb_put(&q->sb, e, strlen(e));
 }
 
-static enum MHD_Result dk_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
+static enum MHD_Result request_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         const char *value)
 {
-    struct dk_query_build *q = cls;
+    struct request_query_build *q = cls;
     if (q->sb.len)
         dk_sb_put(&q->sb, "&", 1);
-    dk_qb_escape(q, key);
+    request_query_escape(q, key);
     if (value) {
         dk_sb_put(&q->sb, "=", 1);
-        dk_qb_escape(q, value);
+        request_query_escape(q, value);
     }
     return MHD_YES;
 }
 
 const char *dk_req_query_string(dk_req *req)
 {
-    struct dk_query_build q = {.arena = req->arena};
-    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, dk_query_arg, &q);
+    struct request_query_build q = {.arena = req->arena};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, request_query_arg, &q);
     return dk_sb_take(&q.sb, req->arena);
 }
 
-struct dk_header_iter {
+struct request_header_iter {
     void (*fn)(void *ctx, const char *name, const char *value);
     void *ctx;
 };
 
-static enum MHD_Result dk_header_cb(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
+static enum MHD_Result request_header_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         const char *value)
 {
-    struct dk_header_iter *it = cls;
+    struct request_header_iter *it = cls;
     it->fn(it->ctx, key, value ? value : "");
     return MHD_YES;
 }
@@ -81,11 +81,11 @@ static enum MHD_Result dk_header_cb(void *cls, enum MHD_ValueKind kind, const ch
 void dk_req_each_header(const dk_req *req,
                         void (*fn)(void *ctx, const char *name, const char *value), void *ctx)
 {
-    struct dk_header_iter it = {fn, ctx};
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, dk_header_cb, &it);
+    struct request_header_iter it = {fn, ctx};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, request_header_cb, &it);
 }
 
-static bool dk_content_type_is_json(const char *ct)
+static bool request_content_type_is_json(const char *ct)
 {
     if (!ct)
         return false;
@@ -103,7 +103,7 @@ static bool dk_content_type_is_json(const char *ct)
 
 dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj)
 {
-    if (!dk_content_type_is_json(dk_req_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+    if (!request_content_type_is_json(dk_req_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
         dk_res_problem(res, DK_E_MEDIA_TYPE, "the request body must be sent as application/json");
         return DK_E_MEDIA_TYPE;
     }
@@ -128,7 +128,7 @@ dk_status dk_req_json(dk_req *req, dk_res *res, json_t **ret_obj)
 
 void dk_req_suspend(dk_req *req)
 {
-    struct dk_exchange *x = (struct dk_exchange *)req; /* req is the first member */
+    struct dk_http_exchange *x = (struct dk_http_exchange *)req; /* req is the first member */
     x->suspended = true;
     if (x->bs)
         return; /* the connection goes on reading the body; it waits after it if need be */
@@ -137,7 +137,7 @@ void dk_req_suspend(dk_req *req)
 
 void dk_req_resume(dk_req *req)
 {
-    struct dk_exchange *x = (struct dk_exchange *)req;
+    struct dk_http_exchange *x = (struct dk_http_exchange *)req;
     if (!x->bs) {
         MHD_resume_connection(req->conn);
         return;
@@ -150,7 +150,7 @@ void dk_req_resume(dk_req *req)
     x->bs_answered = true;
     if (x->bs_orphaned) {
         pthread_mutex_unlock(&x->bs_lock);
-        dk_exchange_free(x);
+        dk_http_server_exchange_free(x);
         return;
     }
     /* a connection held back by on_chunk reads (and discards) the rest of the body; one

@@ -51,9 +51,9 @@ void dk_res_text(dk_res *res, int status, const char *content_type, const char *
     res->body_len = len;
 }
 
-static void dk_res_problem_v(dk_res *res, dk_status st, json_t *ext, const char *fmt, va_list ap)
+static void response_problem_v(dk_res *res, dk_status st, json_t *ext, const char *fmt, va_list ap)
     DK_PRINTF(4, 0);
-static void dk_res_problem_v(dk_res *res, dk_status st, json_t *ext, const char *fmt, va_list ap)
+static void response_problem_v(dk_res *res, dk_status st, json_t *ext, const char *fmt, va_list ap)
 {
     char detail[1024];
     vsnprintf(detail, sizeof detail, fmt, ap);
@@ -87,7 +87,7 @@ void dk_res_problem(dk_res *res, dk_status st, const char *detail_fmt, ...)
 {
     va_list ap;
     va_start(ap, detail_fmt);
-    dk_res_problem_v(res, st, NULL, detail_fmt, ap);
+    response_problem_v(res, st, NULL, detail_fmt, ap);
     va_end(ap);
 }
 
@@ -95,7 +95,7 @@ void dk_res_problem_ext(dk_res *res, dk_status st, json_t *ext, const char *deta
 {
     va_list ap;
     va_start(ap, detail_fmt);
-    dk_res_problem_v(res, st, ext, detail_fmt, ap);
+    response_problem_v(res, st, ext, detail_fmt, ap);
     va_end(ap);
 }
 
@@ -131,7 +131,7 @@ void dk_errors_release(dk_errors *e)
 }
 
 /* {"errors": [...]} taken from e (emptied); *ret_n gets how many. */
-static json_t *dk_errors_ext(dk_errors *e, size_t *ret_n)
+static json_t *response_errors_ext(dk_errors *e, size_t *ret_n)
 {
     json_t *ext = json_object();
     json_object_set_new(ext, "errors", e->list ? e->list : json_array());
@@ -143,7 +143,7 @@ static json_t *dk_errors_ext(dk_errors *e, size_t *ret_n)
 void dk_res_validation(dk_res *res, dk_errors *e)
 {
     size_t n = 0;
-    json_t *ext = dk_errors_ext(e, &n);
+    json_t *ext = response_errors_ext(e, &n);
     dk_res_problem_ext(res, DK_E_VALIDATION, ext, "%zu field%s failed validation", n,
                        n == 1 ? "" : "s");
 }
@@ -151,7 +151,7 @@ void dk_res_validation(dk_res *res, dk_errors *e)
 void dk_res_bad_query(dk_res *res, dk_errors *e)
 {
     size_t n = 0;
-    json_t *ext = dk_errors_ext(e, &n);
+    json_t *ext = response_errors_ext(e, &n);
     dk_res_problem_ext(res, DK_E_BAD_REQUEST, ext, "%zu query parameter%s %s invalid", n,
                        n == 1 ? "" : "s", n == 1 ? "is" : "are");
 }

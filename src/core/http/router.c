@@ -13,15 +13,38 @@
 #include "core/trace.h"
 #include "core/banned.h"
 
+/* The one path splitter, for route patterns (at mount) and request paths (at dispatch): the
+ * non-empty segments between slashes, copied into the arena, or onto the heap when a is NULL
+ * (a route's segments live as long as the server). Returns how many, or -1 when there are more
+ * than max (the segments copied so far are the caller's to drop with the arena or abort). */
+static int router_path_split(dk_arena *a, const char *path, char **segs, int max)
+{
+    int n = 0;
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n >= max)
+            return -1;
+        segs[n++] = a ? dk_arena_strndup(a, p, len) : dk_strndup(p, len);
+        p += len;
+    }
+    return n;
+}
+
 void dk_http_mount(dk_http_server *srv, const char *service_name, const char *prefix,
                    const dk_route *routes, size_t nroutes, void *state)
 {
     for (size_t i = 0; i < nroutes; i++) {
-        if (srv->nroutes >= DK_MAX_ROUTES) {
+        if (srv->nroutes >= DK_HTTP_MAX_ROUTES) {
             fprintf(stderr, "too many routes\n");
             abort();
         }
-        struct dk_route_entry *r = &srv->routes[srv->nroutes++];
+        struct dk_http_route_entry *r = &srv->routes[srv->nroutes++];
         size_t plen = strlen(prefix), rlen = strlen(routes[i].pattern);
         /* "/" relative pattern means the prefix itself */
         bool root = strcmp(routes[i].pattern, "/") == 0;
@@ -42,27 +65,17 @@ void dk_http_mount(dk_http_server *srv, const char *service_name, const char *pr
         r->state = state;
         if (r->flags & DK_ROUTE_BODY_STREAM)
             srv->body_stream_routes++;
-        const char *p = r->pattern;
-        while (*p) {
-            while (*p == '/')
-                p++;
-            if (!*p)
-                break;
-            const char *e = strchr(p, '/');
-            size_t n = e ? (size_t)(e - p) : strlen(p);
-            if (r->nsegs >= DK_MAX_SEGMENTS) {
-                fprintf(stderr, "route %s has too many segments\n", r->pattern);
-                abort();
-            }
-            r->segs[r->nsegs++] = dk_strndup(p, n);
-            p += n;
+        r->nsegs = router_path_split(NULL, r->pattern, r->segs, DK_HTTP_MAX_SEGMENTS);
+        if (r->nsegs < 0) {
+            fprintf(stderr, "route %s has too many segments\n", r->pattern);
+            abort();
         }
     }
 }
 
 void dk_http_add_ready_check(dk_http_server *srv, const char *name, dk_ready_fn fn, void *ctx)
 {
-    if (srv->nready >= DK_MAX_READY)
+    if (srv->nready >= DK_HTTP_MAX_READY)
         return;
     srv->ready[srv->nready].name = name;
     srv->ready[srv->nready].fn = fn;
@@ -72,27 +85,8 @@ void dk_http_add_ready_check(dk_http_server *srv, const char *name, dk_ready_fn 
 
 /* ---------- routing ---------- */
 
-/* Splits path into segments in the arena; false when there are too many. */
-static int dk_split_path(dk_arena *a, const char *path, char **segs, int max)
-{
-    int n = 0;
-    const char *p = path;
-    while (*p) {
-        while (*p == '/')
-            p++;
-        if (!*p)
-            break;
-        const char *e = strchr(p, '/');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (n >= max)
-            return -1;
-        segs[n++] = dk_arena_strndup(a, p, len);
-        p += len;
-    }
-    return n;
-}
-
-static bool dk_route_matches(const struct dk_route_entry *r, char **segs, int nsegs, dk_req *req)
+static bool router_route_matches(const struct dk_http_route_entry *r, char **segs, int nsegs,
+                                 dk_req *req)
 {
     if (r->nsegs != nsegs)
         return false;
@@ -118,19 +112,20 @@ static bool dk_route_matches(const struct dk_route_entry *r, char **segs, int ns
 }
 
 /* The route a request will be dispatched to (method and path), or NULL. */
-const struct dk_route_entry *dk_route_lookup(dk_http_server *srv, struct dk_exchange *x)
+const struct dk_http_route_entry *dk_http_router_lookup(dk_http_server *srv,
+                                                        struct dk_http_exchange *x)
 {
-    char *segs[DK_MAX_SEGMENTS + 1];
-    int nsegs = dk_split_path(x->req.arena, x->req.path, segs, DK_MAX_SEGMENTS + 1);
+    char *segs[DK_HTTP_MAX_SEGMENTS + 1];
+    int nsegs = router_path_split(x->req.arena, x->req.path, segs, DK_HTTP_MAX_SEGMENTS + 1);
     for (int i = 0; nsegs >= 0 && i < srv->nroutes; i++) {
-        const struct dk_route_entry *r = &srv->routes[i];
-        if (strcmp(r->method, x->req.method) == 0 && dk_route_matches(r, segs, nsegs, NULL))
+        const struct dk_http_route_entry *r = &srv->routes[i];
+        if (strcmp(r->method, x->req.method) == 0 && router_route_matches(r, segs, nsegs, NULL))
             return r;
     }
     return NULL;
 }
 
-void dk_dispatch(struct dk_exchange *x)
+void dk_http_router_dispatch(struct dk_http_exchange *x)
 {
     dk_http_server *srv = x->srv;
     dk_req *req = &x->req;
@@ -140,14 +135,14 @@ void dk_dispatch(struct dk_exchange *x)
     x->metric_route = "unmatched";
     dk_trace_enter(req->trace_id, req->span_id, req->trace_sampled);
 
-    char *segs[DK_MAX_SEGMENTS + 1];
-    int nsegs = dk_split_path(req->arena, path, segs, DK_MAX_SEGMENTS + 1);
-    const struct dk_route_entry *found = NULL;
+    char *segs[DK_HTTP_MAX_SEGMENTS + 1];
+    int nsegs = router_path_split(req->arena, path, segs, DK_HTTP_MAX_SEGMENTS + 1);
+    const struct dk_http_route_entry *found = NULL;
     char allow[128] = "";
     if (nsegs >= 0) {
         for (int i = 0; i < srv->nroutes; i++) {
-            const struct dk_route_entry *r = &srv->routes[i];
-            if (!dk_route_matches(r, segs, nsegs, NULL))
+            const struct dk_http_route_entry *r = &srv->routes[i];
+            if (!router_route_matches(r, segs, nsegs, NULL))
                 continue;
             if (strcmp(r->method, req->method) == 0) {
                 found = r;
@@ -159,7 +154,7 @@ void dk_dispatch(struct dk_exchange *x)
         }
     }
     if (!found) {
-        if (allow[0] && dk_cors(x, allow))
+        if (allow[0] && dk_http_edge_cors(x, allow))
             return;
         if (allow[0]) {
             dk_res_header(&x->res, "Allow", allow);
@@ -170,7 +165,7 @@ void dk_dispatch(struct dk_exchange *x)
         }
         return;
     }
-    (void)dk_route_matches(found, segs, nsegs, req);
+    (void)router_route_matches(found, segs, nsegs, req);
     x->metric_service = found->service_name;
     x->metric_route = found->pattern;
     req->service = found->state;
@@ -178,11 +173,11 @@ void dk_dispatch(struct dk_exchange *x)
     req->route_pattern = found->pattern;
 
     if (!(found->flags & DK_ROUTE_OPS)) {
-        (void)dk_cors(x, NULL);
-        if (!dk_edge_rate_limit(x))
+        (void)dk_http_edge_cors(x, NULL);
+        if (!dk_http_edge_rate_limit(x))
             return;
     }
-    if ((found->flags & DK_ROUTE_RATE_LIMIT) && !dk_rate_limit(x))
+    if ((found->flags & DK_ROUTE_RATE_LIMIT) && !dk_http_edge_route_rate_limit(x))
         return;
     if (x->too_large) {
         dk_res_problem(&x->res, DK_E_TOO_LARGE, "the request body exceeds the limit of %zu bytes",
@@ -190,12 +185,12 @@ void dk_dispatch(struct dk_exchange *x)
         return;
     }
     if ((found->flags & (DK_ROUTE_AUTH | DK_ROUTE_INTERNAL)) &&
-        !dk_authenticate(x, (found->flags & DK_ROUTE_INTERNAL) != 0))
+        !dk_http_edge_authenticate(x, (found->flags & DK_ROUTE_INTERNAL) != 0))
         return;
     if ((found->flags & DK_ROUTE_OFFLOAD) && srv->offload) {
         x->offload_handler = found->handler;
         dk_req_suspend(req);
-        if (dk_workpool_submit(srv->offload, dk_offloaded, x) != DK_OK) {
+        if (dk_workpool_submit(srv->offload, dk_http_offload_run, x) != DK_OK) {
             dk_res_header(&x->res, "Retry-After", "1");
             dk_res_problem(&x->res, DK_E_UNAVAILABLE,
                            "the server is busy with other sign-ins; try again shortly");

@@ -1,8 +1,8 @@
 /* server.c — the libmicrohttpd server: the listening socket, the daemon and its callbacks
  * (a request's life from its head to its completion), graceful drain and stop.
- * Contract: dk_http_new/mount/start/drain/stop/free in core/http.h. dk_on_request takes a
+ * Contract: dk_http_new/mount/start/drain/stop/free in core/http.h. server_on_request takes a
  * request in three steps (head, body chunks, the final call), dispatches it through the router
- * and queues its response; dk_on_completed records it (metrics, span, access log) and frees its
+ * and queues its response; server_on_completed records it (metrics, span, access log) and frees its
  * exchange — unless a streamed body's handler still owns it (then dk_req_resume frees it).
  * Locking: the callbacks run on libmicrohttpd's threads, one connection on one thread at a time;
  * a streamed body's flags are read under x->bs_lock, the guard's entry under srv->guard_lock. */
@@ -32,7 +32,7 @@
 #include "core/trace.h"
 #include "core/banned.h"
 
-static const char *dk_static_method(const char *m)
+static const char *server_method_static(const char *m)
 {
     static const char *known[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -58,8 +58,8 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     atomic_init(&srv->reaped, 0);
     if (opt->offload_workers > 0)
         srv->offload = dk_workpool_new(opt->offload_workers, opt->offload_queue);
-    dk_http_mount(srv, srv->opt.process_name, "", dk_ops_routes,
-                  sizeof dk_ops_routes / sizeof dk_ops_routes[0], srv);
+    dk_http_mount(srv, srv->opt.process_name, "", dk_http_ops_routes,
+                  sizeof dk_http_ops_routes / sizeof dk_http_ops_routes[0], srv);
     return srv;
 }
 
@@ -93,17 +93,17 @@ int dk_http_port(const dk_http_server *srv)
     return srv->bound_port;
 }
 
-void dk_exchange_free(struct dk_exchange *x)
+void dk_http_server_exchange_free(struct dk_http_exchange *x)
 {
     dk_http_server *srv = x->srv;
     dk_arena_free(x->req.arena);
     atomic_fetch_sub(&srv->inflight, 1);
 }
 
-static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn);
+static enum MHD_Result server_queue(struct dk_http_exchange *x, struct MHD_Connection *conn);
 
-/* What dk_on_completed reports of a request (metrics, span, access log). */
-struct dk_done {
+/* What server_on_completed reports of a request (metrics, span, access log). */
+struct server_done {
     dk_http_server *srv;
     double t0;
     const char *service, *route, *method; /* the route table's, or static */
@@ -119,8 +119,8 @@ struct dk_done {
  * points at it with its lowest bit set (allocations are 16-byte aligned; an exchange never has
  * that bit). Only for requests answered by their handler at once, without a streamed body:
  * a suspended request's answering thread (the gateway) may still read its arena. */
-struct dk_detached {
-    struct dk_done d;
+struct server_detached {
+    struct server_done d;
     dk_stream *stream;
     char trace_id[33], span_id[17], parent_span_id[17];
     char text[]; /* path, request id, client address */
@@ -128,14 +128,14 @@ struct dk_detached {
 
 #define DK_DETACHED_TAG ((uintptr_t)1)
 
-static void dk_detach(struct dk_exchange *x, void **con_cls)
+static void server_detach(struct dk_http_exchange *x, void **con_cls)
 {
-    if (!x->stream || x->suspended || x->bs || !dk_stream_detach(x->stream))
+    if (!x->stream || x->suspended || x->bs || !dk_http_stream_detach(x->stream))
         return;
     const char *path = x->req.path ? x->req.path : "";
     size_t lp = strlen(path) + 1, lr = strlen(x->req.request_id) + 1,
            lc = strlen(x->req.client_ip) + 1;
-    struct dk_detached *dd = dk_malloc(sizeof *dd + lp + lr + lc);
+    struct server_detached *dd = dk_malloc(sizeof *dd + lp + lr + lc);
     char *t = dd->text;
     memcpy(t, path, lp);
     memcpy(t + lp, x->req.request_id, lr);
@@ -144,7 +144,7 @@ static void dk_detach(struct dk_exchange *x, void **con_cls)
     memcpy(dd->span_id, x->req.span_id, sizeof dd->span_id);
     memcpy(dd->parent_span_id, x->req.parent_span_id, sizeof dd->parent_span_id);
     dd->stream = x->stream;
-    dd->d = (struct dk_done){
+    dd->d = (struct server_done){
         .srv = x->srv,
         .t0 = x->t0,
         .service = x->metric_service,
@@ -162,16 +162,17 @@ static void dk_detach(struct dk_exchange *x, void **con_cls)
     *con_cls = (void *)((uintptr_t)dd | DK_DETACHED_TAG);
     /* the arena goes (its stream cleanup leaves the detached stream alone), and the request
      * no longer counts as in flight: the housekeeper trims the heap while thousands of idle
-     * streams are open (a drain still waits for their connections: dk_conns_pending) */
-    dk_exchange_free(x);
+     * streams are open (a drain still waits for their connections: dk_http_guard_pending) */
+    dk_http_server_exchange_free(x);
 }
 
-static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                     const char *method, const char *version,
-                                     const char *upload_data, size_t *upload_size, void **con_cls)
+static enum MHD_Result server_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                         const char *method, const char *version,
+                                         const char *upload_data, size_t *upload_size,
+                                         void **con_cls)
 {
     dk_http_server *srv = cls;
-    struct dk_exchange *x = *con_cls;
+    struct dk_http_exchange *x = *con_cls;
     if (!x) {
         dk_arena *a = dk_arena_new();
         x = dk_arena_alloc(a, sizeof *x);
@@ -181,7 +182,7 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         x->res.arena = a;
         x->req.conn = conn;
         x->req.app = srv->app;
-        x->req.method = dk_static_method(method);
+        x->req.method = server_method_static(method);
         x->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         x->metric_method = x->req.method;
         x->req.path = dk_arena_strdup(a, url);
@@ -194,10 +195,11 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             x->req.request_id = id;
         }
         x->res.request_id = x->req.request_id;
-        dk_trace_init(&x->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
-        x->req.client_ip = dk_client_ip(a, conn);
+        dk_http_edge_trace_init(&x->req,
+                                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
+        x->req.client_ip = dk_http_edge_client_ip(a, conn);
         if (srv->opt.trust_forwarded_for || srv->opt.trusted_proxies)
-            x->req.client_ip = dk_forwarded_client(srv, a, conn, x->req.client_ip);
+            x->req.client_ip = dk_http_edge_forwarded_client(srv, a, conn, x->req.client_ip);
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t declared = 0;
@@ -206,9 +208,9 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
         bool chunked = !has_cl && te && strcasestr(te, "chunked");
         /* the route matters before dispatch only for a body: its limit, whether it streams */
-        const struct dk_route_entry *route =
+        const struct dk_http_route_entry *route =
             (srv->body_stream_routes || srv->body_limit_routes) && (chunked || declared > 0)
-                ? dk_route_lookup(srv, x)
+                ? dk_http_router_lookup(srv, x)
                 : NULL;
         x->body_limit = route && route->body_limit ? route->body_limit : srv->opt.body_limit;
         if (has_cl && (uint64_t)declared > x->body_limit)
@@ -216,13 +218,13 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
         atomic_fetch_add(&srv->inflight, 1);
         *con_cls = x;
         /* the head is complete: no deadline until the response has gone */
-        dk_conn_deadline(srv, dk_conn_of(conn), INT64_MAX, false);
-        if (dk_guard_refuses(srv, x, conn)) {
+        dk_http_guard_deadline_set(srv, dk_http_guard_conn_of(conn), INT64_MAX, false);
+        if (dk_http_guard_refuses(srv, x, conn)) {
             x->dispatched = true;
-            return dk_queue(x, conn);
+            return server_queue(x, conn);
         }
         if (!srv->body_stream_routes ||
-            !dk_body_streams(srv, route, chunked, has_cl ? (uint64_t)declared : 0)) {
+            !dk_http_body_streams(srv, route, chunked, has_cl ? (uint64_t)declared : 0)) {
             if (!x->too_large)
                 return MHD_YES;
             /* a declared body over the limit: answered now (413, or whatever the edge says
@@ -230,19 +232,19 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             x->dispatched = true;
             x->req.body = "";
             dk_log_set_context(x->req.request_id, x->req.trace_id);
-            dk_dispatch(x);
+            dk_http_router_dispatch(x);
             dk_log_set_context(NULL, NULL);
-            return dk_queue(x, conn);
+            return server_queue(x, conn);
         }
         /* the body streams: dispatch now, the body follows through the handler's callbacks */
         x->bs = true;
         pthread_mutex_init(&x->bs_lock, NULL);
         pthread_mutex_init(&x->bs_cb_lock, NULL);
-        dk_arena_defer(a, dk_bs_destroy, x);
+        dk_arena_defer(a, dk_http_body_stream_destroy, x);
         x->dispatched = true;
         x->req.body = NULL;
         dk_log_set_context(x->req.request_id, x->req.trace_id);
-        dk_dispatch(x);
+        dk_http_router_dispatch(x);
         dk_log_set_context(NULL, NULL);
         pthread_mutex_lock(&x->bs_lock);
         bool answered = !x->suspended || x->bs_answered;
@@ -251,20 +253,20 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             return MHD_YES;
         /* answered before the body (an edge check, or at once): libmicrohttpd discards the
          * body and closes the connection after the response */
-        dk_bs_end(x, false);
+        dk_http_body_stream_end(x, false);
         x->bs_finished = true;
-        return dk_queue(x, conn);
+        return server_queue(x, conn);
     }
     if (x->bs) {
         if (*upload_size > 0) {
-            dk_bs_upload(x, upload_data, upload_size);
+            dk_http_body_stream_upload(x, upload_data, upload_size);
             return MHD_YES;
         }
         /* the final call: the whole body has been read */
         if (!x->bs_finished) {
             x->bs_finished = true;
             if (!x->too_large)
-                dk_bs_end(x, true);
+                dk_http_body_stream_end(x, true);
         }
         pthread_mutex_lock(&x->bs_lock);
         if (x->suspended && !x->bs_answered) {
@@ -279,7 +281,7 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             dk_res_problem(&x->res, DK_E_TOO_LARGE,
                            "the request body exceeds the limit of %zu bytes", x->body_limit);
         }
-        return dk_queue(x, conn);
+        return server_queue(x, conn);
     }
     if (*upload_size > 0) {
         if (!x->too_large) {
@@ -293,7 +295,7 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
                     if (ncap > x->body_limit + 1)
                         ncap = x->body_limit + 1;
                     if (!x->buf)
-                        dk_arena_defer(x->req.arena, dk_exchange_free_buf, x);
+                        dk_arena_defer(x->req.arena, dk_http_body_buf_free, x);
                     x->buf = dk_realloc(x->buf, ncap);
                     x->cap = ncap;
                 }
@@ -316,28 +318,28 @@ static enum MHD_Result dk_on_request(void *cls, struct MHD_Connection *conn, con
             x->req.body = "";
         }
         dk_log_set_context(x->req.request_id, x->req.trace_id);
-        dk_dispatch(x);
+        dk_http_router_dispatch(x);
         dk_log_set_context(NULL, NULL);
         if (x->suspended)
             return MHD_YES; /* answered later, after dk_req_resume */
     }
-    enum MHD_Result ret = dk_queue(x, conn);
+    enum MHD_Result ret = server_queue(x, conn);
     if (ret == MHD_YES)
-        dk_detach(x, con_cls);
+        server_detach(x, con_cls);
     return ret;
 }
 
-static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *conn)
+static enum MHD_Result server_queue(struct dk_http_exchange *x, struct MHD_Connection *conn)
 {
     dk_http_server *srv = x->srv;
     if (x->res.status == 0)
         dk_res_problem(&x->res, DK_E_INTERNAL, "the handler produced no response");
 
     struct MHD_Response *r =
-        x->stream ? dk_stream_response(x->stream, conn,
-                                       x->http11 && strcmp(x->req.method, "GET") == 0 &&
-                                           x->res.status >= 200 && x->res.status != 204 &&
-                                           x->res.status != 304)
+        x->stream ? dk_http_stream_response(x->stream, conn,
+                                            x->http11 && strcmp(x->req.method, "GET") == 0 &&
+                                                x->res.status >= 200 && x->res.status != 204 &&
+                                                x->res.status != 304)
                   : MHD_create_response_from_buffer(x->res.body_len, (void *)x->res.body,
                                                     MHD_RESPMEM_PERSISTENT);
     if (!r)
@@ -357,7 +359,7 @@ static enum MHD_Result dk_queue(struct dk_exchange *x, struct MHD_Connection *co
 #define DK_FAILURE_LOG_PER_S 20
 
 /* A per-process budget of failure log lines per second; reports what it suppressed. */
-static bool dk_failure_log_admit(void)
+static bool server_failure_log_admit(void)
 {
     static atomic_llong second = 0;
     static atomic_int used = 0, dropped = 0;
@@ -377,7 +379,7 @@ static bool dk_failure_log_admit(void)
 
 /* Metrics, span and access log line of a finished request; the connection is ready for the
  * next one. */
-static void dk_report(const struct dk_done *d, struct MHD_Connection *conn)
+static void server_report(const struct server_done *d, struct MHD_Connection *conn)
 {
     dk_http_server *srv = d->srv;
     int status = d->status;
@@ -392,7 +394,7 @@ static void dk_report(const struct dk_done *d, struct MHD_Connection *conn)
      * shed load, a dependency away) or errors, at most DK_FAILURE_LOG_PER_S lines a second so
      * an outage or a storm cannot flood the log; without log.access the rest are debug lines */
     dk_log_level lvl = status == 503 ? DK_LOG_WARN : status >= 500 ? DK_LOG_ERROR : DK_LOG_DEBUG;
-    if (lvl > DK_LOG_DEBUG && !dk_failure_log_admit())
+    if (lvl > DK_LOG_DEBUG && !server_failure_log_admit())
         lvl = DK_LOG_DEBUG;
     if (lvl == DK_LOG_DEBUG && srv->opt.access_log)
         lvl = DK_LOG_INFO;
@@ -411,28 +413,29 @@ static void dk_report(const struct dk_done *d, struct MHD_Connection *conn)
         dk_log_set_context(NULL, NULL);
     }
     atomic_fetch_add(&srv->completed, 1);
-    /* a kept-alive connection has DK_IDLE_TIMEOUT_S for its next request head */
-    dk_conn_request_done(srv, dk_conn_of(conn));
+    /* a kept-alive connection has DK_HTTP_IDLE_TIMEOUT_S for its next request head */
+    dk_http_guard_request_done(srv, dk_http_guard_conn_of(conn));
 }
 
-static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                            enum MHD_RequestTerminationCode toe)
+static void server_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                                enum MHD_RequestTerminationCode toe)
 {
     dk_http_server *srv = cls;
     if (!*con_cls)
         return;
     if ((uintptr_t)*con_cls & DK_DETACHED_TAG) {
-        struct dk_detached *dd = (void *)((uintptr_t)*con_cls & ~DK_DETACHED_TAG);
+        struct server_detached *dd = (void *)((uintptr_t)*con_cls & ~DK_DETACHED_TAG);
         *con_cls = NULL;
-        dk_stream_detached_done(dd->stream);
-        dk_report(&dd->d, conn);
+        dk_http_stream_detached_done(dd->stream);
+        server_report(&dd->d, conn);
         dk_free(dd);
         return;
     }
-    struct dk_exchange *x = *con_cls;
+    struct dk_http_exchange *x = *con_cls;
     bool orphan = false;
     if (x->bs) {
-        dk_bs_end(x, false); /* the client left mid-body (nothing runs when it has ended) */
+        dk_http_body_stream_end(
+            x, false); /* the client left mid-body (nothing runs when it has ended) */
         pthread_mutex_lock(&x->bs_lock);
         orphan = x->suspended && !x->bs_answered;
         x->bs_paused = x->bs_waiting = false; /* the connection is gone: nothing to resume */
@@ -440,7 +443,7 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
     }
     /* 499: the client went away before a response (while a handler still answers, its res is
      * not ours to read) */
-    struct dk_done d = {
+    struct server_done d = {
         .srv = srv,
         .t0 = x->t0,
         .service = x->metric_service,
@@ -455,7 +458,7 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
         .sampled = x->req.trace_sampled,
         .status = !orphan && x->res.status ? x->res.status : 499,
     };
-    dk_report(&d, conn);
+    server_report(&d, conn);
     *con_cls = NULL;
     if (orphan) {
         /* the handler still owns the request: dk_req_resume frees it (unless it came
@@ -467,11 +470,11 @@ static void dk_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
         if (still)
             return;
     }
-    dk_exchange_free(x);
+    dk_http_server_exchange_free(x);
 }
 
-static void dk_mhd_log(void *cls, const char *fmt, va_list ap) DK_PRINTF(2, 0);
-static void dk_mhd_log(void *cls, const char *fmt, va_list ap)
+static void server_mhd_log(void *cls, const char *fmt, va_list ap) DK_PRINTF(2, 0);
+static void server_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -488,7 +491,7 @@ static void dk_mhd_log(void *cls, const char *fmt, va_list ap)
 /* The listening socket: made here rather than by libmicrohttpd so that a taken port is an error
  * naming it (libmicrohttpd's address reuse would set SO_REUSEPORT and let a second process share
  * the port silently). SO_REUSEPORT only when server.reuse_port asks for it. */
-static int dk_listen_socket(dk_http_server *srv, char *err, size_t errcap)
+static int server_listen_socket(dk_http_server *srv, char *err, size_t errcap)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -548,7 +551,7 @@ dk_status dk_http_start(dk_http_server *srv)
     char *err = srv->start_error;
     size_t errcap = sizeof srv->start_error;
     err[0] = '\0';
-    int fd = dk_listen_socket(srv, err, errcap);
+    int fd = server_listen_socket(srv, err, errcap);
     if (fd < 0)
         return DK_E_UNAVAILABLE;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
@@ -574,13 +577,14 @@ dk_status dk_http_start(dk_http_server *srv)
         }
     }
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, dk_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, dk_mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
-        MHD_OPTION_NOTIFY_COMPLETED, dk_on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
-        dk_on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, dk_on_uri, srv,
-        MHD_OPTION_CONNECTION_LIMIT, hard_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        flags, 0, NULL, NULL, server_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, server_mhd_log,
+        NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, server_on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, dk_http_guard_on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK,
+        dk_http_guard_on_uri, srv, MHD_OPTION_CONNECTION_LIMIT, hard_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)(srv->opt.max_connections_per_ip > 0 ? srv->opt.max_connections_per_ip : 0),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)DK_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)DK_HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_END);
     if (!srv->daemon) {
         close(fd);
@@ -594,7 +598,7 @@ dk_status dk_http_start(dk_http_server *srv)
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         srv->bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                          : ((struct sockaddr_in *)&ss)->sin_port);
-    dk_trimmer_start(srv);
+    dk_http_housekeeper_start(srv);
     return DK_OK;
 }
 
@@ -606,16 +610,16 @@ void dk_http_drain(dk_http_server *srv)
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
-    dk_streams_end_all(srv);
+    dk_http_stream_end_all(srv);
     /* in-flight requests, and connections whose request is still arriving or may be on the
-     * wire (dk_conns_pending), finish within the drain timeout */
+     * wire (dk_http_guard_pending), finish within the drain timeout */
     int64_t deadline = dk_mono_ms() + srv->opt.drain_timeout_ms;
-    while ((atomic_load(&srv->inflight) > 0 || dk_conns_pending(srv) > 0) &&
+    while ((atomic_load(&srv->inflight) > 0 || dk_http_guard_pending(srv) > 0) &&
            dk_mono_ms() < deadline) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    int left = atomic_load(&srv->inflight) + dk_conns_pending(srv);
+    int left = atomic_load(&srv->inflight) + dk_http_guard_pending(srv);
     if (left > 0)
         dk_log_warn("drain timeout: %d request(s) still in flight are cut off", left);
 }
@@ -633,5 +637,5 @@ void dk_http_stop(dk_http_server *srv)
     }
     MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
-    dk_trimmer_stop(srv);
+    dk_http_housekeeper_stop(srv);
 }

@@ -1,6 +1,6 @@
 /* stream.c — reference-counted response streams (server-sent events, proxied downloads).
  * Contract: dk_res_stream/dk_stream_* in core/http.h. The producer writes from any thread;
- * libmicrohttpd reads through dk_stream_read; beyond a high-water mark the producer is told
+ * libmicrohttpd reads through stream_read; beyond a high-water mark the producer is told
  * when the buffer drains; a client that stops reading is cut off at DK_STREAM_MAX_BUFFER.
  * Long-lived streams (DK_ROUTE_STREAM) are ended when the server drains.
  * Locking: s->lock guards the buffer and flags; s->cb_lock is held while on_drained runs (so
@@ -31,7 +31,7 @@
 #define DK_STREAM_BLOCK_LONG 1024u
 #define DK_STREAM_BLOCK      (16u * 1024u)
 /* Frames up to this size are written straight to an idle stream's socket (see
- * dk_stream_send_direct); it is far below the smallest TCP send buffer, so a socket with
+ * stream_send_direct); it is far below the smallest TCP send buffer, so a socket with
  * nothing queued takes the whole chunk at once. */
 #define DK_STREAM_DIRECT_MAX (4u * 1024u)
 
@@ -59,15 +59,15 @@ struct dk_stream {
 void dk_stream_end(dk_stream *s, bool err);
 
 /* Writes to streams since the start, by the way they reached the connection. */
-static atomic_ullong dk_stream_n_direct, dk_stream_n_resumed;
+static atomic_ullong stream_n_direct, stream_n_resumed;
 
 void dk_stream_write_counts(unsigned long long *direct, unsigned long long *resumed)
 {
-    *direct = atomic_load(&dk_stream_n_direct);
-    *resumed = atomic_load(&dk_stream_n_resumed);
+    *direct = atomic_load(&stream_n_direct);
+    *resumed = atomic_load(&stream_n_resumed);
 }
 
-static void dk_stream_unref(dk_stream *s)
+static void stream_unref(dk_stream *s)
 {
     pthread_mutex_lock(&s->lock);
     bool last = --s->refs == 0;
@@ -81,7 +81,7 @@ static void dk_stream_unref(dk_stream *s)
 }
 
 /* Runs the producer's on_drained unless it has released the stream meanwhile. */
-static void dk_stream_notify(dk_stream *s)
+static void stream_notify(dk_stream *s)
 {
     pthread_mutex_lock(&s->cb_lock);
     if (s->on_drained)
@@ -92,7 +92,7 @@ static void dk_stream_notify(dk_stream *s)
 /* Nobody reads the stream any more (the response is done or the request is over): later
  * writes fail. A producer still producing is woken through on_drained (it may be waiting for
  * a drain that will never come) and finds the stream closed. */
-static void dk_stream_gone(dk_stream *s)
+static void stream_gone(dk_stream *s)
 {
     pthread_mutex_lock(&s->lock);
     s->gone = true;
@@ -101,12 +101,12 @@ static void dk_stream_gone(dk_stream *s)
     s->woken = true;
     pthread_mutex_unlock(&s->lock);
     if (wake)
-        dk_stream_notify(s);
+        stream_notify(s);
 }
 
-/* The request's arena is being freed (dk_on_completed): the exchange lets go — unless its
- * reference was passed on (dk_stream_detach): then dk_stream_detached_done lets go. */
-static void dk_stream_exchange_done(void *p)
+/* The request's arena is being freed (server_on_completed): the exchange lets go — unless its
+ * reference was passed on (dk_http_stream_detach): then dk_http_stream_detached_done lets go. */
+static void stream_exchange_done(void *p)
 {
     dk_stream *s = p;
     pthread_mutex_lock(&s->lock);
@@ -114,11 +114,11 @@ static void dk_stream_exchange_done(void *p)
     pthread_mutex_unlock(&s->lock);
     if (detached)
         return;
-    dk_stream_gone(s);
-    dk_stream_unref(s);
+    stream_gone(s);
+    stream_unref(s);
 }
 
-bool dk_stream_detach(dk_stream *s)
+bool dk_http_stream_detach(dk_stream *s)
 {
     pthread_mutex_lock(&s->lock);
     bool ok = s->long_lived && !s->detached;
@@ -128,15 +128,15 @@ bool dk_stream_detach(dk_stream *s)
     return ok;
 }
 
-void dk_stream_detached_done(dk_stream *s)
+void dk_http_stream_detached_done(dk_stream *s)
 {
-    dk_stream_gone(s);
-    dk_stream_unref(s);
+    stream_gone(s);
+    stream_unref(s);
 }
 
 /* Whether the request's route is a long-lived stream (DK_ROUTE_STREAM): those are ended when
  * the server drains; other streamed bodies are in-flight requests the drain waits for. */
-static bool dk_route_is_stream(const dk_http_server *srv, const char *route_pattern)
+static bool stream_route_is_stream(const dk_http_server *srv, const char *route_pattern)
 {
     for (int i = 0; route_pattern && i < srv->nroutes; i++)
         if (srv->routes[i].pattern == route_pattern)
@@ -147,8 +147,8 @@ static bool dk_route_is_stream(const dk_http_server *srv, const char *route_patt
 dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
                          void (*on_drained)(void *ctx), void *ctx)
 {
-    struct dk_exchange *x =
-        (struct dk_exchange *)(void *)((char *)res - offsetof(struct dk_exchange, res));
+    struct dk_http_exchange *x =
+        (struct dk_http_exchange *)(void *)((char *)res - offsetof(struct dk_http_exchange, res));
     dk_stream *s = dk_calloc(1, sizeof *s);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->cb_lock, NULL);
@@ -156,8 +156,8 @@ dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
     s->on_drained = on_drained;
     s->ctx = ctx;
     s->srv = x->srv;
-    s->long_lived = dk_route_is_stream(x->srv, x->req.route_pattern);
-    dk_arena_defer(x->req.arena, dk_stream_exchange_done, s);
+    s->long_lived = stream_route_is_stream(x->srv, x->req.route_pattern);
+    dk_arena_defer(x->req.arena, stream_exchange_done, s);
     res->status = status;
     res->content_type = content_type;
     res->body = "";
@@ -168,7 +168,7 @@ dk_stream *dk_res_stream(dk_res *res, int status, const char *content_type,
 
 /* Hands data to libmicrohttpd; with nothing buffered the connection is suspended until the
  * producer writes or ends (returning 0 with the connection suspended is MHD's way to wait). */
-static ssize_t dk_stream_read(void *cls, uint64_t pos, char *out, size_t max)
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     (void)pos;
     dk_stream *s = cls;
@@ -191,7 +191,7 @@ static ssize_t dk_stream_read(void *cls, uint64_t pos, char *out, size_t max)
         }
         pthread_mutex_unlock(&s->lock);
         if (drained)
-            dk_stream_notify(s);
+            stream_notify(s);
         return (ssize_t)n;
     }
     if (s->ended) {
@@ -206,7 +206,7 @@ static ssize_t dk_stream_read(void *cls, uint64_t pos, char *out, size_t max)
 }
 
 /* The connection is done with the response (sent, or the client went away). */
-static void dk_stream_conn_done(void *cls)
+static void stream_conn_done(void *cls)
 {
     dk_stream *s = cls;
     dk_http_server *srv = s->srv;
@@ -221,11 +221,12 @@ static void dk_stream_conn_done(void *cls)
         s->listed = false;
     }
     pthread_mutex_unlock(&srv->streams_lock);
-    dk_stream_gone(s);
-    dk_stream_unref(s);
+    stream_gone(s);
+    stream_unref(s);
 }
 
-struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *conn, bool chunked)
+struct MHD_Response *dk_http_stream_response(dk_stream *s, struct MHD_Connection *conn,
+                                             bool chunked)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -240,11 +241,11 @@ struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *con
     s->refs++;
     pthread_mutex_unlock(&s->lock);
     struct MHD_Response *r = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, s->long_lived ? DK_STREAM_BLOCK_LONG : DK_STREAM_BLOCK, dk_stream_read, s,
-        dk_stream_conn_done);
+        MHD_SIZE_UNKNOWN, s->long_lived ? DK_STREAM_BLOCK_LONG : DK_STREAM_BLOCK, stream_read, s,
+        stream_conn_done);
     if (!r) {
-        dk_stream_gone(s);
-        dk_stream_unref(s);
+        stream_gone(s);
+        stream_unref(s);
         return NULL;
     }
     dk_http_server *srv = s->srv;
@@ -263,7 +264,7 @@ struct MHD_Response *dk_stream_response(dk_stream *s, struct MHD_Connection *con
 
 /* Cuts the connection of a stream that cannot go on (s->lock held): the client sees the
  * response end abruptly, and a producer's later writes fail. */
-static void dk_stream_cut(dk_stream *s)
+static void stream_cut(dk_stream *s)
 {
     s->ended = true;
     s->err = true;
@@ -287,11 +288,11 @@ static void dk_stream_cut(dk_stream *s)
  * Why: libmicrohttpd 0.9.75 walks every suspended connection of a thread each time one is
  * resumed, so with thousands of idle streams a resume per frame cost a large share of the CPU
  * (docs/design/measurements.md). Safe because the connection is suspended: libmicrohttpd
- * suspends it only from dk_stream_read, after everything it had was handed to the kernel, does
- * not touch the socket until it is resumed, and tells us (dk_stream_gone, under s->lock) before
+ * suspends it only from stream_read, after everything it had was handed to the kernel, does
+ * not touch the socket until it is resumed, and tells us (stream_gone, under s->lock) before
  * it closes the socket; the framing matches its own (chunked: s->direct). Only when nothing is
  * queued on the socket (the client keeps up), so the whole chunk fits. */
-static int dk_stream_send_direct(dk_stream *s, const void *data, size_t len)
+static int stream_send_direct(dk_stream *s, const void *data, size_t len)
 {
     int queued = 0;
     if (ioctl(s->fd, SIOCOUTQ, &queued) != 0 || queued != 0)
@@ -325,12 +326,12 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
     }
     if (s->direct && s->suspended && s->conn && s->len == s->off && len > 0 &&
         len <= DK_STREAM_DIRECT_MAX) {
-        int sent = dk_stream_send_direct(s, data, len);
+        int sent = stream_send_direct(s, data, len);
         if (sent != 0) {
             if (sent < 0)
-                dk_stream_cut(s); /* half a chunk on the wire: the client reconnects */
+                stream_cut(s); /* half a chunk on the wire: the client reconnects */
             else
-                atomic_fetch_add(&dk_stream_n_direct, 1);
+                atomic_fetch_add(&stream_n_direct, 1);
             pthread_mutex_unlock(&s->lock);
             return sent > 0;
         }
@@ -339,7 +340,7 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
         /* a client that stopped reading: drop it rather than buffer without bound — the
          * buffer goes now, and the connection is cut at once (libmicrohttpd would otherwise
          * first wait for the client to take what its socket holds) */
-        dk_stream_cut(s);
+        stream_cut(s);
         pthread_mutex_unlock(&s->lock);
         return false;
     }
@@ -364,7 +365,7 @@ bool dk_stream_write(dk_stream *s, const void *data, size_t len)
     if (s->suspended && s->conn) {
         s->suspended = false;
         MHD_resume_connection(s->conn);
-        atomic_fetch_add(&dk_stream_n_resumed, 1);
+        atomic_fetch_add(&stream_n_resumed, 1);
     }
     pthread_mutex_unlock(&s->lock);
     return true;
@@ -410,13 +411,13 @@ void dk_stream_release(dk_stream *s)
     pthread_mutex_lock(&s->cb_lock);
     s->on_drained = NULL;
     pthread_mutex_unlock(&s->cb_lock);
-    dk_stream_unref(s);
+    stream_unref(s);
 }
 
 /* Ends every open long-lived stream (drain): their clients see the end and reconnect
  * elsewhere. Finite streamed bodies (a proxied download) go on: the drain waits for them like
  * for any request in flight, and ending them here would truncate them silently. */
-void dk_streams_end_all(dk_http_server *srv)
+void dk_http_stream_end_all(dk_http_server *srv)
 {
     pthread_mutex_lock(&srv->streams_lock);
     for (dk_stream *s = srv->streams; s; s = s->next)

@@ -23,11 +23,12 @@
 #define AUTH_AREA_IDLE_MS 250
 
 /* Argon2 work areas (m KiB each) kept between hashes: a fresh mapping costs the kernel a
- * zero-fill of every page (about 7 % of a hash at m = 19 MiB), so while logins keep coming the
- * areas of finished hashes are reused (libargon2 wipes an area before giving it back). A
- * reaper thread unmaps them once no hash has finished for AUTH_AREA_IDLE_MS (a quarter of a
- * second: under a login load each area is reused every few tens of ms), so the resident
- * set falls back after a burst. At most `workers` areas are kept: no more hashes run at once. */
+ * zero-fill of every page (a visible share of a hash: docs/design/measurements.md), so while
+ * logins keep coming the areas of finished hashes are reused (libargon2 wipes an area before
+ * giving it back). A reaper thread unmaps them once no hash has finished for AUTH_AREA_IDLE_MS
+ * (a quarter of a second: under a login load each area is reused every few tens of ms), so
+ * the resident set falls back after a burst. At most `workers` areas are kept: no more hashes
+ * run at once. */
 struct auth_areas {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -55,7 +56,7 @@ struct auth_hasher {
 };
 
 /* Two builds of the same function. libsodium's Argon2id picks SIMD code for the CPU at run time
- * (SSSE3, AVX2, AVX-512F) and takes about half the user CPU of Debian's libargon2, which is the
+ * (SSSE3, AVX2, AVX-512F) and takes much less user CPU than Debian's libargon2, which is the
  * portable reference code (docs/design/measurements.md); it computes lanes one after another
  * and wants a 16-byte salt and at least 16 bytes of output. So libsodium computes what it can
  * (one lane, a 16-byte salt, 16+ bytes out: every hash Docket writes with the default

@@ -20,8 +20,8 @@
 #define GW_MAX_UPSTREAMS 16
 #define GW_MAX_SERVICES  8
 /* A streamed response pauses its upstream transfer while this much is waiting for the client.
- * Not below the core's high-water mark (256 KiB, src/core/http.c): on_drained, which resumes
- * the transfer, only fires for a buffer that has reached it. */
+ * Not below the core's high-water mark (256 KiB, DK_STREAM_HIGH_WATER in core/http/stream.c):
+ * on_drained, which resumes the transfer, only fires for a buffer that has reached it. */
 #define GW_STREAM_BOUND (256u * 1024u)
 /* A streamed request body waiting for curl to send it: beyond this the client is held back
  * (the core suspends its connection) until curl has taken half of it. */
@@ -69,7 +69,8 @@ typedef struct gateway_job {
     dk_stream *stream; /* a streamed response (after gateway_headers) */
     dk_span *span;     /* the forward's client span (NULL when not traced); ends with the job */
     /* A streamed request body (dk_req_body_streaming): the client's connection thread puts
-     * (gateway_up_chunk, gateway_up_end), curl's thread takes (gateway_up_read); up_lock guards the rest. */
+     * (gateway_up_chunk, gateway_up_end), curl's thread takes (gateway_up_read); up_lock
+     * guards the rest. */
     bool upload;
     pthread_mutex_t up_lock;
     char *up_buf; /* GW_UPLOAD_BOUND bytes; the unsent part is [up_off, up_len) */
@@ -222,7 +223,8 @@ static void gateway_answer(gateway_job *j)
 
 /* The upstream's status and headers are in and its body is on its way: answer the client
  * with a streamed response (the client thread's side). While the request body still streams
- * up, the client's request is resumed only at its end (gateway_up_read): resuming drops the body. */
+ * up, the client's request is resumed only at its end (gateway_up_read): resuming drops the
+ * body. */
 static void gateway_headers(dk_http_call *call)
 {
     gateway_job *j = call->ctx;

@@ -1,7 +1,7 @@
 /* The event-stream hub: see notifications_hub.h.
  *
- * Ownership: a stream's nt_sub is created by the HTTP thread that opens it and queued on
- * `pending`; from then on only the hub thread touches it, except nt_hub_on_drained (a connection
+ * Ownership: a stream's hub_sub is created by the HTTP thread that opens it and queued on
+ * `pending`; from then on only the hub thread touches it, except hub_on_drained (a connection
  * thread: the client left, or a drain after the high-water mark), which queues it on `gone`
  * under the lock. The hub releases the stream before it frees a sub (after dk_stream_release
  * no callback runs), and takes it off `gone` then.
@@ -39,7 +39,7 @@
 #define NT_SID_MAX      64
 #define NT_ORIGIN_LEN   16
 
-typedef struct nt_sub {
+typedef struct hub_sub {
     char user_id[DK_UUID_LEN];
     char session_id[NT_SID_MAX];
     int64_t expires_mono; /* the token's expiry on the monotonic clock */
@@ -52,27 +52,27 @@ typedef struct nt_sub {
     uint64_t opened; /* opening order (the per-user cap closes the oldest) */
     size_t hidx;     /* index in the heap */
     dk_stream *stream;
-    nt_hub *hub;
-    struct nt_sub *unext, *snext; /* hash chains by user and by session */
-    struct nt_sub *next;          /* pending */
-    struct nt_sub *gone_next;     /* gone, under the lock */
-    bool gone_queued;             /* under the lock */
+    notifications_hub *hub;
+    struct hub_sub *unext, *snext; /* hash chains by user and by session */
+    struct hub_sub *next;          /* pending */
+    struct hub_sub *gone_next;     /* gone, under the lock */
+    bool gone_queued;              /* under the lock */
     bool registered;
-} nt_sub;
+} hub_sub;
 
 enum { NT_MSG_PUSH, NT_MSG_REVOKE, NT_MSG_FORGET };
 
-typedef struct nt_msg {
-    struct nt_msg *next;
+typedef struct hub_msg {
+    struct hub_msg *next;
     int kind;
     int64_t seq;
     char user_id[DK_UUID_LEN];
     size_t len;
     char text[]; /* the frame (push), the session id (revoke) */
-} nt_msg;
+} hub_msg;
 
-struct nt_hub {
-    nt_hub_options o;
+struct notifications_hub {
+    notifications_hub_options o;
     char origin[NT_ORIGIN_LEN + 1]; /* this hub's broadcasts, recognised when they come back */
 
     pthread_t thread;
@@ -81,23 +81,23 @@ struct nt_hub {
     pthread_cond_t cond;
     /* under the lock */
     bool stop, kicked, resync_push, resync_rev;
-    nt_sub *pending, *gone;
-    nt_msg *in_head, *in_tail;
+    hub_sub *pending, *gone;
+    hub_msg *in_head, *in_tail;
     int in_n;
 
     dk_kv_sub *sub_ntf, *sub_rev;
 
     /* the hub thread's */
-    nt_sub **heap;
+    hub_sub **heap;
     size_t nheap, capheap;
-    nt_sub **by_user, **by_sid;
+    hub_sub **by_user, **by_sid;
     uint64_t opened;
     int64_t last_tick, tick_ms;
 
     atomic_llong n_streams, n_pushed, n_replayed, n_revoked, n_capped;
 };
 
-static unsigned nt_hash(const char *s)
+static unsigned hub_hash(const char *s)
 {
     unsigned h = 2166136261u;
     for (const char *p = s; *p; p++)
@@ -107,28 +107,28 @@ static unsigned nt_hash(const char *s)
 
 /* ---------- the timer heap (min on due) ---------- */
 
-static void nt_heap_set(nt_hub *h, size_t i, nt_sub *s)
+static void hub_heap_set(notifications_hub *h, size_t i, hub_sub *s)
 {
     h->heap[i] = s;
     s->hidx = i;
 }
 
-static void nt_heap_up(nt_hub *h, size_t i)
+static void hub_heap_up(notifications_hub *h, size_t i)
 {
-    nt_sub *s = h->heap[i];
+    hub_sub *s = h->heap[i];
     while (i > 0) {
         size_t p = (i - 1) / 2;
         if (h->heap[p]->due <= s->due)
             break;
-        nt_heap_set(h, i, h->heap[p]);
+        hub_heap_set(h, i, h->heap[p]);
         i = p;
     }
-    nt_heap_set(h, i, s);
+    hub_heap_set(h, i, s);
 }
 
-static void nt_heap_down(nt_hub *h, size_t i)
+static void hub_heap_down(notifications_hub *h, size_t i)
 {
-    nt_sub *s = h->heap[i];
+    hub_sub *s = h->heap[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= h->nheap)
@@ -137,61 +137,61 @@ static void nt_heap_down(nt_hub *h, size_t i)
             c++;
         if (h->heap[c]->due >= s->due)
             break;
-        nt_heap_set(h, i, h->heap[c]);
+        hub_heap_set(h, i, h->heap[c]);
         i = c;
     }
-    nt_heap_set(h, i, s);
+    hub_heap_set(h, i, s);
 }
 
-static void nt_heap_push(nt_hub *h, nt_sub *s)
+static void hub_heap_push(notifications_hub *h, hub_sub *s)
 {
     if (h->nheap == h->capheap) {
         h->capheap = h->capheap ? h->capheap * 2 : 1024;
         h->heap = dk_realloc(h->heap, h->capheap * sizeof *h->heap);
     }
-    nt_heap_set(h, h->nheap++, s);
-    nt_heap_up(h, s->hidx);
+    hub_heap_set(h, h->nheap++, s);
+    hub_heap_up(h, s->hidx);
 }
 
-static void nt_heap_remove(nt_hub *h, nt_sub *s)
+static void hub_heap_remove(notifications_hub *h, hub_sub *s)
 {
     size_t i = s->hidx;
-    nt_sub *last = h->heap[--h->nheap];
+    hub_sub *last = h->heap[--h->nheap];
     if (i == h->nheap)
         return;
-    nt_heap_set(h, i, last);
-    nt_heap_up(h, i);
-    nt_heap_down(h, last->hidx);
+    hub_heap_set(h, i, last);
+    hub_heap_up(h, i);
+    hub_heap_down(h, last->hidx);
 }
 
-static void nt_heap_fix(nt_hub *h, nt_sub *s)
+static void hub_heap_fix(notifications_hub *h, hub_sub *s)
 {
-    nt_heap_up(h, s->hidx);
-    nt_heap_down(h, s->hidx);
+    hub_heap_up(h, s->hidx);
+    hub_heap_down(h, s->hidx);
 }
 
 /* ---------- streams ---------- */
 
-static int64_t nt_sub_due(const nt_hub *h, const nt_sub *s)
+static int64_t hub_sub_due(const notifications_hub *h, const hub_sub *s)
 {
     int64_t beat = s->last_write + h->o.heartbeat_ms;
     return beat < s->expires_mono ? beat : s->expires_mono;
 }
 
-static bool nt_write(nt_sub *s, const char *text, size_t len)
+static bool hub_write(hub_sub *s, const char *text, size_t len)
 {
     s->last_write = dk_mono_ms();
     return dk_stream_write(s->stream, text, len);
 }
 
-static void nt_remember(nt_sub *s, int64_t seq)
+static void hub_remember(hub_sub *s, int64_t seq)
 {
     s->recent[s->recent_pos++ % NT_RECENT] = seq;
     if (seq > s->last_seq)
         s->last_seq = seq;
 }
 
-static bool nt_seen(const nt_sub *s, int64_t seq)
+static bool hub_seen(const hub_sub *s, int64_t seq)
 {
     if (seq <= s->floor)
         return true;
@@ -201,9 +201,9 @@ static bool nt_seen(const nt_sub *s, int64_t seq)
     return false;
 }
 
-static void nt_unlink(nt_sub **head, nt_sub *s, bool by_user)
+static void hub_unlink(hub_sub **head, hub_sub *s, bool by_user)
 {
-    for (nt_sub **pp = head; *pp; pp = by_user ? &(*pp)->unext : &(*pp)->snext) {
+    for (hub_sub **pp = head; *pp; pp = by_user ? &(*pp)->unext : &(*pp)->snext) {
         if (*pp == s) {
             *pp = by_user ? s->unext : s->snext;
             return;
@@ -212,19 +212,19 @@ static void nt_unlink(nt_sub **head, nt_sub *s, bool by_user)
 }
 
 /* Ends the stream and frees the sub (registered or not). */
-static void nt_drop(nt_hub *h, nt_sub *s)
+static void hub_drop(notifications_hub *h, hub_sub *s)
 {
     if (s->registered) {
-        nt_heap_remove(h, s);
-        nt_unlink(&h->by_user[nt_hash(s->user_id)], s, true);
+        hub_heap_remove(h, s);
+        hub_unlink(&h->by_user[hub_hash(s->user_id)], s, true);
         if (s->session_id[0])
-            nt_unlink(&h->by_sid[nt_hash(s->session_id)], s, false);
+            hub_unlink(&h->by_sid[hub_hash(s->session_id)], s, false);
         atomic_fetch_sub(&h->n_streams, 1);
     }
     dk_stream_release(s->stream); /* no on_drained after this */
     pthread_mutex_lock(&h->lock);
     if (s->gone_queued)
-        for (nt_sub **pp = &h->gone; *pp; pp = &(*pp)->gone_next)
+        for (hub_sub **pp = &h->gone; *pp; pp = &(*pp)->gone_next)
             if (*pp == s) {
                 *pp = s->gone_next;
                 break;
@@ -235,26 +235,26 @@ static void nt_drop(nt_hub *h, nt_sub *s)
 
 /* Writes what the database holds for the stream after what it has; false when the stream
  * must end (gone, or the database is away: the client reconnects and replays). */
-static bool nt_catch_up(nt_hub *h, nt_sub *s)
+static bool hub_catch_up(notifications_hub *h, hub_sub *s)
 {
     dk_arena *a = dk_arena_new();
     bool alive = true;
     for (;;) {
-        nt_item *items = NULL;
+        notifications_item *items = NULL;
         int n = 0;
-        if (nt_repo_after(h->o.repo, a, s->user_id, s->last_seq, NT_REPLAY_BATCH, &items, &n) !=
-            DK_OK) {
+        if (notifications_repo_after(h->o.repo, a, s->user_id, s->last_seq, NT_REPLAY_BATCH, &items,
+                                     &n) != DK_OK) {
             alive = false;
             break;
         }
         for (int i = 0; i < n && alive; i++) {
-            json_t *j = nt_item_json(&items[i]);
+            json_t *j = notifications_item_json(&items[i]);
             const char *data = dk_json_render(a, j, NULL);
             json_decref(j);
             const char *frame =
                 dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n", items[i].id, data);
-            alive = nt_write(s, frame, strlen(frame));
-            nt_remember(s, items[i].seq);
+            alive = hub_write(s, frame, strlen(frame));
+            hub_remember(s, items[i].seq);
             atomic_fetch_add(&h->n_replayed, 1);
         }
         if (!alive || n < NT_REPLAY_BATCH)
@@ -267,19 +267,19 @@ static bool nt_catch_up(nt_hub *h, nt_sub *s)
     return alive;
 }
 
-static void nt_register(nt_hub *h, nt_sub *s)
+static void hub_register(notifications_hub *h, hub_sub *s)
 {
     if (dk_stream_closed(s->stream) ||
         (s->session_id[0] && dk_session_check(h->o.store, s->session_id) == DK_E_UNAUTHORIZED)) {
-        nt_drop(h, s); /* revoked between the request's check and now */
+        hub_drop(h, s); /* revoked between the request's check and now */
         return;
     }
     /* the per-user cap: the oldest go */
-    unsigned ub = nt_hash(s->user_id);
+    unsigned ub = hub_hash(s->user_id);
     for (;;) {
         int n = 0;
-        nt_sub *oldest = NULL;
-        for (nt_sub *o = h->by_user[ub]; o; o = o->unext)
+        hub_sub *oldest = NULL;
+        for (hub_sub *o = h->by_user[ub]; o; o = o->unext)
             if (strcmp(o->user_id, s->user_id) == 0) {
                 n++;
                 if (!oldest || o->opened < oldest->opened)
@@ -288,7 +288,7 @@ static void nt_register(nt_hub *h, nt_sub *s)
         if (n < h->o.max_per_user || !oldest)
             break;
         atomic_fetch_add(&h->n_capped, 1);
-        nt_drop(h, oldest);
+        hub_drop(h, oldest);
     }
     s->registered = true;
     s->opened = ++h->opened;
@@ -300,65 +300,65 @@ static void nt_register(nt_hub *h, nt_sub *s)
     s->unext = h->by_user[ub];
     h->by_user[ub] = s;
     if (s->session_id[0]) {
-        unsigned sb = nt_hash(s->session_id);
+        unsigned sb = hub_hash(s->session_id);
         s->snext = h->by_sid[sb];
         h->by_sid[sb] = s;
     }
-    s->due = nt_sub_due(h, s);
-    nt_heap_push(h, s);
+    s->due = hub_sub_due(h, s);
+    hub_heap_push(h, s);
     atomic_fetch_add(&h->n_streams, 1);
-    if (!nt_catch_up(h, s))
-        nt_drop(h, s);
-    else if (s->due != nt_sub_due(h, s)) {
-        s->due = nt_sub_due(h, s);
-        nt_heap_fix(h, s);
+    if (!hub_catch_up(h, s))
+        hub_drop(h, s);
+    else if (s->due != hub_sub_due(h, s)) {
+        s->due = hub_sub_due(h, s);
+        hub_heap_fix(h, s);
     }
 }
 
-static void nt_on_push(nt_hub *h, const nt_msg *m)
+static void hub_on_push(notifications_hub *h, const hub_msg *m)
 {
-    nt_sub *s = h->by_user[nt_hash(m->user_id)];
+    hub_sub *s = h->by_user[hub_hash(m->user_id)];
     while (s) {
-        nt_sub *next = s->unext;
-        if (strcmp(s->user_id, m->user_id) == 0 && !nt_seen(s, m->seq)) {
-            nt_remember(s, m->seq);
+        hub_sub *next = s->unext;
+        if (strcmp(s->user_id, m->user_id) == 0 && !hub_seen(s, m->seq)) {
+            hub_remember(s, m->seq);
             atomic_fetch_add(&h->n_pushed, 1);
-            if (!nt_write(s, m->text, m->len))
-                nt_drop(h, s);
+            if (!hub_write(s, m->text, m->len))
+                hub_drop(h, s);
         }
         s = next;
     }
 }
 
-static void nt_on_revoke(nt_hub *h, const char *sid)
+static void hub_on_revoke(notifications_hub *h, const char *sid)
 {
-    nt_sub *s = h->by_sid[nt_hash(sid)];
+    hub_sub *s = h->by_sid[hub_hash(sid)];
     while (s) {
-        nt_sub *next = s->snext;
+        hub_sub *next = s->snext;
         if (strcmp(s->session_id, sid) == 0) {
             atomic_fetch_add(&h->n_revoked, 1);
-            nt_drop(h, s);
+            hub_drop(h, s);
         }
         s = next;
     }
 }
 
-static void nt_on_forget(nt_hub *h, const char *user)
+static void hub_on_forget(notifications_hub *h, const char *user)
 {
-    nt_sub *s = h->by_user[nt_hash(user)];
+    hub_sub *s = h->by_user[hub_hash(user)];
     while (s) {
-        nt_sub *next = s->unext;
+        hub_sub *next = s->unext;
         if (strcmp(s->user_id, user) == 0)
-            nt_drop(h, s);
+            hub_drop(h, s);
         s = next;
     }
 }
 
 /* Every registered sub, copied (the walk may drop some). */
-static nt_sub **nt_all(nt_hub *h, size_t *ret_n)
+static hub_sub **hub_all(notifications_hub *h, size_t *ret_n)
 {
     size_t n = h->nheap;
-    nt_sub **all = dk_malloc((n ? n : 1) * sizeof *all);
+    hub_sub **all = dk_malloc((n ? n : 1) * sizeof *all);
     if (n)
         memcpy(all, h->heap, n * sizeof *all);
     *ret_n = n;
@@ -366,53 +366,53 @@ static nt_sub **nt_all(nt_hub *h, size_t *ret_n)
 }
 
 /* The push channel was down: what arrived meanwhile comes from the database, once. */
-static void nt_resync_push(nt_hub *h)
+static void hub_resync_push(notifications_hub *h)
 {
     size_t n = 0;
-    nt_sub **all = nt_all(h, &n);
+    hub_sub **all = hub_all(h, &n);
     for (size_t i = 0; i < n; i++)
-        if (!nt_catch_up(h, all[i]))
-            nt_drop(h, all[i]);
+        if (!hub_catch_up(h, all[i]))
+            hub_drop(h, all[i]);
     dk_free(all);
 }
 
 /* The revocation channel was down: every stream's session is checked once. */
-static void nt_resync_rev(nt_hub *h)
+static void hub_resync_rev(notifications_hub *h)
 {
     size_t n = 0;
-    nt_sub **all = nt_all(h, &n);
+    hub_sub **all = hub_all(h, &n);
     for (size_t i = 0; i < n; i++)
         if (all[i]->session_id[0] &&
             dk_session_check(h->o.store, all[i]->session_id) == DK_E_UNAUTHORIZED) {
             atomic_fetch_add(&h->n_revoked, 1);
-            nt_drop(h, all[i]);
+            hub_drop(h, all[i]);
         }
     dk_free(all);
 }
 
-static void nt_timers(nt_hub *h, int64_t now)
+static void hub_timers(notifications_hub *h, int64_t now)
 {
     while (h->nheap > 0 && h->heap[0]->due <= now) {
-        nt_sub *s = h->heap[0];
+        hub_sub *s = h->heap[0];
         if (now >= s->expires_mono || dk_stream_closed(s->stream)) {
-            nt_drop(h, s); /* the token expired: the client reconnects with a fresh one */
+            hub_drop(h, s); /* the token expired: the client reconnects with a fresh one */
             continue;
         }
         if (now - s->last_write >= h->o.heartbeat_ms &&
-            !nt_write(s, ": heartbeat\n\n", sizeof ": heartbeat\n\n" - 1)) {
-            nt_drop(h, s);
+            !hub_write(s, ": heartbeat\n\n", sizeof ": heartbeat\n\n" - 1)) {
+            hub_drop(h, s);
             continue;
         }
-        s->due = nt_sub_due(h, s);
+        s->due = hub_sub_due(h, s);
         if (s->due <= now)
             s->due = now + 1;
-        nt_heap_fix(h, s);
+        hub_heap_fix(h, s);
     }
 }
 
-static void *nt_hub_main(void *arg)
+static void *hub_main(void *arg)
 {
-    nt_hub *h = arg;
+    notifications_hub *h = arg;
     h->last_tick = dk_mono_ms();
     pthread_mutex_lock(&h->lock);
     while (!h->stop) {
@@ -427,41 +427,41 @@ static void *nt_hub_main(void *arg)
         if (h->stop)
             break;
         h->kicked = false;
-        nt_sub *pending = h->pending;
+        hub_sub *pending = h->pending;
         h->pending = NULL;
-        nt_msg *msgs = h->in_head;
+        hub_msg *msgs = h->in_head;
         h->in_head = h->in_tail = NULL;
         h->in_n = 0;
         bool rp = h->resync_push, rr = h->resync_rev;
         h->resync_push = h->resync_rev = false;
         pthread_mutex_unlock(&h->lock);
 
-        nt_sub *fifo = NULL; /* pending is newest first */
+        hub_sub *fifo = NULL; /* pending is newest first */
         while (pending) {
-            nt_sub *s = pending;
+            hub_sub *s = pending;
             pending = s->next;
             s->next = fifo;
             fifo = s;
         }
         while (fifo) {
-            nt_sub *s = fifo;
+            hub_sub *s = fifo;
             fifo = s->next;
-            nt_register(h, s);
+            hub_register(h, s);
         }
         while (msgs) {
-            nt_msg *m = msgs;
+            hub_msg *m = msgs;
             msgs = m->next;
             if (m->kind == NT_MSG_PUSH)
-                nt_on_push(h, m);
+                hub_on_push(h, m);
             else if (m->kind == NT_MSG_REVOKE)
-                nt_on_revoke(h, m->text);
+                hub_on_revoke(h, m->text);
             else
-                nt_on_forget(h, m->user_id);
+                hub_on_forget(h, m->user_id);
             dk_free(m);
         }
         for (;;) {
             pthread_mutex_lock(&h->lock);
-            nt_sub *s = h->gone;
+            hub_sub *s = h->gone;
             if (s) {
                 h->gone = s->gone_next;
                 s->gone_queued = false;
@@ -470,21 +470,22 @@ static void *nt_hub_main(void *arg)
             if (!s)
                 break;
             if (s->registered && dk_stream_closed(s->stream))
-                nt_drop(h, s);
+                hub_drop(h, s);
         }
         if (rr)
-            nt_resync_rev(h);
+            hub_resync_rev(h);
         if (rp)
-            nt_resync_push(h);
+            hub_resync_push(h);
         /* timers on ticks only: the heartbeats due within a tick go out together, and the hub
          * thread wakes a few times a second, not once per stream. A heartbeat is written
          * straight to its idle stream's socket (core/http/stream.c); one that has to resume
          * its connection wakes an HTTP thread, which walks all its suspended connections, so
-         * those come in batches too (10,000 streams beating one by one cost ~15 % of a core) */
+         * those come in batches too (streams beating one by one cost a real share of a core
+         * with many open: docs/design/measurements.md) */
         int64_t now = dk_mono_ms();
         if (now - h->last_tick >= h->tick_ms) {
             h->last_tick = now;
-            nt_timers(h, now);
+            hub_timers(h, now);
             if (h->o.tick)
                 h->o.tick(h->o.tick_ctx);
         }
@@ -496,13 +497,13 @@ static void *nt_hub_main(void *arg)
 
 /* ---------- queueing work (any thread) ---------- */
 
-static void nt_kick_locked(nt_hub *h)
+static void hub_kick_locked(notifications_hub *h)
 {
     h->kicked = true;
     pthread_cond_signal(&h->cond);
 }
 
-static void nt_queue(nt_hub *h, nt_msg *m)
+static void hub_queue(notifications_hub *h, hub_msg *m)
 {
     pthread_mutex_lock(&h->lock);
     if (h->in_n >= NT_INBOX_MAX) { /* the hub is far behind: read the database instead */
@@ -510,7 +511,7 @@ static void nt_queue(nt_hub *h, nt_msg *m)
             h->resync_push = true;
         else if (m->kind == NT_MSG_REVOKE)
             h->resync_rev = true;
-        nt_kick_locked(h);
+        hub_kick_locked(h);
         pthread_mutex_unlock(&h->lock);
         dk_free(m);
         return;
@@ -522,13 +523,13 @@ static void nt_queue(nt_hub *h, nt_msg *m)
         h->in_head = m;
     h->in_tail = m;
     h->in_n++;
-    nt_kick_locked(h);
+    hub_kick_locked(h);
     pthread_mutex_unlock(&h->lock);
 }
 
-static nt_msg *nt_msg_new(int kind, const char *user, int64_t seq, const char *text, size_t len)
+static hub_msg *hub_msg_new(int kind, const char *user, int64_t seq, const char *text, size_t len)
 {
-    nt_msg *m = dk_calloc(1, sizeof *m + len + 1);
+    hub_msg *m = dk_calloc(1, sizeof *m + len + 1);
     m->kind = kind;
     m->seq = seq;
     if (user)
@@ -540,9 +541,9 @@ static nt_msg *nt_msg_new(int kind, const char *user, int64_t seq, const char *t
 }
 
 /* The broadcast: "1 <origin> <user_id> <seq>\n<frame>". */
-static void nt_on_ntf_message(void *ctx, const char *msg, size_t len)
+static void hub_on_ntf_message(void *ctx, const char *msg, size_t len)
 {
-    nt_hub *h = ctx;
+    notifications_hub *h = ctx;
     const char *nl = memchr(msg, '\n', len);
     if (!nl || len < 2 || msg[0] != '1' || msg[1] != ' ')
         return;
@@ -560,59 +561,59 @@ static void nt_on_ntf_message(void *ctx, const char *msg, size_t len)
         !dk_parse_i64(seqs, 1, INT64_MAX, &seq))
         return; /* our own (delivered locally already), or not ours to read */
     const char *frame = nl + 1;
-    nt_queue(h, nt_msg_new(NT_MSG_PUSH, user, seq, frame, len - hl - 1));
+    hub_queue(h, hub_msg_new(NT_MSG_PUSH, user, seq, frame, len - hl - 1));
 }
 
-static void nt_on_ntf_state(void *ctx, bool live)
+static void hub_on_ntf_state(void *ctx, bool live)
 {
-    nt_hub *h = ctx;
+    notifications_hub *h = ctx;
     if (!live)
         return;
     pthread_mutex_lock(&h->lock);
     h->resync_push = true; /* what came while the channel was down (nothing at the start) */
-    nt_kick_locked(h);
+    hub_kick_locked(h);
     pthread_mutex_unlock(&h->lock);
 }
 
-static void nt_on_rev_message(void *ctx, const char *msg, size_t len)
+static void hub_on_rev_message(void *ctx, const char *msg, size_t len)
 {
-    nt_hub *h = ctx;
+    notifications_hub *h = ctx;
     if (len == 0 || len >= NT_SID_MAX || len != strlen(msg))
         return;
-    nt_queue(h, nt_msg_new(NT_MSG_REVOKE, NULL, 0, msg, len));
+    hub_queue(h, hub_msg_new(NT_MSG_REVOKE, NULL, 0, msg, len));
 }
 
-static void nt_on_rev_state(void *ctx, bool live)
+static void hub_on_rev_state(void *ctx, bool live)
 {
-    nt_hub *h = ctx;
+    notifications_hub *h = ctx;
     if (!live)
         return;
     pthread_mutex_lock(&h->lock);
     h->resync_rev = true;
-    nt_kick_locked(h);
+    hub_kick_locked(h);
     pthread_mutex_unlock(&h->lock);
 }
 
 /* A connection thread: the client left (or the buffer drained after the high-water mark). */
-static void nt_on_drained(void *ctx)
+static void hub_on_drained(void *ctx)
 {
-    nt_sub *s = ctx;
-    nt_hub *h = s->hub;
+    hub_sub *s = ctx;
+    notifications_hub *h = s->hub;
     pthread_mutex_lock(&h->lock);
     if (!s->gone_queued) {
         s->gone_queued = true;
         s->gone_next = h->gone;
         h->gone = s;
     }
-    nt_kick_locked(h);
+    hub_kick_locked(h);
     pthread_mutex_unlock(&h->lock);
 }
 
 /* ---------- the API ---------- */
 
-nt_hub *nt_hub_new(const nt_hub_options *o)
+notifications_hub *notifications_hub_new(const notifications_hub_options *o)
 {
-    nt_hub *h = DK_NEW(nt_hub);
+    notifications_hub *h = DK_NEW(notifications_hub);
     h->o = *o;
     if (h->o.max_per_user < 1)
         h->o.max_per_user = 1;
@@ -629,9 +630,9 @@ nt_hub *nt_hub_new(const nt_hub_options *o)
     return h;
 }
 
-static void nt_hub_collect(void *ctx, dk_metrics_out *out)
+static void hub_collect(void *ctx, dk_metrics_out *out)
 {
-    nt_hub *h = ctx;
+    notifications_hub *h = ctx;
     dk_metrics_family(out, "docket_notification_streams", "gauge",
                       "Open notification event streams held by this process.");
     dk_metrics_sample(out, "docket_notification_streams", "", (double)atomic_load(&h->n_streams));
@@ -659,31 +660,31 @@ static void nt_hub_collect(void *ctx, dk_metrics_out *out)
     dk_metrics_sample(out, "docket_http_stream_wakeups_total", "path=\"resumed\"", (double)resumed);
 }
 
-dk_status nt_hub_start(nt_hub *h)
+dk_status notifications_hub_start(notifications_hub *h)
 {
-    dk_metrics_add_collector(nt_hub_collect, h);
+    dk_metrics_add_collector(hub_collect, h);
     const dk_store *st = h->o.store;
-    if (st->ops->subscribe(st->kv, DK_NT_HUB_CHANNEL, nt_on_ntf_message, nt_on_ntf_state, h,
+    if (st->ops->subscribe(st->kv, DK_NT_HUB_CHANNEL, hub_on_ntf_message, hub_on_ntf_state, h,
                            &h->sub_ntf) != DK_OK)
         h->sub_ntf = NULL;
-    if (st->ops->subscribe(st->kv, DK_SESSION_GUARD_CHANNEL, nt_on_rev_message, nt_on_rev_state, h,
-                           &h->sub_rev) != DK_OK)
+    if (st->ops->subscribe(st->kv, DK_SESSION_GUARD_CHANNEL, hub_on_rev_message, hub_on_rev_state,
+                           h, &h->sub_rev) != DK_OK)
         h->sub_rev = NULL;
-    if (pthread_create(&h->thread, NULL, nt_hub_main, h) == 0)
+    if (pthread_create(&h->thread, NULL, hub_main, h) == 0)
         h->running = true;
     return h->sub_ntf && h->sub_rev && h->running ? DK_OK : DK_E_INTERNAL;
 }
 
-static void nt_free_msgs(nt_msg *m)
+static void hub_free_msgs(hub_msg *m)
 {
     while (m) {
-        nt_msg *next = m->next;
+        hub_msg *next = m->next;
         dk_free(m);
         m = next;
     }
 }
 
-void nt_hub_stop(nt_hub *h)
+void notifications_hub_stop(notifications_hub *h)
 {
     if (!h)
         return;
@@ -701,27 +702,27 @@ void nt_hub_stop(nt_hub *h)
     }
     /* the thread is gone: every stream ends here */
     while (h->nheap > 0)
-        nt_drop(h, h->heap[h->nheap - 1]);
+        hub_drop(h, h->heap[h->nheap - 1]);
     pthread_mutex_lock(&h->lock);
-    nt_sub *pending = h->pending;
+    hub_sub *pending = h->pending;
     h->pending = NULL;
-    nt_msg *msgs = h->in_head;
+    hub_msg *msgs = h->in_head;
     h->in_head = h->in_tail = NULL;
     h->in_n = 0;
     pthread_mutex_unlock(&h->lock);
     while (pending) {
-        nt_sub *s = pending;
+        hub_sub *s = pending;
         pending = s->next;
-        nt_drop(h, s);
+        hub_drop(h, s);
     }
-    nt_free_msgs(msgs);
+    hub_free_msgs(msgs);
 }
 
-void nt_hub_free(nt_hub *h)
+void notifications_hub_free(notifications_hub *h)
 {
     if (!h)
         return;
-    nt_hub_stop(h);
+    notifications_hub_stop(h);
     dk_free(h->heap);
     dk_free(h->by_user);
     dk_free(h->by_sid);
@@ -730,10 +731,10 @@ void nt_hub_free(nt_hub *h)
     dk_free(h);
 }
 
-void nt_hub_open(nt_hub *h, dk_res *res, const char *user_id, const char *session_id,
-                 int64_t expires_ms, int64_t after)
+void notifications_hub_open(notifications_hub *h, dk_res *res, const char *user_id,
+                            const char *session_id, int64_t expires_ms, int64_t after)
 {
-    nt_sub *s = DK_NEW(nt_sub);
+    hub_sub *s = DK_NEW(hub_sub);
     s->hub = h;
     dk_strlcpy(s->user_id, user_id, sizeof s->user_id);
     if (session_id && strlen(session_id) < sizeof s->session_id)
@@ -743,26 +744,26 @@ void nt_hub_open(nt_hub *h, dk_res *res, const char *user_id, const char *sessio
     s->floor = s->last_seq = after;
     dk_res_header(res, "Cache-Control", "no-cache");
     dk_res_header(res, "X-Accel-Buffering", "no");
-    s->stream = dk_res_stream(res, 200, "text/event-stream", nt_on_drained, s);
+    s->stream = dk_res_stream(res, 200, "text/event-stream", hub_on_drained, s);
     static const char hello[] = "retry: 3000\n: connected\n\n";
-    (void)nt_write(s, hello, sizeof hello - 1);
+    (void)hub_write(s, hello, sizeof hello - 1);
     pthread_mutex_lock(&h->lock);
     s->next = h->pending;
     h->pending = s;
-    nt_kick_locked(h);
+    hub_kick_locked(h);
     pthread_mutex_unlock(&h->lock);
 }
 
-void nt_hub_publish(nt_hub *h, const nt_item *item)
+void notifications_hub_publish(notifications_hub *h, const notifications_item *item)
 {
     dk_arena *a = dk_arena_new();
-    json_t *j = nt_item_json(item);
+    json_t *j = notifications_item_json(item);
     const char *data = dk_json_render(a, j, NULL);
     json_decref(j);
     const char *frame =
         dk_arena_printf(a, "id: %s\nevent: notification\ndata: %s\n\n", item->id, data);
     size_t flen = strlen(frame);
-    nt_queue(h, nt_msg_new(NT_MSG_PUSH, item->user_id, item->seq, frame, flen));
+    hub_queue(h, hub_msg_new(NT_MSG_PUSH, item->user_id, item->seq, frame, flen));
     const char *msg = dk_arena_printf(a, "1 %s %s %lld\n%s", h->origin, item->user_id,
                                       (long long)item->seq, frame);
     const dk_store *st = h->o.store;
@@ -777,14 +778,14 @@ void nt_hub_publish(nt_hub *h, const nt_item *item)
     dk_arena_free(a);
 }
 
-void nt_hub_forget_user(nt_hub *h, const char *user_id)
+void notifications_hub_forget_user(notifications_hub *h, const char *user_id)
 {
-    nt_queue(h, nt_msg_new(NT_MSG_FORGET, user_id, 0, "", 0));
+    hub_queue(h, hub_msg_new(NT_MSG_FORGET, user_id, 0, "", 0));
 }
 
-void nt_hub_stats_get(nt_hub *h, nt_hub_stats *ret)
+void notifications_hub_stats_get(notifications_hub *h, notifications_hub_stats *ret)
 {
-    *ret = (nt_hub_stats){
+    *ret = (notifications_hub_stats){
         .streams = atomic_load(&h->n_streams),
         .pushed = atomic_load(&h->n_pushed),
         .replayed = atomic_load(&h->n_replayed),

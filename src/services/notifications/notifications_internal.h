@@ -28,7 +28,7 @@ typedef struct notifications_loop {
 
 typedef struct notifications_svc {
     dk_app *app;
-    nt_repo repo;
+    notifications_repo repo;
     unsigned char cursor_key[32];
     bool allow_private;
     int64_t heartbeat_ms, scheduler_ms, due_window_ms;
@@ -37,7 +37,7 @@ typedef struct notifications_svc {
     webhook_net net;      /* webhook URLs: read by the HTTP client, resolved by the resolver */
     dk_http_client *http; /* webhook calls */
     /* the event streams */
-    nt_hub *hub;
+    notifications_hub *hub;
     int max_streams_per_user;
     /* the due-soon scheduler */
     notifications_loop sched;

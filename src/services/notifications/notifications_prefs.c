@@ -15,7 +15,7 @@
 
 #define NT_URL_MAX 2048
 
-static json_t *notifications_prefs_json(const nt_prefs *p, bool with_secret)
+static json_t *notifications_prefs_json(const notifications_user_prefs *p, bool with_secret)
 {
     json_t *j = json_pack("{s:b,s:o}", "email_enabled", p->email_enabled, "webhook_url",
                           dk_json_str_or_null(p->webhook_url));
@@ -27,8 +27,8 @@ static json_t *notifications_prefs_json(const nt_prefs *p, bool with_secret)
 void notifications_prefs_get(dk_req *req, dk_res *res)
 {
     notifications_svc *s = req->service;
-    nt_prefs p;
-    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &p);
+    notifications_user_prefs p;
+    dk_status st = notifications_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &p);
     if (st != DK_OK) {
         notifications_res_fail(res, st);
         return;
@@ -40,8 +40,8 @@ void notifications_prefs_get(dk_req *req, dk_res *res)
 static void notifications_prefs_save(notifications_svc *s, dk_req *req, dk_res *res, bool email,
                                      const char *u)
 {
-    nt_prefs cur, next = {0};
-    dk_status st = nt_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &cur);
+    notifications_user_prefs cur, next = {0};
+    dk_status st = notifications_repo_prefs_get(&s->repo, req->arena, req->identity->user_id, &cur);
     if (st != DK_OK) {
         notifications_res_fail(res, st);
         return;
@@ -58,7 +58,7 @@ static void notifications_prefs_save(notifications_svc *s, dk_req *req, dk_res *
     } else if (u) {
         next.webhook_secret = cur.webhook_secret;
     }
-    st = nt_repo_prefs_put(&s->repo, req->arena, req->identity->user_id, &next);
+    st = notifications_repo_prefs_put(&s->repo, req->arena, req->identity->user_id, &next);
     if (st != DK_OK) {
         notifications_res_fail(res, st);
         return;

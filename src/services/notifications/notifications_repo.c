@@ -83,12 +83,12 @@ const dk_migration dk_notifications_migrations[DK_NOTIFICATIONS_NMIGRATIONS] = {
 
 #define NT_COLS "seq, id, user_id, type, task_id, actor_id, message, created_at, read_at"
 
-static bool repo_pg(const nt_repo *r)
+static bool repo_pg(const notifications_repo *r)
 {
     return r->db->ops->engine == DK_DB_POSTGRES;
 }
 
-static void repo_row(const dk_db_rows *rows, int i, nt_item *n)
+static void repo_row(const dk_db_rows *rows, int i, notifications_item *n)
 {
     n->seq = dk_sql_get_int(rows, i, 0);
     n->id = dk_db_value(rows, i, 1);
@@ -102,9 +102,10 @@ static void repo_row(const dk_db_rows *rows, int i, nt_item *n)
     n->read_at = n->has_read ? dk_sql_get_int(rows, i, 8) : 0;
 }
 
-static void repo_rows(dk_arena *a, const dk_db_rows *rows, nt_item **ret, int *ret_n)
+static void repo_rows(dk_arena *a, const dk_db_rows *rows, notifications_item **ret, int *ret_n)
 {
-    nt_item *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows ? rows->nrows : 1));
+    notifications_item *items =
+        dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows ? rows->nrows : 1));
     for (int i = 0; i < rows->nrows; i++)
         repo_row(rows, i, &items[i]);
     *ret = items;
@@ -120,7 +121,7 @@ static json_t *repo_time_or_null(bool has, int64_t ms)
     return json_string(t);
 }
 
-json_t *nt_item_json(const nt_item *n)
+json_t *notifications_item_json(const notifications_item *n)
 {
     return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o}", "id", n->id, "type", n->type, "task_id",
                      dk_json_str_or_null(n->task_id), "actor_id", dk_json_str_or_null(n->actor_id),
@@ -129,14 +130,14 @@ json_t *nt_item_json(const nt_item *n)
 }
 
 /* Queues one delivery of n on channel (inside tx). */
-static dk_status repo_queue_delivery(dk_tx *tx, dk_arena *a, const nt_item *n, const char *channel,
-                                     const char *target)
+static dk_status repo_queue_delivery(dk_tx *tx, dk_arena *a, const notifications_item *n,
+                                     const char *channel, const char *target)
 {
     char id[DK_UUID_LEN];
     dk_uuid7(id);
     json_t *body = dk_json_own(a, json_pack("{s:s,s:s,s:o,s:o}", "id", id, "type", n->type,
                                             "created_at", repo_time_or_null(true, n->created_at),
-                                            "notification", nt_item_json(n)));
+                                            "notification", notifications_item_json(n)));
     const char *now = dk_sql_int(a, n->created_at);
     char tp[DK_TRACEPARENT_LEN];
     const char *p[] = {id,         n->id,
@@ -151,8 +152,8 @@ static dk_status repo_queue_delivery(dk_tx *tx, dk_arena *a, const nt_item *n, c
                        8, p, NULL);
 }
 
-dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *dedup_key,
-                         bool *ret_created)
+dk_status notifications_repo_create(const notifications_repo *r, dk_arena *a, notifications_item *n,
+                                    const char *dedup_key, bool *ret_created)
 {
     char *id = dk_arena_alloc(a, DK_UUID_LEN);
     dk_uuid7(id);
@@ -200,8 +201,9 @@ dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *
     return st;
 }
 
-dk_status nt_repo_list(const nt_repo *r, dk_arena *a, const char *user, bool unread_only,
-                       int64_t before, int limit, nt_item **ret, int *ret_n)
+dk_status notifications_repo_list(const notifications_repo *r, dk_arena *a, const char *user,
+                                  bool unread_only, int64_t before, int limit,
+                                  notifications_item **ret, int *ret_n)
 {
     const char *p[] = {user, dk_sql_int(a, before > 0 ? before : INT64_MAX),
                        dk_sql_int(a, limit + 1)};
@@ -218,8 +220,8 @@ dk_status nt_repo_list(const nt_repo *r, dk_arena *a, const char *user, bool unr
     return st;
 }
 
-dk_status nt_repo_after(const nt_repo *r, dk_arena *a, const char *user, int64_t after, int limit,
-                        nt_item **ret, int *ret_n)
+dk_status notifications_repo_after(const notifications_repo *r, dk_arena *a, const char *user,
+                                   int64_t after, int limit, notifications_item **ret, int *ret_n)
 {
     const char *p[] = {user, dk_sql_int(a, after), dk_sql_int(a, limit)};
     dk_db_rows *rows = NULL;
@@ -232,8 +234,8 @@ dk_status nt_repo_after(const nt_repo *r, dk_arena *a, const char *user, int64_t
     return st;
 }
 
-dk_status nt_repo_seq_of(const nt_repo *r, dk_arena *a, const char *user, const char *id,
-                         int64_t *ret)
+dk_status notifications_repo_seq_of(const notifications_repo *r, dk_arena *a, const char *user,
+                                    const char *id, int64_t *ret)
 {
     const char *p[] = {user, id};
     dk_db_rows *rows = NULL;
@@ -248,7 +250,8 @@ dk_status nt_repo_seq_of(const nt_repo *r, dk_arena *a, const char *user, const 
     return DK_OK;
 }
 
-dk_status nt_repo_last_seq(const nt_repo *r, dk_arena *a, const char *user, int64_t *ret)
+dk_status notifications_repo_last_seq(const notifications_repo *r, dk_arena *a, const char *user,
+                                      int64_t *ret)
 {
     const char *p[] = {user};
     dk_db_rows *rows = NULL;
@@ -261,7 +264,8 @@ dk_status nt_repo_last_seq(const nt_repo *r, dk_arena *a, const char *user, int6
     return st;
 }
 
-dk_status nt_repo_read(const nt_repo *r, dk_arena *a, const char *user, const char *id)
+dk_status notifications_repo_read(const notifications_repo *r, dk_arena *a, const char *user,
+                                  const char *id)
 {
     const char *p[] = {user, id, dk_sql_int(a, dk_now_ms())};
     dk_db_rows *rows = NULL;
@@ -274,7 +278,7 @@ dk_status nt_repo_read(const nt_repo *r, dk_arena *a, const char *user, const ch
     return st;
 }
 
-dk_status nt_repo_read_all(const nt_repo *r, dk_arena *a, const char *user)
+dk_status notifications_repo_read_all(const notifications_repo *r, dk_arena *a, const char *user)
 {
     const char *p[] = {user, dk_sql_int(a, dk_now_ms())};
     return dk_sql(r->db, a,
@@ -283,7 +287,8 @@ dk_status nt_repo_read_all(const nt_repo *r, dk_arena *a, const char *user)
                   2, p, NULL);
 }
 
-dk_status nt_repo_prefs_get(const nt_repo *r, dk_arena *a, const char *user, nt_prefs *ret)
+dk_status notifications_repo_prefs_get(const notifications_repo *r, dk_arena *a, const char *user,
+                                       notifications_user_prefs *ret)
 {
     const char *p[] = {user};
     dk_db_rows *rows = NULL;
@@ -302,7 +307,8 @@ dk_status nt_repo_prefs_get(const nt_repo *r, dk_arena *a, const char *user, nt_
     return DK_OK;
 }
 
-dk_status nt_repo_prefs_put(const nt_repo *r, dk_arena *a, const char *user, const nt_prefs *pr)
+dk_status notifications_repo_prefs_put(const notifications_repo *r, dk_arena *a, const char *user,
+                                       const notifications_user_prefs *pr)
 {
     const char *p[] = {user, pr->email_enabled ? "true" : "false", pr->webhook_url,
                        pr->webhook_secret, dk_sql_int(a, dk_now_ms())};
@@ -322,7 +328,7 @@ dk_status nt_repo_prefs_put(const nt_repo *r, dk_arena *a, const char *user, con
                   5, p, NULL);
 }
 
-dk_status nt_repo_forget_user(const nt_repo *r, dk_arena *a, const char *user)
+dk_status notifications_repo_forget_user(const notifications_repo *r, dk_arena *a, const char *user)
 {
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
@@ -341,7 +347,8 @@ dk_status nt_repo_forget_user(const nt_repo *r, dk_arena *a, const char *user)
     return dk_tx_end(&tx, st);
 }
 
-dk_status nt_repo_due_put(const nt_repo *r, dk_arena *a, const nt_due *d)
+dk_status notifications_repo_due_put(const notifications_repo *r, dk_arena *a,
+                                     const notifications_due_task *d)
 {
     const char *now = dk_sql_int(a, dk_now_ms());
     const char *p[] = {d->task_id,
@@ -368,8 +375,8 @@ dk_status nt_repo_due_put(const nt_repo *r, dk_arena *a, const nt_due *d)
                   8, p, NULL);
 }
 
-dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int limit, nt_due **ret,
-                           int *ret_n)
+dk_status notifications_repo_due_scan(const notifications_repo *r, dk_arena *a, int64_t horizon,
+                                      int limit, notifications_due_task **ret, int *ret_n)
 {
     const char *p[] = {dk_sql_int(a, horizon), dk_sql_int(a, limit)};
     dk_db_rows *rows = NULL;
@@ -382,9 +389,10 @@ dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int l
                           2, p, &rows);
     if (st != DK_OK)
         return st;
-    nt_due *items = dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows ? rows->nrows : 1));
+    notifications_due_task *items =
+        dk_arena_alloc(a, sizeof *items * (size_t)(rows->nrows ? rows->nrows : 1));
     for (int i = 0; i < rows->nrows; i++) {
-        nt_due *d = &items[i];
+        notifications_due_task *d = &items[i];
         d->task_id = dk_db_value(rows, i, 0);
         d->owner_id = dk_db_value(rows, i, 1);
         d->assignee_id = dk_db_value(rows, i, 2);
@@ -399,7 +407,8 @@ dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int l
     return DK_OK;
 }
 
-dk_status nt_repo_due_mark(const nt_repo *r, dk_arena *a, const char *task_id, int64_t due_at)
+dk_status notifications_repo_due_mark(const notifications_repo *r, dk_arena *a, const char *task_id,
+                                      int64_t due_at)
 {
     const char *p[] = {task_id, dk_sql_int(a, due_at)};
     return dk_sql(r->db, a,
@@ -408,7 +417,7 @@ dk_status nt_repo_due_mark(const nt_repo *r, dk_arena *a, const char *task_id, i
                   2, p, NULL);
 }
 
-dk_status nt_repo_due_prune(const nt_repo *r, dk_arena *a, int64_t cutoff)
+dk_status notifications_repo_due_prune(const notifications_repo *r, dk_arena *a, int64_t cutoff)
 {
     const char *p[] = {dk_sql_int(a, cutoff)};
     return dk_sql(r->db, a,

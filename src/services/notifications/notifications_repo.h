@@ -18,12 +18,12 @@
 #define DK_NOTIFICATIONS_NMIGRATIONS 2
 extern const dk_migration dk_notifications_migrations[DK_NOTIFICATIONS_NMIGRATIONS];
 
-typedef struct nt_repo {
+typedef struct notifications_repo {
     const dk_database *db;
     bool email_on; /* smtp.url is set: queue e-mail deliveries for users who enabled them */
-} nt_repo;
+} notifications_repo;
 
-typedef struct nt_item {
+typedef struct notifications_item {
     int64_t seq; /* creation order within the database */
     const char *id;
     const char *user_id;
@@ -34,48 +34,52 @@ typedef struct nt_item {
     int64_t created_at;
     bool has_read;
     int64_t read_at;
-} nt_item;
+} notifications_item;
 
 /* The contract's {notification}. */
-json_t *nt_item_json(const nt_item *n);
+json_t *notifications_item_json(const notifications_item *n);
 
 /* Creates n (the repo sets id, seq and created_at) unless dedup_key was used before; then
  * queues its deliveries. *ret_created tells which. */
-dk_status nt_repo_create(const nt_repo *r, dk_arena *a, nt_item *n, const char *dedup_key,
-                         bool *ret_created) DK_MUSTCHECK;
+dk_status notifications_repo_create(const notifications_repo *r, dk_arena *a, notifications_item *n,
+                                    const char *dedup_key, bool *ret_created) DK_MUSTCHECK;
 /* The user's notifications, newest first, with seq < before (0: from the newest); up to
  * limit + 1 rows so the caller can tell whether there is a next page. */
-dk_status nt_repo_list(const nt_repo *r, dk_arena *a, const char *user, bool unread_only,
-                       int64_t before, int limit, nt_item **ret, int *ret_n) DK_MUSTCHECK;
+dk_status notifications_repo_list(const notifications_repo *r, dk_arena *a, const char *user,
+                                  bool unread_only, int64_t before, int limit,
+                                  notifications_item **ret, int *ret_n) DK_MUSTCHECK;
 /* The user's notifications with seq > after, oldest first, at most limit. */
-dk_status nt_repo_after(const nt_repo *r, dk_arena *a, const char *user, int64_t after, int limit,
-                        nt_item **ret, int *ret_n) DK_MUSTCHECK;
+dk_status notifications_repo_after(const notifications_repo *r, dk_arena *a, const char *user,
+                                   int64_t after, int limit, notifications_item **ret,
+                                   int *ret_n) DK_MUSTCHECK;
 /* The seq of the user's notification id (DK_E_NOT_FOUND), and of their newest (0 if none). */
-dk_status nt_repo_seq_of(const nt_repo *r, dk_arena *a, const char *user, const char *id,
-                         int64_t *ret) DK_MUSTCHECK;
-dk_status nt_repo_last_seq(const nt_repo *r, dk_arena *a, const char *user,
-                           int64_t *ret) DK_MUSTCHECK;
+dk_status notifications_repo_seq_of(const notifications_repo *r, dk_arena *a, const char *user,
+                                    const char *id, int64_t *ret) DK_MUSTCHECK;
+dk_status notifications_repo_last_seq(const notifications_repo *r, dk_arena *a, const char *user,
+                                      int64_t *ret) DK_MUSTCHECK;
 /* Marks read (keeping an earlier read_at); DK_E_NOT_FOUND unless it is the user's. */
-dk_status nt_repo_read(const nt_repo *r, dk_arena *a, const char *user,
-                       const char *id) DK_MUSTCHECK;
-dk_status nt_repo_read_all(const nt_repo *r, dk_arena *a, const char *user) DK_MUSTCHECK;
+dk_status notifications_repo_read(const notifications_repo *r, dk_arena *a, const char *user,
+                                  const char *id) DK_MUSTCHECK;
+dk_status notifications_repo_read_all(const notifications_repo *r, dk_arena *a,
+                                      const char *user) DK_MUSTCHECK;
 
-typedef struct nt_prefs {
+typedef struct notifications_user_prefs {
     bool email_enabled;
     const char *webhook_url;    /* NULL when none */
     const char *webhook_secret; /* NULL when none */
-} nt_prefs;
+} notifications_user_prefs;
 /* The defaults (false, NULL) when the user never set any. */
-dk_status nt_repo_prefs_get(const nt_repo *r, dk_arena *a, const char *user,
-                            nt_prefs *ret) DK_MUSTCHECK;
-dk_status nt_repo_prefs_put(const nt_repo *r, dk_arena *a, const char *user,
-                            const nt_prefs *p) DK_MUSTCHECK;
+dk_status notifications_repo_prefs_get(const notifications_repo *r, dk_arena *a, const char *user,
+                                       notifications_user_prefs *ret) DK_MUSTCHECK;
+dk_status notifications_repo_prefs_put(const notifications_repo *r, dk_arena *a, const char *user,
+                                       const notifications_user_prefs *p) DK_MUSTCHECK;
 
 /* The user is gone: their notifications, preferences and deliveries go. */
-dk_status nt_repo_forget_user(const nt_repo *r, dk_arena *a, const char *user) DK_MUSTCHECK;
+dk_status notifications_repo_forget_user(const notifications_repo *r, dk_arena *a,
+                                         const char *user) DK_MUSTCHECK;
 
 /* What the scheduler knows of a task, from its events. */
-typedef struct nt_due {
+typedef struct notifications_due_task {
     const char *task_id;
     const char *owner_id;
     const char *assignee_id; /* NULL when unassigned */
@@ -84,17 +88,20 @@ typedef struct nt_due {
     bool has_due;
     int64_t due_at;
     int64_t version; /* the task's version; older events never overwrite newer ones */
-} nt_due;
+} notifications_due_task;
 /* Records the task's state unless a newer version is stored. A changed due date may be
  * notified again. */
-dk_status nt_repo_due_put(const nt_repo *r, dk_arena *a, const nt_due *d) DK_MUSTCHECK;
+dk_status notifications_repo_due_put(const notifications_repo *r, dk_arena *a,
+                                     const notifications_due_task *d) DK_MUSTCHECK;
 /* Tasks not done whose due date is at or before horizon and has not been notified, and was
  * not already past when it was set; at most limit. */
-dk_status nt_repo_due_scan(const nt_repo *r, dk_arena *a, int64_t horizon, int limit, nt_due **ret,
-                           int *ret_n) DK_MUSTCHECK;
-dk_status nt_repo_due_mark(const nt_repo *r, dk_arena *a, const char *task_id,
-                           int64_t due_at) DK_MUSTCHECK;
+dk_status notifications_repo_due_scan(const notifications_repo *r, dk_arena *a, int64_t horizon,
+                                      int limit, notifications_due_task **ret,
+                                      int *ret_n) DK_MUSTCHECK;
+dk_status notifications_repo_due_mark(const notifications_repo *r, dk_arena *a, const char *task_id,
+                                      int64_t due_at) DK_MUSTCHECK;
 /* Forgets the tombstones of tasks deleted before cutoff. */
-dk_status nt_repo_due_prune(const nt_repo *r, dk_arena *a, int64_t cutoff) DK_MUSTCHECK;
+dk_status notifications_repo_due_prune(const notifications_repo *r, dk_arena *a,
+                                       int64_t cutoff) DK_MUSTCHECK;
 
 #endif

@@ -65,7 +65,7 @@ dk_status notifications_rules_task_event(dk_arena *a, const char *type, const ch
     const char *event_id = rules_str(a, ev, "id");
     const char *actor = rules_str(a, ev, "actor_id");
     ret->occurred_at = (int64_t)json_integer_value(json_object_get(ev, "occurred_at"));
-    nt_due *d = &ret->due;
+    notifications_due_task *d = &ret->due;
     d->task_id = rules_str(a, task, "id");
     d->owner_id = rules_str(a, task, "owner_id");
     d->assignee_id = rules_str(a, task, "assignee_id");
@@ -120,7 +120,8 @@ dk_status notifications_rules_task_event(dk_arena *a, const char *type, const ch
     return DK_OK;
 }
 
-void notifications_rules_due_soon(dk_arena *a, const nt_due *d, notifications_rules_item *ret)
+void notifications_rules_due_soon(dk_arena *a, const notifications_due_task *d,
+                                  notifications_rules_item *ret)
 {
     char when[DK_RFC3339_LEN];
     dk_time_format(d->due_at, when);

@@ -15,6 +15,7 @@
 #include "core/arena.h"
 #include "core/common.h"
 #include "core/crypto.h"
+#include "core/http_client_wait.h"
 #include "core/mail.h"
 #include "core/sql.h"
 #include "core/str.h"
@@ -41,21 +42,9 @@ static void send_reason(char *why, size_t cap, const char *fmt, ...)
 /* --- one webhook call, waited for -------------------------------------------------------------- */
 
 typedef struct send_call {
-    dk_http_call call;
+    dk_http_wait wait;
     const notifications_sender *d;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
 } send_call;
-
-static void send_call_done(dk_http_call *c)
-{
-    send_call *w = c->ctx;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
 
 /* Stop abandons a call in flight (the client asks about once a second). */
 static bool send_call_abandoned(dk_http_call *c)
@@ -80,21 +69,11 @@ static dk_http_data_action send_call_data(dk_http_call *c, const char *data, siz
 static bool send_call_run(const notifications_sender *d, send_call *w)
 {
     w->d = d;
-    w->call.ctx = w;
-    w->call.done = send_call_done;
-    w->call.abandoned = send_call_abandoned;
-    w->call.on_headers = send_call_headers;
-    w->call.on_data = send_call_data;
-    pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
-    bool ok = d->net.http->submit(d->http, &w->call) == DK_OK;
-    pthread_mutex_lock(&w->lock);
-    while (ok && !w->done)
-        pthread_cond_wait(&w->cond, &w->lock);
-    pthread_mutex_unlock(&w->lock);
-    pthread_cond_destroy(&w->cond);
-    pthread_mutex_destroy(&w->lock);
-    return ok;
+    w->wait.call.ctx = w;
+    w->wait.call.abandoned = send_call_abandoned;
+    w->wait.call.on_headers = send_call_headers;
+    w->wait.call.on_data = send_call_data;
+    return dk_http_wait_run(d->net.http, d->http, &w->wait);
 }
 
 /* --- webhooks --------------------------------------------------------------------------------- */
@@ -166,7 +145,7 @@ notifications_outcome notifications_send_webhook(const notifications_sender *d, 
     }
 
     send_call w = {
-        .call = {
+        .wait.call = {
             .arena = a,
             .method = "POST",
             .url = r->target,
@@ -189,7 +168,7 @@ notifications_outcome notifications_send_webhook(const notifications_sender *d, 
         send_reason(why, cap, "could not set up the HTTP call");
         return NOTIFICATIONS_RELEASE;
     }
-    dk_http_call *c = &w.call;
+    dk_http_call *c = &w.wait.call;
     dk_span_http_end(sp, c->error == DK_OK, c->status);
     if (c->cancelled && atomic_load(d->stop)) {
         send_reason(why, cap, "abandoned: stopping");

@@ -93,9 +93,9 @@ static dk_status notifications_create(notifications_svc *s, dk_arena *a,
                                       notifications_rules_item *n)
 {
     bool created = false;
-    dk_status st = nt_repo_create(&s->repo, a, &n->item, n->dedup_key, &created);
+    dk_status st = notifications_repo_create(&s->repo, a, &n->item, n->dedup_key, &created);
     if (st == DK_OK && created) {
-        nt_hub_publish(s->hub, &n->item);
+        notifications_hub_publish(s->hub, &n->item);
         if (s->delivery)
             notifications_delivery_kick(s->delivery);
     }
@@ -128,7 +128,7 @@ static dk_status notifications_on_task_event(void *ctx, const char *type, const 
     for (int i = 0; st == DK_OK && i < plan.n; i++)
         st = notifications_create(s, a, &plan.items[i]);
     if (st == DK_OK && plan.due.task_id) /* comments and project events change no due date */
-        st = nt_repo_due_put(&s->repo, a, &plan.due);
+        st = notifications_repo_due_put(&s->repo, a, &plan.due);
     dk_span_pop(sp);
     if (st != DK_OK) {
         dk_span_error(sp, dk_status_title(st));
@@ -161,9 +161,9 @@ static dk_status notifications_on_user_deleted(void *ctx, const char *type, cons
     notifications_svc *s = ctx;
     dk_arena *a = dk_arena_new();
     const char *uid = dk_user_deleted_id(a, payload);
-    dk_status st = uid ? nt_repo_forget_user(&s->repo, a, uid) : DK_OK;
+    dk_status st = uid ? notifications_repo_forget_user(&s->repo, a, uid) : DK_OK;
     if (uid)
-        nt_hub_forget_user(s->hub, uid);
+        notifications_hub_forget_user(s->hub, uid);
     if (st != DK_OK)
         dk_log_error("notifications: could not remove a deleted user's notifications: %s",
                      dk_status_title(st));
@@ -177,18 +177,19 @@ static void notifications_scheduler_pass(notifications_svc *s)
 {
     dk_arena *a = dk_arena_new();
     int64_t now = dk_now_ms();
-    nt_due *due = NULL;
+    notifications_due_task *due = NULL;
     int n = 0;
-    dk_status st = nt_repo_due_scan(&s->repo, a, now + s->due_window_ms, NT_DUE_BATCH, &due, &n);
+    dk_status st =
+        notifications_repo_due_scan(&s->repo, a, now + s->due_window_ms, NT_DUE_BATCH, &due, &n);
     for (int i = 0; st == DK_OK && i < n; i++) {
         notifications_rules_item nn;
         notifications_rules_due_soon(a, &due[i], &nn);
         st = notifications_create(s, a, &nn);
         if (st == DK_OK)
-            st = nt_repo_due_mark(&s->repo, a, due[i].task_id, due[i].due_at);
+            st = notifications_repo_due_mark(&s->repo, a, due[i].task_id, due[i].due_at);
     }
     if (st == DK_OK)
-        st = nt_repo_due_prune(&s->repo, a, now - NT_TOMBSTONE_MS);
+        st = notifications_repo_due_prune(&s->repo, a, now - NT_TOMBSTONE_MS);
     if (st != DK_OK)
         dk_log_warn("notifications: the due-soon pass failed (%s); retrying next interval",
                     dk_status_title(st));
@@ -293,10 +294,10 @@ static void notifications_list(dk_req *req, dk_res *res)
         dk_res_bad_query(res, &errs);
         return;
     }
-    nt_item *items = NULL;
+    notifications_item *items = NULL;
     int n = 0;
-    dk_status st = nt_repo_list(&s->repo, req->arena, req->identity->user_id, unread, before,
-                                (int)limit, &items, &n);
+    dk_status st = notifications_repo_list(&s->repo, req->arena, req->identity->user_id, unread,
+                                           before, (int)limit, &items, &n);
     if (st != DK_OK) {
         notifications_res_fail(res, st);
         return;
@@ -308,7 +309,7 @@ static void notifications_list(dk_req *req, dk_res *res)
     }
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(arr, nt_item_json(&items[i]));
+        json_array_append_new(arr, notifications_item_json(&items[i]));
     dk_res_json(res, 200,
                 json_pack("{s:o,s:o}", "items", arr, "next_cursor", dk_json_str_or_null(next)));
 }
@@ -318,7 +319,7 @@ static void notifications_read(dk_req *req, dk_res *res)
     notifications_svc *s = req->service;
     const char *id = dk_req_param(req, "id");
     dk_status st = id && dk_uuid_valid(id)
-                       ? nt_repo_read(&s->repo, req->arena, req->identity->user_id, id)
+                       ? notifications_repo_read(&s->repo, req->arena, req->identity->user_id, id)
                        : DK_E_NOT_FOUND;
     if (st != DK_OK) {
         notifications_res_fail(res, st);
@@ -330,7 +331,7 @@ static void notifications_read(dk_req *req, dk_res *res)
 static void notifications_read_all(dk_req *req, dk_res *res)
 {
     notifications_svc *s = req->service;
-    dk_status st = nt_repo_read_all(&s->repo, req->arena, req->identity->user_id);
+    dk_status st = notifications_repo_read_all(&s->repo, req->arena, req->identity->user_id);
     if (st != DK_OK) {
         notifications_res_fail(res, st);
         return;
@@ -346,14 +347,15 @@ static void notifications_stream(dk_req *req, dk_res *res)
     dk_status st = DK_E_NOT_FOUND;
     const char *last = dk_req_header(req, "Last-Event-ID");
     if (last && dk_uuid_valid(last))
-        st = nt_repo_seq_of(&s->repo, req->arena, user, last, &from);
+        st = notifications_repo_seq_of(&s->repo, req->arena, user, last, &from);
     if (st == DK_E_NOT_FOUND) /* no (known) Last-Event-ID: from now on */
-        st = nt_repo_last_seq(&s->repo, req->arena, user, &from);
+        st = notifications_repo_last_seq(&s->repo, req->arena, user, &from);
     if (st != DK_OK) {
         notifications_res_fail(res, st);
         return;
     }
-    nt_hub_open(s->hub, res, user, req->identity->session_id, req->identity->expires_at_ms, from);
+    notifications_hub_open(s->hub, res, user, req->identity->session_id,
+                           req->identity->expires_at_ms, from);
 }
 
 /* ---------- lifecycle ---------- */
@@ -387,7 +389,7 @@ static dk_status notifications_init(dk_app *app, void **ret_state)
     s->max_streams_per_user = (int)dk_config_int(c, "notification.sse_max_streams_per_user");
     notifications_loop_init(&s->sched);
     /* before the bus starts: an event may be handled before notifications_start */
-    nt_hub_options ho = {
+    notifications_hub_options ho = {
         .repo = &s->repo,
         .store = &s->app->store,
         .heartbeat_ms = s->heartbeat_ms,
@@ -395,7 +397,7 @@ static dk_status notifications_init(dk_app *app, void **ret_state)
         .tick = notifications_lag_idle_tick,
         .tick_ctx = s,
     };
-    s->hub = nt_hub_new(&ho);
+    s->hub = notifications_hub_new(&ho);
     s->checks = dk_workpool_new(NT_CHECK_WORKERS, NT_CHECK_QUEUE);
     static const char *const types[] = {DK_EVENT_TASK_CREATED, DK_EVENT_TASK_UPDATED,
                                         DK_EVENT_TASK_DELETED, DK_EVENT_TASK_COMMENTED,
@@ -408,7 +410,7 @@ static dk_status notifications_init(dk_app *app, void **ret_state)
                                      notifications_on_user_deleted, s);
     if (st != DK_OK) {
         dk_workpool_free(s->checks);
-        nt_hub_free(s->hub);
+        notifications_hub_free(s->hub);
         notifications_loop_destroy(&s->sched);
         dk_free(s);
         return st;
@@ -444,7 +446,7 @@ static void notifications_start(void *state)
                      "wait until a restart");
         s->delivery = NULL;
     }
-    if (nt_hub_start(s->hub) != DK_OK)
+    if (notifications_hub_start(s->hub) != DK_OK)
         dk_log_error("notifications: the event-stream hub did not start fully; streams may miss "
                      "notifications or revocations");
     if (pthread_create(&s->sched.thread, NULL, notifications_scheduler_main, s) == 0)
@@ -457,7 +459,7 @@ static void notifications_stop(void *state)
 {
     notifications_svc *s = state;
     notifications_loop_stop(&s->sched);
-    nt_hub_stop(s->hub);
+    notifications_hub_stop(s->hub);
     notifications_delivery_stop(s->delivery);
     s->delivery = NULL;
 }
@@ -467,7 +469,7 @@ static void notifications_shutdown(void *state)
     notifications_svc *s = state;
     if (!s)
         return;
-    nt_hub_free(s->hub);
+    notifications_hub_free(s->hub);
     dk_workpool_free(s->checks); /* the server has drained: no check is waiting */
     notifications_loop_destroy(&s->sched);
     dk_free(s);

@@ -17,21 +17,21 @@
 
 /* ---------- the string builder (core/str.h's dk_sb) ---------- */
 
-static void tq_addn(dk_sb *b, const char *s, size_t n)
+static void tasks_query_addn(dk_sb *b, const char *s, size_t n)
 {
     dk_sb_printf(b, "%.*s", (int)n, s);
 }
 
 /* ---------- search text → FTS5 ---------- */
 
-static bool tq_space(char c)
+static bool tasks_query_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 /* Whether the tokenizer can find a word in it: an ASCII letter or digit, or any non-ASCII
  * byte (letters of other scripts). Pure punctuation would make an empty phrase. */
-static bool tq_wordish(const char *s, size_t n)
+static bool tasks_query_wordish(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -42,14 +42,14 @@ static bool tq_wordish(const char *s, size_t n)
 }
 
 /* "text" with every double quote doubled: inside FTS5 quotes nothing is syntax. */
-static void tq_fts_quoted(dk_sb *b, const char *s, size_t n)
+static void tasks_query_fts_quoted(dk_sb *b, const char *s, size_t n)
 {
     dk_sb_printf(b, "\"");
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '"')
             dk_sb_printf(b, "\"\"");
         else
-            tq_addn(b, s + i, 1);
+            tasks_query_addn(b, s + i, 1);
     }
     dk_sb_printf(b, "\"");
 }
@@ -62,7 +62,7 @@ bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret)
     bool pending_or = false;
     const char *p = q;
     while (*p) {
-        while (tq_space(*p))
+        while (tasks_query_space(*p))
             p++;
         if (!*p)
             break;
@@ -82,7 +82,7 @@ bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret)
             if (*p == '"')
                 p++;
         } else {
-            while (*p && !tq_space(*p))
+            while (*p && !tasks_query_space(*p))
                 p++;
             len = (size_t)(p - start);
         }
@@ -91,17 +91,17 @@ bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret)
             pending_or = npos > 0;
             continue;
         }
-        if (!tq_wordish(start, len))
+        if (!tasks_query_wordish(start, len))
             continue;
         if (negate) {
             if (nneg++ > 0)
                 dk_sb_printf(&neg, " OR ");
-            tq_fts_quoted(&neg, start, len);
+            tasks_query_fts_quoted(&neg, start, len);
             pending_or = false;
         } else {
             if (npos++ > 0)
                 dk_sb_printf(&pos, pending_or ? " OR " : " AND ");
-            tq_fts_quoted(&pos, start, len);
+            tasks_query_fts_quoted(&pos, start, len);
             pending_or = false;
         }
     }
@@ -125,12 +125,12 @@ const char *tasks_fts_scoped(dk_arena *a, const tasks_fts *fts, char kind, const
     dk_sb_printf(&tok, "%c", kind);
     for (const char *c = id; *c; c++)
         if (*c != '-')
-            tq_addn(&tok, c, 1);
+            tasks_query_addn(&tok, c, 1);
     dk_sb_printf(&tok, "x");
     char *t = dk_sb_take(&tok, a);
     dk_sb b = {0};
     dk_sb_printf(&b, "{scope} : ");
-    tq_fts_quoted(&b, t, strlen(t));
+    tasks_query_fts_quoted(&b, t, strlen(t));
     if (fts->match)
         dk_sb_printf(&b, " AND {title description} : (%s)", fts->match);
     else
@@ -140,7 +140,8 @@ const char *tasks_fts_scoped(dk_arena *a, const tasks_fts *fts, char kind, const
 
 /* ---------- parameters ---------- */
 
-static const char *const tq_sort_names[] = {"created_at", "due_at", "priority", "updated_at"};
+static const char *const tasks_query_sort_names[] = {"created_at", "due_at", "priority",
+                                                     "updated_at"};
 
 int tasks_query_sort_code(const tasks_list_query *q)
 {
@@ -148,8 +149,8 @@ int tasks_query_sort_code(const tasks_list_query *q)
 }
 
 /* "me" or a user id; NULL (error added) otherwise. */
-static const char *tq_user_param(const char *v, const char *caller, const char *name,
-                                 dk_errors *errs)
+static const char *tasks_query_user_param(const char *v, const char *caller, const char *name,
+                                          dk_errors *errs)
 {
     if (strcmp(v, "me") == 0)
         return caller;
@@ -159,7 +160,7 @@ static const char *tq_user_param(const char *v, const char *caller, const char *
     return NULL;
 }
 
-static void tq_hash_str(dk_sb *b, const char *name, const char *v)
+static void tasks_query_hash_str(dk_sb *b, const char *name, const char *v)
 {
     if (v)
         dk_sb_printf(b, "%s=%zu:%s\n", name, strlen(v), v);
@@ -167,16 +168,16 @@ static void tq_hash_str(dk_sb *b, const char *name, const char *v)
         dk_sb_printf(b, "%s=-\n", name);
 }
 
-static void tq_filter_hash(dk_arena *a, tasks_list_query *q)
+static void tasks_query_filter_hash(dk_arena *a, tasks_list_query *q)
 {
     dk_sb b = {0};
     dk_sb_printf(&b, "tasks.list.filters.v1\n");
-    tq_hash_str(&b, "caller", q->caller);
-    tq_hash_str(&b, "status", q->status);
+    tasks_query_hash_str(&b, "caller", q->caller);
+    tasks_query_hash_str(&b, "status", q->status);
     dk_sb_printf(&b, "priority=%d\n", q->priority);
-    tq_hash_str(&b, "label", q->label);
-    tq_hash_str(&b, "owner", q->owner);
-    tq_hash_str(&b, "assignee", q->assignee);
+    tasks_query_hash_str(&b, "label", q->label);
+    tasks_query_hash_str(&b, "owner", q->owner);
+    tasks_query_hash_str(&b, "assignee", q->assignee);
     if (q->has_due_before)
         dk_sb_printf(&b, "due_before=%lld\n", (long long)q->due_before);
     else
@@ -185,9 +186,9 @@ static void tq_filter_hash(dk_arena *a, tasks_list_query *q)
         dk_sb_printf(&b, "due_after=%lld\n", (long long)q->due_after);
     else
         dk_sb_printf(&b, "due_after=-\n");
-    tq_hash_str(&b, "q", q->q);
+    tasks_query_hash_str(&b, "q", q->q);
     if (q->project_id) /* absent: the same text as before projects existed */
-        tq_hash_str(&b, "project_id", q->project_id);
+        tasks_query_hash_str(&b, "project_id", q->project_id);
     char *text = dk_sb_take(&b, a);
     unsigned char h[32];
     dk_sha256(text, strlen(text), h);
@@ -232,11 +233,11 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
         }
     }
     if ((v = get(ctx, "owner")) != NULL) {
-        q.owner = tq_user_param(v, caller, "owner", errs);
+        q.owner = tasks_query_user_param(v, caller, "owner", errs);
         bad |= q.owner == NULL;
     }
     if ((v = get(ctx, "assignee")) != NULL) {
-        q.assignee = tq_user_param(v, caller, "assignee", errs);
+        q.assignee = tasks_query_user_param(v, caller, "assignee", errs);
         bad |= q.assignee == NULL;
     }
     if ((v = get(ctx, "due_before")) != NULL) {
@@ -263,7 +264,7 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
             bad = true;
         } else {
             const char *p = v;
-            while (tq_space(*p))
+            while (tasks_query_space(*p))
                 p++;
             q.q = *p ? v : NULL; /* a blank search is no search */
         }
@@ -282,8 +283,9 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
         bool desc = v[0] == '-';
         const char *name = desc ? v + 1 : v;
         int found = -1;
-        for (int i = 0; i < (int)(sizeof tq_sort_names / sizeof tq_sort_names[0]); i++)
-            if (strcmp(name, tq_sort_names[i]) == 0)
+        for (int i = 0; i < (int)(sizeof tasks_query_sort_names / sizeof tasks_query_sort_names[0]);
+             i++)
+            if (strcmp(name, tasks_query_sort_names[i]) == 0)
                 found = i;
         if (found < 0) {
             dk_errors_add(errs, "sort",
@@ -304,7 +306,7 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
             q.limit = (int)n;
         }
     }
-    tq_filter_hash(a, &q);
+    tasks_query_filter_hash(a, &q);
     if ((v = get(ctx, "cursor")) != NULL && *v) {
         if (tasks_cursor_decode(a, cursor_key, v, &q.cursor) != DK_OK) {
             dk_errors_add(errs, "cursor", "is malformed or was altered");
@@ -330,18 +332,18 @@ dk_status tasks_query_parse(dk_arena *a, tasks_param_fn get, void *ctx, const ch
 /* At most 16 are ever used besides SQLite's arms: caller, owner, assignee, project, five
  * filters, two search texts, two cursor values, the limit; each arm of SQLite's adds at most
  * two (its project, its MATCH text). */
-#define TQ_MAX_ARMS   (3 + TASKS_PROJECT_ARMS_MAX)
-#define TQ_MAX_PARAMS (16 + 2 * TQ_MAX_ARMS)
+#define TASKS_QUERY_MAX_ARMS   (3 + TASKS_PROJECT_ARMS_MAX)
+#define TASKS_QUERY_MAX_PARAMS (16 + 2 * TASKS_QUERY_MAX_ARMS)
 
-typedef struct tq_params {
-    const char *v[TQ_MAX_PARAMS];
+typedef struct tasks_query_sql_params {
+    const char *v[TASKS_QUERY_MAX_PARAMS];
     int n;
-} tq_params;
+} tasks_query_sql_params;
 
 /* Adds a parameter; returns its number ($n). */
-static int tq_param(tq_params *p, const char *v)
+static int tasks_query_sql_param(tasks_query_sql_params *p, const char *v)
 {
-    if (p->n >= TQ_MAX_PARAMS)
+    if (p->n >= TASKS_QUERY_MAX_PARAMS)
         abort(); /* a builder bug, not input: the count depends only on which filters exist */
     p->v[p->n++] = v;
     return p->n;
@@ -365,8 +367,9 @@ const char *tasks_visible_sql(dk_arena *a, int me)
 /* The sort key as an integer expression. Dates without a due date sort last either way (the
  * sentinel is the far end of the direction); relevance is a deterministic function of the
  * task and the search, so that keyset pages stay stable. */
-static const char *tq_sort_expr(dk_arena *a, dk_db_engine engine, const tasks_list_query *q,
-                                const tasks_fts *fts, int qparam)
+static const char *tasks_query_sort_expr(dk_arena *a, dk_db_engine engine,
+                                         const tasks_list_query *q, const tasks_fts *fts,
+                                         int qparam)
 {
     switch (q->sort) {
     case TASKS_SORT_CREATED_AT:
@@ -402,8 +405,8 @@ static const char *tq_sort_expr(dk_arena *a, dk_db_engine engine, const tasks_li
 
 /* match_param: SQLite's search, the arm's MATCH text ($n); 0 when none. The full-text index
  * is read first (CROSS JOIN keeps that order): the rows it yields are the caller's already. */
-static void tq_arm(dk_sb *b, dk_db_engine engine, const char *pred, const char *conds,
-                   const char *sk, const char *dir, int limit_param, int match_param)
+static void tasks_query_arm(dk_sb *b, dk_db_engine engine, const char *pred, const char *conds,
+                            const char *sk, const char *dir, int limit_param, int match_param)
 {
     dk_sb_printf(b, "SELECT %s, %s AS sk FROM ",
                  engine == DK_DB_POSTGRES ? TASKS_COLS_POSTGRES : TASKS_COLS_SQLITE, sk);
@@ -420,8 +423,8 @@ static void tq_arm(dk_sb *b, dk_db_engine engine, const char *pred, const char *
 
 /* PostgreSQL: a page of each of the caller's projects, each read from its project index in
  * order (a nested loop over the memberships); the outer statement merges them. */
-static void tq_lateral_arm(dk_sb *b, const char *conds, const char *sk, const char *dir,
-                           int limit_param, int me)
+static void tasks_query_lateral_arm(dk_sb *b, const char *conds, const char *sk, const char *dir,
+                                    int limit_param, int me)
 {
     dk_sb_printf(b,
                  "SELECT x.* FROM tasks_project_members m CROSS JOIN LATERAL (SELECT %s, %s AS sk "
@@ -430,17 +433,18 @@ static void tq_lateral_arm(dk_sb *b, const char *conds, const char *sk, const ch
                  TASKS_COLS_POSTGRES, sk, conds, sk, dir, dir, limit_param, me);
 }
 
-typedef struct tq_arms {
-    const char *pred[TQ_MAX_ARMS];  /* NULL pred with lateral: the PostgreSQL project arm */
-    const char *extra[TQ_MAX_ARMS]; /* arm-specific conditions (" AND ...") */
-    bool lateral[TQ_MAX_ARMS];
-    char scope_kind[TQ_MAX_ARMS]; /* SQLite's search: the arm's scope token (tasks_fts_scoped) */
-    const char *scope_id[TQ_MAX_ARMS];
+typedef struct tasks_query_arms {
+    const char *pred[TASKS_QUERY_MAX_ARMS]; /* NULL pred with lateral: the PostgreSQL project arm */
+    const char *extra[TASKS_QUERY_MAX_ARMS]; /* arm-specific conditions (" AND ...") */
+    bool lateral[TASKS_QUERY_MAX_ARMS];
+    char scope_kind
+        [TASKS_QUERY_MAX_ARMS]; /* SQLite's search: the arm's scope token (tasks_fts_scoped) */
+    const char *scope_id[TASKS_QUERY_MAX_ARMS];
     int n;
-} tq_arms;
+} tasks_query_arms;
 
-static void tq_arms_add(tq_arms *arms, const char *pred, const char *extra, bool lateral,
-                        char scope_kind, const char *scope_id)
+static void tasks_query_arms_add(tasks_query_arms *arms, const char *pred, const char *extra,
+                                 bool lateral, char scope_kind, const char *scope_id)
 {
     arms->pred[arms->n] = pred;
     arms->extra[arms->n] = extra ? extra : "";
@@ -453,19 +457,19 @@ static void tq_arms_add(tq_arms *arms, const char *pred, const char *extra, bool
 void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query *q, tasks_sql *ret)
 {
     memset(ret, 0, sizeof *ret);
-    tq_params p = {.n = 0};
+    tasks_query_sql_params p = {.n = 0};
     bool pg = engine == DK_DB_POSTGRES;
-    int me = tq_param(&p, q->caller);
+    int me = tasks_query_sql_param(&p, q->caller);
     dk_sb conds = {0};
 
     /* which rows: the visibility rule (tasks_visible_sql) as arms that each lead with an
      * indexed equality — own personal tasks (owner_id), personal tasks assigned to the caller
      * (assignee_id), and the tasks of the caller's projects (project_id) */
-    tq_arms arms = {.n = 0};
+    tasks_query_arms arms = {.n = 0};
     bool owner_me = q->owner && strcmp(q->owner, q->caller) == 0;
     bool assignee_me = q->assignee && strcmp(q->assignee, q->caller) == 0;
-    int ownp = q->owner && !owner_me ? tq_param(&p, q->owner) : 0;
-    int asgp = q->assignee && !assignee_me ? tq_param(&p, q->assignee) : 0;
+    int ownp = q->owner && !owner_me ? tasks_query_sql_param(&p, q->owner) : 0;
+    int asgp = q->assignee && !assignee_me ? tasks_query_sql_param(&p, q->assignee) : 0;
     const char *who = ""; /* owner and assignee filters, for the project arms */
     if (q->owner || q->assignee)
         who = dk_arena_printf(
@@ -475,15 +479,15 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
                         : "");
     if (!q->project_id) {
         if (assignee_me && !q->owner) { /* one arm: every personal task assigned to me */
-            tq_arms_add(&arms,
-                        dk_arena_printf(a, "t.assignee_id = $%d AND t.project_id IS NULL", me),
-                        NULL, false, 'a', q->caller);
+            tasks_query_arms_add(
+                &arms, dk_arena_printf(a, "t.assignee_id = $%d AND t.project_id IS NULL", me), NULL,
+                false, 'a', q->caller);
         } else if (!q->owner || owner_me) {
             const char *pred = dk_arena_printf(a, "t.owner_id = $%d AND t.project_id IS NULL", me);
             if (q->assignee)
                 pred =
                     dk_arena_printf(a, "%s AND t.assignee_id = $%d", pred, assignee_me ? me : asgp);
-            tq_arms_add(&arms, pred, NULL, false, 'o', q->caller);
+            tasks_query_arms_add(&arms, pred, NULL, false, 'o', q->caller);
         }
         if (!owner_me && (!q->assignee || assignee_me) && !(assignee_me && !q->owner)) {
             const char *pred =
@@ -495,41 +499,43 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
                                            "t.assignee_id = $%d AND t.owner_id <> $%d AND "
                                            "t.project_id IS NULL",
                                            me, me);
-            tq_arms_add(&arms, pred, NULL, false, 'a', q->caller);
+            tasks_query_arms_add(&arms, pred, NULL, false, 'a', q->caller);
         }
         if (pg) {
-            tq_arms_add(&arms, NULL, who, true, 0, NULL);
+            tasks_query_arms_add(&arms, NULL, who, true, 0, NULL);
         } else if (q->many_projects) {
-            tq_arms_add(&arms,
-                        dk_arena_printf(a,
-                                        "t.project_id IN (SELECT m.project_id FROM "
-                                        "tasks_project_members m WHERE m.user_id = $%d)",
-                                        me),
-                        who, false, 0, NULL);
+            tasks_query_arms_add(&arms,
+                                 dk_arena_printf(a,
+                                                 "t.project_id IN (SELECT m.project_id FROM "
+                                                 "tasks_project_members m WHERE m.user_id = $%d)",
+                                                 me),
+                                 who, false, 0, NULL);
         } else {
             for (int i = 0; i < q->nmember_projects && i < TASKS_PROJECT_ARMS_MAX; i++)
-                tq_arms_add(&arms,
-                            dk_arena_printf(a, "t.project_id = $%d AND %s",
-                                            tq_param(&p, q->member_projects[i]),
-                                            tasks_member_sql(a, "t.project_id", me)),
-                            who, false, 'p', q->member_projects[i]);
+                tasks_query_arms_add(
+                    &arms,
+                    dk_arena_printf(a, "t.project_id = $%d AND %s",
+                                    tasks_query_sql_param(&p, q->member_projects[i]),
+                                    tasks_member_sql(a, "t.project_id", me)),
+                    who, false, 'p', q->member_projects[i]);
         }
     } else {
-        int pp = tq_param(&p, q->project_id);
-        tq_arms_add(&arms,
-                    dk_arena_printf(a, "t.project_id = $%d AND %s", pp,
-                                    tasks_member_sql(a, dk_arena_printf(a, "$%d", pp), me)),
-                    who, false, 'p', q->project_id);
+        int pp = tasks_query_sql_param(&p, q->project_id);
+        tasks_query_arms_add(
+            &arms,
+            dk_arena_printf(a, "t.project_id = $%d AND %s", pp,
+                            tasks_member_sql(a, dk_arena_printf(a, "$%d", pp), me)),
+            who, false, 'p', q->project_id);
     }
     bool nothing = arms.n == 0;
 
     if (q->status)
-        dk_sb_printf(&conds, " AND t.status = $%d", tq_param(&p, q->status));
+        dk_sb_printf(&conds, " AND t.status = $%d", tasks_query_sql_param(&p, q->status));
     if (q->priority >= 0)
         dk_sb_printf(&conds, " AND t.priority = CAST($%d AS INTEGER)",
-                     tq_param(&p, dk_sql_int(a, q->priority)));
+                     tasks_query_sql_param(&p, dk_sql_int(a, q->priority)));
     if (q->label) {
-        int k = tq_param(&p, q->label);
+        int k = tasks_query_sql_param(&p, q->label);
         if (pg)
             dk_sb_printf(&conds, " AND t.labels @> ARRAY[CAST($%d AS TEXT)]", k);
         else
@@ -539,10 +545,10 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     }
     if (q->has_due_before)
         dk_sb_printf(&conds, " AND t.due_at < CAST($%d AS BIGINT)",
-                     tq_param(&p, dk_sql_int(a, q->due_before)));
+                     tasks_query_sql_param(&p, dk_sql_int(a, q->due_before)));
     if (q->has_due_after)
         dk_sb_printf(&conds, " AND t.due_at >= CAST($%d AS BIGINT)",
-                     tq_param(&p, dk_sql_int(a, q->due_after)));
+                     tasks_query_sql_param(&p, dk_sql_int(a, q->due_after)));
     tasks_fts fts;
     memset(&fts, 0, sizeof fts);
     int qparam = 0;
@@ -551,7 +557,7 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
         if (!tasks_fts_query(a, q->q, &fts)) {
             nothing = true; /* no word to look for */
         } else if (pg) {
-            qparam = tq_param(&p, q->q);
+            qparam = tasks_query_sql_param(&p, q->q);
             /* a sub-select: parsed once per statement (an InitPlan), not once per row, when
              * the prepared statement runs its generic plan (0.46 -> 0.35 ms per search,
              * docs/design/measurements.md) */
@@ -569,15 +575,15 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
         ret->params = dk_arena_alloc(a, sizeof *ret->params);
         return;
     }
-    const char *sk = tq_sort_expr(a, engine, q, &fts, qparam);
+    const char *sk = tasks_query_sort_expr(a, engine, q, &fts, qparam);
     const char *dir = q->desc ? "DESC" : "ASC";
     if (q->has_cursor) {
-        int vk = tq_param(&p, dk_sql_int(a, q->cursor.value));
-        int ik = tq_param(&p, dk_arena_strdup(a, q->cursor.id));
+        int vk = tasks_query_sql_param(&p, dk_sql_int(a, q->cursor.value));
+        int ik = tasks_query_sql_param(&p, dk_arena_strdup(a, q->cursor.id));
         dk_sb_printf(&conds, " AND (%s, t.id) %s (CAST($%d AS BIGINT), $%d)", sk,
                      q->desc ? "<" : ">", vk, ik);
     }
-    int lk = tq_param(&p, dk_sql_int(a, q->limit + 1));
+    int lk = tasks_query_sql_param(&p, dk_sql_int(a, q->limit + 1));
     char *cs = dk_sb_take(&conds, a);
 
     dk_sb sql = {0};
@@ -589,20 +595,22 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
         if (sqlite_fts) {
             const char *m = tasks_fts_scoped(a, &fts, arms.scope_kind[i], arms.scope_id[i]);
             if (m)
-                mp = tq_param(&p, m);
+                mp = tasks_query_sql_param(&p, m);
             else /* an unscoped arm of a search that only excludes */
                 c = dk_arena_printf(
                     a,
                     "%s AND t.seq NOT IN (SELECT rowid FROM tasks_fts WHERE "
                     "tasks_fts MATCH $%d)",
-                    c, tq_param(&p, dk_arena_printf(a, "{title description} : (%s)", fts.exclude)));
+                    c,
+                    tasks_query_sql_param(
+                        &p, dk_arena_printf(a, "{title description} : (%s)", fts.exclude)));
         }
         if (wrap)
             dk_sb_printf(&sql, "%sSELECT * FROM (", i == 0 ? "" : " UNION ALL ");
         if (arms.lateral[i])
-            tq_lateral_arm(&sql, c, sk, dir, lk, me);
+            tasks_query_lateral_arm(&sql, c, sk, dir, lk, me);
         else
-            tq_arm(&sql, engine, arms.pred[i], c, sk, dir, lk, mp);
+            tasks_query_arm(&sql, engine, arms.pred[i], c, sk, dir, lk, mp);
         if (wrap)
             dk_sb_printf(&sql, ") a%d", i);
     }

@@ -24,8 +24,8 @@ typedef struct tasks_repo {
     const dk_database *db;
     const unsigned char *cursor_key; /* 32 bytes, for next_cursor */
     /* tasks_repo_prepare: the text of a task read by id, unlocked [0] and locked [1] (built
-     * once: formatting it per request was a sixth of a task read's instructions); empty: built
-     * per call */
+     * once: formatting the same text per request was a large share of a task read's
+     * instructions, docs/design/measurements.md); empty: built per call */
     char read_sql[2][1024];
 } tasks_repo;
 
