@@ -264,8 +264,8 @@ const dk_config_row dk_config_rows[] = {
     ROW_DUR("otel.export_timeout", "10s", 10, 10 * MS_M,
             "Timeout of one export request; its spans are dropped when it passes."),
     ROW_STR("otel.protocol", "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL", 0,
-            "OTLP/HTTP encoding of exports: `http/protobuf` (about a third of JSON's cost to "
-            "encode and send) or `http/json`."),
+            "OTLP/HTTP encoding of exports: `http/protobuf` (smaller and cheaper to encode; "
+            "figures in docs/design/measurements.md) or `http/json`."),
 };
 
 const size_t dk_config_nrows = sizeof dk_config_rows / sizeof dk_config_rows[0];
