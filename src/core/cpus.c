@@ -40,8 +40,8 @@ static bool cpus_parse_long(const char *s, long *ret)
 static double cpus_v2_quota(const char *dir)
 {
     char path[CPUS_PATH_MAX], line[128];
-    snprintf(path, sizeof path, "%s/cpu.max", dir);
-    if (!cpus_read_line(path, line, sizeof line))
+    int pl = snprintf(path, sizeof path, "%s/cpu.max", dir);
+    if (pl < 0 || (size_t)pl >= sizeof path || !cpus_read_line(path, line, sizeof line))
         return 0;
     char *sp = strchr(line, ' ');
     long quota, period;
@@ -56,11 +56,13 @@ static double cpus_v1_quota(const char *dir)
 {
     char path[CPUS_PATH_MAX], line[64];
     long quota, period;
-    snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
-    if (!cpus_read_line(path, line, sizeof line) || !cpus_parse_long(line, &quota) || quota <= 0)
+    int pl = snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
+    if (pl < 0 || (size_t)pl >= sizeof path || !cpus_read_line(path, line, sizeof line) ||
+        !cpus_parse_long(line, &quota) || quota <= 0)
         return 0;
-    snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
-    if (!cpus_read_line(path, line, sizeof line) || !cpus_parse_long(line, &period) || period <= 0)
+    pl = snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+    if (pl < 0 || (size_t)pl >= sizeof path || !cpus_read_line(path, line, sizeof line) ||
+        !cpus_parse_long(line, &period) || period <= 0)
         return 0;
     return (double)quota / (double)period;
 }
