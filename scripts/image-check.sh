@@ -71,9 +71,10 @@ work=$(mktemp -d /tmp/docket-image-check.XXXXXX)
 name=docket-image-check-$$
 volume=$name-data
 split_containers=()
+split_volumes=()
 cleanup() {
   podman rm -f -t 0 "$name" "${split_containers[@]+"${split_containers[@]}"}" >/dev/null 2>&1 || true
-  podman volume rm -f "$volume" >/dev/null 2>&1 || true
+  podman volume rm -f "$volume" "${split_volumes[@]+"${split_volumes[@]}"}" >/dev/null 2>&1 || true
   if [ $keep = 0 ]; then
     podman rmi -f docket/docket:check docket/api-gateway:check docket/auth-service:check \
       docket/user-service:check docket/task-service:check docket/notification-service:check \
@@ -239,7 +240,10 @@ else
     else
       extra+=(-e DOCKET_SERVER_TRUST_FORWARDED_FOR=true)
     fi
-    podman run -d --name "$c" "${common[@]}" "${extra[@]}" "$img" "$svc" >/dev/null
+    # each service has its own data volume, as each pod has in deploy/k8s: the users service
+    # keeps avatars there on the filesystem store
+    split_volumes+=("$c-data")
+    podman run -d --name "$c" "${common[@]}" -v "$c-data:/var/lib/docket" "${extra[@]}" "$img" "$svc" >/dev/null
     for _ in $(seq 200); do
       curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$svc]}/ready" 2>/dev/null && break
       [ "$(podman inspect --format '{{.State.Running}}' "$c")" = true ] || break
