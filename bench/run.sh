@@ -737,7 +737,15 @@ for s in $scenarios; do
     alive
     peer_alive
     if [ "$s" = login ]; then
-        cc -std=c17 -O2 -pthread -o "$WORK/argon2_rate" "$BENCH/argon2_rate.c" -largon2 -lsodium
+        # linked as docket links libsodium: its private static copy with mmap wrapped, so
+        # the Argon2 area is on huge pages as in the server (src/core/hugepages.h)
+        if [ -f "$REPO/build/libsodium-private.o" ]; then
+            cc -std=c17 -O2 -pthread -D_GNU_SOURCE -DDOCKET_WRAP_MMAP -I"$REPO/src" \
+                -o "$WORK/argon2_rate" "$BENCH/argon2_rate.c" "$REPO/src/core/hugepages.c" \
+                "$REPO/build/libsodium-private.o" -Wl,--wrap=mmap -Wl,--wrap=mmap64 -largon2
+        else
+            cc -std=c17 -O2 -pthread -o "$WORK/argon2_rate" "$BENCH/argon2_rate.c" -largon2 -lsodium
+        fi
         a_threads=${DOCKET_AUTH_HASH_WORKERS:-0}
         [ "$a_threads" = 0 ] && a_threads=$(nproc)
         run_child "$WORK/argon2_rate" "$duration" "$a_threads" \
