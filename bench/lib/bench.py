@@ -371,7 +371,7 @@ def row_from_wrk(name, server, res, conns, cpu_s, db_cpu_s, rss, client_cpu, not
         "pg_cpu_s_per_1k": per1k(x.get("pg_cpu_s")),
         "redis_cpu_s_per_1k": per1k(x.get("redis_cpu_s")),
         "quiesce_s": x.get("quiesce_s"), "other_stack_cpu_s": x.get("other_cpu_s"),
-        "pg_statements": x.get("pg_statements"),
+        "pg_statements": x.get("pg_statements"), "routes": x.get("routes"),
         "client_cpu_s": round(client_cpu, 2), "settle_s": res.get("settle_s", 0.0),
         "note": note if res.get("settle_s", 0.0) < 0.5 else
         "; ".join(x for x in (note, f"queues drained {res['settle_s']:.1f} s after the load "
@@ -436,6 +436,56 @@ def queues_lag():
     return worst
 
 
+HIST_LINE = re.compile(r'^http_request_duration_seconds_bucket\{service="([^"]*)",'
+                       r'method="([^"]*)",route="([^"]*)",le="([^"]*)"\} (\d+)', re.M)
+
+
+def route_buckets():
+    """{(method, route): {le: cumulative count}} from the latency histograms of the Docket
+    process the client talks to (the first of BENCH_METRICS_URLS: `docket all`, or the gateway
+    in split mode), or {} for the peer."""
+    out = {}
+    if stack() == "peer":
+        return out
+    for url in env("BENCH_METRICS_URLS", "").split()[:1]:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for _service, method, route, le, n in HIST_LINE.findall(text):
+            b = out.setdefault((method, route), {})
+            b[le] = b.get(le, 0) + int(n)
+    return out
+
+
+def route_latency(before, after):
+    """Per route over the measured window: requests, the share over 25 and 50 ms, and the
+    bucket holding the 99th percentile (server side: from the request's first byte to its
+    last, without the time it waited in the kernel's accept queue or in the client)."""
+    rows = []
+    for key, b1 in after.items():
+        b0 = before.get(key, {})
+        d = {le: n - b0.get(le, 0) for le, n in b1.items()}
+        total = d.get("+Inf", 0)
+        if total <= 0:
+            continue
+        bounds = sorted((float(le), n) for le, n in d.items() if le != "+Inf")
+        p99 = "+Inf"
+        for le, n in bounds:
+            if n >= 0.99 * total:
+                p99 = f"<= {le * 1000:g} ms"
+                break
+        over = {}
+        for cut in (0.025, 0.05):
+            under = next((n for le, n in bounds if abs(le - cut) < 1e-9), None)
+            over[cut] = round(1 - under / total, 4) if under is not None else None
+        rows.append({"method": key[0], "route": key[1], "requests": total, "p99": p99,
+                     "over_25ms": over[0.025], "over_50ms": over[0.05]})
+    rows.sort(key=lambda r: -r["requests"])
+    return rows
+
+
 def settle():
     """Waits (at most SETTLE_LIMIT_S) until the event queues are drained: the work a scenario
     left behind (notifications of the tasks it created) is charged to it, not to the next
@@ -467,11 +517,13 @@ def measure_wrk(name, runs, seconds):
             finish_wrk(p, warm)
     if stats:
         pgss_reset()
+    h0 = route_buckets() if stats else {}
     c0, p0, r0, o0 = cpu_ticks(srv), cpu_ticks(pg), cpu_ticks(redis), cpu_ticks(other)
     ps = [start_wrk(t, s, u, c, seconds, to, r) for t, s, u, c, to, r in runs]
     time.sleep(max(0.0, seconds - 0.3))
     rss = rss_kib(srv)
     results = [finish_wrk(p, seconds) for p in ps]
+    routes = route_latency(h0, route_buckets()) if stats and h0 else None
     settled = settle() if name != "ceiling" else 0.0
     c1, p1, r1, o1 = cpu_ticks(srv), cpu_ticks(pg), cpu_ticks(redis), cpu_ticks(other)
     cpu = (c1 - c0) / CLK_TCK
@@ -483,7 +535,7 @@ def measure_wrk(name, runs, seconds):
     extra = {"pg_cpu_s": pgcpu, "redis_cpu_s": rediscpu, "quiesce_s": round(quiet, 2),
              "other_cpu_s": round((o1 - o0) / CLK_TCK, 2) if other else None,
              "pg_statements": pgss_read(sum(r[0]["requests"] for r in results))
-             if stats else None}
+             if stats else None, "routes": routes}
     return results, cpu, dbcpu, rss, extra
 
 
@@ -1118,6 +1170,16 @@ def cmd_report(argv):
         print_ratio_table(ratios, rows, prows, mode)
     if env("BENCH_PG_STATS", "0") == "1":
         print_pg_stats([r for r in rows if r.get("stack", "docket") == "docket"], prows)
+    mixed = [r for r in rows if r["scenario"] == "mixed" and r.get("routes")]
+    for r in mixed:
+        print(f"Where mixed's tail is (Docket, server side, from its latency histograms; "
+              f"client p99 {r['p99_ms']:.1f} ms):")
+        for x in r["routes"]:
+            o25 = "-" if x["over_25ms"] is None else f"{x['over_25ms'] * 100:.1f} %"
+            o50 = "-" if x["over_50ms"] is None else f"{x['over_50ms'] * 100:.1f} %"
+            print(f"  {x['method']:<6} {x['route']:<34} {x['requests']:>7} requests, p99 "
+                  f"{x['p99']:<12} over 25 ms: {o25:>7}, over 50 ms: {o50:>7}")
+        print()
     print("Targets (reported, not asserted):")
     for t in result["targets"]:
         mark = {True: "met", False: "MISSED", None: "info"}[t["met"]]
