@@ -59,6 +59,9 @@ typedef struct dk_http_call {
     const char *connect_to;
     /* a fresh connection, closed after the call, and no proxy from the environment */
     bool isolated;
+    /* optional: the bytes read from the connection at a time (0: the client's default, 16 KiB;
+     * at least 1 KiB). A long-lived stream of small messages holds less with a small one. */
+    size_t recv_buffer;
     int connect_timeout_ms;
     int timeout_ms;         /* the whole response (headers and body); 0: no limit */
     int headers_timeout_ms; /* status and headers; 0: only timeout_ms applies */
