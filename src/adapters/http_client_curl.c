@@ -76,7 +76,8 @@ struct dk_http_client {
     /* running transfers by call (chained hash): the wake queue's calls are looked up here */
     struct dk_http_transfer **map;
     size_t map_mask, map_n;
-    int64_t timer_at;      /* curl's timeout (monotonic ms); -1: none */
+    long keep_alive;       /* idle connections kept (dk_http_client_options.max_connections) */
+    long running;          /* transfers in the multi handle */
     int64_t next_sweep_ms; /* next poll of the calls' `abandoned` */
     int nfree;
     CURL *free_handles[DK_CURL_FREE_HANDLES];
@@ -382,6 +383,18 @@ static int dk_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
 
 /* ---------- transfers ---------- */
 
+/* libcurl's connection cache limit counts the connections in use too, and whenever the cache
+ * is over it, a connection coming back from a transfer makes libcurl walk every connection
+ * (Curl_conncache_extract_oldest) and close the oldest idle one — often the one just back.
+ * With thousands of long-lived streams that was a walk of them all, and a new connection, per
+ * finished call. The limit follows the running transfers, so only the idle connections beyond
+ * keep_alive are closed. */
+static void dk_curl_running(dk_http_client *cl, long delta)
+{
+    cl->running += delta;
+    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, cl->keep_alive + cl->running);
+}
+
 static CURL *dk_curl_take(dk_http_client *cl)
 {
     if (cl->nfree > 0) {
@@ -450,6 +463,7 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
             snprintf(c->error_text, sizeof c->error_text, "%s", curl_easy_strerror(rc));
     }
     curl_multi_remove_handle(cl->multi, e);
+    dk_curl_running(cl, -1);
     curl_slist_free_all(t->headers);
     curl_slist_free_all(t->connect_to);
     dk_curl_give(cl, e, t->own_buffer);
@@ -519,7 +533,9 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
         }
     }
     t->easy = e;
+    dk_curl_running(cl, 1);
     if (curl_multi_add_handle(cl->multi, e) != CURLM_OK) {
+        dk_curl_running(cl, -1);
         curl_slist_free_all(t->headers);
         curl_slist_free_all(t->connect_to);
         dk_curl_give(cl, e, t->own_buffer);
@@ -769,8 +785,8 @@ static dk_status dk_curl_open(const dk_http_client_options *opt, dk_http_client 
         dk_curl_free(cl);
         return DK_E_INTERNAL;
     }
-    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS,
-                      (long)(opt && opt->max_connections > 0 ? opt->max_connections : 256));
+    cl->keep_alive = opt && opt->max_connections > 0 ? opt->max_connections : 256;
+    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, cl->keep_alive);
     curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, dk_curl_socket);
     curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
     if (pthread_create(&cl->thread, NULL, dk_curl_loop, cl) != 0) {
