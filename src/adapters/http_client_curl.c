@@ -41,6 +41,8 @@
 #define DK_CURL_FREE_HANDLES 64
 /* A streaming call's body buffered before it switches to on_data. */
 #define DK_CURL_STREAM_AFTER (64u * 1024u)
+/* Connections the probe handle keeps alive (one per upstream). */
+#define DK_CURL_PROBE_CONNECTIONS 128
 /* Socket events taken per epoll_wait. */
 #define DK_CURL_EVENTS 256
 
@@ -81,6 +83,8 @@ struct dk_http_client {
     int64_t next_sweep_ms; /* next poll of the calls' `abandoned` */
     int nfree;
     CURL *free_handles[DK_CURL_FREE_HANDLES];
+    pthread_mutex_t probe_lock;
+    CURL *probe; /* the probes' handle (blocking, any thread) */
 };
 
 struct dk_http_transfer {
@@ -763,6 +767,9 @@ static void dk_curl_free(dk_http_client *cl)
     dk_free(cl->map);
     dk_free(cl->wakeq);
     dk_free(cl->wakeq_spare);
+    if (cl->probe)
+        curl_easy_cleanup(cl->probe);
+    pthread_mutex_destroy(&cl->probe_lock);
     pthread_mutex_destroy(&cl->lock);
     dk_free(cl);
 }
@@ -772,6 +779,7 @@ static dk_status dk_curl_open(const dk_http_client_options *opt, dk_http_client 
     pthread_once(&dk_curl_once, dk_curl_global);
     dk_http_client *cl = DK_NEW(dk_http_client);
     pthread_mutex_init(&cl->lock, NULL);
+    pthread_mutex_init(&cl->probe_lock, NULL);
     atomic_init(&cl->stop, false);
     atomic_init(&cl->signalled, false);
     cl->map_mask = 63;
@@ -874,21 +882,28 @@ static size_t dk_curl_discard(char *data, size_t size, size_t nmemb, void *userp
     return size * nmemb;
 }
 
+/* Probes go through one handle kept by the client, so its connections to the upstreams stay
+ * alive between probes (a health check each second per upstream need not cost a connection
+ * each, to either side). */
 static int dk_curl_probe(dk_http_client *cl, const char *url, int timeout_ms)
 {
     pthread_once(&dk_curl_once, dk_curl_global);
-    CURL *e = curl_easy_init();
-    if (!e)
-        return 0;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, dk_curl_discard);
+    pthread_mutex_lock(&cl->probe_lock);
+    if (!cl->probe)
+        cl->probe = curl_easy_init();
+    CURL *e = cl->probe;
     long code = 0;
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(e);
+    if (e) {
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, dk_curl_discard);
+        curl_easy_setopt(e, CURLOPT_MAXCONNECTS, (long)DK_CURL_PROBE_CONNECTIONS);
+        if (curl_easy_perform(e) == CURLE_OK)
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    }
+    pthread_mutex_unlock(&cl->probe_lock);
     return (int)code;
 }
 

@@ -131,7 +131,8 @@ struct dk_http_client_ops {
      * be alive while they run; once done has run they are ignored. */
     void (*resume)(dk_http_client *c, dk_http_call *call);
     void (*cancel)(dk_http_client *c, dk_http_call *call);
-    /* Blocking GET; returns the HTTP status, or 0 when no response arrived in time. */
+    /* Blocking GET; returns the HTTP status, or 0 when no response arrived in time. Probes of
+     * one client run one at a time and keep their connections alive between them. */
     int (*probe)(dk_http_client *c, const char *url, int timeout_ms);
     /* Splits an absolute URL (at most DK_URL_TEXT_MAX - 1 bytes) the way calls read it; needs
      * no client. DK_OK (ret->error DK_URL_OK; the host may still be "" and the port 0),
