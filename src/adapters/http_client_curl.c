@@ -3,9 +3,10 @@
  * (CURLMOPT_SOCKETFUNCTION) and when it next needs the time (CURLMOPT_TIMERFUNCTION); the
  * thread waits on an epoll set of those sockets plus an eventfd that other threads write to.
  * A wakeup costs what its sockets cost, not a walk of every transfer: thousands of long-lived
- * streams (the gateway's SSE) cost nothing while they are quiet. Calls are queued from any
- * thread. Finished easy handles are kept for reuse, so connections stay alive
- * (CURLMOPT_MAXCONNECTS).
+ * streams (the gateway's SSE) cost nothing while they are quiet. Long-lived calls run in a
+ * multi handle (a connection pool) of their own, apart from the calls that end soon, and with
+ * a small receive buffer. Calls are queued from any thread. Finished easy handles are kept
+ * for reuse, so connections stay alive (CURLMOPT_MAXCONNECTS, idle ones).
  * Streaming calls: a body whose Content-Length fits DK_CURL_STREAM_AFTER is buffered and
  * handed over whole, as without streaming; so is any body that arrives in the same round of
  * socket events as the headers. A transfer still running after that round, or whose buffer
@@ -43,10 +44,15 @@
 #define DK_CURL_STREAM_AFTER (64u * 1024u)
 /* Connections the probe handle keeps alive (one per upstream). */
 #define DK_CURL_PROBE_CONNECTIONS 128
+/* A long-lived stream's receive buffer (libcurl's default: 16 KiB; its least: 1 KiB). Its
+ * messages are small, and it may stay open for hours. */
+#define DK_CURL_LONG_BUFFER 2048L
 /* Socket events taken per epoll_wait. */
 #define DK_CURL_EVENTS 256
 
 enum { DK_CURL_WAKE_RESUME = 1u, DK_CURL_WAKE_CANCEL = 2u };
+/* epoll's tag for the wakefd (curl's sockets: the pool's index << 32 | the socket) */
+#define DK_CURL_WAKE_TAG UINT64_MAX
 
 struct dk_http_pending {
     dk_http_call *call;
@@ -58,8 +64,22 @@ struct dk_curl_link {
     struct dk_http_transfer *prev, *next;
 };
 
+/* A curl multi handle: a connection pool with its transfers. */
+enum { DK_CURL_SHORT, DK_CURL_LONG, DK_CURL_NMULTI };
+struct dk_curl_multi {
+    CURLM *m;
+    dk_http_client *cl;
+    int index;
+    long keep_alive; /* idle connections kept */
+    long running;    /* transfers in it */
+};
+
 struct dk_http_client {
-    CURLM *multi;
+    /* calls that end soon, and long-lived streams apart: libcurl walks every connection of a
+     * pool whenever a transfer leaves it (curl_multi_remove_handle looks for the connection
+     * it used last, Curl_conncache_foreach), so with thousands of streams in the same pool
+     * each short call cost a walk of them all */
+    struct dk_curl_multi multis[DK_CURL_NMULTI];
     pthread_t thread;
     int epfd;   /* curl's sockets and wakefd */
     int wakefd; /* eventfd: other threads have queued something */
@@ -78,8 +98,6 @@ struct dk_http_client {
     /* running transfers by call (chained hash): the wake queue's calls are looked up here */
     struct dk_http_transfer **map;
     size_t map_mask, map_n;
-    long keep_alive;       /* idle connections kept (dk_http_client_options.max_connections) */
-    long running;          /* transfers in the multi handle */
     int64_t next_sweep_ms; /* next poll of the calls' `abandoned` */
     int nfree;
     CURL *free_handles[DK_CURL_FREE_HANDLES];
@@ -90,6 +108,7 @@ struct dk_http_client {
 struct dk_http_transfer {
     dk_http_call *call;
     dk_http_client *owner;
+    struct dk_curl_multi *multi; /* the pool it runs in */
     CURL *easy;
     struct dk_curl_link link;       /* waiting or streaming */
     struct dk_curl_link watch_link; /* watched */
@@ -102,7 +121,7 @@ struct dk_http_transfer {
     int64_t deadline; /* for the headers (monotonic ms); 0: none */
     bool too_big, headers_done, streaming, paused, cancelled, watch, headers_late, in_fresh;
     bool send_paused; /* on_read had nothing: curl's sending is paused */
-    bool own_buffer;  /* a receive buffer of the call's size: the handle is not pooled */
+    bool own_buffer;  /* a long-lived stream's small receive buffer: the handle is not pooled */
 };
 
 static pthread_once_t dk_curl_once = PTHREAD_ONCE_INIT;
@@ -364,21 +383,22 @@ static size_t dk_curl_header(char *data, size_t size, size_t nmemb, void *userp)
 static int dk_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)e;
-    dk_http_client *cl = userp;
+    struct dk_curl_multi *mu = userp;
+    dk_http_client *cl = mu->cl;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(cl->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
     struct epoll_event ev = {
         .events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u),
-        .data.fd = s,
+        .data.u64 = ((uint64_t)mu->index << 32) | (uint32_t)s,
     };
     /* socketp marks a socket already in the set; a failure the other way round (a socket
      * closed and its number reused) falls back to the other operation */
     if (!socketp) {
         if (epoll_ctl(cl->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
             epoll_ctl(cl->epfd, EPOLL_CTL_MOD, s, &ev);
-        curl_multi_assign(cl->multi, s, cl);
+        curl_multi_assign(mu->m, s, mu);
     } else if (epoll_ctl(cl->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
         epoll_ctl(cl->epfd, EPOLL_CTL_ADD, s, &ev);
     }
@@ -393,10 +413,10 @@ static int dk_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
  * With thousands of long-lived streams that was a walk of them all, and a new connection, per
  * finished call. The limit follows the running transfers, so only the idle connections beyond
  * keep_alive are closed. */
-static void dk_curl_running(dk_http_client *cl, long delta)
+static void dk_curl_running(struct dk_curl_multi *mu, long delta)
 {
-    cl->running += delta;
-    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, cl->keep_alive + cl->running);
+    mu->running += delta;
+    curl_multi_setopt(mu->m, CURLMOPT_MAXCONNECTS, mu->keep_alive + mu->running);
 }
 
 static CURL *dk_curl_take(dk_http_client *cl)
@@ -466,8 +486,8 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
         else
             snprintf(c->error_text, sizeof c->error_text, "%s", curl_easy_strerror(rc));
     }
-    curl_multi_remove_handle(cl->multi, e);
-    dk_curl_running(cl, -1);
+    curl_multi_remove_handle(t->multi->m, e);
+    dk_curl_running(t->multi, -1);
     curl_slist_free_all(t->headers);
     curl_slist_free_all(t->connect_to);
     dk_curl_give(cl, e, t->own_buffer);
@@ -478,8 +498,8 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
 
 static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
 {
-    /* a call with a receive buffer of its own size gets a handle that has none yet */
-    CURL *e = c->recv_buffer > 0 ? curl_easy_init() : dk_curl_take(cl);
+    /* a long-lived stream gets a handle that has no receive buffer yet (it takes a small one) */
+    CURL *e = c->long_lived ? curl_easy_init() : dk_curl_take(cl);
     if (!e) {
         c->error = DK_E_BAD_GATEWAY;
         snprintf(c->error_text, sizeof c->error_text, "cannot create a transfer");
@@ -489,7 +509,7 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
     struct dk_http_transfer *t = DK_NEW(struct dk_http_transfer);
     t->call = c;
     t->owner = cl;
-    t->own_buffer = c->recv_buffer > 0;
+    t->own_buffer = c->long_lived;
     for (int i = 0; i < c->nheaders; i++)
         t->headers = curl_slist_append(t->headers, c->headers[i]);
     t->headers = curl_slist_append(t->headers, "Expect:");
@@ -506,8 +526,8 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (t->own_buffer) /* libcurl takes 1 KiB at least, 10 MiB at most */
-        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)c->recv_buffer);
+    if (t->own_buffer)
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, DK_CURL_LONG_BUFFER);
     if (c->connect_to) {
         t->connect_to = curl_slist_append(NULL, c->connect_to);
         curl_easy_setopt(e, CURLOPT_RESOLVE, t->connect_to);
@@ -537,9 +557,10 @@ static void dk_curl_start(dk_http_client *cl, dk_http_call *c)
         }
     }
     t->easy = e;
-    dk_curl_running(cl, 1);
-    if (curl_multi_add_handle(cl->multi, e) != CURLM_OK) {
-        dk_curl_running(cl, -1);
+    t->multi = &cl->multis[c->long_lived ? DK_CURL_LONG : DK_CURL_SHORT];
+    dk_curl_running(t->multi, 1);
+    if (curl_multi_add_handle(t->multi->m, e) != CURLM_OK) {
+        dk_curl_running(t->multi, -1);
         curl_slist_free_all(t->headers);
         curl_slist_free_all(t->connect_to);
         dk_curl_give(cl, e, t->own_buffer);
@@ -689,13 +710,28 @@ static int64_t dk_curl_deadlines(dk_http_client *cl, int64_t now)
 /* Finished transfers and streams that have begun, after curl has run. */
 static void dk_curl_after(dk_http_client *cl)
 {
-    CURLMsg *msg;
-    int left = 0;
-    while ((msg = curl_multi_info_read(cl->multi, &left))) {
-        if (msg->msg == CURLMSG_DONE)
-            dk_curl_finish(cl, msg->easy_handle, msg->data.result);
+    for (int i = 0; i < DK_CURL_NMULTI; i++) {
+        CURLMsg *msg;
+        int left = 0;
+        while ((msg = curl_multi_info_read(cl->multis[i].m, &left))) {
+            if (msg->msg == CURLMSG_DONE)
+                dk_curl_finish(cl, msg->easy_handle, msg->data.result);
+        }
     }
     dk_curl_start_streams(cl);
+}
+
+/* The soonest of the pools' timers, in ms (-1: none). */
+static long dk_curl_timeout(dk_http_client *cl)
+{
+    long soonest = -1;
+    for (int i = 0; i < DK_CURL_NMULTI; i++) {
+        long ms = -1;
+        if (curl_multi_timeout(cl->multis[i].m, &ms) == CURLM_OK && ms >= 0 &&
+            (soonest < 0 || ms < soonest))
+            soonest = ms;
+    }
+    return soonest;
 }
 
 static void *dk_curl_loop(void *arg)
@@ -706,10 +742,10 @@ static void *dk_curl_loop(void *arg)
     while (!atomic_load(&cl->stop)) {
         dk_curl_take_queues(cl);
         /* curl's own timers (connect and total timeouts, handles to run now) */
-        long curl_ms = -1;
-        curl_multi_timeout(cl->multi, &curl_ms);
-        if (curl_ms == 0) {
-            curl_multi_socket_action(cl->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        for (int i = 0; i < DK_CURL_NMULTI; i++) {
+            long ms = -1;
+            if (curl_multi_timeout(cl->multis[i].m, &ms) == CURLM_OK && ms == 0)
+                curl_multi_socket_action(cl->multis[i].m, CURL_SOCKET_TIMEOUT, 0, &running);
         }
         dk_curl_after(cl);
         int64_t now = dk_mono_ms();
@@ -720,14 +756,15 @@ static void *dk_curl_loop(void *arg)
         int wait_ms = -1;
         if (until != INT64_MAX)
             wait_ms = until <= now ? 0 : (int)(until - now < 60000 ? until - now : 60000);
-        /* asked again: what ran since (finished calls, unpaused ones) may have set a timer */
-        if (curl_multi_timeout(cl->multi, &curl_ms) == CURLM_OK && curl_ms >= 0 &&
-            (wait_ms < 0 || curl_ms < wait_ms))
+        /* asked after the rest: what ran since (finished calls, unpaused ones) may have set a
+         * timer */
+        long curl_ms = dk_curl_timeout(cl);
+        if (curl_ms >= 0 && (wait_ms < 0 || curl_ms < wait_ms))
             wait_ms = (int)curl_ms;
         int n = epoll_wait(cl->epfd, evs, DK_CURL_EVENTS, wait_ms);
         for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == cl->wakefd) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag == DK_CURL_WAKE_TAG) {
                 uint64_t v;
                 ssize_t r = read(cl->wakefd, &v, sizeof v);
                 (void)r;
@@ -739,7 +776,8 @@ static void *dk_curl_loop(void *arg)
                 mask |= CURL_CSELECT_IN;
             if (ev & (EPOLLOUT | EPOLLERR))
                 mask |= CURL_CSELECT_OUT;
-            curl_multi_socket_action(cl->multi, fd, mask, &running);
+            curl_multi_socket_action(cl->multis[tag >> 32].m, (curl_socket_t)(uint32_t)tag, mask,
+                                     &running);
         }
         dk_curl_after(cl);
     }
@@ -758,8 +796,9 @@ static void dk_curl_signal(dk_http_client *cl)
 
 static void dk_curl_free(dk_http_client *cl)
 {
-    if (cl->multi)
-        curl_multi_cleanup(cl->multi);
+    for (int i = 0; i < DK_CURL_NMULTI; i++)
+        if (cl->multis[i].m)
+            curl_multi_cleanup(cl->multis[i].m);
     if (cl->epfd >= 0)
         close(cl->epfd);
     if (cl->wakefd >= 0)
@@ -786,17 +825,30 @@ static dk_status dk_curl_open(const dk_http_client_options *opt, dk_http_client 
     cl->map = dk_calloc(cl->map_mask + 1, sizeof *cl->map);
     cl->epfd = epoll_create1(EPOLL_CLOEXEC);
     cl->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    cl->multi = curl_multi_init();
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = cl->wakefd};
-    if (!cl->multi || cl->epfd < 0 || cl->wakefd < 0 ||
-        epoll_ctl(cl->epfd, EPOLL_CTL_ADD, cl->wakefd, &ev) != 0) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = DK_CURL_WAKE_TAG};
+    bool ok = cl->epfd >= 0 && cl->wakefd >= 0 &&
+              epoll_ctl(cl->epfd, EPOLL_CTL_ADD, cl->wakefd, &ev) == 0;
+    for (int i = 0; i < DK_CURL_NMULTI; i++) {
+        struct dk_curl_multi *mu = &cl->multis[i];
+        mu->cl = cl;
+        mu->index = i;
+        mu->m = curl_multi_init();
+        ok = ok && mu->m;
+    }
+    if (!ok) {
         dk_curl_free(cl);
         return DK_E_INTERNAL;
     }
-    cl->keep_alive = opt && opt->max_connections > 0 ? opt->max_connections : 256;
-    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, cl->keep_alive);
-    curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, dk_curl_socket);
-    curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
+    long keep = opt && opt->max_connections > 0 ? opt->max_connections : 256;
+    /* the streams' pool keeps a few idle connections for the next streams (reconnections) */
+    cl->multis[DK_CURL_SHORT].keep_alive = keep;
+    cl->multis[DK_CURL_LONG].keep_alive = keep / 4 > 0 ? keep / 4 : 1;
+    for (int i = 0; i < DK_CURL_NMULTI; i++) {
+        struct dk_curl_multi *mu = &cl->multis[i];
+        curl_multi_setopt(mu->m, CURLMOPT_MAXCONNECTS, mu->keep_alive);
+        curl_multi_setopt(mu->m, CURLMOPT_SOCKETFUNCTION, dk_curl_socket);
+        curl_multi_setopt(mu->m, CURLMOPT_SOCKETDATA, mu);
+    }
     if (pthread_create(&cl->thread, NULL, dk_curl_loop, cl) != 0) {
         dk_curl_free(cl);
         return DK_E_INTERNAL;

@@ -59,9 +59,10 @@ typedef struct dk_http_call {
     const char *connect_to;
     /* a fresh connection, closed after the call, and no proxy from the environment */
     bool isolated;
-    /* optional: the bytes read from the connection at a time (0: the client's default, 16 KiB;
-     * at least 1 KiB). A long-lived stream of small messages holds less with a small one. */
-    size_t recv_buffer;
+    /* a stream that may stay open for hours (SSE) rather than a call that ends soon: the client
+     * holds it with less memory (a small receive buffer) and keeps it apart from the short
+     * calls, which thousands of open streams must not slow down */
+    bool long_lived;
     int connect_timeout_ms;
     int timeout_ms;         /* the whole response (headers and body); 0: no limit */
     int headers_timeout_ms; /* status and headers; 0: only timeout_ms applies */

@@ -26,10 +26,6 @@
 /* A streamed request body waiting for curl to send it: beyond this the client is held back
  * (the core suspends its connection) until curl has taken half of it. */
 #define GW_UPLOAD_BOUND (256u * 1024u)
-/* An event-stream route's upstream transfer reads this much at a time: its frames are small
- * and it lives as long as the client's tab, so libcurl's default 16 KiB buffer would be most
- * of what a proxied stream costs the gateway. */
-#define GW_STREAM_RECV_BUFFER 2048u
 
 typedef struct gateway_upstream {
     char *base; /* "http://host:port", no trailing slash */
@@ -439,7 +435,7 @@ static void gateway_forward_with(dk_req *req, dk_res *res, bool stream)
     c->connect_timeout_ms = gw->connect_timeout_ms;
     c->timeout_ms = stream ? 0 : gw->timeout_ms;
     c->headers_timeout_ms = stream ? gw->timeout_ms : 0;
-    c->recv_buffer = stream ? GW_STREAM_RECV_BUFFER : 0;
+    c->long_lived = stream; /* an event stream lives as long as the client's tab */
     if (dk_req_body_streaming(req)) {
         /* a large or chunked body: sent as it arrives; gateway.timeout bounds the upstream's
          * inactivity (not taking the body, then not answering) rather than the whole call */
