@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,21 +99,38 @@ static int dk_jwt_secret(const dk_config *c, char *out, size_t cap)
     return 0;
 }
 
+/* /ready answers all its probers (every gateway, the orchestrator) from at most one check of
+ * each dependency a second: one that answered within DK_READY_REUSE_MS is taken as up; a
+ * failure is never reused. Each gateway probes each upstream once a second, so without this
+ * every gateway added a SELECT 1 and a Redis PING per service per second. */
+#define DK_READY_REUSE_MS 1000
+static _Atomic int64_t dk_ready_db_ok_until, dk_ready_kv_ok_until;
+
 static dk_status dk_ready_db(void *ctx, char *reason, size_t cap)
 {
     dk_app *app = ctx;
+    int64_t now = dk_mono_ms();
+    if (now < atomic_load(&dk_ready_db_ok_until))
+        return DK_OK;
     dk_status st = app->db.ops->ping(app->db.db, 1000);
     if (st != DK_OK)
         snprintf(reason, cap, "database unreachable (%s)", dk_status_title(st));
+    else
+        atomic_store(&dk_ready_db_ok_until, now + DK_READY_REUSE_MS);
     return st;
 }
 
 static dk_status dk_ready_kv(void *ctx, char *reason, size_t cap)
 {
     dk_app *app = ctx;
+    int64_t now = dk_mono_ms();
+    if (now < atomic_load(&dk_ready_kv_ok_until))
+        return DK_OK;
     dk_status st = app->store.ops->ping(app->store.kv, 1000);
     if (st != DK_OK)
         snprintf(reason, cap, "cache unreachable (%s)", dk_status_title(st));
+    else
+        atomic_store(&dk_ready_kv_ok_until, now + DK_READY_REUSE_MS);
     return st;
 }
 

@@ -59,6 +59,10 @@ typedef struct dk_http_call {
     const char *connect_to;
     /* a fresh connection, closed after the call, and no proxy from the environment */
     bool isolated;
+    /* a stream that may stay open for hours (SSE) rather than a call that ends soon: the client
+     * holds it with less memory (a small receive buffer) and keeps it apart from the short
+     * calls, which thousands of open streams must not slow down */
+    bool long_lived;
     int connect_timeout_ms;
     int timeout_ms;         /* the whole response (headers and body); 0: no limit */
     int headers_timeout_ms; /* status and headers; 0: only timeout_ms applies */
@@ -128,7 +132,8 @@ struct dk_http_client_ops {
      * be alive while they run; once done has run they are ignored. */
     void (*resume)(dk_http_client *c, dk_http_call *call);
     void (*cancel)(dk_http_client *c, dk_http_call *call);
-    /* Blocking GET; returns the HTTP status, or 0 when no response arrived in time. */
+    /* Blocking GET; returns the HTTP status, or 0 when no response arrived in time. Probes of
+     * one client run one at a time and keep their connections alive between them. */
     int (*probe)(dk_http_client *c, const char *url, int timeout_ms);
     /* Splits an absolute URL (at most DK_URL_TEXT_MAX - 1 bytes) the way calls read it; needs
      * no client. DK_OK (ret->error DK_URL_OK; the host may still be "" and the port 0),

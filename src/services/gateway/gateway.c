@@ -435,6 +435,7 @@ static void gateway_forward_with(dk_req *req, dk_res *res, bool stream)
     c->connect_timeout_ms = gw->connect_timeout_ms;
     c->timeout_ms = stream ? 0 : gw->timeout_ms;
     c->headers_timeout_ms = stream ? gw->timeout_ms : 0;
+    c->long_lived = stream; /* an event stream lives as long as the client's tab */
     if (dk_req_body_streaming(req)) {
         /* a large or chunked body: sent as it arrives; gateway.timeout bounds the upstream's
          * inactivity (not taking the body, then not answering) rather than the whole call */
