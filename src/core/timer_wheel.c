@@ -29,6 +29,12 @@ static int64_t wheel_tick(const dk_wheel *w, int64_t ms)
     return ms > 0 ? ms / w->res_ms : 0;
 }
 
+/* The tick a timer due at ms belongs to: the first whose start is not before ms. */
+static int64_t wheel_tick_up(const dk_wheel *w, int64_t ms)
+{
+    return ms > 0 ? (ms - 1) / w->res_ms + 1 : 0;
+}
+
 void dk_wheel_init(dk_wheel *w, int64_t res_ms, int64_t span_ms, int64_t now_ms)
 {
     w->res_ms = res_ms > 0 ? res_ms : 1;
@@ -41,7 +47,7 @@ void dk_wheel_init(dk_wheel *w, int64_t res_ms, int64_t span_ms, int64_t now_ms)
     for (size_t i = 0; i < n; i++)
         wheel_list_init(&w->slots[i]);
     wheel_list_init(&w->ready);
-    w->cur = wheel_tick(w, now_ms);
+    w->cur = wheel_tick(w, now_ms) + 1;
     w->n = 0;
 }
 
@@ -60,48 +66,57 @@ void dk_wheel_cancel(dk_wheel *w, dk_wheel_timer *t)
     w->n--;
 }
 
+/* Files t in its tick's slot (at the tail: the timer linked just before it is usually the one
+ * the caller handled just before, still in the cache). */
+static void wheel_file(dk_wheel *w, dk_wheel_timer *t)
+{
+    int64_t tick = wheel_tick_up(w, t->due);
+    if (tick < w->cur)
+        tick = w->cur; /* already due: the next tick's expiry hands it out */
+    wheel_link(&w->slots[(size_t)tick & (w->nslots - 1)], t);
+}
+
 void dk_wheel_set(dk_wheel *w, dk_wheel_timer *t, int64_t due)
 {
     dk_wheel_cancel(w, t);
     t->due = due;
-    int64_t tick = wheel_tick(w, due);
-    if (tick < w->cur)
-        tick = w->cur; /* already due: the next expiry looks at cur's slot */
-    wheel_link(&w->slots[(size_t)tick & (w->nslots - 1)], t);
+    wheel_file(w, t);
     w->n++;
 }
 
-/* Moves the timers of one slot that are due at now to `ready`. */
-static void wheel_collect(dk_wheel *w, dk_wheel_timer *head, int64_t now)
+/* Moves a whole slot to the end of `ready` without touching its timers (each is touched when
+ * it is handed out, just before its owner uses it). */
+static void wheel_splice(dk_wheel_timer *ready, dk_wheel_timer *head)
 {
-    dk_wheel_timer *t = head->next;
-    while (t != head) {
-        dk_wheel_timer *next = t->next;
-        if (t->due <= now) {
-            wheel_unlink(t);
-            wheel_link(&w->ready, t);
-        }
-        t = next;
-    }
+    if (head->next == head)
+        return;
+    dk_wheel_timer *first = head->next, *last = head->prev;
+    first->prev = ready->prev;
+    ready->prev->next = first;
+    last->next = ready;
+    ready->prev = last;
+    wheel_list_init(head);
 }
 
 dk_wheel_timer *dk_wheel_expire(dk_wheel *w, int64_t now_ms)
 {
     int64_t nt = wheel_tick(w, now_ms);
-    while (w->ready.next == &w->ready) {
-        if (w->cur > nt)
-            return NULL; /* the clock went back: nothing is due before cur */
-        if (nt - w->cur >= (int64_t)w->nslots)
-            w->cur = nt - (int64_t)w->nslots + 1; /* a long gap: every slot once is enough */
-        wheel_collect(w, &w->slots[(size_t)w->cur & (w->nslots - 1)], now_ms);
-        if (w->cur == nt)
-            break; /* cur stays: its slot holds timers later in this tick */
-        w->cur++;
+    for (;;) {
+        while (w->ready.next == &w->ready) {
+            if (w->cur > nt)
+                return NULL; /* every tick up to now's was handed out */
+            if (nt - w->cur >= (int64_t)w->nslots)
+                w->cur = nt - (int64_t)w->nslots + 1; /* a long gap: every slot once is enough */
+            wheel_splice(&w->ready, &w->slots[(size_t)w->cur & (w->nslots - 1)]);
+            w->cur++;
+        }
+        dk_wheel_timer *t = w->ready.next;
+        wheel_unlink(t);
+        if (t->due > now_ms) { /* a later round of the ring: back to its slot */
+            wheel_file(w, t);
+            continue;
+        }
+        w->n--;
+        return t;
     }
-    dk_wheel_timer *t = w->ready.next;
-    if (t == &w->ready)
-        return NULL;
-    wheel_unlink(t);
-    w->n--;
-    return t;
 }

@@ -1,6 +1,6 @@
-/* test_timer_wheel.c — the timing wheel: never early, all due timers found, order across ticks,
- * cancel (also of an expired timer not yet taken), moving a timer, timers beyond the ring's
- * span (wrap-around), a clock that jumps far ahead, and a random run checked against a plain
+/* test_timer_wheel.c — the timing wheel: never early, found at the first expiry of its tick,
+ * order across ticks, cancel (also of a due timer not yet taken), moving a timer, timers beyond
+ * the ring's span (wrap-around), a clock that jumps, and a random run checked against a plain
  * list of due times. */
 #include "testutil.h"
 
@@ -36,12 +36,14 @@ static void test_fires_at_due_not_before(void **state)
     dk_wheel_set(&w, &ts[2], 10999);
     assert_int_equal(dk_wheel_count(&w), 3);
     int out[8];
-    assert_int_equal(expire_all(&w, ts, 10249, out, 8), 0); /* same tick, one ms early */
-    assert_int_equal(expire_all(&w, ts, 10250, out, 8), 2);
-    assert_true((out[0] == 0 && out[1] == 1) || (out[0] == 1 && out[1] == 0));
+    assert_int_equal(expire_all(&w, ts, 10249, out, 8), 0); /* one ms early */
+    assert_int_equal(expire_all(&w, ts, 10250, out, 8), 0); /* due, its tick (to 10300) not */
+    assert_int_equal(expire_all(&w, ts, 10299, out, 8), 0);
+    assert_int_equal(expire_all(&w, ts, 10300, out, 8), 2);
+    assert_true(out[0] == 0 && out[1] == 1); /* in the order they were set */
     assert_int_equal(dk_wheel_count(&w), 1);
-    assert_int_equal(expire_all(&w, ts, 10998, out, 8), 0);
-    assert_int_equal(expire_all(&w, ts, 10999, out, 8), 1);
+    assert_int_equal(expire_all(&w, ts, 10999, out, 8), 0);
+    assert_int_equal(expire_all(&w, ts, 11000, out, 8), 1);
     assert_int_equal(out[0], 2);
     assert_int_equal(dk_wheel_count(&w), 0);
     assert_null(dk_wheel_expire(&w, 20000));
@@ -80,13 +82,13 @@ static void test_cancel_and_move(void **state)
     int out[4];
     assert_int_equal(expire_all(&w, ts, 300, out, 4), 1);
     assert_int_equal(out[0], 0);
-    /* an expired timer not yet taken can be cancelled or moved */
+    /* a due timer not yet taken can be cancelled */
     dk_wheel_set(&w, &ts[0], 350);
-    assert_non_null(dk_wheel_expire(&w, 360)); /* one of ts[0], ts[3] is handed out ... */
-    dk_wheel_timer *left = ts[0].next ? &ts[0] : &ts[3];
-    assert_true(dk_wheel_armed(left)); /* ... the other waits in ready */
-    dk_wheel_cancel(&w, left);
     assert_null(dk_wheel_expire(&w, 360));
+    assert_true(dk_wheel_expire(&w, 400) == &ts[3]); /* ts[3], then ts[0] ... */
+    assert_true(dk_wheel_armed(&ts[0]));             /* ... which waits, taken off here */
+    dk_wheel_cancel(&w, &ts[0]);
+    assert_null(dk_wheel_expire(&w, 400));
     assert_int_equal(dk_wheel_count(&w), 1);
     assert_int_equal(expire_all(&w, ts, 699, out, 4), 0);
     assert_int_equal(expire_all(&w, ts, 700, out, 4), 1);
@@ -101,8 +103,8 @@ static void test_wrap_around(void **state)
     dk_wheel_init(&w, 100, 1000, 0); /* 16 slots: 1.6 s a revolution */
     size_t span = w.nslots * 100;
     dk_wheel_timer ts[3] = {0};
-    dk_wheel_set(&w, &ts[0], 250);                        /* slot 2, this round */
-    dk_wheel_set(&w, &ts[1], 250 + (int64_t)span);        /* slot 2, next round */
+    dk_wheel_set(&w, &ts[0], 250);                         /* slot 2, this round */
+    dk_wheel_set(&w, &ts[1], 250 + (int64_t)span);         /* slot 2, next round */
     dk_wheel_set(&w, &ts[2], 250 + 3 * (int64_t)span + 1); /* slot 2, three rounds on */
     int out[3];
     int64_t now = 0;
@@ -110,7 +112,7 @@ static void test_wrap_around(void **state)
     for (now = 0; now <= 250 + 4 * (int64_t)span; now += 50) { /* every half tick */
         int n = expire_all(&w, ts, now, out, 3);
         for (int i = 0; i < n; i++) {
-            assert_true(now - ts[out[i]].due < 50); /* found at the first expiry after due */
+            assert_true(now - ts[out[i]].due < 100); /* at the first expiry of its tick */
             fired[out[i]]++;
         }
     }
@@ -130,18 +132,21 @@ static void test_clock_jumps(void **state)
     int out[50];
     /* far beyond the span: everything due at once, each exactly once */
     assert_int_equal(expire_all(&w, ts, 100000, out, 50), 50);
-    /* a timer set in the past is due at the next expiry */
+    /* a timer set in the past is due at the next tick */
     dk_wheel_set(&w, &ts[0], 5);
-    assert_int_equal(expire_all(&w, ts, 100000, out, 50), 1);
+    assert_int_equal(expire_all(&w, ts, 100009, out, 50), 0);
+    assert_int_equal(expire_all(&w, ts, 100010, out, 50), 1);
     /* a clock going back finds nothing */
     dk_wheel_set(&w, &ts[1], 100020);
     assert_null(dk_wheel_expire(&w, 50));
+    assert_int_equal(expire_all(&w, ts, 100019, out, 50), 0);
     assert_int_equal(expire_all(&w, ts, 100020, out, 50), 1);
     dk_wheel_release(&w);
 }
 
 /* Random sets, moves, cancels and expiries against the plain truth: after each expiry run the
- * timers handed out are exactly the armed ones with due <= now. */
+ * timers handed out are armed and due, and every armed one whose tick has come was. A timer's
+ * tick is its due time's rounded up, or the next one to be handed out when that came already. */
 static void test_random_against_model(void **state)
 {
     (void)state;
@@ -150,7 +155,7 @@ static void test_random_against_model(void **state)
     dk_wheel_init(&w, 50, 2000, 1000);
     dk_wheel_timer ts[N] = {0};
     bool armed[N] = {0};
-    int64_t due[N] = {0};
+    int64_t due[N] = {0}, tick[N] = {0};
     int out[N];
     srand(17);
     int64_t now = 1000;
@@ -161,6 +166,7 @@ static void test_random_against_model(void **state)
         case 1: /* set or move: near, far (several revolutions), or a little in the past */
             due[i] = now + (rand() % 8 == 0 ? rand() % 20000 : rand() % 1500) - 20;
             dk_wheel_set(&w, &ts[i], due[i]);
+            tick[i] = (due[i] + 49) / 50 > w.cur ? (due[i] + 49) / 50 : w.cur;
             armed[i] = true;
             break;
         case 2:
@@ -178,7 +184,7 @@ static void test_random_against_model(void **state)
             size_t left = 0;
             for (int k = 0; k < N; k++) {
                 if (armed[k])
-                    assert_true(due[k] > now); /* nothing due was left behind */
+                    assert_true(tick[k] * 50 > now); /* nothing whose tick came is left */
                 left += armed[k];
             }
             assert_int_equal(dk_wheel_count(&w), left);
