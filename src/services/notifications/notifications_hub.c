@@ -41,18 +41,19 @@
 #define NT_ORIGIN_LEN   16
 
 typedef struct hub_sub {
-    char user_id[DK_UUID_LEN];
-    char session_id[NT_SID_MAX];
+    /* first, in one cache line: what a heartbeat reads and writes */
+    dk_wheel_timer timer; /* the next heartbeat or the expiry, whichever first */
     int64_t expires_mono; /* the token's expiry on the monotonic clock */
     int64_t last_write;   /* monotonic */
-    dk_wheel_timer timer; /* the next heartbeat or the expiry, whichever first */
-    int64_t floor;        /* seqs up to here were written or seen by the client */
-    int64_t last_seq;     /* the highest seq written */
-    int64_t recent[NT_RECENT];
-    unsigned recent_pos;
-    uint64_t opened; /* opening order (the per-user cap closes the oldest) */
     dk_stream *stream;
     notifications_hub *hub;
+    char user_id[DK_UUID_LEN];
+    char session_id[NT_SID_MAX];
+    int64_t floor;    /* seqs up to here were written or seen by the client */
+    int64_t last_seq; /* the highest seq written */
+    int64_t recent[NT_RECENT];
+    unsigned recent_pos;
+    uint64_t opened;               /* opening order (the per-user cap closes the oldest) */
     struct hub_sub *unext, *snext; /* hash chains by user and by session */
     struct hub_sub *next;          /* pending */
     struct hub_sub *gone_next;     /* gone, under the lock */
