@@ -9,7 +9,7 @@
 # the open-file hard limit here is 20,000); the client spreads the streams over them.
 #
 # Usage: bench/sse_fanout.sh [--split] [--replicas=R] [--gateways=G] [--users=2000] [--streams=10000]
-#                            [--idle=30] [--rate=200] [--load=30] [--bin=PATH] [--no-build]
+#                            [--idle=30] [--settle=3] [--rate=200] [--load=30] [--bin=PATH] [--no-build]
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +22,7 @@ gateways=2
 users=2000
 streams=10000
 idle=30
+settle=3
 rate=200
 load=30
 bin=${DOCKET_BIN:-}
@@ -38,6 +39,7 @@ for arg in "$@"; do
     --users=*) users=$val ;;
     --streams=*) streams=$val ;;
     --idle=*) idle=$val ;;
+    --settle=*) settle=$val ;;
     --rate=*) rate=$val ;;
     --load=*) load=$val ;;
     --bin=*) bin=$val ;;
@@ -184,7 +186,7 @@ log "mode $mode (notifications replicas: $replicas), $(nproc) CPUs, load $(cut -
 mkdir -p "$results"
 out="$results/$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo nogit)-sse_fanout-$mode.json"
 PATH=$PGBIN:$PATH $PY "$BENCH/lib/sse_fanout.py" --base "$bases" --users "$users" \
-    --streams "$streams" --idle "$idle" --rate "$rate" --load "$load" --pids "${pids[*]}" \
+    --streams "$streams" --idle "$idle" --settle "$settle" --rate "$rate" --load "$load" --pids "${pids[*]}" \
     --hold-pids "$hold" --db-pids "$pg_pid $redis_pid" --pg-port "$pg_port" --redis-port "$redis_port" \
     --label "$mode" --out "$out" </dev/null
 if [ "$mode" = split ]; then

@@ -373,6 +373,8 @@ def main():
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--streams", type=int, default=10000)
     ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--settle", type=float, default=3,
+                    help="seconds between the last stream opened and the idle window")
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--load", type=float, default=30)
     ap.add_argument("--posters", type=int, default=16)
@@ -432,7 +434,7 @@ def main():
     result["open_seconds"] = round(time.monotonic() - t1, 1)
 
     # settle: the replays of the opening are done; then the idle window
-    settle_end = time.monotonic() + 3
+    settle_end = time.monotonic() + a.settle
     while time.monotonic() < settle_end:
         c.poll(0.1)
     if a.pg_port:
@@ -444,9 +446,15 @@ def main():
     hcpu0 = cpu_ticks(hold)
     beats0 = sum(s.beats for s in c.streams)
     ti = time.monotonic()
+    series, last_t, last_c = [], ti, hcpu0   # the holding process's CPU, 10 s at a time
     while time.monotonic() - ti < a.idle:
         c.poll(0.2)
+        if time.monotonic() - last_t >= 10:
+            now_t, now_c = time.monotonic(), cpu_ticks(hold)
+            series.append(round(100 * (now_c - last_c) / (now_t - last_t), 2))
+            last_t, last_c = now_t, now_c
     el = time.monotonic() - ti
+    result["idle_cpu_pct_holding_per_10s"] = series
     cpu1, dcpu1, db1, rc1 = cpu_ticks(pids), cpu_ticks(dbp), db_snapshot(a), redis_commands(a)
     hcpu1 = cpu_ticks(hold)
     result["rss_mib_holding_streams"] = round(rss_mib(hold), 1)

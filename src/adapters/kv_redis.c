@@ -9,8 +9,11 @@
  * URL parsing, connecting (AUTH, SELECT) and the SIGPIPE guard are shared: adapters/redis_url.h.
  *
  * PUBLISH goes through the pool like any command. Each subscription runs a thread with a
- * connection of its own: SUBSCRIBE, then poll(2) on the socket in steps of KVR_SUB_POLL_MS (so
- * unsubscribe and close return promptly) and replies parsed as they arrive. When the connection has been quiet for min(timeout_ms, 1 s) it sends
+ * connection of its own: SUBSCRIBE, then poll(2) on the socket until something arrives or the
+ * next PING is due (unsubscribe and close shut the socket down to wake it, so they return
+ * promptly; an idle subscription wakes only for its PINGs: with several subscriptions per
+ * process, waking every 100 ms was a real share of an idle process's CPU) and replies parsed
+ * as they arrive. When the connection has been quiet for min(timeout_ms, 1 s) it sends
  * a PING, and a PING unanswered for timeout_ms counts as a lost connection, so a server that
  * vanished without closing the socket is noticed too. A lost connection is reported
  * (on_state(false)) and replaced at once; failed connects are retried with a backoff from
@@ -24,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
@@ -40,7 +44,6 @@
 #define KVR_MAX_POOL           1024
 #define KVR_DEFAULT_TIMEOUT_MS 1000
 #define KVR_KEY_INLINE         192
-#define KVR_SUB_POLL_MS        100 /* longest wait before a subscription notices a stop request */
 #define KVR_SUB_PING_MAX_MS    1000
 #define KVR_SUB_YOUNG_MS       1000 /* a connection lost sooner is not replaced at once */
 #define KVR_BACKOFF_MIN_MS     100
@@ -85,6 +88,7 @@ struct dk_kv_sub {
     atomic_bool stop;
     pthread_mutex_t run_lock; /* with run_cond: backoff sleeps that a stop request cuts short */
     pthread_cond_t run_cond;
+    int wake_fd; /* under run_lock: the socket the thread waits on (-1: none), shut to stop it */
 };
 
 /* --- connections ----------------------------------------------------------------------------- */
@@ -324,8 +328,8 @@ struct kv_redis_sub_conn {
     int64_t ping_at; /* when the PING still unanswered was sent; 0: none */
 };
 
-/* Delivers what has arrived, pings when quiet, and waits up to KVR_SUB_POLL_MS for more.
- * false when the connection is lost. */
+/* Delivers what has arrived, pings when quiet, and waits for more until the next PING (or the
+ * unanswered one's timeout) is due. false when the connection is lost (or shut by a stop). */
 static bool kv_redis_sub_step(dk_kv_sub *sub, struct kv_redis_sub_conn *sc, int ping_every)
 {
     dk_redis_conn *c = sc->c;
@@ -350,7 +354,9 @@ static bool kv_redis_sub_step(dk_kv_sub *sub, struct kv_redis_sub_conn *sc, int 
             return false;
         sc->ping_at = now;
     }
-    int n = dk_redis_wait_readable(c, KVR_SUB_POLL_MS);
+    int64_t until = sc->ping_at ? sc->ping_at + sub->kv->timeout_ms : sc->last_rx + ping_every;
+    int64_t wait = until - dk_mono_ms();
+    int n = dk_redis_wait_readable(c, wait < 1 ? 1 : (int)wait);
     if (n < 0)
         return false;
     if (n > 0 && !dk_redis_read_some(c))
@@ -386,6 +392,13 @@ static void *kv_redis_sub_run(void *arg)
                 backoff = backoff * 2 > KVR_BACKOFF_MAX_MS ? KVR_BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
+            pthread_mutex_lock(&sub->run_lock);
+            bool stopping = atomic_load(&sub->stop);
+            if (!stopping)
+                sub->wake_fd = dk_redis_conn_fd(sc.c);
+            pthread_mutex_unlock(&sub->run_lock);
+            if (stopping)
+                break;
             if (down)
                 dk_log_info("kv: subscribed to Redis again");
             down = false;
@@ -395,6 +408,9 @@ static void *kv_redis_sub_run(void *arg)
         }
         if (kv_redis_sub_step(sub, &sc, ping_every))
             continue;
+        pthread_mutex_lock(&sub->run_lock);
+        sub->wake_fd = -1; /* before the socket is closed (its number may be reused) */
+        pthread_mutex_unlock(&sub->run_lock);
         dk_redis_conn_free(sc.c);
         sc.c = NULL;
         if (atomic_load(&sub->stop))
@@ -410,6 +426,9 @@ static void *kv_redis_sub_run(void *arg)
             backoff = KVR_BACKOFF_MIN_MS;
         }
     }
+    pthread_mutex_lock(&sub->run_lock);
+    sub->wake_fd = -1; /* a stop may be shutting it down right now: wait for that */
+    pthread_mutex_unlock(&sub->run_lock);
     if (sc.c)
         dk_redis_conn_free(sc.c);
     return NULL;
@@ -429,6 +448,8 @@ static void kv_redis_sub_end(dk_kv_sub *sub)
     pthread_mutex_lock(&sub->run_lock);
     atomic_store(&sub->stop, true);
     pthread_cond_broadcast(&sub->run_cond);
+    if (sub->wake_fd >= 0)
+        (void)shutdown(sub->wake_fd, SHUT_RDWR); /* ends the thread's wait on it */
     pthread_mutex_unlock(&sub->run_lock);
     pthread_join(sub->thread, NULL);
     kv_redis_sub_free(sub);
@@ -742,6 +763,7 @@ DK_MUSTCHECK static dk_status kv_redis_subscribe(dk_kv *kv, const char *channel,
     sub->on_state = on_state;
     sub->ctx = ctx;
     atomic_init(&sub->stop, false);
+    sub->wake_fd = -1;
     pthread_mutex_init(&sub->run_lock, NULL);
     dk_cond_init_monotonic(&sub->run_cond);
     if (pthread_create(&sub->thread, NULL, kv_redis_sub_run, sub) != 0) {

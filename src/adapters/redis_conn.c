@@ -224,6 +224,11 @@ void dk_redis_conn_free(dk_redis_conn *c)
     dk_free(c);
 }
 
+int dk_redis_conn_fd(const dk_redis_conn *c)
+{
+    return c->fd;
+}
+
 bool dk_redis_conn_broken(const dk_redis_conn *c)
 {
     return c->broken;

@@ -52,6 +52,8 @@ typedef struct dk_redis_conn dk_redis_conn;
 dk_status dk_redis_connect(const dk_redis_url *u, int timeout_ms, dk_redis_conn **ret) DK_MUSTCHECK;
 /* Closes and frees; accepts NULL. */
 void dk_redis_conn_free(dk_redis_conn *c);
+/* The connection's socket (another thread may shutdown(2) it to wake a wait on it). */
+int dk_redis_conn_fd(const dk_redis_conn *c);
 /* true once an I/O or protocol error has made the connection unusable. */
 bool dk_redis_conn_broken(const dk_redis_conn *c);
 /* Sets the bound of each later exchange; false on a broken connection. */

@@ -902,6 +902,23 @@ def test_stream_ends_within_a_second_when_its_session_is_revoked(start_docket):
     assert_unauthorized(d.get(STREAM, token=b.access))
 
 
+def test_stream_ends_when_its_token_expires(docket_factory):
+    """A stream lasts as long as the access token that opened it: heartbeats until then, the
+    end soon after the expiry (the hub's timer; the client reconnects with a fresh token)."""
+    d = docket_factory("sqlite", extra_env={"DOCKET_AUTH_JWT_EXPIRY": "3s",
+                                            "DOCKET_NOTIFICATION_SSE_HEARTBEAT": "1s"})
+    t_before = time.monotonic()
+    a = d.new_user()      # its token: valid for 3 s (whole seconds: 2 to 3 s from now)
+    t_after = time.monotonic()
+    with open_stream(d, a) as s:
+        assert s.until_heartbeat(5) == []
+        until_eof(s, 6)
+        t_end = time.monotonic()
+    assert t_end - t_before >= 1.9, t_end - t_before       # not before the expiry
+    assert t_end - t_after < 3.0 + 1.0, t_end - t_after    # within a tick or so after it
+    assert_unauthorized(d.get(STREAM, token=a.access))
+
+
 def test_replay_after_reconnect_is_exactly_what_was_missed(start_docket):
     """Pushed live, then away while five arrive, then back with Last-Event-ID: exactly the five,
     oldest first, once each; then live again with nothing repeated."""

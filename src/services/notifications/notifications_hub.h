@@ -10,8 +10,8 @@
  * never per idle stream.
  * Revocations (dk_session_revoke's broadcast, DK_SESSION_GUARD_CHANNEL) end the session's
  * streams at once; after that subscription was down every stream's session is checked once.
- * Heartbeats and token expiry run off one timer heap; a stream costs nothing between its
- * timers. A user holds at most max_per_user streams in a process: the oldest go first.
+ * Heartbeats and token expiry run off one timing wheel (core/timer_wheel.h); a stream costs
+ * nothing between its timers, and each timer O(1). A user holds at most max_per_user streams in a process: the oldest go first.
  *
  * One thread owns the streams; the other entry points only queue work for it and are
  * thread-safe. Errors: DK_E_INTERNAL when the thread or a subscription cannot start. */
