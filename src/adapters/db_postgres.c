@@ -49,6 +49,7 @@ struct dk_db_conn {
     PGconn *pg; /* NULL until connected */
     bool in_use;
     bool broken;         /* saw a connection-level failure: release closes it */
+    bool begin_pending;  /* BEGIN asked for, not sent yet: it goes with the next statement */
     int64_t released_ms; /* when it was last given back healthy (pg_now_ms) */
     uint64_t tick;
     unsigned next_name;
@@ -198,7 +199,7 @@ static dk_status pg_result_status(struct dk_db_conn *c, const PGresult *r, bool 
 
 /* Flushes what was sent and collects the results, within deadline. The result kept is the first
  * error, or else the last result. A lost connection or a timeout marks c broken. */
-static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
+static dk_status pg_flush(struct dk_db_conn *c, int64_t deadline)
 {
     PGconn *pg = c->pg;
     for (;;) {
@@ -215,6 +216,31 @@ static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **r
         if ((w & POLLIN) && !PQconsumeInput(pg))
             return pg_broken(c, "receive failed: ", PQerrorMessage(pg));
     }
+    return DK_OK;
+}
+
+/* Waits until the next result can be taken without blocking. */
+static dk_status pg_wait_result(struct dk_db_conn *c, int64_t deadline)
+{
+    PGconn *pg = c->pg;
+    while (PQisBusy(pg)) {
+        int w = pg_ssl_pending(pg) ? POLLIN : pg_wait(PQsocket(pg), POLLIN, deadline);
+        if (w <= 0)
+            return pg_broken(c, NULL,
+                             w == 0 ? "timed out waiting for the server"
+                                    : "connection lost while waiting for the server");
+        if (!PQconsumeInput(pg))
+            return pg_broken(c, "connection lost: ", PQerrorMessage(pg));
+    }
+    return DK_OK;
+}
+
+static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
+{
+    PGconn *pg = c->pg;
+    dk_status fs = pg_flush(c, deadline);
+    if (fs != DK_OK)
+        return fs;
     PGresult *keep = NULL;
     for (;;) {
         while (PQisBusy(pg)) {
@@ -300,6 +326,7 @@ static void pg_conn_drop(struct dk_db_conn *c)
         PQfinish(c->pg);
     c->pg = NULL;
     c->broken = false;
+    c->begin_pending = false;
     c->tick = 0;
     c->next_name = 0;
 }
@@ -492,6 +519,73 @@ static void pg_materialise(const PGresult *r, dk_arena *arena, dk_db_rows **ret_
     *ret_rows = rows;
 }
 
+/* Takes the results of one query sent in pipeline mode: the first PGresult (an error if there
+ * was one), the rest dropped, up to the NULL that ends the query's results. */
+static dk_status pg_pipeline_take(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
+{
+    *ret_res = NULL;
+    for (;;) {
+        dk_status s = pg_wait_result(c, deadline);
+        if (s != DK_OK)
+            return s;
+        PGresult *r = PQgetResult(c->pg);
+        if (!r)
+            return DK_OK;
+        if (!*ret_res)
+            *ret_res = r;
+        else
+            PQclear(r);
+    }
+}
+
+/* BEGIN and the first statement of a transaction in one round trip (libpq pipeline mode: both
+ * are sent, then one Sync). A failed BEGIN aborts the statement, and its error is the one
+ * returned; a failed statement leaves the transaction open in the failed state, as it does
+ * when the two are sent apart. *ret_res: the statement's result, for pg_result_status. */
+static dk_status pg_begin_with(struct dk_db_conn *c, const char *stmt, int nparams,
+                               const char *const *params, int64_t deadline, PGresult **ret_res)
+{
+    PGconn *pg = c->pg;
+    c->begin_pending = false;
+    if (!PQenterPipelineMode(pg))
+        return pg_send_failed(c);
+    if (!PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ||
+        !PQsendQueryPrepared(pg, stmt, nparams, params, NULL, NULL, 0) || !PQpipelineSync(pg)) {
+        dk_status s = pg_send_failed(c);
+        c->broken = true; /* a half-sent pipeline: the session's state is unknown */
+        return s;
+    }
+    PGresult *begin = NULL, *res = NULL, *sync = NULL;
+    dk_status s = pg_flush(c, deadline);
+    if (s == DK_OK)
+        s = pg_pipeline_take(c, deadline, &begin);
+    if (s == DK_OK)
+        s = pg_pipeline_take(c, deadline, &res);
+    if (s == DK_OK)
+        s = pg_wait_result(c, deadline);
+    if (s == DK_OK) {
+        sync = PQgetResult(pg);
+        if (!sync || PQresultStatus(sync) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(pg))
+            s = pg_broken(c, "pipeline: ", PQerrorMessage(pg));
+    }
+    PQclear(sync);
+    if (s != DK_OK) {
+        PQclear(begin);
+        PQclear(res);
+        return s;
+    }
+    if (!begin || PQresultStatus(begin) != PGRES_COMMAND_OK) {
+        PQclear(res); /* PGRES_PIPELINE_ABORTED: the statement did not run */
+        *ret_res = begin;
+        return DK_OK;
+    }
+    PQclear(begin);
+    if (!res)
+        return pg_broken(c, NULL, "pipeline: no result");
+    *ret_res = res;
+    return DK_OK;
+}
+
 static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
                               const char *const *params, dk_db_rows **ret_rows)
 {
@@ -512,10 +606,14 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
             if (s != DK_OK)
                 return s;
         }
-        if (!PQsendQueryPrepared(c->pg, e->name, nparams, params, NULL, NULL, 0))
-            return pg_send_failed(c);
         PGresult *r = NULL;
-        s = pg_collect(c, deadline, &r);
+        if (c->begin_pending) {
+            s = pg_begin_with(c, e->name, nparams, params, deadline, &r);
+        } else {
+            if (!PQsendQueryPrepared(c->pg, e->name, nparams, params, NULL, NULL, 0))
+                return pg_send_failed(c);
+            s = pg_collect(c, deadline, &r);
+        }
         if (s != DK_OK)
             return s;
         s = pg_result_status(c, r, false);
@@ -540,17 +638,36 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
     }
 }
 
+/* Sends a BEGIN still pending on its own (before a statement that cannot go with it). */
+static dk_status pg_begin_now(struct dk_db_conn *c, int64_t deadline)
+{
+    if (!c->begin_pending)
+        return DK_OK;
+    c->begin_pending = false;
+    return pg_exec_simple(c, "BEGIN", deadline, NULL);
+}
+
 static dk_status pg_exec_script(dk_db_conn *c, const char *sql)
 {
     dk_status s = pg_usable(c);
+    if (s == DK_OK)
+        s = pg_begin_now(c, pg_guard_deadline(c->db));
     if (s != DK_OK)
         return s;
     return pg_exec_simple(c, sql, pg_guard_deadline(c->db), NULL);
 }
 
+/* BEGIN is not sent on its own: it goes in one round trip with the transaction's first
+ * statement (pg_begin_with). A transaction that runs no statement sends nothing at all. */
 static dk_status pg_begin(dk_db_conn *c)
 {
-    return pg_exec_script(c, "BEGIN");
+    dk_status s = pg_usable(c);
+    if (s != DK_OK)
+        return s;
+    if (c->begin_pending || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        return pg_exec_simple(c, "BEGIN", pg_guard_deadline(c->db), NULL); /* as it always did */
+    c->begin_pending = true;
+    return DK_OK;
 }
 
 static dk_status pg_commit(dk_db_conn *c)
@@ -558,6 +675,10 @@ static dk_status pg_commit(dk_db_conn *c)
     dk_status s = pg_usable(c);
     if (s != DK_OK)
         return s;
+    if (c->begin_pending) { /* nothing ran: nothing to commit */
+        c->begin_pending = false;
+        return DK_OK;
+    }
     PGresult *r = NULL;
     s = pg_exec_simple(c, "COMMIT", pg_guard_deadline(c->db), &r);
     if (s != DK_OK)
@@ -574,6 +695,7 @@ static dk_status pg_commit(dk_db_conn *c)
 
 static dk_status pg_rollback(dk_db_conn *c)
 {
+    c->begin_pending = false;
     dk_status s = pg_usable(c);
     if (s != DK_OK)
         return s;
@@ -745,6 +867,7 @@ static void pg_release(dk_db *db, dk_db_conn *c)
 {
     if (!c)
         return;
+    c->begin_pending = false;
     if (c->pg && !c->broken) {
         PGTransactionStatusType ts = PQtransactionStatus(c->pg);
         if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
