@@ -519,6 +519,15 @@ static void pg_materialise(const PGresult *r, dk_arena *arena, dk_db_rows **ret_
     *ret_rows = rows;
 }
 
+/* Sends a BEGIN still pending on its own (before a statement that cannot go with it). */
+static dk_status pg_begin_now(struct dk_db_conn *c, int64_t deadline)
+{
+    if (!c->begin_pending)
+        return DK_OK;
+    c->begin_pending = false;
+    return pg_exec_simple(c, "BEGIN", deadline, NULL);
+}
+
 /* Takes the results of one query sent in pipeline mode: the first PGresult (an error if there
  * was one), the rest dropped, up to the NULL that ends the query's results. */
 static dk_status pg_pipeline_take(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
@@ -602,7 +611,11 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
         struct pg_stmt *e = pg_cache_find(c, sql, h);
         bool cached = e != NULL;
         if (!e) {
-            s = pg_prepare(c, sql, h, deadline, &e);
+            /* a statement new to this connection is parsed inside the transaction, as it
+             * always was (a parse error fails the transaction): BEGIN goes first, alone */
+            s = pg_begin_now(c, deadline);
+            if (s == DK_OK)
+                s = pg_prepare(c, sql, h, deadline, &e);
             if (s != DK_OK)
                 return s;
         }
@@ -636,15 +649,6 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
         if (attempt > 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
             return s;
     }
-}
-
-/* Sends a BEGIN still pending on its own (before a statement that cannot go with it). */
-static dk_status pg_begin_now(struct dk_db_conn *c, int64_t deadline)
-{
-    if (!c->begin_pending)
-        return DK_OK;
-    c->begin_pending = false;
-    return pg_exec_simple(c, "BEGIN", deadline, NULL);
 }
 
 static dk_status pg_exec_script(dk_db_conn *c, const char *sql)
