@@ -528,6 +528,20 @@ static dk_status pg_begin_now(struct dk_db_conn *c, int64_t deadline)
     return pg_exec_simple(c, "BEGIN", deadline, NULL);
 }
 
+/* The result of a COMMIT (taken over: cleared here). A COMMIT of a transaction that failed
+ * earlier rolls back and says so without an error. */
+static dk_status pg_commit_result(struct dk_db_conn *c, PGresult *r)
+{
+    dk_status s = pg_result_status(c, r, false);
+    bool rolled_back = s == DK_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0;
+    PQclear(r);
+    if (rolled_back) {
+        pg_set_err(c, NULL, "the transaction had failed and was rolled back");
+        return DK_E_INTERNAL;
+    }
+    return s;
+}
+
 /* Takes the results of one query sent in pipeline mode: the first PGresult (an error if there
  * was one), the rest dropped, up to the NULL that ends the query's results. */
 static dk_status pg_pipeline_take(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
@@ -547,29 +561,36 @@ static dk_status pg_pipeline_take(struct dk_db_conn *c, int64_t deadline, PGresu
     }
 }
 
-/* BEGIN and the first statement of a transaction in one round trip (libpq pipeline mode: both
- * are sent, then one Sync). A failed BEGIN aborts the statement, and its error is the one
- * returned; a failed statement leaves the transaction open in the failed state, as it does
- * when the two are sent apart. *ret_res: the statement's result, for pg_result_status. */
-static dk_status pg_begin_with(struct dk_db_conn *c, const char *stmt, int nparams,
-                               const char *const *params, int64_t deadline, PGresult **ret_res)
+/* A statement with what its transaction needs around it, in one round trip (libpq pipeline
+ * mode: everything is sent, then one Sync): BEGIN before it when the transaction has not
+ * started yet (begin), COMMIT after it when it is the transaction's last (commit). A failed
+ * BEGIN aborts the statement, and its error is the one returned in *ret_res; a failed
+ * statement aborts the COMMIT and leaves the transaction open in the failed state, as it does
+ * when they are sent apart. *ret_res: the statement's result (for pg_result_status);
+ * *ret_commit: the COMMIT's, when commit and the statement ran. */
+static dk_status pg_pipeline(struct dk_db_conn *c, bool begin, const char *stmt, int nparams,
+                             const char *const *params, bool commit, int64_t deadline,
+                             PGresult **ret_res, PGresult **ret_commit)
 {
     PGconn *pg = c->pg;
-    c->begin_pending = false;
     if (!PQenterPipelineMode(pg))
         return pg_send_failed(c);
-    if (!PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ||
-        !PQsendQueryPrepared(pg, stmt, nparams, params, NULL, NULL, 0) || !PQpipelineSync(pg)) {
+    if ((begin && !PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) ||
+        !PQsendQueryPrepared(pg, stmt, nparams, params, NULL, NULL, 0) ||
+        (commit && !PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) ||
+        !PQpipelineSync(pg)) {
         dk_status s = pg_send_failed(c);
         c->broken = true; /* a half-sent pipeline: the session's state is unknown */
         return s;
     }
-    PGresult *begin = NULL, *res = NULL, *sync = NULL;
+    PGresult *b = NULL, *res = NULL, *com = NULL, *sync = NULL;
     dk_status s = pg_flush(c, deadline);
-    if (s == DK_OK)
-        s = pg_pipeline_take(c, deadline, &begin);
+    if (s == DK_OK && begin)
+        s = pg_pipeline_take(c, deadline, &b);
     if (s == DK_OK)
         s = pg_pipeline_take(c, deadline, &res);
+    if (s == DK_OK && commit)
+        s = pg_pipeline_take(c, deadline, &com);
     if (s == DK_OK)
         s = pg_wait_result(c, deadline);
     if (s == DK_OK) {
@@ -578,25 +599,32 @@ static dk_status pg_begin_with(struct dk_db_conn *c, const char *stmt, int npara
             s = pg_broken(c, "pipeline: ", PQerrorMessage(pg));
     }
     PQclear(sync);
-    if (s != DK_OK) {
-        PQclear(begin);
-        PQclear(res);
-        return s;
-    }
-    if (!begin || PQresultStatus(begin) != PGRES_COMMAND_OK) {
+    if (s == DK_OK && begin && (!b || PQresultStatus(b) != PGRES_COMMAND_OK)) {
         PQclear(res); /* PGRES_PIPELINE_ABORTED: the statement did not run */
-        *ret_res = begin;
+        PQclear(com);
+        *ret_res = b;
         return DK_OK;
     }
-    PQclear(begin);
-    if (!res)
-        return pg_broken(c, NULL, "pipeline: no result");
+    PQclear(b);
+    if (s == DK_OK && !res)
+        s = pg_broken(c, NULL, "pipeline: no result");
+    if (s != DK_OK) {
+        PQclear(res);
+        PQclear(com);
+        return s;
+    }
     *ret_res = res;
+    if (commit && PQresultStatus(res) != PGRES_FATAL_ERROR)
+        *ret_commit = com;
+    else
+        PQclear(com);
     return DK_OK;
 }
 
+/* Runs a statement; commit: it is the transaction's last, and the transaction commits with it
+ * (the statement's failure leaves the transaction open in the failed state). */
 static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                              const char *const *params, dk_db_rows **ret_rows)
+                              const char *const *params, dk_db_rows **ret_rows, bool commit)
 {
     dk_status s = pg_usable(c);
     if (s != DK_OK)
@@ -619,9 +647,15 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
             if (s != DK_OK)
                 return s;
         }
-        PGresult *r = NULL;
-        if (c->begin_pending) {
-            s = pg_begin_with(c, e->name, nparams, params, deadline, &r);
+        PGresult *r = NULL, *com = NULL;
+        if (commit && c->begin_pending) {
+            c->begin_pending = false; /* the transaction's only statement: it commits alone */
+            commit = false;
+        }
+        if (c->begin_pending || commit) {
+            bool begin = c->begin_pending;
+            c->begin_pending = false;
+            s = pg_pipeline(c, begin, e->name, nparams, params, commit, deadline, &r, &com);
         } else {
             if (!PQsendQueryPrepared(c->pg, e->name, nparams, params, NULL, NULL, 0))
                 return pg_send_failed(c);
@@ -630,11 +664,20 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
         if (s != DK_OK)
             return s;
         s = pg_result_status(c, r, false);
+        if (s == DK_OK && commit) {
+            s = pg_commit_result(c, com);
+            com = NULL;
+        }
+        PQclear(com);
         if (s == DK_OK) {
             if (ret_rows)
                 pg_materialise(r, arena, ret_rows);
             PQclear(r);
             return DK_OK;
+        }
+        if (commit && PQresultStatus(r) != PGRES_FATAL_ERROR) {
+            PQclear(r); /* the statement ran, its COMMIT failed */
+            return s;
         }
         /* A cached plan whose result type changed under it (a migration altered the table):
          * forget it, and outside a transaction prepare it again once. */
@@ -687,14 +730,18 @@ static dk_status pg_commit(dk_db_conn *c)
     s = pg_exec_simple(c, "COMMIT", pg_guard_deadline(c->db), &r);
     if (s != DK_OK)
         return s;
-    /* COMMIT of a transaction that failed earlier rolls back and says so without an error. */
-    bool rolled_back = strcmp(PQcmdStatus(r), "ROLLBACK") == 0;
-    PQclear(r);
-    if (rolled_back) {
-        pg_set_err(c, NULL, "the transaction had failed and was rolled back");
-        return DK_E_INTERNAL;
-    }
-    return DK_OK;
+    return pg_commit_result(c, r);
+}
+
+static dk_status pg_query_commit(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                                 const char *const *params, dk_db_rows **ret_rows)
+{
+    dk_span *sp = dk_span_sql("postgresql", sql);
+    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows, true);
+    if (st != DK_OK)
+        dk_span_error(sp, dk_status_title(st));
+    dk_span_end(sp);
+    return st;
 }
 
 static dk_status pg_rollback(dk_db_conn *c)
@@ -961,7 +1008,7 @@ static dk_status pg_query(dk_db_conn *c, dk_arena *arena, const char *sql, int n
                           const char *const *params, dk_db_rows **ret_rows)
 {
     dk_span *sp = dk_span_sql("postgresql", sql);
-    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows);
+    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows, false);
     if (st != DK_OK)
         dk_span_error(sp, dk_status_title(st));
     dk_span_end(sp);
@@ -979,6 +1026,7 @@ const struct dk_db_ops dk_db_postgres_ops = {
     .exec_script = pg_exec_script,
     .begin = pg_begin,
     .commit = pg_commit,
+    .query_commit = pg_query_commit,
     .rollback = pg_rollback,
     .ping = pg_ping,
     .stats = pg_stats,

@@ -477,6 +477,35 @@ static void test_transactions(void **state)
     assert_string_equal(scalar(c, a, "SELECT pg_current_xact_id_if_assigned() IS NULL"), "t");
     assert_int_equal(ops->query(c, a, "DELETE FROM tx WHERE v = $1", 1, v1, NULL), DK_OK);
 
+    /* the last statement and COMMIT in one round trip */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK);
+    dk_db_rows *rows = NULL;
+    assert_int_equal(ops->query_commit(c, a, ins, 1, v1, &rows), DK_OK);
+    assert_int_equal(rows->affected, 1);
+    assert_string_equal(scalar(c, a, "SELECT pg_current_xact_id_if_assigned() IS NULL"), "t");
+    assert_int_equal(ops->rollback(c), DK_OK); /* nothing open any more */
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "2");
+    assert_int_equal(ops->begin(c), DK_OK); /* the only statement: it commits alone */
+    assert_int_equal(ops->query_commit(c, a, ins, 1, v1, NULL), DK_OK);
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "3");
+    /* a failing last statement commits nothing and leaves the transaction to roll back */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK);
+    assert_int_equal(ops->query_commit(c, a, num, 1, bad, NULL), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "SELECT 1", 0, NULL, NULL), DK_E_INTERNAL); /* aborted */
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "3");
+    /* ... and so does a transaction that had failed before it */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK);
+    assert_int_equal(ops->query(c, a, num, 1, bad, NULL), DK_E_INTERNAL);
+    assert_int_equal(ops->query_commit(c, a, ins, 1, v1, NULL), DK_E_INTERNAL);
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "3");
+    assert_int_equal(ops->query(c, a, "DELETE FROM tx WHERE v = $1", 1, v1, NULL), DK_OK);
+
     /* release rolls back what the holder left open, and the connection goes on */
     assert_int_equal(ops->begin(c), DK_OK);
     assert_int_equal(ops->query(c, a, "INSERT INTO tx VALUES ('abandoned')", 0, NULL, NULL), DK_OK);

@@ -645,7 +645,7 @@ static void tasks_rights(const tasks_task *t, const char *caller, int role, bool
 #define TASKS_WRITE_ONE_MAX 12
 static dk_status tasks_write_one(dk_tx *tx, dk_arena *a, const char *update_sql,
                                  const char *const update_params[14], json_t *ev, const char *actor,
-                                 size_t nchanges)
+                                 size_t nchanges, bool last)
 {
     const char *ob[DK_OUTBOX_NPARAMS];
     dk_outbox_event(a, DK_EVENT_TASK_UPDATED, ev, ob);
@@ -684,7 +684,8 @@ static dk_status tasks_write_one(dk_tx *tx, dk_arena *a, const char *update_sql,
         "new_value) ORDER BY v.n",
         update_sql, dk_sb_take(&values, a));
     dk_db_rows *rows = NULL;
-    dk_status st = dk_tx_query(tx, a, sql, NFIXED + 4 * n, p, &rows);
+    dk_status st = last ? dk_tx_query_commit(tx, a, sql, NFIXED + 4 * n, p, &rows)
+                        : dk_tx_query(tx, a, sql, NFIXED + 4 * n, p, &rows);
     if (st == DK_OK && rows->affected != n) {
         dk_log_error("tasks: a locked row changed under an update");
         st = DK_E_INTERNAL;
@@ -692,9 +693,10 @@ static dk_status tasks_write_one(dk_tx *tx, dk_arena *a, const char *update_sql,
     return st;
 }
 
-/* Writes next over cur (same id and version as read) and records the task.updated event. */
+/* Writes next over cur (same id and version as read) and records the task.updated event.
+ * last: nothing follows in tx, which may commit with the write (dk_tx_query_commit). */
 static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const tasks_task *cur,
-                             const tasks_task *next, const char *actor)
+                             const tasks_task *next, const char *actor, bool last)
 {
     const char *p[] = {cur->id,
                        next->title,
@@ -727,7 +729,7 @@ static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const 
     json_t *ev = tasks_event_json(a, actor, next, cur, owner_role == PROJECT_ROLE_NONE);
     size_t nchanges = json_object_size(json_object_get(ev, "changes"));
     if (tasks_pg(r) && nchanges > 0 && nchanges <= TASKS_WRITE_ONE_MAX)
-        return tasks_write_one(tx, a, sql, p, ev, actor, nchanges);
+        return tasks_write_one(tx, a, sql, p, ev, actor, nchanges, last);
     dk_db_rows *rows = NULL;
     st = dk_tx_query(tx, a, sql, 14, p, &rows);
     if (st == DK_OK && rows->affected != 1) {
@@ -806,7 +808,7 @@ dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, con
             *ret = cur;
         return st;
     }
-    st = tasks_write(r, &tx, a, &cur, &next, caller);
+    st = tasks_write(r, &tx, a, &cur, &next, caller, true);
     st = dk_tx_end(&tx, st);
     if (st == DK_OK)
         *ret = next;
@@ -900,7 +902,7 @@ dk_status tasks_repo_rewrite_where(const tasks_repo *r, dk_tx *tx, dk_arena *a, 
             next.owner_id = po;
         next.version = cur.version + 1;
         next.updated_at = now > cur.updated_at ? now : cur.updated_at;
-        st = tasks_write(r, tx, a, &cur, &next, actor);
+        st = tasks_write(r, tx, a, &cur, &next, actor, false);
     }
     return st;
 }
