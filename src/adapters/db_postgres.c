@@ -49,6 +49,7 @@ struct dk_db_conn {
     PGconn *pg; /* NULL until connected */
     bool in_use;
     bool broken;         /* saw a connection-level failure: release closes it */
+    bool begin_pending;  /* BEGIN asked for, not sent yet: it goes with the next statement */
     int64_t released_ms; /* when it was last given back healthy (pg_now_ms) */
     uint64_t tick;
     unsigned next_name;
@@ -198,7 +199,7 @@ static dk_status pg_result_status(struct dk_db_conn *c, const PGresult *r, bool 
 
 /* Flushes what was sent and collects the results, within deadline. The result kept is the first
  * error, or else the last result. A lost connection or a timeout marks c broken. */
-static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
+static dk_status pg_flush(struct dk_db_conn *c, int64_t deadline)
 {
     PGconn *pg = c->pg;
     for (;;) {
@@ -215,6 +216,31 @@ static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **r
         if ((w & POLLIN) && !PQconsumeInput(pg))
             return pg_broken(c, "receive failed: ", PQerrorMessage(pg));
     }
+    return DK_OK;
+}
+
+/* Waits until the next result can be taken without blocking. */
+static dk_status pg_wait_result(struct dk_db_conn *c, int64_t deadline)
+{
+    PGconn *pg = c->pg;
+    while (PQisBusy(pg)) {
+        int w = pg_ssl_pending(pg) ? POLLIN : pg_wait(PQsocket(pg), POLLIN, deadline);
+        if (w <= 0)
+            return pg_broken(c, NULL,
+                             w == 0 ? "timed out waiting for the server"
+                                    : "connection lost while waiting for the server");
+        if (!PQconsumeInput(pg))
+            return pg_broken(c, "connection lost: ", PQerrorMessage(pg));
+    }
+    return DK_OK;
+}
+
+static dk_status pg_collect(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
+{
+    PGconn *pg = c->pg;
+    dk_status fs = pg_flush(c, deadline);
+    if (fs != DK_OK)
+        return fs;
     PGresult *keep = NULL;
     for (;;) {
         while (PQisBusy(pg)) {
@@ -300,6 +326,7 @@ static void pg_conn_drop(struct dk_db_conn *c)
         PQfinish(c->pg);
     c->pg = NULL;
     c->broken = false;
+    c->begin_pending = false;
     c->tick = 0;
     c->next_name = 0;
 }
@@ -492,8 +519,112 @@ static void pg_materialise(const PGresult *r, dk_arena *arena, dk_db_rows **ret_
     *ret_rows = rows;
 }
 
+/* Sends a BEGIN still pending on its own (before a statement that cannot go with it). */
+static dk_status pg_begin_now(struct dk_db_conn *c, int64_t deadline)
+{
+    if (!c->begin_pending)
+        return DK_OK;
+    c->begin_pending = false;
+    return pg_exec_simple(c, "BEGIN", deadline, NULL);
+}
+
+/* The result of a COMMIT (taken over: cleared here). A COMMIT of a transaction that failed
+ * earlier rolls back and says so without an error. */
+static dk_status pg_commit_result(struct dk_db_conn *c, PGresult *r)
+{
+    dk_status s = pg_result_status(c, r, false);
+    bool rolled_back = s == DK_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0;
+    PQclear(r);
+    if (rolled_back) {
+        pg_set_err(c, NULL, "the transaction had failed and was rolled back");
+        return DK_E_INTERNAL;
+    }
+    return s;
+}
+
+/* Takes the results of one query sent in pipeline mode: the first PGresult (an error if there
+ * was one), the rest dropped, up to the NULL that ends the query's results. */
+static dk_status pg_pipeline_take(struct dk_db_conn *c, int64_t deadline, PGresult **ret_res)
+{
+    *ret_res = NULL;
+    for (;;) {
+        dk_status s = pg_wait_result(c, deadline);
+        if (s != DK_OK)
+            return s;
+        PGresult *r = PQgetResult(c->pg);
+        if (!r)
+            return DK_OK;
+        if (!*ret_res)
+            *ret_res = r;
+        else
+            PQclear(r);
+    }
+}
+
+/* A statement with what its transaction needs around it, in one round trip (libpq pipeline
+ * mode: everything is sent, then one Sync): BEGIN before it when the transaction has not
+ * started yet (begin), COMMIT after it when it is the transaction's last (commit). A failed
+ * BEGIN aborts the statement, and its error is the one returned in *ret_res; a failed
+ * statement aborts the COMMIT and leaves the transaction open in the failed state, as it does
+ * when they are sent apart. *ret_res: the statement's result (for pg_result_status);
+ * *ret_commit: the COMMIT's, when commit and the statement ran. */
+static dk_status pg_pipeline(struct dk_db_conn *c, bool begin, const char *stmt, int nparams,
+                             const char *const *params, bool commit, int64_t deadline,
+                             PGresult **ret_res, PGresult **ret_commit)
+{
+    PGconn *pg = c->pg;
+    if (!PQenterPipelineMode(pg))
+        return pg_send_failed(c);
+    if ((begin && !PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) ||
+        !PQsendQueryPrepared(pg, stmt, nparams, params, NULL, NULL, 0) ||
+        (commit && !PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) ||
+        !PQpipelineSync(pg)) {
+        dk_status s = pg_send_failed(c);
+        c->broken = true; /* a half-sent pipeline: the session's state is unknown */
+        return s;
+    }
+    PGresult *b = NULL, *res = NULL, *com = NULL, *sync = NULL;
+    dk_status s = pg_flush(c, deadline);
+    if (s == DK_OK && begin)
+        s = pg_pipeline_take(c, deadline, &b);
+    if (s == DK_OK)
+        s = pg_pipeline_take(c, deadline, &res);
+    if (s == DK_OK && commit)
+        s = pg_pipeline_take(c, deadline, &com);
+    if (s == DK_OK)
+        s = pg_wait_result(c, deadline);
+    if (s == DK_OK) {
+        sync = PQgetResult(pg);
+        if (!sync || PQresultStatus(sync) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(pg))
+            s = pg_broken(c, "pipeline: ", PQerrorMessage(pg));
+    }
+    PQclear(sync);
+    if (s == DK_OK && begin && (!b || PQresultStatus(b) != PGRES_COMMAND_OK)) {
+        PQclear(res); /* PGRES_PIPELINE_ABORTED: the statement did not run */
+        PQclear(com);
+        *ret_res = b;
+        return DK_OK;
+    }
+    PQclear(b);
+    if (s == DK_OK && !res)
+        s = pg_broken(c, NULL, "pipeline: no result");
+    if (s != DK_OK) {
+        PQclear(res);
+        PQclear(com);
+        return s;
+    }
+    *ret_res = res;
+    if (commit && PQresultStatus(res) != PGRES_FATAL_ERROR)
+        *ret_commit = com;
+    else
+        PQclear(com);
+    return DK_OK;
+}
+
+/* Runs a statement; commit: it is the transaction's last, and the transaction commits with it
+ * (the statement's failure leaves the transaction open in the failed state). */
 static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                              const char *const *params, dk_db_rows **ret_rows)
+                              const char *const *params, dk_db_rows **ret_rows, bool commit)
 {
     dk_status s = pg_usable(c);
     if (s != DK_OK)
@@ -508,22 +639,45 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
         struct pg_stmt *e = pg_cache_find(c, sql, h);
         bool cached = e != NULL;
         if (!e) {
-            s = pg_prepare(c, sql, h, deadline, &e);
+            /* a statement new to this connection is parsed inside the transaction, as it
+             * always was (a parse error fails the transaction): BEGIN goes first, alone */
+            s = pg_begin_now(c, deadline);
+            if (s == DK_OK)
+                s = pg_prepare(c, sql, h, deadline, &e);
             if (s != DK_OK)
                 return s;
         }
-        if (!PQsendQueryPrepared(c->pg, e->name, nparams, params, NULL, NULL, 0))
-            return pg_send_failed(c);
-        PGresult *r = NULL;
-        s = pg_collect(c, deadline, &r);
+        PGresult *r = NULL, *com = NULL;
+        if (commit && c->begin_pending) {
+            c->begin_pending = false; /* the transaction's only statement: it commits alone */
+            commit = false;
+        }
+        if (c->begin_pending || commit) {
+            bool begin = c->begin_pending;
+            c->begin_pending = false;
+            s = pg_pipeline(c, begin, e->name, nparams, params, commit, deadline, &r, &com);
+        } else {
+            if (!PQsendQueryPrepared(c->pg, e->name, nparams, params, NULL, NULL, 0))
+                return pg_send_failed(c);
+            s = pg_collect(c, deadline, &r);
+        }
         if (s != DK_OK)
             return s;
         s = pg_result_status(c, r, false);
+        if (s == DK_OK && commit) {
+            s = pg_commit_result(c, com);
+            com = NULL;
+        }
+        PQclear(com);
         if (s == DK_OK) {
             if (ret_rows)
                 pg_materialise(r, arena, ret_rows);
             PQclear(r);
             return DK_OK;
+        }
+        if (commit && PQresultStatus(r) != PGRES_FATAL_ERROR) {
+            PQclear(r); /* the statement ran, its COMMIT failed */
+            return s;
         }
         /* A cached plan whose result type changed under it (a migration altered the table):
          * forget it, and outside a transaction prepare it again once. */
@@ -543,14 +697,24 @@ static dk_status pg_query_run(dk_db_conn *c, dk_arena *arena, const char *sql, i
 static dk_status pg_exec_script(dk_db_conn *c, const char *sql)
 {
     dk_status s = pg_usable(c);
+    if (s == DK_OK)
+        s = pg_begin_now(c, pg_guard_deadline(c->db));
     if (s != DK_OK)
         return s;
     return pg_exec_simple(c, sql, pg_guard_deadline(c->db), NULL);
 }
 
+/* BEGIN is not sent on its own: it goes in one round trip with the transaction's first
+ * statement (pg_begin_with). A transaction that runs no statement sends nothing at all. */
 static dk_status pg_begin(dk_db_conn *c)
 {
-    return pg_exec_script(c, "BEGIN");
+    dk_status s = pg_usable(c);
+    if (s != DK_OK)
+        return s;
+    if (c->begin_pending || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        return pg_exec_simple(c, "BEGIN", pg_guard_deadline(c->db), NULL); /* as it always did */
+    c->begin_pending = true;
+    return DK_OK;
 }
 
 static dk_status pg_commit(dk_db_conn *c)
@@ -558,22 +722,31 @@ static dk_status pg_commit(dk_db_conn *c)
     dk_status s = pg_usable(c);
     if (s != DK_OK)
         return s;
+    if (c->begin_pending) { /* nothing ran: nothing to commit */
+        c->begin_pending = false;
+        return DK_OK;
+    }
     PGresult *r = NULL;
     s = pg_exec_simple(c, "COMMIT", pg_guard_deadline(c->db), &r);
     if (s != DK_OK)
         return s;
-    /* COMMIT of a transaction that failed earlier rolls back and says so without an error. */
-    bool rolled_back = strcmp(PQcmdStatus(r), "ROLLBACK") == 0;
-    PQclear(r);
-    if (rolled_back) {
-        pg_set_err(c, NULL, "the transaction had failed and was rolled back");
-        return DK_E_INTERNAL;
-    }
-    return DK_OK;
+    return pg_commit_result(c, r);
+}
+
+static dk_status pg_query_commit(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                                 const char *const *params, dk_db_rows **ret_rows)
+{
+    dk_span *sp = dk_span_sql("postgresql", sql);
+    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows, true);
+    if (st != DK_OK)
+        dk_span_error(sp, dk_status_title(st));
+    dk_span_end(sp);
+    return st;
 }
 
 static dk_status pg_rollback(dk_db_conn *c)
 {
+    c->begin_pending = false;
     dk_status s = pg_usable(c);
     if (s != DK_OK)
         return s;
@@ -745,6 +918,7 @@ static void pg_release(dk_db *db, dk_db_conn *c)
 {
     if (!c)
         return;
+    c->begin_pending = false;
     if (c->pg && !c->broken) {
         PGTransactionStatusType ts = PQtransactionStatus(c->pg);
         if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
@@ -834,7 +1008,7 @@ static dk_status pg_query(dk_db_conn *c, dk_arena *arena, const char *sql, int n
                           const char *const *params, dk_db_rows **ret_rows)
 {
     dk_span *sp = dk_span_sql("postgresql", sql);
-    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows);
+    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows, false);
     if (st != DK_OK)
         dk_span_error(sp, dk_status_title(st));
     dk_span_end(sp);
@@ -852,6 +1026,7 @@ const struct dk_db_ops dk_db_postgres_ops = {
     .exec_script = pg_exec_script,
     .begin = pg_begin,
     .commit = pg_commit,
+    .query_commit = pg_query_commit,
     .rollback = pg_rollback,
     .ping = pg_ping,
     .stats = pg_stats,

@@ -58,6 +58,31 @@ dk_status dk_tx_query(dk_tx *tx, dk_arena *a, const char *sql, int nparams,
     return st;
 }
 
+dk_status dk_tx_query_commit(dk_tx *tx, dk_arena *a, const char *sql, int nparams,
+                             const char *const *params, dk_db_rows **ret_rows)
+{
+    const struct dk_db_ops *ops = tx->db->ops;
+    dk_status st;
+    if (ops->query_commit) {
+        st = ops->query_commit(tx->conn, a, sql, nparams, params, ret_rows);
+        if (st != DK_OK && st != DK_E_CONFLICT)
+            dk_log_error("sql failed (%s): %s", dk_status_title(st), ops->last_error(tx->conn));
+    } else {
+        st = dk_tx_query(tx, a, sql, nparams, params, ret_rows);
+        if (st == DK_OK) {
+            st = ops->commit(tx->conn);
+            if (st != DK_OK)
+                dk_log_error("commit failed (%s): %s", dk_status_title(st),
+                             ops->last_error(tx->conn));
+        }
+    }
+    if (st == DK_OK) { /* committed: the transaction is over */
+        ops->release(tx->db->db, tx->conn);
+        tx->conn = NULL;
+    }
+    return st;
+}
+
 dk_status dk_tx_end(dk_tx *tx, dk_status st)
 {
     if (!tx->conn)

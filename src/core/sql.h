@@ -24,6 +24,11 @@ typedef struct dk_tx {
 dk_status dk_tx_begin(const dk_database *db, dk_tx *tx) DK_MUSTCHECK;
 dk_status dk_tx_query(dk_tx *tx, dk_arena *a, const char *sql, int nparams,
                       const char *const *params, dk_db_rows **ret_rows) DK_MUSTCHECK;
+/* Runs the transaction's last statement and commits it with it (one round trip on
+ * PostgreSQL); on DK_OK the transaction is over (dk_tx_end then only returns its st). On
+ * failure the transaction is still open: dk_tx_end rolls it back. */
+dk_status dk_tx_query_commit(dk_tx *tx, dk_arena *a, const char *sql, int nparams,
+                             const char *const *params, dk_db_rows **ret_rows) DK_MUSTCHECK;
 /* Commits when st is DK_OK, else rolls back; releases the connection; returns the final status
  * (a failed commit turns DK_OK into the commit's error). */
 dk_status dk_tx_end(dk_tx *tx, dk_status st) DK_MUSTCHECK;

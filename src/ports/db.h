@@ -56,6 +56,11 @@ struct dk_db_ops {
     dk_status (*exec_script)(dk_db_conn *conn, const char *sql) DK_MUSTCHECK;
     dk_status (*begin)(dk_db_conn *conn) DK_MUSTCHECK; /* BEGIN (IMMEDIATE on SQLite) */
     dk_status (*commit)(dk_db_conn *conn) DK_MUSTCHECK;
+    /* Runs the transaction's last statement and commits (PostgreSQL: in one round trip). When
+     * the statement fails, nothing is committed and the transaction stays open (roll it back);
+     * DK_OK only when both succeeded. Optional: NULL = query, then commit. */
+    dk_status (*query_commit)(dk_db_conn *conn, dk_arena *arena, const char *sql, int nparams,
+                              const char *const *params, dk_db_rows **ret_rows) DK_MUSTCHECK;
     dk_status (*rollback)(dk_db_conn *conn); /* safe to call when no transaction is open */
     /* Checks the server answers within timeout_ms (readiness). */
     dk_status (*ping)(dk_db *db, int timeout_ms) DK_MUSTCHECK;

@@ -557,3 +557,70 @@ def test_postgres_search_vector_follows_the_text_only(docket_factory):
         assert [t["id"] for t in found] == [task["id"]]
     finally:
         conn.close()
+
+
+# Tasks migration 8 undone, to put a live PostgreSQL database back where it stood before it.
+BEFORE_8_POSTGRES = """
+CREATE INDEX tasks_owner_updated_idx ON tasks.tasks (owner_id, updated_at, id);
+CREATE INDEX tasks_assignee_updated_idx ON tasks.tasks (assignee_id, updated_at, id)
+  WHERE assignee_id IS NOT NULL;
+CREATE INDEX tasks_project_updated_idx ON tasks.tasks (project_id, updated_at, id)
+  WHERE project_id IS NOT NULL;
+ALTER TABLE tasks.tasks RESET (fillfactor);
+ALTER TABLE tasks.tasks_activity ADD CONSTRAINT tasks_activity_id_key UNIQUE (id);
+DELETE FROM public.docket_migrations WHERE service = 'tasks' AND version = 8;
+"""
+
+
+def test_postgres_migration_8_makes_status_changes_hot(docket_factory):
+    """Tasks migration 8 converts an existing PostgreSQL database in place (the three
+    (who, updated_at, id) indexes and the activity id's index go, fillfactor 85), after which a
+    status change writes no index entry (a HOT update, counted by PostgreSQL), while
+    sort=updated_at keeps its order and every change its history entry."""
+    import psycopg2
+    from helpers import run_cli
+    d = docket_factory("postgres")
+    a = d.new_user()
+    conn = psycopg2.connect(d.db_url)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute(BEFORE_8_POSTGRES)
+    before = [new_task(d, a.access, title=f"Before {i}") for i in range(3)]  # on the old schema
+    r = run_cli(["migrate"], env=d.env, cwd=d.cwd, timeout=60)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    try:
+        cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'tasks' AND "
+                    "(indexname LIKE '%updated%' OR indexname = 'tasks_activity_id_key')")
+        assert cur.fetchall() == []
+        cur.execute("SELECT reloptions FROM pg_class WHERE oid = 'tasks.tasks'::regclass")
+        assert cur.fetchone()[0] == ["fillfactor=85"]
+        cur.execute("SELECT version FROM public.docket_migrations WHERE service = 'tasks' "
+                    "ORDER BY version DESC LIMIT 1")
+        assert cur.fetchone()[0] >= 8
+
+        def hot_updates():
+            cur.execute("SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE "
+                        "relid = 'tasks.tasks'::regclass")
+            return cur.fetchone()[0]
+
+        hot = hot_updates()
+        statuses = ["in_progress", "done", "todo", "done"]
+        for status in statuses:
+            resp = d.patch(task_url(before[0]), token=a.access, json={"status": status})
+            assert resp.status_code == 200, resp.text
+        # PostgreSQL publishes a backend's counters within about a second of it going idle
+        wait_until(lambda: hot_updates() >= hot + len(statuses), 15,
+                   what="the status changes counted as HOT updates")
+    finally:
+        conn.close()
+    newest = d.get(TASKS, token=a.access, params={"sort": "-updated_at"}).json()["items"]
+    assert [t["id"] for t in newest] == [before[0]["id"], before[2]["id"], before[1]["id"]]
+    oldest = d.get(TASKS, token=a.access, params={"sort": "updated_at", "limit": 1}).json()
+    rest = d.get(TASKS, token=a.access, params={"sort": "updated_at",
+                                                 "cursor": oldest["next_cursor"]}).json()
+    assert [t["id"] for t in oldest["items"] + rest["items"]] == \
+        [before[1]["id"], before[2]["id"], before[0]["id"]]
+    acts = d.get(task_url(before[0]) + "/activity", token=a.access).json()["items"]
+    assert [e["action"] for e in acts] == ["created"] + ["updated"] * len(statuses)
+    assert [e["new"] for e in acts[1:]] == statuses
+    assert [e["old"] for e in acts[1:]] == ["todo"] + statuses[:-1]

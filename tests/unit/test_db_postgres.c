@@ -449,6 +449,63 @@ static void test_transactions(void **state)
     assert_int_equal(ops->commit(c), DK_E_INTERNAL);
     assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx"), "1");
 
+    /* BEGIN goes with the first statement (one round trip) when that statement is prepared
+     * already: the transaction is as real, and a failure in it fails the transaction */
+    const char *ins = "INSERT INTO tx VALUES ($1)";
+    const char *v1[] = {"pipelined"};
+    assert_int_equal(ops->query(c, a, "DELETE FROM tx WHERE v = $1", 1, v1, NULL), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK); /* prepared now */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "2");
+    assert_string_equal(scalar(c, a, "SELECT pg_current_xact_id_if_assigned() IS NOT NULL"), "t");
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "1");
+    const char *num = "SELECT CAST($1 AS INTEGER)";
+    const char *bad[] = {"x"}, *good[] = {"1"};
+    assert_int_equal(ops->query(c, a, num, 1, good, NULL), DK_OK);
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, num, 1, bad, NULL), DK_E_INTERNAL); /* 22P02 */
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_E_INTERNAL);  /* aborted */
+    assert_int_equal(ops->commit(c), DK_E_INTERNAL);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "1");
+    /* a transaction that runs nothing sends nothing, and commits */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->commit(c), DK_OK);
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT pg_current_xact_id_if_assigned() IS NULL"), "t");
+    assert_int_equal(ops->query(c, a, "DELETE FROM tx WHERE v = $1", 1, v1, NULL), DK_OK);
+
+    /* the last statement and COMMIT in one round trip */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK);
+    dk_db_rows *rows = NULL;
+    assert_int_equal(ops->query_commit(c, a, ins, 1, v1, &rows), DK_OK);
+    assert_int_equal(rows->affected, 1);
+    assert_string_equal(scalar(c, a, "SELECT pg_current_xact_id_if_assigned() IS NULL"), "t");
+    assert_int_equal(ops->rollback(c), DK_OK); /* nothing open any more */
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "2");
+    assert_int_equal(ops->begin(c), DK_OK); /* the only statement: it commits alone */
+    assert_int_equal(ops->query_commit(c, a, ins, 1, v1, NULL), DK_OK);
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "3");
+    /* a failing last statement commits nothing and leaves the transaction to roll back */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK);
+    assert_int_equal(ops->query_commit(c, a, num, 1, bad, NULL), DK_E_INTERNAL);
+    assert_int_equal(ops->query(c, a, "SELECT 1", 0, NULL, NULL), DK_E_INTERNAL); /* aborted */
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "3");
+    /* ... and so does a transaction that had failed before it */
+    assert_int_equal(ops->begin(c), DK_OK);
+    assert_int_equal(ops->query(c, a, ins, 1, v1, NULL), DK_OK);
+    assert_int_equal(ops->query(c, a, num, 1, bad, NULL), DK_E_INTERNAL);
+    assert_int_equal(ops->query_commit(c, a, ins, 1, v1, NULL), DK_E_INTERNAL);
+    assert_int_equal(ops->rollback(c), DK_OK);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM tx WHERE v = 'pipelined'"), "3");
+    assert_int_equal(ops->query(c, a, "DELETE FROM tx WHERE v = $1", 1, v1, NULL), DK_OK);
+
     /* release rolls back what the holder left open, and the connection goes on */
     assert_int_equal(ops->begin(c), DK_OK);
     assert_int_equal(ops->query(c, a, "INSERT INTO tx VALUES ('abandoned')", 0, NULL, NULL), DK_OK);
