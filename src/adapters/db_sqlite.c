@@ -519,12 +519,13 @@ static int db_sqlite_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nfr
     struct db_sqlite_checkpointer *k = arg;
     pthread_mutex_lock(&k->mu);
     k->writes++;
-    k->fts_dirty = true;
     k->last_write_ms = db_sqlite_now_ms();
-    if (nframes >= DB_SQLITE_CHECKPOINT_FRAMES) {
+    bool first = !k->fts_dirty; /* the thread may sleep without a deadline: wake it */
+    k->fts_dirty = true;
+    if (nframes >= DB_SQLITE_CHECKPOINT_FRAMES)
         k->wanted = true;
+    if (first || k->wanted)
         pthread_cond_signal(&k->cv);
-    }
     pthread_mutex_unlock(&k->mu);
     return SQLITE_OK;
 }
