@@ -13,11 +13,13 @@ extern const struct dk_db_ops dk_db_postgres_ops;
 
 /* What the SQLite adapter's write queue has done (tests, measurements): groups committed (one
  * COMMIT each, counted when it carried a committed transaction), the committed transactions
- * they carried, and callers waiting for their turn now. */
+ * they carried, and callers waiting for their turn now; and the FTS5 merge steps the
+ * checkpointer ran while the writer was idle. */
 struct dk_db_sqlite_write_stats {
     uint64_t groups;
     uint64_t transactions;
     int queued;
+    uint64_t fts_merge_steps;
 };
 void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret);
 /* How many transactions a group may carry and for how long it takes more (defaults 64, 2 ms);

@@ -27,6 +27,7 @@
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/log.h"
 #include "core/timeutil.h"
 #include "core/trace.h"
 #include "adapters/db.h"
@@ -44,6 +45,17 @@
 /* WAL frames after which the checkpointer copies the WAL into the database (SQLite's own
  * auto-checkpoint threshold). */
 #define DB_SQLITE_CHECKPOINT_FRAMES 1000
+/* FTS5 indexes are compacted by the checkpointer once the writer has committed nothing for
+ * DB_SQLITE_FTS_IDLE_MS, when an index has DB_SQLITE_FTS_MIN_SEGMENTS segments or more:
+ * DB_SQLITE_FTS_MERGE_PAGES pages of merged data per step (one short transaction on a turn of
+ * the writer between two groups), until it is one segment or a write comes. A compaction
+ * rewrites the whole index, so one follows the last after at least DB_SQLITE_FTS_MS_PER_PAGE
+ * per page of the index (about 1 % of a core at most: a page costs ~0.1 ms to merge). */
+#define DB_SQLITE_FTS_IDLE_MS      500
+#define DB_SQLITE_FTS_MIN_SEGMENTS 4
+#define DB_SQLITE_FTS_MERGE_PAGES  32
+#define DB_SQLITE_FTS_MERGE_STEPS  100000
+#define DB_SQLITE_FTS_MS_PER_PAGE  10
 
 struct db_sqlite_stmt {
     char *sql; /* NULL = free slot */
@@ -106,9 +118,15 @@ struct db_sqlite_writer {
  * their fsyncs) the writer's commits would otherwise run inline, in some caller's COMMIT. */
 struct db_sqlite_checkpointer {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
     pthread_t thread;
     bool started, wanted, stop;
+    /* the idle FTS5 merge: writes were committed since the last merge, the last at … */
+    bool fts_dirty;
+    int64_t last_write_ms;
+    int64_t fts_not_before_ms; /* the next compaction, not before (the rate limit above) */
+    uint64_t writes;           /* commits seen by the WAL hook: a merge stops when it moves */
+    uint64_t fts_merge_steps;  /* merge transactions run (tests, measurements) */
     struct dk_db_conn conn;
 };
 
@@ -499,12 +517,16 @@ static int db_sqlite_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nfr
     (void)h;
     (void)dbname;
     struct db_sqlite_checkpointer *k = arg;
-    if (nframes >= DB_SQLITE_CHECKPOINT_FRAMES) {
-        pthread_mutex_lock(&k->mu);
+    pthread_mutex_lock(&k->mu);
+    k->writes++;
+    k->last_write_ms = db_sqlite_now_ms();
+    bool first = !k->fts_dirty; /* the thread may sleep without a deadline: wake it */
+    k->fts_dirty = true;
+    if (nframes >= DB_SQLITE_CHECKPOINT_FRAMES)
         k->wanted = true;
+    if (first || k->wanted)
         pthread_cond_signal(&k->cv);
-        pthread_mutex_unlock(&k->mu);
-    }
+    pthread_mutex_unlock(&k->mu);
     return SQLITE_OK;
 }
 
@@ -513,7 +535,9 @@ static int db_sqlite_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nfr
  * the next group begins — which lets that group's first write start the WAL over from its
  * beginning (SQLite restarts it only then). Without this pass the writer would keep appending
  * while the checkpointer copies, and the WAL would grow without end. */
-static void db_sqlite_checkpointer_catch_up(struct dk_db *db)
+/* The checkpointer takes a turn of the writer between two groups (before the queue), and gives
+ * it back. */
+static void db_sqlite_checkpointer_take_turn(struct dk_db *db)
 {
     struct db_sqlite_writer *w = &db->w;
     pthread_mutex_lock(&w->mu);
@@ -528,10 +552,153 @@ static void db_sqlite_checkpointer_catch_up(struct dk_db *db)
         w->ckpt_granted = false;
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+static void db_sqlite_checkpointer_give_turn(struct dk_db *db)
+{
+    pthread_mutex_lock(&db->w.mu);
+    db_sqlite_writer_pass(&db->w);
+    pthread_mutex_unlock(&db->w.mu);
+}
+
+static void db_sqlite_checkpointer_catch_up(struct dk_db *db)
+{
+    db_sqlite_checkpointer_take_turn(db);
     (void)sqlite3_wal_checkpoint_v2(db->ckpt.conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    pthread_mutex_lock(&w->mu);
-    db_sqlite_writer_pass(w);
-    pthread_mutex_unlock(&w->mu);
+    db_sqlite_checkpointer_give_turn(db);
+}
+
+/* The FTS5 index's structure record (its segments and levels; rowid 10 of %_data), copied into
+ * buf (at most cap bytes): a merge step that leaves it unchanged had nothing left to merge.
+ * Returns its whole length, or -1 when it cannot be read. */
+static int db_sqlite_fts_structure(sqlite3 *h, const char *table, unsigned char *buf, int cap)
+{
+    char *sql = sqlite3_mprintf("SELECT block FROM \"%w_data\" WHERE id = 10", table);
+    sqlite3_stmt *st = NULL;
+    int n = -1;
+    if (sql && sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_bytes(st, 0);
+        if (n > 0)
+            memcpy(buf, sqlite3_column_blob(st, 0), (size_t)(n < cap ? n : cap));
+    }
+    sqlite3_finalize(st);
+    sqlite3_free(sql);
+    return n;
+}
+
+/* Compacts one FTS5 index while the writer stays idle: each step merges up to
+ * DB_SQLITE_FTS_MERGE_PAGES pages of its segments ('merge' with a negative count: all
+ * segments, whatever their level, towards one) in a transaction of its own, on a turn of the
+ * writer. A search reads every segment of each of its terms, so a freshly written index
+ * (FTS5 writes a segment per transaction; its automerge keeps a few per level) costs more
+ * to search than a compacted one (docs/design/search.md). Returns false when a write came
+ * (or the checkpointer stops) before it was done. */
+/* Reads one integer from SQL (-1 when it cannot). */
+static int64_t db_sqlite_int_of(sqlite3 *h, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sql && sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* SQLite's varint (FTS5 writes its structure record with it); 0 when truncated. */
+static int db_sqlite_varint(const unsigned char *p, int n, uint64_t *ret)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n && i < 9; i++) {
+        if (i == 8) {
+            *ret = (v << 8) | p[i];
+            return 9;
+        }
+        v = (v << 7) | (p[i] & 0x7f);
+        if (!(p[i] & 0x80)) {
+            *ret = v;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+static bool db_sqlite_fts_compact(struct dk_db *db, const char *table, uint64_t writes)
+{
+    struct db_sqlite_checkpointer *k = &db->ckpt;
+    sqlite3 *h = k->conn.h;
+    /* worth it? the structure record: a 4-byte cookie, then varints nLevel, nSegment, … */
+    unsigned char head[64];
+    int nh = db_sqlite_fts_structure(h, table, head, (int)sizeof head);
+    if (nh > (int)sizeof head)
+        nh = (int)sizeof head;
+    uint64_t nlevel = 0, nseg = 0;
+    int used = nh > 4 ? db_sqlite_varint(head + 4, nh - 4, &nlevel) : 0;
+    if (!used || !db_sqlite_varint(head + 4 + used, nh - 4 - used, &nseg) ||
+        nseg < DB_SQLITE_FTS_MIN_SEGMENTS)
+        return true;
+    char *count = sqlite3_mprintf("SELECT count(*) FROM \"%w_data\"", table);
+    int64_t pages = db_sqlite_int_of(h, count);
+    sqlite3_free(count);
+    int64_t now = db_sqlite_now_ms();
+    pthread_mutex_lock(&k->mu);
+    bool early = now < k->fts_not_before_ms;
+    if (!early && pages > 0)
+        k->fts_not_before_ms = now + pages * DB_SQLITE_FTS_MS_PER_PAGE;
+    pthread_mutex_unlock(&k->mu);
+    if (early || pages <= 0)
+        return !early; /* too early: not done, tried again later */
+    char *merge = sqlite3_mprintf("INSERT INTO \"%w\"(\"%w\", rank) VALUES ('merge', -%d)", table,
+                                  table, DB_SQLITE_FTS_MERGE_PAGES);
+    if (!merge)
+        return true;
+    enum { CAP = 1 << 20 };
+    unsigned char *before = dk_malloc(CAP), *after = dk_malloc(CAP);
+    bool done = false, idle = true;
+    for (int step = 0; step < DB_SQLITE_FTS_MERGE_STEPS && !done && idle; step++) {
+        db_sqlite_checkpointer_take_turn(db);
+        int nb = db_sqlite_fts_structure(h, table, before, CAP);
+        int rc = nb < 0 ? SQLITE_ERROR : sqlite3_exec(h, merge, NULL, NULL, NULL);
+        int na = rc == SQLITE_OK ? db_sqlite_fts_structure(h, table, after, CAP) : -1;
+        db_sqlite_checkpointer_give_turn(db);
+        done = rc != SQLITE_OK || na < 0 || na > CAP ||
+               (na == nb && memcmp(before, after, (size_t)na) == 0);
+        pthread_mutex_lock(&k->mu);
+        if (rc == SQLITE_OK)
+            k->fts_merge_steps++;
+        idle = !k->stop && !k->wanted && k->writes == writes;
+        pthread_mutex_unlock(&k->mu);
+    }
+    dk_free(before);
+    dk_free(after);
+    sqlite3_free(merge);
+    return done;
+}
+
+/* Compacts every FTS5 index of the database (db_sqlite_fts_compact); false when a write (or a
+ * checkpoint request, or stop) interrupted it. */
+static bool db_sqlite_fts_compact_all(struct dk_db *db, uint64_t writes)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->ckpt.conn.h,
+                           "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE "
+                           "'CREATE VIRTUAL TABLE % USING fts5%'",
+                           -1, &st, NULL) != SQLITE_OK)
+        return true;
+    enum { MAX_TABLES = 16 };
+    char *names[MAX_TABLES];
+    int n = 0;
+    while (n < MAX_TABLES && sqlite3_step(st) == SQLITE_ROW)
+        names[n++] = dk_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    bool done = true;
+    for (int i = 0; i < n; i++) {
+        if (done)
+            done = db_sqlite_fts_compact(db, names[i], writes);
+        dk_free(names[i]);
+    }
+    return done;
 }
 
 static void *db_sqlite_checkpointer_run(void *arg)
@@ -540,10 +707,35 @@ static void *db_sqlite_checkpointer_run(void *arg)
     struct db_sqlite_checkpointer *k = &db->ckpt;
     pthread_mutex_lock(&k->mu);
     for (;;) {
-        while (!k->wanted && !k->stop)
-            pthread_cond_wait(&k->cv, &k->mu);
+        while (!k->wanted && !k->stop) {
+            if (!k->fts_dirty) {
+                pthread_cond_wait(&k->cv, &k->mu);
+                continue;
+            }
+            int64_t due = k->last_write_ms + DB_SQLITE_FTS_IDLE_MS;
+            if (due < k->fts_not_before_ms)
+                due = k->fts_not_before_ms;
+            int64_t wait = due - db_sqlite_now_ms();
+            if (wait <= 0)
+                break;
+            struct timespec deadline = dk_mono_deadline((int)wait);
+            pthread_cond_timedwait(&k->cv, &k->mu, &deadline);
+        }
         if (k->stop)
             break;
+        if (!k->wanted) {
+            /* idle since the last write: compact the full-text indexes, then copy what that
+             * wrote into the database file */
+            k->fts_dirty = false;
+            uint64_t writes = k->writes;
+            pthread_mutex_unlock(&k->mu);
+            bool done = db_sqlite_fts_compact_all(db, writes);
+            (void)sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            pthread_mutex_lock(&k->mu);
+            if (!done)
+                k->fts_dirty = true;
+            continue;
+        }
         k->wanted = false;
         pthread_mutex_unlock(&k->mu);
         /* PASSIVE, as SQLite's auto-checkpoint: copies what no reader still needs, never waits
@@ -872,6 +1064,9 @@ void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret)
     for (struct db_sqlite_waiter *q = w->head; q; q = q->next)
         ret->queued++;
     pthread_mutex_unlock(&w->mu);
+    pthread_mutex_lock(&db->ckpt.mu);
+    ret->fts_merge_steps = db->ckpt.fts_merge_steps;
+    pthread_mutex_unlock(&db->ckpt.mu);
 }
 
 static const char *db_sqlite_last_error(dk_db_conn *c)
@@ -883,6 +1078,10 @@ static void db_sqlite_close(dk_db *db)
 {
     if (!db)
         return;
+    if (db->w.stats.groups > 0)
+        dk_log_info("sqlite: the write queue committed %" PRIu64 " transactions in %" PRIu64
+                    " groups; %" PRIu64 " FTS5 merge steps while idle",
+                    db->w.stats.transactions, db->w.stats.groups, db->ckpt.fts_merge_steps);
     for (int i = 0; db->conns && i < db->size; i++)
         db_sqlite_conn_close(&db->conns[i]);
     db_sqlite_checkpointer_stop(db);
@@ -918,7 +1117,7 @@ static dk_status db_sqlite_open(const dk_db_options *opt, dk_db **ret_db)
     db->w.group_max = DB_SQLITE_GROUP_MAX;
     db->w.group_max_ms = DB_SQLITE_GROUP_MAX_MS;
     pthread_mutex_init(&db->ckpt.mu, NULL);
-    pthread_cond_init(&db->ckpt.cv, NULL);
+    dk_cond_init_monotonic(&db->ckpt.cv);
     db->size = opt->pool_size > 0 ? opt->pool_size : DB_SQLITE_DEFAULT_POOL;
     db->acquire_timeout_ms =
         opt->acquire_timeout_ms > 0 ? opt->acquire_timeout_ms : DB_SQLITE_DEFAULT_TIMEOUT_MS;

@@ -964,6 +964,43 @@ static void test_checkpointer_copies_the_wal(void **state)
     free(url);
 }
 
+/* Each transaction that writes an FTS5 table adds a segment to its index; FTS5's automerge
+ * keeps a few per level. Once the writer has been idle a while, the checkpointer merges them
+ * into one (searches read every segment of each term), and what the index finds is unchanged. */
+static void test_checkpointer_compacts_fts_when_idle(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-fts-compact", "d");
+    dk_db *db = open_db(url, 2, 5000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    ok(c, "CREATE VIRTUAL TABLE docs USING fts5(body)");
+    const char *words[] = {"alpha", "beta", "gamma", "delta", "epsilon"};
+    for (int i = 0; i < 60; i++) { /* 60 transactions: 60 segments before automerge */
+        const char *p[] = {dk_arena_printf(a, "%s %s row%d", words[i % 5], words[(i + 1) % 5], i)};
+        assert_int_equal(ops->query(c, a, "INSERT INTO docs (body) VALUES ($1)", 1, p, NULL),
+                         DK_OK);
+    }
+    const char *segments = "SELECT count(DISTINCT segid) FROM docs_idx";
+    assert_true(atoi(scalar(c, a, segments)) >= 4);
+    int64_t deadline = now_ms() + 20000;
+    while (strcmp(scalar(c, a, segments), "1") != 0) {
+        assert_true(now_ms() < deadline);
+        usleep(20000);
+    }
+    struct dk_db_sqlite_write_stats st;
+    dk_db_sqlite_write_stats(db, &st);
+    assert_true(st.fts_merge_steps > 0);
+    assert_string_equal(scalar(c, a, "SELECT count(*) FROM docs WHERE docs MATCH 'beta'"), "24");
+    assert_string_equal(scalar(c, a, "SELECT body FROM docs WHERE docs MATCH 'row17'"),
+                        "gamma delta row17");
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
 struct wal_writer {
     dk_db *db;
     int id;
@@ -1049,6 +1086,7 @@ int main(void)
         cmocka_unit_test(test_write_queue_same_thread_and_timeout),
         cmocka_unit_test(test_write_queue_many_threads),
         cmocka_unit_test(test_checkpointer_copies_the_wal),
+        cmocka_unit_test(test_checkpointer_compacts_fts_when_idle),
         cmocka_unit_test(test_checkpointer_keeps_the_wal_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

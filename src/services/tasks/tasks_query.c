@@ -116,11 +116,10 @@ bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret)
     return true;
 }
 
-const char *tasks_fts_scoped(dk_arena *a, const tasks_fts *fts, char kind, const char *id)
+/* Appends the scope token of kind and id as the view tasks_fts_src spells it (kind, the id
+ * without dashes, x), quoted. */
+static void tasks_fts_token(dk_sb *b, dk_arena *a, char kind, const char *id)
 {
-    if (!kind)
-        return fts->match ? dk_arena_printf(a, "{title description} : (%s)", fts->match) : NULL;
-    /* the token as the view tasks_fts_src spells it: kind, the id without dashes, x */
     dk_sb tok = {0};
     dk_sb_printf(&tok, "%c", kind);
     for (const char *c = id; *c; c++)
@@ -128,14 +127,35 @@ const char *tasks_fts_scoped(dk_arena *a, const tasks_fts *fts, char kind, const
             tasks_query_addn(&tok, c, 1);
     dk_sb_printf(&tok, "x");
     char *t = dk_sb_take(&tok, a);
+    tasks_query_fts_quoted(b, t, strlen(t));
+}
+
+const char *tasks_fts_scoped_any(dk_arena *a, const tasks_fts *fts, int n, const char *kinds,
+                                 const char *const *ids)
+{
     dk_sb b = {0};
     dk_sb_printf(&b, "{scope} : ");
-    tasks_query_fts_quoted(&b, t, strlen(t));
+    if (n > 1)
+        dk_sb_printf(&b, "(");
+    for (int i = 0; i < n; i++) {
+        if (i > 0)
+            dk_sb_printf(&b, " OR ");
+        tasks_fts_token(&b, a, kinds[i], ids[i]);
+    }
+    if (n > 1)
+        dk_sb_printf(&b, ")");
     if (fts->match)
         dk_sb_printf(&b, " AND {title description} : (%s)", fts->match);
     else
         dk_sb_printf(&b, " NOT {title description} : (%s)", fts->exclude);
     return dk_sb_take(&b, a);
+}
+
+const char *tasks_fts_scoped(dk_arena *a, const tasks_fts *fts, char kind, const char *id)
+{
+    if (!kind)
+        return fts->match ? dk_arena_printf(a, "{title description} : (%s)", fts->match) : NULL;
+    return tasks_fts_scoped_any(a, fts, 1, &kind, &id);
 }
 
 /* ---------- parameters ---------- */
@@ -454,6 +474,33 @@ static void tasks_query_arms_add(tasks_query_arms *arms, const char *pred, const
     arms->n++;
 }
 
+/* SQLite's search when every arm has a scope token (all but a member of more projects than get
+ * an arm each): one statement, not one per arm. The full-text index is read once, for the
+ * caller's tokens ORed (`{scope} : ("o<me>x" OR "a<me>x" OR "p<project>x" ...) AND {title
+ * description} : (words)`): FTS5 walks the word's doclist once instead of once per arm, and the
+ * rows are sorted once. The arms' predicates, ORed, still decide visibility for every row (the
+ * token only narrows what is read; the arms are disjoint, so no row is counted twice). The sort
+ * keeps only (seq, id, relevance) of each match; the page's rows are read by rowid afterwards
+ * (docs/design/search.md, "One statement"). */
+static void tasks_query_sqlite_search(dk_arena *a, dk_sb *sql, tasks_query_sql_params *p,
+                                      const tasks_query_arms *arms, const tasks_fts *fts,
+                                      const char *cs, const char *sk, const char *dir, int lk)
+{
+    int mp = tasks_query_sql_param(
+        p, tasks_fts_scoped_any(a, fts, arms->n, arms->scope_kind, arms->scope_id));
+    dk_sb_printf(sql,
+                 "SELECT " TASKS_COLS_SQLITE ", s.sk AS sk FROM (SELECT t.seq AS seq, t.id AS id, "
+                 "%s AS sk FROM tasks_fts CROSS JOIN tasks t ON t.seq = tasks_fts.rowid WHERE "
+                 "tasks_fts MATCH $%d AND (",
+                 sk, mp);
+    for (int i = 0; i < arms->n; i++)
+        dk_sb_printf(sql, "%s(%s%s)", i ? " OR " : "", arms->pred[i], arms->extra[i]);
+    dk_sb_printf(sql,
+                 ")%s ORDER BY %s %s, t.id %s LIMIT CAST($%d AS INTEGER)) s CROSS JOIN tasks t ON "
+                 "t.seq = s.seq ORDER BY s.sk %s, s.id %s",
+                 cs, sk, dir, dir, lk, dir, dir);
+}
+
 void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query *q, tasks_sql *ret)
 {
     memset(ret, 0, sizeof *ret);
@@ -588,6 +635,17 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
 
     dk_sb sql = {0};
     dk_sb_printf(&sql, "/* tasks.list */ ");
+    bool all_scoped = sqlite_fts;
+    for (int i = 0; i < arms.n; i++)
+        all_scoped &= arms.scope_kind[i] != 0;
+    if (all_scoped) {
+        tasks_query_sqlite_search(a, &sql, &p, &arms, &fts, cs, sk, dir, lk);
+        ret->sql = dk_sb_take(&sql, a);
+        ret->nparams = p.n;
+        ret->params = dk_arena_alloc(a, sizeof *ret->params * (size_t)p.n);
+        memcpy(ret->params, p.v, sizeof *ret->params * (size_t)p.n);
+        return;
+    }
     bool wrap = arms.n > 1 || arms.lateral[0]; /* several arms are merged in page order */
     for (int i = 0; i < arms.n; i++) {
         const char *c = dk_arena_printf(a, "%s%s", arms.extra[i], cs);

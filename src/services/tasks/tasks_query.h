@@ -69,6 +69,11 @@ bool tasks_fts_query(dk_arena *a, const char *q, tasks_fts *ret);
  * excludes: FTS5 has no bare NOT). */
 const char *tasks_fts_scoped(dk_arena *a, const tasks_fts *fts, char kind, const char *id);
 
+/* The same for n arms at once: the rows holding any of the tokens kinds[i]/ids[i] (n >= 1, every
+ * kind non-zero). Unlike tasks_fts_scoped, also for a search that only excludes. */
+const char *tasks_fts_scoped_any(dk_arena *a, const tasks_fts *fts, int n, const char *kinds,
+                                 const char *const *ids);
+
 typedef struct tasks_list_query {
     const char *caller;   /* the authenticated user */
     const char *status;   /* NULL: any */
