@@ -103,6 +103,36 @@ static void add(const dk_database *d, const char *n, bool commit)
     dk_arena_free(a);
 }
 
+static int64_t rows_left(const dk_database *d);
+
+/* dk_tx_query_commit: the last statement commits with it (SQLite: query, then commit), and a
+ * failing one commits nothing of the transaction. */
+static void test_query_commit_ends_the_transaction(void **state)
+{
+    (void)state;
+    dk_database d = open_db("outbox_query_commit");
+    dk_arena *a = dk_arena_new();
+    const char *ins =
+        "INSERT INTO " TABLE " (id, type, payload, created_at) VALUES ($1, 't', '{}', 1)";
+    const char *p1[] = {"a"}, *p2[] = {"b"};
+    dk_tx tx;
+    assert_int_equal(dk_tx_begin(&d, &tx), DK_OK);
+    assert_int_equal(dk_tx_query(&tx, a, ins, 1, p1, NULL), DK_OK);
+    assert_int_equal(dk_tx_query_commit(&tx, a, ins, 1, p2, NULL), DK_OK);
+    assert_null(tx.conn); /* over: released */
+    assert_int_equal(dk_tx_end(&tx, DK_OK), DK_OK);
+    assert_int_equal(rows_left(&d), 2);
+    assert_int_equal(dk_tx_begin(&d, &tx), DK_OK);
+    assert_int_equal(dk_tx_query(&tx, a, ins, 1, p1, NULL), DK_OK);
+    assert_int_not_equal(dk_tx_query_commit(&tx, a, "INSERT INTO nope VALUES (1)", 0, NULL, NULL),
+                         DK_OK);
+    assert_non_null(tx.conn); /* still open: rolled back by the end */
+    assert_int_not_equal(dk_tx_end(&tx, DK_E_INTERNAL), DK_OK);
+    assert_int_equal(rows_left(&d), 2);
+    dk_arena_free(a);
+    d.ops->close(d.db);
+}
+
 static int64_t rows_left(const dk_database *d)
 {
     dk_arena *a = dk_arena_new();
@@ -207,6 +237,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_committed_events_in_order_rolled_back_never),
+        cmocka_unit_test(test_query_commit_ends_the_transaction),
         cmocka_unit_test(test_refused_events_are_kept_and_retried),
         cmocka_unit_test(test_stuck_event_shows_as_lag),
     };

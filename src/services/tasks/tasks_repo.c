@@ -260,9 +260,9 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
      * only the indexes of the columns that change). An UPDATE that changes no indexed column
      * and finds room on its page writes no index entry at all; updated_at was the one indexed
      * column every change sets, through the three (who, updated_at, id) sort indexes. Without
-     * them, sort=updated_at sorts the caller's tasks in memory (top-N): measured in
-     * docs/design/measurements.md, 0.6 -> 110 ms for a page of a 100,000-task account, under a
-     * millisecond for a few hundred tasks. fillfactor 85 leaves room on new pages for the new
+     * them, sort=updated_at sorts the caller's tasks in memory (top-N): a fraction of a
+     * millisecond for a few hundred tasks, tens of milliseconds for a 100,000-task account
+     * (docs/design/measurements.md). fillfactor 85 leaves room on new pages for the new
      * versions (existing pages get it as they are pruned and vacuumed). The activity id's
      * UNIQUE index goes too: no statement reads an entry by its id (UUIDv7, made here). */
     {8, "tasks_hot_updates", NULL,
