@@ -1078,13 +1078,13 @@ static void db_sqlite_close(dk_db *db)
 {
     if (!db)
         return;
-    if (db->w.stats.groups > 0)
-        dk_log_info("sqlite: the write queue committed %" PRIu64 " transactions in %" PRIu64
-                    " groups; %" PRIu64 " FTS5 merge steps while idle",
-                    db->w.stats.transactions, db->w.stats.groups, db->ckpt.fts_merge_steps);
     for (int i = 0; db->conns && i < db->size; i++)
         db_sqlite_conn_close(&db->conns[i]);
     db_sqlite_checkpointer_stop(db);
+    if (db->w.stats.groups > 0) /* every connection released, the checkpointer stopped */
+        dk_log_info("sqlite: the write queue committed %" PRIu64 " transactions in %" PRIu64
+                    " groups; %" PRIu64 " FTS5 merge steps while idle",
+                    db->w.stats.transactions, db->w.stats.groups, db->ckpt.fts_merge_steps);
     db_sqlite_conn_close(&db->w.conn);
     pthread_mutex_destroy(&db->w.mu);
     pthread_cond_destroy(&db->w.ckpt_cv);
