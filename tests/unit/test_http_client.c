@@ -1,7 +1,7 @@
 /* test_http_client.c — the libcurl http client adapter with many long-lived streams open (the
  * gateway's case): calls that end soon keep reusing one kept-alive connection while more
  * streams than the keep-alive allowance stay open, the streams deliver and end on cancel, and a cancel or
- * resume for a call that has finished is ignored. The upstream is a small HTTP/1.1 server on
+ * resume for a call that has finished is ignored; a paused stream costs no CPU. The upstream is a small HTTP/1.1 server on
  * a thread of this test, which counts the connections it accepts. */
 #include "testutil.h"
 
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,9 +21,10 @@
 #include "adapters/http_client.h"
 #include "core/banned.h"
 
-#define NSTREAMS 40
-#define NSHORT   20
-#define MAXCONN  (NSTREAMS + 2 * NSHORT + 8)
+#define NSTREAMS     40
+#define NSHORT       20
+#define MAXCONN      (NSTREAMS + 2 * NSHORT + 8)
+#define FLOOD_CHUNKS 200 /* of 1000 bytes */
 
 /* ---------- the upstream ---------- */
 
@@ -57,12 +59,25 @@ static void up_serve(upconn *c)
 {
     char *end;
     while (!c->streaming && (end = strstr(c->buf, "\r\n\r\n"))) {
-        if (strncmp(c->buf, "GET /stream", 11) == 0) {
+        if (strncmp(c->buf, "GET /flood", 10) == 0) {
+            /* an event stream with 200 KB ready at once: more than the client buffers before
+             * it streams (64 KiB), so the rest waits in the socket while the reader pauses */
+            up_send(c->fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n");
+            static char chunk[1024 + 16];
+            int n = snprintf(chunk, sizeof chunk, "%x\r\n", 1000);
+            memset(chunk + n, 'x', 1000);
+            memcpy(chunk + n + 1000, "\r\n", 3);
+            for (int i = 0; i < FLOOD_CHUNKS; i++)
+                up_send(c->fd, chunk);
+            c->streaming = true;
+        } else if (strncmp(c->buf, "GET /stream", 11) == 0) {
             up_send(c->fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                            "Transfer-Encoding: chunked\r\n\r\n7\r\n: hi\r\n\n\r\n");
             c->streaming = true;
         } else {
-            up_send(c->fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
+            up_send(c->fd,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
         }
         size_t used = (size_t)(end + 4 - c->buf);
         memmove(c->buf, c->buf + used, c->len - used + 1);
@@ -150,6 +165,15 @@ static dk_http_data_action t_data(dk_http_call *call, const char *data, size_t l
     tcall *t = call->ctx;
     atomic_fetch_add(&t->bytes, len);
     return DK_HTTP_DATA_OK;
+}
+
+/* Takes nothing while `hold` is set: the call pauses. */
+static atomic_bool hold;
+static dk_http_data_action t_data_held(dk_http_call *call, const char *data, size_t len)
+{
+    if (atomic_load(&hold))
+        return DK_HTTP_DATA_PAUSE;
+    return t_data(call, data, len);
 }
 
 static void t_done(dk_http_call *call)
@@ -281,11 +305,56 @@ static void test_close_ends_open_streams(void **state)
     up_stop(&u);
 }
 
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* A stream paused by its reader, with its socket still readable, costs no CPU (the client
+ * stops watching the socket instead of spinning on it), and gets everything after resume. */
+static void test_paused_stream_does_not_spin(void **state)
+{
+    (void)state;
+    upstream u;
+    up_start(&u);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/flood", u.port);
+    dk_http_client *cl = NULL;
+    assert_int_equal(dk_http_client_curl_ops.open(NULL, &cl), DK_OK);
+    static tcall t;
+    t_init(&t, url, true);
+    t.call.on_data = t_data_held;
+    atomic_store(&hold, true);
+    assert_int_equal(dk_http_client_curl_ops.submit(cl, &t.call), DK_OK);
+    assert_true(wait_int(&t.headers, 1, 10000));
+    dk_test_sleep_ms(100); /* the rest is in the socket by now */
+    double c0 = cpu_seconds();
+    dk_test_sleep_ms(400);
+    double used = cpu_seconds() - c0;
+    assert_true(used < 0.2); /* a spinning loop would take the whole 0.4 s */
+    assert_int_equal(atomic_load(&t.bytes), 0);
+    atomic_store(&hold, false);
+    dk_http_client_curl_ops.resume(cl, &t.call);
+    for (int i = 0; i < 2000 && atomic_load(&t.bytes) < FLOOD_CHUNKS * 1000; i++)
+        dk_test_sleep_ms(5);
+    assert_int_equal(atomic_load(&t.bytes), FLOOD_CHUNKS * 1000);
+    assert_int_equal(atomic_load(&t.dones), 0);
+    dk_http_client_curl_ops.cancel(cl, &t.call);
+    assert_true(wait_int(&t.dones, 1, 10000));
+    dk_arena_free(t.call.arena);
+    dk_http_client_curl_ops.close(cl);
+    up_stop(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_short_calls_keep_their_connection_beside_many_streams),
         cmocka_unit_test(test_close_ends_open_streams),
+        cmocka_unit_test(test_paused_stream_does_not_spin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
