@@ -1,7 +1,9 @@
-/* The outbound HTTP port on libcurl: one thread drives a curl multi handle through its
+/* The outbound HTTP port on libcurl: one thread drives curl multi handles through their
  * event-driven interface (curl_multi_socket_action): curl says which sockets it waits on
- * (CURLMOPT_SOCKETFUNCTION) and when it next needs the time (CURLMOPT_TIMERFUNCTION); the
- * thread waits on an epoll set of those sockets plus an eventfd that other threads write to.
+ * (CURLMOPT_SOCKETFUNCTION) and, asked after each round (curl_multi_timeout, rather than a
+ * TIMERFUNCTION, which reports a timer only when it changes: one fired a millisecond early
+ * would be lost), when it next needs the time; the thread waits on an epoll set of those
+ * sockets plus an eventfd that other threads write to.
  * A wakeup costs what its sockets cost, not a walk of every transfer: thousands of long-lived
  * streams (the gateway's SSE) cost nothing while they are quiet. Long-lived calls run in a
  * multi handle (a connection pool) of their own, apart from the calls that end soon, and with
