@@ -92,6 +92,7 @@ struct dk_http_client {
     dk_http_call **wakeq_spare; /* this thread's: the queue it took last, for reuse */
     size_t spare_cap;
     atomic_bool stop;
+    bool closing;          /* close is failing what still runs (the thread has stopped) */
     atomic_bool signalled; /* wakefd written since the thread last took the queues */
     /* running transfers: waiting (no answer streaming yet: the abandoned sweep walks these)
      * and streaming; watched (a headers deadline) is a second list through watch_link */
@@ -473,7 +474,7 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
         if (!t->streaming)
             c->status = 0;
         c->cancelled = t->cancelled;
-        if (t->cancelled)
+        if (t->cancelled || cl->closing)
             c->error = DK_E_UNAVAILABLE;
         else if (rc == CURLE_OPERATION_TIMEDOUT || t->headers_late)
             c->error = DK_E_TIMEOUT;
@@ -481,6 +482,8 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
             c->error = DK_E_BAD_GATEWAY;
         if (t->cancelled)
             snprintf(c->error_text, sizeof c->error_text, "cancelled");
+        else if (cl->closing)
+            snprintf(c->error_text, sizeof c->error_text, "the client closed");
         else if (t->too_big)
             snprintf(c->error_text, sizeof c->error_text, "upstream response too large");
         else if (t->headers_late)
@@ -867,7 +870,8 @@ static void dk_curl_close(dk_http_client *cl)
     atomic_store(&cl->signalled, false);
     dk_curl_signal(cl);
     pthread_join(cl->thread, NULL);
-    /* fail whatever is still queued or running */
+    /* fail whatever is still queued or running (DK_E_UNAVAILABLE, as the port says) */
+    cl->closing = true;
     struct dk_http_pending *q = cl->queue;
     while (q) {
         struct dk_http_pending *next = q->next;
