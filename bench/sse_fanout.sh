@@ -146,6 +146,7 @@ start() { # NAME PORT ENV... -- ARGS...
 port=$(free_port)
 bases=http://127.0.0.1:$port
 hold=""
+gw_pids=""
 if [ "$mode" = all ]; then
     start all "$port" -- all
     hold=$pid_all
@@ -187,7 +188,7 @@ mkdir -p "$results"
 out="$results/$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo nogit)-sse_fanout-$mode.json"
 PATH=$PGBIN:$PATH $PY "$BENCH/lib/sse_fanout.py" --base "$bases" --users "$users" \
     --streams "$streams" --idle "$idle" --settle "$settle" --rate "$rate" --load "$load" --pids "${pids[*]}" \
-    --hold-pids "$hold" --db-pids "$pg_pid $redis_pid" --pg-port "$pg_port" --redis-port "$redis_port" \
+    --hold-pids "$hold" --gw-pids "${gw_pids:-}" --db-pids "$pg_pid $redis_pid" --pg-port "$pg_port" --redis-port "$redis_port" \
     --label "$mode" --out "$out" </dev/null
 if [ "$mode" = split ]; then
     $PY - "$out" $gw_pids <<'EOF'

@@ -380,6 +380,7 @@ def main():
     ap.add_argument("--posters", type=int, default=16)
     ap.add_argument("--pids", default="", help="every docket process")
     ap.add_argument("--hold-pids", default="", help="the processes that hold the streams")
+    ap.add_argument("--gw-pids", default="", help="split mode: the gateways (they proxy the streams)")
     ap.add_argument("--db-pids", default="")
     ap.add_argument("--pg-port", type=int, default=0)
     ap.add_argument("--pg-db", default="docket")
@@ -405,6 +406,8 @@ def main():
     users = seed(host, port, a.users, str(int(time.time())))
     log(f"{a.users} users registered and logged in in {time.monotonic() - t0:.1f} s")
     rss_seeded = rss_mib(hold)
+    gws = [int(p) for p in a.gw_pids.split()]
+    rss_gw_seeded = rss_mib(gws)
 
     c = Client(host, port, [b.port for b in bases])
     per = a.streams // a.users
@@ -462,6 +465,9 @@ def main():
     result["rss_mib_after_seed"] = round(rss_seeded, 1)
     # what the streams cost: the growth from the seeded process (users logged in, no stream)
     result["rss_kib_per_stream"] = round((rss_mib(hold) - rss_seeded) * 1024 / max(ok, 1), 1)
+    if gws:  # each stream passes one gateway: their growth from seeded over all the streams
+        result["rss_mib_gateways_after_seed"] = round(rss_gw_seeded, 1)
+        result["rss_kib_per_stream_gateways"] = round((rss_mib(gws) - rss_gw_seeded) * 1024 / max(ok, 1), 1)
     result["rss_mib_all_docket"] = round(rss_mib(pids), 1)
     result["idle_cpu_pct_all_docket"] = round(100 * (cpu1 - cpu0) / el, 2)
     result["idle_cpu_pct_holding"] = round(100 * (hcpu1 - hcpu0) / el, 2)

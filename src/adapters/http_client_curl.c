@@ -1,7 +1,9 @@
-/* The outbound HTTP port on libcurl: one thread drives a curl multi handle through its
+/* The outbound HTTP port on libcurl: one thread drives curl multi handles through their
  * event-driven interface (curl_multi_socket_action): curl says which sockets it waits on
- * (CURLMOPT_SOCKETFUNCTION) and when it next needs the time (CURLMOPT_TIMERFUNCTION); the
- * thread waits on an epoll set of those sockets plus an eventfd that other threads write to.
+ * (CURLMOPT_SOCKETFUNCTION) and, asked after each round (curl_multi_timeout, rather than a
+ * TIMERFUNCTION, which reports a timer only when it changes: one fired a millisecond early
+ * would be lost), when it next needs the time; the thread waits on an epoll set of those
+ * sockets plus an eventfd that other threads write to.
  * A wakeup costs what its sockets cost, not a walk of every transfer: thousands of long-lived
  * streams (the gateway's SSE) cost nothing while they are quiet. Long-lived calls run in a
  * multi handle (a connection pool) of their own, apart from the calls that end soon, and with
@@ -90,6 +92,7 @@ struct dk_http_client {
     dk_http_call **wakeq_spare; /* this thread's: the queue it took last, for reuse */
     size_t spare_cap;
     atomic_bool stop;
+    bool closing;          /* close is failing what still runs (the thread has stopped) */
     atomic_bool signalled; /* wakefd written since the thread last took the queues */
     /* running transfers: waiting (no answer streaming yet: the abandoned sweep walks these)
      * and streaming; watched (a headers deadline) is a second list through watch_link */
@@ -471,7 +474,7 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
         if (!t->streaming)
             c->status = 0;
         c->cancelled = t->cancelled;
-        if (t->cancelled)
+        if (t->cancelled || cl->closing)
             c->error = DK_E_UNAVAILABLE;
         else if (rc == CURLE_OPERATION_TIMEDOUT || t->headers_late)
             c->error = DK_E_TIMEOUT;
@@ -479,6 +482,8 @@ static void dk_curl_finish(dk_http_client *cl, CURL *e, CURLcode rc)
             c->error = DK_E_BAD_GATEWAY;
         if (t->cancelled)
             snprintf(c->error_text, sizeof c->error_text, "cancelled");
+        else if (cl->closing)
+            snprintf(c->error_text, sizeof c->error_text, "the client closed");
         else if (t->too_big)
             snprintf(c->error_text, sizeof c->error_text, "upstream response too large");
         else if (t->headers_late)
@@ -865,7 +870,8 @@ static void dk_curl_close(dk_http_client *cl)
     atomic_store(&cl->signalled, false);
     dk_curl_signal(cl);
     pthread_join(cl->thread, NULL);
-    /* fail whatever is still queued or running */
+    /* fail whatever is still queued or running (DK_E_UNAVAILABLE, as the port says) */
+    cl->closing = true;
     struct dk_http_pending *q = cl->queue;
     while (q) {
         struct dk_http_pending *next = q->next;

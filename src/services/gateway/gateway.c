@@ -350,7 +350,8 @@ static void gateway_done(dk_http_call *call)
     if (call->streamed) {
         /* the client has the status and headers: the body ends cleanly, or is cut */
         bool ok = call->error == DK_OK;
-        if (!ok && !call->cancelled) {
+        /* cancelled (the client left), or the gateway is stopping: no fault of the upstream */
+        if (!ok && !call->cancelled && call->error != DK_E_UNAVAILABLE) {
             gateway_record(gw, j->up, false);
             dk_log_warn("upstream %s failed after its headers: %s", j->up->base, call->error_text);
         }
@@ -375,6 +376,10 @@ static void gateway_done(dk_http_call *call)
         res->body = call->response;
         res->body_len = call->response_len;
         res->content_type = gateway_copy_headers(call, res);
+    } else if (call->error == DK_E_UNAVAILABLE) {
+        /* the http client closed under it: the gateway is stopping */
+        dk_res_header(res, "Retry-After", "1");
+        dk_res_problem(res, DK_E_UNAVAILABLE, "the gateway is shutting down");
     } else if (call->error == DK_E_TIMEOUT) {
         gateway_record(gw, j->up, false);
         dk_log_warn("upstream %s timed out: %s", j->up->base, call->error_text);
