@@ -184,7 +184,8 @@ const dk_config_row dk_config_rows[] = {
 
     ROW_DUR("events.outbox_interval", "1s", 10, MS_M,
             "How often a service retries publishing outbox events the queue did not take (new "
-            "events are published at once)."),
+            "events are published at once; an idle relay also looks every 30 s for events a "
+            "process left behind when it died)."),
 
     ROW_INT("notification.due_soon_minutes", "60", 1, 525600,
             "A `task.due_soon` notification is sent this many minutes before `due_at`."),
@@ -201,7 +202,9 @@ const dk_config_row dk_config_rows[] = {
     ROW_DUR("notification.webhook_timeout", "5s", 100, MS_M,
             "Timeout of one webhook call or SMTP conversation."),
     ROW_DUR("notification.delivery_interval", "1s", 10, MS_M,
-            "How often the delivery worker looks for due retries (new deliveries go at once)."),
+            "Shortest wait of the delivery worker between two looks for due retries (new "
+            "deliveries go at once; with nothing due it sleeps until the next retry is due, "
+            "at most 30 s)."),
     ROW_DUR("notification.sse_heartbeat", "15s", 100, 10 * MS_M,
             "Interval of the heartbeat comments on `/api/v1/notifications/stream`."),
     ROW_INT("notification.sse_max_streams_per_user", "10", 1, 10000,

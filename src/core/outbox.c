@@ -1,4 +1,5 @@
-/* The outbox relay: one thread per service table, woken by kicks or a timer. Rows are read in
+/* The outbox relay: one thread per service table, woken by kicks (the committing process's), by
+ * a retry timer after a failure, or every DK_OUTBOX_IDLE_POLL_MS when idle. Rows are read in
  * sequence order, up to a batch, published one by one, and those published are deleted in one
  * statement; the first failure stops the pass (order is kept) and the rest waits for the next
  * one. Several replicas may relay the
@@ -23,6 +24,12 @@
 
 #define DK_OUTBOX_BATCH  100
 #define DK_OUTBOX_GAP_MS 5 /* between passes under a stream of kicks */
+/* With the table empty, a relay looks again this often even without a kick: a kick reaches only
+ * the relay of the process that committed, so this catches rows whose process died between its
+ * commit and its publish and never came back. Failures retry at interval_ms instead. */
+#define DK_OUTBOX_IDLE_POLL_MS 30000
+
+typedef enum { OUTBOX_IDLE, OUTBOX_MORE, OUTBOX_RETRY } outbox_pass_result;
 
 struct dk_outbox {
     const dk_database *db;
@@ -68,16 +75,16 @@ dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *t
     return dk_tx_query(tx, a, sql, DK_OUTBOX_NPARAMS, p, NULL);
 }
 
-/* One pass: publishes up to a batch; returns true when more rows may be waiting. */
-static bool dk_outbox_pass(dk_outbox *o)
+/* One pass: publishes up to a batch. OUTBOX_MORE: a whole batch went, more may wait;
+ * OUTBOX_IDLE: the table was emptied; OUTBOX_RETRY: something failed and rows are left. */
+static outbox_pass_result dk_outbox_pass(dk_outbox *o)
 {
     dk_arena *a = dk_arena_new();
     dk_db_rows *rows = NULL;
     const char *lim[] = {"100"};
-    bool more = false;
     if (dk_sql(o->db, a, o->select_sql, 1, lim, &rows) != DK_OK) {
         dk_arena_free(a);
-        return false;
+        return OUTBOX_RETRY;
     }
     int done = 0;
     int64_t oldest = 0; /* created_at of the first event left unpublished */
@@ -126,12 +133,14 @@ static bool dk_outbox_pass(dk_outbox *o)
         if (dk_sql(o->db, a, o->delete_sql, 1, p, NULL) != DK_OK)
             done = 0; /* published but kept: they go out again later (consumers de-duplicate) */
     }
-    more = done == DK_OUTBOX_BATCH;
+    outbox_pass_result res = done < rows->nrows        ? OUTBOX_RETRY
+                             : done == DK_OUTBOX_BATCH ? OUTBOX_MORE
+                                                       : OUTBOX_IDLE;
     dk_metrics_queue_lag(o->service, "outbox",
                          oldest > 0 && dk_now_ms() > oldest ? (double)(dk_now_ms() - oldest) / 1000
                                                             : 0);
     dk_arena_free(a);
-    return more;
+    return res;
 }
 
 static void *dk_outbox_loop(void *arg)
@@ -141,7 +150,8 @@ static void *dk_outbox_loop(void *arg)
     while (!o->stop) {
         o->kicked = false;
         pthread_mutex_unlock(&o->lock);
-        while (dk_outbox_pass(o))
+        outbox_pass_result res;
+        while ((res = dk_outbox_pass(o)) == OUTBOX_MORE)
             ;
         pthread_mutex_lock(&o->lock);
         if (o->stop)
@@ -156,7 +166,10 @@ static void *dk_outbox_loop(void *arg)
                     break;
             continue;
         }
-        struct timespec ts = dk_mono_deadline(o->interval_ms);
+        int64_t wait = res == OUTBOX_IDLE && o->interval_ms < DK_OUTBOX_IDLE_POLL_MS
+                           ? DK_OUTBOX_IDLE_POLL_MS
+                           : o->interval_ms;
+        struct timespec ts = dk_mono_deadline(wait);
         while (!o->stop && !o->kicked)
             if (pthread_cond_timedwait(&o->cond, &o->lock, &ts) != 0)
                 break;

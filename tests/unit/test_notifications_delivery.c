@@ -1153,6 +1153,7 @@ static void test_email_header_injection_and_utf8(void **state)
                       "che tr\xc3\xa8s longue pour "
                       "plier l'en-t\xc3\xaate";
     const char *utf = add_delivery(&f, uid, "email", "", msg);
+    notifications_delivery_kick(d); /* as the service does when it queues a delivery */
     assert_string_equal(wait_final(&f, utf, 5000).state, "sent");
     m = s->data;
     const char *subj = strstr(m, "Subject: [Docket] =?UTF-8?B?");

@@ -26,6 +26,10 @@
 
 #define NT_ERROR_MAX       200 /* bytes of last_error */
 #define NT_LEASE_MARGIN_MS 30000
+/* Nothing due: a worker sleeps until the earliest pending row's next attempt (a retry, or a
+ * lease of a worker that died), at most this long, or until a kick (a new delivery of this
+ * process). The cap catches rows another replica queued and could not deliver. */
+#define NT_IDLE_POLL_MS 30000
 
 enum { NT_CH_WEBHOOK, NT_CH_EMAIL, NT_NCHANNELS };
 enum { NT_RES_SENT, NT_RES_RETRY, NT_RES_DEAD, NT_NRESULTS };
@@ -251,6 +255,23 @@ static dk_status delivery_batch(notifications_delivery *d, dk_arena *a, int *ret
     return DK_OK;
 }
 
+/* How long to sleep with nothing claimable: until the earliest pending next attempt, within
+ * [interval, NT_IDLE_POLL_MS]; the interval when that cannot be read. */
+static int64_t delivery_idle_wait(notifications_delivery *d, dk_arena *a)
+{
+    dk_db_rows *rows = NULL;
+    if (dk_sql(d->db, a,
+               "SELECT MIN(next_attempt_at) FROM notifications_deliveries WHERE state = 'pending'",
+               0, NULL, &rows) != DK_OK)
+        return d->interval_ms;
+    int64_t wait = NT_IDLE_POLL_MS;
+    if (rows->nrows == 1 && dk_db_value(rows, 0, 0))
+        wait = dk_sql_get_int(rows, 0, 0) - dk_now_ms();
+    if (wait > NT_IDLE_POLL_MS)
+        wait = NT_IDLE_POLL_MS;
+    return wait < d->interval_ms ? d->interval_ms : wait;
+}
+
 static void delivery_wait(notifications_delivery *d, int64_t ms)
 {
     struct timespec deadline = dk_mono_deadline(ms);
@@ -273,6 +294,8 @@ static void *delivery_worker(void *arg)
         pthread_mutex_unlock(&d->lock);
         int claimed = 0;
         dk_status st = delivery_batch(d, a, &claimed);
+        int64_t wait =
+            st == DK_OK && claimed < NT_DELIVERY_BATCH ? delivery_idle_wait(d, a) : d->interval_ms;
         dk_arena_reset(a);
         if (st != DK_OK && !failing)
             dk_log_warn("notification delivery: cannot claim deliveries (%s); retrying every "
@@ -283,7 +306,7 @@ static void *delivery_worker(void *arg)
         failing = st != DK_OK;
         if (st == DK_OK && claimed == NT_DELIVERY_BATCH)
             continue; /* more may be due */
-        delivery_wait(d, d->interval_ms);
+        delivery_wait(d, wait);
     }
     dk_arena_free(a);
     return NULL;
