@@ -587,13 +587,6 @@ static int db_sqlite_fts_structure(sqlite3 *h, const char *table, unsigned char 
     return n;
 }
 
-/* Compacts one FTS5 index while the writer stays idle: each step merges up to
- * DB_SQLITE_FTS_MERGE_PAGES pages of its segments ('merge' with a negative count: all
- * segments, whatever their level, towards one) in a transaction of its own, on a turn of the
- * writer. A search reads every segment of each of its terms, so a freshly written index
- * (FTS5 writes a segment per transaction; its automerge keeps a few per level) costs more
- * to search than a compacted one (docs/design/search.md). Returns false when a write came
- * (or the checkpointer stops) before it was done. */
 /* Reads one integer from SQL (-1 when it cannot). */
 static int64_t db_sqlite_int_of(sqlite3 *h, const char *sql)
 {
@@ -624,6 +617,13 @@ static int db_sqlite_varint(const unsigned char *p, int n, uint64_t *ret)
     return 0;
 }
 
+/* Compacts one FTS5 index while the writer stays idle: each step merges up to
+ * DB_SQLITE_FTS_MERGE_PAGES pages of its segments ('merge' with a negative count: all
+ * segments, whatever their level, towards one) in a transaction of its own, on a turn of the
+ * writer. A search reads every segment of each of its terms, so a freshly written index
+ * (FTS5 writes a segment per transaction; its automerge keeps a few per level) costs more
+ * to search than a compacted one (docs/design/search.md). Returns false when a write came
+ * (or the checkpointer stops) before it was done. */
 static bool db_sqlite_fts_compact(struct dk_db *db, const char *table, uint64_t writes)
 {
     struct db_sqlite_checkpointer *k = &db->ckpt;
