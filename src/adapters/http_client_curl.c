@@ -779,8 +779,11 @@ static void *dk_curl_loop(void *arg)
             int mask = 0;
             if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 mask |= CURL_CSELECT_IN;
+            /* writable: readable asked too (a recv that may find nothing), so that curl reads
+             * an answer already in (an upstream refusing an upload early, then closing)
+             * before it writes more body and meets the reset of that close */
             if (ev & (EPOLLOUT | EPOLLERR))
-                mask |= CURL_CSELECT_OUT;
+                mask |= CURL_CSELECT_OUT | CURL_CSELECT_IN;
             curl_multi_socket_action(cl->multis[tag >> 32].m, (curl_socket_t)(uint32_t)tag, mask,
                                      &running);
         }
