@@ -14,7 +14,7 @@
  * Everything else in dk_http_server is written before dk_http_start (routes, options) or is
  * atomic (draining, inflight, nconns, reaped, completed).
  * Names: what one room exports to another is dk_http_<room>_<noun>_<verb> (the room is the
- * file: server, router, edge, body, stream, offload, guard, housekeeper, ops) and the shared
+ * file: server, acceptor, router, edge, body, stream, offload, guard, housekeeper, ops) and the shared
  * types and limits are dk_http_* / DK_HTTP_*; a room's static helpers are <room>_<noun>_<verb>.
  * The public names in core/http.h (dk_http_*, dk_req_*, dk_res_*, dk_stream_*, dk_errors_*)
  * are the contract and keep their names. */
@@ -53,6 +53,10 @@ struct dk_http_server {
     dk_http_options opt;
     dk_app *app;
     struct MHD_Daemon *daemon;
+    /* the acceptor (acceptor.c): the listening socket, its thread and the eventfd that stops it */
+    int listen_fd, acceptor_wake;
+    pthread_t acceptor;
+    bool acceptor_running;
     int nroutes;
     struct dk_http_route_entry routes[DK_HTTP_MAX_ROUTES];
     int nready;
@@ -199,6 +203,10 @@ int dk_http_guard_pending(dk_http_server *srv);
 void *dk_http_guard_on_uri(void *cls, const char *uri, struct MHD_Connection *conn);
 bool dk_http_guard_refuses(dk_http_server *srv, struct dk_http_exchange *x,
                            struct MHD_Connection *conn);
+
+/* acceptor.c */
+bool dk_http_acceptor_start(dk_http_server *srv, int listen_fd);
+void dk_http_acceptor_stop(dk_http_server *srv);
 
 /* housekeeper.c */
 void dk_http_housekeeper_start(dk_http_server *srv);

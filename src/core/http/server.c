@@ -50,6 +50,7 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     srv->opt.cors_origins =
         opt->cors_origins && *opt->cors_origins ? dk_strdup(opt->cors_origins) : NULL;
     srv->app = app;
+    srv->listen_fd = srv->acceptor_wake = -1;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->inflight, 0);
     pthread_mutex_init(&srv->streams_lock, NULL);
@@ -554,8 +555,9 @@ dk_status dk_http_start(dk_http_server *srv)
     int fd = server_listen_socket(srv, err, errcap);
     if (fd < 0)
         return DK_E_UNAVAILABLE;
+    /* the connections come from the acceptor (acceptor.c), which spreads them over the pool */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET;
     int threads = srv->opt.threads > 0 ? srv->opt.threads : 8;
     srv->header_timeout_ms = srv->opt.header_timeout_ms > 0 ? srv->opt.header_timeout_ms : 10000;
     srv->max_connections = srv->opt.max_connections > 0 ? srv->opt.max_connections : 10000;
@@ -578,11 +580,10 @@ dk_status dk_http_start(dk_http_server *srv)
     }
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, server_on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, server_mhd_log,
-        NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, server_on_completed, srv,
-        MHD_OPTION_NOTIFY_CONNECTION, dk_http_guard_on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK,
-        dk_http_guard_on_uri, srv, MHD_OPTION_CONNECTION_LIMIT, hard_limit,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED,
+        server_on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, dk_http_guard_on_connection, srv,
+        MHD_OPTION_URI_LOG_CALLBACK, dk_http_guard_on_uri, srv, MHD_OPTION_CONNECTION_LIMIT,
+        hard_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)(srv->opt.max_connections_per_ip > 0 ? srv->opt.max_connections_per_ip : 0),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)DK_HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_END);
@@ -590,6 +591,13 @@ dk_status dk_http_start(dk_http_server *srv)
         close(fd);
         snprintf(err, errcap, "cannot start the HTTP server on %s:%d", srv->opt.host,
                  srv->opt.port);
+        return DK_E_INTERNAL;
+    }
+    if (!dk_http_acceptor_start(srv, fd)) {
+        MHD_stop_daemon(srv->daemon);
+        srv->daemon = NULL;
+        close(fd);
+        snprintf(err, errcap, "cannot start the HTTP server's accepting thread");
         return DK_E_INTERNAL;
     }
     struct sockaddr_storage ss;
@@ -607,9 +615,7 @@ void dk_http_drain(dk_http_server *srv)
     if (!srv->daemon || atomic_load(&srv->draining))
         return;
     atomic_store(&srv->draining, true);
-    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    dk_http_acceptor_stop(srv); /* new connections are refused from here on */
     dk_http_stream_end_all(srv);
     /* in-flight requests, and connections whose request is still arriving or may be on the
      * wire (dk_http_guard_pending), finish within the drain timeout */
