@@ -45,8 +45,8 @@ static void *acceptor_main(void *arg)
         for (int n = 0; n < 64; n++) {
             struct sockaddr_storage ss;
             socklen_t sl = sizeof ss;
-            int fd = accept4(srv->listen_fd, (struct sockaddr *)&ss, &sl,
-                             SOCK_CLOEXEC | SOCK_NONBLOCK);
+            int fd =
+                accept4(srv->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (fd < 0) {
                 int e = errno;
                 if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
