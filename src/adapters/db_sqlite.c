@@ -32,6 +32,7 @@
 #include "core/trace.h"
 #include "adapters/db.h"
 #include "adapters/db_sqlite_fts.h"
+#include "adapters/sqlite_vfs.h"
 #include "core/banned.h"
 
 #define DB_SQLITE_CACHE_MAX          64
@@ -267,7 +268,12 @@ static int db_sqlite_conn_setup(sqlite3 *h, int busy_timeout_ms, char *err, size
 static dk_status db_sqlite_conn_open(struct dk_db *db, struct dk_db_conn *c)
 {
     sqlite3 *h = NULL;
-    int rc = sqlite3_open_v2(db->open_name, &h, db->open_flags, NULL);
+    /* Files go through the docket-wal VFS (sqlite_vfs.h: a commit's WAL frames in one write, as
+     * durable as before); the in-memory database names its memdb VFS in its URI. */
+    const char *vfs = NULL;
+    if (!(db->open_flags & SQLITE_OPEN_URI) && dk_sqlite_vfs_register() == SQLITE_OK)
+        vfs = DK_SQLITE_VFS_NAME;
+    int rc = sqlite3_open_v2(db->open_name, &h, db->open_flags, vfs);
     if (rc != SQLITE_OK) {
         snprintf(c->err, sizeof c->err, "cannot open database: %s",
                  h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
