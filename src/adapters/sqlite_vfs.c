@@ -63,8 +63,8 @@ static int vfs_flush(struct vfs_wal *w)
     int rc = SQLITE_OK;
     for (size_t done = 0; done < w->len && rc == SQLITE_OK;) {
         size_t n = w->len - done < DK_VFS_WRITE_MAX ? w->len - done : DK_VFS_WRITE_MAX;
-        rc = w->real->pMethods->xWrite(w->real, w->buf + done, (int)n,
-                                       w->off + (sqlite3_int64)done);
+        rc =
+            w->real->pMethods->xWrite(w->real, w->buf + done, (int)n, w->off + (sqlite3_int64)done);
         atomic_fetch_add_explicit(&vfs_file_writes, 1, memory_order_relaxed);
         done += n;
     }
