@@ -49,6 +49,10 @@
  * DB_SQLITE_CHECKPOINT_TURN_FRAMES: that pass holds every writer for its copy and two fsyncs. */
 #define DB_SQLITE_CHECKPOINT_FRAMES      1000
 #define DB_SQLITE_CHECKPOINT_TURN_FRAMES 4000
+/* Before that turn, passes beside the writer copy what it appended meanwhile, up to this many,
+ * until no more than DB_SQLITE_CHECKPOINT_TURN_LEFT frames are left for the turn. */
+#define DB_SQLITE_CHECKPOINT_CATCH_UPS 3
+#define DB_SQLITE_CHECKPOINT_TURN_LEFT 64
 /* FTS5 indexes are compacted by the checkpointer once the writer has committed nothing for
  * DB_SQLITE_FTS_IDLE_MS, when an index has DB_SQLITE_FTS_MIN_SEGMENTS segments or more:
  * DB_SQLITE_FTS_MERGE_PAGES pages of merged data per step (one short transaction on a turn of
@@ -791,10 +795,20 @@ static void *db_sqlite_checkpointer_run(void *arg)
          * here, beside the writer. Failures only delay the copy to the next request; the WAL
          * keeps every commit meanwhile. The second pass, on a turn of the writer, once the WAL
          * is long enough to be started over. */
-        int log = 0;
-        if (sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, NULL) !=
-                SQLITE_OK ||
-            log >= DB_SQLITE_CHECKPOINT_TURN_FRAMES)
+        int log = 0, copied = 0;
+        int rc =
+            sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+        if (rc == SQLITE_OK && log >= DB_SQLITE_CHECKPOINT_TURN_FRAMES) {
+            /* what the writer appended during the copy is copied beside it too, while that is
+             * more than a few frames, so that the turn holds the writer for little more than
+             * its two fsyncs */
+            for (int i = 0; i < DB_SQLITE_CHECKPOINT_CATCH_UPS && rc == SQLITE_OK &&
+                            log - copied > DB_SQLITE_CHECKPOINT_TURN_LEFT;
+                 i++)
+                rc = sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
+                                               &copied);
+        }
+        if (rc != SQLITE_OK || log >= DB_SQLITE_CHECKPOINT_TURN_FRAMES)
             db_sqlite_checkpointer_catch_up(db);
         pthread_mutex_lock(&k->mu);
     }
