@@ -11,6 +11,8 @@
 extern const struct dk_db_ops dk_db_sqlite_ops;
 extern const struct dk_db_ops dk_db_postgres_ops;
 
+#define DK_DB_SQLITE_HIST 24
+
 /* What the SQLite adapter's write queue has done (tests, measurements): groups committed (one
  * COMMIT each, counted when it carried a committed transaction), the committed transactions
  * they carried, and callers waiting for their turn now; and the FTS5 merge steps the
@@ -20,6 +22,13 @@ struct dk_db_sqlite_write_stats {
     uint64_t transactions;
     int queued;
     uint64_t fts_merge_steps;
+    /* Durations, counted in powers of two of microseconds (bucket i: [2^i, 2^(i+1)) µs, the
+     * last one everything longer): how long a caller waited for its turn on the writer, how
+     * long each group's COMMIT took, and how long the checkpointer held a turn (its second
+     * pass, or a merge step). Where a write's tail comes from (docs/design/sqlite-writes.md). */
+    uint64_t wait_us[DK_DB_SQLITE_HIST];
+    uint64_t commit_us[DK_DB_SQLITE_HIST];
+    uint64_t ckpt_turn_us[DK_DB_SQLITE_HIST];
 };
 void dk_db_sqlite_write_stats(dk_db *db, struct dk_db_sqlite_write_stats *ret);
 /* How many transactions a group may carry and for how long it takes more (defaults 64, 2 ms);

@@ -32,6 +32,7 @@
 #include "core/trace.h"
 #include "adapters/db.h"
 #include "adapters/db_sqlite_fts.h"
+#include "adapters/sqlite_vfs.h"
 #include "core/banned.h"
 
 #define DB_SQLITE_CACHE_MAX          64
@@ -43,8 +44,15 @@
 #define DB_SQLITE_GROUP_MAX    64
 #define DB_SQLITE_GROUP_MAX_MS 2
 /* WAL frames after which the checkpointer copies the WAL into the database (SQLite's own
- * auto-checkpoint threshold). */
-#define DB_SQLITE_CHECKPOINT_FRAMES 1000
+ * auto-checkpoint threshold), counted since its last pass began; beside the writer. It takes a
+ * turn of the writer for a second pass (what lets the WAL start over) only once the WAL holds
+ * DB_SQLITE_CHECKPOINT_TURN_FRAMES: that pass holds every writer for its copy and two fsyncs. */
+#define DB_SQLITE_CHECKPOINT_FRAMES      1000
+#define DB_SQLITE_CHECKPOINT_TURN_FRAMES 4000
+/* Before that turn, passes beside the writer copy what it appended meanwhile, up to this many,
+ * until no more than DB_SQLITE_CHECKPOINT_TURN_LEFT frames are left for the turn. */
+#define DB_SQLITE_CHECKPOINT_CATCH_UPS 3
+#define DB_SQLITE_CHECKPOINT_TURN_LEFT 64
 /* FTS5 indexes are compacted by the checkpointer once the writer has committed nothing for
  * DB_SQLITE_FTS_IDLE_MS, when an index has DB_SQLITE_FTS_MIN_SEGMENTS segments or more:
  * DB_SQLITE_FTS_MERGE_PAGES pages of merged data per step (one short transaction on a turn of
@@ -109,6 +117,7 @@ struct db_sqlite_writer {
     /* The checkpointer asks for the next turn between two groups (ckpt_pending) and is woken
      * on ckpt_cv when it has it (ckpt_granted), before the queue. */
     bool ckpt_pending, ckpt_granted;
+    int64_t ckpt_turn_start_us; /* when the checkpointer got its turn (stats) */
     pthread_t ckpt_thread;
     pthread_cond_t ckpt_cv;
     struct dk_db_sqlite_write_stats stats;
@@ -121,6 +130,8 @@ struct db_sqlite_checkpointer {
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
     pthread_t thread;
     bool started, wanted, stop;
+    int wal_frames;  /* the WAL's length at the last commit (the WAL hook's count) */
+    int pass_frames; /* … when the last pass began (0 once the WAL started over) */
     /* the idle FTS5 merge: writes were committed since the last merge, the last at … */
     bool fts_dirty;
     int64_t last_write_ms;
@@ -150,6 +161,36 @@ static int64_t db_sqlite_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t db_sqlite_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* "b:count …" for the non-empty buckets of hist (b = log2 of the bucket's lower bound, µs). */
+static void db_sqlite_hist_format(const uint64_t *hist, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = 0;
+    for (int b = 0; b < DK_DB_SQLITE_HIST && n < cap; b++)
+        if (hist[b]) {
+            int k = snprintf(out + n, cap - n, "%s%d:%" PRIu64, n ? " " : "", b, hist[b]);
+            if (k < 0)
+                break;
+            n += (size_t)k;
+        }
+}
+
+/* Counts a duration in its power-of-two bucket (dk_db_sqlite_write_stats). */
+static void db_sqlite_hist_add(uint64_t *hist, int64_t us)
+{
+    int b = 0;
+    while (b < DK_DB_SQLITE_HIST - 1 && us >= ((int64_t)2 << b))
+        b++;
+    hist[b]++;
 }
 
 static uint64_t db_sqlite_hash(const char *s)
@@ -267,7 +308,12 @@ static int db_sqlite_conn_setup(sqlite3 *h, int busy_timeout_ms, char *err, size
 static dk_status db_sqlite_conn_open(struct dk_db *db, struct dk_db_conn *c)
 {
     sqlite3 *h = NULL;
-    int rc = sqlite3_open_v2(db->open_name, &h, db->open_flags, NULL);
+    /* Files go through the docket-wal VFS (sqlite_vfs.h: a commit's WAL frames in one write, as
+     * durable as before); the in-memory database names its memdb VFS in its URI. */
+    const char *vfs = NULL;
+    if (!(db->open_flags & SQLITE_OPEN_URI) && dk_sqlite_vfs_register() == SQLITE_OK)
+        vfs = DK_SQLITE_VFS_NAME;
+    int rc = sqlite3_open_v2(db->open_name, &h, db->open_flags, vfs);
     if (rc != SQLITE_OK) {
         snprintf(c->err, sizeof c->err, "cannot open database: %s",
                  h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
@@ -522,7 +568,10 @@ static int db_sqlite_wal_hook(void *arg, sqlite3 *h, const char *dbname, int nfr
     k->last_write_ms = db_sqlite_now_ms();
     bool first = !k->fts_dirty; /* the thread may sleep without a deadline: wake it */
     k->fts_dirty = true;
-    if (nframes >= DB_SQLITE_CHECKPOINT_FRAMES)
+    if (nframes < k->wal_frames)
+        k->pass_frames = 0; /* the WAL started over */
+    k->wal_frames = nframes;
+    if (nframes >= k->pass_frames + DB_SQLITE_CHECKPOINT_FRAMES)
         k->wanted = true;
     if (first || k->wanted)
         pthread_cond_signal(&k->cv);
@@ -551,12 +600,14 @@ static void db_sqlite_checkpointer_take_turn(struct dk_db *db)
             pthread_cond_wait(&w->ckpt_cv, &w->mu);
         w->ckpt_granted = false;
     }
+    w->ckpt_turn_start_us = db_sqlite_now_us();
     pthread_mutex_unlock(&w->mu);
 }
 
 static void db_sqlite_checkpointer_give_turn(struct dk_db *db)
 {
     pthread_mutex_lock(&db->w.mu);
+    db_sqlite_hist_add(db->w.stats.ckpt_turn_us, db_sqlite_now_us() - db->w.ckpt_turn_start_us);
     db_sqlite_writer_pass(&db->w);
     pthread_mutex_unlock(&db->w.mu);
 }
@@ -737,13 +788,28 @@ static void *db_sqlite_checkpointer_run(void *arg)
             continue;
         }
         k->wanted = false;
+        k->pass_frames = k->wal_frames;
         pthread_mutex_unlock(&k->mu);
         /* PASSIVE, as SQLite's auto-checkpoint: copies what no reader still needs, never waits
          * for the writer and never makes it wait: the bulk of the copy and its fsyncs happen
          * here, beside the writer. Failures only delay the copy to the next request; the WAL
-         * keeps every commit meanwhile. */
-        (void)sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        db_sqlite_checkpointer_catch_up(db);
+         * keeps every commit meanwhile. The second pass, on a turn of the writer, once the WAL
+         * is long enough to be started over. */
+        int log = 0, copied = 0;
+        int rc =
+            sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+        if (rc == SQLITE_OK && log >= DB_SQLITE_CHECKPOINT_TURN_FRAMES) {
+            /* what the writer appended during the copy is copied beside it too, while that is
+             * more than a few frames, so that the turn holds the writer for little more than
+             * its two fsyncs */
+            for (int i = 0; i < DB_SQLITE_CHECKPOINT_CATCH_UPS && rc == SQLITE_OK &&
+                            log - copied > DB_SQLITE_CHECKPOINT_TURN_LEFT;
+                 i++)
+                rc = sqlite3_wal_checkpoint_v2(k->conn.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
+                                               &copied);
+        }
+        if (rc != SQLITE_OK || log >= DB_SQLITE_CHECKPOINT_TURN_FRAMES)
+            db_sqlite_checkpointer_catch_up(db);
         pthread_mutex_lock(&k->mu);
     }
     pthread_mutex_unlock(&k->mu);
@@ -870,9 +936,11 @@ static dk_status db_sqlite_writer_take(struct dk_db *db, struct dk_db_conn *c)
     if (!w->busy) {
         w->busy = true;
         w->owner = self;
+        w->stats.wait_us[0]++;
         pthread_mutex_unlock(&w->mu);
         return DK_OK;
     }
+    int64_t queued_us = db_sqlite_now_us();
     struct db_sqlite_waiter me = {.thread = self};
     dk_cond_init_monotonic(&me.cv);
     if (w->tail)
@@ -894,6 +962,7 @@ static dk_status db_sqlite_writer_take(struct dk_db *db, struct dk_db_conn *c)
             break;
         }
     }
+    db_sqlite_hist_add(w->stats.wait_us, db_sqlite_now_us() - queued_us);
     pthread_mutex_unlock(&w->mu);
     pthread_cond_destroy(&me.cv);
     if (!me.granted) {
@@ -950,13 +1019,16 @@ static dk_status db_sqlite_writer_done(struct dk_db *db, struct dk_db_conn *c, b
     w->ncommitted = 0;
     pthread_mutex_unlock(&w->mu);
 
+    int64_t commit_us = db_sqlite_now_us();
     dk_status st = db_sqlite_simple(wc, "COMMIT");
+    commit_us = db_sqlite_now_us() - commit_us;
     if (st != DK_OK && wc->h && !sqlite3_get_autocommit(wc->h) &&
         db_sqlite_simple(wc, "ROLLBACK") != DK_OK)
         db_sqlite_conn_close(wc); /* re-opened by the next begin */
 
     pthread_mutex_lock(&w->mu);
     db_sqlite_writer_settle(w, st, wc->err);
+    db_sqlite_hist_add(w->stats.commit_us, commit_us);
     if (st == DK_OK && n > 0) {
         w->stats.groups++;
         w->stats.transactions += (uint64_t)n;
@@ -1085,6 +1157,15 @@ static void db_sqlite_close(dk_db *db)
         dk_log_info("sqlite: the write queue committed %" PRIu64 " transactions in %" PRIu64
                     " groups; %" PRIu64 " FTS5 merge steps while idle",
                     db->w.stats.transactions, db->w.stats.groups, db->ckpt.fts_merge_steps);
+    if (db->w.stats.groups > 0) {
+        char wait[256], commit[256], turn[256];
+        db_sqlite_hist_format(db->w.stats.wait_us, wait, sizeof wait);
+        db_sqlite_hist_format(db->w.stats.commit_us, commit, sizeof commit);
+        db_sqlite_hist_format(db->w.stats.ckpt_turn_us, turn, sizeof turn);
+        dk_log_info("sqlite: durations (count per power of two of µs, from 1 µs): waits for "
+                    "the writer %s; COMMITs %s; checkpointer turns %s",
+                    wait, commit, turn);
+    }
     db_sqlite_conn_close(&db->w.conn);
     pthread_mutex_destroy(&db->w.mu);
     pthread_cond_destroy(&db->w.ckpt_cv);

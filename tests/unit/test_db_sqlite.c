@@ -12,6 +12,7 @@
 #include "core/arena.h"
 #include "ports/db.h"
 #include "adapters/db.h"
+#include "adapters/sqlite_vfs.h"
 
 static const struct dk_db_ops *ops = &dk_db_sqlite_ops;
 
@@ -964,6 +965,36 @@ static void test_checkpointer_copies_the_wal(void **state)
     free(url);
 }
 
+/* The pool's connections write their WAL through the docket-wal VFS (sqlite_vfs.h): a
+ * transaction's frames reach the file in one write, and another connection reads them at once. */
+static void test_wal_writes_are_gathered(void **state)
+{
+    (void)state;
+    char *url = file_url("db-sqlite-vfs", "d");
+    dk_db *db = open_db(url, 2, 5000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = NULL, *r = NULL;
+    assert_int_equal(ops->acquire(db, &c), DK_OK);
+    assert_int_equal(ops->acquire(db, &r), DK_OK);
+    ok(c, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+    struct dk_sqlite_vfs_stats before, after;
+    dk_sqlite_vfs_stats(&before);
+    assert_int_equal(ops->begin(c), DK_OK);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(
+            ops->query(c, a, "INSERT INTO t (v) VALUES (randomblob(3000))", 0, NULL, NULL), DK_OK);
+    assert_int_equal(ops->commit(c), DK_OK);
+    dk_sqlite_vfs_stats(&after);
+    assert_true(after.wal_writes - before.wal_writes >= 40); /* 20 pages or more, two each */
+    assert_true(after.file_writes - before.file_writes <= 2);
+    assert_string_equal(scalar(r, a, "SELECT count(*) FROM t"), "20");
+    ops->release(db, r);
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+    free(url);
+}
+
 /* Each transaction that writes an FTS5 table adds a segment to its index; FTS5's automerge
  * keeps a few per level. Once the writer has been idle a while, the checkpointer merges them
  * into one (searches read every segment of each term), and what the index finds is unchanged. */
@@ -1085,6 +1116,7 @@ int main(void)
         cmocka_unit_test(test_write_group_lost_is_told_to_every_member),
         cmocka_unit_test(test_write_queue_same_thread_and_timeout),
         cmocka_unit_test(test_write_queue_many_threads),
+        cmocka_unit_test(test_wal_writes_are_gathered),
         cmocka_unit_test(test_checkpointer_copies_the_wal),
         cmocka_unit_test(test_checkpointer_compacts_fts_when_idle),
         cmocka_unit_test(test_checkpointer_keeps_the_wal_bounded),
