@@ -274,10 +274,15 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
      *   tasks_search_of (an IMMUTABLE SQL function, which the planner inlines: plain expression
      *   evaluation). The PL/pgSQL trigger cost far more than the expression in it (it sets up
      *   its expression anew in every transaction: ~60 us a create against ~20 for to_tsvector,
-     *   docs/design/measurements.md); it now runs only for an INSERT that brings no vector,
-     *   and on an UPDATE that changes the text, as before. One definition of the vector: the
-     *   trigger's function calls tasks_search_of too (schema-qualified: it must not depend on
-     *   the search path of whoever writes, e.g. a restore).
+     *   docs/design/measurements.md); it now runs only for an INSERT that brings no vector.
+     *   One definition of the vector: the trigger's function calls tasks_search_of too
+     *   (schema-qualified: it must not depend on the search path of whoever writes, e.g. a
+     *   restore).
+     * - The BEFORE UPDATE trigger goes: any BEFORE UPDATE row trigger, whatever its column
+     *   list and WHEN clause, makes PostgreSQL lock the old row first (GetTupleForTrigger: a
+     *   heap lock and its WAL record on every UPDATE of a task). The one UPDATE that writes the
+     *   text (tasks_write) sets search itself: CASE WHEN the text is unchanged THEN search
+     *   ELSE tasks_search_of(...) END.
      * - The primary key on tasks_activity.seq goes: every history row (one per create, one per
      *   changed field of a patch) paid an insertion into it, always on its rightmost page, and
      *   no statement reads an entry by seq alone (a page of a task's history reads (task_id,
@@ -296,6 +301,7 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
      "DROP TRIGGER tasks_search_insert ON tasks;\n"
      "CREATE TRIGGER tasks_search_insert BEFORE INSERT ON tasks FOR EACH ROW\n"
      "  WHEN (NEW.search IS NULL) EXECUTE FUNCTION tasks_search_vector();\n"
+     "DROP TRIGGER tasks_search_update ON tasks;\n"
      "ALTER TABLE tasks_activity DROP CONSTRAINT tasks_activity_pkey;\n"},
 };
 
@@ -754,8 +760,13 @@ static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const 
         "UPDATE tasks SET title = $2, description = $3, status = $4, priority = CAST($5 AS "
         "INTEGER), due_at = CAST($6 AS BIGINT), assignee_id = $7, updated_at = CAST($8 AS "
         "BIGINT), labels = %s, completed_at = CAST($10 AS BIGINT), version = CAST($11 AS BIGINT), "
-        "project_id = $13, owner_id = $14 WHERE id = $1 AND version = CAST($12 AS BIGINT)",
-        tasks_labels_sql(r, a, 9));
+        "project_id = $13, owner_id = $14%s WHERE id = $1 AND version = CAST($12 AS BIGINT)",
+        tasks_labels_sql(r, a, 9),
+        /* PostgreSQL (migration 10): the search vector is this statement's to keep; the same
+         * datum when the text is unchanged, so a status change stays a HOT update */
+        tasks_pg(r) ? ", search = CASE WHEN title = $2 AND description = $3 THEN search ELSE "
+                      "tasks_search_of($2, $3) END"
+                    : "");
     /* a status change is announced to the owner: not to one who has left the project */
     int owner_role = PROJECT_ROLE_OWNER;
     dk_status st = DK_OK;
