@@ -269,12 +269,13 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
      "DROP INDEX tasks_owner_updated_idx, tasks_assignee_updated_idx, tasks_project_updated_idx;\n"
      "ALTER TABLE tasks SET (fillfactor = 85);\n"
      "ALTER TABLE tasks_activity DROP CONSTRAINT tasks_activity_id_key;\n"},
-    /* 9 is SQLite's (the single writer); 10: cheaper creates on PostgreSQL.
+    /* 9 is SQLite's; 10: cheaper writes on PostgreSQL.
      * - The search vector of a new task is computed by the INSERT itself, through
      *   tasks_search_of (an IMMUTABLE SQL function, which the planner inlines: plain expression
-     *   evaluation). The PL/pgSQL trigger cost far more than the expression in it (it sets up
-     *   its expression anew in every transaction: ~60 us a create against ~20 for to_tsvector,
-     *   docs/design/measurements.md); it now runs only for an INSERT that brings no vector.
+     *   evaluation). The PL/pgSQL trigger's call cost about as much as the two to_tsvector in
+     *   it (it sets its assignment up anew in every transaction, and each request is one):
+     *   ~150 k instructions a create (docs/design/measurements.md); it now runs only for an
+     *   INSERT that brings no vector.
      *   One definition of the vector: the trigger's function calls tasks_search_of too
      *   (schema-qualified: it must not depend on the search path of whoever writes, e.g. a
      *   restore).
