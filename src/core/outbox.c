@@ -2,8 +2,11 @@
  * a retry timer after a failure, or every DK_OUTBOX_IDLE_POLL_MS when idle. Rows are read in
  * sequence order, up to a batch, published one by one, and those published are deleted in one
  * statement; the first failure stops the pass (order is kept) and the rest waits for the next
- * one. Several replicas may relay the
- * same table: an event can then be published twice, which at-least-once consumers tolerate. */
+ * one. On PostgreSQL the read is the delete: one statement (DELETE ... RETURNING) in a
+ * transaction that commits once every row it took was published; after a failed publish it
+ * rolls back and those published are deleted as on SQLite (order and retries as above). Several
+ * replicas may relay the same table: an event can then be published twice, which
+ * at-least-once consumers tolerate. */
 #include "core/outbox.h"
 
 #include <pthread.h>
@@ -36,8 +39,8 @@ struct dk_outbox {
     dk_bus bus;
     const char *service;
     char table[64];
-    char select_sql[160];
-    char delete_sql[224];
+    char select_sql[320]; /* PostgreSQL: the DELETE ... RETURNING that takes a batch */
+    char delete_sql[224]; /* of the rows published (PostgreSQL: after a failed publish) */
     int64_t interval_ms;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -77,23 +80,50 @@ dk_status dk_outbox_add(dk_tx *tx, dk_arena *a, const char *table, const char *t
 
 /* One pass: publishes up to a batch. OUTBOX_MORE: a whole batch went, more may wait;
  * OUTBOX_IDLE: the table was emptied; OUTBOX_RETRY: something failed and rows are left. */
+typedef struct {
+    int64_t seq;
+    int row;
+} outbox_order;
+
+static int outbox_order_cmp(const void *x, const void *y)
+{
+    const outbox_order *l = x, *r = y;
+    return (l->seq > r->seq) - (l->seq < r->seq);
+}
+
 static outbox_pass_result dk_outbox_pass(dk_outbox *o)
 {
     dk_arena *a = dk_arena_new();
     dk_db_rows *rows = NULL;
     const char *lim[] = {"100"};
-    if (dk_sql(o->db, a, o->select_sql, 1, lim, &rows) != DK_OK) {
+    bool pg = o->db->ops->engine == DK_DB_POSTGRES;
+    dk_tx tx;
+    dk_status st = pg ? dk_tx_begin(o->db, &tx) : DK_OK;
+    if (st == DK_OK && pg) {
+        st = dk_tx_query(&tx, a, o->select_sql, 1, lim, &rows);
+        if (st != DK_OK)
+            dk_tx_abort(&tx);
+    } else if (st == DK_OK) {
+        st = dk_sql(o->db, a, o->select_sql, 1, lim, &rows);
+    }
+    if (st != DK_OK) {
         dk_arena_free(a);
         return OUTBOX_RETRY;
     }
+    /* RETURNING comes in no particular order: publish in sequence order */
+    outbox_order *order = dk_arena_alloc(a, sizeof *order * (size_t)(rows->nrows + 1));
+    for (int i = 0; i < rows->nrows; i++)
+        order[i] = (outbox_order){dk_sql_get_int(rows, i, 0), i};
+    if (pg)
+        qsort(order, (size_t)rows->nrows, sizeof *order, outbox_order_cmp);
     int done = 0;
     int64_t oldest = 0; /* created_at of the first event left unpublished */
     /* the published rows' seqs, as an array literal: {1,2} (PostgreSQL) or [1,2] (SQLite) */
-    bool pg = o->db->ops->engine == DK_DB_POSTGRES;
     char *list = dk_arena_alloc(a, (size_t)rows->nrows * 21 + 3);
     size_t ll = 0;
     list[ll++] = pg ? '{' : '[';
-    for (int i = 0; i < rows->nrows; i++) {
+    for (int k = 0; k < rows->nrows; k++) {
+        int i = order[k].row;
         oldest = dk_sql_get_int(rows, i, 3);
         const char *seq = dk_db_value(rows, i, 0);
         const char *type = dk_db_value(rows, i, 1);
@@ -105,15 +135,15 @@ static outbox_pass_result dk_outbox_pass(dk_outbox *o)
         dk_span *sp = dk_span_start(name, DK_SPAN_PRODUCER);
         dk_span_attr_str(sp, "docket.event.type", type);
         dk_span_push(sp);
-        dk_status st = o->bus.ops->publish(o->bus.ev, type, payload);
+        dk_status pst = o->bus.ops->publish(o->bus.ev, type, payload);
         dk_span_pop(sp);
-        if (st != DK_OK)
-            dk_span_error(sp, dk_status_title(st));
+        if (pst != DK_OK)
+            dk_span_error(sp, dk_status_title(pst));
         dk_span_end(sp);
         dk_trace_leave();
-        if (st != DK_OK) {
+        if (pst != DK_OK) {
             dk_log_warn("outbox %s: publishing %s failed (%s); retrying later", o->table, type,
-                        dk_status_title(st));
+                        dk_status_title(pst));
             break;
         }
         size_t sl = strlen(seq);
@@ -128,7 +158,17 @@ static outbox_pass_result dk_outbox_pass(dk_outbox *o)
     }
     list[ll++] = pg ? '}' : ']';
     list[ll] = '\0';
-    if (done > 0) {
+    bool delete_published = done > 0;
+    if (pg && done == rows->nrows) {
+        /* all taken rows published: the delete commits (without waiting for its WAL flush:
+         * see dk_outbox_start) */
+        if (dk_tx_end(&tx, DK_OK) != DK_OK)
+            done = 0; /* published but kept: they go out again later */
+        delete_published = false;
+    } else if (pg) {
+        dk_tx_abort(&tx); /* a publish failed: every row stays, then the published ones go */
+    }
+    if (delete_published) {
         const char *p[] = {list};
         if (dk_sql(o->db, a, o->delete_sql, 1, p, NULL) != DK_OK)
             done = 0; /* published but kept: they go out again later (consumers de-duplicate) */
@@ -186,13 +226,25 @@ dk_outbox *dk_outbox_start(const dk_database *db, const dk_bus *bus, const char 
     o->service = service;
     o->bus = *bus;
     snprintf(o->table, sizeof o->table, "%s", table);
-    snprintf(o->select_sql, sizeof o->select_sql,
-             "SELECT seq, type, payload, created_at, traceparent FROM %s ORDER BY seq LIMIT $1",
-             table);
-    /* PostgreSQL: the delete commits without waiting for its WAL flush (set_config local to
-     * the statement's own transaction). Losing it in a crash only brings rows back that were
-     * published already: they go out again and consumers de-duplicate. The events themselves
-     * were recorded by the service's durable commit. */
+    /* PostgreSQL: one statement takes the batch (its transaction commits after publishing),
+     * and that commit does not wait for its WAL flush (set_config local to the transaction).
+     * Losing it in a crash only brings rows back that were published already: they go out
+     * again and consumers de-duplicate. The events themselves were recorded by the service's
+     * durable commit. Rows another relay has deleted meanwhile are skipped (the DELETE waits
+     * for that relay's commit, then finds them gone). The batch is an array computed once
+     * (an InitPlan), so the plan is an index lookup per row whatever the statistics say (an
+     * IN (subquery) was planned as a semi join that rescans the subquery per row). */
+    if (db->ops->engine == DK_DB_POSTGRES)
+        snprintf(
+            o->select_sql, sizeof o->select_sql,
+            "DELETE FROM %s WHERE seq = ANY(ARRAY(SELECT seq FROM %s ORDER BY seq LIMIT $1)) AND "
+            "(SELECT set_config('synchronous_commit', 'off', true)) = 'off' RETURNING seq, "
+            "type, payload, created_at, traceparent",
+            table, table);
+    else
+        snprintf(o->select_sql, sizeof o->select_sql,
+                 "SELECT seq, type, payload, created_at, traceparent FROM %s ORDER BY seq LIMIT $1",
+                 table);
     if (db->ops->engine == DK_DB_POSTGRES)
         snprintf(o->delete_sql, sizeof o->delete_sql,
                  "DELETE FROM %s WHERE seq = ANY(CAST($1 AS BIGINT[])) AND (SELECT "

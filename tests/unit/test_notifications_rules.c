@@ -171,6 +171,49 @@ static void test_no_due_date_stores_nothing(void **state)
     dk_arena_free(a);
 }
 
+/* A dated task's update stores its state only when it changes what the scheduler keeps: the
+ * title, the due date, owner or assignee, open or done; not the description, priority,
+ * labels, project, nor todo to in_progress. */
+static void test_due_stored_only_when_kept_state_changes(void **state)
+{
+    (void)state;
+    dk_arena *a = dk_arena_new();
+    notifications_rules_plan p;
+    const char *before = "{\"status\":\"todo\",\"assignee_id\":null,\"due_at\":1700000000000}";
+    static const struct {
+        const char *status, *changes;
+        bool stored;
+    } cases[] = {
+        {"in_progress", "{\"status\":{\"old\":\"todo\",\"new\":\"in_progress\"}}", false},
+        {"done", "{\"status\":{\"old\":\"todo\",\"new\":\"done\"}}", true},
+        {"todo",
+         "{\"description\":{\"old\":\"a\",\"new\":\"b\"},\"priority\":{\"old\":"
+         "\"low\",\"new\":\"high\"},\"labels\":{\"old\":[],\"new\":[\"x\"]}}",
+         false},
+        {"todo", "{\"project_id\":{\"old\":null,\"new\":\"p\"}}", false},
+        {"todo", "{\"title\":{\"old\":\"a\",\"new\":\"b\"}}", true},
+        {"todo", "{\"due_at\":{\"old\":1,\"new\":1700000000000}}", true},
+        {"todo", "{\"assignee_id\":{\"old\":\"" OTHER "\",\"new\":null}}", true},
+        {"todo", "{\"owner_id\":{\"old\":\"" OTHER "\",\"new\":\"" OWNER "\"}}", true},
+        {"todo",
+         "{\"priority\":{\"old\":\"low\",\"new\":\"high\"},\"status\":{\"old\":"
+         "\"done\",\"new\":\"todo\"}}",
+         true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *ev = event(a, OWNER, "null", cases[i].status, before);
+        ev = dk_arena_printf(a, "%.*s,\"changes\":%s}", (int)strlen(ev) - 1, ev, cases[i].changes);
+        assert_int_equal(notifications_rules_task_event(a, "task.updated", ev, &p), DK_OK);
+        if (cases[i].stored) {
+            assert_non_null(p.due.task_id);
+            assert_string_equal(p.due.status, cases[i].status);
+        } else {
+            assert_null(p.due.task_id);
+        }
+    }
+    dk_arena_free(a);
+}
+
 static void test_deleted_is_a_tombstone(void **state)
 {
     (void)state;
@@ -294,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_updated_assignment),
         cmocka_unit_test(test_status_change),
         cmocka_unit_test(test_no_due_date_stores_nothing),
+        cmocka_unit_test(test_due_stored_only_when_kept_state_changes),
         cmocka_unit_test(test_deleted_is_a_tombstone),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_due_soon),

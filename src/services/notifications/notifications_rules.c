@@ -33,6 +33,25 @@ static void rules_add(dk_arena *a, notifications_rules_plan *p, const char *even
     n->dedup_key = dk_arena_printf(a, "%s:%s:%s", event_id, type, user);
 }
 
+static bool rules_open(const char *status)
+{
+    return status && (strcmp(status, "todo") == 0 || strcmp(status, "in_progress") == 0);
+}
+
+/* Whether a task.updated event's "changes" (an object) touch what the due-date scheduler
+ * keeps and reads: the title (its message), the due date, who is told (owner, assignee), and
+ * whether the task is open (todo or in_progress: the scan's filter; todo to in_progress is
+ * not such a change). The description, priority, labels and project are not kept. */
+static bool rules_due_relevant(const json_t *changes)
+{
+    if (json_object_get(changes, "title") || json_object_get(changes, "due_at") ||
+        json_object_get(changes, "assignee_id") || json_object_get(changes, "owner_id"))
+        return true;
+    json_t *status = json_object_get(changes, "status");
+    return status && rules_open(json_string_value(json_object_get(status, "old"))) !=
+                         rules_open(json_string_value(json_object_get(status, "new")));
+}
+
 /* project.member_added: to the added user, unless they added themselves. */
 static dk_status rules_rules_member_added(dk_arena *a, json_t *ev, notifications_rules_plan *ret)
 {
@@ -111,6 +130,13 @@ dk_status notifications_rules_task_event(dk_arena *a, const char *type, const ch
          * store: the first event that sets one writes the whole state, and until then the
          * scheduler never reads the row (a write per task event saved). */
         if (!d->has_due && (created || json_is_null(json_object_get(before, "due_at"))))
+            ret->due.task_id = NULL;
+        /* Nor does a change to nothing it keeps: the row stays as the last change that
+         * mattered left it (its status then says open or done, not which open status), and
+         * the version check keeps it right when events come out of order, since a skipped
+         * event would have stored what the row holds. An event without "changes" is stored. */
+        json_t *changes = json_object_get(ev, "changes");
+        if (updated && json_is_object(changes) && !rules_due_relevant(changes))
             ret->due.task_id = NULL;
     } else {
         json_decref(ev);
