@@ -339,6 +339,12 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
         r"Bitmap Index Scan on tasks_scope_search_idx[^\n]*\n\s*Index Cond: \(\(owner_id = "
         r"[^\n]*AND \(search @@ ", p)]
     assert len(owner_arm) >= 4, searches
+    # ordered by relevance: the arms yield (ctid, id, relevance) only, every match is ranked and
+    # sorted once (one Sort in the plan), and the page's rows are read by ctid afterwards
+    ranked = [p for q, p in plans if "t.ctid = s.tid" in q]
+    assert len(ranked) >= 4, [q for q, _ in plans if "websearch_to_tsquery" in q]
+    for p in ranked:
+        assert "Tid Scan on tasks" in p and len(re.findall(r"->  Sort ", p)) == 1, p
     # the projects' arm: a page per membership, each read in order from a project index
     lateral = [p for q, p in plans if "CROSS JOIN LATERAL" in q]
     assert lateral and all("tasks_project_members_user_idx" in p for p in lateral), lateral[:1]

@@ -501,6 +501,40 @@ static void tasks_query_sqlite_search(dk_arena *a, dk_sb *sql, tasks_query_sql_p
                  cs, sk, dir, dir, lk, dir, dir);
 }
 
+/* PostgreSQL's search ordered by relevance (docs/design/search.md, "One sort (PostgreSQL)").
+ * Each arm is still a statement of its own under UNION ALL, so that the planner picks each
+ * arm's index by itself (tasks_scope_search_idx with the caller's id and the words); ORed
+ * into one WHERE, it could read a common word's matches over everybody's tasks instead. But
+ * an arm yields only (ctid, id, relevance) of its matches, with no ORDER BY or LIMIT of its
+ * own: every match is ranked exactly once, the matches of all arms are sorted once (top-N),
+ * and the page's rows are read by ctid after the LIMIT (a TID scan of the row version the
+ * same snapshot has just seen). The columns, labels as JSON included, are produced for the
+ * page only; before, each arm copied every match's whole row into its own sort, and the
+ * merge sorted the arms' pages again. The projects' arm joins the caller's memberships, read
+ * by the statement itself. */
+static void tasks_query_pg_search(dk_arena *a, dk_sb *sql, const tasks_query_arms *arms,
+                                  const char *cs, const char *sk, const char *dir, int me, int lk)
+{
+    (void)a;
+    dk_sb_printf(sql, "SELECT " TASKS_COLS_POSTGRES ", s.sk AS sk FROM (SELECT * FROM (");
+    for (int i = 0; i < arms->n; i++) {
+        dk_sb_printf(sql, "%sSELECT t.ctid AS tid, t.id AS id, %s AS sk FROM ",
+                     i ? " UNION ALL " : "", sk);
+        if (arms->lateral[i])
+            dk_sb_printf(sql,
+                         "tasks_project_members m CROSS JOIN tasks t WHERE m.user_id = $%d AND "
+                         "t.project_id = m.project_id",
+                         me);
+        else
+            dk_sb_printf(sql, "tasks t WHERE %s", arms->pred[i]);
+        dk_sb_printf(sql, "%s%s", arms->extra[i], cs);
+    }
+    dk_sb_printf(sql,
+                 ") u ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)) s CROSS JOIN tasks t WHERE "
+                 "t.ctid = s.tid ORDER BY s.sk %s, s.id %s",
+                 dir, dir, lk, dir, dir);
+}
+
 void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query *q, tasks_sql *ret)
 {
     memset(ret, 0, sizeof *ret);
@@ -638,8 +672,11 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     bool all_scoped = sqlite_fts;
     for (int i = 0; i < arms.n; i++)
         all_scoped &= arms.scope_kind[i] != 0;
-    if (all_scoped) {
-        tasks_query_sqlite_search(a, &sql, &p, &arms, &fts, cs, sk, dir, lk);
+    if (all_scoped || (qparam && q->sort == TASKS_SORT_RELEVANCE)) {
+        if (all_scoped)
+            tasks_query_sqlite_search(a, &sql, &p, &arms, &fts, cs, sk, dir, lk);
+        else
+            tasks_query_pg_search(a, &sql, &arms, cs, sk, dir, me, lk);
         ret->sql = dk_sb_take(&sql, a);
         ret->nparams = p.n;
         ret->params = dk_arena_alloc(a, sizeof *ret->params * (size_t)p.n);
