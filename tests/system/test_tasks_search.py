@@ -272,6 +272,13 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
                 uuid_of_member=_uuid_sql("'member' || ((g * 7 + k) %% 2000)"),
                 uuid_of_pt=_uuid_sql("'pt' || g"), uuid_of_tp=_uuid_sql("'p' || (1 + g %% 500)")),
                 {"me": a.id})
+            # migration 11: the text index's pending list (read whole by every search) stays
+            # within 256 kB (32 pages) while tasks are written; by default it grew to 4 MB
+            cur.execute("SELECT reloptions FROM pg_class WHERE relname = 'tasks_scope_search_idx'")
+            assert cur.fetchone()[0] == ["gin_pending_list_limit=256"]
+            cur.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+            cur.execute("SELECT pending_pages FROM pgstatginindex('tasks.tasks_scope_search_idx')")
+            assert cur.fetchone()[0] <= 32
             for table in ("tasks", "tasks_projects", "tasks_project_members"):
                 cur.execute(f"ANALYZE tasks.{table}")
             cur.execute("SELECT id FROM tasks.tasks_projects WHERE name = 'Project 20'")

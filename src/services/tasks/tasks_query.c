@@ -510,24 +510,26 @@ static void tasks_query_sqlite_search(dk_arena *a, dk_sb *sql, tasks_query_sql_p
  * and the page's rows are read by ctid after the LIMIT (a TID scan of the row version the
  * same snapshot has just seen). The columns, labels as JSON included, are produced for the
  * page only; before, each arm copied every match's whole row into its own sort, and the
- * merge sorted the arms' pages again. The projects' arm joins the caller's memberships, read
- * by the statement itself. */
+ * merge sorted the arms' pages again. The projects' arm loops over the caller's memberships,
+ * read by the statement itself. */
 static void tasks_query_pg_search(dk_arena *a, dk_sb *sql, const tasks_query_arms *arms,
                                   const char *cs, const char *sk, const char *dir, int me, int lk)
 {
-    (void)a;
     dk_sb_printf(sql, "SELECT " TASKS_COLS_POSTGRES ", s.sk AS sk FROM (SELECT * FROM (");
     for (int i = 0; i < arms->n; i++) {
-        dk_sb_printf(sql, "%sSELECT t.ctid AS tid, t.id AS id, %s AS sk FROM ",
-                     i ? " UNION ALL " : "", sk);
-        if (arms->lateral[i])
+        const char *sel =
+            dk_arena_printf(a, "SELECT t.ctid AS tid, t.id AS id, %s AS sk FROM tasks t", sk);
+        if (arms->lateral[i]) /* OFFSET 0 keeps it a loop over the memberships, each project
+                                 read with its own index condition: flattened into a join,
+                                 the planner hashed the memberships against the word's
+                                 matches over every task */
             dk_sb_printf(sql,
-                         "tasks_project_members m CROSS JOIN tasks t WHERE m.user_id = $%d AND "
-                         "t.project_id = m.project_id",
-                         me);
+                         "%sSELECT x.* FROM tasks_project_members m CROSS JOIN LATERAL (%s WHERE "
+                         "t.project_id = m.project_id%s%s OFFSET 0) x WHERE m.user_id = $%d",
+                         i ? " UNION ALL " : "", sel, arms->extra[i], cs, me);
         else
-            dk_sb_printf(sql, "tasks t WHERE %s", arms->pred[i]);
-        dk_sb_printf(sql, "%s%s", arms->extra[i], cs);
+            dk_sb_printf(sql, "%s%s WHERE %s%s%s", i ? " UNION ALL " : "", sel, arms->pred[i],
+                         arms->extra[i], cs);
     }
     dk_sb_printf(sql,
                  ") u ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)) s CROSS JOIN tasks t WHERE "
