@@ -552,6 +552,13 @@ static void test_sql_relevance_and_cursor(void **state)
         assert_params_sound(&s);
         if (engine == DK_DB_POSTGRES) {
             assert_non_null(strstr(s.sql, "ts_rank_cd("));
+            /* the text parsed once for the whole statement */
+            assert_non_null(strstr(s.sql, "/* tasks.list */ WITH w AS MATERIALIZED (SELECT "
+                                          "websearch_to_tsquery('english', $"));
+            assert_non_null(strstr(s.sql, "t.search, (SELECT w.q FROM w))"));
+            assert_non_null(strstr(s.sql, "t.search @@ (SELECT w.q FROM w)"));
+            const char *parse = strstr(s.sql, "websearch_to_tsquery");
+            assert_null(strstr(parse + 1, "websearch_to_tsquery"));
             /* one sort over every arm's (ctid, id, relevance); the page's rows read by ctid,
              * their columns (labels as JSON) produced for the page only */
             assert_non_null(

@@ -389,7 +389,7 @@ const char *tasks_visible_sql(dk_arena *a, int me)
  * task and the search, so that keyset pages stay stable. */
 static const char *tasks_query_sort_expr(dk_arena *a, dk_db_engine engine,
                                          const tasks_list_query *q, const tasks_fts *fts,
-                                         int qparam)
+                                         const char *tsq)
 {
     switch (q->sort) {
     case TASKS_SORT_CREATED_AT:
@@ -409,9 +409,8 @@ static const char *tasks_query_sort_expr(dk_arena *a, dk_db_engine engine,
          * description (B) hit; scaled to an integer so the cursor carries it exactly */
         return dk_arena_printf(a,
                                "CAST(CAST(ts_rank_cd(CAST('{0.1, 0.1, 0.1, 1.0}' AS REAL[]), "
-                               "t.search, (SELECT websearch_to_tsquery('english', $%d))) AS "
-                               "DOUBLE PRECISION) * 1000000 AS BIGINT)",
-                               qparam);
+                               "t.search, %s) AS DOUBLE PRECISION) * 1000000 AS BIGINT)",
+                               tsq);
     }
     if (!fts->match)
         return "CAST(0 AS BIGINT)"; /* exclusions only: all alike (a bare 0 would be a column
@@ -635,6 +634,8 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     tasks_fts fts;
     memset(&fts, 0, sizeof fts);
     int qparam = 0;
+    const char *tsq = NULL; /* PostgreSQL: the search as a tsquery expression */
+    bool ranked = pg && q->sort == TASKS_SORT_RELEVANCE; /* tasks_query_pg_search */
     bool sqlite_fts = false;
     if (q->q) {
         if (!tasks_fts_query(a, q->q, &fts)) {
@@ -643,9 +644,12 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
             qparam = tasks_query_sql_param(&p, q->q);
             /* a sub-select: parsed once per statement (an InitPlan), not once per row, when
              * the prepared statement runs its generic plan (0.46 -> 0.35 ms per search,
-             * docs/design/measurements.md) */
-            dk_sb_printf(&conds, " AND t.search @@ (SELECT websearch_to_tsquery('english', $%d))",
-                         qparam);
+             * docs/design/measurements.md). Ranked, the text is parsed once for the whole
+             * statement (the CTE w), not once per arm and use. */
+            tsq = ranked
+                      ? "(SELECT w.q FROM w)"
+                      : dk_arena_printf(a, "(SELECT websearch_to_tsquery('english', $%d))", qparam);
+            dk_sb_printf(&conds, " AND t.search @@ %s", tsq);
         } else {
             /* SQLite: each arm reads the full-text index with its own scope token (below) */
             sqlite_fts = true;
@@ -658,7 +662,7 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
         ret->params = dk_arena_alloc(a, sizeof *ret->params);
         return;
     }
-    const char *sk = tasks_query_sort_expr(a, engine, q, &fts, qparam);
+    const char *sk = tasks_query_sort_expr(a, engine, q, &fts, tsq);
     const char *dir = q->desc ? "DESC" : "ASC";
     if (q->has_cursor) {
         int vk = tasks_query_sql_param(&p, dk_sql_int(a, q->cursor.value));
@@ -674,11 +678,16 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     bool all_scoped = sqlite_fts;
     for (int i = 0; i < arms.n; i++)
         all_scoped &= arms.scope_kind[i] != 0;
-    if (all_scoped || (qparam && q->sort == TASKS_SORT_RELEVANCE)) {
-        if (all_scoped)
+    if (all_scoped || (qparam && ranked)) {
+        if (all_scoped) {
             tasks_query_sqlite_search(a, &sql, &p, &arms, &fts, cs, sk, dir, lk);
-        else
+        } else {
+            dk_sb_printf(&sql,
+                         "WITH w AS MATERIALIZED (SELECT websearch_to_tsquery('english', $%d) AS "
+                         "q) ",
+                         qparam);
             tasks_query_pg_search(a, &sql, &arms, cs, sk, dir, me, lk);
+        }
         ret->sql = dk_sb_take(&sql, a);
         ret->nparams = p.n;
         ret->params = dk_arena_alloc(a, sizeof *ret->params * (size_t)p.n);
