@@ -272,6 +272,13 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
                 uuid_of_member=_uuid_sql("'member' || ((g * 7 + k) %% 2000)"),
                 uuid_of_pt=_uuid_sql("'pt' || g"), uuid_of_tp=_uuid_sql("'p' || (1 + g %% 500)")),
                 {"me": a.id})
+            # migration 11: the text index's pending list (read whole by every search) stays
+            # within 256 kB (32 pages) while tasks are written; by default it grew to 4 MB
+            cur.execute("SELECT reloptions FROM pg_class WHERE relname = 'tasks_scope_search_idx'")
+            assert cur.fetchone()[0] == ["gin_pending_list_limit=256"]
+            cur.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+            cur.execute("SELECT pending_pages FROM pgstatginindex('tasks.tasks_scope_search_idx')")
+            assert cur.fetchone()[0] <= 32
             for table in ("tasks", "tasks_projects", "tasks_project_members"):
                 cur.execute(f"ANALYZE tasks.{table}")
             cur.execute("SELECT id FROM tasks.tasks_projects WHERE name = 'Project 20'")
@@ -339,6 +346,12 @@ def test_postgres_list_and_search_use_indexes(docket_factory, own_pg):
         r"Bitmap Index Scan on tasks_scope_search_idx[^\n]*\n\s*Index Cond: \(\(owner_id = "
         r"[^\n]*AND \(search @@ ", p)]
     assert len(owner_arm) >= 4, searches
+    # ordered by relevance: the arms yield (ctid, id, relevance) only, every match is ranked and
+    # sorted once (one Sort in the plan), and the page's rows are read by ctid afterwards
+    ranked = [p for q, p in plans if "t.ctid = s.tid" in q]
+    assert len(ranked) >= 4, [q for q, _ in plans if "websearch_to_tsquery" in q]
+    for p in ranked:
+        assert "Tid Scan on tasks" in p and len(re.findall(r"->  Sort ", p)) == 1, p
     # the projects' arm: a page per membership, each read in order from a project index
     lateral = [p for q, p in plans if "CROSS JOIN LATERAL" in q]
     assert lateral and all("tasks_project_members_user_idx" in p for p in lateral), lateral[:1]

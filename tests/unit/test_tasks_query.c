@@ -552,6 +552,29 @@ static void test_sql_relevance_and_cursor(void **state)
         assert_params_sound(&s);
         if (engine == DK_DB_POSTGRES) {
             assert_non_null(strstr(s.sql, "ts_rank_cd("));
+            /* the text parsed once for the whole statement */
+            assert_non_null(strstr(s.sql, "/* tasks.list */ WITH w AS MATERIALIZED (SELECT "
+                                          "websearch_to_tsquery('english', $"));
+            assert_non_null(strstr(s.sql, "t.search, (SELECT w.q FROM w))"));
+            assert_non_null(strstr(s.sql, "t.search @@ (SELECT w.q FROM w)"));
+            const char *parse = strstr(s.sql, "websearch_to_tsquery");
+            assert_null(strstr(parse + 1, "websearch_to_tsquery"));
+            /* one sort over every arm's (ctid, id, relevance); the page's rows read by ctid,
+             * their columns (labels as JSON) produced for the page only */
+            assert_non_null(
+                strstr(s.sql, "SELECT t.ctid AS tid, t.id AS id, CAST(CAST(ts_rank_cd("));
+            assert_non_null(strstr(s.sql, " UNION ALL SELECT t.ctid AS tid, t.id AS id, "));
+            assert_non_null(strstr(s.sql,
+                                   " UNION ALL SELECT x.* FROM tasks_project_members m CROSS "
+                                   "JOIN LATERAL (SELECT t.ctid AS tid, t.id AS id, "));
+            assert_non_null(strstr(s.sql, " OFFSET 0) x WHERE m.user_id = $1) u ORDER BY"));
+            assert_non_null(strstr(s.sql, ") u ORDER BY sk DESC, id DESC LIMIT CAST($"));
+            assert_non_null(strstr(s.sql, "CROSS JOIN tasks t WHERE t.ctid = s.tid ORDER BY s.sk "
+                                          "DESC, s.id DESC"));
+            const char *json = strstr(s.sql, "to_json(t.labels)");
+            assert_non_null(json);
+            assert_null(strstr(json + 1, "to_json(t.labels)")); /* once: in the outer select */
+            assert_true(json < strstr(s.sql, "ts_rank_cd("));
         } else {
             assert_non_null(strstr(s.sql, "docket_hits(tasks_fts, 10, 1, 0) AS sk FROM tasks_fts "
                                           "CROSS JOIN tasks t ON t.seq = tasks_fts.rowid WHERE "

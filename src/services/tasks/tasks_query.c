@@ -389,7 +389,7 @@ const char *tasks_visible_sql(dk_arena *a, int me)
  * task and the search, so that keyset pages stay stable. */
 static const char *tasks_query_sort_expr(dk_arena *a, dk_db_engine engine,
                                          const tasks_list_query *q, const tasks_fts *fts,
-                                         int qparam)
+                                         const char *tsq)
 {
     switch (q->sort) {
     case TASKS_SORT_CREATED_AT:
@@ -409,9 +409,8 @@ static const char *tasks_query_sort_expr(dk_arena *a, dk_db_engine engine,
          * description (B) hit; scaled to an integer so the cursor carries it exactly */
         return dk_arena_printf(a,
                                "CAST(CAST(ts_rank_cd(CAST('{0.1, 0.1, 0.1, 1.0}' AS REAL[]), "
-                               "t.search, (SELECT websearch_to_tsquery('english', $%d))) AS "
-                               "DOUBLE PRECISION) * 1000000 AS BIGINT)",
-                               qparam);
+                               "t.search, %s) AS DOUBLE PRECISION) * 1000000 AS BIGINT)",
+                               tsq);
     }
     if (!fts->match)
         return "CAST(0 AS BIGINT)"; /* exclusions only: all alike (a bare 0 would be a column
@@ -499,6 +498,42 @@ static void tasks_query_sqlite_search(dk_arena *a, dk_sb *sql, tasks_query_sql_p
                  ")%s ORDER BY %s %s, t.id %s LIMIT CAST($%d AS INTEGER)) s CROSS JOIN tasks t ON "
                  "t.seq = s.seq ORDER BY s.sk %s, s.id %s",
                  cs, sk, dir, dir, lk, dir, dir);
+}
+
+/* PostgreSQL's search ordered by relevance (docs/design/search.md, "One sort (PostgreSQL)").
+ * Each arm is still a statement of its own under UNION ALL, so that the planner picks each
+ * arm's index by itself (tasks_scope_search_idx with the caller's id and the words); ORed
+ * into one WHERE, it could read a common word's matches over everybody's tasks instead. But
+ * an arm yields only (ctid, id, relevance) of its matches, with no ORDER BY or LIMIT of its
+ * own: every match is ranked exactly once, the matches of all arms are sorted once (top-N),
+ * and the page's rows are read by ctid after the LIMIT (a TID scan of the row version the
+ * same snapshot has just seen). The columns, labels as JSON included, are produced for the
+ * page only; before, each arm copied every match's whole row into its own sort, and the
+ * merge sorted the arms' pages again. The projects' arm loops over the caller's memberships,
+ * read by the statement itself. */
+static void tasks_query_pg_search(dk_arena *a, dk_sb *sql, const tasks_query_arms *arms,
+                                  const char *cs, const char *sk, const char *dir, int me, int lk)
+{
+    dk_sb_printf(sql, "SELECT " TASKS_COLS_POSTGRES ", s.sk AS sk FROM (SELECT * FROM (");
+    for (int i = 0; i < arms->n; i++) {
+        const char *sel =
+            dk_arena_printf(a, "SELECT t.ctid AS tid, t.id AS id, %s AS sk FROM tasks t", sk);
+        if (arms->lateral[i]) /* OFFSET 0 keeps it a loop over the memberships, each project
+                                 read with its own index condition: flattened into a join,
+                                 the planner hashed the memberships against the word's
+                                 matches over every task */
+            dk_sb_printf(sql,
+                         "%sSELECT x.* FROM tasks_project_members m CROSS JOIN LATERAL (%s WHERE "
+                         "t.project_id = m.project_id%s%s OFFSET 0) x WHERE m.user_id = $%d",
+                         i ? " UNION ALL " : "", sel, arms->extra[i], cs, me);
+        else
+            dk_sb_printf(sql, "%s%s WHERE %s%s%s", i ? " UNION ALL " : "", sel, arms->pred[i],
+                         arms->extra[i], cs);
+    }
+    dk_sb_printf(sql,
+                 ") u ORDER BY sk %s, id %s LIMIT CAST($%d AS INTEGER)) s CROSS JOIN tasks t WHERE "
+                 "t.ctid = s.tid ORDER BY s.sk %s, s.id %s",
+                 dir, dir, lk, dir, dir);
 }
 
 void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query *q, tasks_sql *ret)
@@ -599,6 +634,8 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     tasks_fts fts;
     memset(&fts, 0, sizeof fts);
     int qparam = 0;
+    const char *tsq = NULL; /* PostgreSQL: the search as a tsquery expression */
+    bool ranked = pg && q->sort == TASKS_SORT_RELEVANCE; /* tasks_query_pg_search */
     bool sqlite_fts = false;
     if (q->q) {
         if (!tasks_fts_query(a, q->q, &fts)) {
@@ -607,9 +644,12 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
             qparam = tasks_query_sql_param(&p, q->q);
             /* a sub-select: parsed once per statement (an InitPlan), not once per row, when
              * the prepared statement runs its generic plan (0.46 -> 0.35 ms per search,
-             * docs/design/measurements.md) */
-            dk_sb_printf(&conds, " AND t.search @@ (SELECT websearch_to_tsquery('english', $%d))",
-                         qparam);
+             * docs/design/measurements.md). Ranked, the text is parsed once for the whole
+             * statement (the CTE w), not once per arm and use. */
+            tsq = ranked
+                      ? "(SELECT w.q FROM w)"
+                      : dk_arena_printf(a, "(SELECT websearch_to_tsquery('english', $%d))", qparam);
+            dk_sb_printf(&conds, " AND t.search @@ %s", tsq);
         } else {
             /* SQLite: each arm reads the full-text index with its own scope token (below) */
             sqlite_fts = true;
@@ -622,7 +662,7 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
         ret->params = dk_arena_alloc(a, sizeof *ret->params);
         return;
     }
-    const char *sk = tasks_query_sort_expr(a, engine, q, &fts, qparam);
+    const char *sk = tasks_query_sort_expr(a, engine, q, &fts, tsq);
     const char *dir = q->desc ? "DESC" : "ASC";
     if (q->has_cursor) {
         int vk = tasks_query_sql_param(&p, dk_sql_int(a, q->cursor.value));
@@ -638,8 +678,16 @@ void tasks_query_build(dk_arena *a, dk_db_engine engine, const tasks_list_query 
     bool all_scoped = sqlite_fts;
     for (int i = 0; i < arms.n; i++)
         all_scoped &= arms.scope_kind[i] != 0;
-    if (all_scoped) {
-        tasks_query_sqlite_search(a, &sql, &p, &arms, &fts, cs, sk, dir, lk);
+    if (all_scoped || (qparam && ranked)) {
+        if (all_scoped) {
+            tasks_query_sqlite_search(a, &sql, &p, &arms, &fts, cs, sk, dir, lk);
+        } else {
+            dk_sb_printf(&sql,
+                         "WITH w AS MATERIALIZED (SELECT websearch_to_tsquery('english', $%d) AS "
+                         "q) ",
+                         qparam);
+            tasks_query_pg_search(a, &sql, &arms, cs, sk, dir, me, lk);
+        }
         ret->sql = dk_sb_take(&sql, a);
         ret->nparams = p.n;
         ret->params = dk_arena_alloc(a, sizeof *ret->params * (size_t)p.n);

@@ -313,6 +313,18 @@ const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS] = {
      "  WHEN (NEW.search IS NULL) EXECUTE FUNCTION tasks_search_vector();\n"
      "DROP TRIGGER tasks_search_update ON tasks;\n"
      "ALTER TABLE tasks_activity DROP CONSTRAINT tasks_activity_pkey;\n"},
+    /* 11: a search reads the text index's pending list whole (PostgreSQL only; SQLite's FTS5
+     * has none). GIN buffers new entries in a list that every scan of the index reads in
+     * full and that is merged into the index when it outgrows gin_pending_list_limit (4 MB
+     * by default) or at VACUUM: with writes going on, each arm of a search read up to 512
+     * pages and tested every pending task against its keys (148 pending pages: 157 buffers
+     * and 1.5 ms for the owner arm, against 9 buffers and 0.12 ms merged). 256 kB bounds that
+     * at 32 pages; the inserts that merge pay it in smaller, more frequent steps, for the
+     * same WAL (docs/design/search.md, "The pending list"). tasks_search_idx exists only
+     * where migration 6 could not create btree_gin. */
+    {11, "tasks_search_pending_list", NULL,
+     "ALTER INDEX IF EXISTS tasks_scope_search_idx SET (gin_pending_list_limit = 256);\n"
+     "ALTER INDEX IF EXISTS tasks_search_idx SET (gin_pending_list_limit = 256);\n"},
 };
 
 /* ---------- rows ---------- */

@@ -17,7 +17,7 @@
 #include "services/tasks/tasks_model.h"
 #include "services/tasks/tasks_query.h"
 
-#define DK_TASKS_NMIGRATIONS 9
+#define DK_TASKS_NMIGRATIONS 10
 extern const dk_migration dk_tasks_migrations[DK_TASKS_NMIGRATIONS];
 
 typedef struct tasks_repo {
