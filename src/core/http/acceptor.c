@@ -8,11 +8,12 @@
  * others sleep. MHD_add_connection places a connection on the worker at (fd mod pool size),
  * the next one with room if that one is full, so connections accepted here are spread evenly.
  * Contract: dk_http_acceptor_start takes the listening socket and starts the thread;
- * dk_http_acceptor_stop stops accepting and closes the socket (new connections are refused
- * from then on); both are called by server.c only.
+ * dk_http_acceptor_stop takes the connections already waiting in the backlog, then closes the
+ * socket (new connections are refused from then on); both are called by server.c only.
  * Locking: none shared — the thread owns the socket until stop joins it. */
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -39,10 +40,12 @@ static void *acceptor_main(void *arg)
             dk_log_error("http: poll on the listening socket failed: %s", strerror(errno));
             return NULL;
         }
-        if (p[1].revents)
-            return NULL;
+        /* stopping (drain): the connections already in the backlog are taken and served
+         * first — closing the socket over them would reset clients that are connected and may
+         * have sent their request; those that come later are refused */
+        bool stopping = p[1].revents != 0;
         /* take what the backlog holds, then poll again (the socket is non-blocking) */
-        for (int n = 0; n < 64; n++) {
+        for (int n = 0; n < (stopping ? 4096 : 64); n++) {
             struct sockaddr_storage ss;
             socklen_t sl = sizeof ss;
             int fd =
@@ -66,7 +69,16 @@ static void *acceptor_main(void *arg)
             }
             /* libmicrohttpd closes the socket itself when it refuses it (at its connection
              * limit, the guard's per-address limit) */
-            (void)MHD_add_connection(srv->daemon, fd, (const struct sockaddr *)&ss, sl);
+            atomic_fetch_add(&srv->handing, 1); /* the guard's NOTIFY_STARTED takes it back */
+            if (MHD_add_connection(srv->daemon, fd, (const struct sockaddr *)&ss, sl) != MHD_YES)
+                atomic_fetch_sub(&srv->handing, 1); /* refused before any worker saw it */
+        }
+        if (stopping) {
+            /* at once: a connection that completes its handshake between the last accept and
+             * this close is reset (nothing can prevent that), one that comes after is refused */
+            close(srv->listen_fd);
+            srv->listen_fd = -1;
+            return NULL;
         }
     }
 }
@@ -97,6 +109,8 @@ void dk_http_acceptor_stop(dk_http_server *srv)
     srv->acceptor_running = false;
     close(srv->acceptor_wake);
     srv->acceptor_wake = -1;
-    close(srv->listen_fd);
-    srv->listen_fd = -1;
+    if (srv->listen_fd >= 0) { /* the thread ended on an error before stopping */
+        close(srv->listen_fd);
+        srv->listen_fd = -1;
+    }
 }

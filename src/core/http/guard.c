@@ -102,6 +102,7 @@ void dk_http_guard_on_connection(void *cls, struct MHD_Connection *conn, void **
         guard_conn_link(srv, c);
         pthread_mutex_unlock(&srv->guard_lock);
         atomic_fetch_add(&srv->nconns, 1);
+        atomic_fetch_sub(&srv->handing, 1); /* handed by the acceptor, now known here */
         *socket_context = c;
         return;
     }
@@ -154,7 +155,8 @@ int dk_http_guard_pending(dk_http_server *srv)
             if (!c->reaped && (c->busy || (c->answered == 0 && now - c->opened_ms < 1000)))
                 n++;
     pthread_mutex_unlock(&srv->guard_lock);
-    return n;
+    int handing = atomic_load(&srv->handing);
+    return n + (handing > 0 ? handing : 0);
 }
 
 /* True when s[0, n) percent-decodes (and '+' → ' ' when plus) to text without a NUL that is

@@ -12,7 +12,7 @@
  *  - srv->trim_lock (housekeeper.c): the housekeeping thread's stop flag and wake-up; the reaper
  *    it calls takes guard_lock after trim_lock.
  * Everything else in dk_http_server is written before dk_http_start (routes, options) or is
- * atomic (draining, inflight, nconns, reaped, completed).
+ * atomic (draining, inflight, nconns, handing, reaped, completed).
  * Names: what one room exports to another is dk_http_<room>_<noun>_<verb> (the room is the
  * file: server, acceptor, router, edge, body, stream, offload, guard, housekeeper, ops) and the shared
  * types and limits are dk_http_* / DK_HTTP_*; a room's static helpers are <room>_<noun>_<verb>.
@@ -57,6 +57,9 @@ struct dk_http_server {
     int listen_fd, acceptor_wake;
     pthread_t acceptor;
     bool acceptor_running;
+    /* connections handed to libmicrohttpd whose worker has not yet taken them (its
+     * NOTIFY_STARTED, where the guard learns of them): a drain waits for them too */
+    atomic_int handing;
     int nroutes;
     struct dk_http_route_entry routes[DK_HTTP_MAX_ROUTES];
     int nready;

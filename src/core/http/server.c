@@ -56,6 +56,7 @@ dk_http_server *dk_http_new(const dk_http_options *opt, dk_app *app)
     pthread_mutex_init(&srv->streams_lock, NULL);
     pthread_mutex_init(&srv->guard_lock, NULL);
     atomic_init(&srv->nconns, 0);
+    atomic_init(&srv->handing, 0);
     atomic_init(&srv->reaped, 0);
     if (opt->offload_workers > 0)
         srv->offload = dk_workpool_new(opt->offload_workers, opt->offload_queue);
