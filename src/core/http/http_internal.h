@@ -14,8 +14,9 @@
  * Everything else in dk_http_server is written before dk_http_start (routes, options) or is
  * atomic (draining, inflight, nconns, handing, reaped, completed).
  * Names: what one room exports to another is dk_http_<room>_<noun>_<verb> (the room is the
- * file: server, acceptor, router, edge, body, stream, offload, guard, housekeeper, ops) and the shared
- * types and limits are dk_http_* / DK_HTTP_*; a room's static helpers are <room>_<noun>_<verb>.
+ * file: server, acceptor, router, edge, body, stream, offload, guard, housekeeper, ops) and the
+ * shared types and limits are dk_http_* / DK_HTTP_*; a room's static helpers are
+ * <room>_<noun>_<verb>.
  * The public names in core/http.h (dk_http_*, dk_req_*, dk_res_*, dk_stream_*, dk_errors_*)
  * are the contract and keep their names. */
 #ifndef DK_HTTP_INTERNAL_H
