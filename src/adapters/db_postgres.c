@@ -733,15 +733,23 @@ static dk_status pg_commit(dk_db_conn *c)
     return pg_commit_result(c, r);
 }
 
-static dk_status pg_query_commit(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
-                                 const char *const *params, dk_db_rows **ret_rows)
+/* Each statement is a client span under the caller's trace: named by its verb and table, never
+ * its parameters (core/trace.h). commit: COMMIT goes in the same pipeline (pg_query_commit). */
+static dk_status pg_query_traced(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                                 const char *const *params, dk_db_rows **ret_rows, bool commit)
 {
     dk_span *sp = dk_span_sql("postgresql", sql);
-    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows, true);
+    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows, commit);
     if (st != DK_OK)
         dk_span_error(sp, dk_status_title(st));
     dk_span_end(sp);
     return st;
+}
+
+static dk_status pg_query_commit(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
+                                 const char *const *params, dk_db_rows **ret_rows)
+{
+    return pg_query_traced(c, arena, sql, nparams, params, ret_rows, true);
 }
 
 static dk_status pg_rollback(dk_db_conn *c)
@@ -1002,17 +1010,10 @@ static dk_status pg_restore(dk_db_conn *c, const char *src_path)
     return DK_E_BAD_REQUEST;
 }
 
-/* Each statement is a client span under the caller's trace: named by its verb and table, never
- * its parameters (core/trace.h). */
 static dk_status pg_query(dk_db_conn *c, dk_arena *arena, const char *sql, int nparams,
                           const char *const *params, dk_db_rows **ret_rows)
 {
-    dk_span *sp = dk_span_sql("postgresql", sql);
-    dk_status st = pg_query_run(c, arena, sql, nparams, params, ret_rows, false);
-    if (st != DK_OK)
-        dk_span_error(sp, dk_status_title(st));
-    dk_span_end(sp);
-    return st;
+    return pg_query_traced(c, arena, sql, nparams, params, ret_rows, false);
 }
 
 const struct dk_db_ops dk_db_postgres_ops = {
