@@ -14,13 +14,18 @@ and uploads (POST, PUT) by the same parameter:
 
   sink       reads the body (Content-Length or chunked) in 64 KiB pieces, sleeping `delay`
              seconds after each, and answers 200 with its length and SHA-256 (JSON)
-  reject     answers 401 at once, without reading the body, and closes the connection
+  reject     answers 401 at once, without reading the body, and closes the connection the way
+             an HTTP server should (RFC 9112 9.6): its side first, then discarding what still
+             arrives for up to 2 s. Closed over unread bytes at once, the socket would be reset,
+             and a reset that reaches the gateway before it has read the 401 takes the 401 with
+             it (a TCP race no client can win: the test would be flaky, not stricter)
   stall      reads 64 KiB of the body, then nothing for `gap` seconds, then the rest (as sink)
 
 What happened is recorded in `events` (name -> time.monotonic()) for the test to compare."""
 
 import hashlib
 import json
+import socket
 import socketserver
 import threading
 import time
@@ -43,6 +48,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
+
+    def _linger(self):
+        """The lingering close of an answer given before the request's body was read."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 2
+            self.connection.settimeout(0.2)
+            while time.monotonic() < deadline:
+                try:
+                    if not self.connection.recv(65536):
+                        break
+                except socket.timeout:
+                    continue
+        except OSError:
+            pass
 
     def _record(self, name):
         self.server.owner.record(name)
@@ -166,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self._record("rejected")
+            self._linger()
             return
         delay = float(q.get("delay", "0"))
         h = hashlib.sha256()
