@@ -31,6 +31,12 @@
  * the relay of the process that committed, so this catches rows whose process died between its
  * commit and its publish and never came back. Failures retry at interval_ms instead. */
 #define DK_OUTBOX_IDLE_POLL_MS 30000
+/* PostgreSQL: the relay vacuums its table itself after this many deletions. Every pass reads
+ * the table from its lowest seq, so it walks the index entries of every row deleted since the
+ * last vacuum (and their heap tuples, until pruned); autovacuum looks at a table once a
+ * minute at best, by which time a busy service has deleted a few hundred thousand rows and
+ * each pass read over a thousand pages (docs/design/outbox.md, "Vacuum"). */
+#define DK_OUTBOX_VACUUM_ROWS 5000
 
 typedef enum { OUTBOX_IDLE, OUTBOX_MORE, OUTBOX_RETRY } outbox_pass_result;
 
@@ -42,6 +48,8 @@ struct dk_outbox {
     char select_sql[320]; /* PostgreSQL: the DELETE ... RETURNING that takes a batch */
     char delete_sql[224]; /* of the rows published (PostgreSQL: after a failed publish) */
     int64_t interval_ms;
+    long deleted;       /* rows deleted since the last vacuum (PostgreSQL) */
+    bool vacuum_failed; /* logged once; autovacuum alone from then on */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -173,6 +181,7 @@ static outbox_pass_result dk_outbox_pass(dk_outbox *o)
         if (dk_sql(o->db, a, o->delete_sql, 1, p, NULL) != DK_OK)
             done = 0; /* published but kept: they go out again later (consumers de-duplicate) */
     }
+    o->deleted += done;
     outbox_pass_result res = done < rows->nrows        ? OUTBOX_RETRY
                              : done == DK_OUTBOX_BATCH ? OUTBOX_MORE
                                                        : OUTBOX_IDLE;
@@ -181,6 +190,28 @@ static outbox_pass_result dk_outbox_pass(dk_outbox *o)
                                                             : 0);
     dk_arena_free(a);
     return res;
+}
+
+/* PostgreSQL, after DK_OUTBOX_VACUUM_ROWS deletions: VACUUM the table (on the relay's thread,
+ * between passes). SKIP_LOCKED: when autovacuum is at it already, this one is not needed. A
+ * failure (a role that may not vacuum the table) is logged once and leaves it to autovacuum. */
+static void dk_outbox_vacuum(dk_outbox *o)
+{
+    if (o->db->ops->engine != DK_DB_POSTGRES || o->deleted < DK_OUTBOX_VACUUM_ROWS ||
+        o->vacuum_failed)
+        return;
+    o->deleted = 0;
+    char sql[96];
+    snprintf(sql, sizeof sql, "VACUUM (SKIP_LOCKED) %s", o->table);
+    dk_db_conn *conn = NULL;
+    if (o->db->ops->acquire(o->db->db, &conn) != DK_OK)
+        return; /* the next pass will tell */
+    if (o->db->ops->exec_script(conn, sql) != DK_OK) {
+        o->vacuum_failed = true;
+        dk_log_warn("outbox %s: cannot vacuum it (%s); autovacuum alone will", o->table,
+                    o->db->ops->last_error(conn));
+    }
+    o->db->ops->release(o->db->db, conn);
 }
 
 static void *dk_outbox_loop(void *arg)
@@ -192,7 +223,8 @@ static void *dk_outbox_loop(void *arg)
         pthread_mutex_unlock(&o->lock);
         outbox_pass_result res;
         while ((res = dk_outbox_pass(o)) == OUTBOX_MORE)
-            ;
+            dk_outbox_vacuum(o);
+        dk_outbox_vacuum(o);
         pthread_mutex_lock(&o->lock);
         if (o->stop)
             continue;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/batch.h"
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -376,14 +377,19 @@ static const char *tasks_opt_param(dk_arena *a, bool has, int64_t v)
     return has ? dk_sql_int(a, v) : NULL;
 }
 
+/* The labels parameter $n (a JSON array) as PostgreSQL stores it: a text[] in its order. */
+static const char *tasks_labels_sql_pg(dk_arena *a, int n)
+{
+    return dk_arena_printf(a,
+                           "ARRAY(SELECT e.v FROM json_array_elements_text(CAST($%d AS JSON)) WITH "
+                           "ORDINALITY AS e(v, n) ORDER BY e.n)",
+                           n);
+}
+
 /* The labels parameter $n as the engine stores it. */
 static const char *tasks_labels_sql(const tasks_repo *r, dk_arena *a, int n)
 {
-    return tasks_pg(r) ? dk_arena_printf(a,
-                                         "ARRAY(SELECT e.v FROM json_array_elements_text(CAST($%d "
-                                         "AS JSON)) WITH ORDINALITY AS e(v, n) ORDER BY e.n)",
-                                         n)
-                       : dk_arena_printf(a, "$%d", n);
+    return tasks_pg(r) ? tasks_labels_sql_pg(a, n) : dk_arena_printf(a, "$%d", n);
 }
 
 /* ---------- events and activity ---------- */
@@ -573,30 +579,86 @@ static dk_status tasks_check_project(const tasks_repo *r, dk_tx *tx, dk_arena *a
 
 /* PostgreSQL, a task outside any project: nothing to read first, so the task, its event and
  * its history entry are written by one statement (one round trip and one implicit
- * transaction, where BEGIN, three INSERTs and COMMIT took five). insert_sql is the task's
- * INSERT with its 12 parameters; the rows are those tasks_event would add. */
-static dk_status tasks_create_personal(dk_arena *a, const tasks_repo *r, const char *insert_sql,
+ * transaction, where BEGIN, three INSERTs and COMMIT took five), and the creates that arrive
+ * together share it (core/batch.h): n rows in one statement cost PostgreSQL about half as much
+ * per row as n statements, most of a statement's cost being its own start, end and commit
+ * (docs/design/write-batching.md). Each create has TASKS_CREATE_NPARAMS parameters: the
+ * task's 12 ($1..$12 as in tasks_repo_create), its outbox row's 5 (id, type, payload,
+ * created_at, traceparent) and its history entry's id. */
+#define TASKS_CREATE_NPARAMS (12 + DK_OUTBOX_NPARAMS + 1)
+/* At most 16 creates a statement (past that the saving per row is small and the statement
+ * long), and two statements at once: one executes while the other waits for its commit to
+ * reach the disk (docs/design/write-batching.md). */
+#define TASKS_CREATE_GROUP_MAX      16
+#define TASKS_CREATE_GROUPS_RUNNING 2
+
+/* The statement for n creates, the k-th create's parameters from $(k * TASKS_CREATE_NPARAMS + 1). */
+static const char *tasks_create_personal_sql(dk_arena *a, int n)
+{
+    dk_sb t = {0}, o = {0}, h = {0};
+    for (int k = 0; k < n; k++) {
+        int b = k * TASKS_CREATE_NPARAMS;
+        const char *sep = k ? ", " : "";
+        dk_sb_printf(&t,
+                     "%s($%d, $%d, $%d, $%d, $%d, $%d, CAST($%d AS INTEGER), CAST($%d AS BIGINT), "
+                     "%s, CAST($%d AS BIGINT), CAST($%d AS BIGINT), CAST($%d AS BIGINT), 1, $%d, "
+                     "tasks_search_of($%d, $%d))",
+                     sep, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8,
+                     tasks_labels_sql_pg(a, b + 9), b + 10, b + 10, b + 11, b + 12, b + 4, b + 5);
+        dk_sb_printf(&o, "%s($%d, $%d, $%d, CAST($%d AS BIGINT), $%d)", sep, b + 13, b + 14, b + 15,
+                     b + 16, b + 17);
+        dk_sb_printf(&h, "%s($%d, $%d, $%d, $%d, 'created', CAST($%d AS BIGINT))", sep, b + 18,
+                     b + 1, b + 13, b + 2, b + 16);
+    }
+    return dk_arena_printf(
+        a,
+        "WITH t AS (INSERT INTO tasks (id, owner_id, assignee_id, title, description, status, "
+        "priority, due_at, labels, created_at, updated_at, completed_at, version, project_id, "
+        "search) VALUES %s), o AS (INSERT INTO " TASKS_OUTBOX " (id, type, payload, created_at, "
+        "traceparent) VALUES %s) INSERT INTO tasks_activity (id, task_id, event_id, actor_id, "
+        "action, created_at) VALUES %s",
+        dk_sb_take(&t, a), dk_sb_take(&o, a), dk_sb_take(&h, a));
+}
+
+/* dk_batch_run_fn: n creates in one statement. When it fails for something one row could have
+ * caused (not for a lost connection or a timeout, where the outcome may be unknown and every
+ * create gets the error), each create is tried alone, so that one bad row fails only its own
+ * request. */
+static void tasks_create_group(void *ctx, dk_batch_job **jobs, int n)
+{
+    const tasks_repo *r = ctx;
+    dk_arena *a = dk_arena_new();
+    const char **p = dk_arena_alloc(a, sizeof(const char *) * TASKS_CREATE_NPARAMS * (size_t)n);
+    for (int i = 0; i < n; i++)
+        memcpy(p + i * TASKS_CREATE_NPARAMS, jobs[i]->arg,
+               sizeof(const char *) * TASKS_CREATE_NPARAMS);
+    dk_status st =
+        dk_sql(r->db, a, tasks_create_personal_sql(a, n), n * TASKS_CREATE_NPARAMS, p, NULL);
+    if (st != DK_OK && st != DK_E_UNAVAILABLE && n > 1) {
+        const char *one = tasks_create_personal_sql(a, 1);
+        for (int i = 0; i < n; i++)
+            jobs[i]->status = dk_sql(r->db, a, one, TASKS_CREATE_NPARAMS, jobs[i]->arg, NULL);
+    } else {
+        for (int i = 0; i < n; i++)
+            jobs[i]->status = st;
+    }
+    dk_arena_free(a);
+}
+
+static dk_status tasks_create_personal(dk_arena *a, const tasks_repo *r,
                                        const char *const task_params[12], const tasks_task *t)
 {
     json_t *ev = dk_json_own(
         a, json_pack("{s:s,s:o}", "actor_id", t->owner_id, "task", tasks_repo_event_task(t)));
-    const char *ob[DK_OUTBOX_NPARAMS];
-    dk_outbox_event(a, DK_EVENT_TASK_CREATED, ev, ob);
+    const char **p = dk_arena_alloc(a, sizeof(const char *) * TASKS_CREATE_NPARAMS);
+    memcpy(p, task_params, sizeof(const char *) * 12);
+    dk_outbox_event(a, DK_EVENT_TASK_CREATED, ev, p + 12);
     char aid[DK_UUID_LEN];
     dk_uuid7(aid);
-    const char *p[12 + DK_OUTBOX_NPARAMS + 1];
-    memcpy(p, task_params, sizeof(const char *) * 12);
-    memcpy(p + 12, ob, sizeof ob);
     p[12 + DK_OUTBOX_NPARAMS] = dk_arena_strdup(a, aid);
-    /* $13.. the outbox row (id, type, payload, created_at, traceparent), $18 the activity id */
-    const char *sql = dk_arena_printf(
-        a,
-        "WITH t AS (%s), o AS (INSERT INTO " TASKS_OUTBOX " (id, type, payload, created_at, "
-        "traceparent) VALUES ($13, $14, $15, CAST($16 AS BIGINT), $17)) INSERT INTO "
-        "tasks_activity (id, task_id, event_id, actor_id, action, created_at) VALUES ($18, $1, "
-        "$13, $2, 'created', CAST($16 AS BIGINT))",
-        insert_sql);
-    return dk_sql(r->db, a, sql, 12 + DK_OUTBOX_NPARAMS + 1, p, NULL);
+    if (!r->creates)
+        return dk_sql(r->db, a, tasks_create_personal_sql(a, 1), TASKS_CREATE_NPARAMS, p, NULL);
+    return dk_batch_submit(r->creates, p);
 }
 
 dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
@@ -624,7 +686,7 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
         tasks_pg(r) ? ", search" : "", tasks_labels_sql(r, a, 9),
         tasks_pg(r) ? ", tasks_search_of($4, $5)" : "");
     if (tasks_pg(r) && !t->project_id)
-        return tasks_create_personal(a, r, sql, p, t);
+        return tasks_create_personal(a, r, p, t);
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
     if (st != DK_OK)
@@ -658,6 +720,15 @@ void tasks_repo_prepare(tasks_repo *r)
             r->read_sql[lock][0] = '\0';
     }
     dk_arena_free(a);
+    if (tasks_pg(r))
+        r->creates = dk_batch_new(tasks_create_group, r, TASKS_CREATE_GROUP_MAX,
+                                  TASKS_CREATE_GROUPS_RUNNING);
+}
+
+void tasks_repo_release(tasks_repo *r)
+{
+    dk_batch_free(r->creates);
+    r->creates = NULL;
 }
 
 /* The task by id with the caller's role in its project, if the caller may see it (the rule of

@@ -27,10 +27,15 @@ typedef struct tasks_repo {
      * once: formatting the same text per request was a large share of a task read's
      * instructions, docs/design/measurements.md); empty: built per call */
     char read_sql[2][1024];
+    /* PostgreSQL: personal creates arriving together share a statement (core/batch.h);
+     * NULL on SQLite, whose writes are grouped by its writer */
+    struct dk_batch *creates;
 } tasks_repo;
 
-/* Builds the statements that do not change between calls (after db is set). */
+/* Builds the statements that do not change between calls and the write batches (after db is
+ * set); tasks_repo_release frees what it made. */
 void tasks_repo_prepare(tasks_repo *r);
+void tasks_repo_release(tasks_repo *r);
 
 /* Every create, patch and delete also records its event (ports/task_events.h) in
  * tasks_outbox, in the same transaction; the service's outbox relay publishes it. A task's

@@ -9,9 +9,11 @@
 
 #include "core/alloc.h"
 #include "core/arena.h"
+#include "core/batch.h"
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "ports/account_guard.h"
 #include "ports/users_directory.h"
@@ -347,7 +349,6 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
     s->app = app;
     s->repo.db = &app->db;
     s->repo.cursor_key = app->cursor_key;
-    tasks_repo_prepare(&s->repo);
     const void *ops = NULL;
     if (!dk_app_port(app, DK_USERS_DIRECTORY, &ops, &s->users_h)) {
         dk_log_error("tasks needs the users service (users.directory) and nothing provides it");
@@ -355,10 +356,12 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
         return DK_E_INTERNAL;
     }
     s->users = ops;
+    tasks_repo_prepare(&s->repo);
     dk_app_register_port(app, DK_ACCOUNT_GUARD, &tasks_guard_inproc, s);
     dk_status st =
         app->bus.ops->subscribe(app->bus.ev, DK_EVENT_USER_DELETED, tasks_on_user_deleted, s);
     if (st != DK_OK) {
+        tasks_repo_release(&s->repo);
         dk_free(s);
         return st;
     }
@@ -366,9 +369,33 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
     return DK_OK;
 }
 
+/* docket_write_batches_total and its companions: how the creates that share a statement
+ * (PostgreSQL, tasks_repo.h) are grouped. jobs / batches is the mean group size. */
+static void tasks_collect(void *ctx, dk_metrics_out *out)
+{
+    const tasks_svc *s = ctx;
+    if (!s->repo.creates)
+        return;
+    long groups = 0, jobs = 0;
+    int queued = 0;
+    dk_batch_stats(s->repo.creates, &groups, &jobs, &queued);
+    const char *lbl = "batch=\"tasks.create\"";
+    dk_metrics_family(out, "docket_write_batches_total", "counter",
+                      "Statements that carried grouped writes (PostgreSQL).");
+    dk_metrics_sample(out, "docket_write_batches_total", lbl, (double)groups);
+    dk_metrics_family(out, "docket_write_batch_jobs_total", "counter",
+                      "Writes carried by grouped statements; over docket_write_batches_total, "
+                      "the mean group size.");
+    dk_metrics_sample(out, "docket_write_batch_jobs_total", lbl, (double)jobs);
+    dk_metrics_family(out, "docket_write_batch_queued", "gauge",
+                      "Writes waiting for their group's statement to start.");
+    dk_metrics_sample(out, "docket_write_batch_queued", lbl, queued);
+}
+
 static void tasks_start(void *state)
 {
     tasks_svc *s = state;
+    dk_metrics_add_collector(tasks_collect, s);
     s->outbox = dk_outbox_start(&s->app->db, &s->app->bus, "tasks", TASKS_OUTBOX,
                                 dk_config_int(s->app->config, "events.outbox_interval"));
 }
@@ -382,7 +409,9 @@ static void tasks_stop(void *state)
 
 static void tasks_shutdown(void *state)
 {
-    dk_free(state);
+    tasks_svc *s = state;
+    tasks_repo_release(&s->repo);
+    dk_free(s);
 }
 
 static const dk_route tasks_routes[] = {
