@@ -441,7 +441,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     int threads = dk_server_threads(c);
     int pool = (int)dk_config_int(c, "database.pool_size");
     if (pool <= 0)
-        pool = threads + 2;
+        pool = threads + 4; /* + relays, schedulers, the two runners of grouped writes */
     void *states[DK_NSERVICES] = {0};
     size_t started = 0, running = 0;
     dk_http_server *srv = NULL;
@@ -610,6 +610,9 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     sigwait(&sigs, &sig);
     dk_log_info("received %s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     dk_http_drain(srv);
+    for (size_t i = 0; i < running; i++)
+        if (plan->local[i]->drained)
+            plan->local[i]->drained(states[i]);
     /* forwarded calls still running after the drain are failed now, which resumes their
      * connections before the server stops */
     dk_gateway_free(gw);

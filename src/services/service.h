@@ -32,6 +32,9 @@ typedef struct dk_service {
      * are stopped in reverse start order). */
     void (*start)(void *state);
     void (*stop)(void *state);
+    /* Optional: the HTTP server has drained (no new request comes); answer every request the
+     * service still holds suspended before it returns (the server stops next). */
+    void (*drained)(void *state);
     void (*shutdown)(void *state); /* accepts NULL */
 } dk_service;
 

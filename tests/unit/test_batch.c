@@ -1,6 +1,8 @@
 /* test_batch.c — grouping concurrent work: a lone job runs at once on its own thread; jobs that
- * arrive while a group runs form the next group, oldest first, up to max_jobs; no more than
- * max_running groups at once; every submitter gets the status its own job was given. */
+ * arrive while a group runs are queued (on_queue first, on the caller's thread) and form the next
+ * group on a runner thread, oldest first, up to max_jobs, each then done; no more than
+ * max_running groups at once; every submitter gets the status its own job was given; drain and
+ * free leave no queued job unanswered. */
 #include "testutil.h"
 
 #include <pthread.h>
@@ -158,8 +160,9 @@ static void test_jobs_waiting_for_a_group_form_the_next_one_in_order(void **stat
     assert_int_equal(r->sizes[1], 5);
     int want[] = {100, 1, 2, 3, 4, 5};
     assert_memory_equal(r->order, want, sizeof want);
-    /* the second group ran on the thread of its oldest job */
-    assert_true(pthread_equal(r->runner[1], s[1].thread));
+    /* the second group ran on a runner thread, none of the submitters' */
+    for (int i = 0; i < 6; i++)
+        assert_false(pthread_equal(r->runner[1], s[i].thread));
     dk_batch_free(b);
     recorder_free(r);
 }
@@ -200,6 +203,73 @@ static void test_a_second_group_starts_while_the_first_runs(void **state)
     assert_int_equal(first.got, DK_OK);
     assert_int_equal(r->ngroups, 2);
     dk_batch_free(b);
+    recorder_free(r);
+}
+
+/* A queued job's caller is not held: on_queue runs on its thread before run_or_queue returns
+ * false, done later on a runner with the status set; drain returns once all are done, and free
+ * runs what is still queued. */
+typedef struct later {
+    dk_batch_job job; /* first */
+    int v;
+    pthread_t queued_on;
+    atomic_bool done;
+} later;
+
+static void later_queued(dk_batch_job *job)
+{
+    ((later *)job)->queued_on = pthread_self();
+}
+
+static void later_done(dk_batch_job *job)
+{
+    later *l = (later *)job;
+    assert_int_equal(job->status, l->v % 2 ? DK_E_CONFLICT : DK_OK);
+    atomic_store(&l->done, true);
+}
+
+static void test_queued_jobs_are_done_later_without_their_caller(void **state)
+{
+    (void)state;
+    recorder *r = recorder_new();
+    dk_batch *b = dk_batch_new(record_run, r, 16, 1);
+    atomic_store(&r->gate_closed, true);
+    submitter first = {.b = b, .arg = 100};
+    assert_int_equal(pthread_create(&first.thread, NULL, submit_main, &first), 0);
+    int64_t deadline = dk_mono_ms() + 5000;
+    while (atomic_load(&r->running) == 0 && dk_mono_ms() < deadline)
+        sleep_ms(1);
+    later l[3];
+    for (int i = 0; i < 3; i++) {
+        l[i] = (later){.job = {.on_queue = later_queued, .done = later_done}, .v = i};
+        l[i].job.arg = &l[i].v;
+        assert_false(dk_batch_run_or_queue(b, &l[i].job));
+        assert_true(pthread_equal(l[i].queued_on, pthread_self()));
+        assert_false(atomic_load(&l[i].done));
+    }
+    atomic_store(&r->gate_closed, false);
+    dk_batch_drain(b);
+    for (int i = 0; i < 3; i++)
+        assert_true(atomic_load(&l[i].done));
+    pthread_join(first.thread, NULL);
+    assert_int_equal(r->ngroups, 2);
+    assert_int_equal(r->sizes[1], 3);
+    /* free runs what is queued: a group held by its caller, two queued behind it */
+    atomic_store(&r->gate_closed, true);
+    r->ngroups = 0; /* the gate holds group 0 again */
+    first = (submitter){.b = b, .arg = 100};
+    assert_int_equal(pthread_create(&first.thread, NULL, submit_main, &first), 0);
+    while (atomic_load(&r->running) == 0 && dk_mono_ms() < deadline)
+        sleep_ms(1);
+    for (int i = 0; i < 2; i++) {
+        l[i] = (later){.job = {.done = later_done}, .v = 10 + i};
+        l[i].job.arg = &l[i].v;
+        assert_false(dk_batch_run_or_queue(b, &l[i].job));
+    }
+    atomic_store(&r->gate_closed, false);
+    pthread_join(first.thread, NULL); /* no submit may race free */
+    dk_batch_free(b);
+    assert_true(atomic_load(&l[0].done) && atomic_load(&l[1].done));
     recorder_free(r);
 }
 
@@ -255,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_jobs_waiting_for_a_group_form_the_next_one_in_order),
         cmocka_unit_test(test_a_group_holds_at_most_max_jobs),
         cmocka_unit_test(test_a_second_group_starts_while_the_first_runs),
+        cmocka_unit_test(test_queued_jobs_are_done_later_without_their_caller),
         cmocka_unit_test(test_many_threads_each_get_their_own_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -645,8 +645,9 @@ static void tasks_create_group(void *ctx, dk_batch_job **jobs, int n)
     dk_arena_free(a);
 }
 
-static dk_status tasks_create_personal(dk_arena *a, const tasks_repo *r,
-                                       const char *const task_params[12], const tasks_task *t)
+/* The parameters of a personal create's statement (TASKS_CREATE_NPARAMS, in a). */
+static const char **tasks_create_personal_params(dk_arena *a, const char *const task_params[12],
+                                                 const tasks_task *t)
 {
     json_t *ev = dk_json_own(
         a, json_pack("{s:s,s:o}", "actor_id", t->owner_id, "task", tasks_repo_event_task(t)));
@@ -656,13 +657,11 @@ static dk_status tasks_create_personal(dk_arena *a, const tasks_repo *r,
     char aid[DK_UUID_LEN];
     dk_uuid7(aid);
     p[12 + DK_OUTBOX_NPARAMS] = dk_arena_strdup(a, aid);
-    if (!r->creates)
-        return dk_sql(r->db, a, tasks_create_personal_sql(a, 1), TASKS_CREATE_NPARAMS, p, NULL);
-    return dk_batch_submit(r->creates, p);
+    return p;
 }
 
-dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
-                            const char **ret_field)
+/* The task's own 12 parameters ($1..$12), in a. */
+static const char **tasks_create_params(dk_arena *a, const tasks_task *t)
 {
     const char *p[] = {t->id,
                        t->owner_id,
@@ -676,6 +675,21 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
                        dk_sql_int(a, t->created_at),
                        tasks_opt_param(a, t->has_completed, t->completed_at),
                        t->project_id};
+    const char **ret = dk_arena_alloc(a, sizeof p);
+    memcpy(ret, p, sizeof p);
+    return ret;
+}
+
+dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
+                            const char **ret_field)
+{
+    const char **p = tasks_create_params(a, t);
+    if (tasks_pg(r) && !t->project_id) {
+        const char **pp = tasks_create_personal_params(a, p, t);
+        return r->creates ? dk_batch_submit(r->creates, pp)
+                          : dk_sql(r->db, a, tasks_create_personal_sql(a, 1), TASKS_CREATE_NPARAMS,
+                                   pp, NULL);
+    }
     /* PostgreSQL: the search vector with the row (migration 10: no trigger call) */
     const char *sql = dk_arena_printf(
         a,
@@ -685,8 +699,6 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
         "CAST($10 AS BIGINT), CAST($11 AS BIGINT), 1, $12%s)",
         tasks_pg(r) ? ", search" : "", tasks_labels_sql(r, a, 9),
         tasks_pg(r) ? ", tasks_search_of($4, $5)" : "");
-    if (tasks_pg(r) && !t->project_id)
-        return tasks_create_personal(a, r, p, t);
     dk_tx tx;
     dk_status st = dk_tx_begin(r->db, &tx);
     if (st != DK_OK)
@@ -697,6 +709,21 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
     if (st == DK_OK)
         st = tasks_event(&tx, a, DK_EVENT_TASK_CREATED, t->owner_id, t, NULL);
     return dk_tx_end(&tx, st);
+}
+
+bool tasks_repo_create_start(const tasks_repo *r, dk_arena *a, const tasks_task *t,
+                             dk_batch_job *later, dk_status *ret_status, const char **ret_field)
+{
+    if (!tasks_pg(r) || t->project_id || !r->creates) {
+        *ret_status = tasks_repo_create(r, a, t, ret_field);
+        return true;
+    }
+    later->arg = tasks_create_personal_params(a, tasks_create_params(a, t), t);
+    later->status = DK_E_INTERNAL;
+    if (!dk_batch_run_or_queue(r->creates, later))
+        return false;
+    *ret_status = later->status;
+    return true;
 }
 
 /* The SQL of tasks_read_visible, locking the row or not. */

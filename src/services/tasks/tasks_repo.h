@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 
+#include "core/batch.h"
 #include "core/migrate.h"
 #include "ports/db.h"
 #include "core/sql.h"
@@ -29,7 +30,7 @@ typedef struct tasks_repo {
     char read_sql[2][1024];
     /* PostgreSQL: personal creates arriving together share a statement (core/batch.h);
      * NULL on SQLite, whose writes are grouped by its writer */
-    struct dk_batch *creates;
+    dk_batch *creates;
 } tasks_repo;
 
 /* Builds the statements that do not change between calls and the write batches (after db is
@@ -50,6 +51,15 @@ void tasks_repo_release(tasks_repo *r);
  * either had the task created before the removal or gets the 422. */
 dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
                             const char **ret_field) DK_MUSTCHECK;
+/* The same without waiting for the creates it shares a statement with (a personal task on
+ * PostgreSQL, docs/design/write-batching.md): returns true when the create finished on this
+ * thread (*ret_status, and *ret_field as above, set), or false when it was queued: then
+ * later->on_queue has been called (on this thread, before anything else could finish it) and
+ * later->done will be called on another thread with later->status set. The caller sets both
+ * callbacks; later must stay alive until done (the repository sets its arg, in a). */
+bool tasks_repo_create_start(const tasks_repo *r, dk_arena *a, const tasks_task *t,
+                             dk_batch_job *later, dk_status *ret_status,
+                             const char **ret_field) DK_MUSTCHECK;
 /* The task by id if caller may see it (DK_E_NOT_FOUND otherwise), with the caller's role in
  * its project (PROJECT_ROLE_NONE for a personal task). ret_role may be NULL. */
 dk_status tasks_repo_get(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,

@@ -152,6 +152,48 @@ static void tasks_reply(dk_req *req, dk_res *res, int status, const tasks_task *
     dk_res_jw(res, status, &w);
 }
 
+/* The answer to a create, once its statement ran. */
+static void tasks_create_answer(tasks_svc *s, dk_req *req, dk_res *res, const tasks_task *t,
+                                dk_status st, const char *field)
+{
+    if (st == DK_E_VALIDATION && field) {
+        tasks_fail_field(res, field);
+        return;
+    }
+    if (st != DK_OK) {
+        tasks_fail(res, st);
+        return;
+    }
+    dk_outbox_kick(s->outbox);
+    dk_res_header(res, "Location", dk_arena_printf(req->arena, TASKS_PREFIX "/%s", t->id));
+    tasks_reply(req, res, 201, t);
+}
+
+/* A create queued to share a statement with others (tasks_repo_create_start): the request is
+ * suspended while it waits, and answered from the batch's thread. */
+typedef struct tasks_create_later {
+    dk_batch_job job; /* first */
+    tasks_svc *s;
+    dk_req *req;
+    dk_res *res;
+    tasks_task t;
+} tasks_create_later;
+
+static void tasks_create_queued(dk_batch_job *job)
+{
+    dk_req_suspend(((tasks_create_later *)job)->req);
+}
+
+static void tasks_create_done(dk_batch_job *job)
+{
+    tasks_create_later *l = (tasks_create_later *)job;
+    dk_req *req = l->req;
+    dk_log_set_context(req->request_id, req->trace_id);
+    tasks_create_answer(l->s, req, l->res, &l->t, job->status, NULL);
+    dk_log_set_context(NULL, NULL);
+    dk_req_resume(req); /* l lives in req's arena: not touched after */
+}
+
 static void tasks_create(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
@@ -170,21 +212,16 @@ static void tasks_create(dk_req *req, dk_res *res)
         return;
     char *id = dk_arena_alloc(req->arena, DK_UUID_LEN);
     dk_uuid7(id);
-    tasks_task t;
-    tasks_task_new(req->arena, &ch, id, req->identity->user_id, dk_now_ms(), &t);
+    tasks_create_later *l = dk_arena_alloc(req->arena, sizeof *l);
+    *l = (tasks_create_later){.job = {.on_queue = tasks_create_queued, .done = tasks_create_done},
+                              .s = s,
+                              .req = req,
+                              .res = res};
+    tasks_task_new(req->arena, &ch, id, req->identity->user_id, dk_now_ms(), &l->t);
     const char *field = NULL;
-    dk_status st = tasks_repo_create(&s->repo, req->arena, &t, &field);
-    if (st == DK_E_VALIDATION && field) {
-        tasks_fail_field(res, field);
-        return;
-    }
-    if (st != DK_OK) {
-        tasks_fail(res, st);
-        return;
-    }
-    dk_outbox_kick(s->outbox);
-    dk_res_header(res, "Location", dk_arena_printf(req->arena, TASKS_PREFIX "/%s", id));
-    tasks_reply(req, res, 201, &t);
+    dk_status st = DK_E_INTERNAL;
+    if (tasks_repo_create_start(&s->repo, req->arena, &l->t, &l->job, &st, &field))
+        tasks_create_answer(s, req, res, &l->t, st, field);
 }
 
 static void tasks_get(dk_req *req, dk_res *res)
@@ -407,6 +444,13 @@ static void tasks_stop(void *state)
     s->outbox = NULL;
 }
 
+/* Creates still queued when the server has drained are answered before it stops. */
+static void tasks_drained(void *state)
+{
+    tasks_svc *s = state;
+    dk_batch_drain(s->repo.creates);
+}
+
 static void tasks_shutdown(void *state)
 {
     tasks_svc *s = state;
@@ -455,5 +499,6 @@ const dk_service dk_tasks_service = {
     .init = tasks_init,
     .start = tasks_start,
     .stop = tasks_stop,
+    .drained = tasks_drained,
     .shutdown = tasks_shutdown,
 };
