@@ -331,14 +331,23 @@ static void pg_conn_drop(struct dk_db_conn *c)
     c->next_name = 0;
 }
 
-/* Session settings run once per new connection. */
+/* Session settings run once per new connection. plan_cache_mode: a prepared statement is
+ * planned once, for any parameters (a generic plan), where PostgreSQL's default may plan it
+ * anew on every execution when it guesses a generic plan costlier: it did so for every task
+ * list (a UNION of the caller's arms: ~350 µs of planning per request, three times the
+ * execution). Docket's statements are written so that one plan fits every parameter: each arm
+ * is an equality on its owner, assignee or project followed by an index range scan
+ * (docs/design/data.md, "Plans"). */
 static dk_status pg_conn_setup(struct dk_db_conn *c, int64_t deadline)
 {
     const struct dk_db *db = c->db;
     const char *params[2] = {db->statement_timeout_text, db->search_path};
-    const char *sql = db->search_path ? "SELECT set_config('statement_timeout', $1, false), "
-                                        "set_config('search_path', $2, false)"
-                                      : "SELECT set_config('statement_timeout', $1, false)";
+    const char *sql = db->search_path
+                          ? "SELECT set_config('statement_timeout', $1, false), "
+                            "set_config('plan_cache_mode', 'force_generic_plan', false), "
+                            "set_config('search_path', $2, false)"
+                          : "SELECT set_config('statement_timeout', $1, false), "
+                            "set_config('plan_cache_mode', 'force_generic_plan', false)";
     if (!PQsendQueryParams(c->pg, sql, db->search_path ? 2 : 1, NULL, params, NULL, NULL, 0))
         return pg_send_failed(c);
     PGresult *r = NULL;
