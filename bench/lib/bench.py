@@ -159,9 +159,10 @@ QUIET_LIMIT_S = 15
 
 
 def quiesce(other):
-    """Waits (at most QUIET_LIMIT_S) until the processes of the stack not under test are idle
-    (e.g. the other PostgreSQL's autovacuum or checkpoint after a write scenario), so that the
-    measured stack has the CPUs to itself. Returns the seconds waited."""
+    """Waits (at most QUIET_LIMIT_S) until the given processes are idle: those of the stack not
+    under test, and the measured stack's own database (e.g. a PostgreSQL's autovacuum or
+    checkpoint after a write scenario), so that the scenario has the CPUs to itself and does
+    not pay for the previous one's writes. Returns the seconds waited."""
     if not other:
         return 0.0
     t0 = time.monotonic()
@@ -510,7 +511,9 @@ def measure_wrk(name, runs, seconds):
     warm = env_int("BENCH_WARMUP", 1)
     if name in NO_WARMUP:
         warm = 0
-    quiet = quiesce(other)
+    # the other stack, and this stack's own PostgreSQL (its autovacuum after a write
+    # scenario): both idle before the load starts
+    quiet = quiesce(other + pg)
     if warm > 0:
         ps = [start_wrk(t + "-warmup", s, u, c, warm, to, r) for t, s, u, c, to, r in runs]
         for p in ps:
