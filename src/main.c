@@ -441,7 +441,7 @@ static int dk_run(dk_config *c, const dk_plan *plan)
     int threads = dk_server_threads(c);
     int pool = (int)dk_config_int(c, "database.pool_size");
     if (pool <= 0)
-        pool = threads + 4; /* + relays, schedulers, the two runners of grouped writes */
+        pool = threads + 6; /* + relays, schedulers, the four runners of grouped writes */
     void *states[DK_NSERVICES] = {0};
     size_t started = 0, running = 0;
     dk_http_server *srv = NULL;

@@ -89,7 +89,7 @@ const dk_config_row dk_config_rows[] = {
             "`postgres://user:password@host:5432/db` or `sqlite:PATH`; empty = "
             "`sqlite:<data_dir>/docket.db`."),
     ROW_INT("database.pool_size", "0", 0, 1024,
-            "Database connections per process; 0 = one per server thread, plus four for "
+            "Database connections per process; 0 = one per server thread, plus six for "
             "background work (event relays, schedulers, grouped writes)."),
     ROW_DUR("database.acquire_timeout", "2s", 1, 10 * MS_M,
             "How long a request waits for a free pooled connection before it is answered 503."),

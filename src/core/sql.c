@@ -24,6 +24,29 @@ const char *dk_sql_int(dk_arena *a, int64_t v)
     return dk_arena_printf(a, "%lld", (long long)v);
 }
 
+const char *dk_sql_pg_array(dk_arena *a, const char *const *v, int n)
+{
+    dk_sb b = {0};
+    dk_sb_put(&b, "{", 1);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            dk_sb_put(&b, ",", 1);
+        if (!v[i]) {
+            dk_sb_put(&b, "NULL", 4);
+            continue;
+        }
+        dk_sb_put(&b, "\"", 1);
+        for (const char *c = v[i]; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                dk_sb_put(&b, "\\", 1);
+            dk_sb_put(&b, c, 1);
+        }
+        dk_sb_put(&b, "\"", 1);
+    }
+    dk_sb_put(&b, "}", 1);
+    return dk_sb_take(&b, a);
+}
+
 int64_t dk_sql_get_int(const dk_db_rows *r, int row, int col)
 {
     const char *v = dk_db_value(r, row, col);

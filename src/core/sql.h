@@ -13,6 +13,10 @@ dk_status dk_sql(const dk_database *db, dk_arena *a, const char *sql, int nparam
                  const char *const *params, dk_db_rows **ret_rows) DK_MUSTCHECK;
 /* Decimal text of v in the arena, for use as a parameter. */
 const char *dk_sql_int(dk_arena *a, int64_t v);
+/* PostgreSQL: v[0..n) (NULL elements allowed) as the text of a one-dimensional array in the
+ * arena, every element quoted ({"a",NULL,"say \\"hi\\""}): a parameter cast to TEXT[] (or
+ * BIGINT[], ...) and read with unnest, so that one prepared statement takes any number of rows. */
+const char *dk_sql_pg_array(dk_arena *a, const char *const *v, int n);
 /* Parses an integer column (0 when NULL or malformed). */
 int64_t dk_sql_get_int(const dk_db_rows *r, int row, int col);
 

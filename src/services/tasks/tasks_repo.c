@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/arena.h"
 #include "core/batch.h"
 #include "core/ids.h"
@@ -736,6 +737,11 @@ static const char *tasks_read_sql(const tasks_repo *r, dk_arena *a, bool lock)
         tasks_cols(r), tasks_visible_sql(a, 2), lock && tasks_pg(r) ? " FOR UPDATE OF t" : "");
 }
 
+/* Patches: as many a group and at once as creates (below, tasks_patch_group). */
+#define TASKS_PATCH_GROUP_MAX      16
+#define TASKS_PATCH_GROUPS_RUNNING 2
+static void tasks_patch_group(void *ctx, dk_batch_job **jobs, int n);
+
 void tasks_repo_prepare(tasks_repo *r)
 {
     dk_arena *a = dk_arena_new();
@@ -747,15 +753,19 @@ void tasks_repo_prepare(tasks_repo *r)
             r->read_sql[lock][0] = '\0';
     }
     dk_arena_free(a);
-    if (tasks_pg(r))
+    if (tasks_pg(r)) {
         r->creates = dk_batch_new(tasks_create_group, r, TASKS_CREATE_GROUP_MAX,
                                   TASKS_CREATE_GROUPS_RUNNING);
+        r->patches =
+            dk_batch_new(tasks_patch_group, r, TASKS_PATCH_GROUP_MAX, TASKS_PATCH_GROUPS_RUNNING);
+    }
 }
 
 void tasks_repo_release(tasks_repo *r)
 {
     dk_batch_free(r->creates);
-    r->creates = NULL;
+    dk_batch_free(r->patches);
+    r->creates = r->patches = NULL;
 }
 
 /* The task by id with the caller's role in its project, if the caller may see it (the rule of
@@ -801,9 +811,22 @@ static void tasks_rights(const tasks_task *t, const char *caller, int role, bool
  * transaction on db (the row was read without a lock), and a row whose version moved since
  * is DK_E_CONFLICT (nothing written) for the caller to read again. */
 #define TASKS_WRITE_ONE_MAX 12
+
+/* A personal task's write kept for a group (tasks_patch_group): tasks_write's 14 parameters,
+ * the outbox row's, the actor and (id, field, old, new) per history entry. */
+typedef struct tasks_patch_write {
+    const char *row[14];
+    const char *ob[DK_OUTBOX_NPARAMS];
+    const char *actor;
+    int nh;
+    const char *hist[4 * TASKS_WRITE_ONE_MAX];
+} tasks_patch_write;
+
+/* keep (tx NULL only): the statement is not run; its rows go into *keep for a group. */
 static dk_status tasks_write_one(const dk_database *db, dk_tx *tx, dk_arena *a,
                                  const char *update_sql, const char *const update_params[14],
-                                 json_t *ev, const char *actor, size_t nchanges, bool last)
+                                 json_t *ev, const char *actor, size_t nchanges, bool last,
+                                 tasks_patch_write *keep)
 {
     const char *ob[DK_OUTBOX_NPARAMS];
     dk_outbox_event(a, DK_EVENT_TASK_UPDATED, ev, ob);
@@ -832,6 +855,15 @@ static dk_status tasks_write_one(const dk_database *db, dk_tx *tx, dk_arena *a,
                      b + 4);
         n++;
     }
+    if (keep) {
+        dk_free(values.s);
+        memcpy(keep->row, update_params, sizeof keep->row);
+        memcpy(keep->ob, ob, sizeof ob);
+        keep->actor = actor;
+        keep->nh = n;
+        memcpy(keep->hist, p + NFIXED, sizeof(const char *) * 4 * (size_t)n);
+        return DK_OK;
+    }
     const char *sql = dk_arena_printf(
         a,
         "WITH u AS (%s RETURNING id), o AS (INSERT INTO " TASKS_OUTBOX " (id, type, payload, "
@@ -859,7 +891,8 @@ static dk_status tasks_write_one(const dk_database *db, dk_tx *tx, dk_arena *a,
  * tx NULL (PostgreSQL, a personal task read without a lock): one statement that writes only
  * if the version is still the one read; DK_E_CONFLICT when it moved. */
 static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const tasks_task *cur,
-                             const tasks_task *next, const char *actor, bool last)
+                             const tasks_task *next, const char *actor, bool last,
+                             tasks_patch_write *keep)
 {
     const char *p[] = {cur->id,
                        next->title,
@@ -897,7 +930,7 @@ static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const 
     json_t *ev = tasks_event_json(a, actor, next, cur, owner_role == PROJECT_ROLE_NONE);
     size_t nchanges = json_object_size(json_object_get(ev, "changes"));
     if (tasks_pg(r) && nchanges > 0 && nchanges <= TASKS_WRITE_ONE_MAX)
-        return tasks_write_one(r->db, tx, a, sql, p, ev, actor, nchanges, last);
+        return tasks_write_one(r->db, tx, a, sql, p, ev, actor, nchanges, last, keep);
     if (!tx)
         return DK_E_INTERNAL; /* the caller's path needs the one statement */
     dk_db_rows *rows = NULL;
@@ -937,10 +970,13 @@ static dk_status tasks_lock_personal(dk_tx *tx, dk_arena *a, const char *id, con
  * an unchanged row and what was checked on it still holds). A change that changes nothing
  * costs a plain read: no transaction id, no row lock, no WAL. DK_E_NOT_FOUND: not such a task
  * (or the change moves it into a project): the caller takes the locking path; DK_E_CONFLICT:
- * the row moved between the read and the write (nothing written): read again. */
+ * the row moved between the read and the write (nothing written): read again.
+ * keep non-NULL: the write is not run but kept there for a group (*ret_kept true, *ret the
+ * task as it will be once written). */
 static dk_status tasks_patch_personal(const tasks_repo *r, dk_arena *a, const char *id,
                                       const char *caller, const tasks_changes *ch,
-                                      const char *if_match, tasks_task *ret)
+                                      const char *if_match, tasks_task *ret,
+                                      tasks_patch_write *keep, bool *ret_kept)
 {
     const char *p[] = {id, caller};
     dk_db_rows *rows = NULL;
@@ -969,10 +1005,127 @@ static dk_status tasks_patch_personal(const tasks_repo *r, dk_arena *a, const ch
     }
     if (next.project_id)
         return DK_E_NOT_FOUND; /* into a project: its membership is checked under locks */
-    st = tasks_write(r, NULL, a, &cur, &next, caller, true);
-    if (st == DK_OK)
+    st = tasks_write(r, NULL, a, &cur, &next, caller, true, keep);
+    if (st == DK_OK) {
         *ret = next;
+        if (keep)
+            *ret_kept = true;
+    }
     return st;
+}
+
+/* Personal patches written together (core/batch.h, docs/design/write-batching.md): one
+ * statement for any number of them, their rows as arrays (one prepared statement whatever the
+ * group's size). Each task is written only if its version is still the one read; the history
+ * insert returns the ids of the tasks written (every write has at least one entry). */
+static const char tasks_patch_group_sql[] =
+    "WITH v AS (SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), "
+    "CAST($4 AS TEXT[]), CAST($5 AS INTEGER[]), CAST($6 AS BIGINT[]), CAST($7 AS TEXT[]), "
+    "CAST($8 AS BIGINT[]), CAST($9 AS TEXT[]), CAST($10 AS BIGINT[]), CAST($11 AS BIGINT[]), "
+    "CAST($12 AS BIGINT[]), CAST($13 AS TEXT[]), CAST($14 AS TEXT[])) AS v(id, title, "
+    "description, status, priority, due_at, assignee_id, updated_at, labels, completed_at, "
+    "version, old_version, project_id, owner_id)), u AS (UPDATE tasks t SET title = v.title, "
+    "description = v.description, status = v.status, priority = v.priority, due_at = v.due_at, "
+    "assignee_id = v.assignee_id, updated_at = v.updated_at, labels = ARRAY(SELECT e.v FROM "
+    "json_array_elements_text(CAST(v.labels AS JSON)) WITH ORDINALITY AS e(v, n) ORDER BY e.n), "
+    "completed_at = v.completed_at, version = v.version, project_id = v.project_id, owner_id = "
+    "v.owner_id, search = CASE WHEN t.title = v.title AND t.description = v.description THEN "
+    "t.search ELSE tasks_search_of(v.title, v.description) END FROM v WHERE t.id = v.id COLLATE "
+    "\"C\" AND t.version = v.old_version RETURNING t.id), o AS (INSERT INTO " TASKS_OUTBOX
+    " (id, type, payload, created_at, traceparent) SELECT e.id, e.type, e.payload, e.created_at, "
+    "e.traceparent FROM unnest(CAST($15 AS TEXT[]), CAST($16 AS TEXT[]), CAST($17 AS TEXT[]), "
+    "CAST($18 AS TEXT[]), CAST($19 AS BIGINT[]), CAST($20 AS TEXT[])) WITH ORDINALITY AS "
+    "e(task_id, id, type, payload, created_at, traceparent, n) JOIN u ON u.id = e.task_id "
+    "COLLATE \"C\" ORDER BY e.n) INSERT INTO tasks_activity (id, task_id, event_id, actor_id, "
+    "action, field, old_value, new_value, created_at) SELECT h.id, u.id, h.event_id, h.actor_id, "
+    "'updated', h.field, h.old_value, h.new_value, h.created_at FROM unnest(CAST($21 AS TEXT[]), "
+    "CAST($22 AS TEXT[]), CAST($23 AS TEXT[]), CAST($24 AS TEXT[]), CAST($25 AS TEXT[]), "
+    "CAST($26 AS TEXT[]), CAST($27 AS TEXT[]), CAST($28 AS BIGINT[])) WITH ORDINALITY AS h(id, "
+    "task_id, event_id, actor_id, field, old_value, new_value, created_at, n) JOIN u ON u.id = "
+    "h.task_id COLLATE \"C\" ORDER BY h.n RETURNING task_id";
+
+/* Runs w[0..n) (distinct tasks) as one statement; ret_written[i]: w[i]'s version still
+ * matched and it was written. */
+static dk_status tasks_patch_run(const tasks_repo *r, dk_arena *a, tasks_patch_write *const *w,
+                                 int n, bool *ret_written)
+{
+    int nh = 0;
+    for (int i = 0; i < n; i++)
+        nh += w[i]->nh;
+    const char **col = dk_arena_alloc(a, sizeof(const char *) * (size_t)(n > nh ? n : nh));
+    const char *p[28];
+    for (int c = 0; c < 14; c++) { /* the tasks */
+        for (int i = 0; i < n; i++)
+            col[i] = w[i]->row[c];
+        p[c] = dk_sql_pg_array(a, col, n);
+    }
+    for (int c = 0; c < 6; c++) { /* their events: task id, then the outbox row */
+        for (int i = 0; i < n; i++)
+            col[i] = c == 0 ? w[i]->row[0] : w[i]->ob[c - 1];
+        p[14 + c] = dk_sql_pg_array(a, col, n);
+    }
+    /* history: id, task id, event id, actor, field, old, new, created_at */
+    for (int c = 0; c < 8; c++) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            for (int e = 0; e < w[i]->nh; e++) {
+                const char *const *h = w[i]->hist + 4 * e;
+                const char *v[] = {h[0], w[i]->row[0], w[i]->ob[0], w[i]->actor,
+                                   h[1], h[2],         h[3],        w[i]->ob[3]};
+                col[k++] = v[c];
+            }
+        p[20 + c] = dk_sql_pg_array(a, col, nh);
+    }
+    dk_db_rows *rows = NULL;
+    dk_status st = dk_sql(r->db, a, tasks_patch_group_sql, 28, p, &rows);
+    if (st != DK_OK)
+        return st;
+    for (int i = 0; i < n; i++) {
+        ret_written[i] = false;
+        for (int j = 0; j < rows->nrows && !ret_written[i]; j++)
+            ret_written[i] = strcmp(dk_db_value(rows, j, 0), w[i]->row[0]) == 0;
+    }
+    return DK_OK;
+}
+
+/* dk_batch_run_fn: a group of personal patches. Two patches of one task never share a
+ * statement: the later one is answered DK_E_CONFLICT at once (its caller reads again, as when
+ * another writer got there first). A group that fails on something one row could cause is
+ * tried again patch by patch (see tasks_create_group). */
+static void tasks_patch_group(void *ctx, dk_batch_job **jobs, int n)
+{
+    const tasks_repo *r = ctx;
+    dk_arena *a = dk_arena_new();
+    tasks_patch_write **w = dk_arena_alloc(a, sizeof *w * (size_t)n);
+    int *of = dk_arena_alloc(a, sizeof *of * (size_t)n);
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        tasks_patch_write *x = jobs[i]->arg;
+        of[i] = m;
+        for (int j = 0; j < m && of[i] >= 0; j++)
+            if (strcmp(w[j]->row[0], x->row[0]) == 0)
+                of[i] = -1;
+        if (of[i] >= 0)
+            w[m++] = x;
+        else
+            jobs[i]->status = DK_E_CONFLICT;
+    }
+    bool *written = dk_arena_alloc(a, sizeof *written * (size_t)m);
+    dk_status *sts = dk_arena_alloc(a, sizeof *sts * (size_t)m);
+    dk_status st = tasks_patch_run(r, a, w, m, written);
+    for (int k = 0; k < m; k++) {
+        if (st != DK_OK && st != DK_E_UNAVAILABLE && m > 1) {
+            sts[k] = tasks_patch_run(r, a, &w[k], 1, &written[k]);
+            if (sts[k] == DK_OK && !written[k])
+                sts[k] = DK_E_CONFLICT;
+        } else {
+            sts[k] = st != DK_OK ? st : written[k] ? DK_OK : DK_E_CONFLICT;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (of[i] >= 0)
+            jobs[i]->status = sts[of[i]];
+    dk_arena_free(a);
 }
 
 /* Attempts of tasks_patch_personal before the locking path takes over (each lost one means
@@ -984,7 +1137,7 @@ dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, con
                            const char **ret_field)
 {
     for (int i = 0; tasks_pg(r) && i < TASKS_PATCH_ATTEMPTS; i++) {
-        dk_status st = tasks_patch_personal(r, a, id, caller, ch, if_match, ret);
+        dk_status st = tasks_patch_personal(r, a, id, caller, ch, if_match, ret, NULL, NULL);
         if (st == DK_E_NOT_FOUND)
             break;
         if (st != DK_E_CONFLICT)
@@ -1033,11 +1186,35 @@ dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, con
             *ret = cur;
         return st;
     }
-    st = tasks_write(r, &tx, a, &cur, &next, caller, true);
+    st = tasks_write(r, &tx, a, &cur, &next, caller, true, NULL);
     st = dk_tx_end(&tx, st);
     if (st == DK_OK)
         *ret = next;
     return st;
+}
+
+bool tasks_repo_patch_start(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
+                            const tasks_changes *ch, const char *if_match, dk_batch_job *later,
+                            dk_status *ret_status, tasks_task *ret, const char **ret_field)
+{
+    if (r->patches) {
+        tasks_patch_write *keep = dk_arena_alloc(a, sizeof *keep);
+        bool kept = false;
+        dk_status st = tasks_patch_personal(r, a, id, caller, ch, if_match, ret, keep, &kept);
+        if (st == DK_OK && kept) {
+            later->arg = keep;
+            later->status = DK_E_INTERNAL;
+            if (!dk_batch_run_or_queue(r->patches, later))
+                return false;
+            st = later->status;
+        }
+        if (st != DK_E_NOT_FOUND && st != DK_E_CONFLICT) {
+            *ret_status = st;
+            return true;
+        }
+    }
+    *ret_status = tasks_repo_patch(r, a, id, caller, ch, if_match, ret, ret_field);
+    return true;
 }
 
 dk_status tasks_repo_delete(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
@@ -1127,7 +1304,7 @@ dk_status tasks_repo_rewrite_where(const tasks_repo *r, dk_tx *tx, dk_arena *a, 
             next.owner_id = po;
         next.version = cur.version + 1;
         next.updated_at = now > cur.updated_at ? now : cur.updated_at;
-        st = tasks_write(r, tx, a, &cur, &next, actor, false);
+        st = tasks_write(r, tx, a, &cur, &next, actor, false, NULL);
     }
     return st;
 }

@@ -28,9 +28,10 @@ typedef struct tasks_repo {
      * once: formatting the same text per request was a large share of a task read's
      * instructions, docs/design/measurements.md); empty: built per call */
     char read_sql[2][1024];
-    /* PostgreSQL: personal creates arriving together share a statement (core/batch.h);
-     * NULL on SQLite, whose writes are grouped by its writer */
-    dk_batch *creates;
+    /* PostgreSQL: personal creates, and the writes of personal patches, arriving together
+     * share a statement (core/batch.h); NULL on SQLite, whose writes are grouped by its
+     * writer */
+    dk_batch *creates, *patches;
 } tasks_repo;
 
 /* Builds the statements that do not change between calls and the write batches (after db is
@@ -72,6 +73,17 @@ dk_status tasks_repo_get(const tasks_repo *r, dk_arena *a, const char *id, const
 dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
                            const tasks_changes *ch, const char *if_match, tasks_task *ret,
                            const char **ret_field) DK_MUSTCHECK;
+/* The same without waiting for the patches it shares a statement with (a personal task that
+ * stays personal, on PostgreSQL): returns true when the patch finished on this thread
+ * (*ret_status, *ret, *ret_field as above), or false when its write was queued: then
+ * later->on_queue has been called and later->done will be, on another thread, with
+ * later->status set; on DK_OK *ret (which must stay alive until then) is the task as written;
+ * DK_E_CONFLICT means the task changed since it was read: call tasks_repo_patch (which reads
+ * again, and never queues). */
+bool tasks_repo_patch_start(const tasks_repo *r, dk_arena *a, const char *id, const char *caller,
+                            const tasks_changes *ch, const char *if_match, dk_batch_job *later,
+                            dk_status *ret_status, tasks_task *ret,
+                            const char **ret_field) DK_MUSTCHECK;
 /* Deletes as caller (with its comments and activity): a personal task by its owner (the
  * assignee gets DK_E_FORBIDDEN), a project task by an editor (a viewer gets DK_E_FORBIDDEN);
  * others DK_E_NOT_FOUND; if_match as for patch. */

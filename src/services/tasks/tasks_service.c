@@ -245,6 +245,54 @@ static void tasks_get(dk_req *req, dk_res *res)
     tasks_reply(req, res, 200, &t);
 }
 
+/* The answer to a patch, once written. */
+static void tasks_patch_answer(tasks_svc *s, dk_req *req, dk_res *res, const tasks_task *t,
+                               dk_status st, const char *field)
+{
+    if (st == DK_E_VALIDATION && field) {
+        tasks_fail_field(res, field);
+        return;
+    }
+    if (st != DK_OK) {
+        tasks_fail(res, st);
+        return;
+    }
+    dk_outbox_kick(s->outbox);
+    tasks_reply(req, res, 200, t);
+}
+
+/* A patch whose write was queued to share a statement (tasks_repo_patch_start): the request
+ * waits suspended and is answered from the batch's thread. */
+typedef struct tasks_patch_later {
+    dk_batch_job job; /* first */
+    tasks_svc *s;
+    dk_req *req;
+    dk_res *res;
+    const char *id;
+    tasks_changes ch;
+    tasks_task t;
+} tasks_patch_later;
+
+static void tasks_patch_queued(dk_batch_job *job)
+{
+    dk_req_suspend(((tasks_patch_later *)job)->req);
+}
+
+static void tasks_patch_done(dk_batch_job *job)
+{
+    tasks_patch_later *l = (tasks_patch_later *)job;
+    dk_req *req = l->req;
+    dk_log_set_context(req->request_id, req->trace_id);
+    dk_status st = job->status;
+    const char *field = NULL;
+    if (st == DK_E_CONFLICT) /* changed since it was read: read again, written alone */
+        st = tasks_repo_patch(&l->s->repo, req->arena, l->id, req->identity->user_id, &l->ch,
+                              dk_req_header(req, "If-Match"), &l->t, &field);
+    tasks_patch_answer(l->s, req, l->res, &l->t, st, field);
+    dk_log_set_context(NULL, NULL);
+    dk_req_resume(req); /* l lives in req's arena: not touched after */
+}
+
 static void tasks_patch(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
@@ -256,28 +304,24 @@ static void tasks_patch(dk_req *req, dk_res *res)
         return;
     dk_errors errs;
     dk_errors_init(&errs);
-    tasks_changes ch;
-    tasks_changes_parse(req->arena, body, false, &ch, &errs);
+    tasks_patch_later *l = dk_arena_alloc(req->arena, sizeof *l);
+    *l = (tasks_patch_later){.job = {.on_queue = tasks_patch_queued, .done = tasks_patch_done},
+                             .s = s,
+                             .req = req,
+                             .res = res,
+                             .id = id};
+    tasks_changes_parse(req->arena, body, false, &l->ch, &errs);
     if (dk_errors_any(&errs)) {
         dk_res_validation(res, &errs);
         return;
     }
-    if (tasks_check_assignee(s, req, res, &ch) != DK_OK)
+    if (tasks_check_assignee(s, req, res, &l->ch) != DK_OK)
         return;
-    tasks_task t;
     const char *field = NULL;
-    dk_status st = tasks_repo_patch(&s->repo, req->arena, id, req->identity->user_id, &ch,
-                                    dk_req_header(req, "If-Match"), &t, &field);
-    if (st == DK_E_VALIDATION && field) {
-        tasks_fail_field(res, field);
-        return;
-    }
-    if (st != DK_OK) {
-        tasks_fail(res, st);
-        return;
-    }
-    dk_outbox_kick(s->outbox);
-    tasks_reply(req, res, 200, &t);
+    dk_status st = DK_E_INTERNAL;
+    if (tasks_repo_patch_start(&s->repo, req->arena, id, req->identity->user_id, &l->ch,
+                               dk_req_header(req, "If-Match"), &l->job, &st, &l->t, &field))
+        tasks_patch_answer(s, req, res, &l->t, st, field);
 }
 
 static void tasks_delete(dk_req *req, dk_res *res)
@@ -406,27 +450,31 @@ static dk_status tasks_init(dk_app *app, void **ret_state)
     return DK_OK;
 }
 
-/* docket_write_batches_total and its companions: how the creates that share a statement
- * (PostgreSQL, tasks_repo.h) are grouped. jobs / batches is the mean group size. */
+/* docket_write_batches_total and its companions: how the creates and patches that share a
+ * statement (PostgreSQL, tasks_repo.h) are grouped. jobs / batches is the mean group size. */
 static void tasks_collect(void *ctx, dk_metrics_out *out)
 {
     const tasks_svc *s = ctx;
-    if (!s->repo.creates)
+    if (!s->repo.creates || !s->repo.patches)
         return;
-    long groups = 0, jobs = 0;
-    int queued = 0;
-    dk_batch_stats(s->repo.creates, &groups, &jobs, &queued);
-    const char *lbl = "batch=\"tasks.create\"";
+    static const char *const labels[] = {"batch=\"tasks.create\"", "batch=\"tasks.patch\""};
+    long groups[2] = {0}, jobs[2] = {0};
+    int queued[2] = {0};
+    dk_batch_stats(s->repo.creates, &groups[0], &jobs[0], &queued[0]);
+    dk_batch_stats(s->repo.patches, &groups[1], &jobs[1], &queued[1]);
     dk_metrics_family(out, "docket_write_batches_total", "counter",
                       "Statements that carried grouped writes (PostgreSQL).");
-    dk_metrics_sample(out, "docket_write_batches_total", lbl, (double)groups);
+    for (int i = 0; i < 2; i++)
+        dk_metrics_sample(out, "docket_write_batches_total", labels[i], (double)groups[i]);
     dk_metrics_family(out, "docket_write_batch_jobs_total", "counter",
                       "Writes carried by grouped statements; over docket_write_batches_total, "
                       "the mean group size.");
-    dk_metrics_sample(out, "docket_write_batch_jobs_total", lbl, (double)jobs);
+    for (int i = 0; i < 2; i++)
+        dk_metrics_sample(out, "docket_write_batch_jobs_total", labels[i], (double)jobs[i]);
     dk_metrics_family(out, "docket_write_batch_queued", "gauge",
                       "Writes waiting for their group's statement to start.");
-    dk_metrics_sample(out, "docket_write_batch_queued", lbl, queued);
+    for (int i = 0; i < 2; i++)
+        dk_metrics_sample(out, "docket_write_batch_queued", labels[i], queued[i]);
 }
 
 static void tasks_start(void *state)
@@ -449,6 +497,7 @@ static void tasks_drained(void *state)
 {
     tasks_svc *s = state;
     dk_batch_drain(s->repo.creates);
+    dk_batch_drain(s->repo.patches);
 }
 
 static void tasks_shutdown(void *state)
