@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/arena.h"
+#include "core/sql.h"
 #include "ports/db.h"
 #include "adapters/db.h"
 
@@ -382,6 +383,52 @@ static void test_params_rows_and_nulls(void **state)
         assert_int_equal(v[2999], 'a' + i % 26);
     }
 
+    ops->release(db, c);
+    ops->close(db);
+    dk_arena_free(a);
+}
+
+/* dk_sql_pg_array: whatever the elements hold, unnest gives them back one by one, NULLs as
+ * NULLs and in order (the text of the array is one parameter). */
+static void test_array_parameters_round_trip(void **state)
+{
+    (void)state;
+    NEED_PG();
+    dk_db *db = open_db(1, 2000);
+    dk_arena *a = dk_arena_new();
+    dk_db_conn *c = acquire(db);
+    const char *v[] = {"plain",
+                       "",
+                       NULL,
+                       "quote \" inside",
+                       "back\\slash",
+                       "{braces}, commas",
+                       "NULL",
+                       "  spaces  ",
+                       "caf\xc3\xa9 \xe2\x9c\x93",
+                       "new\nline",
+                       "\\\""};
+    int n = (int)(sizeof v / sizeof v[0]);
+    const char *p[] = {dk_sql_pg_array(a, v, n)};
+    dk_db_rows *r = q(c, a,
+                      "SELECT e, n FROM unnest(CAST($1 AS TEXT[])) WITH ORDINALITY AS "
+                      "u(e, n) ORDER BY n",
+                      1, p);
+    assert_int_equal(r->nrows, n);
+    for (int i = 0; i < n; i++) {
+        if (!v[i])
+            assert_null(dk_db_value(r, i, 0));
+        else
+            assert_string_equal(dk_db_value(r, i, 0), v[i]);
+    }
+    const char *none[] = {dk_sql_pg_array(a, NULL, 0)};
+    r = q(c, a, "SELECT count(*) FROM unnest(CAST($1 AS BIGINT[]))", 1, none);
+    assert_string_equal(dk_db_value(r, 0, 0), "0");
+    const char *nums[] = {"1", NULL, "-9223372036854775807"};
+    const char *np[] = {dk_sql_pg_array(a, nums, 3)};
+    r = q(c, a, "SELECT sum(x), count(x) FROM unnest(CAST($1 AS BIGINT[])) AS u(x)", 1, np);
+    assert_string_equal(dk_db_value(r, 0, 0), "-9223372036854775806");
+    assert_string_equal(dk_db_value(r, 0, 1), "2");
     ops->release(db, c);
     ops->close(db);
     dk_arena_free(a);
@@ -859,6 +906,7 @@ int main(void)
         cmocka_unit_test(test_open_rejects_bad_urls),
         cmocka_unit_test(test_params_rows_and_nulls),
         cmocka_unit_test(test_unique_violation_is_conflict),
+        cmocka_unit_test(test_array_parameters_round_trip),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_statement_timeout),
