@@ -152,46 +152,67 @@ static void tasks_reply(dk_req *req, dk_res *res, int status, const tasks_task *
     dk_res_jw(res, status, &w);
 }
 
-/* The answer to a create, once its statement ran. */
-static void tasks_create_answer(tasks_svc *s, dk_req *req, dk_res *res, const tasks_task *t,
-                                dk_status st, const char *field)
-{
-    if (st == DK_E_VALIDATION && field) {
-        tasks_fail_field(res, field);
-        return;
-    }
-    if (st != DK_OK) {
-        tasks_fail(res, st);
-        return;
-    }
-    dk_outbox_kick(s->outbox);
-    dk_res_header(res, "Location", dk_arena_printf(req->arena, TASKS_PREFIX "/%s", t->id));
-    tasks_reply(req, res, 201, t);
-}
-
-/* A create queued to share a statement with others (tasks_repo_create_start): the request is
- * suspended while it waits, and answered from the batch's thread. */
-typedef struct tasks_create_later {
+/* A create or a patch whose write may share a statement with others (tasks_repo_create_start,
+ * tasks_repo_patch_start): when it is queued, the request waits suspended and is answered from
+ * the batch's thread. id and ch: a patch's, to read again when its task changed since. */
+typedef struct tasks_later {
     dk_batch_job job; /* first */
     tasks_svc *s;
     dk_req *req;
     dk_res *res;
+    bool create;
+    const char *id;
+    tasks_changes ch;
     tasks_task t;
-} tasks_create_later;
+} tasks_later;
 
-static void tasks_create_queued(dk_batch_job *job)
+/* The answer to a create (201) or a patch (200), once written. */
+static void tasks_later_answer(const tasks_later *l, dk_status st, const char *field)
 {
-    dk_req_suspend(((tasks_create_later *)job)->req);
+    if (st == DK_E_VALIDATION && field) {
+        tasks_fail_field(l->res, field);
+        return;
+    }
+    if (st != DK_OK) {
+        tasks_fail(l->res, st);
+        return;
+    }
+    dk_outbox_kick(l->s->outbox);
+    if (l->create)
+        dk_res_header(l->res, "Location",
+                      dk_arena_printf(l->req->arena, TASKS_PREFIX "/%s", l->t.id));
+    tasks_reply(l->req, l->res, l->create ? 201 : 200, &l->t);
 }
 
-static void tasks_create_done(dk_batch_job *job)
+static void tasks_later_queued(dk_batch_job *job)
 {
-    tasks_create_later *l = (tasks_create_later *)job;
+    dk_req_suspend(((tasks_later *)job)->req);
+}
+
+static void tasks_later_done(dk_batch_job *job)
+{
+    tasks_later *l = (tasks_later *)job;
     dk_req *req = l->req;
     dk_log_set_context(req->request_id, req->trace_id);
-    tasks_create_answer(l->s, req, l->res, &l->t, job->status, NULL);
+    dk_status st = job->status;
+    const char *field = NULL;
+    if (!l->create && st == DK_E_CONFLICT) /* changed since it was read: again, alone */
+        st = tasks_repo_patch(&l->s->repo, req->arena, l->id, req->identity->user_id, &l->ch,
+                              dk_req_header(req, "If-Match"), &l->t, &field);
+    tasks_later_answer(l, st, field);
     dk_log_set_context(NULL, NULL);
     dk_req_resume(req); /* l lives in req's arena: not touched after */
+}
+
+static tasks_later *tasks_later_new(tasks_svc *s, dk_req *req, dk_res *res, bool create)
+{
+    tasks_later *l = dk_arena_alloc(req->arena, sizeof *l);
+    *l = (tasks_later){.job = {.on_queue = tasks_later_queued, .done = tasks_later_done},
+                       .s = s,
+                       .req = req,
+                       .res = res,
+                       .create = create};
+    return l;
 }
 
 static void tasks_create(dk_req *req, dk_res *res)
@@ -212,16 +233,12 @@ static void tasks_create(dk_req *req, dk_res *res)
         return;
     char *id = dk_arena_alloc(req->arena, DK_UUID_LEN);
     dk_uuid7(id);
-    tasks_create_later *l = dk_arena_alloc(req->arena, sizeof *l);
-    *l = (tasks_create_later){.job = {.on_queue = tasks_create_queued, .done = tasks_create_done},
-                              .s = s,
-                              .req = req,
-                              .res = res};
+    tasks_later *l = tasks_later_new(s, req, res, true);
     tasks_task_new(req->arena, &ch, id, req->identity->user_id, dk_now_ms(), &l->t);
     const char *field = NULL;
     dk_status st = DK_E_INTERNAL;
     if (tasks_repo_create_start(&s->repo, req->arena, &l->t, &l->job, &st, &field))
-        tasks_create_answer(s, req, res, &l->t, st, field);
+        tasks_later_answer(l, st, field);
 }
 
 static void tasks_get(dk_req *req, dk_res *res)
@@ -245,54 +262,6 @@ static void tasks_get(dk_req *req, dk_res *res)
     tasks_reply(req, res, 200, &t);
 }
 
-/* The answer to a patch, once written. */
-static void tasks_patch_answer(tasks_svc *s, dk_req *req, dk_res *res, const tasks_task *t,
-                               dk_status st, const char *field)
-{
-    if (st == DK_E_VALIDATION && field) {
-        tasks_fail_field(res, field);
-        return;
-    }
-    if (st != DK_OK) {
-        tasks_fail(res, st);
-        return;
-    }
-    dk_outbox_kick(s->outbox);
-    tasks_reply(req, res, 200, t);
-}
-
-/* A patch whose write was queued to share a statement (tasks_repo_patch_start): the request
- * waits suspended and is answered from the batch's thread. */
-typedef struct tasks_patch_later {
-    dk_batch_job job; /* first */
-    tasks_svc *s;
-    dk_req *req;
-    dk_res *res;
-    const char *id;
-    tasks_changes ch;
-    tasks_task t;
-} tasks_patch_later;
-
-static void tasks_patch_queued(dk_batch_job *job)
-{
-    dk_req_suspend(((tasks_patch_later *)job)->req);
-}
-
-static void tasks_patch_done(dk_batch_job *job)
-{
-    tasks_patch_later *l = (tasks_patch_later *)job;
-    dk_req *req = l->req;
-    dk_log_set_context(req->request_id, req->trace_id);
-    dk_status st = job->status;
-    const char *field = NULL;
-    if (st == DK_E_CONFLICT) /* changed since it was read: read again, written alone */
-        st = tasks_repo_patch(&l->s->repo, req->arena, l->id, req->identity->user_id, &l->ch,
-                              dk_req_header(req, "If-Match"), &l->t, &field);
-    tasks_patch_answer(l->s, req, l->res, &l->t, st, field);
-    dk_log_set_context(NULL, NULL);
-    dk_req_resume(req); /* l lives in req's arena: not touched after */
-}
-
 static void tasks_patch(dk_req *req, dk_res *res)
 {
     tasks_svc *s = req->service;
@@ -304,12 +273,8 @@ static void tasks_patch(dk_req *req, dk_res *res)
         return;
     dk_errors errs;
     dk_errors_init(&errs);
-    tasks_patch_later *l = dk_arena_alloc(req->arena, sizeof *l);
-    *l = (tasks_patch_later){.job = {.on_queue = tasks_patch_queued, .done = tasks_patch_done},
-                             .s = s,
-                             .req = req,
-                             .res = res,
-                             .id = id};
+    tasks_later *l = tasks_later_new(s, req, res, false);
+    l->id = id;
     tasks_changes_parse(req->arena, body, false, &l->ch, &errs);
     if (dk_errors_any(&errs)) {
         dk_res_validation(res, &errs);
@@ -321,7 +286,7 @@ static void tasks_patch(dk_req *req, dk_res *res)
     dk_status st = DK_E_INTERNAL;
     if (tasks_repo_patch_start(&s->repo, req->arena, id, req->identity->user_id, &l->ch,
                                dk_req_header(req, "If-Match"), &l->job, &st, &l->t, &field))
-        tasks_patch_answer(s, req, res, &l->t, st, field);
+        tasks_later_answer(l, st, field);
 }
 
 static void tasks_delete(dk_req *req, dk_res *res)
