@@ -143,39 +143,6 @@ void dk_batch_drain(dk_batch *b)
     pthread_mutex_unlock(&b->lock);
 }
 
-/* dk_batch_submit's job: done wakes the waiting caller. */
-typedef struct batch_waiter {
-    dk_batch_job job; /* first */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-} batch_waiter;
-
-static void batch_waiter_done(dk_batch_job *job)
-{
-    batch_waiter *w = (batch_waiter *)job;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-dk_status dk_batch_submit(dk_batch *b, void *arg)
-{
-    batch_waiter w = {.job = {.arg = arg, .status = DK_E_INTERNAL, .done = batch_waiter_done}};
-    pthread_mutex_init(&w.lock, NULL);
-    pthread_cond_init(&w.cond, NULL);
-    if (!dk_batch_run_or_queue(b, &w.job)) {
-        pthread_mutex_lock(&w.lock);
-        while (!w.done)
-            pthread_cond_wait(&w.cond, &w.lock);
-        pthread_mutex_unlock(&w.lock);
-    }
-    pthread_cond_destroy(&w.cond);
-    pthread_mutex_destroy(&w.lock);
-    return w.job.status;
-}
-
 void dk_batch_stats(dk_batch *b, long *ret_groups, long *ret_jobs, int *ret_queued)
 {
     pthread_mutex_lock(&b->lock);

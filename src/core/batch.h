@@ -44,8 +44,6 @@ void dk_batch_drain(dk_batch *b);
 /* Runs job at once on this thread (true: job->status is set, done is not called) or queues it
  * (false: done will be called). */
 bool dk_batch_run_or_queue(dk_batch *b, dk_batch_job *job) DK_MUSTCHECK;
-/* The same, waiting for a queued job: returns the status run gave arg. */
-dk_status dk_batch_submit(dk_batch *b, void *arg) DK_MUSTCHECK;
 /* How many groups ran and how many jobs they held, since creation, and how many jobs wait for
  * a group now (for tests and metrics). */
 void dk_batch_stats(dk_batch *b, long *ret_groups, long *ret_jobs, int *ret_queued);

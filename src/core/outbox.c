@@ -35,7 +35,7 @@
  * the table from its lowest seq, so it walks the index entries of every row deleted since the
  * last vacuum (and their heap tuples, until pruned); autovacuum looks at a table once a
  * minute at best, by which time a busy service has deleted a few hundred thousand rows and
- * each pass read over a thousand pages (docs/design/outbox.md, "Vacuum"). */
+ * each pass read over a thousand pages (docs/design/events.md, "Vacuum"). */
 #define DK_OUTBOX_VACUUM_ROWS 5000
 
 typedef enum { OUTBOX_IDLE, OUTBOX_MORE, OUTBOX_RETRY } outbox_pass_result;

@@ -687,9 +687,7 @@ dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *
     const char **p = tasks_create_params(a, t);
     if (tasks_pg(r) && !t->project_id) {
         const char **pp = tasks_create_personal_params(a, p, t);
-        return r->creates ? dk_batch_submit(r->creates, pp)
-                          : dk_sql(r->db, a, tasks_create_personal_sql(a, 1), TASKS_CREATE_NPARAMS,
-                                   pp, NULL);
+        return dk_sql(r->db, a, tasks_create_personal_sql(a, 1), TASKS_CREATE_NPARAMS, pp, NULL);
     }
     /* PostgreSQL: the search vector with the row (migration 10: no trigger call) */
     const char *sql = dk_arena_printf(
@@ -807,9 +805,9 @@ static void tasks_rights(const tasks_task *t, const char *caller, int role, bool
 /* PostgreSQL: the UPDATE of tasks_write (14 parameters), its task.updated event (ev, whose
  * "changes" has nchanges fields) and one history entry per changed field, as one statement:
  * one round trip where three or more were. Both inserts read the UPDATE's RETURNING, so a row
- * that did not match writes nothing, and the count says so. tx NULL: the statement is its own
- * transaction on db (the row was read without a lock), and a row whose version moved since
- * is DK_E_CONFLICT (nothing written) for the caller to read again. */
+ * that did not match writes nothing, and the count says so. tx NULL (the row was read without
+ * a lock): nothing is run; the rows go into *keep, written by tasks_patch_run (alone or in a
+ * group: one statement for both) only if the version is still the one read. */
 #define TASKS_WRITE_ONE_MAX 12
 
 /* A personal task's write kept for a group (tasks_patch_group): tasks_write's 14 parameters,
@@ -822,11 +820,9 @@ typedef struct tasks_patch_write {
     const char *hist[4 * TASKS_WRITE_ONE_MAX];
 } tasks_patch_write;
 
-/* keep (tx NULL only): the statement is not run; its rows go into *keep for a group. */
-static dk_status tasks_write_one(const dk_database *db, dk_tx *tx, dk_arena *a,
-                                 const char *update_sql, const char *const update_params[14],
-                                 json_t *ev, const char *actor, size_t nchanges, bool last,
-                                 tasks_patch_write *keep)
+static dk_status tasks_write_one(dk_tx *tx, dk_arena *a, const char *update_sql,
+                                 const char *const update_params[14], json_t *ev, const char *actor,
+                                 size_t nchanges, bool last, tasks_patch_write *keep)
 {
     const char *ob[DK_OUTBOX_NPARAMS];
     dk_outbox_event(a, DK_EVENT_TASK_UPDATED, ev, ob);
@@ -855,7 +851,7 @@ static dk_status tasks_write_one(const dk_database *db, dk_tx *tx, dk_arena *a,
                      b + 4);
         n++;
     }
-    if (keep) {
+    if (!tx) {
         dk_free(values.s);
         memcpy(keep->row, update_params, sizeof keep->row);
         memcpy(keep->ob, ob, sizeof ob);
@@ -874,11 +870,8 @@ static dk_status tasks_write_one(const dk_database *db, dk_tx *tx, dk_arena *a,
         "new_value) ORDER BY v.n",
         update_sql, dk_sb_take(&values, a));
     dk_db_rows *rows = NULL;
-    dk_status st = !tx    ? dk_sql(db, a, sql, NFIXED + 4 * n, p, &rows)
-                   : last ? dk_tx_query_commit(tx, a, sql, NFIXED + 4 * n, p, &rows)
-                          : dk_tx_query(tx, a, sql, NFIXED + 4 * n, p, &rows);
-    if (st == DK_OK && !tx && rows->affected == 0)
-        return DK_E_CONFLICT;
+    dk_status st = last ? dk_tx_query_commit(tx, a, sql, NFIXED + 4 * n, p, &rows)
+                        : dk_tx_query(tx, a, sql, NFIXED + 4 * n, p, &rows);
     if (st == DK_OK && rows->affected != n) {
         dk_log_error("tasks: a locked row changed under an update");
         st = DK_E_INTERNAL;
@@ -888,8 +881,8 @@ static dk_status tasks_write_one(const dk_database *db, dk_tx *tx, dk_arena *a,
 
 /* Writes next over cur (same id and version as read) and records the task.updated event.
  * last: nothing follows in tx, which may commit with the write (dk_tx_query_commit).
- * tx NULL (PostgreSQL, a personal task read without a lock): one statement that writes only
- * if the version is still the one read; DK_E_CONFLICT when it moved. */
+ * tx NULL (PostgreSQL, a personal task read without a lock): the write goes into *keep, for
+ * tasks_patch_run. */
 static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const tasks_task *cur,
                              const tasks_task *next, const char *actor, bool last,
                              tasks_patch_write *keep)
@@ -930,7 +923,7 @@ static dk_status tasks_write(const tasks_repo *r, dk_tx *tx, dk_arena *a, const 
     json_t *ev = tasks_event_json(a, actor, next, cur, owner_role == PROJECT_ROLE_NONE);
     size_t nchanges = json_object_size(json_object_get(ev, "changes"));
     if (tasks_pg(r) && nchanges > 0 && nchanges <= TASKS_WRITE_ONE_MAX)
-        return tasks_write_one(r->db, tx, a, sql, p, ev, actor, nchanges, last, keep);
+        return tasks_write_one(tx, a, sql, p, ev, actor, nchanges, last, keep);
     if (!tx)
         return DK_E_INTERNAL; /* the caller's path needs the one statement */
     dk_db_rows *rows = NULL;
@@ -971,8 +964,8 @@ static dk_status tasks_lock_personal(dk_tx *tx, dk_arena *a, const char *id, con
  * costs a plain read: no transaction id, no row lock, no WAL. DK_E_NOT_FOUND: not such a task
  * (or the change moves it into a project): the caller takes the locking path; DK_E_CONFLICT:
  * the row moved between the read and the write (nothing written): read again.
- * keep non-NULL: the write is not run but kept there for a group (*ret_kept true, *ret the
- * task as it will be once written). */
+ * The write itself is not run here but kept (*ret_kept true, *keep, *ret the task as it will
+ * be once written), for tasks_patch_alone or a group (tasks_patch_group). */
 static dk_status tasks_patch_personal(const tasks_repo *r, dk_arena *a, const char *id,
                                       const char *caller, const tasks_changes *ch,
                                       const char *if_match, tasks_task *ret,
@@ -1008,8 +1001,7 @@ static dk_status tasks_patch_personal(const tasks_repo *r, dk_arena *a, const ch
     st = tasks_write(r, NULL, a, &cur, &next, caller, true, keep);
     if (st == DK_OK) {
         *ret = next;
-        if (keep)
-            *ret_kept = true;
+        *ret_kept = true;
     }
     return st;
 }
@@ -1088,6 +1080,14 @@ static dk_status tasks_patch_run(const tasks_repo *r, dk_arena *a, tasks_patch_w
     return DK_OK;
 }
 
+/* One kept write in a statement of its own: DK_E_CONFLICT when its version moved. */
+static dk_status tasks_patch_alone(const tasks_repo *r, dk_arena *a, tasks_patch_write *w)
+{
+    bool written = false;
+    dk_status st = tasks_patch_run(r, a, &w, 1, &written);
+    return st == DK_OK && !written ? DK_E_CONFLICT : st;
+}
+
 /* dk_batch_run_fn: a group of personal patches. Two patches of one task never share a
  * statement: the later one is answered DK_E_CONFLICT at once (its caller reads again, as when
  * another writer got there first). A group that fails on something one row could cause is
@@ -1113,15 +1113,12 @@ static void tasks_patch_group(void *ctx, dk_batch_job **jobs, int n)
     bool *written = dk_arena_alloc(a, sizeof *written * (size_t)m);
     dk_status *sts = dk_arena_alloc(a, sizeof *sts * (size_t)m);
     dk_status st = tasks_patch_run(r, a, w, m, written);
-    for (int k = 0; k < m; k++) {
-        if (st != DK_OK && st != DK_E_UNAVAILABLE && m > 1) {
-            sts[k] = tasks_patch_run(r, a, &w[k], 1, &written[k]);
-            if (sts[k] == DK_OK && !written[k])
-                sts[k] = DK_E_CONFLICT;
-        } else {
-            sts[k] = st != DK_OK ? st : written[k] ? DK_OK : DK_E_CONFLICT;
-        }
-    }
+    bool alone = st != DK_OK && st != DK_E_UNAVAILABLE && m > 1;
+    for (int k = 0; k < m; k++)
+        sts[k] = alone         ? tasks_patch_alone(r, a, w[k])
+                 : st != DK_OK ? st
+                 : written[k]  ? DK_OK
+                               : DK_E_CONFLICT;
     for (int i = 0; i < n; i++)
         if (of[i] >= 0)
             jobs[i]->status = sts[of[i]];
@@ -1137,7 +1134,11 @@ dk_status tasks_repo_patch(const tasks_repo *r, dk_arena *a, const char *id, con
                            const char **ret_field)
 {
     for (int i = 0; tasks_pg(r) && i < TASKS_PATCH_ATTEMPTS; i++) {
-        dk_status st = tasks_patch_personal(r, a, id, caller, ch, if_match, ret, NULL, NULL);
+        tasks_patch_write keep;
+        bool kept = false;
+        dk_status st = tasks_patch_personal(r, a, id, caller, ch, if_match, ret, &keep, &kept);
+        if (st == DK_OK && kept)
+            st = tasks_patch_alone(r, a, &keep);
         if (st == DK_E_NOT_FOUND)
             break;
         if (st != DK_E_CONFLICT)

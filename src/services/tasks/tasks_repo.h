@@ -51,7 +51,7 @@ void tasks_repo_release(tasks_repo *r);
  * ("assignee_id"); membership rows are locked until commit, so a member removed meanwhile
  * either had the task created before the removal or gets the 422. */
 dk_status tasks_repo_create(const tasks_repo *r, dk_arena *a, const tasks_task *t,
-                            const char **ret_field) DK_MUSTCHECK;
+                            const char **ret_field) DK_MUSTCHECK; /* never queues */
 /* The same without waiting for the creates it shares a statement with (a personal task on
  * PostgreSQL, docs/design/write-batching.md): returns true when the create finished on this
  * thread (*ret_status, and *ret_field as above, set), or false when it was queued: then
